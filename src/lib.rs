@@ -1,0 +1,23 @@
+//! wa-gateway: a pure-Rust WhatsApp multi-device gateway.
+//!
+//! Layers, with arrows pointing one way (any layer may use `proto` and `util`):
+//!
+//! ```text
+//! main ─► api ─► service ─► client ─► socket ─► binary
+//!                   │          └────► signal
+//!                   └─► store ─► implements client::store and signal::store traits
+//! main ─► sim ─► socket, binary, signal      (never client, service, api or store)
+//! ```
+//!
+//! - [`binary`]: the binary XML node codec; knows only bytes.
+//! - [`socket`]: Noise XX handshake, certificate chain, 3-byte framing (all sans-IO) and the one
+//!   WebSocket adapter; knows nodes only as bytes.
+//! - [`signal`]: XEdDSA and the Signal protocol; no IO.
+//! - [`proto`]: generated protobuf types.
+#![warn(missing_docs)]
+
+pub mod binary;
+pub mod proto;
+pub mod signal;
+pub mod socket;
+pub mod util;

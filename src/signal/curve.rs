@@ -1,0 +1,195 @@
+//! Curve25519 keys as Signal and WhatsApp use them: X25519 key agreement and XEdDSA signatures
+//! (Signal's XEdDSA specification; libsignal's wire form puts the Edwards sign bit in the top
+//! bit of byte 63, which a spec-conformant signature leaves 0).
+
+use curve25519_dalek::constants::ED25519_BASEPOINT_TABLE;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::montgomery::MontgomeryPoint;
+use curve25519_dalek::scalar::Scalar;
+use rand::RngCore;
+use sha2::{Digest, Sha512};
+use subtle::ConstantTimeEq;
+
+/// Type byte that prefixes a serialized Curve25519 public key in Signal messages.
+pub const DJB_TYPE: u8 = 0x05;
+
+/// A Curve25519 key pair (private key stored clamped, as the references keep it).
+#[derive(Clone)]
+pub struct KeyPair {
+    /// Clamped private scalar.
+    pub private: [u8; 32],
+    /// Montgomery u-coordinate of the public key.
+    pub public: [u8; 32],
+}
+
+impl std::fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Private keys never reach logs.
+        write!(f, "KeyPair {{ public: {:02x?}.. }}", &self.public[..4])
+    }
+}
+
+/// Clamps a 32-byte string into an X25519 private scalar.
+pub fn clamp(mut k: [u8; 32]) -> [u8; 32] {
+    k[0] &= 248;
+    k[31] &= 127;
+    k[31] |= 64;
+    k
+}
+
+impl KeyPair {
+    /// Key pair from private key bytes (clamped here if they are not already).
+    pub fn from_private(private: [u8; 32]) -> KeyPair {
+        let private = clamp(private);
+        let public = MontgomeryPoint::mul_base_clamped(private).to_bytes();
+        KeyPair { private, public }
+    }
+
+    /// A fresh key pair from the operating system's CSPRNG.
+    pub fn generate() -> KeyPair {
+        let mut k = [0u8; 32];
+        rand::rng().fill_bytes(&mut k);
+        KeyPair::from_private(k)
+    }
+
+    /// X25519 shared secret with `their_public`.
+    pub fn dh(&self, their_public: &[u8; 32]) -> [u8; 32] {
+        MontgomeryPoint(*their_public)
+            .mul_clamped(self.private)
+            .to_bytes()
+    }
+
+    /// XEdDSA signature over `msg` with a fresh random nonce input.
+    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        let mut z = [0u8; 64];
+        rand::rng().fill_bytes(&mut z);
+        xeddsa_sign(&self.private, msg, &z)
+    }
+
+    /// The public key with the 0x05 type byte, as Signal messages carry it.
+    pub fn public_with_type(&self) -> [u8; 33] {
+        with_type(&self.public)
+    }
+}
+
+/// `0x05 ‖ key`.
+pub fn with_type(key: &[u8; 32]) -> [u8; 33] {
+    let mut out = [0u8; 33];
+    out[0] = DJB_TYPE;
+    out[1..].copy_from_slice(key);
+    out
+}
+
+/// XEdDSA sign (XEdDSA spec §2.5): `random` is the 64-byte nonce input Z.
+pub fn xeddsa_sign(private: &[u8; 32], msg: &[u8], random: &[u8; 64]) -> [u8; 64] {
+    let k = Scalar::from_bytes_mod_order(clamp(*private));
+    let e = &k * ED25519_BASEPOINT_TABLE;
+    let e_bytes = e.compress().to_bytes();
+    // The Edwards public key with sign bit 0: negate the scalar when E's sign bit is set.
+    let a = if e_bytes[31] & 0x80 != 0 { -k } else { k };
+    let mut a_pub = e_bytes;
+    a_pub[31] &= 0x7f;
+
+    let mut prefix = [0xffu8; 32];
+    prefix[0] = 0xfe;
+    let r = Scalar::from_hash(
+        Sha512::new()
+            .chain_update(prefix)
+            .chain_update(a.as_bytes())
+            .chain_update(msg)
+            .chain_update(random),
+    );
+    let big_r = (&r * ED25519_BASEPOINT_TABLE).compress();
+    let h = Scalar::from_hash(
+        Sha512::new()
+            .chain_update(big_r.as_bytes())
+            .chain_update(a_pub)
+            .chain_update(msg),
+    );
+    let s = r + h * a;
+    let mut sig = [0u8; 64];
+    sig[..32].copy_from_slice(big_r.as_bytes());
+    sig[32..].copy_from_slice(s.as_bytes());
+    sig
+}
+
+/// Verifies an XEdDSA signature by the Montgomery key `public`, taking the Edwards sign bit
+/// from the top bit of byte 63 as libsignal does.
+pub fn xeddsa_verify(public: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
+    let sign = sig[63] >> 7;
+    let mut s_bytes = [0u8; 32];
+    s_bytes.copy_from_slice(&sig[32..]);
+    s_bytes[31] &= 0x7f;
+    let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)) else {
+        return false;
+    };
+    // The u-coordinate must be canonical (u < p), as the XEdDSA spec requires.
+    if !is_canonical_field_element(public) {
+        return false;
+    }
+    let Some(a) = MontgomeryPoint(*public).to_edwards(sign) else {
+        return false;
+    };
+    let a_bytes = a.compress();
+    let mut r_bytes = [0u8; 32];
+    r_bytes.copy_from_slice(&sig[..32]);
+    let Some(_) = CompressedEdwardsY(r_bytes).decompress() else {
+        return false;
+    };
+    let h = Scalar::from_hash(
+        Sha512::new()
+            .chain_update(r_bytes)
+            .chain_update(a_bytes.as_bytes())
+            .chain_update(msg),
+    );
+    let check = EdwardsPoint::vartime_double_scalar_mul_basepoint(&h, &-a, &s).compress();
+    check.as_bytes().ct_eq(&r_bytes).into()
+}
+
+/// True when the little-endian 255-bit value is below p = 2^255 − 19 (top bit ignored).
+fn is_canonical_field_element(u: &[u8; 32]) -> bool {
+    let mut v = *u;
+    v[31] &= 0x7f;
+    // p = 0x7fff…ffed; only values ≥ p are 2^255−19 … 2^255−1.
+    !(v[31] == 0x7f && v[1..31].iter().all(|&b| b == 0xff) && v[0] >= 0xed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex32(s: &str) -> [u8; 32] {
+        let v: Vec<u8> = (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect();
+        v.try_into().unwrap()
+    }
+
+    #[test]
+    fn sign_verify_and_reject_tampering() {
+        for _ in 0..50 {
+            let kp = KeyPair::generate();
+            let sig = kp.sign(b"hello");
+            assert!(xeddsa_verify(&kp.public, b"hello", &sig));
+            assert!(!xeddsa_verify(&kp.public, b"hellp", &sig));
+            let mut bad = sig;
+            bad[10] ^= 1;
+            assert!(!xeddsa_verify(&kp.public, b"hello", &bad));
+            let other = KeyPair::generate();
+            assert!(!xeddsa_verify(&other.public, b"hello", &sig));
+        }
+    }
+
+    #[test]
+    fn public_key_matches_recorded_pair() {
+        // shared/fixtures/noise_xx.json client_static.
+        let kp = KeyPair::from_private(hex32(
+            "8008894c243fcd99c00b45250427b7dd180c2a2beb9429ef59c250535870f453",
+        ));
+        assert_eq!(
+            kp.public,
+            hex32("5281dac9be0b262cf81d122134faa9c1bdedb7a27d0c615b998d1bec0d9b9200")
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! Small utilities any layer may use.
+
+pub mod clock;
+pub mod hex;

@@ -1,0 +1,57 @@
+//! Helpers shared by the integration tests.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use wa_gateway::binary::{Content, Jid, Node, Value};
+use wa_gateway::util::hex;
+
+/// Loads `fixtures/<name>` (copied unchanged from ../shared/fixtures).
+pub fn fixture(name: &str) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+/// Hex field of a JSON object.
+pub fn hexf(v: &serde_json::Value, key: &str) -> Vec<u8> {
+    let s = v[key].as_str().unwrap_or_else(|| panic!("missing {key}"));
+    hex::decode(s).unwrap_or_else(|| panic!("{key} is not hex"))
+}
+
+/// A fixed-size hex field.
+pub fn hex32(v: &serde_json::Value, key: &str) -> [u8; 32] {
+    hexf(v, key).try_into().expect("32 bytes")
+}
+
+/// How the recording client (Baileys) types a string: JID if it has an `@` and parses as one.
+pub fn value_of(s: &str) -> Value {
+    if s.contains('@')
+        && let Ok(j) = s.parse::<Jid>()
+    {
+        return Value::Jid(j);
+    }
+    Value::Str(s.to_owned().into())
+}
+
+/// A node from the fixtures' JSON form.
+pub fn node_from_json(v: &serde_json::Value) -> Node {
+    let mut n = Node::new(v["tag"].as_str().expect("tag").to_owned());
+    for (k, val) in v["attrs"].as_object().expect("attrs") {
+        n.attrs.push((
+            k.clone().into(),
+            value_of(val.as_str().expect("attr string")),
+        ));
+    }
+    n.content = match &v["content"] {
+        serde_json::Value::Null => Content::None,
+        serde_json::Value::Array(children) => {
+            Content::Children(children.iter().map(node_from_json).collect())
+        }
+        c if c.get("bytes_hex").is_some() => Content::Bytes(Bytes::from(hexf(c, "bytes_hex"))),
+        c => Content::Text(value_of(c["string"].as_str().expect("string content"))),
+    };
+    n
+}

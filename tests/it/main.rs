@@ -1,0 +1,9 @@
+//! Integration tests: outside vectors first (fixtures/ from Baileys and libsignal), then our own.
+
+mod binary_fixtures;
+mod cert_chain;
+mod codec_props;
+mod common;
+mod loopback;
+mod noise_fixture;
+mod tokens;
