@@ -72,6 +72,54 @@ impl KeyPair {
     }
 }
 
+/// Where new key pairs come from. Injected so that recorded sessions replay exactly and ratchet
+/// tests are deterministic; production uses [`OsKeys`].
+pub trait KeySource {
+    /// The next key pair.
+    fn generate(&mut self) -> KeyPair;
+}
+
+/// Fresh keys from the operating system's CSPRNG.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsKeys;
+
+impl KeySource for OsKeys {
+    fn generate(&mut self) -> KeyPair {
+        KeyPair::generate()
+    }
+}
+
+/// Key pairs from a fixed sequence (recorded vectors, deterministic tests); falls back to fresh
+/// keys when the sequence runs out.
+#[derive(Debug, Default, Clone)]
+pub struct SequenceKeys(std::collections::VecDeque<KeyPair>);
+
+impl SequenceKeys {
+    /// Keys to hand out in this order.
+    pub fn new(keys: impl IntoIterator<Item = KeyPair>) -> SequenceKeys {
+        SequenceKeys(keys.into_iter().collect())
+    }
+
+    /// Keys not yet handed out.
+    pub fn remaining(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl KeySource for SequenceKeys {
+    fn generate(&mut self) -> KeyPair {
+        self.0.pop_front().unwrap_or_else(KeyPair::generate)
+    }
+}
+
+/// A 33-byte `0x05 ‖ key` public key back to its 32 raw bytes.
+pub fn strip_type(key: &[u8]) -> Option<[u8; 32]> {
+    match key {
+        [DJB_TYPE, rest @ ..] => rest.try_into().ok(),
+        _ => None,
+    }
+}
+
 /// `0x05 ‖ key`.
 pub fn with_type(key: &[u8; 32]) -> [u8; 33] {
     let mut out = [0u8; 33];

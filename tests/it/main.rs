@@ -6,4 +6,5 @@ mod codec_props;
 mod common;
 mod loopback;
 mod noise_fixture;
+mod signal_fixture;
 mod tokens;
