@@ -43,7 +43,21 @@ pub enum SignalError {
     /// A stored record could not be decoded.
     #[error("corrupt stored record: {0}")]
     CorruptRecord(&'static str),
+    /// The storage backend failed.
+    #[error("signal store: {0}")]
+    Store(String),
     /// The message version is not 3.
     #[error("unsupported message version {0}")]
     UnsupportedVersion(u8),
+}
+
+/// A storage backend failed (the message is the backend's; no key material in it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("signal store: {0}")]
+pub struct StoreError(pub String);
+
+impl From<StoreError> for SignalError {
+    fn from(e: StoreError) -> SignalError {
+        SignalError::Store(e.0)
+    }
 }

@@ -7,4 +7,5 @@ mod common;
 mod loopback;
 mod noise_fixture;
 mod signal_fixture;
+mod signal_roundtrip;
 mod tokens;

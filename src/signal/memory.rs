@@ -1,0 +1,154 @@
+//! In-memory Signal stores for tests, benches and the simulator's phones.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::address::{ProtocolAddress, SenderKeyName};
+use super::error::StoreError;
+use super::group::SenderKeyRecord;
+use super::session::SessionRecord;
+use super::store::{
+    IdentityChange, IdentityStore, PreKey, PreKeyStore, SenderKeyStore, SessionStore, SignedPreKey,
+    SignedPreKeyStore, StoreResult,
+};
+use super::x3dh::LocalIdentity;
+
+/// All stores of one account, in memory.
+#[derive(Debug)]
+pub struct MemoryStore {
+    identity: LocalIdentity,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    identities: HashMap<ProtocolAddress, [u8; 32]>,
+    pre_keys: HashMap<u32, PreKey>,
+    signed: HashMap<u32, SignedPreKey>,
+    sessions: HashMap<ProtocolAddress, Vec<u8>>,
+    sender_keys: HashMap<String, Vec<u8>>,
+}
+
+impl MemoryStore {
+    /// An empty store for `identity`.
+    pub fn new(identity: LocalIdentity) -> MemoryStore {
+        MemoryStore {
+            identity,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> StoreResult<T> {
+        let mut g = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError("memory store poisoned".into()))?;
+        Ok(f(&mut g))
+    }
+
+    /// Number of one-time prekeys held.
+    pub fn pre_key_count(&self) -> usize {
+        self.with(|i| i.pre_keys.len()).unwrap_or(0)
+    }
+}
+
+impl IdentityStore for MemoryStore {
+    async fn local_identity(&self) -> StoreResult<LocalIdentity> {
+        Ok(self.identity.clone())
+    }
+
+    async fn identity(&self, addr: &ProtocolAddress) -> StoreResult<Option<[u8; 32]>> {
+        self.with(|i| i.identities.get(addr).copied())
+    }
+
+    async fn save_identity(
+        &self,
+        addr: &ProtocolAddress,
+        key: &[u8; 32],
+    ) -> StoreResult<IdentityChange> {
+        self.with(|i| match i.identities.insert(addr.clone(), *key) {
+            None => IdentityChange::New,
+            Some(old) if &old == key => IdentityChange::Unchanged,
+            Some(_) => IdentityChange::Changed,
+        })
+    }
+}
+
+impl PreKeyStore for MemoryStore {
+    async fn pre_key(&self, id: u32) -> StoreResult<Option<PreKey>> {
+        self.with(|i| i.pre_keys.get(&id).cloned())
+    }
+
+    async fn store_pre_keys(&self, keys: &[PreKey]) -> StoreResult<()> {
+        self.with(|i| {
+            for k in keys {
+                i.pre_keys.insert(k.id, k.clone());
+            }
+        })
+    }
+
+    async fn remove_pre_key(&self, id: u32) -> StoreResult<()> {
+        self.with(|i| {
+            i.pre_keys.remove(&id);
+        })
+    }
+}
+
+impl SignedPreKeyStore for MemoryStore {
+    async fn signed_pre_key(&self, id: u32) -> StoreResult<Option<SignedPreKey>> {
+        self.with(|i| i.signed.get(&id).cloned())
+    }
+
+    async fn store_signed_pre_key(&self, key: &SignedPreKey) -> StoreResult<()> {
+        self.with(|i| {
+            i.signed.insert(key.id, key.clone());
+        })
+    }
+}
+
+impl SessionStore for MemoryStore {
+    async fn session(&self, addr: &ProtocolAddress) -> StoreResult<Option<SessionRecord>> {
+        // Stored as bytes, like a real backend, so tests exercise serialization too.
+        let bytes = self.with(|i| i.sessions.get(addr).cloned())?;
+        bytes
+            .map(|b| SessionRecord::from_bytes(&b).map_err(|e| StoreError(e.to_string())))
+            .transpose()
+    }
+
+    async fn store_session(
+        &self,
+        addr: &ProtocolAddress,
+        record: &SessionRecord,
+    ) -> StoreResult<()> {
+        let b = record.to_bytes();
+        self.with(|i| {
+            i.sessions.insert(addr.clone(), b);
+        })
+    }
+
+    async fn delete_session(&self, addr: &ProtocolAddress) -> StoreResult<()> {
+        self.with(|i| {
+            i.sessions.remove(addr);
+        })
+    }
+}
+
+impl SenderKeyStore for MemoryStore {
+    async fn sender_key(&self, name: &SenderKeyName) -> StoreResult<Option<SenderKeyRecord>> {
+        let bytes = self.with(|i| i.sender_keys.get(&name.to_string()).cloned())?;
+        bytes
+            .map(|b| SenderKeyRecord::from_bytes(&b).map_err(|e| StoreError(e.to_string())))
+            .transpose()
+    }
+
+    async fn store_sender_key(
+        &self,
+        name: &SenderKeyName,
+        record: &SenderKeyRecord,
+    ) -> StoreResult<()> {
+        let b = record.to_bytes();
+        self.with(|i| {
+            i.sender_keys.insert(name.to_string(), b);
+        })
+    }
+}

@@ -1,0 +1,238 @@
+//! What the Signal protocol needs stored, as traits (implemented in memory here and over SQLite
+//! by the store layer), and the key records they hold. Records are libsignal protobufs.
+
+use std::future::Future;
+
+use prost::Message;
+
+use super::address::{ProtocolAddress, SenderKeyName};
+use super::curve::{KeyPair, strip_type, with_type};
+use super::error::{SignalError, StoreError};
+use super::group::SenderKeyRecord;
+use super::session::SessionRecord;
+use super::x3dh::LocalIdentity;
+use crate::proto::wa::signal as pb;
+
+/// A one-time prekey.
+#[derive(Debug, Clone)]
+pub struct PreKey {
+    /// 24-bit id.
+    pub id: u32,
+    /// The key pair.
+    pub key_pair: KeyPair,
+}
+
+impl PreKey {
+    /// Serializes as PreKeyRecordStructure.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        pb::PreKeyRecordStructure {
+            id: Some(self.id),
+            public_key: Some(with_type(&self.key_pair.public).to_vec()),
+            private_key: Some(self.key_pair.private.to_vec()),
+        }
+        .encode_to_vec()
+    }
+
+    /// Parses a stored record.
+    pub fn from_bytes(b: &[u8]) -> Result<PreKey, SignalError> {
+        let r = pb::PreKeyRecordStructure::decode(b)
+            .map_err(|_| SignalError::CorruptRecord("prekey"))?;
+        let private: [u8; 32] = r
+            .private_key
+            .as_deref()
+            .and_then(|k| k.try_into().ok())
+            .ok_or(SignalError::CorruptRecord("prekey private"))?;
+        Ok(PreKey {
+            id: r.id.unwrap_or(0),
+            key_pair: KeyPair::from_private(private),
+        })
+    }
+}
+
+/// A signed prekey: signed by the identity key over `0x05 ‖ public`.
+#[derive(Debug, Clone)]
+pub struct SignedPreKey {
+    /// 24-bit id.
+    pub id: u32,
+    /// The key pair.
+    pub key_pair: KeyPair,
+    /// XEdDSA signature by the identity key.
+    pub signature: [u8; 64],
+    /// Creation time (Unix ms, as libsignal stores it).
+    pub timestamp: u64,
+}
+
+impl SignedPreKey {
+    /// A fresh signed prekey.
+    pub fn generate(id: u32, identity: &KeyPair, timestamp: u64) -> SignedPreKey {
+        let key_pair = KeyPair::generate();
+        let signature = identity.sign(&with_type(&key_pair.public));
+        SignedPreKey {
+            id,
+            key_pair,
+            signature,
+            timestamp,
+        }
+    }
+
+    /// Serializes as SignedPreKeyRecordStructure.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        pb::SignedPreKeyRecordStructure {
+            id: Some(self.id),
+            public_key: Some(with_type(&self.key_pair.public).to_vec()),
+            private_key: Some(self.key_pair.private.to_vec()),
+            signature: Some(self.signature.to_vec()),
+            timestamp: Some(self.timestamp),
+        }
+        .encode_to_vec()
+    }
+
+    /// Parses a stored record.
+    pub fn from_bytes(b: &[u8]) -> Result<SignedPreKey, SignalError> {
+        let r = pb::SignedPreKeyRecordStructure::decode(b)
+            .map_err(|_| SignalError::CorruptRecord("signed prekey"))?;
+        let private: [u8; 32] = r
+            .private_key
+            .as_deref()
+            .and_then(|k| k.try_into().ok())
+            .ok_or(SignalError::CorruptRecord("signed prekey private"))?;
+        Ok(SignedPreKey {
+            id: r.id.unwrap_or(0),
+            key_pair: KeyPair::from_private(private),
+            signature: r
+                .signature
+                .as_deref()
+                .and_then(|s| s.try_into().ok())
+                .ok_or(SignalError::CorruptRecord("signed prekey signature"))?,
+            timestamp: r.timestamp.unwrap_or(0),
+        })
+    }
+}
+
+/// Serializes our identity as IdentityKeyPairStructure (the registration id is stored apart).
+pub fn identity_to_bytes(kp: &KeyPair) -> Vec<u8> {
+    pb::IdentityKeyPairStructure {
+        public_key: Some(with_type(&kp.public).to_vec()),
+        private_key: Some(kp.private.to_vec()),
+    }
+    .encode_to_vec()
+}
+
+/// Parses an IdentityKeyPairStructure.
+pub fn identity_from_bytes(b: &[u8]) -> Result<KeyPair, SignalError> {
+    let r = pb::IdentityKeyPairStructure::decode(b)
+        .map_err(|_| SignalError::CorruptRecord("identity"))?;
+    let private: [u8; 32] = r
+        .private_key
+        .as_deref()
+        .and_then(|k| k.try_into().ok())
+        .ok_or(SignalError::CorruptRecord("identity private"))?;
+    let kp = KeyPair::from_private(private);
+    if r.public_key.as_deref().and_then(strip_type) != Some(kp.public) {
+        return Err(SignalError::CorruptRecord(
+            "identity public does not match private",
+        ));
+    }
+    Ok(kp)
+}
+
+/// What saving a peer's identity key found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityChange {
+    /// First key seen for the address (trust on first use).
+    New,
+    /// Same key as before.
+    Unchanged,
+    /// A different key replaced the stored one (the peer re-installed, or worse).
+    Changed,
+}
+
+/// Result alias for store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Our identity and the identities of peers.
+pub trait IdentityStore: Send + Sync {
+    /// Our identity key pair and registration id.
+    fn local_identity(&self) -> impl Future<Output = StoreResult<LocalIdentity>> + Send;
+    /// The stored identity of `addr`.
+    fn identity(
+        &self,
+        addr: &ProtocolAddress,
+    ) -> impl Future<Output = StoreResult<Option<[u8; 32]>>> + Send;
+    /// Stores `key` for `addr` and says whether it was new, unchanged or changed.
+    fn save_identity(
+        &self,
+        addr: &ProtocolAddress,
+        key: &[u8; 32],
+    ) -> impl Future<Output = StoreResult<IdentityChange>> + Send;
+}
+
+/// One-time prekeys.
+pub trait PreKeyStore: Send + Sync {
+    /// The prekey `id`.
+    fn pre_key(&self, id: u32) -> impl Future<Output = StoreResult<Option<PreKey>>> + Send;
+    /// Stores prekeys (an upload batch).
+    fn store_pre_keys(&self, keys: &[PreKey]) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Deletes a consumed prekey.
+    fn remove_pre_key(&self, id: u32) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Signed prekeys.
+pub trait SignedPreKeyStore: Send + Sync {
+    /// The signed prekey `id`.
+    fn signed_pre_key(
+        &self,
+        id: u32,
+    ) -> impl Future<Output = StoreResult<Option<SignedPreKey>>> + Send;
+    /// Stores a signed prekey.
+    fn store_signed_pre_key(
+        &self,
+        key: &SignedPreKey,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Session records per peer device.
+pub trait SessionStore: Send + Sync {
+    /// The record for `addr`.
+    fn session(
+        &self,
+        addr: &ProtocolAddress,
+    ) -> impl Future<Output = StoreResult<Option<SessionRecord>>> + Send;
+    /// Stores the record for `addr`.
+    fn store_session(
+        &self,
+        addr: &ProtocolAddress,
+        record: &SessionRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Deletes the record for `addr`.
+    fn delete_session(
+        &self,
+        addr: &ProtocolAddress,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Sender key records per (group, sender device).
+pub trait SenderKeyStore: Send + Sync {
+    /// The record for `name`.
+    fn sender_key(
+        &self,
+        name: &SenderKeyName,
+    ) -> impl Future<Output = StoreResult<Option<SenderKeyRecord>>> + Send;
+    /// Stores the record for `name`.
+    fn store_sender_key(
+        &self,
+        name: &SenderKeyName,
+        record: &SenderKeyRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Everything a [`super::cipher::SessionCipher`] needs.
+pub trait SignalStore:
+    IdentityStore + PreKeyStore + SignedPreKeyStore + SessionStore + SenderKeyStore
+{
+}
+
+impl<T: IdentityStore + PreKeyStore + SignedPreKeyStore + SessionStore + SenderKeyStore> SignalStore
+    for T
+{
+}
