@@ -20,4 +20,5 @@ pub mod binary;
 pub mod proto;
 pub mod signal;
 pub mod socket;
+pub mod store;
 pub mod util;

@@ -30,7 +30,7 @@ impl ProtocolAddress {
             Server::Hosted => format!("{}_128", jid.user),
             Server::HostedLid => format!("{}_129", jid.user),
             _ if jid.agent > 0 => format!("{}_{}", jid.user, jid.agent),
-            _ => jid.user.clone(),
+            _ => jid.user.to_string(),
         };
         ProtocolAddress::new(name, u32::from(jid.device))
     }

@@ -7,5 +7,7 @@ mod common;
 mod loopback;
 mod noise_fixture;
 mod signal_fixture;
+mod signal_props;
 mod signal_roundtrip;
+mod signal_store;
 mod tokens;

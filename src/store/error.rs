@@ -1,0 +1,24 @@
+//! Storage errors: the database failed, or a stored value is corrupt.
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite or the pool failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Running migrations failed.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be decoded.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+    /// The account has no identity yet.
+    #[error("account {0} has no Signal identity")]
+    NoIdentity(i64),
+}
+
+impl From<StoreError> for crate::signal::StoreError {
+    fn from(e: StoreError) -> crate::signal::StoreError {
+        crate::signal::StoreError(e.to_string())
+    }
+}

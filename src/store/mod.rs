@@ -1,0 +1,123 @@
+//! Persistence over one shared sqlx SQLite pool (WAL, synchronous=NORMAL) for every account:
+//! tables are keyed by account, and this layer implements the traits the protocol layers define.
+//! It knows SQL; the protocol layers never do.
+
+pub mod error;
+pub mod signal;
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use error::StoreError;
+pub use signal::SqliteSignalStore;
+
+/// Embedded migrations (no runtime files, no proc-macro): version, description, SQL.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "accounts and signal",
+    include_str!("../../migrations/0001_accounts_signal.sql"),
+)];
+
+/// An account's id in the database.
+pub type AccountId = i64;
+
+/// The database: one pool shared by all accounts.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `url` (`sqlite://path` or
+    /// `sqlite::memory:`) and runs migrations.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            // A small page cache per connection: the pool is shared by every account.
+            .pragma("cache_size", "-2048");
+        let in_memory = url.contains(":memory:");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if in_memory { 1 } else { 4 })
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await?;
+        let migrator = Migrator {
+            migrations: Cow::Owned(
+                MIGRATIONS
+                    .iter()
+                    .map(|(v, d, sql)| {
+                        Migration::new(
+                            *v,
+                            Cow::Borrowed(*d),
+                            MigrationType::Simple,
+                            Cow::Borrowed(*sql),
+                            false,
+                        )
+                    })
+                    .collect(),
+            ),
+            ..Migrator::DEFAULT
+        };
+        migrator.run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// The shared pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// The account for (subaccount, agent), created on first use.
+    pub async fn account(
+        &self,
+        subaccount_id: &str,
+        agent_id: &str,
+    ) -> Result<AccountId, StoreError> {
+        sqlx::query(
+            "INSERT INTO accounts (subaccount_id, agent_id, created_at) VALUES (?, ?, unixepoch()) \
+             ON CONFLICT (subaccount_id, agent_id) DO NOTHING",
+        )
+        .bind(subaccount_id)
+        .bind(agent_id)
+        .execute(&self.pool)
+        .await?;
+        let id: i64 =
+            sqlx::query_scalar("SELECT id FROM accounts WHERE subaccount_id = ? AND agent_id = ?")
+                .bind(subaccount_id)
+                .bind(agent_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(id)
+    }
+
+    /// Deletes an account and everything stored for it.
+    pub async fn delete_account(&self, account: AccountId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM accounts WHERE id = ?")
+            .bind(account)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The Signal stores of `account`.
+    pub fn signal(&self, account: AccountId) -> SqliteSignalStore {
+        SqliteSignalStore::new(self.pool.clone(), account)
+    }
+
+    /// Closes the pool (checkpointing the WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
