@@ -3,7 +3,7 @@
 //! bit of byte 63, which a spec-conformant signature leaves 0).
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_TABLE;
-use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use curve25519_dalek::scalar::Scalar;
 use rand::RngCore;
@@ -61,9 +61,7 @@ impl KeyPair {
 
     /// XEdDSA signature over `msg` with a fresh random nonce input.
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        let mut z = [0u8; 64];
-        rand::rng().fill_bytes(&mut z);
-        xeddsa_sign(&self.private, msg, &z)
+        sign_with_private(&self.private, msg)
     }
 
     /// The public key with the 0x05 type byte, as Signal messages carry it.
@@ -128,70 +126,134 @@ pub fn with_type(key: &[u8; 32]) -> [u8; 33] {
     out
 }
 
+/// XEdDSA signature by a private key alone (no public key needed) with a random nonce input.
+pub fn sign_with_private(private: &[u8; 32], msg: &[u8]) -> [u8; 64] {
+    Signer::new(private).sign(msg)
+}
+
 /// XEdDSA sign (XEdDSA spec §2.5): `random` is the 64-byte nonce input Z.
 pub fn xeddsa_sign(private: &[u8; 32], msg: &[u8], random: &[u8; 64]) -> [u8; 64] {
-    let k = Scalar::from_bytes_mod_order(clamp(*private));
-    let e = &k * ED25519_BASEPOINT_TABLE;
-    let e_bytes = e.compress().to_bytes();
-    // The Edwards public key with sign bit 0: negate the scalar when E's sign bit is set.
-    let a = if e_bytes[31] & 0x80 != 0 { -k } else { k };
-    let mut a_pub = e_bytes;
-    a_pub[31] &= 0x7f;
+    Signer::new(private).sign_with(msg, random)
+}
 
-    let mut prefix = [0xffu8; 32];
-    prefix[0] = 0xfe;
-    let r = Scalar::from_hash(
-        Sha512::new()
-            .chain_update(prefix)
-            .chain_update(a.as_bytes())
-            .chain_update(msg)
-            .chain_update(random),
-    );
-    let big_r = (&r * ED25519_BASEPOINT_TABLE).compress();
-    let h = Scalar::from_hash(
-        Sha512::new()
-            .chain_update(big_r.as_bytes())
-            .chain_update(a_pub)
-            .chain_update(msg),
-    );
-    let s = r + h * a;
-    let mut sig = [0u8; 64];
-    sig[..32].copy_from_slice(big_r.as_bytes());
-    sig[32..].copy_from_slice(s.as_bytes());
-    sig
+/// A private key prepared for repeated XEdDSA signing: the Edwards key is computed once, so a
+/// signature costs one base-point multiplication (sender keys sign every group message).
+#[derive(Clone)]
+pub struct Signer {
+    a: Scalar,
+    a_pub: [u8; 32],
+}
+
+impl Signer {
+    /// Prepares `private` (a Montgomery scalar, clamped here).
+    pub fn new(private: &[u8; 32]) -> Signer {
+        let k = Scalar::from_bytes_mod_order(clamp(*private));
+        let e = (&k * ED25519_BASEPOINT_TABLE).compress().to_bytes();
+        // The Edwards public key with sign bit 0: negate the scalar when E's sign bit is set.
+        let a = if e[31] & 0x80 != 0 { -k } else { k };
+        let mut a_pub = e;
+        a_pub[31] &= 0x7f;
+        Signer { a, a_pub }
+    }
+
+    /// Signs with a fresh random nonce input.
+    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        let mut z = [0u8; 64];
+        rand::rng().fill_bytes(&mut z);
+        self.sign_with(msg, &z)
+    }
+
+    /// Signs with the nonce input `random` (Z).
+    pub fn sign_with(&self, msg: &[u8], random: &[u8; 64]) -> [u8; 64] {
+        let mut prefix = [0xffu8; 32];
+        prefix[0] = 0xfe;
+        let r = Scalar::from_hash(
+            Sha512::new()
+                .chain_update(prefix)
+                .chain_update(self.a.as_bytes())
+                .chain_update(msg)
+                .chain_update(random),
+        );
+        let big_r = (&r * ED25519_BASEPOINT_TABLE).compress();
+        let h = Scalar::from_hash(
+            Sha512::new()
+                .chain_update(big_r.as_bytes())
+                .chain_update(self.a_pub)
+                .chain_update(msg),
+        );
+        let s = r + h * self.a;
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(big_r.as_bytes());
+        sig[32..].copy_from_slice(s.as_bytes());
+        sig
+    }
 }
 
 /// Verifies an XEdDSA signature by the Montgomery key `public`, taking the Edwards sign bit
 /// from the top bit of byte 63 as libsignal does.
 pub fn xeddsa_verify(public: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
-    let sign = sig[63] >> 7;
-    let mut s_bytes = [0u8; 32];
-    s_bytes.copy_from_slice(&sig[32..]);
-    s_bytes[31] &= 0x7f;
-    let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)) else {
-        return false;
-    };
-    // The u-coordinate must be canonical (u < p), as the XEdDSA spec requires.
-    if !is_canonical_field_element(public) {
-        return false;
+    Verifier::new(*public).verify(msg, sig)
+}
+
+/// A public key prepared for repeated verification: its Edwards form (one per sign bit, since
+/// libsignal-style signers may set either) is derived on first use and kept.
+#[derive(Clone)]
+pub struct Verifier {
+    public: [u8; 32],
+    edwards: [Option<(EdwardsPoint, [u8; 32])>; 2],
+}
+
+impl Verifier {
+    /// Prepares `public` (a Montgomery u-coordinate).
+    pub fn new(public: [u8; 32]) -> Verifier {
+        Verifier {
+            public,
+            edwards: [None, None],
+        }
     }
-    let Some(a) = MontgomeryPoint(*public).to_edwards(sign) else {
-        return false;
-    };
-    let a_bytes = a.compress();
-    let mut r_bytes = [0u8; 32];
-    r_bytes.copy_from_slice(&sig[..32]);
-    let Some(_) = CompressedEdwardsY(r_bytes).decompress() else {
-        return false;
-    };
-    let h = Scalar::from_hash(
-        Sha512::new()
-            .chain_update(r_bytes)
-            .chain_update(a_bytes.as_bytes())
-            .chain_update(msg),
-    );
-    let check = EdwardsPoint::vartime_double_scalar_mul_basepoint(&h, &-a, &s).compress();
-    check.as_bytes().ct_eq(&r_bytes).into()
+
+    /// The key being verified against.
+    pub fn public(&self) -> &[u8; 32] {
+        &self.public
+    }
+
+    fn edwards(&mut self, sign: u8) -> Option<(EdwardsPoint, [u8; 32])> {
+        let slot = &mut self.edwards[usize::from(sign & 1)];
+        if slot.is_none() {
+            // The u-coordinate must be canonical (u < p), as the XEdDSA spec requires.
+            if !is_canonical_field_element(&self.public) {
+                return None;
+            }
+            let a = MontgomeryPoint(self.public).to_edwards(sign)?;
+            *slot = Some((-a, a.compress().to_bytes()));
+        }
+        *slot
+    }
+
+    /// Checks `sig` over `msg`.
+    pub fn verify(&mut self, msg: &[u8], sig: &[u8; 64]) -> bool {
+        let sign = sig[63] >> 7;
+        let mut s_bytes = [0u8; 32];
+        s_bytes.copy_from_slice(&sig[32..]);
+        s_bytes[31] &= 0x7f;
+        let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)) else {
+            return false;
+        };
+        let Some((neg_a, a_bytes)) = self.edwards(sign) else {
+            return false;
+        };
+        // R is compared as bytes, not decompressed: a non-point R cannot equal a computed
+        // point's encoding (libsignal does the same).
+        let r_bytes = &sig[..32];
+        let h = Scalar::from_hash(
+            Sha512::new()
+                .chain_update(r_bytes)
+                .chain_update(a_bytes)
+                .chain_update(msg),
+        );
+        let check = EdwardsPoint::vartime_double_scalar_mul_basepoint(&h, &neg_a, &s).compress();
+        check.as_bytes().ct_eq(r_bytes).into()
+    }
 }
 
 /// True when the little-endian 255-bit value is below p = 2^255 − 19 (top bit ignored).

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use prost::Message;
 use rand::RngCore;
 
-use super::curve::{KeyPair, strip_type, with_type, xeddsa_verify};
+use super::curve::{KeyPair, Signer, Verifier, strip_type, with_type};
 use super::error::SignalError;
 use super::ratchet::{MAX_SKIP, VERSION_BYTE, cbc_decrypt, cbc_encrypt, hkdf, hmac256, split32};
 use crate::proto::wa::signal as pb;
@@ -61,6 +61,9 @@ struct SenderKeyState {
     signing_public: [u8; 32],
     signing_private: Option<[u8; 32]>,
     skipped: VecDeque<SenderMessageKey>,
+    /// Prepared keys (derived, never stored): signing and verifying every group message.
+    signer: Option<Signer>,
+    verifier: Verifier,
 }
 
 impl SenderKeyState {
@@ -190,6 +193,8 @@ impl SenderKeyRecord {
                 signing_public: signing.public,
                 signing_private: Some(signing.private),
                 skipped: VecDeque::new(),
+                signer: Some(Signer::new(&signing.private)),
+                verifier: Verifier::new(signing.public),
             });
         }
         let s = &self.states[0];
@@ -221,6 +226,8 @@ impl SenderKeyRecord {
             signing_public: d.signing_key,
             signing_private: None,
             skipped: VecDeque::new(),
+            signer: None,
+            verifier: Verifier::new(d.signing_key),
         });
     }
 
@@ -228,6 +235,7 @@ impl SenderKeyRecord {
     pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, SignalError> {
         let s = self.states.front_mut().ok_or(SignalError::NoSession)?;
         let private = s.signing_private.ok_or(SignalError::NoSession)?;
+        let signer = s.signer.get_or_insert_with(|| Signer::new(&private));
         let mk = s.chain.message_key();
         let (iv, key) = mk.keys();
         let mut out = vec![VERSION_BYTE];
@@ -238,7 +246,7 @@ impl SenderKeyRecord {
         }
         .encode(&mut out)
         .unwrap_or_else(|_| unreachable!("Vec grows"));
-        let sig = KeyPair::from_private(private).sign(&out);
+        let sig = signer.sign(&out);
         out.extend_from_slice(&sig);
         s.chain = s.chain.next();
         Ok(out)
@@ -270,7 +278,7 @@ impl SenderKeyRecord {
         let sig: &[u8; 64] = sig
             .try_into()
             .map_err(|_| SignalError::InvalidMessage("signature"))?;
-        if !xeddsa_verify(&self.states[idx].signing_public, signed, sig) {
+        if !self.states[idx].verifier.verify(signed, sig) {
             return Err(SignalError::InvalidMac);
         }
         let mut state = self.states[idx].clone();
@@ -334,17 +342,20 @@ impl SenderKeyRecord {
                     .sender_signing_key
                     .as_ref()
                     .ok_or(SignalError::CorruptRecord("signing key"))?;
+                let signing_public = signing
+                    .public
+                    .as_deref()
+                    .and_then(strip_type)
+                    .ok_or(SignalError::CorruptRecord("signing public"))?;
                 Ok(SenderKeyState {
                     key_id: s.sender_key_id.unwrap_or(0),
+                    verifier: Verifier::new(signing_public),
+                    signer: None,
                     chain: SenderChainKey {
                         iteration: chain.iteration.unwrap_or(0),
                         seed: seed(chain.seed.as_ref())?,
                     },
-                    signing_public: signing
-                        .public
-                        .as_deref()
-                        .and_then(strip_type)
-                        .ok_or(SignalError::CorruptRecord("signing public"))?,
+                    signing_public,
                     signing_private: signing
                         .private
                         .as_ref()
