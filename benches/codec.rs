@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use wa_gateway::binary::{Jid, Node, Server, decode_node, encode_node};
+use wa_gateway::binary::{Jid, Node, Server, decode_node, decode_node_ref, encode_node};
 
 fn fixture_frame(name: &str) -> Vec<u8> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/binary_nodes.json");
@@ -80,8 +80,14 @@ fn bench_input(c: &mut Criterion, name: &str, frame: Vec<u8>) {
 
     let mut g = c.benchmark_group(format!("decode/{name}"));
     g.throughput(criterion::Throughput::Bytes(frame.len() as u64));
-    g.bench_function("wa-gateway", |bch| {
+    g.bench_function("wa-gateway owned", |bch| {
         bch.iter(|| decode_node(black_box(&body)).unwrap())
+    });
+    g.bench_function("wa-gateway borrowed", |bch| {
+        bch.iter(|| {
+            let n = decode_node_ref(black_box(slice)).unwrap();
+            black_box(&n);
+        })
     });
     g.bench_function("wacore-binary owned", |bch| {
         bch.iter(|| {

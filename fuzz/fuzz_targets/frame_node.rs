@@ -6,10 +6,19 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use wa_gateway::binary::{decode_frame, encode_frame};
+use wa_gateway::binary::{decode_frame, decode_node_ref, encode_frame, unpack_frame};
 use wa_gateway::socket::framing::FrameDecoder;
 
 fuzz_target!(|data: &[u8]| {
+    // The borrowed view accepts exactly what the owned decoder accepts, with equal content.
+    if let Ok(body) = unpack_frame(Bytes::copy_from_slice(data)) {
+        let owned = wa_gateway::binary::decode_node(&body);
+        let view = decode_node_ref(&body);
+        assert_eq!(owned.is_ok(), view.is_ok());
+        if let (Ok(o), Ok(v)) = (&owned, &view) {
+            assert_eq!(&v.to_owned_node(Some(&body)), o);
+        }
+    }
     if let Ok(node) = decode_frame(Bytes::copy_from_slice(data)) {
         let once = encode_frame(&node).expect("decoded nodes re-encode");
         let back = decode_frame(Bytes::from(once.clone())).expect("re-encoded nodes decode");

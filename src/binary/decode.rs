@@ -144,13 +144,17 @@ impl Decoder<'_> {
         }
     }
 
-    /// A string where the protocol expects one (tags, attribute keys). A JID found there is
-    /// accepted in its string form, as the references do.
+    /// A string where the protocol expects one (tags, attribute keys). No stanza carries a
+    /// JID there, so one is refused (the borrowed decoder agrees).
     fn read_str(&mut self) -> Result<Str, DecodeError> {
         let t = self.u8()?;
         match self.read_value(t)? {
             Value::Str(s) => Ok(s),
-            Value::Jid(j) => Ok(Cow::Owned(j.to_string())),
+            Value::Jid(_) => Err(DecodeError::InvalidTag {
+                tag: t,
+                context: "tag or key (JID)",
+                offset: self.pos,
+            }),
         }
     }
 

@@ -2,6 +2,7 @@
 //! token dictionaries, encoder, decoder, packed strings and the flags/zlib frame wrapper.
 //! Pure byte mapping: it knows nothing of sockets, Noise, Signal or storage.
 
+mod borrowed;
 mod decode;
 mod display;
 mod encode;
@@ -12,6 +13,7 @@ mod node;
 pub mod pack;
 pub mod token;
 
+pub use borrowed::{ContentRef, JidRef, NodeRef, PackedRef, TextRef, ValueRef, decode_node_ref};
 pub use decode::{MAX_DEPTH, decode_node};
 pub use encode::encode_node;
 pub use error::{DecodeError, EncodeError};

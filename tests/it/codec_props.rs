@@ -5,7 +5,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use wa_gateway::binary::token::{DOUBLE_BYTE, SINGLE_BYTE};
 use wa_gateway::binary::{
-    Content, Jid, Node, Server, Value, decode_frame, decode_node, encode_frame, encode_node,
+    Content, Jid, Node, Server, Value, decode_frame, decode_node, decode_node_ref, encode_frame,
+    encode_node,
 };
 
 fn token() -> impl Strategy<Value = String> {
@@ -144,7 +145,29 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = decode_frame(Bytes::from(data.clone()));
-        let _ = decode_node(&Bytes::from(data));
+        let owned = decode_node(&Bytes::from(data.clone()));
+        // The borrowed decoder accepts exactly what the owned one accepts, with equal content.
+        let borrowed = decode_node_ref(&data);
+        prop_assert_eq!(owned.is_ok(), borrowed.is_ok());
+        if let (Ok(o), Ok(b)) = (owned, borrowed) {
+            prop_assert_eq!(b.to_owned_node(None), o);
+        }
+    }
+
+    #[test]
+    fn borrowed_decode_agrees_on_valid_nodes(node in any_node()) {
+        let mut out = Vec::new();
+        encode_node(&node, &mut out).unwrap();
+        let frame = Bytes::from(out);
+        let view = decode_node_ref(&frame).unwrap();
+        prop_assert_eq!(view.to_owned_node(Some(&frame)), node.clone());
+        for (k, v) in &node.attrs {
+            let got = view.get(k).unwrap();
+            // First attribute with that key (keys may repeat in generated nodes).
+            let first = node.get(k).unwrap();
+            prop_assert!(got.eq_str(&first.as_str()));
+            let _ = v;
+        }
     }
 
     #[test]
@@ -154,6 +177,10 @@ proptest! {
             let n = frame.len();
             frame[i % n] ^= x;
         }
-        let _ = decode_frame(Bytes::from(frame));
+        let owned = decode_frame(Bytes::from(frame.clone()));
+        let borrowed = decode_node_ref(&frame[1..]);
+        if frame[0] & 2 == 0 {
+            prop_assert_eq!(owned.is_ok(), borrowed.is_ok());
+        }
     }
 }
