@@ -6,14 +6,15 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use wa_gateway::binary::{decode_frame, decode_node_ref, encode_frame, unpack_frame};
+use wa_gateway::binary::{NodeArena, decode_frame, encode_frame, unpack_frame};
 use wa_gateway::socket::framing::FrameDecoder;
 
 fuzz_target!(|data: &[u8]| {
     // The borrowed view accepts exactly what the owned decoder accepts, with equal content.
     if let Ok(body) = unpack_frame(Bytes::copy_from_slice(data)) {
         let owned = wa_gateway::binary::decode_node(&body);
-        let view = decode_node_ref(&body);
+        let mut arena = NodeArena::new();
+        let view = arena.decode(&body);
         assert_eq!(owned.is_ok(), view.is_ok());
         if let (Ok(o), Ok(v)) = (&owned, &view) {
             assert_eq!(&v.to_owned_node(Some(&body)), o);

@@ -1,8 +1,8 @@
-//! Borrowed decoding: a view of a node that points into the received bytes. Tokens point at the
-//! static dictionaries, raw strings and binary content at the frame, and packed strings stay
-//! packed until read, so decoding allocates only the attribute and child lists. Hot paths
-//! (routing a stanza, reading a few attributes) use this; [`NodeRef::to_owned`] gives a [`Node`].
-//! Every check of the owned decoder applies here too.
+//! Borrowed decoding into a reusable [`NodeArena`]: the result is a view whose strings and
+//! binary content point into the received frame (tokens at the static dictionaries; packed
+//! strings stay packed until read), so steady-state decoding allocates nothing. Hot paths
+//! (routing a stanza, reading a few attributes) use it; [`NodeView::to_owned_node`] gives a
+//! [`Node`]. Every check of the owned decoder applies here too.
 
 use std::fmt;
 
@@ -162,89 +162,257 @@ impl ValueRef<'_> {
     }
 }
 
-/// Content of a borrowed node.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum ContentRef<'a> {
-    /// Nothing.
-    #[default]
+/// Where a string sits: resolved against the frame when read.
+#[derive(Debug, Clone, Copy)]
+enum Text {
+    Token(&'static str),
+    Raw {
+        start: u32,
+        len: u32,
+    },
+    Packed {
+        packing: Packing,
+        header: u8,
+        start: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Val {
+    Text(Text),
+    Jid {
+        user: Text,
+        server: Text,
+        agent: u8,
+        device: u16,
+        integrator: u16,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Body {
     None,
-    /// Binary data, borrowed from the frame.
-    Bytes(&'a [u8]),
-    /// A string value.
-    Text(ValueRef<'a>),
-    /// Child nodes.
-    Children(Vec<NodeRef<'a>>),
+    Bytes {
+        start: u32,
+        len: u32,
+    },
+    Text(Val),
+    /// First child's slot (`NONE` when the list is empty).
+    Children(u32),
 }
 
-/// A node borrowing the bytes it was decoded from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeRef<'a> {
-    /// Element name.
-    pub tag: TextRef<'a>,
+const NONE: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    tag: Text,
+    attrs_start: u32,
+    attrs_len: u32,
+    body: Body,
+    next_sibling: u32,
+}
+
+/// Reusable storage for borrowed decoding: every node and attribute of a frame goes into two
+/// flat vectors that are cleared, not freed, between frames, so a connection's reader decodes
+/// in steady state without allocating. Holds positions, never references, so it outlives frames.
+#[derive(Debug, Default)]
+pub struct NodeArena {
+    nodes: Vec<Slot>,
+    attrs: Vec<(Text, Val)>,
+}
+
+impl NodeArena {
+    /// An empty arena.
+    pub fn new() -> NodeArena {
+        NodeArena::default()
+    }
+
+    /// Decodes exactly one node from `data` (no flags byte) into this arena.
+    pub fn decode<'a>(&'a mut self, data: &'a [u8]) -> Result<NodeView<'a>, DecodeError> {
+        self.nodes.clear();
+        self.attrs.clear();
+        if data.len() > u32::MAX as usize {
+            return Err(DecodeError::InflatedTooLarge(u32::MAX as usize));
+        }
+        let mut d = RefDecoder {
+            src: data,
+            pos: 0,
+            arena: self,
+        };
+        let root = d.read_node(0)?;
+        let trailing = data.len() - d.pos;
+        if trailing > 0 {
+            return Err(DecodeError::TrailingBytes(trailing));
+        }
+        Ok(NodeView {
+            arena: self,
+            data,
+            idx: root,
+        })
+    }
+
+    /// Memory held for reuse, in bytes.
+    pub fn capacity_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Slot>()
+            + self.attrs.capacity() * std::mem::size_of::<(Text, Val)>()
+    }
+
+    /// Gives back memory after an unusually large frame, so idle connections stay small.
+    pub fn shrink(&mut self, max_bytes: usize) {
+        if self.capacity_bytes() > max_bytes {
+            *self = NodeArena::default();
+        }
+    }
+}
+
+/// A decoded node, borrowing the frame and the arena.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeView<'a> {
+    arena: &'a NodeArena,
+    data: &'a [u8],
+    idx: u32,
+}
+
+impl<'a> NodeView<'a> {
+    fn slot(&self) -> &'a Slot {
+        &self.arena.nodes[self.idx as usize]
+    }
+
+    fn text(&self, t: Text) -> TextRef<'a> {
+        match t {
+            Text::Token(s) => TextRef::Token(s),
+            // Ranges were checked (in bounds, UTF-8) when decoded.
+            Text::Raw { start, len } => TextRef::Str(
+                std::str::from_utf8(&self.data[start as usize..(start + len) as usize])
+                    .unwrap_or_default(),
+            ),
+            Text::Packed {
+                packing,
+                header,
+                start,
+            } => TextRef::Packed(PackedRef {
+                packing,
+                header,
+                body: &self.data[start as usize..start as usize + (header & 0x7f) as usize],
+            }),
+        }
+    }
+
+    fn value(&self, v: Val) -> ValueRef<'a> {
+        match v {
+            Val::Text(t) => ValueRef::Text(self.text(t)),
+            Val::Jid {
+                user,
+                server,
+                agent,
+                device,
+                integrator,
+            } => ValueRef::Jid(JidRef {
+                user: self.text(user),
+                agent,
+                device,
+                integrator,
+                server: self.text(server),
+            }),
+        }
+    }
+
+    /// The element name.
+    pub fn tag(&self) -> TextRef<'a> {
+        self.text(self.slot().tag)
+    }
+
     /// Attributes in wire order.
-    pub attrs: Vec<(TextRef<'a>, ValueRef<'a>)>,
-    /// Content.
-    pub content: ContentRef<'a>,
-}
-
-impl<'a> NodeRef<'a> {
-    /// The first attribute named `key`.
-    pub fn get(&self, key: &str) -> Option<&ValueRef<'a>> {
-        self.attrs
+    pub fn attrs(&self) -> impl Iterator<Item = (TextRef<'a>, ValueRef<'a>)> + '_ {
+        let s = self.slot();
+        self.arena.attrs[s.attrs_start as usize..(s.attrs_start + s.attrs_len) as usize]
             .iter()
-            .find(|(k, _)| k.eq_str(key))
-            .map(|(_, v)| v)
+            .map(|(k, v)| (self.text(*k), self.value(*v)))
+    }
+
+    /// The first attribute named `key`.
+    pub fn get(&self, key: &str) -> Option<ValueRef<'a>> {
+        self.attrs().find(|(k, _)| k.eq_str(key)).map(|(_, v)| v)
+    }
+
+    /// Child nodes in order (none unless the content is a list).
+    pub fn children(&self) -> impl Iterator<Item = NodeView<'a>> + 'a {
+        let (arena, data) = (self.arena, self.data);
+        let mut next = match self.slot().body {
+            Body::Children(first) => first,
+            _ => NONE,
+        };
+        std::iter::from_fn(move || {
+            if next == NONE {
+                return None;
+            }
+            let idx = next;
+            next = arena.nodes[idx as usize].next_sibling;
+            Some(NodeView { arena, data, idx })
+        })
     }
 
     /// The first child with `tag`.
-    pub fn child(&self, tag: &str) -> Option<&NodeRef<'a>> {
-        match &self.content {
-            ContentRef::Children(c) => c.iter().find(|n| n.tag.eq_str(tag)),
+    pub fn child(&self, tag: &str) -> Option<NodeView<'a>> {
+        self.children().find(|c| c.tag().eq_str(tag))
+    }
+
+    /// Binary content, if that is what the node carries.
+    pub fn content_bytes(&self) -> Option<&'a [u8]> {
+        match self.slot().body {
+            Body::Bytes { start, len } => Some(&self.data[start as usize..(start + len) as usize]),
             _ => None,
         }
     }
 
-    /// An owned node; binary content is sliced from `frame` (the bytes this view borrows)
-    /// without copying when `frame` is given, copied otherwise.
+    /// String content, if that is what the node carries.
+    pub fn content_text(&self) -> Option<ValueRef<'a>> {
+        match self.slot().body {
+            Body::Text(v) => Some(self.value(v)),
+            _ => None,
+        }
+    }
+
+    /// True when the content is a child list (possibly empty).
+    pub fn has_child_list(&self) -> bool {
+        matches!(self.slot().body, Body::Children(_))
+    }
+
+    /// An owned node; binary content is sliced from `frame` (the bytes this view reads) without
+    /// copying when given, copied otherwise.
     pub fn to_owned_node(&self, frame: Option<&Bytes>) -> Node {
-        Node {
-            tag: self.tag.to_str(),
-            attrs: self
-                .attrs
-                .iter()
-                .map(|(k, v)| (k.to_str(), v.to_value()))
-                .collect(),
-            content: match &self.content {
-                ContentRef::None => Content::None,
-                ContentRef::Bytes(b) => Content::Bytes(match frame {
+        let content = match self.slot().body {
+            Body::None => Content::None,
+            Body::Bytes { .. } => {
+                let b = self.content_bytes().unwrap_or_default();
+                Content::Bytes(match frame {
                     Some(f) => f.slice_ref(b),
                     None => Bytes::copy_from_slice(b),
-                }),
-                ContentRef::Text(v) => Content::Text(v.to_value()),
-                ContentRef::Children(c) => {
-                    Content::Children(c.iter().map(|n| n.to_owned_node(frame)).collect())
-                }
-            },
+                })
+            }
+            Body::Text(v) => Content::Text(self.value(v).to_value()),
+            Body::Children(_) => {
+                Content::Children(self.children().map(|c| c.to_owned_node(frame)).collect())
+            }
+        };
+        Node {
+            tag: self.tag().to_str(),
+            attrs: self
+                .attrs()
+                .map(|(k, v)| (k.to_str(), v.to_value()))
+                .collect(),
+            content,
         }
     }
 }
 
-/// Decodes exactly one node from `data` (no flags byte) as a borrowed view.
-pub fn decode_node_ref(data: &[u8]) -> Result<NodeRef<'_>, DecodeError> {
-    let mut d = RefDecoder { src: data, pos: 0 };
-    let node = d.read_node(0)?;
-    match data.len() - d.pos {
-        0 => Ok(node),
-        n => Err(DecodeError::TrailingBytes(n)),
-    }
-}
-
-struct RefDecoder<'a> {
+struct RefDecoder<'a, 'm> {
     src: &'a [u8],
     pos: usize,
+    arena: &'m mut NodeArena,
 }
 
-impl<'a> RefDecoder<'a> {
+impl RefDecoder<'_, '_> {
     #[inline]
     fn u8(&mut self) -> Result<u8, DecodeError> {
         let b = *self
@@ -255,32 +423,34 @@ impl<'a> RefDecoder<'a> {
         Ok(b)
     }
 
+    /// Skips `n` bytes, returning where they start.
     #[inline]
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self
-            .pos
+    fn take(&mut self, n: usize) -> Result<usize, DecodeError> {
+        let start = self.pos;
+        let end = start
             .checked_add(n)
             .filter(|&e| e <= self.src.len())
-            .ok_or(DecodeError::UnexpectedEof { offset: self.pos })?;
-        let s = &self.src[self.pos..end];
+            .ok_or(DecodeError::UnexpectedEof { offset: start })?;
         self.pos = end;
-        Ok(s)
+        Ok(start)
     }
 
     fn u16(&mut self) -> Result<u16, DecodeError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        let at = self.take(2)?;
+        Ok(u16::from_be_bytes([self.src[at], self.src[at + 1]]))
     }
 
     fn binary_len(&mut self, t: u8) -> Result<usize, DecodeError> {
         Ok(match t {
             tag::BINARY_8 => self.u8()? as usize,
             tag::BINARY_20 => {
-                let b = self.take(3)?;
+                let at = self.take(3)?;
+                let b = &self.src[at..at + 3];
                 (((b[0] & 0x0f) as usize) << 16) | ((b[1] as usize) << 8) | b[2] as usize
             }
             _ => {
-                let b = self.take(4)?;
+                let at = self.take(4)?;
+                let b = &self.src[at..at + 4];
                 u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
             }
         })
@@ -299,61 +469,84 @@ impl<'a> RefDecoder<'a> {
         }
     }
 
-    fn read_node(&mut self, depth: usize) -> Result<NodeRef<'a>, DecodeError> {
+    fn read_node(&mut self, depth: usize) -> Result<u32, DecodeError> {
         if depth > MAX_DEPTH {
             return Err(DecodeError::TooDeep(MAX_DEPTH));
         }
         let start = self.pos;
         let t = self.u8()?;
         let size = self.list_size(t, "node list")?;
-        let tag = self.read_text_or_jid()?;
-        if size == 0 || tag.is_empty() {
+        let tag = self.read_text()?;
+        if size == 0 || self.is_empty(tag) {
             return Err(DecodeError::InvalidNode { offset: start });
         }
         let n_attrs = (size - 1) / 2;
-        let mut attrs = Vec::with_capacity(n_attrs.min((self.src.len() - self.pos) / 2));
+        let attrs_start = self.arena.attrs.len() as u32;
         for _ in 0..n_attrs {
-            let key = self.read_text_or_jid()?;
+            let key = self.read_text()?;
             let t = self.u8()?;
-            attrs.push((key, self.read_value(t)?));
+            let v = self.read_value(t)?;
+            self.arena.attrs.push((key, v));
         }
-        let content = if size % 2 == 0 {
-            self.read_content(depth)?
-        } else {
-            ContentRef::None
-        };
-        Ok(NodeRef {
+        let idx = self.arena.nodes.len() as u32;
+        self.arena.nodes.push(Slot {
             tag,
-            attrs,
-            content,
-        })
+            attrs_start,
+            attrs_len: n_attrs as u32,
+            body: Body::None,
+            next_sibling: NONE,
+        });
+        if size % 2 == 0 {
+            let body = self.read_content(depth)?;
+            self.arena.nodes[idx as usize].body = body;
+        }
+        Ok(idx)
     }
 
-    fn read_content(&mut self, depth: usize) -> Result<ContentRef<'a>, DecodeError> {
+    fn is_empty(&self, t: Text) -> bool {
+        match t {
+            Text::Token(s) => s.is_empty(),
+            Text::Raw { len, .. } => len == 0,
+            Text::Packed { header, .. } => header & 0x7f == 0,
+        }
+    }
+
+    fn read_content(&mut self, depth: usize) -> Result<Body, DecodeError> {
         let t = self.u8()?;
         match t {
             tag::LIST_EMPTY | tag::LIST_8 | tag::LIST_16 => {
                 let n = self.list_size(t, "child list")?;
-                let mut children = Vec::with_capacity(n.min((self.src.len() - self.pos) / 2));
+                let mut first = NONE;
+                let mut prev = NONE;
                 for _ in 0..n {
-                    children.push(self.read_node(depth + 1)?);
+                    let c = self.read_node(depth + 1)?;
+                    if prev == NONE {
+                        first = c;
+                    } else {
+                        self.arena.nodes[prev as usize].next_sibling = c;
+                    }
+                    prev = c;
                 }
-                Ok(ContentRef::Children(children))
+                Ok(Body::Children(first))
             }
             tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => {
                 let len = self.binary_len(t)?;
-                Ok(ContentRef::Bytes(self.take(len)?))
+                let start = self.take(len)?;
+                Ok(Body::Bytes {
+                    start: start as u32,
+                    len: len as u32,
+                })
             }
-            _ => Ok(ContentRef::Text(self.read_value(t)?)),
+            _ => Ok(Body::Text(self.read_value(t)?)),
         }
     }
 
     /// Tags and keys are strings; a JID there is refused (as by the owned decoder).
-    fn read_text_or_jid(&mut self) -> Result<TextRef<'a>, DecodeError> {
+    fn read_text(&mut self) -> Result<Text, DecodeError> {
         let t = self.u8()?;
         match self.read_value(t)? {
-            ValueRef::Text(s) => Ok(s),
-            ValueRef::Jid(_) => Err(DecodeError::InvalidTag {
+            Val::Text(s) => Ok(s),
+            Val::Jid { .. } => Err(DecodeError::InvalidTag {
                 tag: t,
                 context: "tag or key (JID)",
                 offset: self.pos,
@@ -361,7 +554,7 @@ impl<'a> RefDecoder<'a> {
         }
     }
 
-    fn read_jid_part(&mut self) -> Result<TextRef<'a>, DecodeError> {
+    fn read_jid_part(&mut self) -> Result<Text, DecodeError> {
         let t = self.u8()?;
         if matches!(
             t,
@@ -374,16 +567,26 @@ impl<'a> RefDecoder<'a> {
             });
         }
         match self.read_value(t)? {
-            ValueRef::Text(s) => Ok(s),
-            ValueRef::Jid(_) => Err(DecodeError::InvalidJid { offset: self.pos }),
+            Val::Text(s) => Ok(s),
+            Val::Jid { .. } => Err(DecodeError::InvalidJid { offset: self.pos }),
         }
     }
 
-    fn read_value(&mut self, t: u8) -> Result<ValueRef<'a>, DecodeError> {
+    fn text_eq(&self, t: Text, s: &str) -> bool {
+        match t {
+            Text::Token(x) => x == s,
+            Text::Raw { start, len } => {
+                &self.src[start as usize..(start + len) as usize] == s.as_bytes()
+            }
+            Text::Packed { .. } => false,
+        }
+    }
+
+    fn read_value(&mut self, t: u8) -> Result<Val, DecodeError> {
         let offset = self.pos - 1;
         Ok(match t {
-            tag::LIST_EMPTY => ValueRef::Text(TextRef::Token("")),
-            1..=235 => ValueRef::Text(TextRef::Token(token::single(t).ok_or(
+            tag::LIST_EMPTY => Val::Text(Text::Token("")),
+            1..=235 => Val::Text(Text::Token(token::single(t).ok_or(
                 DecodeError::InvalidToken {
                     dict: 255,
                     index: t,
@@ -392,92 +595,96 @@ impl<'a> RefDecoder<'a> {
             tag::DICTIONARY_0..=tag::DICTIONARY_3 => {
                 let dict = t - tag::DICTIONARY_0;
                 let index = self.u8()?;
-                ValueRef::Text(TextRef::Token(
+                Val::Text(Text::Token(
                     token::double(dict, index).ok_or(DecodeError::InvalidToken { dict, index })?,
                 ))
             }
             tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => {
                 let len = self.binary_len(t)?;
-                let raw = self.take(len)?;
-                ValueRef::Text(TextRef::Str(
-                    std::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8 { offset })?,
-                ))
+                let start = self.take(len)?;
+                std::str::from_utf8(&self.src[start..start + len])
+                    .map_err(|_| DecodeError::InvalidUtf8 { offset })?;
+                Val::Text(Text::Raw {
+                    start: start as u32,
+                    len: len as u32,
+                })
             }
             tag::NIBBLE_8 | tag::HEX_8 => {
                 let header = self.u8()?;
-                let body = self.take((header & 0x7f) as usize)?;
+                let n = (header & 0x7f) as usize;
+                let start = self.take(n)?;
                 let packing = if t == tag::NIBBLE_8 {
                     Packing::Nibble
                 } else {
                     Packing::Hex
                 };
-                if header & 0x80 != 0 && body.is_empty() {
+                if header & 0x80 != 0 && n == 0 {
                     return Err(DecodeError::InvalidNibble(15));
                 }
-                validate_packed(packing, header, body)?;
-                ValueRef::Text(TextRef::Packed(PackedRef {
+                validate_packed(packing, header, &self.src[start..start + n])?;
+                Val::Text(Text::Packed {
                     packing,
                     header,
-                    body,
-                }))
+                    start: start as u32,
+                })
             }
             tag::JID_PAIR => {
                 let user = self.read_jid_part()?;
                 let server = self.read_jid_part()?;
-                if server.is_empty() {
+                if self.is_empty(server) {
                     return Err(DecodeError::InvalidJid { offset });
                 }
-                ValueRef::Jid(JidRef {
+                Val::Jid {
                     user,
+                    server,
                     agent: 0,
                     device: 0,
                     integrator: 0,
-                    server,
-                })
+                }
             }
             tag::AD_JID => {
                 let domain = self.u8()?;
                 let device = self.u8()?;
                 let user = self.read_jid_part()?;
                 let (server, agent) = Server::from_ad_domain(domain);
-                ValueRef::Jid(JidRef {
+                Val::Jid {
                     user,
+                    server: Text::Token(ad_server_str(&server)),
                     agent,
                     device: device.into(),
                     integrator: 0,
-                    server: TextRef::Token(ad_server_str(&server)),
-                })
+                }
             }
             tag::FB_JID => {
                 let user = self.read_jid_part()?;
                 let device = self.u16()?;
                 let server = self.read_jid_part()?;
-                if !server.eq_str("msgr") {
+                if !self.text_eq(server, "msgr") {
                     return Err(DecodeError::InvalidJid { offset });
                 }
-                ValueRef::Jid(JidRef {
+                Val::Jid {
                     user,
+                    server,
                     agent: 0,
                     device,
                     integrator: 0,
-                    server,
-                })
+                }
             }
             tag::INTEROP_JID => {
                 let user = self.read_jid_part()?;
                 let device = self.u16()?;
                 let integrator = self.u16()?;
                 let server = self.read_jid_part()?;
-                if !server.eq_str("interop") {
+                if !self.text_eq(server, "interop") {
                     return Err(DecodeError::InvalidJid { offset });
                 }
-                ValueRef::Jid(JidRef {
+                Val::Jid {
                     user,
+                    server,
                     agent: 0,
                     device,
                     integrator,
-                    server,
-                })
+                }
             }
             _ => {
                 return Err(DecodeError::InvalidTag {

@@ -13,7 +13,7 @@ mod node;
 pub mod pack;
 pub mod token;
 
-pub use borrowed::{ContentRef, JidRef, NodeRef, PackedRef, TextRef, ValueRef, decode_node_ref};
+pub use borrowed::{JidRef, NodeArena, NodeView, PackedRef, TextRef, ValueRef};
 pub use decode::{MAX_DEPTH, decode_node};
 pub use encode::encode_node;
 pub use error::{DecodeError, EncodeError};

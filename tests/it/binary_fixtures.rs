@@ -2,7 +2,7 @@
 //! the listed node, every compressed variant too, and every node encodes to the identical bytes.
 
 use bytes::Bytes;
-use wa_gateway::binary::{decode_frame, decode_node_ref, encode_frame};
+use wa_gateway::binary::{NodeArena, decode_frame, encode_frame};
 use wa_gateway::util::hex;
 
 use crate::common::{fixture, hexf, node_from_json};
@@ -21,8 +21,10 @@ fn every_node_decodes_and_encodes_byte_for_byte() {
         let decoded =
             decode_frame(Bytes::from(frame.clone())).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(decoded, expected, "{name}: decode");
-        let view =
-            decode_node_ref(&frame[1..]).unwrap_or_else(|e| panic!("{name} (borrowed): {e}"));
+        let mut arena = NodeArena::new();
+        let view = arena
+            .decode(&frame[1..])
+            .unwrap_or_else(|e| panic!("{name} (borrowed): {e}"));
         assert_eq!(
             view.to_owned_node(None),
             expected,

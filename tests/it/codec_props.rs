@@ -5,7 +5,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use wa_gateway::binary::token::{DOUBLE_BYTE, SINGLE_BYTE};
 use wa_gateway::binary::{
-    Content, Jid, Node, Server, Value, decode_frame, decode_node, decode_node_ref, encode_frame,
+    Content, Jid, Node, NodeArena, Server, Value, decode_frame, decode_node, encode_frame,
     encode_node,
 };
 
@@ -147,7 +147,8 @@ proptest! {
         let _ = decode_frame(Bytes::from(data.clone()));
         let owned = decode_node(&Bytes::from(data.clone()));
         // The borrowed decoder accepts exactly what the owned one accepts, with equal content.
-        let borrowed = decode_node_ref(&data);
+        let mut arena = NodeArena::new();
+        let borrowed = arena.decode(&data);
         prop_assert_eq!(owned.is_ok(), borrowed.is_ok());
         if let (Ok(o), Ok(b)) = (owned, borrowed) {
             prop_assert_eq!(b.to_owned_node(None), o);
@@ -159,7 +160,8 @@ proptest! {
         let mut out = Vec::new();
         encode_node(&node, &mut out).unwrap();
         let frame = Bytes::from(out);
-        let view = decode_node_ref(&frame).unwrap();
+        let mut arena = NodeArena::new();
+        let view = arena.decode(&frame).unwrap();
         prop_assert_eq!(view.to_owned_node(Some(&frame)), node.clone());
         for (k, v) in &node.attrs {
             let got = view.get(k).unwrap();
@@ -178,7 +180,8 @@ proptest! {
             frame[i % n] ^= x;
         }
         let owned = decode_frame(Bytes::from(frame.clone()));
-        let borrowed = decode_node_ref(&frame[1..]);
+        let mut arena = NodeArena::new();
+        let borrowed = arena.decode(&frame[1..]);
         if frame[0] & 2 == 0 {
             prop_assert_eq!(owned.is_ok(), borrowed.is_ok());
         }
