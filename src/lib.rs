@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod binary;
+pub mod client;
 pub mod proto;
 pub mod signal;
 pub mod socket;

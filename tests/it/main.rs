@@ -6,6 +6,7 @@ mod codec_props;
 mod common;
 mod loopback;
 mod noise_fixture;
+mod pairing_fixture;
 mod signal_fixture;
 mod signal_props;
 mod signal_roundtrip;
