@@ -12,8 +12,10 @@
 //! - [`binary`]: the binary XML node codec; knows only bytes.
 //! - [`socket`]: Noise XX handshake, certificate chain, 3-byte framing (all sans-IO) and the one
 //!   WebSocket adapter; knows nodes only as bytes.
-//! - [`signal`]: XEdDSA and the Signal protocol; no IO.
-//! - [`proto`]: generated protobuf types.
+//! - [`signal`]: XEdDSA and the Signal protocol; no IO in the core, storage behind traits.
+//! - [`client`]: one WhatsApp account's client (pairing so far); storage only through traits.
+//! - [`store`]: sqlx SQLite over one pool for all accounts; implements the protocol traits.
+//! - [`proto`]: generated protobuf types; [`util`]: clock and hex.
 #![warn(missing_docs)]
 
 pub mod binary;
