@@ -4,6 +4,7 @@ mod binary_fixtures;
 mod cert_chain;
 mod codec_props;
 mod common;
+mod layering;
 mod loopback;
 mod noise_fixture;
 mod pairing_fixture;

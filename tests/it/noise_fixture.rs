@@ -175,3 +175,47 @@ fn tampered_server_hello_fails_to_decrypt() {
         );
     }
 }
+
+#[test]
+fn registration_payload_builder_reproduces_the_recorded_client_payload() {
+    use prost::Message;
+    use wa_gateway::client::payload::{ClientProfile, RegistrationKeys, registration_payload};
+    use wa_gateway::proto::wa::ClientPayload;
+    use wa_gateway::proto::wa::device_props::PlatformType;
+
+    let f = fixture("noise_xx.json");
+    let recorded = hexf(&f, "client_payload_hex");
+    let parsed = ClientPayload::decode(&recorded[..]).unwrap();
+    let reg = parsed.device_pairing_data.clone().unwrap();
+    let identity: [u8; 32] = reg.e_ident.clone().unwrap().try_into().unwrap();
+    let skey: [u8; 32] = reg.e_skey_val.clone().unwrap().try_into().unwrap();
+    let sig: [u8; 64] = reg.e_skey_sig.clone().unwrap().try_into().unwrap();
+    // The signed prekey in Baileys' registration is signed by its identity key.
+    assert!(wa_gateway::signal::xeddsa_verify(
+        &identity,
+        &wa_gateway::signal::curve::with_type(&skey),
+        &sig
+    ));
+
+    // Baileys' profile: browser ["Ubuntu", "Chrome", "22.04.4"], WA Web 2.3000.1015901307.
+    let profile = ClientProfile {
+        wa_version: [2, 3000, 1_015_901_307],
+        os: "Ubuntu".into(),
+        os_version: [10, 15, 7],
+        platform_type: PlatformType::Chrome,
+        require_full_sync: false,
+        language: "en".into(),
+        country: "US".into(),
+    };
+    let ours = registration_payload(
+        &profile,
+        RegistrationKeys {
+            registration_id: u32::from_be_bytes(reg.e_regid.clone().unwrap().try_into().unwrap()),
+            identity: &identity,
+            signed_pre_key_id: 1,
+            signed_pre_key: &skey,
+            signed_pre_key_signature: &sig,
+        },
+    );
+    assert_eq!(hex::encode(&ours.encode_to_vec()), hex::encode(&recorded));
+}
