@@ -15,6 +15,7 @@
 //! - [`signal`]: XEdDSA and the Signal protocol; no IO in the core, storage behind traits.
 //! - [`client`]: one WhatsApp account's client (pairing so far); storage only through traits.
 //! - [`store`]: sqlx SQLite over one pool for all accounts; implements the protocol traits.
+//! - [`sim`]: the offline WhatsApp simulator (pairing so far); never uses client, store or api.
 //! - [`proto`]: generated protobuf types; [`util`]: clock and hex.
 #![warn(missing_docs)]
 
@@ -22,6 +23,7 @@ pub mod binary;
 pub mod client;
 pub mod proto;
 pub mod signal;
+pub mod sim;
 pub mod socket;
 pub mod store;
 pub mod util;

@@ -12,4 +12,5 @@ mod signal_fixture;
 mod signal_props;
 mod signal_roundtrip;
 mod signal_store;
+mod sim_pair;
 mod tokens;
