@@ -4,3 +4,6 @@
 //! that is a simulator bug. So far: the phone/server side of pairing.
 
 pub mod pair;
+pub mod server;
+
+pub use server::{SimError, Simulator};

@@ -12,5 +12,6 @@ mod signal_fixture;
 mod signal_props;
 mod signal_roundtrip;
 mod signal_store;
+mod sim_flow;
 mod sim_pair;
 mod tokens;

@@ -1,0 +1,375 @@
+//! The simulated WhatsApp server: accepts WebSocket connections on loopback, runs the Noise
+//! responder with its own certificate chain, checks ClientPayloads as the real server does, runs
+//! QR pairing for new devices and logs in known ones. State is in memory.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use super::pair::{
+    IssuedPairing, PhoneAccount, ScannedQr, SimPairError, issue_pair_success, parse_qr,
+    verify_pair_device_sign,
+};
+use crate::binary::{Jid, Node, Server};
+use crate::proto::wa::ClientPayload;
+use crate::proto::wa::client_payload::DevicePairingRegistrationData;
+use crate::signal::curve::with_type;
+use crate::signal::{KeyPair, xeddsa_verify};
+use crate::socket::conn::DEFAULT_MAX_FRAME;
+use crate::socket::{Incoming, NodeSender, ServerIdentity, accept};
+use crate::util::clock::{Clock, SystemClock};
+
+/// First ref is shown 60 s, each later one 20 s (WhatsApp Web `PairDevice.js` per PROTOCOL.md).
+const REF_TIMINGS: [u64; 6] = [60, 20, 20, 20, 20, 20];
+
+/// Errors of the simulator's control surface.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// Binding the listener failed.
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    /// The QR did not parse.
+    #[error(transparent)]
+    Pair(#[from] SimPairError),
+    /// No connection is showing that ref (expired, or never issued).
+    #[error("no companion is showing this QR (expired or unknown ref)")]
+    UnknownRef,
+    /// The companion refused the pairing or went away.
+    #[error("pairing failed: {0}")]
+    PairingFailed(String),
+}
+
+/// A paired companion device.
+#[derive(Debug, Clone)]
+struct Device {
+    jid: Jid,
+    lid: Jid,
+    noise_public: [u8; 32],
+    identity_public: [u8; 32],
+}
+
+/// A scan delivered to the connection showing the QR.
+struct Scan {
+    phone: PhoneAccount,
+    qr: ScannedQr,
+    done: oneshot::Sender<Result<Jid, SimError>>,
+}
+
+#[derive(Default)]
+struct State {
+    phones: HashMap<String, PhoneAccount>,
+    devices: Vec<Device>,
+    showing: HashMap<String, mpsc::Sender<Scan>>,
+}
+
+struct Shared {
+    identity: ServerIdentity,
+    clock: Arc<dyn Clock>,
+    state: Mutex<State>,
+}
+
+/// A running simulator.
+#[derive(Clone)]
+pub struct Simulator {
+    shared: Arc<Shared>,
+    ws_url: String,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Simulator {{ ws_url: {} }}", self.ws_url)
+    }
+}
+
+impl Simulator {
+    /// Starts listening on `listen` (port 0 picks a free port) with a fresh certificate chain.
+    pub async fn start(listen: SocketAddr) -> Result<Simulator, SimError> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let identity = ServerIdentity::generate(clock.now_unix(), 365 * 86_400);
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            identity,
+            clock,
+            state: Mutex::new(State::default()),
+        });
+        let s = shared.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let s = s.clone();
+                tokio::spawn(async move { serve(s, tcp).await });
+            }
+        });
+        Ok(Simulator {
+            shared,
+            ws_url: format!("ws://{addr}/ws/chat"),
+        })
+    }
+
+    /// The WebSocket URL clients connect to.
+    pub fn ws_url(&self) -> &str {
+        &self.ws_url
+    }
+
+    /// The root public key clients must trust.
+    pub fn root_public_key(&self) -> [u8; 32] {
+        self.shared.identity.root.public
+    }
+
+    /// A phone with `number` scans `qr` (the phone is created on first use). Resolves once the
+    /// companion has answered with a valid device signature: returns the new device JID.
+    pub async fn scan(
+        &self,
+        number: &str,
+        qr: &str,
+        push_name: Option<&str>,
+        platform: Option<&str>,
+    ) -> Result<Jid, SimError> {
+        let scanned = parse_qr(qr)?;
+        let (phone, tx) = {
+            let mut st = self.shared.state.lock().map_err(|_| SimError::UnknownRef)?;
+            let tx = st
+                .showing
+                .get(&scanned.r#ref)
+                .cloned()
+                .ok_or(SimError::UnknownRef)?;
+            let phone = st
+                .phones
+                .entry(number.to_owned())
+                .or_insert_with(|| PhoneAccount {
+                    number: number.to_owned(),
+                    lid: format!("{}", 100_000_000_000_000u64 + rand::random::<u32>() as u64),
+                    identity: KeyPair::generate(),
+                    platform: platform.unwrap_or("android").to_owned(),
+                    business_name: None,
+                })
+                .clone();
+            let _ = push_name;
+            (phone, tx)
+        };
+        let (done, rx) = oneshot::channel();
+        tx.send(Scan {
+            phone,
+            qr: scanned,
+            done,
+        })
+        .await
+        .map_err(|_| SimError::UnknownRef)?;
+        rx.await
+            .map_err(|_| SimError::PairingFailed("connection closed".into()))?
+    }
+}
+
+fn iq_id() -> String {
+    format!(
+        "{}.{}-{}",
+        rand::random::<u16>(),
+        rand::random::<u16>(),
+        rand::random::<u8>()
+    )
+}
+
+/// Whether a registration's keys are well formed and its signed prekey is signed by its identity.
+fn valid_registration(r: &DevicePairingRegistrationData) -> Option<[u8; 32]> {
+    let ident: [u8; 32] = r.e_ident.as_deref()?.try_into().ok()?;
+    let skey: [u8; 32] = r.e_skey_val.as_deref()?.try_into().ok()?;
+    let sig: [u8; 64] = r.e_skey_sig.as_deref()?.try_into().ok()?;
+    let ok = r.e_keytype.as_deref() == Some(&[5])
+        && r.e_regid.as_ref().is_some_and(|v| v.len() == 4)
+        && r.e_skey_id.as_ref().is_some_and(|v| v.len() == 3)
+        && r.build_hash.as_ref().is_some_and(|v| v.len() == 16)
+        && xeddsa_verify(&ident, &with_type(&skey), &sig);
+    ok.then_some(ident)
+}
+
+fn failure(reason: u16) -> Node {
+    Node::new("failure")
+        .attr("reason", reason.to_string())
+        .attr("location", "sim")
+}
+
+async fn serve(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
+    let Ok(acc) = accept(tcp, &shared.identity, DEFAULT_MAX_FRAME).await else {
+        return;
+    };
+    let Ok(payload) = ClientPayload::decode(&acc.payload[..]) else {
+        let _ = acc.socket.sender.send(&failure(400)).await;
+        return;
+    };
+    let (sender, incoming) = (acc.socket.sender, acc.socket.incoming);
+    match (
+        &payload.device_pairing_data,
+        payload.username,
+        payload.device,
+    ) {
+        (Some(reg), None, _) => match valid_registration(reg) {
+            Some(identity) => register(shared, sender, incoming, acc.client_static, identity).await,
+            None => {
+                let _ = sender.send(&failure(400)).await;
+            }
+        },
+        (None, Some(user), Some(device)) => {
+            login(shared, sender, incoming, acc.client_static, user, device).await
+        }
+        _ => {
+            let _ = sender.send(&failure(400)).await;
+        }
+    }
+}
+
+/// A new device: offer refs, wait for a scan, run pair-success, then force the 515 restart.
+async fn register(
+    shared: Arc<Shared>,
+    sender: NodeSender,
+    mut incoming: mpsc::Receiver<Incoming>,
+    noise_public: [u8; 32],
+    identity_public: [u8; 32],
+) {
+    let refs: Vec<String> = (0..REF_TIMINGS.len())
+        .map(|_| {
+            use base64::Engine;
+            let r: [u8; 36] = std::array::from_fn(|_| rand::random());
+            format!("2@{}", base64::engine::general_purpose::STANDARD.encode(r))
+        })
+        .collect();
+    let (scan_tx, mut scan_rx) = mpsc::channel::<Scan>(1);
+    if let Ok(mut st) = shared.state.lock() {
+        for r in &refs {
+            st.showing.insert(r.clone(), scan_tx.clone());
+        }
+    }
+    drop(scan_tx);
+    let offer_id = iq_id();
+    let offer = Node::new("iq")
+        .attr("from", Jid::server_jid())
+        .attr("type", "set")
+        .attr("id", offer_id)
+        .attr("xmlns", "md")
+        .children(vec![
+            Node::new("pair-device").children(
+                refs.iter()
+                    .map(|r| Node::new("ref").bytes(r.clone().into_bytes()))
+                    .collect(),
+            ),
+        ]);
+    let cleanup = |shared: &Shared| {
+        if let Ok(mut st) = shared.state.lock() {
+            for r in &refs {
+                st.showing.remove(r);
+            }
+        }
+    };
+    if sender.send(&offer).await.is_err() {
+        cleanup(&shared);
+        return;
+    }
+    let deadline = tokio::time::sleep(Duration::from_secs(REF_TIMINGS.iter().sum::<u64>() + 5));
+    tokio::pin!(deadline);
+    let mut pending: Option<(IssuedPairing, oneshot::Sender<Result<Jid, SimError>>)> = None;
+    let mut next_device: u16 = 1;
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            scan = scan_rx.recv(), if pending.is_none() => {
+                let Some(scan) = scan else { break };
+                if scan.qr.identity_public != identity_public || scan.qr.noise_public != noise_public {
+                    let _ = scan.done.send(Err(SimError::PairingFailed("QR keys do not match this connection".into())));
+                    continue;
+                }
+                if let Ok(st) = shared.state.lock() {
+                    next_device = st.devices.iter().filter(|d| d.jid.user == scan.phone.number).map(|d| d.jid.device).max().unwrap_or(0) + 1;
+                }
+                let (node, issued) = issue_pair_success(&scan.phone, &scan.qr, next_device, 1, &iq_id(), shared.clock.now_unix());
+                if sender.send(&node).await.is_err() {
+                    let _ = scan.done.send(Err(SimError::PairingFailed("companion gone".into())));
+                    break;
+                }
+                pending = Some((issued, scan.done));
+            }
+            ev = incoming.recv() => {
+                let Some(Incoming::Node(node)) = ev else { break };
+                let Some((issued, _)) = &pending else { continue };
+                if node.tag != "iq" || node.get_str("id").as_deref() != Some(issued.iq_id.as_str()) {
+                    continue;
+                }
+                let Some((issued, done)) = pending.take() else { continue };
+                if node.get_str("type").as_deref() == Some("error") {
+                    let _ = done.send(Err(SimError::PairingFailed("companion refused pair-success".into())));
+                    continue;
+                }
+                match verify_pair_device_sign(&node, &issued) {
+                    Ok(()) => {
+                        if let Ok(mut st) = shared.state.lock() {
+                            st.devices.push(Device { jid: issued.jid.clone(), lid: issued.lid.clone(), noise_public, identity_public });
+                        }
+                        let _ = done.send(Ok(issued.jid.clone()));
+                        // Restart required: the companion reconnects and logs in.
+                        let _ = sender.send(&Node::new("stream:error").attr("code", "515")).await;
+                        break;
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(e.into()));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    cleanup(&shared);
+}
+
+/// A known device logs in: the noise key must be the one it paired with.
+async fn login(
+    shared: Arc<Shared>,
+    sender: NodeSender,
+    mut incoming: mpsc::Receiver<Incoming>,
+    noise_public: [u8; 32],
+    user: u64,
+    device: u32,
+) {
+    let known = shared.state.lock().ok().and_then(|st| {
+        st.devices
+            .iter()
+            .find(|d| {
+                d.jid.user == user.to_string()
+                    && u32::from(d.jid.device) == device
+                    && d.noise_public == noise_public
+            })
+            .cloned()
+    });
+    let Some(dev) = known else {
+        let _ = sender.send(&failure(401)).await;
+        return;
+    };
+    let success = Node::new("success")
+        .attr("t", shared.clock.now_unix().to_string())
+        .attr("lid", Jid::new(dev.lid.user.clone(), Server::Lid))
+        .attr("location", "sim");
+    if sender.send(&success).await.is_err() {
+        return;
+    }
+    let _ = dev.identity_public;
+    while let Some(Incoming::Node(node)) = incoming.recv().await {
+        if node.tag != "iq" {
+            continue;
+        }
+        let Some(id) = node.get_str("id").map(|s| s.into_owned()) else {
+            continue;
+        };
+        let mut result = Node::new("iq")
+            .attr("from", Jid::server_jid())
+            .attr("type", "result")
+            .attr("id", id);
+        if node.get_str("xmlns").as_deref() == Some("encrypt") && node.child("count").is_some() {
+            result = result.children(vec![Node::new("count").attr("value", "0")]);
+        }
+        if sender.send(&result).await.is_err() {
+            break;
+        }
+    }
+}
