@@ -1,9 +1,16 @@
 //! The WhatsApp client: one per linked account. So far its pure parts: pairing (QR text and
 //! image, pair-success verification), ClientPayload builders and the reconnect policy; the
-//! connection lifecycle builds on them. It knows the
+//! run loop (connect, pair, log in, keep alive, reconnect) over them. It knows the
 //! socket, codec and Signal layers, and storage only through traits; never HTTP or SQL.
 
+pub mod events;
 pub mod pair;
 pub mod payload;
 pub mod qr;
 pub mod reconnect;
+pub mod run;
+pub mod store;
+
+pub use events::{ConnState, Event};
+pub use run::{Client, ClientOptions, Keepalive};
+pub use store::{Creds, CredsStore, Me, MemoryCreds};

@@ -2,6 +2,7 @@
 //! tables are keyed by account, and this layer implements the traits the protocol layers define.
 //! It knows SQL; the protocol layers never do.
 
+pub mod creds;
 pub mod error;
 pub mod signal;
 
@@ -14,15 +15,19 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use creds::SqliteCreds;
 pub use error::StoreError;
 pub use signal::SqliteSignalStore;
 
 /// Embedded migrations (no runtime files, no proc-macro): version, description, SQL.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "accounts and signal",
-    include_str!("../../migrations/0001_accounts_signal.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "accounts and signal",
+        include_str!("../../migrations/0001_accounts_signal.sql"),
+    ),
+    (2, "creds", include_str!("../../migrations/0002_creds.sql")),
+];
 
 /// An account's id in the database.
 pub type AccountId = i64;
@@ -109,6 +114,11 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// The client credentials of `account`.
+    pub fn creds(&self, account: AccountId) -> SqliteCreds {
+        SqliteCreds::new(self.pool.clone(), account)
     }
 
     /// The Signal stores of `account`.

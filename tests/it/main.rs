@@ -2,6 +2,7 @@
 
 mod binary_fixtures;
 mod cert_chain;
+mod client_lifecycle;
 mod codec_props;
 mod common;
 mod layering;

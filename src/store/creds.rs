@@ -1,0 +1,159 @@
+//! The client's credentials for one account over the shared pool. Saving writes the creds row,
+//! the Signal identity and the signed prekey in one transaction; wiping removes every key of the
+//! account (logged out) but keeps the account row.
+
+use sqlx::{Row, SqlitePool};
+
+use super::AccountId;
+use crate::binary::Jid;
+use crate::client::store::{Creds, CredsStore, CredsStoreError, Me};
+use crate::signal::KeyPair;
+use crate::signal::store::{SignedPreKey, identity_from_bytes, identity_to_bytes};
+
+/// One account's credentials; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteCreds {
+    pool: SqlitePool,
+    account: AccountId,
+}
+
+impl SqliteCreds {
+    pub(crate) fn new(pool: SqlitePool, account: AccountId) -> SqliteCreds {
+        SqliteCreds { pool, account }
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> CredsStoreError {
+    CredsStoreError(e.to_string())
+}
+
+fn key32(v: Option<Vec<u8>>, what: &str) -> Result<[u8; 32], CredsStoreError> {
+    v.and_then(|b| b.try_into().ok())
+        .ok_or_else(|| CredsStoreError(format!("corrupt {what}")))
+}
+
+const TABLES: [&str; 7] = [
+    "creds",
+    "signal_identity",
+    "signal_identities",
+    "signal_pre_keys",
+    "signal_signed_pre_keys",
+    "signal_sessions",
+    "signal_sender_keys",
+];
+
+impl CredsStore for SqliteCreds {
+    async fn load(&self) -> Result<Option<Creds>, CredsStoreError> {
+        let row = sqlx::query(
+            "SELECT c.noise_private, c.adv_secret, c.signed_pre_key_id, c.jid, c.lid, c.platform, \
+             c.business_name, c.push_name, c.signed_identity, c.account_signature_key, \
+             i.registration_id, i.key_pair, s.record \
+             FROM creds c JOIN signal_identity i ON i.account_id = c.account_id \
+             JOIN signal_signed_pre_keys s ON s.account_id = c.account_id AND s.key_id = c.signed_pre_key_id \
+             WHERE c.account_id = ?",
+        )
+        .bind(self.account)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        let Some(r) = row else { return Ok(None) };
+        let jid: Option<String> = r.try_get("jid").map_err(err)?;
+        let me = match jid {
+            Some(j) => Some(Me {
+                jid: j.parse::<Jid>().map_err(err)?,
+                lid: r
+                    .try_get::<Option<String>, _>("lid")
+                    .map_err(err)?
+                    .and_then(|l| l.parse().ok()),
+                platform: r.try_get("platform").map_err(err)?,
+                business_name: r.try_get("business_name").map_err(err)?,
+                push_name: r.try_get("push_name").map_err(err)?,
+                signed_identity: r
+                    .try_get::<Option<Vec<u8>>, _>("signed_identity")
+                    .map_err(err)?
+                    .unwrap_or_default(),
+                account_signature_key: key32(
+                    r.try_get("account_signature_key").map_err(err)?,
+                    "account key",
+                )?,
+            }),
+            None => None,
+        };
+        Ok(Some(Creds {
+            noise: KeyPair::from_private(key32(
+                r.try_get("noise_private").map_err(err)?,
+                "noise key",
+            )?),
+            identity: identity_from_bytes(&r.try_get::<Vec<u8>, _>("key_pair").map_err(err)?)
+                .map_err(err)?,
+            registration_id: r.try_get::<i64, _>("registration_id").map_err(err)? as u32,
+            signed_pre_key: SignedPreKey::from_bytes(
+                &r.try_get::<Vec<u8>, _>("record").map_err(err)?,
+            )
+            .map_err(err)?,
+            adv_secret: key32(r.try_get("adv_secret").map_err(err)?, "adv secret")?,
+            me,
+        }))
+    }
+
+    async fn save(&self, c: &Creds) -> Result<(), CredsStoreError> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        sqlx::query(
+            "INSERT INTO signal_identity (account_id, registration_id, key_pair) VALUES (?, ?, ?) \
+             ON CONFLICT (account_id) DO UPDATE SET registration_id = excluded.registration_id, key_pair = excluded.key_pair",
+        )
+        .bind(self.account)
+        .bind(i64::from(c.registration_id))
+        .bind(identity_to_bytes(&c.identity))
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        sqlx::query(
+            "INSERT INTO signal_signed_pre_keys (account_id, key_id, record) VALUES (?, ?, ?) \
+             ON CONFLICT (account_id, key_id) DO UPDATE SET record = excluded.record",
+        )
+        .bind(self.account)
+        .bind(i64::from(c.signed_pre_key.id))
+        .bind(c.signed_pre_key.to_bytes())
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        let me = c.me.as_ref();
+        sqlx::query(
+            "INSERT INTO creds (account_id, noise_private, adv_secret, signed_pre_key_id, jid, lid, platform, \
+             business_name, push_name, signed_identity, account_signature_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (account_id) DO UPDATE SET noise_private = excluded.noise_private, \
+             adv_secret = excluded.adv_secret, signed_pre_key_id = excluded.signed_pre_key_id, jid = excluded.jid, \
+             lid = excluded.lid, platform = excluded.platform, business_name = excluded.business_name, \
+             push_name = excluded.push_name, signed_identity = excluded.signed_identity, \
+             account_signature_key = excluded.account_signature_key",
+        )
+        .bind(self.account)
+        .bind(c.noise.private.to_vec())
+        .bind(c.adv_secret.to_vec())
+        .bind(i64::from(c.signed_pre_key.id))
+        .bind(me.map(|m| m.jid.to_string()))
+        .bind(me.and_then(|m| m.lid.as_ref().map(Jid::to_string)))
+        .bind(me.and_then(|m| m.platform.clone()))
+        .bind(me.and_then(|m| m.business_name.clone()))
+        .bind(me.and_then(|m| m.push_name.clone()))
+        .bind(me.map(|m| m.signed_identity.clone()))
+        .bind(me.map(|m| m.account_signature_key.to_vec()))
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn wipe(&self) -> Result<(), CredsStoreError> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        for t in TABLES {
+            sqlx::query(&format!("DELETE FROM {t} WHERE account_id = ?"))
+                .bind(self.account)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+}

@@ -1,0 +1,170 @@
+//! The client run loop against the simulator over loopback: a new device shows QR codes, a
+//! simulated phone scans, the client verifies, stores its credentials in SQLite, restarts (515)
+//! and logs in; a new client over the same database logs in with no QR.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::sync::mpsc::Receiver;
+use wa_gateway::client::payload::ClientProfile;
+use wa_gateway::client::qr::qr_data_url;
+use wa_gateway::client::reconnect::Backoff;
+use wa_gateway::client::{Client, ClientOptions, ConnState, CredsStore, Event, Keepalive};
+use wa_gateway::sim::Simulator;
+use wa_gateway::socket::conn::DEFAULT_MAX_FRAME;
+use wa_gateway::socket::{ClientConfig, TrustRoot};
+use wa_gateway::store::Store;
+use wa_gateway::util::clock::SystemClock;
+
+fn options(sim: &Simulator, trust: TrustRoot) -> ClientOptions {
+    ClientOptions {
+        socket: ClientConfig {
+            url: sim.ws_url().to_owned(),
+            trust,
+            clock: Arc::new(SystemClock),
+            max_frame: DEFAULT_MAX_FRAME,
+        },
+        profile: ClientProfile::default(),
+        backoff: Backoff::default(),
+        keepalive: Keepalive::default(),
+    }
+}
+
+async fn next_event(rx: &mut Receiver<Event>, pred: impl Fn(&Event) -> bool) -> Event {
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(15), rx.recv())
+            .await
+            .expect("event in time")
+            .expect("client alive");
+        if pred(&e) {
+            return e;
+        }
+    }
+}
+
+fn decode_png_data_url(url: &str) -> String {
+    let b64 = url.strip_prefix("data:image/png;base64,").unwrap();
+    let png_bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes))
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| buf[y * w + x]);
+    img.detect_grids()[0].decode().unwrap().1
+}
+
+#[tokio::test]
+async fn new_device_pairs_and_a_restart_logs_in_without_qr() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let trust = TrustRoot::from_key(sim.root_public_key());
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let account = store.account("sub-1", "agent-1").await.unwrap();
+        let creds = Arc::new(store.creds(account));
+
+        let (mut client, mut events) = Client::start(options(&sim, trust.clone()), creds.clone());
+        let Event::QrCode { code, valid_for } =
+            next_event(&mut events, |e| matches!(e, Event::QrCode { .. })).await
+        else {
+            unreachable!()
+        };
+        assert_eq!(valid_for, Duration::from_secs(60));
+        assert_eq!(client.state(), ConnState::AwaitingPair);
+        // Documented format: prefix, ref, three base64 keys, platform.
+        let body = code
+            .strip_prefix("https://wa.me/settings/linked_devices#")
+            .expect("prefix");
+        let fields: Vec<&str> = body.split(',').collect();
+        assert_eq!(fields.len(), 5);
+        assert!(fields[0].starts_with("2@"));
+        for f in &fields[1..4] {
+            assert_eq!(
+                base64::engine::general_purpose::STANDARD
+                    .decode(f)
+                    .unwrap()
+                    .len(),
+                32
+            );
+        }
+        assert_eq!(decode_png_data_url(&qr_data_url(&code).unwrap()), code);
+
+        let jid = sim
+            .scan("15550001234", &code, Some("Alice"), Some("android"))
+            .await
+            .unwrap();
+        let Event::PairSuccess {
+            jid: paired,
+            platform,
+            ..
+        } = next_event(&mut events, |e| matches!(e, Event::PairSuccess { .. })).await
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (paired.clone(), platform.as_deref()),
+            (jid.clone(), Some("android"))
+        );
+        let Event::Connected { jid: connected } =
+            next_event(&mut events, |e| matches!(e, Event::Connected { .. })).await
+        else {
+            unreachable!()
+        };
+        assert_eq!(connected, jid);
+        assert_eq!(
+            client.wait_for(|s| *s == ConnState::Connected).await,
+            ConnState::Connected
+        );
+        let stored = creds.load().await.unwrap().unwrap();
+        let me = stored.me.expect("paired credentials stored");
+        assert_eq!(me.jid.user, "15550001234");
+        assert_eq!(me.platform.as_deref(), Some("android"));
+        client.stop();
+        drop(client);
+
+        // A new client over the same database (a restart of the service) logs in with no QR.
+        let store2 = Store::open(&url).await.unwrap();
+        let creds2 = Arc::new(store2.creds(store2.account("sub-1", "agent-1").await.unwrap()));
+        let (_client2, mut events2) = Client::start(options(&sim, trust), creds2);
+        let first_interesting = next_event(&mut events2, |e| {
+            matches!(e, Event::QrCode { .. } | Event::Connected { .. })
+        })
+        .await;
+        assert!(
+            matches!(first_interesting, Event::Connected { .. }),
+            "{first_interesting:?}"
+        );
+    })
+    .await
+    .expect("finished in time");
+}
+
+#[tokio::test]
+async fn whatsapp_root_key_refuses_the_simulator() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let creds = Arc::new(wa_gateway::client::MemoryCreds::default());
+    let (mut client, _events) = Client::start(options(&sim, TrustRoot::default()), creds);
+    let s = tokio::time::timeout(
+        Duration::from_secs(15),
+        client.wait_for(|s| matches!(s, ConnState::Disconnected { .. })),
+    )
+    .await
+    .unwrap();
+    let ConnState::Disconnected { reason, .. } = s else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("not issued by the trusted root"),
+        "{reason}"
+    );
+}
