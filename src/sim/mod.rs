@@ -6,4 +6,4 @@
 pub mod pair;
 pub mod server;
 
-pub use server::{SimError, Simulator};
+pub use server::{Fault, SimError, Simulator};

@@ -50,7 +50,6 @@ struct Device {
     jid: Jid,
     lid: Jid,
     noise_public: [u8; 32],
-    identity_public: [u8; 32],
 }
 
 /// A scan delivered to the connection showing the QR.
@@ -65,6 +64,36 @@ struct State {
     phones: HashMap<String, PhoneAccount>,
     devices: Vec<Device>,
     showing: HashMap<String, mpsc::Sender<Scan>>,
+    /// Logged-in connections by device JID string.
+    live: HashMap<String, mpsc::Sender<Control>>,
+    /// Oldest WhatsApp Web version accepted (405 below it).
+    min_version: Option<[u32; 3]>,
+    accepted: u64,
+}
+
+/// A fault to inject (Rust API; the control endpoint maps onto it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Close the account's connections without a word.
+    Drop,
+    /// Stop (false) or resume (true) answering the account's pings.
+    AnswerPings(bool),
+    /// Send `<stream:error code>` (and a `<conflict type>` child when given), then close.
+    StreamError {
+        /// The code attribute (515, 503, 401…), if any.
+        code: Option<u16>,
+        /// `replaced` or `device_removed`, if any.
+        conflict: Option<String>,
+    },
+    /// The phone unlinks its companion devices: they are forgotten and told `device_removed`.
+    Unlink,
+}
+
+/// What a live connection is told to do.
+#[derive(Debug, Clone)]
+enum Control {
+    Close(Option<Node>),
+    AnswerPings(bool),
 }
 
 struct Shared {
@@ -119,6 +148,88 @@ impl Simulator {
     /// The root public key clients must trust.
     pub fn root_public_key(&self) -> [u8; 32] {
         self.shared.identity.root.public
+    }
+
+    /// Injects `fault` into the connections of the phone `number`'s companion devices; returns
+    /// how many devices it reached.
+    pub async fn fault(&self, number: &str, fault: Fault) -> usize {
+        let (targets, unlinked): (Vec<mpsc::Sender<Control>>, usize) = {
+            let Ok(mut st) = self.shared.state.lock() else {
+                return 0;
+            };
+            let keys: Vec<String> = st
+                .devices
+                .iter()
+                .filter(|d| d.jid.user == number)
+                .map(|d| d.jid.to_string())
+                .collect();
+            let unlinked = if fault == Fault::Unlink {
+                let before = st.devices.len();
+                st.devices.retain(|d| d.jid.user != number);
+                before - st.devices.len()
+            } else {
+                0
+            };
+            (
+                keys.iter()
+                    .filter_map(|k| st.live.get(k).cloned())
+                    .collect(),
+                unlinked,
+            )
+        };
+        let control = match fault {
+            Fault::Drop => Control::Close(None),
+            Fault::AnswerPings(on) => Control::AnswerPings(on),
+            Fault::StreamError { code, conflict } => {
+                let mut n = Node::new("stream:error");
+                if let Some(c) = code {
+                    n = n.attr("code", c.to_string());
+                }
+                if let Some(t) = conflict {
+                    n = n.children(vec![Node::new("conflict").attr("type", t)]);
+                }
+                Control::Close(Some(n))
+            }
+            Fault::Unlink => Control::Close(Some(
+                Node::new("stream:error")
+                    .attr("code", "401")
+                    .children(vec![Node::new("conflict").attr("type", "device_removed")]),
+            )),
+        };
+        let mut reached = 0;
+        for t in targets {
+            if t.send(control.clone()).await.is_ok() {
+                reached += 1;
+            }
+        }
+        reached.max(unlinked)
+    }
+
+    /// Refuses logins and registrations below `version` with 405 (None accepts all).
+    pub fn set_min_version(&self, version: Option<[u32; 3]>) {
+        if let Ok(mut st) = self.shared.state.lock() {
+            st.min_version = version;
+        }
+    }
+
+    /// WebSocket connections that completed the Noise handshake so far.
+    pub fn connections_accepted(&self) -> u64 {
+        self.shared.state.lock().map(|st| st.accepted).unwrap_or(0)
+    }
+
+    /// Companion devices linked to the phone `number`.
+    pub fn linked_devices(&self, number: &str) -> Vec<Jid> {
+        self.shared
+            .state
+            .lock()
+            .map(|st| {
+                st.devices
+                    .iter()
+                    .filter(|d| d.jid.user == number)
+                    .map(|d| d.jid.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// A phone with `number` scans `qr` (the phone is created on first use). Resolves once the
@@ -197,11 +308,33 @@ async fn serve(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
     let Ok(acc) = accept(tcp, &shared.identity, DEFAULT_MAX_FRAME).await else {
         return;
     };
+    if let Ok(mut st) = shared.state.lock() {
+        st.accepted += 1;
+    }
     let Ok(payload) = ClientPayload::decode(&acc.payload[..]) else {
         let _ = acc.socket.sender.send(&failure(400)).await;
         return;
     };
     let (sender, incoming) = (acc.socket.sender, acc.socket.incoming);
+    let min = shared.state.lock().ok().and_then(|st| st.min_version);
+    let version = payload
+        .user_agent
+        .as_ref()
+        .and_then(|u| u.app_version.as_ref())
+        .map(|v| {
+            [
+                v.primary.unwrap_or(0),
+                v.secondary.unwrap_or(0),
+                v.tertiary.unwrap_or(0),
+            ]
+        });
+    if let Some(min) = min
+        && version.is_none_or(|v| v < min)
+    {
+        // Client outdated (whatsmeow ConnectFailureReason 405).
+        let _ = sender.send(&failure(405)).await;
+        return;
+    }
     match (
         &payload.device_pairing_data,
         payload.username,
@@ -305,7 +438,7 @@ async fn register(
                 match verify_pair_device_sign(&node, &issued) {
                     Ok(()) => {
                         if let Ok(mut st) = shared.state.lock() {
-                            st.devices.push(Device { jid: issued.jid.clone(), lid: issued.lid.clone(), noise_public, identity_public });
+                            st.devices.push(Device { jid: issued.jid.clone(), lid: issued.lid.clone(), noise_public });
                         }
                         let _ = done.send(Ok(issued.jid.clone()));
                         // Restart required: the companion reconnects and logs in.
@@ -353,23 +486,44 @@ async fn login(
     if sender.send(&success).await.is_err() {
         return;
     }
-    let _ = dev.identity_public;
-    while let Some(Incoming::Node(node)) = incoming.recv().await {
-        if node.tag != "iq" {
-            continue;
+    let key = dev.jid.to_string();
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(4);
+    if let Ok(mut st) = shared.state.lock() {
+        st.live.insert(key.clone(), ctl_tx);
+    }
+    let mut answer_pings = true;
+    loop {
+        tokio::select! {
+            ctl = ctl_rx.recv() => match ctl {
+                Some(Control::AnswerPings(on)) => answer_pings = on,
+                Some(Control::Close(node)) => {
+                    if let Some(n) = node {
+                        let _ = sender.send(&n).await;
+                    }
+                    break;
+                }
+                None => break,
+            },
+            ev = incoming.recv() => {
+                let Some(Incoming::Node(node)) = ev else { break };
+                if node.tag != "iq" {
+                    continue;
+                }
+                let Some(id) = node.get_str("id").map(|s| s.into_owned()) else { continue };
+                if node.get_str("xmlns").as_deref() == Some("w:p") && !answer_pings {
+                    continue;
+                }
+                let mut result = Node::new("iq").attr("from", Jid::server_jid()).attr("type", "result").attr("id", id);
+                if node.get_str("xmlns").as_deref() == Some("encrypt") && node.child("count").is_some() {
+                    result = result.children(vec![Node::new("count").attr("value", "0")]);
+                }
+                if sender.send(&result).await.is_err() {
+                    break;
+                }
+            }
         }
-        let Some(id) = node.get_str("id").map(|s| s.into_owned()) else {
-            continue;
-        };
-        let mut result = Node::new("iq")
-            .attr("from", Jid::server_jid())
-            .attr("type", "result")
-            .attr("id", id);
-        if node.get_str("xmlns").as_deref() == Some("encrypt") && node.child("count").is_some() {
-            result = result.children(vec![Node::new("count").attr("value", "0")]);
-        }
-        if sender.send(&result).await.is_err() {
-            break;
-        }
+    }
+    if let Ok(mut st) = shared.state.lock() {
+        st.live.remove(&key);
     }
 }

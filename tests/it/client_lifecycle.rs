@@ -168,3 +168,182 @@ async fn whatsapp_root_key_refuses_the_simulator() {
         "{reason}"
     );
 }
+
+/// A client paired with phone `number`, connected, with fast backoff and keepalive for tests.
+async fn paired(
+    sim: &Simulator,
+    number: &str,
+) -> (
+    Client,
+    Receiver<Event>,
+    Arc<wa_gateway::client::MemoryCreds>,
+) {
+    let creds = Arc::new(wa_gateway::client::MemoryCreds::default());
+    let mut opts = options(sim, TrustRoot::from_key(sim.root_public_key()));
+    opts.backoff = Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+    );
+    opts.keepalive = Keepalive {
+        min_interval: Duration::from_millis(200),
+        max_interval: Duration::from_millis(300),
+        deadline: Duration::from_millis(400),
+    };
+    let (mut client, mut events) = Client::start(opts, creds.clone());
+    let Event::QrCode { code, .. } =
+        next_event(&mut events, |e| matches!(e, Event::QrCode { .. })).await
+    else {
+        unreachable!()
+    };
+    sim.scan(number, &code, None, None).await.unwrap();
+    client.wait_for(|s| *s == ConnState::Connected).await;
+    (client, events, creds)
+}
+
+/// The `retry_in` of the next Disconnected state, then waits for Connected again.
+async fn drop_and_reconnect(events: &mut Receiver<Event>) -> Duration {
+    let Event::State(ConnState::Disconnected { retry_in, .. }) = next_event(events, |e| {
+        matches!(e, Event::State(ConnState::Disconnected { .. }))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    next_event(events, |e| matches!(e, Event::Connected { .. })).await;
+    retry_in
+}
+
+#[tokio::test]
+async fn drops_and_silent_pings_reconnect_with_growing_backoff() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let (_client, mut events, _) = paired(&sim, "15550002222").await;
+        let mut delays = Vec::new();
+        for _ in 0..3 {
+            assert_eq!(
+                sim.fault("15550002222", wa_gateway::sim::Fault::Drop).await,
+                1
+            );
+            delays.push(drop_and_reconnect(&mut events).await);
+        }
+        // 100 ms doubling, with equal jitter: each step lies in [d/2, d] of a doubled d.
+        assert!(delays[0] <= Duration::from_millis(100), "{delays:?}");
+        assert!(
+            delays[1] >= Duration::from_millis(100) && delays[1] <= Duration::from_millis(200),
+            "{delays:?}"
+        );
+        assert!(
+            delays[2] >= Duration::from_millis(200) && delays[2] <= Duration::from_millis(400),
+            "{delays:?}"
+        );
+
+        // The server stops answering pings: the keepalive deadline forces a reconnect.
+        sim.fault("15550002222", wa_gateway::sim::Fault::AnswerPings(false))
+            .await;
+        let Event::State(ConnState::Disconnected { reason, .. }) = next_event(&mut events, |e| {
+            matches!(e, Event::State(ConnState::Disconnected { .. }))
+        })
+        .await
+        else {
+            unreachable!()
+        };
+        assert!(reason.contains("keepalive"), "{reason}");
+        next_event(&mut events, |e| matches!(e, Event::Connected { .. })).await;
+
+        // A 503 stream error is transient too.
+        sim.fault(
+            "15550002222",
+            wa_gateway::sim::Fault::StreamError {
+                code: Some(503),
+                conflict: None,
+            },
+        )
+        .await;
+        drop_and_reconnect(&mut events).await;
+    })
+    .await
+    .expect("finished in time");
+}
+
+#[tokio::test]
+async fn device_removed_logs_out_wipes_keys_and_stops() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let (mut client, _events, creds) = paired(&sim, "15550003333").await;
+        assert!(creds.load().await.unwrap().is_some());
+        assert_eq!(
+            sim.fault("15550003333", wa_gateway::sim::Fault::Unlink)
+                .await,
+            1
+        );
+        let s = client.wait_for(ConnState::is_final).await;
+        assert!(matches!(s, ConnState::LoggedOut { .. }), "{s:?}");
+        assert!(creds.load().await.unwrap().is_none(), "keys wiped");
+        assert!(sim.linked_devices("15550003333").is_empty());
+        // The run loop has ended: no timer is left that could reconnect.
+        let before = sim.connections_accepted();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(sim.connections_accepted(), before);
+        assert!(matches!(client.state(), ConnState::LoggedOut { .. }));
+    })
+    .await
+    .expect("finished in time");
+}
+
+#[tokio::test]
+async fn client_outdated_stops_without_a_reconnect_storm() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let (mut client, mut events, creds) = paired(&sim, "15550004444").await;
+        // Keep the event channel drained, as the service layer does.
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        sim.set_min_version(Some([2, 3000, u32::MAX]));
+        let before = sim.connections_accepted();
+        sim.fault("15550004444", wa_gateway::sim::Fault::Drop).await;
+        let s = client.wait_for(ConnState::is_final).await;
+        assert_eq!(s, ConnState::ClientOutdated);
+        assert_eq!(s.name(), "client_outdated");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            sim.connections_accepted(),
+            before + 1,
+            "one attempt, then stop"
+        );
+        assert!(creds.load().await.unwrap().is_some(), "credentials kept");
+    })
+    .await
+    .expect("finished in time");
+}
+
+#[tokio::test]
+async fn a_replaced_connection_stops_but_keeps_the_link() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let (mut client, _events, creds) = paired(&sim, "15550005555").await;
+        sim.fault(
+            "15550005555",
+            wa_gateway::sim::Fault::StreamError {
+                code: None,
+                conflict: Some("replaced".into()),
+            },
+        )
+        .await;
+        assert_eq!(
+            client.wait_for(ConnState::is_final).await,
+            ConnState::Replaced
+        );
+        assert!(creds.load().await.unwrap().is_some());
+    })
+    .await
+    .expect("finished in time");
+}
