@@ -9,6 +9,36 @@ use clap::{Parser, Subcommand};
 use wa_gateway::binary::decode_frame;
 use wa_gateway::util::hex;
 
+/// Starts the simulator and its control API, prints where they are, runs until SIGINT/SIGTERM.
+fn simulate(listen: std::net::SocketAddr, control: std::net::SocketAddr) -> anyhow::Result<()> {
+    use base64::Engine;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let sim = wa_gateway::sim::Simulator::start(listen).await?;
+        let listener = tokio::net::TcpListener::bind(control).await?;
+        let control_url = format!("http://{}", listener.local_addr()?);
+        let line = serde_json::json!({
+            "ws_url": sim.ws_url(),
+            "control_url": control_url,
+            "root_public_key": base64::engine::general_purpose::STANDARD.encode(sim.root_public_key()),
+        });
+        println!("{line}");
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        let app = wa_gateway::sim::control::router(sim);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            })
+            .await?;
+        Ok(())
+    })
+}
+
 #[derive(Parser)]
 #[command(
     name = "wa-gateway",
@@ -22,6 +52,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs the offline WhatsApp simulator; prints one JSON line with its URLs and root key.
+    Simulate {
+        /// WebSocket listen address (port 0 = any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Control API listen address (port 0 = any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        control: std::net::SocketAddr,
+    },
     /// Decodes a hex-encoded binary-node frame (flags byte first) and prints it as XML.
     Decode {
         /// The frame in hex, e.g. 00f8029df801f803ec0e04ec11.
@@ -39,6 +78,13 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Simulate { listen, control } => match simulate(listen, control) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Decode { frame_hex } => {
             let Some(bytes) = hex::decode(frame_hex.trim()) else {
                 eprintln!("error: frame is not hex");

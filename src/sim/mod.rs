@@ -1,8 +1,9 @@
 //! The WhatsApp simulator: an offline server and simulated phones speaking the real protocol,
 //! for tests, benches and `wa-gateway simulate`. It shares codec, Noise, certificates and crypto
 //! with the client, never the client's protocol logic; if it accepts what WhatsApp would reject,
-//! that is a simulator bug. So far: the phone/server side of pairing.
+//! that is a simulator bug. So far: pairing, login, keepalive, faults and the control API.
 
+pub mod control;
 pub mod pair;
 pub mod server;
 

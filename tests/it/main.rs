@@ -15,4 +15,5 @@ mod signal_roundtrip;
 mod signal_store;
 mod sim_flow;
 mod sim_pair;
+mod simulate_cmd;
 mod tokens;
