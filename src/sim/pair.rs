@@ -119,6 +119,15 @@ pub struct IssuedPairing {
     pub account_key: [u8; 32],
 }
 
+/// A deliberate defect in a pair-success, to test that companions refuse it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tamper {
+    /// The HMAC does not match the ADV secret.
+    Hmac,
+    /// The account signature does not verify (the HMAC is recomputed, so only it is wrong).
+    AccountSignature,
+}
+
 /// Builds the `<iq><pair-success>` a phone's scan makes the server send to the companion.
 pub fn issue_pair_success(
     phone: &PhoneAccount,
@@ -128,6 +137,19 @@ pub fn issue_pair_success(
     iq_id: &str,
     now: u64,
 ) -> (Node, IssuedPairing) {
+    issue_pair_success_with(phone, qr, device, key_index, iq_id, now, None)
+}
+
+/// [`issue_pair_success`], optionally with a defect.
+pub fn issue_pair_success_with(
+    phone: &PhoneAccount,
+    qr: &ScannedQr,
+    device: u16,
+    key_index: u32,
+    iq_id: &str,
+    now: u64,
+    tamper: Option<Tamper>,
+) -> (Node, IssuedPairing) {
     let details = AdvDeviceIdentity {
         raw_id: Some(rand::random()),
         timestamp: Some(now),
@@ -136,7 +158,10 @@ pub fn issue_pair_success(
     }
     .encode_to_vec();
     let msg = [&[6u8, 0][..], &details, &qr.identity_public].concat();
-    let account_signature = phone.identity.sign(&msg).to_vec();
+    let mut account_signature = phone.identity.sign(&msg).to_vec();
+    if tamper == Some(Tamper::AccountSignature) {
+        account_signature[5] ^= 0x40;
+    }
     let signed = AdvSignedDeviceIdentity {
         details: Some(details.clone()),
         account_signature_key: Some(phone.identity.public.to_vec()),
@@ -147,9 +172,13 @@ pub fn issue_pair_success(
     let mut mac =
         <Hmac<Sha256> as Mac>::new_from_slice(&qr.adv_secret).unwrap_or_else(|_| unreachable!());
     mac.update(&signed);
+    let mut hmac = mac.finalize().into_bytes().to_vec();
+    if tamper == Some(Tamper::Hmac) {
+        hmac[0] ^= 1;
+    }
     let container = AdvSignedDeviceIdentityHmac {
         details: Some(signed),
-        hmac: Some(mac.finalize().into_bytes().to_vec()),
+        hmac: Some(hmac),
         account_type: None,
     }
     .encode_to_vec();

@@ -12,8 +12,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use super::pair::{
-    IssuedPairing, PhoneAccount, ScannedQr, SimPairError, issue_pair_success, parse_qr,
-    verify_pair_device_sign,
+    IssuedPairing, PhoneAccount, ScannedQr, SimPairError, Tamper, issue_pair_success_with,
+    parse_qr, verify_pair_device_sign,
 };
 use crate::binary::{Jid, Node, Server};
 use crate::proto::wa::ClientPayload;
@@ -68,6 +68,8 @@ struct State {
     live: HashMap<String, mpsc::Sender<Control>>,
     /// Oldest WhatsApp Web version accepted (405 below it).
     min_version: Option<[u32; 3]>,
+    /// A defect for the next pair-success.
+    tamper: Option<Tamper>,
     accepted: u64,
 }
 
@@ -209,6 +211,13 @@ impl Simulator {
     pub fn set_min_version(&self, version: Option<[u32; 3]>) {
         if let Ok(mut st) = self.shared.state.lock() {
             st.min_version = version;
+        }
+    }
+
+    /// Makes the next pair-success defective (companions must refuse it).
+    pub fn tamper_next_pair_success(&self, tamper: Tamper) {
+        if let Ok(mut st) = self.shared.state.lock() {
+            st.tamper = Some(tamper);
         }
     }
 
@@ -417,7 +426,8 @@ async fn register(
                 if let Ok(st) = shared.state.lock() {
                     next_device = st.devices.iter().filter(|d| d.jid.user == scan.phone.number).map(|d| d.jid.device).max().unwrap_or(0) + 1;
                 }
-                let (node, issued) = issue_pair_success(&scan.phone, &scan.qr, next_device, 1, &iq_id(), shared.clock.now_unix());
+                let tamper = shared.state.lock().ok().and_then(|mut st| st.tamper.take());
+                let (node, issued) = issue_pair_success_with(&scan.phone, &scan.qr, next_device, 1, &iq_id(), shared.clock.now_unix(), tamper);
                 if sender.send(&node).await.is_err() {
                     let _ = scan.done.send(Err(SimError::PairingFailed("companion gone".into())));
                     break;

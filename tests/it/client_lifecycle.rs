@@ -347,3 +347,48 @@ async fn a_replaced_connection_stops_but_keeps_the_link() {
     .await
     .expect("finished in time");
 }
+
+#[tokio::test]
+async fn tampered_pair_success_is_refused_and_nothing_is_stored() {
+    use wa_gateway::sim::pair::Tamper;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        for (tamper, expected) in [
+            (Tamper::Hmac, "HMAC"),
+            (Tamper::AccountSignature, "account signature"),
+        ] {
+            let creds = Arc::new(wa_gateway::client::MemoryCreds::default());
+            let (client, mut events) = Client::start(
+                options(&sim, TrustRoot::from_key(sim.root_public_key())),
+                creds.clone(),
+            );
+            let Event::QrCode { code, .. } =
+                next_event(&mut events, |e| matches!(e, Event::QrCode { .. })).await
+            else {
+                unreachable!()
+            };
+            sim.tamper_next_pair_success(tamper);
+            let err = sim
+                .scan("15550007777", &code, None, None)
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("refused"), "{err}");
+            let Event::PairError { reason } =
+                next_event(&mut events, |e| matches!(e, Event::PairError { .. })).await
+            else {
+                unreachable!()
+            };
+            assert!(reason.contains(expected), "{reason}");
+            assert!(
+                creds.load().await.unwrap().unwrap().me.is_none(),
+                "nothing stored"
+            );
+            assert_eq!(client.state(), ConnState::AwaitingPair);
+            assert!(sim.linked_devices("15550007777").is_empty());
+        }
+    })
+    .await
+    .expect("finished in time");
+}
