@@ -6,6 +6,7 @@
 pub mod events;
 pub mod pair;
 pub mod payload;
+pub mod prekeys;
 pub mod qr;
 pub mod reconnect;
 pub mod run;

@@ -366,6 +366,7 @@ impl<S: CredsStore> Run<S> {
                         "success" => {
                             let passive = Node::new("iq").attr("id", "passive-1").attr("xmlns", "passive").attr("type", "set").attr("to", Jid::server_jid()).children(vec![Node::new("active")]);
                             let _ = s.sender.send(&passive).await;
+                            let _ = s.sender.send(&super::prekeys::count_query(COUNT_ID)).await;
                             self.set(ConnState::Connected).await;
                             self.emit(Event::Connected { jid: jid.clone() }).await;
                         }
@@ -380,11 +381,26 @@ impl<S: CredsStore> Run<S> {
                                 next_ping = Instant::now() + ka.min_interval + spread;
                                 continue;
                             }
+                            if id.as_deref() == Some(COUNT_ID)
+                                && let Some(n) = super::prekeys::parse_count(&node)
+                            {
+                                self.refill_pre_keys(&s, n).await;
+                                continue;
+                            }
                             // Server pings must be answered.
                             if node.get_str("xmlns").as_deref() == Some("urn:xmpp:ping") && node.get_str("type").as_deref() == Some("get")
                                 && let Some(id) = id
                             {
                                 let _ = s.sender.send(&iq_result(&id)).await;
+                            }
+                        }
+                        "notification" => {
+                            let _ = s.sender.send(&ack(&node)).await;
+                            // The server's low-prekey notice (whatsmeow handleEncryptNotification).
+                            if node.get_str("type").as_deref() == Some("encrypt")
+                                && let Some(n) = super::prekeys::parse_count(&node)
+                            {
+                                self.refill_pre_keys(&s, n).await;
                             }
                         }
                         _ => {
@@ -397,6 +413,55 @@ impl<S: CredsStore> Run<S> {
             }
         }
     }
+
+    /// Uploads prekeys when the server holds too few; keys are stored before they are offered.
+    async fn refill_pre_keys(&self, s: &NoiseSocket, server_count: u32) {
+        let next = match self.store.next_pre_key_id().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read prekey ids");
+                return;
+            }
+        };
+        let Some(n) = super::prekeys::wanted(server_count, next) else {
+            return;
+        };
+        let Ok(Some(creds)) = self.store.load().await else {
+            return;
+        };
+        let keys = super::prekeys::generate(next, n);
+        if let Err(e) = self.store.store_pre_keys(&keys).await {
+            tracing::warn!(error = %e, "cannot store prekeys");
+            return;
+        }
+        let node = super::prekeys::upload_node(
+            UPLOAD_ID,
+            creds.registration_id,
+            &creds.identity.public,
+            &keys,
+            &creds.signed_pre_key,
+        );
+        let _ = s.sender.send(&node).await;
+    }
+}
+
+/// Ids of the prekey iqs (one of each in flight per connection).
+const COUNT_ID: &str = "prekey-count";
+const UPLOAD_ID: &str = "prekey-upload";
+
+/// `<ack class=tag id to [type]/>` for a received notification.
+fn ack(node: &Node) -> Node {
+    let mut a = Node::new("ack").attr("class", node.tag.to_string());
+    if let Some(id) = node.get_str("id") {
+        a = a.attr("id", id.into_owned());
+    }
+    if let Some(from) = node.get("from") {
+        a = a.attr("to", from.clone());
+    }
+    if let Some(t) = node.get_str("type") {
+        a = a.attr("type", t.into_owned());
+    }
+    a
 }
 
 /// Resolves once a stop was requested (the watch guard never crosses an await).

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Mutex;
 
 use crate::binary::Jid;
-use crate::signal::{KeyPair, SignedPreKey};
+use crate::signal::{KeyPair, PreKey, SignedPreKey};
 
 /// Our own identity once paired.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,34 +73,53 @@ pub trait CredsStore: Send + Sync + 'static {
     fn save(&self, creds: &Creds) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
     /// Deletes the credentials and every key of the account (logged out).
     fn wipe(&self) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
+    /// Stores one-time prekeys before they are uploaded.
+    fn store_pre_keys(
+        &self,
+        keys: &[PreKey],
+    ) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
+    /// The id for the next new prekey (1 + the highest ever stored).
+    fn next_pre_key_id(&self) -> impl Future<Output = Result<u32, CredsStoreError>> + Send;
 }
 
-/// Credentials in memory (tests).
+/// Credentials and prekeys in memory (tests).
 #[derive(Debug, Default)]
-pub struct MemoryCreds(Mutex<Option<Creds>>);
+pub struct MemoryCreds(Mutex<(Option<Creds>, Vec<PreKey>)>);
+
+type MemoryState = (Option<Creds>, Vec<PreKey>);
+
+impl MemoryCreds {
+    fn with<T>(&self, f: impl FnOnce(&mut MemoryState) -> T) -> Result<T, CredsStoreError> {
+        Ok(f(&mut *self
+            .0
+            .lock()
+            .map_err(|_| CredsStoreError("poisoned".into()))?))
+    }
+
+    /// Prekeys held.
+    pub fn pre_key_count(&self) -> usize {
+        self.with(|s| s.1.len()).unwrap_or(0)
+    }
+}
 
 impl CredsStore for MemoryCreds {
     async fn load(&self) -> Result<Option<Creds>, CredsStoreError> {
-        Ok(self
-            .0
-            .lock()
-            .map_err(|_| CredsStoreError("poisoned".into()))?
-            .clone())
+        self.with(|s| s.0.clone())
     }
 
     async fn save(&self, creds: &Creds) -> Result<(), CredsStoreError> {
-        *self
-            .0
-            .lock()
-            .map_err(|_| CredsStoreError("poisoned".into()))? = Some(creds.clone());
-        Ok(())
+        self.with(|s| s.0 = Some(creds.clone()))
     }
 
     async fn wipe(&self) -> Result<(), CredsStoreError> {
-        *self
-            .0
-            .lock()
-            .map_err(|_| CredsStoreError("poisoned".into()))? = None;
-        Ok(())
+        self.with(|s| *s = (None, Vec::new()))
+    }
+
+    async fn store_pre_keys(&self, keys: &[PreKey]) -> Result<(), CredsStoreError> {
+        self.with(|s| s.1.extend_from_slice(keys))
+    }
+
+    async fn next_pre_key_id(&self) -> Result<u32, CredsStoreError> {
+        self.with(|s| s.1.iter().map(|k| k.id).max().unwrap_or(0) + 1)
     }
 }

@@ -50,6 +50,7 @@ struct Device {
     jid: Jid,
     lid: Jid,
     noise_public: [u8; 32],
+    identity_public: [u8; 32],
 }
 
 /// A scan delivered to the connection showing the QR.
@@ -70,6 +71,8 @@ struct State {
     min_version: Option<[u32; 3]>,
     /// A defect for the next pair-success.
     tamper: Option<Tamper>,
+    /// One-time prekeys uploaded per device JID (id, public key); served to peers in part 2.
+    prekeys: HashMap<String, Vec<(u32, [u8; 32])>>,
     accepted: u64,
 }
 
@@ -226,6 +229,16 @@ impl Simulator {
         self.shared.state.lock().map(|st| st.accepted).unwrap_or(0)
     }
 
+    /// One-time prekeys the device `jid` has uploaded.
+    pub fn uploaded_pre_keys(&self, jid: &Jid) -> usize {
+        self.shared
+            .state
+            .lock()
+            .ok()
+            .and_then(|st| st.prekeys.get(&jid.to_string()).map(Vec::len))
+            .unwrap_or(0)
+    }
+
     /// Companion devices linked to the phone `number`.
     pub fn linked_devices(&self, number: &str) -> Vec<Jid> {
         self.shared
@@ -305,6 +318,32 @@ fn valid_registration(r: &DevicePairingRegistrationData) -> Option<[u8; 32]> {
         && r.build_hash.as_ref().is_some_and(|v| v.len() == 16)
         && xeddsa_verify(&ident, &with_type(&skey), &sig);
     ok.then_some(ident)
+}
+
+/// Checks a prekey upload as the server must: our registered identity, well-formed keys, and a
+/// signed prekey signed by that identity. Returns the one-time keys.
+fn validate_upload(node: &Node, identity: &[u8; 32]) -> Option<Vec<(u32, [u8; 32])>> {
+    let bytes = |n: &Node, tag: &str| {
+        n.child(tag)
+            .and_then(Node::content_bytes)
+            .map(|b| b.to_vec())
+    };
+    let id3 = |v: Vec<u8>| -> Option<u32> {
+        (v.len() == 3).then(|| u32::from_be_bytes([0, v[0], v[1], v[2]]))
+    };
+    (bytes(node, "registration")?.len() == 4).then_some(())?;
+    (bytes(node, "type")? == [5]).then_some(())?;
+    (bytes(node, "identity")?.as_slice() == identity).then_some(())?;
+    let skey = node.child("skey")?;
+    id3(bytes(skey, "id")?)?;
+    let spub: [u8; 32] = bytes(skey, "value")?.try_into().ok()?;
+    let sig: [u8; 64] = bytes(skey, "signature")?.try_into().ok()?;
+    xeddsa_verify(identity, &with_type(&spub), &sig).then_some(())?;
+    node.child("list")?
+        .child_nodes()
+        .iter()
+        .map(|k| Some((id3(bytes(k, "id")?)?, bytes(k, "value")?.try_into().ok()?)))
+        .collect()
 }
 
 fn failure(reason: u16) -> Node {
@@ -448,7 +487,7 @@ async fn register(
                 match verify_pair_device_sign(&node, &issued) {
                     Ok(()) => {
                         if let Ok(mut st) = shared.state.lock() {
-                            st.devices.push(Device { jid: issued.jid.clone(), lid: issued.lid.clone(), noise_public });
+                            st.devices.push(Device { jid: issued.jid.clone(), lid: issued.lid.clone(), noise_public, identity_public });
                         }
                         let _ = done.send(Ok(issued.jid.clone()));
                         // Restart required: the companion reconnects and logs in.
@@ -523,9 +562,25 @@ async fn login(
                 if node.get_str("xmlns").as_deref() == Some("w:p") && !answer_pings {
                     continue;
                 }
-                let mut result = Node::new("iq").attr("from", Jid::server_jid()).attr("type", "result").attr("id", id);
+                let mut result = Node::new("iq").attr("from", Jid::server_jid()).attr("type", "result").attr("id", id.clone());
                 if node.get_str("xmlns").as_deref() == Some("encrypt") && node.child("count").is_some() {
-                    result = result.children(vec![Node::new("count").attr("value", "0")]);
+                    let n = shared.state.lock().ok().and_then(|st| st.prekeys.get(&key).map(Vec::len)).unwrap_or(0);
+                    result = result.children(vec![Node::new("count").attr("value", n.to_string())]);
+                }
+                if node.get_str("xmlns").as_deref() == Some("encrypt") && node.child("list").is_some() {
+                    match validate_upload(&node, &dev.identity_public) {
+                        Some(keys) => {
+                            if let Ok(mut st) = shared.state.lock() {
+                                let held = st.prekeys.entry(key.clone()).or_default();
+                                held.retain(|(i, _)| !keys.iter().any(|(k, _)| k == i));
+                                held.extend(keys);
+                            }
+                        }
+                        None => {
+                            result = Node::new("iq").attr("from", Jid::server_jid()).attr("type", "error").attr("id", id)
+                                .children(vec![Node::new("error").attr("code", "400").attr("text", "bad-request")]);
+                        }
+                    }
                 }
                 if sender.send(&result).await.is_err() {
                     break;

@@ -7,8 +7,8 @@ use sqlx::{Row, SqlitePool};
 use super::AccountId;
 use crate::binary::Jid;
 use crate::client::store::{Creds, CredsStore, CredsStoreError, Me};
-use crate::signal::KeyPair;
-use crate::signal::store::{SignedPreKey, identity_from_bytes, identity_to_bytes};
+use crate::signal::store::{PreKeyStore, SignedPreKey, identity_from_bytes, identity_to_bytes};
+use crate::signal::{KeyPair, PreKey};
 
 /// One account's credentials; cheap to clone.
 #[derive(Debug, Clone)]
@@ -143,6 +143,24 @@ impl CredsStore for SqliteCreds {
         .await
         .map_err(err)?;
         tx.commit().await.map_err(err)
+    }
+
+    async fn store_pre_keys(&self, keys: &[PreKey]) -> Result<(), CredsStoreError> {
+        super::signal::SqliteSignalStore::new(self.pool.clone(), self.account)
+            .store_pre_keys(keys)
+            .await
+            .map_err(err)
+    }
+
+    async fn next_pre_key_id(&self) -> Result<u32, CredsStoreError> {
+        // Creds and Signal tables share the account; ids continue past the highest stored.
+        let max: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(key_id) FROM signal_pre_keys WHERE account_id = ?")
+                .bind(self.account)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(err)?;
+        Ok(max.map(|m| m as u32 + 1).unwrap_or(1))
     }
 
     async fn wipe(&self) -> Result<(), CredsStoreError> {

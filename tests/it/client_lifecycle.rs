@@ -392,3 +392,31 @@ async fn tampered_pair_success_is_refused_and_nothing_is_stored() {
     .await
     .expect("finished in time");
 }
+
+#[tokio::test]
+async fn prekeys_are_uploaded_after_the_first_login_and_not_again() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let (_client, mut events, creds) = paired(&sim, "15550008888").await;
+        let jid = creds.load().await.unwrap().unwrap().me.unwrap().jid;
+        // The upload follows the count query right after login; poll the simulator briefly.
+        for _ in 0..100 {
+            if sim.uploaded_pre_keys(&jid) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(sim.uploaded_pre_keys(&jid), 812);
+        assert_eq!(creds.pre_key_count(), 812, "stored before uploading");
+        // After a reconnect the server still holds enough: nothing more is uploaded.
+        sim.fault("15550008888", wa_gateway::sim::Fault::Drop).await;
+        drop_and_reconnect(&mut events).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(sim.uploaded_pre_keys(&jid), 812);
+        assert_eq!(creds.pre_key_count(), 812);
+    })
+    .await
+    .expect("finished in time");
+}
