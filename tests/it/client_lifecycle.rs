@@ -186,10 +186,12 @@ async fn paired(
         Duration::from_secs(5),
         Duration::from_secs(60),
     );
+    // Short enough to test silent pings quickly, long enough that a loaded CI machine never
+    // misses a deadline by accident.
     opts.keepalive = Keepalive {
-        min_interval: Duration::from_millis(200),
-        max_interval: Duration::from_millis(300),
-        deadline: Duration::from_millis(400),
+        min_interval: Duration::from_millis(500),
+        max_interval: Duration::from_millis(800),
+        deadline: Duration::from_millis(1500),
     };
     let (mut client, mut events) = Client::start(opts, creds.clone());
     let Event::QrCode { code, .. } =
