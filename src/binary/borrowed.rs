@@ -8,6 +8,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use super::cursor::Cursor;
 use super::decode::MAX_DEPTH;
 use super::error::DecodeError;
 use super::jid::{Jid, Server};
@@ -297,12 +298,11 @@ impl NodeArena {
             return Err(DecodeError::InflatedTooLarge(u32::MAX as usize));
         }
         let mut d = RefDecoder {
-            src: data,
-            pos: 0,
+            c: Cursor::new(data),
             arena: self,
         };
         let root = d.read_node(0)?;
-        let trailing = data.len() - d.pos;
+        let trailing = d.c.remaining();
         if trailing > 0 {
             return Err(DecodeError::TrailingBytes(trailing));
         }
@@ -464,75 +464,18 @@ impl<'a> NodeView<'a> {
 }
 
 struct RefDecoder<'a, 'm> {
-    src: &'a [u8],
-    pos: usize,
+    c: Cursor<'a>,
     arena: &'m mut NodeArena,
 }
 
 impl RefDecoder<'_, '_> {
-    #[inline]
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        let b = *self
-            .src
-            .get(self.pos)
-            .ok_or(DecodeError::UnexpectedEof { offset: self.pos })?;
-        self.pos += 1;
-        Ok(b)
-    }
-
-    /// Skips `n` bytes, returning where they start.
-    #[inline]
-    fn take(&mut self, n: usize) -> Result<usize, DecodeError> {
-        let start = self.pos;
-        let end = start
-            .checked_add(n)
-            .filter(|&e| e <= self.src.len())
-            .ok_or(DecodeError::UnexpectedEof { offset: start })?;
-        self.pos = end;
-        Ok(start)
-    }
-
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        let at = self.take(2)?;
-        Ok(u16::from_be_bytes([self.src[at], self.src[at + 1]]))
-    }
-
-    fn binary_len(&mut self, t: u8) -> Result<usize, DecodeError> {
-        Ok(match t {
-            tag::BINARY_8 => self.u8()? as usize,
-            tag::BINARY_20 => {
-                let at = self.take(3)?;
-                let b = &self.src[at..at + 3];
-                (((b[0] & 0x0f) as usize) << 16) | ((b[1] as usize) << 8) | b[2] as usize
-            }
-            _ => {
-                let at = self.take(4)?;
-                let b = &self.src[at..at + 4];
-                u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
-            }
-        })
-    }
-
-    fn list_size(&mut self, t: u8, context: &'static str) -> Result<usize, DecodeError> {
-        match t {
-            tag::LIST_EMPTY => Ok(0),
-            tag::LIST_8 => Ok(self.u8()? as usize),
-            tag::LIST_16 => Ok(self.u16()? as usize),
-            _ => Err(DecodeError::InvalidTag {
-                tag: t,
-                context,
-                offset: self.pos - 1,
-            }),
-        }
-    }
-
     fn read_node(&mut self, depth: usize) -> Result<u32, DecodeError> {
         if depth > MAX_DEPTH {
             return Err(DecodeError::TooDeep(MAX_DEPTH));
         }
-        let start = self.pos;
-        let t = self.u8()?;
-        let size = self.list_size(t, "node list")?;
+        let start = self.c.pos;
+        let t = self.c.u8()?;
+        let size = self.c.list_size(t, "node list")?;
         let tag = self.read_text()?;
         if size == 0 || tag.is_empty() {
             return Err(DecodeError::InvalidNode { offset: start });
@@ -541,7 +484,7 @@ impl RefDecoder<'_, '_> {
         let attrs_start = self.arena.attrs.len() as u32;
         for _ in 0..n_attrs {
             let key = self.read_text()?;
-            let t = self.u8()?;
+            let t = self.c.u8()?;
             let v = self.read_value(t)?;
             self.arena.attrs.push((key, v));
         }
@@ -561,10 +504,10 @@ impl RefDecoder<'_, '_> {
     }
 
     fn read_content(&mut self, depth: usize) -> Result<Body, DecodeError> {
-        let t = self.u8()?;
+        let t = self.c.u8()?;
         match t {
             tag::LIST_EMPTY | tag::LIST_8 | tag::LIST_16 => {
-                let n = self.list_size(t, "child list")?;
+                let n = self.c.list_size(t, "child list")?;
                 let mut first = NONE;
                 let mut prev = NONE;
                 for _ in 0..n {
@@ -579,8 +522,8 @@ impl RefDecoder<'_, '_> {
                 Ok(Body::Children(first))
             }
             tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => {
-                let len = self.binary_len(t)?;
-                let start = self.take(len)?;
+                let len = self.c.binary_len(t)?;
+                let start = self.c.skip(len)?;
                 Ok(Body::Bytes {
                     start: start as u32,
                     len: len as u32,
@@ -592,20 +535,20 @@ impl RefDecoder<'_, '_> {
 
     /// Tags and keys are strings; a JID there is refused (as by the owned decoder).
     fn read_text(&mut self) -> Result<Text, DecodeError> {
-        let t = self.u8()?;
+        let t = self.c.u8()?;
         let v = self.read_value(t)?;
         if v.kind != 0 {
             return Err(DecodeError::InvalidTag {
                 tag: t,
                 context: "tag or key (JID)",
-                offset: self.pos,
+                offset: self.c.pos,
             });
         }
         Ok(v.text)
     }
 
     fn read_jid_part(&mut self) -> Result<Text, DecodeError> {
-        let t = self.u8()?;
+        let t = self.c.u8()?;
         if matches!(
             t,
             tag::JID_PAIR | tag::AD_JID | tag::FB_JID | tag::INTEROP_JID
@@ -613,12 +556,12 @@ impl RefDecoder<'_, '_> {
             return Err(DecodeError::InvalidTag {
                 tag: t,
                 context: "JID part",
-                offset: self.pos - 1,
+                offset: self.c.pos - 1,
             });
         }
         let v = self.read_value(t)?;
         if v.kind != 0 {
-            return Err(DecodeError::InvalidJid { offset: self.pos });
+            return Err(DecodeError::InvalidJid { offset: self.c.pos });
         }
         Ok(v.text)
     }
@@ -627,26 +570,26 @@ impl RefDecoder<'_, '_> {
         match t.kind {
             TOKEN => t.token_str() == s,
             AD_SERVER => AD_SERVERS[t.a as usize & 3] == s,
-            RAW => &self.src[t.a as usize..(t.a + t.b) as usize] == s.as_bytes(),
+            RAW => &self.c.src[t.a as usize..(t.a + t.b) as usize] == s.as_bytes(),
             _ => false,
         }
     }
 
     fn read_value(&mut self, t: u8) -> Result<Val, DecodeError> {
-        let offset = self.pos - 1;
+        let offset = self.c.pos - 1;
         Ok(match t {
             tag::LIST_EMPTY => Val::text(Text::EMPTY),
             1..=235 => Val::text(Text::token(255, t)),
             tag::DICTIONARY_0..=tag::DICTIONARY_3 => {
                 let dict = t - tag::DICTIONARY_0;
-                let index = self.u8()?;
+                let index = self.c.u8()?;
                 // Every index of the four 256-entry dictionaries names a token.
                 Val::text(Text::token(dict, index))
             }
             tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => {
-                let len = self.binary_len(t)?;
-                let start = self.take(len)?;
-                std::str::from_utf8(&self.src[start..start + len])
+                let len = self.c.binary_len(t)?;
+                let start = self.c.skip(len)?;
+                std::str::from_utf8(&self.c.src[start..start + len])
                     .map_err(|_| DecodeError::InvalidUtf8 { offset })?;
                 Val::text(Text {
                     kind: RAW,
@@ -655,9 +598,9 @@ impl RefDecoder<'_, '_> {
                 })
             }
             tag::NIBBLE_8 | tag::HEX_8 => {
-                let header = self.u8()?;
+                let header = self.c.u8()?;
                 let n = (header & 0x7f) as usize;
-                let start = self.take(n)?;
+                let start = self.c.skip(n)?;
                 let packing = if t == tag::NIBBLE_8 {
                     Packing::Nibble
                 } else {
@@ -666,7 +609,7 @@ impl RefDecoder<'_, '_> {
                 if header & 0x80 != 0 && n == 0 {
                     return Err(DecodeError::InvalidNibble(15));
                 }
-                validate_packed(packing, header, &self.src[start..start + n])?;
+                validate_packed(packing, header, &self.c.src[start..start + n])?;
                 Val::text(Text {
                     kind: if packing == Packing::Nibble {
                         NIBBLE
@@ -686,15 +629,15 @@ impl RefDecoder<'_, '_> {
                 Val::jid(user, server, 0, 0, 0)
             }
             tag::AD_JID => {
-                let domain = self.u8()?;
-                let device = self.u8()?;
+                let domain = self.c.u8()?;
+                let device = self.c.u8()?;
                 let user = self.read_jid_part()?;
                 let (server, agent) = Server::from_ad_domain(domain);
                 Val::jid(user, ad_server_token(&server), agent, device.into(), 0)
             }
             tag::FB_JID => {
                 let user = self.read_jid_part()?;
-                let device = self.u16()?;
+                let device = self.c.u16()?;
                 let server = self.read_jid_part()?;
                 if !self.text_eq(server, "msgr") {
                     return Err(DecodeError::InvalidJid { offset });
@@ -703,8 +646,8 @@ impl RefDecoder<'_, '_> {
             }
             tag::INTEROP_JID => {
                 let user = self.read_jid_part()?;
-                let device = self.u16()?;
-                let integrator = self.u16()?;
+                let device = self.c.u16()?;
+                let integrator = self.c.u16()?;
                 let server = self.read_jid_part()?;
                 if !self.text_eq(server, "interop") {
                     return Err(DecodeError::InvalidJid { offset });

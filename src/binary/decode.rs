@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
+use super::cursor::Cursor;
 use super::error::DecodeError;
 use super::jid::{Jid, Server};
 use super::node::{Content, Node, Str, Value};
@@ -17,92 +18,41 @@ pub const MAX_DEPTH: usize = 128;
 
 /// Decodes exactly one node from `data` (no flags byte); trailing bytes are an error.
 pub fn decode_node(data: &Bytes) -> Result<Node, DecodeError> {
-    let mut d = Decoder { src: data, pos: 0 };
+    let mut d = Decoder {
+        bytes: data,
+        c: Cursor::new(data),
+    };
     let node = d.read_node(0)?;
-    match data.len() - d.pos {
+    match d.c.remaining() {
         0 => Ok(node),
         n => Err(DecodeError::TrailingBytes(n)),
     }
 }
 
 struct Decoder<'a> {
-    src: &'a Bytes,
-    pos: usize,
+    /// The input, for slicing binary content without copying.
+    bytes: &'a Bytes,
+    c: Cursor<'a>,
 }
 
 impl Decoder<'_> {
-    #[inline]
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        let b = *self
-            .src
-            .get(self.pos)
-            .ok_or(DecodeError::UnexpectedEof { offset: self.pos })?;
-        self.pos += 1;
-        Ok(b)
-    }
-
-    #[inline]
-    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.src.len())
-            .ok_or(DecodeError::UnexpectedEof { offset: self.pos })?;
-        let s = &self.src[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    /// Length of a BINARY_8/20/32 value whose tag was just read.
-    fn binary_len(&mut self, tag: u8) -> Result<usize, DecodeError> {
-        Ok(match tag {
-            tag::BINARY_8 => self.u8()? as usize,
-            tag::BINARY_20 => {
-                let b = self.take(3)?;
-                (((b[0] & 0x0f) as usize) << 16) | ((b[1] as usize) << 8) | b[2] as usize
-            }
-            _ => {
-                let b = self.take(4)?;
-                u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
-            }
-        })
-    }
-
-    fn list_size(&mut self, tag: u8, context: &'static str) -> Result<usize, DecodeError> {
-        match tag {
-            tag::LIST_EMPTY => Ok(0),
-            tag::LIST_8 => Ok(self.u8()? as usize),
-            tag::LIST_16 => Ok(self.u16()? as usize),
-            _ => Err(DecodeError::InvalidTag {
-                tag,
-                context,
-                offset: self.pos - 1,
-            }),
-        }
-    }
-
     fn read_node(&mut self, depth: usize) -> Result<Node, DecodeError> {
         if depth > MAX_DEPTH {
             return Err(DecodeError::TooDeep(MAX_DEPTH));
         }
-        let start = self.pos;
-        let t = self.u8()?;
-        let size = self.list_size(t, "node list")?;
+        let start = self.c.pos;
+        let t = self.c.u8()?;
+        let size = self.c.list_size(t, "node list")?;
         let tag = self.read_str()?;
         if size == 0 || tag.is_empty() {
             return Err(DecodeError::InvalidNode { offset: start });
         }
         let n_attrs = (size - 1) / 2;
         // Each attribute takes at least two bytes, so the input bounds the allocation.
-        let mut attrs = Vec::with_capacity(n_attrs.min(self.remaining() / 2));
+        let mut attrs = Vec::with_capacity(n_attrs.min(self.c.remaining() / 2));
         for _ in 0..n_attrs {
             let key = self.read_str()?;
-            let t = self.u8()?;
+            let t = self.c.u8()?;
             let value = self.read_value(t)?;
             attrs.push((key, value));
         }
@@ -118,27 +68,22 @@ impl Decoder<'_> {
         })
     }
 
-    fn remaining(&self) -> usize {
-        self.src.len() - self.pos
-    }
-
     fn read_content(&mut self, depth: usize) -> Result<Content, DecodeError> {
-        let t = self.u8()?;
+        let t = self.c.u8()?;
         match t {
             tag::LIST_EMPTY | tag::LIST_8 | tag::LIST_16 => {
-                let n = self.list_size(t, "child list")?;
+                let n = self.c.list_size(t, "child list")?;
                 // A child is at least two bytes.
-                let mut children = Vec::with_capacity(n.min(self.remaining() / 2));
+                let mut children = Vec::with_capacity(n.min(self.c.remaining() / 2));
                 for _ in 0..n {
                     children.push(self.read_node(depth + 1)?);
                 }
                 Ok(Content::Children(children))
             }
             tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => {
-                let len = self.binary_len(t)?;
-                let start = self.pos;
-                self.take(len)?;
-                Ok(Content::Bytes(self.src.slice(start..start + len)))
+                let len = self.c.binary_len(t)?;
+                let start = self.c.skip(len)?;
+                Ok(Content::Bytes(self.bytes.slice(start..start + len)))
             }
             _ => Ok(Content::Text(self.read_value(t)?)),
         }
@@ -147,20 +92,20 @@ impl Decoder<'_> {
     /// A string where the protocol expects one (tags, attribute keys). No stanza carries a
     /// JID there, so one is refused (the borrowed decoder agrees).
     fn read_str(&mut self) -> Result<Str, DecodeError> {
-        let t = self.u8()?;
+        let t = self.c.u8()?;
         match self.read_value(t)? {
             Value::Str(s) => Ok(s),
             Value::Jid(_) => Err(DecodeError::InvalidTag {
                 tag: t,
                 context: "tag or key (JID)",
-                offset: self.pos,
+                offset: self.c.pos,
             }),
         }
     }
 
     /// A part of a JID: never itself a JID, so crafted input cannot nest JIDs without bound.
     fn read_jid_part(&mut self) -> Result<Str, DecodeError> {
-        let t = self.u8()?;
+        let t = self.c.u8()?;
         if matches!(
             t,
             tag::JID_PAIR | tag::AD_JID | tag::FB_JID | tag::INTEROP_JID
@@ -168,17 +113,17 @@ impl Decoder<'_> {
             return Err(DecodeError::InvalidTag {
                 tag: t,
                 context: "JID part",
-                offset: self.pos - 1,
+                offset: self.c.pos - 1,
             });
         }
         match self.read_value(t)? {
             Value::Str(s) => Ok(s),
-            Value::Jid(_) => Err(DecodeError::InvalidJid { offset: self.pos }),
+            Value::Jid(_) => Err(DecodeError::InvalidJid { offset: self.c.pos }),
         }
     }
 
     fn read_value(&mut self, t: u8) -> Result<Value, DecodeError> {
-        let offset = self.pos - 1;
+        let offset = self.c.pos - 1;
         Ok(match t {
             tag::LIST_EMPTY => Value::Str(Cow::Borrowed("")),
             1..=235 => Value::Str(Cow::Borrowed(token::single(t).ok_or(
@@ -189,21 +134,21 @@ impl Decoder<'_> {
             )?)),
             tag::DICTIONARY_0..=tag::DICTIONARY_3 => {
                 let dict = t - tag::DICTIONARY_0;
-                let index = self.u8()?;
+                let index = self.c.u8()?;
                 Value::Str(Cow::Borrowed(
                     token::double(dict, index).ok_or(DecodeError::InvalidToken { dict, index })?,
                 ))
             }
             tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => {
-                let len = self.binary_len(t)?;
-                let raw = self.take(len)?;
+                let len = self.c.binary_len(t)?;
+                let raw = self.c.take(len)?;
                 let s =
                     std::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8 { offset })?;
                 Value::Str(Cow::Owned(s.to_owned()))
             }
             tag::NIBBLE_8 | tag::HEX_8 => {
-                let header = self.u8()?;
-                let body = self.take((header & 0x7f) as usize)?;
+                let header = self.c.u8()?;
+                let body = self.c.take((header & 0x7f) as usize)?;
                 let p = if t == tag::NIBBLE_8 {
                     Packing::Nibble
                 } else {
@@ -223,8 +168,8 @@ impl Decoder<'_> {
                 Value::Jid(Jid::new(user.into_owned(), Server::parse(&server)))
             }
             tag::AD_JID => {
-                let domain = self.u8()?;
-                let device = self.u8()?;
+                let domain = self.c.u8()?;
+                let device = self.c.u8()?;
                 let user = self.read_jid_part()?;
                 let (server, agent) = Server::from_ad_domain(domain);
                 Value::Jid(Jid {
@@ -237,7 +182,7 @@ impl Decoder<'_> {
             }
             tag::FB_JID => {
                 let user = self.read_jid_part()?;
-                let device = self.u16()?;
+                let device = self.c.u16()?;
                 let server = self.read_jid_part()?;
                 if server != "msgr" {
                     return Err(DecodeError::InvalidJid { offset });
@@ -250,8 +195,8 @@ impl Decoder<'_> {
             }
             tag::INTEROP_JID => {
                 let user = self.read_jid_part()?;
-                let device = self.u16()?;
-                let integrator = self.u16()?;
+                let device = self.c.u16()?;
+                let integrator = self.c.u16()?;
                 let server = self.read_jid_part()?;
                 if server != "interop" {
                     return Err(DecodeError::InvalidJid { offset });

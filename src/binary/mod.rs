@@ -3,6 +3,7 @@
 //! Pure byte mapping: it knows nothing of sockets, Noise, Signal or storage.
 
 mod borrowed;
+mod cursor;
 mod decode;
 mod display;
 mod encode;
