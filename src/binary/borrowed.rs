@@ -79,11 +79,6 @@ impl TextRef<'_> {
         }
     }
 
-    /// An owned copy.
-    pub fn to_owned_string(&self) -> String {
-        self.to_string()
-    }
-
     fn to_str(self) -> super::node::Str {
         match self {
             TextRef::Token(t) => std::borrow::Cow::Borrowed(t),

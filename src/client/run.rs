@@ -240,7 +240,7 @@ impl<S: CredsStore> Run<S> {
             }
             Some(me) => {
                 self.set(ConnState::LoggingIn).await;
-                self.logged_in(socket, me.jid).await
+                self.logged_in(socket, &creds, me.jid).await
             }
         }
     }
@@ -330,7 +330,7 @@ impl<S: CredsStore> Run<S> {
     }
 
     /// A login connection: wait for success, then keep alive until it ends.
-    async fn logged_in(&mut self, mut s: NoiseSocket, jid: Jid) -> Outcome {
+    async fn logged_in(&mut self, mut s: NoiseSocket, creds: &Creds, jid: Jid) -> Outcome {
         let ka = self.opts.keepalive;
         let mut stop = self.stop.clone();
         let mut next_ping = Instant::now() + ka.max_interval;
@@ -384,7 +384,7 @@ impl<S: CredsStore> Run<S> {
                             if id.as_deref() == Some(COUNT_ID)
                                 && let Some(n) = super::prekeys::parse_count(&node)
                             {
-                                self.refill_pre_keys(&s, n).await;
+                                self.refill_pre_keys(&s, creds, n).await;
                                 continue;
                             }
                             // Server pings must be answered.
@@ -400,7 +400,7 @@ impl<S: CredsStore> Run<S> {
                             if node.get_str("type").as_deref() == Some("encrypt")
                                 && let Some(n) = super::prekeys::parse_count(&node)
                             {
-                                self.refill_pre_keys(&s, n).await;
+                                self.refill_pre_keys(&s, creds, n).await;
                             }
                         }
                         _ => {
@@ -415,7 +415,7 @@ impl<S: CredsStore> Run<S> {
     }
 
     /// Uploads prekeys when the server holds too few; keys are stored before they are offered.
-    async fn refill_pre_keys(&self, s: &NoiseSocket, server_count: u32) {
+    async fn refill_pre_keys(&self, s: &NoiseSocket, creds: &Creds, server_count: u32) {
         let next = match self.store.next_pre_key_id().await {
             Ok(n) => n,
             Err(e) => {
@@ -424,9 +424,6 @@ impl<S: CredsStore> Run<S> {
             }
         };
         let Some(n) = super::prekeys::wanted(server_count, next) else {
-            return;
-        };
-        let Ok(Some(creds)) = self.store.load().await else {
             return;
         };
         let keys = super::prekeys::generate(next, n);

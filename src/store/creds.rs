@@ -153,14 +153,12 @@ impl CredsStore for SqliteCreds {
     }
 
     async fn next_pre_key_id(&self) -> Result<u32, CredsStoreError> {
-        // Creds and Signal tables share the account; ids continue past the highest stored.
-        let max: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(key_id) FROM signal_pre_keys WHERE account_id = ?")
-                .bind(self.account)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(err)?;
-        Ok(max.map(|m| m as u32 + 1).unwrap_or(1))
+        // Ids continue past the highest stored in the account's Signal prekey table.
+        let max = super::signal::SqliteSignalStore::new(self.pool.clone(), self.account)
+            .max_pre_key_id()
+            .await
+            .map_err(err)?;
+        Ok(max.map_or(1, |m| m + 1))
     }
 
     async fn wipe(&self) -> Result<(), CredsStoreError> {
