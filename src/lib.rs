@@ -16,11 +16,13 @@
 //! - [`client`]: one WhatsApp account's client (pairing so far); storage only through traits.
 //! - [`store`]: sqlx SQLite over one pool for all accounts; implements the protocol traits.
 //! - [`sim`]: the offline WhatsApp simulator (pairing so far); never uses client, store or api.
+//! - [`config`]: defaults and `WA_GATEWAY_*` settings, validated once.
 //! - [`proto`]: generated protobuf types; [`util`]: clock and hex.
 #![warn(missing_docs)]
 
 pub mod binary;
 pub mod client;
+pub mod config;
 pub mod proto;
 pub mod signal;
 pub mod sim;

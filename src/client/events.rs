@@ -31,8 +31,12 @@ pub enum ConnState {
         /// What the server said.
         reason: String,
     },
-    /// The server refused our WhatsApp Web version (405): raise `WA_GATEWAY_WA_VERSION`.
-    ClientOutdated,
+    /// The server refused our WhatsApp Web version (405); not reconnecting until the version
+    /// setting is raised.
+    ClientOutdated {
+        /// What to do, naming the version refused and the setting to change.
+        message: String,
+    },
     /// Another connection with the same credentials took over; not reconnecting.
     Replaced,
     /// Stopped by its owner.
@@ -50,7 +54,7 @@ impl ConnState {
             ConnState::Disconnected { .. } => "disconnected",
             ConnState::QrTimeout => "qr_timeout",
             ConnState::LoggedOut { .. } => "logged_out",
-            ConnState::ClientOutdated => "client_outdated",
+            ConnState::ClientOutdated { .. } => "client_outdated",
             ConnState::Replaced => "replaced",
             ConnState::Stopped => "stopped",
         }
@@ -62,7 +66,7 @@ impl ConnState {
             self,
             ConnState::QrTimeout
                 | ConnState::LoggedOut { .. }
-                | ConnState::ClientOutdated
+                | ConnState::ClientOutdated { .. }
                 | ConnState::Replaced
                 | ConnState::Stopped
         )

@@ -16,6 +16,9 @@ use prost::Message;
 /// WhatsApp Web build announced by default (whatsmeow's value of 2026-08; overridable).
 pub const DEFAULT_WA_VERSION: [u32; 3] = [2, 3000, 1_045_649_367];
 
+/// The setting that overrides the announced version; named in the `client_outdated` message.
+pub const WA_VERSION_ENV: &str = "WA_GATEWAY_WA_VERSION";
+
 /// How this companion describes itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientProfile {

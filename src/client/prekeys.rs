@@ -11,10 +11,9 @@ pub const INITIAL_UPLOAD: u32 = 812;
 /// Later uploads (whatsmeow: 50).
 pub const REFILL_UPLOAD: u32 = 50;
 
-/// `<iq xmlns="encrypt" type="get"><count/></iq>`.
-pub fn count_query(id: &str) -> Node {
+/// `<iq xmlns="encrypt" type="get"><count/></iq>` (the iq tracker adds the id).
+pub fn count_query() -> Node {
     Node::new("iq")
-        .attr("id", id.to_owned())
         .attr("xmlns", "encrypt")
         .attr("type", "get")
         .attr("to", Jid::server_jid())
@@ -54,14 +53,12 @@ fn id3(id: u32) -> Vec<u8> {
 
 /// The upload iq: registration, type, identity, the keys, and the current signed prekey.
 pub fn upload_node(
-    id: &str,
     registration_id: u32,
     identity: &[u8; 32],
     keys: &[PreKey],
     signed: &SignedPreKey,
 ) -> Node {
     Node::new("iq")
-        .attr("id", id.to_owned())
         .attr("xmlns", "encrypt")
         .attr("type", "set")
         .attr("to", Jid::server_jid())

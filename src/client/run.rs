@@ -10,6 +10,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep};
 
 use super::events::{ConnState, Event};
+use super::iq::{IqError, IqTracker};
+pub use super::keepalive::Keepalive;
 use super::pair::{
     QrKeys, handle_pair_success, iq_result, pair_error_reply, parse_pair_device, qr_string,
 };
@@ -17,32 +19,14 @@ use super::payload::{ClientProfile, RegistrationKeys, login_payload, registratio
 use super::reconnect::{Backoff, Setback};
 use super::store::{Creds, CredsStore, Me};
 use crate::binary::{Jid, Node};
-use crate::socket::{ClientConfig, Incoming, NoiseSocket, connect};
+use crate::socket::{ClientConfig, Incoming, NodeSender, NoiseSocket, connect};
+
+/// Time allowed for the client's own iqs (the references use 60 s; the server answers in ms).
+const IQ_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// QR display times: 60 s for the first ref, 20 s for each later one (WhatsApp Web).
 const QR_FIRST: Duration = Duration::from_secs(60);
 const QR_NEXT: Duration = Duration::from_secs(20);
-
-/// Keepalive timing (whatsmeow: ping every 20–30 s, 10 s to answer).
-#[derive(Debug, Clone, Copy)]
-pub struct Keepalive {
-    /// Shortest interval between pings.
-    pub min_interval: Duration,
-    /// Longest interval between pings.
-    pub max_interval: Duration,
-    /// How long a ping may go unanswered.
-    pub deadline: Duration,
-}
-
-impl Default for Keepalive {
-    fn default() -> Keepalive {
-        Keepalive {
-            min_interval: Duration::from_secs(20),
-            max_interval: Duration::from_secs(30),
-            deadline: Duration::from_secs(10),
-        }
-    }
-}
 
 /// Everything a client needs besides its credential store.
 #[derive(Debug, Clone)]
@@ -62,6 +46,25 @@ pub struct ClientOptions {
 pub struct Client {
     state: watch::Receiver<ConnState>,
     stop: watch::Sender<bool>,
+    link: Arc<Link>,
+}
+
+/// What the handle and the run loop share about the live connection.
+#[derive(Debug, Default)]
+struct Link {
+    iq: IqTracker,
+    /// The logged-in connection's sender (None while down or pairing).
+    sender: std::sync::Mutex<Option<NodeSender>>,
+    /// One prekey refill at a time (count answer and low-count notice may race).
+    refill: tokio::sync::Mutex<()>,
+}
+
+impl Link {
+    fn set_sender(&self, s: Option<NodeSender>) {
+        if let Ok(mut g) = self.sender.lock() {
+            *g = s;
+        }
+    }
 }
 
 impl Client {
@@ -73,21 +76,37 @@ impl Client {
         let (ev_tx, ev_rx) = mpsc::channel(64);
         let (state_tx, state_rx) = watch::channel(ConnState::Connecting);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let link = Arc::new(Link::default());
         let run = Run {
             opts,
             store,
             events: ev_tx,
             state: state_tx,
             stop: stop_rx,
+            link: link.clone(),
         };
         tokio::spawn(run.run());
         (
             Client {
                 state: state_rx,
                 stop: stop_tx,
+                link,
             },
             ev_rx,
         )
+    }
+
+    /// Sends an `<iq>` on the logged-in connection (id and `to` filled in when absent) and waits
+    /// up to `timeout` for the answer; a `type="error"` answer is [`IqError::Server`].
+    pub async fn query(&self, node: Node, timeout: Duration) -> Result<Node, IqError> {
+        let sender = self
+            .link
+            .sender
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
+            .ok_or(IqError::Disconnected)?;
+        self.link.iq.query(&sender, node, timeout).await
     }
 
     /// The current state.
@@ -129,6 +148,18 @@ struct Run<S> {
     events: mpsc::Sender<Event>,
     state: watch::Sender<ConnState>,
     stop: watch::Receiver<bool>,
+    link: Arc<Link>,
+}
+
+/// Aborts the connection's helper tasks when the connection ends.
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 impl<S: CredsStore> Run<S> {
@@ -330,28 +361,23 @@ impl<S: CredsStore> Run<S> {
     }
 
     /// A login connection: wait for success, then keep alive until it ends.
-    async fn logged_in(&mut self, mut s: NoiseSocket, creds: &Creds, jid: Jid) -> Outcome {
-        let ka = self.opts.keepalive;
+    async fn logged_in(&mut self, s: NoiseSocket, creds: &Creds, jid: Jid) -> Outcome {
+        let outcome = self.serve_logged_in(s, creds, jid).await;
+        self.link.set_sender(None);
+        self.link.iq.fail_all();
+        outcome
+    }
+
+    async fn serve_logged_in(&mut self, mut s: NoiseSocket, creds: &Creds, jid: Jid) -> Outcome {
         let mut stop = self.stop.clone();
-        let mut next_ping = Instant::now() + ka.max_interval;
-        let mut awaiting: Option<(String, Instant)> = None;
-        let mut ping_seq = 0u64;
+        let mut tasks = Tasks(Vec::new());
+        let link = self.link.clone();
+        let keepalive = self.opts.keepalive.run(&link.iq, &s.sender);
+        tokio::pin!(keepalive);
         loop {
-            let wake = awaiting.as_ref().map(|(_, d)| *d).unwrap_or(next_ping);
             tokio::select! {
                 _ = stopped(&mut stop) => return Outcome::Final(ConnState::Stopped),
-                _ = tokio::time::sleep_until(wake) => {
-                    if awaiting.is_some() {
-                        return Outcome::Retry(Setback::Transient, "keepalive ping timed out".into());
-                    }
-                    ping_seq += 1;
-                    let id = format!("ka-{ping_seq}");
-                    let ping = Node::new("iq").attr("id", id.clone()).attr("xmlns", "w:p").attr("type", "get").attr("to", Jid::server_jid());
-                    if s.sender.send(&ping).await.is_err() {
-                        return Outcome::Retry(Setback::Transient, "socket closed".into());
-                    }
-                    awaiting = Some((id, Instant::now() + ka.deadline));
-                }
+                why = &mut keepalive => return Outcome::Retry(Setback::Transient, why),
                 ev = s.incoming.recv() => {
                     let node = match ev {
                         Some(Incoming::Node(n)) => n,
@@ -362,34 +388,21 @@ impl<S: CredsStore> Run<S> {
                         }
                         None => return Outcome::Retry(Setback::Transient, "closed by server".into()),
                     };
+                    if link.iq.resolve(&node) {
+                        continue;
+                    }
                     match node.tag.as_ref() {
                         "success" => {
-                            let passive = Node::new("iq").attr("id", "passive-1").attr("xmlns", "passive").attr("type", "set").attr("to", Jid::server_jid()).children(vec![Node::new("active")]);
-                            let _ = s.sender.send(&passive).await;
-                            let _ = s.sender.send(&super::prekeys::count_query(COUNT_ID)).await;
+                            link.set_sender(Some(s.sender.clone()));
+                            tasks.0.push(tokio::spawn(after_login(link.clone(), s.sender.clone(), self.store.clone(), creds.clone())));
                             self.set(ConnState::Connected).await;
                             self.emit(Event::Connected { jid: jid.clone() }).await;
                         }
-                        "failure" => return failure_outcome(&node),
+                        "failure" => return failure_outcome(&node, &self.opts.profile),
                         "iq" => {
-                            let id = node.get_str("id").map(|s| s.into_owned());
-                            if let (Some((want, _)), Some(id)) = (&awaiting, &id)
-                                && want == id
-                            {
-                                awaiting = None;
-                                let spread = ka.max_interval.saturating_sub(ka.min_interval).mul_f64(rand::random::<f64>());
-                                next_ping = Instant::now() + ka.min_interval + spread;
-                                continue;
-                            }
-                            if id.as_deref() == Some(COUNT_ID)
-                                && let Some(n) = super::prekeys::parse_count(&node)
-                            {
-                                self.refill_pre_keys(&s, creds, n).await;
-                                continue;
-                            }
                             // Server pings must be answered.
                             if node.get_str("xmlns").as_deref() == Some("urn:xmpp:ping") && node.get_str("type").as_deref() == Some("get")
-                                && let Some(id) = id
+                                && let Some(id) = node.get_str("id")
                             {
                                 let _ = s.sender.send(&iq_result(&id)).await;
                             }
@@ -400,7 +413,12 @@ impl<S: CredsStore> Run<S> {
                             if node.get_str("type").as_deref() == Some("encrypt")
                                 && let Some(n) = super::prekeys::parse_count(&node)
                             {
-                                self.refill_pre_keys(&s, creds, n).await;
+                                let (link, sender, store, creds) = (link.clone(), s.sender.clone(), self.store.clone(), creds.clone());
+                                tasks.0.push(tokio::spawn(async move {
+                                    if let Err(e) = refill_pre_keys(&link, &sender, &*store, &creds, n).await {
+                                        tracing::warn!(error = %e, "prekey refill failed");
+                                    }
+                                }));
                             }
                         }
                         _ => {
@@ -413,38 +431,75 @@ impl<S: CredsStore> Run<S> {
             }
         }
     }
+}
 
-    /// Uploads prekeys when the server holds too few; keys are stored before they are offered.
-    async fn refill_pre_keys(&self, s: &NoiseSocket, creds: &Creds, server_count: u32) {
-        let next = match self.store.next_pre_key_id().await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read prekey ids");
-                return;
-            }
-        };
-        let Some(n) = super::prekeys::wanted(server_count, next) else {
-            return;
-        };
-        let keys = super::prekeys::generate(next, n);
-        if let Err(e) = self.store.store_pre_keys(&keys).await {
-            tracing::warn!(error = %e, "cannot store prekeys");
+/// After `<success>`: go active, then top up prekeys (PROTOCOL.md §7.3).
+async fn after_login<S: CredsStore>(
+    link: Arc<Link>,
+    sender: NodeSender,
+    store: Arc<S>,
+    creds: Creds,
+) {
+    let passive = Node::new("iq")
+        .attr("xmlns", "passive")
+        .attr("type", "set")
+        .children(vec![Node::new("active")]);
+    if let Err(e) = link.iq.query(&sender, passive, IQ_TIMEOUT).await {
+        tracing::warn!(error = %e, "passive/active iq failed");
+    }
+    let count = match link
+        .iq
+        .query(&sender, super::prekeys::count_query(), IQ_TIMEOUT)
+        .await
+    {
+        Ok(answer) => super::prekeys::parse_count(&answer),
+        Err(e) => {
+            tracing::warn!(error = %e, "prekey count query failed");
             return;
         }
-        let node = super::prekeys::upload_node(
-            UPLOAD_ID,
-            creds.registration_id,
-            &creds.identity.public,
-            &keys,
-            &creds.signed_pre_key,
-        );
-        let _ = s.sender.send(&node).await;
+    };
+    let Some(n) = count else {
+        tracing::warn!("prekey count answer without a count");
+        return;
+    };
+    if let Err(e) = refill_pre_keys(&link, &sender, &*store, &creds, n).await {
+        tracing::warn!(error = %e, "prekey upload failed");
     }
 }
 
-/// Ids of the prekey iqs (one of each in flight per connection).
-const COUNT_ID: &str = "prekey-count";
-const UPLOAD_ID: &str = "prekey-upload";
+/// Why a refill did not happen.
+#[derive(Debug, thiserror::Error)]
+enum RefillError {
+    #[error(transparent)]
+    Store(#[from] super::store::CredsStoreError),
+    #[error(transparent)]
+    Iq(#[from] IqError),
+}
+
+/// Uploads prekeys when the server holds too few; keys are stored before they are offered.
+async fn refill_pre_keys<S: CredsStore>(
+    link: &Link,
+    sender: &NodeSender,
+    store: &S,
+    creds: &Creds,
+    server_count: u32,
+) -> Result<(), RefillError> {
+    let _one_at_a_time = link.refill.lock().await;
+    let next = store.next_pre_key_id().await?;
+    let Some(n) = super::prekeys::wanted(server_count, next) else {
+        return Ok(());
+    };
+    let keys = super::prekeys::generate(next, n);
+    store.store_pre_keys(&keys).await?;
+    let node = super::prekeys::upload_node(
+        creds.registration_id,
+        &creds.identity.public,
+        &keys,
+        &creds.signed_pre_key,
+    );
+    link.iq.query(sender, node, IQ_TIMEOUT).await?;
+    Ok(())
+}
 
 /// `<ack class=tag id to [type]/>` for a received notification.
 fn ack(node: &Node) -> Node {
@@ -467,13 +522,20 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 }
 
 /// A `<failure reason>` at login (PROTOCOL.md §7.1).
-fn failure_outcome(node: &Node) -> Outcome {
+fn failure_outcome(node: &Node, profile: &ClientProfile) -> Outcome {
     let reason = node
         .get_str("reason")
         .map(|s| s.into_owned())
         .unwrap_or_default();
     match reason.as_str() {
-        "405" => Outcome::Final(ConnState::ClientOutdated),
+        "405" => Outcome::Final(ConnState::ClientOutdated {
+            message: format!(
+                "WhatsApp refused WhatsApp Web version {} as outdated (405); set {} to the current \
+                 version (e.g. from web.whatsapp.com) and restart",
+                profile.version_string(),
+                super::payload::WA_VERSION_ENV
+            ),
+        }),
         "401" | "403" | "406" => Outcome::Final(ConnState::LoggedOut {
             reason: format!("login refused ({reason})"),
         }),

@@ -4,6 +4,7 @@
 //! that is a simulator bug. So far: pairing, login, keepalive, faults and the control API.
 
 pub mod control;
+pub mod iq;
 pub mod pair;
 pub mod server;
 

@@ -94,6 +94,8 @@ pub struct PhoneAccount {
     pub identity: KeyPair,
     /// Platform name shown to the companion (e.g. `android`).
     pub platform: String,
+    /// The name the user set on the phone; reaches companions as `notify` on the phone's messages.
+    pub push_name: Option<String>,
     /// Business name, for business accounts.
     pub business_name: Option<String>,
 }

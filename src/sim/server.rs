@@ -11,6 +11,7 @@ use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use super::iq::{self, KeyBundle};
 use super::pair::{
     IssuedPairing, PhoneAccount, ScannedQr, SimPairError, Tamper, issue_pair_success_with,
     parse_qr, verify_pair_device_sign,
@@ -23,6 +24,9 @@ use crate::signal::{KeyPair, xeddsa_verify};
 use crate::socket::conn::DEFAULT_MAX_FRAME;
 use crate::socket::{Incoming, NodeSender, ServerIdentity, accept};
 use crate::util::clock::{Clock, SystemClock};
+
+/// How long a new device has to acknowledge the pair-device offer before the stream closes.
+const PAIR_DEVICE_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// First ref is shown 60 s, each later one 20 s (WhatsApp Web `PairDevice.js` per PROTOCOL.md).
 const REF_TIMINGS: [u64; 6] = [60, 20, 20, 20, 20, 20];
@@ -73,6 +77,8 @@ struct State {
     tamper: Option<Tamper>,
     /// One-time prekeys uploaded per device JID (id, public key); served to peers in part 2.
     prekeys: HashMap<String, Vec<(u32, [u8; 32])>>,
+    /// Registration id and signed prekey per device JID.
+    bundles: HashMap<String, KeyBundle>,
     accepted: u64,
 }
 
@@ -279,11 +285,14 @@ impl Simulator {
                     lid: format!("{}", 100_000_000_000_000u64 + rand::random::<u32>() as u64),
                     identity: KeyPair::generate(),
                     platform: platform.unwrap_or("android").to_owned(),
+                    push_name: None,
                     business_name: None,
-                })
-                .clone();
-            let _ = push_name;
-            (phone, tx)
+                });
+            // The user may have renamed themselves since the last scan.
+            if let Some(name) = push_name {
+                phone.push_name = Some(name.to_owned());
+            }
+            (phone.clone(), tx)
         };
         let (done, rx) = oneshot::channel();
         tx.send(Scan {
@@ -320,30 +329,52 @@ fn valid_registration(r: &DevicePairingRegistrationData) -> Option<[u8; 32]> {
     ok.then_some(ident)
 }
 
-/// Checks a prekey upload as the server must: our registered identity, well-formed keys, and a
-/// signed prekey signed by that identity. Returns the one-time keys.
-fn validate_upload(node: &Node, identity: &[u8; 32]) -> Option<Vec<(u32, [u8; 32])>> {
-    let bytes = |n: &Node, tag: &str| {
-        n.child(tag)
-            .and_then(Node::content_bytes)
-            .map(|b| b.to_vec())
-    };
-    let id3 = |v: Vec<u8>| -> Option<u32> {
-        (v.len() == 3).then(|| u32::from_be_bytes([0, v[0], v[1], v[2]]))
-    };
-    (bytes(node, "registration")?.len() == 4).then_some(())?;
-    (bytes(node, "type")? == [5]).then_some(())?;
-    (bytes(node, "identity")?.as_slice() == identity).then_some(())?;
-    let skey = node.child("skey")?;
-    id3(bytes(skey, "id")?)?;
-    let spub: [u8; 32] = bytes(skey, "value")?.try_into().ok()?;
-    let sig: [u8; 64] = bytes(skey, "signature")?.try_into().ok()?;
-    xeddsa_verify(identity, &with_type(&spub), &sig).then_some(())?;
-    node.child("list")?
-        .child_nodes()
-        .iter()
-        .map(|k| Some((id3(bytes(k, "id")?)?, bytes(k, "value")?.try_into().ok()?)))
-        .collect()
+/// The answer to a logged-in device's iq.
+fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) -> Node {
+    let xmlns = node
+        .get_str("xmlns")
+        .map(|s| s.into_owned())
+        .unwrap_or_default();
+    let get = node.get_str("type").as_deref() == Some("get");
+    match xmlns.as_str() {
+        "w:p" | "passive" | "urn:xmpp:ping" => iq::result(id, vec![]),
+        "encrypt" if get && node.child("count").is_some() => {
+            let n = shared
+                .state
+                .lock()
+                .ok()
+                .and_then(|st| st.prekeys.get(key).map(Vec::len))
+                .unwrap_or(0);
+            iq::result(id, vec![Node::new("count").attr("value", n.to_string())])
+        }
+        "encrypt" if get && node.child("digest").is_some() => {
+            let Ok(st) = shared.state.lock() else {
+                return iq::error(id, 500, "internal-server-error");
+            };
+            let ids: Vec<u32> = st
+                .prekeys
+                .get(key)
+                .map(|k| k.iter().map(|(i, _)| *i).collect())
+                .unwrap_or_default();
+            iq::digest(id, &dev.identity_public, st.bundles.get(key), &ids)
+        }
+        "encrypt" if !get && node.child("list").is_some() => {
+            let Some(up) = iq::validate_upload(node, &dev.identity_public) else {
+                return iq::error(id, 400, "bad-request");
+            };
+            if let Ok(mut st) = shared.state.lock() {
+                let held = st.prekeys.entry(key.to_owned()).or_default();
+                held.retain(|(i, _)| !up.keys.iter().any(|(k, _)| k == i));
+                held.extend(up.keys);
+                st.bundles.insert(key.to_owned(), up.bundle);
+            }
+            iq::result(id, vec![])
+        }
+        "abt" => iq::ab_props(id),
+        "privacy" if get => iq::privacy(id),
+        "blocklist" if get => iq::blocklist(id),
+        _ => iq::error(id, 501, "feature-not-implemented"),
+    }
 }
 
 fn failure(reason: u16) -> Node {
@@ -429,7 +460,7 @@ async fn register(
     let offer = Node::new("iq")
         .attr("from", Jid::server_jid())
         .attr("type", "set")
-        .attr("id", offer_id)
+        .attr("id", offer_id.clone())
         .attr("xmlns", "md")
         .children(vec![
             Node::new("pair-device").children(
@@ -451,12 +482,22 @@ async fn register(
     }
     let deadline = tokio::time::sleep(Duration::from_secs(REF_TIMINGS.iter().sum::<u64>() + 5));
     tokio::pin!(deadline);
+    // The offer must be acknowledged; scans wait in the channel until it is.
+    let ack_deadline = tokio::time::sleep(PAIR_DEVICE_ACK_TIMEOUT);
+    tokio::pin!(ack_deadline);
+    let mut acked = false;
     let mut pending: Option<(IssuedPairing, oneshot::Sender<Result<Jid, SimError>>)> = None;
     let mut next_device: u16 = 1;
     loop {
         tokio::select! {
             _ = &mut deadline => break,
-            scan = scan_rx.recv(), if pending.is_none() => {
+            _ = &mut ack_deadline, if !acked => {
+                if let Ok(Some(scan)) = tokio::time::timeout(Duration::ZERO, scan_rx.recv()).await {
+                    let _ = scan.done.send(Err(SimError::PairingFailed("the companion never acknowledged pair-device".into())));
+                }
+                break;
+            }
+            scan = scan_rx.recv(), if pending.is_none() && acked => {
                 let Some(scan) = scan else { break };
                 if scan.qr.identity_public != identity_public || scan.qr.noise_public != noise_public {
                     let _ = scan.done.send(Err(SimError::PairingFailed("QR keys do not match this connection".into())));
@@ -475,6 +516,12 @@ async fn register(
             }
             ev = incoming.recv() => {
                 let Some(Incoming::Node(node)) = ev else { break };
+                if node.tag == "iq" && node.get_str("type").as_deref() == Some("result")
+                    && node.get_str("id").as_deref() == Some(offer_id.as_str())
+                {
+                    acked = true;
+                    continue;
+                }
                 let Some((issued, _)) = &pending else { continue };
                 if node.tag != "iq" || node.get_str("id").as_deref() != Some(issued.iq_id.as_str()) {
                     continue;
@@ -541,6 +588,7 @@ async fn login(
         st.live.insert(key.clone(), ctl_tx);
     }
     let mut answer_pings = true;
+    let mut offline_sent = false;
     loop {
         tokio::select! {
             ctl = ctl_rx.recv() => match ctl {
@@ -559,31 +607,23 @@ async fn login(
                     continue;
                 }
                 let Some(id) = node.get_str("id").map(|s| s.into_owned()) else { continue };
+                if matches!(node.get_str("type").as_deref(), Some("result" | "error")) {
+                    continue;
+                }
                 if node.get_str("xmlns").as_deref() == Some("w:p") && !answer_pings {
                     continue;
                 }
-                let mut result = Node::new("iq").attr("from", Jid::server_jid()).attr("type", "result").attr("id", id.clone());
-                if node.get_str("xmlns").as_deref() == Some("encrypt") && node.child("count").is_some() {
-                    let n = shared.state.lock().ok().and_then(|st| st.prekeys.get(&key).map(Vec::len)).unwrap_or(0);
-                    result = result.children(vec![Node::new("count").attr("value", n.to_string())]);
-                }
-                if node.get_str("xmlns").as_deref() == Some("encrypt") && node.child("list").is_some() {
-                    match validate_upload(&node, &dev.identity_public) {
-                        Some(keys) => {
-                            if let Ok(mut st) = shared.state.lock() {
-                                let held = st.prekeys.entry(key.clone()).or_default();
-                                held.retain(|(i, _)| !keys.iter().any(|(k, _)| k == i));
-                                held.extend(keys);
-                            }
-                        }
-                        None => {
-                            result = Node::new("iq").attr("from", Jid::server_jid()).attr("type", "error").attr("id", id)
-                                .children(vec![Node::new("error").attr("code", "400").attr("text", "bad-request")]);
-                        }
-                    }
-                }
+                let result = answer_iq(&shared, &dev, &key, &node, &id);
                 if sender.send(&result).await.is_err() {
                     break;
+                }
+                // Going active releases what was queued while the device was away, then says so.
+                if node.get_str("xmlns").as_deref() == Some("passive") && node.child("active").is_some() && !offline_sent {
+                    offline_sent = true;
+                    let done = Node::new("ib").attr("from", Jid::server_jid()).children(vec![Node::new("offline").attr("count", "0")]);
+                    if sender.send(&done).await.is_err() {
+                        break;
+                    }
                 }
             }
         }

@@ -11,6 +11,7 @@ use wa_gateway::client::payload::ClientProfile;
 use wa_gateway::client::qr::qr_data_url;
 use wa_gateway::client::reconnect::Backoff;
 use wa_gateway::client::{Client, ClientOptions, ConnState, CredsStore, Event, Keepalive};
+use wa_gateway::config::Config;
 use wa_gateway::sim::Simulator;
 use wa_gateway::socket::conn::DEFAULT_MAX_FRAME;
 use wa_gateway::socket::{ClientConfig, TrustRoot};
@@ -273,7 +274,7 @@ async fn drops_and_silent_pings_reconnect_with_growing_backoff() {
 
 #[tokio::test]
 async fn device_removed_logs_out_wipes_keys_and_stops() {
-    tokio::time::timeout(Duration::from_secs(30), async {
+    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
         let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
@@ -288,11 +289,163 @@ async fn device_removed_logs_out_wipes_keys_and_stops() {
         assert!(matches!(s, ConnState::LoggedOut { .. }), "{s:?}");
         assert!(creds.load().await.unwrap().is_none(), "keys wiped");
         assert!(sim.linked_devices("15550003333").is_empty());
-        // The run loop has ended: no timer is left that could reconnect.
-        let before = sim.connections_accepted();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(sim.connections_accepted(), before);
-        assert!(matches!(client.state(), ConnState::LoggedOut { .. }));
+        (client, sim)
+    })
+    .await
+    .expect("finished in time");
+    // A minute of test time passes on the paused clock: any reconnect timer would fire.
+    let (client, sim) = outcome;
+    let before = sim.connections_accepted();
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    tokio::time::resume();
+    // Give an attempt, had one been scheduled, real time to reach the simulator.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sim.connections_accepted(), before, "no connection attempt");
+    assert!(matches!(client.state(), ConnState::LoggedOut { .. }));
+}
+
+#[tokio::test]
+async fn qr_codes_rotate_on_the_reference_timing_then_time_out() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let creds = Arc::new(wa_gateway::client::MemoryCreds::default());
+    let (mut client, mut events) = Client::start(
+        options(&sim, TrustRoot::from_key(sim.root_public_key())),
+        creds.clone(),
+    );
+    let Event::QrCode { code, valid_for } =
+        next_event(&mut events, |e| matches!(e, Event::QrCode { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(valid_for, Duration::from_secs(60));
+    // Nobody scans; the paused clock runs the 60 + 5 × 20 s of refs in an instant.
+    tokio::time::pause();
+    let mut last = tokio::time::Instant::now();
+    let mut codes = vec![code];
+    let mut gaps = Vec::new();
+    while let Some(e) = events.recv().await {
+        match e {
+            Event::QrCode { code, valid_for } => {
+                assert_eq!(valid_for, Duration::from_secs(20));
+                gaps.push(last.elapsed().as_secs());
+                last = tokio::time::Instant::now();
+                codes.push(code);
+            }
+            Event::State(s) if s.is_final() => {
+                assert_eq!(s, ConnState::QrTimeout);
+                gaps.push(last.elapsed().as_secs());
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        gaps,
+        [60, 20, 20, 20, 20, 20],
+        "each code shown for its time"
+    );
+    let refs: std::collections::HashSet<_> = codes
+        .iter()
+        .map(|c| c.split(',').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(refs.len(), 6, "six distinct refs, one per code");
+    assert_eq!(client.state(), ConnState::QrTimeout);
+    assert!(creds.load().await.unwrap().unwrap().me.is_none());
+    let accepted = sim.connections_accepted();
+    tokio::time::advance(Duration::from_secs(120)).await;
+    assert_eq!(
+        sim.connections_accepted(),
+        accepted,
+        "qr_timeout does not reconnect"
+    );
+    assert_eq!(
+        client.wait_for(ConnState::is_final).await,
+        ConnState::QrTimeout
+    );
+}
+
+#[tokio::test]
+async fn iq_queries_get_answers_errors_timeouts_and_disconnects() {
+    use wa_gateway::binary::Node;
+    use wa_gateway::client::IqError;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let (client, mut events, _) = paired(&sim, "15550009999").await;
+        let t = Duration::from_secs(5);
+        let props = client
+            .query(
+                Node::new("iq")
+                    .attr("xmlns", "abt")
+                    .attr("type", "get")
+                    .children(vec![Node::new("props").attr("protocol", "1")]),
+                t,
+            )
+            .await
+            .unwrap();
+        assert_eq!(props.get_str("type").as_deref(), Some("result"));
+        assert!(props.child("props").is_some(), "{props}");
+        let unknown = client
+            .query(
+                Node::new("iq")
+                    .attr("xmlns", "w:nonexistent")
+                    .attr("type", "get"),
+                t,
+            )
+            .await;
+        assert_eq!(
+            unknown,
+            Err(IqError::Server {
+                code: 501,
+                text: "feature-not-implemented".into()
+            })
+        );
+        // Pings go unanswered: a query on that namespace times out and leaves nothing waiting.
+        sim.fault("15550009999", wa_gateway::sim::Fault::AnswerPings(false))
+            .await;
+        let short = Duration::from_millis(200);
+        let ping = client
+            .query(
+                Node::new("iq").attr("xmlns", "w:p").attr("type", "get"),
+                short,
+            )
+            .await;
+        assert_eq!(ping, Err(IqError::Timeout(short)));
+        // The keepalive then gives up on the connection.
+        next_event(&mut events, |e| {
+            matches!(e, Event::State(ConnState::Disconnected { .. }))
+        })
+        .await;
+        // A query in flight when the connection ends fails at once, not at its timeout.
+        next_event(&mut events, |e| matches!(e, Event::Connected { .. })).await;
+        sim.fault("15550009999", wa_gateway::sim::Fault::AnswerPings(false))
+            .await;
+        let long = Duration::from_secs(20);
+        let started = std::time::Instant::now();
+        let (in_flight, _) = tokio::join!(
+            client.query(
+                Node::new("iq").attr("xmlns", "w:p").attr("type", "get"),
+                long
+            ),
+            async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                sim.fault("15550009999", wa_gateway::sim::Fault::Drop).await
+            }
+        );
+        assert_eq!(in_flight, Err(IqError::Disconnected));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // With no connection at all, a query fails immediately.
+        client.stop();
+        let mut client = client;
+        client.wait_for(ConnState::is_final).await;
+        let down = client
+            .query(Node::new("iq").attr("xmlns", "abt").attr("type", "get"), t)
+            .await;
+        assert_eq!(down, Err(IqError::Disconnected));
     })
     .await
     .expect("finished in time");
@@ -311,8 +464,16 @@ async fn client_outdated_stops_without_a_reconnect_storm() {
         let before = sim.connections_accepted();
         sim.fault("15550004444", wa_gateway::sim::Fault::Drop).await;
         let s = client.wait_for(ConnState::is_final).await;
-        assert_eq!(s, ConnState::ClientOutdated);
+        let ConnState::ClientOutdated { message } = &s else {
+            panic!("{s:?}")
+        };
         assert_eq!(s.name(), "client_outdated");
+        // The message names the version refused and the setting that fixes it.
+        assert!(message.contains("WA_GATEWAY_WA_VERSION"), "{message}");
+        assert!(
+            message.contains(&ClientProfile::default().version_string()),
+            "{message}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(
             sim.connections_accepted(),
@@ -320,6 +481,22 @@ async fn client_outdated_stops_without_a_reconnect_storm() {
             "one attempt, then stop"
         );
         assert!(creds.load().await.unwrap().is_some(), "credentials kept");
+        drop(client);
+
+        // The operator raises the setting: the same credentials log in again.
+        let config = Config::from_lookup(|k| {
+            (k == "WA_GATEWAY_WA_VERSION").then(|| format!("2.3000.{}", u32::MAX))
+        })
+        .unwrap();
+        let mut opts = options(&sim, TrustRoot::from_key(sim.root_public_key()));
+        opts.profile = config.whatsapp.profile();
+        let (mut client, _events) = Client::start(opts, creds);
+        assert_eq!(
+            client
+                .wait_for(|s| *s == ConnState::Connected || s.is_final())
+                .await,
+            ConnState::Connected
+        );
     })
     .await
     .expect("finished in time");

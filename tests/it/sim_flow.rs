@@ -59,21 +59,21 @@ async fn new_device_pairs_then_logs_in() {
         let offer = next(&mut s).await;
         let (id, refs) = parse_pair_device(&offer).expect("pair-device");
         assert_eq!(refs.len(), 6);
-        s.sender.send(&iq_result(&id)).await.unwrap();
-        let qr = qr_string(
-            &refs[0],
-            QrKeys {
-                noise_public: &noise.public,
-                identity_public: &identity.public,
-                adv_secret: &adv,
-            },
-            profile.qr_platform(),
-        );
+        let qr_keys = QrKeys {
+            noise_public: &noise.public,
+            identity_public: &identity.public,
+            adv_secret: &adv,
+        };
+        // A scan before the companion acknowledged the offer waits for the ack.
+        let qr = qr_string(&refs[0], qr_keys, profile.qr_platform());
         let sim2 = sim.clone();
         let scan = tokio::spawn(async move {
             sim2.scan("15550001234", &qr, Some("Alice"), Some("android"))
                 .await
         });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!scan.is_finished(), "no pair-success before the ack");
+        s.sender.send(&iq_result(&id)).await.unwrap();
 
         let stanza = next(&mut s).await;
         let (paired, reply) = handle_pair_success(&stanza, &identity, &adv).unwrap();
@@ -110,6 +110,94 @@ async fn new_device_pairs_then_logs_in() {
                 pong.get_str("id").as_deref()
             ),
             (Some("result"), Some("p1"))
+        );
+
+        // The post-login iqs a reference client sends get the server's answers.
+        let ask = |id: &str, xmlns: &str, ty: &str, children: Vec<Node>| {
+            let n = Node::new("iq")
+                .attr("id", id.to_owned())
+                .attr("xmlns", xmlns.to_owned())
+                .attr("type", ty.to_owned())
+                .attr("to", wa_gateway::binary::Jid::server_jid());
+            if children.is_empty() {
+                n
+            } else {
+                n.children(children)
+            }
+        };
+        s.sender
+            .send(&ask("a1", "passive", "set", vec![Node::new("active")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut s).await.get_str("type").as_deref(),
+            Some("result")
+        );
+        let offline = next(&mut s).await;
+        assert_eq!(offline.tag, "ib", "{offline}");
+        assert_eq!(
+            offline
+                .child("offline")
+                .and_then(|o| o.get_str("count"))
+                .as_deref(),
+            Some("0")
+        );
+        s.sender
+            .send(&ask("d1", "encrypt", "get", vec![Node::new("digest")]))
+            .await
+            .unwrap();
+        let none = next(&mut s).await;
+        assert_eq!(
+            none.get_str("type").as_deref(),
+            Some("error"),
+            "no bundle yet: {none}"
+        );
+        let keys = wa_gateway::client::prekeys::generate(1, 3);
+        let upload =
+            wa_gateway::client::prekeys::upload_node(1234, &identity.public, &keys, &signed)
+                .attr("id", "u1");
+        s.sender.send(&upload).await.unwrap();
+        assert_eq!(
+            next(&mut s).await.get_str("type").as_deref(),
+            Some("result")
+        );
+        s.sender
+            .send(&ask("d2", "encrypt", "get", vec![Node::new("digest")]))
+            .await
+            .unwrap();
+        let digest = next(&mut s).await;
+        let d = digest.child("digest").expect("digest");
+        assert_eq!(
+            d.child("identity")
+                .and_then(Node::content_bytes)
+                .map(|b| b.to_vec()),
+            Some(identity.public.to_vec())
+        );
+        assert_eq!(
+            d.child("registration")
+                .and_then(Node::content_bytes)
+                .map(|b| b.to_vec()),
+            Some(1234u32.to_be_bytes().to_vec())
+        );
+        assert_eq!(d.child("list").map(|l| l.child_nodes().len()), Some(3));
+        for (id, xmlns, child) in [
+            ("q1", "privacy", "privacy"),
+            ("q2", "blocklist", "list"),
+            ("q3", "abt", "props"),
+        ] {
+            s.sender.send(&ask(id, xmlns, "get", vec![])).await.unwrap();
+            let r = next(&mut s).await;
+            assert_eq!(r.get_str("id").as_deref(), Some(id));
+            assert!(r.child(child).is_some(), "{r}");
+        }
+        s.sender
+            .send(&ask("x1", "w:unknown", "get", vec![]))
+            .await
+            .unwrap();
+        let r = next(&mut s).await;
+        assert_eq!(
+            r.child("error").and_then(|e| e.get_str("code")).as_deref(),
+            Some("501")
         );
 
         // The same login with another noise key is not the paired device.
@@ -157,4 +245,52 @@ async fn scanning_an_unknown_ref_fails_clearly() {
     );
     let err = sim.scan("1555", &qr, None, None).await.unwrap_err();
     assert!(err.to_string().contains("expired or unknown ref"), "{err}");
+}
+
+#[tokio::test]
+async fn a_companion_that_never_acknowledges_pair_device_is_dropped() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let cfg = ClientConfig {
+        url: sim.ws_url().to_owned(),
+        trust: TrustRoot::from_key(sim.root_public_key()),
+        clock: Arc::new(SystemClock),
+        max_frame: DEFAULT_MAX_FRAME,
+    };
+    let (noise, identity) = (KeyPair::generate(), KeyPair::generate());
+    let signed = SignedPreKey::generate(1, &identity, 0);
+    let reg = registration_payload(
+        &ClientProfile::default(),
+        RegistrationKeys {
+            registration_id: 7,
+            identity: &identity.public,
+            signed_pre_key_id: 1,
+            signed_pre_key: &signed.key_pair.public,
+            signed_pre_key_signature: &signed.signature,
+        },
+    );
+    let (mut s, _) = connect(&cfg, noise.clone(), &reg.encode_to_vec())
+        .await
+        .unwrap();
+    let (_, refs) = parse_pair_device(&next(&mut s).await).unwrap();
+    let qr = qr_string(
+        &refs[0],
+        QrKeys {
+            noise_public: &noise.public,
+            identity_public: &identity.public,
+            adv_secret: &[3; 32],
+        },
+        '1',
+    );
+    // Ten seconds of simulator time pass on the paused clock without an ack.
+    tokio::time::pause();
+    let err = sim.scan("15550001235", &qr, None, None).await.unwrap_err();
+    assert!(err.to_string().contains("never acknowledged"), "{err}");
+    tokio::time::resume();
+    match tokio::time::timeout(Duration::from_secs(10), s.incoming.recv()).await {
+        Ok(Some(Incoming::Closed(_)) | None) => {}
+        other => panic!("expected the stream to close, got {other:?}"),
+    }
+    assert!(sim.linked_devices("15550001235").is_empty());
 }

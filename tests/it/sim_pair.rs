@@ -29,6 +29,7 @@ fn phone() -> PhoneAccount {
         lid: "201234567890123".into(),
         identity: KeyPair::generate(),
         platform: "android".into(),
+        push_name: Some("Sim Phone".into()),
         business_name: None,
     }
 }

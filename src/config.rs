@@ -1,0 +1,178 @@
+//! Service configuration: defaults, then `WA_GATEWAY_*` environment variables, validated once at
+//! start-up; each layer gets its own slice. A bad value is an error naming the variable, never a
+//! silent fallback. (An optional TOML file comes with the REST service.)
+
+use std::fmt;
+
+use base64::Engine;
+
+use crate::client::payload::ClientProfile;
+use crate::client::payload::{DEFAULT_WA_VERSION, WA_VERSION_ENV};
+use crate::socket::TrustRoot;
+
+/// WhatsApp's WebSocket endpoint.
+pub const DEFAULT_WS_URL: &str = "wss://web.whatsapp.com/ws/chat";
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {why}")]
+pub struct ConfigError {
+    /// The variable at fault.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+/// Everything configurable so far.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    /// The WhatsApp connection slice (for the client layer).
+    pub whatsapp: WhatsAppConfig,
+}
+
+/// Where WhatsApp is and how we present ourselves to it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WhatsAppConfig {
+    /// WhatsApp Web version announced (`WA_GATEWAY_WA_VERSION`, e.g. `2.3000.1045649367`).
+    pub version: [u32; 3],
+    /// WebSocket URL (`WA_GATEWAY_WS_URL`); point it at `wa-gateway simulate` to work offline.
+    pub ws_url: String,
+    /// Root key the server certificate must chain to (`WA_GATEWAY_ROOT_KEY`, base64); the
+    /// simulator prints its own.
+    pub root_key: [u8; 32],
+}
+
+impl Default for WhatsAppConfig {
+    fn default() -> WhatsAppConfig {
+        WhatsAppConfig {
+            version: DEFAULT_WA_VERSION,
+            ws_url: DEFAULT_WS_URL.into(),
+            root_key: TrustRoot::default().key,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("whatsapp", &self.whatsapp)
+            .finish()
+    }
+}
+
+impl fmt::Debug for WhatsAppConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c] = self.version;
+        f.debug_struct("WhatsAppConfig")
+            .field("version", &format_args!("{a}.{b}.{c}"))
+            .field("ws_url", &self.ws_url)
+            .field("custom_root", &(self.root_key != TrustRoot::default().key))
+            .finish()
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads variables through `get` (tests pass a map instead of mutating the environment).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        if let Some(v) = get(WA_VERSION_ENV) {
+            c.whatsapp.version = ClientProfile::parse_version(&v)
+                .filter(|v| v[0] > 0)
+                .ok_or_else(|| ConfigError {
+                    var: WA_VERSION_ENV,
+                    why: format!("{v:?} is not a version like 2.3000.1045649367"),
+                })?;
+        }
+        if let Some(v) = get("WA_GATEWAY_WS_URL") {
+            if !(v.starts_with("ws://") || v.starts_with("wss://")) {
+                return Err(ConfigError {
+                    var: "WA_GATEWAY_WS_URL",
+                    why: format!("{v:?} is not a ws:// or wss:// URL"),
+                });
+            }
+            c.whatsapp.ws_url = v;
+        }
+        if let Some(v) = get("WA_GATEWAY_ROOT_KEY") {
+            c.whatsapp.root_key = base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| ConfigError {
+                    var: "WA_GATEWAY_ROOT_KEY",
+                    why: "not a base64 32-byte public key".into(),
+                })?;
+        }
+        Ok(c)
+    }
+}
+
+impl WhatsAppConfig {
+    /// The client profile announcing the configured version.
+    pub fn profile(&self) -> ClientProfile {
+        ClientProfile {
+            wa_version: self.version,
+            ..ClientProfile::default()
+        }
+    }
+
+    /// The certificate root the client trusts.
+    pub fn trust_root(&self) -> TrustRoot {
+        TrustRoot {
+            key: self.root_key,
+            ..TrustRoot::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn defaults_then_environment() {
+        let d = with(&[]).unwrap();
+        assert_eq!(d.whatsapp.version, DEFAULT_WA_VERSION);
+        assert_eq!(d.whatsapp.ws_url, DEFAULT_WS_URL);
+        assert_eq!(d.whatsapp.trust_root(), TrustRoot::default());
+
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let c = with(&[
+            ("WA_GATEWAY_WA_VERSION", "2.3000.1099999999"),
+            ("WA_GATEWAY_WS_URL", "ws://127.0.0.1:9/ws/chat"),
+            ("WA_GATEWAY_ROOT_KEY", &key),
+        ])
+        .unwrap();
+        assert_eq!(c.whatsapp.profile().wa_version, [2, 3000, 1_099_999_999]);
+        assert_eq!(c.whatsapp.ws_url, "ws://127.0.0.1:9/ws/chat");
+        assert_eq!(c.whatsapp.trust_root().key, [7u8; 32]);
+        assert!(format!("{c:?}").contains("custom_root: true"));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("WA_GATEWAY_WA_VERSION", "2.3000"),
+            ("WA_GATEWAY_WA_VERSION", "latest"),
+            ("WA_GATEWAY_WA_VERSION", "0.0.0"),
+            ("WA_GATEWAY_WS_URL", "http://example.com"),
+            ("WA_GATEWAY_ROOT_KEY", "c2hvcnQ="),
+        ] {
+            let err = with(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var);
+            assert!(err.to_string().starts_with(var), "{err}");
+        }
+    }
+}
