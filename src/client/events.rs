@@ -106,6 +106,11 @@ pub enum Event {
         /// Our device JID.
         jid: Jid,
     },
+    /// Our push name (the name set on the phone) became known or changed; it is stored.
+    PushName {
+        /// The name.
+        name: String,
+    },
 }
 
 impl fmt::Debug for Event {
@@ -121,6 +126,7 @@ impl fmt::Debug for Event {
             }
             Event::PairError { reason } => write!(f, "PairError {{ reason: {reason} }}"),
             Event::Connected { jid } => write!(f, "Connected {{ jid: {jid} }}"),
+            Event::PushName { name } => write!(f, "PushName {{ name: {name:?} }}"),
         }
     }
 }

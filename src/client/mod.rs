@@ -12,6 +12,7 @@ pub mod payload;
 pub mod prekeys;
 pub mod qr;
 pub mod reconnect;
+pub mod recv;
 pub mod run;
 pub mod store;
 

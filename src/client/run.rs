@@ -19,6 +19,7 @@ use super::payload::{ClientProfile, RegistrationKeys, login_payload, registratio
 use super::reconnect::{Backoff, Setback};
 use super::store::{Creds, CredsStore, Me};
 use crate::binary::{Jid, Node};
+use crate::signal::{IdentityTrust, SessionCipher};
 use crate::socket::{ClientConfig, Incoming, NodeSender, NoiseSocket, connect};
 
 /// Time allowed for the client's own iqs (the references use 60 s; the server answers in ms).
@@ -369,6 +370,12 @@ impl<S: CredsStore> Run<S> {
     }
 
     async fn serve_logged_in(&mut self, mut s: NoiseSocket, creds: &Creds, jid: Jid) -> Outcome {
+        let mut creds = creds.clone();
+        let cipher = SessionCipher::new(
+            self.store.signal(),
+            jid.to_string(),
+            IdentityTrust::AcceptChanges,
+        );
         let mut stop = self.stop.clone();
         let mut tasks = Tasks(Vec::new());
         let link = self.link.clone();
@@ -399,6 +406,7 @@ impl<S: CredsStore> Run<S> {
                             self.emit(Event::Connected { jid: jid.clone() }).await;
                         }
                         "failure" => return failure_outcome(&node, &self.opts.profile),
+                        "message" => self.on_message(&s.sender, &cipher, &mut creds, &node).await,
                         "iq" => {
                             // Server pings must be answered.
                             if node.get_str("xmlns").as_deref() == Some("urn:xmpp:ping") && node.get_str("type").as_deref() == Some("get")
@@ -430,6 +438,43 @@ impl<S: CredsStore> Run<S> {
                 }
             }
         }
+    }
+}
+
+impl<S: CredsStore> Run<S> {
+    /// Decrypts a message, learns our push name from our own devices' messages, and answers
+    /// with the receipt once what it taught us is stored.
+    async fn on_message(
+        &self,
+        sender: &NodeSender,
+        cipher: &SessionCipher<S::Signal>,
+        creds: &mut Creds,
+        node: &Node,
+    ) {
+        let Some(me) = creds.me.clone() else { return };
+        let received = match super::recv::decrypt(cipher, node, &me).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Retry receipts and the undecryptable report come with messaging.
+                tracing::warn!(error = %e, "message not decrypted");
+                return;
+            }
+        };
+        if received.from_me
+            && let Some(name) = received.push_name.clone().filter(|n| !n.is_empty())
+            && me.push_name.as_deref() != Some(name.as_str())
+        {
+            if let Some(m) = creds.me.as_mut() {
+                m.push_name = Some(name.clone());
+            }
+            if let Err(e) = self.store.save(creds).await {
+                // Unreceipted, the server delivers it again.
+                tracing::warn!(error = %e, "cannot store push name");
+                return;
+            }
+            self.emit(Event::PushName { name }).await;
+        }
+        let _ = sender.send(&super::recv::receipt(&received)).await;
     }
 }
 

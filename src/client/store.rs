@@ -2,10 +2,11 @@
 //! and over SQLite by the store layer).
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::binary::Jid;
-use crate::signal::{KeyPair, PreKey, SignedPreKey};
+use crate::signal::store::{PreKeyStore, SignedPreKeyStore};
+use crate::signal::{KeyPair, LocalIdentity, MemoryStore, PreKey, SignalStore, SignedPreKey};
 
 /// Our own identity once paired.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +68,11 @@ pub struct CredsStoreError(pub String);
 
 /// Where a client keeps its credentials.
 pub trait CredsStore: Send + Sync + 'static {
+    /// The account's Signal stores (sessions, peer identities, prekeys); they share the identity
+    /// and prekeys with these credentials.
+    type Signal: SignalStore + Clone + 'static;
+    /// A handle on the account's Signal stores.
+    fn signal(&self) -> Self::Signal;
     /// The stored credentials, if any.
     fn load(&self) -> impl Future<Output = Result<Option<Creds>, CredsStoreError>> + Send;
     /// Stores (replaces) the credentials.
@@ -82,44 +88,76 @@ pub trait CredsStore: Send + Sync + 'static {
     fn next_pre_key_id(&self) -> impl Future<Output = Result<u32, CredsStoreError>> + Send;
 }
 
-/// Credentials and prekeys in memory (tests).
-#[derive(Debug, Default)]
-pub struct MemoryCreds(Mutex<(Option<Creds>, Vec<PreKey>)>);
+/// Credentials in memory, with the Signal stores beside them (tests, benches).
+#[derive(Debug)]
+pub struct MemoryCreds {
+    creds: Mutex<Option<Creds>>,
+    signal: Arc<MemoryStore>,
+}
 
-type MemoryState = (Option<Creds>, Vec<PreKey>);
+impl Default for MemoryCreds {
+    fn default() -> MemoryCreds {
+        MemoryCreds {
+            creds: Mutex::new(None),
+            signal: Arc::new(MemoryStore::empty()),
+        }
+    }
+}
+
+fn poisoned<T>(_: T) -> CredsStoreError {
+    CredsStoreError("poisoned".into())
+}
+
+fn signal_err(e: crate::signal::StoreError) -> CredsStoreError {
+    CredsStoreError(e.to_string())
+}
 
 impl MemoryCreds {
-    fn with<T>(&self, f: impl FnOnce(&mut MemoryState) -> T) -> Result<T, CredsStoreError> {
-        Ok(f(&mut *self
-            .0
-            .lock()
-            .map_err(|_| CredsStoreError("poisoned".into()))?))
-    }
-
     /// Prekeys held.
     pub fn pre_key_count(&self) -> usize {
-        self.with(|s| s.1.len()).unwrap_or(0)
+        self.signal.pre_key_count()
     }
 }
 
 impl CredsStore for MemoryCreds {
+    type Signal = Arc<MemoryStore>;
+
+    fn signal(&self) -> Arc<MemoryStore> {
+        self.signal.clone()
+    }
+
     async fn load(&self) -> Result<Option<Creds>, CredsStoreError> {
-        self.with(|s| s.0.clone())
+        Ok(self.creds.lock().map_err(poisoned)?.clone())
     }
 
     async fn save(&self, creds: &Creds) -> Result<(), CredsStoreError> {
-        self.with(|s| s.0 = Some(creds.clone()))
+        let identity = LocalIdentity {
+            key_pair: creds.identity.clone(),
+            registration_id: creds.registration_id,
+        };
+        // New keys (a new device): the Signal state of the old ones is void.
+        if self.signal.identity().map(|i| i.key_pair.public) != Some(identity.key_pair.public) {
+            self.signal.reset(Some(identity));
+        }
+        self.signal
+            .store_signed_pre_key(&creds.signed_pre_key)
+            .await
+            .map_err(signal_err)?;
+        *self.creds.lock().map_err(poisoned)? = Some(creds.clone());
+        Ok(())
     }
 
     async fn wipe(&self) -> Result<(), CredsStoreError> {
-        self.with(|s| *s = (None, Vec::new()))
+        self.signal.reset(None);
+        *self.creds.lock().map_err(poisoned)? = None;
+        Ok(())
     }
 
     async fn store_pre_keys(&self, keys: &[PreKey]) -> Result<(), CredsStoreError> {
-        self.with(|s| s.1.extend_from_slice(keys))
+        self.signal.store_pre_keys(keys).await.map_err(signal_err)
     }
 
     async fn next_pre_key_id(&self) -> Result<u32, CredsStoreError> {
-        self.with(|s| s.1.iter().map(|k| k.id).max().unwrap_or(0) + 1)
+        Ok(self.signal.max_pre_key_id().unwrap_or(0) + 1)
     }
 }

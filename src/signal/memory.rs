@@ -16,12 +16,12 @@ use super::x3dh::LocalIdentity;
 /// All stores of one account, in memory.
 #[derive(Debug)]
 pub struct MemoryStore {
-    identity: LocalIdentity,
     inner: Mutex<Inner>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
+    identity: Option<LocalIdentity>,
     identities: HashMap<ProtocolAddress, [u8; 32]>,
     pre_keys: HashMap<u32, PreKey>,
     signed: HashMap<u32, SignedPreKey>,
@@ -32,10 +32,38 @@ struct Inner {
 impl MemoryStore {
     /// An empty store for `identity`.
     pub fn new(identity: LocalIdentity) -> MemoryStore {
+        let store = MemoryStore::empty();
+        store.reset(Some(identity));
+        store
+    }
+
+    /// A store with no identity yet (a device before its keys exist).
+    pub fn empty() -> MemoryStore {
         MemoryStore {
-            identity,
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// Forgets everything and takes `identity` (None: logged out).
+    pub fn reset(&self, identity: Option<LocalIdentity>) {
+        if let Ok(mut g) = self.inner.lock() {
+            *g = Inner {
+                identity,
+                ..Inner::default()
+            };
+        }
+    }
+
+    /// Our identity, if set.
+    pub fn identity(&self) -> Option<LocalIdentity> {
+        self.with(|i| i.identity.clone()).ok().flatten()
+    }
+
+    /// Highest one-time prekey id held.
+    pub fn max_pre_key_id(&self) -> Option<u32> {
+        self.with(|i| i.pre_keys.keys().max().copied())
+            .ok()
+            .flatten()
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> StoreResult<T> {
@@ -54,7 +82,8 @@ impl MemoryStore {
 
 impl IdentityStore for MemoryStore {
     async fn local_identity(&self) -> StoreResult<LocalIdentity> {
-        Ok(self.identity.clone())
+        self.with(|i| i.identity.clone())?
+            .ok_or_else(|| StoreError("no local identity".into()))
     }
 
     async fn identity(&self, addr: &ProtocolAddress) -> StoreResult<Option<[u8; 32]>> {

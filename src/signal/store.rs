@@ -236,3 +236,89 @@ impl<T: IdentityStore + PreKeyStore + SignedPreKeyStore + SessionStore + SenderK
     for T
 {
 }
+
+// A shared store (`Arc<T>`) is a store: clients and the simulator's phones hand one to several
+// ciphers and keep a handle for themselves.
+impl<T: IdentityStore + ?Sized> IdentityStore for std::sync::Arc<T> {
+    fn local_identity(&self) -> impl Future<Output = StoreResult<LocalIdentity>> + Send {
+        (**self).local_identity()
+    }
+    fn identity(
+        &self,
+        addr: &ProtocolAddress,
+    ) -> impl Future<Output = StoreResult<Option<[u8; 32]>>> + Send {
+        (**self).identity(addr)
+    }
+    fn save_identity(
+        &self,
+        addr: &ProtocolAddress,
+        key: &[u8; 32],
+    ) -> impl Future<Output = StoreResult<IdentityChange>> + Send {
+        (**self).save_identity(addr, key)
+    }
+}
+
+impl<T: PreKeyStore + ?Sized> PreKeyStore for std::sync::Arc<T> {
+    fn pre_key(&self, id: u32) -> impl Future<Output = StoreResult<Option<PreKey>>> + Send {
+        (**self).pre_key(id)
+    }
+    fn store_pre_keys(&self, keys: &[PreKey]) -> impl Future<Output = StoreResult<()>> + Send {
+        (**self).store_pre_keys(keys)
+    }
+    fn remove_pre_key(&self, id: u32) -> impl Future<Output = StoreResult<()>> + Send {
+        (**self).remove_pre_key(id)
+    }
+}
+
+impl<T: SignedPreKeyStore + ?Sized> SignedPreKeyStore for std::sync::Arc<T> {
+    fn signed_pre_key(
+        &self,
+        id: u32,
+    ) -> impl Future<Output = StoreResult<Option<SignedPreKey>>> + Send {
+        (**self).signed_pre_key(id)
+    }
+    fn store_signed_pre_key(
+        &self,
+        key: &SignedPreKey,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        (**self).store_signed_pre_key(key)
+    }
+}
+
+impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
+    fn session(
+        &self,
+        addr: &ProtocolAddress,
+    ) -> impl Future<Output = StoreResult<Option<SessionRecord>>> + Send {
+        (**self).session(addr)
+    }
+    fn store_session(
+        &self,
+        addr: &ProtocolAddress,
+        record: &SessionRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        (**self).store_session(addr, record)
+    }
+    fn delete_session(
+        &self,
+        addr: &ProtocolAddress,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        (**self).delete_session(addr)
+    }
+}
+
+impl<T: SenderKeyStore + ?Sized> SenderKeyStore for std::sync::Arc<T> {
+    fn sender_key(
+        &self,
+        name: &SenderKeyName,
+    ) -> impl Future<Output = StoreResult<Option<SenderKeyRecord>>> + Send {
+        (**self).sender_key(name)
+    }
+    fn store_sender_key(
+        &self,
+        name: &SenderKeyName,
+        record: &SenderKeyRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        (**self).store_sender_key(name, record)
+    }
+}

@@ -1,11 +1,14 @@
 //! The WhatsApp simulator: an offline server and simulated phones speaking the real protocol,
 //! for tests, benches and `wa-gateway simulate`. It shares codec, Noise, certificates and crypto
 //! with the client, never the client's protocol logic; if it accepts what WhatsApp would reject,
-//! that is a simulator bug. So far: pairing, login, keepalive, faults and the control API.
+//! that is a simulator bug. So far: pairing, login, keepalive, faults, the control API, and phones that greet
+//! their new companions over Signal.
 
 pub mod control;
 pub mod iq;
 pub mod pair;
+pub mod phone;
 pub mod server;
+pub mod usync;
 
 pub use server::{Fault, SimError, Simulator};

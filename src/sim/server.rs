@@ -2,7 +2,7 @@
 //! responder with its own certificate chain, checks ClientPayloads as the real server does, runs
 //! QR pairing for new devices and logs in known ones. State is in memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +16,7 @@ use super::pair::{
     IssuedPairing, PhoneAccount, ScannedQr, SimPairError, Tamper, issue_pair_success_with,
     parse_qr, verify_pair_device_sign,
 };
+use super::phone::{PhoneSignal, initial_setting_sync};
 use crate::binary::{Jid, Node, Server};
 use crate::proto::wa::ClientPayload;
 use crate::proto::wa::client_payload::DevicePairingRegistrationData;
@@ -79,6 +80,12 @@ struct State {
     prekeys: HashMap<String, Vec<(u32, [u8; 32])>>,
     /// Registration id and signed prekey per device JID.
     bundles: HashMap<String, KeyBundle>,
+    /// Each phone's Signal state (its primary device), by number.
+    phone_signal: HashMap<String, PhoneSignal>,
+    /// Companions that got the phone's first peer message.
+    greeted: HashSet<String>,
+    /// Receipts companions sent: (device JID, message id, receipt type).
+    receipts: Vec<(String, String, Option<String>)>,
     accepted: u64,
 }
 
@@ -245,6 +252,22 @@ impl Simulator {
             .unwrap_or(0)
     }
 
+    /// Receipts the device `jid` sent: (message id, receipt type).
+    pub fn receipts(&self, jid: &Jid) -> Vec<(String, Option<String>)> {
+        let key = jid.to_string();
+        self.shared
+            .state
+            .lock()
+            .map(|st| {
+                st.receipts
+                    .iter()
+                    .filter(|(k, _, _)| *k == key)
+                    .map(|(_, id, t)| (id.clone(), t.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Companion devices linked to the phone `number`.
     pub fn linked_devices(&self, number: &str) -> Vec<Jid> {
         self.shared
@@ -329,6 +352,42 @@ fn valid_registration(r: &DevicePairingRegistrationData) -> Option<[u8; 32]> {
     ok.then_some(ident)
 }
 
+/// The phone's first peer message to a companion that just published its keys (once per device).
+async fn greet(shared: &Shared, dev: &Device, key: &str) -> Option<Node> {
+    let (phone, signal, bundle, one_time) = {
+        let mut st = shared.state.lock().ok()?;
+        let bundle = st.bundles.get(key)?.clone();
+        let phone = st.phones.get(&dev.jid.user)?.clone();
+        if !st.greeted.insert(key.to_owned()) {
+            return None;
+        }
+        // Serving a bundle consumes one of its one-time prekeys, as the real server does.
+        let one_time = st
+            .prekeys
+            .get_mut(key)
+            .and_then(|k| (!k.is_empty()).then(|| k.remove(0)));
+        let signal = st
+            .phone_signal
+            .entry(phone.number.clone())
+            .or_insert_with(|| PhoneSignal::new(&phone))
+            .clone();
+        (phone, signal, bundle, one_time)
+    };
+    let now = shared.clock.now_unix();
+    signal
+        .peer_message(
+            &phone,
+            &dev.jid,
+            &dev.identity_public,
+            &bundle,
+            one_time,
+            &initial_setting_sync(),
+            now,
+        )
+        .await
+        .ok()
+}
+
 /// The answer to a logged-in device's iq.
 fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) -> Node {
     let xmlns = node
@@ -370,6 +429,25 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
             }
             iq::result(id, vec![])
         }
+        "usync" if get => super::usync::answer(node, id, |user| {
+            let st = shared.state.lock().ok()?;
+            let phone = st
+                .phones
+                .values()
+                .find(|p| p.number == user || p.lid == user)?;
+            let mut devices = vec![0];
+            devices.extend(
+                st.devices
+                    .iter()
+                    .filter(|d| d.jid.user == phone.number)
+                    .map(|d| d.jid.device),
+            );
+            Some(super::usync::UserInfo {
+                number: phone.number.clone(),
+                lid: phone.lid.clone(),
+                devices,
+            })
+        }),
         "abt" => iq::ab_props(id),
         "privacy" if get => iq::privacy(id),
         "blocklist" if get => iq::blocklist(id),
@@ -603,6 +681,18 @@ async fn login(
             },
             ev = incoming.recv() => {
                 let Some(Incoming::Node(node)) = ev else { break };
+                if node.tag == "receipt" {
+                    let Some(id) = node.get_str("id").map(|s| s.into_owned()) else { continue };
+                    let kind = node.get_str("type").map(|s| s.into_owned());
+                    if let Ok(mut st) = shared.state.lock() {
+                        st.receipts.push((key.clone(), id.clone(), kind));
+                    }
+                    let ack = Node::new("ack").attr("class", "receipt").attr("id", id).attr("from", dev.jid.clone());
+                    if sender.send(&ack).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 if node.tag != "iq" {
                     continue;
                 }
@@ -615,6 +705,13 @@ async fn login(
                 }
                 let result = answer_iq(&shared, &dev, &key, &node, &id);
                 if sender.send(&result).await.is_err() {
+                    break;
+                }
+                // With keys on the server, the phone opens a session and greets its new companion.
+                if node.get_str("xmlns").as_deref() == Some("encrypt") && node.child("list").is_some()
+                    && let Some(msg) = greet(&shared, &dev, &key).await
+                    && sender.send(&msg).await.is_err()
+                {
                     break;
                 }
                 // Going active releases what was queued while the device was away, then says so.

@@ -43,6 +43,12 @@ const TABLES: [&str; 7] = [
 ];
 
 impl CredsStore for SqliteCreds {
+    type Signal = super::SqliteSignalStore;
+
+    fn signal(&self) -> super::SqliteSignalStore {
+        super::SqliteSignalStore::new(self.pool.clone(), self.account)
+    }
+
     async fn load(&self) -> Result<Option<Creds>, CredsStoreError> {
         let row = sqlx::query(
             "SELECT c.noise_private, c.adv_secret, c.signed_pre_key_id, c.jid, c.lid, c.platform, \

@@ -124,10 +124,29 @@ async fn new_device_pairs_and_a_restart_logs_in_without_qr() {
             client.wait_for(|s| *s == ConnState::Connected).await,
             ConnState::Connected
         );
+        // The phone greets its new companion over Signal; the server's `notify` carries the
+        // push name, which the client stores before it answers with the receipt.
+        let Event::PushName { name } =
+            next_event(&mut events, |e| matches!(e, Event::PushName { .. })).await
+        else {
+            unreachable!()
+        };
+        assert_eq!(name, "Alice");
         let stored = creds.load().await.unwrap().unwrap();
         let me = stored.me.expect("paired credentials stored");
         assert_eq!(me.jid.user, "15550001234");
         assert_eq!(me.platform.as_deref(), Some("android"));
+        assert_eq!(me.push_name.as_deref(), Some("Alice"));
+        let mut receipts = Vec::new();
+        for _ in 0..100 {
+            receipts = sim.receipts(&jid);
+            if !receipts.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(receipts.len(), 1, "{receipts:?}");
+        assert_eq!(receipts[0].1.as_deref(), Some("peer_msg"));
         client.stop();
         drop(client);
 
@@ -580,21 +599,32 @@ async fn prekeys_are_uploaded_after_the_first_login_and_not_again() {
             .unwrap();
         let (_client, mut events, creds) = paired(&sim, "15550008888").await;
         let jid = creds.load().await.unwrap().unwrap().me.unwrap().jid;
-        // The upload follows the count query right after login; poll the simulator briefly.
+        // 812 keys go up right after login; the phone then opens its session with one of them,
+        // which both the server and the client consume. Poll the simulator briefly.
         for _ in 0..100 {
-            if sim.uploaded_pre_keys(&jid) > 0 {
+            if sim.uploaded_pre_keys(&jid) == 811 && creds.pre_key_count() == 811 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(sim.uploaded_pre_keys(&jid), 812);
-        assert_eq!(creds.pre_key_count(), 812, "stored before uploading");
+        assert_eq!(sim.uploaded_pre_keys(&jid), 811);
+        assert_eq!(
+            creds.pre_key_count(),
+            811,
+            "stored before uploading, one consumed"
+        );
+        let receipts = sim.receipts(&jid);
+        assert_eq!(
+            receipts.len(),
+            1,
+            "the phone's greeting was decrypted: {receipts:?}"
+        );
         // After a reconnect the server still holds enough: nothing more is uploaded.
         sim.fault("15550008888", wa_gateway::sim::Fault::Drop).await;
         drop_and_reconnect(&mut events).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(sim.uploaded_pre_keys(&jid), 812);
-        assert_eq!(creds.pre_key_count(), 812);
+        assert_eq!(sim.uploaded_pre_keys(&jid), 811);
+        assert_eq!(creds.pre_key_count(), 811);
     })
     .await
     .expect("finished in time");

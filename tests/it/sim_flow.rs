@@ -161,6 +161,13 @@ async fn new_device_pairs_then_logs_in() {
             next(&mut s).await.get_str("type").as_deref(),
             Some("result")
         );
+        // Keys published: the phone opens a session and greets its companion (consuming a key).
+        let greeting = next(&mut s).await;
+        assert_eq!(greeting.tag, "message", "{greeting}");
+        assert_eq!(greeting.get_str("category").as_deref(), Some("peer"));
+        assert_eq!(greeting.get_str("notify").as_deref(), Some("Alice"));
+        let enc = greeting.child("enc").expect("enc");
+        assert_eq!(enc.get_str("type").as_deref(), Some("pkmsg"));
         s.sender
             .send(&ask("d2", "encrypt", "get", vec![Node::new("digest")]))
             .await
@@ -179,7 +186,7 @@ async fn new_device_pairs_then_logs_in() {
                 .map(|b| b.to_vec()),
             Some(1234u32.to_be_bytes().to_vec())
         );
-        assert_eq!(d.child("list").map(|l| l.child_nodes().len()), Some(3));
+        assert_eq!(d.child("list").map(|l| l.child_nodes().len()), Some(2));
         for (id, xmlns, child) in [
             ("q1", "privacy", "privacy"),
             ("q2", "blocklist", "list"),
@@ -199,6 +206,69 @@ async fn new_device_pairs_then_logs_in() {
             r.child("error").and_then(|e| e.get_str("code")).as_deref(),
             Some("501")
         );
+
+        // usync: the phone's LID and devices (0 and our new 1), by JID and by number; a number
+        // the simulator does not know is not on WhatsApp.
+        let usync = Node::new("usync")
+            .attr("sid", "s1")
+            .attr("mode", "query")
+            .attr("context", "message")
+            .children(vec![
+                Node::new("query").children(vec![
+                    Node::new("devices").attr("version", "2"),
+                    Node::new("lid"),
+                    Node::new("contact"),
+                ]),
+                Node::new("list").children(vec![
+                    Node::new("user").attr("jid", paired.jid.to_non_ad()),
+                    Node::new("user").children(vec![
+                        Node::new("contact").bytes(b"+1 555-000-1234".to_vec()),
+                    ]),
+                    Node::new("user")
+                        .children(vec![Node::new("contact").bytes(b"+19995550000".to_vec())]),
+                ]),
+            ]);
+        s.sender
+            .send(&ask("us1", "usync", "get", vec![usync]))
+            .await
+            .unwrap();
+        let r = next(&mut s).await;
+        let users = r
+            .child("usync")
+            .and_then(|u| u.child("list"))
+            .map(|l| l.child_nodes().to_vec())
+            .expect("usync list");
+        assert_eq!(users.len(), 3, "{r}");
+        for u in &users[..2] {
+            assert_eq!(u.get_jid("jid").unwrap().user, "15550001234");
+            let lid = u.child("lid").and_then(|l| l.get_jid("val")).unwrap();
+            assert_eq!(Some(lid.user), paired.lid.as_ref().map(|l| l.user.clone()));
+            let ids: Vec<String> = u
+                .child("devices")
+                .and_then(|d| d.child("device-list"))
+                .map(|l| {
+                    l.child_nodes()
+                        .iter()
+                        .map(|d| d.get_str("id").unwrap().into_owned())
+                        .collect()
+                })
+                .unwrap();
+            assert_eq!(ids, ["0", "1"]);
+            assert_eq!(
+                u.child("contact")
+                    .and_then(|c| c.get_str("type"))
+                    .as_deref(),
+                Some("in")
+            );
+        }
+        assert_eq!(
+            users[2]
+                .child("contact")
+                .and_then(|c| c.get_str("type"))
+                .as_deref(),
+            Some("out")
+        );
+        assert!(users[2].child("devices").is_none());
 
         // The same login with another noise key is not the paired device.
         let (mut s, _) = connect(&cfg, KeyPair::generate(), &login.encode_to_vec())

@@ -75,7 +75,15 @@ if (steps.open === 0) fail(`not open after 30 s: ${JSON.stringify(steps)}`)
 console.log(`staying up for ${staySeconds} s (Baileys pings every 30 s)`)
 await new Promise((r) => setTimeout(r, staySeconds * 1000))
 const me = state.creds.me
-const ok = steps.restart && steps.open === 1 && steps.closes.length === 1 && me?.id?.startsWith(`${number}:`) && state.creds.platform === 'android'
+// The push name reaches Baileys only inside the phone's Signal-encrypted peer message (`notify`),
+// so a name here also proves Baileys decrypted the simulated phone's pkmsg.
+const ok =
+	steps.restart &&
+	steps.open === 1 &&
+	steps.closes.length === 1 &&
+	me?.id?.startsWith(`${number}:`) &&
+	me?.name === pushName &&
+	state.creds.platform === 'android'
 console.log(`result: ${JSON.stringify({ ...steps, me, platform: state.creds.platform })}`)
 sim.kill()
 rmSync(dir, { recursive: true, force: true })
