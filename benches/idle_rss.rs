@@ -1,6 +1,10 @@
 //! Marginal memory of an idle connected client: RSS of this process with N clients logged in to
 //! `wa-gateway simulate` (run as a separate process, so its memory is not counted) minus RSS
 //! with none, divided by N. Run: `cargo bench --bench idle_rss` (N = 100, or IDLE_RSS_N).
+//! IDLE_RSS_STORE=sqlite (default: one SQLite database and pool for all accounts, as the service
+//! runs) or memory (credentials and Signal stores on the heap). IDLE_RSS_PHASE=pair (default:
+//! the clients are new devices, paired while measured) or login (a service restart: the accounts
+//! are paired by a child process first, then this process logs them all in and is measured).
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -14,6 +18,7 @@ use wa_gateway::client::reconnect::Backoff;
 use wa_gateway::client::{Client, ClientOptions, ConnState, Event, Keepalive, MemoryCreds};
 use wa_gateway::socket::conn::DEFAULT_MAX_FRAME;
 use wa_gateway::socket::{ClientConfig, TrustRoot};
+use wa_gateway::store::Store;
 use wa_gateway::util::clock::SystemClock;
 
 fn rss_kib() -> u64 {
@@ -51,6 +56,15 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
+        // The child of a `login` run only pairs the accounts into the given database.
+        if let Ok(line) = std::env::var("IDLE_RSS_PAIR_INTO") {
+            let (db, sim_line) = line.split_once('\n').unwrap();
+            let (opts, control) = options(sim_line);
+            let store = Store::open(db).await.unwrap();
+            let clients = pair_all(&opts, &control, n, Some(&store)).await;
+            drop(clients);
+            return;
+        }
         let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
             .args(["simulate"])
             .stdout(Stdio::piped())
@@ -58,49 +72,101 @@ fn main() {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(sim.stdout.take().unwrap()).lines();
-        let info: serde_json::Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
-        let ws_url = info["ws_url"].as_str().unwrap().to_owned();
-        let control = info["control_url"].as_str().unwrap().to_owned();
-        let root: [u8; 32] = base64::engine::general_purpose::STANDARD
-            .decode(info["root_public_key"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let opts = ClientOptions {
-            socket: ClientConfig {
-                url: ws_url,
-                trust: TrustRoot::from_key(root),
-                clock: Arc::new(SystemClock),
-                max_frame: DEFAULT_MAX_FRAME,
-            },
-            profile: ClientProfile::default(),
-            backoff: Backoff::default(),
-            keepalive: Keepalive::default(),
-        };
-        // Warm up allocator and runtime with one client that is then stopped.
+        let sim_line = lines.next_line().await.unwrap().unwrap();
+        let (opts, control) = options(&sim_line);
+        let sqlite = std::env::var("IDLE_RSS_STORE").as_deref() != Ok("memory");
+        let login = std::env::var("IDLE_RSS_PHASE").as_deref() == Ok("login");
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        if login {
+            let status = tokio::process::Command::new(std::env::current_exe().unwrap())
+                .env("IDLE_RSS_PAIR_INTO", format!("{db}\n{sim_line}"))
+                .env("IDLE_RSS_N", n.to_string())
+                .status()
+                .await
+                .unwrap();
+            assert!(status.success());
+        }
+        let store = Store::open(&db).await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = rss_kib();
-        let mut clients = Vec::new();
-        for i in 0..n {
-            let (mut client, mut events) = Client::start(opts.clone(), Arc::new(MemoryCreds::default()));
-            let code = loop {
-                if let Some(Event::QrCode { code, .. }) = events.recv().await {
-                    break code;
-                }
-            };
-            tokio::spawn(async move { while events.recv().await.is_some() {} });
-            let body = serde_json::json!({ "qr": code }).to_string();
-            assert_eq!(post(&control, &format!("/phones/1555{i:07}/scan"), &body).await, 200);
-            client.wait_for(|s| *s == ConnState::Connected).await;
-            clients.push(client);
-        }
+        let clients = if login {
+            let mut clients = Vec::new();
+            for i in 0..n {
+                let account = store.account("bench", &format!("agent-{i}")).await.unwrap();
+                let (mut client, mut events) = Client::start(opts.clone(), Arc::new(store.creds(account)));
+                tokio::spawn(async move { while events.recv().await.is_some() {} });
+                client.wait_for(|s| *s == ConnState::Connected).await;
+                clients.push(client);
+            }
+            clients
+        } else {
+            pair_all(&opts, &control, n, sqlite.then_some(&store)).await
+        };
         tokio::time::sleep(Duration::from_secs(3)).await;
         let after = rss_kib();
         println!(
-            "idle_rss: N={n} rss_before={before} KiB rss_after={after} KiB marginal={:.1} KiB per connected idle client",
+            "idle_rss: store={} phase={} N={n} rss_before={before} KiB rss_after={after} KiB marginal={:.1} KiB per connected idle client",
+            if sqlite { "sqlite" } else { "memory" },
+            if login { "login" } else { "pair" },
             (after.saturating_sub(before)) as f64 / n as f64
         );
         drop(clients);
         let _ = sim.kill().await;
     });
+}
+
+/// Client options for the simulator that printed `sim_line`, and its control URL.
+fn options(sim_line: &str) -> (ClientOptions, String) {
+    let info: serde_json::Value = serde_json::from_str(sim_line).unwrap();
+    let root: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(info["root_public_key"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let opts = ClientOptions {
+        socket: ClientConfig {
+            url: info["ws_url"].as_str().unwrap().to_owned(),
+            trust: TrustRoot::from_key(root),
+            clock: Arc::new(SystemClock),
+            max_frame: DEFAULT_MAX_FRAME,
+        },
+        profile: ClientProfile::default(),
+        backoff: Backoff::default(),
+        keepalive: Keepalive::default(),
+    };
+    (opts, info["control_url"].as_str().unwrap().to_owned())
+}
+
+/// Pairs `n` new devices (in `store`, or in memory) and waits until each is connected.
+async fn pair_all(
+    opts: &ClientOptions,
+    control: &str,
+    n: usize,
+    store: Option<&Store>,
+) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let (mut client, mut events) = match store {
+            Some(store) => {
+                let account = store.account("bench", &format!("agent-{i}")).await.unwrap();
+                Client::start(opts.clone(), Arc::new(store.creds(account)))
+            }
+            None => Client::start(opts.clone(), Arc::new(MemoryCreds::default())),
+        };
+        let code = loop {
+            if let Some(Event::QrCode { code, .. }) = events.recv().await {
+                break code;
+            }
+        };
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        let body = serde_json::json!({ "qr": code }).to_string();
+        assert_eq!(
+            post(control, &format!("/phones/1555{i:07}/scan"), &body).await,
+            200
+        );
+        client.wait_for(|s| *s == ConnState::Connected).await;
+        clients.push(client);
+    }
+    clients
 }

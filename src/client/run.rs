@@ -184,13 +184,13 @@ impl<S: CredsStore> Run<S> {
             }
             self.set(ConnState::Connecting).await;
             let started = Instant::now();
-            let outcome = self.connection().await;
+            let outcome = Box::pin(self.connection()).await;
             backoff.connection_ended(started.elapsed());
             match outcome {
                 Outcome::Final(s) => {
                     if matches!(s, ConnState::LoggedOut { .. }) {
                         // Unlinked: the keys are useless now and must not linger.
-                        if let Err(e) = self.store.wipe().await {
+                        if let Err(e) = Box::pin(self.store.wipe()).await {
                             tracing::warn!(error = %e, "could not wipe credentials after logout");
                         }
                     }
@@ -231,7 +231,8 @@ impl<S: CredsStore> Run<S> {
 
     /// One connection from handshake to close.
     async fn connection(&mut self) -> Outcome {
-        let creds = match self.load_creds().await {
+        // Rarely-active steps are boxed: the futures of idle connections stay small.
+        let creds = match Box::pin(self.load_creds()).await {
             Ok(c) => c,
             Err(e) => return Outcome::Retry(Setback::Transient, e),
         };
@@ -255,11 +256,11 @@ impl<S: CredsStore> Run<S> {
                 },
             ),
         };
-        let socket = match connect(
+        let socket = match Box::pin(connect(
             &self.opts.socket,
             creds.noise.clone(),
             &payload.encode_to_vec(),
-        )
+        ))
         .await
         {
             Ok((s, _)) => s,
@@ -268,7 +269,7 @@ impl<S: CredsStore> Run<S> {
         match creds.me.clone() {
             None => {
                 self.set(ConnState::AwaitingPair).await;
-                self.pairing(socket, creds).await
+                Box::pin(self.pairing(socket, creds)).await
             }
             Some(me) => {
                 self.set(ConnState::LoggingIn).await;
@@ -406,7 +407,7 @@ impl<S: CredsStore> Run<S> {
                             self.emit(Event::Connected { jid: jid.clone() }).await;
                         }
                         "failure" => return failure_outcome(&node, &self.opts.profile),
-                        "message" => self.on_message(&s.sender, &cipher, &mut creds, &node).await,
+                        "message" => Box::pin(self.on_message(&s.sender, &cipher, &mut creds, &node)).await,
                         "iq" => {
                             // Server pings must be answered.
                             if node.get_str("xmlns").as_deref() == Some("urn:xmpp:ping") && node.get_str("type").as_deref() == Some("get")

@@ -662,8 +662,16 @@ async fn login(
     }
     let key = dev.jid.to_string();
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(4);
-    if let Ok(mut st) = shared.state.lock() {
-        st.live.insert(key.clone(), ctl_tx);
+    // One connection per device: a new login replaces the old one, which is told so.
+    let replaced = shared
+        .state
+        .lock()
+        .ok()
+        .and_then(|mut st| st.live.insert(key.clone(), ctl_tx.clone()));
+    if let Some(old) = replaced {
+        let conflict = Node::new("stream:error")
+            .children(vec![Node::new("conflict").attr("type", "replaced")]);
+        let _ = old.send(Control::Close(Some(conflict))).await;
     }
     let mut answer_pings = true;
     let mut offline_sent = false;
@@ -725,7 +733,9 @@ async fn login(
             }
         }
     }
-    if let Ok(mut st) = shared.state.lock() {
+    if let Ok(mut st) = shared.state.lock()
+        && st.live.get(&key).is_some_and(|c| c.same_channel(&ctl_tx))
+    {
         st.live.remove(&key);
     }
 }

@@ -253,16 +253,13 @@ async fn write_pump<S>(
                 next = rx.try_recv().ok();
             }
         }
+        // The message takes the buffer: no copy, and an idle connection keeps no burst's buffer.
         if sink
-            .send(WsMessage::Binary(Bytes::copy_from_slice(&buf)))
+            .send(WsMessage::Binary(Bytes::from(std::mem::take(&mut buf))))
             .await
             .is_err()
         {
             return;
-        }
-        if buf.capacity() > 64 * 1024 {
-            // Give back a burst's buffer so idle connections stay small.
-            buf = Vec::new();
         }
     }
     let _ = sink.close().await;

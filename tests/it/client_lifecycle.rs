@@ -541,6 +541,20 @@ async fn a_replaced_connection_stops_but_keeps_the_link() {
             ConnState::Replaced
         );
         assert!(creds.load().await.unwrap().is_some());
+
+        // For real: a second process logs in with the same credentials; the server tells the
+        // first connection it was replaced.
+        let opts = options(&sim, TrustRoot::from_key(sim.root_public_key()));
+        let (mut first, _e1) = Client::start(opts.clone(), creds.clone());
+        first.wait_for(|s| *s == ConnState::Connected).await;
+        let (mut second, _e2) = Client::start(opts, creds.clone());
+        second.wait_for(|s| *s == ConnState::Connected).await;
+        assert_eq!(
+            first.wait_for(ConnState::is_final).await,
+            ConnState::Replaced
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(second.state(), ConnState::Connected, "the newer one stays");
     })
     .await
     .expect("finished in time");

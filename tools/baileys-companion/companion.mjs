@@ -32,10 +32,15 @@ const dir = mkdtempSync(join(tmpdir(), 'baileys-judge-'))
 const { state, saveCreds } = await useMultiFileAuthState(dir)
 const steps = { qr: 0, scanned: false, restart: false, open: 0, closes: [] }
 
+let generation = 0
+let sock
 const start = () => {
-	const sock = makeWASocket({ auth: state, waWebSocketUrl: info.ws_url, logger, markOnlineOnConnect: true })
+	const mine = ++generation
+	sock = makeWASocket({ auth: state, waWebSocketUrl: info.ws_url, logger, markOnlineOnConnect: true })
 	sock.ev.on('creds.update', saveCreds)
 	sock.ev.on('connection.update', async (u) => {
+		// Events of a socket we ended ourselves (an app restart) are expected and ignored.
+		if (mine !== generation) return
 		if (u.qr) {
 			steps.qr++
 			if (steps.scanned) return
@@ -68,19 +73,29 @@ const start = () => {
 	return sock
 }
 
+const waitOpen = async (n) => {
+	const deadline = Date.now() + 30000
+	while (steps.open < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200))
+	if (steps.open < n) fail(`not open after 30 s: ${JSON.stringify(steps)}`)
+}
 start()
-const deadline = Date.now() + 30000
-while (steps.open === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200))
-if (steps.open === 0) fail(`not open after 30 s: ${JSON.stringify(steps)}`)
+await waitOpen(1)
 console.log(`staying up for ${staySeconds} s (Baileys pings every 30 s)`)
 await new Promise((r) => setTimeout(r, staySeconds * 1000))
+// A restart of the app: the saved credentials log in again, with no QR.
+generation++
+sock.end(undefined)
+await new Promise((r) => setTimeout(r, 500))
+start()
+await waitOpen(2)
 const me = state.creds.me
 // The push name reaches Baileys only inside the phone's Signal-encrypted peer message (`notify`),
 // so a name here also proves Baileys decrypted the simulated phone's pkmsg.
 const ok =
 	steps.restart &&
-	steps.open === 1 &&
-	steps.closes.length === 1 &&
+	steps.open === 2 &&
+	steps.qr === 1 &&
+	steps.closes[0] === DisconnectReason.restartRequired &&
 	me?.id?.startsWith(`${number}:`) &&
 	me?.name === pushName &&
 	state.creds.platform === 'android'
