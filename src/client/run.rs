@@ -155,6 +155,14 @@ struct Run<S> {
 /// Aborts the connection's helper tasks when the connection ends.
 struct Tasks(Vec<tokio::task::JoinHandle<()>>);
 
+impl Tasks {
+    /// Adds a task, forgetting finished ones so a long connection does not accumulate handles.
+    fn push(&mut self, t: tokio::task::JoinHandle<()>) {
+        self.0.retain(|t| !t.is_finished());
+        self.0.push(t);
+    }
+}
+
 impl Drop for Tasks {
     fn drop(&mut self) {
         for t in &self.0 {
@@ -402,7 +410,7 @@ impl<S: CredsStore> Run<S> {
                     match node.tag.as_ref() {
                         "success" => {
                             link.set_sender(Some(s.sender.clone()));
-                            tasks.0.push(tokio::spawn(after_login(link.clone(), s.sender.clone(), self.store.clone(), creds.clone())));
+                            tasks.push(tokio::spawn(after_login(link.clone(), s.sender.clone(), self.store.clone(), creds.clone())));
                             self.set(ConnState::Connected).await;
                             self.emit(Event::Connected { jid: jid.clone() }).await;
                         }
@@ -423,7 +431,7 @@ impl<S: CredsStore> Run<S> {
                                 && let Some(n) = super::prekeys::parse_count(&node)
                             {
                                 let (link, sender, store, creds) = (link.clone(), s.sender.clone(), self.store.clone(), creds.clone());
-                                tasks.0.push(tokio::spawn(async move {
+                                tasks.push(tokio::spawn(async move {
                                     if let Err(e) = refill_pre_keys(&link, &sender, &*store, &creds, n).await {
                                         tracing::warn!(error = %e, "prekey refill failed");
                                     }

@@ -4,6 +4,7 @@
 //! that is a simulator bug. So far: pairing, login, keepalive, faults, the control API, and phones that greet
 //! their new companions over Signal.
 
+mod conn;
 pub mod control;
 pub mod iq;
 pub mod pair;

@@ -1,36 +1,21 @@
-//! The simulated WhatsApp server: accepts WebSocket connections on loopback, runs the Noise
-//! responder with its own certificate chain, checks ClientPayloads as the real server does, runs
-//! QR pairing for new devices and logs in known ones. State is in memory.
+//! The simulated WhatsApp server: its in-memory state (phones, linked devices, published keys,
+//! live connections) and the Rust API over it; it accepts WebSocket connections on loopback and
+//! hands each to `conn.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use super::iq::{self, KeyBundle};
-use super::pair::{
-    IssuedPairing, PhoneAccount, ScannedQr, SimPairError, Tamper, issue_pair_success_with,
-    parse_qr, verify_pair_device_sign,
-};
-use super::phone::{PhoneSignal, initial_setting_sync};
-use crate::binary::{Jid, Node, Server};
-use crate::proto::wa::ClientPayload;
-use crate::proto::wa::client_payload::DevicePairingRegistrationData;
-use crate::signal::curve::with_type;
-use crate::signal::{KeyPair, xeddsa_verify};
-use crate::socket::conn::DEFAULT_MAX_FRAME;
-use crate::socket::{Incoming, NodeSender, ServerIdentity, accept};
+use super::iq::KeyBundle;
+use super::pair::{PhoneAccount, ScannedQr, SimPairError, Tamper, parse_qr};
+use super::phone::PhoneSignal;
+use crate::binary::{Jid, Node};
+use crate::signal::KeyPair;
+use crate::socket::ServerIdentity;
 use crate::util::clock::{Clock, SystemClock};
-
-/// How long a new device has to acknowledge the pair-device offer before the stream closes.
-const PAIR_DEVICE_ACK_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// First ref is shown 60 s, each later one 20 s (WhatsApp Web `PairDevice.js` per PROTOCOL.md).
-const REF_TIMINGS: [u64; 6] = [60, 20, 20, 20, 20, 20];
 
 /// Errors of the simulator's control surface.
 #[derive(Debug, thiserror::Error)]
@@ -51,42 +36,44 @@ pub enum SimError {
 
 /// A paired companion device.
 #[derive(Debug, Clone)]
-struct Device {
-    jid: Jid,
-    lid: Jid,
-    noise_public: [u8; 32],
-    identity_public: [u8; 32],
+pub(super) struct Device {
+    pub(super) jid: Jid,
+    pub(super) lid: Jid,
+    pub(super) noise_public: [u8; 32],
+    pub(super) identity_public: [u8; 32],
 }
 
 /// A scan delivered to the connection showing the QR.
-struct Scan {
-    phone: PhoneAccount,
-    qr: ScannedQr,
-    done: oneshot::Sender<Result<Jid, SimError>>,
+pub(super) struct Scan {
+    pub(super) phone: PhoneAccount,
+    pub(super) qr: ScannedQr,
+    pub(super) done: oneshot::Sender<Result<Jid, SimError>>,
 }
 
 #[derive(Default)]
-struct State {
-    phones: HashMap<String, PhoneAccount>,
-    devices: Vec<Device>,
-    showing: HashMap<String, mpsc::Sender<Scan>>,
+pub(super) struct State {
+    pub(super) phones: HashMap<String, PhoneAccount>,
+    pub(super) devices: Vec<Device>,
+    pub(super) showing: HashMap<String, mpsc::Sender<Scan>>,
     /// Logged-in connections by device JID string.
-    live: HashMap<String, mpsc::Sender<Control>>,
+    pub(super) live: HashMap<String, mpsc::Sender<Control>>,
     /// Oldest WhatsApp Web version accepted (405 below it).
-    min_version: Option<[u32; 3]>,
+    pub(super) min_version: Option<[u32; 3]>,
     /// A defect for the next pair-success.
-    tamper: Option<Tamper>,
+    pub(super) tamper: Option<Tamper>,
     /// One-time prekeys uploaded per device JID (id, public key); served to peers in part 2.
-    prekeys: HashMap<String, Vec<(u32, [u8; 32])>>,
+    pub(super) prekeys: HashMap<String, Vec<(u32, [u8; 32])>>,
     /// Registration id and signed prekey per device JID.
-    bundles: HashMap<String, KeyBundle>,
+    pub(super) bundles: HashMap<String, KeyBundle>,
     /// Each phone's Signal state (its primary device), by number.
-    phone_signal: HashMap<String, PhoneSignal>,
+    pub(super) phone_signal: HashMap<String, PhoneSignal>,
     /// Companions that got the phone's first peer message.
-    greeted: HashSet<String>,
+    pub(super) greeted: HashSet<String>,
+    /// Last companion device id given out per phone number.
+    pub(super) last_device: HashMap<String, u16>,
     /// Receipts companions sent: (device JID, message id, receipt type).
-    receipts: Vec<(String, String, Option<String>)>,
-    accepted: u64,
+    pub(super) receipts: Vec<(String, String, Option<String>)>,
+    pub(super) accepted: u64,
 }
 
 /// A fault to inject (Rust API; the control endpoint maps onto it).
@@ -109,15 +96,15 @@ pub enum Fault {
 
 /// What a live connection is told to do.
 #[derive(Debug, Clone)]
-enum Control {
+pub(super) enum Control {
     Close(Option<Node>),
     AnswerPings(bool),
 }
 
-struct Shared {
-    identity: ServerIdentity,
-    clock: Arc<dyn Clock>,
-    state: Mutex<State>,
+pub(super) struct Shared {
+    pub(super) identity: ServerIdentity,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) state: Mutex<State>,
 }
 
 /// A running simulator.
@@ -149,7 +136,7 @@ impl Simulator {
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let s = s.clone();
-                tokio::spawn(async move { serve(s, tcp).await });
+                tokio::spawn(async move { super::conn::serve(s, tcp).await });
             }
         });
         Ok(Simulator {
@@ -184,6 +171,12 @@ impl Simulator {
             let unlinked = if fault == Fault::Unlink {
                 let before = st.devices.len();
                 st.devices.retain(|d| d.jid.user != number);
+                // The server forgets everything the removed devices published.
+                for k in &keys {
+                    st.bundles.remove(k);
+                    st.prekeys.remove(k);
+                    st.greeted.remove(k);
+                }
                 before - st.devices.len()
             } else {
                 0
@@ -327,415 +320,5 @@ impl Simulator {
         .map_err(|_| SimError::UnknownRef)?;
         rx.await
             .map_err(|_| SimError::PairingFailed("connection closed".into()))?
-    }
-}
-
-fn iq_id() -> String {
-    format!(
-        "{}.{}-{}",
-        rand::random::<u16>(),
-        rand::random::<u16>(),
-        rand::random::<u8>()
-    )
-}
-
-/// Whether a registration's keys are well formed and its signed prekey is signed by its identity.
-fn valid_registration(r: &DevicePairingRegistrationData) -> Option<[u8; 32]> {
-    let ident: [u8; 32] = r.e_ident.as_deref()?.try_into().ok()?;
-    let skey: [u8; 32] = r.e_skey_val.as_deref()?.try_into().ok()?;
-    let sig: [u8; 64] = r.e_skey_sig.as_deref()?.try_into().ok()?;
-    let ok = r.e_keytype.as_deref() == Some(&[5])
-        && r.e_regid.as_ref().is_some_and(|v| v.len() == 4)
-        && r.e_skey_id.as_ref().is_some_and(|v| v.len() == 3)
-        && r.build_hash.as_ref().is_some_and(|v| v.len() == 16)
-        && xeddsa_verify(&ident, &with_type(&skey), &sig);
-    ok.then_some(ident)
-}
-
-/// The phone's first peer message to a companion that just published its keys (once per device).
-async fn greet(shared: &Shared, dev: &Device, key: &str) -> Option<Node> {
-    let (phone, signal, bundle, one_time) = {
-        let mut st = shared.state.lock().ok()?;
-        let bundle = st.bundles.get(key)?.clone();
-        let phone = st.phones.get(&dev.jid.user)?.clone();
-        if !st.greeted.insert(key.to_owned()) {
-            return None;
-        }
-        // Serving a bundle consumes one of its one-time prekeys, as the real server does.
-        let one_time = st
-            .prekeys
-            .get_mut(key)
-            .and_then(|k| (!k.is_empty()).then(|| k.remove(0)));
-        let signal = st
-            .phone_signal
-            .entry(phone.number.clone())
-            .or_insert_with(|| PhoneSignal::new(&phone))
-            .clone();
-        (phone, signal, bundle, one_time)
-    };
-    let now = shared.clock.now_unix();
-    signal
-        .peer_message(
-            &phone,
-            &dev.jid,
-            &dev.identity_public,
-            &bundle,
-            one_time,
-            &initial_setting_sync(),
-            now,
-        )
-        .await
-        .ok()
-}
-
-/// The answer to a logged-in device's iq.
-fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) -> Node {
-    let xmlns = node
-        .get_str("xmlns")
-        .map(|s| s.into_owned())
-        .unwrap_or_default();
-    let get = node.get_str("type").as_deref() == Some("get");
-    match xmlns.as_str() {
-        "w:p" | "passive" | "urn:xmpp:ping" => iq::result(id, vec![]),
-        "encrypt" if get && node.child("count").is_some() => {
-            let n = shared
-                .state
-                .lock()
-                .ok()
-                .and_then(|st| st.prekeys.get(key).map(Vec::len))
-                .unwrap_or(0);
-            iq::result(id, vec![Node::new("count").attr("value", n.to_string())])
-        }
-        "encrypt" if get && node.child("digest").is_some() => {
-            let Ok(st) = shared.state.lock() else {
-                return iq::error(id, 500, "internal-server-error");
-            };
-            let ids: Vec<u32> = st
-                .prekeys
-                .get(key)
-                .map(|k| k.iter().map(|(i, _)| *i).collect())
-                .unwrap_or_default();
-            iq::digest(id, &dev.identity_public, st.bundles.get(key), &ids)
-        }
-        "encrypt" if !get && node.child("list").is_some() => {
-            let Some(up) = iq::validate_upload(node, &dev.identity_public) else {
-                return iq::error(id, 400, "bad-request");
-            };
-            if let Ok(mut st) = shared.state.lock() {
-                let held = st.prekeys.entry(key.to_owned()).or_default();
-                held.retain(|(i, _)| !up.keys.iter().any(|(k, _)| k == i));
-                held.extend(up.keys);
-                st.bundles.insert(key.to_owned(), up.bundle);
-            }
-            iq::result(id, vec![])
-        }
-        "usync" if get => super::usync::answer(node, id, |user| {
-            let st = shared.state.lock().ok()?;
-            let phone = st
-                .phones
-                .values()
-                .find(|p| p.number == user || p.lid == user)?;
-            let mut devices = vec![0];
-            devices.extend(
-                st.devices
-                    .iter()
-                    .filter(|d| d.jid.user == phone.number)
-                    .map(|d| d.jid.device),
-            );
-            Some(super::usync::UserInfo {
-                number: phone.number.clone(),
-                lid: phone.lid.clone(),
-                devices,
-            })
-        }),
-        "abt" => iq::ab_props(id),
-        "privacy" if get => iq::privacy(id),
-        "blocklist" if get => iq::blocklist(id),
-        _ => iq::error(id, 501, "feature-not-implemented"),
-    }
-}
-
-fn failure(reason: u16) -> Node {
-    Node::new("failure")
-        .attr("reason", reason.to_string())
-        .attr("location", "sim")
-}
-
-async fn serve(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
-    let Ok(acc) = accept(tcp, &shared.identity, DEFAULT_MAX_FRAME).await else {
-        return;
-    };
-    if let Ok(mut st) = shared.state.lock() {
-        st.accepted += 1;
-    }
-    let Ok(payload) = ClientPayload::decode(&acc.payload[..]) else {
-        let _ = acc.socket.sender.send(&failure(400)).await;
-        return;
-    };
-    let (sender, incoming) = (acc.socket.sender, acc.socket.incoming);
-    let min = shared.state.lock().ok().and_then(|st| st.min_version);
-    let version = payload
-        .user_agent
-        .as_ref()
-        .and_then(|u| u.app_version.as_ref())
-        .map(|v| {
-            [
-                v.primary.unwrap_or(0),
-                v.secondary.unwrap_or(0),
-                v.tertiary.unwrap_or(0),
-            ]
-        });
-    if let Some(min) = min
-        && version.is_none_or(|v| v < min)
-    {
-        // Client outdated (whatsmeow ConnectFailureReason 405).
-        let _ = sender.send(&failure(405)).await;
-        return;
-    }
-    match (
-        &payload.device_pairing_data,
-        payload.username,
-        payload.device,
-    ) {
-        (Some(reg), None, _) => match valid_registration(reg) {
-            Some(identity) => register(shared, sender, incoming, acc.client_static, identity).await,
-            None => {
-                let _ = sender.send(&failure(400)).await;
-            }
-        },
-        (None, Some(user), Some(device)) => {
-            login(shared, sender, incoming, acc.client_static, user, device).await
-        }
-        _ => {
-            let _ = sender.send(&failure(400)).await;
-        }
-    }
-}
-
-/// A new device: offer refs, wait for a scan, run pair-success, then force the 515 restart.
-async fn register(
-    shared: Arc<Shared>,
-    sender: NodeSender,
-    mut incoming: mpsc::Receiver<Incoming>,
-    noise_public: [u8; 32],
-    identity_public: [u8; 32],
-) {
-    let refs: Vec<String> = (0..REF_TIMINGS.len())
-        .map(|_| {
-            use base64::Engine;
-            let r: [u8; 36] = std::array::from_fn(|_| rand::random());
-            format!("2@{}", base64::engine::general_purpose::STANDARD.encode(r))
-        })
-        .collect();
-    let (scan_tx, mut scan_rx) = mpsc::channel::<Scan>(1);
-    if let Ok(mut st) = shared.state.lock() {
-        for r in &refs {
-            st.showing.insert(r.clone(), scan_tx.clone());
-        }
-    }
-    drop(scan_tx);
-    let offer_id = iq_id();
-    let offer = Node::new("iq")
-        .attr("from", Jid::server_jid())
-        .attr("type", "set")
-        .attr("id", offer_id.clone())
-        .attr("xmlns", "md")
-        .children(vec![
-            Node::new("pair-device").children(
-                refs.iter()
-                    .map(|r| Node::new("ref").bytes(r.clone().into_bytes()))
-                    .collect(),
-            ),
-        ]);
-    let cleanup = |shared: &Shared| {
-        if let Ok(mut st) = shared.state.lock() {
-            for r in &refs {
-                st.showing.remove(r);
-            }
-        }
-    };
-    if sender.send(&offer).await.is_err() {
-        cleanup(&shared);
-        return;
-    }
-    let deadline = tokio::time::sleep(Duration::from_secs(REF_TIMINGS.iter().sum::<u64>() + 5));
-    tokio::pin!(deadline);
-    // The offer must be acknowledged; scans wait in the channel until it is.
-    let ack_deadline = tokio::time::sleep(PAIR_DEVICE_ACK_TIMEOUT);
-    tokio::pin!(ack_deadline);
-    let mut acked = false;
-    let mut pending: Option<(IssuedPairing, oneshot::Sender<Result<Jid, SimError>>)> = None;
-    let mut next_device: u16 = 1;
-    loop {
-        tokio::select! {
-            _ = &mut deadline => break,
-            _ = &mut ack_deadline, if !acked => {
-                if let Ok(Some(scan)) = tokio::time::timeout(Duration::ZERO, scan_rx.recv()).await {
-                    let _ = scan.done.send(Err(SimError::PairingFailed("the companion never acknowledged pair-device".into())));
-                }
-                break;
-            }
-            scan = scan_rx.recv(), if pending.is_none() && acked => {
-                let Some(scan) = scan else { break };
-                if scan.qr.identity_public != identity_public || scan.qr.noise_public != noise_public {
-                    let _ = scan.done.send(Err(SimError::PairingFailed("QR keys do not match this connection".into())));
-                    continue;
-                }
-                if let Ok(st) = shared.state.lock() {
-                    next_device = st.devices.iter().filter(|d| d.jid.user == scan.phone.number).map(|d| d.jid.device).max().unwrap_or(0) + 1;
-                }
-                let tamper = shared.state.lock().ok().and_then(|mut st| st.tamper.take());
-                let (node, issued) = issue_pair_success_with(&scan.phone, &scan.qr, next_device, 1, &iq_id(), shared.clock.now_unix(), tamper);
-                if sender.send(&node).await.is_err() {
-                    let _ = scan.done.send(Err(SimError::PairingFailed("companion gone".into())));
-                    break;
-                }
-                pending = Some((issued, scan.done));
-            }
-            ev = incoming.recv() => {
-                let Some(Incoming::Node(node)) = ev else { break };
-                if node.tag == "iq" && node.get_str("type").as_deref() == Some("result")
-                    && node.get_str("id").as_deref() == Some(offer_id.as_str())
-                {
-                    acked = true;
-                    continue;
-                }
-                let Some((issued, _)) = &pending else { continue };
-                if node.tag != "iq" || node.get_str("id").as_deref() != Some(issued.iq_id.as_str()) {
-                    continue;
-                }
-                let Some((issued, done)) = pending.take() else { continue };
-                if node.get_str("type").as_deref() == Some("error") {
-                    let _ = done.send(Err(SimError::PairingFailed("companion refused pair-success".into())));
-                    continue;
-                }
-                match verify_pair_device_sign(&node, &issued) {
-                    Ok(()) => {
-                        if let Ok(mut st) = shared.state.lock() {
-                            st.devices.push(Device { jid: issued.jid.clone(), lid: issued.lid.clone(), noise_public, identity_public });
-                        }
-                        let _ = done.send(Ok(issued.jid.clone()));
-                        // Restart required: the companion reconnects and logs in.
-                        let _ = sender.send(&Node::new("stream:error").attr("code", "515")).await;
-                        break;
-                    }
-                    Err(e) => {
-                        let _ = done.send(Err(e.into()));
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    cleanup(&shared);
-}
-
-/// A known device logs in: the noise key must be the one it paired with.
-async fn login(
-    shared: Arc<Shared>,
-    sender: NodeSender,
-    mut incoming: mpsc::Receiver<Incoming>,
-    noise_public: [u8; 32],
-    user: u64,
-    device: u32,
-) {
-    let known = shared.state.lock().ok().and_then(|st| {
-        st.devices
-            .iter()
-            .find(|d| {
-                d.jid.user == user.to_string()
-                    && u32::from(d.jid.device) == device
-                    && d.noise_public == noise_public
-            })
-            .cloned()
-    });
-    let Some(dev) = known else {
-        let _ = sender.send(&failure(401)).await;
-        return;
-    };
-    let success = Node::new("success")
-        .attr("t", shared.clock.now_unix().to_string())
-        .attr("lid", Jid::new(dev.lid.user.clone(), Server::Lid))
-        .attr("location", "sim");
-    if sender.send(&success).await.is_err() {
-        return;
-    }
-    let key = dev.jid.to_string();
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(4);
-    // One connection per device: a new login replaces the old one, which is told so.
-    let replaced = shared
-        .state
-        .lock()
-        .ok()
-        .and_then(|mut st| st.live.insert(key.clone(), ctl_tx.clone()));
-    if let Some(old) = replaced {
-        let conflict = Node::new("stream:error")
-            .children(vec![Node::new("conflict").attr("type", "replaced")]);
-        let _ = old.send(Control::Close(Some(conflict))).await;
-    }
-    let mut answer_pings = true;
-    let mut offline_sent = false;
-    loop {
-        tokio::select! {
-            ctl = ctl_rx.recv() => match ctl {
-                Some(Control::AnswerPings(on)) => answer_pings = on,
-                Some(Control::Close(node)) => {
-                    if let Some(n) = node {
-                        let _ = sender.send(&n).await;
-                    }
-                    break;
-                }
-                None => break,
-            },
-            ev = incoming.recv() => {
-                let Some(Incoming::Node(node)) = ev else { break };
-                if node.tag == "receipt" {
-                    let Some(id) = node.get_str("id").map(|s| s.into_owned()) else { continue };
-                    let kind = node.get_str("type").map(|s| s.into_owned());
-                    if let Ok(mut st) = shared.state.lock() {
-                        st.receipts.push((key.clone(), id.clone(), kind));
-                    }
-                    let ack = Node::new("ack").attr("class", "receipt").attr("id", id).attr("from", dev.jid.clone());
-                    if sender.send(&ack).await.is_err() {
-                        break;
-                    }
-                    continue;
-                }
-                if node.tag != "iq" {
-                    continue;
-                }
-                let Some(id) = node.get_str("id").map(|s| s.into_owned()) else { continue };
-                if matches!(node.get_str("type").as_deref(), Some("result" | "error")) {
-                    continue;
-                }
-                if node.get_str("xmlns").as_deref() == Some("w:p") && !answer_pings {
-                    continue;
-                }
-                let result = answer_iq(&shared, &dev, &key, &node, &id);
-                if sender.send(&result).await.is_err() {
-                    break;
-                }
-                // With keys on the server, the phone opens a session and greets its new companion.
-                if node.get_str("xmlns").as_deref() == Some("encrypt") && node.child("list").is_some()
-                    && let Some(msg) = greet(&shared, &dev, &key).await
-                    && sender.send(&msg).await.is_err()
-                {
-                    break;
-                }
-                // Going active releases what was queued while the device was away, then says so.
-                if node.get_str("xmlns").as_deref() == Some("passive") && node.child("active").is_some() && !offline_sent {
-                    offline_sent = true;
-                    let done = Node::new("ib").attr("from", Jid::server_jid()).children(vec![Node::new("offline").attr("count", "0")]);
-                    if sender.send(&done).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    if let Ok(mut st) = shared.state.lock()
-        && st.live.get(&key).is_some_and(|c| c.same_channel(&ctl_tx))
-    {
-        st.live.remove(&key);
     }
 }

@@ -308,6 +308,18 @@ async fn device_removed_logs_out_wipes_keys_and_stops() {
         assert!(matches!(s, ConnState::LoggedOut { .. }), "{s:?}");
         assert!(creds.load().await.unwrap().is_none(), "keys wiped");
         assert!(sim.linked_devices("15550003333").is_empty());
+        // Linking again gives a new device id (never reused) and a fresh Signal session.
+        let (again, _events, creds2) = paired(&sim, "15550003333").await;
+        let jid = creds2.load().await.unwrap().unwrap().me.unwrap().jid;
+        assert_eq!(jid.device, 2);
+        for _ in 0..100 {
+            if !sim.receipts(&jid).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(sim.receipts(&jid).len(), 1, "the phone's message decrypted");
+        drop(again);
         (client, sim)
     })
     .await

@@ -16,4 +16,5 @@ mod signal_store;
 mod sim_flow;
 mod sim_pair;
 mod simulate_cmd;
+mod stanza_props;
 mod tokens;

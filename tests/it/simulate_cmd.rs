@@ -10,7 +10,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use wa_gateway::client::payload::ClientProfile;
 use wa_gateway::client::reconnect::Backoff;
-use wa_gateway::client::{Client, ClientOptions, ConnState, Event, Keepalive, MemoryCreds};
+use wa_gateway::client::{
+    Client, ClientOptions, ConnState, CredsStore, Event, Keepalive, MemoryCreds,
+};
 use wa_gateway::socket::conn::DEFAULT_MAX_FRAME;
 use wa_gateway::socket::{ClientConfig, TrustRoot};
 use wa_gateway::util::clock::SystemClock;
@@ -73,13 +75,24 @@ async fn simulate_command_prints_its_urls_and_pairs_through_the_control_api() {
             backoff: Backoff::default(),
             keepalive: Keepalive::default(),
         };
-        let (mut client, mut events) = Client::start(opts, Arc::new(MemoryCreds::default()));
+        let creds = Arc::new(MemoryCreds::default());
+        let (mut client, mut events) = Client::start(opts, creds.clone());
         let code = loop {
             if let Some(Event::QrCode { code, .. }) = events.recv().await {
                 break code;
             }
         };
-        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        let (name_tx, name_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut name_tx = Some(name_tx);
+            while let Some(e) = events.recv().await {
+                if let Event::PushName { name } = e
+                    && let Some(tx) = name_tx.take()
+                {
+                    let _ = tx.send(name);
+                }
+            }
+        });
 
         // Bad requests are refused with a clear 4xx, never reaching the simulator.
         assert_eq!(
@@ -124,6 +137,13 @@ async fn simulate_command_prints_its_urls_and_pairs_through_the_control_api() {
         assert_eq!(
             client.wait_for(|s| *s == ConnState::Connected).await,
             ConnState::Connected
+        );
+        // The push name given to the control API reaches the client through the phone.
+        assert_eq!(name_rx.await.unwrap(), "Bob");
+        let me = creds.load().await.unwrap().unwrap().me.unwrap();
+        assert_eq!(
+            (me.push_name.as_deref(), me.platform.as_deref()),
+            (Some("Bob"), Some("iphone"))
         );
 
         // A fault through the control API reaches the connected device; it reconnects.

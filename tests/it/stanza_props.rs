@@ -1,0 +1,241 @@
+//! Stanza handlers on both sides never panic on what a peer can send: valid stanzas (a real
+//! pair-device, pair-success, encrypted message, prekey upload, usync query) are mutated —
+//! children dropped or duplicated, attributes removed or rewritten, bytes replaced or truncated —
+//! and every handler must answer Ok or Err. The unmutated stanzas must still be accepted, so the
+//! harness is known to reach the code behind the checks. (`cargo fuzz run stanzas` does the same
+//! with libFuzzer.)
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use wa_gateway::binary::{Content, Jid, Node, Server, Value};
+use wa_gateway::client::pair::{QrKeys, handle_pair_success, parse_pair_device, qr_string};
+use wa_gateway::client::prekeys::{generate, parse_count, upload_node};
+use wa_gateway::client::recv;
+use wa_gateway::client::{CredsStore, Me, MemoryCreds};
+use wa_gateway::signal::{IdentityTrust, KeyPair, SessionCipher, SignedPreKey};
+use wa_gateway::sim::iq::{KeyBundle, validate_upload};
+use wa_gateway::sim::pair::{PhoneAccount, issue_pair_success, parse_qr};
+use wa_gateway::sim::phone::{PhoneSignal, initial_setting_sync};
+use wa_gateway::sim::usync;
+
+fn mutate(node: &mut Node, rng: &mut StdRng, depth: usize) {
+    match rng.random_range(0..6u8) {
+        0 if !node.attrs.is_empty() => {
+            let i = rng.random_range(0..node.attrs.len());
+            node.attrs.remove(i);
+        }
+        1 if !node.attrs.is_empty() => {
+            let i = rng.random_range(0..node.attrs.len());
+            let junk: String = (0..rng.random_range(0..12usize))
+                .map(|_| char::from(rng.random_range(b' '..=b'~')))
+                .collect();
+            node.attrs[i].1 = Value::Str(junk.into());
+        }
+        2 => {
+            let len = rng.random_range(0..96usize);
+            let junk: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            node.content = Content::Bytes(junk.into());
+        }
+        _ => {}
+    }
+    match &mut node.content {
+        Content::Children(children) if !children.is_empty() => {
+            match rng.random_range(0..4u8) {
+                0 => {
+                    let i = rng.random_range(0..children.len());
+                    children.remove(i);
+                }
+                1 => {
+                    let i = rng.random_range(0..children.len());
+                    let c = children[i].clone();
+                    children.push(c);
+                }
+                _ => {}
+            }
+            if depth < 6 {
+                for c in children.iter_mut() {
+                    if rng.random_range(0..3u8) == 0 {
+                        mutate(c, rng, depth + 1);
+                    }
+                }
+            }
+        }
+        Content::Bytes(b) if !b.is_empty() && rng.random() => {
+            let keep = rng.random_range(0..b.len());
+            *b = b.slice(..keep);
+        }
+        _ => {}
+    }
+}
+
+/// Valid stanzas of every kind, and what the handlers need to read them.
+struct Corpus {
+    companion_identity: KeyPair,
+    adv: [u8; 32],
+    me: Me,
+    creds: Arc<MemoryCreds>,
+    pair_device: Node,
+    pair_success: Node,
+    message: Node,
+    upload: Node,
+    usync: Node,
+}
+
+/// Runs a future to completion (the stores are in memory; the Signal locks may be contended by
+/// parallel tests, so polling once is not enough).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn corpus() -> Corpus {
+    let (noise, identity, adv) = (KeyPair::generate(), KeyPair::generate(), rand::random());
+    let phone = PhoneAccount {
+        number: "15550001234".into(),
+        lid: "201234567890123".into(),
+        identity: KeyPair::generate(),
+        platform: "android".into(),
+        push_name: Some("Prop".into()),
+        business_name: None,
+    };
+    let qr = qr_string(
+        "2@ref",
+        QrKeys {
+            noise_public: &noise.public,
+            identity_public: &identity.public,
+            adv_secret: &adv,
+        },
+        '1',
+    );
+    let (pair_success, _) = issue_pair_success(&phone, &parse_qr(&qr).unwrap(), 1, 1, "ps1", 1);
+    let (paired, _) = handle_pair_success(&pair_success, &identity, &adv).unwrap();
+    let me = Me {
+        jid: paired.jid.clone(),
+        lid: paired.lid.clone(),
+        platform: paired.platform.clone(),
+        business_name: None,
+        push_name: None,
+        signed_identity: paired.signed_identity.clone(),
+        account_signature_key: paired.account_signature_key,
+    };
+    // The companion's keys, stored as the client stores them, and the phone's first message.
+    let mut creds_value = wa_gateway::client::Creds::generate(0);
+    creds_value.identity = identity.clone();
+    creds_value.signed_pre_key = SignedPreKey::generate(1, &identity, 0);
+    creds_value.me = Some(me.clone());
+    let creds = Arc::new(MemoryCreds::default());
+    block_on(creds.save(&creds_value)).unwrap();
+    let keys = generate(1, 2);
+    block_on(creds.store_pre_keys(&keys)).unwrap();
+    let bundle = KeyBundle {
+        registration_id: creds_value.registration_id,
+        signed_pre_key_id: 1,
+        signed_pre_key: creds_value.signed_pre_key.key_pair.public,
+        signature: creds_value.signed_pre_key.signature,
+    };
+    let message = block_on(PhoneSignal::new(&phone).peer_message(
+        &phone,
+        &paired.jid,
+        &identity.public,
+        &bundle,
+        Some((keys[0].id, keys[0].key_pair.public)),
+        &initial_setting_sync(),
+        1,
+    ))
+    .unwrap();
+    let upload = upload_node(
+        creds_value.registration_id,
+        &identity.public,
+        &keys,
+        &creds_value.signed_pre_key,
+    );
+    let pair_device =
+        Node::new("iq")
+            .attr("id", "pd1")
+            .children(vec![Node::new("pair-device").children(vec![
+                Node::new("ref").bytes(b"2@a".to_vec()),
+                Node::new("ref").bytes(b"2@b".to_vec()),
+            ])]);
+    let usync = Node::new("iq").children(vec![Node::new("usync").attr("sid", "s").children(vec![
+        Node::new("query").children(vec![
+            Node::new("devices").attr("version", "2"),
+            Node::new("lid"),
+            Node::new("contact"),
+        ]),
+        Node::new("list").children(vec![
+            Node::new("user").attr("jid", Jid::new("15550001234", Server::User)),
+            Node::new("user").children(vec![Node::new("contact").bytes(b"+1555".to_vec())]),
+        ]),
+    ])]);
+    Corpus {
+        companion_identity: identity,
+        adv,
+        me,
+        creds,
+        pair_device,
+        pair_success,
+        message,
+        upload,
+        usync,
+    }
+}
+
+fn lookup(user: &str) -> Option<usync::UserInfo> {
+    (user == "15550001234").then(|| usync::UserInfo {
+        number: user.into(),
+        lid: "201234567890123".into(),
+        devices: vec![0, 1],
+    })
+}
+
+/// Every handler on `n`; returns how many accepted it.
+fn run_all(
+    c: &Corpus,
+    n: &Node,
+    cipher: &SessionCipher<impl wa_gateway::signal::SignalStore>,
+) -> usize {
+    let mut ok = 0;
+    ok += usize::from(parse_pair_device(n).is_some());
+    ok += usize::from(handle_pair_success(n, &c.companion_identity, &c.adv).is_ok());
+    ok += usize::from(parse_count(n).is_some());
+    ok += usize::from(validate_upload(n, &c.companion_identity.public).is_some());
+    let answer = usync::answer(n, "q", lookup);
+    ok += usize::from(answer.get_str("type").as_deref() == Some("result"));
+    ok += usize::from(block_on(recv::decrypt(cipher, n, &c.me)).is_ok());
+    ok
+}
+
+#[test]
+fn unmutated_stanzas_are_accepted() {
+    let c = corpus();
+    // A fresh cipher per stanza kind: decrypting twice would be a replay.
+    let cipher = SessionCipher::new(c.creds.signal(), "props", IdentityTrust::AcceptChanges);
+    for n in [
+        &c.pair_device,
+        &c.pair_success,
+        &c.message,
+        &c.upload,
+        &c.usync,
+    ] {
+        assert!(run_all(&c, n, &cipher) >= 1, "{n}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn mutated_stanzas_never_panic(seed in any::<u64>(), which in 0..5usize) {
+        let c = corpus();
+        let cipher = SessionCipher::new(c.creds.signal(), "props", IdentityTrust::AcceptChanges);
+        let mut n = [&c.pair_device, &c.pair_success, &c.message, &c.upload, &c.usync][which].clone();
+        let mut rng = StdRng::seed_from_u64(seed);
+        mutate(&mut n, &mut rng, 0);
+        run_all(&c, &n, &cipher);
+    }
+}
