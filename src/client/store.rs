@@ -93,6 +93,8 @@ pub trait CredsStore: Send + Sync + 'static {
 pub struct MemoryCreds {
     creds: Mutex<Option<Creds>>,
     signal: Arc<MemoryStore>,
+    /// Next prekey id: ids only grow, even when the highest key is consumed.
+    next_pre_key: std::sync::atomic::AtomicU32,
 }
 
 impl Default for MemoryCreds {
@@ -100,6 +102,7 @@ impl Default for MemoryCreds {
         MemoryCreds {
             creds: Mutex::new(None),
             signal: Arc::new(MemoryStore::empty()),
+            next_pre_key: std::sync::atomic::AtomicU32::new(1),
         }
     }
 }
@@ -149,15 +152,22 @@ impl CredsStore for MemoryCreds {
 
     async fn wipe(&self) -> Result<(), CredsStoreError> {
         self.signal.reset(None);
+        self.next_pre_key
+            .store(1, std::sync::atomic::Ordering::Relaxed);
         *self.creds.lock().map_err(poisoned)? = None;
         Ok(())
     }
 
     async fn store_pre_keys(&self, keys: &[PreKey]) -> Result<(), CredsStoreError> {
-        self.signal.store_pre_keys(keys).await.map_err(signal_err)
+        self.signal.store_pre_keys(keys).await.map_err(signal_err)?;
+        if let Some(max) = keys.iter().map(|k| k.id).max() {
+            self.next_pre_key
+                .fetch_max(max + 1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     async fn next_pre_key_id(&self) -> Result<u32, CredsStoreError> {
-        Ok(self.signal.max_pre_key_id().unwrap_or(0) + 1)
+        Ok(self.next_pre_key.load(std::sync::atomic::Ordering::Relaxed))
     }
 }

@@ -59,13 +59,6 @@ impl MemoryStore {
         self.with(|i| i.identity.clone()).ok().flatten()
     }
 
-    /// Highest one-time prekey id held.
-    pub fn max_pre_key_id(&self) -> Option<u32> {
-        self.with(|i| i.pre_keys.keys().max().copied())
-            .ok()
-            .flatten()
-    }
-
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> StoreResult<T> {
         let mut g = self
             .inner

@@ -155,16 +155,32 @@ impl CredsStore for SqliteCreds {
         super::signal::SqliteSignalStore::new(self.pool.clone(), self.account)
             .store_pre_keys(keys)
             .await
-            .map_err(err)
+            .map_err(err)?;
+        if let Some(max) = keys.iter().map(|k| k.id).max() {
+            sqlx::query(
+                "UPDATE accounts SET next_pre_key_id = MAX(next_pre_key_id, ?) WHERE id = ?",
+            )
+            .bind(i64::from(max) + 1)
+            .bind(self.account)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        }
+        Ok(())
     }
 
     async fn next_pre_key_id(&self) -> Result<u32, CredsStoreError> {
-        // Ids continue past the highest stored in the account's Signal prekey table.
+        // The counter, or past the highest key held (should the counter update have been lost).
+        let counter: i64 = sqlx::query_scalar("SELECT next_pre_key_id FROM accounts WHERE id = ?")
+            .bind(self.account)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err)?;
         let max = super::signal::SqliteSignalStore::new(self.pool.clone(), self.account)
             .max_pre_key_id()
             .await
             .map_err(err)?;
-        Ok(max.map_or(1, |m| m + 1))
+        Ok((counter as u32).max(max.map_or(1, |m| m + 1)))
     }
 
     async fn wipe(&self) -> Result<(), CredsStoreError> {
@@ -176,6 +192,12 @@ impl CredsStore for SqliteCreds {
                 .await
                 .map_err(err)?;
         }
+        // A new device starts its own sequence.
+        sqlx::query("UPDATE accounts SET next_pre_key_id = 1 WHERE id = ?")
+            .bind(self.account)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
         tx.commit().await.map_err(err)
     }
 }

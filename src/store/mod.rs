@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0001_accounts_signal.sql"),
     ),
     (2, "creds", include_str!("../../migrations/0002_creds.sql")),
+    (
+        3,
+        "prekey counter",
+        include_str!("../../migrations/0003_pre_key_counter.sql"),
+    ),
 ];
 
 /// An account's id in the database.

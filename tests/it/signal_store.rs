@@ -151,3 +151,30 @@ async fn concurrent_sends_to_one_device_never_race_the_ratchet() {
         );
     }
 }
+
+#[tokio::test]
+async fn prekey_ids_only_grow_even_when_the_highest_is_consumed() {
+    use wa_gateway::client::{Creds, CredsStore, MemoryCreds};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("wa.db").display()))
+        .await
+        .unwrap();
+    let sqlite = store.creds(store.account("sub-1", "ids").await.unwrap());
+    let memory = MemoryCreds::default();
+    async fn check<C: CredsStore>(c: &C) {
+        c.save(&Creds::generate(0)).await.unwrap();
+        assert_eq!(c.next_pre_key_id().await.unwrap(), 1);
+        let keys = wa_gateway::client::prekeys::generate(1, 3);
+        c.store_pre_keys(&keys).await.unwrap();
+        assert_eq!(c.next_pre_key_id().await.unwrap(), 4);
+        // A peer's first message consumes the newest key: its id is still not reused.
+        c.signal().remove_pre_key(3).await.unwrap();
+        assert_eq!(c.next_pre_key_id().await.unwrap(), 4);
+        // Logged out: the next device starts its own sequence.
+        c.wipe().await.unwrap();
+        c.save(&Creds::generate(0)).await.unwrap();
+        assert_eq!(c.next_pre_key_id().await.unwrap(), 1);
+    }
+    check(&sqlite).await;
+    check(&memory).await;
+}

@@ -1,0 +1,3 @@
+-- The next one-time prekey id of each account. Ids only grow (as in whatsmeow): a consumed key's
+-- id is never handed out again, so a late message naming it cannot meet a different key.
+ALTER TABLE accounts ADD COLUMN next_pre_key_id INTEGER NOT NULL DEFAULT 1;
