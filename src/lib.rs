@@ -13,9 +13,11 @@
 //! - [`socket`]: Noise XX handshake, certificate chain, 3-byte framing (all sans-IO) and the one
 //!   WebSocket adapter; knows nodes only as bytes.
 //! - [`signal`]: XEdDSA and the Signal protocol; no IO in the core, storage behind traits.
-//! - [`client`]: one WhatsApp account's client (pairing so far); storage only through traits.
+//! - [`client`]: one WhatsApp account's client (linking, connection lifecycle, 1:1 receive);
+//!   storage only through traits.
 //! - [`store`]: sqlx SQLite over one pool for all accounts; implements the protocol traits.
-//! - [`sim`]: the offline WhatsApp simulator (pairing so far); never uses client, store or api.
+//! - [`sim`]: the offline WhatsApp simulator (server and Signal-peer phones); never uses client,
+//!   store or api.
 //! - [`config`]: defaults and `WA_GATEWAY_*` settings, validated once.
 //! - [`proto`]: generated protobuf types; [`util`]: clock and hex.
 #![warn(missing_docs)]

@@ -1,8 +1,8 @@
-//! The WhatsApp client: one per linked account. So far its pure parts: pairing (QR text and
-//! image, pair-success verification), ClientPayload builders and the reconnect policy; the
-//! run loop (connect, pair, log in, keep alive, reconnect) over them. It knows the
-//! socket, codec and Signal layers, and storage only through traits; never HTTP or SQL. iq
-//! queries go through [`iq::IqTracker`] (ids, waiters, timeouts); keepalive is its own concern.
+//! The WhatsApp client: one per linked account. Pure parts — pairing (QR text and image,
+//! pair-success verification), ClientPayload builders, the reconnect policy, prekey counts — and
+//! the run loop over them (connect, pair, log in, keep alive, reconnect, receive). iq queries go
+//! through [`iq::IqTracker`] (ids, waiters, timeouts). It knows the socket, codec and Signal
+//! layers, and storage only through traits; never HTTP or SQL.
 
 pub mod events;
 pub mod iq;
