@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::iq;
 use super::pair::{IssuedPairing, issue_pair_success_with, verify_pair_device_sign};
-use super::phone::{PhoneSignal, initial_setting_sync};
+use super::phone::{PhoneSignal, initial_history, initial_setting_sync};
 use super::server::{Control, Device, Scan, Shared, SimError};
 use crate::binary::{Jid, Node, Server};
 use crate::proto::wa::ClientPayload;
@@ -48,9 +48,10 @@ fn valid_registration(r: &DevicePairingRegistrationData) -> Option<[u8; 32]> {
     ok.then_some(ident)
 }
 
-/// The phone's first peer message to a companion that just published its keys (once per device).
-async fn greet(shared: &Shared, dev: &Device, key: &str) -> Option<Node> {
-    let (phone, signal, bundle, one_time) = {
+/// The phone's first peer messages to a companion that just published its keys (once per
+/// device): its security-notification setting, then the initial history bootstrap.
+async fn greet(shared: &Shared, dev: &Device, key: &str) -> Vec<Node> {
+    let Some((phone, signal, bundle, one_time)) = (|| {
         let mut st = shared.state.lock().ok()?;
         let bundle = st.bundles.get(key)?.clone();
         let phone = st.phones.get(&dev.jid.user)?.clone();
@@ -67,21 +68,33 @@ async fn greet(shared: &Shared, dev: &Device, key: &str) -> Option<Node> {
             .entry(phone.number.clone())
             .or_insert_with(|| PhoneSignal::new(&phone))
             .clone();
-        (phone, signal, bundle, one_time)
+        Some((phone, signal, bundle, one_time))
+    })() else {
+        return Vec::new();
     };
     let now = shared.clock.now_unix();
-    signal
-        .peer_message(
-            &phone,
-            &dev.jid,
-            &dev.identity_public,
-            &bundle,
-            one_time,
-            &initial_setting_sync(),
-            now,
-        )
-        .await
-        .ok()
+    let mut out = Vec::new();
+    for message in [initial_setting_sync(), initial_history(&phone, now)] {
+        match signal
+            .peer_message(
+                &phone,
+                &dev.jid,
+                &dev.identity_public,
+                &bundle,
+                one_time,
+                &message,
+                now,
+            )
+            .await
+        {
+            Ok(node) => out.push(node),
+            Err(e) => {
+                tracing::warn!(error = %e, "simulated phone cannot encrypt for its companion");
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// The answer to a logged-in device's iq.
@@ -145,6 +158,7 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
             })
         }),
         "abt" => iq::ab_props(id),
+        "w:sync:app:state" if !get => iq::app_state(node, id),
         "privacy" if get => iq::privacy(id),
         "blocklist" if get => iq::blocklist(id),
         _ => iq::error(id, 501, "feature-not-implemented"),
@@ -415,11 +429,14 @@ async fn login(
                     break;
                 }
                 // With keys on the server, the phone opens a session and greets its new companion.
-                if node.get_str("xmlns").as_deref() == Some("encrypt") && node.child("list").is_some()
-                    && let Some(msg) = greet(&shared, &dev, &key).await
-                    && sender.send(&msg).await.is_err()
-                {
-                    break;
+                if node.get_str("xmlns").as_deref() == Some("encrypt") && node.child("list").is_some() {
+                    let mut gone = false;
+                    for msg in greet(&shared, &dev, &key).await {
+                        gone |= sender.send(&msg).await.is_err();
+                    }
+                    if gone {
+                        break;
+                    }
                 }
                 // Going active releases what was queued while the device was away, then says so.
                 if node.get_str("xmlns").as_deref() == Some("passive") && node.child("active").is_some() && !offline_sent {

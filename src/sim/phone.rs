@@ -1,6 +1,6 @@
 //! A simulated phone as a Signal peer: its primary device (device 0) holds the account identity
 //! key, opens sessions from the key bundles companions uploaded, and sends them what a real phone
-//! sends a newly linked device. The server attaches the phone's push name as `notify`, which is
+//! sends a newly linked device (a setting, then the initial history). The server attaches the phone's push name as `notify`, which is
 //! how companions learn their own name.
 
 use std::sync::Arc;
@@ -109,6 +109,49 @@ pub fn initial_setting_sync() -> wa::Message {
     }
 }
 
+/// The initial history bootstrap, inline (zlib-compressed `HistorySync`): no conversations yet,
+/// the account's push name, and its phone-number ↔ LID mapping.
+pub fn initial_history(phone: &PhoneAccount, now: u64) -> wa::Message {
+    use std::io::Write;
+    let pn = Jid::new(phone.number.clone(), Server::User).to_string();
+    let history = wa::HistorySync {
+        sync_type: Some(wa::HistorySyncType::InitialBootstrap as i32),
+        chunk_order: Some(0),
+        progress: Some(100),
+        pushnames: phone
+            .push_name
+            .iter()
+            .map(|name| wa::Pushname {
+                id: Some(pn.clone()),
+                pushname: Some(name.clone()),
+            })
+            .collect(),
+        phone_number_to_lid_mappings: vec![wa::PhoneNumberToLidMapping {
+            pn_jid: Some(pn),
+            lid_jid: Some(Jid::new(phone.lid.clone(), Server::Lid).to_string()),
+        }],
+    };
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a Vec cannot fail.
+    let _ = z.write_all(&history.encode_to_vec());
+    let inline = z.finish().unwrap_or_default();
+    wa::Message {
+        protocol_message: Some(Box::new(wa::ProtocolMessage {
+            r#type: Some(ProtocolType::HistorySyncNotification as i32),
+            history_sync_notification: Some(wa::HistorySyncNotification {
+                sync_type: Some(wa::HistorySyncType::InitialBootstrap as i32),
+                chunk_order: Some(0),
+                progress: Some(100),
+                oldest_msg_in_chunk_timestamp_sec: Some(now as i64),
+                initial_hist_bootstrap_inline_payload: Some(inline),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
 /// Random 1–15 byte padding, each byte its count (as phones and companions pad `v=2` plaintext).
 fn pad(mut plain: Vec<u8>) -> Vec<u8> {
     let n = (rand::random::<u8>() & 0x0f).max(1);
@@ -120,4 +163,41 @@ fn pad(mut plain: Vec<u8>) -> Vec<u8> {
 fn message_id() -> String {
     let bytes: [u8; 16] = rand::random();
     bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn the_history_bootstrap_carries_name_and_lid_inline() {
+        let phone = PhoneAccount {
+            number: "15550001234".into(),
+            lid: "201234567890123".into(),
+            identity: crate::signal::KeyPair::generate(),
+            platform: "android".into(),
+            push_name: Some("Alice".into()),
+            business_name: None,
+        };
+        let m = initial_history(&phone, 1_700_000_000);
+        let n = m
+            .protocol_message
+            .and_then(|p| p.history_sync_notification)
+            .unwrap();
+        let mut plain = Vec::new();
+        flate2::read::ZlibDecoder::new(&n.initial_hist_bootstrap_inline_payload.unwrap()[..])
+            .read_to_end(&mut plain)
+            .unwrap();
+        let h = wa::HistorySync::decode(&plain[..]).unwrap();
+        assert_eq!(
+            h.sync_type,
+            Some(wa::HistorySyncType::InitialBootstrap as i32)
+        );
+        assert_eq!(h.pushnames[0].pushname.as_deref(), Some("Alice"));
+        assert_eq!(
+            h.phone_number_to_lid_mappings[0].lid_jid.as_deref(),
+            Some("201234567890123@lid")
+        );
+    }
 }

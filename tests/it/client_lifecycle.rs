@@ -137,16 +137,12 @@ async fn new_device_pairs_and_a_restart_logs_in_without_qr() {
         assert_eq!(me.jid.user, "15550001234");
         assert_eq!(me.platform.as_deref(), Some("android"));
         assert_eq!(me.push_name.as_deref(), Some("Alice"));
-        let mut receipts = Vec::new();
-        for _ in 0..100 {
-            receipts = sim.receipts(&jid);
-            if !receipts.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(receipts.len(), 1, "{receipts:?}");
-        assert_eq!(receipts[0].1.as_deref(), Some("peer_msg"));
+        // Both of the phone's first messages (setting, history bootstrap) were decrypted.
+        let receipts = receipts(&sim, &jid, 2).await;
+        assert!(
+            receipts.iter().all(|r| r.1.as_deref() == Some("peer_msg")),
+            "{receipts:?}"
+        );
         client.stop();
         drop(client);
 
@@ -187,6 +183,24 @@ async fn whatsapp_root_key_refuses_the_simulator() {
         reason.contains("not issued by the trusted root"),
         "{reason}"
     );
+}
+
+/// Waits until the device `jid` has sent `n` receipts (the phone's messages it decrypted); they
+/// must be exactly `n`.
+async fn receipts(
+    sim: &Simulator,
+    jid: &wa_gateway::binary::Jid,
+    n: usize,
+) -> Vec<(String, Option<String>)> {
+    for _ in 0..200 {
+        if sim.receipts(jid).len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = sim.receipts(jid);
+    assert_eq!(r.len(), n, "{r:?}");
+    r
 }
 
 /// A client paired with phone `number`, connected, with fast backoff and keepalive for tests.
@@ -312,13 +326,7 @@ async fn device_removed_logs_out_wipes_keys_and_stops() {
         let (again, _events, creds2) = paired(&sim, "15550003333").await;
         let jid = creds2.load().await.unwrap().unwrap().me.unwrap().jid;
         assert_eq!(jid.device, 2);
-        for _ in 0..100 {
-            if !sim.receipts(&jid).is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(sim.receipts(&jid).len(), 1, "the phone's message decrypted");
+        receipts(&sim, &jid, 2).await;
         drop(again);
         (client, sim)
     })
@@ -639,12 +647,7 @@ async fn prekeys_are_uploaded_after_the_first_login_and_not_again() {
             811,
             "stored before uploading, one consumed"
         );
-        let receipts = sim.receipts(&jid);
-        assert_eq!(
-            receipts.len(),
-            1,
-            "the phone's greeting was decrypted: {receipts:?}"
-        );
+        receipts(&sim, &jid, 2).await;
         // After a reconnect the server still holds enough: nothing more is uploaded.
         sim.fault("15550008888", wa_gateway::sim::Fault::Drop).await;
         drop_and_reconnect(&mut events).await;

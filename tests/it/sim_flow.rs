@@ -168,6 +168,16 @@ async fn new_device_pairs_then_logs_in() {
         assert_eq!(greeting.get_str("notify").as_deref(), Some("Alice"));
         let enc = greeting.child("enc").expect("enc");
         assert_eq!(enc.get_str("type").as_deref(), Some("pkmsg"));
+        // Then the history bootstrap, still a pkmsg: the companion has not answered yet.
+        let history = next(&mut s).await;
+        assert_eq!(history.tag, "message", "{history}");
+        assert_eq!(
+            history
+                .child("enc")
+                .and_then(|e| e.get_str("type"))
+                .as_deref(),
+            Some("pkmsg")
+        );
         s.sender
             .send(&ask("d2", "encrypt", "get", vec![Node::new("digest")]))
             .await
@@ -206,6 +216,33 @@ async fn new_device_pairs_then_logs_in() {
             r.child("error").and_then(|e| e.get_str("code")).as_deref(),
             Some("501")
         );
+
+        // App state: nothing stored yet, every collection comes back at its version.
+        let sync = Node::new("sync").children(vec![
+            Node::new("collection")
+                .attr("name", "critical_block")
+                .attr("version", "0")
+                .attr("return_snapshot", "true"),
+            Node::new("collection")
+                .attr("name", "regular")
+                .attr("version", "0")
+                .attr("return_snapshot", "true"),
+        ]);
+        s.sender
+            .send(&ask("as1", "w:sync:app:state", "set", vec![sync]))
+            .await
+            .unwrap();
+        let r = next(&mut s).await;
+        let names: Vec<String> = r
+            .child("sync")
+            .map(|s| {
+                s.child_nodes()
+                    .iter()
+                    .map(|c| c.get_str("name").unwrap().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(names, ["critical_block", "regular"], "{r}");
 
         // usync: the phone's LID and devices (0 and our new 1), by JID and by number; a number
         // the simulator does not know is not on WhatsApp.

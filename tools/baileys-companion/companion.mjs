@@ -30,7 +30,7 @@ WA_CERT_DETAILS.PUBLIC_KEY = Buffer.from(info.root_public_key, 'base64')
 
 const dir = mkdtempSync(join(tmpdir(), 'baileys-judge-'))
 const { state, saveCreds } = await useMultiFileAuthState(dir)
-const steps = { qr: 0, scanned: false, restart: false, open: 0, closes: [] }
+const steps = { qr: 0, scanned: false, restart: false, open: 0, closes: [], history: [] }
 
 let generation = 0
 let sock
@@ -38,6 +38,11 @@ const start = () => {
 	const mine = ++generation
 	sock = makeWASocket({ auth: state, waWebSocketUrl: info.ws_url, logger, markOnlineOnConnect: true })
 	sock.ev.on('creds.update', saveCreds)
+	sock.ev.on('messaging-history.set', (h) => {
+		if (mine !== generation) return
+		steps.history.push(h.syncType)
+		console.log(`history: syncType=${h.syncType} chats=${h.chats.length} contacts=${h.contacts.length}`)
+	})
 	sock.ev.on('connection.update', async (u) => {
 		// Events of a socket we ended ourselves (an app restart) are expected and ignored.
 		if (mine !== generation) return
@@ -98,6 +103,7 @@ const ok =
 	steps.closes[0] === DisconnectReason.restartRequired &&
 	me?.id?.startsWith(`${number}:`) &&
 	me?.name === pushName &&
+	steps.history.includes(0) && // the phone's inline INITIAL_BOOTSTRAP was decrypted and inflated
 	state.creds.platform === 'android'
 console.log(`result: ${JSON.stringify({ ...steps, me, platform: state.creds.platform })}`)
 sim.kill()
