@@ -85,17 +85,9 @@ pub enum Event {
         /// How long this code is shown.
         valid_for: Duration,
     },
-    /// A phone linked this device.
-    PairSuccess {
-        /// Our new device JID.
-        jid: Jid,
-        /// Our LID device JID.
-        lid: Option<Jid>,
-        /// The phone's platform.
-        platform: Option<String>,
-        /// Business name.
-        business_name: Option<String>,
-    },
+    /// A phone linked this device (boxed: events are queued per client, and this rare one is
+    /// the largest).
+    PairSuccess(Box<Linked>),
     /// A pair-success was refused (bad HMAC or signature); nothing was stored.
     PairError {
         /// Why.
@@ -113,6 +105,19 @@ pub enum Event {
     },
 }
 
+/// What a pair-success told us about our new link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Linked {
+    /// Our new device JID.
+    pub jid: Jid,
+    /// Our LID device JID.
+    pub lid: Option<Jid>,
+    /// The phone's platform.
+    pub platform: Option<String>,
+    /// Business name.
+    pub business_name: Option<String>,
+}
+
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -121,8 +126,12 @@ impl fmt::Debug for Event {
                 write!(f, "QrCode {{ code: <redacted>, valid_for: {valid_for:?} }}")
             }
             Event::State(s) => write!(f, "State({s:?})"),
-            Event::PairSuccess { jid, platform, .. } => {
-                write!(f, "PairSuccess {{ jid: {jid}, platform: {platform:?} }}")
+            Event::PairSuccess(l) => {
+                write!(
+                    f,
+                    "PairSuccess {{ jid: {}, platform: {:?} }}",
+                    l.jid, l.platform
+                )
             }
             Event::PairError { reason } => write!(f, "PairError {{ reason: {reason} }}"),
             Event::Connected { jid } => write!(f, "Connected {{ jid: {jid} }}"),

@@ -16,7 +16,7 @@ pub mod recv;
 pub mod run;
 pub mod store;
 
-pub use events::{ConnState, Event};
+pub use events::{ConnState, Event, Linked};
 pub use iq::{IqError, IqTracker};
 pub use run::{Client, ClientOptions, Keepalive};
 pub use store::{Creds, CredsStore, Me, MemoryCreds};

@@ -9,7 +9,7 @@ use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep};
 
-use super::events::{ConnState, Event};
+use super::events::{ConnState, Event, Linked};
 use super::iq::{IqError, IqTracker};
 pub use super::keepalive::Keepalive;
 use super::pair::{
@@ -312,7 +312,7 @@ impl<S: CredsStore> Run<S> {
                 }
                 ev = s.incoming.recv() => {
                     let node = match ev {
-                        Some(Incoming::Node(n)) => n,
+                        Some(Incoming::Node(n)) => *n,
                         Some(Incoming::Malformed(_)) => continue,
                         Some(Incoming::Closed(e)) => {
                             let why = e.map(|e| e.to_string()).unwrap_or_else(|| "closed".into());
@@ -346,12 +346,12 @@ impl<S: CredsStore> Run<S> {
                                     return Outcome::Retry(Setback::Transient, e.to_string());
                                 }
                                 let _ = s.sender.send(&reply).await;
-                                self.emit(Event::PairSuccess {
+                                self.emit(Event::PairSuccess(Box::new(Linked {
                                     jid: paired.jid,
                                     lid: paired.lid,
                                     platform: paired.platform,
                                     business_name: paired.business_name,
-                                }).await;
+                                }))).await;
                                 refs.clear();
                             }
                             Err(e) => {
@@ -396,7 +396,7 @@ impl<S: CredsStore> Run<S> {
                 why = &mut keepalive => return Outcome::Retry(Setback::Transient, why),
                 ev = s.incoming.recv() => {
                     let node = match ev {
-                        Some(Incoming::Node(n)) => n,
+                        Some(Incoming::Node(n)) => *n,
                         Some(Incoming::Malformed(_)) => continue,
                         Some(Incoming::Closed(e)) => {
                             let why = e.map(|e| e.to_string()).unwrap_or_else(|| "closed by server".into());

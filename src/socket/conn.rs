@@ -60,8 +60,8 @@ pub struct ClientConfig {
 /// What the reader task reports.
 #[derive(Debug)]
 pub enum Incoming {
-    /// A decoded node.
-    Node(Node),
+    /// A decoded node (boxed: the queue stays small while idle).
+    Node(Box<Node>),
     /// A frame that decrypted but is not a valid node: reported, and the connection goes on.
     Malformed(crate::binary::DecodeError),
     /// The connection ended (cleanly with `None`).
@@ -282,7 +282,7 @@ async fn read_pump<S>(
                     Err(e) => break Some(e.into()),
                 };
                 let ev = match decode_frame(Bytes::from(plain)) {
-                    Ok(node) => Incoming::Node(node),
+                    Ok(node) => Incoming::Node(Box::new(node)),
                     Err(e) => Incoming::Malformed(e),
                 };
                 if tx.send(ev).await.is_err() {

@@ -102,16 +102,13 @@ async fn new_device_pairs_and_a_restart_logs_in_without_qr() {
             .scan("15550001234", &code, Some("Alice"), Some("android"))
             .await
             .unwrap();
-        let Event::PairSuccess {
-            jid: paired,
-            platform,
-            ..
-        } = next_event(&mut events, |e| matches!(e, Event::PairSuccess { .. })).await
+        let Event::PairSuccess(linked) =
+            next_event(&mut events, |e| matches!(e, Event::PairSuccess(_))).await
         else {
             unreachable!()
         };
         assert_eq!(
-            (paired.clone(), platform.as_deref()),
+            (linked.jid.clone(), linked.platform.as_deref()),
             (jid.clone(), Some("android"))
         );
         let Event::Connected { jid: connected } =

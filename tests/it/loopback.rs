@@ -58,7 +58,7 @@ fn config(url: String, trust: TrustRoot) -> ClientConfig {
 
 async fn next_node(rx: &mut tokio::sync::mpsc::Receiver<Incoming>) -> Node {
     match rx.recv().await {
-        Some(Incoming::Node(n)) => n,
+        Some(Incoming::Node(n)) => *n,
         other => panic!("expected a node, got {other:?}"),
     }
 }

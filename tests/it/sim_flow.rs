@@ -20,7 +20,7 @@ use wa_gateway::util::clock::SystemClock;
 
 async fn next(s: &mut NoiseSocket) -> Node {
     match tokio::time::timeout(Duration::from_secs(10), s.incoming.recv()).await {
-        Ok(Some(Incoming::Node(n))) => n,
+        Ok(Some(Incoming::Node(n))) => *n,
         other => panic!("expected a node, got {other:?}"),
     }
 }
