@@ -235,7 +235,8 @@ async fn paired(
     (client, events, creds)
 }
 
-/// The `retry_in` of the next Disconnected state, then waits for Connected again.
+/// The `retry_in` of the next Disconnected state, then waits for Connected again; the
+/// reconnection must not come before the announced delay (backoff visible in the timestamps).
 async fn drop_and_reconnect(events: &mut Receiver<Event>) -> Duration {
     let Event::State(ConnState::Disconnected { retry_in, .. }) = next_event(events, |e| {
         matches!(e, Event::State(ConnState::Disconnected { .. }))
@@ -244,7 +245,13 @@ async fn drop_and_reconnect(events: &mut Receiver<Event>) -> Duration {
     else {
         unreachable!()
     };
+    let down = std::time::Instant::now();
     next_event(events, |e| matches!(e, Event::Connected { .. })).await;
+    let took = down.elapsed();
+    assert!(
+        took >= retry_in,
+        "reconnected after {took:?}, announced {retry_in:?}"
+    );
     retry_in
 }
 
@@ -651,6 +658,40 @@ async fn prekeys_are_uploaded_after_the_first_login_and_not_again() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(sim.uploaded_pre_keys(&jid), 811);
         assert_eq!(creds.pre_key_count(), 811);
+    })
+    .await
+    .expect("finished in time");
+}
+
+#[tokio::test]
+async fn a_rate_limited_connection_waits_out_the_penalty() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        // `paired` uses a 100 ms base delay and a 5 s rate-limit penalty.
+        let (_client, mut events, _) = paired(&sim, "15550006060").await;
+        sim.fault(
+            "15550006060",
+            wa_gateway::sim::Fault::StreamError {
+                code: Some(429),
+                conflict: None,
+            },
+        )
+        .await;
+        let Event::State(ConnState::Disconnected { reason, retry_in }) =
+            next_event(&mut events, |e| {
+                matches!(e, Event::State(ConnState::Disconnected { .. }))
+            })
+            .await
+        else {
+            unreachable!()
+        };
+        assert!(reason.contains("429"), "{reason}");
+        assert!(retry_in >= Duration::from_secs(5), "{retry_in:?}");
+        let accepted = sim.connections_accepted();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(sim.connections_accepted(), accepted, "no early retry");
     })
     .await
     .expect("finished in time");
