@@ -43,7 +43,7 @@ impl Default for IqTracker {
     fn default() -> IqTracker {
         // A random prefix keeps ids unique across reconnects and processes (as the references do).
         IqTracker {
-            prefix: format!("{}.{}-", rand::random::<u16>(), rand::random::<u16>()),
+            prefix: crate::util::ids::iq_prefix(),
             seq: AtomicU64::new(1),
             waiting: Mutex::new(HashMap::new()),
         }

@@ -281,7 +281,7 @@ impl<S: CredsStore> Run<S> {
             }
             Some(me) => {
                 self.set(ConnState::LoggingIn).await;
-                self.logged_in(socket, &creds, me.jid).await
+                self.logged_in(socket, creds, me.jid).await
             }
         }
     }
@@ -371,15 +371,14 @@ impl<S: CredsStore> Run<S> {
     }
 
     /// A login connection: wait for success, then keep alive until it ends.
-    async fn logged_in(&mut self, s: NoiseSocket, creds: &Creds, jid: Jid) -> Outcome {
+    async fn logged_in(&mut self, s: NoiseSocket, creds: Creds, jid: Jid) -> Outcome {
         let outcome = self.serve_logged_in(s, creds, jid).await;
         self.link.set_sender(None);
         self.link.iq.fail_all();
         outcome
     }
 
-    async fn serve_logged_in(&mut self, mut s: NoiseSocket, creds: &Creds, jid: Jid) -> Outcome {
-        let mut creds = creds.clone();
+    async fn serve_logged_in(&mut self, mut s: NoiseSocket, mut creds: Creds, jid: Jid) -> Outcome {
         let cipher = SessionCipher::new(
             self.store.signal(),
             jid.to_string(),
@@ -460,8 +459,8 @@ impl<S: CredsStore> Run<S> {
         creds: &mut Creds,
         node: &Node,
     ) {
-        let Some(me) = creds.me.clone() else { return };
-        let received = match super::recv::decrypt(cipher, node, &me).await {
+        let Some(me) = creds.me.as_mut() else { return };
+        let received = match super::recv::decrypt(cipher, node, me).await {
             Ok(r) => r,
             Err(e) => {
                 // Retry receipts and the undecryptable report come with messaging.
@@ -473,9 +472,7 @@ impl<S: CredsStore> Run<S> {
             && let Some(name) = received.push_name.clone().filter(|n| !n.is_empty())
             && me.push_name.as_deref() != Some(name.as_str())
         {
-            if let Some(m) = creds.me.as_mut() {
-                m.push_name = Some(name.clone());
-            }
+            me.push_name = Some(name.clone());
             if let Err(e) = self.store.save(creds).await {
                 // Unreceipted, the server delivers it again.
                 tracing::warn!(error = %e, "cannot store push name");

@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::iq;
 use super::pair::{IssuedPairing, issue_pair_success_with, verify_pair_device_sign};
-use super::phone::{PhoneSignal, initial_history, initial_setting_sync};
-use super::server::{Control, Device, Scan, Shared, SimError};
+use super::phone::{initial_history, initial_setting_sync};
+use super::server::{Companion, Control, Device, Scan, Shared, SimError};
 use crate::binary::{Jid, Node, Server};
 use crate::proto::wa::ClientPayload;
 use crate::proto::wa::client_payload::DevicePairingRegistrationData;
@@ -27,12 +27,7 @@ const PAIR_DEVICE_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 const REF_TIMINGS: [u64; 6] = [60, 20, 20, 20, 20, 20];
 
 fn iq_id() -> String {
-    format!(
-        "{}.{}-{}",
-        rand::random::<u16>(),
-        rand::random::<u16>(),
-        rand::random::<u8>()
-    )
+    format!("{}{}", crate::util::ids::iq_prefix(), rand::random::<u8>())
 }
 
 /// Whether a registration's keys are well formed and its signed prekey is signed by its identity.
@@ -52,23 +47,23 @@ fn valid_registration(r: &DevicePairingRegistrationData) -> Option<[u8; 32]> {
 /// device): its security-notification setting, then the initial history bootstrap.
 async fn greet(shared: &Shared, dev: &Device, key: &str) -> Vec<Node> {
     let Some((phone, signal, bundle, one_time)) = (|| {
-        let mut st = shared.state.lock().ok()?;
-        let bundle = st.bundles.get(key)?.clone();
-        let phone = st.phones.get(&dev.jid.user)?.clone();
-        if !st.greeted.insert(key.to_owned()) {
+        let mut guard = shared.state.lock().ok()?;
+        let st = &mut *guard;
+        let companion = st.companions.get_mut(key)?;
+        let phone = st.phones.get(&dev.jid.user)?;
+        let bundle = companion.bundle.clone()?;
+        if companion.greeted {
             return None;
         }
+        companion.greeted = true;
         // Serving a bundle consumes one of its one-time prekeys, as the real server does.
-        let one_time = st
-            .prekeys
-            .get_mut(key)
-            .and_then(|k| (!k.is_empty()).then(|| k.remove(0)));
-        let signal = st
-            .phone_signal
-            .entry(phone.number.clone())
-            .or_insert_with(|| PhoneSignal::new(&phone))
-            .clone();
-        Some((phone, signal, bundle, one_time))
+        let one_time = (!companion.prekeys.is_empty()).then(|| companion.prekeys.remove(0));
+        Some((
+            phone.account.clone(),
+            phone.signal.clone(),
+            bundle,
+            one_time,
+        ))
     })() else {
         return Vec::new();
     };
@@ -106,51 +101,44 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
     let get = node.get_str("type").as_deref() == Some("get");
     match xmlns.as_str() {
         "w:p" | "passive" | "urn:xmpp:ping" => iq::result(id, vec![]),
-        "encrypt" if get && node.child("count").is_some() => {
-            let n = shared
-                .state
-                .lock()
-                .ok()
-                .and_then(|st| st.prekeys.get(key).map(Vec::len))
-                .unwrap_or(0);
-            iq::result(id, vec![Node::new("count").attr("value", n.to_string())])
-        }
-        "encrypt" if get && node.child("digest").is_some() => {
-            let Ok(st) = shared.state.lock() else {
+        "encrypt" => {
+            let Ok(mut st) = shared.state.lock() else {
                 return iq::error(id, 500, "internal-server-error");
             };
-            let ids: Vec<u32> = st
-                .prekeys
-                .get(key)
-                .map(|k| k.iter().map(|(i, _)| *i).collect())
-                .unwrap_or_default();
-            iq::digest(id, &dev.identity_public, st.bundles.get(key), &ids)
-        }
-        "encrypt" if !get && node.child("list").is_some() => {
-            let Some(up) = iq::validate_upload(node, &dev.identity_public) else {
-                return iq::error(id, 400, "bad-request");
+            // Unlinked while this connection was being closed.
+            let Some(c) = st.companions.get_mut(key) else {
+                return iq::error(id, 401, "not-authorized");
             };
-            if let Ok(mut st) = shared.state.lock() {
-                let held = st.prekeys.entry(key.to_owned()).or_default();
-                held.retain(|(i, _)| !up.keys.iter().any(|(k, _)| k == i));
-                held.extend(up.keys);
-                st.bundles.insert(key.to_owned(), up.bundle);
+            if get && node.child("count").is_some() {
+                iq::result(
+                    id,
+                    vec![Node::new("count").attr("value", c.prekeys.len().to_string())],
+                )
+            } else if get && node.child("digest").is_some() {
+                let ids: Vec<u32> = c.prekeys.iter().map(|(i, _)| *i).collect();
+                iq::digest(id, &dev.identity_public, c.bundle.as_ref(), &ids)
+            } else if !get && node.child("list").is_some() {
+                let Some(up) = iq::validate_upload(node, &dev.identity_public) else {
+                    return iq::error(id, 400, "bad-request");
+                };
+                c.prekeys
+                    .retain(|(i, _)| !up.keys.iter().any(|(k, _)| k == i));
+                c.prekeys.extend(up.keys);
+                c.bundle = Some(up.bundle);
+                iq::result(id, vec![])
+            } else {
+                iq::error(id, 501, "feature-not-implemented")
             }
-            iq::result(id, vec![])
         }
         "usync" if get => super::usync::answer(node, id, |user| {
             let st = shared.state.lock().ok()?;
-            let phone = st
-                .phones
-                .values()
-                .find(|p| p.number == user || p.lid == user)?;
-            let mut devices = vec![0];
-            devices.extend(
-                st.devices
-                    .iter()
-                    .filter(|d| d.jid.user == phone.number)
-                    .map(|d| d.jid.device),
-            );
+            let phone = match st.phones.get(user) {
+                Some(p) => &p.account,
+                None => &st.phones.values().find(|p| p.account.lid == user)?.account,
+            };
+            let devices = std::iter::once(0)
+                .chain(st.linked_devices(&phone.number).iter().map(|j| j.device))
+                .collect();
             Some(super::usync::UserInfo {
                 number: phone.number.clone(),
                 lid: phone.lid.clone(),
@@ -275,7 +263,6 @@ async fn register(
     tokio::pin!(ack_deadline);
     let mut acked = false;
     let mut pending: Option<(IssuedPairing, oneshot::Sender<Result<Jid, SimError>>)> = None;
-    let mut next_device: u16 = 1;
     loop {
         tokio::select! {
             _ = &mut deadline => break,
@@ -291,13 +278,13 @@ async fn register(
                     let _ = scan.done.send(Err(SimError::PairingFailed("QR keys do not match this connection".into())));
                     continue;
                 }
-                if let Ok(mut st) = shared.state.lock() {
+                let (next_device, tamper) = {
+                    let Ok(mut st) = shared.state.lock() else { break };
+                    let Some(phone) = st.phones.get_mut(&scan.phone.number) else { break };
                     // Device ids (and key indexes) only grow: an unlinked id is never reused.
-                    let last = st.last_device.entry(scan.phone.number.clone()).or_insert(0);
-                    *last += 1;
-                    next_device = *last;
-                }
-                let tamper = shared.state.lock().ok().and_then(|mut st| st.tamper.take());
+                    phone.last_device += 1;
+                    (phone.last_device, st.tamper.take())
+                };
                 let (node, issued) = issue_pair_success_with(&scan.phone, &scan.qr, next_device, u32::from(next_device), &iq_id(), shared.clock.now_unix(), tamper);
                 if sender.send(&node).await.is_err() {
                     let _ = scan.done.send(Err(SimError::PairingFailed("companion gone".into())));
@@ -325,7 +312,8 @@ async fn register(
                 match verify_pair_device_sign(&node, &issued) {
                     Ok(()) => {
                         if let Ok(mut st) = shared.state.lock() {
-                            st.devices.push(Device { jid: issued.jid.clone(), lid: issued.lid.clone(), noise_public, identity_public });
+                            let device = Device { jid: issued.jid.clone(), lid: issued.lid.clone(), noise_public, identity_public };
+                            st.companions.insert(issued.jid.to_string(), Companion::new(device));
                         }
                         let _ = done.send(Ok(issued.jid.clone()));
                         // Restart required: the companion reconnects and logs in.
@@ -352,15 +340,14 @@ async fn login(
     user: u64,
     device: u32,
 ) {
+    let key = u16::try_from(device)
+        .map(|d| Jid::with_device(user.to_string(), d, Server::User).to_string())
+        .unwrap_or_default();
     let known = shared.state.lock().ok().and_then(|st| {
-        st.devices
-            .iter()
-            .find(|d| {
-                d.jid.user == user.to_string()
-                    && u32::from(d.jid.device) == device
-                    && d.noise_public == noise_public
-            })
-            .cloned()
+        st.companions
+            .get(&key)
+            .filter(|c| c.device.noise_public == noise_public)
+            .map(|c| c.device.clone())
     });
     let Some(dev) = known else {
         let _ = sender.send(&failure(401)).await;
@@ -373,7 +360,6 @@ async fn login(
     if sender.send(&success).await.is_err() {
         return;
     }
-    let key = dev.jid.to_string();
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(4);
     // One connection per device: a new login replaces the old one, which is told so.
     let replaced = shared
@@ -405,8 +391,10 @@ async fn login(
                 if node.tag == "receipt" {
                     let Some(id) = node.get_str("id").map(|s| s.into_owned()) else { continue };
                     let kind = node.get_str("type").map(|s| s.into_owned());
-                    if let Ok(mut st) = shared.state.lock() {
-                        st.receipts.push((key.clone(), id.clone(), kind));
+                    if let Ok(mut st) = shared.state.lock()
+                        && let Some(c) = st.companions.get_mut(&key)
+                    {
+                        c.receipt(id.clone(), kind);
                     }
                     let ack = Node::new("ack").attr("class", "receipt").attr("id", id).attr("from", dev.jid.clone());
                     if sender.send(&ack).await.is_err() {

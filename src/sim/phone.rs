@@ -78,7 +78,7 @@ impl PhoneSignal {
         let mut node = Node::new("message")
             .attr("from", Jid::new(phone.number.clone(), Server::User))
             .attr("type", "text")
-            .attr("id", message_id())
+            .attr("id", crate::util::ids::phone_message_id())
             .attr("t", now.to_string())
             .attr("category", "peer");
         if let Some(name) = &phone.push_name {
@@ -157,12 +157,6 @@ fn pad(mut plain: Vec<u8>) -> Vec<u8> {
     let n = (rand::random::<u8>() & 0x0f).max(1);
     plain.extend(std::iter::repeat_n(n, usize::from(n)));
     plain
-}
-
-/// A phone-style message id: 16 random bytes, upper-case hex.
-fn message_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
 #[cfg(test)]

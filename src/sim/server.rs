@@ -2,7 +2,7 @@
 //! live connections) and the Rust API over it; it accepts WebSocket connections on loopback and
 //! hands each to `conn.rs`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -50,10 +50,56 @@ pub(super) struct Scan {
     pub(super) done: oneshot::Sender<Result<Jid, SimError>>,
 }
 
+/// A simulated phone: its account, its Signal state, and the last companion id it handed out
+/// (ids only grow: an unlinked id is never reused).
+pub(super) struct Phone {
+    pub(super) account: PhoneAccount,
+    pub(super) signal: PhoneSignal,
+    pub(super) last_device: u16,
+}
+
+/// Receipts kept per companion (the simulator may run for days).
+const RECEIPTS_KEPT: usize = 1024;
+
+/// A linked companion and everything it published; unlinking drops it whole.
+pub(super) struct Companion {
+    pub(super) device: Device,
+    /// Registration id and signed prekey, once uploaded.
+    pub(super) bundle: Option<KeyBundle>,
+    /// One-time prekeys held (id, public key); served to peers in part 2.
+    pub(super) prekeys: Vec<(u32, [u8; 32])>,
+    /// Whether the phone has sent its first peer messages.
+    pub(super) greeted: bool,
+    /// The latest receipts it sent: (message id, receipt type).
+    pub(super) receipts: VecDeque<(String, Option<String>)>,
+}
+
+impl Companion {
+    pub(super) fn new(device: Device) -> Companion {
+        Companion {
+            device,
+            bundle: None,
+            prekeys: Vec::new(),
+            greeted: false,
+            receipts: VecDeque::new(),
+        }
+    }
+
+    /// Records a receipt, forgetting the oldest beyond [`RECEIPTS_KEPT`].
+    pub(super) fn receipt(&mut self, id: String, kind: Option<String>) {
+        if self.receipts.len() == RECEIPTS_KEPT {
+            self.receipts.pop_front();
+        }
+        self.receipts.push_back((id, kind));
+    }
+}
+
 #[derive(Default)]
 pub(super) struct State {
-    pub(super) phones: HashMap<String, PhoneAccount>,
-    pub(super) devices: Vec<Device>,
+    /// Phones by number.
+    pub(super) phones: HashMap<String, Phone>,
+    /// Linked companions by device JID string.
+    pub(super) companions: HashMap<String, Companion>,
     pub(super) showing: HashMap<String, mpsc::Sender<Scan>>,
     /// Logged-in connections by device JID string.
     pub(super) live: HashMap<String, mpsc::Sender<Control>>,
@@ -61,19 +107,21 @@ pub(super) struct State {
     pub(super) min_version: Option<[u32; 3]>,
     /// A defect for the next pair-success.
     pub(super) tamper: Option<Tamper>,
-    /// One-time prekeys uploaded per device JID (id, public key); served to peers in part 2.
-    pub(super) prekeys: HashMap<String, Vec<(u32, [u8; 32])>>,
-    /// Registration id and signed prekey per device JID.
-    pub(super) bundles: HashMap<String, KeyBundle>,
-    /// Each phone's Signal state (its primary device), by number.
-    pub(super) phone_signal: HashMap<String, PhoneSignal>,
-    /// Companions that got the phone's first peer message.
-    pub(super) greeted: HashSet<String>,
-    /// Last companion device id given out per phone number.
-    pub(super) last_device: HashMap<String, u16>,
-    /// Receipts companions sent: (device JID, message id, receipt type).
-    pub(super) receipts: Vec<(String, String, Option<String>)>,
     pub(super) accepted: u64,
+}
+
+impl State {
+    /// The companion JIDs of phone `number`, by device id.
+    pub(super) fn linked_devices(&self, number: &str) -> Vec<Jid> {
+        let mut jids: Vec<Jid> = self
+            .companions
+            .values()
+            .filter(|c| c.device.jid.user == number)
+            .map(|c| c.device.jid.clone())
+            .collect();
+        jids.sort_by_key(|j| j.device);
+        jids
+    }
 }
 
 /// A fault to inject (Rust API; the control endpoint maps onto it).
@@ -163,21 +211,17 @@ impl Simulator {
                 return 0;
             };
             let keys: Vec<String> = st
-                .devices
+                .companions
                 .iter()
-                .filter(|d| d.jid.user == number)
-                .map(|d| d.jid.to_string())
+                .filter(|(_, c)| c.device.jid.user == number)
+                .map(|(k, _)| k.clone())
                 .collect();
             let unlinked = if fault == Fault::Unlink {
-                let before = st.devices.len();
-                st.devices.retain(|d| d.jid.user != number);
-                // The server forgets everything the removed devices published.
+                // The server forgets the devices and everything they published.
                 for k in &keys {
-                    st.bundles.remove(k);
-                    st.prekeys.remove(k);
-                    st.greeted.remove(k);
+                    st.companions.remove(k);
                 }
-                before - st.devices.len()
+                keys.len()
             } else {
                 0
             };
@@ -241,22 +285,20 @@ impl Simulator {
             .state
             .lock()
             .ok()
-            .and_then(|st| st.prekeys.get(&jid.to_string()).map(Vec::len))
+            .and_then(|st| st.companions.get(&jid.to_string()).map(|c| c.prekeys.len()))
             .unwrap_or(0)
     }
 
     /// Receipts the device `jid` sent: (message id, receipt type).
     pub fn receipts(&self, jid: &Jid) -> Vec<(String, Option<String>)> {
-        let key = jid.to_string();
         self.shared
             .state
             .lock()
-            .map(|st| {
-                st.receipts
-                    .iter()
-                    .filter(|(k, _, _)| *k == key)
-                    .map(|(_, id, t)| (id.clone(), t.clone()))
-                    .collect()
+            .ok()
+            .and_then(|st| {
+                st.companions
+                    .get(&jid.to_string())
+                    .map(|c| c.receipts.iter().cloned().collect())
             })
             .unwrap_or_default()
     }
@@ -266,13 +308,7 @@ impl Simulator {
         self.shared
             .state
             .lock()
-            .map(|st| {
-                st.devices
-                    .iter()
-                    .filter(|d| d.jid.user == number)
-                    .map(|d| d.jid.clone())
-                    .collect()
-            })
+            .map(|st| st.linked_devices(number))
             .unwrap_or_default()
     }
 
@@ -293,22 +329,26 @@ impl Simulator {
                 .get(&scanned.r#ref)
                 .cloned()
                 .ok_or(SimError::UnknownRef)?;
-            let phone = st
-                .phones
-                .entry(number.to_owned())
-                .or_insert_with(|| PhoneAccount {
+            let phone = st.phones.entry(number.to_owned()).or_insert_with(|| {
+                let account = PhoneAccount {
                     number: number.to_owned(),
                     lid: format!("{}", 100_000_000_000_000u64 + rand::random::<u32>() as u64),
                     identity: KeyPair::generate(),
                     platform: platform.unwrap_or("android").to_owned(),
                     push_name: None,
                     business_name: None,
-                });
+                };
+                Phone {
+                    signal: PhoneSignal::new(&account),
+                    account,
+                    last_device: 0,
+                }
+            });
             // The user may have renamed themselves since the last scan.
             if let Some(name) = push_name {
-                phone.push_name = Some(name.to_owned());
+                phone.account.push_name = Some(name.to_owned());
             }
-            (phone.clone(), tx)
+            (phone.account.clone(), tx)
         };
         let (done, rx) = oneshot::channel();
         tx.send(Scan {

@@ -152,35 +152,11 @@ impl CredsStore for SqliteCreds {
     }
 
     async fn store_pre_keys(&self, keys: &[PreKey]) -> Result<(), CredsStoreError> {
-        super::signal::SqliteSignalStore::new(self.pool.clone(), self.account)
-            .store_pre_keys(keys)
-            .await
-            .map_err(err)?;
-        if let Some(max) = keys.iter().map(|k| k.id).max() {
-            sqlx::query(
-                "UPDATE accounts SET next_pre_key_id = MAX(next_pre_key_id, ?) WHERE id = ?",
-            )
-            .bind(i64::from(max) + 1)
-            .bind(self.account)
-            .execute(&self.pool)
-            .await
-            .map_err(err)?;
-        }
-        Ok(())
+        self.signal().store_pre_keys(keys).await.map_err(err)
     }
 
     async fn next_pre_key_id(&self) -> Result<u32, CredsStoreError> {
-        // The counter, or past the highest key held (should the counter update have been lost).
-        let counter: i64 = sqlx::query_scalar("SELECT next_pre_key_id FROM accounts WHERE id = ?")
-            .bind(self.account)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(err)?;
-        let max = super::signal::SqliteSignalStore::new(self.pool.clone(), self.account)
-            .max_pre_key_id()
-            .await
-            .map_err(err)?;
-        Ok((counter as u32).max(max.map_or(1, |m| m + 1)))
+        self.signal().next_pre_key_id().await.map_err(err)
     }
 
     async fn wipe(&self) -> Result<(), CredsStoreError> {

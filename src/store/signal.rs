@@ -63,14 +63,13 @@ impl SqliteSignalStore {
         Ok(n as u64)
     }
 
-    /// Highest prekey id stored (to continue the sequence).
-    pub async fn max_pre_key_id(&self) -> Result<Option<u32>, StoreError> {
-        let n: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(key_id) FROM signal_pre_keys WHERE account_id = ?")
-                .bind(self.account)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(n.map(|n| n as u32))
+    /// The id for the next new prekey: ids only grow, even past consumed keys.
+    pub async fn next_pre_key_id(&self) -> Result<u32, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT next_pre_key_id FROM accounts WHERE id = ?")
+            .bind(self.account)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u32)
     }
 }
 
@@ -169,6 +168,17 @@ impl PreKeyStore for SqliteSignalStore {
             .bind(self.account)
             .bind(i64::from(k.id))
             .bind(k.to_bytes())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        // The id counter moves with the keys, in the same transaction.
+        if let Some(max) = keys.iter().map(|k| k.id).max() {
+            sqlx::query(
+                "UPDATE accounts SET next_pre_key_id = MAX(next_pre_key_id, ?) WHERE id = ?",
+            )
+            .bind(i64::from(max) + 1)
+            .bind(self.account)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
