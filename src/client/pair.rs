@@ -118,6 +118,21 @@ pub struct Paired {
     pub iq_id: String,
 }
 
+impl Paired {
+    /// What we keep about ourselves from this link (the push name arrives later).
+    pub fn me(&self) -> super::store::Me {
+        super::store::Me {
+            jid: self.jid.clone(),
+            lid: self.lid.clone(),
+            platform: self.platform.clone(),
+            business_name: self.business_name.clone(),
+            push_name: None,
+            signed_identity: self.signed_identity.clone(),
+            account_signature_key: self.account_signature_key,
+        }
+    }
+}
+
 /// Verifies a `<iq><pair-success>…` against our identity key and ADV secret, and signs our
 /// device identity. On success returns what to persist and the `pair-device-sign` reply.
 pub fn handle_pair_success(

@@ -17,7 +17,7 @@ use super::pair::{
 };
 use super::payload::{ClientProfile, RegistrationKeys, login_payload, registration_payload};
 use super::reconnect::{Backoff, Setback};
-use super::store::{Creds, CredsStore, Me};
+use super::store::{Creds, CredsStore};
 use crate::binary::{Jid, Node};
 use crate::signal::{IdentityTrust, SessionCipher};
 use crate::socket::{ClientConfig, Incoming, NodeSender, NoiseSocket, connect};
@@ -331,15 +331,7 @@ impl<S: CredsStore> Run<S> {
                     if node.child("pair-success").is_some() {
                         match handle_pair_success(&node, &creds.identity, &creds.adv_secret) {
                             Ok((paired, reply)) => {
-                                creds.me = Some(Me {
-                                    jid: paired.jid.clone(),
-                                    lid: paired.lid.clone(),
-                                    platform: paired.platform.clone(),
-                                    business_name: paired.business_name.clone(),
-                                    push_name: None,
-                                    signed_identity: paired.signed_identity.clone(),
-                                    account_signature_key: paired.account_signature_key,
-                                });
+                                creds.me = Some(paired.me());
                                 // Persist before answering: a crash after the reply must not lose the link.
                                 if let Err(e) = self.store.save(&creds).await {
                                     let _ = s.sender.send(&pair_error_reply(&paired.iq_id, &super::pair::PairError::Malformed("store"))).await;

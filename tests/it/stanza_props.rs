@@ -114,15 +114,7 @@ fn corpus() -> Corpus {
     );
     let (pair_success, _) = issue_pair_success(&phone, &parse_qr(&qr).unwrap(), 1, 1, "ps1", 1);
     let (paired, _) = handle_pair_success(&pair_success, &identity, &adv).unwrap();
-    let me = Me {
-        jid: paired.jid.clone(),
-        lid: paired.lid.clone(),
-        platform: paired.platform.clone(),
-        business_name: None,
-        push_name: None,
-        signed_identity: paired.signed_identity.clone(),
-        account_signature_key: paired.account_signature_key,
-    };
+    let me = paired.me();
     // The companion's keys, stored as the client stores them, and the phone's first message.
     let mut creds_value = wa_gateway::client::Creds::generate(0);
     creds_value.identity = identity.clone();
