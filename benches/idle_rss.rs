@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use wa_gateway::client::payload::ClientProfile;
 use wa_gateway::client::reconnect::Backoff;
 use wa_gateway::client::{Client, ClientOptions, ConnState, Event, Keepalive, MemoryCreds};
-use wa_gateway::socket::conn::DEFAULT_MAX_FRAME;
+use wa_gateway::socket::framing::MAX_FRAME;
 use wa_gateway::socket::{ClientConfig, TrustRoot};
 use wa_gateway::store::Store;
 use wa_gateway::util::clock::SystemClock;
@@ -129,7 +129,7 @@ fn options(sim_line: &str) -> (ClientOptions, String) {
             url: info["ws_url"].as_str().unwrap().to_owned(),
             trust: TrustRoot::from_key(root),
             clock: Arc::new(SystemClock),
-            max_frame: DEFAULT_MAX_FRAME,
+            max_frame: MAX_FRAME,
         },
         profile: ClientProfile::default(),
         backoff: Backoff::default(),

@@ -78,6 +78,19 @@ mod ours {
             self.m.lock().unwrap().pre_keys.remove(&id);
             Ok(())
         }
+        async fn create_pre_keys(&self, n: u32) -> StoreResult<Vec<PreKey>> {
+            let keys: Vec<PreKey> = (1..=n)
+                .map(|id| PreKey {
+                    id,
+                    key_pair: KeyPair::generate(),
+                })
+                .collect();
+            self.store_pre_keys(&keys).await?;
+            Ok(keys)
+        }
+        async fn pre_keys_allocated(&self) -> StoreResult<u64> {
+            Ok(self.m.lock().unwrap().pre_keys.len() as u64)
+        }
     }
     impl SignedPreKeyStore for ObjStore {
         async fn signed_pre_key(&self, id: u32) -> StoreResult<Option<SignedPreKey>> {

@@ -9,7 +9,7 @@ use std::fmt;
 use bytes::Bytes;
 
 use super::cursor::Cursor;
-use super::decode::MAX_DEPTH;
+use super::decode::{MAX_ATTRS, MAX_DEPTH, MAX_NODES};
 use super::error::DecodeError;
 use super::jid::{Jid, Server};
 use super::node::{Content, Node, Value};
@@ -290,7 +290,7 @@ impl NodeArena {
         self.nodes.clear();
         self.attrs.clear();
         if data.len() > u32::MAX as usize {
-            return Err(DecodeError::InflatedTooLarge(u32::MAX as usize));
+            return Err(DecodeError::InputTooLarge(u32::MAX as usize));
         }
         let mut d = RefDecoder {
             c: Cursor::new(data),
@@ -475,7 +475,13 @@ impl RefDecoder<'_, '_> {
         if size == 0 || tag.is_empty() {
             return Err(DecodeError::InvalidNode { offset: start });
         }
+        if self.arena.nodes.len() >= MAX_NODES {
+            return Err(DecodeError::TooManyNodes(MAX_NODES));
+        }
         let n_attrs = (size - 1) / 2;
+        if self.arena.attrs.len() + n_attrs > MAX_ATTRS {
+            return Err(DecodeError::TooManyAttrs(MAX_ATTRS));
+        }
         let attrs_start = self.arena.attrs.len() as u32;
         for _ in 0..n_attrs {
             let key = self.read_text()?;

@@ -16,11 +16,25 @@ use super::token;
 /// Deepest nesting accepted; real stanzas stay below 10.
 pub const MAX_DEPTH: usize = 128;
 
+/// Most nodes one frame may hold. The largest real frames (a usync answer for thousands of
+/// contacts, a big group's metadata, an offline batch) hold a few tens of thousands; without a
+/// cap, 16 MiB of 3-byte nodes inflated from ~20 KiB of zlib would become half a gigabyte.
+pub const MAX_NODES: usize = 1 << 16;
+
+/// Most attributes one frame may hold (four per node on average at the node cap).
+pub const MAX_ATTRS: usize = 1 << 18;
+
+/// Children reserved before they are read: lists past this grow as children arrive, so a list
+/// that announces more children than it has costs nothing up front, however deeply nested.
+pub(crate) const PRESIZE_CHILDREN: usize = 32;
+
 /// Decodes exactly one node from `data` (no flags byte); trailing bytes are an error.
 pub fn decode_node(data: &Bytes) -> Result<Node, DecodeError> {
     let mut d = Decoder {
         bytes: data,
         c: Cursor::new(data),
+        nodes: 0,
+        attrs: 0,
     };
     let node = d.read_node(0)?;
     match d.c.remaining() {
@@ -33,6 +47,9 @@ struct Decoder<'a> {
     /// The input, for slicing binary content without copying.
     bytes: &'a Bytes,
     c: Cursor<'a>,
+    /// Nodes and attributes decoded so far in this frame.
+    nodes: usize,
+    attrs: usize,
 }
 
 impl Decoder<'_> {
@@ -47,7 +64,15 @@ impl Decoder<'_> {
         if size == 0 || tag.is_empty() {
             return Err(DecodeError::InvalidNode { offset: start });
         }
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(DecodeError::TooManyNodes(MAX_NODES));
+        }
         let n_attrs = (size - 1) / 2;
+        self.attrs += n_attrs;
+        if self.attrs > MAX_ATTRS {
+            return Err(DecodeError::TooManyAttrs(MAX_ATTRS));
+        }
         // Each attribute takes at least two bytes, so the input bounds the allocation.
         let mut attrs = Vec::with_capacity(n_attrs.min(self.c.remaining() / 2));
         for _ in 0..n_attrs {
@@ -73,8 +98,7 @@ impl Decoder<'_> {
         match t {
             tag::LIST_EMPTY | tag::LIST_8 | tag::LIST_16 => {
                 let n = self.c.list_size(t, "child list")?;
-                // A child is at least two bytes.
-                let mut children = Vec::with_capacity(n.min(self.c.remaining() / 2));
+                let mut children = Vec::with_capacity(n.min(PRESIZE_CHILDREN));
                 for _ in 0..n {
                     children.push(self.read_node(depth + 1)?);
                 }

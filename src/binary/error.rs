@@ -63,6 +63,15 @@ pub enum DecodeError {
     /// A compressed frame that inflates beyond the limit.
     #[error("compressed frame inflates beyond {0} bytes")]
     InflatedTooLarge(usize),
+    /// Input longer than a decoder can address.
+    #[error("input of more than {0} bytes")]
+    InputTooLarge(usize),
+    /// More nodes in one frame than any real stanza holds (a decompression bomb of tiny nodes).
+    #[error("more than {0} nodes in one frame")]
+    TooManyNodes(usize),
+    /// More attributes in one frame than any real stanza holds.
+    #[error("more than {0} attributes in one frame")]
+    TooManyAttrs(usize),
 }
 
 /// Why a node cannot be encoded.

@@ -23,12 +23,30 @@ pub fn unpack_frame(frame: Bytes) -> Result<Bytes, DecodeError> {
     if flags & FLAG_COMPRESSED == 0 {
         return Ok(body);
     }
-    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(MAX_INFLATED));
-    let mut z = flate2::read::ZlibDecoder::new(&body[..]).take(MAX_INFLATED as u64 + 1);
-    z.read_to_end(&mut out).map_err(|_| DecodeError::Inflate)?;
-    if out.len() > MAX_INFLATED {
-        return Err(DecodeError::InflatedTooLarge(MAX_INFLATED));
+    // Grown by hand rather than by `read_to_end`, whose doubling would reserve up to twice the
+    // cap for a body that is refused anyway.
+    let limit = MAX_INFLATED + 1;
+    let mut out = vec![0u8; body.len().saturating_mul(4).clamp(64, limit)];
+    let mut len = 0;
+    let mut z = flate2::read::ZlibDecoder::new(&body[..]);
+    loop {
+        if len == out.len() {
+            if len == limit {
+                return Err(DecodeError::InflatedTooLarge(MAX_INFLATED));
+            }
+            // Exact: `resize` alone would double the capacity past the cap.
+            let grown = len.saturating_mul(2).min(limit);
+            out.reserve_exact(grown - len);
+            out.resize(grown, 0);
+        }
+        match z.read(&mut out[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(DecodeError::Inflate),
+        }
     }
+    out.truncate(len);
     Ok(Bytes::from(out))
 }
 

@@ -15,7 +15,7 @@ pub mod pack;
 pub mod token;
 
 pub use borrowed::{JidRef, NodeArena, NodeView, PackedRef, TextRef, ValueRef};
-pub use decode::{MAX_DEPTH, decode_node};
+pub use decode::{MAX_ATTRS, MAX_DEPTH, MAX_NODES, decode_node};
 pub use encode::encode_node;
 pub use error::{DecodeError, EncodeError};
 pub use frame::{FLAG_COMPRESSED, MAX_INFLATED, decode_frame, encode_frame, unpack_frame};

@@ -39,6 +39,13 @@ pub enum ConnState {
     },
     /// Another connection with the same credentials took over; not reconnecting.
     Replaced,
+    /// Something on our side prevents connecting (unusable stored credentials, a store that
+    /// cannot be read). Not reconnecting, and nothing was wiped: the link may still be valid
+    /// once the cause is mended. Only WhatsApp's own logout wipes credentials.
+    LocalError {
+        /// What went wrong.
+        reason: String,
+    },
     /// Stopped by its owner.
     Stopped,
 }
@@ -56,6 +63,7 @@ impl ConnState {
             ConnState::LoggedOut { .. } => "logged_out",
             ConnState::ClientOutdated { .. } => "client_outdated",
             ConnState::Replaced => "replaced",
+            ConnState::LocalError { .. } => "local_error",
             ConnState::Stopped => "stopped",
         }
     }
@@ -68,6 +76,7 @@ impl ConnState {
                 | ConnState::LoggedOut { .. }
                 | ConnState::ClientOutdated { .. }
                 | ConnState::Replaced
+                | ConnState::LocalError { .. }
                 | ConnState::Stopped
         )
     }

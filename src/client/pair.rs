@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use prost::Message;
 use sha2::Sha256;
 
-use crate::binary::{Jid, Node, Value};
+use crate::binary::{Jid, Node, Server, Value};
 use crate::proto::wa::{
     AdvDeviceIdentity, AdvEncryptionType, AdvSignedDeviceIdentity, AdvSignedDeviceIdentityHmac,
 };
@@ -48,7 +48,7 @@ impl PairError {
 }
 
 /// Our keys that a QR code carries.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct QrKeys<'a> {
     /// Noise static public key.
     pub noise_public: &'a [u8; 32],
@@ -56,6 +56,22 @@ pub struct QrKeys<'a> {
     pub identity_public: &'a [u8; 32],
     /// ADV secret (32 random bytes).
     pub adv_secret: &'a [u8; 32],
+}
+
+impl std::fmt::Debug for QrKeys<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Whoever holds the ADV secret can forge our pairing: it never reaches a log.
+        f.debug_struct("QrKeys")
+            .field(
+                "noise_public",
+                &crate::util::hex::Short(self.noise_public.as_slice()),
+            )
+            .field(
+                "identity_public",
+                &crate::util::hex::Short(self.identity_public.as_slice()),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// The QR text for one ref: `prefix ref,b64(noise),b64(identity),b64(adv),platform`, exactly as
@@ -133,6 +149,15 @@ impl Paired {
     }
 }
 
+/// A companion device JID we can log in with: `<digits fitting u64>:<device ≥ 1>@s.whatsapp.net`.
+pub fn is_phone_device_jid(jid: &Jid) -> bool {
+    jid.server == Server::User
+        && jid.device > 0
+        && !jid.user.is_empty()
+        && jid.user.bytes().all(|c| c.is_ascii_digit())
+        && jid.user.parse::<u64>().is_ok()
+}
+
 /// Verifies a `<iq><pair-success>…` against our identity key and ADV secret, and signs our
 /// device identity. On success returns what to persist and the `pair-device-sign` reply.
 pub fn handle_pair_success(
@@ -157,7 +182,13 @@ pub fn handle_pair_success(
     let jid = device
         .get_jid("jid")
         .ok_or(PairError::Malformed("no device jid"))?;
-    let lid = device.get_jid("lid");
+    // Validated before anything is stored: a JID we could not log in with would strand the link.
+    if !is_phone_device_jid(&jid) {
+        return Err(PairError::Malformed(
+            "device jid is not a phone-number device JID",
+        ));
+    }
+    let lid = device.get_jid("lid").filter(|l| l.server == Server::Lid);
     let platform = ps
         .child("platform")
         .and_then(|p| p.get_str("name"))

@@ -2,7 +2,7 @@
 //! upload iq. Keys on this wire are raw 32 bytes; 0x05 appears only as `<type>`.
 
 use crate::binary::{Jid, Node};
-use crate::signal::{KeyPair, PreKey, SignedPreKey};
+use crate::signal::{PreKey, SignedPreKey};
 
 /// Upload when the server holds fewer than this (all three references use 5).
 pub const MIN_SERVER_PREKEYS: u32 = 5;
@@ -25,26 +25,17 @@ pub fn parse_count(node: &Node) -> Option<u32> {
     node.child("count")?.get_str("value")?.parse().ok()
 }
 
-/// How many keys to upload given the server's count and our next id (None: enough on server).
-pub fn wanted(server_count: u32, next_id: u32) -> Option<u32> {
+/// How many keys to upload given the server's count and how many prekey ids this device ever
+/// allocated (None: enough on the server).
+pub fn wanted(server_count: u32, allocated: u64) -> Option<u32> {
     if server_count >= MIN_SERVER_PREKEYS {
         return None;
     }
-    Some(if server_count == 0 && next_id == 1 {
+    Some(if server_count == 0 && allocated == 0 {
         INITIAL_UPLOAD
     } else {
         REFILL_UPLOAD
     })
-}
-
-/// `n` fresh prekeys with ids from `first_id` (24-bit, wrapping past 0xFFFFFF to 1).
-pub fn generate(first_id: u32, n: u32) -> Vec<PreKey> {
-    (0..n)
-        .map(|i| PreKey {
-            id: (first_id + i - 1) % 0xFF_FFFF + 1,
-            key_pair: KeyPair::generate(),
-        })
-        .collect()
 }
 
 fn id3(id: u32) -> Vec<u8> {
@@ -90,14 +81,9 @@ mod tests {
 
     #[test]
     fn wanted_counts_follow_the_references() {
-        assert_eq!(wanted(0, 1), Some(812));
-        assert_eq!(wanted(0, 813), Some(50));
+        assert_eq!(wanted(0, 0), Some(812));
+        assert_eq!(wanted(0, 812), Some(50));
         assert_eq!(wanted(4, 900), Some(50));
         assert_eq!(wanted(5, 900), None);
-        let keys = generate(0xFF_FFFE, 3);
-        assert_eq!(
-            keys.iter().map(|k| k.id).collect::<Vec<_>>(),
-            [0xFF_FFFE, 0xFF_FFFF, 1]
-        );
     }
 }

@@ -19,6 +19,7 @@ use super::payload::{ClientProfile, RegistrationKeys, login_payload, registratio
 use super::reconnect::{Backoff, Setback};
 use super::store::{Creds, CredsStore};
 use crate::binary::{Jid, Node};
+use crate::signal::store::PreKeyStore;
 use crate::signal::{IdentityTrust, SessionCipher};
 use crate::socket::{ClientConfig, Incoming, NodeSender, NoiseSocket, connect};
 
@@ -247,8 +248,9 @@ impl<S: CredsStore> Run<S> {
         let payload = match &creds.me {
             Some(me) => match login_payload(&self.opts.profile, &me.jid, me.push_name.as_deref()) {
                 Ok(p) => p,
+                // Our stored data is unusable: a local fault, never a reason to wipe the link.
                 Err(e) => {
-                    return Outcome::Final(ConnState::LoggedOut {
+                    return Outcome::Final(ConnState::LocalError {
                         reason: e.to_string(),
                     });
                 }
@@ -514,7 +516,7 @@ async fn after_login<S: CredsStore>(
 #[derive(Debug, thiserror::Error)]
 enum RefillError {
     #[error(transparent)]
-    Store(#[from] super::store::CredsStoreError),
+    Store(#[from] crate::signal::StoreError),
     #[error(transparent)]
     Iq(#[from] IqError),
 }
@@ -528,12 +530,12 @@ async fn refill_pre_keys<S: CredsStore>(
     server_count: u32,
 ) -> Result<(), RefillError> {
     let _one_at_a_time = link.refill.lock().await;
-    let next = store.next_pre_key_id().await?;
-    let Some(n) = super::prekeys::wanted(server_count, next) else {
+    let signal = store.signal();
+    let allocated = signal.pre_keys_allocated().await?;
+    let Some(n) = super::prekeys::wanted(server_count, allocated) else {
         return Ok(());
     };
-    let keys = super::prekeys::generate(next, n);
-    store.store_pre_keys(&keys).await?;
+    let keys = signal.create_pre_keys(n).await?;
     let node = super::prekeys::upload_node(
         creds.registration_id,
         &creds.identity.public,

@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use crate::binary::Jid;
-use crate::signal::store::{PreKeyStore, SignedPreKeyStore};
-use crate::signal::{KeyPair, LocalIdentity, MemoryStore, PreKey, SignalStore, SignedPreKey};
+use crate::signal::store::SignedPreKeyStore;
+use crate::signal::{KeyPair, LocalIdentity, MemoryStore, SignalStore, SignedPreKey};
 
 /// Our own identity once paired.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub struct Me {
 }
 
 /// The keys and identity of one account's companion device.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Creds {
     /// Long-term Noise key (its public half is in the QR code).
     pub noise: KeyPair,
@@ -38,10 +38,23 @@ pub struct Creds {
     pub registration_id: u32,
     /// Current signed prekey.
     pub signed_pre_key: SignedPreKey,
-    /// ADV secret (in the QR code; keys the pair-success HMAC).
-    pub adv_secret: [u8; 32],
+    /// ADV secret (in the QR code; keys the pair-success HMAC); wiped on drop.
+    pub adv_secret: zeroize::Zeroizing<[u8; 32]>,
     /// Set once paired.
     pub me: Option<Me>,
+}
+
+impl std::fmt::Debug for Creds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Key pairs print only their public halves; the ADV secret not at all.
+        f.debug_struct("Creds")
+            .field("noise", &self.noise)
+            .field("identity", &self.identity)
+            .field("registration_id", &self.registration_id)
+            .field("signed_pre_key", &self.signed_pre_key.id)
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Creds {
@@ -55,7 +68,7 @@ impl Creds {
             // Signal's usual range 1..=16380.
             registration_id: 1 + rand::random::<u32>() % 16380,
             signed_pre_key,
-            adv_secret: rand::random(),
+            adv_secret: zeroize::Zeroizing::new(rand::random()),
             me: None,
         }
     }
@@ -79,22 +92,22 @@ pub trait CredsStore: Send + Sync + 'static {
     fn save(&self, creds: &Creds) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
     /// Deletes the credentials and every key of the account (logged out).
     fn wipe(&self) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
-    /// Stores one-time prekeys before they are uploaded.
-    fn store_pre_keys(
-        &self,
-        keys: &[PreKey],
-    ) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
-    /// The id for the next new prekey (1 + the highest ever stored).
-    fn next_pre_key_id(&self) -> impl Future<Output = Result<u32, CredsStoreError>> + Send;
 }
 
 /// Credentials in memory, with the Signal stores beside them (tests, benches).
-#[derive(Debug)]
 pub struct MemoryCreds {
     creds: Mutex<Option<Creds>>,
     signal: Arc<MemoryStore>,
-    /// Next prekey id: ids only grow, even when the highest key is consumed.
-    next_pre_key: std::sync::atomic::AtomicU32,
+}
+
+impl std::fmt::Debug for MemoryCreds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let linked = self.creds.lock().map(|c| c.is_some()).unwrap_or(false);
+        f.debug_struct("MemoryCreds")
+            .field("has_creds", &linked)
+            .field("signal", &self.signal)
+            .finish()
+    }
 }
 
 impl Default for MemoryCreds {
@@ -102,7 +115,6 @@ impl Default for MemoryCreds {
         MemoryCreds {
             creds: Mutex::new(None),
             signal: Arc::new(MemoryStore::empty()),
-            next_pre_key: std::sync::atomic::AtomicU32::new(1),
         }
     }
 }
@@ -152,22 +164,7 @@ impl CredsStore for MemoryCreds {
 
     async fn wipe(&self) -> Result<(), CredsStoreError> {
         self.signal.reset(None);
-        self.next_pre_key
-            .store(1, std::sync::atomic::Ordering::Relaxed);
         *self.creds.lock().map_err(poisoned)? = None;
         Ok(())
-    }
-
-    async fn store_pre_keys(&self, keys: &[PreKey]) -> Result<(), CredsStoreError> {
-        self.signal.store_pre_keys(keys).await.map_err(signal_err)?;
-        if let Some(max) = keys.iter().map(|k| k.id).max() {
-            self.next_pre_key
-                .fetch_max(max + 1, std::sync::atomic::Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    async fn next_pre_key_id(&self) -> Result<u32, CredsStoreError> {
-        Ok(self.next_pre_key.load(std::sync::atomic::Ordering::Relaxed))
     }
 }

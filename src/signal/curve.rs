@@ -22,6 +22,12 @@ pub struct KeyPair {
     pub public: [u8; 32],
 }
 
+impl Drop for KeyPair {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.private);
+    }
+}
+
 impl std::fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Private keys never reach logs.
@@ -142,6 +148,13 @@ pub fn xeddsa_sign(private: &[u8; 32], msg: &[u8], random: &[u8; 64]) -> [u8; 64
 pub struct Signer {
     a: Scalar,
     a_pub: [u8; 32],
+}
+
+impl Drop for Signer {
+    fn drop(&mut self) {
+        // dalek's `zeroize` feature: the scalar is the private key in Edwards form.
+        zeroize::Zeroize::zeroize(&mut self.a);
+    }
 }
 
 impl Signer {

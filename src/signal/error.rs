@@ -46,6 +46,10 @@ pub enum SignalError {
     /// The storage backend failed.
     #[error("signal store: {0}")]
     Store(String),
+    /// A chain reached the last iteration a u32 can count (only a crafted distribution message
+    /// starts a chain there); the sender must start a new one.
+    #[error("chain exhausted at iteration {0}")]
+    ChainExhausted(u32),
     /// The message version is not 3.
     #[error("unsupported message version {0}")]
     UnsupportedVersion(u8),

@@ -32,10 +32,22 @@ impl SenderMessageKey {
     }
 }
 
+impl Drop for SenderMessageKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.seed);
+    }
+}
+
 #[derive(Clone, PartialEq, Eq)]
 struct SenderChainKey {
     iteration: u32,
     seed: [u8; 32],
+}
+
+impl Drop for SenderChainKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.seed);
+    }
 }
 
 impl SenderChainKey {
@@ -46,11 +58,16 @@ impl SenderChainKey {
         }
     }
 
-    fn next(&self) -> SenderChainKey {
-        SenderChainKey {
-            iteration: self.iteration + 1,
+    /// One step on; a distribution message may start a chain at any iteration, so the end of
+    /// the u32 range is an error, never a wrap.
+    fn next(&self) -> Result<SenderChainKey, SignalError> {
+        Ok(SenderChainKey {
+            iteration: self
+                .iteration
+                .checked_add(1)
+                .ok_or(SignalError::ChainExhausted(self.iteration))?,
             seed: hmac256(&self.seed, &[&[2]]),
-        }
+        })
     }
 }
 
@@ -64,6 +81,14 @@ struct SenderKeyState {
     /// Prepared keys (derived, never stored): signing and verifying every group message.
     signer: Option<Signer>,
     verifier: Verifier,
+}
+
+impl Drop for SenderKeyState {
+    fn drop(&mut self) {
+        if let Some(p) = self.signing_private.as_mut() {
+            zeroize::Zeroize::zeroize(p);
+        }
+    }
 }
 
 impl SenderKeyState {
@@ -90,10 +115,10 @@ impl SenderKeyState {
             if self.skipped.len() > MAX_SKIP as usize {
                 self.skipped.pop_front();
             }
-            self.chain = self.chain.next();
+            self.chain = self.chain.next()?;
         }
         let key = self.chain.message_key();
-        self.chain = self.chain.next();
+        self.chain = self.chain.next()?;
         Ok(key)
     }
 }
@@ -111,7 +136,7 @@ impl std::fmt::Debug for SenderKeyRecord {
 }
 
 /// A parsed SenderKeyDistributionMessage.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SenderKeyDistribution {
     /// Key id.
     pub key_id: u32,
@@ -121,6 +146,17 @@ pub struct SenderKeyDistribution {
     pub chain_key: [u8; 32],
     /// Sender's signing public key.
     pub signing_key: [u8; 32],
+}
+
+impl std::fmt::Debug for SenderKeyDistribution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The chain key reads every later message of this sender: never printed.
+        f.debug_struct("SenderKeyDistribution")
+            .field("key_id", &self.key_id)
+            .field("iteration", &self.iteration)
+            .field("signing_key", &crate::util::hex::Short(&self.signing_key))
+            .finish_non_exhaustive()
+    }
 }
 
 impl SenderKeyDistribution {
@@ -246,9 +282,10 @@ impl SenderKeyRecord {
         }
         .encode(&mut out)
         .unwrap_or_else(|_| unreachable!("Vec grows"));
+        let next = s.chain.next()?;
         let sig = signer.sign(&out);
         out.extend_from_slice(&sig);
-        s.chain = s.chain.next();
+        s.chain = next;
         Ok(out)
     }
 

@@ -4,22 +4,38 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::address::{ProtocolAddress, SenderKeyName};
+use super::curve::KeyPair;
 use super::error::StoreError;
 use super::group::SenderKeyRecord;
 use super::session::SessionRecord;
 use super::store::{
     IdentityChange, IdentityStore, PreKey, PreKeyStore, SenderKeyStore, SessionStore, SignedPreKey,
-    SignedPreKeyStore, StoreResult,
+    SignedPreKeyStore, StoreResult, allocate_pre_key_ids,
 };
 use super::x3dh::LocalIdentity;
 
 /// All stores of one account, in memory.
-#[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
 }
 
-#[derive(Debug, Default)]
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Counts only: records hold root, chain and private keys.
+        let mut d = f.debug_struct("MemoryStore");
+        if let Ok(i) = self.inner.lock() {
+            d.field("identity", &i.identity.as_ref().map(|i| &i.key_pair))
+                .field("identities", &i.identities.len())
+                .field("pre_keys", &i.pre_keys.len())
+                .field("signed_pre_keys", &i.signed.len())
+                .field("sessions", &i.sessions.len())
+                .field("sender_keys", &i.sender_keys.len());
+        }
+        d.finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
 struct Inner {
     identity: Option<LocalIdentity>,
     identities: HashMap<ProtocolAddress, [u8; 32]>,
@@ -27,6 +43,8 @@ struct Inner {
     signed: HashMap<u32, SignedPreKey>,
     sessions: HashMap<ProtocolAddress, Vec<u8>>,
     sender_keys: HashMap<String, Vec<u8>>,
+    /// Prekey id allocation counter (1-based; see `allocate_pre_key_ids`).
+    next_pre_key: u64,
 }
 
 impl MemoryStore {
@@ -113,6 +131,28 @@ impl PreKeyStore for MemoryStore {
         self.with(|i| {
             i.pre_keys.remove(&id);
         })
+    }
+
+    async fn create_pre_keys(&self, n: u32) -> StoreResult<Vec<PreKey>> {
+        let pairs: Vec<KeyPair> = (0..n).map(|_| KeyPair::generate()).collect();
+        self.with(|i| {
+            let (ids, next) = allocate_pre_key_ids(i.next_pre_key, pairs.len(), |id| {
+                i.pre_keys.contains_key(&id)
+            });
+            i.next_pre_key = next;
+            ids.into_iter()
+                .zip(pairs)
+                .map(|(id, key_pair)| {
+                    let k = PreKey { id, key_pair };
+                    i.pre_keys.insert(id, k.clone());
+                    k
+                })
+                .collect()
+        })
+    }
+
+    async fn pre_keys_allocated(&self) -> StoreResult<u64> {
+        self.with(|i| i.next_pre_key.saturating_sub(1))
     }
 }
 

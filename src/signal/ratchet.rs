@@ -9,6 +9,7 @@ use hmac::{Hmac, Mac};
 use prost::Message;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
 
 use super::curve::{KeyPair, strip_type, with_type};
 use super::error::SignalError;
@@ -55,6 +56,26 @@ pub struct MessageKeys {
     pub counter: u32,
 }
 
+impl Drop for MessageKeys {
+    fn drop(&mut self) {
+        self.cipher_key.zeroize();
+        self.mac_key.zeroize();
+        self.iv.zeroize();
+    }
+}
+
+impl Drop for ChainKey {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
+impl Drop for RootKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
 impl std::fmt::Debug for MessageKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "MessageKeys {{ counter: {} }}", self.counter)
@@ -92,12 +113,15 @@ impl ChainKey {
         MessageKeys::from_seed(&hmac256(&self.key, &[&[1]]), self.index)
     }
 
-    /// The chain key one step on.
-    pub fn next(&self) -> ChainKey {
-        ChainKey {
+    /// The chain key one step on; an error at the end of the u32 index space.
+    pub fn next(&self) -> Result<ChainKey, SignalError> {
+        Ok(ChainKey {
             key: hmac256(&self.key, &[&[2]]),
-            index: self.index + 1,
-        }
+            index: self
+                .index
+                .checked_add(1)
+                .ok_or(SignalError::ChainExhausted(self.index))?,
+        })
     }
 }
 

@@ -19,6 +19,30 @@ use crate::proto::wa::signal as pb;
 const MAX_RECEIVER_CHAINS: usize = 5;
 /// Archived states kept per record (libsignal keeps 40).
 const MAX_ARCHIVED: usize = 40;
+/// Skipped message keys kept per record, across every chain of every state (oldest evicted).
+/// Without it a peer could park 40 states × 5 chains × 2,000 keys (30+ MB) in one record that
+/// is parsed and written back on every message.
+pub const MAX_RECORD_SKIPPED: usize = MAX_SKIP as usize;
+/// DH ratchet steps one decryption may try across the current and archived states: a message
+/// that fits no state costs a bounded amount of work, not one step per archived state.
+const MAX_RATCHET_TRIES: u32 = 3;
+
+/// Work one decryption attempt may still do across all the states it tries.
+struct Budget {
+    /// Chain steps (one HMAC each) left.
+    steps: u32,
+    /// DH ratchet steps left.
+    ratchets: u32,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget {
+            steps: MAX_SKIP,
+            ratchets: MAX_RATCHET_TRIES,
+        }
+    }
+}
 
 /// Our sending chain.
 #[derive(Debug, Clone)]
@@ -50,7 +74,7 @@ impl ReceiverChain {
     }
 
     /// Message keys for `counter`, advancing the chain and storing skipped keys.
-    fn keys_for(&mut self, counter: u32) -> Result<MessageKeys, SignalError> {
+    fn keys_for(&mut self, counter: u32, budget: &mut Budget) -> Result<MessageKeys, SignalError> {
         if counter < self.chain.index {
             let pos = self
                 .skipped
@@ -62,21 +86,23 @@ impl ReceiverChain {
                 .remove(pos)
                 .ok_or(SignalError::DuplicateMessage { counter });
         }
-        if counter - self.chain.index > MAX_SKIP {
+        let ahead = counter - self.chain.index;
+        if ahead > MAX_SKIP || ahead > budget.steps {
             return Err(SignalError::TooFarAhead {
                 counter,
-                limit: MAX_SKIP,
+                limit: MAX_SKIP.min(budget.steps),
             });
         }
+        budget.steps -= ahead;
         while self.chain.index < counter {
             self.skipped.push_back(self.chain.message_keys());
             if self.skipped.len() > MAX_SKIP as usize {
                 self.skipped.pop_front();
             }
-            self.chain = self.chain.next();
+            self.chain = self.chain.next()?;
         }
         let keys = self.chain.message_keys();
-        self.chain = self.chain.next();
+        self.chain = self.chain.next()?;
         Ok(keys)
     }
 }
@@ -156,8 +182,14 @@ impl CiphertextMessage {
 }
 
 impl SessionState {
+    /// Skipped message keys held in this state's receiving chains.
+    pub fn skipped_keys(&self) -> usize {
+        self.receivers.iter().map(|c| c.skipped.len()).sum()
+    }
+
     /// Encrypts with the next sending message key.
-    pub fn encrypt(&mut self, plaintext: &[u8]) -> CiphertextMessage {
+    pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<CiphertextMessage, SignalError> {
+        let next = self.sender.chain.next()?;
         let keys = self.sender.chain.message_keys();
         let body = cbc_encrypt(&keys.cipher_key, &keys.iv, plaintext);
         let msg = SignalMessage::encode(
@@ -168,8 +200,8 @@ impl SessionState {
             &self.local_identity,
             &self.remote_identity,
         );
-        self.sender.chain = self.sender.chain.next();
-        match &self.pending_pre_key {
+        self.sender.chain = next;
+        Ok(match &self.pending_pre_key {
             Some(p) => CiphertextMessage::PreKey(PreKeySignalMessage::encode(
                 self.local_registration_id,
                 p.pre_key_id,
@@ -179,7 +211,7 @@ impl SessionState {
                 msg,
             )),
             None => CiphertextMessage::Whisper(msg),
-        }
+        })
     }
 
     /// Decrypts; the caller commits `self` only on success (see [`SessionRecord::decrypt`]).
@@ -187,6 +219,7 @@ impl SessionState {
         &mut self,
         msg: &SignalMessage,
         keys: &mut dyn KeySource,
+        budget: &mut Budget,
     ) -> Result<Vec<u8>, SignalError> {
         let idx = match self
             .receivers
@@ -194,9 +227,15 @@ impl SessionState {
             .position(|c| c.their_ratchet == msg.ratchet_key)
         {
             Some(i) => i,
-            None => self.ratchet_step(&msg.ratchet_key, keys),
+            None => {
+                if budget.ratchets == 0 {
+                    return Err(SignalError::NoSession);
+                }
+                budget.ratchets -= 1;
+                self.ratchet_step(&msg.ratchet_key, keys)
+            }
         };
-        let mk = self.receivers[idx].keys_for(msg.counter)?;
+        let mk = self.receivers[idx].keys_for(msg.counter, budget)?;
         if !msg.verify_mac(&mk.mac_key, &self.remote_identity, &self.local_identity) {
             return Err(SignalError::InvalidMac);
         }
@@ -253,15 +292,41 @@ impl SessionRecord {
             self.previous.push_front(old);
             self.previous.truncate(MAX_ARCHIVED);
         }
+        self.trim_skipped();
+    }
+
+    /// Skipped message keys held across all states.
+    pub fn skipped_keys(&self) -> usize {
+        self.states().map(SessionState::skipped_keys).sum()
+    }
+
+    fn states(&self) -> impl Iterator<Item = &SessionState> {
+        self.current.iter().chain(self.previous.iter())
+    }
+
+    /// Evicts the oldest skipped keys (oldest archived state first, then oldest chain, then
+    /// lowest counter) until at most [`MAX_RECORD_SKIPPED`] remain.
+    fn trim_skipped(&mut self) {
+        let mut excess = self.skipped_keys().saturating_sub(MAX_RECORD_SKIPPED);
+        let oldest_first = self.previous.iter_mut().rev().chain(self.current.as_mut());
+        for state in oldest_first {
+            for chain in state.receivers.iter_mut() {
+                let n = excess.min(chain.skipped.len());
+                chain.skipped.drain(..n);
+                excess -= n;
+                if excess == 0 {
+                    return;
+                }
+            }
+        }
     }
 
     /// Encrypts with the current session.
     pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<CiphertextMessage, SignalError> {
-        Ok(self
-            .current
+        self.current
             .as_mut()
             .ok_or(SignalError::NoSession)?
-            .encrypt(plaintext))
+            .encrypt(plaintext)
     }
 
     /// Decrypts a SignalMessage with the current session, else an archived one (which then
@@ -272,11 +337,13 @@ impl SessionRecord {
         keys: &mut dyn KeySource,
     ) -> Result<Vec<u8>, SignalError> {
         let mut first_err = None;
+        let mut budget = Budget::new();
         if let Some(cur) = &self.current {
             let mut s = cur.clone();
-            match s.decrypt(msg, keys) {
+            match s.decrypt(msg, keys, &mut budget) {
                 Ok(p) => {
                     self.current = Some(s);
+                    self.trim_skipped();
                     return Ok(p);
                 }
                 Err(e) => first_err = Some(e),
@@ -284,7 +351,7 @@ impl SessionRecord {
         }
         for i in 0..self.previous.len() {
             let mut s = self.previous[i].clone();
-            match s.decrypt(msg, keys) {
+            match s.decrypt(msg, keys, &mut budget) {
                 Ok(p) => {
                     self.previous.remove(i);
                     self.promote(s);
@@ -299,10 +366,7 @@ impl SessionRecord {
 
     /// True if a session (current or archived) was agreed with this base key.
     pub fn has_base_key(&self, base_key: &[u8; 32]) -> bool {
-        self.current
-            .iter()
-            .chain(self.previous.iter())
-            .any(|s| &s.alice_base_key == base_key)
+        self.states().any(|s| &s.alice_base_key == base_key)
     }
 
     /// Processes a PreKeySignalMessage as the responder and decrypts it. `signed` and
@@ -331,7 +395,7 @@ impl SessionRecord {
             });
         }
         let mut state = respond(our, signed, one_time, msg);
-        let plaintext = state.decrypt(&msg.message, keys)?;
+        let plaintext = state.decrypt(&msg.message, keys, &mut Budget::new())?;
         self.promote(state);
         Ok((plaintext, msg.pre_key_id))
     }
@@ -349,14 +413,18 @@ impl SessionRecord {
     pub fn from_bytes(bytes: &[u8]) -> Result<SessionRecord, SignalError> {
         let r =
             pb::RecordStructure::decode(bytes).map_err(|_| SignalError::CorruptRecord("record"))?;
-        Ok(SessionRecord {
+        let mut record = SessionRecord {
             current: r.current_session.as_ref().map(state_from_pb).transpose()?,
             previous: r
                 .previous_sessions
                 .iter()
+                .take(MAX_ARCHIVED)
                 .map(state_from_pb)
                 .collect::<Result<_, _>>()?,
-        })
+        };
+        // Records written before the cap existed may hold more.
+        record.trim_skipped();
+        Ok(record)
     }
 }
 

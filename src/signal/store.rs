@@ -167,14 +167,49 @@ pub trait IdentityStore: Send + Sync {
     ) -> impl Future<Output = StoreResult<IdentityChange>> + Send;
 }
 
-/// One-time prekeys.
+/// Highest one-time prekey id: ids travel in 3 bytes.
+pub const MAX_PRE_KEY_ID: u32 = 0xFF_FFFF;
+
+/// The prekey id the `n`th allocation (counting from 1) gets: 1..=[`MAX_PRE_KEY_ID`], then 1
+/// again, as libsignal's key helper wraps. Allocation skips ids still held, so a wrapped id
+/// never overwrites a live key.
+pub fn pre_key_id(n: u64) -> u32 {
+    (n.saturating_sub(1) % u64::from(MAX_PRE_KEY_ID)) as u32 + 1
+}
+
+/// Picks `n` ids from allocation counter `next` (1-based), skipping `live` ones; returns them
+/// and the counter after them. The shared rule of every [`PreKeyStore`].
+pub fn allocate_pre_key_ids(next: u64, n: usize, live: impl Fn(u32) -> bool) -> (Vec<u32>, u64) {
+    let mut ids = Vec::with_capacity(n);
+    let mut counter = next.max(1);
+    // At most MAX_PRE_KEY_ID ids can be live, so the scan ends.
+    let mut scanned = 0u64;
+    while ids.len() < n && scanned <= u64::from(MAX_PRE_KEY_ID) {
+        let id = pre_key_id(counter);
+        counter += 1;
+        scanned += 1;
+        if !live(id) {
+            ids.push(id);
+        }
+    }
+    (ids, counter)
+}
+
+/// One-time prekeys. The store alone owns their ids.
 pub trait PreKeyStore: Send + Sync {
     /// The prekey `id`.
     fn pre_key(&self, id: u32) -> impl Future<Output = StoreResult<Option<PreKey>>> + Send;
-    /// Stores prekeys (an upload batch).
+    /// Imports prekeys with the ids they carry (recorded vectors, peers built in tests); an id
+    /// that is already held is replaced. New keys come from [`Self::create_pre_keys`].
     fn store_pre_keys(&self, keys: &[PreKey]) -> impl Future<Output = StoreResult<()>> + Send;
     /// Deletes a consumed prekey.
     fn remove_pre_key(&self, id: u32) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Creates `n` new prekeys under the next free ids (see [`pre_key_id`]), stores them and
+    /// advances the id counter in one unit. Ids only grow until they wrap, so a late message
+    /// naming a consumed key never meets a different one.
+    fn create_pre_keys(&self, n: u32) -> impl Future<Output = StoreResult<Vec<PreKey>>> + Send;
+    /// How many prekey ids were ever allocated (0 for a new device: the first upload is large).
+    fn pre_keys_allocated(&self) -> impl Future<Output = StoreResult<u64>> + Send;
 }
 
 /// Signed prekeys.
@@ -267,6 +302,12 @@ impl<T: PreKeyStore + ?Sized> PreKeyStore for std::sync::Arc<T> {
     }
     fn remove_pre_key(&self, id: u32) -> impl Future<Output = StoreResult<()>> + Send {
         (**self).remove_pre_key(id)
+    }
+    fn create_pre_keys(&self, n: u32) -> impl Future<Output = StoreResult<Vec<PreKey>>> + Send {
+        (**self).create_pre_keys(n)
+    }
+    fn pre_keys_allocated(&self) -> impl Future<Output = StoreResult<u64>> + Send {
+        (**self).pre_keys_allocated()
     }
 }
 

@@ -11,13 +11,16 @@ use tokio::sync::{mpsc, oneshot};
 use super::iq;
 use super::pair::{IssuedPairing, issue_pair_success_with, verify_pair_device_sign};
 use super::phone::{initial_history, initial_setting_sync};
-use super::server::{Companion, Control, Device, Scan, Shared, SimError};
+use super::server::{
+    Companion, Control, Device, MAX_DEVICE_ID, MAX_REGISTRATIONS, Scan, Shared, SimError,
+};
 use crate::binary::{Jid, Node, Server};
 use crate::proto::wa::ClientPayload;
 use crate::proto::wa::client_payload::DevicePairingRegistrationData;
 use crate::signal::curve::with_type;
 use crate::signal::xeddsa_verify;
-use crate::socket::conn::DEFAULT_MAX_FRAME;
+use crate::socket::conn::HANDSHAKE_TIMEOUT;
+use crate::socket::framing::MAX_FRAME;
 use crate::socket::{Incoming, NodeSender, accept};
 
 /// How long a new device has to acknowledge the pair-device offer before the stream closes.
@@ -57,7 +60,7 @@ async fn greet(shared: &Shared, dev: &Device, key: &str) -> Vec<Node> {
         }
         companion.greeted = true;
         // Serving a bundle consumes one of its one-time prekeys, as the real server does.
-        let one_time = (!companion.prekeys.is_empty()).then(|| companion.prekeys.remove(0));
+        let one_time = companion.prekeys.take();
         Some((
             phone.account.clone(),
             phone.signal.clone(),
@@ -115,15 +118,13 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
                     vec![Node::new("count").attr("value", c.prekeys.len().to_string())],
                 )
             } else if get && node.child("digest").is_some() {
-                let ids: Vec<u32> = c.prekeys.iter().map(|(i, _)| *i).collect();
+                let ids: Vec<u32> = c.prekeys.ids().collect();
                 iq::digest(id, &dev.identity_public, c.bundle.as_ref(), &ids)
             } else if !get && node.child("list").is_some() {
                 let Some(up) = iq::validate_upload(node, &dev.identity_public) else {
                     return iq::error(id, 400, "bad-request");
                 };
-                c.prekeys
-                    .retain(|(i, _)| !up.keys.iter().any(|(k, _)| k == i));
-                c.prekeys.extend(up.keys);
+                c.prekeys.add(up.keys);
                 c.bundle = Some(up.bundle);
                 iq::result(id, vec![])
             } else {
@@ -132,10 +133,7 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
         }
         "usync" if get => super::usync::answer(node, id, |user| {
             let st = shared.state.lock().ok()?;
-            let phone = match st.phones.get(user) {
-                Some(p) => &p.account,
-                None => &st.phones.values().find(|p| p.account.lid == user)?.account,
-            };
+            let phone = &st.phone_by_user(user)?.account;
             let devices = std::iter::once(0)
                 .chain(st.linked_devices(&phone.number).iter().map(|j| j.device))
                 .collect();
@@ -159,8 +157,19 @@ fn failure(reason: u16) -> Node {
         .attr("location", "sim")
 }
 
-pub(super) async fn serve(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
-    let Ok(acc) = accept(tcp, &shared.identity, DEFAULT_MAX_FRAME).await else {
+pub(super) async fn serve(
+    shared: Arc<Shared>,
+    tcp: tokio::net::TcpStream,
+    handshakes: Arc<tokio::sync::Semaphore>,
+) {
+    // Waiting for a slot counts against the handshake timeout.
+    let Ok(Ok(permit)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshakes.acquire_owned()).await
+    else {
+        return;
+    };
+    let accepted = accept(tcp, &shared.identity, MAX_FRAME).await;
+    drop(permit);
+    let Ok(acc) = accepted else {
         return;
     };
     if let Ok(mut st) = shared.state.lock() {
@@ -226,12 +235,23 @@ async fn register(
         })
         .collect();
     let (scan_tx, mut scan_rx) = mpsc::channel::<Scan>(1);
-    if let Ok(mut st) = shared.state.lock() {
+    let admitted = shared.state.lock().is_ok_and(|mut st| {
+        if st.registrations >= MAX_REGISTRATIONS {
+            return false;
+        }
+        st.registrations += 1;
         for r in &refs {
             st.showing.insert(r.clone(), scan_tx.clone());
         }
-    }
+        true
+    });
     drop(scan_tx);
+    if !admitted {
+        let _ = sender
+            .send(&Node::new("stream:error").attr("code", "503"))
+            .await;
+        return;
+    }
     let offer_id = iq_id();
     let offer = Node::new("iq")
         .attr("from", Jid::server_jid())
@@ -247,6 +267,7 @@ async fn register(
         ]);
     let cleanup = |shared: &Shared| {
         if let Ok(mut st) = shared.state.lock() {
+            st.registrations -= 1;
             for r in &refs {
                 st.showing.remove(r);
             }
@@ -258,6 +279,18 @@ async fn register(
     }
     let deadline = tokio::time::sleep(Duration::from_secs(REF_TIMINGS.iter().sum::<u64>() + 5));
     tokio::pin!(deadline);
+    // Each ref is scannable only in its own window (plus a little grace for a slow phone).
+    let start = tokio::time::Instant::now();
+    let expiries: Vec<tokio::time::Instant> = REF_TIMINGS
+        .iter()
+        .scan(0, |end, t| {
+            *end += t;
+            Some(start + Duration::from_secs(*end + 5))
+        })
+        .collect();
+    let mut expired = 0usize;
+    let ref_expiry = tokio::time::sleep_until(expiries[0]);
+    tokio::pin!(ref_expiry);
     // The offer must be acknowledged; scans wait in the channel until it is.
     let ack_deadline = tokio::time::sleep(PAIR_DEVICE_ACK_TIMEOUT);
     tokio::pin!(ack_deadline);
@@ -266,6 +299,15 @@ async fn register(
     loop {
         tokio::select! {
             _ = &mut deadline => break,
+            _ = &mut ref_expiry, if expired < refs.len() => {
+                if let Ok(mut st) = shared.state.lock() {
+                    st.showing.remove(&refs[expired]);
+                }
+                expired += 1;
+                if let Some(&next) = expiries.get(expired) {
+                    ref_expiry.as_mut().reset(next);
+                }
+            }
             _ = &mut ack_deadline, if !acked => {
                 if let Ok(Some(scan)) = tokio::time::timeout(Duration::ZERO, scan_rx.recv()).await {
                     let _ = scan.done.send(Err(SimError::PairingFailed("the companion never acknowledged pair-device".into())));
@@ -282,6 +324,11 @@ async fn register(
                     let Ok(mut st) = shared.state.lock() else { break };
                     let Some(phone) = st.phones.get_mut(&scan.phone.number) else { break };
                     // Device ids (and key indexes) only grow: an unlinked id is never reused.
+                    if phone.last_device >= MAX_DEVICE_ID {
+                        drop(st);
+                        let _ = scan.done.send(Err(SimError::PairingFailed("the phone has no device ids left".into())));
+                        continue;
+                    }
                     phone.last_device += 1;
                     (phone.last_device, st.tamper.take())
                 };

@@ -60,8 +60,8 @@ async fn scan(
         Ok(b) => b,
         Err(e) => return bad(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    if number.is_empty() || number.len() > 20 || !number.bytes().all(|c| c.is_ascii_digit()) {
-        return bad(StatusCode::BAD_REQUEST, "phone number must be 1–20 digits");
+    if !super::server::valid_number(&number) {
+        return bad(StatusCode::BAD_REQUEST, SimError::BadNumber);
     }
     match sim
         .scan(
@@ -73,6 +73,7 @@ async fn scan(
         .await
     {
         Ok(jid) => (StatusCode::OK, Json(json!({ "jid": jid.to_string() }))),
+        Err(e @ SimError::BadNumber) => bad(StatusCode::BAD_REQUEST, e),
         Err(e @ (SimError::Pair(_) | SimError::UnknownRef)) => {
             bad(StatusCode::UNPROCESSABLE_ENTITY, e)
         }

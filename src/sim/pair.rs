@@ -18,7 +18,7 @@ use crate::signal::{KeyPair, xeddsa_verify};
 pub const QR_PREFIX: &str = "https://wa.me/settings/linked_devices#";
 
 /// What a phone reads from a companion's QR code.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ScannedQr {
     /// The server ref the QR was made for.
     pub r#ref: String,
@@ -30,6 +30,20 @@ pub struct ScannedQr {
     pub adv_secret: [u8; 32],
     /// Platform character, when present (5-field form).
     pub platform: Option<char>,
+}
+
+impl std::fmt::Debug for ScannedQr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The ref and the ADV secret are the QR's secrets: neither is printed.
+        f.debug_struct("ScannedQr")
+            .field("noise_public", &crate::util::hex::Short(&self.noise_public))
+            .field(
+                "identity_public",
+                &crate::util::hex::Short(&self.identity_public),
+            )
+            .field("platform", &self.platform)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a QR string or a pairing reply was refused.

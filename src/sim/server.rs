@@ -2,7 +2,7 @@
 //! live connections) and the Rust API over it; it accepts WebSocket connections on loopback and
 //! hands each to `conn.rs`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -32,7 +32,36 @@ pub enum SimError {
     /// The companion refused the pairing or went away.
     #[error("pairing failed: {0}")]
     PairingFailed(String),
+    /// Not a phone number WhatsApp could have (1–15 digits, E.164).
+    #[error("phone number must be 1–15 digits")]
+    BadNumber,
+    /// The simulator's state is unusable (a task panicked while holding it).
+    #[error("simulator state unavailable")]
+    Internal,
 }
+
+/// Longest phone number (E.164): it also keeps every number within a u64, which logins need.
+pub const MAX_NUMBER_DIGITS: usize = 15;
+
+/// Whether `number` is a phone number a simulated user may have.
+pub fn valid_number(number: &str) -> bool {
+    (1..=MAX_NUMBER_DIGITS).contains(&number.len()) && number.bytes().all(|c| c.is_ascii_digit())
+}
+
+/// One-time prekeys the server holds per device; past it the oldest are dropped (a device
+/// uploads 812 at first and 50 per refill, so only a misbehaving client reaches it).
+pub const MAX_HELD_PREKEYS: usize = 2048;
+
+/// Companion device ids a phone can hand out over its life: ids only grow, and the AD-JID wire
+/// form carries a device in one byte.
+pub const MAX_DEVICE_ID: u16 = u8::MAX as u16;
+
+/// Registrations showing QR refs at once; past it a new registration is refused with 503.
+pub const MAX_REGISTRATIONS: usize = 1024;
+
+/// Noise handshakes in progress at once; further connections wait their turn (within the
+/// handshake timeout), so a flood of unauthenticated sockets cannot pin unbounded memory.
+pub const MAX_HANDSHAKES: usize = 256;
 
 /// A paired companion device.
 #[derive(Debug, Clone)]
@@ -61,13 +90,57 @@ pub(super) struct Phone {
 /// Receipts kept per companion (the simulator may run for days).
 const RECEIPTS_KEPT: usize = 1024;
 
+/// One-time prekeys a device uploaded, served oldest first; a re-uploaded id replaces its key.
+/// Every operation is logarithmic, so no upload is quadratic under the state lock.
+#[derive(Default)]
+pub(super) struct HeldPreKeys {
+    /// Upload order → (id, public key).
+    by_seq: BTreeMap<u64, (u32, [u8; 32])>,
+    /// id → upload order.
+    seq_of: HashMap<u32, u64>,
+    next_seq: u64,
+}
+
+impl HeldPreKeys {
+    pub(super) fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+
+    pub(super) fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.by_seq.values().map(|(id, _)| *id)
+    }
+
+    /// Adds uploaded keys, dropping the oldest beyond [`MAX_HELD_PREKEYS`].
+    pub(super) fn add(&mut self, keys: impl IntoIterator<Item = (u32, [u8; 32])>) {
+        for (id, key) in keys {
+            if let Some(old) = self.seq_of.remove(&id) {
+                self.by_seq.remove(&old);
+            }
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.by_seq.insert(seq, (id, key));
+            self.seq_of.insert(id, seq);
+            if self.by_seq.len() > MAX_HELD_PREKEYS {
+                self.take();
+            }
+        }
+    }
+
+    /// Serves (and forgets) the oldest key, as the server does when it hands out a bundle.
+    pub(super) fn take(&mut self) -> Option<(u32, [u8; 32])> {
+        let (_, (id, key)) = self.by_seq.pop_first()?;
+        self.seq_of.remove(&id);
+        Some((id, key))
+    }
+}
+
 /// A linked companion and everything it published; unlinking drops it whole.
 pub(super) struct Companion {
     pub(super) device: Device,
     /// Registration id and signed prekey, once uploaded.
     pub(super) bundle: Option<KeyBundle>,
-    /// One-time prekeys held (id, public key); served to peers in part 2.
-    pub(super) prekeys: Vec<(u32, [u8; 32])>,
+    /// One-time prekeys held; served to peers.
+    pub(super) prekeys: HeldPreKeys,
     /// Whether the phone has sent its first peer messages.
     pub(super) greeted: bool,
     /// The latest receipts it sent: (message id, receipt type).
@@ -79,7 +152,7 @@ impl Companion {
         Companion {
             device,
             bundle: None,
-            prekeys: Vec::new(),
+            prekeys: HeldPreKeys::default(),
             greeted: false,
             receipts: VecDeque::new(),
         }
@@ -98,6 +171,10 @@ impl Companion {
 pub(super) struct State {
     /// Phones by number.
     pub(super) phones: HashMap<String, Phone>,
+    /// Phone numbers by LID user (LIDs are unique).
+    pub(super) lids: HashMap<String, String>,
+    /// Registrations currently showing refs.
+    pub(super) registrations: usize,
     /// Linked companions by device JID string.
     pub(super) companions: HashMap<String, Companion>,
     pub(super) showing: HashMap<String, mpsc::Sender<Scan>>,
@@ -111,6 +188,45 @@ pub(super) struct State {
 }
 
 impl State {
+    /// The phone `number`, created on first use with a fresh identity and a unique LID.
+    pub(super) fn phone(&mut self, number: &str, platform: Option<&str>) -> &mut Phone {
+        if !self.phones.contains_key(number) {
+            let lid = loop {
+                // 15-digit LIDs, as WhatsApp's look; drawn again on the rare collision.
+                let lid = (100_000_000_000_000u64 + rand::random::<u64>() % 900_000_000_000_000)
+                    .to_string();
+                if !self.lids.contains_key(&lid) && !self.phones.contains_key(&lid) {
+                    break lid;
+                }
+            };
+            self.lids.insert(lid.clone(), number.to_owned());
+            let account = PhoneAccount {
+                number: number.to_owned(),
+                lid,
+                identity: KeyPair::generate(),
+                platform: platform.unwrap_or("android").to_owned(),
+                push_name: None,
+                business_name: None,
+            };
+            let phone = Phone {
+                signal: PhoneSignal::new(&account),
+                account,
+                last_device: 0,
+            };
+            self.phones.insert(number.to_owned(), phone);
+        }
+        self.phones
+            .get_mut(number)
+            .unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
+    /// The phone whose number or LID user is `user`.
+    pub(super) fn phone_by_user(&self, user: &str) -> Option<&Phone> {
+        self.phones
+            .get(user)
+            .or_else(|| self.phones.get(self.lids.get(user)?))
+    }
+
     /// The companion JIDs of phone `number`, by device id.
     pub(super) fn linked_devices(&self, number: &str) -> Vec<Jid> {
         let mut jids: Vec<Jid> = self
@@ -181,10 +297,12 @@ impl Simulator {
             state: Mutex::new(State::default()),
         });
         let s = shared.clone();
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let s = s.clone();
-                tokio::spawn(async move { super::conn::serve(s, tcp).await });
+                let handshakes = handshakes.clone();
+                tokio::spawn(async move { super::conn::serve(s, tcp, handshakes).await });
             }
         });
         Ok(Simulator {
@@ -321,29 +439,18 @@ impl Simulator {
         push_name: Option<&str>,
         platform: Option<&str>,
     ) -> Result<Jid, SimError> {
+        if !valid_number(number) {
+            return Err(SimError::BadNumber);
+        }
         let scanned = parse_qr(qr)?;
         let (phone, tx) = {
-            let mut st = self.shared.state.lock().map_err(|_| SimError::UnknownRef)?;
+            let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
             let tx = st
                 .showing
                 .get(&scanned.r#ref)
                 .cloned()
                 .ok_or(SimError::UnknownRef)?;
-            let phone = st.phones.entry(number.to_owned()).or_insert_with(|| {
-                let account = PhoneAccount {
-                    number: number.to_owned(),
-                    lid: format!("{}", 100_000_000_000_000u64 + rand::random::<u32>() as u64),
-                    identity: KeyPair::generate(),
-                    platform: platform.unwrap_or("android").to_owned(),
-                    push_name: None,
-                    business_name: None,
-                };
-                Phone {
-                    signal: PhoneSignal::new(&account),
-                    account,
-                    last_device: 0,
-                }
-            });
+            let phone = st.phone(number, platform);
             // The user may have renamed themselves since the last scan.
             if let Some(name) = push_name {
                 phone.account.push_name = Some(name.to_owned());

@@ -16,32 +16,33 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::cert::{ServerIdentity, TrustRoot, VerifiedChain};
-use super::error::SocketError;
-use super::framing::{FrameDecoder, write_frame};
+use super::error::{FramingError, SocketError};
+use super::framing::{FrameDecoder, MAX_FRAME, MAX_HANDSHAKE_FRAME, write_frame};
 use super::noise::{CONN_HEADER, CipherState, Initiator, Responder};
 use crate::binary::{Node, decode_frame, encode_frame};
 use crate::signal::KeyPair;
 use crate::util::clock::Clock;
 
-/// WhatsApp Web's endpoint.
-pub const WHATSAPP_URL: &str = "wss://web.whatsapp.com/ws/chat";
 /// Origin the references send.
 pub const ORIGIN: &str = "https://web.whatsapp.com";
 /// Handshake response timeout (20 s in all three references).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Default cap on one frame: the references' 16 MiB read limit.
-pub const DEFAULT_MAX_FRAME: usize = (1 << 24) - 1;
 /// Outgoing queue depth per connection.
 const OUTBOX: usize = 64;
 
+/// Largest WebSocket frame a server accepts from a client. tungstenite reserves a frame's
+/// announced length before its bytes arrive, so this bounds what an unauthenticated client can
+/// make the server reserve; clients send their frames one per WebSocket frame, far below it.
+const MAX_CLIENT_WS_FRAME: usize = 1 << 20;
+
 /// Small WebSocket buffers: tungstenite's default keeps a 128 KiB read buffer per connection,
 /// which would dominate the memory of an idle session.
-fn ws_config() -> WebSocketConfig {
+fn ws_config(max_ws_frame: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .max_message_size(Some(DEFAULT_MAX_FRAME + 4096))
-        .max_frame_size(Some(DEFAULT_MAX_FRAME + 4096))
+        .max_message_size(Some(MAX_FRAME + 4096))
+        .max_frame_size(Some(max_ws_frame))
 }
 
 /// How to reach and authenticate the server.
@@ -81,8 +82,17 @@ impl NodeSender {
         self.send_payload(payload).await
     }
 
-    /// Queues an already encoded payload (flags byte + node).
+    /// Queues an already encoded payload (flags byte + node). A payload that cannot fit one
+    /// frame is refused here, before anything is written, and the connection goes on.
     pub async fn send_payload(&self, payload: Vec<u8>) -> Result<(), SocketError> {
+        let len = payload.len() + super::noise::TAG_LEN;
+        if len > MAX_FRAME {
+            return Err(FramingError::TooLarge {
+                len,
+                max: MAX_FRAME,
+            }
+            .into());
+        }
         self.tx.send(payload).await.map_err(|_| SocketError::Closed)
     }
 
@@ -146,7 +156,12 @@ pub async fn connect(
     req.headers_mut()
         .insert("Origin", HeaderValue::from_static(ORIGIN));
     let (mut ws, _) = with_timeout("connect", async {
-        Ok(tokio_tungstenite::connect_async_with_config(req, Some(ws_config()), true).await?)
+        Ok(tokio_tungstenite::connect_async_with_config(
+            req,
+            Some(ws_config(MAX_FRAME + 4096)),
+            true,
+        )
+        .await?)
     })
     .await?;
 
@@ -156,7 +171,7 @@ pub async fn connect(
     write_frame(&mut first, &hello)?;
     ws.send(WsMessage::Binary(first.into())).await?;
 
-    let mut dec = FrameDecoder::new(cfg.max_frame);
+    let mut dec = FrameDecoder::new(MAX_HANDSHAKE_FRAME);
     let server_hello = with_timeout("handshake", read_frame(&mut ws, &mut dec)).await?;
     let state = state.read_server_hello(&server_hello, &cfg.trust, cfg.clock.now_unix())?;
     let chain = state.chain().clone();
@@ -164,6 +179,7 @@ pub async fn connect(
     let mut out = Vec::with_capacity(finish.len() + 3);
     write_frame(&mut out, &finish)?;
     ws.send(WsMessage::Binary(out.into())).await?;
+    dec.set_max(cfg.max_frame);
     Ok((spawn_pumps(ws, dec, cipher.send, cipher.recv), chain))
 }
 
@@ -188,10 +204,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut ws = with_timeout("accept", async {
-        Ok(tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())).await?)
+        Ok(tokio_tungstenite::accept_async_with_config(
+            stream,
+            Some(ws_config(MAX_CLIENT_WS_FRAME)),
+        )
+        .await?)
     })
     .await?;
-    let mut dec = FrameDecoder::with_intro(max_frame, CONN_HEADER);
+    let mut dec = FrameDecoder::with_intro(MAX_HANDSHAKE_FRAME, CONN_HEADER);
     let hello = with_timeout("handshake", read_frame(&mut ws, &mut dec)).await?;
     let responder = Responder::new(
         &CONN_HEADER,
@@ -205,6 +225,7 @@ where
     ws.send(WsMessage::Binary(out.into())).await?;
     let finish = with_timeout("handshake", read_frame(&mut ws, &mut dec)).await?;
     let done = state.read_client_finish(&finish)?;
+    dec.set_max(max_frame);
     Ok(Accepted {
         client_static: done.client_static,
         payload: done.payload,

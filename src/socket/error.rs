@@ -56,6 +56,9 @@ pub enum HandshakeError {
     /// The server's certificate chain was refused.
     #[error(transparent)]
     Cert(#[from] CertError),
+    /// The peer's key is a low-order point: the shared secret would be all zeros.
+    #[error("peer key is a low-order point")]
+    LowOrderPoint,
     /// The connection header (`WA 06 03`) was missing or announced another version.
     #[error("bad connection header")]
     BadHeader,
@@ -70,6 +73,17 @@ pub enum CipherError {
     /// The 32-bit frame counter would wrap.
     #[error("frame counter exhausted")]
     CounterExhausted,
+    /// AES-GCM refused to encrypt (only possible for absurd lengths).
+    #[error("frame failed to encrypt")]
+    Encrypt,
+    /// An outgoing frame longer than a 3-byte length can announce; nothing was written.
+    #[error("outgoing frame of {len} bytes exceeds the {max}-byte limit")]
+    FrameTooLarge {
+        /// Ciphertext length with the tag.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
 }
 
 /// Length-prefix framing failures.

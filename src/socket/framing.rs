@@ -5,8 +5,13 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::FramingError;
 
-/// Largest payload a 3-byte length can announce.
+/// Largest payload a 3-byte length can announce: also the references' 16 MiB read limit.
 pub const MAX_FRAME: usize = (1 << 24) - 1;
+
+/// Largest handshake frame (and `ED` routing block) accepted. A ServerHello with its
+/// certificate chain or a ClientFinish with its payload is well under 1 KiB; before the peer has
+/// authenticated, a frame may not pin more memory than this.
+pub const MAX_HANDSHAKE_FRAME: usize = 8 * 1024;
 
 /// Appends `len(payload)` (3 bytes BE) and `payload` to `out`.
 pub fn write_frame(out: &mut Vec<u8>, payload: &[u8]) -> Result<(), FramingError> {
@@ -31,7 +36,8 @@ enum Intro {
     Done,
 }
 
-/// Reassembles frames from arbitrary chunks.
+/// Reassembles frames from arbitrary chunks. Memory grows only with the bytes received, never
+/// with a length the peer merely announced.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: BytesMut,
@@ -40,7 +46,8 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
-    /// A decoder for the server's frames (no header), capped at `max` bytes a frame.
+    /// A decoder for the server's frames (no header), capped at `max` bytes a frame. Start
+    /// at [`MAX_HANDSHAKE_FRAME`] and raise the cap with [`Self::set_max`] after the handshake.
     pub fn new(max: usize) -> FrameDecoder {
         FrameDecoder {
             buf: BytesMut::new(),
@@ -55,6 +62,11 @@ impl FrameDecoder {
             intro: Intro::Expected(header),
             ..FrameDecoder::new(max)
         }
+    }
+
+    /// Changes the cap on frames not yet returned (raised once the peer is authenticated).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max.min(MAX_FRAME);
     }
 
     /// Adds received bytes.
@@ -85,7 +97,6 @@ impl FrameDecoder {
             return Err(FramingError::TooLarge { len, max: self.max });
         }
         if self.buf.len() < 3 + len {
-            self.buf.reserve(3 + len - self.buf.len());
             return Ok(None);
         }
         self.buf.advance(3);
@@ -105,6 +116,12 @@ impl FrameDecoder {
             let len = (usize::from(self.buf[4]) << 16)
                 | (usize::from(self.buf[5]) << 8)
                 | usize::from(self.buf[6]);
+            if len > MAX_HANDSHAKE_FRAME {
+                return Err(FramingError::TooLarge {
+                    len,
+                    max: MAX_HANDSHAKE_FRAME,
+                });
+            }
             skip = 7 + len;
         }
         if self.buf.len() < skip + 4 {
@@ -170,5 +187,41 @@ mod tests {
         let mut d = FrameDecoder::with_intro(100, *b"WA\x06\x03");
         d.push(b"ED\x00\x01\x00\x00\x02xyWA\x06\x03\x00\x00\x01\x05");
         assert_eq!(d.next_frame().unwrap().unwrap().as_ref(), &[5]);
+    }
+
+    #[test]
+    fn announced_lengths_reserve_nothing() {
+        // 7 bytes announcing a 16 MiB routing block: refused at once.
+        let mut d = FrameDecoder::with_intro(MAX_HANDSHAKE_FRAME, *b"WA\x06\x03");
+        d.push(b"ED\x00\x01\xff\xff\xff");
+        assert_eq!(
+            d.next_frame(),
+            Err(FramingError::TooLarge {
+                len: MAX_FRAME,
+                max: MAX_HANDSHAKE_FRAME
+            })
+        );
+
+        // A handshake frame announcing more than the handshake cap: refused.
+        let mut d = FrameDecoder::with_intro(MAX_HANDSHAKE_FRAME, *b"WA\x06\x03");
+        d.push(b"WA\x06\x03\x00\x40\x01");
+        assert_eq!(
+            d.next_frame(),
+            Err(FramingError::TooLarge {
+                len: 0x4001,
+                max: MAX_HANDSHAKE_FRAME
+            })
+        );
+
+        // After the handshake a 16 MiB frame is allowed, but only what arrived is buffered.
+        let mut d = FrameDecoder::new(MAX_HANDSHAKE_FRAME);
+        d.set_max(MAX_FRAME);
+        d.push(&[0xff, 0xff, 0xff, 1, 2, 3, 4]);
+        assert_eq!(d.next_frame(), Ok(None));
+        assert!(
+            d.buf.capacity() < 4096,
+            "reserved {} bytes for 7 received",
+            d.buf.capacity()
+        );
     }
 }

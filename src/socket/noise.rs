@@ -7,9 +7,11 @@ use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use hkdf::Hkdf;
 use prost::Message;
 use sha2::{Digest, Sha256};
+use zeroize::Zeroize;
 
 use super::cert::{TrustRoot, VerifiedChain, verify_chain};
 use super::error::{CipherError, HandshakeError};
+use super::framing::MAX_FRAME;
 use crate::binary::token::DICT_VERSION;
 use crate::proto::wa::HandshakeMessage;
 use crate::proto::wa::handshake_message::{ClientFinish, ClientHello, ServerHello};
@@ -21,6 +23,9 @@ pub const NOISE_XX_NAME: &[u8; 32] = b"Noise_XX_25519_AESGCM_SHA256\0\0\0\0";
 /// `W A <socket version 6> <dictionary version>`: sent before the first frame and hashed into
 /// the prologue. Built from the token table's version so the two can never disagree.
 pub const CONN_HEADER: [u8; 4] = [b'W', b'A', 6, DICT_VERSION];
+
+/// Length of the AES-GCM tag that ends every encrypted frame.
+pub const TAG_LEN: usize = 16;
 
 /// AES-GCM nonce: 8 zero bytes, then the counter as u32 big-endian.
 fn nonce(n: u32) -> [u8; 12] {
@@ -48,6 +53,12 @@ struct Symmetric {
     n: u32,
 }
 
+impl Drop for Symmetric {
+    fn drop(&mut self) {
+        self.ck.zeroize();
+    }
+}
+
 impl Symmetric {
     fn new(prologue: &[u8]) -> Symmetric {
         let mut s = Symmetric {
@@ -69,9 +80,10 @@ impl Symmetric {
     }
 
     fn mix_key(&mut self, ikm: &[u8]) {
-        let (ck, k) = hkdf64(&self.ck, ikm);
+        let (ck, mut k) = hkdf64(&self.ck, ikm);
         self.ck = ck;
         self.cipher = Some(Aes256Gcm::new(&k.into()));
+        k.zeroize();
         self.n = 0;
     }
 
@@ -113,6 +125,17 @@ impl Symmetric {
     fn split(&self) -> ([u8; 32], [u8; 32]) {
         hkdf64(&self.ck, &[])
     }
+}
+
+/// X25519 with the peer's key, refusing an all-zero result: a low-order point would make the
+/// shared secret public knowledge (RFC 7748 §6.1), so such a peer key ends the handshake.
+fn dh(ours: &KeyPair, theirs: &[u8; 32]) -> Result<[u8; 32], HandshakeError> {
+    use subtle::ConstantTimeEq;
+    let shared = ours.dh(theirs);
+    if bool::from(shared.ct_eq(&[0u8; 32])) {
+        return Err(HandshakeError::LowOrderPoint);
+    }
+    Ok(shared)
 }
 
 fn key32(v: &[u8], what: &'static str) -> Result<[u8; 32], HandshakeError> {
@@ -194,12 +217,12 @@ impl AwaitingServerHello {
             .ok_or(HandshakeError::Malformed("no payload"))?;
 
         self.sym.mix_hash(&re);
-        self.sym.mix_key(&self.e.dh(&re));
+        self.sym.mix_key(&dh(&self.e, &re)?);
         let rs = key32(
             &self.sym.decrypt_and_hash(&enc_static)?,
             "server static is not 32 bytes",
         )?;
-        self.sym.mix_key(&self.e.dh(&rs));
+        self.sym.mix_key(&dh(&self.e, &rs)?);
         let cert = self.sym.decrypt_and_hash(&enc_cert)?;
         let chain = verify_chain(&cert, &rs, trust, now)?;
         Ok(ServerHelloRead {
@@ -281,9 +304,9 @@ impl Responder {
         )?;
         self.sym.mix_hash(&ie);
         self.sym.mix_hash(&self.e.public);
-        self.sym.mix_key(&self.e.dh(&ie));
+        self.sym.mix_key(&dh(&self.e, &ie)?);
         let enc_static = self.sym.encrypt_and_hash(&self.s.public);
-        self.sym.mix_key(&self.s.dh(&ie));
+        self.sym.mix_key(&dh(&self.s, &ie)?);
         let enc_cert = self.sym.encrypt_and_hash(&self.cert_chain);
         let msg = HandshakeMessage {
             server_hello: Some(ServerHello {
@@ -337,7 +360,7 @@ impl AwaitingClientFinish {
             &self.sym.decrypt_and_hash(&enc_static)?,
             "client static is not 32 bytes",
         )?;
-        self.sym.mix_key(&self.e.dh(&client_static));
+        self.sym.mix_key(&dh(&self.e, &client_static)?);
         let payload = self.sym.decrypt_and_hash(&enc_payload)?;
         let (to_responder, to_initiator) = self.sym.split();
         Ok(ClientFinished {
@@ -349,18 +372,21 @@ impl AwaitingClientFinish {
 }
 
 /// One direction of the transport phase: AES-256-GCM, empty AD, its own counter from 0.
+///
+/// The key lives only inside the AES key schedule, which is wiped on drop (the `zeroize`
+/// features of `aes` and `aes-gcm`); no raw copy is kept.
 pub struct CipherState {
     cipher: Aes256Gcm,
-    key: [u8; 32],
     n: u32,
     exhausted: bool,
 }
 
 impl CipherState {
-    fn new(key: [u8; 32]) -> CipherState {
+    fn new(mut key: [u8; 32]) -> CipherState {
+        let cipher = Aes256Gcm::new(&key.into());
+        key.zeroize();
         CipherState {
-            cipher: Aes256Gcm::new(&key.into()),
-            key,
+            cipher,
             n: 0,
             exhausted: false,
         }
@@ -385,8 +411,14 @@ impl CipherState {
         plaintext: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), CipherError> {
+        let len = plaintext.len() + TAG_LEN;
+        if len > MAX_FRAME {
+            return Err(CipherError::FrameTooLarge {
+                len,
+                max: MAX_FRAME,
+            });
+        }
         let iv = self.next_nonce()?;
-        let len = plaintext.len() + 16;
         out.reserve(3 + len);
         out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
         let start = out.len();
@@ -394,7 +426,7 @@ impl CipherState {
         let tag = self
             .cipher
             .encrypt_in_place_detached(Nonce::from_slice(&iv), &[], &mut out[start..])
-            .map_err(|_| CipherError::Decrypt)?;
+            .map_err(|_| CipherError::Encrypt)?;
         out.extend_from_slice(&tag);
         Ok(())
     }
@@ -411,11 +443,6 @@ impl CipherState {
             .decrypt_in_place_detached(Nonce::from_slice(&iv), &[], &mut buf, Tag::from_slice(tag))
             .map_err(|_| CipherError::Decrypt)?;
         Ok(buf)
-    }
-
-    /// The raw key, for checking recorded vectors. Never log it.
-    pub fn key(&self) -> &[u8; 32] {
-        &self.key
     }
 
     /// Frames processed so far in this direction.
@@ -435,6 +462,7 @@ pub struct TransportCipher {
 
 impl TransportCipher {
     fn new(write: [u8; 32], read: [u8; 32]) -> TransportCipher {
+        // `CipherState::new` wipes its copy of each key.
         TransportCipher {
             send: CipherState::new(write),
             recv: CipherState::new(read),
@@ -445,6 +473,84 @@ impl TransportCipher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Low-order points of Curve25519 (u-coordinates), the ones libsodium blocklists.
+    const LOW_ORDER: [[u8; 32]; 3] = [
+        [0; 32],
+        {
+            let mut p = [0u8; 32];
+            p[0] = 1;
+            p
+        },
+        [
+            0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f,
+            0xc4, 0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16,
+            0x5f, 0x49, 0xb8, 0x00,
+        ],
+    ];
+
+    #[test]
+    fn low_order_peer_keys_end_the_handshake_on_both_sides() {
+        for point in LOW_ORDER {
+            // Responder: a ClientHello whose ephemeral is a low-order point.
+            let hello = HandshakeMessage {
+                client_hello: Some(ClientHello {
+                    ephemeral: Some(point.to_vec()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .encode_to_vec();
+            let r = Responder::new(
+                &CONN_HEADER,
+                KeyPair::generate(),
+                KeyPair::generate(),
+                vec![],
+            );
+            assert_eq!(
+                r.read_client_hello(&hello).err(),
+                Some(HandshakeError::LowOrderPoint)
+            );
+
+            // Initiator: a ServerHello whose ephemeral is a low-order point.
+            let (state, _) = Initiator::new(&CONN_HEADER, KeyPair::generate(), KeyPair::generate())
+                .client_hello();
+            let server_hello = HandshakeMessage {
+                server_hello: Some(ServerHello {
+                    ephemeral: Some(point.to_vec()),
+                    r#static: Some(vec![0; 48]),
+                    payload: Some(vec![0; 16]),
+                }),
+                ..Default::default()
+            }
+            .encode_to_vec();
+            let trust = TrustRoot::from_key([9; 32]);
+            assert_eq!(
+                state.read_server_hello(&server_hello, &trust, 0).err(),
+                Some(HandshakeError::LowOrderPoint)
+            );
+        }
+    }
+
+    #[test]
+    fn an_oversized_frame_is_refused_before_anything_is_written() {
+        let mut c = CipherState::new([7; 32]);
+        let mut out = vec![1, 2, 3];
+        let big = vec![0u8; MAX_FRAME - TAG_LEN + 1];
+        assert_eq!(
+            c.encrypt_frame(&big, &mut out),
+            Err(CipherError::FrameTooLarge {
+                len: MAX_FRAME + 1,
+                max: MAX_FRAME
+            })
+        );
+        assert_eq!(out, [1, 2, 3], "nothing written");
+        assert_eq!(c.counter(), 0, "no nonce spent");
+        // The largest frame that fits still goes out, with a correct 3-byte length.
+        c.encrypt_frame(&big[1..], &mut out).unwrap();
+        assert_eq!(&out[3..6], &[0xff, 0xff, 0xff]);
+        assert_eq!(out.len(), 3 + 3 + MAX_FRAME);
+    }
 
     #[test]
     fn initial_hash_matches_protocol_check_value() {

@@ -7,8 +7,8 @@ use sqlx::{Row, SqlitePool};
 use super::AccountId;
 use crate::binary::Jid;
 use crate::client::store::{Creds, CredsStore, CredsStoreError, Me};
-use crate::signal::store::{PreKeyStore, SignedPreKey, identity_from_bytes, identity_to_bytes};
-use crate::signal::{KeyPair, PreKey};
+use crate::signal::KeyPair;
+use crate::signal::store::{SignedPreKey, identity_from_bytes, identity_to_bytes};
 
 /// One account's credentials; cheap to clone.
 #[derive(Debug, Clone)]
@@ -97,7 +97,10 @@ impl CredsStore for SqliteCreds {
                 &r.try_get::<Vec<u8>, _>("record").map_err(err)?,
             )
             .map_err(err)?,
-            adv_secret: key32(r.try_get("adv_secret").map_err(err)?, "adv secret")?,
+            adv_secret: zeroize::Zeroizing::new(key32(
+                r.try_get("adv_secret").map_err(err)?,
+                "adv secret",
+            )?),
             me,
         }))
     }
@@ -149,14 +152,6 @@ impl CredsStore for SqliteCreds {
         .await
         .map_err(err)?;
         tx.commit().await.map_err(err)
-    }
-
-    async fn store_pre_keys(&self, keys: &[PreKey]) -> Result<(), CredsStoreError> {
-        self.signal().store_pre_keys(keys).await.map_err(err)
-    }
-
-    async fn next_pre_key_id(&self) -> Result<u32, CredsStoreError> {
-        self.signal().next_pre_key_id().await.map_err(err)
     }
 
     async fn wipe(&self) -> Result<(), CredsStoreError> {

@@ -7,9 +7,9 @@ use super::error::StoreError;
 use crate::signal::address::{ProtocolAddress, SenderKeyName};
 use crate::signal::store::{
     IdentityChange, IdentityStore, PreKey, PreKeyStore, SenderKeyStore, SessionStore, SignedPreKey,
-    SignedPreKeyStore, StoreResult, identity_from_bytes, identity_to_bytes,
+    SignedPreKeyStore, StoreResult, allocate_pre_key_ids, identity_from_bytes, identity_to_bytes,
 };
-use crate::signal::{LocalIdentity, SenderKeyRecord, SessionRecord};
+use crate::signal::{KeyPair, LocalIdentity, SenderKeyRecord, SessionRecord};
 
 type SignalStoreError = crate::signal::StoreError;
 
@@ -61,15 +61,6 @@ impl SqliteSignalStore {
                 .fetch_one(&self.pool)
                 .await?;
         Ok(n as u64)
-    }
-
-    /// The id for the next new prekey: ids only grow, even past consumed keys.
-    pub async fn next_pre_key_id(&self) -> Result<u32, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT next_pre_key_id FROM accounts WHERE id = ?")
-            .bind(self.account)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n as u32)
     }
 }
 
@@ -172,18 +163,63 @@ impl PreKeyStore for SqliteSignalStore {
             .await
             .map_err(db)?;
         }
-        // The id counter moves with the keys, in the same transaction.
-        if let Some(max) = keys.iter().map(|k| k.id).max() {
-            sqlx::query(
-                "UPDATE accounts SET next_pre_key_id = MAX(next_pre_key_id, ?) WHERE id = ?",
-            )
-            .bind(i64::from(max) + 1)
+        tx.commit().await.map_err(db)
+    }
+
+    async fn create_pre_keys(&self, n: u32) -> StoreResult<Vec<PreKey>> {
+        // Key generation (~30 µs each) stays outside the transaction.
+        let pairs: Vec<KeyPair> = (0..n).map(|_| KeyPair::generate()).collect();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let next: i64 = sqlx::query_scalar("SELECT next_pre_key_id FROM accounts WHERE id = ?")
             .bind(self.account)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        let live: std::collections::HashSet<u32> =
+            sqlx::query_scalar::<_, i64>("SELECT key_id FROM signal_pre_keys WHERE account_id = ?")
+                .bind(self.account)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?
+                .into_iter()
+                .map(|id| id as u32)
+                .collect();
+        let (ids, next) =
+            allocate_pre_key_ids(next.max(1) as u64, pairs.len(), |id| live.contains(&id));
+        let keys: Vec<PreKey> = ids
+            .into_iter()
+            .zip(pairs)
+            .map(|(id, key_pair)| PreKey { id, key_pair })
+            .collect();
+        for k in &keys {
+            sqlx::query(
+                "INSERT INTO signal_pre_keys (account_id, key_id, record) VALUES (?, ?, ?)",
+            )
+            .bind(self.account)
+            .bind(i64::from(k.id))
+            .bind(k.to_bytes())
             .execute(&mut *tx)
             .await
             .map_err(db)?;
         }
-        tx.commit().await.map_err(db)
+        // The counter moves with the keys, in the same transaction.
+        sqlx::query("UPDATE accounts SET next_pre_key_id = ? WHERE id = ?")
+            .bind(i64::try_from(next).unwrap_or(i64::MAX))
+            .bind(self.account)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(keys)
+    }
+
+    async fn pre_keys_allocated(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT next_pre_key_id FROM accounts WHERE id = ?")
+            .bind(self.account)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok((n.max(1) - 1) as u64)
     }
 
     async fn remove_pre_key(&self, id: u32) -> StoreResult<()> {

@@ -11,6 +11,16 @@ pub fn encode(data: &[u8]) -> String {
     s
 }
 
+/// Debug form of a public key: its first four bytes in hex, enough to tell keys apart in a log.
+/// Only for public values: a prefix of a secret is still a leak.
+pub struct Short<'a>(pub &'a [u8]);
+
+impl std::fmt::Debug for Short<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}..", encode(&self.0[..self.0.len().min(4)]))
+    }
+}
+
 /// Decodes hex (either case); `None` on odd length or a non-hex character.
 pub fn decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();

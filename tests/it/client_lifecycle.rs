@@ -13,7 +13,7 @@ use wa_gateway::client::reconnect::Backoff;
 use wa_gateway::client::{Client, ClientOptions, ConnState, CredsStore, Event, Keepalive};
 use wa_gateway::config::Config;
 use wa_gateway::sim::Simulator;
-use wa_gateway::socket::conn::DEFAULT_MAX_FRAME;
+use wa_gateway::socket::framing::MAX_FRAME;
 use wa_gateway::socket::{ClientConfig, TrustRoot};
 use wa_gateway::store::Store;
 use wa_gateway::util::clock::SystemClock;
@@ -24,7 +24,7 @@ fn options(sim: &Simulator, trust: TrustRoot) -> ClientOptions {
             url: sim.ws_url().to_owned(),
             trust,
             clock: Arc::new(SystemClock),
-            max_frame: DEFAULT_MAX_FRAME,
+            max_frame: MAX_FRAME,
         },
         profile: ClientProfile::default(),
         backoff: Backoff::default(),
@@ -695,4 +695,63 @@ async fn a_rate_limited_connection_waits_out_the_penalty() {
     })
     .await
     .expect("finished in time");
+}
+
+#[tokio::test]
+async fn a_local_error_keeps_the_link_and_only_the_server_wipes_it() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let (client, _events, creds) = paired(&sim, "15550006666").await;
+        client.stop();
+        drop(client);
+        // Our stored JID becomes unusable for a login (its user no longer fits a u64): the
+        // client stops in a local error state and wipes nothing.
+        let mut broken = creds.load().await.unwrap().unwrap();
+        let good = broken.clone();
+        broken.me.as_mut().unwrap().jid.user = "999999999999999999999".into();
+        creds.save(&broken).await.unwrap();
+        let opts = options(&sim, TrustRoot::from_key(sim.root_public_key()));
+        let (mut client, _e) = Client::start(opts.clone(), creds.clone());
+        let state = client.wait_for(ConnState::is_final).await;
+        assert_eq!(state.name(), "local_error", "{state:?}");
+        let kept = creds.load().await.unwrap().expect("credentials kept");
+        assert_eq!(kept.identity.public, good.identity.public);
+        assert_eq!(kept.me.unwrap().jid.user, "999999999999999999999");
+        drop(client);
+
+        // Mended, the same keys log in again: nothing was lost.
+        creds.save(&good).await.unwrap();
+        let (mut client, _e) = Client::start(opts.clone(), creds.clone());
+        assert_eq!(
+            client
+                .wait_for(|s| *s == ConnState::Connected || s.is_final())
+                .await,
+            ConnState::Connected
+        );
+
+        // The server's logout is the one thing that wipes.
+        sim.fault("15550006666", wa_gateway::sim::Fault::Unlink)
+            .await;
+        let state = client.wait_for(ConnState::is_final).await;
+        assert_eq!(state.name(), "logged_out");
+        assert!(creds.load().await.unwrap().is_none(), "wiped on logout");
+    })
+    .await
+    .expect("finished in time");
+}
+
+#[tokio::test]
+async fn phone_numbers_outside_e164_are_refused_by_the_simulator() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    for bad in ["", "12345678901234567890", "1555abc", "1234567890123456"] {
+        let err = sim.scan(bad, "2@x,AA,AA,AA", None, None).await.unwrap_err();
+        assert!(
+            matches!(err, wa_gateway::sim::SimError::BadNumber),
+            "{bad:?}: {err}"
+        );
+    }
 }

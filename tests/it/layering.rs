@@ -12,7 +12,7 @@ const RULES: &[(&str, &[&str])] = &[
             "binary",
             "signal::curve",
             "signal::KeyPair",
-            "signal::{KeyPair",
+            "signal::xeddsa_verify",
             "proto",
             "util",
         ],
@@ -46,6 +46,101 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Every `crate::` path in `text`, with grouped use trees expanded: `crate::{a::X, b::{Y, Z}}`
+/// gives `a::X`, `b::Y` and `b::Z` (each as its segments), whatever the line breaks.
+fn crate_paths(text: &str) -> Vec<Vec<String>> {
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let mut out = Vec::new();
+    let mut rest = compact.as_str();
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        let used = tree(rest, &mut Vec::new(), &mut out);
+        rest = &rest[used..];
+    }
+    out
+}
+
+/// Parses one use tree at the start of `s` under `prefix`; returns the bytes consumed.
+fn tree(s: &str, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+    let ident_len = |s: &str| {
+        s.find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(s.len())
+    };
+    let mut pos = 0;
+    let depth = prefix.len();
+    loop {
+        if s[pos..].starts_with('{') {
+            pos += 1;
+            loop {
+                pos += tree(&s[pos..], prefix, out);
+                match s[pos..].chars().next() {
+                    Some(',') => pos += 1,
+                    Some('}') => {
+                        pos += 1;
+                        break;
+                    }
+                    _ => break,
+                }
+                if s[pos..].starts_with('}') {
+                    pos += 1;
+                    break;
+                }
+            }
+            prefix.truncate(depth);
+            return pos;
+        }
+        let n = ident_len(&s[pos..]);
+        if n == 0 {
+            break;
+        }
+        prefix.push(s[pos..pos + n].to_owned());
+        pos += n;
+        if s[pos..].starts_with("::") {
+            pos += 2;
+        } else {
+            break;
+        }
+    }
+    if prefix.len() > depth {
+        out.push(prefix.clone());
+    }
+    prefix.truncate(depth);
+    pos
+}
+
+fn allowed_path(allowed: &[&str], path: &[String]) -> bool {
+    allowed.iter().any(|a| {
+        let segs: Vec<&str> = a.split("::").collect();
+        segs.len() <= path.len() && segs.iter().zip(path).all(|(a, p)| a == p)
+    })
+}
+
+#[test]
+fn grouped_imports_are_expanded_before_they_are_checked() {
+    let paths = crate_paths(
+        "use crate::{binary::Node,\n    client::{store::Creds, Event}};\nlet x = crate::util::hex::encode(b);",
+    );
+    let flat: Vec<String> = paths.iter().map(|p| p.join("::")).collect();
+    assert_eq!(
+        flat,
+        [
+            "binary::Node",
+            "client::store::Creds",
+            "client::Event",
+            "util::hex::encode"
+        ]
+    );
+    // A grouped import of a layer the socket must not know is caught.
+    let socket = RULES.iter().find(|(l, _)| *l == "socket").unwrap().1;
+    let bad = crate_paths("use crate::{binary::Node, client::Client};");
+    assert!(!bad.iter().all(|p| allowed_path(socket, p)));
+    assert!(allowed_path(socket, &["signal".into(), "KeyPair".into()]));
+    assert!(!allowed_path(
+        socket,
+        &["signal".into(), "SessionCipher".into()]
+    ));
+}
+
 #[test]
 fn layers_only_use_what_they_may_know() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -55,22 +150,14 @@ fn layers_only_use_what_they_may_know() {
         files(&src.join(layer), &mut fs);
         for f in fs {
             let text = std::fs::read_to_string(&f).unwrap();
-            for (n, line) in text.lines().enumerate() {
-                let mut rest = line;
-                while let Some(i) = rest.find("crate::") {
-                    let used = &rest[i + "crate::".len()..];
-                    assert!(
-                        allowed.iter().any(|a| used.starts_with(a)),
-                        "{}:{}: layer `{layer}` must not use `crate::{}`",
-                        f.display(),
-                        n + 1,
-                        used.split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                            .next()
-                            .unwrap_or("")
-                    );
-                    rest = used;
-                    checked += 1;
-                }
+            for path in crate_paths(&text) {
+                assert!(
+                    allowed_path(allowed, &path),
+                    "{}: layer `{layer}` must not use `crate::{}`",
+                    f.display(),
+                    path.join("::")
+                );
+                checked += 1;
             }
         }
     }

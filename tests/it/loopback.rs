@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use wa_gateway::binary::{Jid, Node};
 use wa_gateway::signal::KeyPair;
-use wa_gateway::socket::conn::DEFAULT_MAX_FRAME;
+use wa_gateway::socket::framing::MAX_FRAME;
 use wa_gateway::socket::{
     CertError, ClientConfig, HandshakeError, Incoming, ServerIdentity, SocketError, TrustRoot,
     accept, connect,
@@ -42,7 +42,7 @@ async fn server(
     let url = format!("ws://{}/ws/chat", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        accept(tcp, &identity, DEFAULT_MAX_FRAME).await
+        accept(tcp, &identity, MAX_FRAME).await
     });
     (url, task)
 }
@@ -52,7 +52,7 @@ fn config(url: String, trust: TrustRoot) -> ClientConfig {
         url,
         trust,
         clock: Arc::new(SystemClock),
-        max_frame: DEFAULT_MAX_FRAME,
+        max_frame: MAX_FRAME,
     }
 }
 

@@ -9,6 +9,7 @@ mod layering;
 mod loopback;
 mod noise_fixture;
 mod pairing_fixture;
+mod secrets_debug;
 mod signal_fixture;
 mod signal_props;
 mod signal_roundtrip;
@@ -18,3 +19,8 @@ mod sim_pair;
 mod simulate_cmd;
 mod stanza_props;
 mod tokens;
+
+mod alloc_bounds;
+
+#[global_allocator]
+static ALLOC: alloc_bounds::Counting = alloc_bounds::Counting;

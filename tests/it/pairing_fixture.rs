@@ -44,6 +44,23 @@ fn keys(f: &serde_json::Value) -> Keys {
     }
 }
 
+/// The QR platform digit our profile gives for the browser the fixture was recorded with
+/// (`[os, browser, version]`).
+fn recorded_platform(f: &serde_json::Value) -> char {
+    use wa_gateway::client::payload::ClientProfile;
+    use wa_gateway::proto::wa::device_props::PlatformType;
+    let name = f["browser"][1]
+        .as_str()
+        .expect("browser: [os, name, version]");
+    let platform_type = PlatformType::from_str_name(&name.to_uppercase())
+        .unwrap_or_else(|| panic!("unknown browser {name}"));
+    ClientProfile {
+        platform_type,
+        ..ClientProfile::default()
+    }
+    .qr_platform()
+}
+
 #[test]
 fn qr_string_matches() {
     let f = fixture("pairing.json");
@@ -55,7 +72,7 @@ fn qr_string_matches() {
             identity_public: &k.identity.public,
             adv_secret: &k.adv,
         },
-        '1',
+        recorded_platform(&f),
     );
     assert_eq!(qr, f["qr"].as_str().unwrap());
 }
@@ -143,7 +160,7 @@ fn must_fail_stanzas_are_refused() {
     let f = fixture("pairing.json");
     let k = keys(&f);
     let cases = f["must_fail"].as_array().unwrap();
-    assert_eq!(cases.len(), 2);
+    assert!(!cases.is_empty());
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let stanza = decode_frame(Bytes::from(hexf(case, "stanza_frame_hex"))).unwrap();

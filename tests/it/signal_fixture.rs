@@ -65,6 +65,7 @@ fn bob_decrypt(
             let m = PreKeySignalMessage::decode(ct).unwrap();
             assert_eq!(m.signed_pre_key_id, bob.signed_id);
             assert_eq!(m.pre_key_id, Some(bob.one_time_id));
+            let first = !record.has_base_key(&m.base_key);
             let (plain, consumed) = record
                 .decrypt_pre_key(
                     &m,
@@ -75,7 +76,7 @@ fn bob_decrypt(
                 )
                 .unwrap();
             // Only the first pkmsg of the agreement consumes the one-time prekey.
-            let _ = consumed;
+            assert_eq!(consumed, first.then_some(bob.one_time_id));
             plain
         }
         _ => record
@@ -131,7 +132,14 @@ fn bob_decrypts_every_alice_step() {
         assert_eq!(hex::encode(&plain), step["plaintext_hex"].as_str().unwrap());
         seen += 1;
     }
-    assert_eq!(seen, 4);
+    let alice_steps = f["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["from"] == "alice")
+        .count();
+    assert!(alice_steps > 0);
+    assert_eq!(seen, alice_steps);
     // The session survives serialization.
     let again = SessionRecord::from_bytes(&record.to_bytes()).unwrap();
     assert_eq!(again.to_bytes(), record.to_bytes());

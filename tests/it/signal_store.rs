@@ -163,18 +163,78 @@ async fn prekey_ids_only_grow_even_when_the_highest_is_consumed() {
     let memory = MemoryCreds::default();
     async fn check<C: CredsStore>(c: &C) {
         c.save(&Creds::generate(0)).await.unwrap();
-        assert_eq!(c.next_pre_key_id().await.unwrap(), 1);
-        let keys = wa_gateway::client::prekeys::generate(1, 3);
-        c.store_pre_keys(&keys).await.unwrap();
-        assert_eq!(c.next_pre_key_id().await.unwrap(), 4);
+        let s = c.signal();
+        assert_eq!(s.pre_keys_allocated().await.unwrap(), 0);
+        let keys = s.create_pre_keys(3).await.unwrap();
+        assert_eq!(keys.iter().map(|k| k.id).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(s.pre_keys_allocated().await.unwrap(), 3);
+        // Stored with the counter: each key is there.
+        for k in &keys {
+            assert_eq!(
+                s.pre_key(k.id).await.unwrap().unwrap().key_pair.public,
+                k.key_pair.public
+            );
+        }
         // A peer's first message consumes the newest key: its id is still not reused.
-        c.signal().remove_pre_key(3).await.unwrap();
-        assert_eq!(c.next_pre_key_id().await.unwrap(), 4);
+        s.remove_pre_key(3).await.unwrap();
+        let next = s.create_pre_keys(1).await.unwrap();
+        assert_eq!(next[0].id, 4);
         // Logged out: the next device starts its own sequence.
         c.wipe().await.unwrap();
         c.save(&Creds::generate(0)).await.unwrap();
-        assert_eq!(c.next_pre_key_id().await.unwrap(), 1);
+        assert_eq!(c.signal().pre_keys_allocated().await.unwrap(), 0);
+        assert_eq!(c.signal().create_pre_keys(1).await.unwrap()[0].id, 1);
     }
     check(&sqlite).await;
     check(&memory).await;
+}
+
+#[test]
+fn prekey_ids_wrap_at_24_bits_and_skip_live_keys() {
+    use wa_gateway::signal::store::{MAX_PRE_KEY_ID, allocate_pre_key_ids, pre_key_id};
+    assert_eq!(pre_key_id(0), 1, "a zero counter does not underflow");
+    assert_eq!(pre_key_id(1), 1);
+    assert_eq!(pre_key_id(u64::from(MAX_PRE_KEY_ID)), MAX_PRE_KEY_ID);
+    assert_eq!(pre_key_id(u64::from(MAX_PRE_KEY_ID) + 1), 1);
+    // Past the wrap, ids 1 and 3 are still live: they are skipped, never overwritten.
+    let live = [1u32, 3];
+    let start = u64::from(MAX_PRE_KEY_ID) - 1;
+    let (ids, next) = allocate_pre_key_ids(start, 4, |id| live.contains(&id));
+    assert_eq!(ids, [MAX_PRE_KEY_ID - 1, MAX_PRE_KEY_ID, 2, 4]);
+    assert_eq!(pre_key_id(next), 5);
+    // Every id live: the scan ends with what it found instead of looping.
+    let (ids, _) = allocate_pre_key_ids(1, 2, |_| true);
+    assert!(ids.is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_refill_after_the_wrap_keeps_live_keys() {
+    use wa_gateway::signal::store::MAX_PRE_KEY_ID;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("wa.db").display()))
+        .await
+        .unwrap();
+    let (s, _) = account(&store, "wrap").await;
+    let live = s.create_pre_keys(2).await.unwrap();
+    assert_eq!(live.iter().map(|k| k.id).collect::<Vec<_>>(), [1, 2]);
+    // Millions of keys later (the counter is set as if they had been allocated).
+    sqlx::query("UPDATE accounts SET next_pre_key_id = ? WHERE id = ?")
+        .bind(i64::from(MAX_PRE_KEY_ID))
+        .bind(s.account())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let refill = s.create_pre_keys(3).await.unwrap();
+    assert_eq!(
+        refill.iter().map(|k| k.id).collect::<Vec<_>>(),
+        [MAX_PRE_KEY_ID, 3, 4]
+    );
+    for k in &live {
+        assert_eq!(
+            s.pre_key(k.id).await.unwrap().unwrap().key_pair.public,
+            k.key_pair.public,
+            "live key {} was overwritten",
+            k.id
+        );
+    }
 }

@@ -12,9 +12,9 @@ use wa_gateway::client::pair::{
 use wa_gateway::client::payload::{
     ClientProfile, RegistrationKeys, login_payload, registration_payload,
 };
-use wa_gateway::signal::{KeyPair, SignedPreKey};
+use wa_gateway::signal::{KeyPair, PreKey, SignedPreKey};
 use wa_gateway::sim::Simulator;
-use wa_gateway::socket::conn::DEFAULT_MAX_FRAME;
+use wa_gateway::socket::framing::MAX_FRAME;
 use wa_gateway::socket::{ClientConfig, Incoming, NoiseSocket, TrustRoot, connect};
 use wa_gateway::util::clock::SystemClock;
 
@@ -35,7 +35,7 @@ async fn new_device_pairs_then_logs_in() {
             url: sim.ws_url().to_owned(),
             trust: TrustRoot::from_key(sim.root_public_key()),
             clock: Arc::new(SystemClock),
-            max_frame: DEFAULT_MAX_FRAME,
+            max_frame: MAX_FRAME,
         };
         let profile = ClientProfile::default();
         let noise = KeyPair::generate();
@@ -71,8 +71,11 @@ async fn new_device_pairs_then_logs_in() {
             sim2.scan("15550001234", &qr, Some("Alice"), Some("android"))
                 .await
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!scan.is_finished(), "no pair-success before the ack");
+        // Nothing reaches the companion until it acknowledges the offer.
+        if let Ok(early) = tokio::time::timeout(Duration::from_millis(500), s.incoming.recv()).await
+        {
+            panic!("the server sent {early:?} before the pair-device ack");
+        }
         s.sender.send(&iq_result(&id)).await.unwrap();
 
         let stanza = next(&mut s).await;
@@ -152,7 +155,12 @@ async fn new_device_pairs_then_logs_in() {
             Some("error"),
             "no bundle yet: {none}"
         );
-        let keys = wa_gateway::client::prekeys::generate(1, 3);
+        let keys: Vec<PreKey> = (1..=3)
+            .map(|id| PreKey {
+                id,
+                key_pair: KeyPair::generate(),
+            })
+            .collect();
         let upload =
             wa_gateway::client::prekeys::upload_node(1234, &identity.public, &keys, &signed)
                 .attr("id", "u1");
@@ -363,7 +371,7 @@ async fn a_companion_that_never_acknowledges_pair_device_is_dropped() {
         url: sim.ws_url().to_owned(),
         trust: TrustRoot::from_key(sim.root_public_key()),
         clock: Arc::new(SystemClock),
-        max_frame: DEFAULT_MAX_FRAME,
+        max_frame: MAX_FRAME,
     };
     let (noise, identity) = (KeyPair::generate(), KeyPair::generate());
     let signed = SignedPreKey::generate(1, &identity, 0);

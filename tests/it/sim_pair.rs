@@ -135,3 +135,25 @@ fn bad_qr_strings_are_refused() {
     let scanned = parse_qr(four).unwrap();
     assert_eq!((scanned.adv_secret, scanned.platform), (c.adv, None));
 }
+
+#[test]
+fn a_pair_success_naming_a_jid_we_could_not_log_in_with_is_refused() {
+    let c = companion();
+    let scanned = parse_qr(&qr(&c)).unwrap();
+    // Properly signed, but the user does not fit a u64 (or the device is the phone itself):
+    // storing it would strand the link at the next login.
+    for (number, device) in [("123456789012345678901", 3u16), ("15550001234", 0)] {
+        let p = PhoneAccount {
+            number: number.into(),
+            ..phone()
+        };
+        let (stanza, _) = issue_pair_success(&p, &scanned, device, 1, "pair-1", 1_800_000_000);
+        assert!(
+            matches!(
+                handle_pair_success(&stanza, &c.identity, &c.adv),
+                Err(PairError::Malformed(m)) if m.contains("device JID")
+            ),
+            "{number}:{device}"
+        );
+    }
+}

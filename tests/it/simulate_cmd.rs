@@ -13,7 +13,7 @@ use wa_gateway::client::reconnect::Backoff;
 use wa_gateway::client::{
     Client, ClientOptions, ConnState, CredsStore, Event, Keepalive, MemoryCreds,
 };
-use wa_gateway::socket::conn::DEFAULT_MAX_FRAME;
+use wa_gateway::socket::framing::MAX_FRAME;
 use wa_gateway::socket::{ClientConfig, TrustRoot};
 use wa_gateway::util::clock::SystemClock;
 
@@ -69,7 +69,7 @@ async fn simulate_command_prints_its_urls_and_pairs_through_the_control_api() {
                 url: ws_url,
                 trust: TrustRoot::from_key(root),
                 clock: Arc::new(SystemClock),
-                max_frame: DEFAULT_MAX_FRAME,
+                max_frame: MAX_FRAME,
             },
             profile: ClientProfile::default(),
             backoff: Backoff::default(),

@@ -12,9 +12,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use wa_gateway::binary::{Content, Jid, Node, Server, Value};
 use wa_gateway::client::pair::{QrKeys, handle_pair_success, parse_pair_device, qr_string};
-use wa_gateway::client::prekeys::{generate, parse_count, upload_node};
+use wa_gateway::client::prekeys::{parse_count, upload_node};
 use wa_gateway::client::recv;
 use wa_gateway::client::{CredsStore, Me, MemoryCreds};
+use wa_gateway::signal::store::PreKeyStore;
 use wa_gateway::signal::{IdentityTrust, KeyPair, SessionCipher, SignedPreKey};
 use wa_gateway::sim::iq::{KeyBundle, validate_upload};
 use wa_gateway::sim::pair::{PhoneAccount, issue_pair_success, parse_qr};
@@ -122,8 +123,7 @@ fn corpus() -> Corpus {
     creds_value.me = Some(me.clone());
     let creds = Arc::new(MemoryCreds::default());
     block_on(creds.save(&creds_value)).unwrap();
-    let keys = generate(1, 2);
-    block_on(creds.store_pre_keys(&keys)).unwrap();
+    let keys = block_on(creds.signal().create_pre_keys(2)).unwrap();
     let bundle = KeyBundle {
         registration_id: creds_value.registration_id,
         signed_pre_key_id: 1,
@@ -185,21 +185,31 @@ fn lookup(user: &str) -> Option<usync::UserInfo> {
     })
 }
 
-/// Every handler on `n`; returns how many accepted it.
+/// The handlers, in the order [`run_all`] reports them.
+const HANDLERS: [&str; 6] = [
+    "pair-device",
+    "pair-success",
+    "prekey count",
+    "prekey upload",
+    "usync",
+    "1:1 decrypt",
+];
+
+/// Every handler on `n`; which accepted it.
 fn run_all(
     c: &Corpus,
     n: &Node,
     cipher: &SessionCipher<impl wa_gateway::signal::SignalStore>,
-) -> usize {
-    let mut ok = 0;
-    ok += usize::from(parse_pair_device(n).is_some());
-    ok += usize::from(handle_pair_success(n, &c.companion_identity, &c.adv).is_ok());
-    ok += usize::from(parse_count(n).is_some());
-    ok += usize::from(validate_upload(n, &c.companion_identity.public).is_some());
+) -> [bool; 6] {
     let answer = usync::answer(n, "q", lookup);
-    ok += usize::from(answer.get_str("type").as_deref() == Some("result"));
-    ok += usize::from(block_on(recv::decrypt(cipher, n, &c.me)).is_ok());
-    ok
+    [
+        parse_pair_device(n).is_some(),
+        handle_pair_success(n, &c.companion_identity, &c.adv).is_ok(),
+        parse_count(n).is_some(),
+        validate_upload(n, &c.companion_identity.public).is_some(),
+        answer.get_str("type").as_deref() == Some("result"),
+        block_on(recv::decrypt(cipher, n, &c.me)).is_ok(),
+    ]
 }
 
 #[test]
@@ -207,14 +217,18 @@ fn unmutated_stanzas_are_accepted() {
     let c = corpus();
     // A fresh cipher per stanza kind: decrypting twice would be a replay.
     let cipher = SessionCipher::new(c.creds.signal(), "props", IdentityTrust::AcceptChanges);
-    for n in [
-        &c.pair_device,
-        &c.pair_success,
-        &c.message,
-        &c.upload,
-        &c.usync,
+    // Each valid stanza reaches the handler it was made for (so mutations of it exercise the
+    // code behind that handler's checks).
+    for (n, handler) in [
+        (&c.pair_device, "pair-device"),
+        (&c.pair_success, "pair-success"),
+        (&c.message, "1:1 decrypt"),
+        (&c.upload, "prekey upload"),
+        (&c.usync, "usync"),
     ] {
-        assert!(run_all(&c, n, &cipher) >= 1, "{n}");
+        let accepted = run_all(&c, n, &cipher);
+        let i = HANDLERS.iter().position(|h| *h == handler).unwrap();
+        assert!(accepted[i], "{handler} refused its own stanza {n}");
     }
 }
 
