@@ -130,6 +130,7 @@ fn options(sim_line: &str) -> (ClientOptions, String) {
             trust: TrustRoot::from_key(root),
             clock: Arc::new(SystemClock),
             max_frame: MAX_FRAME,
+            tls: None,
         },
         profile: ClientProfile::default(),
         backoff: Backoff::default(),

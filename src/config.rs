@@ -3,12 +3,16 @@
 //! silent fallback. (An optional TOML file comes with the REST service.)
 
 use std::fmt;
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
 
 use base64::Engine;
 
 use crate::client::payload::ClientProfile;
 use crate::client::payload::{DEFAULT_WA_VERSION, WA_VERSION_ENV};
 use crate::socket::TrustRoot;
+use crate::socket::tls::{client_config, parse_ca_pem};
 
 /// WhatsApp's WebSocket endpoint.
 pub const DEFAULT_WS_URL: &str = "wss://web.whatsapp.com/ws/chat";
@@ -40,6 +44,9 @@ pub struct WhatsAppConfig {
     /// Root key the server certificate must chain to (`WA_GATEWAY_ROOT_KEY`, base64); the
     /// simulator prints its own.
     pub root_key: [u8; 32],
+    /// Extra CAs trusted for `wss://` besides the webpki roots (`WA_GATEWAY_WS_CA`, a PEM
+    /// path): the one `simulate --tls` prints as `ca_cert`.
+    pub ws_ca: Vec<CertificateDer<'static>>,
 }
 
 impl Default for WhatsAppConfig {
@@ -48,6 +55,7 @@ impl Default for WhatsAppConfig {
             version: DEFAULT_WA_VERSION,
             ws_url: DEFAULT_WS_URL.into(),
             root_key: TrustRoot::default().key,
+            ws_ca: Vec::new(),
         }
     }
 }
@@ -67,6 +75,7 @@ impl fmt::Debug for WhatsAppConfig {
             .field("version", &format_args!("{a}.{b}.{c}"))
             .field("ws_url", &self.ws_url)
             .field("custom_root", &(self.root_key != TrustRoot::default().key))
+            .field("extra_cas", &self.ws_ca.len())
             .finish()
     }
 }
@@ -107,6 +116,16 @@ impl Config {
                     why: "not a base64 32-byte public key".into(),
                 })?;
         }
+        if let Some(path) = get("WA_GATEWAY_WS_CA") {
+            let pem = std::fs::read(&path).map_err(|e| ConfigError {
+                var: "WA_GATEWAY_WS_CA",
+                why: format!("cannot read {path}: {e}"),
+            })?;
+            c.whatsapp.ws_ca = parse_ca_pem(&pem).map_err(|e| ConfigError {
+                var: "WA_GATEWAY_WS_CA",
+                why: format!("{path}: {e}"),
+            })?;
+        }
         Ok(c)
     }
 }
@@ -118,6 +137,19 @@ impl WhatsAppConfig {
             wa_version: self.version,
             ..ClientProfile::default()
         }
+    }
+
+    /// TLS trust for the WebSocket: None (the webpki roots) unless extra CAs are configured.
+    pub fn tls(&self) -> Result<Option<Arc<rustls::ClientConfig>>, ConfigError> {
+        if self.ws_ca.is_empty() {
+            return Ok(None);
+        }
+        client_config(&self.ws_ca)
+            .map(Some)
+            .map_err(|e| ConfigError {
+                var: "WA_GATEWAY_WS_CA",
+                why: e.to_string(),
+            })
     }
 
     /// The certificate root the client trusts.
@@ -159,6 +191,21 @@ mod tests {
         assert_eq!(c.whatsapp.ws_url, "ws://127.0.0.1:9/ws/chat");
         assert_eq!(c.whatsapp.trust_root().key, [7u8; 32]);
         assert!(format!("{c:?}").contains("custom_root: true"));
+    }
+
+    #[test]
+    fn ws_ca_must_be_a_readable_pem_with_a_certificate() {
+        let dir = std::env::temp_dir().join(format!("wa-gw-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        for path in [dir.join("missing.pem"), junk] {
+            let e = with(&[("WA_GATEWAY_WS_CA", path.to_str().unwrap())]).unwrap_err();
+            assert_eq!(e.var, "WA_GATEWAY_WS_CA", "{e}");
+            assert!(e.to_string().contains(path.to_str().unwrap()), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(with(&[]).unwrap().whatsapp.tls().unwrap().is_none());
     }
 
     #[test]

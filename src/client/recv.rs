@@ -50,14 +50,23 @@ pub enum RecvError {
     Protobuf(#[from] prost::DecodeError),
 }
 
-/// Strips the 1–15 trailing bytes of value n that every reference client appends before
-/// encrypting (`v=2`).
+/// Most padding bytes accepted: the reference clients append 1–15 (Baileys'
+/// `writeRandomPadMax16`, whatsmeow's `padMessage`); 16 is the bound their name promises.
+pub const MAX_PADDING: usize = 16;
+
+/// Strips the n trailing bytes of value n (1 ≤ n ≤ [`MAX_PADDING`]) that every reference client
+/// appends before encrypting (`v=2`). Every pad byte must equal n, as whatsmeow checks.
 pub fn unpad(plaintext: &[u8]) -> Result<&[u8], RecvError> {
-    let n = usize::from(*plaintext.last().ok_or(RecvError::Padding)?);
-    if n == 0 || n > plaintext.len() {
+    let n = *plaintext.last().ok_or(RecvError::Padding)?;
+    let len = usize::from(n);
+    if len == 0 || len > MAX_PADDING || len > plaintext.len() {
         return Err(RecvError::Padding);
     }
-    Ok(&plaintext[..plaintext.len() - n])
+    let (body, pad) = plaintext.split_at(plaintext.len() - len);
+    if pad.iter().any(|&b| b != n) {
+        return Err(RecvError::Padding);
+    }
+    Ok(body)
 }
 
 /// Whether `jid` is one of our own account's devices (PN or LID).
@@ -148,5 +157,13 @@ mod tests {
         assert!(matches!(unpad(&[]), Err(RecvError::Padding)));
         assert!(matches!(unpad(&[1, 0]), Err(RecvError::Padding)));
         assert!(matches!(unpad(&[1, 3]), Err(RecvError::Padding)));
+        // Every pad byte is the count; more than 16 is not what a reference client writes.
+        assert!(matches!(unpad(&[9, 1, 2]), Err(RecvError::Padding)));
+        let mut long = vec![7u8; 40];
+        long.extend_from_slice(&[17; 17]);
+        assert!(matches!(unpad(&long), Err(RecvError::Padding)));
+        long.truncate(40 + 16);
+        long[40..].fill(16);
+        assert_eq!(unpad(&long).unwrap(), &[7u8; 40][..]);
     }
 }

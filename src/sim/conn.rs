@@ -19,7 +19,6 @@ use crate::proto::wa::ClientPayload;
 use crate::proto::wa::client_payload::DevicePairingRegistrationData;
 use crate::signal::curve::with_type;
 use crate::signal::xeddsa_verify;
-use crate::socket::conn::HANDSHAKE_TIMEOUT;
 use crate::socket::framing::MAX_FRAME;
 use crate::socket::{Incoming, NodeSender, accept};
 
@@ -157,17 +156,16 @@ fn failure(reason: u16) -> Node {
         .attr("location", "sim")
 }
 
-pub(super) async fn serve(
+/// Serves one client connection (plain TCP, or TLS already accepted). `permit` is the
+/// connection's handshake slot, given back once the Noise handshake is over.
+pub(super) async fn serve<S>(
     shared: Arc<Shared>,
-    tcp: tokio::net::TcpStream,
-    handshakes: Arc<tokio::sync::Semaphore>,
-) {
-    // Waiting for a slot counts against the handshake timeout.
-    let Ok(Ok(permit)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshakes.acquire_owned()).await
-    else {
-        return;
-    };
-    let accepted = accept(tcp, &shared.identity, MAX_FRAME).await;
+    stream: S,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let accepted = accept(stream, &shared.identity, MAX_FRAME).await;
     drop(permit);
     let Ok(acc) = accepted else {
         return;

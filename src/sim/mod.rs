@@ -10,6 +10,7 @@ pub mod iq;
 pub mod pair;
 pub mod phone;
 pub mod server;
+mod tls;
 pub mod usync;
 
 pub use server::{Fault, SimError, Simulator};

@@ -32,6 +32,9 @@ pub enum SimError {
     /// The companion refused the pairing or went away.
     #[error("pairing failed: {0}")]
     PairingFailed(String),
+    /// The TLS certificate could not be made.
+    #[error("TLS set-up: {0}")]
+    Tls(String),
     /// Not a phone number WhatsApp could have (1–15 digits, E.164).
     #[error("phone number must be 1–15 digits")]
     BadNumber,
@@ -276,6 +279,8 @@ pub(super) struct Shared {
 pub struct Simulator {
     shared: Arc<Shared>,
     ws_url: String,
+    /// The CA behind the `wss://` certificate (None for `ws://`).
+    ca_pem: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Simulator {
@@ -285,8 +290,24 @@ impl std::fmt::Debug for Simulator {
 }
 
 impl Simulator {
-    /// Starts listening on `listen` (port 0 picks a free port) with a fresh certificate chain.
+    /// Starts listening on `listen` (port 0 picks a free port) with a fresh certificate chain,
+    /// serving plain `ws://`.
     pub async fn start(listen: SocketAddr) -> Result<Simulator, SimError> {
+        Simulator::start_with(listen, None).await
+    }
+
+    /// Like [`Simulator::start`], serving `wss://` as WhatsApp does, with a TLS certificate
+    /// for `localhost` and the listening IP issued by a CA generated here
+    /// ([`Simulator::ca_cert_pem`]: what a client must trust besides the webpki roots).
+    pub async fn start_tls(listen: SocketAddr) -> Result<Simulator, SimError> {
+        let tls = super::tls::SimTls::generate(listen.ip())?;
+        Simulator::start_with(listen, Some(tls)).await
+    }
+
+    async fn start_with(
+        listen: SocketAddr,
+        tls: Option<super::tls::SimTls>,
+    ) -> Result<Simulator, SimError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let identity = ServerIdentity::generate(clock.now_unix(), 365 * 86_400);
         let listener = TcpListener::bind(listen).await?;
@@ -298,22 +319,51 @@ impl Simulator {
         });
         let s = shared.clone();
         let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let s = s.clone();
-                let handshakes = handshakes.clone();
-                tokio::spawn(async move { super::conn::serve(s, tcp, handshakes).await });
+                let (s, handshakes, acceptor) = (s.clone(), handshakes.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    // Waiting for a slot and the TLS handshake count against the handshake
+                    // timeout: a flood of silent sockets holds a slot for 20 s at most.
+                    let limit = tokio::time::sleep(crate::socket::conn::HANDSHAKE_TIMEOUT);
+                    tokio::pin!(limit);
+                    let permit = tokio::select! {
+                        p = handshakes.acquire_owned() => p,
+                        _ = &mut limit => return,
+                    };
+                    let Ok(permit) = permit else { return };
+                    match acceptor {
+                        None => super::conn::serve(s, tcp, permit).await,
+                        Some(acceptor) => {
+                            let tls = tokio::select! {
+                                t = acceptor.accept(tcp) => t,
+                                _ = &mut limit => return,
+                            };
+                            if let Ok(stream) = tls {
+                                super::conn::serve(s, stream, permit).await;
+                            }
+                        }
+                    }
+                });
             }
         });
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
         Ok(Simulator {
             shared,
-            ws_url: format!("ws://{addr}/ws/chat"),
+            ws_url: format!("{scheme}://{addr}/ws/chat"),
+            ca_pem: tls.map(|t| Arc::from(t.ca_pem.as_str())),
         })
     }
 
     /// The WebSocket URL clients connect to.
     pub fn ws_url(&self) -> &str {
         &self.ws_url
+    }
+
+    /// The PEM of the CA that issued the `wss://` certificate, when serving TLS.
+    pub fn ca_cert_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// The root public key clients must trust.

@@ -56,6 +56,9 @@ pub struct ClientConfig {
     pub clock: Arc<dyn Clock>,
     /// Largest frame accepted from the server.
     pub max_frame: usize,
+    /// TLS trust for `wss://` (None: the webpki roots alone, which WhatsApp's chain uses); see
+    /// [`super::tls::client_config`] to add a CA.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What the reader task reports.
@@ -156,10 +159,11 @@ pub async fn connect(
     req.headers_mut()
         .insert("Origin", HeaderValue::from_static(ORIGIN));
     let (mut ws, _) = with_timeout("connect", async {
-        Ok(tokio_tungstenite::connect_async_with_config(
+        Ok(tokio_tungstenite::connect_async_tls_with_config(
             req,
             Some(ws_config(MAX_FRAME + 4096)),
             true,
+            cfg.tls.clone().map(tokio_tungstenite::Connector::Rustls),
         )
         .await?)
     })

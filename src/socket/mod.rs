@@ -7,6 +7,7 @@ pub mod conn;
 pub mod error;
 pub mod framing;
 pub mod noise;
+pub mod tls;
 
 pub use cert::{ServerIdentity, TrustRoot, VerifiedChain, WHATSAPP_ROOT_KEY};
 pub use conn::{Accepted, ClientConfig, Incoming, NodeSender, NoiseSocket, accept, connect};

@@ -25,6 +25,7 @@ fn options(sim: &Simulator, trust: TrustRoot) -> ClientOptions {
             trust,
             clock: Arc::new(SystemClock),
             max_frame: MAX_FRAME,
+            tls: None,
         },
         profile: ClientProfile::default(),
         backoff: Backoff::default(),
@@ -754,4 +755,84 @@ async fn phone_numbers_outside_e164_are_refused_by_the_simulator() {
             "{bad:?}: {err}"
         );
     }
+}
+
+#[tokio::test]
+async fn over_wss_the_client_pairs_logs_in_and_reconnects_trusting_only_the_configured_ca() {
+    use wa_gateway::socket::tls::{client_config, parse_ca_pem};
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let sim = Simulator::start_tls("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            sim.ws_url().starts_with("wss://127.0.0.1:"),
+            "{}",
+            sim.ws_url()
+        );
+        let pem = sim.ca_cert_pem().expect("a CA for wss");
+
+        // Through the configuration, as the service reads it.
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, pem).unwrap();
+        let config = Config::from_lookup(|k| match k {
+            "WA_GATEWAY_WS_CA" => Some(ca_path.display().to_string()),
+            _ => None,
+        })
+        .unwrap();
+        let mut opts = options(&sim, TrustRoot::from_key(sim.root_public_key()));
+        opts.socket.tls = config.whatsapp.tls().unwrap();
+        assert!(opts.socket.tls.is_some());
+        opts.backoff = Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(2),
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        );
+        let creds = Arc::new(wa_gateway::client::MemoryCreds::default());
+        let (mut client, mut events) = Client::start(opts.clone(), creds.clone());
+        let Event::QrCode { code, .. } =
+            next_event(&mut events, |e| matches!(e, Event::QrCode { .. })).await
+        else {
+            unreachable!()
+        };
+        sim.scan("15550009999", &code, None, None).await.unwrap();
+        client.wait_for(|s| *s == ConnState::Connected).await;
+        // A dropped connection comes back over TLS without a QR.
+        sim.fault("15550009999", wa_gateway::sim::Fault::Drop).await;
+        drop_and_reconnect(&mut events).await;
+        assert_eq!(client.state(), ConnState::Connected);
+        drop(client);
+
+        // Without the simulator's CA (webpki roots only) the TLS handshake fails: no login.
+        let mut untrusting = opts.clone();
+        untrusting.socket.tls = None;
+        let (client, mut events) = Client::start(untrusting, creds.clone());
+        let Event::State(ConnState::Disconnected { reason, .. }) = next_event(&mut events, |e| {
+            matches!(e, Event::State(ConnState::Disconnected { .. }))
+        })
+        .await
+        else {
+            unreachable!()
+        };
+        assert!(reason.to_lowercase().contains("certificate"), "{reason}");
+        assert_ne!(client.state(), ConnState::Connected);
+
+        // Another CA is no better.
+        let other = Simulator::start_tls("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let mut wrong = opts.clone();
+        wrong.socket.tls = Some(
+            client_config(&parse_ca_pem(other.ca_cert_pem().unwrap().as_bytes()).unwrap()).unwrap(),
+        );
+        let (client, mut events) = Client::start(wrong, creds.clone());
+        next_event(&mut events, |e| {
+            matches!(e, Event::State(ConnState::Disconnected { .. }))
+        })
+        .await;
+        assert_ne!(client.state(), ConnState::Connected);
+    })
+    .await
+    .expect("finished in time");
 }

@@ -53,6 +53,7 @@ fn config(url: String, trust: TrustRoot) -> ClientConfig {
         trust,
         clock: Arc::new(SystemClock),
         max_frame: MAX_FRAME,
+        tls: None,
     }
 }
 

@@ -36,6 +36,7 @@ async fn new_device_pairs_then_logs_in() {
             trust: TrustRoot::from_key(sim.root_public_key()),
             clock: Arc::new(SystemClock),
             max_frame: MAX_FRAME,
+            tls: None,
         };
         let profile = ClientProfile::default();
         let noise = KeyPair::generate();
@@ -372,6 +373,7 @@ async fn a_companion_that_never_acknowledges_pair_device_is_dropped() {
         trust: TrustRoot::from_key(sim.root_public_key()),
         clock: Arc::new(SystemClock),
         max_frame: MAX_FRAME,
+        tls: None,
     };
     let (noise, identity) = (KeyPair::generate(), KeyPair::generate());
     let signed = SignedPreKey::generate(1, &identity, 0);

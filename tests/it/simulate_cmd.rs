@@ -70,6 +70,7 @@ async fn simulate_command_prints_its_urls_and_pairs_through_the_control_api() {
                 trust: TrustRoot::from_key(root),
                 clock: Arc::new(SystemClock),
                 max_frame: MAX_FRAME,
+                tls: None,
             },
             profile: ClientProfile::default(),
             backoff: Backoff::default(),
@@ -161,6 +162,68 @@ async fn simulate_command_prints_its_urls_and_pairs_through_the_control_api() {
             client.wait_for(|s| *s == ConnState::Connected).await,
             ConnState::Connected
         );
+    })
+    .await;
+    let _ = child.kill().await;
+    result.expect("finished in time");
+}
+
+#[tokio::test]
+async fn simulate_tls_prints_its_ca_and_a_client_trusting_it_gets_a_qr() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_out = dir.path().join("sim-ca.pem");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
+        .args(["simulate", "--tls", "--ca-out"])
+        .arg(&ca_out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next_line().await.unwrap().unwrap();
+        let info: serde_json::Value = serde_json::from_str(&first).unwrap();
+        let ws_url = info["ws_url"].as_str().unwrap().to_owned();
+        assert!(ws_url.starts_with("wss://127.0.0.1:"), "{ws_url}");
+        assert_eq!(
+            info["ca_cert"].as_str().unwrap(),
+            ca_out.display().to_string()
+        );
+        let root = info["root_public_key"].as_str().unwrap().to_owned();
+        // Configured the way a user would: the printed URL, root key and CA path.
+        let config = wa_gateway::config::Config::from_lookup(|k| match k {
+            "WA_GATEWAY_WS_URL" => Some(ws_url.clone()),
+            "WA_GATEWAY_ROOT_KEY" => Some(root.clone()),
+            "WA_GATEWAY_WS_CA" => Some(ca_out.display().to_string()),
+            _ => None,
+        })
+        .unwrap();
+        let opts = ClientOptions {
+            socket: ClientConfig {
+                url: config.whatsapp.ws_url.clone(),
+                trust: config.whatsapp.trust_root(),
+                clock: Arc::new(SystemClock),
+                max_frame: MAX_FRAME,
+                tls: config.whatsapp.tls().unwrap(),
+            },
+            profile: config.whatsapp.profile(),
+            backoff: Backoff::default(),
+            keepalive: Keepalive::default(),
+        };
+        let (_client, mut events) = Client::start(opts, Arc::new(MemoryCreds::default()));
+        loop {
+            match events.recv().await.unwrap() {
+                Event::QrCode { code, .. } => {
+                    assert!(code.starts_with("https://wa.me/settings/linked_devices#2@"));
+                    break;
+                }
+                Event::State(ConnState::Disconnected { reason, .. }) => {
+                    panic!("could not connect over wss: {reason}")
+                }
+                _ => {}
+            }
+        }
     })
     .await;
     let _ = child.kill().await;
