@@ -13,6 +13,7 @@ use crate::client::payload::ClientProfile;
 use crate::client::payload::{DEFAULT_WA_VERSION, WA_VERSION_ENV};
 use crate::socket::TrustRoot;
 use crate::socket::tls::{client_config, parse_ca_pem};
+use crate::store::StoreKey;
 
 /// WhatsApp's WebSocket endpoint.
 pub const DEFAULT_WS_URL: &str = "wss://web.whatsapp.com/ws/chat";
@@ -32,6 +33,9 @@ pub struct ConfigError {
 pub struct Config {
     /// The WhatsApp connection slice (for the client layer).
     pub whatsapp: WhatsAppConfig,
+    /// Key sealing key material at rest (`WA_GATEWAY_STORE_KEY`, 32 bytes base64); None keeps
+    /// it plain. See `store::StoreKey`.
+    pub store_key: Option<StoreKey>,
 }
 
 /// Where WhatsApp is and how we present ourselves to it.
@@ -64,6 +68,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("whatsapp", &self.whatsapp)
+            .field("store_key", &self.store_key.is_some())
             .finish()
     }
 }
@@ -115,6 +120,12 @@ impl Config {
                     var: "WA_GATEWAY_ROOT_KEY",
                     why: "not a base64 32-byte public key".into(),
                 })?;
+        }
+        if let Some(v) = get("WA_GATEWAY_STORE_KEY") {
+            c.store_key = Some(StoreKey::from_base64(&v).ok_or_else(|| ConfigError {
+                var: "WA_GATEWAY_STORE_KEY",
+                why: "not a base64 32-byte key (make one with `openssl rand -base64 32`)".into(),
+            })?);
         }
         if let Some(path) = get("WA_GATEWAY_WS_CA") {
             let pem = std::fs::read(&path).map_err(|e| ConfigError {
@@ -206,6 +217,23 @@ mod tests {
         }
         let _ = std::fs::remove_dir_all(&dir);
         assert!(with(&[]).unwrap().whatsapp.tls().unwrap().is_none());
+    }
+
+    #[test]
+    fn store_key_is_32_bytes_of_base64_and_never_printed() {
+        let key = StoreKey::generate();
+        let text = key.to_base64();
+        let c = with(&[("WA_GATEWAY_STORE_KEY", text.as_str())]).unwrap();
+        assert_eq!(c.store_key.as_ref(), Some(&key));
+        let debug = format!("{c:?}");
+        assert!(
+            debug.contains("store_key: true") && !debug.contains(text.as_str()),
+            "{debug}"
+        );
+        for bad in ["", "short", "AAAA"] {
+            let e = with(&[("WA_GATEWAY_STORE_KEY", bad)]).unwrap_err();
+            assert_eq!(e.var, "WA_GATEWAY_STORE_KEY");
+        }
     }
 
     #[test]

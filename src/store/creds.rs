@@ -5,6 +5,7 @@
 use sqlx::{Row, SqlitePool};
 
 use super::AccountId;
+use super::seal::{Sealer, row};
 use crate::binary::Jid;
 use crate::client::store::{Creds, CredsStore, CredsStoreError, Me};
 use crate::signal::KeyPair;
@@ -15,11 +16,31 @@ use crate::signal::store::{SignedPreKey, identity_from_bytes, identity_to_bytes}
 pub struct SqliteCreds {
     pool: SqlitePool,
     account: AccountId,
+    sealer: Sealer,
 }
 
 impl SqliteCreds {
-    pub(crate) fn new(pool: SqlitePool, account: AccountId) -> SqliteCreds {
-        SqliteCreds { pool, account }
+    pub(crate) fn new(pool: SqlitePool, account: AccountId, sealer: Sealer) -> SqliteCreds {
+        SqliteCreds {
+            pool,
+            account,
+            sealer,
+        }
+    }
+
+    fn seal(&self, table: &str, key: impl std::fmt::Display, plain: Vec<u8>) -> Vec<u8> {
+        self.sealer.seal(&row(table, self.account, key), plain)
+    }
+
+    fn open(
+        &self,
+        table: &str,
+        key: impl std::fmt::Display,
+        stored: Vec<u8>,
+    ) -> Result<Vec<u8>, CredsStoreError> {
+        self.sealer
+            .open(&row(table, self.account, key), stored)
+            .map_err(err)
     }
 }
 
@@ -46,11 +67,11 @@ impl CredsStore for SqliteCreds {
     type Signal = super::SqliteSignalStore;
 
     fn signal(&self) -> super::SqliteSignalStore {
-        super::SqliteSignalStore::new(self.pool.clone(), self.account)
+        super::SqliteSignalStore::new(self.pool.clone(), self.account, self.sealer.clone())
     }
 
     async fn load(&self) -> Result<Option<Creds>, CredsStoreError> {
-        let row = sqlx::query(
+        let row_found = sqlx::query(
             "SELECT c.noise_private, c.adv_secret, c.signed_pre_key_id, c.jid, c.lid, c.platform, \
              c.business_name, c.push_name, c.signed_identity, c.account_signature_key, \
              i.registration_id, i.key_pair, s.record \
@@ -62,8 +83,9 @@ impl CredsStore for SqliteCreds {
         .fetch_optional(&self.pool)
         .await
         .map_err(err)?;
-        let Some(r) = row else { return Ok(None) };
+        let Some(r) = row_found else { return Ok(None) };
         let jid: Option<String> = r.try_get("jid").map_err(err)?;
+        let signed_id: i64 = r.try_get("signed_pre_key_id").map_err(err)?;
         let me = match jid {
             Some(j) => Some(Me {
                 jid: j.parse::<Jid>().map_err(err)?,
@@ -87,18 +109,28 @@ impl CredsStore for SqliteCreds {
         };
         Ok(Some(Creds {
             noise: KeyPair::from_private(key32(
-                r.try_get("noise_private").map_err(err)?,
+                Some(self.open(
+                    "creds",
+                    "noise_private",
+                    r.try_get("noise_private").map_err(err)?,
+                )?),
                 "noise key",
             )?),
-            identity: identity_from_bytes(&r.try_get::<Vec<u8>, _>("key_pair").map_err(err)?)
-                .map_err(err)?,
+            identity: identity_from_bytes(&self.open(
+                "signal_identity",
+                "",
+                r.try_get::<Vec<u8>, _>("key_pair").map_err(err)?,
+            )?)
+            .map_err(err)?,
             registration_id: r.try_get::<i64, _>("registration_id").map_err(err)? as u32,
-            signed_pre_key: SignedPreKey::from_bytes(
-                &r.try_get::<Vec<u8>, _>("record").map_err(err)?,
-            )
+            signed_pre_key: SignedPreKey::from_bytes(&self.open(
+                "signal_signed_pre_keys",
+                signed_id,
+                r.try_get::<Vec<u8>, _>("record").map_err(err)?,
+            )?)
             .map_err(err)?,
             adv_secret: zeroize::Zeroizing::new(key32(
-                r.try_get("adv_secret").map_err(err)?,
+                Some(self.open("creds", "adv_secret", r.try_get("adv_secret").map_err(err)?)?),
                 "adv secret",
             )?),
             me,
@@ -113,7 +145,7 @@ impl CredsStore for SqliteCreds {
         )
         .bind(self.account)
         .bind(i64::from(c.registration_id))
-        .bind(identity_to_bytes(&c.identity))
+        .bind(self.seal("signal_identity", "", identity_to_bytes(&c.identity)))
         .execute(&mut *tx)
         .await
         .map_err(err)?;
@@ -123,7 +155,11 @@ impl CredsStore for SqliteCreds {
         )
         .bind(self.account)
         .bind(i64::from(c.signed_pre_key.id))
-        .bind(c.signed_pre_key.to_bytes())
+        .bind(self.seal(
+            "signal_signed_pre_keys",
+            c.signed_pre_key.id,
+            c.signed_pre_key.to_bytes(),
+        ))
         .execute(&mut *tx)
         .await
         .map_err(err)?;
@@ -138,8 +174,8 @@ impl CredsStore for SqliteCreds {
              account_signature_key = excluded.account_signature_key",
         )
         .bind(self.account)
-        .bind(c.noise.private.to_vec())
-        .bind(c.adv_secret.to_vec())
+        .bind(self.seal("creds", "noise_private", c.noise.private.to_vec()))
+        .bind(self.seal("creds", "adv_secret", c.adv_secret.to_vec()))
         .bind(i64::from(c.signed_pre_key.id))
         .bind(me.map(|m| m.jid.to_string()))
         .bind(me.and_then(|m| m.lid.as_ref().map(Jid::to_string)))

@@ -4,6 +4,7 @@
 
 pub mod creds;
 pub mod error;
+mod seal;
 pub mod signal;
 
 use std::borrow::Cow;
@@ -17,6 +18,7 @@ use sqlx::sqlite::{
 
 pub use creds::SqliteCreds;
 pub use error::StoreError;
+pub use seal::StoreKey;
 pub use signal::SqliteSignalStore;
 
 /// Embedded migrations (no runtime files, no proc-macro): version, description, SQL.
@@ -32,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "prekey counter",
         include_str!("../../migrations/0003_pre_key_counter.sql"),
     ),
+    (
+        4,
+        "store meta",
+        include_str!("../../migrations/0004_store_meta.sql"),
+    ),
 ];
 
 /// An account's id in the database.
@@ -41,12 +48,20 @@ pub type AccountId = i64;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    sealer: seal::Sealer,
 }
 
 impl Store {
     /// Opens (creating if needed) the SQLite database at `url` (`sqlite://path` or
-    /// `sqlite::memory:`) and runs migrations.
+    /// `sqlite::memory:`) and runs migrations; key material is stored plain.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, None).await
+    }
+
+    /// Like [`Store::open`], sealing key material with `key` when given (see
+    /// [`StoreKey`]). A database sealed with another key, or opened without its key, is refused
+    /// here with an error that says so.
+    pub async fn open_with(url: &str, key: Option<&StoreKey>) -> Result<Store, StoreError> {
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -54,7 +69,10 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             // A small page cache per connection: the pool is shared by every account.
-            .pragma("cache_size", "-2048");
+            .pragma("cache_size", "-2048")
+            // Sealing: what a value held before it was sealed (or deleted) is zeroed, not left
+            // in a free slot of the page.
+            .pragma("secure_delete", if key.is_some() { "on" } else { "off" });
         let in_memory = url.contains(":memory:");
         let pool = SqlitePoolOptions::new()
             .max_connections(if in_memory { 1 } else { 4 })
@@ -81,7 +99,9 @@ impl Store {
             ..Migrator::DEFAULT
         };
         migrator.run(&pool).await?;
-        Ok(Store { pool })
+        let sealer = seal::Sealer::new(key);
+        sealer.verify(&pool).await?;
+        Ok(Store { pool, sealer })
     }
 
     /// The shared pool.
@@ -123,12 +143,12 @@ impl Store {
 
     /// The client credentials of `account`.
     pub fn creds(&self, account: AccountId) -> SqliteCreds {
-        SqliteCreds::new(self.pool.clone(), account)
+        SqliteCreds::new(self.pool.clone(), account, self.sealer.clone())
     }
 
     /// The Signal stores of `account`.
     pub fn signal(&self, account: AccountId) -> SqliteSignalStore {
-        SqliteSignalStore::new(self.pool.clone(), account)
+        SqliteSignalStore::new(self.pool.clone(), account, self.sealer.clone())
     }
 
     /// Closes the pool (checkpointing the WAL).

@@ -4,6 +4,7 @@ use sqlx::SqlitePool;
 
 use super::AccountId;
 use super::error::StoreError;
+use super::seal::{Sealer, row};
 use crate::signal::address::{ProtocolAddress, SenderKeyName};
 use crate::signal::store::{
     IdentityChange, IdentityStore, PreKey, PreKeyStore, SenderKeyStore, SessionStore, SignedPreKey,
@@ -26,11 +27,29 @@ fn db(e: sqlx::Error) -> SignalStoreError {
 pub struct SqliteSignalStore {
     pool: SqlitePool,
     account: AccountId,
+    sealer: Sealer,
 }
 
 impl SqliteSignalStore {
-    pub(crate) fn new(pool: SqlitePool, account: AccountId) -> SqliteSignalStore {
-        SqliteSignalStore { pool, account }
+    pub(crate) fn new(pool: SqlitePool, account: AccountId, sealer: Sealer) -> SqliteSignalStore {
+        SqliteSignalStore {
+            pool,
+            account,
+            sealer,
+        }
+    }
+
+    fn seal(&self, table: &str, key: impl std::fmt::Display, plain: Vec<u8>) -> Vec<u8> {
+        self.sealer.seal(&row(table, self.account, key), plain)
+    }
+
+    fn open(
+        &self,
+        table: &str,
+        key: impl std::fmt::Display,
+        stored: Vec<u8>,
+    ) -> Result<Vec<u8>, SignalStoreError> {
+        Ok(self.sealer.open(&row(table, self.account, key), stored)?)
     }
 
     /// The account these stores belong to.
@@ -47,7 +66,7 @@ impl SqliteSignalStore {
         )
         .bind(self.account)
         .bind(i64::from(identity.registration_id))
-        .bind(identity_to_bytes(&identity.key_pair))
+        .bind(self.seal("signal_identity", "", identity_to_bytes(&identity.key_pair)))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -76,7 +95,8 @@ impl IdentityStore for SqliteSignalStore {
         let (reg, kp) =
             row.ok_or_else(|| SignalStoreError::from(StoreError::NoIdentity(self.account)))?;
         Ok(LocalIdentity {
-            key_pair: identity_from_bytes(&kp).map_err(corrupt)?,
+            key_pair: identity_from_bytes(&self.open("signal_identity", "", kp)?)
+                .map_err(corrupt)?,
             registration_id: reg as u32,
         })
     }
@@ -144,7 +164,7 @@ impl PreKeyStore for SqliteSignalStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(|r| PreKey::from_bytes(&r).map_err(corrupt))
+        row.map(|r| PreKey::from_bytes(&self.open("signal_pre_keys", id, r)?).map_err(corrupt))
             .transpose()
     }
 
@@ -158,7 +178,7 @@ impl PreKeyStore for SqliteSignalStore {
             )
             .bind(self.account)
             .bind(i64::from(k.id))
-            .bind(k.to_bytes())
+            .bind(self.seal("signal_pre_keys", k.id, k.to_bytes()))
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -197,7 +217,7 @@ impl PreKeyStore for SqliteSignalStore {
             )
             .bind(self.account)
             .bind(i64::from(k.id))
-            .bind(k.to_bytes())
+            .bind(self.seal("signal_pre_keys", k.id, k.to_bytes()))
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -243,8 +263,10 @@ impl SignedPreKeyStore for SqliteSignalStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(|r| SignedPreKey::from_bytes(&r).map_err(corrupt))
-            .transpose()
+        row.map(|r| {
+            SignedPreKey::from_bytes(&self.open("signal_signed_pre_keys", id, r)?).map_err(corrupt)
+        })
+        .transpose()
     }
 
     async fn store_signed_pre_key(&self, key: &SignedPreKey) -> StoreResult<()> {
@@ -254,7 +276,7 @@ impl SignedPreKeyStore for SqliteSignalStore {
         )
         .bind(self.account)
         .bind(i64::from(key.id))
-        .bind(key.to_bytes())
+        .bind(self.seal("signal_signed_pre_keys", key.id, key.to_bytes()))
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -272,8 +294,10 @@ impl SessionStore for SqliteSignalStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(|r| SessionRecord::from_bytes(&r).map_err(corrupt))
-            .transpose()
+        row.map(|r| {
+            SessionRecord::from_bytes(&self.open("signal_sessions", addr, r)?).map_err(corrupt)
+        })
+        .transpose()
     }
 
     async fn store_session(
@@ -287,7 +311,7 @@ impl SessionStore for SqliteSignalStore {
         )
         .bind(self.account)
         .bind(addr.to_string())
-        .bind(record.to_bytes())
+        .bind(self.seal("signal_sessions", addr, record.to_bytes()))
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -315,8 +339,10 @@ impl SenderKeyStore for SqliteSignalStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(|r| SenderKeyRecord::from_bytes(&r).map_err(corrupt))
-            .transpose()
+        row.map(|r| {
+            SenderKeyRecord::from_bytes(&self.open("signal_sender_keys", name, r)?).map_err(corrupt)
+        })
+        .transpose()
     }
 
     async fn store_sender_key(
@@ -330,7 +356,7 @@ impl SenderKeyStore for SqliteSignalStore {
         )
         .bind(self.account)
         .bind(name.to_string())
-        .bind(record.to_bytes())
+        .bind(self.seal("signal_sender_keys", name, record.to_bytes()))
         .execute(&self.pool)
         .await
         .map_err(db)?;

@@ -18,6 +18,7 @@ mod sim_flow;
 mod sim_pair;
 mod simulate_cmd;
 mod stanza_props;
+mod store_seal;
 mod tokens;
 
 mod alloc_bounds;
