@@ -101,6 +101,13 @@ impl Store {
         migrator.run(&pool).await?;
         let sealer = seal::Sealer::new(key);
         sealer.verify(&pool).await?;
+        if sealer.enabled() {
+            // Frames an earlier, unsealed run left in the WAL file would keep plain values on
+            // disk until overwritten: empty it.
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&pool)
+                .await?;
+        }
         Ok(Store { pool, sealer })
     }
 

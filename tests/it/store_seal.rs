@@ -181,8 +181,13 @@ async fn turning_sealing_on_keeps_existing_plain_rows_readable() {
     let account = store.account("sub-1", "agent-1").await.unwrap();
     let creds = store.creds(account);
     let c = creds.load().await.unwrap().expect("plain creds still read");
-    // Written again, they are sealed: the noise key leaves the file.
+    // Written again, they are sealed: after the next checkpoint the noise key has left the
+    // files (secure_delete zeroes the old cell).
     creds.save(&c).await.unwrap();
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(store.pool())
+        .await
+        .unwrap();
     store.close().await;
     assert!(!holds(&file_bytes(dir.path()), &c.noise.private));
     // And from now on the key is required.
