@@ -9,7 +9,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use wa_gateway::binary::{Jid, Node, NodeArena, Server, decode_node, encode_node};
 
 fn fixture_frame(name: &str) -> Vec<u8> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/binary_nodes.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/binary_nodes.json"
+    );
     let f: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let case = f["nodes"]
