@@ -9,7 +9,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use super::address::{ProtocolAddress, SenderKeyName};
 use super::curve::OsKeys;
 use super::error::SignalError;
-use super::group::{SenderKeyDistribution, SenderKeyRecord};
+use super::group::{PreparedKeys, SenderKeyDistribution, SenderKeyRecord};
 use super::ratchet::{PreKeySignalMessage, SignalMessage};
 use super::session::{CiphertextMessage, SessionRecord};
 use super::store::{IdentityChange, SignalStore};
@@ -66,6 +66,8 @@ pub struct SessionCipher<S> {
     store: S,
     scope: String,
     trust: IdentityTrust,
+    /// Sender-key signing and verifying keys, prepared once per key instead of per message.
+    prepared: std::sync::Mutex<PreparedKeys>,
 }
 
 impl<S: SignalStore> SessionCipher<S> {
@@ -75,7 +77,20 @@ impl<S: SignalStore> SessionCipher<S> {
             store,
             scope: scope.into(),
             trust,
+            prepared: std::sync::Mutex::new(PreparedKeys::default()),
         }
+    }
+
+    fn with_prepared(&self, f: impl FnOnce(&mut PreparedKeys)) {
+        // A poisoned cache only costs speed: skip it.
+        if let Ok(mut p) = self.prepared.lock() {
+            f(&mut p);
+        }
+    }
+
+    /// Prepared sender-key keys held (signers, verifiers).
+    pub fn prepared_keys(&self) -> (usize, usize) {
+        self.prepared.lock().map(|p| p.len()).unwrap_or_default()
     }
 
     /// The underlying store.
@@ -240,8 +255,10 @@ impl<S: SignalStore> SessionCipher<S> {
             .sender_key(name)
             .await?
             .ok_or(SignalError::NoSession)?;
+        self.with_prepared(|p| record.use_prepared(p));
         let ct = record.encrypt(plaintext)?;
         self.store.store_sender_key(name, &record).await?;
+        self.with_prepared(|p| record.keep_prepared(p));
         Ok(ct)
     }
 
@@ -257,8 +274,10 @@ impl<S: SignalStore> SessionCipher<S> {
             .sender_key(name)
             .await?
             .ok_or(SignalError::NoSession)?;
+        self.with_prepared(|p| record.use_prepared(p));
         let pt = record.decrypt(bytes)?;
         self.store.store_sender_key(name, &record).await?;
+        self.with_prepared(|p| record.keep_prepared(p));
         Ok(pt)
     }
 

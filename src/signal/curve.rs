@@ -230,6 +230,11 @@ impl Verifier {
         &self.public
     }
 
+    /// True once an Edwards form was derived (a verification happened).
+    pub fn is_prepared(&self) -> bool {
+        self.edwards.iter().any(Option::is_some)
+    }
+
     fn edwards(&mut self, sign: u8) -> Option<(EdwardsPoint, [u8; 32])> {
         let slot = &mut self.edwards[usize::from(sign & 1)];
         if slot.is_none() {

@@ -123,6 +123,43 @@ impl SenderKeyState {
     }
 }
 
+/// Prepared signing and verifying keys of sender-key states, kept across messages: stores hold
+/// records serialized, so without it every group message would redo the Edwards conversion
+/// (a base-point multiplication to sign, a decompression to verify). Keyed by the signing
+/// public key, so an entry is right whatever store a record came from. Bounded: past
+/// [`PreparedKeys::MAX`] entries of a kind, that kind is cleared and refilled as used.
+#[derive(Default)]
+pub struct PreparedKeys {
+    signers: std::collections::HashMap<[u8; 32], Signer>,
+    verifiers: std::collections::HashMap<[u8; 32], Verifier>,
+}
+
+impl std::fmt::Debug for PreparedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PreparedKeys {{ signers: {}, verifiers: {} }}",
+            self.signers.len(),
+            self.verifiers.len()
+        )
+    }
+}
+
+impl PreparedKeys {
+    /// Entries kept of each kind (an account's active groups and their senders).
+    pub const MAX: usize = 1024;
+
+    /// Entries held (signers, verifiers).
+    pub fn len(&self) -> (usize, usize) {
+        (self.signers.len(), self.verifiers.len())
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.signers.is_empty() && self.verifiers.is_empty()
+    }
+}
+
 /// Sender key states for one (group, sender device), newest first.
 #[derive(Clone, Default)]
 pub struct SenderKeyRecord {
@@ -265,6 +302,41 @@ impl SenderKeyRecord {
             signer: None,
             verifier: Verifier::new(d.signing_key),
         });
+    }
+
+    /// Takes prepared keys from `cache` for states that lack them (a record just parsed).
+    pub fn use_prepared(&mut self, cache: &PreparedKeys) {
+        for s in self.states.iter_mut() {
+            if s.signer.is_none()
+                && s.signing_private.is_some()
+                && let Some(signer) = cache.signers.get(&s.signing_public)
+            {
+                s.signer = Some(signer.clone());
+            }
+            if let Some(v) = cache.verifiers.get(&s.signing_public) {
+                s.verifier = v.clone();
+            }
+        }
+    }
+
+    /// Keeps this record's prepared keys in `cache` for the next message.
+    pub fn keep_prepared(&self, cache: &mut PreparedKeys) {
+        for s in &self.states {
+            if let Some(signer) = &s.signer
+                && !cache.signers.contains_key(&s.signing_public)
+            {
+                if cache.signers.len() >= PreparedKeys::MAX {
+                    cache.signers.clear();
+                }
+                cache.signers.insert(s.signing_public, signer.clone());
+            }
+            if s.verifier.is_prepared() && !cache.verifiers.contains_key(&s.signing_public) {
+                if cache.verifiers.len() >= PreparedKeys::MAX {
+                    cache.verifiers.clear();
+                }
+                cache.verifiers.insert(s.signing_public, s.verifier.clone());
+            }
+        }
     }
 
     /// Encrypts a group message with our sending state.

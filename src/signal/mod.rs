@@ -18,7 +18,7 @@ pub use address::{ProtocolAddress, SenderKeyName};
 pub use cipher::{Decrypted, EncType, IdentityTrust, SessionCipher};
 pub use curve::{KeyPair, KeySource, OsKeys, SequenceKeys, xeddsa_sign, xeddsa_verify};
 pub use error::{SignalError, StoreError};
-pub use group::{SenderKeyDistribution, SenderKeyRecord};
+pub use group::{PreparedKeys, SenderKeyDistribution, SenderKeyRecord};
 pub use memory::MemoryStore;
 pub use ratchet::{PreKeySignalMessage, SignalMessage};
 pub use session::{CiphertextMessage, SessionRecord, SessionState};

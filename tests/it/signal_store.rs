@@ -238,3 +238,49 @@ async fn sqlite_refill_after_the_wrap_keeps_live_keys() {
         );
     }
 }
+
+#[tokio::test]
+async fn group_messages_through_sqlite_reuse_prepared_keys() {
+    use wa_gateway::signal::SenderKeyName;
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    let (a, _) = account(&store, "alice").await;
+    let (b, _) = account(&store, "bob").await;
+    let alice = SessionCipher::new(a, "alice", IdentityTrust::AcceptChanges);
+    let bob = SessionCipher::new(b, "bob", IdentityTrust::AcceptChanges);
+    let name = SenderKeyName {
+        group: "120363041234567890@g.us".into(),
+        sender: ProtocolAddress::new("15550000001", 1),
+    };
+    let skdm = alice.group_distribution(&name).await.unwrap();
+    bob.process_group_distribution(&name, &skdm).await.unwrap();
+    for i in 0..5 {
+        let ct = alice
+            .group_encrypt(&name, format!("g{i}").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(
+            bob.group_decrypt(&name, &ct).await.unwrap(),
+            format!("g{i}").into_bytes()
+        );
+    }
+    // One prepared signer for Alice's one sending key, one verifier on Bob's side: records are
+    // parsed from SQLite every time, the prepared keys come from the cipher.
+    assert_eq!(alice.prepared_keys(), (1, 0));
+    assert_eq!(bob.prepared_keys(), (0, 1));
+    // A second cipher over the same store (a restart) reads what the first wrote.
+    let (b2, _) = (
+        store.signal(store.account("sub-1", "bob").await.unwrap()),
+        (),
+    );
+    let bob2 = SessionCipher::new(b2, "bob", IdentityTrust::AcceptChanges);
+    let ct = alice.group_encrypt(&name, b"after restart").await.unwrap();
+    assert_eq!(
+        bob2.group_decrypt(&name, &ct).await.unwrap(),
+        b"after restart"
+    );
+    // A forged signature still fails with a prepared verifier.
+    let mut bad = alice.group_encrypt(&name, b"x").await.unwrap();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(bob.group_decrypt(&name, &bad).await.is_err());
+}

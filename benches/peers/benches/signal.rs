@@ -1,14 +1,14 @@
 //! Signal, ours next to `wacore-libsignal` (whatsapp-rust's libsignal) in the same run: 100-byte
 //! encrypt and decrypt on an established session, session setup from a prekey bundle, and
-//! sender-key encrypt and decrypt. Both sides run through their store APIs over plain in-memory
-//! object stores (a HashMap of records), so neither pays for serialization. Results:
-//! benches/README.md.
+//! sender-key encrypt and decrypt. Ours runs through the stores the product runs — the
+//! in-memory `MemoryStore` and the SQLite store (records serialized and parsed on every
+//! operation, the SQLite one a real database file) — and the peer through its own store API over
+//! in-memory object stores (its best case: no serialization). Results: benches/README.md.
 
-use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 use wa_gateway_peers::theirs;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -23,155 +23,69 @@ fn block<F: std::future::Future>(rt: &Runtime, f: F) -> F::Output {
 
 mod ours {
     use super::*;
-    use wa_gateway::signal::store::{
-        IdentityChange, IdentityStore, PreKey, PreKeyStore, SenderKeyStore, SessionStore,
-        SignedPreKey, SignedPreKeyStore, StoreResult,
-    };
     use wa_gateway::signal::*;
 
-    #[derive(Default)]
-    struct Maps {
-        identities: HashMap<ProtocolAddress, [u8; 32]>,
-        pre_keys: HashMap<u32, PreKey>,
-        signed: HashMap<u32, SignedPreKey>,
-        sessions: HashMap<ProtocolAddress, SessionRecord>,
-        sender: HashMap<String, SenderKeyRecord>,
-    }
-
-    /// An object store like the one used for the peer below.
-    pub struct ObjStore {
-        id: LocalIdentity,
-        m: Mutex<Maps>,
-    }
-
-    impl IdentityStore for ObjStore {
-        async fn local_identity(&self) -> StoreResult<LocalIdentity> {
-            Ok(self.id.clone())
-        }
-        async fn identity(&self, a: &ProtocolAddress) -> StoreResult<Option<[u8; 32]>> {
-            Ok(self.m.lock().unwrap().identities.get(a).copied())
-        }
-        async fn save_identity(
-            &self,
-            a: &ProtocolAddress,
-            k: &[u8; 32],
-        ) -> StoreResult<IdentityChange> {
-            Ok(
-                match self.m.lock().unwrap().identities.insert(a.clone(), *k) {
-                    None => IdentityChange::New,
-                    Some(o) if &o == k => IdentityChange::Unchanged,
-                    Some(_) => IdentityChange::Changed,
-                },
-            )
-        }
-    }
-    impl PreKeyStore for ObjStore {
-        async fn pre_key(&self, id: u32) -> StoreResult<Option<PreKey>> {
-            Ok(self.m.lock().unwrap().pre_keys.get(&id).cloned())
-        }
-        async fn store_pre_keys(&self, keys: &[PreKey]) -> StoreResult<()> {
-            let mut m = self.m.lock().unwrap();
-            for k in keys {
-                m.pre_keys.insert(k.id, k.clone());
-            }
-            Ok(())
-        }
-        async fn remove_pre_key(&self, id: u32) -> StoreResult<()> {
-            self.m.lock().unwrap().pre_keys.remove(&id);
-            Ok(())
-        }
-        async fn create_pre_keys(&self, n: u32) -> StoreResult<Vec<PreKey>> {
-            let keys: Vec<PreKey> = (1..=n)
-                .map(|id| PreKey {
-                    id,
-                    key_pair: KeyPair::generate(),
-                })
-                .collect();
-            self.store_pre_keys(&keys).await?;
-            Ok(keys)
-        }
-        async fn pre_keys_allocated(&self) -> StoreResult<u64> {
-            Ok(self.m.lock().unwrap().pre_keys.len() as u64)
-        }
-    }
-    impl SignedPreKeyStore for ObjStore {
-        async fn signed_pre_key(&self, id: u32) -> StoreResult<Option<SignedPreKey>> {
-            Ok(self.m.lock().unwrap().signed.get(&id).cloned())
-        }
-        async fn store_signed_pre_key(&self, k: &SignedPreKey) -> StoreResult<()> {
-            self.m.lock().unwrap().signed.insert(k.id, k.clone());
-            Ok(())
-        }
-    }
-    impl SessionStore for ObjStore {
-        async fn session(&self, a: &ProtocolAddress) -> StoreResult<Option<SessionRecord>> {
-            Ok(self.m.lock().unwrap().sessions.get(a).cloned())
-        }
-        async fn store_session(&self, a: &ProtocolAddress, r: &SessionRecord) -> StoreResult<()> {
-            self.m.lock().unwrap().sessions.insert(a.clone(), r.clone());
-            Ok(())
-        }
-        async fn delete_session(&self, a: &ProtocolAddress) -> StoreResult<()> {
-            self.m.lock().unwrap().sessions.remove(a);
-            Ok(())
-        }
-    }
-    impl SenderKeyStore for ObjStore {
-        async fn sender_key(&self, n: &SenderKeyName) -> StoreResult<Option<SenderKeyRecord>> {
-            Ok(self.m.lock().unwrap().sender.get(&n.to_string()).cloned())
-        }
-        async fn store_sender_key(
-            &self,
-            n: &SenderKeyName,
-            r: &SenderKeyRecord,
-        ) -> StoreResult<()> {
-            self.m
-                .lock()
-                .unwrap()
-                .sender
-                .insert(n.to_string(), r.clone());
-            Ok(())
-        }
-    }
-
-    pub struct Pair {
-        pub alice: SessionCipher<ObjStore>,
-        pub bob: SessionCipher<ObjStore>,
+    /// Alice and Bob with an established session, each over a store of kind `S`.
+    pub struct Pair<S> {
+        pub alice: SessionCipher<S>,
+        pub bob: SessionCipher<S>,
         pub a: ProtocolAddress,
         pub b: ProtocolAddress,
         pub bundle: PreKeyBundle,
+        /// Keeps an SQLite database alive while the pair is used.
+        pub _db: Option<wa_gateway::store::Store>,
     }
 
-    fn party(name: &str) -> SessionCipher<ObjStore> {
-        let id = LocalIdentity {
+    fn identity() -> LocalIdentity {
+        LocalIdentity {
             key_pair: KeyPair::generate(),
             registration_id: 77,
-        };
-        SessionCipher::new(
-            ObjStore {
-                id,
-                m: Mutex::default(),
-            },
-            name,
-            IdentityTrust::AcceptChanges,
-        )
+        }
     }
 
-    /// Alice and Bob with an established session (one message each way).
-    pub async fn pair() -> Pair {
-        let alice = party("alice");
-        let bob = party("bob");
+    /// The product's in-memory store (records serialized, as in SQLite).
+    pub async fn memory() -> Pair<Arc<MemoryStore>> {
+        let alice = SessionCipher::new(
+            Arc::new(MemoryStore::new(identity())),
+            "alice",
+            IdentityTrust::AcceptChanges,
+        );
+        let bob = SessionCipher::new(
+            Arc::new(MemoryStore::new(identity())),
+            "bob",
+            IdentityTrust::AcceptChanges,
+        );
+        establish(alice, bob, None).await
+    }
+
+    /// The product's SQLite store (one database file, WAL, as the service runs it).
+    pub async fn sqlite(dir: &std::path::Path) -> Pair<wa_gateway::store::SqliteSignalStore> {
+        let url = format!("sqlite://{}", dir.join("bench.db").display());
+        let db = wa_gateway::store::Store::open(&url).await.unwrap();
+        let mut parties = Vec::new();
+        for name in ["alice", "bob"] {
+            let store = db.signal(db.account("bench", name).await.unwrap());
+            store.set_local_identity(&identity()).await.unwrap();
+            parties.push(SessionCipher::new(
+                store,
+                name,
+                IdentityTrust::AcceptChanges,
+            ));
+        }
+        let bob = parties.pop().unwrap();
+        let alice = parties.pop().unwrap();
+        establish(alice, bob, Some(db)).await
+    }
+
+    async fn establish<S: SignalStore>(
+        alice: SessionCipher<S>,
+        bob: SessionCipher<S>,
+        db: Option<wa_gateway::store::Store>,
+    ) -> Pair<S> {
         let bid = bob.store().local_identity().await.unwrap();
         let signed = SignedPreKey::generate(1, &bid.key_pair, 0);
         bob.store().store_signed_pre_key(&signed).await.unwrap();
-        let pk = PreKey {
-            id: 5,
-            key_pair: KeyPair::generate(),
-        };
-        bob.store()
-            .store_pre_keys(std::slice::from_ref(&pk))
-            .await
-            .unwrap();
+        let pk = bob.store().create_pre_keys(1).await.unwrap().remove(0);
         let bundle = PreKeyBundle {
             registration_id: bid.registration_id,
             pre_key: Some((pk.id, pk.key_pair.public)),
@@ -198,6 +112,7 @@ mod ours {
             a,
             b,
             bundle,
+            _db: db,
         }
     }
 
@@ -208,169 +123,187 @@ mod ours {
         }
     }
 
-    pub async fn group(p: &Pair) {
+    pub async fn group<S: SignalStore>(p: &Pair<S>) {
         let n = group_name(&p.a);
         let skdm = p.alice.group_distribution(&n).await.unwrap();
         p.bob.process_group_distribution(&n, &skdm).await.unwrap();
     }
 }
 
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// Our five operations over stores made by `make` (a fresh pair each time it is called).
+fn ours<S, F, Fut>(c: &mut Criterion, rt: &Runtime, label: &str, make: F)
+where
+    S: wa_gateway::signal::SignalStore,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ours::Pair<S>>,
+{
+    use wa_gateway::signal::EncType;
+    let name = format!("wa-gateway {label}");
+    let p = block(rt, make());
+    group(c, "signal/encrypt 100B", |g: &mut Group| {
+        g.bench_function(&name, |b| {
+            b.iter(|| block(rt, p.alice.encrypt(&p.b, black_box(MSG))).unwrap())
+        });
+    });
+    group(c, "signal/decrypt 100B", |g: &mut Group| {
+        g.bench_function(&name, |b| {
+            b.iter_custom(|iters| {
+                let p = block(rt, make());
+                let cts: Vec<_> = (0..iters)
+                    .map(|_| block(rt, p.alice.encrypt(&p.b, MSG)).unwrap())
+                    .collect();
+                let start = Instant::now();
+                for ct in &cts {
+                    black_box(
+                        block(rt, p.bob.decrypt(&p.a, EncType::Whisper, ct.bytes())).unwrap(),
+                    );
+                }
+                start.elapsed()
+            })
+        });
+    });
+    group(c, "signal/session from bundle", |g: &mut Group| {
+        g.bench_function(&name, |b| {
+            b.iter(|| block(rt, p.alice.process_bundle(&p.b, black_box(&p.bundle))).unwrap())
+        });
+    });
+    let p = block(rt, make());
+    block(rt, ours::group(&p));
+    let n = ours::group_name(&p.a);
+    group(c, "signal/sender-key encrypt 100B", |g: &mut Group| {
+        g.bench_function(&name, |b| {
+            b.iter(|| block(rt, p.alice.group_encrypt(&n, black_box(MSG))).unwrap())
+        });
+    });
+    group(c, "signal/sender-key decrypt 100B", |g: &mut Group| {
+        g.bench_function(&name, |b| {
+            b.iter_custom(|iters| {
+                let p = block(rt, make());
+                block(rt, ours::group(&p));
+                let n = ours::group_name(&p.a);
+                let cts: Vec<_> = (0..iters)
+                    .map(|_| block(rt, p.alice.group_encrypt(&n, MSG)).unwrap())
+                    .collect();
+                let start = Instant::now();
+                for ct in &cts {
+                    black_box(block(rt, p.bob.group_decrypt(&n, ct)).unwrap());
+                }
+                start.elapsed()
+            })
+        });
+    });
+}
+
+/// The peer's five operations over its own in-memory object stores.
+fn theirs_all(c: &mut Criterion, rt: &Runtime) {
+    use wacore_libsignal::protocol as w;
+    let name = "wacore-libsignal";
+    let mut t = block(rt, theirs::pair());
+    group(c, "signal/encrypt 100B", |g: &mut Group| {
+        g.bench_function(name, |b| {
+            b.iter(|| block(rt, theirs::encrypt(&mut t.alice, &t.b)))
+        });
+    });
+    group(c, "signal/decrypt 100B", |g: &mut Group| {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut t = block(rt, theirs::pair());
+                let cts: Vec<_> = (0..iters)
+                    .map(|_| block(rt, theirs::encrypt(&mut t.alice, &t.b)))
+                    .collect();
+                let start = Instant::now();
+                for ct in &cts {
+                    black_box(block(rt, theirs::decrypt(&mut t.bob, &t.a, ct)));
+                }
+                start.elapsed()
+            })
+        });
+    });
+    group(c, "signal/session from bundle", |g: &mut Group| {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut ids = theirs::Store {
+                    id: t.alice.id.clone(),
+                    ..Default::default()
+                };
+                block(
+                    rt,
+                    w::process_prekey_bundle(
+                        &t.b,
+                        &mut t.alice,
+                        &mut ids,
+                        black_box(&t.bundle),
+                        &mut theirs::rng(),
+                        w::UsePQRatchet::No,
+                    ),
+                )
+                .unwrap()
+            })
+        });
+    });
+    let mut t = block(rt, theirs::pair());
+    block(rt, theirs::group(&mut t));
+    let tn = theirs::group_name(&t.a);
+    group(c, "signal/sender-key encrypt 100B", |g: &mut Group| {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                block(
+                    rt,
+                    w::group_encrypt(&mut t.alice, &tn, black_box(MSG), &mut theirs::rng()),
+                )
+                .unwrap()
+            })
+        });
+    });
+    group(c, "signal/sender-key decrypt 100B", |g: &mut Group| {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut t = block(rt, theirs::pair());
+                block(rt, theirs::group(&mut t));
+                let n = theirs::group_name(&t.a);
+                let cts: Vec<_> = (0..iters)
+                    .map(|_| {
+                        block(
+                            rt,
+                            w::group_encrypt(&mut t.alice, &n, MSG, &mut theirs::rng()),
+                        )
+                        .unwrap()
+                    })
+                    .collect();
+                let start = Instant::now();
+                for ct in &cts {
+                    black_box(
+                        block(rt, w::group_decrypt(ct.serialized(), &mut t.bob, &n)).unwrap(),
+                    );
+                }
+                start.elapsed()
+            })
+        });
+    });
+}
+
+/// Adds to the named group (criterion merges functions of the same group in its report).
+fn group(c: &mut Criterion, name: &str, f: impl FnOnce(&mut Group)) {
+    let mut g = c.benchmark_group(name);
+    f(&mut g);
+    g.finish();
+}
+
 fn signal(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-
-    let mut g = c.benchmark_group("signal/encrypt 100B");
-    let p = block(&rt, ours::pair());
-    g.bench_function("wa-gateway", |b| {
-        b.iter(|| block(&rt, p.alice.encrypt(&p.b, black_box(MSG))).unwrap())
+    theirs_all(c, &rt);
+    ours(c, &rt, "(MemoryStore)", ours::memory);
+    let dirs = std::sync::Mutex::new(Vec::new());
+    ours(c, &rt, "(SQLite)", || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        dirs.lock().unwrap().push(dir);
+        async move { ours::sqlite(&path).await }
     });
-    let mut t = block(&rt, theirs::pair());
-    g.bench_function("wacore-libsignal", |b| {
-        b.iter(|| block(&rt, theirs::encrypt(&mut t.alice, &t.b)))
-    });
-    g.finish();
-
-    let mut g = c.benchmark_group("signal/decrypt 100B");
-    g.bench_function("wa-gateway", |b| {
-        b.iter_custom(|iters| {
-            let p = block(&rt, ours::pair());
-            let cts: Vec<_> = (0..iters)
-                .map(|_| block(&rt, p.alice.encrypt(&p.b, MSG)).unwrap())
-                .collect();
-            let start = Instant::now();
-            for ct in &cts {
-                black_box(
-                    block(
-                        &rt,
-                        p.bob
-                            .decrypt(&p.a, wa_gateway::signal::EncType::Whisper, ct.bytes()),
-                    )
-                    .unwrap(),
-                );
-            }
-            start.elapsed()
-        })
-    });
-    g.bench_function("wacore-libsignal", |b| {
-        b.iter_custom(|iters| {
-            let mut t = block(&rt, theirs::pair());
-            let cts: Vec<_> = (0..iters)
-                .map(|_| block(&rt, theirs::encrypt(&mut t.alice, &t.b)))
-                .collect();
-            let start = Instant::now();
-            for ct in &cts {
-                black_box(block(&rt, theirs::decrypt(&mut t.bob, &t.a, ct)));
-            }
-            start.elapsed()
-        })
-    });
-    g.finish();
-
-    let mut g = c.benchmark_group("signal/session from bundle");
-    let p = block(&rt, ours::pair());
-    g.bench_function("wa-gateway", |b| {
-        b.iter(|| block(&rt, p.alice.process_bundle(&p.b, black_box(&p.bundle))).unwrap())
-    });
-    let mut t = block(&rt, theirs::pair());
-    g.bench_function("wacore-libsignal", |b| {
-        b.iter(|| {
-            let mut ids = theirs::Store {
-                id: t.alice.id.clone(),
-                ..Default::default()
-            };
-            block(
-                &rt,
-                wacore_libsignal::protocol::process_prekey_bundle(
-                    &t.b,
-                    &mut t.alice,
-                    &mut ids,
-                    black_box(&t.bundle),
-                    &mut theirs::rng(),
-                    wacore_libsignal::protocol::UsePQRatchet::No,
-                ),
-            )
-            .unwrap()
-        })
-    });
-    g.finish();
-
-    let mut g = c.benchmark_group("signal/sender-key encrypt 100B");
-    let p = block(&rt, ours::pair());
-    block(&rt, ours::group(&p));
-    let n = ours::group_name(&p.a);
-    g.bench_function("wa-gateway", |b| {
-        b.iter(|| block(&rt, p.alice.group_encrypt(&n, black_box(MSG))).unwrap())
-    });
-    let mut t = block(&rt, theirs::pair());
-    block(&rt, theirs::group(&mut t));
-    let tn = theirs::group_name(&t.a);
-    g.bench_function("wacore-libsignal", |b| {
-        b.iter(|| {
-            block(
-                &rt,
-                wacore_libsignal::protocol::group_encrypt(
-                    &mut t.alice,
-                    &tn,
-                    black_box(MSG),
-                    &mut theirs::rng(),
-                ),
-            )
-            .unwrap()
-        })
-    });
-    g.finish();
-
-    let mut g = c.benchmark_group("signal/sender-key decrypt 100B");
-    g.bench_function("wa-gateway", |b| {
-        b.iter_custom(|iters| {
-            let p = block(&rt, ours::pair());
-            block(&rt, ours::group(&p));
-            let n = ours::group_name(&p.a);
-            let cts: Vec<_> = (0..iters)
-                .map(|_| block(&rt, p.alice.group_encrypt(&n, MSG)).unwrap())
-                .collect();
-            let start = Instant::now();
-            for ct in &cts {
-                black_box(block(&rt, p.bob.group_decrypt(&n, ct)).unwrap());
-            }
-            start.elapsed()
-        })
-    });
-    g.bench_function("wacore-libsignal", |b| {
-        b.iter_custom(|iters| {
-            let mut t = block(&rt, theirs::pair());
-            block(&rt, theirs::group(&mut t));
-            let n = theirs::group_name(&t.a);
-            let cts: Vec<_> = (0..iters)
-                .map(|_| {
-                    block(
-                        &rt,
-                        wacore_libsignal::protocol::group_encrypt(
-                            &mut t.alice,
-                            &n,
-                            MSG,
-                            &mut theirs::rng(),
-                        ),
-                    )
-                    .unwrap()
-                })
-                .collect();
-            let start = Instant::now();
-            for ct in &cts {
-                black_box(
-                    block(
-                        &rt,
-                        wacore_libsignal::protocol::group_decrypt(ct.serialized(), &mut t.bob, &n),
-                    )
-                    .unwrap(),
-                );
-            }
-            let _ = Duration::ZERO;
-            start.elapsed()
-        })
-    });
-    g.finish();
 }
 
 criterion_group!(benches, signal);
