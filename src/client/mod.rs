@@ -5,8 +5,10 @@
 //! layers, and storage only through traits; never HTTP or SQL.
 
 pub mod events;
+mod failure;
 pub mod iq;
 pub mod keepalive;
+mod linking;
 pub mod pair;
 pub mod payload;
 pub mod prekeys;
@@ -14,6 +16,7 @@ pub mod qr;
 pub mod reconnect;
 pub mod recv;
 pub mod run;
+mod session;
 pub mod store;
 
 pub use events::{ConnState, Event, Linked};
