@@ -9,7 +9,9 @@ pub mod control;
 pub mod iq;
 pub mod pair;
 pub mod phone;
+mod register;
 pub mod server;
+mod session;
 mod tls;
 pub mod usync;
 

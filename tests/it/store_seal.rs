@@ -86,11 +86,16 @@ async fn fill(store: &Store) -> Vec<Vec<u8>> {
     secrets
 }
 
-/// Every byte of the database's files (main file and WAL).
+/// Every byte of the database's files (main file, and the WAL and shared-memory files while
+/// they exist: the last connection to close removes them, possibly while this reads).
 fn file_bytes(dir: &std::path::Path) -> Vec<u8> {
     let mut all = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
-        all.extend(std::fs::read(e.path()).unwrap());
+        match std::fs::read(e.path()) {
+            Ok(b) => all.extend(b),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => panic!("{}: {err}", e.path().display()),
+        }
     }
     all
 }

@@ -1,0 +1,232 @@
+//! A logged-in device's connection on the server side: `<success>`, one connection per device
+//! (a newer login replaces the older), iq answers, receipts, faults, the phone's first peer
+//! messages after the device publishes its keys, and `<ib><offline>` on going active.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::conn::failure;
+use super::iq;
+use super::phone::{initial_history, initial_setting_sync};
+use super::server::{Control, Device, Shared};
+use crate::binary::{Jid, Node, Server};
+use crate::socket::{Incoming, NodeSender};
+
+/// The phone's first peer messages to a companion that just published its keys (once per
+/// device): its security-notification setting, then the initial history bootstrap.
+async fn greet(shared: &Shared, dev: &Device, key: &str) -> Vec<Node> {
+    let Some((phone, signal, bundle, one_time)) = (|| {
+        let mut guard = shared.state.lock().ok()?;
+        let st = &mut *guard;
+        let companion = st.companions.get_mut(key)?;
+        let phone = st.phones.get(&dev.jid.user)?;
+        let bundle = companion.bundle.clone()?;
+        if companion.greeted {
+            return None;
+        }
+        companion.greeted = true;
+        // Serving a bundle consumes one of its one-time prekeys, as the real server does.
+        let one_time = companion.prekeys.take();
+        Some((
+            phone.account.clone(),
+            phone.signal.clone(),
+            bundle,
+            one_time,
+        ))
+    })() else {
+        return Vec::new();
+    };
+    let now = shared.clock.now_unix();
+    let mut out = Vec::new();
+    for message in [initial_setting_sync(), initial_history(&phone, now)] {
+        match signal
+            .peer_message(
+                &phone,
+                &dev.jid,
+                &dev.identity_public,
+                &bundle,
+                one_time,
+                &message,
+                now,
+            )
+            .await
+        {
+            Ok(node) => out.push(node),
+            Err(e) => {
+                tracing::warn!(error = %e, "simulated phone cannot encrypt for its companion");
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The answer to a logged-in device's iq.
+fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) -> Node {
+    let xmlns = node
+        .get_str("xmlns")
+        .map(|s| s.into_owned())
+        .unwrap_or_default();
+    let get = node.get_str("type").as_deref() == Some("get");
+    match xmlns.as_str() {
+        "w:p" | "passive" | "urn:xmpp:ping" => iq::result(id, vec![]),
+        "encrypt" => {
+            let Ok(mut st) = shared.state.lock() else {
+                return iq::error(id, 500, "internal-server-error");
+            };
+            // Unlinked while this connection was being closed.
+            let Some(c) = st.companions.get_mut(key) else {
+                return iq::error(id, 401, "not-authorized");
+            };
+            if get && node.child("count").is_some() {
+                iq::result(
+                    id,
+                    vec![Node::new("count").attr("value", c.prekeys.len().to_string())],
+                )
+            } else if get && node.child("digest").is_some() {
+                let ids: Vec<u32> = c.prekeys.ids().collect();
+                iq::digest(id, &dev.identity_public, c.bundle.as_ref(), &ids)
+            } else if !get && node.child("list").is_some() {
+                let Some(up) = iq::validate_upload(node, &dev.identity_public) else {
+                    return iq::error(id, 400, "bad-request");
+                };
+                c.prekeys.add(up.keys);
+                c.bundle = Some(up.bundle);
+                iq::result(id, vec![])
+            } else {
+                iq::error(id, 501, "feature-not-implemented")
+            }
+        }
+        "usync" if get => super::usync::answer(node, id, |user| {
+            let st = shared.state.lock().ok()?;
+            let phone = &st.phone_by_user(user)?.account;
+            let devices = std::iter::once(0)
+                .chain(st.linked_devices(&phone.number).iter().map(|j| j.device))
+                .collect();
+            Some(super::usync::UserInfo {
+                number: phone.number.clone(),
+                lid: phone.lid.clone(),
+                devices,
+            })
+        }),
+        "abt" => iq::ab_props(id),
+        "w:sync:app:state" if !get => iq::app_state(node, id),
+        "privacy" if get => iq::privacy(id),
+        "blocklist" if get => iq::blocklist(id),
+        _ => iq::error(id, 501, "feature-not-implemented"),
+    }
+}
+
+/// A known device logs in: the noise key must be the one it paired with.
+pub(super) async fn login(
+    shared: Arc<Shared>,
+    sender: NodeSender,
+    mut incoming: mpsc::Receiver<Incoming>,
+    noise_public: [u8; 32],
+    user: u64,
+    device: u32,
+) {
+    let key = u16::try_from(device)
+        .map(|d| Jid::with_device(user.to_string(), d, Server::User).to_string())
+        .unwrap_or_default();
+    let known = shared.state.lock().ok().and_then(|st| {
+        st.companions
+            .get(&key)
+            .filter(|c| c.device.noise_public == noise_public)
+            .map(|c| c.device.clone())
+    });
+    let Some(dev) = known else {
+        let _ = sender.send(&failure(401)).await;
+        return;
+    };
+    let success = Node::new("success")
+        .attr("t", shared.clock.now_unix().to_string())
+        .attr("lid", Jid::new(dev.lid.user.clone(), Server::Lid))
+        .attr("location", "sim");
+    if sender.send(&success).await.is_err() {
+        return;
+    }
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(4);
+    // One connection per device: a new login replaces the old one, which is told so.
+    let replaced = shared
+        .state
+        .lock()
+        .ok()
+        .and_then(|mut st| st.live.insert(key.clone(), ctl_tx.clone()));
+    if let Some(old) = replaced {
+        let conflict = Node::new("stream:error")
+            .children(vec![Node::new("conflict").attr("type", "replaced")]);
+        let _ = old.send(Control::Close(Some(conflict))).await;
+    }
+    let mut answer_pings = true;
+    let mut offline_sent = false;
+    loop {
+        tokio::select! {
+            ctl = ctl_rx.recv() => match ctl {
+                Some(Control::AnswerPings(on)) => answer_pings = on,
+                Some(Control::Close(node)) => {
+                    if let Some(n) = node {
+                        let _ = sender.send(&n).await;
+                    }
+                    break;
+                }
+                None => break,
+            },
+            ev = incoming.recv() => {
+                let Some(Incoming::Node(node)) = ev else { break };
+                if node.tag == "receipt" {
+                    let Some(id) = node.get_str("id").map(|s| s.into_owned()) else { continue };
+                    let kind = node.get_str("type").map(|s| s.into_owned());
+                    if let Ok(mut st) = shared.state.lock()
+                        && let Some(c) = st.companions.get_mut(&key)
+                    {
+                        c.receipt(id.clone(), kind);
+                    }
+                    let ack = Node::new("ack").attr("class", "receipt").attr("id", id).attr("from", dev.jid.clone());
+                    if sender.send(&ack).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                if node.tag != "iq" {
+                    continue;
+                }
+                let Some(id) = node.get_str("id").map(|s| s.into_owned()) else { continue };
+                if matches!(node.get_str("type").as_deref(), Some("result" | "error")) {
+                    continue;
+                }
+                if node.get_str("xmlns").as_deref() == Some("w:p") && !answer_pings {
+                    continue;
+                }
+                let result = answer_iq(&shared, &dev, &key, &node, &id);
+                if sender.send(&result).await.is_err() {
+                    break;
+                }
+                // With keys on the server, the phone opens a session and greets its new companion.
+                if node.get_str("xmlns").as_deref() == Some("encrypt") && node.child("list").is_some() {
+                    let mut gone = false;
+                    for msg in greet(&shared, &dev, &key).await {
+                        gone |= sender.send(&msg).await.is_err();
+                    }
+                    if gone {
+                        break;
+                    }
+                }
+                // Going active releases what was queued while the device was away, then says so.
+                if node.get_str("xmlns").as_deref() == Some("passive") && node.child("active").is_some() && !offline_sent {
+                    offline_sent = true;
+                    let done = Node::new("ib").attr("from", Jid::server_jid()).children(vec![Node::new("offline").attr("count", "0")]);
+                    if sender.send(&done).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if let Ok(mut st) = shared.state.lock()
+        && st.live.get(&key).is_some_and(|c| c.same_channel(&ctl_tx))
+    {
+        st.live.remove(&key);
+    }
+}
