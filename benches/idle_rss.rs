@@ -5,6 +5,8 @@
 //! runs) or memory (credentials and Signal stores on the heap). IDLE_RSS_PHASE=pair (default:
 //! the clients are new devices, paired while measured) or login (a service restart: the accounts
 //! are paired by a child process first, then this process logs them all in and is measured).
+//! IDLE_RSS_TLS=1: the simulator serves `wss://` (`simulate --tls`) and every client holds a TLS
+//! session, as a deployment talking to WhatsApp does (one shared rustls configuration).
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use wa_gateway::client::payload::ClientProfile;
 use wa_gateway::client::reconnect::Backoff;
 use wa_gateway::client::{Client, ClientOptions, ConnState, Event, Keepalive, MemoryCreds};
 use wa_gateway::socket::framing::MAX_FRAME;
+use wa_gateway::socket::tls::{client_config, parse_ca_pem};
 use wa_gateway::socket::{ClientConfig, TrustRoot};
 use wa_gateway::store::Store;
 use wa_gateway::util::clock::SystemClock;
@@ -65,8 +68,9 @@ fn main() {
             drop(clients);
             return;
         }
+        let tls = std::env::var("IDLE_RSS_TLS").as_deref() == Ok("1");
         let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_wa-gateway"))
-            .args(["simulate"])
+            .args(if tls { &["simulate", "--tls"][..] } else { &["simulate"][..] })
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -106,7 +110,7 @@ fn main() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let after = rss_kib();
         println!(
-            "idle_rss: store={} phase={} N={n} rss_before={before} KiB rss_after={after} KiB marginal={:.1} KiB per connected idle client",
+            "idle_rss: store={} phase={} tls={tls} N={n} rss_before={before} KiB rss_after={after} KiB marginal={:.1} KiB per connected idle client",
             if sqlite { "sqlite" } else { "memory" },
             if login { "login" } else { "pair" },
             (after.saturating_sub(before)) as f64 / n as f64
@@ -124,13 +128,18 @@ fn options(sim_line: &str) -> (ClientOptions, String) {
         .unwrap()
         .try_into()
         .unwrap();
+    // With `simulate --tls`, trust the CA it printed (webpki roots besides).
+    let tls = info["ca_cert"].as_str().map(|path| {
+        let pem = std::fs::read(path).unwrap();
+        client_config(&parse_ca_pem(&pem).unwrap()).unwrap()
+    });
     let opts = ClientOptions {
         socket: ClientConfig {
             url: info["ws_url"].as_str().unwrap().to_owned(),
             trust: TrustRoot::from_key(root),
             clock: Arc::new(SystemClock),
             max_frame: MAX_FRAME,
-            tls: None,
+            tls,
         },
         profile: ClientProfile::default(),
         backoff: Backoff::default(),

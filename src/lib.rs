@@ -3,10 +3,13 @@
 //! Layers, with arrows pointing one way (any layer may use `proto` and `util`):
 //!
 //! ```text
-//! main ─► api ─► service ─► client ─► socket ─► binary
-//!                   │          └────► signal
-//!                   └─► store ─► implements client::store and signal::store traits
-//! main ─► sim ─► socket, binary, signal      (never client, service, api or store)
+//! main ─► client ─► socket ─► binary
+//!   │        │         └──► signal (XEdDSA for the certificate chain, key pairs)
+//!   │        └───────► signal ─► binary (JIDs of addresses)
+//!   ├──► store ─► implements client::store and signal::store traits
+//!   ├──► config ─► client, socket, store (each gets its slice)
+//!   └──► sim ─► socket, binary, signal      (never client or store)
+//! (the REST service and its API come next, above client and store)
 //! ```
 //!
 //! - [`binary`]: the binary XML node codec; knows only bytes.

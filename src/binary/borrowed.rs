@@ -1,8 +1,10 @@
 //! Borrowed decoding into a reusable [`NodeArena`]: the result is a view whose strings and
 //! binary content point into the received frame (tokens at the static dictionaries; packed
-//! strings stay packed until read), so steady-state decoding allocates nothing. Hot paths
-//! (routing a stanza, reading a few attributes) use it; [`NodeView::to_owned_node`] gives a
-//! [`Node`]. Every check of the owned decoder applies here too.
+//! strings stay packed until read), so steady-state decoding allocates nothing; meant for
+//! routing a stanza or reading a few attributes without building a tree. The connection's
+//! reader does not use it yet: it decodes owned [`Node`]s (see benches/README.md for both
+//! figures). [`NodeView::to_owned_node`] gives a [`Node`]. Every check and cap of the owned
+//! decoder applies here too.
 
 use std::fmt;
 

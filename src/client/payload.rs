@@ -177,7 +177,7 @@ pub fn registration_payload(profile: &ClientProfile, keys: RegistrationKeys<'_>)
             e_regid: Some(keys.registration_id.to_be_bytes().to_vec()),
             e_keytype: Some(vec![5]),
             e_ident: Some(keys.identity.to_vec()),
-            e_skey_id: Some(keys.signed_pre_key_id.to_be_bytes()[1..].to_vec()),
+            e_skey_id: Some(crate::util::bytes::u24_be(keys.signed_pre_key_id).to_vec()),
             e_skey_val: Some(keys.signed_pre_key.to_vec()),
             e_skey_sig: Some(keys.signed_pre_key_signature.to_vec()),
             build_hash: Some(build_hash(&profile.version_string()).to_vec()),

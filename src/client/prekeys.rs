@@ -39,7 +39,7 @@ pub fn wanted(server_count: u32, allocated: u64) -> Option<u32> {
 }
 
 fn id3(id: u32) -> Vec<u8> {
-    id.to_be_bytes()[1..].to_vec()
+    crate::util::bytes::u24_be(id).to_vec()
 }
 
 /// The upload iq: registration, type, identity, the keys, and the current signed prekey.

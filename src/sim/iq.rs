@@ -32,12 +32,10 @@ fn bytes<'a>(n: &'a Node, tag: &str) -> Option<&'a [u8]> {
     n.child(tag).and_then(Node::content_bytes).map(|b| &b[..])
 }
 
-fn id3(v: &[u8]) -> Option<u32> {
-    (v.len() == 3).then(|| u32::from_be_bytes([0, v[0], v[1], v[2]]))
-}
+use crate::util::bytes::{read_u24_be as id3, u24_be};
 
 fn to3(id: u32) -> Vec<u8> {
-    id.to_be_bytes()[1..].to_vec()
+    u24_be(id).to_vec()
 }
 
 /// Checks an `<iq xmlns="encrypt" type="set">` upload: the device's registered identity,

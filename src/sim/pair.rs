@@ -66,7 +66,7 @@ pub enum SimPairError {
 fn key32(s: &str, what: &'static str) -> Result<[u8; 32], SimPairError> {
     B64.decode(s)
         .ok()
-        .and_then(|v| v.try_into().ok())
+        .and_then(|v| crate::util::bytes::array32(&v))
         .ok_or(SimPairError::BadQr(what))
 }
 

@@ -139,7 +139,7 @@ fn dh(ours: &KeyPair, theirs: &[u8; 32]) -> Result<[u8; 32], HandshakeError> {
 }
 
 fn key32(v: &[u8], what: &'static str) -> Result<[u8; 32], HandshakeError> {
-    v.try_into().map_err(|_| HandshakeError::Malformed(what))
+    crate::util::bytes::array32(v).ok_or(HandshakeError::Malformed(what))
 }
 
 /// The initiator (client) before anything was sent.

@@ -49,7 +49,7 @@ fn err(e: impl std::fmt::Display) -> CredsStoreError {
 }
 
 fn key32(v: Option<Vec<u8>>, what: &str) -> Result<[u8; 32], CredsStoreError> {
-    v.and_then(|b| b.try_into().ok())
+    v.and_then(|b| crate::util::bytes::array32(&b))
         .ok_or_else(|| CredsStoreError(format!("corrupt {what}")))
 }
 

@@ -1,5 +1,6 @@
 //! Small utilities any layer may use.
 
+pub mod bytes;
 pub mod clock;
 pub mod hex;
 pub mod ids;
