@@ -51,6 +51,14 @@ impl KeyPair {
         KeyPair { private, public }
     }
 
+    /// A pair read back from our own storage, public half as stored: recomputing it costs a
+    /// base-point multiplication, which on every record load dominated encrypting a message.
+    /// Only for values this process wrote (records are ours, and sealed at rest when a store
+    /// key is set); keys from a peer go through [`KeyPair::from_private`] or stay public.
+    pub fn from_stored(private: [u8; 32], public: [u8; 32]) -> KeyPair {
+        KeyPair { private, public }
+    }
+
     /// A fresh key pair from the operating system's CSPRNG.
     pub fn generate() -> KeyPair {
         let mut k = [0u8; 32];

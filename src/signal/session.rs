@@ -515,7 +515,10 @@ fn state_from_pb(s: &pb::SessionStructure) -> Result<SessionState, SignalError> 
         root_key: RootKey(arr(s.root_key.as_ref(), "root key")?),
         previous_counter: s.previous_counter.unwrap_or(0),
         sender: SenderChain {
-            ratchet: KeyPair::from_private(private),
+            ratchet: KeyPair::from_stored(
+                private,
+                pub33(sender.sender_ratchet_key.as_ref(), "sender ratchet public")?,
+            ),
             chain: chain_key_from_pb(sender.chain_key.as_ref())?,
         },
         receivers: s

@@ -293,6 +293,7 @@ fn group(c: &mut Criterion, name: &str, f: impl FnOnce(&mut Group)) {
 
 fn signal(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap();
     theirs_all(c, &rt);
