@@ -147,15 +147,41 @@ proptest! {
 }
 
 #[test]
-fn a_forged_iteration_past_the_end_is_refused_not_wrapped() {
+fn a_validly_signed_message_at_the_last_iteration_is_refused_not_wrapped() {
+    use prost::Message;
+    use wa_gateway::proto::wa::signal::{SenderKeyMessage, SenderKeyRecordStructure};
+    // A sender whose distribution puts its chain one step before the end of the u32 range.
     let mut sender = SenderKeyRecord::new();
     let mut d = sender.distribution();
-    d.iteration = u32::MAX;
+    d.iteration = u32::MAX - 1;
     let mut receiver = SenderKeyRecord::new();
     receiver.process(&d);
-    // Signed by the real key at iteration 0: verifies, then names an iteration below the chain.
-    let ct = sender.encrypt(b"x").unwrap();
-    assert!(receiver.decrypt(&ct).is_err());
+    // It signs a message naming iteration u32::MAX: the signature verifies, and advancing the
+    // chain past it would overflow (a panic in debug builds, a wrap in release, before the fix).
+    let pb = SenderKeyRecordStructure::decode(&sender.to_bytes()[..]).unwrap();
+    let private: [u8; 32] = pb.sender_key_states[0]
+        .sender_signing_key
+        .as_ref()
+        .unwrap()
+        .private
+        .clone()
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let mut msg = vec![0x33];
+    SenderKeyMessage {
+        id: Some(d.key_id),
+        iteration: Some(u32::MAX),
+        ciphertext: Some(vec![0; 16]),
+    }
+    .encode(&mut msg)
+    .unwrap();
+    let sig = wa_gateway::signal::xeddsa_sign(&private, &msg, &[5; 64]);
+    msg.extend_from_slice(&sig);
+    assert_eq!(
+        receiver.decrypt(&msg).unwrap_err(),
+        SignalError::ChainExhausted(u32::MAX)
+    );
 }
 
 #[test]

@@ -19,7 +19,10 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let which = args.next().unwrap_or_else(|| "owned".into());
     let n: usize = args.next().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/binary_nodes.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/binary_nodes.json"
+    );
     let f: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let case = f["nodes"]
@@ -47,7 +50,9 @@ fn main() {
             "wacore-borrowed" => {
                 black_box(wacore_binary::marshal::unmarshal_ref(black_box(slice)).unwrap());
             }
-            other => panic!("unknown decoder {other} (owned, borrowed, wacore-owned, wacore-borrowed)"),
+            other => {
+                panic!("unknown decoder {other} (owned, borrowed, wacore-owned, wacore-borrowed)")
+            }
         }
     }
 }
