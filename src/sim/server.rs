@@ -1,6 +1,7 @@
 //! The simulated WhatsApp server: its in-memory state (phones, linked devices, published keys,
-//! live connections) and the Rust API over it; it accepts WebSocket connections on loopback and
-//! hands each to `conn.rs`.
+//! live connections) and the Rust API over it; it accepts WebSocket connections (plain or TLS),
+//! at most [`MAX_HANDSHAKES`] in their handshake at once, and hands each to `conn.rs`. Every
+//! per-device and per-phone collection is bounded, so a long-running `simulate` stays flat.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
