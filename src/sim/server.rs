@@ -520,3 +520,53 @@ impl Simulator {
             .map_err(|_| SimError::PairingFailed("connection closed".into()))?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_prekeys_replace_by_id_serve_oldest_first_and_stay_capped() {
+        let mut h = HeldPreKeys::default();
+        h.add((1..=3).map(|i| (i, [i as u8; 32])));
+        // A re-uploaded id replaces its key and moves to the back.
+        h.add([(1, [9; 32])]);
+        assert_eq!(h.len(), 3);
+        assert_eq!(h.ids().collect::<Vec<_>>(), [2, 3, 1]);
+        assert_eq!(h.take(), Some((2, [2; 32])));
+        // An upload far past the cap keeps only the newest MAX_HELD_PREKEYS.
+        let n = (MAX_HELD_PREKEYS * 3) as u32;
+        h.add((100..100 + n).map(|i| (i, [0; 32])));
+        assert_eq!(h.len(), MAX_HELD_PREKEYS);
+        assert_eq!(
+            h.seq_of.len(),
+            MAX_HELD_PREKEYS,
+            "both indexes shrink together"
+        );
+        assert_eq!(
+            h.take().map(|k| k.0),
+            Some(100 + n - MAX_HELD_PREKEYS as u32)
+        );
+    }
+
+    #[test]
+    fn phones_get_unique_lids_that_are_no_phone_number() {
+        let mut st = State::default();
+        let mut lids = std::collections::HashSet::new();
+        for i in 0..2000 {
+            let number = format!("1555{i:07}");
+            let lid = st.phone(&number, None).account.lid.clone();
+            assert_eq!(lid.len(), 15, "{lid}");
+            assert!(!st.phones.contains_key(&lid));
+            assert!(lids.insert(lid.clone()), "LID {lid} handed out twice");
+            assert_eq!(st.phone_by_user(&lid).unwrap().account.number, number);
+        }
+        // The same number is the same phone (and keeps its LID).
+        let again = st.phone("15550000007", None).account.lid.clone();
+        assert_eq!(
+            st.phone_by_user(&again).unwrap().account.number,
+            "15550000007"
+        );
+        assert_eq!(st.lids.len(), 2000);
+    }
+}

@@ -411,3 +411,60 @@ async fn a_companion_that_never_acknowledges_pair_device_is_dropped() {
     }
     assert!(sim.linked_devices("15550001235").is_empty());
 }
+
+#[tokio::test]
+async fn silent_sockets_hold_at_most_the_handshake_slots_and_then_let_clients_in() {
+    use wa_gateway::sim::server::MAX_HANDSHAKES;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = sim
+            .ws_url()
+            .trim_start_matches("ws://")
+            .trim_end_matches("/ws/chat")
+            .to_owned();
+        // Every handshake slot taken by a socket that never says a word.
+        let mut silent = Vec::new();
+        for _ in 0..MAX_HANDSHAKES {
+            silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let cfg = ClientConfig {
+            url: sim.ws_url().to_owned(),
+            trust: TrustRoot::from_key(sim.root_public_key()),
+            clock: Arc::new(SystemClock),
+            max_frame: MAX_FRAME,
+            tls: None,
+        };
+        let reg = wa_gateway::client::payload::registration_payload(
+            &ClientProfile::default(),
+            RegistrationKeys {
+                registration_id: 1,
+                identity: &KeyPair::generate().public,
+                signed_pre_key_id: 1,
+                signed_pre_key: &[1; 32],
+                signed_pre_key_signature: &[2; 64],
+            },
+        )
+        .encode_to_vec();
+        // A real client waits for a slot: its handshake does not complete meanwhile.
+        let waiting = tokio::spawn({
+            let cfg = cfg.clone();
+            let reg = reg.clone();
+            async move { connect(&cfg, KeyPair::generate(), &reg).await.map(|_| ()) }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a handshake ran beyond the slot limit"
+        );
+        assert_eq!(sim.connections_accepted(), 0);
+        // The silent sockets go; the waiting client gets its slot and completes.
+        drop(silent);
+        waiting.await.unwrap().unwrap();
+        connect(&cfg, KeyPair::generate(), &reg).await.unwrap();
+    })
+    .await
+    .expect("finished in time");
+}
