@@ -82,7 +82,8 @@ pub(super) async fn register(
     }
     let deadline = tokio::time::sleep(Duration::from_secs(REF_TIMINGS.iter().sum::<u64>() + 5));
     tokio::pin!(deadline);
-    // Each ref is scannable only in its own window (plus a little grace for a slow phone).
+    // Each ref stops being scannable when its display window ends (plus a little grace for a
+    // slow phone), so a registration holds fewer refs as it ages.
     let start = tokio::time::Instant::now();
     let expiries: Vec<tokio::time::Instant> = REF_TIMINGS
         .iter()
