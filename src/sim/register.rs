@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::pair::{IssuedPairing, issue_pair_success_with, verify_pair_device_sign};
-use super::server::{Companion, Device, MAX_DEVICE_ID, MAX_REGISTRATIONS, Scan, Shared, SimError};
+use super::server::{Companion, Device, Scan, Shared, SimError};
 use crate::binary::{Jid, Node};
 use crate::socket::{Incoming, NodeSender};
 
@@ -38,16 +38,10 @@ pub(super) async fn register(
         })
         .collect();
     let (scan_tx, mut scan_rx) = mpsc::channel::<Scan>(1);
-    let admitted = shared.state.lock().is_ok_and(|mut st| {
-        if st.registrations >= MAX_REGISTRATIONS {
-            return false;
-        }
-        st.registrations += 1;
-        for r in &refs {
-            st.showing.insert(r.clone(), scan_tx.clone());
-        }
-        true
-    });
+    let admitted = shared
+        .state
+        .lock()
+        .is_ok_and(|mut st| st.admit_registration(&refs, &scan_tx));
     drop(scan_tx);
     if !admitted {
         let _ = sender
@@ -127,14 +121,12 @@ pub(super) async fn register(
                 let (next_device, tamper) = {
                     let Ok(mut st) = shared.state.lock() else { break };
                     let Some(phone) = st.phones.get_mut(&scan.phone.number) else { break };
-                    // Device ids (and key indexes) only grow: an unlinked id is never reused.
-                    if phone.last_device >= MAX_DEVICE_ID {
+                    let Some(next) = phone.next_device() else {
                         drop(st);
                         let _ = scan.done.send(Err(SimError::PairingFailed("the phone has no device ids left".into())));
                         continue;
-                    }
-                    phone.last_device += 1;
-                    (phone.last_device, st.tamper.take())
+                    };
+                    (next, st.tamper.take())
                 };
                 let (node, issued) = issue_pair_success_with(&scan.phone, &scan.qr, next_device, u32::from(next_device), &iq_id(), shared.clock.now_unix(), tamper);
                 if sender.send(&node).await.is_err() {

@@ -91,6 +91,18 @@ pub(super) struct Phone {
     pub(super) last_device: u16,
 }
 
+impl Phone {
+    /// The next companion device id (ids and key indexes only grow: an unlinked id is never
+    /// reused); None once [`MAX_DEVICE_ID`] was handed out.
+    pub(super) fn next_device(&mut self) -> Option<u16> {
+        if self.last_device >= MAX_DEVICE_ID {
+            return None;
+        }
+        self.last_device += 1;
+        Some(self.last_device)
+    }
+}
+
 /// Receipts kept per companion (the simulator may run for days).
 const RECEIPTS_KEPT: usize = 1024;
 
@@ -192,6 +204,22 @@ pub(super) struct State {
 }
 
 impl State {
+    /// Shows a registration's refs unless [`MAX_REGISTRATIONS`] are already showing.
+    pub(super) fn admit_registration(
+        &mut self,
+        refs: &[String],
+        scans: &mpsc::Sender<Scan>,
+    ) -> bool {
+        if self.registrations >= MAX_REGISTRATIONS {
+            return false;
+        }
+        self.registrations += 1;
+        for r in refs {
+            self.showing.insert(r.clone(), scans.clone());
+        }
+        true
+    }
+
     /// The phone `number`, created on first use with a fresh identity and a unique LID.
     pub(super) fn phone(&mut self, number: &str, platform: Option<&str>) -> &mut Phone {
         if !self.phones.contains_key(number) {
@@ -547,6 +575,31 @@ mod tests {
             h.take().map(|k| k.0),
             Some(100 + n - MAX_HELD_PREKEYS as u32)
         );
+    }
+
+    #[test]
+    fn device_ids_stop_at_the_last_one_instead_of_wrapping() {
+        let mut st = State::default();
+        let phone = st.phone("15550000001", None);
+        assert_eq!(phone.next_device(), Some(1));
+        // A phone that handed out ids for years (or a u16 near its end, before the cap).
+        phone.last_device = MAX_DEVICE_ID - 1;
+        assert_eq!(phone.next_device(), Some(MAX_DEVICE_ID));
+        assert_eq!(phone.next_device(), None);
+        phone.last_device = u16::MAX;
+        assert_eq!(phone.next_device(), None, "no overflow");
+    }
+
+    #[test]
+    fn registrations_past_the_cap_are_refused_and_show_no_refs() {
+        let mut st = State::default();
+        let (tx, _rx) = mpsc::channel(1);
+        for i in 0..MAX_REGISTRATIONS {
+            assert!(st.admit_registration(&[format!("ref-{i}")], &tx));
+        }
+        assert!(!st.admit_registration(&["ref-over".into()], &tx));
+        assert_eq!(st.showing.len(), MAX_REGISTRATIONS);
+        assert!(!st.showing.contains_key("ref-over"));
     }
 
     #[test]

@@ -836,3 +836,46 @@ async fn over_wss_the_client_pairs_logs_in_and_reconnects_trusting_only_the_conf
     .await
     .expect("finished in time");
 }
+
+#[tokio::test]
+async fn a_ref_is_forgotten_when_its_window_ends_and_the_next_one_still_scans() {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let creds = Arc::new(wa_gateway::client::MemoryCreds::default());
+    let (mut client, mut events) = Client::start(
+        options(&sim, TrustRoot::from_key(sim.root_public_key())),
+        creds.clone(),
+    );
+    let Event::QrCode { code: first, .. } =
+        next_event(&mut events, |e| matches!(e, Event::QrCode { .. })).await
+    else {
+        unreachable!()
+    };
+    // The paused clock runs to the second code (60 s), then past the first ref's window and
+    // its grace (65 s): the server no longer holds the first ref.
+    tokio::time::pause();
+    let second = loop {
+        // No timeout here: with the clock paused it would fire before the 60 s code.
+        if let Event::QrCode { code, .. } = events.recv().await.expect("client alive") {
+            break code;
+        }
+    };
+    tokio::time::advance(Duration::from_secs(6)).await;
+    // Let the simulator's connection task run its expired timer.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let err = sim
+        .scan("15550004444", &first, None, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, wa_gateway::sim::SimError::UnknownRef),
+        "{err}"
+    );
+    let jid = sim.scan("15550004444", &second, None, None).await.unwrap();
+    assert_eq!(jid.user, "15550004444");
+    client.wait_for(|s| *s == ConnState::Connected).await;
+}
