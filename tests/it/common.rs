@@ -55,3 +55,54 @@ pub fn node_from_json(v: &serde_json::Value) -> Node {
     };
     n
 }
+
+/// A fresh identity with registration id `reg`.
+pub fn identity(reg: u32) -> wa_gateway::signal::LocalIdentity {
+    wa_gateway::signal::LocalIdentity {
+        key_pair: wa_gateway::signal::KeyPair::generate(),
+        registration_id: reg,
+    }
+}
+
+/// `owner`'s bundle with signed prekey `signed` (id 1) and no one-time prekey.
+pub fn signed_bundle(
+    owner: &wa_gateway::signal::LocalIdentity,
+    signed: &wa_gateway::signal::KeyPair,
+) -> wa_gateway::signal::PreKeyBundle {
+    wa_gateway::signal::PreKeyBundle {
+        registration_id: owner.registration_id,
+        pre_key: None,
+        signed_pre_key_id: 1,
+        signed_pre_key: signed.public,
+        signed_pre_key_signature: owner
+            .key_pair
+            .sign(&wa_gateway::signal::curve::with_type(&signed.public)),
+        identity_key: owner.key_pair.public,
+    }
+}
+
+/// Alice's and Bob's records after Alice's first message reached Bob and Bob's answer reached
+/// Alice: a real, acknowledged session each (Alice now sends plain `msg`s).
+pub fn session_pair() -> (
+    wa_gateway::signal::SessionRecord,
+    wa_gateway::signal::SessionRecord,
+) {
+    use wa_gateway::signal::{
+        CiphertextMessage, KeyPair, OsKeys, PreKeySignalMessage, SessionRecord, SignalMessage,
+        initiate,
+    };
+    let (alice, bob) = (identity(1), identity(2));
+    let signed = KeyPair::generate();
+    let mut a = SessionRecord::new();
+    a.promote(initiate(&alice, &signed_bundle(&bob, &signed), &mut OsKeys).unwrap());
+    let CiphertextMessage::PreKey(first) = a.encrypt(b"hi").unwrap() else {
+        panic!("first message is a pkmsg")
+    };
+    let m = PreKeySignalMessage::decode(&first).unwrap();
+    let mut b = SessionRecord::new();
+    b.decrypt_pre_key(&m, &bob, Some(&signed), None, &mut OsKeys)
+        .unwrap();
+    let answer = SignalMessage::decode(b.encrypt(b"hello").unwrap().bytes()).unwrap();
+    assert_eq!(a.decrypt(&answer, &mut OsKeys).unwrap(), b"hello");
+    (a, b)
+}

@@ -10,10 +10,11 @@ use wa_gateway::proto::wa::signal::RecordStructure;
 use wa_gateway::signal::ratchet::{ChainKey, MessageKeys, RootKey};
 use wa_gateway::signal::store::{PreKey, PreKeyStore, SessionStore, SignedPreKey};
 use wa_gateway::signal::{
-    CiphertextMessage, KeyPair, LocalIdentity, MemoryStore, OsKeys, PreKeyBundle,
-    PreKeySignalMessage, ProtocolAddress, SenderKeyRecord, SessionRecord, initiate,
+    KeyPair, LocalIdentity, MemoryStore, ProtocolAddress, SenderKeyRecord, SessionRecord,
 };
 use wa_gateway::sim::pair::{PhoneAccount, parse_qr};
+
+use crate::common::session_pair;
 use wa_gateway::socket::ServerIdentity;
 
 /// Every way a byte string shows up in text that we know of.
@@ -49,43 +50,6 @@ fn assert_hidden(what: &str, debug: &str, secrets: &[&[u8]]) {
             );
         }
     }
-}
-
-fn session_pair() -> (SessionRecord, SessionRecord) {
-    let alice = LocalIdentity {
-        key_pair: KeyPair::generate(),
-        registration_id: 1,
-    };
-    let bob = LocalIdentity {
-        key_pair: KeyPair::generate(),
-        registration_id: 2,
-    };
-    let signed = KeyPair::generate();
-    let bundle = PreKeyBundle {
-        registration_id: 2,
-        pre_key: None,
-        signed_pre_key_id: 1,
-        signed_pre_key: signed.public,
-        signed_pre_key_signature: bob
-            .key_pair
-            .sign(&wa_gateway::signal::curve::with_type(&signed.public)),
-        identity_key: bob.key_pair.public,
-    };
-    let mut a = SessionRecord::new();
-    a.promote(initiate(&alice, &bundle, &mut OsKeys).unwrap());
-    let CiphertextMessage::PreKey(m) = a.encrypt(b"hi").unwrap() else {
-        unreachable!()
-    };
-    let mut b = SessionRecord::new();
-    b.decrypt_pre_key(
-        &PreKeySignalMessage::decode(&m).unwrap(),
-        &bob,
-        Some(&signed),
-        None,
-        &mut OsKeys,
-    )
-    .unwrap();
-    (a, b)
 }
 
 /// The root key, sending chain key and ratchet private key a record holds.

@@ -2,48 +2,14 @@
 //! panics; mutated genuine messages are refused without changing the session.
 
 use proptest::prelude::*;
+
+use crate::common::{identity, session_pair, signed_bundle};
 use wa_gateway::signal::session::MAX_RECORD_SKIPPED;
 use wa_gateway::signal::store::{PreKey, SignedPreKey, identity_from_bytes};
 use wa_gateway::signal::{
-    CiphertextMessage, KeyPair, LocalIdentity, OsKeys, PreKeyBundle, PreKeySignalMessage,
-    SenderKeyDistribution, SenderKeyRecord, SessionRecord, SignalError, SignalMessage, initiate,
+    CiphertextMessage, KeyPair, OsKeys, PreKeySignalMessage, SenderKeyDistribution,
+    SenderKeyRecord, SessionRecord, SignalError, SignalMessage, initiate,
 };
-
-/// Alice's and Bob's records after Alice's first message reached Bob and Bob's answer reached
-/// Alice: a real, acknowledged session each (Alice now sends plain `msg`s).
-fn session_pair() -> (SessionRecord, SessionRecord) {
-    let (alice, bob) = (identity(1), identity(2));
-    let signed = KeyPair::generate();
-    let bundle = PreKeyBundle {
-        registration_id: bob.registration_id,
-        pre_key: None,
-        signed_pre_key_id: 1,
-        signed_pre_key: signed.public,
-        signed_pre_key_signature: bob
-            .key_pair
-            .sign(&wa_gateway::signal::curve::with_type(&signed.public)),
-        identity_key: bob.key_pair.public,
-    };
-    let mut a = SessionRecord::new();
-    a.promote(initiate(&alice, &bundle, &mut OsKeys).unwrap());
-    let CiphertextMessage::PreKey(first) = a.encrypt(b"hi").unwrap() else {
-        panic!("first message is a pkmsg")
-    };
-    let m = PreKeySignalMessage::decode(&first).unwrap();
-    let mut b = SessionRecord::new();
-    b.decrypt_pre_key(&m, &bob, Some(&signed), None, &mut OsKeys)
-        .unwrap();
-    let answer = SignalMessage::decode(b.encrypt(b"hello").unwrap().bytes()).unwrap();
-    assert_eq!(a.decrypt(&answer, &mut OsKeys).unwrap(), b"hello");
-    (a, b)
-}
-
-fn identity(reg: u32) -> LocalIdentity {
-    LocalIdentity {
-        key_pair: KeyPair::generate(),
-        registration_id: reg,
-    }
-}
 
 fn whisper(c: CiphertextMessage) -> SignalMessage {
     SignalMessage::decode(c.bytes()).unwrap()
@@ -223,16 +189,7 @@ fn many_states_from_pkmsgs_without_one_time_keys_stay_bounded() {
     // the record must still stay within the global cap.
     let bob = identity(2);
     let signed = KeyPair::generate();
-    let bundle = PreKeyBundle {
-        registration_id: bob.registration_id,
-        pre_key: None,
-        signed_pre_key_id: 1,
-        signed_pre_key: signed.public,
-        signed_pre_key_signature: bob
-            .key_pair
-            .sign(&wa_gateway::signal::curve::with_type(&signed.public)),
-        identity_key: bob.key_pair.public,
-    };
+    let bundle = signed_bundle(&bob, &signed);
     let mut record = SessionRecord::new();
     for _ in 0..60 {
         let mut a = SessionRecord::new();
@@ -266,16 +223,7 @@ fn a_message_no_state_can_read_costs_a_bounded_amount_of_work() {
     // Bob holds a current and 40 archived states (60 peers' pkmsgs without one-time keys).
     let bob = identity(2);
     let signed = KeyPair::generate();
-    let bundle = PreKeyBundle {
-        registration_id: bob.registration_id,
-        pre_key: None,
-        signed_pre_key_id: 1,
-        signed_pre_key: signed.public,
-        signed_pre_key_signature: bob
-            .key_pair
-            .sign(&wa_gateway::signal::curve::with_type(&signed.public)),
-        identity_key: bob.key_pair.public,
-    };
+    let bundle = signed_bundle(&bob, &signed);
     let mut record = SessionRecord::new();
     for _ in 0..45 {
         let mut a = SessionRecord::new();

@@ -7,47 +7,14 @@ use prost::Message;
 use wa_gateway::client::{Creds, CredsStore};
 use wa_gateway::proto::wa::signal::RecordStructure;
 use wa_gateway::signal::store::{PreKeyStore, SessionStore};
-use wa_gateway::signal::{
-    CiphertextMessage, KeyPair, LocalIdentity, OsKeys, PreKeyBundle, PreKeySignalMessage,
-    ProtocolAddress, SessionRecord, initiate,
-};
+use wa_gateway::signal::{ProtocolAddress, SessionRecord};
 use wa_gateway::store::{Store, StoreError, StoreKey};
 
+use crate::common::session_pair;
+
+/// Bob's side of a real session.
 fn session() -> SessionRecord {
-    let bob = LocalIdentity {
-        key_pair: KeyPair::generate(),
-        registration_id: 2,
-    };
-    let signed = KeyPair::generate();
-    let bundle = PreKeyBundle {
-        registration_id: 2,
-        pre_key: None,
-        signed_pre_key_id: 1,
-        signed_pre_key: signed.public,
-        signed_pre_key_signature: bob
-            .key_pair
-            .sign(&wa_gateway::signal::curve::with_type(&signed.public)),
-        identity_key: bob.key_pair.public,
-    };
-    let mut a = SessionRecord::new();
-    let alice = LocalIdentity {
-        key_pair: KeyPair::generate(),
-        registration_id: 1,
-    };
-    a.promote(initiate(&alice, &bundle, &mut OsKeys).unwrap());
-    let CiphertextMessage::PreKey(m) = a.encrypt(b"x").unwrap() else {
-        unreachable!()
-    };
-    let mut b = SessionRecord::new();
-    b.decrypt_pre_key(
-        &PreKeySignalMessage::decode(&m).unwrap(),
-        &bob,
-        Some(&signed),
-        None,
-        &mut OsKeys,
-    )
-    .unwrap();
-    b
+    session_pair().1
 }
 
 /// Writes an account's creds, prekeys and a session; returns the secrets written.
