@@ -186,7 +186,7 @@ static SEEDED: LazyLock<Seeded> = LazyLock::new(|| {
                 seeded.sender_key.clone().decrypt(body).is_ok()
             } else {
                 let cipher =
-                    SessionCipher::new(store(&seeded, &rt), "seed", IdentityTrust::AcceptChanges);
+                    SessionCipher::new(store(&seeded, &rt), IdentityTrust::AcceptChanges);
                 rt.block_on(recv::decrypt(&cipher, &node, &me)).is_ok()
             };
             assert!(ok, "seed {name} does not decrypt against the seeded state");
@@ -244,7 +244,7 @@ fuzz_target!(|data: &[u8]| {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let cipher = SessionCipher::new(store(seeded, &rt), "fuzz", IdentityTrust::AcceptChanges);
+    let cipher = SessionCipher::new(store(seeded, &rt), IdentityTrust::AcceptChanges);
     let _ = rt.block_on(recv::decrypt(&cipher, &node, &me));
     // Group bodies go to the peer's sender key (the client's group receive path comes later).
     for enc in node.child_nodes().iter().filter(|c| c.tag == "enc") {

@@ -26,10 +26,7 @@ impl<S: CredsStore> Run<S> {
     }
 
     async fn serve_logged_in(&mut self, mut s: NoiseSocket, mut creds: Creds, jid: Jid) -> Outcome {
-        let cipher = SessionCipher::new(
-            self.store.signal(),
-            jid.to_string(),
-            IdentityTrust::AcceptChanges,
+        let cipher = SessionCipher::new(self.store.signal(), IdentityTrust::AcceptChanges,
         );
         let mut stop = self.stop.clone();
         let mut tasks = Tasks(Vec::new());

@@ -1,10 +1,13 @@
-//! Store-backed Signal operations for one account: load a record, run the protocol core, save the
-//! record, all under a per-address lock so two tasks never race one ratchet.
+//! Store-backed Signal operations for one account: load a record, run the protocol core, and
+//! either save the record or hand the writes back as a [`SignalChanges`] for the caller to commit
+//! with the message they belong to. Each remote address has its own lock, per account (the cipher
+//! is shared by everything that uses the account), so two tasks never race one ratchet and
+//! unrelated peers never wait for each other.
 
-use std::hash::{Hash, Hasher};
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::address::{ProtocolAddress, SenderKeyName};
 use super::curve::OsKeys;
@@ -12,14 +15,56 @@ use super::error::SignalError;
 use super::group::{PreparedKeys, SenderKeyDistribution, SenderKeyRecord};
 use super::ratchet::{PreKeySignalMessage, SignalMessage};
 use super::session::{CiphertextMessage, SessionRecord};
-use super::store::{IdentityChange, SignalStore};
+use super::store::{IdentityChange, SignalChanges, SignalStore};
 use super::x3dh::{PreKeyBundle, initiate};
 
-/// Lock stripes shared by every account in the process: bounded memory however many accounts
-/// there are; unrelated addresses only rarely share a stripe.
-const STRIPES: usize = 4096;
-static LOCKS: LazyLock<Vec<Mutex<()>>> =
-    LazyLock::new(|| (0..STRIPES).map(|_| Mutex::new(())).collect());
+/// Exclusive use of one address's session (or one sender key) until dropped: hold it from the
+/// staged operation until its [`SignalChanges`] are committed.
+#[derive(Debug)]
+pub struct SessionLock {
+    key: String,
+    _guard: OwnedMutexGuard<()>,
+}
+
+impl SessionLock {
+    /// The address (or sender-key name) this lock covers.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// Lock table of one account: entries live while someone holds or waits for them.
+#[derive(Debug, Default)]
+struct Locks {
+    map: std::sync::Mutex<HashMap<String, Weak<Mutex<()>>>>,
+}
+
+impl Locks {
+    fn get(&self, key: &str) -> Arc<Mutex<()>> {
+        let Ok(mut map) = self.map.lock() else {
+            // A poisoned table (a panic elsewhere): a private lock still serializes nothing,
+            // but never deadlocks; the panic is the bug to fix.
+            return Arc::new(Mutex::new(()));
+        };
+        if let Some(m) = map.get(key).and_then(Weak::upgrade) {
+            return m;
+        }
+        // Forget dead entries now and then, so the table stays as small as the live locks.
+        if map.len() >= 64 && map.len().is_power_of_two() {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let m = Arc::new(Mutex::new(()));
+        map.insert(key.to_owned(), Arc::downgrade(&m));
+        m
+    }
+
+    fn len(&self) -> usize {
+        self.map
+            .lock()
+            .map(|m| m.values().filter(|w| w.strong_count() > 0).count())
+            .unwrap_or(0)
+    }
+}
 
 /// What to do when a peer's identity key changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,19 +109,20 @@ pub struct Decrypted {
 #[derive(Debug)]
 pub struct SessionCipher<S> {
     store: S,
-    scope: String,
     trust: IdentityTrust,
+    locks: Locks,
     /// Sender-key signing and verifying keys, prepared once per key instead of per message.
     prepared: std::sync::Mutex<PreparedKeys>,
 }
 
 impl<S: SignalStore> SessionCipher<S> {
-    /// A cipher over `store`; `scope` names the account, so locks of different accounts differ.
-    pub fn new(store: S, scope: impl Into<String>, trust: IdentityTrust) -> SessionCipher<S> {
+    /// A cipher over one account's `store`. Share it (`Arc`) among every task of the account:
+    /// its locks are what serializes them.
+    pub fn new(store: S, trust: IdentityTrust) -> SessionCipher<S> {
         SessionCipher {
             store,
-            scope: scope.into(),
             trust,
+            locks: Locks::default(),
             prepared: std::sync::Mutex::new(PreparedKeys::default()),
         }
     }
@@ -98,11 +144,42 @@ impl<S: SignalStore> SessionCipher<S> {
         &self.store
     }
 
-    async fn lock(&self, key: &str) -> MutexGuard<'static, ()> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.scope.hash(&mut h);
-        key.hash(&mut h);
-        LOCKS[(h.finish() as usize) % STRIPES].lock().await
+    async fn lock(&self, key: String) -> SessionLock {
+        let guard = self.locks.get(&key).lock_owned().await;
+        SessionLock { key, _guard: guard }
+    }
+
+    /// Takes the lock of `addr`'s session.
+    pub async fn lock_session(&self, addr: &ProtocolAddress) -> SessionLock {
+        self.lock(addr.to_string()).await
+    }
+
+    /// Takes the locks of several sessions, in one global order so two callers with
+    /// overlapping sets never deadlock.
+    pub async fn lock_sessions(&self, addrs: &[ProtocolAddress]) -> Vec<SessionLock> {
+        let mut keys: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        keys.sort();
+        keys.dedup();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.lock(k).await);
+        }
+        out
+    }
+
+    /// Locks currently held or awaited (the table shrinks back as they are released).
+    pub fn live_locks(&self) -> usize {
+        self.locks.len()
+    }
+
+    fn check_lock(lock: &SessionLock, addr: &ProtocolAddress) -> Result<(), SignalError> {
+        if lock.key != addr.to_string() {
+            return Err(SignalError::Store(format!(
+                "lock for {} used on {addr}",
+                lock.key
+            )));
+        }
+        Ok(())
     }
 
     async fn check_identity(
@@ -136,43 +213,84 @@ impl<S: SignalStore> SessionCipher<S> {
         addr: &ProtocolAddress,
         bundle: &PreKeyBundle,
     ) -> Result<IdentityChange, SignalError> {
-        let _g = self.lock(&addr.to_string()).await;
-        let change = self.check_identity(addr, &bundle.identity_key).await?;
-        let ours = self.store.local_identity().await?;
-        let state = initiate(&ours, bundle, &mut OsKeys)?;
+        let lock = self.lock_session(addr).await;
         let mut record = self.store.session(addr).await?.unwrap_or_default();
-        record.promote(state);
-        self.store.store_session(addr, &record).await?;
-        self.store.save_identity(addr, &bundle.identity_key).await?;
+        let change = self.start_session(&lock, addr, &mut record, bundle).await?;
+        let changes = SignalChanges {
+            sessions: vec![(addr.clone(), record)],
+            identities: vec![(addr.clone(), bundle.identity_key)],
+            ..SignalChanges::default()
+        };
+        self.store.apply(&changes).await?;
         Ok(change)
     }
 
-    /// Encrypts for `addr` with its current session.
+    /// Runs X3DH with `bundle` into `record` (nothing stored): the sending half of a new session.
+    async fn start_session(
+        &self,
+        lock: &SessionLock,
+        addr: &ProtocolAddress,
+        record: &mut SessionRecord,
+        bundle: &PreKeyBundle,
+    ) -> Result<IdentityChange, SignalError> {
+        Self::check_lock(lock, addr)?;
+        let change = self.check_identity(addr, &bundle.identity_key).await?;
+        let ours = self.store.local_identity().await?;
+        let state = initiate(&ours, bundle, &mut OsKeys)?;
+        record.promote(state);
+        Ok(change)
+    }
+
+    /// Encrypts for `addr` under its `lock`, first starting a session from `bundle` when one
+    /// is given; nothing is stored: the returned changes must be committed (before the
+    /// ciphertext leaves, so a crash never sends one message key twice).
+    pub async fn encrypt_staged(
+        &self,
+        lock: &SessionLock,
+        addr: &ProtocolAddress,
+        bundle: Option<&PreKeyBundle>,
+        plaintext: &[u8],
+    ) -> Result<(CiphertextMessage, Option<IdentityChange>, SignalChanges), SignalError> {
+        Self::check_lock(lock, addr)?;
+        let mut record = self.store.session(addr).await?.unwrap_or_default();
+        let mut changes = SignalChanges::default();
+        let change = match bundle {
+            Some(b) => {
+                let c = self.start_session(lock, addr, &mut record, b).await?;
+                changes.identities.push((addr.clone(), b.identity_key));
+                Some(c)
+            }
+            None => None,
+        };
+        let ct = record.encrypt(plaintext)?;
+        changes.sessions.push((addr.clone(), record));
+        Ok((ct, change, changes))
+    }
+
+    /// Encrypts for `addr` with its current session and stores the advance.
     pub async fn encrypt(
         &self,
         addr: &ProtocolAddress,
         plaintext: &[u8],
     ) -> Result<CiphertextMessage, SignalError> {
-        let _g = self.lock(&addr.to_string()).await;
-        let mut record = self
-            .store
-            .session(addr)
-            .await?
-            .ok_or(SignalError::NoSession)?;
-        let ct = record.encrypt(plaintext)?;
-        self.store.store_session(addr, &record).await?;
+        let lock = self.lock_session(addr).await;
+        let (ct, _, changes) = self.encrypt_staged(&lock, addr, None, plaintext).await?;
+        self.store.apply(&changes).await?;
         Ok(ct)
     }
 
-    /// Decrypts a `pkmsg` or `msg` from `addr`.
-    pub async fn decrypt(
+    /// Decrypts a `pkmsg` or `msg` from `addr` under its `lock`; nothing is stored: commit the
+    /// returned changes together with the message, then answer the sender.
+    pub async fn decrypt_staged(
         &self,
+        lock: &SessionLock,
         addr: &ProtocolAddress,
         kind: EncType,
         bytes: &[u8],
-    ) -> Result<Decrypted, SignalError> {
-        let _g = self.lock(&addr.to_string()).await;
+    ) -> Result<(Decrypted, SignalChanges), SignalError> {
+        Self::check_lock(lock, addr)?;
         let mut record = self.store.session(addr).await?.unwrap_or_default();
+        let mut changes = SignalChanges::default();
         let (plaintext, identity) = match kind {
             EncType::Whisper => {
                 let msg = SignalMessage::decode(bytes)?;
@@ -206,23 +324,37 @@ impl<S: SignalStore> SessionCipher<S> {
                     one_time.as_ref(),
                     &mut OsKeys,
                 )?;
-                self.store.save_identity(addr, &msg.identity_key).await?;
-                if let Some(id) = consumed {
-                    self.store.remove_pre_key(id).await?;
-                }
+                changes.identities.push((addr.clone(), msg.identity_key));
+                changes.removed_pre_keys.extend(consumed);
                 (plaintext, change)
             }
         };
-        self.store.store_session(addr, &record).await?;
-        Ok(Decrypted {
-            plaintext,
-            identity,
-        })
+        changes.sessions.push((addr.clone(), record));
+        Ok((
+            Decrypted {
+                plaintext,
+                identity,
+            },
+            changes,
+        ))
+    }
+
+    /// Decrypts a `pkmsg` or `msg` from `addr` and stores what it advanced.
+    pub async fn decrypt(
+        &self,
+        addr: &ProtocolAddress,
+        kind: EncType,
+        bytes: &[u8],
+    ) -> Result<Decrypted, SignalError> {
+        let lock = self.lock_session(addr).await;
+        let (d, changes) = self.decrypt_staged(&lock, addr, kind, bytes).await?;
+        self.store.apply(&changes).await?;
+        Ok(d)
     }
 
     /// Our SenderKeyDistributionMessage for `group` (creating our sender key if needed).
     pub async fn group_distribution(&self, name: &SenderKeyName) -> Result<Vec<u8>, SignalError> {
-        let _g = self.lock(&name.to_string()).await;
+        let _g = self.lock(name.to_string()).await;
         let mut record = self.store.sender_key(name).await?.unwrap_or_default();
         let d = record.distribution();
         self.store.store_sender_key(name, &record).await?;
@@ -236,7 +368,7 @@ impl<S: SignalStore> SessionCipher<S> {
         bytes: &[u8],
     ) -> Result<(), SignalError> {
         let d = SenderKeyDistribution::decode(bytes)?;
-        let _g = self.lock(&name.to_string()).await;
+        let _g = self.lock(name.to_string()).await;
         let mut record = self.store.sender_key(name).await?.unwrap_or_default();
         record.process(&d);
         self.store.store_sender_key(name, &record).await?;
@@ -249,7 +381,7 @@ impl<S: SignalStore> SessionCipher<S> {
         name: &SenderKeyName,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, SignalError> {
-        let _g = self.lock(&name.to_string()).await;
+        let _g = self.lock(name.to_string()).await;
         let mut record = self
             .store
             .sender_key(name)
@@ -268,7 +400,7 @@ impl<S: SignalStore> SessionCipher<S> {
         name: &SenderKeyName,
         bytes: &[u8],
     ) -> Result<Vec<u8>, SignalError> {
-        let _g = self.lock(&name.to_string()).await;
+        let _g = self.lock(name.to_string()).await;
         let mut record: SenderKeyRecord = self
             .store
             .sender_key(name)
@@ -283,7 +415,7 @@ impl<S: SignalStore> SessionCipher<S> {
 
     /// Deletes the session with `addr` (e.g. after the peer's identity changed).
     pub async fn delete_session(&self, addr: &ProtocolAddress) -> Result<(), SignalError> {
-        let _g = self.lock(&addr.to_string()).await;
+        let _g = self.lock_session(addr).await;
         Ok(self.store.delete_session(addr).await?)
     }
 

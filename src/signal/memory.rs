@@ -9,7 +9,7 @@ use super::error::StoreError;
 use super::group::SenderKeyRecord;
 use super::session::SessionRecord;
 use super::store::{
-    IdentityChange, IdentityStore, PreKey, PreKeyStore, SenderKeyStore, SessionStore, SignedPreKey,
+    ApplyChanges, IdentityChange, IdentityStore, PreKey, SignalChanges, PreKeyStore, SenderKeyStore, SessionStore, SignedPreKey,
     SignedPreKeyStore, StoreResult, allocate_pre_key_ids,
 };
 use super::x3dh::LocalIdentity;
@@ -211,6 +211,32 @@ impl SenderKeyStore for MemoryStore {
         let b = record.to_bytes();
         self.with(|i| {
             i.sender_keys.insert(name.to_string(), b);
+        })
+    }
+}
+
+impl ApplyChanges for MemoryStore {
+    async fn apply(&self, changes: &SignalChanges) -> StoreResult<()> {
+        // Serialize first: one lock, so the whole unit lands at once.
+        let sessions: Vec<(ProtocolAddress, Vec<u8>)> = changes
+            .sessions
+            .iter()
+            .map(|(a, r)| (a.clone(), r.to_bytes()))
+            .collect();
+        let senders: Vec<(String, Vec<u8>)> = changes
+            .sender_keys
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.to_bytes()))
+            .collect();
+        self.with(|i| {
+            for (a, k) in &changes.identities {
+                i.identities.insert(a.clone(), *k);
+            }
+            for id in &changes.removed_pre_keys {
+                i.pre_keys.remove(id);
+            }
+            i.sessions.extend(sessions);
+            i.sender_keys.extend(senders);
         })
     }
 }

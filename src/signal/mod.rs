@@ -22,5 +22,5 @@ pub use group::{PreparedKeys, SenderKeyDistribution, SenderKeyRecord};
 pub use memory::MemoryStore;
 pub use ratchet::{PreKeySignalMessage, SignalMessage};
 pub use session::{CiphertextMessage, SessionRecord, SessionState};
-pub use store::{IdentityChange, PreKey, SignalStore, SignedPreKey};
+pub use store::{ApplyChanges, IdentityChange, PreKey, SignalChanges, SignalStore, SignedPreKey};
 pub use x3dh::{LocalIdentity, PreKeyBundle, initiate};

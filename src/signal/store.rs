@@ -261,15 +261,86 @@ pub trait SenderKeyStore: Send + Sync {
     ) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
+/// The writes one Signal operation (or several under their locks) produced: applied all at once,
+/// alone ([`ApplyChanges::apply`]) or in the same transaction as the message they belong to, so a
+/// crash never keeps a session advance without its message or consumes a prekey for nothing.
+#[derive(Clone, Default)]
+pub struct SignalChanges {
+    /// Session records to store, replacing the stored ones.
+    pub sessions: Vec<(ProtocolAddress, SessionRecord)>,
+    /// Peer identities to store.
+    pub identities: Vec<(ProtocolAddress, [u8; 32])>,
+    /// One-time prekeys consumed.
+    pub removed_pre_keys: Vec<u32>,
+    /// Sender-key records to store.
+    pub sender_keys: Vec<(SenderKeyName, SenderKeyRecord)>,
+}
+
+impl std::fmt::Debug for SignalChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Addresses only: records hold chain and private keys.
+        f.debug_struct("SignalChanges")
+            .field(
+                "sessions",
+                &self.sessions.iter().map(|(a, _)| a).collect::<Vec<_>>(),
+            )
+            .field(
+                "identities",
+                &self.identities.iter().map(|(a, _)| a).collect::<Vec<_>>(),
+            )
+            .field("removed_pre_keys", &self.removed_pre_keys)
+            .field(
+                "sender_keys",
+                &self
+                    .sender_keys
+                    .iter()
+                    .map(|(n, _)| n.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl SignalChanges {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+            && self.identities.is_empty()
+            && self.removed_pre_keys.is_empty()
+            && self.sender_keys.is_empty()
+    }
+
+    /// Adds `other`'s writes after these (a later write to the same row wins).
+    pub fn extend(&mut self, other: SignalChanges) {
+        self.sessions.extend(other.sessions);
+        self.identities.extend(other.identities);
+        self.removed_pre_keys.extend(other.removed_pre_keys);
+        self.sender_keys.extend(other.sender_keys);
+    }
+}
+
+/// Applies a [`SignalChanges`] atomically.
+pub trait ApplyChanges: Send + Sync {
+    /// Writes every change, all or nothing.
+    fn apply(&self, changes: &SignalChanges) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
 /// Everything a [`super::cipher::SessionCipher`] needs.
 pub trait SignalStore:
-    IdentityStore + PreKeyStore + SignedPreKeyStore + SessionStore + SenderKeyStore
+    IdentityStore + PreKeyStore + SignedPreKeyStore + SessionStore + SenderKeyStore + ApplyChanges
 {
 }
 
-impl<T: IdentityStore + PreKeyStore + SignedPreKeyStore + SessionStore + SenderKeyStore> SignalStore
-    for T
+impl<
+    T: IdentityStore + PreKeyStore + SignedPreKeyStore + SessionStore + SenderKeyStore + ApplyChanges,
+> SignalStore for T
 {
+}
+
+impl<T: ApplyChanges + ?Sized> ApplyChanges for std::sync::Arc<T> {
+    fn apply(&self, changes: &SignalChanges) -> impl Future<Output = StoreResult<()>> + Send {
+        (**self).apply(changes)
+    }
 }
 
 // A shared store (`Arc<T>`) is a store: clients and the simulator's phones hand one to several

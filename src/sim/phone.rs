@@ -37,10 +37,7 @@ impl PhoneSignal {
     }
 
     fn cipher(&self) -> SessionCipher<Arc<MemoryStore>> {
-        SessionCipher::new(
-            self.store.clone(),
-            format!("sim-phone-{}", self.number),
-            IdentityTrust::AcceptChanges,
+        SessionCipher::new(self.store.clone(), IdentityTrust::AcceptChanges,
         )
     }
 

@@ -7,7 +7,7 @@ use super::error::StoreError;
 use super::seal::{Sealer, row};
 use crate::signal::address::{ProtocolAddress, SenderKeyName};
 use crate::signal::store::{
-    IdentityChange, IdentityStore, PreKey, PreKeyStore, SenderKeyStore, SessionStore, SignedPreKey,
+    ApplyChanges, IdentityChange, SignalChanges, IdentityStore, PreKey, PreKeyStore, SenderKeyStore, SessionStore, SignedPreKey,
     SignedPreKeyStore, StoreResult, allocate_pre_key_ids, identity_from_bytes, identity_to_bytes,
 };
 use crate::signal::{KeyPair, LocalIdentity, SenderKeyRecord, SessionRecord};
@@ -69,6 +69,56 @@ impl SqliteSignalStore {
         .bind(self.seal("signal_identity", "", identity_to_bytes(&identity.key_pair)))
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    /// Writes `changes` inside the caller's transaction (a message commit puts its row beside
+    /// them).
+    pub(crate) async fn apply_in(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        changes: &SignalChanges,
+    ) -> Result<(), sqlx::Error> {
+        for (addr, key) in &changes.identities {
+            sqlx::query(
+                "INSERT INTO signal_identities (account_id, address, identity) VALUES (?, ?, ?) \
+                 ON CONFLICT (account_id, address) DO UPDATE SET identity = excluded.identity",
+            )
+            .bind(self.account)
+            .bind(addr.to_string())
+            .bind(key.as_slice())
+            .execute(&mut *conn)
+            .await?;
+        }
+        for id in &changes.removed_pre_keys {
+            sqlx::query("DELETE FROM signal_pre_keys WHERE account_id = ? AND key_id = ?")
+                .bind(self.account)
+                .bind(i64::from(*id))
+                .execute(&mut *conn)
+                .await?;
+        }
+        for (addr, record) in &changes.sessions {
+            sqlx::query(
+                "INSERT INTO signal_sessions (account_id, address, record) VALUES (?, ?, ?) \
+                 ON CONFLICT (account_id, address) DO UPDATE SET record = excluded.record",
+            )
+            .bind(self.account)
+            .bind(addr.to_string())
+            .bind(self.seal("signal_sessions", addr, record.to_bytes()))
+            .execute(&mut *conn)
+            .await?;
+        }
+        for (name, record) in &changes.sender_keys {
+            sqlx::query(
+                "INSERT INTO signal_sender_keys (account_id, name, record) VALUES (?, ?, ?) \
+                 ON CONFLICT (account_id, name) DO UPDATE SET record = excluded.record",
+            )
+            .bind(self.account)
+            .bind(name.to_string())
+            .bind(self.seal("signal_sender_keys", name, record.to_bytes()))
+            .execute(&mut *conn)
+            .await?;
+        }
         Ok(())
     }
 
@@ -361,5 +411,16 @@ impl SenderKeyStore for SqliteSignalStore {
         .await
         .map_err(db)?;
         Ok(())
+    }
+}
+
+impl ApplyChanges for SqliteSignalStore {
+    async fn apply(&self, changes: &SignalChanges) -> StoreResult<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        self.apply_in(&mut tx, changes).await.map_err(db)?;
+        tx.commit().await.map_err(db)
     }
 }

@@ -28,7 +28,7 @@ impl Peer {
         let signed = SignedPreKey::generate(1, &identity.key_pair, 0);
         store.store_signed_pre_key(&signed).await.unwrap();
         Peer {
-            cipher: SessionCipher::new(store, name.to_string(), IdentityTrust::AcceptChanges),
+            cipher: SessionCipher::new(store, IdentityTrust::AcceptChanges),
             addr: ProtocolAddress::new(name, device),
             identity,
             signed,
@@ -352,7 +352,6 @@ async fn identity_changes_are_reported_or_refused() {
 
     let strict = SessionCipher::new(
         MemoryStore::new(bob.identity.clone()),
-        "bob-strict",
         IdentityTrust::RejectChanges,
     );
     use wa_gateway::signal::store::IdentityStore;

@@ -53,8 +53,8 @@ async fn sessions_survive_reopening_the_database() {
         let (b, b_id) = account(&store, "bob").await;
         let bundle = bundle_for(&b, &b_id).await;
         assert_eq!(b.pre_key_count().await.unwrap(), 1);
-        let alice = SessionCipher::new(a, "alice", IdentityTrust::AcceptChanges);
-        let bob = SessionCipher::new(b.clone(), "bob", IdentityTrust::AcceptChanges);
+        let alice = SessionCipher::new(a, IdentityTrust::AcceptChanges);
+        let bob = SessionCipher::new(b.clone(), IdentityTrust::AcceptChanges);
         alice.process_bundle(&b_addr, &bundle).await.unwrap();
         let m = alice.encrypt(&b_addr, b"before").await.unwrap();
         assert_eq!(
@@ -83,8 +83,8 @@ async fn sessions_survive_reopening_the_database() {
     // Tenants never see each other's rows: Bob's store has no session for Bob's own address.
     assert!(b.session(&b_addr).await.unwrap().is_none());
     assert!(a.session(&b_addr).await.unwrap().is_some());
-    let alice = SessionCipher::new(a, "alice", IdentityTrust::AcceptChanges);
-    let bob = SessionCipher::new(b, "bob", IdentityTrust::AcceptChanges);
+    let alice = SessionCipher::new(a, IdentityTrust::AcceptChanges);
+    let bob = SessionCipher::new(b, IdentityTrust::AcceptChanges);
     let m = alice.encrypt(&b_addr, b"after reopen").await.unwrap();
     assert_eq!(kind(&m), EncType::Whisper);
     assert_eq!(
@@ -116,8 +116,8 @@ async fn concurrent_sends_to_one_device_never_race_the_ratchet() {
     let a_addr = ProtocolAddress::new("15550000001", 1);
     let b_addr = ProtocolAddress::new("15550000002", 3);
     let bundle = bundle_for(&b, &b_id).await;
-    let alice = Arc::new(SessionCipher::new(a, "alice", IdentityTrust::AcceptChanges));
-    let bob = SessionCipher::new(b, "bob", IdentityTrust::AcceptChanges);
+    let alice = Arc::new(SessionCipher::new(a, IdentityTrust::AcceptChanges));
+    let bob = SessionCipher::new(b, IdentityTrust::AcceptChanges);
     alice.process_bundle(&b_addr, &bundle).await.unwrap();
 
     let tasks: Vec<_> = (0..50)
@@ -245,8 +245,8 @@ async fn group_messages_through_sqlite_reuse_prepared_keys() {
     let store = Store::open("sqlite::memory:").await.unwrap();
     let (a, _) = account(&store, "alice").await;
     let (b, _) = account(&store, "bob").await;
-    let alice = SessionCipher::new(a, "alice", IdentityTrust::AcceptChanges);
-    let bob = SessionCipher::new(b, "bob", IdentityTrust::AcceptChanges);
+    let alice = SessionCipher::new(a, IdentityTrust::AcceptChanges);
+    let bob = SessionCipher::new(b, IdentityTrust::AcceptChanges);
     let name = SenderKeyName {
         group: "120363041234567890@g.us".into(),
         sender: ProtocolAddress::new("15550000001", 1),
@@ -272,7 +272,7 @@ async fn group_messages_through_sqlite_reuse_prepared_keys() {
         store.signal(store.account("sub-1", "bob").await.unwrap()),
         (),
     );
-    let bob2 = SessionCipher::new(b2, "bob", IdentityTrust::AcceptChanges);
+    let bob2 = SessionCipher::new(b2, IdentityTrust::AcceptChanges);
     let ct = alice.group_encrypt(&name, b"after restart").await.unwrap();
     assert_eq!(
         bob2.group_decrypt(&name, &ct).await.unwrap(),

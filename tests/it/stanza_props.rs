@@ -216,7 +216,7 @@ fn run_all(
 fn unmutated_stanzas_are_accepted() {
     let c = corpus();
     // A fresh cipher per stanza kind: decrypting twice would be a replay.
-    let cipher = SessionCipher::new(c.creds.signal(), "props", IdentityTrust::AcceptChanges);
+    let cipher = SessionCipher::new(c.creds.signal(), IdentityTrust::AcceptChanges);
     // Each valid stanza reaches the handler it was made for (so mutations of it exercise the
     // code behind that handler's checks).
     for (n, handler) in [
@@ -238,7 +238,7 @@ proptest! {
     #[test]
     fn mutated_stanzas_never_panic(seed in any::<u64>(), which in 0..5usize) {
         let c = corpus();
-        let cipher = SessionCipher::new(c.creds.signal(), "props", IdentityTrust::AcceptChanges);
+        let cipher = SessionCipher::new(c.creds.signal(), IdentityTrust::AcceptChanges);
         let mut n = [&c.pair_device, &c.pair_success, &c.message, &c.upload, &c.usync][which].clone();
         let mut rng = StdRng::seed_from_u64(seed);
         mutate(&mut n, &mut rng, 0);

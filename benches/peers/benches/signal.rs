@@ -47,12 +47,10 @@ mod ours {
     pub async fn memory() -> Pair<Arc<MemoryStore>> {
         let alice = SessionCipher::new(
             Arc::new(MemoryStore::new(identity())),
-            "alice",
             IdentityTrust::AcceptChanges,
         );
         let bob = SessionCipher::new(
             Arc::new(MemoryStore::new(identity())),
-            "bob",
             IdentityTrust::AcceptChanges,
         );
         establish(alice, bob, None).await
@@ -68,7 +66,6 @@ mod ours {
             store.set_local_identity(&identity()).await.unwrap();
             parties.push(SessionCipher::new(
                 store,
-                name,
                 IdentityTrust::AcceptChanges,
             ));
         }

@@ -38,7 +38,7 @@ async fn ours() -> Ours {
     signal.store_signed_pre_key(&signed).await.unwrap();
     let pk = signal.create_pre_keys(1).await.unwrap().remove(0);
     Ours {
-        cipher: SessionCipher::new(signal, "interop", IdentityTrust::AcceptChanges),
+        cipher: SessionCipher::new(signal, IdentityTrust::AcceptChanges),
         identity,
         signed,
         one_time: (pk.id, pk.key_pair.public),
