@@ -8,6 +8,7 @@ pub mod events;
 mod failure;
 pub mod iq;
 pub mod keepalive;
+pub mod messages;
 mod linking;
 pub mod pair;
 pub mod payload;

@@ -4,9 +4,10 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use super::messages::{Committed, MessageStatus, StatusUpdate, StoredMessage};
 use crate::binary::Jid;
 use crate::signal::store::SignedPreKeyStore;
-use crate::signal::{KeyPair, LocalIdentity, MemoryStore, SignalStore, SignedPreKey};
+use crate::signal::{KeyPair, LocalIdentity, MemoryStore, SignalChanges, SignalStore, SignedPreKey};
 
 /// Our own identity once paired.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +80,12 @@ impl Creds {
 #[error("credential store: {0}")]
 pub struct CredsStoreError(pub String);
 
-/// Where a client keeps its credentials.
+/// Where a client keeps one account: its credentials, Signal state and messages. Writes that
+/// belong together go in one call (a message and the Signal state it advanced); fields change
+/// one at a time rather than by rewriting a possibly stale copy.
+///
+/// The trait is generic (`impl Future` methods), not object-safe: a service holds many
+/// [`super::Client`]s, which are not generic, over one store type and one shared pool.
 pub trait CredsStore: Send + Sync + 'static {
     /// The account's Signal stores (sessions, peer identities, prekeys); they share the identity
     /// and prekeys with these credentials.
@@ -90,14 +96,54 @@ pub trait CredsStore: Send + Sync + 'static {
     fn load(&self) -> impl Future<Output = Result<Option<Creds>, CredsStoreError>> + Send;
     /// Stores (replaces) the credentials.
     fn save(&self, creds: &Creds) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
-    /// Deletes the credentials and every key of the account (logged out).
+    /// Deletes the credentials and every key of the account (logged out). Messages stay.
     fn wipe(&self) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
+    /// Changes our push name only.
+    fn set_push_name(&self, name: &str)
+    -> impl Future<Output = Result<(), CredsStoreError>> + Send;
+    /// Whether a message (chat, sender, id) is stored.
+    fn has_message(
+        &self,
+        chat: &Jid,
+        sender: &Jid,
+        id: &str,
+    ) -> impl Future<Output = Result<bool, CredsStoreError>> + Send;
+    /// Stores `msg` and applies `changes` in one transaction: either both land or neither.
+    /// A message already stored is left alone (the changes still apply).
+    fn commit_message(
+        &self,
+        changes: &SignalChanges,
+        msg: &StoredMessage,
+    ) -> impl Future<Output = Result<Committed, CredsStoreError>> + Send;
+    /// Records a receipt or ack; returns the message's new status when it moved up the ladder.
+    fn update_status(
+        &self,
+        update: &StatusUpdate,
+    ) -> impl Future<Output = Result<Option<MessageStatus>, CredsStoreError>> + Send;
+    /// Our outbound message `id` in `chat`.
+    fn sent_message(
+        &self,
+        chat: &Jid,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<StoredMessage>, CredsStoreError>> + Send;
+    /// Messages newest first (one chat, or all), skipping `offset`.
+    fn messages(
+        &self,
+        chat: Option<&Jid>,
+        limit: u32,
+        offset: u32,
+    ) -> impl Future<Output = Result<Vec<StoredMessage>, CredsStoreError>> + Send;
+    /// Outbound messages still pending (recorded, never acknowledged), oldest first.
+    fn pending_messages(
+        &self,
+    ) -> impl Future<Output = Result<Vec<StoredMessage>, CredsStoreError>> + Send;
 }
 
-/// Credentials in memory, with the Signal stores beside them (tests, benches).
+/// Credentials in memory, with the Signal stores and messages beside them (tests, benches).
 pub struct MemoryCreds {
     creds: Mutex<Option<Creds>>,
     signal: Arc<MemoryStore>,
+    messages: Mutex<Vec<StoredMessage>>,
 }
 
 impl std::fmt::Debug for MemoryCreds {
@@ -115,6 +161,7 @@ impl Default for MemoryCreds {
         MemoryCreds {
             creds: Mutex::new(None),
             signal: Arc::new(MemoryStore::empty()),
+            messages: Mutex::new(Vec::new()),
         }
     }
 }
@@ -166,5 +213,98 @@ impl CredsStore for MemoryCreds {
         self.signal.reset(None);
         *self.creds.lock().map_err(poisoned)? = None;
         Ok(())
+    }
+
+    async fn set_push_name(&self, name: &str) -> Result<(), CredsStoreError> {
+        if let Some(me) = self.creds.lock().map_err(poisoned)?.as_mut().and_then(|c| c.me.as_mut()) {
+            me.push_name = Some(name.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn has_message(&self, chat: &Jid, sender: &Jid, id: &str) -> Result<bool, CredsStoreError> {
+        Ok(self
+            .messages
+            .lock()
+            .map_err(poisoned)?
+            .iter()
+            .any(|m| m.id == id && &m.chat == chat && &m.sender == sender))
+    }
+
+    async fn commit_message(
+        &self,
+        changes: &SignalChanges,
+        msg: &StoredMessage,
+    ) -> Result<Committed, CredsStoreError> {
+        // Both under the message lock: a reader never sees one without the other.
+        let mut msgs = self.messages.lock().map_err(poisoned)?;
+        self.signal.apply_now(changes).map_err(signal_err)?;
+        if msgs
+            .iter()
+            .any(|m| m.id == msg.id && m.chat == msg.chat && m.sender == msg.sender)
+        {
+            return Ok(Committed::Duplicate);
+        }
+        msgs.push(msg.clone());
+        Ok(Committed::Inserted)
+    }
+
+    async fn update_status(
+        &self,
+        u: &StatusUpdate,
+    ) -> Result<Option<MessageStatus>, CredsStoreError> {
+        let mut msgs = self.messages.lock().map_err(poisoned)?;
+        let Some(m) = msgs
+            .iter_mut()
+            .find(|m| m.from_me && m.id == u.id && m.chat == u.chat)
+        else {
+            return Ok(None);
+        };
+        if !m.status.advances_to(u.status) {
+            return Ok(None);
+        }
+        m.status = u.status;
+        m.error = u.error;
+        Ok(Some(u.status))
+    }
+
+    async fn sent_message(&self, chat: &Jid, id: &str) -> Result<Option<StoredMessage>, CredsStoreError> {
+        Ok(self
+            .messages
+            .lock()
+            .map_err(poisoned)?
+            .iter()
+            .find(|m| m.from_me && m.id == id && &m.chat == chat)
+            .cloned())
+    }
+
+    async fn messages(
+        &self,
+        chat: Option<&Jid>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<StoredMessage>, CredsStoreError> {
+        Ok(self
+            .messages
+            .lock()
+            .map_err(poisoned)?
+            .iter()
+            .rev()
+            .filter(|m| chat.is_none_or(|c| &m.chat == c))
+            .skip(offset as usize)
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn pending_messages(&self) -> Result<Vec<StoredMessage>, CredsStoreError> {
+        Ok(self
+            .messages
+            .lock()
+            .map_err(poisoned)?
+            .iter()
+            .filter(|m| m.status == MessageStatus::Pending)
+            .cloned()
+            .collect())
     }
 }

@@ -217,6 +217,13 @@ impl SenderKeyStore for MemoryStore {
 
 impl ApplyChanges for MemoryStore {
     async fn apply(&self, changes: &SignalChanges) -> StoreResult<()> {
+        self.apply_now(changes)
+    }
+}
+
+impl MemoryStore {
+    /// Applies `changes` at once (synchronously: callers may hold their own lock around it).
+    pub fn apply_now(&self, changes: &SignalChanges) -> StoreResult<()> {
         // Serialize first: one lock, so the whole unit lands at once.
         let sessions: Vec<(ProtocolAddress, Vec<u8>)> = changes
             .sessions

@@ -5,6 +5,9 @@
 use sqlx::{Row, SqlitePool};
 
 use super::AccountId;
+use super::messages::{COLUMNS, Committer, from_row};
+use crate::client::messages::{Committed, MessageStatus, StatusUpdate, StoredMessage};
+use crate::signal::SignalChanges;
 use super::seal::{Sealer, row};
 use crate::binary::Jid;
 use crate::client::store::{Creds, CredsStore, CredsStoreError, Me};
@@ -17,14 +20,21 @@ pub struct SqliteCreds {
     pool: SqlitePool,
     account: AccountId,
     sealer: Sealer,
+    committer: Committer,
 }
 
 impl SqliteCreds {
-    pub(crate) fn new(pool: SqlitePool, account: AccountId, sealer: Sealer) -> SqliteCreds {
+    pub(crate) fn new(
+        pool: SqlitePool,
+        account: AccountId,
+        sealer: Sealer,
+        committer: Committer,
+    ) -> SqliteCreds {
         SqliteCreds {
             pool,
             account,
             sealer,
+            committer,
         }
     }
 
@@ -206,5 +216,94 @@ impl CredsStore for SqliteCreds {
             .await
             .map_err(err)?;
         tx.commit().await.map_err(err)
+    }
+
+    async fn set_push_name(&self, name: &str) -> Result<(), CredsStoreError> {
+        sqlx::query("UPDATE creds SET push_name = ? WHERE account_id = ?")
+            .bind(name)
+            .bind(self.account)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn has_message(&self, chat: &Jid, sender: &Jid, id: &str) -> Result<bool, CredsStoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages WHERE account_id = ? AND chat = ? AND sender = ? AND id = ?",
+        )
+        .bind(self.account)
+        .bind(chat.to_string())
+        .bind(sender.to_string())
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(n > 0)
+    }
+
+    async fn commit_message(
+        &self,
+        changes: &SignalChanges,
+        msg: &StoredMessage,
+    ) -> Result<Committed, CredsStoreError> {
+        self.committer
+            .message(self.signal(), changes.clone(), msg.clone())
+            .await
+    }
+
+    async fn update_status(
+        &self,
+        update: &StatusUpdate,
+    ) -> Result<Option<MessageStatus>, CredsStoreError> {
+        self.committer.status(self.account, update.clone()).await
+    }
+
+    async fn sent_message(&self, chat: &Jid, id: &str) -> Result<Option<StoredMessage>, CredsStoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE account_id = ? AND chat = ? AND id = ? AND from_me = 1"
+        ))
+        .bind(self.account)
+        .bind(chat.to_string())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        row.as_ref().map(from_row).transpose().map_err(err)
+    }
+
+    async fn messages(
+        &self,
+        chat: Option<&Jid>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<StoredMessage>, CredsStoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM messages WHERE account_id = ? {} \
+             ORDER BY ts DESC, pk DESC LIMIT ? OFFSET ?",
+            if chat.is_some() { "AND chat = ?" } else { "" }
+        );
+        let mut q = sqlx::query(&sql).bind(self.account);
+        if let Some(c) = chat {
+            q = q.bind(c.to_string());
+        }
+        let rows = q
+            .bind(i64::from(limit))
+            .bind(i64::from(offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        rows.iter().map(from_row).collect::<Result<_, _>>().map_err(err)
+    }
+
+    async fn pending_messages(&self) -> Result<Vec<StoredMessage>, CredsStoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE account_id = ? AND status = 'pending' ORDER BY pk"
+        ))
+        .bind(self.account)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter().map(from_row).collect::<Result<_, _>>().map_err(err)
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod creds;
 pub mod error;
+mod messages;
 mod seal;
 pub mod signal;
 
@@ -39,6 +40,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "store meta",
         include_str!("../../migrations/0004_store_meta.sql"),
     ),
+    (
+        5,
+        "messages",
+        include_str!("../../migrations/0005_messages.sql"),
+    ),
 ];
 
 /// An account's id in the database.
@@ -49,6 +55,7 @@ pub type AccountId = i64;
 pub struct Store {
     pool: SqlitePool,
     sealer: seal::Sealer,
+    committer: messages::Committer,
 }
 
 impl Store {
@@ -108,7 +115,12 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
-        Ok(Store { pool, sealer })
+        let committer = messages::Committer::start(pool.clone());
+        Ok(Store {
+            pool,
+            sealer,
+            committer,
+        })
     }
 
     /// The shared pool.
@@ -150,7 +162,12 @@ impl Store {
 
     /// The client credentials of `account`.
     pub fn creds(&self, account: AccountId) -> SqliteCreds {
-        SqliteCreds::new(self.pool.clone(), account, self.sealer.clone())
+        SqliteCreds::new(
+            self.pool.clone(),
+            account,
+            self.sealer.clone(),
+            self.committer.clone(),
+        )
     }
 
     /// The Signal stores of `account`.

@@ -1,0 +1,316 @@
+//! Messages over the shared pool, and the group committer every message write goes through: one
+//! writer task takes whatever commits are waiting (from every account), runs them in one
+//! transaction, each in its own savepoint (one failing row never sinks its neighbours), and
+//! answers each caller after the commit. One-row transactions cap a small machine near 7,000
+//! commits/s (benches/README.md); a batch costs one fsync however many rows it carries.
+
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::AccountId;
+use super::signal::SqliteSignalStore;
+use crate::binary::Jid;
+use crate::client::messages::{Committed, MessageStatus, StatusUpdate, StoredMessage};
+use crate::client::store::CredsStoreError;
+use crate::signal::SignalChanges;
+
+/// Most commits one transaction carries.
+const MAX_BATCH: usize = 256;
+/// Commits waiting for the writer; callers wait for room beyond it (backpressure).
+const QUEUE: usize = 4096;
+
+/// One unit of work.
+pub(crate) enum Job {
+    /// A message with the Signal state it advanced.
+    Message {
+        signal: SqliteSignalStore,
+        changes: SignalChanges,
+        msg: Box<StoredMessage>,
+        done: oneshot::Sender<Result<Committed, String>>,
+    },
+    /// A status change (ack or receipt).
+    Status {
+        account: AccountId,
+        update: StatusUpdate,
+        done: oneshot::Sender<Result<Option<MessageStatus>, String>>,
+    },
+}
+
+/// Handle on the writer task; cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Committer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Committer {
+    /// Starts the writer task over `pool`; it ends when the last handle is dropped.
+    pub(crate) fn start(pool: SqlitePool) -> Committer {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(writer(pool, rx));
+        Committer { tx }
+    }
+
+    /// Commits a message and its Signal changes; resolves after the transaction committed.
+    pub(crate) async fn message(
+        &self,
+        signal: SqliteSignalStore,
+        changes: SignalChanges,
+        msg: StoredMessage,
+    ) -> Result<Committed, CredsStoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Message {
+                signal,
+                changes,
+                msg: Box::new(msg),
+                done,
+            })
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?.map_err(CredsStoreError)
+    }
+
+    /// Records a status change; resolves after the transaction committed.
+    pub(crate) async fn status(
+        &self,
+        account: AccountId,
+        update: StatusUpdate,
+    ) -> Result<Option<MessageStatus>, CredsStoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Status {
+                account,
+                update,
+                done,
+            })
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?.map_err(CredsStoreError)
+    }
+}
+
+fn gone() -> CredsStoreError {
+    CredsStoreError("message writer stopped".into())
+}
+
+/// An answer computed inside the transaction, sent only once it committed.
+enum Answer {
+    Message(
+        oneshot::Sender<Result<Committed, String>>,
+        Result<Committed, String>,
+    ),
+    Status(
+        oneshot::Sender<Result<Option<MessageStatus>, String>>,
+        Result<Option<MessageStatus>, String>,
+    ),
+}
+
+async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let answers = run_batch(&pool, batch.drain(..)).await;
+        match answers {
+            Ok(answers) => {
+                for a in answers {
+                    match a {
+                        Answer::Message(done, r) => {
+                            let _ = done.send(r);
+                        }
+                        Answer::Status(done, r) => {
+                            let _ = done.send(r);
+                        }
+                    }
+                }
+            }
+            Err((e, answers)) => {
+                // The transaction did not commit: nothing of the batch is stored.
+                let e = format!("commit failed: {e}");
+                for a in answers {
+                    match a {
+                        Answer::Message(done, _) => {
+                            let _ = done.send(Err(e.clone()));
+                        }
+                        Answer::Status(done, _) => {
+                            let _ = done.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+type BatchResult = Result<Vec<Answer>, (sqlx::Error, Vec<Answer>)>;
+
+async fn run_batch(pool: &SqlitePool, jobs: impl Iterator<Item = Job>) -> BatchResult {
+    let mut answers = Vec::new();
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            for j in jobs {
+                answers.push(unanswered(j));
+            }
+            return Err((e, answers));
+        }
+    };
+    for job in jobs {
+        // A savepoint per job: a failure rolls back that job only.
+        let mut sp = match sqlx::Connection::begin(&mut *tx).await {
+            Ok(sp) => sp,
+            Err(e) => {
+                answers.push(failed(job, &e));
+                continue;
+            }
+        };
+        match job {
+            Job::Message {
+                signal,
+                changes,
+                msg,
+                done,
+            } => {
+                let r = async {
+                    signal.apply_in(&mut sp, &changes).await?;
+                    insert(&mut sp, signal.account(), &msg).await
+                }
+                .await;
+                let r = match r {
+                    Ok(c) => sp.commit().await.map(|_| c),
+                    Err(e) => Err(e),
+                };
+                answers.push(Answer::Message(done, r.map_err(|e| e.to_string())));
+            }
+            Job::Status {
+                account,
+                update,
+                done,
+            } => {
+                let r = match set_status(&mut sp, account, &update).await {
+                    Ok(c) => sp.commit().await.map(|_| c),
+                    Err(e) => Err(e),
+                };
+                answers.push(Answer::Status(done, r.map_err(|e| e.to_string())));
+            }
+        }
+    }
+    match tx.commit().await {
+        Ok(()) => Ok(answers),
+        Err(e) => Err((e, answers)),
+    }
+}
+
+fn unanswered(job: Job) -> Answer {
+    match job {
+        Job::Message { done, .. } => Answer::Message(done, Err(String::new())),
+        Job::Status { done, .. } => Answer::Status(done, Err(String::new())),
+    }
+}
+
+fn failed(job: Job, e: &sqlx::Error) -> Answer {
+    match job {
+        Job::Message { done, .. } => Answer::Message(done, Err(e.to_string())),
+        Job::Status { done, .. } => Answer::Status(done, Err(e.to_string())),
+    }
+}
+
+/// Inserts `msg` unless its (chat, sender, id) is stored.
+async fn insert(
+    conn: &mut SqliteConnection,
+    account: AccountId,
+    msg: &StoredMessage,
+) -> Result<Committed, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO messages (account_id, chat, sender, id, from_me, ts, push_name, body, raw, \
+         status, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (account_id, chat, sender, id) DO NOTHING",
+    )
+    .bind(account)
+    .bind(msg.chat.to_string())
+    .bind(msg.sender.to_string())
+    .bind(&msg.id)
+    .bind(msg.from_me)
+    .bind(i64::try_from(msg.timestamp).unwrap_or(i64::MAX))
+    .bind(msg.push_name.as_deref())
+    .bind(msg.text.as_deref())
+    .bind(&msg.raw)
+    .bind(msg.status.as_str())
+    .bind(msg.error.map(i64::from))
+    .execute(&mut *conn)
+    .await?;
+    Ok(if done.rows_affected() == 1 {
+        Committed::Inserted
+    } else {
+        Committed::Duplicate
+    })
+}
+
+/// Records the receipt row and moves the message up the ladder when it is progress.
+async fn set_status(
+    conn: &mut SqliteConnection,
+    account: AccountId,
+    u: &StatusUpdate,
+) -> Result<Option<MessageStatus>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT pk, status FROM messages WHERE account_id = ? AND chat = ? AND id = ? AND from_me = 1",
+    )
+    .bind(account)
+    .bind(u.chat.to_string())
+    .bind(&u.id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let pk: i64 = row.try_get("pk")?;
+    let current = MessageStatus::parse(row.try_get("status")?).unwrap_or(MessageStatus::Pending);
+    let t = i64::try_from(u.t).unwrap_or(i64::MAX);
+    if let Some(device) = &u.device {
+        sqlx::query(
+            "INSERT INTO message_receipts (message_pk, device, status, t) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (message_pk, device, status) DO NOTHING",
+        )
+        .bind(pk)
+        .bind(device.to_string())
+        .bind(u.status.as_str())
+        .bind(t)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !current.advances_to(u.status) {
+        return Ok(None);
+    }
+    sqlx::query("UPDATE messages SET status = ?, error = ? WHERE pk = ?")
+        .bind(u.status.as_str())
+        .bind(u.error.map(i64::from))
+        .bind(pk)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Some(u.status))
+}
+
+fn jid(s: &str) -> Result<Jid, sqlx::Error> {
+    s.parse()
+        .map_err(|_| sqlx::Error::Decode(format!("stored JID {s:?} does not parse").into()))
+}
+
+/// A row as a [`StoredMessage`].
+pub(crate) fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredMessage, sqlx::Error> {
+    let status: String = r.try_get("status")?;
+    Ok(StoredMessage {
+        id: r.try_get("id")?,
+        chat: jid(r.try_get("chat")?)?,
+        sender: jid(r.try_get("sender")?)?,
+        from_me: r.try_get("from_me")?,
+        timestamp: r.try_get::<i64, _>("ts")?.max(0) as u64,
+        push_name: r.try_get("push_name")?,
+        text: r.try_get("body")?,
+        raw: r.try_get("raw")?,
+        status: MessageStatus::parse(&status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown status {status:?}").into()))?,
+        error: r
+            .try_get::<Option<i64>, _>("error")?
+            .and_then(|e| u16::try_from(e).ok()),
+    })
+}
+
+/// The columns [`from_row`] reads.
+pub(crate) const COLUMNS: &str =
+    "id, chat, sender, from_me, ts, push_name, body, raw, status, error";
