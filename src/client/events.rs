@@ -1,8 +1,13 @@
 //! The typed events a client emits for the service layer, and its connection states.
 
+use std::collections::VecDeque;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
+use super::messages::{MessageStatus, StoredMessage};
 use crate::binary::Jid;
 
 /// Where a client's connection stands. Only the client's run loop changes it, and every change
@@ -82,8 +87,10 @@ impl ConnState {
     }
 }
 
-/// Something the service layer wants to know.
-#[derive(Clone, PartialEq, Eq)]
+/// Something the service layer wants to know. What must not be lost (messages, receipts) is
+/// stored before its event goes out, so a consumer that lags re-reads the store.
+#[derive(Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Event {
     /// The connection state changed.
     State(ConnState),
@@ -111,6 +118,36 @@ pub enum Event {
     PushName {
         /// The name.
         name: String,
+    },
+    /// A message was received (or sent by another of our devices) and stored.
+    Message(Box<StoredMessage>),
+    /// An outbound message moved up the ladder (server ack, a device's receipt) or failed.
+    Receipt {
+        /// The conversation.
+        chat: Jid,
+        /// The message id.
+        id: String,
+        /// The device that reported it; None for the server's ack.
+        device: Option<Jid>,
+        /// The message's status now.
+        status: MessageStatus,
+        /// The server's error code when it failed.
+        error: Option<u16>,
+    },
+    /// A message could not be decrypted; a retry was asked for. A later successful retry
+    /// arrives as [`Event::Message`] with the same id.
+    Undecryptable {
+        /// The sending device.
+        from: Jid,
+        /// The message id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A contact's identity key changed (their security code changed).
+    IdentityChanged {
+        /// The contact's device.
+        jid: Jid,
     },
 }
 
@@ -145,6 +182,123 @@ impl fmt::Debug for Event {
             Event::PairError { reason } => write!(f, "PairError {{ reason: {reason} }}"),
             Event::Connected { jid } => write!(f, "Connected {{ jid: {jid} }}"),
             Event::PushName { name } => write!(f, "PushName {{ name: {name:?} }}"),
+            // Content stays out of logs: ids and JIDs only.
+            Event::Message(m) => write!(
+                f,
+                "Message {{ chat: {}, sender: {}, id: {}, from_me: {} }}",
+                m.chat, m.sender, m.id, m.from_me
+            ),
+            Event::Receipt {
+                chat,
+                id,
+                device,
+                status,
+                error,
+            } => write!(
+                f,
+                "Receipt {{ chat: {chat}, id: {id}, device: {device:?}, status: {}, error: {error:?} }}",
+                status.as_str()
+            ),
+            Event::Undecryptable { from, id, reason } => {
+                write!(f, "Undecryptable {{ from: {from}, id: {id}, reason: {reason} }}")
+            }
+            Event::IdentityChanged { jid } => write!(f, "IdentityChanged {{ jid: {jid} }}"),
         }
+    }
+}
+
+/// Events a client keeps for slow consumers; older ones are dropped (and counted as lag).
+pub const EVENT_BUFFER: usize = 256;
+
+/// The client's event stream, shared by every subscriber: publishing never waits for a
+/// consumer. The buffer grows only as events arrive (an idle client holds a handful).
+#[derive(Debug, Default)]
+pub(super) struct EventHub {
+    inner: Mutex<Ring>,
+    notify: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    buf: VecDeque<Event>,
+    /// Sequence number of `buf[0]`.
+    first: u64,
+    closed: bool,
+}
+
+impl EventHub {
+    /// Publishes `e`, dropping the oldest beyond [`EVENT_BUFFER`].
+    pub(super) fn publish(&self, e: Event) {
+        if let Ok(mut r) = self.inner.lock() {
+            if r.buf.len() == EVENT_BUFFER {
+                r.buf.pop_front();
+                r.first += 1;
+            }
+            r.buf.push_back(e);
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// Ends every subscriber's stream once it has read what is buffered.
+    pub(super) fn close(&self) {
+        if let Ok(mut r) = self.inner.lock() {
+            r.closed = true;
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// A subscriber that sees events published from now on.
+    pub(super) fn subscribe(self: &Arc<Self>) -> Events {
+        let next = self
+            .inner
+            .lock()
+            .map(|r| r.first + r.buf.len() as u64)
+            .unwrap_or(0);
+        Events {
+            hub: self.clone(),
+            next,
+            lagged: 0,
+        }
+    }
+}
+
+/// One subscriber's view of a client's events.
+#[derive(Debug)]
+pub struct Events {
+    hub: Arc<EventHub>,
+    next: u64,
+    lagged: u64,
+}
+
+impl Events {
+    /// The next event; None once the client has stopped and everything was read. Events this
+    /// subscriber was too slow for are skipped and counted in [`Events::lagged`].
+    pub async fn recv(&mut self) -> Option<Event> {
+        loop {
+            let notified = self.hub.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let r = self.hub.inner.lock().ok()?;
+                if self.next < r.first {
+                    self.lagged += r.first - self.next;
+                    self.next = r.first;
+                }
+                let idx = (self.next - r.first) as usize;
+                if let Some(e) = r.buf.get(idx) {
+                    self.next += 1;
+                    return Some(e.clone());
+                }
+                if r.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Events skipped because this subscriber fell more than [`EVENT_BUFFER`] behind.
+    pub fn lagged(&self) -> u64 {
+        self.lagged
     }
 }

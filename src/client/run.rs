@@ -8,16 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
 
-use super::events::{ConnState, Event};
+use super::events::{ConnState, Event, EventHub, Events};
 use super::iq::{IqError, IqTracker};
 pub use super::keepalive::Keepalive;
 use super::payload::{ClientProfile, RegistrationKeys, login_payload, registration_payload};
 use super::reconnect::{Backoff, Setback};
-use super::store::{Creds, CredsStore};
-use crate::binary::Node;
+use super::messages::StoredMessage;
+use super::messenger::{Messaging, Messenger, SendError, Sent};
+use super::store::{Creds, CredsStore, CredsStoreError};
+use crate::binary::{Jid, Node};
 use crate::socket::{ClientConfig, NodeSender, connect};
 
 /// Time allowed for the client's own iqs (the references use 60 s; the server answers in ms).
@@ -34,14 +36,37 @@ pub struct ClientOptions {
     pub backoff: Backoff,
     /// Keepalive timing.
     pub keepalive: Keepalive,
+    /// Messaging behaviour.
+    pub messaging: MessagingOptions,
+}
+
+/// How the client behaves as a messaging peer.
+#[derive(Debug, Clone)]
+pub struct MessagingOptions {
+    /// How long a send waits for the server's ack before it answers `pending` (the message
+    /// is resent with the same id on the next connection).
+    pub ack_timeout: Duration,
+    /// Announce ourselves `available` after login, so our delivery receipts carry no type
+    /// (WhatsApp shows us online while connected).
+    pub announce_available: bool,
+}
+
+impl Default for MessagingOptions {
+    fn default() -> MessagingOptions {
+        MessagingOptions {
+            ack_timeout: Duration::from_secs(20),
+            announce_available: true,
+        }
+    }
 }
 
 /// A running client; dropping it (or [`Client::stop`]) ends the run loop.
-#[derive(Debug)]
 pub struct Client {
     state: watch::Receiver<ConnState>,
     stop: watch::Sender<bool>,
     link: Arc<Link>,
+    hub: Arc<EventHub>,
+    messaging: Arc<dyn Messaging>,
 }
 
 /// What the handle and the run loop share about the live connection.
@@ -62,32 +87,57 @@ impl Link {
     }
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("state", &*self.state.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Client {
     /// Starts the run loop; events arrive on the returned receiver.
     pub fn start<S: CredsStore>(
         opts: ClientOptions,
         store: Arc<S>,
-    ) -> (Client, mpsc::Receiver<Event>) {
-        let (ev_tx, ev_rx) = mpsc::channel(64);
+    ) -> (Client, Events) {
+        let hub = Arc::new(EventHub::default());
+        let events = hub.subscribe();
         let (state_tx, state_rx) = watch::channel(ConnState::Connecting);
         let (stop_tx, stop_rx) = watch::channel(false);
         let link = Arc::new(Link::default());
+        let messenger = Arc::new(Messenger::new(
+            store.clone(),
+            link.clone(),
+            hub.clone(),
+            opts.socket.clock.clone(),
+            opts.messaging.ack_timeout,
+        ));
+        let messaging: Arc<dyn Messaging> = messenger.clone();
         let run = Run {
+            messenger,
             opts,
             store,
-            events: ev_tx,
+            events: hub.clone(),
             state: state_tx,
             stop: stop_rx,
             link: link.clone(),
         };
-        tokio::spawn(run.run());
+        let closing = hub.clone();
+        tokio::spawn(async move {
+            run.run().await;
+            // Subscribers end once they have read the final state.
+            closing.close();
+        });
         (
             Client {
                 state: state_rx,
                 stop: stop_tx,
                 link,
+                hub,
+                messaging,
             },
-            ev_rx,
+            events,
         )
     }
 
@@ -104,6 +154,16 @@ impl Client {
         self.link.iq.query(&sender, node, timeout).await
     }
 
+    /// Another subscriber to the client's events (from now on).
+    pub fn subscribe(&self) -> Events {
+        self.hub.subscribe()
+    }
+
+    /// A watch on the connection state (for a session manager).
+    pub fn subscribe_state(&self) -> watch::Receiver<ConnState> {
+        self.state.clone()
+    }
+
     /// The current state.
     pub fn state(&self) -> ConnState {
         self.state.borrow().clone()
@@ -115,6 +175,29 @@ impl Client {
             return s.clone();
         }
         self.state.borrow().clone()
+    }
+
+    /// Sends a text to the user `to` (a PN or LID user JID) and waits for the server's ack
+    /// (up to the configured time). The message is stored before it is sent.
+    pub async fn send_text(&self, to: &Jid, text: &str) -> Result<Sent, SendError> {
+        self.messaging.send_text(to.clone(), text.to_owned()).await
+    }
+
+    /// Tells `author` (in `chat`) that we read the messages `ids`.
+    pub async fn mark_read(&self, chat: &Jid, author: &Jid, ids: &[String]) -> Result<(), SendError> {
+        self.messaging
+            .mark_read(chat.clone(), author.clone(), ids.to_vec())
+            .await
+    }
+
+    /// Stored messages, newest first (one chat, or all).
+    pub async fn messages(
+        &self,
+        chat: Option<&Jid>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<StoredMessage>, CredsStoreError> {
+        self.messaging.messages(chat.cloned(), limit, offset).await
     }
 
     /// Stops the run loop (the socket closes; credentials stay).
@@ -139,10 +222,11 @@ pub(super) enum Outcome {
 
 /// The run loop's state; the connection kinds are in `linking.rs` (QR pairing) and
 /// `session.rs` (a logged-in connection).
-pub(super) struct Run<S> {
+pub(super) struct Run<S: CredsStore> {
+    pub(super) messenger: Arc<Messenger<S>>,
     pub(super) opts: ClientOptions,
     pub(super) store: Arc<S>,
-    pub(super) events: mpsc::Sender<Event>,
+    pub(super) events: Arc<EventHub>,
     pub(super) state: watch::Sender<ConnState>,
     pub(super) stop: watch::Receiver<bool>,
     pub(super) link: Arc<Link>,
@@ -171,12 +255,12 @@ impl<S: CredsStore> Run<S> {
     pub(super) async fn set(&self, s: ConnState) {
         if *self.state.borrow() != s {
             let _ = self.state.send(s.clone());
-            let _ = self.events.send(Event::State(s)).await;
+            self.events.publish(Event::State(s));
         }
     }
 
     pub(super) async fn emit(&self, e: Event) {
-        let _ = self.events.send(e).await;
+        self.events.publish(e);
     }
 
     async fn run(mut self) {

@@ -10,11 +10,12 @@ use super::iq::IqError;
 use super::pair::iq_result;
 use super::reconnect::Setback;
 use super::run::{IQ_TIMEOUT, Link, Outcome, Run, Tasks, stopped};
+use super::messenger::Messenger;
 use super::store::{Creds, CredsStore};
 use crate::binary::{Jid, Node};
 use crate::signal::store::PreKeyStore;
-use crate::signal::{IdentityTrust, SessionCipher};
 use crate::socket::{Incoming, NodeSender, NoiseSocket};
+use tokio::sync::mpsc;
 
 impl<S: CredsStore> Run<S> {
     /// A login connection: wait for success, then keep alive until it ends.
@@ -25,14 +26,26 @@ impl<S: CredsStore> Run<S> {
         outcome
     }
 
-    async fn serve_logged_in(&mut self, mut s: NoiseSocket, mut creds: Creds, jid: Jid) -> Outcome {
-        let cipher = SessionCipher::new(self.store.signal(), IdentityTrust::AcceptChanges,
-        );
+    async fn serve_logged_in(&mut self, mut s: NoiseSocket, creds: Creds, jid: Jid) -> Outcome {
+        self.messenger.set_account(&creds);
         let mut stop = self.stop.clone();
         let mut tasks = Tasks(Vec::new());
         let link = self.link.clone();
         let keepalive = self.opts.keepalive.run(&link.iq, &s.sender);
         tokio::pin!(keepalive);
+        // Messages, receipts and acks are handled in order by one worker, so a slow store
+        // never delays the reader (pongs, iq answers) behind it. Aborting the worker with the
+        // connection is safe: each message is committed whole before its receipt, or not at
+        // all and redelivered.
+        let (work, mut queue) = mpsc::channel::<Node>(WORK_QUEUE);
+        {
+            let (messenger, sender) = (self.messenger.clone(), s.sender.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(node) = queue.recv().await {
+                    messenger.handle(&sender, node).await;
+                }
+            }));
+        }
         loop {
             tokio::select! {
                 _ = stopped(&mut stop) => return Outcome::Final(ConnState::Stopped),
@@ -53,18 +66,39 @@ impl<S: CredsStore> Run<S> {
                     match node.tag.as_ref() {
                         "success" => {
                             link.set_sender(Some(s.sender.clone()));
-                            tasks.push(tokio::spawn(after_login(link.clone(), s.sender.clone(), self.store.clone(), creds.clone())));
+                            tasks.push(tokio::spawn(after_login(
+                                link.clone(),
+                                s.sender.clone(),
+                                self.store.clone(),
+                                creds.clone(),
+                                self.messenger.clone(),
+                                self.opts.messaging.announce_available,
+                            )));
                             self.set(ConnState::Connected).await;
                             self.emit(Event::Connected { jid: jid.clone() }).await;
                         }
                         "failure" => return failure_outcome(&node, &self.opts.profile),
-                        "message" => Box::pin(self.on_message(&s.sender, &cipher, &mut creds, &node)).await,
+                        "message" | "receipt" | "ack" => {
+                            if work.send(node).await.is_err() {
+                                return Outcome::Retry(Setback::Transient, "message worker stopped".into());
+                            }
+                        }
                         "iq" => {
                             // Server pings must be answered.
                             if node.get_str("xmlns").as_deref() == Some("urn:xmpp:ping") && node.get_str("type").as_deref() == Some("get")
                                 && let Some(id) = node.get_str("id")
                             {
                                 let _ = s.sender.send(&iq_result(&id)).await;
+                            }
+                        }
+                        "ib" => {
+                            // Queued stanzas are waiting: ask for them (the server sends them in
+                            // batches on request, MESSAGING.md §2.5).
+                            if node.child("offline_preview").is_some() {
+                                let batch = Node::new("ib").children(vec![Node::new("offline_batch").attr("count", OFFLINE_BATCH.to_string())]);
+                                let _ = s.sender.send(&batch).await;
+                            } else if let Some(done) = node.child("offline") {
+                                tracing::debug!(count = ?done.get_str("count"), "offline delivery complete");
                             }
                         }
                         "notification" => {
@@ -79,6 +113,8 @@ impl<S: CredsStore> Run<S> {
                                         tracing::warn!(error = %e, "prekey refill failed");
                                     }
                                 }));
+                            } else if node.get_str("type").as_deref() == Some("devices") {
+                                let _ = work.send(node).await;
                             }
                         }
                         _ => {
@@ -93,40 +129,10 @@ impl<S: CredsStore> Run<S> {
     }
 }
 
-impl<S: CredsStore> Run<S> {
-    /// Decrypts a message, learns our push name from our own devices' messages, and answers
-    /// with the receipt once what it taught us is stored.
-    async fn on_message(
-        &self,
-        sender: &NodeSender,
-        cipher: &SessionCipher<S::Signal>,
-        creds: &mut Creds,
-        node: &Node,
-    ) {
-        let Some(me) = creds.me.as_mut() else { return };
-        let received = match super::recv::decrypt(cipher, node, me).await {
-            Ok(r) => r,
-            Err(e) => {
-                // Retry receipts and the undecryptable report come with messaging.
-                tracing::warn!(error = %e, "message not decrypted");
-                return;
-            }
-        };
-        if received.from_me
-            && let Some(name) = received.push_name.clone().filter(|n| !n.is_empty())
-            && me.push_name.as_deref() != Some(name.as_str())
-        {
-            me.push_name = Some(name.clone());
-            if let Err(e) = self.store.save(creds).await {
-                // Unreceipted, the server delivers it again.
-                tracing::warn!(error = %e, "cannot store push name");
-                return;
-            }
-            self.emit(Event::PushName { name }).await;
-        }
-        let _ = sender.send(&super::recv::receipt(&received)).await;
-    }
-}
+/// Stanzas waiting for the message worker before the reader waits for it.
+const WORK_QUEUE: usize = 1024;
+/// Offline stanzas asked for per batch (WhatsApp Web asks 200 at a time; Baileys 100).
+const OFFLINE_BATCH: u32 = 200;
 
 /// After `<success>`: go active, then top up prekeys (PROTOCOL.md §7.3).
 async fn after_login<S: CredsStore>(
@@ -134,6 +140,8 @@ async fn after_login<S: CredsStore>(
     sender: NodeSender,
     store: Arc<S>,
     creds: Creds,
+    messenger: Arc<Messenger<S>>,
+    announce_available: bool,
 ) {
     let passive = Node::new("iq")
         .attr("xmlns", "passive")
@@ -142,6 +150,15 @@ async fn after_login<S: CredsStore>(
     if let Err(e) = link.iq.query(&sender, passive, IQ_TIMEOUT).await {
         tracing::warn!(error = %e, "passive/active iq failed");
     }
+    if announce_available {
+        let mut presence = Node::new("presence").attr("type", "available");
+        if let Some(name) = creds.me.as_ref().and_then(|m| m.push_name.clone()) {
+            presence = presence.attr("name", name);
+        }
+        let _ = sender.send(&presence).await;
+    }
+    // What a crash or a drop left unsent goes out first, with its ids.
+    messenger.resend_pending().await;
     let count = match link
         .iq
         .query(&sender, super::prekeys::count_query(), IQ_TIMEOUT)

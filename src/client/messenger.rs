@@ -1,0 +1,1011 @@
+//! 1:1 messaging of one account over its live connection (MESSAGING.md §1–§2).
+//!
+//! Receiving: dedupe by (chat, sender, id) before decrypting; decrypt under the session's lock;
+//! commit the session advance, the consumed prekey and the message row in one unit; only then
+//! send the receipt (the receipt is the acknowledgement: a crash before it means the server
+//! delivers again and the row dedupes it). Failures get a retry receipt, counted per message.
+//!
+//! Sending: devices by usync (cached per user until a devices notification), bundles for
+//! devices without a session, one encryption per device under all their locks, the row
+//! recorded `pending` with the Signal advance in one unit, and only then the stanza. The server's
+//! ack moves the row to `server_ack` or `failed(code)`; receipts climb the ladder.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message as _;
+use tokio::sync::oneshot;
+
+use super::events::{Event, EventHub};
+use super::iq::IqError;
+use super::messages::{Committed, MessageStatus, StatusUpdate, StoredMessage};
+use super::recv::unpad;
+use super::run::{IQ_TIMEOUT, Link};
+use super::store::{Creds, CredsStore, CredsStoreError, Me};
+use super::wire;
+use crate::binary::{Jid, Node, Server};
+use crate::proto::wa;
+use crate::signal::store::{ApplyChanges, PreKeyStore};
+use crate::signal::{
+    EncType, IdentityChange, IdentityTrust, PreKeyBundle, ProtocolAddress,
+    SessionCipher, SignalChanges, SignalError,
+};
+use crate::socket::NodeSender;
+use crate::util::clock::Clock;
+
+/// Retry receipts we send for one message at most (WhatsApp Web and whatsmeow stop at 5).
+pub const MAX_RETRIES: u32 = 5;
+/// Users whose device lists are cached; the cache starts over beyond it.
+const DEVICE_CACHE: usize = 4096;
+/// Messages whose retry counts are remembered.
+const RETRY_MEMORY: usize = 1024;
+/// Longest text accepted for sending (WhatsApp's own limit is 65,536 characters).
+pub const MAX_TEXT_BYTES: usize = 65_536;
+
+/// Why a send failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The client is not logged in.
+    #[error("not connected")]
+    NotConnected,
+    /// The recipient is not on WhatsApp (usync knows no device).
+    #[error("{0} is not on WhatsApp")]
+    NotOnWhatsApp(String),
+    /// The text is empty or too long.
+    #[error("invalid text: {0}")]
+    InvalidText(&'static str),
+    /// The recipient is not a user JID (groups come with group messaging).
+    #[error("unsupported recipient {0}")]
+    UnsupportedRecipient(String),
+    /// An iq (usync, prekeys) failed.
+    #[error(transparent)]
+    Iq(#[from] IqError),
+    /// Signal refused (e.g. a bundle with a bad signature).
+    #[error("encryption failed: {0}")]
+    Signal(#[from] SignalError),
+    /// The message could not be recorded; nothing was sent.
+    #[error(transparent)]
+    Store(#[from] CredsStoreError),
+    /// The server refused the message (its ack carried an error code).
+    #[error("refused by WhatsApp ({code}): {}", refusal_reason(*code))]
+    Refused {
+        /// The ack's error code.
+        code: u16,
+        /// The message id (the row is stored as failed).
+        id: String,
+    },
+}
+
+/// What an ack error code means (MESSAGING.md §1.7).
+pub fn refusal_reason(code: u16) -> &'static str {
+    match code {
+        400 => "bad request (mixed addressing namespaces, or a LID message from an unmigrated account)",
+        421 => "stale group addressing mode",
+        463 => "privacy token missing: the contact never wrote to this account and reach-out is restricted",
+        475 => "new-chat limit reached",
+        479 => "malformed or inconsistent stanza",
+        _ => "refused",
+    }
+}
+
+/// A message the server accepted (or that is still waiting for its ack).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The message id.
+    pub id: String,
+    /// The conversation.
+    pub chat: Jid,
+    /// The server's timestamp from its ack, or our clock while no ack came.
+    pub timestamp: u64,
+    /// `ServerAck` once the server accepted it; `Pending` if its ack is late (it is resent
+    /// with the same id on the next connection).
+    pub status: MessageStatus,
+}
+
+/// What the client handle can ask of the messenger (object-safe: the handle is not generic).
+pub(super) trait Messaging: Send + Sync {
+    fn send_text<'a>(
+        &'a self,
+        to: Jid,
+        text: String,
+    ) -> Pin<Box<dyn Future<Output = Result<Sent, SendError>> + Send + 'a>>;
+    fn mark_read<'a>(
+        &'a self,
+        chat: Jid,
+        sender: Jid,
+        ids: Vec<String>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>>;
+    fn messages<'a>(
+        &'a self,
+        chat: Option<Jid>,
+        limit: u32,
+        offset: u32,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<StoredMessage>, CredsStoreError>> + Send + 'a>>;
+}
+
+/// What we need of our own account while logged in.
+#[derive(Clone)]
+struct Account {
+    me: Me,
+    registration_id: u32,
+    identity: [u8; 32],
+    signed: (u32, [u8; 32], [u8; 64]),
+}
+
+/// The server's answer to one of our messages.
+#[derive(Debug, Clone)]
+struct Ack {
+    t: Option<u64>,
+    error: Option<u16>,
+}
+
+/// One account's messaging state; shared by the run loop and the client handle.
+pub(super) struct Messenger<S: CredsStore> {
+    store: Arc<S>,
+    cipher: SessionCipher<S::Signal>,
+    link: Arc<Link>,
+    events: Arc<EventHub>,
+    clock: Arc<dyn Clock>,
+    ack_timeout: Duration,
+    account: Mutex<Option<Account>>,
+    devices: Mutex<HashMap<Jid, Vec<u16>>>,
+    acks: Mutex<HashMap<String, oneshot::Sender<Ack>>>,
+    retries: Mutex<VecDeque<((Jid, String), u32)>>,
+}
+
+impl<S: CredsStore> Messenger<S> {
+    pub(super) fn new(
+        store: Arc<S>,
+        link: Arc<Link>,
+        events: Arc<EventHub>,
+        clock: Arc<dyn Clock>,
+        ack_timeout: Duration,
+    ) -> Messenger<S> {
+        let cipher = SessionCipher::new(store.signal(), IdentityTrust::AcceptChanges);
+        Messenger {
+            store,
+            cipher,
+            link,
+            events,
+            clock,
+            ack_timeout,
+            account: Mutex::new(None),
+            devices: Mutex::new(HashMap::new()),
+            acks: Mutex::new(HashMap::new()),
+            retries: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Called at login with the stored credentials.
+    pub(super) fn set_account(&self, creds: &Creds) {
+        let account = creds.me.clone().map(|me| Account {
+            me,
+            registration_id: creds.registration_id,
+            identity: creds.identity.public,
+            signed: (
+                creds.signed_pre_key.id,
+                creds.signed_pre_key.key_pair.public,
+                creds.signed_pre_key.signature,
+            ),
+        });
+        if let Ok(mut a) = self.account.lock() {
+            *a = account;
+        }
+    }
+
+    fn account(&self) -> Option<Account> {
+        self.account.lock().ok().and_then(|a| a.clone())
+    }
+
+    fn sender(&self) -> Option<NodeSender> {
+        self.link.sender.lock().ok().and_then(|g| g.clone())
+    }
+
+    fn publish(&self, e: Event) {
+        self.events.publish(e);
+    }
+
+    /// Handles a stanza of the messaging kinds (message, receipt, ack, notification).
+    pub(super) async fn handle(&self, sender: &NodeSender, node: Node) {
+        match node.tag.as_ref() {
+            "message" => self.on_message(sender, &node).await,
+            "receipt" => self.on_receipt(sender, &node).await,
+            "ack" => self.on_ack(&node).await,
+            "notification" => {
+                if node.get_str("type").as_deref() == Some("devices")
+                    && let Some(from) = node.get_jid("from")
+                    && let Ok(mut d) = self.devices.lock()
+                {
+                    d.remove(&from.to_non_ad());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ---- receiving ----
+
+    async fn on_message(&self, sender: &NodeSender, node: &Node) {
+        let Some(account) = self.account() else {
+            return;
+        };
+        let me = &account.me;
+        let (Some(id), Some(from)) = (
+            node.get_str("id").map(|s| s.into_owned()),
+            node.get_jid("from"),
+        ) else {
+            // Nothing to answer it by: drop it (the reader already counted it malformed).
+            return;
+        };
+        if node.get("participant").is_some() || from.server == Server::Group {
+            // Group messaging builds on this; until then say we cannot handle it (the server
+            // stops redelivering, and nothing is stored as if it were read).
+            let _ = sender.send(&wire::ack(node, Some(488))).await;
+            return;
+        }
+        let from_me = is_me(&from, me);
+        let chat = match node.get_jid("recipient") {
+            Some(r) if from_me => r.to_non_ad(),
+            Some(_) => {
+                let _ = sender.send(&wire::ack(node, Some(488))).await;
+                return;
+            }
+            None => from.to_non_ad(),
+        };
+        let author = if from_me {
+            me.jid.to_non_ad()
+        } else {
+            from.to_non_ad()
+        };
+        let peer = node.get_str("category").as_deref() == Some("peer");
+        // A redelivery of what we already stored: answer it again, touch nothing.
+        match self.store.has_message(&chat, &author, &id).await {
+            Ok(true) => {
+                let _ = sender.send(&receipt(node, &chat, from_me, peer)).await;
+                return;
+            }
+            Ok(false) => {}
+            // Unanswered, the server delivers it again.
+            Err(e) => {
+                tracing::warn!(error = %e, "message store unavailable");
+                return;
+            }
+        }
+        let Some(enc) = node.child_nodes().iter().find(|c| c.tag == "enc") else {
+            let _ = sender.send(&wire::ack(node, Some(488))).await;
+            return;
+        };
+        let kind = enc.get_str("type").unwrap_or_default();
+        let Some(kind) = EncType::parse(&kind) else {
+            let _ = sender.send(&wire::ack(node, Some(488))).await;
+            return;
+        };
+        let Some(ciphertext) = enc.content_bytes() else {
+            let _ = sender.send(&wire::ack(node, Some(491))).await;
+            return;
+        };
+        let addr = ProtocolAddress::from_jid(&from);
+        let lock = self.cipher.lock_session(&addr).await;
+        let decrypted = self
+            .cipher
+            .decrypt_staged(&lock, &addr, kind, ciphertext)
+            .await;
+        let (plain, changes) = match decrypted {
+            Ok((d, changes)) => {
+                if d.identity == IdentityChange::Changed {
+                    self.publish(Event::IdentityChanged { jid: from.clone() });
+                }
+                (d.plaintext, changes)
+            }
+            // An old counter: we decrypted it before (its row may be a protocol message we
+            // do not store). whatsmeow answers it with the receipt too.
+            Err(SignalError::DuplicateMessage { .. }) => {
+                drop(lock);
+                let _ = sender.send(&receipt(node, &chat, from_me, peer)).await;
+                return;
+            }
+            Err(e) => {
+                drop(lock);
+                self.undecryptable(sender, node, &from, &id, e.to_string(), &account)
+                    .await;
+                return;
+            }
+        };
+        let message = match unpad(&plain)
+            .map_err(|e| e.to_string())
+            .and_then(|b| wa::Message::decode(b).map_err(|e| e.to_string()))
+        {
+            Ok(m) => m,
+            Err(reason) => {
+                // The session advanced for a message that carries nothing readable: keep
+                // the advance (the sender will not reuse that key) and say so.
+                drop(lock);
+                self.undecryptable(sender, node, &from, &id, reason, &account)
+                    .await;
+                return;
+            }
+        };
+        let (message, chat) = unwrap_device_sent(message, chat, from_me);
+        let push_name = node.get_str("notify").map(|s| s.into_owned());
+        let row = StoredMessage {
+            id: id.clone(),
+            chat: chat.clone(),
+            sender: author,
+            from_me,
+            timestamp: node
+                .get_str("t")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| self.clock.now_unix()),
+            push_name: push_name.clone(),
+            text: text_of(&message),
+            raw: message.encode_to_vec(),
+            status: if from_me {
+                MessageStatus::Delivered
+            } else {
+                MessageStatus::Received
+            },
+            error: None,
+        };
+        // Peer messages (keys, settings, history) are protocol, not conversation: their
+        // Signal advance is committed alone.
+        let committed = if peer || is_protocol_only(&message) {
+            self.cipher
+                .store()
+                .apply(&changes)
+                .await
+                .map(|_| Committed::Inserted)
+                .map_err(|e| CredsStoreError(e.to_string()))
+        } else {
+            self.store.commit_message(&changes, &row).await
+        };
+        drop(lock);
+        let committed = match committed {
+            Ok(c) => c,
+            Err(e) => {
+                // Neither the session advance nor the row landed: the redelivery decrypts.
+                tracing::warn!(error = %e, "cannot store message; it will be redelivered");
+                return;
+            }
+        };
+        self.forget_retry(&from, &id);
+        if from_me
+            && let Some(name) = push_name.filter(|n| !n.is_empty())
+            && me.push_name.as_deref() != Some(name.as_str())
+        {
+            self.learn_push_name(name).await;
+        }
+        let _ = sender.send(&receipt(node, &chat, from_me, peer)).await;
+        if committed == Committed::Inserted && !peer && !is_protocol_only(&message) {
+            self.publish(Event::Message(Box::new(row)));
+        }
+    }
+
+    async fn learn_push_name(&self, name: String) {
+        if let Err(e) = self.store.set_push_name(&name).await {
+            tracing::warn!(error = %e, "cannot store push name");
+            return;
+        }
+        if let Ok(mut a) = self.account.lock()
+            && let Some(a) = a.as_mut()
+        {
+            a.me.push_name = Some(name.clone());
+        }
+        self.publish(Event::PushName { name });
+    }
+
+    /// Asks the sender to try again, up to [`MAX_RETRIES`] times, with fresh keys from the
+    /// second attempt on; reports the message as undecryptable.
+    async fn undecryptable(
+        &self,
+        sender: &NodeSender,
+        node: &Node,
+        from: &Jid,
+        id: &str,
+        reason: String,
+        account: &Account,
+    ) {
+        tracing::warn!(from = %from, id, reason, "message not decrypted; asking for a retry");
+        let count = self.bump_retry(from, id);
+        if count <= MAX_RETRIES {
+            let keys = if count >= 2 {
+                match self.cipher.store().create_pre_keys(1).await {
+                    Ok(mut k) => k.pop(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no prekey for the retry receipt");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let retry = wire::retry_receipt(
+                id,
+                from,
+                count,
+                node.get_str("t").as_deref(),
+                account.registration_id,
+                keys.as_ref().map(|k| wire::RetryKeys {
+                    identity: &account.identity,
+                    pre_key: (k.id, k.key_pair.public),
+                    signed: account.signed,
+                    device_identity: &account.me.signed_identity,
+                }),
+            );
+            let _ = sender.send(&retry).await;
+        }
+        // The retry receipt answers the message; the ack ends the server's redelivery of it.
+        let _ = sender.send(&wire::ack(node, None)).await;
+        self.publish(Event::Undecryptable {
+            from: from.clone(),
+            id: id.to_owned(),
+            reason,
+        });
+    }
+
+    fn bump_retry(&self, from: &Jid, id: &str) -> u32 {
+        let Ok(mut r) = self.retries.lock() else {
+            return 1;
+        };
+        let key = (from.clone(), id.to_owned());
+        if let Some((_, n)) = r.iter_mut().find(|(k, _)| *k == key) {
+            *n += 1;
+            return *n;
+        }
+        if r.len() == RETRY_MEMORY {
+            r.pop_front();
+        }
+        r.push_back((key, 1));
+        1
+    }
+
+    fn forget_retry(&self, from: &Jid, id: &str) {
+        if let Ok(mut r) = self.retries.lock() {
+            r.retain(|((f, i), _)| !(f == from && i == id));
+        }
+    }
+
+    // ---- receipts and acks ----
+
+    async fn on_receipt(&self, sender: &NodeSender, node: &Node) {
+        let _ = sender.send(&wire::ack(node, None)).await;
+        let Some(from) = node.get_jid("from") else {
+            return;
+        };
+        let kind = node.get_str("type").map(|s| s.into_owned());
+        if kind.as_deref() == Some("retry") {
+            if let Some(req) = wire::parse_retry(node) {
+                let chat = node
+                    .get_jid("recipient")
+                    .unwrap_or_else(|| from.to_non_ad())
+                    .to_non_ad();
+                if let Err(e) = self.answer_retry(sender, &chat, &req).await {
+                    tracing::warn!(error = %e, id = req.id, "cannot answer retry receipt");
+                }
+            }
+            return;
+        }
+        let Some(status) = MessageStatus::from_receipt(kind.as_deref()) else {
+            return;
+        };
+        // Our own devices report on the chat they name; peers on their own chat.
+        let chat = node
+            .get_jid("recipient")
+            .unwrap_or_else(|| from.clone())
+            .to_non_ad();
+        let t = node
+            .get_str("t")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| self.clock.now_unix());
+        for id in wire::receipt_ids(node) {
+            let update = StatusUpdate {
+                chat: chat.clone(),
+                id: id.clone(),
+                device: Some(from.clone()),
+                status,
+                error: None,
+                t,
+            };
+            match self.store.update_status(&update).await {
+                Ok(_) => self.publish(Event::Receipt {
+                    chat: chat.clone(),
+                    id,
+                    device: Some(from.clone()),
+                    status,
+                    error: None,
+                }),
+                Err(e) => tracing::warn!(error = %e, "cannot store receipt"),
+            }
+        }
+    }
+
+    async fn on_ack(&self, node: &Node) {
+        if node.get_str("class").as_deref() != Some("message") {
+            return;
+        }
+        let (Some(id), Some(to)) = (node.get_str("id").map(|s| s.into_owned()), node.get_jid("from"))
+        else {
+            return;
+        };
+        let ack = Ack {
+            t: node.get_str("t").and_then(|t| t.parse().ok()),
+            error: node.get_str("error").and_then(|e| e.parse().ok()),
+        };
+        let (status, error) = match ack.error {
+            Some(code) if code != 0 => (MessageStatus::Failed, Some(code)),
+            _ => (MessageStatus::ServerAck, None),
+        };
+        let update = StatusUpdate {
+            chat: to.to_non_ad(),
+            id: id.clone(),
+            device: None,
+            status,
+            error,
+            t: ack.t.unwrap_or_else(|| self.clock.now_unix()),
+        };
+        match self.store.update_status(&update).await {
+            Ok(Some(s)) => self.publish(Event::Receipt {
+                chat: to.to_non_ad(),
+                id: id.clone(),
+                device: None,
+                status: s,
+                error,
+            }),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot store ack"),
+        }
+        let waiter = self.acks.lock().ok().and_then(|mut a| a.remove(&id));
+        if let Some(w) = waiter {
+            let _ = w.send(ack);
+        }
+    }
+
+    // ---- sending ----
+
+    /// Device lists of `users` (bare user JIDs), from the cache or one usync query.
+    async fn devices(
+        &self,
+        sender: &NodeSender,
+        users: &[Jid],
+    ) -> Result<HashMap<Jid, Vec<u16>>, SendError> {
+        let mut out = HashMap::new();
+        let mut missing = Vec::new();
+        if let Ok(cache) = self.devices.lock() {
+            for u in users {
+                match cache.get(u) {
+                    Some(d) => {
+                        out.insert(u.clone(), d.clone());
+                    }
+                    None => missing.push(u.clone()),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let sid = self.link.iq.next_id();
+            let answer = self
+                .link
+                .iq
+                .query(sender, wire::usync_devices_query(&missing, &sid), IQ_TIMEOUT)
+                .await?;
+            let found = wire::parse_usync(&answer);
+            if let Ok(mut cache) = self.devices.lock() {
+                if cache.len() + found.len() > DEVICE_CACHE {
+                    cache.clear();
+                }
+                for u in &found {
+                    if !u.devices.is_empty() {
+                        cache.insert(u.user.clone(), u.devices.clone());
+                    }
+                }
+            }
+            for u in found {
+                if !u.devices.is_empty() {
+                    out.insert(u.user, u.devices);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends `text` to the user `to`.
+    pub(super) async fn send_text(&self, to: Jid, text: String) -> Result<Sent, SendError> {
+        if text.is_empty() {
+            return Err(SendError::InvalidText("empty"));
+        }
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(SendError::InvalidText("longer than 65,536 bytes"));
+        }
+        if !matches!(to.server, Server::User | Server::Lid) || to.user.is_empty() {
+            return Err(SendError::UnsupportedRecipient(to.to_string()));
+        }
+        let account = self.account().ok_or(SendError::NotConnected)?;
+        let chat = to.to_non_ad();
+        let now = self.clock.now_unix();
+        let message = wa::Message {
+            conversation: Some(text.clone()),
+            ..Default::default()
+        };
+        let row = StoredMessage {
+            id: wire::message_id(now, &account.me.jid.user),
+            chat: chat.clone(),
+            sender: account.me.jid.to_non_ad(),
+            from_me: true,
+            timestamp: now,
+            push_name: account.me.push_name.clone(),
+            text: Some(text),
+            raw: message.encode_to_vec(),
+            status: MessageStatus::Pending,
+            error: None,
+        };
+        self.send_row(&account, row, true).await
+    }
+
+    /// Encrypts `row` for every device of its chat and of our own account, records it (when
+    /// `record`) with the Signal advance, sends it and waits for the server's ack.
+    async fn send_row(
+        &self,
+        account: &Account,
+        row: StoredMessage,
+        record: bool,
+    ) -> Result<Sent, SendError> {
+        let sender = self.sender().ok_or(SendError::NotConnected)?;
+        let me = &account.me;
+        let own_user = me.jid.to_non_ad();
+        let chat = row.chat.clone();
+        let devices = self
+            .devices(&sender, &[chat.clone(), own_user.clone()])
+            .await?;
+        let theirs = devices
+            .get(&chat)
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| SendError::NotOnWhatsApp(chat.to_string()))?;
+        let mut targets: Vec<(Jid, bool)> = theirs
+            .iter()
+            .map(|d| (Jid::with_device(chat.user.clone(), *d, chat.server.clone()), false))
+            .collect();
+        if chat != own_user {
+            for d in devices.get(&own_user).into_iter().flatten() {
+                if *d != me.jid.device {
+                    targets.push((
+                        Jid::with_device(own_user.user.clone(), *d, own_user.server.clone()),
+                        true,
+                    ));
+                }
+            }
+        }
+        targets.retain(|(j, _)| !(j.user == me.jid.user && j.device == me.jid.device));
+        let addrs: Vec<ProtocolAddress> =
+            targets.iter().map(|(j, _)| ProtocolAddress::from_jid(j)).collect();
+        // Bundles for devices we have no session with.
+        let mut need = Vec::new();
+        for (j, a) in targets.iter().map(|(j, _)| j).zip(&addrs) {
+            if !self.cipher.has_session(a).await? {
+                need.push(j.clone());
+            }
+        }
+        let bundles = if need.is_empty() {
+            Default::default()
+        } else {
+            let answer = self
+                .link
+                .iq
+                .query(&sender, wire::prekey_query(&need), IQ_TIMEOUT)
+                .await?;
+            wire::parse_bundles(&answer)
+        };
+        let message = wa::Message::decode(&row.raw[..]).unwrap_or_default();
+        let plain = message.encode_to_vec();
+        let dsm = wa::Message {
+            device_sent_message: Some(Box::new(wa::DeviceSentMessage {
+                destination_jid: Some(chat.to_string()),
+                message: Some(Box::new(message.clone())),
+                phash: None,
+            })),
+            message_context_info: message.message_context_info.clone(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let locks = self.cipher.lock_sessions(&addrs).await;
+        let mut changes = SignalChanges::default();
+        let mut encs = Vec::with_capacity(targets.len());
+        for ((jid, own), addr) in targets.iter().zip(&addrs) {
+            let lock = locks
+                .iter()
+                .find(|l| l.key() == addr.to_string())
+                .ok_or(SignalError::NoSession)?;
+            let bundle = if need.contains(jid) {
+                match bundles.get(jid) {
+                    Some(b) => Some(b),
+                    // The server knows no keys for it (406): it cannot receive; skip it.
+                    None => continue,
+                }
+            } else {
+                None
+            };
+            let body = if *own { dsm.clone() } else { plain.clone() };
+            let (ct, change, c) = self
+                .cipher
+                .encrypt_staged(lock, addr, bundle, &wire::pad(body))
+                .await?;
+            if change == Some(IdentityChange::Changed) {
+                self.publish(Event::IdentityChanged { jid: jid.clone() });
+            }
+            changes.extend(c);
+            encs.push((jid.clone(), ct));
+        }
+        if encs.iter().all(|(j, _)| j.user != chat.user) {
+            return Err(SendError::NotOnWhatsApp(chat.to_string()));
+        }
+        // The advance and the row land before a byte leaves: a crash after this resends the
+        // same id with new keys, never the same key twice.
+        if record {
+            self.store.commit_message(&changes, &row).await?;
+        } else {
+            self.cipher
+                .store()
+                .apply(&changes)
+                .await
+                .map_err(SignalError::from)?;
+        }
+        drop(locks);
+        let stanza = wire::message_stanza(&row.id, &chat, encs, &me.signed_identity);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut a) = self.acks.lock() {
+            a.insert(row.id.clone(), tx);
+        }
+        let pending = Sent {
+            id: row.id.clone(),
+            chat: chat.clone(),
+            timestamp: row.timestamp,
+            status: MessageStatus::Pending,
+        };
+        if sender.send(&stanza).await.is_err() {
+            self.drop_waiter(&row.id);
+            // Recorded as pending: the next connection sends it.
+            return Ok(pending);
+        }
+        match tokio::time::timeout(self.ack_timeout, rx).await {
+            Ok(Ok(ack)) => match ack.error {
+                Some(code) if code != 0 => Err(SendError::Refused { code, id: row.id }),
+                _ => Ok(Sent {
+                    timestamp: ack.t.unwrap_or(row.timestamp),
+                    status: MessageStatus::ServerAck,
+                    ..pending
+                }),
+            },
+            _ => {
+                self.drop_waiter(&row.id);
+                Ok(pending)
+            }
+        }
+    }
+
+    fn drop_waiter(&self, id: &str) {
+        if let Ok(mut a) = self.acks.lock() {
+            a.remove(id);
+        }
+    }
+
+    /// Sends again what was recorded but never acknowledged (after a crash or a drop), with
+    /// the same ids.
+    pub(super) async fn resend_pending(&self) {
+        let Some(account) = self.account() else {
+            return;
+        };
+        let pending = match self.store.pending_messages().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read pending messages");
+                return;
+            }
+        };
+        for row in pending {
+            let id = row.id.clone();
+            match self.send_row(&account, row, false).await {
+                Ok(_) => {}
+                Err(SendError::Refused { code, .. }) => {
+                    tracing::warn!(id, code, "pending message refused on resend");
+                }
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "pending message not resent");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Resends message `req.id` to the device that could not decrypt it (MESSAGING.md §2.7).
+    async fn answer_retry(
+        &self,
+        sender: &NodeSender,
+        chat: &Jid,
+        req: &wire::RetryRequest,
+    ) -> Result<(), SendError> {
+        if req.count >= MAX_RETRIES {
+            return Ok(());
+        }
+        let account = self.account().ok_or(SendError::NotConnected)?;
+        let Some(row) = self.store.sent_message(chat, &req.id).await? else {
+            tracing::debug!(id = req.id, "retry for a message we do not have");
+            return Ok(());
+        };
+        let addr = ProtocolAddress::from_jid(&req.from);
+        let own = req.from.user == account.me.jid.user;
+        let bundle: Option<PreKeyBundle> = match &req.keys {
+            Some(k) => Some(k.clone()),
+            None if !self.cipher.has_session(&addr).await? || req.count >= 2 => {
+                let answer = self
+                    .link
+                    .iq
+                    .query(sender, wire::prekey_query(std::slice::from_ref(&req.from)), IQ_TIMEOUT)
+                    .await?;
+                wire::parse_bundles(&answer).remove(&req.from)
+            }
+            None => None,
+        };
+        let message = wa::Message::decode(&row.raw[..]).unwrap_or_default();
+        let body = if own {
+            wa::Message {
+                device_sent_message: Some(Box::new(wa::DeviceSentMessage {
+                    destination_jid: Some(chat.to_string()),
+                    message: Some(Box::new(message)),
+                    phash: None,
+                })),
+                ..Default::default()
+            }
+        } else {
+            message
+        }
+        .encode_to_vec();
+        let lock = self.cipher.lock_session(&addr).await;
+        let (ct, _, changes) = self
+            .cipher
+            .encrypt_staged(&lock, &addr, bundle.as_ref(), &wire::pad(body))
+            .await?;
+        self.cipher
+            .store()
+            .apply(&changes)
+            .await
+            .map_err(SignalError::from)?;
+        drop(lock);
+        let t = row.timestamp.to_string();
+        let stanza = wire::retry_stanza(
+            &row.id,
+            &req.from,
+            &ct,
+            req.count,
+            Some(&t),
+            &account.me.signed_identity,
+        );
+        let _ = sender.send(&stanza).await;
+        Ok(())
+    }
+
+    /// Sends read receipts for `ids` of `sender` in `chat`.
+    pub(super) async fn mark_read(
+        &self,
+        chat: Jid,
+        author: Jid,
+        ids: Vec<String>,
+    ) -> Result<(), SendError> {
+        let sender = self.sender().ok_or(SendError::NotConnected)?;
+        let Some((first, rest)) = ids.split_first() else {
+            return Ok(());
+        };
+        let mut n = Node::new("receipt")
+            .attr("id", first.clone())
+            .attr("to", chat.to_non_ad())
+            .attr("type", "read")
+            .attr("t", self.clock.now_unix().to_string());
+        if author.to_non_ad() != chat.to_non_ad() {
+            n = n.attr("participant", author.to_non_ad());
+        }
+        if !rest.is_empty() {
+            n = n.children(vec![
+                Node::new("list").children(
+                    rest.iter()
+                        .map(|i| Node::new("item").attr("id", i.clone()))
+                        .collect(),
+                ),
+            ]);
+        }
+        sender.send(&n).await.map_err(|_| SendError::NotConnected)?;
+        Ok(())
+    }
+}
+
+impl<S: CredsStore> Messaging for Messenger<S> {
+    fn send_text<'a>(
+        &'a self,
+        to: Jid,
+        text: String,
+    ) -> Pin<Box<dyn Future<Output = Result<Sent, SendError>> + Send + 'a>> {
+        Box::pin(Messenger::send_text(self, to, text))
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        chat: Jid,
+        sender: Jid,
+        ids: Vec<String>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>> {
+        Box::pin(Messenger::mark_read(self, chat, sender, ids))
+    }
+
+    fn messages<'a>(
+        &'a self,
+        chat: Option<Jid>,
+        limit: u32,
+        offset: u32,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<StoredMessage>, CredsStoreError>> + Send + 'a>>
+    {
+        Box::pin(async move { self.store.messages(chat.as_ref(), limit, offset).await })
+    }
+}
+
+/// Whether `jid` is one of our own account's devices (PN or LID).
+fn is_me(jid: &Jid, me: &Me) -> bool {
+    jid.user == me.jid.user && jid.server == me.jid.server
+        || me
+            .lid
+            .as_ref()
+            .is_some_and(|l| jid.user == l.user && jid.server == l.server)
+}
+
+/// A copy our other device sent: the content is inside, the chat is its destination.
+fn unwrap_device_sent(message: wa::Message, chat: Jid, from_me: bool) -> (wa::Message, Jid) {
+    if !from_me {
+        return (message, chat);
+    }
+    match message.device_sent_message {
+        Some(dsm) => {
+            let dest = dsm
+                .destination_jid
+                .as_deref()
+                .and_then(|d| d.parse::<Jid>().ok())
+                .map(|j| j.to_non_ad())
+                .unwrap_or(chat);
+            (dsm.message.map(|m| *m).unwrap_or_default(), dest)
+        }
+        None => (message, chat),
+    }
+}
+
+/// The text of a text message.
+fn text_of(m: &wa::Message) -> Option<String> {
+    m.conversation
+        .clone()
+        .or_else(|| m.extended_text_message.as_ref().and_then(|e| e.text.clone()))
+}
+
+/// A message with no content of its own (protocol messages, bare key distributions).
+fn is_protocol_only(m: &wa::Message) -> bool {
+    m.conversation.is_none()
+        && m.extended_text_message.is_none()
+        && m.image_message.is_none()
+        && m.document_message.is_none()
+        && m.audio_message.is_none()
+        && m.video_message.is_none()
+        && m.reaction_message.is_none()
+}
+
+/// The delivery receipt for a message we stored (or had stored): `peer_msg` between our own
+/// devices, `sender` for what another of our devices sent, plain delivery otherwise (we
+/// announce ourselves available, so no `inactive`).
+fn receipt(node: &Node, chat: &Jid, from_me: bool, peer: bool) -> Node {
+    let mut n = Node::new("receipt");
+    if let Some(id) = node.get("id") {
+        n = n.attr("id", id.clone());
+    }
+    if let Some(from) = node.get("from") {
+        n = n.attr("to", from.clone());
+    }
+    if peer {
+        n = n.attr("type", "peer_msg");
+    } else if from_me {
+        n = n.attr("type", "sender").attr("recipient", chat.clone());
+    }
+    n
+}
