@@ -85,6 +85,13 @@ impl MemoryStore {
         Ok(f(&mut g))
     }
 
+    /// Stores a signed prekey now (the async trait method does the same).
+    pub fn put_signed_pre_key(&self, key: &SignedPreKey) {
+        let _ = self.with(|i| {
+            i.signed.insert(key.id, key.clone());
+        });
+    }
+
     /// Number of one-time prekeys held.
     pub fn pre_key_count(&self) -> usize {
         self.with(|i| i.pre_keys.len()).unwrap_or(0)

@@ -1,5 +1,6 @@
-//! The simulator's control API (axum), for scripts and tests that drive simulated phones:
-//! `POST /phones/{number}/scan` and `POST /faults`. Errors come back as `{"error": "…"}` with a
+//! The simulator's control API (axum), for scripts and tests that drive simulated users:
+//! `POST /phones/{number}/scan`, `POST /phones/{number}/send`, `GET /phones/{number}/messages`,
+//! `POST /phones/{number}/echo`, `POST /phones/{number}/devices` and `POST /faults`. Errors come back as `{"error": "…"}` with a
 //! 4xx status; bad bodies never reach the simulator.
 
 use axum::extract::rejection::JsonRejection;
@@ -34,6 +35,31 @@ pub struct FaultBody {
     pub code: Option<u16>,
     /// For `stream_error`: a conflict type (`replaced`, `device_removed`).
     pub conflict: Option<String>,
+    /// For `withhold_receipts` / `withhold_acks`: on (default) or off (lifts it).
+    pub on: Option<bool>,
+}
+
+/// Body of `POST /phones/{number}/send`.
+#[derive(Debug, Deserialize)]
+pub struct SendBody {
+    /// Digits, or a PN / LID JID.
+    pub to: String,
+    /// The text.
+    pub text: String,
+}
+
+/// Body of `POST /phones/{number}/echo`.
+#[derive(Debug, Deserialize)]
+pub struct EchoBody {
+    /// Answer every text with the same text.
+    pub on: bool,
+}
+
+/// Body of `POST /phones/{number}/devices`.
+#[derive(Debug, Deserialize)]
+pub struct DevicesBody {
+    /// Devices the user has, the phone included (1–16).
+    pub count: usize,
 }
 
 type Reply = (StatusCode, Json<Value>);
@@ -47,6 +73,10 @@ pub fn router(sim: Simulator) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({ "ok": true })) }))
         .route("/phones/{number}/scan", post(scan))
+        .route("/phones/{number}/send", post(send))
+        .route("/phones/{number}/messages", get(messages))
+        .route("/phones/{number}/echo", post(echo))
+        .route("/phones/{number}/devices", post(devices))
         .route("/faults", post(fault))
         .with_state(sim)
 }
@@ -98,11 +128,15 @@ async fn fault(
             conflict: b.conflict,
         },
         "unlink" => Fault::Unlink,
+        "corrupt_next" => Fault::CorruptNext,
+        "withhold_receipts" => Fault::WithholdReceipts(b.on.unwrap_or(true)),
+        "withhold_acks" => Fault::WithholdAcks(b.on.unwrap_or(true)),
         other => {
             return bad(
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "unknown fault {other:?} (drop, stop_pings, resume_pings, stream_error, unlink)"
+                    "unknown fault {other:?} (drop, stop_pings, resume_pings, stream_error, \
+                     unlink, corrupt_next, withhold_receipts, withhold_acks)"
                 ),
             );
         }
@@ -115,4 +149,66 @@ async fn fault(
         );
     }
     (StatusCode::OK, Json(json!({ "devices": reached })))
+}
+
+fn sim_error(e: SimError) -> Reply {
+    match e {
+        e @ (SimError::BadNumber | SimError::BadDeviceCount) => bad(StatusCode::BAD_REQUEST, e),
+        e => bad(StatusCode::CONFLICT, e),
+    }
+}
+
+async fn send(
+    State(sim): State<Simulator>,
+    Path(number): Path<String>,
+    body: Result<Json<SendBody>, JsonRejection>,
+) -> Reply {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    if b.text.is_empty() || b.text.len() > 65_536 {
+        return bad(StatusCode::BAD_REQUEST, "text must be 1–65,536 bytes");
+    }
+    match sim.phone_send(&number, &b.to, &b.text).await {
+        Ok(id) => (StatusCode::OK, Json(json!({ "id": id }))),
+        Err(e) => sim_error(e),
+    }
+}
+
+async fn messages(State(sim): State<Simulator>, Path(number): Path<String>) -> Reply {
+    if !super::server::valid_number(&number) {
+        return bad(StatusCode::BAD_REQUEST, SimError::BadNumber);
+    }
+    (StatusCode::OK, Json(json!(sim.phone_messages(&number))))
+}
+
+async fn echo(
+    State(sim): State<Simulator>,
+    Path(number): Path<String>,
+    body: Result<Json<EchoBody>, JsonRejection>,
+) -> Reply {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match sim.set_echo(&number, b.on) {
+        Ok(()) => (StatusCode::OK, Json(json!({ "echo": b.on }))),
+        Err(e) => sim_error(e),
+    }
+}
+
+async fn devices(
+    State(sim): State<Simulator>,
+    Path(number): Path<String>,
+    body: Result<Json<DevicesBody>, JsonRejection>,
+) -> Reply {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match sim.set_devices(&number, b.count) {
+        Ok(()) => (StatusCode::OK, Json(json!({ "devices": b.count }))),
+        Err(e) => sim_error(e),
+    }
 }

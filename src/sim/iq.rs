@@ -188,3 +188,24 @@ pub fn app_state(node: &Node, id: &str) -> Node {
         .collect();
     result(id, vec![Node::new("sync").children(collections)])
 }
+
+/// A bundle as `<registration><type><identity><skey>[<key>]` (PROTOCOL.md §8.4).
+pub fn bundle_nodes(b: &crate::signal::PreKeyBundle) -> Vec<Node> {
+    let mut v = vec![
+        Node::new("registration").bytes(b.registration_id.to_be_bytes().to_vec()),
+        Node::new("type").bytes(vec![5]),
+        Node::new("identity").bytes(b.identity_key.to_vec()),
+        Node::new("skey").children(vec![
+            Node::new("id").bytes(to3(b.signed_pre_key_id)),
+            Node::new("value").bytes(b.signed_pre_key.to_vec()),
+            Node::new("signature").bytes(b.signed_pre_key_signature.to_vec()),
+        ]),
+    ];
+    if let Some((id, key)) = b.pre_key {
+        v.push(Node::new("key").children(vec![
+            Node::new("id").bytes(to3(id)),
+            Node::new("value").bytes(key.to_vec()),
+        ]));
+    }
+    v
+}

@@ -11,6 +11,7 @@ pub mod control;
 pub mod iq;
 pub mod pair;
 pub mod phone;
+pub mod route;
 mod register;
 pub mod server;
 mod session;

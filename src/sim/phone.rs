@@ -1,7 +1,9 @@
-//! A simulated phone as a Signal peer: its primary device (device 0) holds the account identity
-//! key, opens sessions from the key bundles companions uploaded, and sends them what a real phone
-//! sends a newly linked device (a setting, then the initial history). The server attaches the phone's push name as `notify`, which is
-//! how companions learn their own name.
+//! Simulated devices as real Signal peers: a phone's primary device (device 0) holds the account
+//! identity key; a user's simulated companions have their own. Each serves its prekey bundle,
+//! opens sessions from other devices' bundles, encrypts and decrypts exactly as a client does.
+//! A phone also sends what a real phone sends a newly linked device (a setting, then the initial
+//! history); the server attaches the phone's push name as `notify`, which is how companions
+//! learn their own name.
 
 use std::sync::Arc;
 
@@ -12,33 +14,114 @@ use super::pair::PhoneAccount;
 use crate::binary::{Jid, Node, Server};
 use crate::proto::wa;
 use crate::proto::wa::protocol_message::Type as ProtocolType;
+use crate::signal::store::PreKeyStore;
 use crate::signal::{
-    IdentityTrust, LocalIdentity, MemoryStore, PreKeyBundle, ProtocolAddress, SessionCipher,
-    SignalError,
+    CiphertextMessage, EncType, IdentityTrust, KeyPair, LocalIdentity, MemoryStore, PreKeyBundle,
+    ProtocolAddress, SessionCipher, SignalError, SignedPreKey,
 };
 
-/// The Signal state of a phone's primary device.
-#[derive(Debug, Clone)]
-pub struct PhoneSignal {
-    number: String,
-    store: Arc<MemoryStore>,
+/// One simulated device's Signal state.
+#[derive(Debug)]
+pub struct SimPeer {
+    /// The device (phone-number form).
+    pub jid: Jid,
+    /// Registration id.
+    pub registration_id: u32,
+    /// Identity public key.
+    pub identity: [u8; 32],
+    /// Signed prekey (id 1).
+    pub signed: SignedPreKey,
+    cipher: SessionCipher<Arc<MemoryStore>>,
 }
 
-impl PhoneSignal {
-    /// Signal state for `phone`: its identity key is the account key that signs companions.
-    pub fn new(phone: &PhoneAccount) -> PhoneSignal {
-        PhoneSignal {
-            number: phone.number.clone(),
-            store: Arc::new(MemoryStore::new(LocalIdentity {
-                key_pair: phone.identity.clone(),
-                registration_id: rand::random::<u32>() % 16_380 + 1,
-            })),
+/// The phone's primary device: the historical name of the phone's peer.
+pub type PhoneSignal = SimPeer;
+
+impl SimPeer {
+    /// A device `jid` with identity `identity` (the account key for device 0).
+    pub fn new(jid: Jid, identity: KeyPair) -> SimPeer {
+        let registration_id = rand::random::<u32>() % 16_380 + 1;
+        let signed = SignedPreKey::generate(1, &identity, 0);
+        let store = Arc::new(MemoryStore::new(LocalIdentity {
+            key_pair: identity.clone(),
+            registration_id,
+        }));
+        store.put_signed_pre_key(&signed);
+        SimPeer {
+            jid,
+            registration_id,
+            identity: identity.public,
+            signed,
+            cipher: SessionCipher::new(store, IdentityTrust::AcceptChanges),
         }
     }
 
-    fn cipher(&self) -> SessionCipher<Arc<MemoryStore>> {
-        SessionCipher::new(self.store.clone(), IdentityTrust::AcceptChanges,
+    /// The phone's primary device for `phone`.
+    pub fn phone(phone: &PhoneAccount) -> SimPeer {
+        SimPeer::new(
+            Jid::with_device(phone.number.clone(), 0, Server::User),
+            phone.identity.clone(),
         )
+    }
+
+    /// A bundle for a peer that asked the server for this device's keys: a fresh one-time
+    /// prekey each time, as the server hands each out once.
+    pub async fn bundle(&self) -> Result<PreKeyBundle, SignalError> {
+        let one_time = self
+            .cipher
+            .store()
+            .create_pre_keys(1)
+            .await?
+            .pop()
+            .map(|k| (k.id, k.key_pair.public));
+        Ok(PreKeyBundle {
+            registration_id: self.registration_id,
+            pre_key: one_time,
+            signed_pre_key_id: self.signed.id,
+            signed_pre_key: self.signed.key_pair.public,
+            signed_pre_key_signature: self.signed.signature,
+            identity_key: self.identity,
+        })
+    }
+
+    /// Whether this device has a session with `to`.
+    pub async fn has_session(&self, to: &Jid) -> bool {
+        self.cipher
+            .has_session(&ProtocolAddress::from_jid(to))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Encrypts `message` (padded) for `to`, first opening a session from `bundle` if given.
+    pub async fn encrypt(
+        &self,
+        to: &Jid,
+        bundle: Option<&PreKeyBundle>,
+        message: &wa::Message,
+    ) -> Result<CiphertextMessage, SignalError> {
+        let addr = ProtocolAddress::from_jid(to);
+        if let Some(b) = bundle {
+            self.cipher.process_bundle(&addr, b).await?;
+        }
+        self.cipher
+            .encrypt(&addr, &crate::client::wire::pad(message.encode_to_vec()))
+            .await
+    }
+
+    /// Decrypts an `<enc>` from `from` into a `Message`.
+    pub async fn decrypt(
+        &self,
+        from: &Jid,
+        kind: EncType,
+        bytes: &[u8],
+    ) -> Result<wa::Message, SignalError> {
+        let plain = self
+            .cipher
+            .decrypt(&ProtocolAddress::from_jid(from), kind, bytes)
+            .await?;
+        let body = crate::client::recv::unpad(&plain.plaintext)
+            .map_err(|_| SignalError::InvalidMessage("padding"))?;
+        wa::Message::decode(body).map_err(|_| SignalError::InvalidMessage("protobuf"))
     }
 
     /// Encrypts `message` for the companion `device` (opening the session from its bundle and
@@ -54,24 +137,15 @@ impl PhoneSignal {
         message: &wa::Message,
         now: u64,
     ) -> Result<Node, SignalError> {
-        let cipher = self.cipher();
-        let addr = ProtocolAddress::from_jid(device);
-        if !cipher.has_session(&addr).await? {
-            cipher
-                .process_bundle(
-                    &addr,
-                    &PreKeyBundle {
-                        registration_id: bundle.registration_id,
-                        pre_key: one_time,
-                        signed_pre_key_id: bundle.signed_pre_key_id,
-                        signed_pre_key: bundle.signed_pre_key,
-                        signed_pre_key_signature: bundle.signature,
-                        identity_key: *identity,
-                    },
-                )
-                .await?;
-        }
-        let ct = cipher.encrypt(&addr, &pad(message.encode_to_vec())).await?;
+        let b = (!self.has_session(device).await).then(|| PreKeyBundle {
+            registration_id: bundle.registration_id,
+            pre_key: one_time,
+            signed_pre_key_id: bundle.signed_pre_key_id,
+            signed_pre_key: bundle.signed_pre_key,
+            signed_pre_key_signature: bundle.signature,
+            identity_key: *identity,
+        });
+        let ct = self.encrypt(device, b.as_ref(), message).await?;
         let mut node = Node::new("message")
             .attr("from", Jid::new(phone.number.clone(), Server::User))
             .attr("type", "text")
@@ -147,13 +221,6 @@ pub fn initial_history(phone: &PhoneAccount, now: u64) -> wa::Message {
         })),
         ..Default::default()
     }
-}
-
-/// Random 1–15 byte padding, each byte its count (as phones and companions pad `v=2` plaintext).
-fn pad(mut plain: Vec<u8>) -> Vec<u8> {
-    let n = (rand::random::<u8>() & 0x0f).max(1);
-    plain.extend(std::iter::repeat_n(n, usize::from(n)));
-    plain
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::iq::KeyBundle;
 use super::pair::{PhoneAccount, ScannedQr, SimPairError, Tamper, parse_qr};
-use super::phone::PhoneSignal;
+use super::phone::SimPeer;
 use crate::binary::{Jid, Node};
 use crate::signal::KeyPair;
 use crate::socket::ServerIdentity;
@@ -39,6 +39,9 @@ pub enum SimError {
     /// Not a phone number WhatsApp could have (1–15 digits, E.164).
     #[error("phone number must be 1–15 digits")]
     BadNumber,
+    /// A user has 1 to 16 simulated devices.
+    #[error("device count must be 1–16")]
+    BadDeviceCount,
     /// The simulator's state is unusable (a task panicked while holding it).
     #[error("simulator state unavailable")]
     Internal,
@@ -83,15 +86,73 @@ pub(super) struct Scan {
     pub(super) done: oneshot::Sender<Result<Jid, SimError>>,
 }
 
-/// A simulated phone: its account, its Signal state, and the last companion id it handed out
-/// (ids only grow: an unlinked id is never reused).
+/// A simulated user: the phone's account and Signal state (device 0), its simulated companion
+/// devices, the last companion id it handed out (ids only grow: an unlinked id is never
+/// reused), what its devices received, and its behaviour settings.
 pub(super) struct Phone {
     pub(super) account: PhoneAccount,
-    pub(super) signal: PhoneSignal,
+    pub(super) signal: Arc<SimPeer>,
     pub(super) last_device: u16,
+    /// Simulated companions (real Signal peers with their own identities).
+    pub(super) sims: Vec<Arc<SimPeer>>,
+    /// Messages its devices received and decrypted, oldest first.
+    pub(super) inbox: VecDeque<super::route::Received>,
+    /// Answer every text with the same text.
+    pub(super) echo: bool,
+    /// Its devices send no receipts.
+    pub(super) withhold_receipts: bool,
+    /// The next message to one of its devices arrives with a broken MAC.
+    pub(super) corrupt_next: bool,
+    /// What it sent lately (for retry receipts): id, chat, message.
+    pub(super) sent: VecDeque<(String, Jid, crate::proto::wa::Message)>,
+    /// Retry receipts its devices sent per (sender device, id).
+    pub(super) retries: HashMap<(String, String), u32>,
 }
 
+/// Devices a simulated user starts with (the phone and one companion).
+pub const DEFAULT_DEVICES: usize = 2;
+/// Most devices a simulated user may have.
+pub const MAX_SIM_DEVICES: usize = 16;
+/// Received messages kept per simulated user.
+pub const INBOX_KEPT: usize = 10_000;
+/// Sent messages kept per simulated user for retries.
+pub(super) const SENT_KEPT: usize = 256;
+
 impl Phone {
+    /// Sets how many simulated devices the user has (the phone counts; 1..=[`MAX_SIM_DEVICES`]):
+    /// new companions get fresh ids and identities, removed ones are forgotten.
+    pub(super) fn set_devices(&mut self, count: usize) -> bool {
+        if !(1..=MAX_SIM_DEVICES).contains(&count) {
+            return false;
+        }
+        while self.sims.len() + 1 > count {
+            self.sims.pop();
+        }
+        while self.sims.len() + 1 < count {
+            let Some(id) = self.next_device() else {
+                return false;
+            };
+            let jid = Jid::with_device(self.account.number.clone(), id, crate::binary::Server::User);
+            self.sims.push(Arc::new(SimPeer::new(jid, KeyPair::generate())));
+        }
+        true
+    }
+
+    /// The simulated device with id `device` (0 = the phone).
+    pub(super) fn sim_device(&self, device: u16) -> Option<Arc<SimPeer>> {
+        if device == 0 {
+            return Some(self.signal.clone());
+        }
+        self.sims.iter().find(|p| p.jid.device == device).cloned()
+    }
+
+    /// Every simulated device, the phone first.
+    pub(super) fn sim_devices(&self) -> Vec<Arc<SimPeer>> {
+        std::iter::once(self.signal.clone())
+            .chain(self.sims.iter().cloned())
+            .collect()
+    }
+
     /// The next companion device id (ids and key indexes only grow: an unlinked id is never
     /// reused); None once [`MAX_DEVICE_ID`] was handed out.
     pub(super) fn next_device(&mut self) -> Option<u16> {
@@ -195,7 +256,19 @@ pub(super) struct State {
     pub(super) companions: HashMap<String, Companion>,
     pub(super) showing: HashMap<String, mpsc::Sender<Scan>>,
     /// Logged-in connections by device JID string.
-    pub(super) live: HashMap<String, mpsc::Sender<Control>>,
+    pub(super) live: HashMap<String, mpsc::UnboundedSender<Control>>,
+    /// Devices whose offline queue was flushed on this connection: new stanzas go straight
+    /// to them (and stay queued until answered).
+    pub(super) online: std::collections::HashSet<String>,
+    /// Stanzas per real device, kept until it sends a receipt or ack for them.
+    pub(super) queues: HashMap<String, VecDeque<super::route::Queued>>,
+    /// Messages accepted: (sender device, id) → server `t`, for acking a resend alike.
+    pub(super) seen: HashMap<(String, String), u64>,
+    pub(super) seen_order: VecDeque<(String, String)>,
+    /// Senders (phone numbers) whose messages the server holds unacked.
+    pub(super) withhold_acks: std::collections::HashSet<String>,
+    /// Held messages: (sender device, stanza).
+    pub(super) held: Vec<(Device, Node)>,
     /// Oldest WhatsApp Web version accepted (405 below it).
     pub(super) min_version: Option<[u32; 3]>,
     /// A defect for the next pair-success.
@@ -240,11 +313,20 @@ impl State {
                 push_name: None,
                 business_name: None,
             };
-            let phone = Phone {
-                signal: PhoneSignal::new(&account),
+            let mut phone = Phone {
+                signal: Arc::new(SimPeer::phone(&account)),
                 account,
                 last_device: 0,
+                sims: Vec::new(),
+                inbox: VecDeque::new(),
+                echo: false,
+                withhold_receipts: false,
+                corrupt_next: false,
+                sent: VecDeque::new(),
+                retries: HashMap::new(),
             };
+            // Users have a phone and one more device unless told otherwise.
+            phone.set_devices(DEFAULT_DEVICES);
             self.phones.insert(number.to_owned(), phone);
         }
         self.phones
@@ -288,6 +370,13 @@ pub enum Fault {
     },
     /// The phone unlinks its companion devices: they are forgotten and told `device_removed`.
     Unlink,
+    /// The next message to one of the user's devices arrives with a broken MAC.
+    CorruptNext,
+    /// The user's devices stop (true) or resume (false) sending receipts.
+    WithholdReceipts(bool),
+    /// The server holds the user's messages unacked and undelivered (true); lifting it (false)
+    /// delivers and acks each once.
+    WithholdAcks(bool),
 }
 
 /// What a live connection is told to do.
@@ -295,6 +384,8 @@ pub enum Fault {
 pub(super) enum Control {
     Close(Option<Node>),
     AnswerPings(bool),
+    /// Send this stanza.
+    Deliver(Box<Node>),
 }
 
 pub(super) struct Shared {
@@ -403,7 +494,34 @@ impl Simulator {
     /// Injects `fault` into the connections of the phone `number`'s companion devices; returns
     /// how many devices it reached.
     pub async fn fault(&self, number: &str, fault: Fault) -> usize {
-        let (targets, unlinked): (Vec<mpsc::Sender<Control>>, usize) = {
+        // Faults of the simulated user rather than of its connections.
+        match fault {
+            Fault::CorruptNext | Fault::WithholdReceipts(_) | Fault::WithholdAcks(_) => {
+                if !valid_number(number) {
+                    return 0;
+                }
+                {
+                    let Ok(mut st) = self.shared.state.lock() else {
+                        return 0;
+                    };
+                    let phone = st.phone(number, None);
+                    match fault {
+                        Fault::CorruptNext => phone.corrupt_next = true,
+                        Fault::WithholdReceipts(on) => phone.withhold_receipts = on,
+                        Fault::WithholdAcks(true) => {
+                            st.withhold_acks.insert(number.to_owned());
+                        }
+                        _ => {}
+                    }
+                }
+                if fault == Fault::WithholdAcks(false) {
+                    super::route::release_held(&self.shared, number).await;
+                }
+                return 1;
+            }
+            _ => {}
+        }
+        let (targets, unlinked): (Vec<mpsc::UnboundedSender<Control>>, usize) = {
             let Ok(mut st) = self.shared.state.lock() else {
                 return 0;
             };
@@ -447,14 +565,84 @@ impl Simulator {
                     .attr("code", "401")
                     .children(vec![Node::new("conflict").attr("type", "device_removed")]),
             )),
+            // Handled above.
+            Fault::CorruptNext | Fault::WithholdReceipts(_) | Fault::WithholdAcks(_) => {
+                return 0;
+            }
         };
         let mut reached = 0;
         for t in targets {
-            if t.send(control.clone()).await.is_ok() {
+            if t.send(control.clone()).is_ok() {
                 reached += 1;
             }
         }
         reached.max(unlinked)
+    }
+
+    /// User `number`'s phone sends `text` to `to` (digits, or a PN or LID JID); users are
+    /// created on first use. Returns the message id.
+    pub async fn phone_send(&self, number: &str, to: &str, text: &str) -> Result<String, SimError> {
+        if !valid_number(number) {
+            return Err(SimError::BadNumber);
+        }
+        let to: Jid = if to.contains('@') {
+            to.parse().map_err(|_| SimError::BadNumber)?
+        } else {
+            Jid::new(to, crate::binary::Server::User)
+        };
+        super::route::phone_send(&self.shared, number, &to, text).await
+    }
+
+    /// What user `number`'s devices received and decrypted, oldest first.
+    pub fn phone_messages(&self, number: &str) -> Vec<super::route::Received> {
+        self.shared
+            .state
+            .lock()
+            .ok()
+            .and_then(|st| st.phones.get(number).map(|p| p.inbox.iter().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    /// Makes user `number` answer every text with the same text (or stop).
+    pub fn set_echo(&self, number: &str, on: bool) -> Result<(), SimError> {
+        if !valid_number(number) {
+            return Err(SimError::BadNumber);
+        }
+        let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
+        st.phone(number, None).echo = on;
+        Ok(())
+    }
+
+    /// Sets how many simulated devices user `number` has (the phone included).
+    pub fn set_devices(&self, number: &str, count: usize) -> Result<(), SimError> {
+        if !valid_number(number) {
+            return Err(SimError::BadNumber);
+        }
+        let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
+        if st.phone(number, None).set_devices(count) {
+            Ok(())
+        } else {
+            Err(SimError::BadDeviceCount)
+        }
+    }
+
+    /// The LID user of `number` (created on first use).
+    pub fn lid_of(&self, number: &str) -> Option<String> {
+        if !valid_number(number) {
+            return None;
+        }
+        let mut st = self.shared.state.lock().ok()?;
+        Some(st.phone(number, None).account.lid.clone())
+    }
+
+    /// Stanzas queued for the device `jid` (waiting for its receipt or ack).
+    pub fn queued(&self, jid: &Jid) -> usize {
+        self.shared
+            .state
+            .lock()
+            .ok()
+            .and_then(|st| st.queues.get(&jid.to_string()).map(|q| q.len()))
+            .unwrap_or(0)
     }
 
     /// Refuses logins and registrations below `version` with 405 (None accepts all).

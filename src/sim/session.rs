@@ -101,9 +101,14 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
         "usync" if get => super::usync::answer(node, id, |user| {
             let st = shared.state.lock().ok()?;
             let phone = &st.phone_by_user(user)?.account;
-            let devices = std::iter::once(0)
+            let p = st.phones.get(&phone.number)?;
+            let mut devices: Vec<u16> = p
+                .sim_devices()
+                .iter()
+                .map(|d| d.jid.device)
                 .chain(st.linked_devices(&phone.number).iter().map(|j| j.device))
                 .collect();
+            devices.sort_unstable();
             Some(super::usync::UserInfo {
                 number: phone.number.clone(),
                 lid: phone.lid.clone(),
@@ -116,6 +121,41 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
         "blocklist" if get => iq::blocklist(id),
         _ => iq::error(id, 501, "feature-not-implemented"),
     }
+}
+
+/// Whether an encrypt iq asks for other devices' keys (`<key><user jid>…`).
+fn get_keys(node: &Node) -> bool {
+    node.get_str("type").as_deref() == Some("get") && node.child("key").is_some()
+}
+
+/// Most devices whose keys one iq may ask for.
+const MAX_KEY_USERS: usize = 1024;
+
+/// The bundles of the asked devices; `<error code="406">` for unknown ones (a bare user JID
+/// means its device 0).
+async fn fetch_keys(shared: &Shared, node: &Node, id: &str) -> Node {
+    let users: Vec<Jid> = node
+        .child("key")
+        .map(|k| {
+            k.child_nodes()
+                .iter()
+                .filter(|u| u.tag == "user")
+                .filter_map(|u| u.get_jid("jid"))
+                .take(MAX_KEY_USERS)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(users.len());
+    for jid in users {
+        let n = Node::new("user").attr("jid", jid.clone());
+        out.push(match super::route::bundle_of(shared, &jid).await {
+            Some(b) => n.children(iq::bundle_nodes(&b)),
+            None => n.children(vec![
+                Node::new("error").attr("code", "406").attr("text", "not-acceptable"),
+            ]),
+        });
+    }
+    iq::result(id, vec![Node::new("list").children(out)])
 }
 
 /// A known device logs in: the noise key must be the one it paired with.
@@ -147,7 +187,7 @@ pub(super) async fn login(
     if sender.send(&success).await.is_err() {
         return;
     }
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(4);
+    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Control>();
     // One connection per device: a new login replaces the old one, which is told so.
     let replaced = shared
         .state
@@ -157,7 +197,7 @@ pub(super) async fn login(
     if let Some(old) = replaced {
         let conflict = Node::new("stream:error")
             .children(vec![Node::new("conflict").attr("type", "replaced")]);
-        let _ = old.send(Control::Close(Some(conflict))).await;
+        let _ = old.send(Control::Close(Some(conflict)));
     }
     let mut answer_pings = true;
     let mut offline_sent = false;
@@ -165,6 +205,11 @@ pub(super) async fn login(
         tokio::select! {
             ctl = ctl_rx.recv() => match ctl {
                 Some(Control::AnswerPings(on)) => answer_pings = on,
+                Some(Control::Deliver(node)) => {
+                    if sender.send(&node).await.is_err() {
+                        break;
+                    }
+                }
                 Some(Control::Close(node)) => {
                     if let Some(n) = node {
                         let _ = sender.send(&n).await;
@@ -175,6 +220,18 @@ pub(super) async fn login(
             },
             ev = incoming.recv() => {
                 let Some(Incoming::Node(node)) = ev else { break };
+                if node.tag == "message" {
+                    if let Some(ack) = super::route::accept_message(&shared, &dev, &node).await
+                        && sender.send(&ack).await.is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
+                if node.tag == "ack" {
+                    super::route::on_ack(&shared, &dev, &node);
+                    continue;
+                }
                 if node.tag == "receipt" {
                     let Some(id) = node.get_str("id").map(|s| s.into_owned()) else { continue };
                     let kind = node.get_str("type").map(|s| s.into_owned());
@@ -183,10 +240,15 @@ pub(super) async fn login(
                     {
                         c.receipt(id.clone(), kind);
                     }
+                    super::route::on_receipt(&shared, &dev, &node).await;
                     let ack = Node::new("ack").attr("class", "receipt").attr("id", id).attr("from", dev.jid.clone());
                     if sender.send(&ack).await.is_err() {
                         break;
                     }
+                    continue;
+                }
+                if node.tag == "ib" {
+                    // offline_batch requests: everything queued was already sent.
                     continue;
                 }
                 if node.tag != "iq" {
@@ -199,7 +261,11 @@ pub(super) async fn login(
                 if node.get_str("xmlns").as_deref() == Some("w:p") && !answer_pings {
                     continue;
                 }
-                let result = answer_iq(&shared, &dev, &key, &node, &id);
+                let result = if node.get_str("xmlns").as_deref() == Some("encrypt") && get_keys(&node) {
+                    fetch_keys(&shared, &node, &id).await
+                } else {
+                    answer_iq(&shared, &dev, &key, &node, &id)
+                };
                 if sender.send(&result).await.is_err() {
                     break;
                 }
@@ -216,8 +282,27 @@ pub(super) async fn login(
                 // Going active releases what was queued while the device was away, then says so.
                 if node.get_str("xmlns").as_deref() == Some("passive") && node.child("active").is_some() && !offline_sent {
                     offline_sent = true;
-                    let done = Node::new("ib").attr("from", Jid::server_jid()).children(vec![Node::new("offline").attr("count", "0")]);
-                    if sender.send(&done).await.is_err() {
+                    let queued = shared.state.lock().map(|mut st| super::route::flush(&mut st, &key)).unwrap_or_default();
+                    let mut out = Vec::with_capacity(queued.len() + 2);
+                    if !queued.is_empty() {
+                        let count = |tag: &str| queued.iter().filter(|n| n.tag == tag).count().to_string();
+                        out.push(Node::new("ib").attr("from", Jid::server_jid()).children(vec![
+                            Node::new("offline_preview")
+                                .attr("count", queued.len().to_string())
+                                .attr("message", count("message"))
+                                .attr("receipt", count("receipt"))
+                                .attr("notification", count("notification"))
+                                .attr("appdata", "0"),
+                        ]));
+                    }
+                    let n = queued.len();
+                    out.extend(queued);
+                    out.push(Node::new("ib").attr("from", Jid::server_jid()).children(vec![Node::new("offline").attr("count", n.to_string())]));
+                    let mut gone = false;
+                    for o in &out {
+                        gone |= sender.send(o).await.is_err();
+                    }
+                    if gone {
                         break;
                     }
                 }
@@ -228,5 +313,6 @@ pub(super) async fn login(
         && st.live.get(&key).is_some_and(|c| c.same_channel(&ctl_tx))
     {
         st.live.remove(&key);
+        st.online.remove(&key);
     }
 }

@@ -1,0 +1,656 @@
+//! The server's message routing (MESSAGING.md §5): it acks every `<message>` with `t` (the same
+//! `t` for a resent id, delivered once), fans each `<to>` out to its device with the attributes
+//! the server adds, keeps a queue per real device until that device receipts or acks each
+//! stanza (redelivered on every reconnect), forwards receipts and retry receipts, and plays the
+//! simulated users: their devices decrypt what reaches them, answer with receipts (or retry
+//! receipts), echo texts when told to, and send texts of their own.
+
+use std::sync::Arc;
+
+use super::phone::SimPeer;
+use super::server::{
+    Control, Device, INBOX_KEPT, SENT_KEPT, Shared, SimError, State, valid_number,
+};
+use crate::binary::{Jid, Node, Server};
+use crate::client::wire;
+use crate::proto::wa;
+use crate::signal::{EncType, PreKeyBundle};
+
+/// Stanzas kept per device for redelivery; past it the oldest are dropped.
+pub const QUEUE_KEPT: usize = 10_000;
+/// Accepted (sender device, id) pairs remembered for acking resends.
+const SEEN_KEPT: usize = 100_000;
+
+/// A message a simulated user's devices received and decrypted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Received {
+    /// Message id.
+    pub id: String,
+    /// The author (user JID).
+    pub from: String,
+    /// The conversation (the author, or the peer for what the user's other devices sent).
+    pub chat: String,
+    /// The text.
+    pub text: Option<String>,
+    /// Server time (unix seconds).
+    pub timestamp: u64,
+    /// How many of the user's devices decrypted it.
+    pub devices: usize,
+}
+
+/// A stanza waiting for a device's answer.
+#[derive(Debug, Clone)]
+pub(super) struct Queued {
+    pub(super) id: String,
+    pub(super) node: Node,
+}
+
+/// Queues `node` for the real device `key`, sending it now when the device is online.
+pub(super) fn enqueue(st: &mut State, key: &str, id: String, node: Node) {
+    if st.online.contains(key)
+        && let Some(live) = st.live.get(key)
+    {
+        let _ = live.send(Control::Deliver(Box::new(node.clone())));
+    }
+    let q = st.queues.entry(key.to_owned()).or_default();
+    if q.len() >= QUEUE_KEPT {
+        q.pop_front();
+    }
+    q.push_back(Queued { id, node });
+}
+
+/// The device answered `ids`: they leave its queue.
+pub(super) fn answered(st: &mut State, key: &str, ids: &[String]) {
+    if let Some(q) = st.queues.get_mut(key) {
+        q.retain(|item| !ids.contains(&item.id));
+        if q.is_empty() {
+            st.queues.remove(key);
+        }
+    }
+}
+
+/// Everything queued for `key`, marked `offline`, and the device is now online: what is
+/// queued from here on goes straight out.
+pub(super) fn flush(st: &mut State, key: &str) -> Vec<Node> {
+    st.online.insert(key.to_owned());
+    st.queues
+        .get(key)
+        .map(|q| {
+            q.iter()
+                .map(|item| {
+                    let mut n = item.node.clone();
+                    n.attrs.retain(|(k, _)| k != "offline");
+                    n.attr("offline", "1")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn ack(id: &str, to: &Node, t: u64, error: Option<u16>) -> Node {
+    let mut a = Node::new("ack")
+        .attr("class", "message")
+        .attr("id", id.to_owned())
+        .attr("t", t.to_string());
+    if let Some(v) = to.get("to") {
+        a = a.attr("from", v.clone());
+    }
+    if let Some(e) = error {
+        a = a.attr("error", e.to_string());
+    }
+    a
+}
+
+/// A real device's `<message>`: returns the ack (None while the sender's acks are withheld).
+pub(super) async fn accept_message(shared: &Shared, dev: &Device, node: &Node) -> Option<Node> {
+    let id = node.get_str("id").map(|s| s.into_owned()).unwrap_or_default();
+    let now = shared.clock.now_unix();
+    let key = (dev.jid.to_string(), id.clone());
+    {
+        let mut st = shared.state.lock().ok()?;
+        if id.is_empty() || node.get_jid("to").is_none() {
+            return Some(ack(&id, node, now, Some(479)));
+        }
+        // A resend of an accepted message: the same answer, no second delivery.
+        if let Some(t) = st.seen.get(&key) {
+            return Some(ack(&id, node, *t, None));
+        }
+        if st.withhold_acks.contains(&dev.jid.user) {
+            st.held.push((dev.clone(), node.clone()));
+            return None;
+        }
+        st.seen.insert(key.clone(), now);
+        st.seen_order.push_back(key);
+        if st.seen_order.len() > SEEN_KEPT
+            && let Some(old) = st.seen_order.pop_front()
+        {
+            st.seen.remove(&old);
+        }
+    }
+    let error = route(shared, dev, node, now).await.err();
+    if error.is_some()
+        && let Ok(mut st) = shared.state.lock()
+    {
+        // A refused message was not accepted: the same id may come again, corrected.
+        st.seen.remove(&(dev.jid.to_string(), id.clone()));
+    }
+    Some(ack(&id, node, now, error))
+}
+
+/// Releases what was held for `number`: each held message is accepted, delivered once and
+/// acked now.
+pub(super) async fn release_held(shared: &Shared, number: &str) {
+    let held: Vec<(Device, Node)> = {
+        let Ok(mut st) = shared.state.lock() else {
+            return;
+        };
+        st.withhold_acks.remove(number);
+        let (mine, rest) = std::mem::take(&mut st.held)
+            .into_iter()
+            .partition(|(d, _)| d.jid.user == number);
+        st.held = rest;
+        mine
+    };
+    for (dev, node) in held {
+        if let Some(a) = Box::pin(accept_message(shared, &dev, &node)).await {
+            let key = dev.jid.to_string();
+            if let Ok(st) = shared.state.lock()
+                && let Some(live) = st.live.get(&key)
+            {
+                let _ = live.send(Control::Deliver(Box::new(a)));
+            }
+        }
+    }
+}
+
+/// Where a device JID lives.
+enum Target {
+    /// A linked real client.
+    Real(String),
+    /// A simulated device of user `number`.
+    Sim(String, Arc<SimPeer>),
+}
+
+fn target(st: &State, d: &Jid) -> Option<Target> {
+    let pn = match d.server {
+        Server::User => d.user.clone(),
+        Server::Lid => st.lids.get(&d.user)?.clone(),
+        _ => return None,
+    };
+    let as_pn = Jid::with_device(pn.clone(), d.device, Server::User).to_string();
+    if st.companions.contains_key(&as_pn) {
+        return Some(Target::Real(as_pn));
+    }
+    let phone = st.phones.get(&pn)?;
+    phone.sim_device(d.device).map(|p| Target::Sim(pn, p))
+}
+
+/// Delivers each `<enc>` of a message to its device; Err(code) refuses the whole stanza.
+async fn route(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Result<(), u16> {
+    let to = node.get_jid("to").ok_or(479u16)?;
+    let id = node.get_str("id").map(|s| s.into_owned()).unwrap_or_default();
+    let mut encs: Vec<(Jid, Node)> = Vec::new();
+    if let Some(parts) = node.child("participants") {
+        for p in parts.child_nodes().iter().filter(|p| p.tag == "to") {
+            let jid = p.get_jid("jid").ok_or(479u16)?;
+            let enc = p.child("enc").ok_or(479u16)?;
+            encs.push((jid, enc.clone()));
+        }
+    } else if let Some(enc) = node.child("enc") {
+        // Device-targeted (a retry resend), or WhatsApp Web's lone-device fast path.
+        encs.push((to.clone(), enc.clone()));
+    } else {
+        return Err(400);
+    }
+    // One namespace per stanza (the server 400s a mix).
+    if encs.iter().any(|(j, _)| j.server != to.server) {
+        return Err(400);
+    }
+    let chat = to.to_non_ad();
+    let mut sims = Vec::new();
+    {
+        let Ok(mut st) = shared.state.lock() else {
+            return Err(500);
+        };
+        let push_name = st
+            .phones
+            .get(&dev.jid.user)
+            .and_then(|p| p.account.push_name.clone());
+        let identity = node.child("device-identity").cloned();
+        for (d, enc) in encs {
+            if d.user == dev.jid.user && d.device == dev.jid.device {
+                continue; // the sender itself (Baileys' LID-group quirk)
+            }
+            let own = d.user == dev.jid.user || d.user == dev.lid.user;
+            let mut enc = enc;
+            let Some(tgt) = target(&st, &d) else { continue };
+            let target_user = match &tgt {
+                Target::Real(k) => k.split([':', '@']).next().unwrap_or_default().to_owned(),
+                Target::Sim(n, _) => n.clone(),
+            };
+            if let Some(p) = st.phones.get_mut(&target_user)
+                && p.corrupt_next
+            {
+                p.corrupt_next = false;
+                enc = corrupt(enc);
+            }
+            let mut out = Node::new("message")
+                .attr("from", dev.jid.clone())
+                .attr("id", id.clone())
+                .attr("type", node.get_str("type").map(|s| s.into_owned()).unwrap_or("text".into()))
+                .attr("t", t.to_string());
+            if let Some(e) = node.get("edit") {
+                out = out.attr("edit", e.clone());
+            }
+            if own {
+                out = out.attr("recipient", chat.clone());
+            } else {
+                out = out.attr("sender_lid", dev.lid.clone());
+                if let Some(n) = &push_name {
+                    out = out.attr("notify", n.clone());
+                }
+            }
+            let mut children = vec![enc.clone()];
+            if enc.get_str("type").as_deref() == Some("pkmsg")
+                && let Some(i) = &identity
+            {
+                children.push(i.clone());
+            }
+            let out = out.children(children);
+            match tgt {
+                Target::Real(k) => enqueue(&mut st, &k, id.clone(), out),
+                Target::Sim(n, peer) => sims.push((n, peer, out)),
+            }
+        }
+    }
+    for (number, peer, out) in sims {
+        sim_receive(shared, &number, &peer, &dev.jid, &out).await;
+    }
+    Ok(())
+}
+
+/// The same `<enc>` with its last byte (inside the MAC) flipped.
+fn corrupt(enc: Node) -> Node {
+    match enc.content_bytes() {
+        Some(b) if !b.is_empty() => {
+            let mut v = b.to_vec();
+            let last = v.len() - 1;
+            v[last] ^= 0x01;
+            enc.clone().bytes(v)
+        }
+        _ => enc,
+    }
+}
+
+/// A simulated device receives `node` from `sender`: decrypt, record, answer.
+async fn sim_receive(shared: &Shared, number: &str, peer: &Arc<SimPeer>, sender: &Jid, node: &Node) {
+    let id = node.get_str("id").map(|s| s.into_owned()).unwrap_or_default();
+    let Some(enc) = node.child("enc") else { return };
+    let kind = enc.get_str("type").and_then(|k| EncType::parse(&k));
+    let (Some(kind), Some(ct)) = (kind, enc.content_bytes()) else {
+        return;
+    };
+    let t = shared.clock.now_unix();
+    match peer.decrypt(sender, kind, ct).await {
+        Ok(message) => {
+            let own = sender.user == number;
+            let (message, chat) = match (own, message.device_sent_message.clone()) {
+                (true, Some(dsm)) => (
+                    dsm.message.map(|m| *m).unwrap_or_default(),
+                    dsm.destination_jid.unwrap_or_default(),
+                ),
+                _ => (message, sender.to_non_ad().to_string()),
+            };
+            let text = message
+                .conversation
+                .clone()
+                .or_else(|| message.extended_text_message.as_ref().and_then(|e| e.text.clone()));
+            let (withhold, echo) = {
+                let Ok(mut st) = shared.state.lock() else { return };
+                let Some(p) = st.phones.get_mut(number) else { return };
+                p.retries.remove(&(sender.to_string(), id.clone()));
+                match p.inbox.iter_mut().find(|r| r.id == id && r.from == sender.to_non_ad().to_string()) {
+                    Some(r) => r.devices += 1,
+                    None => {
+                        if p.inbox.len() >= INBOX_KEPT {
+                            p.inbox.pop_front();
+                        }
+                        p.inbox.push_back(Received {
+                            id: id.clone(),
+                            from: sender.to_non_ad().to_string(),
+                            chat,
+                            text: text.clone(),
+                            timestamp: node.get_str("t").and_then(|t| t.parse().ok()).unwrap_or(t),
+                            devices: 1,
+                        });
+                    }
+                }
+                (p.withhold_receipts, p.echo && !own && peer.jid.device == 0)
+            };
+            if !withhold {
+                let mut r = Node::new("receipt")
+                    .attr("from", peer.jid.clone())
+                    .attr("id", id.clone())
+                    .attr("t", t.to_string());
+                if own {
+                    r = r.attr("type", "sender");
+                }
+                to_device(shared, sender, id.clone(), r);
+            }
+            if echo && let Some(text) = text {
+                let _ = Box::pin(phone_send(shared, number, &sender.to_non_ad(), &text)).await;
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, device = %peer.jid, "simulated device cannot decrypt; asking a retry");
+            let count = {
+                let Ok(mut st) = shared.state.lock() else { return };
+                let Some(p) = st.phones.get_mut(number) else { return };
+                if p.retries.len() > SENT_KEPT * 4 {
+                    p.retries.clear();
+                }
+                let c = p.retries.entry((sender.to_string(), id.clone())).or_insert(0);
+                *c += 1;
+                *c
+            };
+            if count > crate::client::messenger::MAX_RETRIES {
+                return;
+            }
+            let keys = if count >= 2 {
+                peer.bundle().await.ok()
+            } else {
+                None
+            };
+            let retry = wire::retry_receipt(
+                &id,
+                sender,
+                count,
+                node.get_str("t").as_deref(),
+                peer.registration_id,
+                keys.as_ref().and_then(|b| {
+                    Some(wire::RetryKeys {
+                        identity: &b.identity_key,
+                        pre_key: b.pre_key?,
+                        signed: (b.signed_pre_key_id, b.signed_pre_key, b.signed_pre_key_signature),
+                        device_identity: &[],
+                    })
+                }),
+            );
+            // As the server forwards it: from the device that asks, to the sender.
+            let mut r = retry;
+            r.attrs.retain(|(k, _)| k != "to");
+            let r = r.attr("from", peer.jid.clone()).attr("t", t.to_string());
+            to_device(shared, sender, id, r);
+        }
+    }
+}
+
+/// Queues a stanza for one real device (nothing happens for a simulated one).
+fn to_device(shared: &Shared, device: &Jid, id: String, node: Node) {
+    if let Ok(mut st) = shared.state.lock() {
+        let key = Jid::with_device(device.user.clone(), device.device, Server::User).to_string();
+        if st.companions.contains_key(&key) {
+            enqueue(&mut st, &key, id, node);
+        }
+    }
+}
+
+/// A real device's `<receipt>`: it answers queued stanzas and goes on to whom it concerns.
+pub(super) async fn on_receipt(shared: &Shared, dev: &Device, node: &Node) {
+    let ids = wire::receipt_ids(node);
+    let kind = node.get_str("type").map(|s| s.into_owned());
+    let t = shared.clock.now_unix();
+    let key = dev.jid.to_string();
+    let Some(to) = node.get_jid("to") else {
+        // Baileys' `sender` receipts may name nobody: they only answer the delivery.
+        if let Ok(mut st) = shared.state.lock() {
+            answered(&mut st, &key, &ids);
+        }
+        return;
+    };
+    let retry_for_sim = {
+        let Ok(mut st) = shared.state.lock() else { return };
+        answered(&mut st, &key, &ids);
+        if kind.as_deref() == Some("sender") || kind.as_deref() == Some("peer_msg") {
+            return;
+        }
+        let mut fwd = Node::new("receipt")
+            .attr("from", dev.jid.clone())
+            .attr("id", ids.first().cloned().unwrap_or_default())
+            .attr("t", t.to_string());
+        if let Some(k) = &kind {
+            fwd = fwd.attr("type", k.clone());
+        }
+        if let Some(r) = node.get("recipient") {
+            fwd = fwd.attr("recipient", r.clone());
+        }
+        let fwd = fwd.children(node.child_nodes().to_vec());
+        let first = ids.first().cloned().unwrap_or_default();
+        let is_retry = kind.as_deref() == Some("retry");
+        if to.device > 0 || is_retry {
+            match target(&st, &to) {
+                Some(Target::Real(k)) => {
+                    enqueue(&mut st, &k, first, fwd);
+                    None
+                }
+                Some(Target::Sim(n, peer)) if is_retry => Some((n, peer)),
+                _ => None,
+            }
+        } else {
+            // To every real device of the user.
+            let pn = match to.server {
+                Server::Lid => st.lids.get(&to.user).cloned().unwrap_or_default(),
+                _ => to.user.clone(),
+            };
+            for k in st.linked_devices(&pn).iter().map(|j| j.to_string()) {
+                if k != key {
+                    enqueue(&mut st, &k, first.clone(), fwd.clone());
+                }
+            }
+            None
+        }
+    };
+    if let Some((number, peer)) = retry_for_sim
+        && let Some(req) = wire::parse_retry(&node.clone().attr("from", dev.jid.clone()))
+    {
+        answer_retry(shared, &number, &peer, &req).await;
+    }
+}
+
+/// A simulated device resends message `req.id` to the device that asked.
+async fn answer_retry(shared: &Shared, number: &str, peer: &Arc<SimPeer>, req: &wire::RetryRequest) {
+    if req.count >= crate::client::messenger::MAX_RETRIES {
+        return;
+    }
+    let found = shared.state.lock().ok().and_then(|st| {
+        let p = st.phones.get(number)?;
+        p.sent
+            .iter()
+            .find(|(id, _, _)| *id == req.id)
+            .map(|(_, _, m)| m.clone())
+    });
+    let Some(message) = found else { return };
+    let bundle = match &req.keys {
+        Some(k) => Some(k.clone()),
+        None if !peer.has_session(&req.from).await => real_bundle(shared, &req.from),
+        None => None,
+    };
+    let Ok(ct) = peer.encrypt(&req.from, bundle.as_ref(), &message).await else {
+        return;
+    };
+    let t = shared.clock.now_unix();
+    let node = Node::new("message")
+        .attr("from", peer.jid.clone())
+        .attr("id", req.id.clone())
+        .attr("type", "text")
+        .attr("t", req.t.clone().unwrap_or_else(|| t.to_string()))
+        .children(vec![wire::enc_node(&ct, Some(req.count))]);
+    to_device(shared, &req.from, req.id.clone(), node);
+}
+
+/// A real device's `<ack>`: it answers a queued stanza.
+pub(super) fn on_ack(shared: &Shared, dev: &Device, node: &Node) {
+    if let Some(id) = node.get_str("id")
+        && let Ok(mut st) = shared.state.lock()
+    {
+        answered(&mut st, &dev.jid.to_string(), &[id.into_owned()]);
+    }
+}
+
+/// A real device's published bundle, consuming one of its one-time prekeys.
+fn real_bundle(shared: &Shared, device: &Jid) -> Option<PreKeyBundle> {
+    let mut st = shared.state.lock().ok()?;
+    let key = Jid::with_device(device.user.clone(), device.device, Server::User).to_string();
+    let c = st.companions.get_mut(&key)?;
+    let b = c.bundle.clone()?;
+    Some(PreKeyBundle {
+        registration_id: b.registration_id,
+        pre_key: c.prekeys.take(),
+        signed_pre_key_id: b.signed_pre_key_id,
+        signed_pre_key: b.signed_pre_key,
+        signed_pre_key_signature: b.signature,
+        identity_key: c.device.identity_public,
+    })
+}
+
+/// The bundle of any device, as the server serves `<key><user jid>` (None: 406).
+pub(super) async fn bundle_of(shared: &Shared, device: &Jid) -> Option<PreKeyBundle> {
+    let tgt = {
+        let st = shared.state.lock().ok()?;
+        target(&st, device)?
+    };
+    match tgt {
+        Target::Real(_) => {
+            let pn = {
+                let st = shared.state.lock().ok()?;
+                match device.server {
+                    Server::Lid => st.lids.get(&device.user)?.clone(),
+                    _ => device.user.clone(),
+                }
+            };
+            real_bundle(shared, &Jid::with_device(pn, device.device, Server::User))
+        }
+        Target::Sim(_, peer) => peer.bundle().await.ok(),
+    }
+}
+
+/// User `number`'s phone sends `text` to `to` (digits or a JID): every device of the
+/// recipient gets it, and the user's own other devices a copy. Returns the message id.
+pub(super) async fn phone_send(shared: &Shared, number: &str, to: &Jid, text: &str) -> Result<String, SimError> {
+    let id = crate::util::ids::phone_message_id();
+    let message = wa::Message {
+        conversation: Some(text.to_owned()),
+        ..Default::default()
+    };
+    let t = shared.clock.now_unix();
+    let (me, sender_lid, push_name, targets) = {
+        let mut st = shared.state.lock().map_err(|_| SimError::Internal)?;
+        let to_pn = match to.server {
+            Server::Lid => st.lids.get(&to.user).cloned().ok_or(SimError::BadNumber)?,
+            _ => to.user.clone(),
+        };
+        if !valid_number(&to_pn) {
+            return Err(SimError::BadNumber);
+        }
+        st.phone(&to_pn, None);
+        let phone = st.phone(number, None);
+        if phone.sent.len() >= SENT_KEPT {
+            phone.sent.pop_front();
+        }
+        phone.sent.push_back((id.clone(), to.to_non_ad(), message.clone()));
+        let me = phone.signal.clone();
+        let lid = Jid::with_device(phone.account.lid.clone(), 0, Server::Lid);
+        let push_name = phone.account.push_name.clone();
+        let mut targets: Vec<(Jid, bool)> = Vec::new();
+        for user in [to_pn.as_str(), number] {
+            let own = user == number;
+            if own && to_pn == number {
+                continue;
+            }
+            let p = st.phones.get(user).ok_or(SimError::Internal)?;
+            for d in p.sim_devices() {
+                if d.jid != me.jid {
+                    targets.push((d.jid.clone(), own));
+                }
+            }
+            for j in st.linked_devices(user) {
+                if st.companions.get(&j.to_string()).is_some_and(|c| c.bundle.is_some()) {
+                    targets.push((j, own));
+                }
+            }
+        }
+        (me, lid, push_name, targets)
+    };
+    let chat = Jid::new(to.user.clone(), to.server.clone());
+    let dsm = wa::Message {
+        device_sent_message: Some(Box::new(wa::DeviceSentMessage {
+            destination_jid: Some(chat.to_string()),
+            message: Some(Box::new(message.clone())),
+            phash: None,
+        })),
+        ..Default::default()
+    };
+    for (device, own) in targets {
+        let bundle = if me.has_session(&device).await {
+            None
+        } else {
+            match bundle_of(shared, &device).await {
+                Some(b) => Some(b),
+                None => continue,
+            }
+        };
+        let body = if own { &dsm } else { &message };
+        let Ok(ct) = me.encrypt(&device, bundle.as_ref(), body).await else {
+            continue;
+        };
+        let mut node = Node::new("message")
+            .attr("from", me.jid.to_non_ad())
+            .attr("id", id.clone())
+            .attr("type", "text")
+            .attr("t", t.to_string());
+        if own {
+            node = node.attr("recipient", chat.clone());
+        } else {
+            node = node.attr("sender_lid", sender_lid.clone());
+            if let Some(n) = &push_name {
+                node = node.attr("notify", n.clone());
+            }
+        }
+        let mut enc = wire::enc_node(&ct, None);
+        let corrupt_it = shared
+            .state
+            .lock()
+            .ok()
+            .and_then(|mut st| {
+                let p = st.phones.get_mut(&device.user)?;
+                std::mem::take(&mut p.corrupt_next).then_some(())
+            })
+            .is_some();
+        if corrupt_it {
+            enc = corrupt(enc);
+        }
+        let node = node.children(vec![enc]);
+        let sim = shared.state.lock().ok().and_then(|st| match target(&st, &device) {
+            Some(Target::Sim(n, p)) => Some((n, p)),
+            _ => None,
+        });
+        match sim {
+            Some((n, p)) => Box::pin(sim_receive(shared, &n, &p, &me.jid, &node)).await,
+            None => to_device(shared, &device, id.clone(), node),
+        }
+    }
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupting_flips_only_the_last_byte() {
+        let enc = Node::new("enc").attr("v", "2").bytes(vec![1, 2, 3]);
+        let c = corrupt(enc.clone());
+        assert_eq!(c.content_bytes().unwrap().as_ref(), &[1, 2, 2]);
+        assert_eq!(c.get_str("v").as_deref(), Some("2"));
+    }
+}
