@@ -144,6 +144,7 @@ fn options(sim_line: &str) -> (ClientOptions, String) {
         profile: ClientProfile::default(),
         backoff: Backoff::default(),
         keepalive: Keepalive::default(),
+        messaging: Default::default(),
     };
     (opts, info["control_url"].as_str().unwrap().to_owned())
 }

@@ -233,9 +233,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = handle_pair_success(&node, &seeded.identity.key_pair, &[9; 32]);
     let _ = parse_count(&node);
     let _ = validate_upload(&node, &seeded.identity.key_pair.public);
-    let _ = usync::answer(&node, "q", |user| {
-        (user == PEER).then(|| usync::UserInfo {
-            number: user.into(),
+    let _ = usync::answer(&node, "q", |jid| {
+        (jid.user == PEER).then(|| usync::UserInfo {
+            number: jid.user.clone(),
             lid: "2".into(),
             devices: vec![0, 1],
         })

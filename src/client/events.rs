@@ -200,7 +200,10 @@ impl fmt::Debug for Event {
                 status.as_str()
             ),
             Event::Undecryptable { from, id, reason } => {
-                write!(f, "Undecryptable {{ from: {from}, id: {id}, reason: {reason} }}")
+                write!(
+                    f,
+                    "Undecryptable {{ from: {from}, id: {id}, reason: {reason} }}"
+                )
             }
             Event::IdentityChanged { jid } => write!(f, "IdentityChanged {{ jid: {jid} }}"),
         }

@@ -143,7 +143,9 @@ mod tests {
         assert!(!Delivered.advances_to(Failed));
         assert!(!Failed.advances_to(Delivered));
         assert!(!Received.advances_to(Read));
-        for s in [Pending, ServerAck, Delivered, Read, Played, Failed, Received] {
+        for s in [
+            Pending, ServerAck, Delivered, Read, Played, Failed, Received,
+        ] {
             assert_eq!(super::MessageStatus::parse(s.as_str()), Some(s));
         }
     }

@@ -30,8 +30,8 @@ use crate::binary::{Jid, Node, Server};
 use crate::proto::wa;
 use crate::signal::store::{ApplyChanges, PreKeyStore};
 use crate::signal::{
-    EncType, IdentityChange, IdentityTrust, PreKeyBundle, ProtocolAddress,
-    SessionCipher, SignalChanges, SignalError,
+    EncType, IdentityChange, IdentityTrust, PreKeyBundle, ProtocolAddress, SessionCipher,
+    SignalChanges, SignalError,
 };
 use crate::socket::NodeSender;
 use crate::util::clock::Clock;
@@ -82,9 +82,13 @@ pub enum SendError {
 /// What an ack error code means (MESSAGING.md §1.7).
 pub fn refusal_reason(code: u16) -> &'static str {
     match code {
-        400 => "bad request (mixed addressing namespaces, or a LID message from an unmigrated account)",
+        400 => {
+            "bad request (mixed addressing namespaces, or a LID message from an unmigrated account)"
+        }
         421 => "stale group addressing mode",
-        463 => "privacy token missing: the contact never wrote to this account and reach-out is restricted",
+        463 => {
+            "privacy token missing: the contact never wrote to this account and reach-out is restricted"
+        }
         475 => "new-chat limit reached",
         479 => "malformed or inconsistent stanza",
         _ => "refused",
@@ -525,8 +529,10 @@ impl<S: CredsStore> Messenger<S> {
         if node.get_str("class").as_deref() != Some("message") {
             return;
         }
-        let (Some(id), Some(to)) = (node.get_str("id").map(|s| s.into_owned()), node.get_jid("from"))
-        else {
+        let (Some(id), Some(to)) = (
+            node.get_str("id").map(|s| s.into_owned()),
+            node.get_jid("from"),
+        ) else {
             return;
         };
         let ack = Ack {
@@ -587,7 +593,11 @@ impl<S: CredsStore> Messenger<S> {
             let answer = self
                 .link
                 .iq
-                .query(sender, wire::usync_devices_query(&missing, &sid), IQ_TIMEOUT)
+                .query(
+                    sender,
+                    wire::usync_devices_query(&missing, &sid),
+                    IQ_TIMEOUT,
+                )
                 .await?;
             let found = wire::parse_usync(&answer);
             if let Ok(mut cache) = self.devices.lock() {
@@ -663,7 +673,12 @@ impl<S: CredsStore> Messenger<S> {
             .ok_or_else(|| SendError::NotOnWhatsApp(chat.to_string()))?;
         let mut targets: Vec<(Jid, bool)> = theirs
             .iter()
-            .map(|d| (Jid::with_device(chat.user.clone(), *d, chat.server.clone()), false))
+            .map(|d| {
+                (
+                    Jid::with_device(chat.user.clone(), *d, chat.server.clone()),
+                    false,
+                )
+            })
             .collect();
         if chat != own_user {
             for d in devices.get(&own_user).into_iter().flatten() {
@@ -676,8 +691,10 @@ impl<S: CredsStore> Messenger<S> {
             }
         }
         targets.retain(|(j, _)| !(j.user == me.jid.user && j.device == me.jid.device));
-        let addrs: Vec<ProtocolAddress> =
-            targets.iter().map(|(j, _)| ProtocolAddress::from_jid(j)).collect();
+        let addrs: Vec<ProtocolAddress> = targets
+            .iter()
+            .map(|(j, _)| ProtocolAddress::from_jid(j))
+            .collect();
         // Bundles for devices we have no session with.
         let mut need = Vec::new();
         for (j, a) in targets.iter().map(|(j, _)| j).zip(&addrs) {
@@ -750,6 +767,7 @@ impl<S: CredsStore> Messenger<S> {
                 .map_err(SignalError::from)?;
         }
         drop(locks);
+        tracing::debug!(id = row.id, devices = ?encs.iter().map(|(j, _)| j.to_string()).collect::<Vec<_>>(), "sending");
         let stanza = wire::message_stanza(&row.id, &chat, encs, &me.signed_identity);
         let (tx, rx) = oneshot::channel();
         if let Ok(mut a) = self.acks.lock() {
@@ -839,7 +857,11 @@ impl<S: CredsStore> Messenger<S> {
                 let answer = self
                     .link
                     .iq
-                    .query(sender, wire::prekey_query(std::slice::from_ref(&req.from)), IQ_TIMEOUT)
+                    .query(
+                        sender,
+                        wire::prekey_query(std::slice::from_ref(&req.from)),
+                        IQ_TIMEOUT,
+                    )
                     .await?;
                 wire::parse_bundles(&answer).remove(&req.from)
             }
@@ -975,9 +997,11 @@ fn unwrap_device_sent(message: wa::Message, chat: Jid, from_me: bool) -> (wa::Me
 
 /// The text of a text message.
 fn text_of(m: &wa::Message) -> Option<String> {
-    m.conversation
-        .clone()
-        .or_else(|| m.extended_text_message.as_ref().and_then(|e| e.text.clone()))
+    m.conversation.clone().or_else(|| {
+        m.extended_text_message
+            .as_ref()
+            .and_then(|e| e.text.clone())
+    })
 }
 
 /// A message with no content of its own (protocol messages, bare key distributions).

@@ -14,10 +14,10 @@ use tokio::time::{Instant, sleep};
 use super::events::{ConnState, Event, EventHub, Events};
 use super::iq::{IqError, IqTracker};
 pub use super::keepalive::Keepalive;
-use super::payload::{ClientProfile, RegistrationKeys, login_payload, registration_payload};
-use super::reconnect::{Backoff, Setback};
 use super::messages::StoredMessage;
 use super::messenger::{Messaging, Messenger, SendError, Sent};
+use super::payload::{ClientProfile, RegistrationKeys, login_payload, registration_payload};
+use super::reconnect::{Backoff, Setback};
 use super::store::{Creds, CredsStore, CredsStoreError};
 use crate::binary::{Jid, Node};
 use crate::socket::{ClientConfig, NodeSender, connect};
@@ -97,10 +97,7 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// Starts the run loop; events arrive on the returned receiver.
-    pub fn start<S: CredsStore>(
-        opts: ClientOptions,
-        store: Arc<S>,
-    ) -> (Client, Events) {
+    pub fn start<S: CredsStore>(opts: ClientOptions, store: Arc<S>) -> (Client, Events) {
         let hub = Arc::new(EventHub::default());
         let events = hub.subscribe();
         let (state_tx, state_rx) = watch::channel(ConnState::Connecting);
@@ -184,7 +181,12 @@ impl Client {
     }
 
     /// Tells `author` (in `chat`) that we read the messages `ids`.
-    pub async fn mark_read(&self, chat: &Jid, author: &Jid, ids: &[String]) -> Result<(), SendError> {
+    pub async fn mark_read(
+        &self,
+        chat: &Jid,
+        author: &Jid,
+        ids: &[String],
+    ) -> Result<(), SendError> {
         self.messaging
             .mark_read(chat.clone(), author.clone(), ids.to_vec())
             .await

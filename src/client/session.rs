@@ -7,10 +7,10 @@ use std::sync::Arc;
 use super::events::{ConnState, Event};
 use super::failure::{failure_outcome, stream_end};
 use super::iq::IqError;
+use super::messenger::Messenger;
 use super::pair::iq_result;
 use super::reconnect::Setback;
 use super::run::{IQ_TIMEOUT, Link, Outcome, Run, Tasks, stopped};
-use super::messenger::Messenger;
 use super::store::{Creds, CredsStore};
 use crate::binary::{Jid, Node};
 use crate::signal::store::PreKeyStore;
@@ -157,11 +157,17 @@ async fn after_login<S: CredsStore>(
         }
         let _ = sender.send(&presence).await;
     }
-    // What a crash or a drop left unsent goes out first, with its ids.
+    // Keys first (a device without keys on the server cannot be written to), then what a
+    // crash or a drop left unsent, with its ids.
+    top_up(&link, &sender, &*store, &creds).await;
     messenger.resend_pending().await;
+}
+
+/// The prekey count, and an upload when the server holds too few.
+async fn top_up<S: CredsStore>(link: &Link, sender: &NodeSender, store: &S, creds: &Creds) {
     let count = match link
         .iq
-        .query(&sender, super::prekeys::count_query(), IQ_TIMEOUT)
+        .query(sender, super::prekeys::count_query(), IQ_TIMEOUT)
         .await
     {
         Ok(answer) => super::prekeys::parse_count(&answer),
@@ -174,7 +180,7 @@ async fn after_login<S: CredsStore>(
         tracing::warn!("prekey count answer without a count");
         return;
     };
-    if let Err(e) = refill_pre_keys(&link, &sender, &*store, &creds, n).await {
+    if let Err(e) = refill_pre_keys(link, sender, store, creds, n).await {
         tracing::warn!(error = %e, "prekey upload failed");
     }
 }

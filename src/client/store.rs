@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use super::messages::{Committed, MessageStatus, StatusUpdate, StoredMessage};
 use crate::binary::Jid;
 use crate::signal::store::SignedPreKeyStore;
-use crate::signal::{KeyPair, LocalIdentity, MemoryStore, SignalChanges, SignalStore, SignedPreKey};
+use crate::signal::{
+    KeyPair, LocalIdentity, MemoryStore, SignalChanges, SignalStore, SignedPreKey,
+};
 
 /// Our own identity once paired.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,13 +218,24 @@ impl CredsStore for MemoryCreds {
     }
 
     async fn set_push_name(&self, name: &str) -> Result<(), CredsStoreError> {
-        if let Some(me) = self.creds.lock().map_err(poisoned)?.as_mut().and_then(|c| c.me.as_mut()) {
+        if let Some(me) = self
+            .creds
+            .lock()
+            .map_err(poisoned)?
+            .as_mut()
+            .and_then(|c| c.me.as_mut())
+        {
             me.push_name = Some(name.to_owned());
         }
         Ok(())
     }
 
-    async fn has_message(&self, chat: &Jid, sender: &Jid, id: &str) -> Result<bool, CredsStoreError> {
+    async fn has_message(
+        &self,
+        chat: &Jid,
+        sender: &Jid,
+        id: &str,
+    ) -> Result<bool, CredsStoreError> {
         Ok(self
             .messages
             .lock()
@@ -268,7 +281,11 @@ impl CredsStore for MemoryCreds {
         Ok(Some(u.status))
     }
 
-    async fn sent_message(&self, chat: &Jid, id: &str) -> Result<Option<StoredMessage>, CredsStoreError> {
+    async fn sent_message(
+        &self,
+        chat: &Jid,
+        id: &str,
+    ) -> Result<Option<StoredMessage>, CredsStoreError> {
         Ok(self
             .messages
             .lock()

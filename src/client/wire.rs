@@ -185,9 +185,7 @@ pub fn bundle(n: &Node) -> Option<PreKeyBundle> {
 
 /// `<enc v="2" type>` for a ciphertext (`count` on a retry resend).
 pub fn enc_node(ct: &CiphertextMessage, count: Option<u32>) -> Node {
-    let mut n = Node::new("enc")
-        .attr("v", "2")
-        .attr("type", ct.enc_type());
+    let mut n = Node::new("enc").attr("v", "2").attr("type", ct.enc_type());
     if let Some(c) = count {
         n = n.attr("count", c.to_string());
     }
@@ -272,9 +270,9 @@ pub fn parse_retry(node: &Node) -> Option<RetryRequest> {
     let registration_id = bytes(node, "registration")
         .and_then(|b| b.try_into().ok())
         .map(u32::from_be_bytes);
-    let keys = node.child("keys").and_then(|k| {
-        bundle(&with_registration(k, registration_id?))
-    });
+    let keys = node
+        .child("keys")
+        .and_then(|k| bundle(&with_registration(k, registration_id?)));
     Some(RetryRequest {
         id: node.get_str("id")?.into_owned(),
         from: node.get_jid("from")?,
@@ -369,7 +367,11 @@ pub fn ack(node: &Node, error: Option<u16>) -> Node {
 
 /// The ids a receipt covers: its `id` and any `<list><item id>`.
 pub fn receipt_ids(node: &Node) -> Vec<String> {
-    let mut ids: Vec<String> = node.get_str("id").map(|s| s.into_owned()).into_iter().collect();
+    let mut ids: Vec<String> = node
+        .get_str("id")
+        .map(|s| s.into_owned())
+        .into_iter()
+        .collect();
     if let Some(list) = node.child("list") {
         ids.extend(
             list.child_nodes()
@@ -391,7 +393,11 @@ mod tests {
         let id = message_id(1_700_000_000, "15550001111");
         assert_eq!(id.len(), 22);
         assert!(id.starts_with("3EB0"));
-        assert!(id[4..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase()));
+        assert!(
+            id[4..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
+        );
         assert_ne!(id, message_id(1_700_000_000, "15550001111"), "random part");
     }
 
@@ -429,6 +435,9 @@ mod tests {
         let users = parse_usync(&answer);
         assert_eq!(users.len(), 1);
         assert_eq!(users[0].devices, vec![0, 3]);
-        assert_eq!(users[0].lid.as_ref().unwrap().to_string(), "123456789012345@lid");
+        assert_eq!(
+            users[0].lid.as_ref().unwrap().to_string(),
+            "123456789012345@lid"
+        );
     }
 }

@@ -9,8 +9,8 @@ use super::error::StoreError;
 use super::group::SenderKeyRecord;
 use super::session::SessionRecord;
 use super::store::{
-    ApplyChanges, IdentityChange, IdentityStore, PreKey, SignalChanges, PreKeyStore, SenderKeyStore, SessionStore, SignedPreKey,
-    SignedPreKeyStore, StoreResult, allocate_pre_key_ids,
+    ApplyChanges, IdentityChange, IdentityStore, PreKey, PreKeyStore, SenderKeyStore, SessionStore,
+    SignalChanges, SignedPreKey, SignedPreKeyStore, StoreResult, allocate_pre_key_ids,
 };
 use super::x3dh::LocalIdentity;
 

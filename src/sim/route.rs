@@ -47,6 +47,12 @@ pub(super) struct Queued {
 
 /// Queues `node` for the real device `key`, sending it now when the device is online.
 pub(super) fn enqueue(st: &mut State, key: &str, id: String, node: Node) {
+    tracing::debug!(
+        key,
+        id,
+        online = st.online.contains(key),
+        "simulator: queued"
+    );
     if st.online.contains(key)
         && let Some(live) = st.live.get(key)
     {
@@ -103,9 +109,20 @@ fn ack(id: &str, to: &Node, t: u64, error: Option<u16>) -> Node {
 
 /// A real device's `<message>`: returns the ack (None while the sender's acks are withheld).
 pub(super) async fn accept_message(shared: &Shared, dev: &Device, node: &Node) -> Option<Node> {
-    let id = node.get_str("id").map(|s| s.into_owned()).unwrap_or_default();
+    let id = node
+        .get_str("id")
+        .map(|s| s.into_owned())
+        .unwrap_or_default();
     let now = shared.clock.now_unix();
-    let key = (dev.jid.to_string(), id.clone());
+    // A retry resend reuses the id for one device: it is a stanza of its own.
+    let retry = node
+        .child("enc")
+        .and_then(|e| e.get_str("count").map(|c| c.into_owned()));
+    let seen_id = match &retry {
+        Some(c) => format!("{id}#{}#{c}", node.get_str("to").unwrap_or_default()),
+        None => id.clone(),
+    };
+    let key = (dev.jid.to_string(), seen_id);
     {
         let mut st = shared.state.lock().ok()?;
         if id.is_empty() || node.get_jid("to").is_none() {
@@ -120,7 +137,7 @@ pub(super) async fn accept_message(shared: &Shared, dev: &Device, node: &Node) -
             return None;
         }
         st.seen.insert(key.clone(), now);
-        st.seen_order.push_back(key);
+        st.seen_order.push_back(key.clone());
         if st.seen_order.len() > SEEN_KEPT
             && let Some(old) = st.seen_order.pop_front()
         {
@@ -132,7 +149,7 @@ pub(super) async fn accept_message(shared: &Shared, dev: &Device, node: &Node) -
         && let Ok(mut st) = shared.state.lock()
     {
         // A refused message was not accepted: the same id may come again, corrected.
-        st.seen.remove(&(dev.jid.to_string(), id.clone()));
+        st.seen.remove(&key);
     }
     Some(ack(&id, node, now, error))
 }
@@ -188,7 +205,10 @@ fn target(st: &State, d: &Jid) -> Option<Target> {
 /// Delivers each `<enc>` of a message to its device; Err(code) refuses the whole stanza.
 async fn route(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Result<(), u16> {
     let to = node.get_jid("to").ok_or(479u16)?;
-    let id = node.get_str("id").map(|s| s.into_owned()).unwrap_or_default();
+    let id = node
+        .get_str("id")
+        .map(|s| s.into_owned())
+        .unwrap_or_default();
     let mut encs: Vec<(Jid, Node)> = Vec::new();
     if let Some(parts) = node.child("participants") {
         for p in parts.child_nodes().iter().filter(|p| p.tag == "to") {
@@ -223,21 +243,26 @@ async fn route(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Result<(),
             }
             let own = d.user == dev.jid.user || d.user == dev.lid.user;
             let mut enc = enc;
-            let Some(tgt) = target(&st, &d) else { continue };
+            let Some(tgt) = target(&st, &d) else {
+                tracing::debug!(device = %d, "simulator: no such device");
+                continue;
+            };
             let target_user = match &tgt {
                 Target::Real(k) => k.split([':', '@']).next().unwrap_or_default().to_owned(),
                 Target::Sim(n, _) => n.clone(),
             };
-            if let Some(p) = st.phones.get_mut(&target_user)
-                && p.corrupt_next
-            {
-                p.corrupt_next = false;
+            if take_corruption(&mut st, &target_user, matches!(tgt, Target::Real(_))) {
                 enc = corrupt(enc);
             }
             let mut out = Node::new("message")
                 .attr("from", dev.jid.clone())
                 .attr("id", id.clone())
-                .attr("type", node.get_str("type").map(|s| s.into_owned()).unwrap_or("text".into()))
+                .attr(
+                    "type",
+                    node.get_str("type")
+                        .map(|s| s.into_owned())
+                        .unwrap_or("text".into()),
+                )
                 .attr("t", t.to_string());
             if let Some(e) = node.get("edit") {
                 out = out.attr("edit", e.clone());
@@ -269,6 +294,19 @@ async fn route(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Result<(),
     Ok(())
 }
 
+/// Whether this delivery to one of `number`'s devices is the one to corrupt: the user's
+/// linked (real) devices are hit first, its simulated ones when it has none.
+fn take_corruption(st: &mut State, number: &str, real: bool) -> bool {
+    let has_real = !st.linked_devices(number).is_empty();
+    match st.phones.get_mut(number) {
+        Some(p) if p.corrupt_next && (real || !has_real) => {
+            p.corrupt_next = false;
+            true
+        }
+        _ => false,
+    }
+}
+
 /// The same `<enc>` with its last byte (inside the MAC) flipped.
 fn corrupt(enc: Node) -> Node {
     match enc.content_bytes() {
@@ -283,8 +321,17 @@ fn corrupt(enc: Node) -> Node {
 }
 
 /// A simulated device receives `node` from `sender`: decrypt, record, answer.
-async fn sim_receive(shared: &Shared, number: &str, peer: &Arc<SimPeer>, sender: &Jid, node: &Node) {
-    let id = node.get_str("id").map(|s| s.into_owned()).unwrap_or_default();
+async fn sim_receive(
+    shared: &Shared,
+    number: &str,
+    peer: &Arc<SimPeer>,
+    sender: &Jid,
+    node: &Node,
+) {
+    let id = node
+        .get_str("id")
+        .map(|s| s.into_owned())
+        .unwrap_or_default();
     let Some(enc) = node.child("enc") else { return };
     let kind = enc.get_str("type").and_then(|k| EncType::parse(&k));
     let (Some(kind), Some(ct)) = (kind, enc.content_bytes()) else {
@@ -301,15 +348,25 @@ async fn sim_receive(shared: &Shared, number: &str, peer: &Arc<SimPeer>, sender:
                 ),
                 _ => (message, sender.to_non_ad().to_string()),
             };
-            let text = message
-                .conversation
-                .clone()
-                .or_else(|| message.extended_text_message.as_ref().and_then(|e| e.text.clone()));
+            let text = message.conversation.clone().or_else(|| {
+                message
+                    .extended_text_message
+                    .as_ref()
+                    .and_then(|e| e.text.clone())
+            });
             let (withhold, echo) = {
-                let Ok(mut st) = shared.state.lock() else { return };
-                let Some(p) = st.phones.get_mut(number) else { return };
+                let Ok(mut st) = shared.state.lock() else {
+                    return;
+                };
+                let Some(p) = st.phones.get_mut(number) else {
+                    return;
+                };
                 p.retries.remove(&(sender.to_string(), id.clone()));
-                match p.inbox.iter_mut().find(|r| r.id == id && r.from == sender.to_non_ad().to_string()) {
+                match p
+                    .inbox
+                    .iter_mut()
+                    .find(|r| r.id == id && r.from == sender.to_non_ad().to_string())
+                {
                     Some(r) => r.devices += 1,
                     None => {
                         if p.inbox.len() >= INBOX_KEPT {
@@ -344,12 +401,19 @@ async fn sim_receive(shared: &Shared, number: &str, peer: &Arc<SimPeer>, sender:
         Err(e) => {
             tracing::debug!(error = %e, device = %peer.jid, "simulated device cannot decrypt; asking a retry");
             let count = {
-                let Ok(mut st) = shared.state.lock() else { return };
-                let Some(p) = st.phones.get_mut(number) else { return };
+                let Ok(mut st) = shared.state.lock() else {
+                    return;
+                };
+                let Some(p) = st.phones.get_mut(number) else {
+                    return;
+                };
                 if p.retries.len() > SENT_KEPT * 4 {
                     p.retries.clear();
                 }
-                let c = p.retries.entry((sender.to_string(), id.clone())).or_insert(0);
+                let c = p
+                    .retries
+                    .entry((sender.to_string(), id.clone()))
+                    .or_insert(0);
                 *c += 1;
                 *c
             };
@@ -371,7 +435,11 @@ async fn sim_receive(shared: &Shared, number: &str, peer: &Arc<SimPeer>, sender:
                     Some(wire::RetryKeys {
                         identity: &b.identity_key,
                         pre_key: b.pre_key?,
-                        signed: (b.signed_pre_key_id, b.signed_pre_key, b.signed_pre_key_signature),
+                        signed: (
+                            b.signed_pre_key_id,
+                            b.signed_pre_key,
+                            b.signed_pre_key_signature,
+                        ),
                         device_identity: &[],
                     })
                 }),
@@ -409,7 +477,9 @@ pub(super) async fn on_receipt(shared: &Shared, dev: &Device, node: &Node) {
         return;
     };
     let retry_for_sim = {
-        let Ok(mut st) = shared.state.lock() else { return };
+        let Ok(mut st) = shared.state.lock() else {
+            return;
+        };
         answered(&mut st, &key, &ids);
         if kind.as_deref() == Some("sender") || kind.as_deref() == Some("peer_msg") {
             return;
@@ -458,7 +528,12 @@ pub(super) async fn on_receipt(shared: &Shared, dev: &Device, node: &Node) {
 }
 
 /// A simulated device resends message `req.id` to the device that asked.
-async fn answer_retry(shared: &Shared, number: &str, peer: &Arc<SimPeer>, req: &wire::RetryRequest) {
+async fn answer_retry(
+    shared: &Shared,
+    number: &str,
+    peer: &Arc<SimPeer>,
+    req: &wire::RetryRequest,
+) {
     if req.count >= crate::client::messenger::MAX_RETRIES {
         return;
     }
@@ -536,7 +611,12 @@ pub(super) async fn bundle_of(shared: &Shared, device: &Jid) -> Option<PreKeyBun
 
 /// User `number`'s phone sends `text` to `to` (digits or a JID): every device of the
 /// recipient gets it, and the user's own other devices a copy. Returns the message id.
-pub(super) async fn phone_send(shared: &Shared, number: &str, to: &Jid, text: &str) -> Result<String, SimError> {
+pub(super) async fn phone_send(
+    shared: &Shared,
+    number: &str,
+    to: &Jid,
+    text: &str,
+) -> Result<String, SimError> {
     let id = crate::util::ids::phone_message_id();
     let message = wa::Message {
         conversation: Some(text.to_owned()),
@@ -557,7 +637,9 @@ pub(super) async fn phone_send(shared: &Shared, number: &str, to: &Jid, text: &s
         if phone.sent.len() >= SENT_KEPT {
             phone.sent.pop_front();
         }
-        phone.sent.push_back((id.clone(), to.to_non_ad(), message.clone()));
+        phone
+            .sent
+            .push_back((id.clone(), to.to_non_ad(), message.clone()));
         let me = phone.signal.clone();
         let lid = Jid::with_device(phone.account.lid.clone(), 0, Server::Lid);
         let push_name = phone.account.push_name.clone();
@@ -574,7 +656,11 @@ pub(super) async fn phone_send(shared: &Shared, number: &str, to: &Jid, text: &s
                 }
             }
             for j in st.linked_devices(user) {
-                if st.companions.get(&j.to_string()).is_some_and(|c| c.bundle.is_some()) {
+                if st
+                    .companions
+                    .get(&j.to_string())
+                    .is_some_and(|c| c.bundle.is_some())
+                {
                     targets.push((j, own));
                 }
             }
@@ -617,23 +703,22 @@ pub(super) async fn phone_send(shared: &Shared, number: &str, to: &Jid, text: &s
             }
         }
         let mut enc = wire::enc_node(&ct, None);
-        let corrupt_it = shared
-            .state
-            .lock()
-            .ok()
-            .and_then(|mut st| {
-                let p = st.phones.get_mut(&device.user)?;
-                std::mem::take(&mut p.corrupt_next).then_some(())
-            })
-            .is_some();
+        let corrupt_it = shared.state.lock().is_ok_and(|mut st| {
+            let real = st.companions.contains_key(&device.to_string());
+            take_corruption(&mut st, &device.user, real)
+        });
         if corrupt_it {
             enc = corrupt(enc);
         }
         let node = node.children(vec![enc]);
-        let sim = shared.state.lock().ok().and_then(|st| match target(&st, &device) {
-            Some(Target::Sim(n, p)) => Some((n, p)),
-            _ => None,
-        });
+        let sim = shared
+            .state
+            .lock()
+            .ok()
+            .and_then(|st| match target(&st, &device) {
+                Some(Target::Sim(n, p)) => Some((n, p)),
+                _ => None,
+            });
         match sim {
             Some((n, p)) => Box::pin(sim_receive(shared, &n, &p, &me.jid, &node)).await,
             None => to_device(shared, &device, id.clone(), node),

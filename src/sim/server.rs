@@ -132,8 +132,10 @@ impl Phone {
             let Some(id) = self.next_device() else {
                 return false;
             };
-            let jid = Jid::with_device(self.account.number.clone(), id, crate::binary::Server::User);
-            self.sims.push(Arc::new(SimPeer::new(jid, KeyPair::generate())));
+            let jid =
+                Jid::with_device(self.account.number.clone(), id, crate::binary::Server::User);
+            self.sims
+                .push(Arc::new(SimPeer::new(jid, KeyPair::generate())));
         }
         true
     }
@@ -599,7 +601,11 @@ impl Simulator {
             .state
             .lock()
             .ok()
-            .and_then(|st| st.phones.get(number).map(|p| p.inbox.iter().cloned().collect()))
+            .and_then(|st| {
+                st.phones
+                    .get(number)
+                    .map(|p| p.inbox.iter().cloned().collect())
+            })
             .unwrap_or_default()
     }
 

@@ -98,9 +98,16 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
                 iq::error(id, 501, "feature-not-implemented")
             }
         }
-        "usync" if get => super::usync::answer(node, id, |user| {
-            let st = shared.state.lock().ok()?;
-            let phone = &st.phone_by_user(user)?.account;
+        "usync" if get => super::usync::answer(node, id, |jid| {
+            let mut st = shared.state.lock().ok()?;
+            // Every phone number is a simulated user, created on first use; LIDs are only
+            // known once handed out.
+            let number = match jid.server {
+                Server::Lid => st.lids.get(&jid.user)?.clone(),
+                _ if super::server::valid_number(&jid.user) => jid.user.clone(),
+                _ => return None,
+            };
+            let phone = &st.phone(&number, None).account.clone();
             let p = st.phones.get(&phone.number)?;
             let mut devices: Vec<u16> = p
                 .sim_devices()
@@ -151,7 +158,9 @@ async fn fetch_keys(shared: &Shared, node: &Node, id: &str) -> Node {
         out.push(match super::route::bundle_of(shared, &jid).await {
             Some(b) => n.children(iq::bundle_nodes(&b)),
             None => n.children(vec![
-                Node::new("error").attr("code", "406").attr("text", "not-acceptable"),
+                Node::new("error")
+                    .attr("code", "406")
+                    .attr("text", "not-acceptable"),
             ]),
         });
     }

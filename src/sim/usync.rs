@@ -17,8 +17,8 @@ pub struct UserInfo {
     pub devices: Vec<u16>,
 }
 
-/// Answers a `<iq xmlns="usync">`; `lookup` finds a user by PN or LID user part.
-pub fn answer(node: &Node, id: &str, lookup: impl Fn(&str) -> Option<UserInfo>) -> Node {
+/// Answers a `<iq xmlns="usync">`; `lookup` finds a user by PN or LID JID.
+pub fn answer(node: &Node, id: &str, lookup: impl Fn(&Jid) -> Option<UserInfo>) -> Node {
     let Some(usync) = node.child("usync") else {
         return iq::error(id, 400, "bad-request");
     };
@@ -48,11 +48,11 @@ pub fn answer(node: &Node, id: &str, lookup: impl Fn(&str) -> Option<UserInfo>) 
     )
 }
 
-fn user(u: &Node, protocols: &[String], lookup: &impl Fn(&str) -> Option<UserInfo>) -> Node {
+fn user(u: &Node, protocols: &[String], lookup: &impl Fn(&Jid) -> Option<UserInfo>) -> Node {
     // By JID, or by `<contact>+15551234567</contact>` (phone-number lookup).
     let (asked, info) = match u.get_jid("jid") {
         Some(j) => {
-            let info = lookup(&j.user);
+            let info = lookup(&j);
             (j.to_non_ad(), info)
         }
         None => {
@@ -66,7 +66,9 @@ fn user(u: &Node, protocols: &[String], lookup: &impl Fn(&str) -> Option<UserInf
                 .chars()
                 .filter(char::is_ascii_digit)
                 .collect();
-            (Jid::new(digits.clone(), Server::User), lookup(&digits))
+            let j = Jid::new(digits, Server::User);
+            let info = lookup(&j);
+            (j, info)
         }
     };
     let mut children = Vec::new();

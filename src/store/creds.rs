@@ -6,12 +6,12 @@ use sqlx::{Row, SqlitePool};
 
 use super::AccountId;
 use super::messages::{COLUMNS, Committer, from_row};
-use crate::client::messages::{Committed, MessageStatus, StatusUpdate, StoredMessage};
-use crate::signal::SignalChanges;
 use super::seal::{Sealer, row};
 use crate::binary::Jid;
+use crate::client::messages::{Committed, MessageStatus, StatusUpdate, StoredMessage};
 use crate::client::store::{Creds, CredsStore, CredsStoreError, Me};
 use crate::signal::KeyPair;
+use crate::signal::SignalChanges;
 use crate::signal::store::{SignedPreKey, identity_from_bytes, identity_to_bytes};
 
 /// One account's credentials; cheap to clone.
@@ -228,7 +228,12 @@ impl CredsStore for SqliteCreds {
         Ok(())
     }
 
-    async fn has_message(&self, chat: &Jid, sender: &Jid, id: &str) -> Result<bool, CredsStoreError> {
+    async fn has_message(
+        &self,
+        chat: &Jid,
+        sender: &Jid,
+        id: &str,
+    ) -> Result<bool, CredsStoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM messages WHERE account_id = ? AND chat = ? AND sender = ? AND id = ?",
         )
@@ -259,7 +264,11 @@ impl CredsStore for SqliteCreds {
         self.committer.status(self.account, update.clone()).await
     }
 
-    async fn sent_message(&self, chat: &Jid, id: &str) -> Result<Option<StoredMessage>, CredsStoreError> {
+    async fn sent_message(
+        &self,
+        chat: &Jid,
+        id: &str,
+    ) -> Result<Option<StoredMessage>, CredsStoreError> {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM messages WHERE account_id = ? AND chat = ? AND id = ? AND from_me = 1"
         ))
@@ -293,7 +302,10 @@ impl CredsStore for SqliteCreds {
             .fetch_all(&self.pool)
             .await
             .map_err(err)?;
-        rows.iter().map(from_row).collect::<Result<_, _>>().map_err(err)
+        rows.iter()
+            .map(from_row)
+            .collect::<Result<_, _>>()
+            .map_err(err)
     }
 
     async fn pending_messages(&self) -> Result<Vec<StoredMessage>, CredsStoreError> {
@@ -304,6 +316,9 @@ impl CredsStore for SqliteCreds {
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
-        rows.iter().map(from_row).collect::<Result<_, _>>().map_err(err)
+        rows.iter()
+            .map(from_row)
+            .collect::<Result<_, _>>()
+            .map_err(err)
     }
 }

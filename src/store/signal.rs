@@ -7,8 +7,9 @@ use super::error::StoreError;
 use super::seal::{Sealer, row};
 use crate::signal::address::{ProtocolAddress, SenderKeyName};
 use crate::signal::store::{
-    ApplyChanges, IdentityChange, SignalChanges, IdentityStore, PreKey, PreKeyStore, SenderKeyStore, SessionStore, SignedPreKey,
-    SignedPreKeyStore, StoreResult, allocate_pre_key_ids, identity_from_bytes, identity_to_bytes,
+    ApplyChanges, IdentityChange, IdentityStore, PreKey, PreKeyStore, SenderKeyStore, SessionStore,
+    SignalChanges, SignedPreKey, SignedPreKeyStore, StoreResult, allocate_pre_key_ids,
+    identity_from_bytes, identity_to_bytes,
 };
 use crate::signal::{KeyPair, LocalIdentity, SenderKeyRecord, SessionRecord};
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use tokio::sync::mpsc::Receiver;
+use wa_gateway::client::Events;
 use wa_gateway::client::payload::ClientProfile;
 use wa_gateway::client::qr::qr_data_url;
 use wa_gateway::client::reconnect::Backoff;
@@ -30,10 +30,11 @@ fn options(sim: &Simulator, trust: TrustRoot) -> ClientOptions {
         profile: ClientProfile::default(),
         backoff: Backoff::default(),
         keepalive: Keepalive::default(),
+        messaging: Default::default(),
     }
 }
 
-async fn next_event(rx: &mut Receiver<Event>, pred: impl Fn(&Event) -> bool) -> Event {
+async fn next_event(rx: &mut Events, pred: impl Fn(&Event) -> bool) -> Event {
     loop {
         let e = tokio::time::timeout(Duration::from_secs(15), rx.recv())
             .await
@@ -205,11 +206,7 @@ async fn receipts(
 async fn paired(
     sim: &Simulator,
     number: &str,
-) -> (
-    Client,
-    Receiver<Event>,
-    Arc<wa_gateway::client::MemoryCreds>,
-) {
+) -> (Client, Events, Arc<wa_gateway::client::MemoryCreds>) {
     let creds = Arc::new(wa_gateway::client::MemoryCreds::default());
     let mut opts = options(sim, TrustRoot::from_key(sim.root_public_key()));
     opts.backoff = Backoff::new(
@@ -238,7 +235,7 @@ async fn paired(
 
 /// The `retry_in` of the next Disconnected state, then waits for Connected again; the
 /// reconnection must not come before the announced delay (backoff visible in the timestamps).
-async fn drop_and_reconnect(events: &mut Receiver<Event>) -> Duration {
+async fn drop_and_reconnect(events: &mut Events) -> Duration {
     let Event::State(ConnState::Disconnected { retry_in, .. }) = next_event(events, |e| {
         matches!(e, Event::State(ConnState::Disconnected { .. }))
     })

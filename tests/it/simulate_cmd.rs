@@ -75,6 +75,7 @@ async fn simulate_command_prints_its_urls_and_pairs_through_the_control_api() {
             profile: ClientProfile::default(),
             backoff: Backoff::default(),
             keepalive: Keepalive::default(),
+            messaging: Default::default(),
         };
         let creds = Arc::new(MemoryCreds::default());
         let (mut client, mut events) = Client::start(opts, creds.clone());
@@ -210,6 +211,7 @@ async fn simulate_tls_prints_its_ca_and_a_client_trusting_it_gets_a_qr() {
             profile: config.whatsapp.profile(),
             backoff: Backoff::default(),
             keepalive: Keepalive::default(),
+            messaging: Default::default(),
         };
         let (_client, mut events) = Client::start(opts, Arc::new(MemoryCreds::default()));
         loop {

@@ -130,7 +130,7 @@ fn corpus() -> Corpus {
         signed_pre_key: creds_value.signed_pre_key.key_pair.public,
         signature: creds_value.signed_pre_key.signature,
     };
-    let message = block_on(PhoneSignal::new(&phone).peer_message(
+    let message = block_on(PhoneSignal::phone(&phone).peer_message(
         &phone,
         &paired.jid,
         &identity.public,
@@ -177,9 +177,9 @@ fn corpus() -> Corpus {
     }
 }
 
-fn lookup(user: &str) -> Option<usync::UserInfo> {
-    (user == "15550001234").then(|| usync::UserInfo {
-        number: user.into(),
+fn lookup(jid: &wa_gateway::binary::Jid) -> Option<usync::UserInfo> {
+    (jid.user == "15550001234").then(|| usync::UserInfo {
+        number: jid.user.clone(),
         lid: "201234567890123".into(),
         devices: vec![0, 1],
     })

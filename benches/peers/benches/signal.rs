@@ -64,10 +64,7 @@ mod ours {
         for name in ["alice", "bob"] {
             let store = db.signal(db.account("bench", name).await.unwrap());
             store.set_local_identity(&identity()).await.unwrap();
-            parties.push(SessionCipher::new(
-                store,
-                IdentityTrust::AcceptChanges,
-            ));
+            parties.push(SessionCipher::new(store, IdentityTrust::AcceptChanges));
         }
         let bob = parties.pop().unwrap();
         let alice = parties.pop().unwrap();
