@@ -32,5 +32,6 @@ pub mod proto;
 pub mod signal;
 pub mod sim;
 pub mod socket;
+pub mod stanza;
 pub mod store;
 pub mod util;

@@ -25,7 +25,6 @@ use super::messages::{Committed, MessageStatus, StatusUpdate, StoredMessage};
 use super::recv::unpad;
 use super::run::{IQ_TIMEOUT, Link};
 use super::store::{Creds, CredsStore, CredsStoreError, Me};
-use super::wire;
 use crate::binary::{Jid, Node, Server};
 use crate::proto::wa;
 use crate::signal::store::{ApplyChanges, PreKeyStore};
@@ -34,10 +33,10 @@ use crate::signal::{
     SignalChanges, SignalError,
 };
 use crate::socket::NodeSender;
+use crate::stanza;
 use crate::util::clock::Clock;
 
-/// Retry receipts we send for one message at most (WhatsApp Web and whatsmeow stop at 5).
-pub const MAX_RETRIES: u32 = 5;
+pub use crate::stanza::MAX_RETRIES;
 /// Users whose device lists are cached; the cache starts over beyond it.
 const DEVICE_CACHE: usize = 4096;
 /// Messages whose retry counts are remembered.
@@ -247,14 +246,14 @@ impl<S: CredsStore> Messenger<S> {
         if node.get("participant").is_some() || from.server == Server::Group {
             // Group messaging builds on this; until then say we cannot handle it (the server
             // stops redelivering, and nothing is stored as if it were read).
-            let _ = sender.send(&wire::ack(node, Some(488))).await;
+            let _ = sender.send(&stanza::ack(node, Some(488))).await;
             return;
         }
         let from_me = is_me(&from, me);
         let chat = match node.get_jid("recipient") {
             Some(r) if from_me => r.to_non_ad(),
             Some(_) => {
-                let _ = sender.send(&wire::ack(node, Some(488))).await;
+                let _ = sender.send(&stanza::ack(node, Some(488))).await;
                 return;
             }
             None => from.to_non_ad(),
@@ -279,16 +278,16 @@ impl<S: CredsStore> Messenger<S> {
             }
         }
         let Some(enc) = node.child_nodes().iter().find(|c| c.tag == "enc") else {
-            let _ = sender.send(&wire::ack(node, Some(488))).await;
+            let _ = sender.send(&stanza::ack(node, Some(488))).await;
             return;
         };
         let kind = enc.get_str("type").unwrap_or_default();
         let Some(kind) = EncType::parse(&kind) else {
-            let _ = sender.send(&wire::ack(node, Some(488))).await;
+            let _ = sender.send(&stanza::ack(node, Some(488))).await;
             return;
         };
         let Some(ciphertext) = enc.content_bytes() else {
-            let _ = sender.send(&wire::ack(node, Some(491))).await;
+            let _ = sender.send(&stanza::ack(node, Some(491))).await;
             return;
         };
         let addr = ProtocolAddress::from_jid(&from);
@@ -425,13 +424,13 @@ impl<S: CredsStore> Messenger<S> {
             } else {
                 None
             };
-            let retry = wire::retry_receipt(
+            let retry = stanza::retry_receipt(
                 id,
                 from,
                 count,
                 node.get_str("t").as_deref(),
                 account.registration_id,
-                keys.as_ref().map(|k| wire::RetryKeys {
+                keys.as_ref().map(|k| stanza::RetryKeys {
                     identity: &account.identity,
                     pre_key: (k.id, k.key_pair.public),
                     signed: account.signed,
@@ -441,7 +440,7 @@ impl<S: CredsStore> Messenger<S> {
             let _ = sender.send(&retry).await;
         }
         // The retry receipt answers the message; the ack ends the server's redelivery of it.
-        let _ = sender.send(&wire::ack(node, None)).await;
+        let _ = sender.send(&stanza::ack(node, None)).await;
         self.publish(Event::Undecryptable {
             from: from.clone(),
             id: id.to_owned(),
@@ -474,13 +473,13 @@ impl<S: CredsStore> Messenger<S> {
     // ---- receipts and acks ----
 
     async fn on_receipt(&self, sender: &NodeSender, node: &Node) {
-        let _ = sender.send(&wire::ack(node, None)).await;
+        let _ = sender.send(&stanza::ack(node, None)).await;
         let Some(from) = node.get_jid("from") else {
             return;
         };
         let kind = node.get_str("type").map(|s| s.into_owned());
         if kind.as_deref() == Some("retry") {
-            if let Some(req) = wire::parse_retry(node) {
+            if let Some(req) = stanza::parse_retry(node) {
                 let chat = node
                     .get_jid("recipient")
                     .unwrap_or_else(|| from.to_non_ad())
@@ -503,7 +502,7 @@ impl<S: CredsStore> Messenger<S> {
             .get_str("t")
             .and_then(|t| t.parse().ok())
             .unwrap_or_else(|| self.clock.now_unix());
-        for id in wire::receipt_ids(node) {
+        for id in stanza::receipt_ids(node) {
             let update = StatusUpdate {
                 chat: chat.clone(),
                 id: id.clone(),
@@ -595,11 +594,11 @@ impl<S: CredsStore> Messenger<S> {
                 .iq
                 .query(
                     sender,
-                    wire::usync_devices_query(&missing, &sid),
+                    stanza::usync_devices_query(&missing, &sid),
                     IQ_TIMEOUT,
                 )
                 .await?;
-            let found = wire::parse_usync(&answer);
+            let found = stanza::parse_usync(&answer);
             if let Ok(mut cache) = self.devices.lock() {
                 if cache.len() + found.len() > DEVICE_CACHE {
                     cache.clear();
@@ -638,7 +637,7 @@ impl<S: CredsStore> Messenger<S> {
             ..Default::default()
         };
         let row = StoredMessage {
-            id: wire::message_id(now, &account.me.jid.user),
+            id: stanza::message_id(now, &account.me.jid.user),
             chat: chat.clone(),
             sender: account.me.jid.to_non_ad(),
             from_me: true,
@@ -708,9 +707,9 @@ impl<S: CredsStore> Messenger<S> {
             let answer = self
                 .link
                 .iq
-                .query(&sender, wire::prekey_query(&need), IQ_TIMEOUT)
+                .query(&sender, stanza::prekey_query(&need), IQ_TIMEOUT)
                 .await?;
-            wire::parse_bundles(&answer)
+            stanza::parse_bundles(&answer)
         };
         let message = wa::Message::decode(&row.raw[..]).unwrap_or_default();
         let plain = message.encode_to_vec();
@@ -744,7 +743,7 @@ impl<S: CredsStore> Messenger<S> {
             let body = if *own { dsm.clone() } else { plain.clone() };
             let (ct, change, c) = self
                 .cipher
-                .encrypt_staged(lock, addr, bundle, &wire::pad(body))
+                .encrypt_staged(lock, addr, bundle, &stanza::pad(body))
                 .await?;
             if change == Some(IdentityChange::Changed) {
                 self.publish(Event::IdentityChanged { jid: jid.clone() });
@@ -768,7 +767,7 @@ impl<S: CredsStore> Messenger<S> {
         }
         drop(locks);
         tracing::debug!(id = row.id, devices = ?encs.iter().map(|(j, _)| j.to_string()).collect::<Vec<_>>(), "sending");
-        let stanza = wire::message_stanza(&row.id, &chat, encs, &me.signed_identity);
+        let stanza = stanza::message_stanza(&row.id, &chat, encs, &me.signed_identity);
         let (tx, rx) = oneshot::channel();
         if let Ok(mut a) = self.acks.lock() {
             a.insert(row.id.clone(), tx);
@@ -839,7 +838,7 @@ impl<S: CredsStore> Messenger<S> {
         &self,
         sender: &NodeSender,
         chat: &Jid,
-        req: &wire::RetryRequest,
+        req: &stanza::RetryRequest,
     ) -> Result<(), SendError> {
         if req.count >= MAX_RETRIES {
             return Ok(());
@@ -859,11 +858,11 @@ impl<S: CredsStore> Messenger<S> {
                     .iq
                     .query(
                         sender,
-                        wire::prekey_query(std::slice::from_ref(&req.from)),
+                        stanza::prekey_query(std::slice::from_ref(&req.from)),
                         IQ_TIMEOUT,
                     )
                     .await?;
-                wire::parse_bundles(&answer).remove(&req.from)
+                stanza::parse_bundles(&answer).remove(&req.from)
             }
             None => None,
         };
@@ -884,7 +883,7 @@ impl<S: CredsStore> Messenger<S> {
         let lock = self.cipher.lock_session(&addr).await;
         let (ct, _, changes) = self
             .cipher
-            .encrypt_staged(&lock, &addr, bundle.as_ref(), &wire::pad(body))
+            .encrypt_staged(&lock, &addr, bundle.as_ref(), &stanza::pad(body))
             .await?;
         self.cipher
             .store()
@@ -893,7 +892,7 @@ impl<S: CredsStore> Messenger<S> {
             .map_err(SignalError::from)?;
         drop(lock);
         let t = row.timestamp.to_string();
-        let stanza = wire::retry_stanza(
+        let stanza = stanza::retry_stanza(
             &row.id,
             &req.from,
             &ct,

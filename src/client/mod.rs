@@ -20,7 +20,6 @@ pub mod recv;
 pub mod run;
 mod session;
 pub mod store;
-pub mod wire;
 
 pub use events::{ConnState, Event, Events, Linked};
 pub use iq::{IqError, IqTracker};

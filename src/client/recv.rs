@@ -50,23 +50,11 @@ pub enum RecvError {
     Protobuf(#[from] prost::DecodeError),
 }
 
-/// Most padding bytes accepted: the reference clients append 1–15 (Baileys'
-/// `writeRandomPadMax16`, whatsmeow's `padMessage`); 16 is the bound their name promises.
-pub const MAX_PADDING: usize = 16;
+pub use crate::stanza::MAX_PADDING;
 
-/// Strips the n trailing bytes of value n (1 ≤ n ≤ [`MAX_PADDING`]) that every reference client
-/// appends before encrypting (`v=2`). Every pad byte must equal n, as whatsmeow checks.
+/// Strips the padding every reference client appends (see [`crate::stanza::unpad`]).
 pub fn unpad(plaintext: &[u8]) -> Result<&[u8], RecvError> {
-    let n = *plaintext.last().ok_or(RecvError::Padding)?;
-    let len = usize::from(n);
-    if len == 0 || len > MAX_PADDING || len > plaintext.len() {
-        return Err(RecvError::Padding);
-    }
-    let (body, pad) = plaintext.split_at(plaintext.len() - len);
-    if pad.iter().any(|&b| b != n) {
-        return Err(RecvError::Padding);
-    }
-    Ok(body)
+    crate::stanza::unpad(plaintext).ok_or(RecvError::Padding)
 }
 
 /// Whether `jid` is one of our own account's devices (PN or LID).

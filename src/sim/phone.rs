@@ -104,7 +104,7 @@ impl SimPeer {
             self.cipher.process_bundle(&addr, b).await?;
         }
         self.cipher
-            .encrypt(&addr, &crate::client::wire::pad(message.encode_to_vec()))
+            .encrypt(&addr, &crate::stanza::pad(message.encode_to_vec()))
             .await
     }
 
@@ -119,8 +119,8 @@ impl SimPeer {
             .cipher
             .decrypt(&ProtocolAddress::from_jid(from), kind, bytes)
             .await?;
-        let body = crate::client::recv::unpad(&plain.plaintext)
-            .map_err(|_| SignalError::InvalidMessage("padding"))?;
+        let body =
+            crate::stanza::unpad(&plain.plaintext).ok_or(SignalError::InvalidMessage("padding"))?;
         wa::Message::decode(body).map_err(|_| SignalError::InvalidMessage("protobuf"))
     }
 

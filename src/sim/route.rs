@@ -12,9 +12,9 @@ use super::server::{
     Control, Device, INBOX_KEPT, SENT_KEPT, Shared, SimError, State, valid_number,
 };
 use crate::binary::{Jid, Node, Server};
-use crate::client::wire;
 use crate::proto::wa;
 use crate::signal::{EncType, PreKeyBundle};
+use crate::stanza;
 
 /// Stanzas kept per device for redelivery; past it the oldest are dropped.
 pub const QUEUE_KEPT: usize = 10_000;
@@ -417,7 +417,7 @@ async fn sim_receive(
                 *c += 1;
                 *c
             };
-            if count > crate::client::messenger::MAX_RETRIES {
+            if count > stanza::MAX_RETRIES {
                 return;
             }
             let keys = if count >= 2 {
@@ -425,14 +425,14 @@ async fn sim_receive(
             } else {
                 None
             };
-            let retry = wire::retry_receipt(
+            let retry = stanza::retry_receipt(
                 &id,
                 sender,
                 count,
                 node.get_str("t").as_deref(),
                 peer.registration_id,
                 keys.as_ref().and_then(|b| {
-                    Some(wire::RetryKeys {
+                    Some(stanza::RetryKeys {
                         identity: &b.identity_key,
                         pre_key: b.pre_key?,
                         signed: (
@@ -465,7 +465,7 @@ fn to_device(shared: &Shared, device: &Jid, id: String, node: Node) {
 
 /// A real device's `<receipt>`: it answers queued stanzas and goes on to whom it concerns.
 pub(super) async fn on_receipt(shared: &Shared, dev: &Device, node: &Node) {
-    let ids = wire::receipt_ids(node);
+    let ids = stanza::receipt_ids(node);
     let kind = node.get_str("type").map(|s| s.into_owned());
     let t = shared.clock.now_unix();
     let key = dev.jid.to_string();
@@ -521,7 +521,7 @@ pub(super) async fn on_receipt(shared: &Shared, dev: &Device, node: &Node) {
         }
     };
     if let Some((number, peer)) = retry_for_sim
-        && let Some(req) = wire::parse_retry(&node.clone().attr("from", dev.jid.clone()))
+        && let Some(req) = stanza::parse_retry(&node.clone().attr("from", dev.jid.clone()))
     {
         answer_retry(shared, &number, &peer, &req).await;
     }
@@ -532,9 +532,9 @@ async fn answer_retry(
     shared: &Shared,
     number: &str,
     peer: &Arc<SimPeer>,
-    req: &wire::RetryRequest,
+    req: &stanza::RetryRequest,
 ) {
-    if req.count >= crate::client::messenger::MAX_RETRIES {
+    if req.count >= stanza::MAX_RETRIES {
         return;
     }
     let found = shared.state.lock().ok().and_then(|st| {
@@ -559,7 +559,7 @@ async fn answer_retry(
         .attr("id", req.id.clone())
         .attr("type", "text")
         .attr("t", req.t.clone().unwrap_or_else(|| t.to_string()))
-        .children(vec![wire::enc_node(&ct, Some(req.count))]);
+        .children(vec![stanza::enc_node(&ct, Some(req.count))]);
     to_device(shared, &req.from, req.id.clone(), node);
 }
 
@@ -702,7 +702,7 @@ pub(super) async fn phone_send(
                 node = node.attr("notify", n.clone());
             }
         }
-        let mut enc = wire::enc_node(&ct, None);
+        let mut enc = stanza::enc_node(&ct, None);
         let corrupt_it = shared.state.lock().is_ok_and(|mut st| {
             let real = st.companions.contains_key(&device.to_string());
             take_corruption(&mut st, &device.user, real)

@@ -99,15 +99,14 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
             }
         }
         "usync" if get => super::usync::answer(node, id, |jid| {
-            let mut st = shared.state.lock().ok()?;
-            // Every phone number is a simulated user, created on first use; LIDs are only
-            // known once handed out.
+            let st = shared.state.lock().ok()?;
+            // Users exist once something used them (a scan, the control API); other numbers
+            // are not on WhatsApp.
             let number = match jid.server {
                 Server::Lid => st.lids.get(&jid.user)?.clone(),
-                _ if super::server::valid_number(&jid.user) => jid.user.clone(),
-                _ => return None,
+                _ => jid.user.clone(),
             };
-            let phone = &st.phone(&number, None).account.clone();
+            let phone = &st.phones.get(&number)?.account;
             let p = st.phones.get(&phone.number)?;
             let mut devices: Vec<u16> = p
                 .sim_devices()

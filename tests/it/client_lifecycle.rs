@@ -327,7 +327,8 @@ async fn device_removed_logs_out_wipes_keys_and_stops() {
         // Linking again gives a new device id (never reused) and a fresh Signal session.
         let (again, _events, creds2) = paired(&sim, "15550003333").await;
         let jid = creds2.load().await.unwrap().unwrap().me.unwrap().jid;
-        assert_eq!(jid.device, 2);
+        // 1 is the user's simulated companion, 2 was the first link.
+        assert_eq!(jid.device, 3);
         receipts(&sim, &jid, 2).await;
         drop(again);
         (client, sim)

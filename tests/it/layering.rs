@@ -18,9 +18,12 @@ const RULES: &[(&str, &[&str])] = &[
         ],
     ),
     ("signal", &["signal", "binary", "proto", "util"]),
+    ("stanza", &["stanza", "signal", "binary", "proto", "util"]),
     (
         "client",
-        &["client", "socket", "signal", "binary", "proto", "util"],
+        &[
+            "client", "stanza", "socket", "signal", "binary", "proto", "util",
+        ],
     ),
     (
         "store",
@@ -28,7 +31,9 @@ const RULES: &[(&str, &[&str])] = &[
     ),
     (
         "sim",
-        &["sim", "socket", "signal", "binary", "proto", "util"],
+        &[
+            "sim", "stanza", "socket", "signal", "binary", "proto", "util",
+        ],
     ),
 ];
 

@@ -123,6 +123,7 @@ async fn a_text_reaches_both_devices_of_a_user_and_the_reply_is_stored_and_recei
         let (client, mut events, our_jid) = link(&sim, &a, me).await;
         // A second companion of the same account: it must get the copy of what we send.
         let (_client2, mut events2, _) = link(&sim, &a2, me).await;
+        sim.set_devices(bob, 2).unwrap();
 
         let text = format!("héllo 👋 — {}", "ß∑".repeat(1000));
         assert!(text.len() > 4000);
@@ -326,6 +327,262 @@ async fn two_accounts_exchange_two_hundred_messages_each_way_in_order_once() {
                 assert_eq!(r.text.as_deref(), Some(format!("{tag} {i}").as_str()));
             }
         }
+    })
+    .await
+    .expect("in time");
+}
+
+/// Where the store stops answering, as if the process died there.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Crash {
+    /// Inbound: decrypted, nothing committed.
+    BeforeInboundCommit,
+    /// Inbound: committed, receipt not sent.
+    AfterInboundCommit,
+    /// Outbound: the sending-chain advance and the pending row committed, stanza not sent.
+    AfterOutboundCommit,
+}
+
+/// A store that hangs forever at one point (the client is then dropped: a crash there).
+struct Crashy {
+    inner: Arc<SqliteCreds>,
+    at: Crash,
+    hit: tokio::sync::Notify,
+}
+
+impl CredsStore for Crashy {
+    type Signal = wa_gateway::store::SqliteSignalStore;
+    fn signal(&self) -> Self::Signal {
+        self.inner.signal()
+    }
+    async fn load(
+        &self,
+    ) -> Result<Option<wa_gateway::client::Creds>, wa_gateway::client::store::CredsStoreError> {
+        self.inner.load().await
+    }
+    async fn save(
+        &self,
+        c: &wa_gateway::client::Creds,
+    ) -> Result<(), wa_gateway::client::store::CredsStoreError> {
+        self.inner.save(c).await
+    }
+    async fn wipe(&self) -> Result<(), wa_gateway::client::store::CredsStoreError> {
+        self.inner.wipe().await
+    }
+    async fn set_push_name(
+        &self,
+        name: &str,
+    ) -> Result<(), wa_gateway::client::store::CredsStoreError> {
+        self.inner.set_push_name(name).await
+    }
+    async fn has_message(
+        &self,
+        chat: &Jid,
+        sender: &Jid,
+        id: &str,
+    ) -> Result<bool, wa_gateway::client::store::CredsStoreError> {
+        self.inner.has_message(chat, sender, id).await
+    }
+    async fn commit_message(
+        &self,
+        changes: &wa_gateway::signal::SignalChanges,
+        msg: &StoredMessage,
+    ) -> Result<wa_gateway::client::messages::Committed, wa_gateway::client::store::CredsStoreError>
+    {
+        let hang = match self.at {
+            Crash::BeforeInboundCommit => !msg.from_me,
+            Crash::AfterInboundCommit => {
+                if !msg.from_me {
+                    self.inner.commit_message(changes, msg).await?;
+                }
+                !msg.from_me
+            }
+            Crash::AfterOutboundCommit => {
+                if msg.from_me {
+                    self.inner.commit_message(changes, msg).await?;
+                }
+                msg.from_me
+            }
+        };
+        if hang {
+            self.hit.notify_one();
+            std::future::pending::<()>().await;
+        }
+        self.inner.commit_message(changes, msg).await
+    }
+    async fn update_status(
+        &self,
+        u: &wa_gateway::client::messages::StatusUpdate,
+    ) -> Result<Option<MessageStatus>, wa_gateway::client::store::CredsStoreError> {
+        self.inner.update_status(u).await
+    }
+    async fn sent_message(
+        &self,
+        chat: &Jid,
+        id: &str,
+    ) -> Result<Option<StoredMessage>, wa_gateway::client::store::CredsStoreError> {
+        self.inner.sent_message(chat, id).await
+    }
+    async fn messages(
+        &self,
+        chat: Option<&Jid>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<StoredMessage>, wa_gateway::client::store::CredsStoreError> {
+        self.inner.messages(chat, limit, offset).await
+    }
+    async fn pending_messages(
+        &self,
+    ) -> Result<Vec<StoredMessage>, wa_gateway::client::store::CredsStoreError> {
+        self.inner.pending_messages().await
+    }
+}
+
+#[tokio::test]
+async fn a_crash_at_any_step_of_receiving_loses_nothing_and_stores_nothing_twice() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        for (i, at) in [Crash::BeforeInboundCommit, Crash::AfterInboundCommit]
+            .into_iter()
+            .enumerate()
+        {
+            let a = account().await;
+            let (me, bob) = (format!("1555001{i}000"), format!("1555002{i}000"));
+            let (client, _events, our_jid) = link(&sim, &a, &me).await;
+            sim.phone_send(&bob, &me, "warm-up").await.unwrap();
+            eventually("the warm-up", async || {
+                (stored(&a.creds, &user(&bob)).await.len() == 1).then_some(())
+            })
+            .await;
+            drop(client);
+            // The same account over a store that dies at `at`.
+            let crashy = Arc::new(Crashy {
+                inner: a.creds.clone(),
+                at,
+                hit: tokio::sync::Notify::new(),
+            });
+            let (client, _events) = Client::start(options(&sim), crashy.clone());
+            let hit = crashy.hit.notified();
+            let id = sim.phone_send(&bob, &me, "the one").await.unwrap();
+            tokio::time::timeout(Duration::from_secs(20), hit)
+                .await
+                .expect("the crash point is reached");
+            drop(client);
+            let before = stored(&a.creds, &user(&bob)).await;
+            assert_eq!(
+                before.iter().any(|m| m.id == id),
+                at == Crash::AfterInboundCommit,
+                "{at:?}: committed exactly when the crash came after the commit"
+            );
+            // Not receipted: the server still holds it for us.
+            assert!(sim.queued(&our_jid) >= 1, "{at:?}");
+            let (client, _events) = Client::start(options(&sim), a.creds.clone());
+            let rows = eventually("the redelivered message", async || {
+                let rows = stored(&a.creds, &user(&bob)).await;
+                rows.iter().any(|m| m.id == id).then_some(rows)
+            })
+            .await;
+            assert_eq!(rows.iter().filter(|m| m.id == id).count(), 1, "{at:?}");
+            assert_eq!(rows.len(), 2, "{at:?}");
+            eventually("the receipt", async || {
+                (sim.queued(&our_jid) == 0).then_some(())
+            })
+            .await;
+            drop(client);
+        }
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_crash_while_sending_sends_the_message_once_with_its_id() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let (me, bob) = ("15550030000", "15550031000");
+        let a = account().await;
+        let (client, _events, _) = link(&sim, &a, me).await;
+        sim.set_devices(bob, 2).unwrap();
+        drop(client);
+
+        // 1. The sending-chain advance and the pending row are committed; the stanza never left.
+        let crashy = Arc::new(Crashy {
+            inner: a.creds.clone(),
+            at: Crash::AfterOutboundCommit,
+            hit: tokio::sync::Notify::new(),
+        });
+        let (client, _e) = Client::start(options(&sim), crashy.clone());
+        let mut c = client;
+        c.wait_for(|s| *s == ConnState::Connected).await;
+        let c = Arc::new(c);
+        let sending = {
+            let c = c.clone();
+            tokio::spawn(async move { c.send_text(&user(bob), "never lost").await })
+        };
+        tokio::time::timeout(Duration::from_secs(20), crashy.hit.notified())
+            .await
+            .expect("the crash point is reached");
+        sending.abort();
+        drop(c);
+        let pending = a.creds.pending_messages().await.unwrap();
+        assert_eq!(pending.len(), 1);
+        let id = pending[0].id.clone();
+        assert!(
+            sim.phone_messages(bob).is_empty(),
+            "nothing left before the crash"
+        );
+        // After the restart the pending message goes out with its id, once.
+        let (client, _e) = Client::start(options(&sim), a.creds.clone());
+        eventually("bob to get it", async || {
+            sim.phone_messages(bob).into_iter().find(|m| m.id == id)
+        })
+        .await;
+        eventually("the ack", async || {
+            a.creds
+                .pending_messages()
+                .await
+                .unwrap()
+                .is_empty()
+                .then_some(())
+        })
+        .await;
+        drop(client);
+
+        // 2. The stanza left, the ack never came (the server held it), then a restart.
+        assert_eq!(sim.fault(me, Fault::WithholdAcks(true)).await, 1);
+        let mut opts = options(&sim);
+        opts.messaging.ack_timeout = Duration::from_millis(300);
+        let (mut client, _e) = Client::start(opts, a.creds.clone());
+        client.wait_for(|s| *s == ConnState::Connected).await;
+        let sent = client.send_text(&user(bob), "left once").await.unwrap();
+        assert_eq!(sent.status, MessageStatus::Pending);
+        drop(client);
+        // The server accepts what it held (delivers it once), then the client comes back and
+        // resends the same id: the server acks it with the same t and delivers nothing more.
+        assert_eq!(sim.fault(me, Fault::WithholdAcks(false)).await, 1);
+        let (client, _e) = Client::start(options(&sim), a.creds.clone());
+        eventually("the resend's ack", async || {
+            a.creds
+                .pending_messages()
+                .await
+                .unwrap()
+                .is_empty()
+                .then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got: Vec<_> = sim
+            .phone_messages(bob)
+            .into_iter()
+            .filter(|m| m.id == sent.id)
+            .collect();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].text.as_deref(), Some("left once"));
+        drop(client);
     })
     .await
     .expect("in time");

@@ -299,7 +299,8 @@ async fn new_device_pairs_then_logs_in() {
                         .collect()
                 })
                 .unwrap();
-            assert_eq!(ids, ["0", "1"]);
+            // The phone, the user's simulated companion, the linked client.
+            assert_eq!(ids, ["0", "1", "2"]);
             assert_eq!(
                 u.child("contact")
                     .and_then(|c| c.get_str("type"))

@@ -1,6 +1,7 @@
 //! The stanzas of 1:1 messaging, built and parsed without IO (MESSAGING.md §1–§2): usync device
 //! queries, prekey bundle fetches, the `<message>` with one `<enc>` per device, padding, message
-//! ids, receipts and retry receipts. The messenger (`messenger.rs`) runs them over a connection.
+//! ids, receipts and retry receipts. Protocol facts both ends speak: the client's messenger and
+//! the simulator's server and simulated devices use them; neither knows the other.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,26 @@ use sha2::{Digest, Sha256};
 use crate::binary::{Jid, Node, Server};
 use crate::signal::{CiphertextMessage, PreKeyBundle};
 use crate::util::bytes::{array32, read_u24_be, u24_be};
+
+/// Retry receipts sent for one message at most (WhatsApp Web and whatsmeow stop at 5); a
+/// retry receipt with this count or more is not answered.
+pub const MAX_RETRIES: u32 = 5;
+
+/// Most padding bytes accepted: the reference clients append 1–15 (Baileys'
+/// `writeRandomPadMax16`, whatsmeow's `padMessage`); 16 is the bound their name promises.
+pub const MAX_PADDING: usize = 16;
+
+/// Strips the n trailing bytes of value n (1 ≤ n ≤ [`MAX_PADDING`]) that every reference client
+/// appends before encrypting (`v=2`). Every pad byte must equal n, as whatsmeow checks.
+pub fn unpad(plaintext: &[u8]) -> Option<&[u8]> {
+    let n = *plaintext.last()?;
+    let len = usize::from(n);
+    if len == 0 || len > MAX_PADDING || len > plaintext.len() {
+        return None;
+    }
+    let (body, pad) = plaintext.split_at(plaintext.len() - len);
+    pad.iter().all(|&b| b == n).then_some(body)
+}
 
 /// A message id in the current reference form: `3EB0` + 18 upper-case hex digits of
 /// SHA-256(unix seconds BE ‖ own user ‖ `@c.us` ‖ 16 random bytes) (MESSAGING.md §1.6).
@@ -409,7 +430,7 @@ mod tests {
             assert!((1..=15).contains(&n));
             assert_eq!(p.len(), 3 + n);
             assert!(p[3..].iter().all(|&b| b as usize == n));
-            assert_eq!(super::super::recv::unpad(&p).unwrap(), &[1, 2, 3]);
+            assert_eq!(unpad(&p).unwrap(), &[1, 2, 3]);
         }
     }
 
