@@ -137,7 +137,7 @@ impl SimPeer {
         message: &wa::Message,
         now: u64,
     ) -> Result<Node, SignalError> {
-        let b = (!self.has_session(device).await).then(|| PreKeyBundle {
+        let b = (!self.has_session(device).await).then_some(PreKeyBundle {
             registration_id: bundle.registration_id,
             pre_key: one_time,
             signed_pre_key_id: bundle.signed_pre_key_id,

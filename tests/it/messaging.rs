@@ -334,19 +334,19 @@ async fn two_accounts_exchange_two_hundred_messages_each_way_in_order_once() {
 
 /// Where the store stops answering, as if the process died there.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Crash {
+enum CrashAt {
     /// Inbound: decrypted, nothing committed.
-    BeforeInboundCommit,
+    Decrypted,
     /// Inbound: committed, receipt not sent.
-    AfterInboundCommit,
+    Committed,
     /// Outbound: the sending-chain advance and the pending row committed, stanza not sent.
-    AfterOutboundCommit,
+    SendCommitted,
 }
 
 /// A store that hangs forever at one point (the client is then dropped: a crash there).
 struct Crashy {
     inner: Arc<SqliteCreds>,
-    at: Crash,
+    at: CrashAt,
     hit: tokio::sync::Notify,
 }
 
@@ -390,14 +390,14 @@ impl CredsStore for Crashy {
     ) -> Result<wa_gateway::client::messages::Committed, wa_gateway::client::store::CredsStoreError>
     {
         let hang = match self.at {
-            Crash::BeforeInboundCommit => !msg.from_me,
-            Crash::AfterInboundCommit => {
+            CrashAt::Decrypted => !msg.from_me,
+            CrashAt::Committed => {
                 if !msg.from_me {
                     self.inner.commit_message(changes, msg).await?;
                 }
                 !msg.from_me
             }
-            Crash::AfterOutboundCommit => {
+            CrashAt::SendCommitted => {
                 if msg.from_me {
                     self.inner.commit_message(changes, msg).await?;
                 }
@@ -444,7 +444,7 @@ async fn a_crash_at_any_step_of_receiving_loses_nothing_and_stores_nothing_twice
         let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        for (i, at) in [Crash::BeforeInboundCommit, Crash::AfterInboundCommit]
+        for (i, at) in [CrashAt::Decrypted, CrashAt::Committed]
             .into_iter()
             .enumerate()
         {
@@ -473,7 +473,7 @@ async fn a_crash_at_any_step_of_receiving_loses_nothing_and_stores_nothing_twice
             let before = stored(&a.creds, &user(&bob)).await;
             assert_eq!(
                 before.iter().any(|m| m.id == id),
-                at == Crash::AfterInboundCommit,
+                at == CrashAt::Committed,
                 "{at:?}: committed exactly when the crash came after the commit"
             );
             // Not receipted: the server still holds it for us.
@@ -512,7 +512,7 @@ async fn a_crash_while_sending_sends_the_message_once_with_its_id() {
         // 1. The sending-chain advance and the pending row are committed; the stanza never left.
         let crashy = Arc::new(Crashy {
             inner: a.creds.clone(),
-            at: Crash::AfterOutboundCommit,
+            at: CrashAt::SendCommitted,
             hit: tokio::sync::Notify::new(),
         });
         let (client, _e) = Client::start(options(&sim), crashy.clone());
