@@ -24,6 +24,11 @@ pub enum ConnState {
     Connected,
     /// Down; the next attempt is scheduled.
     Disconnected {
+        /// Why, as a stable code: `connection_lost`, `connect_failed`, `keepalive_timeout`,
+        /// `restart_required`, `rate_limited`, `server_unavailable`, `stream_error`,
+        /// `stream_end`, `login_failed`, `bad_user_agent` (409), `cat_expired` (413),
+        /// `cat_invalid` (414), `store_unavailable`, `internal`.
+        code: &'static str,
         /// Why the connection ended.
         reason: String,
         /// Delay before the next attempt.
@@ -33,8 +38,18 @@ pub enum ConnState {
     QrTimeout,
     /// The phone unlinked this device (or the server says so); credentials were wiped.
     LoggedOut {
+        /// Why, as a stable code: `logged_out` (401, device removed), `main_device_gone`
+        /// (403), `unknown_logout` (406), `logout` (we asked for it).
+        code: &'static str,
         /// What the server said.
         reason: String,
+    },
+    /// WhatsApp banned the account for a while (login failure 402); not reconnecting.
+    TempBanned {
+        /// WhatsApp's ban reason code, when it gave one.
+        ban_code: Option<u32>,
+        /// How long the ban lasts, when it said.
+        expires_in: Option<Duration>,
     },
     /// The server refused our WhatsApp Web version (405); not reconnecting until the version
     /// setting is raised.
@@ -66,10 +81,27 @@ impl ConnState {
             ConnState::Disconnected { .. } => "disconnected",
             ConnState::QrTimeout => "qr_timeout",
             ConnState::LoggedOut { .. } => "logged_out",
+            ConnState::TempBanned { .. } => "temp_banned",
             ConnState::ClientOutdated { .. } => "client_outdated",
             ConnState::Replaced => "replaced",
             ConnState::LocalError { .. } => "local_error",
             ConnState::Stopped => "stopped",
+        }
+    }
+
+    /// The stable failure code of a failed or stopped connection (None while it is fine or
+    /// on its way): REST clients switch on it.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            ConnState::Disconnected { code, .. } | ConnState::LoggedOut { code, .. } => {
+                Some(code)
+            }
+            ConnState::QrTimeout
+            | ConnState::ClientOutdated { .. }
+            | ConnState::Replaced
+            | ConnState::LocalError { .. }
+            | ConnState::TempBanned { .. } => Some(self.name()),
+            _ => None,
         }
     }
 
@@ -79,6 +111,7 @@ impl ConnState {
             self,
             ConnState::QrTimeout
                 | ConnState::LoggedOut { .. }
+                | ConnState::TempBanned { .. }
                 | ConnState::ClientOutdated { .. }
                 | ConnState::Replaced
                 | ConnState::LocalError { .. }

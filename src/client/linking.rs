@@ -50,9 +50,9 @@ impl<S: CredsStore> Run<S> {
                         Some(Incoming::Malformed(_)) => continue,
                         Some(Incoming::Closed(e)) => {
                             let why = e.map(|e| e.to_string()).unwrap_or_else(|| "closed".into());
-                            return Outcome::Retry(Setback::Transient, why);
+                            return Outcome::Retry(Setback::Transient, "connection_lost", why);
                         }
-                        None => return Outcome::Retry(Setback::Transient, "closed".into()),
+                        None => return Outcome::Retry(Setback::Transient, "connection_lost", "closed".into()),
                     };
                     if let Some((id, new_refs)) = parse_pair_device(&node) {
                         let _ = s.sender.send(&iq_result(&id)).await;
@@ -69,7 +69,7 @@ impl<S: CredsStore> Run<S> {
                                 // Persist before answering: a crash after the reply must not lose the link.
                                 if let Err(e) = self.store.save(&creds).await {
                                     let _ = s.sender.send(&pair_error_reply(&paired.iq_id, &super::pair::PairError::Malformed("store"))).await;
-                                    return Outcome::Retry(Setback::Transient, e.to_string());
+                                    return Outcome::Retry(Setback::Transient, "store_unavailable", e.to_string());
                                 }
                                 let _ = s.sender.send(&reply).await;
                                 self.emit(Event::PairSuccess(Box::new(Linked {

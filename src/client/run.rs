@@ -216,8 +216,8 @@ impl Drop for Client {
 
 /// How one connection ended.
 pub(super) enum Outcome {
-    /// Reconnect after the policy's delay.
-    Retry(Setback, String),
+    /// Reconnect after the policy's delay: why (a stable code and the text).
+    Retry(Setback, &'static str, String),
     /// Stop in this final state.
     Final(ConnState),
 }
@@ -287,10 +287,11 @@ impl<S: CredsStore> Run<S> {
                     self.set(s).await;
                     return;
                 }
-                Outcome::Retry(setback, reason) => {
+                Outcome::Retry(setback, code, reason) => {
                     let delay = backoff.next_delay(setback, rand::random::<f64>());
                     if delay > Duration::ZERO {
                         self.set(ConnState::Disconnected {
+                            code,
                             reason,
                             retry_in: delay,
                         })
@@ -324,7 +325,7 @@ impl<S: CredsStore> Run<S> {
         // Rarely-active steps are boxed: the futures of idle connections stay small.
         let creds = match Box::pin(self.load_creds()).await {
             Ok(c) => c,
-            Err(e) => return Outcome::Retry(Setback::Transient, e),
+            Err(e) => return Outcome::Retry(Setback::Transient, "store_unavailable", e),
         };
         let payload = match &creds.me {
             Some(me) => match login_payload(&self.opts.profile, &me.jid, me.push_name.as_deref()) {
@@ -355,7 +356,7 @@ impl<S: CredsStore> Run<S> {
         .await
         {
             Ok((s, _)) => s,
-            Err(e) => return Outcome::Retry(Setback::Transient, e.to_string()),
+            Err(e) => return Outcome::Retry(Setback::Transient, "connect_failed", e.to_string()),
         };
         match creds.me.clone() {
             None => {

@@ -49,16 +49,16 @@ impl<S: CredsStore> Run<S> {
         loop {
             tokio::select! {
                 _ = stopped(&mut stop) => return Outcome::Final(ConnState::Stopped),
-                why = &mut keepalive => return Outcome::Retry(Setback::Transient, why),
+                why = &mut keepalive => return Outcome::Retry(Setback::Transient, "keepalive_timeout", why),
                 ev = s.incoming.recv() => {
                     let node = match ev {
                         Some(Incoming::Node(n)) => *n,
                         Some(Incoming::Malformed(_)) => continue,
                         Some(Incoming::Closed(e)) => {
                             let why = e.map(|e| e.to_string()).unwrap_or_else(|| "closed by server".into());
-                            return Outcome::Retry(Setback::Transient, why);
+                            return Outcome::Retry(Setback::Transient, "connection_lost", why);
                         }
-                        None => return Outcome::Retry(Setback::Transient, "closed by server".into()),
+                        None => return Outcome::Retry(Setback::Transient, "connection_lost", "closed by server".into()),
                     };
                     if link.iq.resolve(&node) {
                         continue;
@@ -80,7 +80,7 @@ impl<S: CredsStore> Run<S> {
                         "failure" => return failure_outcome(&node, &self.opts.profile),
                         "message" | "receipt" | "ack" => {
                             if work.send(node).await.is_err() {
-                                return Outcome::Retry(Setback::Transient, "message worker stopped".into());
+                                return Outcome::Retry(Setback::Transient, "internal", "message worker stopped".into());
                             }
                         }
                         "iq" => {

@@ -322,6 +322,7 @@ async fn device_removed_logs_out_wipes_keys_and_stops() {
         );
         let s = client.wait_for(ConnState::is_final).await;
         assert!(matches!(s, ConnState::LoggedOut { .. }), "{s:?}");
+        assert_eq!(s.code(), Some("logged_out"));
         assert!(creds.load().await.unwrap().is_none(), "keys wiped");
         assert!(sim.linked_devices("15550003333").is_empty());
         // Linking again gives a new device id (never reused) and a fresh Signal session.
@@ -678,7 +679,11 @@ async fn a_rate_limited_connection_waits_out_the_penalty() {
             },
         )
         .await;
-        let Event::State(ConnState::Disconnected { reason, retry_in }) =
+        let Event::State(ConnState::Disconnected {
+            code,
+            reason,
+            retry_in,
+        }) =
             next_event(&mut events, |e| {
                 matches!(e, Event::State(ConnState::Disconnected { .. }))
             })
@@ -687,6 +692,7 @@ async fn a_rate_limited_connection_waits_out_the_penalty() {
             unreachable!()
         };
         assert!(reason.contains("429"), "{reason}");
+        assert_eq!(code, "rate_limited");
         assert!(retry_in >= Duration::from_secs(5), "{retry_in:?}");
         let accepted = sim.connections_accepted();
         tokio::time::sleep(Duration::from_secs(1)).await;
