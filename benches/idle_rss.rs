@@ -145,6 +145,7 @@ fn options(sim_line: &str) -> (ClientOptions, String) {
         backoff: Backoff::default(),
         keepalive: Keepalive::default(),
         messaging: Default::default(),
+        label: String::new(),
     };
     (opts, info["control_url"].as_str().unwrap().to_owned())
 }

@@ -93,9 +93,7 @@ impl ConnState {
     /// on its way): REST clients switch on it.
     pub fn code(&self) -> Option<&'static str> {
         match self {
-            ConnState::Disconnected { code, .. } | ConnState::LoggedOut { code, .. } => {
-                Some(code)
-            }
+            ConnState::Disconnected { code, .. } | ConnState::LoggedOut { code, .. } => Some(code),
             ConnState::QrTimeout
             | ConnState::ClientOutdated { .. }
             | ConnState::Replaced

@@ -37,16 +37,36 @@ pub(super) fn failure_outcome(node: &Node, profile: &ClientProfile) -> Outcome {
                 .and_then(|e| e.parse().ok())
                 .map(std::time::Duration::from_secs),
         }),
-        "429" => Outcome::Retry(Setback::RateLimited, "rate_limited", "rate limited (429)".into()),
+        "429" => Outcome::Retry(
+            Setback::RateLimited,
+            "rate_limited",
+            "rate limited (429)".into(),
+        ),
         "500" | "503" => Outcome::Retry(
             Setback::Transient,
             "server_unavailable",
             format!("server error ({reason})"),
         ),
-        "409" => Outcome::Retry(Setback::Transient, "bad_user_agent", "login refused: bad user agent (409)".into()),
-        "413" => Outcome::Retry(Setback::Transient, "cat_expired", "login refused: client token expired (413)".into()),
-        "414" => Outcome::Retry(Setback::Transient, "cat_invalid", "login refused: client token invalid (414)".into()),
-        other => Outcome::Retry(Setback::Transient, "login_failed", format!("login failure {other}")),
+        "409" => Outcome::Retry(
+            Setback::Transient,
+            "bad_user_agent",
+            "login refused: bad user agent (409)".into(),
+        ),
+        "413" => Outcome::Retry(
+            Setback::Transient,
+            "cat_expired",
+            "login refused: client token expired (413)".into(),
+        ),
+        "414" => Outcome::Retry(
+            Setback::Transient,
+            "cat_invalid",
+            "login refused: client token invalid (414)".into(),
+        ),
+        other => Outcome::Retry(
+            Setback::Transient,
+            "login_failed",
+            format!("login failure {other}"),
+        ),
     }
 }
 
@@ -67,9 +87,11 @@ pub(super) fn stream_end(node: &Node) -> Option<Outcome> {
                 .child("conflict")
                 .and_then(|c| c.get_str("type").map(|s| s.into_owned()));
             Some(match (code.as_str(), conflict.as_deref()) {
-                ("515", _) => {
-                    Outcome::Retry(Setback::RestartRequired, "restart_required", "restart required (515)".into())
-                }
+                ("515", _) => Outcome::Retry(
+                    Setback::RestartRequired,
+                    "restart_required",
+                    "restart required (515)".into(),
+                ),
                 (_, Some("device_removed")) | ("401", _) => Outcome::Final(ConnState::LoggedOut {
                     code: "logged_out",
                     reason: "device removed from the phone".into(),
@@ -77,9 +99,21 @@ pub(super) fn stream_end(node: &Node) -> Option<Outcome> {
                 // Another connection with our credentials took over: stop, but keep the link
                 // (whatsmeow and Baileys do not log out here either).
                 (_, Some("replaced")) => Outcome::Final(ConnState::Replaced),
-                ("503", _) => Outcome::Retry(Setback::Transient, "server_unavailable", "server restarting (503)".into()),
-                ("429", _) => Outcome::Retry(Setback::RateLimited, "rate_limited", "rate limited (429)".into()),
-                (c, _) => Outcome::Retry(Setback::Transient, "stream_error", format!("stream error {c}")),
+                ("503", _) => Outcome::Retry(
+                    Setback::Transient,
+                    "server_unavailable",
+                    "server restarting (503)".into(),
+                ),
+                ("429", _) => Outcome::Retry(
+                    Setback::RateLimited,
+                    "rate_limited",
+                    "rate limited (429)".into(),
+                ),
+                (c, _) => Outcome::Retry(
+                    Setback::Transient,
+                    "stream_error",
+                    format!("stream error {c}"),
+                ),
             })
         }
         _ => None,
@@ -119,7 +153,11 @@ mod tests {
             ("503", "server_unavailable"),
             ("418", "login_failed"),
         ] {
-            assert_eq!(code(&login_failure(&[("reason", reason)])), Some(want), "{reason}");
+            assert_eq!(
+                code(&login_failure(&[("reason", reason)])),
+                Some(want),
+                "{reason}"
+            );
         }
         let ban = login_failure(&[("reason", "402"), ("code", "101"), ("expire", "3600")]);
         let Outcome::Final(s) = &ban else {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use prost::Message;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
+use tracing::Instrument;
 
 use super::events::{ConnState, Event, EventHub, Events};
 use super::iq::{IqError, IqTracker};
@@ -38,6 +39,8 @@ pub struct ClientOptions {
     pub keepalive: Keepalive,
     /// Messaging behaviour.
     pub messaging: MessagingOptions,
+    /// Names the account on every log line of this client (e.g. `subaccount/agent`).
+    pub label: String,
 }
 
 /// How the client behaves as a messaging peer.
@@ -75,11 +78,26 @@ pub(super) struct Link {
     pub(super) iq: IqTracker,
     /// The logged-in connection's sender (None while down or pairing).
     pub(super) sender: std::sync::Mutex<Option<NodeSender>>,
+    /// Our device JID once logged in.
+    pub(super) own: std::sync::Mutex<Option<Jid>>,
+    /// The owner asked to log out: wipe the credentials when stopping.
+    pub(super) logging_out: std::sync::atomic::AtomicBool,
     /// One prekey refill at a time (count answer and low-count notice may race).
     pub(super) refill: tokio::sync::Mutex<()>,
 }
 
 impl Link {
+    /// Our device JID while logged in.
+    pub(super) fn own_jid(&self) -> Option<Jid> {
+        self.own.lock().ok().and_then(|g| g.clone())
+    }
+
+    pub(super) fn set_own(&self, jid: Option<Jid>) {
+        if let Ok(mut g) = self.own.lock() {
+            *g = jid;
+        }
+    }
+
     pub(super) fn set_sender(&self, s: Option<NodeSender>) {
         if let Ok(mut g) = self.sender.lock() {
             *g = s;
@@ -121,11 +139,16 @@ impl Client {
             link: link.clone(),
         };
         let closing = hub.clone();
-        tokio::spawn(async move {
-            run.run().await;
-            // Subscribers end once they have read the final state.
-            closing.close();
-        });
+        let span =
+            tracing::info_span!("client", account = %run.opts.label, jid = tracing::field::Empty);
+        tokio::spawn(
+            async move {
+                run.run().await;
+                // Subscribers end once they have read the final state.
+                closing.close();
+            }
+            .instrument(span),
+        );
         (
             Client {
                 state: state_rx,
@@ -206,6 +229,40 @@ impl Client {
     pub fn stop(&self) {
         let _ = self.stop.send(true);
     }
+
+    /// Stops the client and returns once its connection is closed and what it was handling
+    /// is stored (messages in flight are committed and receipted, or left for redelivery).
+    pub async fn shutdown(mut self) -> ConnState {
+        self.stop();
+        self.wait_for(ConnState::is_final).await
+    }
+
+    /// Unlinks this device: asks WhatsApp to remove it from the phone's linked devices, then
+    /// wipes its keys and stops (`LoggedOut` with code `logout`). Messages stay stored. The
+    /// keys are wiped even when WhatsApp cannot be told (offline): the link is then dead on
+    /// our side and the phone shows it until it expires.
+    pub async fn logout(mut self) -> ConnState {
+        let me = self.link.own_jid();
+        if let Some(jid) = me {
+            let iq = Node::new("iq")
+                .attr("xmlns", "md")
+                .attr("type", "set")
+                .attr("to", Jid::server_jid())
+                .children(vec![
+                    Node::new("remove-companion-device")
+                        .attr("jid", jid)
+                        .attr("reason", "user_initiated"),
+                ]);
+            if let Err(e) = self.query(iq, IQ_TIMEOUT).await {
+                tracing::warn!(error = %e, "logout not confirmed by the server; wiping anyway");
+            }
+        }
+        self.link
+            .logging_out
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop();
+        self.wait_for(ConnState::is_final).await
+    }
 }
 
 impl Drop for Client {
@@ -269,7 +326,7 @@ impl<S: CredsStore> Run<S> {
         let mut backoff = self.opts.backoff.clone();
         loop {
             if *self.stop.borrow() {
-                self.set(ConnState::Stopped).await;
+                self.finish(ConnState::Stopped).await;
                 return;
             }
             self.set(ConnState::Connecting).await;
@@ -278,13 +335,7 @@ impl<S: CredsStore> Run<S> {
             backoff.connection_ended(started.elapsed());
             match outcome {
                 Outcome::Final(s) => {
-                    if matches!(s, ConnState::LoggedOut { .. }) {
-                        // Unlinked: the keys are useless now and must not linger.
-                        if let Err(e) = Box::pin(self.store.wipe()).await {
-                            tracing::warn!(error = %e, "could not wipe credentials after logout");
-                        }
-                    }
-                    self.set(s).await;
+                    self.finish(s).await;
                     return;
                 }
                 Outcome::Retry(setback, code, reason) => {
@@ -305,6 +356,28 @@ impl<S: CredsStore> Run<S> {
                 }
             }
         }
+    }
+
+    /// Ends the run loop in state `s`, wiping the keys when the link is gone (WhatsApp logged
+    /// us out, or the owner asked to).
+    async fn finish(&self, mut s: ConnState) {
+        if self
+            .link
+            .logging_out
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            s = ConnState::LoggedOut {
+                code: "logout",
+                reason: "logged out by the owner".into(),
+            };
+        }
+        if matches!(s, ConnState::LoggedOut { .. }) {
+            // Unlinked: the keys are useless now and must not linger.
+            if let Err(e) = Box::pin(self.store.wipe()).await {
+                tracing::warn!(error = %e, "could not wipe credentials after logout");
+            }
+        }
+        self.set(s).await;
     }
 
     async fn load_creds(&self) -> Result<Creds, String> {

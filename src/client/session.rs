@@ -16,18 +16,22 @@ use crate::binary::{Jid, Node};
 use crate::signal::store::PreKeyStore;
 use crate::socket::{Incoming, NodeSender, NoiseSocket};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 impl<S: CredsStore> Run<S> {
     /// A login connection: wait for success, then keep alive until it ends.
     pub(super) async fn logged_in(&mut self, s: NoiseSocket, creds: Creds, jid: Jid) -> Outcome {
         let outcome = self.serve_logged_in(s, creds, jid).await;
         self.link.set_sender(None);
+        self.link.set_own(None);
         self.link.iq.fail_all();
         outcome
     }
 
     async fn serve_logged_in(&mut self, mut s: NoiseSocket, creds: Creds, jid: Jid) -> Outcome {
         self.messenger.set_account(&creds);
+        self.link.set_own(Some(jid.clone()));
+        tracing::Span::current().record("jid", tracing::field::display(&jid));
         let mut stop = self.stop.clone();
         let mut tasks = Tasks(Vec::new());
         let link = self.link.clone();
@@ -38,17 +42,27 @@ impl<S: CredsStore> Run<S> {
         // connection is safe: each message is committed whole before its receipt, or not at
         // all and redelivered.
         let (work, mut queue) = mpsc::channel::<Node>(WORK_QUEUE);
-        {
+        let worker = {
             let (messenger, sender) = (self.messenger.clone(), s.sender.clone());
-            tasks.push(tokio::spawn(async move {
-                while let Some(node) = queue.recv().await {
-                    messenger.handle(&sender, node).await;
+            tokio::spawn(
+                async move {
+                    while let Some(node) = queue.recv().await {
+                        messenger.handle(&sender, node).await;
+                    }
                 }
-            }));
-        }
+                .in_current_span(),
+            )
+        };
+        // Aborted with the connection unless a graceful stop drains it first.
+        let worker = AbortOnDrop(Some(worker));
         loop {
             tokio::select! {
-                _ = stopped(&mut stop) => return Outcome::Final(ConnState::Stopped),
+                _ = stopped(&mut stop) => {
+                    // A graceful stop: what was read is handled (stored, receipted) first.
+                    drop(work);
+                    worker.drain(SHUTDOWN_DRAIN).await;
+                    return Outcome::Final(ConnState::Stopped);
+                }
                 why = &mut keepalive => return Outcome::Retry(Setback::Transient, "keepalive_timeout", why),
                 ev = s.incoming.recv() => {
                     let node = match ev {
@@ -73,7 +87,7 @@ impl<S: CredsStore> Run<S> {
                                 creds.clone(),
                                 self.messenger.clone(),
                                 self.opts.messaging.announce_available,
-                            )));
+                            ).in_current_span()));
                             self.set(ConnState::Connected).await;
                             self.emit(Event::Connected { jid: jid.clone() }).await;
                         }
@@ -112,7 +126,7 @@ impl<S: CredsStore> Run<S> {
                                     if let Err(e) = refill_pre_keys(&link, &sender, &*store, &creds, n).await {
                                         tracing::warn!(error = %e, "prekey refill failed");
                                     }
-                                }));
+                                }.in_current_span()));
                             } else if node.get_str("type").as_deref() == Some("devices") {
                                 let _ = work.send(node).await;
                             }
@@ -125,6 +139,29 @@ impl<S: CredsStore> Run<S> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// How long a graceful stop waits for the message worker to finish what it read.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A task aborted when dropped (the connection ended) unless drained.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    /// Waits up to `limit` for the task to end by itself.
+    async fn drain(mut self, limit: std::time::Duration) {
+        if let Some(h) = self.0.as_mut() {
+            let _ = tokio::time::timeout(limit, h).await;
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
         }
     }
 }

@@ -121,6 +121,25 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
                 devices,
             })
         }),
+        "md" if !get => {
+            // A companion unlinks itself (or another device of the same account).
+            let Some(target) = node
+                .child("remove-companion-device")
+                .and_then(|r| r.get_jid("jid"))
+            else {
+                return iq::error(id, 400, "bad-request");
+            };
+            if target.user != dev.jid.user || target.device == 0 {
+                return iq::error(id, 403, "forbidden");
+            }
+            let Ok(mut st) = shared.state.lock() else {
+                return iq::error(id, 500, "internal-server-error");
+            };
+            let k = target.to_string();
+            st.companions.remove(&k);
+            st.queues.remove(&k);
+            iq::result(id, vec![])
+        }
         "abt" => iq::ab_props(id),
         "w:sync:app:state" if !get => iq::app_state(node, id),
         "privacy" if get => iq::privacy(id),

@@ -31,6 +31,7 @@ fn options(sim: &Simulator, trust: TrustRoot) -> ClientOptions {
         backoff: Backoff::default(),
         keepalive: Keepalive::default(),
         messaging: Default::default(),
+        label: String::new(),
     }
 }
 
@@ -683,11 +684,10 @@ async fn a_rate_limited_connection_waits_out_the_penalty() {
             code,
             reason,
             retry_in,
-        }) =
-            next_event(&mut events, |e| {
-                matches!(e, Event::State(ConnState::Disconnected { .. }))
-            })
-            .await
+        }) = next_event(&mut events, |e| {
+            matches!(e, Event::State(ConnState::Disconnected { .. }))
+        })
+        .await
         else {
             unreachable!()
         };

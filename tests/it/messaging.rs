@@ -38,6 +38,7 @@ fn options(sim: &Simulator) -> ClientOptions {
         ),
         keepalive: Keepalive::default(),
         messaging: Default::default(),
+        label: String::new(),
     }
 }
 
@@ -583,6 +584,65 @@ async fn a_crash_while_sending_sends_the_message_once_with_its_id() {
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].text.as_deref(), Some("left once"));
         drop(client);
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn shutdown_finishes_cleanly_and_logout_unlinks_and_wipes_the_keys() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let a = account().await;
+        let (me, bob) = ("15550040000", "15550041000");
+        let (client, _events, our_jid) = link(&sim, &a, me).await;
+        let id = sim.phone_send(bob, me, "before shutdown").await.unwrap();
+        eventually("the message", async || {
+            stored(&a.creds, &user(bob))
+                .await
+                .iter()
+                .any(|m| m.id == id)
+                .then_some(())
+        })
+        .await;
+        assert_eq!(client.shutdown().await, ConnState::Stopped);
+        assert!(
+            a.creds.load().await.unwrap().is_some(),
+            "a shutdown keeps the link"
+        );
+        assert_eq!(
+            sim.queued(&our_jid),
+            0,
+            "everything was receipted before closing"
+        );
+
+        let (mut client, mut events) = Client::start(options(&sim), a.creds.clone());
+        client.wait_for(|s| *s == ConnState::Connected).await;
+        let state = client.logout().await;
+        assert_eq!(state.code(), Some("logout"), "{state:?}");
+        assert!(a.creds.load().await.unwrap().is_none(), "keys wiped");
+        assert!(
+            sim.linked_devices(me).is_empty(),
+            "the phone no longer lists it"
+        );
+        // History stays.
+        assert!(
+            stored(&a.creds, &user(bob))
+                .await
+                .iter()
+                .any(|m| m.id == id)
+        );
+        // The event stream ends after the final state.
+        let mut last = None;
+        while let Some(e) = events.recv().await {
+            last = Some(e);
+        }
+        assert!(
+            matches!(last, Some(Event::State(ConnState::LoggedOut { .. }))),
+            "{last:?}"
+        );
     })
     .await
     .expect("in time");

@@ -76,6 +76,7 @@ async fn simulate_command_prints_its_urls_and_pairs_through_the_control_api() {
             backoff: Backoff::default(),
             keepalive: Keepalive::default(),
             messaging: Default::default(),
+            label: String::new(),
         };
         let creds = Arc::new(MemoryCreds::default());
         let (mut client, mut events) = Client::start(opts, creds.clone());
@@ -212,6 +213,7 @@ async fn simulate_tls_prints_its_ca_and_a_client_trusting_it_gets_a_qr() {
             backoff: Backoff::default(),
             keepalive: Keepalive::default(),
             messaging: Default::default(),
+            label: String::new(),
         };
         let (_client, mut events) = Client::start(opts, Arc::new(MemoryCreds::default()));
         loop {
