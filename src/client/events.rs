@@ -175,6 +175,14 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A history sync chunk from the phone was processed (what it taught, e.g. contacts'
+    /// LIDs, is stored).
+    HistorySync {
+        /// The phone's progress, percent.
+        progress: Option<u32>,
+        /// The chunk's position.
+        chunk: Option<u32>,
+    },
     /// A contact's identity key changed (their security code changed).
     IdentityChanged {
         /// The contact's device.
@@ -237,6 +245,12 @@ impl fmt::Debug for Event {
                 )
             }
             Event::IdentityChanged { jid } => write!(f, "IdentityChanged {{ jid: {jid} }}"),
+            Event::HistorySync { progress, chunk } => {
+                write!(
+                    f,
+                    "HistorySync {{ progress: {progress:?}, chunk: {chunk:?} }}"
+                )
+            }
         }
     }
 }

@@ -41,6 +41,28 @@ pub use crate::stanza::MAX_RETRIES;
 const DEVICE_CACHE: usize = 4096;
 /// Messages whose retry counts are remembered.
 const RETRY_MEMORY: usize = 1024;
+/// Phone numbers whose LID (or its absence) is cached.
+const LID_CACHE: usize = 16_384;
+/// Mappings read from one history chunk at most.
+const MAX_HISTORY_MAPPINGS: usize = 100_000;
+/// Largest inflated history chunk accepted (WhatsApp's chunks are a few MB).
+const MAX_HISTORY_BYTES: u64 = 64 << 20;
+
+/// Inflates a zlib history payload into a `HistorySync`, refusing more than
+/// [`MAX_HISTORY_BYTES`].
+fn inflate_history(z: &[u8]) -> Option<wa::HistorySync> {
+    use std::io::Read;
+    let mut plain = Vec::new();
+    flate2::read::ZlibDecoder::new(z)
+        .take(MAX_HISTORY_BYTES + 1)
+        .read_to_end(&mut plain)
+        .ok()?;
+    if plain.len() as u64 > MAX_HISTORY_BYTES {
+        return None;
+    }
+    wa::HistorySync::decode(&plain[..]).ok()
+}
+
 /// Longest text accepted for sending (WhatsApp's own limit is 65,536 characters).
 pub const MAX_TEXT_BYTES: usize = 65_536;
 
@@ -138,6 +160,14 @@ struct Account {
     signed: (u32, [u8; 32], [u8; 64]),
 }
 
+/// How one send attempt ended.
+enum Attempt {
+    /// The server answered (the wire chat it was sent to, and the ack).
+    Acked(Jid, Ack),
+    /// No answer in time (or no connection): the row stays pending.
+    Pending(Sent),
+}
+
 /// The server's answer to one of our messages.
 #[derive(Debug, Clone)]
 struct Ack {
@@ -157,6 +187,8 @@ pub(super) struct Messenger<S: CredsStore> {
     devices: Mutex<HashMap<Jid, Vec<u16>>>,
     acks: Mutex<HashMap<String, oneshot::Sender<Ack>>>,
     retries: Mutex<VecDeque<((Jid, String), u32)>>,
+    /// Phone-number user → LID user (None: known to have none yet), a cache over the store.
+    lids: Mutex<HashMap<String, Option<String>>>,
 }
 
 impl<S: CredsStore> Messenger<S> {
@@ -179,11 +211,17 @@ impl<S: CredsStore> Messenger<S> {
             devices: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
             retries: Mutex::new(VecDeque::new()),
+            lids: Mutex::new(HashMap::new()),
         }
     }
 
     /// Called at login with the stored credentials.
-    pub(super) fn set_account(&self, creds: &Creds) {
+    pub(super) async fn set_account(&self, creds: &Creds) {
+        if let Some(me) = &creds.me
+            && let Some(lid) = &me.lid
+        {
+            self.learn(&me.jid.user, &lid.user).await;
+        }
         let account = creds.me.clone().map(|me| Account {
             me,
             registration_id: creds.registration_id,
@@ -196,6 +234,118 @@ impl<S: CredsStore> Messenger<S> {
         });
         if let Ok(mut a) = self.account.lock() {
             *a = account;
+        }
+    }
+
+    // ---- LID ----
+
+    /// The LID user of phone-number user `pn`, if known.
+    async fn lid_of(&self, pn: &str) -> Option<String> {
+        if let Some(v) = self.lids.lock().ok().and_then(|m| m.get(pn).cloned()) {
+            return v;
+        }
+        let found = match self.store.lid_for(pn).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "LID lookup failed");
+                return None;
+            }
+        };
+        if let Ok(mut m) = self.lids.lock() {
+            if m.len() >= LID_CACHE {
+                m.clear();
+            }
+            m.insert(pn.to_owned(), found.clone());
+        }
+        found
+    }
+
+    /// Records `pn` ↔ `lid` (bare users); sessions and rows move to the LID.
+    async fn learn(&self, pn: &str, lid: &str) {
+        if pn.is_empty() || lid.is_empty() || self.lid_of(pn).await.as_deref() == Some(lid) {
+            return;
+        }
+        match self.store.learn_lid(pn, lid).await {
+            Ok(()) => {
+                if let Ok(mut m) = self.lids.lock() {
+                    // Another number may have had this LID: forget cached answers wholesale.
+                    m.retain(|_, v| v.as_deref() != Some(lid));
+                    m.insert(pn.to_owned(), Some(lid.to_owned()));
+                }
+                tracing::debug!(pn, lid, "learned a LID");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot store a LID mapping"),
+        }
+    }
+
+    /// The JID we key sessions and chats by: the LID form of a phone-number JID once its LID
+    /// is known (device kept), anything else as it is.
+    async fn canonical(&self, jid: &Jid) -> Jid {
+        if jid.server == Server::User
+            && !jid.user.is_empty()
+            && let Some(lid) = self.lid_of(&jid.user).await
+        {
+            return Jid::with_device(lid, jid.device, Server::Lid);
+        }
+        jid.clone()
+    }
+
+    /// Mappings a message's attributes carry (`sender_lid` on a PN sender, `sender_pn` on a
+    /// LID sender, the same for a recipient).
+    async fn learn_from_attrs(&self, node: &Node, from: &Jid) {
+        let pair = |a: &Jid, b: Option<Jid>| -> Option<(String, String)> {
+            let b = b?;
+            match (a.server.clone(), b.server.clone()) {
+                (Server::User, Server::Lid) => Some((a.user.clone(), b.user)),
+                (Server::Lid, Server::User) => Some((b.user, a.user.clone())),
+                _ => None,
+            }
+        };
+        let from_pair = pair(from, node.get_jid("sender_lid"))
+            .or_else(|| pair(from, node.get_jid("sender_pn")));
+        let recipient_pair = node.get_jid("recipient").and_then(|r| {
+            pair(&r, node.get_jid("peer_recipient_lid"))
+                .or_else(|| pair(&r, node.get_jid("peer_recipient_pn")))
+        });
+        for (pn, lid) in from_pair.into_iter().chain(recipient_pair) {
+            self.learn(&pn, &lid).await;
+        }
+    }
+
+    /// The phone's history bootstrap names PN ↔ LID pairs of our contacts.
+    async fn learn_from_history(&self, message: &wa::Message) {
+        let Some(n) = message
+            .protocol_message
+            .as_ref()
+            .and_then(|p| p.history_sync_notification.as_ref())
+        else {
+            return;
+        };
+        self.publish(Event::HistorySync {
+            progress: n.progress,
+            chunk: n.chunk_order,
+        });
+        let Some(inline) = n.initial_hist_bootstrap_inline_payload.as_deref() else {
+            return;
+        };
+        let Some(history) = inflate_history(inline) else {
+            tracing::warn!("history bootstrap does not inflate to a HistorySync");
+            return;
+        };
+        for m in history
+            .phone_number_to_lid_mappings
+            .iter()
+            .take(MAX_HISTORY_MAPPINGS)
+        {
+            let (Some(pn), Some(lid)) = (
+                m.pn_jid.as_deref().and_then(|j| j.parse::<Jid>().ok()),
+                m.lid_jid.as_deref().and_then(|j| j.parse::<Jid>().ok()),
+            ) else {
+                continue;
+            };
+            if pn.server == Server::User && lid.server == Server::Lid {
+                self.learn(&pn.user, &lid.user).await;
+            }
         }
     }
 
@@ -250,16 +400,19 @@ impl<S: CredsStore> Messenger<S> {
             return;
         }
         let from_me = is_me(&from, me);
+        if node.get("recipient").is_some() && !from_me {
+            let _ = sender.send(&stanza::ack(node, Some(488))).await;
+            return;
+        }
+        // What the server tells us about who is who, before the session is looked up.
+        self.learn_from_attrs(node, &from).await;
+        let from = self.canonical(&from).await;
         let chat = match node.get_jid("recipient") {
-            Some(r) if from_me => r.to_non_ad(),
-            Some(_) => {
-                let _ = sender.send(&stanza::ack(node, Some(488))).await;
-                return;
-            }
+            Some(r) => self.canonical(&r).await.to_non_ad(),
             None => from.to_non_ad(),
         };
         let author = if from_me {
-            me.jid.to_non_ad()
+            self.canonical(&me.jid).await.to_non_ad()
         } else {
             from.to_non_ad()
         };
@@ -267,7 +420,7 @@ impl<S: CredsStore> Messenger<S> {
         // A redelivery of what we already stored: answer it again, touch nothing.
         match self.store.has_message(&chat, &author, &id).await {
             Ok(true) => {
-                let _ = sender.send(&receipt(node, &chat, from_me, peer)).await;
+                let _ = sender.send(&receipt(node, from_me, peer)).await;
                 return;
             }
             Ok(false) => {}
@@ -307,7 +460,7 @@ impl<S: CredsStore> Messenger<S> {
             // do not store). whatsmeow answers it with the receipt too.
             Err(SignalError::DuplicateMessage { .. }) => {
                 drop(lock);
-                let _ = sender.send(&receipt(node, &chat, from_me, peer)).await;
+                let _ = sender.send(&receipt(node, from_me, peer)).await;
                 return;
             }
             Err(e) => {
@@ -331,7 +484,11 @@ impl<S: CredsStore> Messenger<S> {
                 return;
             }
         };
+        if peer && from_me {
+            self.learn_from_history(&message).await;
+        }
         let (message, chat) = unwrap_device_sent(message, chat, from_me);
+        let chat = self.canonical(&chat).await.to_non_ad();
         let push_name = node.get_str("notify").map(|s| s.into_owned());
         let row = StoredMessage {
             id: id.clone(),
@@ -380,7 +537,7 @@ impl<S: CredsStore> Messenger<S> {
         {
             self.learn_push_name(name).await;
         }
-        let _ = sender.send(&receipt(node, &chat, from_me, peer)).await;
+        let _ = sender.send(&receipt(node, from_me, peer)).await;
         if committed == Committed::Inserted && !peer && !is_protocol_only(&message) {
             self.publish(Event::Message(Box::new(row)));
         }
@@ -480,9 +637,13 @@ impl<S: CredsStore> Messenger<S> {
         let kind = node.get_str("type").map(|s| s.into_owned());
         if kind.as_deref() == Some("retry") {
             if let Some(req) = stanza::parse_retry(node) {
-                let chat = node
-                    .get_jid("recipient")
-                    .unwrap_or_else(|| from.to_non_ad())
+                let chat = self
+                    .canonical(
+                        &node
+                            .get_jid("recipient")
+                            .unwrap_or_else(|| from.to_non_ad()),
+                    )
+                    .await
                     .to_non_ad();
                 if let Err(e) = self.answer_retry(sender, &chat, &req).await {
                     tracing::warn!(error = %e, id = req.id, "cannot answer retry receipt");
@@ -494,9 +655,9 @@ impl<S: CredsStore> Messenger<S> {
             return;
         };
         // Our own devices report on the chat they name; peers on their own chat.
-        let chat = node
-            .get_jid("recipient")
-            .unwrap_or_else(|| from.clone())
+        let chat = self
+            .canonical(&node.get_jid("recipient").unwrap_or_else(|| from.clone()))
+            .await
             .to_non_ad();
         let t = node
             .get_str("t")
@@ -538,13 +699,28 @@ impl<S: CredsStore> Messenger<S> {
             t: node.get_str("t").and_then(|t| t.parse().ok()),
             error: node.get_str("error").and_then(|e| e.parse().ok()),
         };
+        // A send waiting for it decides (it may fall back to another addressing first).
+        let waiter = self.acks.lock().ok().and_then(|mut a| a.remove(&id));
+        let ack = match waiter {
+            Some(w) => match w.send(ack) {
+                Ok(()) => return,
+                Err(ack) => ack,
+            },
+            None => ack,
+        };
+        let chat = self.canonical(&to).await.to_non_ad();
+        self.record_ack(&chat, &id, &ack).await;
+    }
+
+    /// Moves a sent message to `server_ack` or `failed(code)` and says so.
+    async fn record_ack(&self, chat: &Jid, id: &str, ack: &Ack) {
         let (status, error) = match ack.error {
             Some(code) if code != 0 => (MessageStatus::Failed, Some(code)),
             _ => (MessageStatus::ServerAck, None),
         };
         let update = StatusUpdate {
-            chat: to.to_non_ad(),
-            id: id.clone(),
+            chat: chat.clone(),
+            id: id.to_owned(),
             device: None,
             status,
             error,
@@ -552,18 +728,14 @@ impl<S: CredsStore> Messenger<S> {
         };
         match self.store.update_status(&update).await {
             Ok(Some(s)) => self.publish(Event::Receipt {
-                chat: to.to_non_ad(),
-                id: id.clone(),
+                chat: chat.clone(),
+                id: id.to_owned(),
                 device: None,
                 status: s,
                 error,
             }),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "cannot store ack"),
-        }
-        let waiter = self.acks.lock().ok().and_then(|mut a| a.remove(&id));
-        if let Some(w) = waiter {
-            let _ = w.send(ack);
         }
     }
 
@@ -599,6 +771,13 @@ impl<S: CredsStore> Messenger<S> {
                 )
                 .await?;
             let found = stanza::parse_usync(&answer);
+            for u in &found {
+                if let Some(lid) = &u.lid
+                    && u.user.server == Server::User
+                {
+                    self.learn(&u.user.user, &lid.user).await;
+                }
+            }
             if let Ok(mut cache) = self.devices.lock() {
                 if cache.len() + found.len() > DEVICE_CACHE {
                     cache.clear();
@@ -630,7 +809,12 @@ impl<S: CredsStore> Messenger<S> {
             return Err(SendError::UnsupportedRecipient(to.to_string()));
         }
         let account = self.account().ok_or(SendError::NotConnected)?;
-        let chat = to.to_non_ad();
+        // A first message to a number learns its LID (usync) before the row is keyed.
+        if to.server == Server::User && self.lid_of(&to.user).await.is_none() {
+            let sender = self.sender().ok_or(SendError::NotConnected)?;
+            self.devices(&sender, &[to.to_non_ad()]).await?;
+        }
+        let chat = self.canonical(&to).await.to_non_ad();
         let now = self.clock.now_unix();
         let message = wa::Message {
             conversation: Some(text.clone()),
@@ -639,7 +823,7 @@ impl<S: CredsStore> Messenger<S> {
         let row = StoredMessage {
             id: stanza::message_id(now, &account.me.jid.user),
             chat: chat.clone(),
-            sender: account.me.jid.to_non_ad(),
+            sender: self.canonical(&account.me.jid).await.to_non_ad(),
             from_me: true,
             timestamp: now,
             push_name: account.me.push_name.clone(),
@@ -651,35 +835,91 @@ impl<S: CredsStore> Messenger<S> {
         self.send_row(&account, row, true).await
     }
 
+    /// The chat as addressed on the wire, and our own user in the same namespace: the LID
+    /// when both ends have one (whatsmeow's rule: sending to the PN is what draws most 463s),
+    /// else the phone number. One stanza never mixes the two (the server 400s it).
+    async fn wire_chat(&self, chat: &Jid, me: &Me, force_pn: bool) -> (Jid, Jid) {
+        let own_pn = me.jid.to_non_ad();
+        match (&me.lid, chat.server == Server::Lid, force_pn) {
+            (Some(own_lid), true, false) => (chat.clone(), own_lid.to_non_ad()),
+            (_, true, _) => match self.store.pn_for(&chat.user).await {
+                Ok(Some(pn)) => (Jid::new(pn, Server::User), own_pn),
+                // No phone number known: LID it is (the server decides).
+                _ => (
+                    chat.clone(),
+                    me.lid.as_ref().map(Jid::to_non_ad).unwrap_or(own_pn),
+                ),
+            },
+            _ => (chat.clone(), own_pn),
+        }
+    }
+
     /// Encrypts `row` for every device of its chat and of our own account, records it (when
-    /// `record`) with the Signal advance, sends it and waits for the server's ack.
+    /// `record`) with the Signal advance, sends it and waits for the server's ack. A LID
+    /// send refused with 400 is sent once more to the phone number, with the same id.
     async fn send_row(
         &self,
         account: &Account,
         row: StoredMessage,
         record: bool,
     ) -> Result<Sent, SendError> {
+        let first = self.send_once(account, &row, record, false).await?;
+        let (wire, ack) = match first {
+            Attempt::Acked(wire, ack) => (wire, ack),
+            Attempt::Pending(sent) => return Ok(sent),
+        };
+        let ack = if ack.error == Some(400) && wire.server == Server::Lid {
+            tracing::info!(
+                id = row.id,
+                "LID send refused (400); sending to the phone number"
+            );
+            match self.send_once(account, &row, false, true).await? {
+                Attempt::Acked(_, ack) => ack,
+                Attempt::Pending(sent) => return Ok(sent),
+            }
+        } else {
+            ack
+        };
+        self.record_ack(&row.chat, &row.id, &ack).await;
+        match ack.error {
+            Some(code) if code != 0 => Err(SendError::Refused { code, id: row.id }),
+            _ => Ok(Sent {
+                id: row.id,
+                chat: row.chat,
+                timestamp: ack.t.unwrap_or(row.timestamp),
+                status: MessageStatus::ServerAck,
+            }),
+        }
+    }
+
+    /// One encryption and stanza for `row`.
+    async fn send_once(
+        &self,
+        account: &Account,
+        row: &StoredMessage,
+        record: bool,
+        force_pn: bool,
+    ) -> Result<Attempt, SendError> {
         let sender = self.sender().ok_or(SendError::NotConnected)?;
         let me = &account.me;
-        let own_user = me.jid.to_non_ad();
-        let chat = row.chat.clone();
+        let (wire, own_user) = self.wire_chat(&row.chat, me, force_pn).await;
         let devices = self
-            .devices(&sender, &[chat.clone(), own_user.clone()])
+            .devices(&sender, &[wire.clone(), own_user.clone()])
             .await?;
         let theirs = devices
-            .get(&chat)
+            .get(&wire)
             .filter(|d| !d.is_empty())
-            .ok_or_else(|| SendError::NotOnWhatsApp(chat.to_string()))?;
+            .ok_or_else(|| SendError::NotOnWhatsApp(wire.to_string()))?;
         let mut targets: Vec<(Jid, bool)> = theirs
             .iter()
             .map(|d| {
                 (
-                    Jid::with_device(chat.user.clone(), *d, chat.server.clone()),
+                    Jid::with_device(wire.user.clone(), *d, wire.server.clone()),
                     false,
                 )
             })
             .collect();
-        if chat != own_user {
+        if wire != own_user {
             for d in devices.get(&own_user).into_iter().flatten() {
                 if *d != me.jid.device {
                     targets.push((
@@ -689,11 +929,12 @@ impl<S: CredsStore> Messenger<S> {
                 }
             }
         }
-        targets.retain(|(j, _)| !(j.user == me.jid.user && j.device == me.jid.device));
-        let addrs: Vec<ProtocolAddress> = targets
-            .iter()
-            .map(|(j, _)| ProtocolAddress::from_jid(j))
-            .collect();
+        targets.retain(|(j, _)| !(j.user == own_user.user && j.device == me.jid.device));
+        // Sessions are keyed by the LID whatever the wire namespace.
+        let mut addrs = Vec::with_capacity(targets.len());
+        for (j, _) in &targets {
+            addrs.push(ProtocolAddress::from_jid(&self.canonical(j).await));
+        }
         // Bundles for devices we have no session with.
         let mut need = Vec::new();
         for (j, a) in targets.iter().map(|(j, _)| j).zip(&addrs) {
@@ -715,7 +956,7 @@ impl<S: CredsStore> Messenger<S> {
         let plain = message.encode_to_vec();
         let dsm = wa::Message {
             device_sent_message: Some(Box::new(wa::DeviceSentMessage {
-                destination_jid: Some(chat.to_string()),
+                destination_jid: Some(wire.to_string()),
                 message: Some(Box::new(message.clone())),
                 phash: None,
             })),
@@ -727,9 +968,10 @@ impl<S: CredsStore> Messenger<S> {
         let mut changes = SignalChanges::default();
         let mut encs = Vec::with_capacity(targets.len());
         for ((jid, own), addr) in targets.iter().zip(&addrs) {
+            let key = addr.to_string();
             let lock = locks
                 .iter()
-                .find(|l| l.key() == addr.to_string())
+                .find(|l| l.key() == key)
                 .ok_or(SignalError::NoSession)?;
             let bundle = if need.contains(jid) {
                 match bundles.get(jid) {
@@ -751,13 +993,13 @@ impl<S: CredsStore> Messenger<S> {
             changes.extend(c);
             encs.push((jid.clone(), ct));
         }
-        if encs.iter().all(|(j, _)| j.user != chat.user) {
-            return Err(SendError::NotOnWhatsApp(chat.to_string()));
+        if encs.iter().all(|(j, _)| j.user != wire.user) {
+            return Err(SendError::NotOnWhatsApp(wire.to_string()));
         }
         // The advance and the row land before a byte leaves: a crash after this resends the
         // same id with new keys, never the same key twice.
         if record {
-            self.store.commit_message(&changes, &row).await?;
+            self.store.commit_message(&changes, row).await?;
         } else {
             self.cipher
                 .store()
@@ -766,35 +1008,28 @@ impl<S: CredsStore> Messenger<S> {
                 .map_err(SignalError::from)?;
         }
         drop(locks);
-        tracing::debug!(id = row.id, devices = ?encs.iter().map(|(j, _)| j.to_string()).collect::<Vec<_>>(), "sending");
-        let stanza = stanza::message_stanza(&row.id, &chat, encs, &me.signed_identity);
+        tracing::debug!(id = row.id, devices = encs.len(), "sending");
+        let node = stanza::message_stanza(&row.id, &wire, encs, &me.signed_identity);
         let (tx, rx) = oneshot::channel();
         if let Ok(mut a) = self.acks.lock() {
             a.insert(row.id.clone(), tx);
         }
         let pending = Sent {
             id: row.id.clone(),
-            chat: chat.clone(),
+            chat: row.chat.clone(),
             timestamp: row.timestamp,
             status: MessageStatus::Pending,
         };
-        if sender.send(&stanza).await.is_err() {
+        if sender.send(&node).await.is_err() {
             self.drop_waiter(&row.id);
             // Recorded as pending: the next connection sends it.
-            return Ok(pending);
+            return Ok(Attempt::Pending(pending));
         }
         match tokio::time::timeout(self.ack_timeout, rx).await {
-            Ok(Ok(ack)) => match ack.error {
-                Some(code) if code != 0 => Err(SendError::Refused { code, id: row.id }),
-                _ => Ok(Sent {
-                    timestamp: ack.t.unwrap_or(row.timestamp),
-                    status: MessageStatus::ServerAck,
-                    ..pending
-                }),
-            },
+            Ok(Ok(ack)) => Ok(Attempt::Acked(wire, ack)),
             _ => {
                 self.drop_waiter(&row.id);
-                Ok(pending)
+                Ok(Attempt::Pending(pending))
             }
         }
     }
@@ -848,8 +1083,8 @@ impl<S: CredsStore> Messenger<S> {
             tracing::debug!(id = req.id, "retry for a message we do not have");
             return Ok(());
         };
-        let addr = ProtocolAddress::from_jid(&req.from);
-        let own = req.from.user == account.me.jid.user;
+        let addr = ProtocolAddress::from_jid(&self.canonical(&req.from).await);
+        let own = is_me(&req.from, &account.me);
         let bundle: Option<PreKeyBundle> = match &req.keys {
             Some(k) => Some(k.clone()),
             None if !self.cipher.has_session(&addr).await? || req.count >= 2 => {
@@ -962,7 +1197,13 @@ impl<S: CredsStore> Messaging for Messenger<S> {
         offset: u32,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<StoredMessage>, CredsStoreError>> + Send + 'a>>
     {
-        Box::pin(async move { self.store.messages(chat.as_ref(), limit, offset).await })
+        Box::pin(async move {
+            let chat = match chat {
+                Some(c) => Some(self.canonical(&c).await.to_non_ad()),
+                None => None,
+            };
+            self.store.messages(chat.as_ref(), limit, offset).await
+        })
     }
 }
 
@@ -1017,7 +1258,7 @@ fn is_protocol_only(m: &wa::Message) -> bool {
 /// The delivery receipt for a message we stored (or had stored): `peer_msg` between our own
 /// devices, `sender` for what another of our devices sent, plain delivery otherwise (we
 /// announce ourselves available, so no `inactive`).
-fn receipt(node: &Node, chat: &Jid, from_me: bool, peer: bool) -> Node {
+fn receipt(node: &Node, from_me: bool, peer: bool) -> Node {
     let mut n = Node::new("receipt");
     if let Some(id) = node.get("id") {
         n = n.attr("id", id.clone());
@@ -1028,7 +1269,10 @@ fn receipt(node: &Node, chat: &Jid, from_me: bool, peer: bool) -> Node {
     if peer {
         n = n.attr("type", "peer_msg");
     } else if from_me {
-        n = n.attr("type", "sender").attr("recipient", chat.clone());
+        n = n.attr("type", "sender");
+        if let Some(r) = node.get("recipient") {
+            n = n.attr("recipient", r.clone());
+        }
     }
     n
 }

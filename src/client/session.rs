@@ -29,7 +29,7 @@ impl<S: CredsStore> Run<S> {
     }
 
     async fn serve_logged_in(&mut self, mut s: NoiseSocket, creds: Creds, jid: Jid) -> Outcome {
-        self.messenger.set_account(&creds);
+        self.messenger.set_account(&creds).await;
         self.link.set_own(Some(jid.clone()));
         tracing::Span::current().record("jid", tracing::field::display(&jid));
         let mut stop = self.stop.clone();

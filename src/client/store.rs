@@ -139,6 +139,25 @@ pub trait CredsStore: Send + Sync + 'static {
     fn pending_messages(
         &self,
     ) -> impl Future<Output = Result<Vec<StoredMessage>, CredsStoreError>> + Send;
+    /// Records that phone-number user `pn` is LID user `lid` (bare user parts), and moves
+    /// what was keyed by the phone number to the LID in one unit: Signal sessions and
+    /// identities of every device, and the conversation's rows. A known pair is a no-op; a
+    /// new LID for a known number replaces the old one.
+    fn learn_lid(
+        &self,
+        pn: &str,
+        lid: &str,
+    ) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
+    /// The LID user of phone-number user `pn`, if known.
+    fn lid_for(
+        &self,
+        pn: &str,
+    ) -> impl Future<Output = Result<Option<String>, CredsStoreError>> + Send;
+    /// The phone-number user of LID user `lid`, if known.
+    fn pn_for(
+        &self,
+        lid: &str,
+    ) -> impl Future<Output = Result<Option<String>, CredsStoreError>> + Send;
 }
 
 /// Credentials in memory, with the Signal stores and messages beside them (tests, benches).
@@ -146,6 +165,8 @@ pub struct MemoryCreds {
     creds: Mutex<Option<Creds>>,
     signal: Arc<MemoryStore>,
     messages: Mutex<Vec<StoredMessage>>,
+    /// (pn user, lid user).
+    lids: Mutex<Vec<(String, String)>>,
 }
 
 impl std::fmt::Debug for MemoryCreds {
@@ -164,6 +185,7 @@ impl Default for MemoryCreds {
             creds: Mutex::new(None),
             signal: Arc::new(MemoryStore::empty()),
             messages: Mutex::new(Vec::new()),
+            lids: Mutex::new(Vec::new()),
         }
     }
 }
@@ -323,5 +345,51 @@ impl CredsStore for MemoryCreds {
             .filter(|m| m.status == MessageStatus::Pending)
             .cloned()
             .collect())
+    }
+
+    async fn learn_lid(&self, pn: &str, lid: &str) -> Result<(), CredsStoreError> {
+        let mut msgs = self.messages.lock().map_err(poisoned)?;
+        let mut lids = self.lids.lock().map_err(poisoned)?;
+        if lids.iter().any(|(p, l)| p == pn && l == lid) {
+            return Ok(());
+        }
+        lids.retain(|(p, l)| p != pn && l != lid);
+        lids.push((pn.to_owned(), lid.to_owned()));
+        self.signal
+            .move_addresses(pn, &format!("{lid}_1"))
+            .map_err(signal_err)?;
+        let (pn_jid, lid_jid) = (
+            Jid::new(pn, crate::binary::Server::User),
+            Jid::new(lid, crate::binary::Server::Lid),
+        );
+        for m in msgs.iter_mut() {
+            if m.chat == pn_jid {
+                m.chat = lid_jid.clone();
+            }
+            if m.sender == pn_jid {
+                m.sender = lid_jid.clone();
+            }
+        }
+        Ok(())
+    }
+
+    async fn lid_for(&self, pn: &str) -> Result<Option<String>, CredsStoreError> {
+        Ok(self
+            .lids
+            .lock()
+            .map_err(poisoned)?
+            .iter()
+            .find(|(p, _)| p == pn)
+            .map(|(_, l)| l.clone()))
+    }
+
+    async fn pn_for(&self, lid: &str) -> Result<Option<String>, CredsStoreError> {
+        Ok(self
+            .lids
+            .lock()
+            .map_err(poisoned)?
+            .iter()
+            .find(|(_, l)| l == lid)
+            .map(|(p, _)| p.clone()))
     }
 }

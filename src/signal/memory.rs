@@ -85,6 +85,29 @@ impl MemoryStore {
         Ok(f(&mut g))
     }
 
+    /// Moves the sessions and identities of every device of address name `from` to name `to`
+    /// (a contact's phone number to its LID), keeping what `to` already has.
+    pub fn move_addresses(&self, from: &str, to: &str) -> StoreResult<()> {
+        self.with(|i| {
+            let moved: Vec<ProtocolAddress> = i
+                .sessions
+                .keys()
+                .chain(i.identities.keys())
+                .filter(|a| a.name == from)
+                .cloned()
+                .collect();
+            for a in moved {
+                let target = ProtocolAddress::new(to, a.device_id);
+                if let Some(r) = i.sessions.remove(&a) {
+                    i.sessions.entry(target.clone()).or_insert(r);
+                }
+                if let Some(k) = i.identities.remove(&a) {
+                    i.identities.entry(target).or_insert(k);
+                }
+            }
+        })
+    }
+
     /// Stores a signed prekey now (the async trait method does the same).
     pub fn put_signed_pre_key(&self, key: &SignedPreKey) {
         let _ = self.with(|i| {

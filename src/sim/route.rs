@@ -38,6 +38,24 @@ pub struct Received {
     pub devices: usize,
 }
 
+/// A message the server accepted, as it came over the wire.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Logged {
+    /// The sending device.
+    pub from: String,
+    /// The stanza's `to`.
+    pub to: String,
+    /// Message id.
+    pub id: String,
+    /// Each `<to jid>` (or the stanza's `to` for a lone `<enc>`) with its enc type.
+    pub encs: Vec<(String, String)>,
+    /// The error code the ack carried, if refused.
+    pub error: Option<u16>,
+}
+
+/// Messages kept in the log.
+const LOG_KEPT: usize = 10_000;
+
 /// A stanza waiting for a device's answer.
 #[derive(Debug, Clone)]
 pub(super) struct Queued {
@@ -145,6 +163,43 @@ pub(super) async fn accept_message(shared: &Shared, dev: &Device, node: &Node) -
         }
     }
     let error = route(shared, dev, node, now).await.err();
+    if let Ok(mut st) = shared.state.lock() {
+        if st.log.len() >= LOG_KEPT {
+            st.log.pop_front();
+        }
+        let encs = match node.child("participants") {
+            Some(p) => p
+                .child_nodes()
+                .iter()
+                .filter_map(|t| {
+                    let e = t.child("enc")?;
+                    Some((
+                        t.get_str("jid")?.into_owned(),
+                        e.get_str("type")?.into_owned(),
+                    ))
+                })
+                .collect(),
+            None => node
+                .child("enc")
+                .and_then(|e| {
+                    Some(vec![(
+                        node.get_str("to")?.into_owned(),
+                        e.get_str("type")?.into_owned(),
+                    )])
+                })
+                .unwrap_or_default(),
+        };
+        st.log.push_back(Logged {
+            from: dev.jid.to_string(),
+            to: node
+                .get_str("to")
+                .map(|s| s.into_owned())
+                .unwrap_or_default(),
+            id: id.clone(),
+            encs,
+            error,
+        });
+    }
     if error.is_some()
         && let Ok(mut st) = shared.state.lock()
     {
@@ -254,8 +309,14 @@ async fn route(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Result<(),
             if take_corruption(&mut st, &target_user, matches!(tgt, Target::Real(_))) {
                 enc = corrupt(enc);
             }
+            // The sender as the recipient's namespace names it, the other form beside it.
+            let (from, alt_attr, alt) = if d.server == Server::Lid {
+                (dev.lid.clone(), "sender_pn", dev.jid.clone())
+            } else {
+                (dev.jid.clone(), "sender_lid", dev.lid.clone())
+            };
             let mut out = Node::new("message")
-                .attr("from", dev.jid.clone())
+                .attr("from", from)
                 .attr("id", id.clone())
                 .attr(
                     "type",
@@ -269,8 +330,11 @@ async fn route(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Result<(),
             }
             if own {
                 out = out.attr("recipient", chat.clone());
+                if let Some((k, v)) = alternate(&st, &chat) {
+                    out = out.attr(k, v);
+                }
             } else {
-                out = out.attr("sender_lid", dev.lid.clone());
+                out = out.attr(alt_attr, alt);
                 if let Some(n) = &push_name {
                     out = out.attr("notify", n.clone());
                 }
@@ -292,6 +356,36 @@ async fn route(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Result<(),
         sim_receive(shared, &number, &peer, &dev.jid, &out).await;
     }
     Ok(())
+}
+
+/// `peer_recipient_lid` / `peer_recipient_pn`: the other form of a recipient user.
+fn alternate(st: &State, user: &Jid) -> Option<(&'static str, Jid)> {
+    match user.server {
+        Server::User => {
+            let p = st.phones.get(&user.user)?;
+            Some((
+                "peer_recipient_lid",
+                Jid::new(p.account.lid.clone(), Server::Lid),
+            ))
+        }
+        Server::Lid => Some((
+            "peer_recipient_pn",
+            Jid::new(st.lids.get(&user.user)?.clone(), Server::User),
+        )),
+        _ => None,
+    }
+}
+
+/// The phone-number form of a device JID (simulated devices key their sessions by it).
+fn pn_device(st: &State, d: &Jid) -> Option<Jid> {
+    match d.server {
+        Server::Lid => Some(Jid::with_device(
+            st.lids.get(&d.user)?.clone(),
+            d.device,
+            Server::User,
+        )),
+        _ => Some(d.clone()),
+    }
 }
 
 /// Whether this delivery to one of `number`'s devices is the one to corrupt: the user's
@@ -623,6 +717,7 @@ pub(super) async fn phone_send(
         ..Default::default()
     };
     let t = shared.clock.now_unix();
+    let lid_mode = to.server == Server::Lid;
     let (me, sender_lid, push_name, targets) = {
         let mut st = shared.state.lock().map_err(|_| SimError::Internal)?;
         let to_pn = match to.server {
@@ -650,9 +745,18 @@ pub(super) async fn phone_send(
                 continue;
             }
             let p = st.phones.get(user).ok_or(SimError::Internal)?;
+            // Target devices in the namespace the message is addressed in.
+            let lid = p.account.lid.clone();
+            let name = |j: &Jid| {
+                if lid_mode {
+                    Jid::with_device(lid.clone(), j.device, Server::Lid)
+                } else {
+                    j.clone()
+                }
+            };
             for d in p.sim_devices() {
                 if d.jid != me.jid {
-                    targets.push((d.jid.clone(), own));
+                    targets.push((name(&d.jid), own));
                 }
             }
             for j in st.linked_devices(user) {
@@ -661,7 +765,7 @@ pub(super) async fn phone_send(
                     .get(&j.to_string())
                     .is_some_and(|c| c.bundle.is_some())
                 {
-                    targets.push((j, own));
+                    targets.push((name(&j), own));
                 }
             }
         }
@@ -676,8 +780,22 @@ pub(super) async fn phone_send(
         })),
         ..Default::default()
     };
+    let from = if lid_mode {
+        sender_lid.clone()
+    } else {
+        me.jid.to_non_ad()
+    };
     for (device, own) in targets {
-        let bundle = if me.has_session(&device).await {
+        // Simulated devices key sessions by the phone number, whatever the wire says.
+        let Some(pn) = shared
+            .state
+            .lock()
+            .ok()
+            .and_then(|st| pn_device(&st, &device))
+        else {
+            continue;
+        };
+        let bundle = if me.has_session(&pn).await {
             None
         } else {
             match bundle_of(shared, &device).await {
@@ -686,26 +804,30 @@ pub(super) async fn phone_send(
             }
         };
         let body = if own { &dsm } else { &message };
-        let Ok(ct) = me.encrypt(&device, bundle.as_ref(), body).await else {
+        let Ok(ct) = me.encrypt(&pn, bundle.as_ref(), body).await else {
             continue;
         };
         let mut node = Node::new("message")
-            .attr("from", me.jid.to_non_ad())
+            .attr("from", from.clone())
             .attr("id", id.clone())
             .attr("type", "text")
             .attr("t", t.to_string());
         if own {
             node = node.attr("recipient", chat.clone());
         } else {
-            node = node.attr("sender_lid", sender_lid.clone());
+            node = if lid_mode {
+                node.attr("sender_pn", me.jid.to_non_ad())
+            } else {
+                node.attr("sender_lid", sender_lid.clone())
+            };
             if let Some(n) = &push_name {
                 node = node.attr("notify", n.clone());
             }
         }
         let mut enc = stanza::enc_node(&ct, None);
         let corrupt_it = shared.state.lock().is_ok_and(|mut st| {
-            let real = st.companions.contains_key(&device.to_string());
-            take_corruption(&mut st, &device.user, real)
+            let real = st.companions.contains_key(&pn.to_string());
+            take_corruption(&mut st, &pn.user, real)
         });
         if corrupt_it {
             enc = corrupt(enc);
@@ -721,7 +843,7 @@ pub(super) async fn phone_send(
             });
         match sim {
             Some((n, p)) => Box::pin(sim_receive(shared, &n, &p, &me.jid, &node)).await,
-            None => to_device(shared, &device, id.clone(), node),
+            None => to_device(shared, &pn, id.clone(), node),
         }
     }
     Ok(id)

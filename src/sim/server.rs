@@ -271,6 +271,8 @@ pub(super) struct State {
     pub(super) withhold_acks: std::collections::HashSet<String>,
     /// Held messages: (sender device, stanza).
     pub(super) held: Vec<(Device, Node)>,
+    /// The latest messages the server accepted from real devices, oldest first.
+    pub(super) log: VecDeque<super::route::Logged>,
     /// Oldest WhatsApp Web version accepted (405 below it).
     pub(super) min_version: Option<[u32; 3]>,
     /// A defect for the next pair-success.
@@ -640,6 +642,16 @@ impl Simulator {
         }
         let mut st = self.shared.state.lock().ok()?;
         Some(st.phone(number, None).account.lid.clone())
+    }
+
+    /// The latest `<message>` stanzas the server accepted from real devices (for tests that
+    /// check what went over the wire), oldest first.
+    pub fn message_log(&self) -> Vec<super::route::Logged> {
+        self.shared
+            .state
+            .lock()
+            .map(|st| st.log.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Stanzas queued for the device `jid` (waiting for its receipt or ack).

@@ -321,4 +321,124 @@ impl CredsStore for SqliteCreds {
             .collect::<Result<_, _>>()
             .map_err(err)
     }
+
+    async fn learn_lid(&self, pn: &str, lid: &str) -> Result<(), CredsStoreError> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let known: Option<String> =
+            sqlx::query_scalar("SELECT lid FROM lid_map WHERE account_id = ? AND pn = ?")
+                .bind(self.account)
+                .bind(pn)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err)?;
+        if known.as_deref() == Some(lid) {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM lid_map WHERE account_id = ? AND (pn = ? OR lid = ?)")
+            .bind(self.account)
+            .bind(pn)
+            .bind(lid)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::query("INSERT INTO lid_map (account_id, pn, lid) VALUES (?, ?, ?)")
+            .bind(self.account)
+            .bind(pn)
+            .bind(lid)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        // Sessions move to the LID address of each device; sealed records are sealed anew for
+        // their new row.
+        let prefix = format!("{pn}.");
+        let to_name = format!("{lid}_1");
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT address, record FROM signal_sessions WHERE account_id = ? \
+             AND substr(address, 1, length(?)) = ?",
+        )
+        .bind(self.account)
+        .bind(&prefix)
+        .bind(&prefix)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        for (address, record) in rows {
+            let device = &address[prefix.len()..];
+            let target = format!("{to_name}.{device}");
+            let plain = self.open("signal_sessions", &address, record)?;
+            sqlx::query(
+                "INSERT INTO signal_sessions (account_id, address, record) VALUES (?, ?, ?) \
+                 ON CONFLICT (account_id, address) DO NOTHING",
+            )
+            .bind(self.account)
+            .bind(&target)
+            .bind(self.seal("signal_sessions", &target, plain))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+            sqlx::query("DELETE FROM signal_sessions WHERE account_id = ? AND address = ?")
+                .bind(self.account)
+                .bind(&address)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        sqlx::query(
+            "UPDATE OR IGNORE signal_identities SET address = ? || substr(address, length(?) + 1) \
+             WHERE account_id = ? AND substr(address, 1, length(?) + 1) = ? || '.'",
+        )
+        .bind(&to_name)
+        .bind(pn)
+        .bind(self.account)
+        .bind(pn)
+        .bind(pn)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        sqlx::query(
+            "DELETE FROM signal_identities WHERE account_id = ? \
+             AND substr(address, 1, length(?) + 1) = ? || '.'",
+        )
+        .bind(self.account)
+        .bind(pn)
+        .bind(pn)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        // One contact, one conversation.
+        let (pn_jid, lid_jid) = (
+            Jid::new(pn, crate::binary::Server::User).to_string(),
+            Jid::new(lid, crate::binary::Server::Lid).to_string(),
+        );
+        for col in ["chat", "sender"] {
+            sqlx::query(&format!(
+                "UPDATE OR IGNORE messages SET {col} = ? WHERE account_id = ? AND {col} = ?"
+            ))
+            .bind(&lid_jid)
+            .bind(self.account)
+            .bind(&pn_jid)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    async fn lid_for(&self, pn: &str) -> Result<Option<String>, CredsStoreError> {
+        sqlx::query_scalar("SELECT lid FROM lid_map WHERE account_id = ? AND pn = ?")
+            .bind(self.account)
+            .bind(pn)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)
+    }
+
+    async fn pn_for(&self, lid: &str) -> Result<Option<String>, CredsStoreError> {
+        sqlx::query_scalar("SELECT pn FROM lid_map WHERE account_id = ? AND lid = ?")
+            .bind(self.account)
+            .bind(lid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)
+    }
 }

@@ -45,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "messages",
         include_str!("../../migrations/0005_messages.sql"),
     ),
+    (
+        6,
+        "lid map",
+        include_str!("../../migrations/0006_lid_map.sql"),
+    ),
 ];
 
 /// An account's id in the database.

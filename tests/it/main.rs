@@ -7,6 +7,7 @@ mod codec_props;
 mod common;
 mod layering;
 mod loopback;
+mod message_store;
 mod messaging;
 mod noise_fixture;
 mod pairing_fixture;

@@ -111,8 +111,17 @@ fn user(number: &str) -> Jid {
     Jid::new(number, Server::User)
 }
 
+/// The conversation's key in `creds`: the LID once the account learned it.
+async fn canonical(creds: &SqliteCreds, chat: &Jid) -> Jid {
+    match creds.lid_for(&chat.user).await.unwrap() {
+        Some(lid) if chat.server == Server::User => Jid::new(lid, Server::Lid),
+        _ => chat.clone(),
+    }
+}
+
 async fn stored(creds: &SqliteCreds, chat: &Jid) -> Vec<StoredMessage> {
-    creds.messages(Some(chat), 1000, 0).await.unwrap()
+    let chat = canonical(creds, chat).await;
+    creds.messages(Some(&chat), 1000, 0).await.unwrap()
 }
 
 #[tokio::test]
@@ -151,7 +160,7 @@ async fn a_text_reaches_both_devices_of_a_user_and_the_reply_is_stored_and_recei
             unreachable!()
         };
         assert!(copy.from_me);
-        assert_eq!(copy.chat, user(bob));
+        assert_eq!(copy.chat, canonical(&a2.creds, &user(bob)).await);
         assert_eq!(copy.text.as_deref(), Some(text.as_str()));
 
         // The ladder: bob's devices receipted it.
@@ -176,7 +185,9 @@ async fn a_text_reaches_both_devices_of_a_user_and_the_reply_is_stored_and_recei
         else {
             unreachable!()
         };
-        assert_eq!((m.chat.clone(), m.sender.clone()), (user(bob), user(bob)));
+        let bob_key = canonical(&a.creds, &user(bob)).await;
+        assert_eq!(bob_key.server, Server::Lid, "bob's LID was learned");
+        assert_eq!((m.chat.clone(), m.sender.clone()), (bob_key.clone(), bob_key));
         assert_eq!(m.text.as_deref(), Some("réponse ✓"));
         assert!(!m.from_me);
         let rows = stored(&a.creds, &user(bob)).await;
@@ -437,6 +448,25 @@ impl CredsStore for Crashy {
     ) -> Result<Vec<StoredMessage>, wa_gateway::client::store::CredsStoreError> {
         self.inner.pending_messages().await
     }
+    async fn learn_lid(
+        &self,
+        pn: &str,
+        lid: &str,
+    ) -> Result<(), wa_gateway::client::store::CredsStoreError> {
+        self.inner.learn_lid(pn, lid).await
+    }
+    async fn lid_for(
+        &self,
+        pn: &str,
+    ) -> Result<Option<String>, wa_gateway::client::store::CredsStoreError> {
+        self.inner.lid_for(pn).await
+    }
+    async fn pn_for(
+        &self,
+        lid: &str,
+    ) -> Result<Option<String>, wa_gateway::client::store::CredsStoreError> {
+        self.inner.pn_for(lid).await
+    }
 }
 
 #[tokio::test]
@@ -642,6 +672,90 @@ async fn shutdown_finishes_cleanly_and_logout_unlinks_and_wipes_the_keys() {
         assert!(
             matches!(last, Some(Event::State(ConnState::LoggedOut { .. }))),
             "{last:?}"
+        );
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_contact_known_by_number_and_lid_is_one_conversation_and_we_send_to_the_lid() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let a = account().await;
+        let (me, bob) = ("15550050000", "15550051000");
+        let (client, mut events, our_jid) = link(&sim, &a, me).await;
+        sim.set_devices(bob, 2).unwrap();
+        let (bob_lid, our_lid) = (sim.lid_of(bob).unwrap(), sim.lid_of(me).unwrap());
+        let bob_lid_jid = Jid::new(bob_lid.clone(), Server::Lid);
+
+        // From the phone number (the server adds sender_lid), then from the LID.
+        let from_pn = sim.phone_send(bob, me, "from the number").await.unwrap();
+        let from_lid = sim
+            .phone_send(bob, &format!("{our_lid}@lid"), "from the lid")
+            .await
+            .unwrap();
+        for id in [&from_pn, &from_lid] {
+            let Event::Message(m) = next_event(
+                &mut events,
+                |e| matches!(e, Event::Message(m) if m.id == *id),
+            )
+            .await
+            else {
+                unreachable!()
+            };
+            assert_eq!(m.chat, bob_lid_jid, "one conversation, keyed by the LID");
+            assert_eq!(m.sender, bob_lid_jid, "one contact");
+        }
+        // Asked by either name, the conversation is the same.
+        let by_pn = client.messages(Some(&user(bob)), 10, 0).await.unwrap();
+        let by_lid = client.messages(Some(&bob_lid_jid), 10, 0).await.unwrap();
+        assert_eq!(by_pn.len(), 2);
+        assert_eq!(by_pn, by_lid);
+        // Newest first.
+        assert_eq!(by_pn[0].id, from_lid);
+
+        // Our send to the phone number goes to the LID, own devices in the same namespace.
+        let sent = client.send_text(&user(bob), "to the lid").await.unwrap();
+        assert_eq!(sent.chat, bob_lid_jid);
+        let logged = sim
+            .message_log()
+            .into_iter()
+            .find(|l| l.id == sent.id)
+            .unwrap();
+        assert_eq!(logged.to, format!("{bob_lid}@lid"));
+        assert!(
+            logged.encs.iter().all(|(j, _)| j.ends_with("@lid")),
+            "never two namespaces in one stanza: {logged:?}"
+        );
+        assert!(
+            logged.encs.iter().any(|(j, _)| j.starts_with(&our_lid)),
+            "{logged:?}"
+        );
+        assert_eq!(logged.from, our_jid.to_string());
+        let got = eventually("bob to decrypt", async || {
+            sim.phone_messages(bob)
+                .into_iter()
+                .find(|m| m.id == sent.id && m.devices == 2)
+        })
+        .await;
+        assert_eq!(got.text.as_deref(), Some("to the lid"));
+        // And the reply to it lands in the same conversation.
+        let reply = sim.phone_send(bob, me, "same chat").await.unwrap();
+        next_event(
+            &mut events,
+            |e| matches!(e, Event::Message(m) if m.id == reply),
+        )
+        .await;
+        assert_eq!(
+            client
+                .messages(Some(&user(bob)), 10, 0)
+                .await
+                .unwrap()
+                .len(),
+            4
         );
     })
     .await

@@ -1,0 +1,227 @@
+//! The message store over SQLite: rows and Signal state commit together through the group
+//! committer (concurrent callers, one row each, none lost or doubled), the ladder only climbs,
+//! and learning a contact's LID moves its sealed sessions, identities and rows in one unit.
+
+use std::sync::Arc;
+
+use wa_gateway::binary::{Jid, Server};
+use wa_gateway::client::CredsStore;
+use wa_gateway::client::messages::{Committed, MessageStatus, StatusUpdate, StoredMessage};
+use wa_gateway::signal::store::{IdentityStore, SessionStore};
+use wa_gateway::signal::{ProtocolAddress, SignalChanges};
+use wa_gateway::store::{Store, StoreKey};
+
+fn row(id: &str, chat: &Jid, from_me: bool, status: MessageStatus) -> StoredMessage {
+    StoredMessage {
+        id: id.into(),
+        chat: chat.clone(),
+        sender: chat.clone(),
+        from_me,
+        timestamp: 1_700_000_000,
+        push_name: None,
+        text: Some(format!("text {id}")),
+        raw: vec![1, 2, 3],
+        status,
+        error: None,
+    }
+}
+
+#[tokio::test]
+async fn concurrent_commits_land_once_each_with_their_signal_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("wa.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let accounts: Vec<_> = futures_accounts(&store, 4).await;
+    let chat = Jid::new("15550001111", Server::User);
+    let (rec, _) = crate::common::session_pair();
+    let mut tasks = Vec::new();
+    for (n, creds) in accounts.iter().enumerate() {
+        for i in 0..100 {
+            let (creds, chat, rec) = (creds.clone(), chat.clone(), rec.clone());
+            tasks.push(tokio::spawn(async move {
+                let changes = SignalChanges {
+                    sessions: vec![(ProtocolAddress::new(format!("peer{i}"), 1), rec)],
+                    ..Default::default()
+                };
+                let r = row(&format!("m{n}-{i}"), &chat, false, MessageStatus::Received);
+                creds.commit_message(&changes, &r).await.unwrap()
+            }));
+        }
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Committed::Inserted);
+    }
+    for creds in &accounts {
+        let rows = creds.messages(Some(&chat), 1000, 0).await.unwrap();
+        assert_eq!(rows.len(), 100, "each account sees its own rows only");
+        // The session written with each row is there too.
+        for i in [0, 57, 99] {
+            let addr = ProtocolAddress::new(format!("peer{i}"), 1);
+            assert!(creds.signal().session(&addr).await.unwrap().is_some());
+        }
+        // The same (chat, sender, id) again is a duplicate and changes nothing.
+        let again = row("m0-0", &chat, false, MessageStatus::Received);
+        let first = &rows.iter().find(|r| r.id.ends_with("-0")).unwrap().id;
+        let again = StoredMessage {
+            id: first.clone(),
+            text: Some("other".into()),
+            ..again
+        };
+        assert_eq!(
+            creds
+                .commit_message(&SignalChanges::default(), &again)
+                .await
+                .unwrap(),
+            Committed::Duplicate
+        );
+        assert_eq!(
+            creds.messages(Some(&chat), 1000, 0).await.unwrap().len(),
+            100
+        );
+    }
+}
+
+async fn futures_accounts(store: &Store, n: usize) -> Vec<Arc<wa_gateway::store::SqliteCreds>> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        let id = store.account("sub", &format!("agent-{i}")).await.unwrap();
+        v.push(Arc::new(store.creds(id)));
+    }
+    v
+}
+
+#[tokio::test]
+async fn the_ladder_only_climbs_and_keeps_each_devices_receipt() {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    let creds = futures_accounts(&store, 1).await.pop().unwrap();
+    let chat = Jid::new("15550002222", Server::User);
+    let r = row("out-1", &chat, true, MessageStatus::Pending);
+    creds
+        .commit_message(&SignalChanges::default(), &r)
+        .await
+        .unwrap();
+    let update = |status, device: Option<u16>, error| StatusUpdate {
+        chat: chat.clone(),
+        id: "out-1".into(),
+        device: device.map(|d| Jid::with_device("15550002222", d, Server::User)),
+        status,
+        error,
+        t: 1_700_000_100,
+    };
+    let set = |u: StatusUpdate| {
+        let creds = creds.clone();
+        async move { creds.update_status(&u).await.unwrap() }
+    };
+    assert_eq!(
+        set(update(MessageStatus::ServerAck, None, None)).await,
+        Some(MessageStatus::ServerAck)
+    );
+    assert_eq!(
+        set(update(MessageStatus::Read, Some(0), None)).await,
+        Some(MessageStatus::Read)
+    );
+    // A late delivery receipt from another device does not move it back.
+    assert_eq!(
+        set(update(MessageStatus::Delivered, Some(1), None)).await,
+        None
+    );
+    // Nor does an error after delivery.
+    assert_eq!(
+        set(update(MessageStatus::Failed, None, Some(463))).await,
+        None
+    );
+    let stored = creds.sent_message(&chat, "out-1").await.unwrap().unwrap();
+    assert_eq!(stored.status, MessageStatus::Read);
+    // An unknown id is no error and changes nothing.
+    let mut other = update(MessageStatus::Read, Some(0), None);
+    other.id = "nope".into();
+    assert_eq!(creds.update_status(&other).await.unwrap(), None);
+    // A refused send is failed with its code.
+    let r2 = row("out-2", &chat, true, MessageStatus::Pending);
+    creds
+        .commit_message(&SignalChanges::default(), &r2)
+        .await
+        .unwrap();
+    let mut refused = update(MessageStatus::Failed, None, Some(463));
+    refused.id = "out-2".into();
+    assert_eq!(
+        creds.update_status(&refused).await.unwrap(),
+        Some(MessageStatus::Failed)
+    );
+    let s2 = creds.sent_message(&chat, "out-2").await.unwrap().unwrap();
+    assert_eq!((s2.status, s2.error), (MessageStatus::Failed, Some(463)));
+    assert!(creds.pending_messages().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn learning_a_lid_moves_sealed_sessions_identities_and_rows_in_one_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("wa.db").display());
+    let key = StoreKey::generate();
+    let store = Store::open_with(&url, Some(&key)).await.unwrap();
+    let creds = futures_accounts(&store, 1).await.pop().unwrap();
+    let signal = creds.signal();
+    let (pn, lid) = ("15550003333", "123456789012345");
+    let (rec, _) = crate::common::session_pair();
+    let (pn0, pn2) = (ProtocolAddress::new(pn, 0), ProtocolAddress::new(pn, 2));
+    // A different number that shares the prefix must stay where it is.
+    let other = ProtocolAddress::new(format!("{pn}9"), 0);
+    for a in [&pn0, &pn2, &other] {
+        signal.store_session(a, &rec).await.unwrap();
+        signal
+            .save_identity(a, &[a.device_id as u8; 32])
+            .await
+            .unwrap();
+    }
+    let pn_jid = Jid::new(pn, Server::User);
+    creds
+        .commit_message(
+            &SignalChanges::default(),
+            &row("in-1", &pn_jid, false, MessageStatus::Received),
+        )
+        .await
+        .unwrap();
+
+    creds.learn_lid(pn, lid).await.unwrap();
+    assert_eq!(creds.lid_for(pn).await.unwrap().as_deref(), Some(lid));
+    assert_eq!(creds.pn_for(lid).await.unwrap().as_deref(), Some(pn));
+    let lid_name = format!("{lid}_1");
+    for d in [0, 2] {
+        let moved = ProtocolAddress::new(lid_name.clone(), d);
+        let s = signal
+            .session(&moved)
+            .await
+            .unwrap()
+            .expect("session moved (and still opens)");
+        assert_eq!(s.to_bytes(), rec.to_bytes());
+        assert_eq!(signal.identity(&moved).await.unwrap(), Some([d as u8; 32]));
+        let old = ProtocolAddress::new(pn, d);
+        assert!(signal.session(&old).await.unwrap().is_none());
+        assert!(signal.identity(&old).await.unwrap().is_none());
+    }
+    assert!(signal.session(&other).await.unwrap().is_some());
+    // The conversation is keyed by the LID now.
+    let lid_jid = Jid::new(lid, Server::Lid);
+    let rows = creds.messages(Some(&lid_jid), 10, 0).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].chat.clone(), rows[0].sender.clone()),
+        (lid_jid.clone(), lid_jid)
+    );
+    assert!(
+        creds
+            .messages(Some(&pn_jid), 10, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Learning it again changes nothing.
+    creds.learn_lid(pn, lid).await.unwrap();
+    assert!(
+        signal
+            .session(&ProtocolAddress::new(lid_name, 2))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
