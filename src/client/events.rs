@@ -183,6 +183,11 @@ pub enum Event {
         /// The chunk's position.
         chunk: Option<u32>,
     },
+    /// A contact gave us its privacy token (stored; our messages to it carry it from now on).
+    PrivacyToken {
+        /// The contact.
+        jid: Jid,
+    },
     /// A contact's identity key changed (their security code changed).
     IdentityChanged {
         /// The contact's device.
@@ -245,6 +250,7 @@ impl fmt::Debug for Event {
                 )
             }
             Event::IdentityChanged { jid } => write!(f, "IdentityChanged {{ jid: {jid} }}"),
+            Event::PrivacyToken { jid } => write!(f, "PrivacyToken {{ jid: {jid} }}"),
             Event::HistorySync { progress, chunk } => {
                 write!(
                     f,

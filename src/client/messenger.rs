@@ -63,6 +63,11 @@ fn inflate_history(z: &[u8]) -> Option<wa::HistorySync> {
     wa::HistorySync::decode(&plain[..]).ok()
 }
 
+/// Longest privacy token accepted (WhatsApp's are a few dozen bytes).
+const MAX_TOKEN_BYTES: usize = 1024;
+/// How often we issue our privacy token again to a contact we write to.
+const TOKEN_REISSUE: u64 = 7 * 86_400;
+
 /// Longest text accepted for sending (WhatsApp's own limit is 65,536 characters).
 pub const MAX_TEXT_BYTES: usize = 65_536;
 
@@ -189,6 +194,8 @@ pub(super) struct Messenger<S: CredsStore> {
     retries: Mutex<VecDeque<((Jid, String), u32)>>,
     /// Phone-number user → LID user (None: known to have none yet), a cache over the store.
     lids: Mutex<HashMap<String, Option<String>>>,
+    /// When we last issued our privacy token to a contact (a cache over the store).
+    issued: Mutex<HashMap<Jid, u64>>,
 }
 
 impl<S: CredsStore> Messenger<S> {
@@ -212,6 +219,7 @@ impl<S: CredsStore> Messenger<S> {
             acks: Mutex::new(HashMap::new()),
             retries: Mutex::new(VecDeque::new()),
             lids: Mutex::new(HashMap::new()),
+            issued: Mutex::new(HashMap::new()),
         }
     }
 
@@ -367,6 +375,9 @@ impl<S: CredsStore> Messenger<S> {
             "message" => self.on_message(sender, &node).await,
             "receipt" => self.on_receipt(sender, &node).await,
             "ack" => self.on_ack(&node).await,
+            "notification" if node.get_str("type").as_deref() == Some("privacy_token") => {
+                self.on_privacy_token(&node).await;
+            }
             "notification" => {
                 if node.get_str("type").as_deref() == Some("devices")
                     && let Some(from) = node.get_jid("from")
@@ -376,6 +387,88 @@ impl<S: CredsStore> Messenger<S> {
                 }
             }
             _ => {}
+        }
+    }
+
+    // ---- privacy tokens ----
+
+    /// `<notification type="privacy_token" from=X><tokens><token jid t type="trusted_contact">`:
+    /// X's token for us, attached to what we send X from now on.
+    async fn on_privacy_token(&self, node: &Node) {
+        let Some(from) = node.get_jid("from") else {
+            return;
+        };
+        let contact = self.canonical(&from.to_non_ad()).await;
+        let tokens = node
+            .child("tokens")
+            .map(|t| t.child_nodes().to_vec())
+            .unwrap_or_default();
+        for tok in tokens.iter().filter(|t| t.tag == "token").take(16) {
+            if tok.get_str("type").as_deref() != Some("trusted_contact") {
+                continue;
+            }
+            let (Some(bytes), Some(t)) = (
+                tok.content_bytes(),
+                tok.get_str("t").and_then(|t| t.parse::<u64>().ok()),
+            ) else {
+                continue;
+            };
+            if bytes.len() > MAX_TOKEN_BYTES {
+                continue;
+            }
+            match self.store.set_privacy_token(&contact, bytes, t).await {
+                Ok(()) => self.publish(Event::PrivacyToken {
+                    jid: contact.clone(),
+                }),
+                Err(e) => tracing::warn!(error = %e, "cannot store a privacy token"),
+            }
+        }
+    }
+
+    /// Issues our token to `contact` (so they may write to us) unless we did within
+    /// [`TOKEN_REISSUE`], as WhatsApp Web does after writing to someone.
+    async fn issue_token(&self, contact: &Jid, wire: &Jid) {
+        let now = self.clock.now_unix();
+        // Most sends go to contacts we issued to lately: no store round trip for them.
+        if let Ok(mut m) = self.issued.lock() {
+            if m.get(contact)
+                .is_some_and(|t| now.saturating_sub(*t) < TOKEN_REISSUE)
+            {
+                return;
+            }
+            if m.len() >= LID_CACHE {
+                m.clear();
+            }
+            m.insert(contact.clone(), now);
+        }
+        match self.store.set_token_issued(contact, now).await {
+            Ok(Some(last)) if now.saturating_sub(last) < TOKEN_REISSUE => {
+                // Not yet due: put the earlier time back.
+                let _ = self.store.set_token_issued(contact, last).await;
+                if let Ok(mut m) = self.issued.lock() {
+                    m.insert(contact.clone(), last);
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record an issued privacy token");
+                return;
+            }
+        }
+        let Some(sender) = self.sender() else { return };
+        let iq = Node::new("iq")
+            .attr("xmlns", "privacy")
+            .attr("type", "set")
+            .attr("to", Jid::server_jid())
+            .children(vec![Node::new("tokens").children(vec![
+                Node::new("token")
+                    .attr("jid", wire.to_non_ad())
+                    .attr("t", now.to_string())
+                    .attr("type", "trusted_contact"),
+            ])]);
+        if let Err(e) = self.link.iq.query(&sender, iq, IQ_TIMEOUT).await {
+            tracing::debug!(error = %e, "privacy token not issued");
         }
     }
 
@@ -881,6 +974,9 @@ impl<S: CredsStore> Messenger<S> {
             ack
         };
         self.record_ack(&row.chat, &row.id, &ack).await;
+        if ack.error.is_none_or(|c| c == 0) {
+            self.issue_token(&row.chat, &wire).await;
+        }
         match ack.error {
             Some(code) if code != 0 => Err(SendError::Refused { code, id: row.id }),
             _ => Ok(Sent {
@@ -1009,7 +1105,13 @@ impl<S: CredsStore> Messenger<S> {
         }
         drop(locks);
         tracing::debug!(id = row.id, devices = encs.len(), "sending");
-        let node = stanza::message_stanza(&row.id, &wire, encs, &me.signed_identity);
+        let mut node = stanza::message_stanza(&row.id, &wire, encs, &me.signed_identity);
+        // The contact's token to us: without it WhatsApp may refuse a first contact (463).
+        if let Ok(Some((token, _))) = self.store.privacy_token(&row.chat).await
+            && let crate::binary::Content::Children(c) = &mut node.content
+        {
+            c.push(Node::new("tctoken").bytes(token));
+        }
         let (tx, rx) = oneshot::channel();
         if let Ok(mut a) = self.acks.lock() {
             a.insert(row.id.clone(), tx);

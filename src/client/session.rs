@@ -127,7 +127,7 @@ impl<S: CredsStore> Run<S> {
                                         tracing::warn!(error = %e, "prekey refill failed");
                                     }
                                 }.in_current_span()));
-                            } else if node.get_str("type").as_deref() == Some("devices") {
+                            } else if matches!(node.get_str("type").as_deref(), Some("devices" | "privacy_token")) {
                                 let _ = work.send(node).await;
                             }
                         }

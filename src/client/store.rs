@@ -158,6 +158,24 @@ pub trait CredsStore: Send + Sync + 'static {
         &self,
         lid: &str,
     ) -> impl Future<Output = Result<Option<String>, CredsStoreError>> + Send;
+    /// Stores the privacy token contact `jid` issued to us (a newer one replaces an older).
+    fn set_privacy_token(
+        &self,
+        jid: &Jid,
+        token: &[u8],
+        t: u64,
+    ) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
+    /// The privacy token contact `jid` issued to us, with its time.
+    fn privacy_token(
+        &self,
+        jid: &Jid,
+    ) -> impl Future<Output = Result<Option<(Vec<u8>, u64)>, CredsStoreError>> + Send;
+    /// Records when we issued our token to `jid`; returns the previous time.
+    fn set_token_issued(
+        &self,
+        jid: &Jid,
+        t: u64,
+    ) -> impl Future<Output = Result<Option<u64>, CredsStoreError>> + Send;
 }
 
 /// Credentials in memory, with the Signal stores and messages beside them (tests, benches).
@@ -167,6 +185,15 @@ pub struct MemoryCreds {
     messages: Mutex<Vec<StoredMessage>>,
     /// (pn user, lid user).
     lids: Mutex<Vec<(String, String)>>,
+    /// Contact → (their token to us, its time, when we issued ours).
+    tokens: Mutex<std::collections::HashMap<Jid, TokenRow>>,
+}
+
+/// A contact's privacy-token row.
+#[derive(Clone, Default)]
+struct TokenRow {
+    token: Option<(Vec<u8>, u64)>,
+    issued: Option<u64>,
 }
 
 impl std::fmt::Debug for MemoryCreds {
@@ -186,6 +213,7 @@ impl Default for MemoryCreds {
             signal: Arc::new(MemoryStore::empty()),
             messages: Mutex::new(Vec::new()),
             lids: Mutex::new(Vec::new()),
+            tokens: Mutex::new(std::collections::HashMap::new()),
         }
     }
 }
@@ -391,5 +419,33 @@ impl CredsStore for MemoryCreds {
             .iter()
             .find(|(_, l)| l == lid)
             .map(|(p, _)| p.clone()))
+    }
+
+    async fn set_privacy_token(
+        &self,
+        jid: &Jid,
+        token: &[u8],
+        t: u64,
+    ) -> Result<(), CredsStoreError> {
+        let mut m = self.tokens.lock().map_err(poisoned)?;
+        let row = m.entry(jid.clone()).or_default();
+        if row.token.as_ref().is_none_or(|(_, old)| *old <= t) {
+            row.token = Some((token.to_vec(), t));
+        }
+        Ok(())
+    }
+
+    async fn privacy_token(&self, jid: &Jid) -> Result<Option<(Vec<u8>, u64)>, CredsStoreError> {
+        Ok(self
+            .tokens
+            .lock()
+            .map_err(poisoned)?
+            .get(jid)
+            .and_then(|r| r.token.clone()))
+    }
+
+    async fn set_token_issued(&self, jid: &Jid, t: u64) -> Result<Option<u64>, CredsStoreError> {
+        let mut m = self.tokens.lock().map_err(poisoned)?;
+        Ok(m.entry(jid.clone()).or_default().issued.replace(t))
     }
 }

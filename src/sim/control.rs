@@ -131,12 +131,13 @@ async fn fault(
         "corrupt_next" => Fault::CorruptNext,
         "withhold_receipts" => Fault::WithholdReceipts(b.on.unwrap_or(true)),
         "withhold_acks" => Fault::WithholdAcks(b.on.unwrap_or(true)),
+        "reach_out_lock" => Fault::ReachOutLock(b.on.unwrap_or(true)),
         other => {
             return bad(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "unknown fault {other:?} (drop, stop_pings, resume_pings, stream_error, \
-                     unlink, corrupt_next, withhold_receipts, withhold_acks)"
+                     unlink, corrupt_next, withhold_receipts, withhold_acks, reach_out_lock)"
                 ),
             );
         }

@@ -51,6 +51,8 @@ pub struct Logged {
     pub encs: Vec<(String, String)>,
     /// The error code the ack carried, if refused.
     pub error: Option<u16>,
+    /// Whether it carried a privacy token.
+    pub tctoken: bool,
 }
 
 /// Messages kept in the log.
@@ -198,6 +200,7 @@ pub(super) async fn accept_message(shared: &Shared, dev: &Device, node: &Node) -
             id: id.clone(),
             encs,
             error,
+            tctoken: node.child("tctoken").is_some(),
         });
     }
     if error.is_some()
@@ -287,6 +290,15 @@ async fn route(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Result<(),
         let Ok(mut st) = shared.state.lock() else {
             return Err(500);
         };
+        if let Some(recipient) = user_number(&st, &chat)
+            && recipient != dev.jid.user
+        {
+            let token = node.child("tctoken").and_then(|t| t.content_bytes());
+            if !may_reach(&st, &dev.jid.user, &recipient, token.map(|b| &b[..])) {
+                return Err(463);
+            }
+            wrote(&mut st, &dev.jid.user, &recipient, t);
+        }
         let push_name = st
             .phones
             .get(&dev.jid.user)
@@ -356,6 +368,60 @@ async fn route(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Result<(),
         sim_receive(shared, &number, &peer, &dev.jid, &out).await;
     }
     Ok(())
+}
+
+/// The phone number of a user JID (PN or a known LID).
+fn user_number(st: &State, user: &Jid) -> Option<String> {
+    match user.server {
+        Server::User => Some(user.user.clone()),
+        Server::Lid => st.lids.get(&user.user).cloned(),
+        _ => None,
+    }
+}
+
+/// Whether `from` may write to `to`: always, unless `from` is under the reach-out lock and
+/// `to` never wrote to it and the message lacks `to`'s token.
+fn may_reach(st: &State, from: &str, to: &str, token: Option<&[u8]>) -> bool {
+    let locked = st.phones.get(from).is_some_and(|p| p.reach_out_lock);
+    if !locked {
+        return true;
+    }
+    match st.tokens.get(&(to.to_owned(), from.to_owned())) {
+        Some(t) => token == Some(&t[..]),
+        None => false,
+    }
+}
+
+/// `from` wrote to `to`: the first time, `from` issues its privacy token to `to` (so `to` may
+/// answer even under the reach-out lock), delivered to `to`'s devices.
+fn wrote(st: &mut State, from: &str, to: &str, t: u64) {
+    issue_token(st, from, to, t);
+}
+
+/// `issuer` gives `holder` its privacy token (once), and tells `holder`'s devices.
+pub(super) fn issue_token(st: &mut State, issuer: &str, holder: &str, t: u64) {
+    let key = (issuer.to_owned(), holder.to_owned());
+    if st.tokens.contains_key(&key) {
+        return;
+    }
+    let token = rand::random::<[u8; 24]>().to_vec();
+    st.tokens.insert(key, token.clone());
+    let id = crate::util::ids::phone_message_id();
+    let note = Node::new("notification")
+        .attr("from", Jid::new(issuer, Server::User))
+        .attr("type", "privacy_token")
+        .attr("id", id.clone())
+        .attr("t", t.to_string())
+        .children(vec![Node::new("tokens").children(vec![
+            Node::new("token")
+                .attr("jid", Jid::new(holder, Server::User))
+                .attr("t", t.to_string())
+                .attr("type", "trusted_contact")
+                .bytes(token),
+        ])]);
+    for k in st.linked_devices(holder).iter().map(|j| j.to_string()) {
+        enqueue(st, &k, id.clone(), note.clone());
+    }
 }
 
 /// `peer_recipient_lid` / `peer_recipient_pn`: the other form of a recipient user.
@@ -728,6 +794,9 @@ pub(super) async fn phone_send(
             return Err(SimError::BadNumber);
         }
         st.phone(&to_pn, None);
+        if to_pn != number {
+            wrote(&mut st, number, &to_pn, t);
+        }
         let phone = st.phone(number, None);
         if phone.sent.len() >= SENT_KEPT {
             phone.sent.pop_front();

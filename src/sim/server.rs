@@ -107,6 +107,9 @@ pub(super) struct Phone {
     pub(super) sent: VecDeque<(String, Jid, crate::proto::wa::Message)>,
     /// Retry receipts its devices sent per (sender device, id).
     pub(super) retries: HashMap<(String, String), u32>,
+    /// First messages to strangers need their privacy token (else 463), as WhatsApp
+    /// restricts accounts that reach out too much.
+    pub(super) reach_out_lock: bool,
 }
 
 /// Devices a simulated user starts with (the phone and one companion).
@@ -273,6 +276,8 @@ pub(super) struct State {
     pub(super) held: Vec<(Device, Node)>,
     /// The latest messages the server accepted from real devices, oldest first.
     pub(super) log: VecDeque<super::route::Logged>,
+    /// Privacy tokens: (issuer number, holder number) → token.
+    pub(super) tokens: HashMap<(String, String), Vec<u8>>,
     /// Oldest WhatsApp Web version accepted (405 below it).
     pub(super) min_version: Option<[u32; 3]>,
     /// A defect for the next pair-success.
@@ -328,6 +333,7 @@ impl State {
                 corrupt_next: false,
                 sent: VecDeque::new(),
                 retries: HashMap::new(),
+                reach_out_lock: false,
             };
             // Users have a phone and one more device unless told otherwise.
             phone.set_devices(DEFAULT_DEVICES);
@@ -382,6 +388,8 @@ pub enum Fault {
     /// The server holds the user's messages unacked and undelivered (true); lifting it (false)
     /// delivers and acks each once.
     WithholdAcks(bool),
+    /// The user's first messages to strangers need a privacy token (true), or not (false).
+    ReachOutLock(bool),
 }
 
 /// What a live connection is told to do.
@@ -501,7 +509,10 @@ impl Simulator {
     pub async fn fault(&self, number: &str, fault: Fault) -> usize {
         // Faults of the simulated user rather than of its connections.
         match fault {
-            Fault::CorruptNext | Fault::WithholdReceipts(_) | Fault::WithholdAcks(_) => {
+            Fault::CorruptNext
+            | Fault::WithholdReceipts(_)
+            | Fault::WithholdAcks(_)
+            | Fault::ReachOutLock(_) => {
                 if !valid_number(number) {
                     return 0;
                 }
@@ -513,6 +524,7 @@ impl Simulator {
                     match fault {
                         Fault::CorruptNext => phone.corrupt_next = true,
                         Fault::WithholdReceipts(on) => phone.withhold_receipts = on,
+                        Fault::ReachOutLock(on) => phone.reach_out_lock = on,
                         Fault::WithholdAcks(true) => {
                             st.withhold_acks.insert(number.to_owned());
                         }
@@ -571,7 +583,10 @@ impl Simulator {
                     .children(vec![Node::new("conflict").attr("type", "device_removed")]),
             )),
             // Handled above.
-            Fault::CorruptNext | Fault::WithholdReceipts(_) | Fault::WithholdAcks(_) => {
+            Fault::CorruptNext
+            | Fault::WithholdReceipts(_)
+            | Fault::WithholdAcks(_)
+            | Fault::ReachOutLock(_) => {
                 return 0;
             }
         };

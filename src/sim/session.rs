@@ -143,6 +143,32 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
         "abt" => iq::ab_props(id),
         "w:sync:app:state" if !get => iq::app_state(node, id),
         "privacy" if get => iq::privacy(id),
+        "privacy" => {
+            // Our device issues its account's token to contacts.
+            let Ok(mut st) = shared.state.lock() else {
+                return iq::error(id, 500, "internal-server-error");
+            };
+            let now = shared.clock.now_unix();
+            let holders: Vec<String> = node
+                .child("tokens")
+                .map(|t| {
+                    t.child_nodes()
+                        .iter()
+                        .filter(|t| t.get_str("type").as_deref() == Some("trusted_contact"))
+                        .filter_map(|t| t.get_jid("jid"))
+                        .filter_map(|j| match j.server {
+                            Server::Lid => st.lids.get(&j.user).cloned(),
+                            _ => Some(j.user),
+                        })
+                        .take(64)
+                        .collect()
+                })
+                .unwrap_or_default();
+            for h in holders {
+                super::route::issue_token(&mut st, &dev.jid.user, &h, now);
+            }
+            iq::result(id, vec![])
+        }
         "blocklist" if get => iq::blocklist(id),
         _ => iq::error(id, 501, "feature-not-implemented"),
     }

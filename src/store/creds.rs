@@ -441,4 +441,63 @@ impl CredsStore for SqliteCreds {
             .await
             .map_err(err)
     }
+
+    async fn set_privacy_token(
+        &self,
+        jid: &Jid,
+        token: &[u8],
+        t: u64,
+    ) -> Result<(), CredsStoreError> {
+        // A token older than the one held never replaces it.
+        sqlx::query(
+            "INSERT INTO privacy_tokens (account_id, jid, token, token_t) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (account_id, jid) DO UPDATE SET token = excluded.token, \
+             token_t = excluded.token_t \
+             WHERE privacy_tokens.token_t IS NULL OR privacy_tokens.token_t <= excluded.token_t",
+        )
+        .bind(self.account)
+        .bind(jid.to_string())
+        .bind(token)
+        .bind(i64::try_from(t).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn privacy_token(&self, jid: &Jid) -> Result<Option<(Vec<u8>, u64)>, CredsStoreError> {
+        let row: Option<(Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(
+            "SELECT token, token_t FROM privacy_tokens WHERE account_id = ? AND jid = ?",
+        )
+        .bind(self.account)
+        .bind(jid.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(row.and_then(|(tok, t)| Some((tok?, t.unwrap_or(0).max(0) as u64))))
+    }
+
+    async fn set_token_issued(&self, jid: &Jid, t: u64) -> Result<Option<u64>, CredsStoreError> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let old: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT issued_t FROM privacy_tokens WHERE account_id = ? AND jid = ?",
+        )
+        .bind(self.account)
+        .bind(jid.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(err)?;
+        sqlx::query(
+            "INSERT INTO privacy_tokens (account_id, jid, issued_t) VALUES (?, ?, ?) \
+             ON CONFLICT (account_id, jid) DO UPDATE SET issued_t = excluded.issued_t",
+        )
+        .bind(self.account)
+        .bind(jid.to_string())
+        .bind(i64::try_from(t).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(old.flatten().map(|t| t.max(0) as u64))
+    }
 }

@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "lid map",
         include_str!("../../migrations/0006_lid_map.sql"),
     ),
+    (
+        7,
+        "privacy tokens",
+        include_str!("../../migrations/0007_privacy_tokens.sql"),
+    ),
 ];
 
 /// An account's id in the database.

@@ -225,3 +225,42 @@ async fn learning_a_lid_moves_sealed_sessions_identities_and_rows_in_one_unit() 
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn privacy_tokens_keep_the_newest_and_issuing_reports_the_last_time() {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    let creds = futures_accounts(&store, 2).await;
+    let contact = Jid::new("123456789012345", Server::Lid);
+    assert_eq!(creds[0].privacy_token(&contact).await.unwrap(), None);
+    creds[0]
+        .set_privacy_token(&contact, b"new", 200)
+        .await
+        .unwrap();
+    // A late, older token does not replace the newer one.
+    creds[0]
+        .set_privacy_token(&contact, b"old", 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        creds[0].privacy_token(&contact).await.unwrap(),
+        Some((b"new".to_vec(), 200))
+    );
+    assert_eq!(
+        creds[1].privacy_token(&contact).await.unwrap(),
+        None,
+        "per account"
+    );
+    assert_eq!(
+        creds[0].set_token_issued(&contact, 300).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        creds[0].set_token_issued(&contact, 400).await.unwrap(),
+        Some(300)
+    );
+    // Issuing ours leaves theirs alone.
+    assert_eq!(
+        creds[0].privacy_token(&contact).await.unwrap(),
+        Some((b"new".to_vec(), 200))
+    );
+}

@@ -467,6 +467,27 @@ impl CredsStore for Crashy {
     ) -> Result<Option<String>, wa_gateway::client::store::CredsStoreError> {
         self.inner.pn_for(lid).await
     }
+    async fn set_privacy_token(
+        &self,
+        jid: &Jid,
+        token: &[u8],
+        t: u64,
+    ) -> Result<(), wa_gateway::client::store::CredsStoreError> {
+        self.inner.set_privacy_token(jid, token, t).await
+    }
+    async fn privacy_token(
+        &self,
+        jid: &Jid,
+    ) -> Result<Option<(Vec<u8>, u64)>, wa_gateway::client::store::CredsStoreError> {
+        self.inner.privacy_token(jid).await
+    }
+    async fn set_token_issued(
+        &self,
+        jid: &Jid,
+        t: u64,
+    ) -> Result<Option<u64>, wa_gateway::client::store::CredsStoreError> {
+        self.inner.set_token_issued(jid, t).await
+    }
 }
 
 #[tokio::test]
@@ -757,6 +778,62 @@ async fn a_contact_known_by_number_and_lid_is_one_conversation_and_we_send_to_th
                 .len(),
             4
         );
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn under_the_reach_out_lock_a_stranger_needs_their_token_and_463_says_why() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let a = account().await;
+        let (me, stranger) = ("15550070000", "15550071000");
+        let (client, mut events, _) = link(&sim, &a, me).await;
+        sim.set_devices(stranger, 1).unwrap();
+        assert_eq!(sim.fault(me, Fault::ReachOutLock(true)).await, 1);
+
+        let err = client
+            .send_text(&user(stranger), "hello?")
+            .await
+            .unwrap_err();
+        let wa_gateway::client::SendError::Refused { code, id } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(*code, 463);
+        assert!(err.to_string().contains("privacy token"), "{err}");
+        let row = stored(&a.creds, &user(stranger))
+            .await
+            .into_iter()
+            .find(|m| &m.id == id)
+            .unwrap();
+        assert_eq!((row.status, row.error), (MessageStatus::Failed, Some(463)));
+        assert!(sim.phone_messages(stranger).is_empty(), "nothing delivered");
+
+        // The stranger writes first: their token reaches us, and our answer carries it.
+        let hi = sim.phone_send(stranger, me, "hi, it's me").await.unwrap();
+        next_event(&mut events, |e| matches!(e, Event::PrivacyToken { .. })).await;
+        next_event(
+            &mut events,
+            |e| matches!(e, Event::Message(m) if m.id == hi),
+        )
+        .await;
+        let sent = client.send_text(&user(stranger), "welcome").await.unwrap();
+        assert_eq!(sent.status, MessageStatus::ServerAck);
+        let logged = sim
+            .message_log()
+            .into_iter()
+            .find(|l| l.id == sent.id)
+            .unwrap();
+        assert!(logged.tctoken, "the token went with it");
+        eventually("the stranger to read it", async || {
+            sim.phone_messages(stranger)
+                .into_iter()
+                .find(|m| m.id == sent.id)
+        })
+        .await;
     })
     .await
     .expect("in time");
