@@ -40,14 +40,41 @@ pub(crate) enum Job {
 #[derive(Debug, Clone)]
 pub(crate) struct Committer {
     tx: mpsc::Sender<Job>,
+    stats: std::sync::Arc<Counters>,
+}
+
+/// What the writer did so far.
+#[derive(Debug, Default)]
+struct Counters {
+    transactions: std::sync::atomic::AtomicU64,
+    jobs: std::sync::atomic::AtomicU64,
+}
+
+/// Group-commit figures: how many units of work went through how many transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitStats {
+    /// Transactions committed (one fsync-equivalent each).
+    pub transactions: u64,
+    /// Units of work (messages, status changes) they carried.
+    pub jobs: u64,
 }
 
 impl Committer {
     /// Starts the writer task over `pool`; it ends when the last handle is dropped.
     pub(crate) fn start(pool: SqlitePool) -> Committer {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(writer(pool, rx));
-        Committer { tx }
+        let stats = std::sync::Arc::new(Counters::default());
+        tokio::spawn(writer(pool, rx, stats.clone()));
+        Committer { tx, stats }
+    }
+
+    /// Figures so far.
+    pub(crate) fn stats(&self) -> CommitStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        CommitStats {
+            transactions: self.stats.transactions.load(Relaxed),
+            jobs: self.stats.jobs.load(Relaxed),
+        }
     }
 
     /// Commits a message and its Signal changes; resolves after the transaction committed.
@@ -105,9 +132,12 @@ enum Answer {
     ),
 }
 
-async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
+async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Job>, stats: std::sync::Arc<Counters>) {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        stats.jobs.fetch_add(batch.len() as u64, Relaxed);
+        stats.transactions.fetch_add(1, Relaxed);
         let answers = run_batch(&pool, batch.drain(..)).await;
         match answers {
             Ok(answers) => {

@@ -19,6 +19,7 @@ use sqlx::sqlite::{
 
 pub use creds::SqliteCreds;
 pub use error::StoreError;
+pub use messages::CommitStats;
 pub use seal::StoreKey;
 pub use signal::SqliteSignalStore;
 
@@ -183,6 +184,11 @@ impl Store {
     /// The Signal stores of `account`.
     pub fn signal(&self, account: AccountId) -> SqliteSignalStore {
         SqliteSignalStore::new(self.pool.clone(), account, self.sealer.clone())
+    }
+
+    /// How many message and status writes went through how many transactions so far.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.committer.stats()
     }
 
     /// Closes the pool (checkpointing the WAL).
