@@ -63,6 +63,104 @@ fn simulate(
     })
 }
 
+/// A line-oriented client for developing against the simulator (and the Baileys judge): prints
+/// one JSON line per event (`qr`, `state`, `message`, `receipt`, `sent`, `error`) and sends
+/// `{"to": "<digits or JID>", "text": "…"}` lines read from stdin. The QR line carries the
+/// pairing secret: this is a terminal tool, never a log.
+fn chat(ws: String, root: String, db: String) -> anyhow::Result<()> {
+    use base64::Engine;
+    use tokio::io::AsyncBufReadExt;
+    use wa_gateway::client::{Client, ClientOptions, Event};
+    let root: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(root.trim())?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("--root must be 32 bytes in base64"))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let store = wa_gateway::store::Store::open(&db).await?;
+        let account = store.account("chat", "cli").await?;
+        let opts = ClientOptions {
+            socket: wa_gateway::socket::ClientConfig {
+                url: ws,
+                trust: wa_gateway::socket::TrustRoot::from_key(root),
+                clock: std::sync::Arc::new(wa_gateway::util::clock::SystemClock),
+                max_frame: wa_gateway::socket::framing::MAX_FRAME,
+                tls: None,
+            },
+            profile: Default::default(),
+            backoff: Default::default(),
+            keepalive: Default::default(),
+            messaging: Default::default(),
+            label: "chat".into(),
+        };
+        let (client, mut events) = Client::start(opts, std::sync::Arc::new(store.creds(account)));
+        let client = std::sync::Arc::new(client);
+        let out = |v: serde_json::Value| {
+            use std::io::Write;
+            println!("{v}");
+            let _ = std::io::stdout().flush();
+        };
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                let line = match e {
+                    Event::QrCode { code, .. } => serde_json::json!({ "qr": code }),
+                    Event::State(s) => serde_json::json!({ "state": s.name(), "code": s.code() }),
+                    Event::Connected { jid } => serde_json::json!({ "connected": jid.to_string() }),
+                    Event::Message(m) => serde_json::json!({ "message": {
+                        "id": m.id, "chat": m.chat.to_string(), "sender": m.sender.to_string(),
+                        "from_me": m.from_me, "text": m.text, "timestamp": m.timestamp,
+                    }}),
+                    Event::Receipt {
+                        chat,
+                        id,
+                        device,
+                        status,
+                        error,
+                    } => serde_json::json!({ "receipt": {
+                        "chat": chat.to_string(), "id": id, "device": device.map(|d| d.to_string()),
+                        "status": status.as_str(), "error": error,
+                    }}),
+                    _ => continue,
+                };
+                out(line);
+            }
+        });
+        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Some(line) = stdin.next_line().await? {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                out(serde_json::json!({ "error": "expected {\"to\": …, \"text\": …}" }));
+                continue;
+            };
+            let (Some(to), Some(text)) = (v["to"].as_str(), v["text"].as_str()) else {
+                out(serde_json::json!({ "error": "expected {\"to\": …, \"text\": …}" }));
+                continue;
+            };
+            let to: wa_gateway::binary::Jid = if to.contains('@') {
+                match to.parse() {
+                    Ok(j) => j,
+                    Err(e) => {
+                        out(serde_json::json!({ "error": e.to_string() }));
+                        continue;
+                    }
+                }
+            } else {
+                wa_gateway::binary::Jid::new(to, wa_gateway::binary::Server::User)
+            };
+            let (client, text) = (client.clone(), text.to_owned());
+            tokio::spawn(async move {
+                match client.send_text(&to, &text).await {
+                    Ok(s) => out(serde_json::json!({ "sent": {
+                        "id": s.id, "chat": s.chat.to_string(), "status": s.status.as_str(),
+                        "timestamp": s.timestamp,
+                    }})),
+                    Err(e) => out(serde_json::json!({ "error": e.to_string() })),
+                }
+            });
+        }
+        Ok(())
+    })
+}
+
 #[derive(Parser)]
 #[command(
     name = "wa-gateway",
@@ -91,6 +189,18 @@ enum Command {
         #[arg(long, requires = "tls")]
         ca_out: Option<std::path::PathBuf>,
     },
+    /// A line-based client for the simulator: JSON events out, `{"to","text"}` lines in.
+    Chat {
+        /// The simulator's WebSocket URL (`ws_url` of `simulate`).
+        #[arg(long)]
+        ws: String,
+        /// The simulator's root public key in base64 (`root_public_key`).
+        #[arg(long)]
+        root: String,
+        /// Where the account is kept.
+        #[arg(long, default_value = "sqlite::memory:")]
+        db: String,
+    },
     /// Decodes a hex-encoded binary-node frame (flags byte first) and prints it as XML.
     Decode {
         /// The frame in hex, e.g. 00f8029df801f803ec0e04ec11.
@@ -114,6 +224,13 @@ fn main() -> ExitCode {
             tls,
             ca_out,
         } => match simulate(listen, control, tls, ca_out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Chat { ws, root, db } => match chat(ws, root, db) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");

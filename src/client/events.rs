@@ -183,6 +183,19 @@ pub enum Event {
         /// The chunk's position.
         chunk: Option<u32>,
     },
+    /// A message the server accepted was receipted by no device within the configured time
+    /// (the recipient may be offline for long, or something is wrong: see the logs).
+    Stuck {
+        /// The conversation.
+        chat: Jid,
+        /// The message id.
+        id: String,
+    },
+    /// The messages queued while we were offline were all delivered (and handled).
+    OfflineSync {
+        /// How many stanzas the server had queued.
+        count: u32,
+    },
     /// A contact gave us its privacy token (stored; our messages to it carry it from now on).
     PrivacyToken {
         /// The contact.
@@ -251,6 +264,8 @@ impl fmt::Debug for Event {
             }
             Event::IdentityChanged { jid } => write!(f, "IdentityChanged {{ jid: {jid} }}"),
             Event::PrivacyToken { jid } => write!(f, "PrivacyToken {{ jid: {jid} }}"),
+            Event::Stuck { chat, id } => write!(f, "Stuck {{ chat: {chat}, id: {id} }}"),
+            Event::OfflineSync { count } => write!(f, "OfflineSync {{ count: {count} }}"),
             Event::HistorySync { progress, chunk } => {
                 write!(
                     f,

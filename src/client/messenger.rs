@@ -135,6 +135,37 @@ pub struct Sent {
     pub status: MessageStatus,
 }
 
+/// Counts of what went wrong or needs a look, since the client started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessagingStats {
+    /// Messages we could not decrypt (each attempt counts).
+    pub decrypt_failures: u64,
+    /// Contacts whose identity key changed.
+    pub identity_changes: u64,
+    /// Sends the server refused (any ack error).
+    pub refused: u64,
+    /// Of those, refused for a missing privacy token (463).
+    pub refused_463: u64,
+    /// Sent messages that stayed at `server_ack` past the configured time.
+    pub stuck: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    decrypt_failures: std::sync::atomic::AtomicU64,
+    identity_changes: std::sync::atomic::AtomicU64,
+    refused: std::sync::atomic::AtomicU64,
+    refused_463: std::sync::atomic::AtomicU64,
+    stuck: std::sync::atomic::AtomicU64,
+}
+
+fn bump(c: &std::sync::atomic::AtomicU64) {
+    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Sent messages watched for a receipt at most (beyond, new ones are not watched).
+const WATCHED: usize = 10_000;
+
 /// What the client handle can ask of the messenger (object-safe: the handle is not generic).
 pub(super) trait Messaging: Send + Sync {
     fn send_text<'a>(
@@ -154,6 +185,7 @@ pub(super) trait Messaging: Send + Sync {
         limit: u32,
         offset: u32,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<StoredMessage>, CredsStoreError>> + Send + 'a>>;
+    fn stats(&self) -> MessagingStats;
 }
 
 /// What we need of our own account while logged in.
@@ -196,6 +228,9 @@ pub(super) struct Messenger<S: CredsStore> {
     lids: Mutex<HashMap<String, Option<String>>>,
     /// When we last issued our privacy token to a contact (a cache over the store).
     issued: Mutex<HashMap<Jid, u64>>,
+    counters: Counters,
+    /// Server-acked messages waiting for a device's receipt, since when.
+    watched: Mutex<HashMap<(Jid, String), std::time::Instant>>,
 }
 
 impl<S: CredsStore> Messenger<S> {
@@ -220,6 +255,8 @@ impl<S: CredsStore> Messenger<S> {
             retries: Mutex::new(VecDeque::new()),
             lids: Mutex::new(HashMap::new()),
             issued: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            watched: Mutex::new(HashMap::new()),
         }
     }
 
@@ -390,6 +427,41 @@ impl<S: CredsStore> Messenger<S> {
         }
     }
 
+    /// Flags (once) every server-acked message no device receipted within `after`.
+    pub(super) fn flag_stuck(&self, after: Duration) {
+        let stuck: Vec<(Jid, String)> = match self.watched.lock() {
+            Ok(mut w) => {
+                let old: Vec<(Jid, String)> = w
+                    .iter()
+                    .filter(|(_, since)| since.elapsed() >= after)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in &old {
+                    w.remove(k);
+                }
+                old
+            }
+            Err(_) => return,
+        };
+        for (chat, id) in stuck {
+            bump(&self.counters.stuck);
+            tracing::info!(chat = %chat, id, "message still not delivered to any device");
+            self.publish(Event::Stuck { chat, id });
+        }
+    }
+
+    fn stats(&self) -> MessagingStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.counters;
+        MessagingStats {
+            decrypt_failures: c.decrypt_failures.load(Relaxed),
+            identity_changes: c.identity_changes.load(Relaxed),
+            refused: c.refused.load(Relaxed),
+            refused_463: c.refused_463.load(Relaxed),
+            stuck: c.stuck.load(Relaxed),
+        }
+    }
+
     // ---- privacy tokens ----
 
     /// `<notification type="privacy_token" from=X><tokens><token jid t type="trusted_contact">`:
@@ -545,6 +617,7 @@ impl<S: CredsStore> Messenger<S> {
         let (plain, changes) = match decrypted {
             Ok((d, changes)) => {
                 if d.identity == IdentityChange::Changed {
+                    bump(&self.counters.identity_changes);
                     self.publish(Event::IdentityChanged { jid: from.clone() });
                 }
                 (d.plaintext, changes)
@@ -661,6 +734,7 @@ impl<S: CredsStore> Messenger<S> {
         account: &Account,
     ) {
         tracing::warn!(from = %from, id, reason, "message not decrypted; asking for a retry");
+        bump(&self.counters.decrypt_failures);
         let count = self.bump_retry(from, id);
         if count <= MAX_RETRIES {
             let keys = if count >= 2 {
@@ -757,6 +831,9 @@ impl<S: CredsStore> Messenger<S> {
             .and_then(|t| t.parse().ok())
             .unwrap_or_else(|| self.clock.now_unix());
         for id in stanza::receipt_ids(node) {
+            if let Ok(mut w) = self.watched.lock() {
+                w.remove(&(chat.clone(), id.clone()));
+            }
             let update = StatusUpdate {
                 chat: chat.clone(),
                 id: id.clone(),
@@ -808,7 +885,13 @@ impl<S: CredsStore> Messenger<S> {
     /// Moves a sent message to `server_ack` or `failed(code)` and says so.
     async fn record_ack(&self, chat: &Jid, id: &str, ack: &Ack) {
         let (status, error) = match ack.error {
-            Some(code) if code != 0 => (MessageStatus::Failed, Some(code)),
+            Some(code) if code != 0 => {
+                bump(&self.counters.refused);
+                if code == 463 {
+                    bump(&self.counters.refused_463);
+                }
+                (MessageStatus::Failed, Some(code))
+            }
             _ => (MessageStatus::ServerAck, None),
         };
         let update = StatusUpdate {
@@ -820,13 +903,22 @@ impl<S: CredsStore> Messenger<S> {
             t: ack.t.unwrap_or_else(|| self.clock.now_unix()),
         };
         match self.store.update_status(&update).await {
-            Ok(Some(s)) => self.publish(Event::Receipt {
-                chat: chat.clone(),
-                id: id.to_owned(),
-                device: None,
-                status: s,
-                error,
-            }),
+            Ok(Some(s)) => {
+                // Watched for a receipt unless one came first (it can overtake the ack).
+                if s == MessageStatus::ServerAck
+                    && let Ok(mut w) = self.watched.lock()
+                    && w.len() < WATCHED
+                {
+                    w.insert((chat.clone(), id.to_owned()), std::time::Instant::now());
+                }
+                self.publish(Event::Receipt {
+                    chat: chat.clone(),
+                    id: id.to_owned(),
+                    device: None,
+                    status: s,
+                    error,
+                })
+            }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "cannot store ack"),
         }
@@ -1084,6 +1176,7 @@ impl<S: CredsStore> Messenger<S> {
                 .encrypt_staged(lock, addr, bundle, &stanza::pad(body))
                 .await?;
             if change == Some(IdentityChange::Changed) {
+                bump(&self.counters.identity_changes);
                 self.publish(Event::IdentityChanged { jid: jid.clone() });
             }
             changes.extend(c);
@@ -1306,6 +1399,10 @@ impl<S: CredsStore> Messaging for Messenger<S> {
             };
             self.store.messages(chat.as_ref(), limit, offset).await
         })
+    }
+
+    fn stats(&self) -> MessagingStats {
+        Messenger::stats(self)
     }
 }
 

@@ -16,7 +16,7 @@ use super::events::{ConnState, Event, EventHub, Events};
 use super::iq::{IqError, IqTracker};
 pub use super::keepalive::Keepalive;
 use super::messages::StoredMessage;
-use super::messenger::{Messaging, Messenger, SendError, Sent};
+use super::messenger::{Messaging, MessagingStats, Messenger, SendError, Sent};
 use super::payload::{ClientProfile, RegistrationKeys, login_payload, registration_payload};
 use super::reconnect::{Backoff, Setback};
 use super::store::{Creds, CredsStore, CredsStoreError};
@@ -52,6 +52,9 @@ pub struct MessagingOptions {
     /// Announce ourselves `available` after login, so our delivery receipts carry no type
     /// (WhatsApp shows us online while connected).
     pub announce_available: bool,
+    /// A server-acked message no device receipts within this time is flagged
+    /// ([`super::Event::Stuck`], counted in [`Client::stats`]).
+    pub stuck_after: Duration,
 }
 
 impl Default for MessagingOptions {
@@ -59,6 +62,7 @@ impl Default for MessagingOptions {
         MessagingOptions {
             ack_timeout: Duration::from_secs(20),
             announce_available: true,
+            stuck_after: Duration::from_secs(300),
         }
     }
 }
@@ -213,6 +217,11 @@ impl Client {
         self.messaging
             .mark_read(chat.clone(), author.clone(), ids.to_vec())
             .await
+    }
+
+    /// Counts of decrypt failures, identity changes, refusals and stuck messages.
+    pub fn stats(&self) -> MessagingStats {
+        self.messaging.stats()
     }
 
     /// Stored messages, newest first (one chat, or all).

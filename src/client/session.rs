@@ -55,6 +55,19 @@ impl<S: CredsStore> Run<S> {
         };
         // Aborted with the connection unless a graceful stop drains it first.
         let worker = AbortOnDrop(Some(worker));
+        {
+            let (messenger, after) = (self.messenger.clone(), self.opts.messaging.stuck_after);
+            let every = (after / 4).max(std::time::Duration::from_millis(50));
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    messenger.flag_stuck(after);
+                }
+            }));
+        }
+        // Offline delivery: batches asked for until the server's end marker.
+        let mut offline: Option<u32> = None;
         loop {
             tokio::select! {
                 _ = stopped(&mut stop) => {
@@ -93,6 +106,14 @@ impl<S: CredsStore> Run<S> {
                         }
                         "failure" => return failure_outcome(&node, &self.opts.profile),
                         "message" | "receipt" | "ack" => {
+                            if let Some(seen) = offline.as_mut()
+                                && node.get("offline").is_some()
+                            {
+                                *seen += 1;
+                                if *seen % OFFLINE_BATCH == 0 {
+                                    let _ = s.sender.send(&offline_batch()).await;
+                                }
+                            }
                             if work.send(node).await.is_err() {
                                 return Outcome::Retry(Setback::Transient, "internal", "message worker stopped".into());
                             }
@@ -109,10 +130,13 @@ impl<S: CredsStore> Run<S> {
                             // Queued stanzas are waiting: ask for them (the server sends them in
                             // batches on request, MESSAGING.md §2.5).
                             if node.child("offline_preview").is_some() {
-                                let batch = Node::new("ib").children(vec![Node::new("offline_batch").attr("count", OFFLINE_BATCH.to_string())]);
-                                let _ = s.sender.send(&batch).await;
+                                offline = Some(0);
+                                let _ = s.sender.send(&offline_batch()).await;
                             } else if let Some(done) = node.child("offline") {
-                                tracing::debug!(count = ?done.get_str("count"), "offline delivery complete");
+                                offline = None;
+                                let count = done.get_str("count").and_then(|c| c.parse().ok()).unwrap_or(0);
+                                tracing::debug!(count, "offline delivery complete");
+                                self.emit(Event::OfflineSync { count }).await;
                             }
                         }
                         "notification" => {
@@ -170,6 +194,13 @@ impl Drop for AbortOnDrop {
 const WORK_QUEUE: usize = 1024;
 /// Offline stanzas asked for per batch (WhatsApp Web asks 200 at a time; Baileys 100).
 const OFFLINE_BATCH: u32 = 200;
+
+/// `<ib><offline_batch count>`: the next batch of queued stanzas, please.
+fn offline_batch() -> Node {
+    Node::new("ib").children(vec![
+        Node::new("offline_batch").attr("count", OFFLINE_BATCH.to_string()),
+    ])
+}
 
 /// After `<success>`: go active, then top up prekeys (PROTOCOL.md §7.3).
 async fn after_login<S: CredsStore>(

@@ -238,7 +238,13 @@ async fn messages_that_arrive_while_offline_are_delivered_once_at_login() {
         }
         assert_eq!(sim.queued(&our_jid), 300);
 
-        let (client, _events) = Client::start(options(&sim), a.creds.clone());
+        let (client, mut events) = Client::start(options(&sim), a.creds.clone());
+        let Event::OfflineSync { count } =
+            next_event(&mut events, |e| matches!(e, Event::OfflineSync { .. })).await
+        else {
+            unreachable!()
+        };
+        assert_eq!(count, 300);
         let rows = eventually("all 300 stored", async || {
             let rows = stored(&a.creds, &user(bob)).await;
             (rows.len() == 301).then_some(rows)
@@ -296,6 +302,7 @@ async fn a_corrupted_message_is_retried_and_the_ladder_shows_the_delivery() {
             unreachable!()
         };
         assert_eq!(m.text.as_deref(), Some("again please"));
+        assert!(client.stats().decrypt_failures >= 1, "{:?}", client.stats());
     })
     .await
     .expect("in time");
@@ -828,12 +835,55 @@ async fn under_the_reach_out_lock_a_stranger_needs_their_token_and_463_says_why(
             .find(|l| l.id == sent.id)
             .unwrap();
         assert!(logged.tctoken, "the token went with it");
+        assert_eq!(client.stats().refused_463, 1);
         eventually("the stranger to read it", async || {
             sim.phone_messages(stranger)
                 .into_iter()
                 .find(|m| m.id == sent.id)
         })
         .await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_message_no_device_receipts_is_flagged_as_stuck() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let a = account().await;
+        let (me, bob) = ("15550080000", "15550081000");
+        sim.set_devices(bob, 1).unwrap();
+        let mut opts = options(&sim);
+        opts.messaging.stuck_after = Duration::from_millis(300);
+        let (mut client, mut events) = Client::start(opts, a.creds.clone());
+        let Event::QrCode { code, .. } =
+            next_event(&mut events, |e| matches!(e, Event::QrCode { .. })).await
+        else {
+            unreachable!()
+        };
+        sim.scan(me, &code, None, None).await.unwrap();
+        client.wait_for(|s| *s == ConnState::Connected).await;
+        assert_eq!(sim.fault(bob, Fault::WithholdReceipts(true)).await, 1);
+        let sent = client.send_text(&user(bob), "anyone?").await.unwrap();
+        let Event::Stuck { id, .. } =
+            next_event(&mut events, |e| matches!(e, Event::Stuck { .. })).await
+        else {
+            unreachable!()
+        };
+        assert_eq!(id, sent.id);
+        assert_eq!(client.stats().stuck, 1);
+        // A delivered message is not flagged.
+        assert_eq!(sim.fault(bob, Fault::WithholdReceipts(false)).await, 1);
+        let ok = client.send_text(&user(bob), "there you are").await.unwrap();
+        next_event(&mut events, |e| {
+            matches!(e, Event::Receipt { id, status: MessageStatus::Delivered, .. } if *id == ok.id)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(client.stats().stuck, 1);
     })
     .await
     .expect("in time");

@@ -1,6 +1,8 @@
 // Links a real Baileys companion to `wa-gateway simulate` through its control API, restarts on
-// 515 as a Baileys app does, logs in, and stays up for STAY_SECONDS. Exit code 0 only if every
-// step held. Usage: node companion.mjs <path to wa-gateway binary> [stay seconds]
+// 515 as a Baileys app does, logs in, and stays up for STAY_SECONDS; then exchanges texts both
+// ways with a simulated user, and both ways with our client (`wa-gateway chat`) linked to
+// another account. Exit code 0 only if every step held.
+// Usage: node companion.mjs <path to wa-gateway binary> [stay seconds]
 import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -31,13 +33,29 @@ WA_CERT_DETAILS.PUBLIC_KEY = Buffer.from(info.root_public_key, 'base64')
 const dir = mkdtempSync(join(tmpdir(), 'baileys-judge-'))
 const { state, saveCreds } = await useMultiFileAuthState(dir)
 const steps = { qr: 0, scanned: false, restart: false, open: 0, closes: [], history: [] }
+const received = []
+const sent = new Map()
 
 let generation = 0
 let sock
 const start = () => {
 	const mine = ++generation
-	sock = makeWASocket({ auth: state, waWebSocketUrl: info.ws_url, logger, markOnlineOnConnect: true })
+	sock = makeWASocket({
+		auth: state,
+		waWebSocketUrl: info.ws_url,
+		logger,
+		markOnlineOnConnect: true,
+		// Resends for retry receipts come from here (Baileys keeps no store of its own).
+		getMessage: async (key) => sent.get(key.id)
+	})
 	sock.ev.on('creds.update', saveCreds)
+	sock.ev.on('messages.upsert', ({ messages }) => {
+		if (mine !== generation) return
+		for (const m of messages) {
+			const text = m.message?.conversation ?? m.message?.extendedTextMessage?.text
+			if (text) received.push({ id: m.key.id, from: m.key.remoteJid, fromMe: m.key.fromMe, text })
+		}
+	})
 	sock.ev.on('messaging-history.set', (h) => {
 		if (mine !== generation) return
 		steps.history.push(h.syncType)
@@ -106,8 +124,83 @@ const ok =
 	steps.history.includes(0) && // the phone's inline INITIAL_BOOTSTRAP was decrypted and inflated
 	state.creds.platform === 'android'
 console.log(`result: ${JSON.stringify({ ...steps, me, platform: state.creds.platform })}`)
-sim.kill()
-rmSync(dir, { recursive: true, force: true })
 if (!ok) fail('linking did not hold')
 console.log('PASS: Baileys linked, logged in and stayed up')
+
+// ---- messaging ----
+const control = async (method, path, body) => {
+	const res = await fetch(`${info.control_url}${path}`, {
+		method,
+		headers: { 'content-type': 'application/json' },
+		body: body === undefined ? undefined : JSON.stringify(body)
+	})
+	const text = await res.text()
+	if (!res.ok) fail(`${method} ${path}: HTTP ${res.status} ${text}`)
+	return JSON.parse(text)
+}
+const until = async (what, pred, seconds = 20) => {
+	const deadline = Date.now() + seconds * 1000
+	while (Date.now() < deadline) {
+		const v = await pred()
+		if (v) return v
+		await new Promise((r) => setTimeout(r, 200))
+	}
+	fail(`timed out waiting for ${what}`)
+}
+const sendFromBaileys = async (jid, text) => {
+	const m = await sock.sendMessage(jid, { text })
+	sent.set(m.key.id, m.message)
+	return m.key.id
+}
+
+// 1. A simulated user (a phone and a companion, real Signal peers) and Baileys, both ways.
+const user = '15551230002'
+await control('POST', `/phones/${user}/devices`, { count: 2 })
+const fromUser = 'hello from a simulated user ✓'
+const { id: userMsg } = await control('POST', `/phones/${user}/send`, { to: number, text: fromUser })
+await until('Baileys to decrypt the simulated user', () => received.find((r) => r.text === fromUser))
+console.log(`user → Baileys: ${userMsg} decrypted`)
+const toUser = 'hello from Baileys ✓'
+const baileysMsg = await sendFromBaileys(`${user}@s.whatsapp.net`, toUser)
+const got = await until('the simulated user to decrypt Baileys', async () =>
+	(await control('GET', `/phones/${user}/messages`)).find((m) => m.id === baileysMsg && m.devices === 2)
+)
+if (got.text !== toUser) fail(`the user read ${JSON.stringify(got.text)}`)
+console.log(`Baileys → user: ${baileysMsg} decrypted by both devices`)
+
+// 2. Our client (another account, linked through the same control API) and Baileys, both ways.
+const ours = '15551230003'
+const chat = spawn(bin, ['chat', '--ws', info.ws_url, '--root', info.root_public_key], {
+	stdio: ['pipe', 'pipe', 'inherit']
+})
+const lines = []
+createInterface({ input: chat.stdout }).on('line', async (l) => {
+	const v = JSON.parse(l)
+	lines.push(v)
+	if (v.qr) await control('POST', `/phones/${ours}/scan`, { qr: v.qr, push_name: 'wa-gateway' })
+})
+await until('our client to connect', () => lines.find((v) => v.connected))
+// Its prekeys reach the server right after login.
+await new Promise((r) => setTimeout(r, 1500))
+const fromOurs = 'hello from wa-gateway ✓'
+chat.stdin.write(JSON.stringify({ to: number, text: fromOurs }) + '\n')
+const ack = await until('our send to be acked', () => lines.find((v) => v.sent || v.error))
+if (ack.error) fail(`our client could not send: ${ack.error}`)
+await until('Baileys to decrypt our client', () => received.find((r) => r.text === fromOurs))
+console.log(`wa-gateway → Baileys: ${ack.sent.id} decrypted`)
+const toOurs = 'hello back from Baileys ✓'
+const back = await sendFromBaileys(`${ours}@s.whatsapp.net`, toOurs)
+const mine = await until('our client to decrypt Baileys', () =>
+	lines.find((v) => v.message && v.message.id === back)
+)
+if (mine.message.text !== toOurs) fail(`our client read ${JSON.stringify(mine.message.text)}`)
+console.log(`Baileys → wa-gateway: ${back} decrypted and stored`)
+await until('a delivery receipt for our message', () =>
+	lines.find((v) => v.receipt && v.receipt.id === ack.sent.id && v.receipt.status === 'delivered')
+)
+console.log('wa-gateway saw Baileys\' delivery receipt')
+chat.kill()
+sim.kill()
+rmSync(dir, { recursive: true, force: true })
+console.log('PASS: Baileys exchanged texts both ways with a simulated user and with wa-gateway')
 process.exit(0)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds wa-gateway, installs the pinned Baileys (npm registry) and runs the companion judge.
+# Builds wa-gateway, installs the pinned Baileys (npm registry) and runs the companion judge:
+# linking, then texts both ways with a simulated user and with our client.
 # Not part of `cargo test`: it needs the npm registry. Usage: tools/baileys-companion/run.sh [stay seconds]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
