@@ -1,7 +1,7 @@
 //! Text throughput of our clients against `wa-gateway simulate` (a separate process, so its
 //! CPU is not counted) over loopback: each client sends texts to its own echoing simulated user
-//! and waits for every echo to be stored. One round trip = encrypt + Noise + frame + server ack
-//! + (simulator: decrypt, echo, encrypt) + our decrypt + group-committed store + receipt.
+//! and waits for every echo to be stored. One round trip is: encrypt, Noise, frame, server ack,
+//! (in the simulator: decrypt, echo, encrypt), our decrypt, the group-committed store, receipt.
 //! Run: `cargo bench --bench echo` (ECHO_CLIENTS=1,10,100, ECHO_TOTAL=2000 round trips per
 //! configuration, ECHO_WINDOW=16 sends in flight per client). Prints round trips/s, this
 //! process's CPU time per 1,000 round trips, and SQLite transactions per round trip.

@@ -233,6 +233,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = handle_pair_success(&node, &seeded.identity.key_pair, &[9; 32]);
     let _ = parse_count(&node);
     let _ = validate_upload(&node, &seeded.identity.key_pair.public);
+    // What messaging reads from the server and from peers.
+    let _ = wa_gateway::stanza::parse_usync(&node);
+    let _ = wa_gateway::stanza::parse_bundles(&node);
+    let _ = wa_gateway::stanza::parse_retry(&node);
+    let _ = wa_gateway::stanza::receipt_ids(&node);
     let _ = usync::answer(&node, "q", |jid| {
         (jid.user == PEER).then(|| usync::UserInfo {
             number: jid.user.clone(),

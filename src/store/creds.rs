@@ -148,7 +148,7 @@ impl CredsStore for SqliteCreds {
     }
 
     async fn save(&self, c: &Creds) -> Result<(), CredsStoreError> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(err)?;
         sqlx::query(
             "INSERT INTO signal_identity (account_id, registration_id, key_pair) VALUES (?, ?, ?) \
              ON CONFLICT (account_id) DO UPDATE SET registration_id = excluded.registration_id, key_pair = excluded.key_pair",
@@ -201,7 +201,7 @@ impl CredsStore for SqliteCreds {
     }
 
     async fn wipe(&self) -> Result<(), CredsStoreError> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(err)?;
         for t in TABLES {
             sqlx::query(&format!("DELETE FROM {t} WHERE account_id = ?"))
                 .bind(self.account)
@@ -323,7 +323,7 @@ impl CredsStore for SqliteCreds {
     }
 
     async fn learn_lid(&self, pn: &str, lid: &str) -> Result<(), CredsStoreError> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(err)?;
         let known: Option<String> =
             sqlx::query_scalar("SELECT lid FROM lid_map WHERE account_id = ? AND pn = ?")
                 .bind(self.account)
@@ -478,7 +478,7 @@ impl CredsStore for SqliteCreds {
     }
 
     async fn set_token_issued(&self, jid: &Jid, t: u64) -> Result<Option<u64>, CredsStoreError> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(err)?;
         let old: Option<Option<i64>> = sqlx::query_scalar(
             "SELECT issued_t FROM privacy_tokens WHERE account_id = ? AND jid = ?",
         )

@@ -174,7 +174,7 @@ type BatchResult = Result<Vec<Answer>, (sqlx::Error, Vec<Answer>)>;
 
 async fn run_batch(pool: &SqlitePool, jobs: impl Iterator<Item = Job>) -> BatchResult {
     let mut answers = Vec::new();
-    let mut tx = match pool.begin().await {
+    let mut tx = match pool.begin_with(super::WRITE_TX).await {
         Ok(tx) => tx,
         Err(e) => {
             for j in jobs {

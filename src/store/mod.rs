@@ -58,6 +58,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
+/// How every write transaction starts: it takes the write lock up front, so a transaction that
+/// reads before it writes never fails with SQLITE_BUSY_SNAPSHOT when another connection wrote
+/// in between (it waits its turn under the busy timeout instead).
+pub(crate) const WRITE_TX: &str = "BEGIN IMMEDIATE";
+
 /// An account's id in the database.
 pub type AccountId = i64;
 

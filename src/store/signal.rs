@@ -174,7 +174,7 @@ impl IdentityStore for SqliteSignalStore {
         key: &[u8; 32],
     ) -> StoreResult<IdentityChange> {
         // Read and write in one transaction so the change report is exact.
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(db)?;
         let old: Option<Vec<u8>> = sqlx::query_scalar(
             "SELECT identity FROM signal_identities WHERE account_id = ? AND address = ?",
         )
@@ -221,7 +221,7 @@ impl PreKeyStore for SqliteSignalStore {
 
     async fn store_pre_keys(&self, keys: &[PreKey]) -> StoreResult<()> {
         // One transaction for the whole batch (an upload is 50–812 keys).
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(db)?;
         for k in keys {
             sqlx::query(
                 "INSERT INTO signal_pre_keys (account_id, key_id, record) VALUES (?, ?, ?) \
@@ -240,7 +240,7 @@ impl PreKeyStore for SqliteSignalStore {
     async fn create_pre_keys(&self, n: u32) -> StoreResult<Vec<PreKey>> {
         // Key generation (~30 µs each) stays outside the transaction.
         let pairs: Vec<KeyPair> = (0..n).map(|_| KeyPair::generate()).collect();
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(db)?;
         let next: i64 = sqlx::query_scalar("SELECT next_pre_key_id FROM accounts WHERE id = ?")
             .bind(self.account)
             .fetch_one(&mut *tx)
@@ -420,7 +420,7 @@ impl ApplyChanges for SqliteSignalStore {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(db)?;
         self.apply_in(&mut tx, changes).await.map_err(db)?;
         tx.commit().await.map_err(db)
     }
