@@ -24,7 +24,12 @@ use wa_gateway::util::clock::SystemClock;
 
 /// User + system CPU time of this process.
 fn cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_of("self")
+}
+
+/// User + system CPU time of process `pid` (`self` for this one).
+fn cpu_of(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start at ") ".
     let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
     let f: Vec<u64> = rest.split(' ').filter_map(|x| x.parse().ok()).collect();
@@ -125,7 +130,10 @@ fn main() {
                 };
                 tokio::spawn(async move { while events.recv().await.is_some() {} });
                 let body = serde_json::json!({ "qr": code }).to_string();
-                assert_eq!(post(&control, &format!("/phones/{me}/scan"), &body).await, 200);
+                assert_eq!(
+                    post(&control, &format!("/phones/{me}/scan"), &body).await,
+                    200
+                );
                 client.wait_for(|s| *s == ConnState::Connected).await;
                 // One device each side besides ours: the account's phone, the echoing phone.
                 for (number, path, body) in [
@@ -133,7 +141,10 @@ fn main() {
                     (&echo, "devices", r#"{"count":1}"#),
                     (&echo, "echo", r#"{"on":true}"#),
                 ] {
-                    assert_eq!(post(&control, &format!("/phones/{number}/{path}"), body).await, 200);
+                    assert_eq!(
+                        post(&control, &format!("/phones/{number}/{path}"), body).await,
+                        200
+                    );
                 }
                 clients.push((Arc::new(client), Jid::new(echo, Server::User)));
             }
@@ -142,7 +153,8 @@ fn main() {
             let per = total / n;
             let base = inbound(&store).await;
             let commits = store.commit_stats();
-            let (t0, c0) = (Instant::now(), cpu());
+            let sim_pid = sim.id().map(|p| p.to_string()).unwrap_or_default();
+            let (t0, c0, s0) = (Instant::now(), cpu(), cpu_of(&sim_pid));
             let mut tasks = Vec::new();
             for (client, to) in &clients {
                 for w in 0..window.min(per) {
@@ -150,7 +162,10 @@ fn main() {
                     let mine = (w..per).step_by(window).count();
                     tasks.push(tokio::spawn(async move {
                         for k in 0..mine {
-                            client.send_text(&to, &format!("ping {w}/{k}")).await.unwrap();
+                            client
+                                .send_text(&to, &format!("ping {w}/{k}"))
+                                .await
+                                .unwrap();
                         }
                     }));
                 }
@@ -163,6 +178,7 @@ fn main() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let (wall, used) = (t0.elapsed(), cpu() - c0);
+            let sim_used = cpu_of(&sim_pid).saturating_sub(s0);
             let after = store.commit_stats();
             let trips = (per * n) as f64;
             let (tx, jobs) = (
@@ -171,11 +187,13 @@ fn main() {
             );
             println!(
                 "echo: clients={n} round_trips={} window={window} wall={:.2}s rate={:.0}/s \
-                 cpu_per_1000={:.0}ms sqlite_tx_per_trip={:.2} writes_per_trip={:.2} rows_per_tx={:.1}",
+                 cpu_per_1000={:.0}ms sim_cpu_per_1000={:.0}ms sqlite_tx_per_trip={:.2} \
+                 writes_per_trip={:.2} rows_per_tx={:.1}",
                 per * n,
                 wall.as_secs_f64(),
                 trips / wall.as_secs_f64(),
                 used.as_secs_f64() * 1000.0 / trips * 1000.0,
+                sim_used.as_secs_f64() * 1000.0 / trips * 1000.0,
                 tx as f64 / trips,
                 jobs as f64 / trips,
                 jobs as f64 / tx.max(1) as f64,

@@ -264,3 +264,49 @@ async fn privacy_tokens_keep_the_newest_and_issuing_reports_the_last_time() {
         Some((b"new".to_vec(), 200))
     );
 }
+
+#[tokio::test]
+async fn concurrent_read_then_write_units_of_many_accounts_never_fail_busy() {
+    // Each of these reads before it writes; under WAL a deferred transaction doing so fails
+    // with SQLITE_BUSY_SNAPSHOT when another connection commits in between.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("wa.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let accounts = futures_accounts(&store, 8).await;
+    let mut tasks = Vec::new();
+    for (n, creds) in accounts.iter().enumerate() {
+        let creds = creds.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..40u64 {
+                let pn = format!("1555{n}{i:06}");
+                let lid = format!("9{n}{i:013}");
+                creds.learn_lid(&pn, &lid).await.unwrap();
+                let contact = Jid::new(lid, Server::Lid);
+                creds.set_token_issued(&contact, i).await.unwrap();
+                let r = row(&format!("o{i}"), &contact, true, MessageStatus::Pending);
+                creds
+                    .commit_message(&SignalChanges::default(), &r)
+                    .await
+                    .unwrap();
+                let u = StatusUpdate {
+                    chat: contact,
+                    id: format!("o{i}"),
+                    device: None,
+                    status: MessageStatus::ServerAck,
+                    error: None,
+                    t: i,
+                };
+                assert_eq!(
+                    creds.update_status(&u).await.unwrap(),
+                    Some(MessageStatus::ServerAck)
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for creds in &accounts {
+        assert_eq!(creds.messages(None, 1000, 0).await.unwrap().len(), 40);
+    }
+}
