@@ -197,6 +197,20 @@ struct Account {
     signed: (u32, [u8; 32], [u8; 64]),
 }
 
+/// Removes an ack waiter when the attempt that registered it ends.
+struct WaiterGuard<'a> {
+    acks: &'a Mutex<HashMap<String, oneshot::Sender<Ack>>>,
+    id: &'a str,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut a) = self.acks.lock() {
+            a.remove(self.id);
+        }
+    }
+}
+
 /// How one send attempt ended.
 enum Attempt {
     /// The server answered (the wire chat it was sent to, and the ack).
@@ -224,11 +238,15 @@ pub(super) struct Messenger<S: CredsStore> {
     devices: Mutex<HashMap<Jid, Vec<u16>>>,
     acks: Mutex<HashMap<String, oneshot::Sender<Ack>>>,
     retries: Mutex<VecDeque<((Jid, String), u32)>>,
+    /// Retry receipts we answered per (device, message).
+    answered: Mutex<VecDeque<((Jid, String), u32)>>,
     /// Phone-number user → LID user (None: known to have none yet), a cache over the store.
     lids: Mutex<HashMap<String, Option<String>>>,
     /// When we last issued our privacy token to a contact (a cache over the store).
     issued: Mutex<HashMap<Jid, u64>>,
     counters: Counters,
+    /// WhatsApp refused a LID-addressed DM of ours (400): address by phone number.
+    pn_only: std::sync::atomic::AtomicBool,
     /// Server-acked messages waiting for a device's receipt, since when.
     watched: Mutex<HashMap<(Jid, String), std::time::Instant>>,
 }
@@ -253,9 +271,11 @@ impl<S: CredsStore> Messenger<S> {
             devices: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
             retries: Mutex::new(VecDeque::new()),
+            answered: Mutex::new(VecDeque::new()),
             lids: Mutex::new(HashMap::new()),
             issued: Mutex::new(HashMap::new()),
             counters: Counters::default(),
+            pn_only: std::sync::atomic::AtomicBool::new(false),
             watched: Mutex::new(HashMap::new()),
         }
     }
@@ -788,6 +808,22 @@ impl<S: CredsStore> Messenger<S> {
         1
     }
 
+    fn bump_answer(&self, from: &Jid, id: &str) -> u32 {
+        let Ok(mut r) = self.answered.lock() else {
+            return u32::MAX;
+        };
+        let key = (from.clone(), id.to_owned());
+        if let Some((_, n)) = r.iter_mut().find(|(k, _)| *k == key) {
+            *n += 1;
+            return *n;
+        }
+        if r.len() == RETRY_MEMORY {
+            r.pop_front();
+        }
+        r.push_back((key, 1));
+        1
+    }
+
     fn forget_retry(&self, from: &Jid, id: &str) {
         if let Ok(mut r) = self.retries.lock() {
             r.retain(|((f, i), _)| !(f == from && i == id));
@@ -1058,6 +1094,9 @@ impl<S: CredsStore> Messenger<S> {
                 id = row.id,
                 "LID send refused (400); sending to the phone number"
             );
+            // The account is not migrated to LID chats: phone numbers from now on.
+            self.pn_only
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             match self.send_once(account, &row, false, true).await? {
                 Attempt::Acked(_, ack) => ack,
                 Attempt::Pending(sent) => return Ok(sent),
@@ -1090,6 +1129,7 @@ impl<S: CredsStore> Messenger<S> {
     ) -> Result<Attempt, SendError> {
         let sender = self.sender().ok_or(SendError::NotConnected)?;
         let me = &account.me;
+        let force_pn = force_pn || self.pn_only.load(std::sync::atomic::Ordering::Relaxed);
         let (wire, own_user) = self.wire_chat(&row.chat, me, force_pn).await;
         let devices = self
             .devices(&sender, &[wire.clone(), own_user.clone()])
@@ -1209,6 +1249,11 @@ impl<S: CredsStore> Messenger<S> {
         if let Ok(mut a) = self.acks.lock() {
             a.insert(row.id.clone(), tx);
         }
+        // However this attempt ends (answered, timed out, or its caller gone), its waiter goes.
+        let _waiter = WaiterGuard {
+            acks: &self.acks,
+            id: &row.id,
+        };
         let pending = Sent {
             id: row.id.clone(),
             chat: row.chat.clone(),
@@ -1271,6 +1316,11 @@ impl<S: CredsStore> Messenger<S> {
         req: &stanza::RetryRequest,
     ) -> Result<(), SendError> {
         if req.count >= MAX_RETRIES {
+            return Ok(());
+        }
+        // Whatever counts a peer claims, one message is resent to one device at most
+        // MAX_RETRIES times: retry receipts cannot make us encrypt (and fetch keys) forever.
+        if self.bump_answer(&req.from, &req.id) > MAX_RETRIES {
             return Ok(());
         }
         let account = self.account().ok_or(SendError::NotConnected)?;

@@ -132,12 +132,13 @@ async fn fault(
         "withhold_receipts" => Fault::WithholdReceipts(b.on.unwrap_or(true)),
         "withhold_acks" => Fault::WithholdAcks(b.on.unwrap_or(true)),
         "reach_out_lock" => Fault::ReachOutLock(b.on.unwrap_or(true)),
+        "lid_unmigrated" => Fault::LidUnmigrated(b.on.unwrap_or(true)),
         other => {
             return bad(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "unknown fault {other:?} (drop, stop_pings, resume_pings, stream_error, \
-                     unlink, corrupt_next, withhold_receipts, withhold_acks, reach_out_lock)"
+                     unlink, corrupt_next, withhold_receipts, withhold_acks, reach_out_lock, lid_unmigrated)"
                 ),
             );
         }

@@ -290,6 +290,15 @@ async fn route(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Result<(),
         let Ok(mut st) = shared.state.lock() else {
             return Err(500);
         };
+        // WhatsApp refuses LID DMs from accounts not yet migrated to LID chats.
+        if to.server == Server::Lid
+            && st
+                .phones
+                .get(&dev.jid.user)
+                .is_some_and(|p| p.lid_unmigrated)
+        {
+            return Err(400);
+        }
         if let Some(recipient) = user_number(&st, &chat)
             && recipient != dev.jid.user
         {
@@ -643,6 +652,18 @@ pub(super) async fn on_receipt(shared: &Shared, dev: &Device, node: &Node) {
         answered(&mut st, &key, &ids);
         if kind.as_deref() == Some("sender") || kind.as_deref() == Some("peer_msg") {
             return;
+        }
+        // A simulated user learns that what it sent was read.
+        if matches!(kind.as_deref(), Some("read" | "read-self"))
+            && let Some(number) = user_number(&st, &to.to_non_ad())
+            && let Some(p) = st.phones.get_mut(&number)
+        {
+            for id in &ids {
+                p.read.insert(id.clone());
+            }
+            if p.read.len() > INBOX_KEPT {
+                p.read.clear();
+            }
         }
         let mut fwd = Node::new("receipt")
             .attr("from", dev.jid.clone())

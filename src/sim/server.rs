@@ -107,6 +107,10 @@ pub(super) struct Phone {
     pub(super) sent: VecDeque<(String, Jid, crate::proto::wa::Message)>,
     /// Retry receipts its devices sent per (sender device, id).
     pub(super) retries: HashMap<(String, String), u32>,
+    /// The account is not migrated to LID 1:1 chats: its LID-addressed DMs are refused (400).
+    pub(super) lid_unmigrated: bool,
+    /// Ids of its messages someone reported read.
+    pub(super) read: std::collections::HashSet<String>,
     /// First messages to strangers need their privacy token (else 463), as WhatsApp
     /// restricts accounts that reach out too much.
     pub(super) reach_out_lock: bool,
@@ -334,6 +338,8 @@ impl State {
                 sent: VecDeque::new(),
                 retries: HashMap::new(),
                 reach_out_lock: false,
+                read: std::collections::HashSet::new(),
+                lid_unmigrated: false,
             };
             // Users have a phone and one more device unless told otherwise.
             phone.set_devices(DEFAULT_DEVICES);
@@ -390,6 +396,8 @@ pub enum Fault {
     WithholdAcks(bool),
     /// The user's first messages to strangers need a privacy token (true), or not (false).
     ReachOutLock(bool),
+    /// The account is not LID-migrated (true): its LID-addressed DMs get `ack error="400"`.
+    LidUnmigrated(bool),
 }
 
 /// What a live connection is told to do.
@@ -512,7 +520,8 @@ impl Simulator {
             Fault::CorruptNext
             | Fault::WithholdReceipts(_)
             | Fault::WithholdAcks(_)
-            | Fault::ReachOutLock(_) => {
+            | Fault::ReachOutLock(_)
+            | Fault::LidUnmigrated(_) => {
                 if !valid_number(number) {
                     return 0;
                 }
@@ -525,6 +534,7 @@ impl Simulator {
                         Fault::CorruptNext => phone.corrupt_next = true,
                         Fault::WithholdReceipts(on) => phone.withhold_receipts = on,
                         Fault::ReachOutLock(on) => phone.reach_out_lock = on,
+                        Fault::LidUnmigrated(on) => phone.lid_unmigrated = on,
                         Fault::WithholdAcks(true) => {
                             st.withhold_acks.insert(number.to_owned());
                         }
@@ -586,7 +596,8 @@ impl Simulator {
             Fault::CorruptNext
             | Fault::WithholdReceipts(_)
             | Fault::WithholdAcks(_)
-            | Fault::ReachOutLock(_) => {
+            | Fault::ReachOutLock(_)
+            | Fault::LidUnmigrated(_) => {
                 return 0;
             }
         };
@@ -625,6 +636,16 @@ impl Simulator {
                     .map(|p| p.inbox.iter().cloned().collect())
             })
             .unwrap_or_default()
+    }
+
+    /// Whether someone reported user `number`'s message `id` read.
+    pub fn was_read(&self, number: &str, id: &str) -> bool {
+        self.shared
+            .state
+            .lock()
+            .ok()
+            .and_then(|st| st.phones.get(number).map(|p| p.read.contains(id)))
+            .unwrap_or(false)
     }
 
     /// Makes user `number` answer every text with the same text (or stop).

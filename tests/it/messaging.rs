@@ -888,3 +888,78 @@ async fn a_message_no_device_receipts_is_flagged_as_stuck() {
     .await
     .expect("in time");
 }
+
+#[tokio::test]
+async fn read_receipts_reach_the_sender_and_a_refused_lid_send_falls_back_to_the_number() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let a = account().await;
+        let (me, bob) = ("15550090000", "15550091000");
+        let (client, mut events, _) = link(&sim, &a, me).await;
+        sim.set_devices(bob, 1).unwrap();
+        let id = sim.phone_send(bob, me, "read me").await.unwrap();
+        let Event::Message(m) = next_event(
+            &mut events,
+            |e| matches!(e, Event::Message(m) if m.id == id),
+        )
+        .await
+        else {
+            unreachable!()
+        };
+        assert!(!sim.was_read(bob, &id));
+        client
+            .mark_read(&m.chat, &m.sender, std::slice::from_ref(&id))
+            .await
+            .unwrap();
+        eventually("bob to see it read", async || {
+            sim.was_read(bob, &id).then_some(())
+        })
+        .await;
+
+        // An account WhatsApp has not moved to LID chats: the LID send is refused with 400,
+        // the same message goes to the phone number, and later sends go there first.
+        assert_eq!(sim.fault(me, Fault::LidUnmigrated(true)).await, 1);
+        let sent = client.send_text(&user(bob), "by number").await.unwrap();
+        assert_eq!(sent.status, MessageStatus::ServerAck);
+        let tries: Vec<_> = sim
+            .message_log()
+            .into_iter()
+            .filter(|l| l.id == sent.id)
+            .collect();
+        assert_eq!(tries.len(), 2, "{tries:?}");
+        assert!(tries[0].to.ends_with("@lid") && tries[0].error == Some(400));
+        assert!(tries[1].to.ends_with("@s.whatsapp.net") && tries[1].error.is_none());
+        assert!(
+            tries[1]
+                .encs
+                .iter()
+                .all(|(j, _)| j.ends_with("@s.whatsapp.net")),
+            "{tries:?}"
+        );
+        eventually("bob to read it", async || {
+            sim.phone_messages(bob)
+                .into_iter()
+                .find(|m| m.id == sent.id)
+        })
+        .await;
+        let next = client.send_text(&user(bob), "again").await.unwrap();
+        let tries: Vec<_> = sim
+            .message_log()
+            .into_iter()
+            .filter(|l| l.id == next.id)
+            .collect();
+        assert_eq!(tries.len(), 1, "no second LID attempt: {tries:?}");
+        assert_eq!(
+            stored(&a.creds, &user(bob))
+                .await
+                .iter()
+                .find(|m| m.id == sent.id)
+                .map(|m| m.status),
+            Some(MessageStatus::Delivered)
+        );
+    })
+    .await
+    .expect("in time");
+}
