@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -276,11 +277,12 @@ impl fmt::Debug for Event {
     }
 }
 
-/// Events a client keeps for slow consumers; older ones are dropped (and counted as lag).
+/// Events a client keeps for a slow consumer; older ones are dropped (and counted as lag).
 pub const EVENT_BUFFER: usize = 256;
 
 /// The client's event stream, shared by every subscriber: publishing never waits for a
-/// consumer. The buffer grows only as events arrive (an idle client holds a handful).
+/// consumer. An event is kept only until every live subscriber has read it, so an idle client
+/// holds none (nor the secrets some carry, such as a QR code) once they were read.
 #[derive(Debug, Default)]
 pub(super) struct EventHub {
     inner: Mutex<Ring>,
@@ -293,17 +295,49 @@ struct Ring {
     /// Sequence number of `buf[0]`.
     first: u64,
     closed: bool,
+    /// Each live subscriber's next sequence number.
+    readers: Vec<std::sync::Weak<AtomicU64>>,
+}
+
+impl Ring {
+    fn end(&self) -> u64 {
+        self.first + self.buf.len() as u64
+    }
+
+    /// Drops what every live subscriber has read (everything, when none is left).
+    fn trim(&mut self) {
+        self.readers.retain(|r| r.strong_count() > 0);
+        let min = self
+            .readers
+            .iter()
+            .filter_map(|r| r.upgrade())
+            .map(|p| p.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(self.end());
+        while self.first < min && self.buf.pop_front().is_some() {
+            self.first += 1;
+        }
+        if self.buf.is_empty() && self.buf.capacity() > 16 {
+            self.buf.shrink_to_fit();
+        }
+    }
 }
 
 impl EventHub {
     /// Publishes `e`, dropping the oldest beyond [`EVENT_BUFFER`].
     pub(super) fn publish(&self, e: Event) {
         if let Ok(mut r) = self.inner.lock() {
-            if r.buf.len() == EVENT_BUFFER {
-                r.buf.pop_front();
+            r.trim();
+            if r.readers.is_empty() {
+                // Nobody listens: nothing to keep.
                 r.first += 1;
+            } else {
+                if r.buf.len() == EVENT_BUFFER {
+                    r.buf.pop_front();
+                    r.first += 1;
+                }
+                r.buf.push_back(e);
             }
-            r.buf.push_back(e);
         }
         self.notify.notify_waiters();
     }
@@ -318,16 +352,22 @@ impl EventHub {
 
     /// A subscriber that sees events published from now on.
     pub(super) fn subscribe(self: &Arc<Self>) -> Events {
-        let next = self
-            .inner
-            .lock()
-            .map(|r| r.first + r.buf.len() as u64)
-            .unwrap_or(0);
+        let pos = Arc::new(AtomicU64::new(0));
+        if let Ok(mut r) = self.inner.lock() {
+            pos.store(r.end(), Ordering::Release);
+            r.readers.push(Arc::downgrade(&pos));
+        }
         Events {
             hub: self.clone(),
-            next,
+            pos,
             lagged: 0,
         }
+    }
+
+    /// Events held now (for tests of the buffer's bounds).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.inner.lock().map(|r| r.buf.len()).unwrap_or(0)
     }
 }
 
@@ -335,7 +375,7 @@ impl EventHub {
 #[derive(Debug)]
 pub struct Events {
     hub: Arc<EventHub>,
-    next: u64,
+    pos: Arc<AtomicU64>,
     lagged: u64,
 }
 
@@ -348,16 +388,19 @@ impl Events {
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let r = self.hub.inner.lock().ok()?;
-                if self.next < r.first {
-                    self.lagged += r.first - self.next;
-                    self.next = r.first;
+                let mut r = self.hub.inner.lock().ok()?;
+                let mut next = self.pos.load(Ordering::Acquire);
+                if next < r.first {
+                    self.lagged += r.first - next;
+                    next = r.first;
                 }
-                let idx = (self.next - r.first) as usize;
-                if let Some(e) = r.buf.get(idx) {
-                    self.next += 1;
-                    return Some(e.clone());
+                let idx = (next - r.first) as usize;
+                if let Some(e) = r.buf.get(idx).cloned() {
+                    self.pos.store(next + 1, Ordering::Release);
+                    r.trim();
+                    return Some(e);
                 }
+                self.pos.store(next, Ordering::Release);
                 if r.closed {
                     return None;
                 }
@@ -369,5 +412,51 @@ impl Events {
     /// Events skipped because this subscriber fell more than [`EVENT_BUFFER`] behind.
     pub fn lagged(&self) -> u64 {
         self.lagged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pushname(i: usize) -> Event {
+        Event::PushName {
+            name: i.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn read_events_are_dropped_and_a_slow_reader_counts_its_lag() {
+        let hub = Arc::new(EventHub::default());
+        hub.publish(pushname(0));
+        assert_eq!(hub.held(), 0, "nobody listens: nothing kept");
+        let mut fast = hub.subscribe();
+        let mut slow = hub.subscribe();
+        for i in 1..=3 {
+            hub.publish(pushname(i));
+        }
+        for i in 1..=3 {
+            assert_eq!(fast.recv().await, Some(pushname(i)));
+        }
+        assert_eq!(hub.held(), 3, "kept for the slow reader");
+        assert_eq!(slow.recv().await, Some(pushname(1)));
+        assert_eq!(hub.held(), 2);
+        drop(slow);
+        hub.publish(pushname(4));
+        assert_eq!(fast.recv().await, Some(pushname(4)));
+        assert_eq!(hub.held(), 0, "the dropped reader holds nothing back");
+        // A reader that falls behind by more than the buffer skips and counts.
+        for i in 0..EVENT_BUFFER + 10 {
+            hub.publish(pushname(i));
+        }
+        assert_eq!(hub.held(), EVENT_BUFFER);
+        assert_eq!(fast.recv().await, Some(pushname(10)));
+        assert_eq!(fast.lagged(), 10);
+        hub.close();
+        let mut n = 1;
+        while fast.recv().await.is_some() {
+            n += 1;
+        }
+        assert_eq!(n, EVENT_BUFFER);
     }
 }
