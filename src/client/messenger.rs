@@ -662,8 +662,8 @@ impl<S: CredsStore> Messenger<S> {
         {
             Ok(m) => m,
             Err(reason) => {
-                // The session advanced for a message that carries nothing readable: keep
-                // the advance (the sender will not reuse that key) and say so.
+                // Nothing readable: nothing is stored (the session stays where it was), and
+                // the retry receipt asks for the message again.
                 drop(lock);
                 self.undecryptable(sender, node, &from, &id, reason, &account)
                     .await;

@@ -41,13 +41,14 @@ impl<S: CredsStore> Run<S> {
         // never delays the reader (pongs, iq answers) behind it. Aborting the worker with the
         // connection is safe: each message is committed whole before its receipt, or not at
         // all and redelivered.
-        let (work, mut queue) = mpsc::channel::<Node>(WORK_QUEUE);
+        // Boxed: the channel's first block of slots is allocated up front, per connection.
+        let (work, mut queue) = mpsc::channel::<Box<Node>>(WORK_QUEUE);
         let worker = {
             let (messenger, sender) = (self.messenger.clone(), s.sender.clone());
             tokio::spawn(
                 async move {
                     while let Some(node) = queue.recv().await {
-                        messenger.handle(&sender, node).await;
+                        messenger.handle(&sender, *node).await;
                     }
                 }
                 .in_current_span(),
@@ -55,17 +56,9 @@ impl<S: CredsStore> Run<S> {
         };
         // Aborted with the connection unless a graceful stop drains it first.
         let worker = AbortOnDrop(Some(worker));
-        {
-            let (messenger, after) = (self.messenger.clone(), self.opts.messaging.stuck_after);
-            let every = (after / 4).max(std::time::Duration::from_millis(50));
-            tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                loop {
-                    tick.tick().await;
-                    messenger.flag_stuck(after);
-                }
-            }));
-        }
+        let stuck_after = self.opts.messaging.stuck_after;
+        let mut stuck_tick =
+            tokio::time::interval((stuck_after / 4).max(std::time::Duration::from_millis(50)));
         // Offline delivery: batches asked for until the server's end marker.
         let mut offline: Option<u32> = None;
         loop {
@@ -77,9 +70,10 @@ impl<S: CredsStore> Run<S> {
                     return Outcome::Final(ConnState::Stopped);
                 }
                 why = &mut keepalive => return Outcome::Retry(Setback::Transient, "keepalive_timeout", why),
+                _ = stuck_tick.tick() => self.messenger.flag_stuck(stuck_after),
                 ev = s.incoming.recv() => {
                     let node = match ev {
-                        Some(Incoming::Node(n)) => *n,
+                        Some(Incoming::Node(n)) => n,
                         Some(Incoming::Malformed(_)) => continue,
                         Some(Incoming::Closed(e)) => {
                             let why = e.map(|e| e.to_string()).unwrap_or_else(|| "closed by server".into());

@@ -153,6 +153,10 @@ pub(super) async fn accept_message(shared: &Shared, dev: &Device, node: &Node) -
             return Some(ack(&id, node, *t, None));
         }
         if st.withhold_acks.contains(&dev.jid.user) {
+            if st.held.len() >= QUEUE_KEPT {
+                // Held past what a device may queue: refused, as an overloaded server would.
+                return Some(ack(&id, node, now, Some(503)));
+            }
             st.held.push((dev.clone(), node.clone()));
             return None;
         }
@@ -410,7 +414,12 @@ fn wrote(st: &mut State, from: &str, to: &str, t: u64) {
 /// `issuer` gives `holder` its privacy token (once), and tells `holder`'s devices.
 pub(super) fn issue_token(st: &mut State, issuer: &str, holder: &str, t: u64) {
     let key = (issuer.to_owned(), holder.to_owned());
-    if st.tokens.contains_key(&key) {
+    // Tokens exist between users only (the map grows with real pairs, not with what a
+    // client names).
+    if st.tokens.contains_key(&key)
+        || !st.phones.contains_key(issuer)
+        || !st.phones.contains_key(holder)
+    {
         return;
     }
     let token = rand::random::<[u8; 24]>().to_vec();
@@ -815,6 +824,7 @@ pub(super) async fn phone_send(
             return Err(SimError::BadNumber);
         }
         st.phone(&to_pn, None);
+        st.phone(number, None);
         if to_pn != number {
             wrote(&mut st, number, &to_pn, t);
         }
