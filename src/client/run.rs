@@ -74,6 +74,8 @@ pub struct Client {
     link: Arc<Link>,
     hub: Arc<EventHub>,
     messaging: Arc<dyn Messaging>,
+    /// The client's span: calls made through this handle log under it too.
+    span: tracing::Span,
 }
 
 /// What the handle and the run loop share about the live connection.
@@ -145,6 +147,7 @@ impl Client {
         let closing = hub.clone();
         let span =
             tracing::info_span!("client", account = %run.opts.label, jid = tracing::field::Empty);
+        let handle_span = span.clone();
         tokio::spawn(
             async move {
                 run.run().await;
@@ -160,6 +163,7 @@ impl Client {
                 link,
                 hub,
                 messaging,
+                span: handle_span,
             },
             events,
         )
@@ -204,7 +208,10 @@ impl Client {
     /// Sends a text to the user `to` (a PN or LID user JID) and waits for the server's ack
     /// (up to the configured time). The message is stored before it is sent.
     pub async fn send_text(&self, to: &Jid, text: &str) -> Result<Sent, SendError> {
-        self.messaging.send_text(to.clone(), text.to_owned()).await
+        self.messaging
+            .send_text(to.clone(), text.to_owned())
+            .instrument(self.span.clone())
+            .await
     }
 
     /// Tells `author` (in `chat`) that we read the messages `ids`.
@@ -216,6 +223,7 @@ impl Client {
     ) -> Result<(), SendError> {
         self.messaging
             .mark_read(chat.clone(), author.clone(), ids.to_vec())
+            .instrument(self.span.clone())
             .await
     }
 
@@ -231,7 +239,10 @@ impl Client {
         limit: u32,
         offset: u32,
     ) -> Result<Vec<StoredMessage>, CredsStoreError> {
-        self.messaging.messages(chat.cloned(), limit, offset).await
+        self.messaging
+            .messages(chat.cloned(), limit, offset)
+            .instrument(self.span.clone())
+            .await
     }
 
     /// Stops the run loop (the socket closes; credentials stay).
@@ -262,7 +273,11 @@ impl Client {
                         .attr("jid", jid)
                         .attr("reason", "user_initiated"),
                 ]);
-            if let Err(e) = self.query(iq, IQ_TIMEOUT).await {
+            if let Err(e) = self
+                .query(iq, IQ_TIMEOUT)
+                .instrument(self.span.clone())
+                .await
+            {
                 tracing::warn!(error = %e, "logout not confirmed by the server; wiping anyway");
             }
         }

@@ -963,3 +963,69 @@ async fn read_receipts_reach_the_sender_and_a_refused_lid_send_falls_back_to_the
     .await
     .expect("in time");
 }
+
+/// Log lines written by the test's subscriber.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn every_log_line_of_a_client_names_its_account() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("wa_gateway::client=debug")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test runtime is single-threaded: every task of the client logs through this.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let a = account().await;
+        let (me, bob) = ("15550100000", "15550101000");
+        sim.set_devices(bob, 1).unwrap();
+        let mut opts = options(&sim);
+        opts.label = "sub-7/agent-3".into();
+        let (mut client, mut events) = Client::start(opts, a.creds.clone());
+        let Event::QrCode { code, .. } =
+            next_event(&mut events, |e| matches!(e, Event::QrCode { .. })).await
+        else {
+            unreachable!()
+        };
+        let jid = sim.scan(me, &code, None, None).await.unwrap();
+        client.wait_for(|s| *s == ConnState::Connected).await;
+        // Sending logs from the messenger (debug), learning bob's LID too.
+        client.send_text(&user(bob), "log me").await.unwrap();
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("wa_gateway::client"))
+            .collect();
+        assert!(lines.iter().any(|l| l.contains("sending")), "{text}");
+        for l in &lines {
+            assert!(l.contains("account=sub-7/agent-3"), "{l}");
+        }
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("jid={jid}")) && l.contains("sending")),
+            "{text}"
+        );
+        // The QR code (a pairing secret) never reached a log line.
+        assert!(!text.contains(&code));
+    })
+    .await
+    .expect("in time");
+}
