@@ -98,7 +98,8 @@ pub trait CredsStore: Send + Sync + 'static {
     fn load(&self) -> impl Future<Output = Result<Option<Creds>, CredsStoreError>> + Send;
     /// Stores (replaces) the credentials.
     fn save(&self, creds: &Creds) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
-    /// Deletes the credentials and every key of the account (logged out). Messages stay.
+    /// Deletes the credentials, every key of the account and the privacy tokens contacts gave
+    /// it (logged out). Messages and PN↔LID mappings stay.
     fn wipe(&self) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
     /// Changes our push name only.
     fn set_push_name(&self, name: &str)
@@ -141,7 +142,7 @@ pub trait CredsStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<StoredMessage>, CredsStoreError>> + Send;
     /// Records that phone-number user `pn` is LID user `lid` (bare user parts), and moves
     /// what was keyed by the phone number to the LID in one unit: Signal sessions and
-    /// identities of every device, and the conversation's rows. A known pair is a no-op; a
+    /// identities of every device, the conversation's rows and the contact's privacy token. A known pair is a no-op; a
     /// new LID for a known number replaces the old one.
     fn learn_lid(
         &self,
@@ -264,6 +265,7 @@ impl CredsStore for MemoryCreds {
     async fn wipe(&self) -> Result<(), CredsStoreError> {
         self.signal.reset(None);
         *self.creds.lock().map_err(poisoned)? = None;
+        self.tokens.lock().map_err(poisoned)?.clear();
         Ok(())
     }
 
@@ -390,6 +392,11 @@ impl CredsStore for MemoryCreds {
             Jid::new(pn, crate::binary::Server::User),
             Jid::new(lid, crate::binary::Server::Lid),
         );
+        if let Ok(mut t) = self.tokens.lock()
+            && let Some(row) = t.remove(&pn_jid)
+        {
+            t.entry(lid_jid.clone()).or_insert(row);
+        }
         for m in msgs.iter_mut() {
             if m.chat == pn_jid {
                 m.chat = lid_jid.clone();

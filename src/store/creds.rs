@@ -63,7 +63,9 @@ fn key32(v: Option<Vec<u8>>, what: &str) -> Result<[u8; 32], CredsStoreError> {
         .ok_or_else(|| CredsStoreError(format!("corrupt {what}")))
 }
 
-const TABLES: [&str; 7] = [
+/// What a logout deletes: the device's keys and what contacts gave that link (their privacy
+/// tokens). Messages and the PN↔LID table (facts about contacts) stay.
+const TABLES: [&str; 8] = [
     "creds",
     "signal_identity",
     "signal_identities",
@@ -71,6 +73,7 @@ const TABLES: [&str; 7] = [
     "signal_signed_pre_keys",
     "signal_sessions",
     "signal_sender_keys",
+    "privacy_tokens",
 ];
 
 impl CredsStore for SqliteCreds {
@@ -410,6 +413,15 @@ impl CredsStore for SqliteCreds {
             Jid::new(pn, crate::binary::Server::User).to_string(),
             Jid::new(lid, crate::binary::Server::Lid).to_string(),
         );
+        // A token the contact gave before we knew its LID follows it (a newer one under the
+        // LID wins).
+        sqlx::query("UPDATE OR IGNORE privacy_tokens SET jid = ? WHERE account_id = ? AND jid = ?")
+            .bind(&lid_jid)
+            .bind(self.account)
+            .bind(&pn_jid)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
         for col in ["chat", "sender"] {
             sqlx::query(&format!(
                 "UPDATE OR IGNORE messages SET {col} = ? WHERE account_id = ? AND {col} = ?"

@@ -174,6 +174,7 @@ async fn learning_a_lid_moves_sealed_sessions_identities_and_rows_in_one_unit() 
             .unwrap();
     }
     let pn_jid = Jid::new(pn, Server::User);
+    creds.set_privacy_token(&pn_jid, b"tok", 5).await.unwrap();
     creds
         .commit_message(
             &SignalChanges::default(),
@@ -215,6 +216,15 @@ async fn learning_a_lid_moves_sealed_sessions_identities_and_rows_in_one_unit() 
             .unwrap()
             .is_empty()
     );
+    // The token the contact gave before we knew its LID follows it.
+    assert_eq!(
+        creds
+            .privacy_token(&Jid::new(lid, Server::Lid))
+            .await
+            .unwrap(),
+        Some((b"tok".to_vec(), 5))
+    );
+    assert_eq!(creds.privacy_token(&pn_jid).await.unwrap(), None);
     // Learning it again changes nothing.
     creds.learn_lid(pn, lid).await.unwrap();
     assert!(

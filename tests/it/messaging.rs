@@ -678,9 +678,13 @@ async fn shutdown_finishes_cleanly_and_logout_unlinks_and_wipes_the_keys() {
 
         let (mut client, mut events) = Client::start(options(&sim), a.creds.clone());
         client.wait_for(|s| *s == ConnState::Connected).await;
+        let bob_key = canonical(&a.creds, &user(bob)).await;
+        assert!(a.creds.privacy_token(&bob_key).await.unwrap().is_some());
         let state = client.logout().await;
         assert_eq!(state.code(), Some("logout"), "{state:?}");
         assert!(a.creds.load().await.unwrap().is_none(), "keys wiped");
+        // Bob's token to that link went with it.
+        assert_eq!(a.creds.privacy_token(&bob_key).await.unwrap(), None);
         assert!(
             sim.linked_devices(me).is_empty(),
             "the phone no longer lists it"
