@@ -63,6 +63,9 @@ fn inflate_history(z: &[u8]) -> Option<wa::HistorySync> {
     wa::HistorySync::decode(&plain[..]).ok()
 }
 
+/// Session addresses remembered as existing.
+const SESSION_CACHE: usize = 16_384;
+
 /// Longest privacy token accepted (WhatsApp's are a few dozen bytes).
 const MAX_TOKEN_BYTES: usize = 1024;
 /// How often we issue our privacy token again to a contact we write to.
@@ -244,6 +247,11 @@ pub(super) struct Messenger<S: CredsStore> {
     lids: Mutex<HashMap<String, Option<String>>>,
     /// When we last issued our privacy token to a contact (a cache over the store).
     issued: Mutex<HashMap<Jid, u64>>,
+    /// Addresses known to have a session (sessions are never deleted while linked; the cache
+    /// starts over at each login).
+    sessions: Mutex<std::collections::HashSet<ProtocolAddress>>,
+    /// Contacts' privacy tokens (None: none), a cache over the store.
+    tokens: Mutex<HashMap<Jid, Option<Vec<u8>>>>,
     counters: Counters,
     /// WhatsApp refused a LID-addressed DM of ours (400): address by phone number.
     pn_only: std::sync::atomic::AtomicBool,
@@ -274,6 +282,8 @@ impl<S: CredsStore> Messenger<S> {
             answered: Mutex::new(VecDeque::new()),
             lids: Mutex::new(HashMap::new()),
             issued: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(std::collections::HashSet::new()),
+            tokens: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             pn_only: std::sync::atomic::AtomicBool::new(false),
             watched: Mutex::new(HashMap::new()),
@@ -282,6 +292,13 @@ impl<S: CredsStore> Messenger<S> {
 
     /// Called at login with the stored credentials.
     pub(super) async fn set_account(&self, creds: &Creds) {
+        // A new login may be a new device (after a logout): nothing cached carries over.
+        if let Ok(mut s) = self.sessions.lock() {
+            s.clear();
+        }
+        if let Ok(mut t) = self.tokens.lock() {
+            t.clear();
+        }
         if let Some(me) = &creds.me
             && let Some(lid) = &me.lid
         {
@@ -332,6 +349,11 @@ impl<S: CredsStore> Messenger<S> {
         }
         match self.store.learn_lid(pn, lid).await {
             Ok(()) => {
+                if let Ok(mut t) = self.tokens.lock() {
+                    // The token moved with the contact to its LID.
+                    t.remove(&Jid::new(pn, Server::User));
+                    t.remove(&Jid::new(lid, Server::Lid));
+                }
                 if let Ok(mut m) = self.lids.lock() {
                     // Another number may have had this LID: forget cached answers wholesale.
                     m.retain(|_, v| v.as_deref() != Some(lid));
@@ -482,6 +504,22 @@ impl<S: CredsStore> Messenger<S> {
         }
     }
 
+    /// Whether a session with `addr` exists, remembering the addresses that have one: most
+    /// sends go to devices we already talk to, and each store read is a thread hand-off.
+    async fn session_known(&self, addr: &ProtocolAddress) -> Result<bool, SignalError> {
+        if self.sessions.lock().is_ok_and(|s| s.contains(addr)) {
+            return Ok(true);
+        }
+        let has = self.cipher.has_session(addr).await?;
+        if has && let Ok(mut s) = self.sessions.lock() {
+            if s.len() >= SESSION_CACHE {
+                s.clear();
+            }
+            s.insert(addr.clone());
+        }
+        Ok(has)
+    }
+
     // ---- privacy tokens ----
 
     /// `<notification type="privacy_token" from=X><tokens><token jid t type="trusted_contact">`:
@@ -509,12 +547,39 @@ impl<S: CredsStore> Messenger<S> {
                 continue;
             }
             match self.store.set_privacy_token(&contact, bytes, t).await {
-                Ok(()) => self.publish(Event::PrivacyToken {
-                    jid: contact.clone(),
-                }),
+                Ok(()) => {
+                    // The store keeps the newest; the cache asks it again.
+                    if let Ok(mut m) = self.tokens.lock() {
+                        m.remove(&contact);
+                    }
+                    self.publish(Event::PrivacyToken {
+                        jid: contact.clone(),
+                    })
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot store a privacy token"),
             }
         }
+    }
+
+    /// The token `contact` gave us, through the cache.
+    async fn token_for(&self, contact: &Jid) -> Option<Vec<u8>> {
+        if let Some(t) = self.tokens.lock().ok().and_then(|m| m.get(contact).cloned()) {
+            return t;
+        }
+        let t = match self.store.privacy_token(contact).await {
+            Ok(t) => t.map(|(tok, _)| tok),
+            Err(e) => {
+                tracing::warn!(error = %e, "privacy token lookup failed");
+                return None;
+            }
+        };
+        if let Ok(mut m) = self.tokens.lock() {
+            if m.len() >= LID_CACHE {
+                m.clear();
+            }
+            m.insert(contact.clone(), t.clone());
+        }
+        t
     }
 
     /// Issues our token to `contact` (so they may write to us) unless we did within
@@ -1166,7 +1231,7 @@ impl<S: CredsStore> Messenger<S> {
         // Bundles for devices we have no session with.
         let mut need = Vec::new();
         for (j, a) in targets.iter().map(|(j, _)| j).zip(&addrs) {
-            if !self.cipher.has_session(a).await? {
+            if !self.session_known(a).await? {
                 need.push(j.clone());
             }
         }
@@ -1240,7 +1305,7 @@ impl<S: CredsStore> Messenger<S> {
         tracing::debug!(id = row.id, devices = encs.len(), "sending");
         let mut node = stanza::message_stanza(&row.id, &wire, encs, &me.signed_identity);
         // The contact's token to us: without it WhatsApp may refuse a first contact (463).
-        if let Ok(Some((token, _))) = self.store.privacy_token(&row.chat).await
+        if let Some(token) = self.token_for(&row.chat).await
             && let crate::binary::Content::Children(c) = &mut node.content
         {
             c.push(Node::new("tctoken").bytes(token));
