@@ -563,7 +563,12 @@ impl<S: CredsStore> Messenger<S> {
 
     /// The token `contact` gave us, through the cache.
     async fn token_for(&self, contact: &Jid) -> Option<Vec<u8>> {
-        if let Some(t) = self.tokens.lock().ok().and_then(|m| m.get(contact).cloned()) {
+        if let Some(t) = self
+            .tokens
+            .lock()
+            .ok()
+            .and_then(|m| m.get(contact).cloned())
+        {
             return t;
         }
         let t = match self.store.privacy_token(contact).await {
