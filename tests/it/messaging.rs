@@ -1017,14 +1017,20 @@ async fn every_log_line_of_a_client_names_its_account() {
             .lines()
             .filter(|l| l.contains("wa_gateway::client"))
             .collect();
-        assert!(lines.iter().any(|l| l.contains("sending")), "{text}");
+        // Which debug callsites reach this test's subscriber can vary when other tests of the
+        // binary run beside it (tracing caches callsite interest process-wide), so the test
+        // asks for lines from both the run loop and the handle's call, not for one event.
+        assert!(lines.len() >= 2, "{text}");
         for l in &lines {
             assert!(l.contains("account=sub-7/agent-3"), "{l}");
         }
+        // Bob's LID is learned inside the send call (the caller's task): it logs under the
+        // client's span, with our JID.
+        let bob_lid = sim.lid_of(bob).unwrap();
         assert!(
             lines
                 .iter()
-                .any(|l| l.contains(&format!("jid={jid}")) && l.contains("sending")),
+                .any(|l| l.contains(&format!("jid={jid}")) && l.contains(&bob_lid)),
             "{text}"
         );
         // The QR code (a pairing secret) never reached a log line.
