@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use super::events::{Event, EventHub};
 use super::iq::IqError;
 use super::messages::{Committed, MessageStatus, StatusUpdate, StoredMessage};
-use super::recv::unpad;
+use super::recv::{is_me, unpad};
 use super::run::{IQ_TIMEOUT, Link};
 use super::store::{Creds, CredsStore, CredsStoreError, Me};
 use crate::binary::{Jid, Node, Server};
@@ -863,35 +863,11 @@ impl<S: CredsStore> Messenger<S> {
     }
 
     fn bump_retry(&self, from: &Jid, id: &str) -> u32 {
-        let Ok(mut r) = self.retries.lock() else {
-            return 1;
-        };
-        let key = (from.clone(), id.to_owned());
-        if let Some((_, n)) = r.iter_mut().find(|(k, _)| *k == key) {
-            *n += 1;
-            return *n;
-        }
-        if r.len() == RETRY_MEMORY {
-            r.pop_front();
-        }
-        r.push_back((key, 1));
-        1
+        count_up(&self.retries, from, id)
     }
 
     fn bump_answer(&self, from: &Jid, id: &str) -> u32 {
-        let Ok(mut r) = self.answered.lock() else {
-            return u32::MAX;
-        };
-        let key = (from.clone(), id.to_owned());
-        if let Some((_, n)) = r.iter_mut().find(|(k, _)| *k == key) {
-            *n += 1;
-            return *n;
-        }
-        if r.len() == RETRY_MEMORY {
-            r.pop_front();
-        }
-        r.push_back((key, 1));
-        1
+        count_up(&self.answered, from, id)
     }
 
     fn forget_retry(&self, from: &Jid, id: &str) {
@@ -1526,13 +1502,22 @@ impl<S: CredsStore> Messaging for Messenger<S> {
     }
 }
 
-/// Whether `jid` is one of our own account's devices (PN or LID).
-fn is_me(jid: &Jid, me: &Me) -> bool {
-    jid.user == me.jid.user && jid.server == me.jid.server
-        || me
-            .lid
-            .as_ref()
-            .is_some_and(|l| jid.user == l.user && jid.server == l.server)
+/// Counts one more for (device, message) in a bounded memory of counts; a poisoned memory
+/// counts as exhausted.
+fn count_up(memory: &Mutex<VecDeque<((Jid, String), u32)>>, from: &Jid, id: &str) -> u32 {
+    let Ok(mut r) = memory.lock() else {
+        return u32::MAX;
+    };
+    let key = (from.clone(), id.to_owned());
+    if let Some((_, n)) = r.iter_mut().find(|(k, _)| *k == key) {
+        *n += 1;
+        return *n;
+    }
+    if r.len() == RETRY_MEMORY {
+        r.pop_front();
+    }
+    r.push_back((key, 1));
+    1
 }
 
 /// A copy our other device sent: the content is inside, the chat is its destination.

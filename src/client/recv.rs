@@ -58,7 +58,7 @@ pub fn unpad(plaintext: &[u8]) -> Result<&[u8], RecvError> {
 }
 
 /// Whether `jid` is one of our own account's devices (PN or LID).
-fn is_me(jid: &Jid, me: &Me) -> bool {
+pub(super) fn is_me(jid: &Jid, me: &Me) -> bool {
     jid.user == me.jid.user && jid.server == me.jid.server
         || me
             .lid

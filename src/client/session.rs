@@ -134,7 +134,7 @@ impl<S: CredsStore> Run<S> {
                             }
                         }
                         "notification" => {
-                            let _ = s.sender.send(&ack(&node)).await;
+                            let _ = s.sender.send(&crate::stanza::ack(&node, None)).await;
                             // The server's low-prekey notice (whatsmeow handleEncryptNotification).
                             if node.get_str("type").as_deref() == Some("encrypt")
                                 && let Some(n) = super::prekeys::parse_count(&node)
@@ -279,19 +279,4 @@ async fn refill_pre_keys<S: CredsStore>(
     );
     link.iq.query(sender, node, IQ_TIMEOUT).await?;
     Ok(())
-}
-
-/// `<ack class=tag id to [type]/>` for a received notification.
-fn ack(node: &Node) -> Node {
-    let mut a = Node::new("ack").attr("class", node.tag.to_string());
-    if let Some(id) = node.get_str("id") {
-        a = a.attr("id", id.into_owned());
-    }
-    if let Some(from) = node.get("from") {
-        a = a.attr("to", from.clone());
-    }
-    if let Some(t) = node.get_str("type") {
-        a = a.attr("type", t.into_owned());
-    }
-    a
 }
