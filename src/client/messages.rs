@@ -150,3 +150,24 @@ mod tests {
         }
     }
 }
+
+/// A change to a group we are in (from a `w:gp2` notification), as stored and evented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupUpdate {
+    /// The group.
+    pub group: Jid,
+    /// The notification id (with `seq`, unique per group).
+    pub id: String,
+    /// Which change of the notification this is (0-based).
+    pub seq: u32,
+    /// Who made it, when told.
+    pub author: Option<Jid>,
+    /// Server time.
+    pub t: u64,
+    /// `create`, `add`, `remove`, `promote`, `demote`, `leave`, `subject`, `addressing`.
+    pub action: String,
+    /// The members it concerns.
+    pub participants: Vec<Jid>,
+    /// The new subject (`create`, `subject`) or addressing mode (`addressing`).
+    pub subject: Option<String>,
+}

@@ -4,12 +4,13 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use super::messages::{Committed, MessageStatus, StatusUpdate, StoredMessage};
+use super::messages::{Committed, GroupUpdate, MessageStatus, StatusUpdate, StoredMessage};
 use crate::binary::Jid;
 use crate::signal::store::SignedPreKeyStore;
 use crate::signal::{
     KeyPair, LocalIdentity, MemoryStore, SignalChanges, SignalStore, SignedPreKey,
 };
+use crate::stanza::group::GroupInfo;
 
 /// Our own identity once paired.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +89,7 @@ pub struct CredsStoreError(pub String);
 ///
 /// The trait is generic (`impl Future` methods), not object-safe: a service holds many
 /// [`super::Client`]s, which are not generic, over one store type and one shared pool.
-pub trait CredsStore: Send + Sync + 'static {
+pub trait CredsStore: GroupStore + Send + Sync + 'static {
     /// The account's Signal stores (sessions, peer identities, prekeys); they share the identity
     /// and prekeys with these credentials.
     type Signal: SignalStore + Clone + 'static;
@@ -179,6 +180,56 @@ pub trait CredsStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<u64>, CredsStoreError>> + Send;
 }
 
+/// What the client keeps about the groups it is in: their metadata, which member devices hold
+/// our current sender key, and the membership and subject changes it was told of.
+pub trait GroupStore: Send + Sync {
+    /// The stored metadata of `group`.
+    fn group(
+        &self,
+        group: &Jid,
+    ) -> impl Future<Output = Result<Option<GroupInfo>, CredsStoreError>> + Send;
+    /// Stores (replaces) a group's metadata.
+    fn set_group(
+        &self,
+        info: &GroupInfo,
+    ) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
+    /// Devices (as the group addresses them) that hold our current sender key for `group`.
+    fn key_holders(
+        &self,
+        group: &Jid,
+    ) -> impl Future<Output = Result<Vec<Jid>, CredsStoreError>> + Send;
+    /// Marks `devices` as holding our current sender key (after the server acked it to them).
+    fn mark_key_holders(
+        &self,
+        group: &Jid,
+        devices: &[Jid],
+    ) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
+    /// Unmarks `device` (it asked for a retry: it may have lost our key).
+    fn forget_key_holder(
+        &self,
+        group: &Jid,
+        device: &Jid,
+    ) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
+    /// Starts our sender key for `group` over: applies `changes` (the reset key) and unmarks
+    /// every holder in one unit, so no device is believed to hold a key it never got.
+    fn reset_group_key(
+        &self,
+        group: &Jid,
+        changes: &SignalChanges,
+    ) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
+    /// Stores a group change; false when it was stored before (a redelivered notification).
+    fn record_group_update(
+        &self,
+        update: &GroupUpdate,
+    ) -> impl Future<Output = Result<bool, CredsStoreError>> + Send;
+    /// A group's changes, newest first.
+    fn group_updates(
+        &self,
+        group: &Jid,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<GroupUpdate>, CredsStoreError>> + Send;
+}
+
 /// Credentials in memory, with the Signal stores and messages beside them (tests, benches).
 pub struct MemoryCreds {
     creds: Mutex<Option<Creds>>,
@@ -188,6 +239,15 @@ pub struct MemoryCreds {
     lids: Mutex<Vec<(String, String)>>,
     /// Contact → (their token to us, its time, when we issued ours).
     tokens: Mutex<std::collections::HashMap<Jid, TokenRow>>,
+    groups: Mutex<MemoryGroups>,
+}
+
+/// Group state in memory.
+#[derive(Default)]
+struct MemoryGroups {
+    info: std::collections::HashMap<Jid, GroupInfo>,
+    holders: std::collections::HashMap<Jid, std::collections::BTreeSet<Jid>>,
+    updates: Vec<GroupUpdate>,
 }
 
 /// A contact's privacy-token row.
@@ -215,6 +275,7 @@ impl Default for MemoryCreds {
             messages: Mutex::new(Vec::new()),
             lids: Mutex::new(Vec::new()),
             tokens: Mutex::new(std::collections::HashMap::new()),
+            groups: Mutex::new(MemoryGroups::default()),
         }
     }
 }
@@ -266,6 +327,8 @@ impl CredsStore for MemoryCreds {
         self.signal.reset(None);
         *self.creds.lock().map_err(poisoned)? = None;
         self.tokens.lock().map_err(poisoned)?.clear();
+        // The sender keys went with the Signal state: nobody holds ours any more.
+        self.groups.lock().map_err(poisoned)?.holders.clear();
         Ok(())
     }
 
@@ -454,5 +517,90 @@ impl CredsStore for MemoryCreds {
     async fn set_token_issued(&self, jid: &Jid, t: u64) -> Result<Option<u64>, CredsStoreError> {
         let mut m = self.tokens.lock().map_err(poisoned)?;
         Ok(m.entry(jid.clone()).or_default().issued.replace(t))
+    }
+}
+
+impl GroupStore for MemoryCreds {
+    async fn group(&self, group: &Jid) -> Result<Option<GroupInfo>, CredsStoreError> {
+        Ok(self
+            .groups
+            .lock()
+            .map_err(poisoned)?
+            .info
+            .get(group)
+            .cloned())
+    }
+
+    async fn set_group(&self, info: &GroupInfo) -> Result<(), CredsStoreError> {
+        self.groups
+            .lock()
+            .map_err(poisoned)?
+            .info
+            .insert(info.jid.clone(), info.clone());
+        Ok(())
+    }
+
+    async fn key_holders(&self, group: &Jid) -> Result<Vec<Jid>, CredsStoreError> {
+        let g = self.groups.lock().map_err(poisoned)?;
+        Ok(g.holders
+            .get(group)
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn mark_key_holders(&self, group: &Jid, devices: &[Jid]) -> Result<(), CredsStoreError> {
+        self.groups
+            .lock()
+            .map_err(poisoned)?
+            .holders
+            .entry(group.clone())
+            .or_default()
+            .extend(devices.iter().cloned());
+        Ok(())
+    }
+
+    async fn forget_key_holder(&self, group: &Jid, device: &Jid) -> Result<(), CredsStoreError> {
+        if let Some(h) = self.groups.lock().map_err(poisoned)?.holders.get_mut(group) {
+            h.remove(device);
+        }
+        Ok(())
+    }
+
+    async fn reset_group_key(
+        &self,
+        group: &Jid,
+        changes: &SignalChanges,
+    ) -> Result<(), CredsStoreError> {
+        let mut g = self.groups.lock().map_err(poisoned)?;
+        self.signal.apply_now(changes).map_err(signal_err)?;
+        g.holders.remove(group);
+        Ok(())
+    }
+
+    async fn record_group_update(&self, update: &GroupUpdate) -> Result<bool, CredsStoreError> {
+        let mut g = self.groups.lock().map_err(poisoned)?;
+        if g.updates
+            .iter()
+            .any(|u| u.group == update.group && u.id == update.id && u.seq == update.seq)
+        {
+            return Ok(false);
+        }
+        g.updates.push(update.clone());
+        Ok(true)
+    }
+
+    async fn group_updates(
+        &self,
+        group: &Jid,
+        limit: u32,
+    ) -> Result<Vec<GroupUpdate>, CredsStoreError> {
+        let g = self.groups.lock().map_err(poisoned)?;
+        Ok(g.updates
+            .iter()
+            .rev()
+            .filter(|u| &u.group == group)
+            .take(limit as usize)
+            .cloned()
+            .collect())
     }
 }

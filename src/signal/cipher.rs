@@ -413,6 +413,107 @@ impl<S: SignalStore> SessionCipher<S> {
         Ok(pt)
     }
 
+    /// Takes the lock of one sender key (ours for a group, or a peer's).
+    pub async fn lock_sender_key(&self, name: &SenderKeyName) -> SessionLock {
+        self.lock(name.to_string()).await
+    }
+
+    fn check_key_lock(lock: &SessionLock, name: &SenderKeyName) -> Result<(), SignalError> {
+        if lock.key != name.to_string() {
+            return Err(SignalError::Store(format!(
+                "lock for {} used on {name}",
+                lock.key
+            )));
+        }
+        Ok(())
+    }
+
+    /// Encrypts a group message with our sender key `name` under its `lock`, creating the key
+    /// when there is none; nothing is stored. Also returns the distribution message as of
+    /// before this message (what a device without our key needs to read it).
+    pub async fn group_encrypt_staged(
+        &self,
+        lock: &SessionLock,
+        name: &SenderKeyName,
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>, SignalChanges), SignalError> {
+        Self::check_key_lock(lock, name)?;
+        let mut record = self.store.sender_key(name).await?.unwrap_or_default();
+        self.with_prepared(|p| record.use_prepared(p));
+        let distribution = record.distribution().encode();
+        let ct = record.encrypt(plaintext)?;
+        self.with_prepared(|p| record.keep_prepared(p));
+        let changes = SignalChanges {
+            sender_keys: vec![(name.clone(), record)],
+            ..SignalChanges::default()
+        };
+        Ok((ct, distribution, changes))
+    }
+
+    /// Our current distribution message for `name` (created if needed), staged.
+    pub async fn group_distribution_staged(
+        &self,
+        lock: &SessionLock,
+        name: &SenderKeyName,
+    ) -> Result<(Vec<u8>, SignalChanges), SignalError> {
+        Self::check_key_lock(lock, name)?;
+        let mut record = self.store.sender_key(name).await?.unwrap_or_default();
+        let d = record.distribution().encode();
+        let changes = SignalChanges {
+            sender_keys: vec![(name.clone(), record)],
+            ..SignalChanges::default()
+        };
+        Ok((d, changes))
+    }
+
+    /// Installs a peer's distribution message (when given) and decrypts `ciphertext` (when
+    /// given) with the sender key `name` under its `lock`; nothing is stored. A distribution
+    /// alone still yields the record to store.
+    pub async fn group_decrypt_staged(
+        &self,
+        lock: &SessionLock,
+        name: &SenderKeyName,
+        distribution: Option<&[u8]>,
+        ciphertext: Option<&[u8]>,
+    ) -> Result<(Option<Vec<u8>>, SignalChanges), SignalError> {
+        Self::check_key_lock(lock, name)?;
+        let stored = self.store.sender_key(name).await?;
+        let mut changed = false;
+        let mut record = stored.unwrap_or_default();
+        if let Some(d) = distribution {
+            record.process(&SenderKeyDistribution::decode(d)?);
+            changed = true;
+        }
+        let plaintext = match ciphertext {
+            Some(ct) => {
+                if record.is_empty() {
+                    return Err(SignalError::NoSession);
+                }
+                self.with_prepared(|p| record.use_prepared(p));
+                let pt = record.decrypt(ct)?;
+                self.with_prepared(|p| record.keep_prepared(p));
+                changed = true;
+                Some(pt)
+            }
+            None => None,
+        };
+        let mut changes = SignalChanges::default();
+        if changed {
+            changes.sender_keys.push((name.clone(), record));
+        }
+        Ok((plaintext, changes))
+    }
+
+    /// Starts our sender key `name` over: the next message distributes a new key, so those
+    /// who held the old one (a removed member) cannot read what follows.
+    pub async fn rotate_sender_key(&self, name: &SenderKeyName) -> Result<(), SignalError> {
+        let _g = self.lock(name.to_string()).await;
+        self.store
+            .store_sender_key(name, &SenderKeyRecord::new())
+            .await?;
+        Ok(())
+    }
+
     /// Deletes the session with `addr` (e.g. after the peer's identity changed).
     pub async fn delete_session(&self, addr: &ProtocolAddress) -> Result<(), SignalError> {
         let _g = self.lock_session(addr).await;

@@ -17,8 +17,8 @@ use crate::signal::store::{SignedPreKey, identity_from_bytes, identity_to_bytes}
 /// One account's credentials; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqliteCreds {
-    pool: SqlitePool,
-    account: AccountId,
+    pub(super) pool: SqlitePool,
+    pub(super) account: AccountId,
     sealer: Sealer,
     committer: Committer,
 }
@@ -54,7 +54,7 @@ impl SqliteCreds {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> CredsStoreError {
+pub(super) fn err(e: impl std::fmt::Display) -> CredsStoreError {
     CredsStoreError(e.to_string())
 }
 
@@ -65,7 +65,7 @@ fn key32(v: Option<Vec<u8>>, what: &str) -> Result<[u8; 32], CredsStoreError> {
 
 /// What a logout deletes: the device's keys and what contacts gave that link (their privacy
 /// tokens). Messages and the PN↔LID table (facts about contacts) stay.
-const TABLES: [&str; 8] = [
+const TABLES: [&str; 9] = [
     "creds",
     "signal_identity",
     "signal_identities",
@@ -74,6 +74,7 @@ const TABLES: [&str; 8] = [
     "signal_sessions",
     "signal_sender_keys",
     "privacy_tokens",
+    "group_key_holders",
 ];
 
 impl CredsStore for SqliteCreds {

@@ -4,6 +4,7 @@
 
 pub mod creds;
 pub mod error;
+mod groups;
 mod messages;
 mod seal;
 pub mod signal;
@@ -55,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "privacy tokens",
         include_str!("../../migrations/0007_privacy_tokens.sql"),
+    ),
+    (
+        8,
+        "groups",
+        include_str!("../../migrations/0008_groups.sql"),
     ),
 ];
 

@@ -3,6 +3,8 @@
 //! ids, receipts and retry receipts. Protocol facts both ends speak: the client's messenger and
 //! the simulator's server and simulated devices use them; neither knows the other.
 
+pub mod group;
+
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
