@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::messages::{MessageStatus, StoredMessage};
+use super::messages::{GroupUpdate, MessageStatus, StoredMessage};
 use crate::binary::Jid;
 
 /// Where a client's connection stands. Only the client's run loop changes it, and every change
@@ -207,6 +207,8 @@ pub enum Event {
         /// The contact's device.
         jid: Jid,
     },
+    /// A group we are in changed (members, admins, subject, addressing); stored.
+    GroupUpdate(Box<GroupUpdate>),
 }
 
 /// What a pair-success told us about our new link.
@@ -267,6 +269,7 @@ impl fmt::Debug for Event {
             Event::PrivacyToken { jid } => write!(f, "PrivacyToken {{ jid: {jid} }}"),
             Event::Stuck { chat, id } => write!(f, "Stuck {{ chat: {chat}, id: {id} }}"),
             Event::OfflineSync { count } => write!(f, "OfflineSync {{ count: {count} }}"),
+            Event::GroupUpdate(u) => write!(f, "GroupUpdate({u:?})"),
             Event::HistorySync { progress, chunk } => {
                 write!(
                     f,

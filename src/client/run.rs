@@ -15,13 +15,16 @@ use tracing::Instrument;
 use super::events::{ConnState, Event, EventHub, Events};
 use super::iq::{IqError, IqTracker};
 pub use super::keepalive::Keepalive;
-use super::messages::StoredMessage;
-use super::messenger::{Messaging, MessagingStats, Messenger, SendError, Sent};
+use super::messages::{GroupUpdate, StoredMessage};
+use super::messenger::{
+    GroupCall, GroupReply, Messaging, MessagingStats, Messenger, SendError, Sent,
+};
 use super::payload::{ClientProfile, RegistrationKeys, login_payload, registration_payload};
 use super::reconnect::{Backoff, Setback};
 use super::store::{Creds, CredsStore, CredsStoreError};
 use crate::binary::{Jid, Node};
 use crate::socket::{ClientConfig, NodeSender, connect};
+use crate::stanza::group::{GroupInfo, MemberAction};
 
 /// Time allowed for the client's own iqs (the references use 60 s; the server answers in ms).
 pub(super) const IQ_TIMEOUT: Duration = Duration::from_secs(20);
@@ -205,7 +208,7 @@ impl Client {
         self.state.borrow().clone()
     }
 
-    /// Sends a text to the user `to` (a PN or LID user JID) and waits for the server's ack
+    /// Sends a text to `to` (a PN or LID user JID, or a group) and waits for the server's ack
     /// (up to the configured time). The message is stored before it is sent.
     pub async fn send_text(&self, to: &Jid, text: &str) -> Result<Sent, SendError> {
         self.messaging
@@ -225,6 +228,79 @@ impl Client {
             .mark_read(chat.clone(), author.clone(), ids.to_vec())
             .instrument(self.span.clone())
             .await
+    }
+
+    async fn group(&self, call: GroupCall) -> Result<GroupReply, SendError> {
+        self.messaging
+            .group(call)
+            .instrument(self.span.clone())
+            .await
+    }
+
+    /// A group's metadata, asked of the server (and stored).
+    pub async fn group_info(&self, group: &Jid) -> Result<GroupInfo, SendError> {
+        match self.group(GroupCall::Info(group.clone())).await? {
+            GroupReply::Info(i) => Ok(i),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Creates a group with `participants` (user JIDs); we are its creator and admin.
+    pub async fn create_group(
+        &self,
+        subject: &str,
+        participants: &[Jid],
+    ) -> Result<GroupInfo, SendError> {
+        match self
+            .group(GroupCall::Create(subject.to_owned(), participants.to_vec()))
+            .await?
+        {
+            GroupReply::Info(i) => Ok(i),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Adds, removes, promotes or demotes members of `group`; each member's outcome (an error
+    /// code when refused). Removing members starts our sender key over.
+    pub async fn change_group_members(
+        &self,
+        group: &Jid,
+        action: MemberAction,
+        members: &[Jid],
+    ) -> Result<Vec<(Jid, Option<u16>)>, SendError> {
+        match self
+            .group(GroupCall::Members(group.clone(), action, members.to_vec()))
+            .await?
+        {
+            GroupReply::Members(m) => Ok(m),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Leaves `group`.
+    pub async fn leave_group(&self, group: &Jid) -> Result<(), SendError> {
+        self.group(GroupCall::Leave(group.clone()))
+            .await
+            .map(|_| ())
+    }
+
+    /// Changes `group`'s subject.
+    pub async fn set_group_subject(&self, group: &Jid, subject: &str) -> Result<(), SendError> {
+        self.group(GroupCall::Subject(group.clone(), subject.to_owned()))
+            .await
+            .map(|_| ())
+    }
+
+    /// The stored changes of `group` (members, subject), newest first.
+    pub async fn group_updates(
+        &self,
+        group: &Jid,
+        limit: u32,
+    ) -> Result<Vec<GroupUpdate>, SendError> {
+        match self.group(GroupCall::Updates(group.clone(), limit)).await? {
+            GroupReply::Updates(u) => Ok(u),
+            _ => Err(unexpected()),
+        }
     }
 
     /// Counts of decrypt failures, identity changes, refusals and stuck messages.
@@ -471,4 +547,12 @@ impl<S: CredsStore> Run<S> {
 /// Resolves once a stop was requested (the watch guard never crosses an await).
 pub(super) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// A reply of the wrong kind to a group call (a bug, never the peer's doing).
+fn unexpected() -> SendError {
+    SendError::Iq(super::iq::IqError::Server {
+        code: 500,
+        text: "unexpected group reply".into(),
+    })
 }

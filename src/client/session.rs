@@ -133,6 +133,11 @@ impl<S: CredsStore> Run<S> {
                                 self.emit(Event::OfflineSync { count }).await;
                             }
                         }
+                        // Group changes are acked by the messenger once stored (a crash before
+                        // that gets them redelivered).
+                        "notification" if node.get_str("type").as_deref() == Some("w:gp2") => {
+                            let _ = work.send(node).await;
+                        }
                         "notification" => {
                             let _ = s.sender.send(&crate::stanza::ack(&node, None)).await;
                             // The server's low-prekey notice (whatsmeow handleEncryptNotification).

@@ -29,12 +29,14 @@ use crate::binary::{Jid, Node, Server};
 use crate::proto::wa;
 use crate::signal::store::{ApplyChanges, PreKeyStore};
 use crate::signal::{
-    EncType, IdentityChange, IdentityTrust, PreKeyBundle, ProtocolAddress, SessionCipher,
-    SignalChanges, SignalError,
+    CiphertextMessage, EncType, IdentityChange, IdentityTrust, PreKeyBundle, ProtocolAddress,
+    SessionCipher, SignalChanges, SignalError,
 };
 use crate::socket::NodeSender;
 use crate::stanza;
 use crate::util::clock::Clock;
+
+mod groups;
 
 pub use crate::stanza::MAX_RETRIES;
 /// Users whose device lists are cached; the cache starts over beyond it.
@@ -86,9 +88,12 @@ pub enum SendError {
     /// The text is empty or too long.
     #[error("invalid text: {0}")]
     InvalidText(&'static str),
-    /// The recipient is not a user JID (groups come with group messaging).
+    /// The recipient is neither a user nor a group JID.
     #[error("unsupported recipient {0}")]
     UnsupportedRecipient(String),
+    /// We are not a member of the group (any more).
+    #[error("not a member of group {0}")]
+    NotInGroup(String),
     /// An iq (usync, prekeys) failed.
     #[error(transparent)]
     Iq(#[from] IqError),
@@ -151,6 +156,10 @@ pub struct MessagingStats {
     pub refused_463: u64,
     /// Sent messages that stayed at `server_ack` past the configured time.
     pub stuck: u64,
+    /// Times our sender key of a group was started over (a member left).
+    pub group_key_rotations: u64,
+    /// Group sends whose ack showed the server sees other member devices than we did.
+    pub group_refreshes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -160,6 +169,8 @@ struct Counters {
     refused: std::sync::atomic::AtomicU64,
     refused_463: std::sync::atomic::AtomicU64,
     stuck: std::sync::atomic::AtomicU64,
+    group_key_rotations: std::sync::atomic::AtomicU64,
+    group_refreshes: std::sync::atomic::AtomicU64,
 }
 
 fn bump(c: &std::sync::atomic::AtomicU64) {
@@ -189,6 +200,28 @@ pub(super) trait Messaging: Send + Sync {
         offset: u32,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<StoredMessage>, CredsStoreError>> + Send + 'a>>;
     fn stats(&self) -> MessagingStats;
+    fn group<'a>(
+        &'a self,
+        call: GroupCall,
+    ) -> Pin<Box<dyn Future<Output = Result<GroupReply, SendError>> + Send + 'a>>;
+}
+
+/// A group operation asked through the client handle.
+pub(crate) enum GroupCall {
+    Info(Jid),
+    Create(String, Vec<Jid>),
+    Members(Jid, crate::stanza::group::MemberAction, Vec<Jid>),
+    Leave(Jid),
+    Subject(Jid, String),
+    Updates(Jid, u32),
+}
+
+/// What a [`GroupCall`] answers.
+pub(crate) enum GroupReply {
+    Info(crate::stanza::group::GroupInfo),
+    Members(Vec<(Jid, Option<u16>)>),
+    Updates(Vec<super::messages::GroupUpdate>),
+    Done,
 }
 
 /// What we need of our own account while logged in.
@@ -227,6 +260,8 @@ enum Attempt {
 struct Ack {
     t: Option<u64>,
     error: Option<u16>,
+    /// The server's participant hash, when it differs from a group stanza's.
+    phash: Option<String>,
 }
 
 /// One account's messaging state; shared by the run loop and the client handle.
@@ -252,6 +287,8 @@ pub(super) struct Messenger<S: CredsStore> {
     sessions: Mutex<std::collections::HashSet<ProtocolAddress>>,
     /// Contacts' privacy tokens (None: none), a cache over the store.
     tokens: Mutex<HashMap<Jid, Option<Vec<u8>>>>,
+    /// Group metadata, a cache over the store.
+    groups: Mutex<HashMap<Jid, crate::stanza::group::GroupInfo>>,
     counters: Counters,
     /// WhatsApp refused a LID-addressed DM of ours (400): address by phone number.
     pn_only: std::sync::atomic::AtomicBool,
@@ -284,6 +321,7 @@ impl<S: CredsStore> Messenger<S> {
             issued: Mutex::new(HashMap::new()),
             sessions: Mutex::new(std::collections::HashSet::new()),
             tokens: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             pn_only: std::sync::atomic::AtomicBool::new(false),
             watched: Mutex::new(HashMap::new()),
@@ -454,6 +492,10 @@ impl<S: CredsStore> Messenger<S> {
             "message" => self.on_message(sender, &node).await,
             "receipt" => self.on_receipt(sender, &node).await,
             "ack" => self.on_ack(&node).await,
+            "notification" if node.get_str("type").as_deref() == Some("w:gp2") => {
+                self.on_group_notification(&node).await;
+                let _ = sender.send(&stanza::ack(&node, None)).await;
+            }
             "notification" if node.get_str("type").as_deref() == Some("privacy_token") => {
                 self.on_privacy_token(&node).await;
             }
@@ -501,6 +543,8 @@ impl<S: CredsStore> Messenger<S> {
             refused: c.refused.load(Relaxed),
             refused_463: c.refused_463.load(Relaxed),
             stuck: c.stuck.load(Relaxed),
+            group_key_rotations: c.group_key_rotations.load(Relaxed),
+            group_refreshes: c.group_refreshes.load(Relaxed),
         }
     }
 
@@ -648,9 +692,16 @@ impl<S: CredsStore> Messenger<S> {
             // Nothing to answer it by: drop it (the reader already counted it malformed).
             return;
         };
-        if node.get("participant").is_some() || from.server == Server::Group {
-            // Group messaging builds on this; until then say we cannot handle it (the server
-            // stops redelivering, and nothing is stored as if it were read).
+        if from.server == Server::Group {
+            return self
+                .on_group_message(sender, node, &account, id, from)
+                .await;
+        }
+        if node.get("participant").is_some()
+            || from.server != Server::User && from.server != Server::Lid
+        {
+            // Status and broadcast lists are not handled: say so (the server stops
+            // redelivering, and nothing is stored as if it were read).
             let _ = sender.send(&stanza::ack(node, Some(488))).await;
             return;
         }
@@ -838,9 +889,11 @@ impl<S: CredsStore> Messenger<S> {
             } else {
                 None
             };
+            // A group message is retried of the group, naming the author's device.
+            let group = node.get_jid("from").filter(|f| f.server == Server::Group);
             let retry = stanza::retry_receipt(
                 id,
-                from,
+                group.as_ref().unwrap_or(from),
                 count,
                 node.get_str("t").as_deref(),
                 account.registration_id,
@@ -851,6 +904,10 @@ impl<S: CredsStore> Messenger<S> {
                     device_identity: &account.me.signed_identity,
                 }),
             );
+            let retry = match (group, node.get("participant")) {
+                (Some(_), Some(p)) => retry.attr("participant", p.clone()),
+                _ => retry,
+            };
             let _ = sender.send(&retry).await;
         }
         // The retry receipt answers the message; the ack ends the server's redelivery of it.
@@ -883,17 +940,27 @@ impl<S: CredsStore> Messenger<S> {
         let Some(from) = node.get_jid("from") else {
             return;
         };
+        // A group receipt comes from the group and names the device in `participant`.
+        let (from, group) = match (from.server == Server::Group, node.get_jid("participant")) {
+            (true, Some(p)) => (p, Some(from.to_non_ad())),
+            (true, None) => return,
+            _ => (from, None),
+        };
         let kind = node.get_str("type").map(|s| s.into_owned());
         if kind.as_deref() == Some("retry") {
-            if let Some(req) = stanza::parse_retry(node) {
-                let chat = self
-                    .canonical(
-                        &node
-                            .get_jid("recipient")
-                            .unwrap_or_else(|| from.to_non_ad()),
-                    )
-                    .await
-                    .to_non_ad();
+            if let Some(mut req) = stanza::parse_retry(node) {
+                req.from = from.clone();
+                let chat = match &group {
+                    Some(g) => g.clone(),
+                    None => self
+                        .canonical(
+                            &node
+                                .get_jid("recipient")
+                                .unwrap_or_else(|| from.to_non_ad()),
+                        )
+                        .await
+                        .to_non_ad(),
+                };
                 if let Err(e) = self.answer_retry(sender, &chat, &req).await {
                     tracing::warn!(error = %e, id = req.id, "cannot answer retry receipt");
                 }
@@ -904,10 +971,13 @@ impl<S: CredsStore> Messenger<S> {
             return;
         };
         // Our own devices report on the chat they name; peers on their own chat.
-        let chat = self
-            .canonical(&node.get_jid("recipient").unwrap_or_else(|| from.clone()))
-            .await
-            .to_non_ad();
+        let chat = match group {
+            Some(g) => g,
+            None => self
+                .canonical(&node.get_jid("recipient").unwrap_or_else(|| from.clone()))
+                .await
+                .to_non_ad(),
+        };
         let t = node
             .get_str("t")
             .and_then(|t| t.parse().ok())
@@ -950,6 +1020,7 @@ impl<S: CredsStore> Messenger<S> {
         let ack = Ack {
             t: node.get_str("t").and_then(|t| t.parse().ok()),
             error: node.get_str("error").and_then(|e| e.parse().ok()),
+            phash: node.get_str("phash").map(|p| p.into_owned()),
         };
         // A send waiting for it decides (it may fall back to another addressing first).
         let waiter = self.acks.lock().ok().and_then(|mut a| a.remove(&id));
@@ -1071,6 +1142,9 @@ impl<S: CredsStore> Messenger<S> {
         }
         if text.len() > MAX_TEXT_BYTES {
             return Err(SendError::InvalidText("longer than 65,536 bytes"));
+        }
+        if to.server == Server::Group && !to.user.is_empty() {
+            return self.send_group_text(to, text).await;
         }
         if !matches!(to.server, Server::User | Server::Lid) || to.user.is_empty() {
             return Err(SendError::UnsupportedRecipient(to.to_string()));
@@ -1204,28 +1278,6 @@ impl<S: CredsStore> Messenger<S> {
             }
         }
         targets.retain(|(j, _)| !(j.user == own_user.user && j.device == me.jid.device));
-        // Sessions are keyed by the LID whatever the wire namespace.
-        let mut addrs = Vec::with_capacity(targets.len());
-        for (j, _) in &targets {
-            addrs.push(ProtocolAddress::from_jid(&self.canonical(j).await));
-        }
-        // Bundles for devices we have no session with.
-        let mut need = Vec::new();
-        for (j, a) in targets.iter().map(|(j, _)| j).zip(&addrs) {
-            if !self.session_known(a).await? {
-                need.push(j.clone());
-            }
-        }
-        let bundles = if need.is_empty() {
-            Default::default()
-        } else {
-            let answer = self
-                .link
-                .iq
-                .query(&sender, stanza::prekey_query(&need), IQ_TIMEOUT)
-                .await?;
-            stanza::parse_bundles(&answer)
-        };
         let message = wa::Message::decode(&row.raw[..]).unwrap_or_default();
         let plain = message.encode_to_vec();
         let dsm = wa::Message {
@@ -1238,36 +1290,11 @@ impl<S: CredsStore> Messenger<S> {
             ..Default::default()
         }
         .encode_to_vec();
-        let locks = self.cipher.lock_sessions(&addrs).await;
-        let mut changes = SignalChanges::default();
-        let mut encs = Vec::with_capacity(targets.len());
-        for ((jid, own), addr) in targets.iter().zip(&addrs) {
-            let key = addr.to_string();
-            let lock = locks
-                .iter()
-                .find(|l| l.key() == key)
-                .ok_or(SignalError::NoSession)?;
-            let bundle = if need.contains(jid) {
-                match bundles.get(jid) {
-                    Some(b) => Some(b),
-                    // The server knows no keys for it (406): it cannot receive; skip it.
-                    None => continue,
-                }
-            } else {
-                None
-            };
-            let body = if *own { dsm.clone() } else { plain.clone() };
-            let (ct, change, c) = self
-                .cipher
-                .encrypt_staged(lock, addr, bundle, &stanza::pad(body))
-                .await?;
-            if change == Some(IdentityChange::Changed) {
-                bump(&self.counters.identity_changes);
-                self.publish(Event::IdentityChanged { jid: jid.clone() });
-            }
-            changes.extend(c);
-            encs.push((jid.clone(), ct));
-        }
+        let bodies: Vec<(Jid, &[u8])> = targets
+            .iter()
+            .map(|(j, own)| (j.clone(), if *own { &dsm[..] } else { &plain[..] }))
+            .collect();
+        let (encs, changes, locks) = self.encrypt_for(&sender, &bodies).await?;
         if encs.iter().all(|(j, _)| j.user != wire.user) {
             return Err(SendError::NotOnWhatsApp(wire.to_string()));
         }
@@ -1291,6 +1318,20 @@ impl<S: CredsStore> Messenger<S> {
         {
             c.push(Node::new("tctoken").bytes(token));
         }
+        Ok(match self.transmit(&sender, &node, row).await {
+            Ok(ack) => Attempt::Acked(wire, ack),
+            Err(pending) => Attempt::Pending(pending),
+        })
+    }
+
+    /// Sends `node` (the stanza of `row`) and waits for the server's ack; Err(pending) when
+    /// there is no answer in time or no connection (the row stays pending and is resent).
+    async fn transmit(
+        &self,
+        sender: &NodeSender,
+        node: &Node,
+        row: &StoredMessage,
+    ) -> Result<Ack, Sent> {
         let (tx, rx) = oneshot::channel();
         if let Ok(mut a) = self.acks.lock() {
             a.insert(row.id.clone(), tx);
@@ -1306,24 +1347,83 @@ impl<S: CredsStore> Messenger<S> {
             timestamp: row.timestamp,
             status: MessageStatus::Pending,
         };
-        if sender.send(&node).await.is_err() {
-            self.drop_waiter(&row.id);
+        if sender.send(node).await.is_err() {
             // Recorded as pending: the next connection sends it.
-            return Ok(Attempt::Pending(pending));
+            return Err(pending);
         }
         match tokio::time::timeout(self.ack_timeout, rx).await {
-            Ok(Ok(ack)) => Ok(Attempt::Acked(wire, ack)),
-            _ => {
-                self.drop_waiter(&row.id);
-                Ok(Attempt::Pending(pending))
-            }
+            Ok(Ok(ack)) => Ok(ack),
+            _ => Err(pending),
         }
     }
 
-    fn drop_waiter(&self, id: &str) {
-        if let Ok(mut a) = self.acks.lock() {
-            a.remove(id);
+    /// Encrypts each body (padded here) for its device under the locks of all their sessions,
+    /// first fetching bundles for devices without one (devices the server has no keys for
+    /// are skipped: they cannot receive). Nothing is stored: the caller commits the changes
+    /// (with its row) before dropping the locks and sending.
+    async fn encrypt_for(
+        &self,
+        sender: &NodeSender,
+        targets: &[(Jid, &[u8])],
+    ) -> Result<
+        (
+            Vec<(Jid, CiphertextMessage)>,
+            SignalChanges,
+            Vec<crate::signal::cipher::SessionLock>,
+        ),
+        SendError,
+    > {
+        // Sessions are keyed by the LID whatever the wire namespace.
+        let mut addrs = Vec::with_capacity(targets.len());
+        for (j, _) in targets {
+            addrs.push(ProtocolAddress::from_jid(&self.canonical(j).await));
         }
+        let mut need = Vec::new();
+        for ((j, _), a) in targets.iter().zip(&addrs) {
+            if !self.session_known(a).await? {
+                need.push(j.clone());
+            }
+        }
+        let bundles = if need.is_empty() {
+            Default::default()
+        } else {
+            let answer = self
+                .link
+                .iq
+                .query(sender, stanza::prekey_query(&need), IQ_TIMEOUT)
+                .await?;
+            stanza::parse_bundles(&answer)
+        };
+        let locks = self.cipher.lock_sessions(&addrs).await;
+        let mut changes = SignalChanges::default();
+        let mut encs = Vec::with_capacity(targets.len());
+        for ((jid, body), addr) in targets.iter().zip(&addrs) {
+            let key = addr.to_string();
+            let lock = locks
+                .iter()
+                .find(|l| l.key() == key)
+                .ok_or(SignalError::NoSession)?;
+            let bundle = if need.contains(jid) {
+                match bundles.get(jid) {
+                    Some(b) => Some(b),
+                    // The server knows no keys for it (406): it cannot receive; skip it.
+                    None => continue,
+                }
+            } else {
+                None
+            };
+            let (ct, change, c) = self
+                .cipher
+                .encrypt_staged(lock, addr, bundle, &stanza::pad(body.to_vec()))
+                .await?;
+            if change == Some(IdentityChange::Changed) {
+                bump(&self.counters.identity_changes);
+                self.publish(Event::IdentityChanged { jid: jid.clone() });
+            }
+            changes.extend(c);
+            encs.push((jid.clone(), ct));
+        }
+        Ok((encs, changes, locks))
     }
 
     /// Sends again what was recorded but never acknowledged (after a crash or a drop), with
@@ -1341,7 +1441,12 @@ impl<S: CredsStore> Messenger<S> {
         };
         for row in pending {
             let id = row.id.clone();
-            match self.send_row(&account, row, false).await {
+            let sent = if row.chat.server == Server::Group {
+                self.send_group_row(&account, row, false).await
+            } else {
+                self.send_row(&account, row, false).await
+            };
+            match sent {
                 Ok(_) => {}
                 Err(SendError::Refused { code, .. }) => {
                     tracing::warn!(id, code, "pending message refused on resend");
@@ -1374,6 +1479,9 @@ impl<S: CredsStore> Messenger<S> {
             tracing::debug!(id = req.id, "retry for a message we do not have");
             return Ok(());
         };
+        if chat.server == Server::Group {
+            return self.answer_group_retry(sender, &account, &row, req).await;
+        }
         let addr = ProtocolAddress::from_jid(&self.canonical(&req.from).await);
         let own = is_me(&req.from, &account.me);
         let bundle: Option<PreKeyBundle> = match &req.keys {
@@ -1500,6 +1608,37 @@ impl<S: CredsStore> Messaging for Messenger<S> {
     fn stats(&self) -> MessagingStats {
         Messenger::stats(self)
     }
+
+    fn group<'a>(
+        &'a self,
+        call: GroupCall,
+    ) -> Pin<Box<dyn Future<Output = Result<GroupReply, SendError>> + Send + 'a>> {
+        Box::pin(async move {
+            let sender = || self.sender().ok_or(SendError::NotConnected);
+            Ok(match call {
+                GroupCall::Info(g) => {
+                    GroupReply::Info(self.group_info(&sender()?, &g, true).await?)
+                }
+                GroupCall::Create(subject, members) => {
+                    GroupReply::Info(self.create_group(&subject, &members).await?)
+                }
+                GroupCall::Members(g, action, members) => {
+                    GroupReply::Members(self.change_members(&g, action, &members).await?)
+                }
+                GroupCall::Leave(g) => {
+                    self.leave_group(&g).await?;
+                    GroupReply::Done
+                }
+                GroupCall::Subject(g, subject) => {
+                    self.set_group_subject(&g, &subject).await?;
+                    GroupReply::Done
+                }
+                GroupCall::Updates(g, limit) => {
+                    GroupReply::Updates(self.store.group_updates(&g, limit).await?)
+                }
+            })
+        })
+    }
 }
 
 /// Counts one more for (device, message) in a bounded memory of counts; a poisoned memory
@@ -1569,6 +1708,9 @@ fn receipt(node: &Node, from_me: bool, peer: bool) -> Node {
     }
     if let Some(from) = node.get("from") {
         n = n.attr("to", from.clone());
+    }
+    if let Some(p) = node.get("participant") {
+        n = n.attr("participant", p.clone());
     }
     if peer {
         n = n.attr("type", "peer_msg");
