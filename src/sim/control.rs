@@ -1,7 +1,8 @@
 //! The simulator's control API (axum), for scripts and tests that drive simulated users:
 //! `POST /phones/{number}/scan`, `POST /phones/{number}/send`, `GET /phones/{number}/messages`,
-//! `POST /phones/{number}/echo`, `POST /phones/{number}/devices` and `POST /faults`. Errors come back as `{"error": "…"}` with a
-//! 4xx status; bad bodies never reach the simulator.
+//! `POST /phones/{number}/echo`, `POST /phones/{number}/devices`, `POST /faults`, `POST /groups`,
+//! `GET /groups/{jid}` and `POST /groups/{jid}/participants`. Errors come back as
+//! `{"error": "…"}` with a 4xx status; bad bodies never reach the simulator.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -62,6 +63,33 @@ pub struct DevicesBody {
     pub count: usize,
 }
 
+/// Body of `POST /groups`.
+#[derive(Debug, Deserialize)]
+pub struct GroupBody {
+    /// The subject.
+    pub subject: String,
+    /// The creator's phone number (super admin).
+    pub creator: String,
+    /// The other members' phone numbers.
+    #[serde(default)]
+    pub participants: Vec<String>,
+    /// `pn` (default) or `lid`.
+    pub addressing_mode: Option<String>,
+}
+
+/// Body of `POST /groups/{jid}/participants`.
+#[derive(Debug, Deserialize)]
+pub struct ParticipantsBody {
+    /// Phone numbers to add.
+    #[serde(default)]
+    pub add: Vec<String>,
+    /// Phone numbers to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// Tell the member devices (default true; false leaves their member lists stale).
+    pub notify: Option<bool>,
+}
+
 type Reply = (StatusCode, Json<Value>);
 
 fn bad(status: StatusCode, msg: impl std::fmt::Display) -> Reply {
@@ -78,6 +106,9 @@ pub fn router(sim: Simulator) -> Router {
         .route("/phones/{number}/echo", post(echo))
         .route("/phones/{number}/devices", post(devices))
         .route("/faults", post(fault))
+        .route("/groups", post(create_group))
+        .route("/groups/{jid}", get(group))
+        .route("/groups/{jid}/participants", post(participants))
         .with_state(sim)
 }
 
@@ -155,7 +186,10 @@ async fn fault(
 
 fn sim_error(e: SimError) -> Reply {
     match e {
-        e @ (SimError::BadNumber | SimError::BadDeviceCount) => bad(StatusCode::BAD_REQUEST, e),
+        e @ (SimError::BadNumber | SimError::BadDeviceCount | SimError::TooMany) => {
+            bad(StatusCode::BAD_REQUEST, e)
+        }
+        e @ SimError::NoSuchGroup => bad(StatusCode::NOT_FOUND, e),
         e => bad(StatusCode::CONFLICT, e),
     }
 }
@@ -211,6 +245,94 @@ async fn devices(
     };
     match sim.set_devices(&number, b.count) {
         Ok(()) => (StatusCode::OK, Json(json!({ "devices": b.count }))),
+        Err(e) => sim_error(e),
+    }
+}
+
+fn group_jid(s: &str) -> Option<crate::binary::Jid> {
+    let j: crate::binary::Jid = if s.contains('@') {
+        s.parse().ok()?
+    } else {
+        crate::binary::Jid::new(s, crate::binary::Server::Group)
+    };
+    (j.server == crate::binary::Server::Group && !j.user.is_empty()).then_some(j)
+}
+
+fn group_json(g: &crate::stanza::group::GroupInfo) -> Value {
+    json!({
+        "jid": g.jid.to_string(),
+        "subject": g.subject,
+        "creator": g.creator.as_ref().map(|c| c.to_string()),
+        "addressing_mode": g.addressing.as_str(),
+        "participants": g.participants.iter().map(|p| json!({
+            "jid": p.jid.to_string(),
+            "phone_number": p.phone_number.as_ref().map(|j| j.to_string()),
+            "lid": p.lid.as_ref().map(|j| j.to_string()),
+            "admin": p.admin,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn create_group(
+    State(sim): State<Simulator>,
+    body: Result<Json<GroupBody>, JsonRejection>,
+) -> Reply {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let mode = match b.addressing_mode.as_deref() {
+        None | Some("pn") => crate::stanza::group::AddressingMode::Pn,
+        Some("lid") => crate::stanza::group::AddressingMode::Lid,
+        Some(_) => return bad(StatusCode::BAD_REQUEST, "addressing_mode must be pn or lid"),
+    };
+    if b.subject.is_empty() || b.subject.len() > 1024 {
+        return bad(StatusCode::BAD_REQUEST, "subject must be 1–1,024 bytes");
+    }
+    match sim.create_group(&b.subject, &b.creator, &b.participants, mode) {
+        Ok(jid) => (StatusCode::OK, Json(json!({ "jid": jid.to_string() }))),
+        Err(e) => sim_error(e),
+    }
+}
+
+async fn group(State(sim): State<Simulator>, Path(jid): Path<String>) -> Reply {
+    let Some(j) = group_jid(&jid) else {
+        return bad(StatusCode::BAD_REQUEST, "not a group JID");
+    };
+    match sim.group_info(&j) {
+        Some(g) => (StatusCode::OK, Json(group_json(&g))),
+        None => sim_error(SimError::NoSuchGroup),
+    }
+}
+
+async fn participants(
+    State(sim): State<Simulator>,
+    Path(jid): Path<String>,
+    body: Result<Json<ParticipantsBody>, JsonRejection>,
+) -> Reply {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let Some(j) = group_jid(&jid) else {
+        return bad(StatusCode::BAD_REQUEST, "not a group JID");
+    };
+    if b.add.len() + b.remove.len() > super::groups::MAX_MEMBERS {
+        return sim_error(SimError::TooMany);
+    }
+    match sim
+        .group_members(&j, &b.add, &b.remove, !b.notify.unwrap_or(true))
+        .await
+    {
+        Ok(results) => (
+            StatusCode::OK,
+            Json(json!({
+                "results": results
+                    .iter()
+                    .map(|(n, e)| json!({ "number": n, "error": e }))
+                    .collect::<Vec<_>>(),
+            })),
+        ),
         Err(e) => sim_error(e),
     }
 }

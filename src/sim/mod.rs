@@ -8,6 +8,7 @@
 
 mod conn;
 pub mod control;
+pub mod groups;
 pub mod iq;
 pub mod pair;
 pub mod phone;

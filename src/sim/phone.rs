@@ -14,10 +14,10 @@ use super::pair::PhoneAccount;
 use crate::binary::{Jid, Node, Server};
 use crate::proto::wa;
 use crate::proto::wa::protocol_message::Type as ProtocolType;
-use crate::signal::store::PreKeyStore;
+use crate::signal::store::{ApplyChanges, PreKeyStore};
 use crate::signal::{
     CiphertextMessage, EncType, IdentityTrust, KeyPair, LocalIdentity, MemoryStore, PreKeyBundle,
-    ProtocolAddress, SessionCipher, SignalError, SignedPreKey,
+    ProtocolAddress, SenderKeyName, SessionCipher, SignalError, SignedPreKey,
 };
 
 /// One simulated device's Signal state.
@@ -122,6 +122,69 @@ impl SimPeer {
         let body =
             crate::stanza::unpad(&plain.plaintext).ok_or(SignalError::InvalidMessage("padding"))?;
         wa::Message::decode(body).map_err(|_| SignalError::InvalidMessage("protobuf"))
+    }
+
+    fn key_name(group: &str, sender: &Jid) -> SenderKeyName {
+        SenderKeyName {
+            group: group.to_owned(),
+            sender: ProtocolAddress::from_jid(sender),
+        }
+    }
+
+    /// Encrypts `message` (padded) with this device's sender key for `group`; returns the
+    /// `skmsg` and the distribution message a member needs to read it.
+    pub async fn group_encrypt(
+        &self,
+        group: &str,
+        message: &wa::Message,
+    ) -> Result<(Vec<u8>, Vec<u8>), SignalError> {
+        let name = Self::key_name(group, &self.jid);
+        let lock = self.cipher.lock_sender_key(&name).await;
+        let (ct, distribution, changes) = self
+            .cipher
+            .group_encrypt_staged(&lock, &name, &crate::stanza::pad(message.encode_to_vec()))
+            .await?;
+        self.cipher.store().apply(&changes).await?;
+        Ok((ct, distribution))
+    }
+
+    /// This device's current distribution message for `group`.
+    pub async fn group_distribution(&self, group: &str) -> Result<Vec<u8>, SignalError> {
+        self.cipher
+            .group_distribution(&Self::key_name(group, &self.jid))
+            .await
+    }
+
+    /// Installs `sender`'s distribution (when given) and decrypts its `skmsg` (when given)
+    /// into a `Message`.
+    pub async fn group_receive(
+        &self,
+        group: &str,
+        sender: &Jid,
+        distribution: Option<&[u8]>,
+        skmsg: Option<&[u8]>,
+    ) -> Result<Option<wa::Message>, SignalError> {
+        let name = Self::key_name(group, sender);
+        let lock = self.cipher.lock_sender_key(&name).await;
+        let (plain, changes) = self
+            .cipher
+            .group_decrypt_staged(&lock, &name, distribution, skmsg)
+            .await?;
+        self.cipher.store().apply(&changes).await?;
+        plain
+            .map(|p| {
+                let body =
+                    crate::stanza::unpad(&p).ok_or(SignalError::InvalidMessage("padding"))?;
+                wa::Message::decode(body).map_err(|_| SignalError::InvalidMessage("protobuf"))
+            })
+            .transpose()
+    }
+
+    /// Starts this device's sender key for `group` over (a member left).
+    pub async fn rotate_group_key(&self, group: &str) -> Result<(), SignalError> {
+        self.cipher
+            .rotate_sender_key(&Self::key_name(group, &self.jid))
+            .await
     }
 
     /// Encrypts `message` for the companion `device` (opening the session from its bundle and

@@ -168,33 +168,34 @@ pub(super) async fn accept_message(shared: &Shared, dev: &Device, node: &Node) -
             st.seen.remove(&old);
         }
     }
-    let error = route(shared, dev, node, now).await.err();
+    let routed = route(shared, dev, node, now).await;
+    let error = routed.as_ref().err().copied();
+    let phash = routed.ok().flatten();
     if let Ok(mut st) = shared.state.lock() {
         if st.log.len() >= LOG_KEPT {
             st.log.pop_front();
         }
-        let encs = match node.child("participants") {
-            Some(p) => p
-                .child_nodes()
-                .iter()
-                .filter_map(|t| {
-                    let e = t.child("enc")?;
-                    Some((
-                        t.get_str("jid")?.into_owned(),
-                        e.get_str("type")?.into_owned(),
-                    ))
-                })
-                .collect(),
-            None => node
-                .child("enc")
-                .and_then(|e| {
-                    Some(vec![(
-                        node.get_str("to")?.into_owned(),
-                        e.get_str("type")?.into_owned(),
-                    )])
-                })
-                .unwrap_or_default(),
-        };
+        let mut encs: Vec<(String, String)> = node
+            .child("participants")
+            .map(|p| {
+                p.child_nodes()
+                    .iter()
+                    .filter_map(|t| {
+                        let e = t.child("enc")?;
+                        Some((
+                            t.get_str("jid")?.into_owned(),
+                            e.get_str("type")?.into_owned(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // A lone or shared top-level <enc> (a retry resend, a group's skmsg).
+        if let Some(e) = node.child("enc")
+            && let (Some(to), Some(kind)) = (node.get_str("to"), e.get_str("type"))
+        {
+            encs.push((to.into_owned(), kind.into_owned()));
+        }
         st.log.push_back(Logged {
             from: dev.jid.to_string(),
             to: node
@@ -213,7 +214,11 @@ pub(super) async fn accept_message(shared: &Shared, dev: &Device, node: &Node) -
         // A refused message was not accepted: the same id may come again, corrected.
         st.seen.remove(&key);
     }
-    Some(ack(&id, node, now, error))
+    let a = ack(&id, node, now, error);
+    Some(match phash {
+        Some(p) => a.attr("phash", p),
+        None => a,
+    })
 }
 
 /// Releases what was held for `number`: each held message is accepted, delivered once and
@@ -243,14 +248,14 @@ pub(super) async fn release_held(shared: &Shared, number: &str) {
 }
 
 /// Where a device JID lives.
-enum Target {
+pub(super) enum Target {
     /// A linked real client.
     Real(String),
     /// A simulated device of user `number`.
     Sim(String, Arc<SimPeer>),
 }
 
-fn target(st: &State, d: &Jid) -> Option<Target> {
+pub(super) fn target(st: &State, d: &Jid) -> Option<Target> {
     let pn = match d.server {
         Server::User => d.user.clone(),
         Server::Lid => st.lids.get(&d.user)?.clone(),
@@ -264,9 +269,13 @@ fn target(st: &State, d: &Jid) -> Option<Target> {
     phone.sim_device(d.device).map(|p| Target::Sim(pn, p))
 }
 
-/// Delivers each `<enc>` of a message to its device; Err(code) refuses the whole stanza.
-async fn route(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Result<(), u16> {
+/// Delivers each `<enc>` of a message to its device; Err(code) refuses the whole stanza,
+/// Ok(Some(phash)) is the server's participant hash when a group stanza's differs.
+async fn route(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Result<Option<String>, u16> {
     let to = node.get_jid("to").ok_or(479u16)?;
+    if to.server == Server::Group {
+        return super::groups::route_group(shared, dev, node, t).await;
+    }
     let id = node
         .get_str("id")
         .map(|s| s.into_owned())
@@ -380,7 +389,7 @@ async fn route(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Result<(),
     for (number, peer, out) in sims {
         sim_receive(shared, &number, &peer, &dev.jid, &out).await;
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The phone number of a user JID (PN or a known LID).
@@ -474,7 +483,7 @@ fn pn_device(st: &State, d: &Jid) -> Option<Jid> {
 
 /// Whether this delivery to one of `number`'s devices is the one to corrupt: the user's
 /// linked (real) devices are hit first, its simulated ones when it has none.
-fn take_corruption(st: &mut State, number: &str, real: bool) -> bool {
+pub(super) fn take_corruption(st: &mut State, number: &str, real: bool) -> bool {
     let has_real = !st.linked_devices(number).is_empty();
     match st.phones.get_mut(number) {
         Some(p) if p.corrupt_next && (real || !has_real) => {
@@ -486,7 +495,7 @@ fn take_corruption(st: &mut State, number: &str, real: bool) -> bool {
 }
 
 /// The same `<enc>` with its last byte (inside the MAC) flipped.
-fn corrupt(enc: Node) -> Node {
+pub(super) fn corrupt(enc: Node) -> Node {
     match enc.content_bytes() {
         Some(b) if !b.is_empty() => {
             let mut v = b.to_vec();
@@ -578,61 +587,79 @@ async fn sim_receive(
         }
         Err(e) => {
             tracing::debug!(error = %e, device = %peer.jid, "simulated device cannot decrypt; asking a retry");
-            let count = {
-                let Ok(mut st) = shared.state.lock() else {
-                    return;
-                };
-                let Some(p) = st.phones.get_mut(number) else {
-                    return;
-                };
-                if p.retries.len() > SENT_KEPT * 4 {
-                    p.retries.clear();
-                }
-                let c = p
-                    .retries
-                    .entry((sender.to_string(), id.clone()))
-                    .or_insert(0);
-                *c += 1;
-                *c
-            };
-            if count > stanza::MAX_RETRIES {
-                return;
-            }
-            let keys = if count >= 2 {
-                peer.bundle().await.ok()
-            } else {
-                None
-            };
-            let retry = stanza::retry_receipt(
-                &id,
-                sender,
-                count,
-                node.get_str("t").as_deref(),
-                peer.registration_id,
-                keys.as_ref().and_then(|b| {
-                    Some(stanza::RetryKeys {
-                        identity: &b.identity_key,
-                        pre_key: b.pre_key?,
-                        signed: (
-                            b.signed_pre_key_id,
-                            b.signed_pre_key,
-                            b.signed_pre_key_signature,
-                        ),
-                        device_identity: &[],
-                    })
-                }),
-            );
-            // As the server forwards it: from the device that asks, to the sender.
-            let mut r = retry;
-            r.attrs.retain(|(k, _)| k != "to");
-            let r = r.attr("from", peer.jid.clone()).attr("t", t.to_string());
-            to_device(shared, sender, id, r);
+            ask_retry(shared, number, peer, sender, node, &id, |r| {
+                r.attr("from", peer.jid.clone())
+            })
+            .await;
         }
     }
 }
 
+/// A simulated device asks `sender` to resend message `id` (up to the retry limit, with its
+/// keys from the second time); `from` names the asking device as the server forwards it.
+pub(super) async fn ask_retry(
+    shared: &Shared,
+    number: &str,
+    peer: &Arc<SimPeer>,
+    sender: &Jid,
+    node: &Node,
+    id: &str,
+    from: impl FnOnce(Node) -> Node,
+) {
+    let t = shared.clock.now_unix();
+    let count = {
+        let Ok(mut st) = shared.state.lock() else {
+            return;
+        };
+        let Some(p) = st.phones.get_mut(number) else {
+            return;
+        };
+        if p.retries.len() > SENT_KEPT * 4 {
+            p.retries.clear();
+        }
+        let c = p
+            .retries
+            .entry((sender.to_string(), id.to_owned()))
+            .or_insert(0);
+        *c += 1;
+        *c
+    };
+    if count > stanza::MAX_RETRIES {
+        return;
+    }
+    let keys = if count >= 2 {
+        peer.bundle().await.ok()
+    } else {
+        None
+    };
+    let retry = stanza::retry_receipt(
+        id,
+        sender,
+        count,
+        node.get_str("t").as_deref(),
+        peer.registration_id,
+        keys.as_ref().and_then(|b| {
+            Some(stanza::RetryKeys {
+                identity: &b.identity_key,
+                pre_key: b.pre_key?,
+                signed: (
+                    b.signed_pre_key_id,
+                    b.signed_pre_key,
+                    b.signed_pre_key_signature,
+                ),
+                device_identity: &[],
+            })
+        }),
+    );
+    // As the server forwards it: from the device that asks, to the sender.
+    let mut r = retry;
+    r.attrs.retain(|(k, _)| k != "to");
+    let r = from(r).attr("t", t.to_string());
+    to_device(shared, sender, id.to_owned(), r);
+}
+
 /// Queues a stanza for one real device (nothing happens for a simulated one).
-fn to_device(shared: &Shared, device: &Jid, id: String, node: Node) {
+pub(super) fn to_device(shared: &Shared, device: &Jid, id: String, node: Node) {
     if let Ok(mut st) = shared.state.lock() {
         let key = Jid::with_device(device.user.clone(), device.device, Server::User).to_string();
         if st.companions.contains_key(&key) {
@@ -654,6 +681,10 @@ pub(super) async fn on_receipt(shared: &Shared, dev: &Device, node: &Node) {
         }
         return;
     };
+    if to.server == Server::Group {
+        super::groups::on_receipt(shared, dev, node, &to, kind.as_deref(), &ids).await;
+        return;
+    }
     let retry_for_sim = {
         let Ok(mut st) = shared.state.lock() else {
             return;
@@ -807,6 +838,9 @@ pub(super) async fn phone_send(
     to: &Jid,
     text: &str,
 ) -> Result<String, SimError> {
+    if to.server == Server::Group {
+        return super::groups::phone_send(shared, number, &to.user, text).await;
+    }
     let id = crate::util::ids::phone_message_id();
     let message = wa::Message {
         conversation: Some(text.to_owned()),

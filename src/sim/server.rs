@@ -16,6 +16,7 @@ use super::phone::SimPeer;
 use crate::binary::{Jid, Node};
 use crate::signal::KeyPair;
 use crate::socket::ServerIdentity;
+use crate::stanza::group::{AddressingMode, GroupInfo, MemberAction};
 use crate::util::clock::{Clock, SystemClock};
 
 /// Errors of the simulator's control surface.
@@ -45,6 +46,15 @@ pub enum SimError {
     /// The simulator's state is unusable (a task panicked while holding it).
     #[error("simulator state unavailable")]
     Internal,
+    /// No group with that JID.
+    #[error("no such group")]
+    NoSuchGroup,
+    /// The user is not a member of the group.
+    #[error("not a member of the group")]
+    NotInGroup,
+    /// Past a limit (members per group, groups).
+    #[error("too many members or groups")]
+    TooMany,
 }
 
 /// Longest phone number (E.164): it also keeps every number within a u64, which logins need.
@@ -114,6 +124,8 @@ pub(super) struct Phone {
     /// First messages to strangers need their privacy token (else 463), as WhatsApp
     /// restricts accounts that reach out too much.
     pub(super) reach_out_lock: bool,
+    /// (group id, device) pairs its phone sent its current sender key to.
+    pub(super) group_keys_sent: std::collections::HashSet<(String, String)>,
 }
 
 /// Devices a simulated user starts with (the phone and one companion).
@@ -282,6 +294,10 @@ pub(super) struct State {
     pub(super) log: VecDeque<super::route::Logged>,
     /// Privacy tokens: (issuer number, holder number) → token.
     pub(super) tokens: HashMap<(String, String), Vec<u8>>,
+    /// Groups by id (the user part of their JID).
+    pub(super) groups: HashMap<String, super::groups::Group>,
+    /// Former members' attempts to read group messages sent after they left.
+    pub(super) eavesdrops: VecDeque<super::groups::Eavesdrop>,
     /// Oldest WhatsApp Web version accepted (405 below it).
     pub(super) min_version: Option<[u32; 3]>,
     /// A defect for the next pair-success.
@@ -340,6 +356,7 @@ impl State {
                 reach_out_lock: false,
                 read: std::collections::HashSet::new(),
                 lid_unmigrated: false,
+                group_keys_sent: std::collections::HashSet::new(),
             };
             // Users have a phone and one more device unless told otherwise.
             phone.set_devices(DEFAULT_DEVICES);
@@ -622,6 +639,77 @@ impl Simulator {
             Jid::new(to, crate::binary::Server::User)
         };
         super::route::phone_send(&self.shared, number, &to, text).await
+    }
+
+    /// Creates a group of simulated users (and whoever else is named: linked real clients'
+    /// numbers are members like any other), `creator` its super admin; every member device is
+    /// told. Returns its JID.
+    pub fn create_group(
+        &self,
+        subject: &str,
+        creator: &str,
+        participants: &[String],
+        mode: AddressingMode,
+    ) -> Result<Jid, SimError> {
+        super::groups::create_from_api(&self.shared, subject, creator, participants, mode)
+    }
+
+    /// Adds and removes members of `group` (by phone number); every member device is told
+    /// unless `quiet` (a stale-member-list test: the server changes, the clients do not know).
+    /// Returns each asked member's error code, if refused.
+    pub async fn group_members(
+        &self,
+        group: &Jid,
+        add: &[String],
+        remove: &[String],
+        quiet: bool,
+    ) -> Result<Vec<(String, Option<u16>)>, SimError> {
+        let t = self.shared.clock.now_unix();
+        let mut out = Vec::new();
+        for (action, members) in [(MemberAction::Add, add), (MemberAction::Remove, remove)] {
+            if members.is_empty() {
+                continue;
+            }
+            let (results, rotate) = {
+                let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
+                let creator = st.groups.get(&group.user).map(|g| g.creator.clone());
+                super::groups::change_members(
+                    &mut st,
+                    &group.user,
+                    creator.as_deref(),
+                    action,
+                    members,
+                    quiet,
+                    None,
+                    t,
+                )?
+            };
+            super::groups::rotate_keys(&group.user, rotate).await;
+            out.extend(results);
+        }
+        Ok(out)
+    }
+
+    /// A group's metadata as its members read it.
+    pub fn group_info(&self, group: &Jid) -> Option<GroupInfo> {
+        super::groups::group_info(&self.shared, &group.user)
+    }
+
+    /// What former members of `group` made of message `id` (each device tried; none may
+    /// read it).
+    pub fn eavesdrops(&self, group: &Jid, id: &str) -> Vec<super::groups::Eavesdrop> {
+        let g = group.to_string();
+        self.shared
+            .state
+            .lock()
+            .map(|st| {
+                st.eavesdrops
+                    .iter()
+                    .filter(|e| e.group == g && e.id == id)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// What user `number`'s devices received and decrypted, oldest first.

@@ -107,18 +107,10 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
                 _ => jid.user.clone(),
             };
             let phone = &st.phones.get(&number)?.account;
-            let p = st.phones.get(&phone.number)?;
-            let mut devices: Vec<u16> = p
-                .sim_devices()
-                .iter()
-                .map(|d| d.jid.device)
-                .chain(st.linked_devices(&phone.number).iter().map(|j| j.device))
-                .collect();
-            devices.sort_unstable();
             Some(super::usync::UserInfo {
                 number: phone.number.clone(),
                 lid: phone.lid.clone(),
-                devices,
+                devices: super::groups::user_devices(&st, &phone.number),
             })
         }),
         "md" if !get => {
@@ -316,6 +308,8 @@ pub(super) async fn login(
                 }
                 let result = if node.get_str("xmlns").as_deref() == Some("encrypt") && get_keys(&node) {
                     fetch_keys(&shared, &node, &id).await
+                } else if node.get_str("xmlns").as_deref() == Some("w:g2") {
+                    super::groups::answer_iq(&shared, &dev, &node, &id).await
                 } else {
                     answer_iq(&shared, &dev, &key, &node, &id)
                 };
