@@ -27,6 +27,7 @@ CREATE TABLE group_updates (
     participants TEXT    NOT NULL,
     subject      TEXT,
     PRIMARY KEY (account_id, group_jid, id, seq)
-) WITHOUT ROWID;
+);
 
+-- Newest first: by server time, then in the order they were told (rowid).
 CREATE INDEX group_updates_by_time ON group_updates (account_id, group_jid, t);

@@ -23,7 +23,7 @@ pub mod store;
 
 pub use events::{ConnState, Event, Events, Linked};
 pub use iq::{IqError, IqTracker};
-pub use messages::{MessageStatus, StoredMessage};
+pub use messages::{GroupUpdate, MessageStatus, StoredMessage};
 pub use messenger::{MessagingStats, SendError, Sent};
 pub use run::{Client, ClientOptions, Keepalive, MessagingOptions};
-pub use store::{Creds, CredsStore, Me, MemoryCreds};
+pub use store::{Creds, CredsStore, GroupStore, Me, MemoryCreds};

@@ -240,7 +240,7 @@ impl Client {
     /// A group's metadata, asked of the server (and stored).
     pub async fn group_info(&self, group: &Jid) -> Result<GroupInfo, SendError> {
         match self.group(GroupCall::Info(group.clone())).await? {
-            GroupReply::Info(i) => Ok(i),
+            GroupReply::Info(i) => Ok(*i),
             _ => Err(unexpected()),
         }
     }
@@ -255,7 +255,7 @@ impl Client {
             .group(GroupCall::Create(subject.to_owned(), participants.to_vec()))
             .await?
         {
-            GroupReply::Info(i) => Ok(i),
+            GroupReply::Info(i) => Ok(*i),
             _ => Err(unexpected()),
         }
     }

@@ -10,7 +10,9 @@ use crate::signal::store::SignedPreKeyStore;
 use crate::signal::{
     KeyPair, LocalIdentity, MemoryStore, SignalChanges, SignalStore, SignedPreKey,
 };
-use crate::stanza::group::GroupInfo;
+pub use crate::stanza::group::GroupInfo;
+/// How a group's metadata is kept: the `<group>` node WhatsApp sends, and back.
+pub use crate::stanza::group::{group_node as group_to_node, parse_group as group_from_node};
 
 /// Our own identity once paired.
 #[derive(Debug, Clone, PartialEq, Eq)]

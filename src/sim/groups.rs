@@ -267,6 +267,10 @@ fn stanza_subject(s: &str) -> String {
     s[..end].to_owned()
 }
 
+/// Each asked member's outcome (error code), and the simulated devices whose sender keys must
+/// start over.
+pub(super) type MemberChange = (Vec<(String, Option<u16>)>, Vec<Arc<SimPeer>>);
+
 /// Adds and removes members of `gid`, telling every member device (the removed ones too)
 /// unless `quiet`; the remaining simulated users start their sender keys over when someone
 /// left. Returns (member, error code) per asked member.
@@ -280,7 +284,7 @@ pub(super) fn change_members(
     quiet: bool,
     except: Option<&Jid>,
     t: u64,
-) -> Result<(Vec<(String, Option<u16>)>, Vec<Arc<SimPeer>>), SimError> {
+) -> Result<MemberChange, SimError> {
     let mut g = st.groups.get(gid).cloned().ok_or(SimError::NoSuchGroup)?;
     let mut results = Vec::new();
     let mut changed: Vec<String> = Vec::new();

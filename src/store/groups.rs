@@ -7,9 +7,10 @@ use sqlx::Row;
 use super::creds::{SqliteCreds, err};
 use crate::binary::{Jid, decode_node, encode_node};
 use crate::client::messages::GroupUpdate;
-use crate::client::store::{CredsStore, CredsStoreError, GroupStore};
+use crate::client::store::{
+    CredsStore, CredsStoreError, GroupInfo, GroupStore, group_from_node, group_to_node,
+};
 use crate::signal::SignalChanges;
-use crate::stanza::group::{GroupInfo, group_node, parse_group};
 
 fn t64(t: u64) -> i64 {
     i64::try_from(t).unwrap_or(i64::MAX)
@@ -26,14 +27,14 @@ impl GroupStore for SqliteCreds {
                 .map_err(err)?;
         let Some(blob) = blob else { return Ok(None) };
         let node = decode_node(&blob.into()).map_err(err)?;
-        parse_group(&node)
+        group_from_node(&node)
             .map(Some)
             .ok_or_else(|| CredsStoreError(format!("corrupt group row {group}")))
     }
 
     async fn set_group(&self, info: &GroupInfo) -> Result<(), CredsStoreError> {
         let mut blob = Vec::new();
-        encode_node(&group_node(info), &mut blob).map_err(err)?;
+        encode_node(&group_to_node(info), &mut blob).map_err(err)?;
         sqlx::query(
             "INSERT INTO groups (account_id, jid, info, updated) VALUES (?, ?, ?, \
              CAST(strftime('%s','now') AS INTEGER)) ON CONFLICT (account_id, jid) DO UPDATE \
@@ -145,7 +146,7 @@ impl GroupStore for SqliteCreds {
     ) -> Result<Vec<GroupUpdate>, CredsStoreError> {
         let rows = sqlx::query(
             "SELECT id, seq, author, t, action, participants, subject FROM group_updates \
-             WHERE account_id = ? AND group_jid = ? ORDER BY t DESC, id DESC, seq DESC LIMIT ?",
+             WHERE account_id = ? AND group_jid = ? ORDER BY t DESC, rowid DESC LIMIT ?",
         )
         .bind(self.account)
         .bind(group.to_string())

@@ -5,6 +5,7 @@ mod cert_chain;
 mod client_lifecycle;
 mod codec_props;
 mod common;
+mod groups;
 mod layering;
 mod loopback;
 mod message_store;

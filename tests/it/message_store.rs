@@ -320,3 +320,100 @@ async fn concurrent_read_then_write_units_of_many_accounts_never_fail_busy() {
         assert_eq!(creds.messages(None, 1000, 0).await.unwrap().len(), 40);
     }
 }
+
+#[tokio::test]
+async fn group_state_reads_back_per_account_and_a_key_reset_unmarks_every_holder() {
+    use wa_gateway::client::GroupStore;
+    use wa_gateway::client::messages::GroupUpdate;
+    use wa_gateway::signal::store::SenderKeyStore;
+    use wa_gateway::signal::{SenderKeyName, SenderKeyRecord};
+    use wa_gateway::stanza::group::{AddressingMode, GroupInfo, GroupParticipant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("wa.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let accounts = futures_accounts(&store, 2).await;
+    let (a, b) = (&accounts[0], &accounts[1]);
+    let group = Jid::new("120363000000000777", Server::Group);
+    let info = GroupInfo {
+        jid: group.clone(),
+        subject: "Ünïcode ✓".into(),
+        subject_owner: None,
+        subject_time: 5,
+        creator: Some(Jid::new("15550001111", Server::User)),
+        creation: 5,
+        addressing: AddressingMode::Lid,
+        participants: vec![GroupParticipant {
+            jid: Jid::new("201234567890123", Server::Lid),
+            phone_number: Some(Jid::new("15550001111", Server::User)),
+            lid: None,
+            admin: Some("superadmin".into()),
+        }],
+    };
+    a.set_group(&info).await.unwrap();
+    assert_eq!(a.group(&group).await.unwrap(), Some(info.clone()));
+    assert_eq!(
+        b.group(&group).await.unwrap(),
+        None,
+        "tenants never see each other's groups"
+    );
+
+    let devices = [
+        Jid::with_device("201234567890123", 0, Server::Lid),
+        Jid::with_device("201234567890123", 3, Server::Lid),
+    ];
+    a.mark_key_holders(&group, &devices).await.unwrap();
+    a.mark_key_holders(&group, &devices[..1]).await.unwrap();
+    let mut held = a.key_holders(&group).await.unwrap();
+    held.sort();
+    assert_eq!(held, devices.to_vec());
+    a.forget_key_holder(&group, &devices[1]).await.unwrap();
+    assert_eq!(a.key_holders(&group).await.unwrap(), devices[..1].to_vec());
+    assert!(b.key_holders(&group).await.unwrap().is_empty());
+
+    // A reset stores the new (empty) key and unmarks every holder in one unit.
+    let name = SenderKeyName {
+        group: group.to_string(),
+        sender: ProtocolAddress::from_jid(&Jid::with_device("1", 7, Server::Lid)),
+    };
+    let mut record = SenderKeyRecord::new();
+    record.distribution();
+    a.signal().store_sender_key(&name, &record).await.unwrap();
+    let reset = SignalChanges {
+        sender_keys: vec![(name.clone(), SenderKeyRecord::new())],
+        ..SignalChanges::default()
+    };
+    a.reset_group_key(&group, &reset).await.unwrap();
+    assert!(a.key_holders(&group).await.unwrap().is_empty());
+    assert!(
+        a.signal()
+            .sender_key(&name)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty()
+    );
+
+    // Updates: a redelivered one is not stored twice; newest first, in the order told.
+    let update = |id: &str, action: &str| GroupUpdate {
+        group: group.clone(),
+        id: id.into(),
+        seq: 0,
+        author: None,
+        t: 9,
+        action: action.into(),
+        participants: devices.to_vec(),
+        subject: None,
+    };
+    assert!(a.record_group_update(&update("n1", "add")).await.unwrap());
+    assert!(!a.record_group_update(&update("n1", "add")).await.unwrap());
+    assert!(
+        a.record_group_update(&update("a0", "remove"))
+            .await
+            .unwrap()
+    );
+    let got = a.group_updates(&group, 10).await.unwrap();
+    assert_eq!(got, vec![update("a0", "remove"), update("n1", "add")]);
+    assert!(b.group_updates(&group, 10).await.unwrap().is_empty());
+    store.close().await;
+}

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wa_gateway::binary::{Jid, Server};
+use wa_gateway::client::messages::GroupUpdate;
 use wa_gateway::client::reconnect::Backoff;
+use wa_gateway::client::store::GroupStore;
 use wa_gateway::client::{
     Client, ClientOptions, ConnState, CredsStore, Event, Events, Keepalive, MessageStatus,
     StoredMessage,
@@ -15,12 +17,13 @@ use wa_gateway::sim::Simulator;
 use wa_gateway::sim::server::Fault;
 use wa_gateway::socket::framing::MAX_FRAME;
 use wa_gateway::socket::{ClientConfig, TrustRoot};
+use wa_gateway::stanza::group::GroupInfo;
 use wa_gateway::store::{SqliteCreds, Store};
 use wa_gateway::util::clock::SystemClock;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn options(sim: &Simulator) -> ClientOptions {
+pub(crate) fn options(sim: &Simulator) -> ClientOptions {
     ClientOptions {
         socket: ClientConfig {
             url: sim.ws_url().to_owned(),
@@ -43,13 +46,13 @@ fn options(sim: &Simulator) -> ClientOptions {
 }
 
 /// An account in its own SQLite file.
-struct Account {
+pub(crate) struct Account {
     _dir: tempfile::TempDir,
-    store: Store,
-    creds: Arc<SqliteCreds>,
+    pub(crate) store: Store,
+    pub(crate) creds: Arc<SqliteCreds>,
 }
 
-async fn account() -> Account {
+pub(crate) async fn account() -> Account {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("wa.db").display());
     let store = Store::open(&url).await.unwrap();
@@ -62,7 +65,7 @@ async fn account() -> Account {
     }
 }
 
-async fn next_event(rx: &mut Events, pred: impl Fn(&Event) -> bool) -> Event {
+pub(crate) async fn next_event(rx: &mut Events, pred: impl Fn(&Event) -> bool) -> Event {
     loop {
         let e = tokio::time::timeout(Duration::from_secs(20), rx.recv())
             .await
@@ -75,7 +78,7 @@ async fn next_event(rx: &mut Events, pred: impl Fn(&Event) -> bool) -> Event {
 }
 
 /// Links a new client of `acct` as a companion of `number`'s phone; returns it connected.
-async fn link(sim: &Simulator, acct: &Account, number: &str) -> (Client, Events, Jid) {
+pub(crate) async fn link(sim: &Simulator, acct: &Account, number: &str) -> (Client, Events, Jid) {
     let (mut client, mut events) = Client::start(options(sim), acct.creds.clone());
     let Event::QrCode { code, .. } =
         next_event(&mut events, |e| matches!(e, Event::QrCode { .. })).await
@@ -93,7 +96,7 @@ async fn link(sim: &Simulator, acct: &Account, number: &str) -> (Client, Events,
 }
 
 /// Polls `f` until it returns Some (or the test's time runs out).
-async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+pub(crate) async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(v) = f().await {
@@ -107,12 +110,12 @@ async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     }
 }
 
-fn user(number: &str) -> Jid {
+pub(crate) fn user(number: &str) -> Jid {
     Jid::new(number, Server::User)
 }
 
 /// The conversation's key in `creds`: the LID once the account learned it.
-async fn canonical(creds: &SqliteCreds, chat: &Jid) -> Jid {
+pub(crate) async fn canonical(creds: &SqliteCreds, chat: &Jid) -> Jid {
     match creds.lid_for(&chat.user).await.unwrap() {
         Some(lid) if chat.server == Server::User => Jid::new(lid, Server::Lid),
         _ => chat.clone(),
@@ -494,6 +497,39 @@ impl CredsStore for Crashy {
         t: u64,
     ) -> Result<Option<u64>, wa_gateway::client::store::CredsStoreError> {
         self.inner.set_token_issued(jid, t).await
+    }
+}
+
+type StoreResult<T> = Result<T, wa_gateway::client::store::CredsStoreError>;
+
+impl GroupStore for Crashy {
+    async fn group(&self, group: &Jid) -> StoreResult<Option<GroupInfo>> {
+        self.inner.group(group).await
+    }
+    async fn set_group(&self, info: &GroupInfo) -> StoreResult<()> {
+        self.inner.set_group(info).await
+    }
+    async fn key_holders(&self, group: &Jid) -> StoreResult<Vec<Jid>> {
+        self.inner.key_holders(group).await
+    }
+    async fn mark_key_holders(&self, group: &Jid, devices: &[Jid]) -> StoreResult<()> {
+        self.inner.mark_key_holders(group, devices).await
+    }
+    async fn forget_key_holder(&self, group: &Jid, device: &Jid) -> StoreResult<()> {
+        self.inner.forget_key_holder(group, device).await
+    }
+    async fn reset_group_key(
+        &self,
+        group: &Jid,
+        changes: &wa_gateway::signal::SignalChanges,
+    ) -> StoreResult<()> {
+        self.inner.reset_group_key(group, changes).await
+    }
+    async fn record_group_update(&self, u: &GroupUpdate) -> StoreResult<bool> {
+        self.inner.record_group_update(u).await
+    }
+    async fn group_updates(&self, group: &Jid, limit: u32) -> StoreResult<Vec<GroupUpdate>> {
+        self.inner.group_updates(group, limit).await
     }
 }
 

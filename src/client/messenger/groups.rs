@@ -64,7 +64,8 @@ impl<S: CredsStore> Messenger<S> {
         group: &Jid,
         refresh: bool,
     ) -> Result<GroupInfo, SendError> {
-        if !refresh {
+        let stale = self.stale_groups.lock().is_ok_and(|s| s.contains(group));
+        if !refresh && !stale {
             if let Some(g) = self.groups.lock().ok().and_then(|g| g.get(group).cloned()) {
                 return Ok(g);
             }
@@ -83,6 +84,9 @@ impl<S: CredsStore> Messenger<S> {
             .and_then(parse_group)
             .ok_or_else(|| server_error("group answer without a <group>"))?;
         self.adopt_group(info.clone()).await?;
+        if let Ok(mut s) = self.stale_groups.lock() {
+            s.remove(group);
+        }
         Ok(info)
     }
 
@@ -127,8 +131,13 @@ impl<S: CredsStore> Messenger<S> {
         Ok(())
     }
 
-    /// Forgets what we believe about a group's members and their devices: the next send asks.
+    /// Forgets what we believe about a group's members and their devices: the next send asks
+    /// the server (the stored copy is not trusted either until then).
     fn forget_group(&self, group: &Jid) {
+        // Only groups we send to, change or leave land here (each leaves at its next query).
+        if let Ok(mut s) = self.stale_groups.lock() {
+            s.insert(group.clone());
+        }
         let info = self.groups.lock().ok().and_then(|mut g| g.remove(group));
         if let Some(info) = info
             && let Ok(mut d) = self.devices.lock()
@@ -726,6 +735,7 @@ impl<S: CredsStore> Messenger<S> {
         };
         let mut removed = false;
         let mut we_left = false;
+        let mut updates = Vec::with_capacity(n.changes.len());
         for (seq, change) in n.changes.iter().enumerate() {
             let (action, participants, subject) = match change {
                 GroupChange::Created(g) => {
@@ -813,7 +823,7 @@ impl<S: CredsStore> Messenger<S> {
                     continue;
                 }
             };
-            let update = GroupUpdate {
+            updates.push(GroupUpdate {
                 group: n.group.clone(),
                 id: id.clone(),
                 seq: seq as u32,
@@ -822,11 +832,18 @@ impl<S: CredsStore> Messenger<S> {
                 action,
                 participants,
                 subject,
-            };
-            match self.store.record_group_update(&update).await {
-                Ok(true) => self.publish(Event::GroupUpdate(Box::new(update))),
+            });
+        }
+        let mut fresh = Vec::with_capacity(updates.len());
+        for u in updates {
+            match self.store.record_group_update(&u).await {
+                Ok(true) => fresh.push(u),
                 Ok(false) => return, // seen before: already applied
-                Err(e) => tracing::warn!(error = %e, "cannot store group update"),
+                Err(e) => {
+                    // Unstored, it is not acked either: the server delivers it again.
+                    tracing::warn!(error = %e, "cannot store group update");
+                    return;
+                }
             }
         }
         if let Some(i) = info {
@@ -834,15 +851,16 @@ impl<S: CredsStore> Messenger<S> {
                 tracing::warn!(error = %e, "cannot store group metadata");
             }
             self.cache_group(&i);
-        } else {
-            // Never seen: the next send asks the server.
-            self.forget_group(&n.group);
         }
         if (removed || we_left)
             && let Some(a) = &account
             && let Err(e) = self.rotate_group_key(a, &n.group).await
         {
             tracing::warn!(error = %e, "cannot rotate our sender key");
+        }
+        // Announced once applied: a consumer that sends on the event sees the new members.
+        for u in fresh {
+            self.publish(Event::GroupUpdate(Box::new(u)));
         }
     }
 

@@ -218,7 +218,7 @@ pub(crate) enum GroupCall {
 
 /// What a [`GroupCall`] answers.
 pub(crate) enum GroupReply {
-    Info(crate::stanza::group::GroupInfo),
+    Info(Box<crate::stanza::group::GroupInfo>),
     Members(Vec<(Jid, Option<u16>)>),
     Updates(Vec<super::messages::GroupUpdate>),
     Done,
@@ -289,6 +289,8 @@ pub(super) struct Messenger<S: CredsStore> {
     tokens: Mutex<HashMap<Jid, Option<Vec<u8>>>>,
     /// Group metadata, a cache over the store.
     groups: Mutex<HashMap<Jid, crate::stanza::group::GroupInfo>>,
+    /// Groups whose stored metadata may be stale (the next send asks the server).
+    stale_groups: Mutex<std::collections::HashSet<Jid>>,
     counters: Counters,
     /// WhatsApp refused a LID-addressed DM of ours (400): address by phone number.
     pn_only: std::sync::atomic::AtomicBool,
@@ -322,6 +324,7 @@ impl<S: CredsStore> Messenger<S> {
             sessions: Mutex::new(std::collections::HashSet::new()),
             tokens: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
+            stale_groups: Mutex::new(std::collections::HashSet::new()),
             counters: Counters::default(),
             pn_only: std::sync::atomic::AtomicBool::new(false),
             watched: Mutex::new(HashMap::new()),
@@ -1617,10 +1620,10 @@ impl<S: CredsStore> Messaging for Messenger<S> {
             let sender = || self.sender().ok_or(SendError::NotConnected);
             Ok(match call {
                 GroupCall::Info(g) => {
-                    GroupReply::Info(self.group_info(&sender()?, &g, true).await?)
+                    GroupReply::Info(Box::new(self.group_info(&sender()?, &g, true).await?))
                 }
                 GroupCall::Create(subject, members) => {
-                    GroupReply::Info(self.create_group(&subject, &members).await?)
+                    GroupReply::Info(Box::new(self.create_group(&subject, &members).await?))
                 }
                 GroupCall::Members(g, action, members) => {
                     GroupReply::Members(self.change_members(&g, action, &members).await?)

@@ -1,0 +1,389 @@
+//! Group messaging end to end against the simulator over loopback: our client and simulated
+//! users (real sender-key peers with several devices) in PN and LID groups; what each device
+//! decrypted is read from the simulator, what went over the wire from its stanza log.
+
+use std::time::Duration;
+
+use wa_gateway::binary::{Jid, Server};
+use wa_gateway::client::{Event, MessageStatus};
+use wa_gateway::sim::Simulator;
+use wa_gateway::sim::server::Fault;
+use wa_gateway::stanza::group::AddressingMode;
+
+use super::messaging::{account, canonical, eventually, link, next_event, user};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// How many of `number`'s devices decrypted message `id` of `group` (and its text).
+fn read_by(sim: &Simulator, number: &str, group: &Jid, id: &str) -> Option<(usize, String)> {
+    sim.phone_messages(number)
+        .into_iter()
+        .find(|m| m.id == id && m.chat == group.to_string())
+        .map(|m| (m.devices, m.text.unwrap_or_default()))
+}
+
+/// The stanza log's entry for message `id`: its pairwise `<to>` targets and whether a
+/// `skmsg` went with it.
+fn wire(sim: &Simulator, id: &str) -> (Vec<String>, bool) {
+    let log = sim.message_log();
+    let entry = log
+        .iter()
+        .find(|l| l.id == id && l.to.ends_with("@g.us"))
+        .expect("the message is in the log");
+    let pairwise = entry
+        .encs
+        .iter()
+        .filter(|(_, kind)| kind != "skmsg")
+        .map(|(j, _)| j.clone())
+        .collect();
+    (pairwise, entry.encs.iter().any(|(_, kind)| kind == "skmsg"))
+}
+
+#[tokio::test]
+async fn every_member_device_reads_our_texts_the_key_goes_once_and_authors_are_right() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let a = account().await;
+        let (me, bob, carol) = ("15550101000", "15550102000", "15550103000");
+        let (client, mut events, _) = link(&sim, &a, me).await;
+        sim.set_devices(bob, 2).unwrap();
+        sim.set_devices(carol, 2).unwrap();
+        let group = sim
+            .create_group("Team", bob, &[me.into(), carol.into()], AddressingMode::Pn)
+            .unwrap();
+        // We were told of the new group, and it is stored.
+        let Event::GroupUpdate(created) =
+            next_event(&mut events, |e| matches!(e, Event::GroupUpdate(_))).await
+        else {
+            unreachable!()
+        };
+        assert_eq!((created.group.clone(), created.action.as_str()), (group.clone(), "create"));
+        assert_eq!(created.subject.as_deref(), Some("Team"));
+
+        let first = client.send_text(&group, "hello team").await.unwrap();
+        assert_eq!(first.status, MessageStatus::ServerAck);
+        for who in [bob, carol] {
+            let (devices, text) = eventually("both devices to read it", async || {
+                read_by(&sim, who, &group, &first.id).filter(|(d, _)| *d == 2)
+            })
+            .await;
+            assert_eq!((devices, text.as_str()), (2, "hello team"));
+        }
+        // The first send distributed our key to the four devices (and our phone), pairwise.
+        let (pairwise, skmsg) = wire(&sim, &first.id);
+        assert!(skmsg);
+        for who in [bob, carol] {
+            assert_eq!(
+                pairwise.iter().filter(|j| j.starts_with(who)).count(),
+                2,
+                "{who}'s devices got our key: {pairwise:?}"
+            );
+        }
+        // Their devices receipted it, per device.
+        next_event(&mut events, |e| {
+            matches!(e, Event::Receipt { id, device: Some(_), status: MessageStatus::Delivered, .. } if *id == first.id)
+        })
+        .await;
+
+        // The second reuses the key: no distribution on the wire, and everyone reads it.
+        let second = client.send_text(&group, "second").await.unwrap();
+        for who in [bob, carol] {
+            eventually("both devices to read the second", async || {
+                read_by(&sim, who, &group, &second.id).filter(|(d, _)| *d == 2)
+            })
+            .await;
+        }
+        let (pairwise, skmsg) = wire(&sim, &second.id);
+        assert!(skmsg);
+        assert!(pairwise.is_empty(), "no new distribution: {pairwise:?}");
+
+        // Each user's text arrives with its author, in the group's conversation.
+        let from_bob = sim.phone_send(bob, &group.to_string(), "from bob").await.unwrap();
+        let from_carol = sim.phone_send(carol, &group.to_string(), "from carol").await.unwrap();
+        for (id, who, text) in [(&from_bob, bob, "from bob"), (&from_carol, carol, "from carol")] {
+            let Event::Message(m) =
+                next_event(&mut events, |e| matches!(e, Event::Message(m) if m.id == *id)).await
+            else {
+                unreachable!()
+            };
+            assert_eq!(m.chat, group);
+            assert_eq!(m.sender, canonical(&a.creds, &user(who)).await);
+            assert_eq!(m.text.as_deref(), Some(text));
+            assert!(!m.from_me);
+        }
+        let rows = client.messages(Some(&group), 10, 0).await.unwrap();
+        assert_eq!(rows.len(), 4, "two sent, two received, once each");
+        a.store.close().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn an_added_member_reads_our_next_text_and_a_removed_one_cannot() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let a = account().await;
+        let (me, bob, dave) = ("15550201000", "15550202000", "15550204000");
+        let (client, mut events, _) = link(&sim, &a, me).await;
+        let group = sim
+            .create_group("Club", me, &[bob.into()], AddressingMode::Pn)
+            .unwrap();
+        let first = client.send_text(&group, "before").await.unwrap();
+        eventually("bob reads it", async || {
+            read_by(&sim, bob, &group, &first.id)
+        })
+        .await;
+
+        // Dave joins: our next message brings him our key, and he reads it.
+        sim.group_members(&group, &[dave.into()], &[], false)
+            .await
+            .unwrap();
+        next_event(
+            &mut events,
+            |e| matches!(e, Event::GroupUpdate(u) if u.action == "add"),
+        )
+        .await;
+        let second = client.send_text(&group, "welcome dave").await.unwrap();
+        let (devices, text) = eventually("dave's devices read it", async || {
+            read_by(&sim, dave, &group, &second.id).filter(|(d, _)| *d == 2)
+        })
+        .await;
+        assert_eq!((devices, text.as_str()), (2, "welcome dave"));
+        let (pairwise, _) = wire(&sim, &second.id);
+        assert!(
+            pairwise.iter().all(|j| j.starts_with(dave)),
+            "only dave was sent our key: {pairwise:?}"
+        );
+        assert_eq!(pairwise.len(), 2);
+
+        // Bob leaves: our key starts over; his devices try the next message and fail.
+        sim.group_members(&group, &[], &[bob.into()], false)
+            .await
+            .unwrap();
+        next_event(
+            &mut events,
+            |e| matches!(e, Event::GroupUpdate(u) if u.action == "remove"),
+        )
+        .await;
+        assert_eq!(client.stats().group_key_rotations, 1);
+        let third = client.send_text(&group, "after bob").await.unwrap();
+        eventually("dave reads the third", async || {
+            read_by(&sim, dave, &group, &third.id).filter(|(d, _)| *d == 2)
+        })
+        .await;
+        let (pairwise, _) = wire(&sim, &third.id);
+        assert_eq!(
+            pairwise.iter().filter(|j| j.starts_with(dave)).count(),
+            2,
+            "the new key went to dave"
+        );
+        let tries = sim.eavesdrops(&group, &third.id);
+        assert_eq!(tries.len(), 2, "both of bob's devices tried: {tries:?}");
+        assert!(tries.iter().all(|t| !t.read && t.device.starts_with(bob)));
+        assert!(read_by(&sim, bob, &group, &third.id).is_none());
+        // Stored: the membership changes, newest first.
+        let updates = client.group_updates(&group, 10).await.unwrap();
+        let actions: Vec<&str> = updates.iter().map(|u| u.action.as_str()).collect();
+        assert_eq!(&actions[..2], ["remove", "add"]);
+        a.store.close().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_lid_group_works_with_lid_participants_and_authors_are_one_contact() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let a = account().await;
+        let (me, bob, carol) = ("15550301000", "15550302000", "15550303000");
+        let (client, mut events, _) = link(&sim, &a, me).await;
+        let group = sim
+            .create_group("LID", carol, &[me.into(), bob.into()], AddressingMode::Lid)
+            .unwrap();
+        let info = client.group_info(&group).await.unwrap();
+        assert_eq!(info.addressing, AddressingMode::Lid);
+        assert!(
+            info.participants
+                .iter()
+                .all(|p| p.jid.server == Server::Lid)
+        );
+
+        let sent = client.send_text(&group, "hi lids").await.unwrap();
+        for who in [bob, carol] {
+            eventually("the member's devices read it", async || {
+                read_by(&sim, who, &group, &sent.id).filter(|(d, _)| *d == 2)
+            })
+            .await;
+        }
+        let (pairwise, _) = wire(&sim, &sent.id);
+        assert!(!pairwise.is_empty());
+        assert!(
+            pairwise.iter().all(|j| j.ends_with("@lid")),
+            "LID devices only: {pairwise:?}"
+        );
+
+        // Bob writes in the group, then by number in a DM: one contact, his LID.
+        let bob_lid = Jid::new(sim.lid_of(bob).unwrap(), Server::Lid);
+        let in_group = sim
+            .phone_send(bob, &group.to_string(), "group hi")
+            .await
+            .unwrap();
+        let Event::Message(m) = next_event(
+            &mut events,
+            |e| matches!(e, Event::Message(m) if m.id == in_group),
+        )
+        .await
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (m.chat.clone(), m.sender.clone()),
+            (group.clone(), bob_lid.clone())
+        );
+        let dm = sim.phone_send(bob, me, "dm hi").await.unwrap();
+        let Event::Message(d) = next_event(
+            &mut events,
+            |e| matches!(e, Event::Message(m) if m.id == dm),
+        )
+        .await
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (d.chat.clone(), d.sender.clone()),
+            (bob_lid.clone(), bob_lid.clone())
+        );
+        assert_eq!(canonical(&a.creds, &user(bob)).await, bob_lid);
+        a.store.close().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_stale_member_list_is_refreshed_from_the_acks_phash() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let a = account().await;
+        let (me, bob, erin) = ("15550401000", "15550402000", "15550405000");
+        let (client, _events, _) = link(&sim, &a, me).await;
+        let group = sim
+            .create_group("Stale", bob, &[me.into()], AddressingMode::Pn)
+            .unwrap();
+        let first = client.send_text(&group, "one").await.unwrap();
+        eventually("bob reads it", async || {
+            read_by(&sim, bob, &group, &first.id)
+        })
+        .await;
+        // Erin joins without a word to us.
+        sim.group_members(&group, &[erin.into()], &[], true)
+            .await
+            .unwrap();
+        client.send_text(&group, "two").await.unwrap();
+        eventually("the refresh", async || {
+            (client.stats().group_refreshes == 1).then_some(())
+        })
+        .await;
+        let third = client.send_text(&group, "three").await.unwrap();
+        let (pairwise, _) = wire(&sim, &third.id);
+        assert_eq!(
+            pairwise.iter().filter(|j| j.starts_with(erin)).count(),
+            2,
+            "erin got our key: {pairwise:?}"
+        );
+        for who in [bob, erin] {
+            eventually("everyone reads the third", async || {
+                read_by(&sim, who, &group, &third.id).filter(|(d, _)| *d == 2)
+            })
+            .await;
+        }
+        a.store.close().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_corrupted_skmsg_is_retried_and_resent_with_the_key_both_ways() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let a = account().await;
+        let (me, bob) = ("15550501000", "15550502000");
+        let (client, mut events, _) = link(&sim, &a, me).await;
+        let group = sim
+            .create_group("Noisy", bob, &[me.into()], AddressingMode::Pn)
+            .unwrap();
+        let first = client.send_text(&group, "one").await.unwrap();
+        eventually("bob reads it", async || {
+            read_by(&sim, bob, &group, &first.id).filter(|(d, _)| *d == 2)
+        })
+        .await;
+
+        // Our skmsg reaches one of bob's devices broken: it asks, we resend pairwise with the
+        // key, and it reads the message.
+        sim.fault(bob, Fault::CorruptNext).await;
+        let second = client.send_text(&group, "two").await.unwrap();
+        let (pairwise, _) = wire(&sim, &second.id);
+        assert!(
+            pairwise.is_empty(),
+            "sent with the shared key only: {pairwise:?}"
+        );
+        eventually(
+            "both of bob's devices read it after the retry",
+            async || read_by(&sim, bob, &group, &second.id).filter(|(d, _)| *d == 2),
+        )
+        .await;
+        let resends: Vec<_> = sim
+            .message_log()
+            .into_iter()
+            .filter(|l| l.id == second.id)
+            .collect();
+        assert_eq!(resends.len(), 2, "the message and one resend: {resends:?}");
+        assert!(
+            resends[1]
+                .encs
+                .iter()
+                .all(|(_, kind)| kind == "msg" || kind == "pkmsg")
+        );
+
+        // Bob's skmsg reaches us broken: we ask, his phone resends, we store it once.
+        sim.fault(me, Fault::CorruptNext).await;
+        let id = sim
+            .phone_send(bob, &group.to_string(), "three")
+            .await
+            .unwrap();
+        next_event(
+            &mut events,
+            |e| matches!(e, Event::Undecryptable { id: i, .. } if *i == id),
+        )
+        .await;
+        let Event::Message(m) = next_event(
+            &mut events,
+            |e| matches!(e, Event::Message(m) if m.id == id),
+        )
+        .await
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (m.chat.clone(), m.text.as_deref()),
+            (group.clone(), Some("three"))
+        );
+        assert_eq!(client.stats().decrypt_failures, 1);
+        let rows = client.messages(Some(&group), 10, 0).await.unwrap();
+        assert_eq!(rows.iter().filter(|r| r.id == id).count(), 1);
+        a.store.close().await;
+    })
+    .await
+    .expect("in time");
+}
