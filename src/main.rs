@@ -97,8 +97,10 @@ fn chat(ws: String, root: String, db: String) -> anyhow::Result<()> {
         let client = std::sync::Arc::new(client);
         let out = |v: serde_json::Value| {
             use std::io::Write;
-            println!("{v}");
-            let _ = std::io::stdout().flush();
+            // A reader that went away is no reason to panic.
+            let mut o = std::io::stdout().lock();
+            let _ = writeln!(o, "{v}");
+            let _ = o.flush();
         };
         tokio::spawn(async move {
             while let Some(e) = events.recv().await {
@@ -119,6 +121,12 @@ fn chat(ws: String, root: String, db: String) -> anyhow::Result<()> {
                     } => serde_json::json!({ "receipt": {
                         "chat": chat.to_string(), "id": id, "device": device.map(|d| d.to_string()),
                         "status": status.as_str(), "error": error,
+                    }}),
+                    Event::GroupUpdate(u) => serde_json::json!({ "group": {
+                        "group": u.group.to_string(), "action": u.action,
+                        "author": u.author.map(|a| a.to_string()),
+                        "participants": u.participants.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                        "subject": u.subject,
                     }}),
                     _ => continue,
                 };

@@ -590,6 +590,7 @@ pub(super) async fn route_group(
         .get_str("id")
         .map(|s| s.into_owned())
         .unwrap_or_default();
+    tracing::trace!(from = %dev.jid, %id, stanza = %node, "simulator: group stanza");
     let kind = node
         .get_str("type")
         .map(|s| s.into_owned())
@@ -613,11 +614,23 @@ pub(super) async fn route_group(
         }
         let sending = named(st, &number, dev.jid.device, g.mode).ok_or(500u16)?;
         let identity = node.child("device-identity").cloned();
-        // A retry resend: the top-level enc to one device.
-        if node.get_str("device_fanout").as_deref() == Some("false")
-            && let Some(p) = node.get_jid("participant")
-        {
-            let enc = node.child("enc").ok_or(479u16)?.clone();
+        // A retry resend names its one device in `participant` (Baileys sets no
+        // `device_fanout` on groups): the top-level pairwise enc goes to it alone. Baileys adds
+        // a `<participants>` copy of the same content one ratchet step earlier; the top-level
+        // one is delivered (the receiver skips the step).
+        if let Some(p) = node.get_jid("participant") {
+            let pairwise = |e: &&Node| {
+                e.tag == "enc"
+                    && e.get_str("type")
+                        .is_some_and(|k| EncType::parse(&k).is_some())
+            };
+            let encs: Vec<&Node> = node.child_nodes().iter().filter(pairwise).collect();
+            let enc = encs
+                .iter()
+                .find(|e| e.get("count").is_some())
+                .or(encs.first())
+                .map(|e| (*e).clone())
+                .ok_or(479u16)?;
             let mut children = vec![enc.clone()];
             if enc.get_str("type").as_deref() == Some("pkmsg")
                 && let Some(i) = identity
@@ -781,7 +794,8 @@ pub(super) async fn receive(
                         .and_then(|d| d.axolotl_sender_key_distribution_message.clone());
                     inner = Some(m);
                 }
-                Err(_) => {
+                Err(e) => {
+                    tracing::debug!(error = %e, device = %peer.jid, %sender, "simulated device cannot decrypt the pairwise part");
                     failed = true;
                     break;
                 }
@@ -791,7 +805,8 @@ pub(super) async fn receive(
                 .await
             {
                 Ok(m) => inner = m,
-                Err(_) => {
+                Err(e) => {
+                    tracing::debug!(error = %e, device = %peer.jid, %sender, "simulated device cannot decrypt the skmsg");
                     failed = true;
                     break;
                 }
@@ -840,7 +855,7 @@ pub(super) async fn receive(
         {
             let from = sender.to_non_ad().to_string();
             match p.inbox.iter_mut().find(|r| r.id == id && r.from == from) {
-                Some(r) => r.devices += 1,
+                Some(r) => r.add_device(peer.jid.device),
                 None => {
                     if p.inbox.len() >= INBOX_KEPT {
                         p.inbox.pop_front();
@@ -852,6 +867,7 @@ pub(super) async fn receive(
                         text,
                         timestamp: node.get_str("t").and_then(|t| t.parse().ok()).unwrap_or(t),
                         devices: 1,
+                        device_ids: vec![peer.jid.device],
                     });
                 }
             }
@@ -1119,6 +1135,9 @@ pub(super) async fn on_receipt(
         if author.device > 0 || retry {
             match target(st, &author) {
                 Some(Target::Real(k)) => {
+                    if retry {
+                        super::route::allow_resend(st, &k, &first);
+                    }
                     enqueue(st, &k, first, fwd);
                     None
                 }

@@ -36,6 +36,26 @@ pub struct Received {
     pub timestamp: u64,
     /// How many of the user's devices decrypted it.
     pub devices: usize,
+    /// Which devices did (a resend reaching a device twice counts once).
+    #[serde(skip)]
+    pub device_ids: Vec<u16>,
+}
+
+impl Received {
+    /// Counts device `device` as having decrypted it (once).
+    pub(super) fn add_device(&mut self, device: u16) {
+        if !self.device_ids.contains(&device) {
+            self.device_ids.push(device);
+            self.devices = self.device_ids.len();
+        }
+    }
+}
+
+/// A retry receipt for `id` is on its way to the real device `key`: the resend it asks for
+/// is a stanza of its own, not a duplicate of the message (Baileys resends a whole group
+/// message, same id, when the asking device is a phone).
+pub(super) fn allow_resend(st: &mut State, key: &str, id: &str) {
+    st.seen.remove(&(key.to_owned(), id.to_owned()));
 }
 
 /// A message the server accepted, as it came over the wire.
@@ -134,12 +154,20 @@ pub(super) async fn accept_message(shared: &Shared, dev: &Device, node: &Node) -
         .map(|s| s.into_owned())
         .unwrap_or_default();
     let now = shared.clock.now_unix();
-    // A retry resend reuses the id for one device: it is a stanza of its own.
+    // A retry resend reuses the id for one device: it is a stanza of its own. Its counted
+    // `<enc>` need not come first (Baileys puts a group's skmsg before it), and a group resend
+    // names its device in `participant`.
     let retry = node
-        .child("enc")
-        .and_then(|e| e.get_str("count").map(|c| c.into_owned()));
+        .child_nodes()
+        .iter()
+        .filter(|e| e.tag == "enc")
+        .find_map(|e| e.get_str("count").map(|c| c.into_owned()));
     let seen_id = match &retry {
-        Some(c) => format!("{id}#{}#{c}", node.get_str("to").unwrap_or_default()),
+        Some(c) => format!(
+            "{id}#{}#{}#{c}",
+            node.get_str("to").unwrap_or_default(),
+            node.get_str("participant").unwrap_or_default()
+        ),
         None => id.clone(),
     };
     let key = (dev.jid.to_string(), seen_id);
@@ -554,7 +582,7 @@ async fn sim_receive(
                     .iter_mut()
                     .find(|r| r.id == id && r.from == sender.to_non_ad().to_string())
                 {
-                    Some(r) => r.devices += 1,
+                    Some(r) => r.add_device(peer.jid.device),
                     None => {
                         if p.inbox.len() >= INBOX_KEPT {
                             p.inbox.pop_front();
@@ -566,6 +594,7 @@ async fn sim_receive(
                             text: text.clone(),
                             timestamp: node.get_str("t").and_then(|t| t.parse().ok()).unwrap_or(t),
                             devices: 1,
+                            device_ids: vec![peer.jid.device],
                         });
                     }
                 }
@@ -655,6 +684,10 @@ pub(super) async fn ask_retry(
     let mut r = retry;
     r.attrs.retain(|(k, _)| k != "to");
     let r = from(r).attr("t", t.to_string());
+    if let Ok(mut st) = shared.state.lock() {
+        let key = Jid::with_device(sender.user.clone(), sender.device, Server::User).to_string();
+        allow_resend(&mut st, &key, id);
+    }
     to_device(shared, sender, id.to_owned(), r);
 }
 
@@ -721,6 +754,9 @@ pub(super) async fn on_receipt(shared: &Shared, dev: &Device, node: &Node) {
         if to.device > 0 || is_retry {
             match target(&st, &to) {
                 Some(Target::Real(k)) => {
+                    if is_retry {
+                        allow_resend(&mut st, &k, &first);
+                    }
                     enqueue(&mut st, &k, first, fwd);
                     None
                 }

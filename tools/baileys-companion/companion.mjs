@@ -1,7 +1,8 @@
 // Links a real Baileys companion to `wa-gateway simulate` through its control API, restarts on
 // 515 as a Baileys app does, logs in, and stays up for STAY_SECONDS; then exchanges texts both
 // ways with a simulated user, and both ways with our client (`wa-gateway chat`) linked to
-// another account. Exit code 0 only if every step held.
+// another account; then a PN and a LID group of all three, where each sends one text and every
+// other member must read it. Exit code 0 only if every step held.
 // Usage: node companion.mjs <path to wa-gateway binary> [stay seconds]
 import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -199,8 +200,47 @@ await until('a delivery receipt for our message', () =>
 	lines.find((v) => v.receipt && v.receipt.id === ack.sent.id && v.receipt.status === 'delivered')
 )
 console.log('wa-gateway saw Baileys\' delivery receipt')
+
+// 3. One group of Baileys, the simulated user and our client, created through the control API
+// (the simulated user creates it): each sends one text; every other member reads all three.
+for (const mode of ['pn', 'lid']) {
+	const { jid: gid } = await control('POST', '/groups', {
+		subject: `Judges (${mode})`,
+		creator: user,
+		participants: [number, ours],
+		addressing_mode: mode
+	})
+	await until('our client to hear of the group', () =>
+		lines.find((v) => v.group && v.group.group === gid && v.group.action === 'create')
+	)
+	const texts = { user: `${mode} group: from the simulated user ✓`, baileys: `${mode} group: from Baileys ✓`, ours: `${mode} group: from wa-gateway ✓` }
+	const { id: userId } = await control('POST', `/phones/${user}/send`, { to: gid, text: texts.user })
+	const baileysId = await sendFromBaileys(gid, texts.baileys)
+	chat.stdin.write(JSON.stringify({ to: gid, text: texts.ours }) + '\n')
+	const gAck = await until('our group send to be acked', () =>
+		lines.find((v) => (v.sent && v.sent.chat === gid) || (v.error && !v.sent))
+	)
+	if (gAck.error) fail(`our client could not send to the group: ${gAck.error}`)
+	const oursId = gAck.sent.id
+	for (const [id, text] of [[userId, texts.user], [oursId, texts.ours]]) {
+		await until(`Baileys to read ${text}`, () => received.find((r) => r.id === id && r.from === gid && r.text === text), 30)
+	}
+	for (const [id, text] of [[baileysId, texts.baileys], [oursId, texts.ours]]) {
+		const m = await until(`the simulated user to read ${text}`, async () =>
+			(await control('GET', `/phones/${user}/messages`)).find((m) => m.id === id && m.chat === gid && m.devices === 2), 30
+		)
+		if (m.text !== text) fail(`the user read ${JSON.stringify(m.text)}`)
+	}
+	for (const [id, text] of [[userId, texts.user], [baileysId, texts.baileys]]) {
+		const m = await until(`our client to read ${text}`, () =>
+			lines.find((v) => v.message && v.message.id === id), 30
+		)
+		if (m.message.text !== text || m.message.chat !== gid) fail(`our client read ${JSON.stringify(m.message)}`)
+	}
+	console.log(`${mode} group ${gid}: every member read the other two`)
+}
 chat.kill()
 sim.kill()
 rmSync(dir, { recursive: true, force: true })
-console.log('PASS: Baileys exchanged texts both ways with a simulated user and with wa-gateway')
+console.log('PASS: Baileys exchanged texts both ways with a simulated user and with wa-gateway, and in PN and LID groups with both')
 process.exit(0)
