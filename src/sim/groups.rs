@@ -661,30 +661,110 @@ pub(super) async fn route_group(
             skmsg = Some(sk);
         }
     }
-    for (n, peer, out) in sims {
-        receive(shared, &n, &peer, &dev.jid, &out).await;
+    for (number, peer, node) in sims {
+        queue(
+            shared,
+            Delivery::Receive {
+                number,
+                peer,
+                sender: dev.jid.clone(),
+                node: Box::new(node),
+            },
+        )
+        .await;
     }
     // Former members try to read on with the key they had.
-    if let Some(ct) = skmsg.as_ref().and_then(|s| s.content_bytes()) {
-        for (group, peer) in eavesdroppers {
-            let read = peer
-                .group_receive(&group, &dev.jid, None, Some(ct))
-                .await
-                .is_ok_and(|m| m.is_some());
-            if let Ok(mut st) = shared.state.lock() {
-                if st.eavesdrops.len() >= EAVESDROPS_KEPT {
-                    st.eavesdrops.pop_front();
+    if let Some(ct) = skmsg.as_ref().and_then(|s| s.content_bytes())
+        && !eavesdroppers.is_empty()
+    {
+        queue(
+            shared,
+            Delivery::Eavesdrop {
+                peers: eavesdroppers,
+                sender: dev.jid.clone(),
+                id,
+                skmsg: ct.to_vec(),
+            },
+        )
+        .await;
+    }
+    Ok(phash_answer)
+}
+
+/// Work for the simulated devices, done after the ack (in order, by the delivery task).
+pub(super) enum Delivery {
+    /// A device receives a 1:1 stanza.
+    Direct {
+        number: String,
+        peer: Arc<SimPeer>,
+        sender: Jid,
+        node: Box<Node>,
+    },
+    /// A device receives a group stanza.
+    Receive {
+        number: String,
+        peer: Arc<SimPeer>,
+        sender: Jid,
+        node: Box<Node>,
+    },
+    /// Former members' devices try to read a `skmsg` (group, device).
+    Eavesdrop {
+        peers: Vec<(String, Arc<SimPeer>)>,
+        sender: Jid,
+        id: String,
+        skmsg: Vec<u8>,
+    },
+}
+
+/// Hands `d` to the delivery task, or does it now when its queue is full.
+pub(super) async fn queue(shared: &Shared, d: Delivery) {
+    match shared.deliveries.try_send(d) {
+        Ok(()) => {}
+        Err(tokio::sync::mpsc::error::TrySendError::Full(d))
+        | Err(tokio::sync::mpsc::error::TrySendError::Closed(d)) => deliver(shared, d).await,
+    }
+}
+
+/// Does one queued delivery.
+pub(super) async fn deliver(shared: &Shared, d: Delivery) {
+    match d {
+        Delivery::Direct {
+            number,
+            peer,
+            sender,
+            node,
+        } => super::route::sim_receive(shared, &number, &peer, &sender, &node).await,
+        Delivery::Receive {
+            number,
+            peer,
+            sender,
+            node,
+        } => receive(shared, &number, &peer, &sender, &node).await,
+        Delivery::Eavesdrop {
+            peers,
+            sender,
+            id,
+            skmsg,
+        } => {
+            for (group, peer) in peers {
+                let read = peer
+                    .group_receive(&group, &sender, None, Some(&skmsg))
+                    .await
+                    .is_ok_and(|m| m.is_some());
+                if let Ok(mut st) = shared.state.lock() {
+                    if st.eavesdrops.len() >= EAVESDROPS_KEPT {
+                        st.eavesdrops.pop_front();
+                    }
+                    st.eavesdrops.push_back(Eavesdrop {
+                        group,
+                        id: id.clone(),
+                        device: peer.jid.to_string(),
+                        read,
+                    });
                 }
-                st.eavesdrops.push_back(Eavesdrop {
-                    group,
-                    id: id.clone(),
-                    device: peer.jid.to_string(),
-                    read,
-                });
             }
         }
     }
-    Ok(phash_answer)
 }
 
 /// The shared `skmsg` (and each device's pairwise part) to every member device but the

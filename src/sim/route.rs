@@ -414,8 +414,18 @@ async fn route(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Result<Opt
             }
         }
     }
-    for (number, peer, out) in sims {
-        sim_receive(shared, &number, &peer, &dev.jid, &out).await;
+    // After the ack and in order with group deliveries (they share pairwise sessions).
+    for (number, peer, node) in sims {
+        super::groups::queue(
+            shared,
+            super::groups::Delivery::Direct {
+                number,
+                peer,
+                sender: dev.jid.clone(),
+                node: Box::new(node),
+            },
+        )
+        .await;
     }
     Ok(None)
 }
@@ -536,7 +546,7 @@ pub(super) fn corrupt(enc: Node) -> Node {
 }
 
 /// A simulated device receives `node` from `sender`: decrypt, record, answer.
-async fn sim_receive(
+pub(super) async fn sim_receive(
     shared: &Shared,
     number: &str,
     peer: &Arc<SimPeer>,

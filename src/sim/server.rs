@@ -430,7 +430,14 @@ pub(super) struct Shared {
     pub(super) identity: ServerIdentity,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) state: Mutex<State>,
+    /// Group deliveries to simulated devices, handled in order by a background task: the
+    /// server acks a group message on acceptance, not once every member decrypted it.
+    pub(super) deliveries: mpsc::Sender<super::groups::Delivery>,
 }
+
+/// Group deliveries to simulated devices waiting at most; past it the sender's connection
+/// delivers them itself (slower acks: backpressure, never unbounded memory).
+pub const DELIVERY_QUEUE: usize = 65_536;
 
 /// A running simulator.
 #[derive(Clone)]
@@ -470,10 +477,20 @@ impl Simulator {
         let identity = ServerIdentity::generate(clock.now_unix(), 365 * 86_400);
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
+        let (deliveries, mut queued) = mpsc::channel(DELIVERY_QUEUE);
         let shared = Arc::new(Shared {
             identity,
             clock,
             state: Mutex::new(State::default()),
+            deliveries,
+        });
+        // The worker holds the state weakly: dropping the simulator ends it.
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            while let Some(d) = queued.recv().await {
+                let Some(shared) = weak.upgrade() else { break };
+                super::groups::deliver(&shared, d).await;
+            }
         });
         let s = shared.clone();
         let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
