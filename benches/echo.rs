@@ -10,77 +10,13 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use wa_gateway::binary::{Jid, Server};
-use wa_gateway::client::payload::ClientProfile;
-use wa_gateway::client::reconnect::Backoff;
-use wa_gateway::client::{Client, ClientOptions, ConnState, Event, Keepalive};
-use wa_gateway::socket::framing::MAX_FRAME;
-use wa_gateway::socket::{ClientConfig, TrustRoot};
+use wa_gateway::client::{Client, ConnState, Event};
 use wa_gateway::store::Store;
-use wa_gateway::util::clock::SystemClock;
 
-/// User + system CPU time of this process.
-fn cpu() -> Duration {
-    cpu_of("self")
-}
-
-/// User + system CPU time of process `pid` (`self` for this one).
-fn cpu_of(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at ") ".
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest.split(' ').filter_map(|x| x.parse().ok()).collect();
-    // utime and stime are fields 14 and 15 of the whole line (11 and 12 after the state).
-    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
-
-async fn post(base: &str, path: &str, body: &str) -> u16 {
-    let addr = base.strip_prefix("http://").unwrap();
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).await.unwrap();
-    resp[9..12].parse().unwrap()
-}
-
-fn options(sim_line: &str) -> (ClientOptions, String) {
-    let info: serde_json::Value = serde_json::from_str(sim_line).unwrap();
-    let root: [u8; 32] = base64::engine::general_purpose::STANDARD
-        .decode(info["root_public_key"].as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let opts = ClientOptions {
-        socket: ClientConfig {
-            url: info["ws_url"].as_str().unwrap().to_owned(),
-            trust: TrustRoot::from_key(root),
-            clock: Arc::new(SystemClock),
-            max_frame: MAX_FRAME,
-            tls: None,
-        },
-        profile: ClientProfile::default(),
-        backoff: Backoff::default(),
-        keepalive: Keepalive::default(),
-        messaging: Default::default(),
-        label: String::new(),
-    };
-    (opts, info["control_url"].as_str().unwrap().to_owned())
-}
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod support;
+use support::{cpu, cpu_of, env_num, options, post};
 
 async fn inbound(store: &Store) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE from_me = 0")

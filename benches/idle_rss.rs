@@ -12,17 +12,12 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use wa_gateway::client::payload::ClientProfile;
-use wa_gateway::client::reconnect::Backoff;
-use wa_gateway::client::{Client, ClientOptions, ConnState, Event, Keepalive, MemoryCreds};
-use wa_gateway::socket::framing::MAX_FRAME;
-use wa_gateway::socket::tls::{client_config, parse_ca_pem};
-use wa_gateway::socket::{ClientConfig, TrustRoot};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use wa_gateway::client::{Client, ClientOptions, ConnState, Event, MemoryCreds};
 use wa_gateway::store::Store;
-use wa_gateway::util::clock::SystemClock;
+
+mod support;
+use support::{options, post};
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -33,19 +28,6 @@ fn rss_kib() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-async fn post(base: &str, path: &str, body: &str) -> u16 {
-    let addr = base.strip_prefix("http://").unwrap();
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).await.unwrap();
-    resp[9..12].parse().unwrap()
 }
 
 fn main() {
@@ -118,36 +100,6 @@ fn main() {
         drop(clients);
         let _ = sim.kill().await;
     });
-}
-
-/// Client options for the simulator that printed `sim_line`, and its control URL.
-fn options(sim_line: &str) -> (ClientOptions, String) {
-    let info: serde_json::Value = serde_json::from_str(sim_line).unwrap();
-    let root: [u8; 32] = base64::engine::general_purpose::STANDARD
-        .decode(info["root_public_key"].as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    // With `simulate --tls`, trust the CA it printed (webpki roots besides).
-    let tls = info["ca_cert"].as_str().map(|path| {
-        let pem = std::fs::read(path).unwrap();
-        client_config(&parse_ca_pem(&pem).unwrap()).unwrap()
-    });
-    let opts = ClientOptions {
-        socket: ClientConfig {
-            url: info["ws_url"].as_str().unwrap().to_owned(),
-            trust: TrustRoot::from_key(root),
-            clock: Arc::new(SystemClock),
-            max_frame: MAX_FRAME,
-            tls,
-        },
-        profile: ClientProfile::default(),
-        backoff: Backoff::default(),
-        keepalive: Keepalive::default(),
-        messaging: Default::default(),
-        label: String::new(),
-    };
-    (opts, info["control_url"].as_str().unwrap().to_owned())
 }
 
 /// Pairs `n` new devices (in `store`, or in memory) and waits until each is connected.

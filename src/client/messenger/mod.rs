@@ -39,6 +39,8 @@ use crate::util::clock::Clock;
 mod groups;
 
 pub use crate::stanza::MAX_RETRIES;
+/// Devices whose bundles one prekey iq asks for at most.
+const PREKEY_BATCH: usize = 256;
 /// Users whose device lists are cached; the cache starts over beyond it.
 const DEVICE_CACHE: usize = 4096;
 /// Messages whose retry counts are remembered.
@@ -1387,16 +1389,16 @@ impl<S: CredsStore> Messenger<S> {
                 need.push(j.clone());
             }
         }
-        let bundles = if need.is_empty() {
-            Default::default()
-        } else {
+        // A first send to a large group needs hundreds of bundles: asked in bounded batches.
+        let mut bundles = std::collections::BTreeMap::new();
+        for chunk in need.chunks(PREKEY_BATCH) {
             let answer = self
                 .link
                 .iq
-                .query(sender, stanza::prekey_query(&need), IQ_TIMEOUT)
+                .query(sender, stanza::prekey_query(chunk), IQ_TIMEOUT)
                 .await?;
-            stanza::parse_bundles(&answer)
-        };
+            bundles.append(&mut stanza::parse_bundles(&answer));
+        }
         let locks = self.cipher.lock_sessions(&addrs).await;
         let mut changes = SignalChanges::default();
         let mut encs = Vec::with_capacity(targets.len());
