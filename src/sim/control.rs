@@ -164,6 +164,7 @@ async fn fault(
         "withhold_acks" => Fault::WithholdAcks(b.on.unwrap_or(true)),
         "reach_out_lock" => Fault::ReachOutLock(b.on.unwrap_or(true)),
         "lid_unmigrated" => Fault::LidUnmigrated(b.on.unwrap_or(true)),
+        "aggregate_receipts" => Fault::AggregateReceipts(b.on.unwrap_or(true)),
         other => {
             return bad(
                 StatusCode::BAD_REQUEST,

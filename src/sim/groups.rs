@@ -955,11 +955,29 @@ pub(super) async fn receive(
         p.withhold_receipts
     };
     if !withhold {
-        let r = Node::new("receipt")
-            .attr("from", group.clone())
-            .attr("participant", me)
-            .attr("id", id.clone())
-            .attr("t", t.to_string());
+        let aggregate = shared.state.lock().is_ok_and(|st| {
+            st.phones
+                .get(&sender.user)
+                .is_some_and(|p| p.aggregate_receipts)
+        });
+        let r = if aggregate {
+            Node::new("receipt")
+                .attr("from", group.clone())
+                .attr("id", id.clone())
+                .children(vec![
+                    Node::new("participants")
+                        .attr("key", id.clone())
+                        .children(vec![
+                            Node::new("user").attr("jid", me).attr("t", t.to_string()),
+                        ]),
+                ])
+        } else {
+            Node::new("receipt")
+                .attr("from", group.clone())
+                .attr("participant", me)
+                .attr("id", id.clone())
+                .attr("t", t.to_string())
+        };
         super::route::to_device(shared, sender, id, r);
     }
 }

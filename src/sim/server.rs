@@ -126,6 +126,8 @@ pub(super) struct Phone {
     pub(super) reach_out_lock: bool,
     /// (group id, device) pairs its phone sent its current sender key to.
     pub(super) group_keys_sent: std::collections::HashSet<(String, String)>,
+    /// Group receipts for its messages are sent aggregated.
+    pub(super) aggregate_receipts: bool,
 }
 
 /// Devices a simulated user starts with (the phone and one companion).
@@ -357,6 +359,7 @@ impl State {
                 read: std::collections::HashSet::new(),
                 lid_unmigrated: false,
                 group_keys_sent: std::collections::HashSet::new(),
+                aggregate_receipts: false,
             };
             // Users have a phone and one more device unless told otherwise.
             phone.set_devices(DEFAULT_DEVICES);
@@ -415,6 +418,9 @@ pub enum Fault {
     ReachOutLock(bool),
     /// The account is not LID-migrated (true): its LID-addressed DMs get `ack error="400"`.
     LidUnmigrated(bool),
+    /// Group receipts for the account's messages arrive aggregated (true): `<receipt
+    /// from=<group>><participants key=<id>><user jid t/>…`, as WhatsApp may send them.
+    AggregateReceipts(bool),
 }
 
 /// What a live connection is told to do.
@@ -555,7 +561,8 @@ impl Simulator {
             | Fault::WithholdReceipts(_)
             | Fault::WithholdAcks(_)
             | Fault::ReachOutLock(_)
-            | Fault::LidUnmigrated(_) => {
+            | Fault::LidUnmigrated(_)
+            | Fault::AggregateReceipts(_) => {
                 if !valid_number(number) {
                     return 0;
                 }
@@ -569,6 +576,7 @@ impl Simulator {
                         Fault::WithholdReceipts(on) => phone.withhold_receipts = on,
                         Fault::ReachOutLock(on) => phone.reach_out_lock = on,
                         Fault::LidUnmigrated(on) => phone.lid_unmigrated = on,
+                        Fault::AggregateReceipts(on) => phone.aggregate_receipts = on,
                         Fault::WithholdAcks(true) => {
                             st.withhold_acks.insert(number.to_owned());
                         }
@@ -631,7 +639,8 @@ impl Simulator {
             | Fault::WithholdReceipts(_)
             | Fault::WithholdAcks(_)
             | Fault::ReachOutLock(_)
-            | Fault::LidUnmigrated(_) => {
+            | Fault::LidUnmigrated(_)
+            | Fault::AggregateReceipts(_) => {
                 return 0;
             }
         };

@@ -113,6 +113,23 @@ async fn every_member_device_reads_our_texts_the_key_goes_once_and_authors_are_r
         }
         let rows = client.messages(Some(&group), 10, 0).await.unwrap();
         assert_eq!(rows.len(), 4, "two sent, two received, once each");
+
+        // Receipts the server aggregates per message still reach each device's rung.
+        sim.fault(me, Fault::AggregateReceipts(true)).await;
+        let third = client.send_text(&group, "third").await.unwrap();
+        let mut devices = std::collections::BTreeSet::new();
+        while devices.len() < 4 {
+            let Event::Receipt { device: Some(d), .. } = next_event(&mut events, |e| {
+                matches!(e, Event::Receipt { id, device: Some(d), status: MessageStatus::Delivered, .. }
+                    if *id == third.id && (d.user == bob || d.user == carol))
+            })
+            .await
+            else {
+                unreachable!()
+            };
+            devices.insert(d);
+        }
+        assert_eq!(devices.len(), 4);
         a.store.close().await;
     })
     .await

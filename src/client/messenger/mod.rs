@@ -39,6 +39,9 @@ use crate::util::clock::Clock;
 mod groups;
 
 pub use crate::stanza::MAX_RETRIES;
+/// Devices read from one aggregated group receipt at most (a group has at most 1,024 members,
+/// each with a handful of devices).
+const MAX_GROUPED_RECEIPTS: usize = 8192;
 /// Devices whose bundles one prekey iq asks for at most.
 const PREKEY_BATCH: usize = 256;
 /// Users whose device lists are cached; the cache starts over beyond it.
@@ -948,7 +951,10 @@ impl<S: CredsStore> Messenger<S> {
         // A group receipt comes from the group and names the device in `participant`.
         let (from, group) = match (from.server == Server::Group, node.get_jid("participant")) {
             (true, Some(p)) => (p, Some(from.to_non_ad())),
-            (true, None) => return,
+            (true, None) => {
+                self.on_grouped_receipt(&from.to_non_ad(), node).await;
+                return;
+            }
             _ => (from, None),
         };
         let kind = node.get_str("type").map(|s| s.into_owned());
@@ -988,26 +994,77 @@ impl<S: CredsStore> Messenger<S> {
             .and_then(|t| t.parse().ok())
             .unwrap_or_else(|| self.clock.now_unix());
         for id in stanza::receipt_ids(node) {
-            if let Ok(mut w) = self.watched.lock() {
-                w.remove(&(chat.clone(), id.clone()));
-            }
-            let update = StatusUpdate {
+            self.record_receipt(&chat, id, &from, status, t).await;
+        }
+    }
+
+    /// A device's receipt moves `id` up the ladder (stored, then evented).
+    async fn record_receipt(
+        &self,
+        chat: &Jid,
+        id: String,
+        device: &Jid,
+        status: MessageStatus,
+        t: u64,
+    ) {
+        if let Ok(mut w) = self.watched.lock() {
+            w.remove(&(chat.clone(), id.clone()));
+        }
+        let update = StatusUpdate {
+            chat: chat.clone(),
+            id: id.clone(),
+            device: Some(device.clone()),
+            status,
+            error: None,
+            t,
+        };
+        match self.store.update_status(&update).await {
+            Ok(_) => self.publish(Event::Receipt {
                 chat: chat.clone(),
-                id: id.clone(),
-                device: Some(from.clone()),
+                id,
+                device: Some(device.clone()),
                 status,
                 error: None,
-                t,
+            }),
+            Err(e) => tracing::warn!(error = %e, "cannot store receipt"),
+        }
+    }
+
+    /// A group's receipts aggregated by the server: `<participants key=<id>><user jid t
+    /// [type]/>…` (MESSAGING.md §2.8).
+    async fn on_grouped_receipt(&self, group: &Jid, node: &Node) {
+        let kind = node.get_str("type").map(|s| s.into_owned());
+        let now = self.clock.now_unix();
+        for parts in node
+            .child_nodes()
+            .iter()
+            .filter(|c| c.tag == "participants")
+        {
+            let Some(id) = parts.get_str("key").map(|k| k.into_owned()) else {
+                continue;
             };
-            match self.store.update_status(&update).await {
-                Ok(_) => self.publish(Event::Receipt {
-                    chat: chat.clone(),
-                    id,
-                    device: Some(from.clone()),
-                    status,
-                    error: None,
-                }),
-                Err(e) => tracing::warn!(error = %e, "cannot store receipt"),
+            for user in parts
+                .child_nodes()
+                .iter()
+                .filter(|u| u.tag == "user")
+                .take(MAX_GROUPED_RECEIPTS)
+            {
+                let Some(device) = user.get_jid("jid") else {
+                    continue;
+                };
+                let kind = user
+                    .get_str("type")
+                    .map(|s| s.into_owned())
+                    .or(kind.clone());
+                let Some(status) = MessageStatus::from_receipt(kind.as_deref()) else {
+                    continue;
+                };
+                let t = user
+                    .get_str("t")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(now);
+                self.record_receipt(group, id.clone(), &device, status, t)
+                    .await;
             }
         }
     }
