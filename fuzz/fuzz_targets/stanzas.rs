@@ -1,6 +1,6 @@
 //! Fuzzes the stanza handlers behind the node decoder, on both sides of the protocol: any node a
-//! peer can send (pair-device, pair-success, prekey counts and uploads, usync queries, encrypted
-//! messages) must give Ok or Err, never a panic. The input is a binary node (no frame flags).
+//! peer can send (pair-device, pair-success, prekey counts and uploads, usync queries, group
+//! metadata and notifications, encrypted messages) must give Ok or Err, never a panic. The input is a binary node (no frame flags).
 //!
 //! The decrypting side is seeded: our store holds a signed prekey, one-time prekeys and an
 //! established session with the peer `1555` (built deterministically below), and a sender key of
@@ -27,6 +27,7 @@ use wa_gateway::signal::{
 };
 use wa_gateway::sim::iq::validate_upload;
 use wa_gateway::sim::usync;
+use wa_gateway::stanza::group;
 
 const PEER: &str = "1555";
 
@@ -238,6 +239,21 @@ fuzz_target!(|data: &[u8]| {
     let _ = wa_gateway::stanza::parse_bundles(&node);
     let _ = wa_gateway::stanza::parse_retry(&node);
     let _ = wa_gateway::stanza::receipt_ids(&node);
+    // Group metadata, membership notifications and membership answers.
+    let _ = group::parse_group(&node);
+    for c in node.child_nodes() {
+        let _ = group::parse_group(c);
+    }
+    if let Some(n) = group::parse_group_notification(&node) {
+        let _ = group::group_notification(&n.group, "x", n.author.as_ref(), n.t, vec![]);
+    }
+    let _ = group::parse_member_results(&node, group::MemberAction::Add);
+    let devices: Vec<Jid> = node
+        .child_nodes()
+        .iter()
+        .filter_map(|c| c.get_jid("jid"))
+        .collect();
+    let _ = group::phash(&devices);
     let _ = usync::answer(&node, "q", |jid| {
         (jid.user == PEER).then(|| usync::UserInfo {
             number: jid.user.clone(),

@@ -2,15 +2,18 @@
 //! users (real sender-key peers with several devices) in PN and LID groups; what each device
 //! decrypted is read from the simulator, what went over the wire from its stanza log.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use wa_gateway::binary::{Jid, Server};
-use wa_gateway::client::{Event, MessageStatus};
+use wa_gateway::client::{Client, Event, MessageStatus};
 use wa_gateway::sim::Simulator;
 use wa_gateway::sim::server::Fault;
 use wa_gateway::stanza::group::AddressingMode;
 
-use super::messaging::{account, canonical, eventually, link, next_event, user};
+use super::messaging::{
+    CrashAt, Crashy, account, canonical, eventually, link, next_event, options, user,
+};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -402,6 +405,89 @@ async fn a_corrupted_skmsg_is_retried_and_resent_with_the_key_both_ways() {
         let rows = client.messages(Some(&group), 10, 0).await.unwrap();
         assert_eq!(rows.iter().filter(|r| r.id == id).count(), 1);
         a.store.close().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_crash_while_receiving_a_group_message_with_its_key_loses_nothing() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        for (i, at) in [CrashAt::Decrypted, CrashAt::Committed]
+            .into_iter()
+            .enumerate()
+        {
+            let a = account().await;
+            let (me, bob) = (format!("1555061{i}000"), format!("1555062{i}000"));
+            let (client, _events, our_jid) = link(&sim, &a, &me).await;
+            let group = sim
+                .create_group("Crash", &bob, std::slice::from_ref(&me), AddressingMode::Pn)
+                .unwrap();
+            eventually("the group to reach our store", async || {
+                client
+                    .group_updates(&group, 1)
+                    .await
+                    .ok()
+                    .filter(|u| !u.is_empty())
+            })
+            .await;
+            drop(client);
+            // Bob's first group text carries his key (pairwise) and the skmsg; the store dies
+            // before (or right after) the commit that holds both.
+            let crashy = Arc::new(Crashy {
+                inner: a.creds.clone(),
+                at,
+                hit: tokio::sync::Notify::new(),
+            });
+            let (client, _events) = Client::start(options(&sim), crashy.clone());
+            let hit = crashy.hit.notified();
+            let id = sim
+                .phone_send(&bob, &group.to_string(), "first words")
+                .await
+                .unwrap();
+            tokio::time::timeout(Duration::from_secs(20), hit)
+                .await
+                .expect("the crash point is reached");
+            drop(client);
+            let stored = |rows: &[wa_gateway::client::StoredMessage]| {
+                rows.iter().filter(|m| m.id == id).count()
+            };
+            let before = wa_gateway::client::CredsStore::messages(&*a.creds, Some(&group), 10, 0)
+                .await
+                .unwrap();
+            assert_eq!(
+                stored(&before),
+                usize::from(at == CrashAt::Committed),
+                "{at:?}"
+            );
+            assert!(
+                sim.queued(&our_jid) >= 1,
+                "{at:?}: not receipted, still queued"
+            );
+            // After the restart the redelivery is read (the key was not lost with the crash)
+            // and stored once.
+            let (client, _events) = Client::start(options(&sim), a.creds.clone());
+            let rows = eventually("the redelivered group message", async || {
+                let rows = client.messages(Some(&group), 10, 0).await.ok()?;
+                (stored(&rows) == 1).then_some(rows)
+            })
+            .await;
+            let m = rows.iter().find(|m| m.id == id).unwrap();
+            assert_eq!(m.text.as_deref(), Some("first words"));
+            eventually("the receipt", async || {
+                (sim.queued(&our_jid) == 0).then_some(())
+            })
+            .await;
+            assert_eq!(
+                client.stats().decrypt_failures,
+                0,
+                "{at:?}: nothing needed a retry"
+            );
+            drop(client);
+        }
     })
     .await
     .expect("in time");

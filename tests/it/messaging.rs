@@ -356,7 +356,7 @@ async fn two_accounts_exchange_two_hundred_messages_each_way_in_order_once() {
 
 /// Where the store stops answering, as if the process died there.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum CrashAt {
+pub(crate) enum CrashAt {
     /// Inbound: decrypted, nothing committed.
     Decrypted,
     /// Inbound: committed, receipt not sent.
@@ -366,10 +366,10 @@ enum CrashAt {
 }
 
 /// A store that hangs forever at one point (the client is then dropped: a crash there).
-struct Crashy {
-    inner: Arc<SqliteCreds>,
-    at: CrashAt,
-    hit: tokio::sync::Notify,
+pub(crate) struct Crashy {
+    pub(crate) inner: Arc<SqliteCreds>,
+    pub(crate) at: CrashAt,
+    pub(crate) hit: tokio::sync::Notify,
 }
 
 impl CredsStore for Crashy {

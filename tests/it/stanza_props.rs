@@ -21,6 +21,10 @@ use wa_gateway::sim::iq::{KeyBundle, validate_upload};
 use wa_gateway::sim::pair::{PhoneAccount, issue_pair_success, parse_qr};
 use wa_gateway::sim::phone::{PhoneSignal, initial_setting_sync};
 use wa_gateway::sim::usync;
+use wa_gateway::stanza::group::{
+    AddressingMode, GroupInfo, GroupParticipant, MemberAction, group_node, group_notification,
+    members_change, parse_group, parse_group_notification,
+};
 
 fn mutate(node: &mut Node, rng: &mut StdRng, depth: usize) {
     match rng.random_range(0..6u8) {
@@ -83,6 +87,8 @@ struct Corpus {
     message: Node,
     upload: Node,
     usync: Node,
+    group: Node,
+    notification: Node,
 }
 
 /// Runs a future to completion (the stores are in memory; the Signal locks may be contended by
@@ -164,6 +170,34 @@ fn corpus() -> Corpus {
             Node::new("user").children(vec![Node::new("contact").bytes(b"+1555".to_vec())]),
         ]),
     ])]);
+    let info = GroupInfo {
+        jid: Jid::new("120363000000000001", Server::Group),
+        subject: "Props".into(),
+        subject_owner: None,
+        subject_time: 1,
+        creator: Some(Jid::new("15550001234", Server::User)),
+        creation: 1,
+        addressing: AddressingMode::Lid,
+        participants: vec![GroupParticipant {
+            jid: Jid::new("201234567890123", Server::Lid),
+            phone_number: Some(Jid::new("15550001234", Server::User)),
+            lid: None,
+            admin: Some("superadmin".into()),
+        }],
+    };
+    let group = Node::new("iq")
+        .attr("type", "result")
+        .children(vec![group_node(&info)]);
+    let notification = group_notification(
+        &info.jid,
+        "n1",
+        info.creator.as_ref(),
+        2,
+        vec![
+            members_change(MemberAction::Add, &info.participants),
+            Node::new("subject").attr("subject", "New"),
+        ],
+    );
     Corpus {
         companion_identity: identity,
         adv,
@@ -174,6 +208,8 @@ fn corpus() -> Corpus {
         message,
         upload,
         usync,
+        group,
+        notification,
     }
 }
 
@@ -186,13 +222,15 @@ fn lookup(jid: &wa_gateway::binary::Jid) -> Option<usync::UserInfo> {
 }
 
 /// The handlers, in the order [`run_all`] reports them.
-const HANDLERS: [&str; 6] = [
+const HANDLERS: [&str; 8] = [
     "pair-device",
     "pair-success",
     "prekey count",
     "prekey upload",
     "usync",
     "1:1 decrypt",
+    "group metadata",
+    "group notification",
 ];
 
 /// Every handler on `n`; which accepted it.
@@ -200,7 +238,7 @@ fn run_all(
     c: &Corpus,
     n: &Node,
     cipher: &SessionCipher<impl wa_gateway::signal::SignalStore>,
-) -> [bool; 6] {
+) -> [bool; 8] {
     let answer = usync::answer(n, "q", lookup);
     [
         parse_pair_device(n).is_some(),
@@ -209,6 +247,8 @@ fn run_all(
         validate_upload(n, &c.companion_identity.public).is_some(),
         answer.get_str("type").as_deref() == Some("result"),
         block_on(recv::decrypt(cipher, n, &c.me)).is_ok(),
+        n.child("group").and_then(parse_group).is_some(),
+        parse_group_notification(n).is_some_and(|g| !g.changes.is_empty()),
     ]
 }
 
@@ -225,6 +265,8 @@ fn unmutated_stanzas_are_accepted() {
         (&c.message, "1:1 decrypt"),
         (&c.upload, "prekey upload"),
         (&c.usync, "usync"),
+        (&c.group, "group metadata"),
+        (&c.notification, "group notification"),
     ] {
         let accepted = run_all(&c, n, &cipher);
         let i = HANDLERS.iter().position(|h| *h == handler).unwrap();
@@ -236,10 +278,19 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
     #[test]
-    fn mutated_stanzas_never_panic(seed in any::<u64>(), which in 0..5usize) {
+    fn mutated_stanzas_never_panic(seed in any::<u64>(), which in 0..7usize) {
         let c = corpus();
         let cipher = SessionCipher::new(c.creds.signal(), IdentityTrust::AcceptChanges);
-        let mut n = [&c.pair_device, &c.pair_success, &c.message, &c.upload, &c.usync][which].clone();
+        let mut n = [
+            &c.pair_device,
+            &c.pair_success,
+            &c.message,
+            &c.upload,
+            &c.usync,
+            &c.group,
+            &c.notification,
+        ][which]
+            .clone();
         let mut rng = StdRng::seed_from_u64(seed);
         mutate(&mut n, &mut rng, 0);
         run_all(&c, &n, &cipher);
