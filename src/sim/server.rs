@@ -716,6 +716,18 @@ impl Simulator {
         Ok(out)
     }
 
+    /// Moves `group` to addressing `mode` without telling anyone (as a migration the clients
+    /// have not heard of yet): their next group send in the old mode is refused with `421`.
+    pub fn set_group_addressing(&self, group: &Jid, mode: AddressingMode) -> Result<(), SimError> {
+        let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
+        let g = st
+            .groups
+            .get_mut(&group.user)
+            .ok_or(SimError::NoSuchGroup)?;
+        g.mode = mode;
+        Ok(())
+    }
+
     /// A group's metadata as its members read it.
     pub fn group_info(&self, group: &Jid) -> Option<GroupInfo> {
         super::groups::group_info(&self.shared, &group.user)

@@ -9,7 +9,7 @@ use wa_gateway::binary::{Jid, Server};
 use wa_gateway::client::{Client, Event, MessageStatus};
 use wa_gateway::sim::Simulator;
 use wa_gateway::sim::server::Fault;
-use wa_gateway::stanza::group::AddressingMode;
+use wa_gateway::stanza::group::{AddressingMode, MemberAction};
 
 use super::messaging::{
     CrashAt, Crashy, account, canonical, eventually, link, next_event, options, user,
@@ -488,6 +488,147 @@ async fn a_crash_while_receiving_a_group_message_with_its_key_loses_nothing() {
             );
             drop(client);
         }
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_stale_addressing_mode_is_refused_with_421_and_the_send_goes_again_in_the_new_one() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let a = account().await;
+        let (me, bob) = ("15550701000", "15550702000");
+        let (client, _events, our_jid) = link(&sim, &a, me).await;
+        let group = sim
+            .create_group("Migrating", bob, &[me.into()], AddressingMode::Pn)
+            .unwrap();
+        let first = client.send_text(&group, "in pn").await.unwrap();
+        eventually("bob reads it", async || {
+            read_by(&sim, bob, &group, &first.id).filter(|(d, _)| *d == 2)
+        })
+        .await;
+        // The group moves to LID addressing; nobody is told.
+        sim.set_group_addressing(&group, AddressingMode::Lid)
+            .unwrap();
+        let second = client.send_text(&group, "after the move").await.unwrap();
+        assert_eq!(second.status, MessageStatus::ServerAck);
+        let attempts: Vec<_> = sim
+            .message_log()
+            .into_iter()
+            .filter(|l| l.id == second.id && l.from == our_jid.to_string())
+            .collect();
+        assert_eq!(
+            attempts.len(),
+            2,
+            "refused once, then sent again: {attempts:?}"
+        );
+        assert_eq!(attempts[0].error, Some(421));
+        assert_eq!(attempts[1].error, None);
+        assert!(
+            attempts[1]
+                .encs
+                .iter()
+                .filter(|(_, k)| k != "skmsg")
+                .all(|(j, _)| j.ends_with("@lid")),
+            "the new key went to LID devices: {:?}",
+            attempts[1].encs
+        );
+        let (devices, text) = eventually("bob reads the resend", async || {
+            read_by(&sim, bob, &group, &second.id).filter(|(d, _)| *d == 2)
+        })
+        .await;
+        assert_eq!((devices, text.as_str()), (2, "after the move"));
+        assert_eq!(
+            client.group_info(&group).await.unwrap().addressing,
+            AddressingMode::Lid
+        );
+        a.store.close().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn our_client_creates_changes_and_leaves_a_group() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let a = account().await;
+        let (me, bob, carol) = ("15550801000", "15550802000", "15550803000");
+        let (client, mut events, _) = link(&sim, &a, me).await;
+        sim.set_devices(bob, 2).unwrap();
+        sim.set_devices(carol, 2).unwrap();
+        let info = client.create_group("Ours", &[user(bob)]).await.unwrap();
+        assert_eq!(info.subject, "Ours");
+        assert!(info.jid.server == Server::Group);
+        let theirs = sim.group_info(&info.jid).expect("the server has it");
+        assert_eq!(theirs.participants.len(), 2);
+        assert!(
+            theirs
+                .participants
+                .iter()
+                .any(|p| p.admin.as_deref() == Some("superadmin")
+                    && p.phone_number.as_ref().map(|j| j.user.as_str()) == Some(me)),
+            "we are its super admin: {theirs:?}"
+        );
+        let hello = client.send_text(&info.jid, "welcome").await.unwrap();
+        eventually("bob reads it", async || {
+            read_by(&sim, bob, &info.jid, &hello.id).filter(|(d, _)| *d == 2)
+        })
+        .await;
+
+        // Add carol, remove bob: the server applies both; bob's devices cannot read on.
+        let added = client
+            .change_group_members(&info.jid, MemberAction::Add, &[user(carol)])
+            .await
+            .unwrap();
+        assert_eq!(added.len(), 1);
+        assert_eq!(added[0].1, None, "carol added: {added:?}");
+        let removed = client
+            .change_group_members(&info.jid, MemberAction::Remove, &[user(bob)])
+            .await
+            .unwrap();
+        assert_eq!(removed[0].1, None, "bob removed: {removed:?}");
+        assert_eq!(client.stats().group_key_rotations, 1);
+        let theirs = sim.group_info(&info.jid).unwrap();
+        let numbers: Vec<&str> = theirs
+            .participants
+            .iter()
+            .filter_map(|p| p.phone_number.as_ref().map(|j| j.user.as_str()))
+            .collect();
+        assert_eq!(numbers, [me, carol]);
+        let next = client.send_text(&info.jid, "carol's first").await.unwrap();
+        eventually("carol reads it", async || {
+            read_by(&sim, carol, &info.jid, &next.id).filter(|(d, _)| *d == 2)
+        })
+        .await;
+        let tries = eventually("bob's devices to try", async || {
+            Some(sim.eavesdrops(&info.jid, &next.id)).filter(|t| t.len() == 2)
+        })
+        .await;
+        assert!(tries.iter().all(|t| !t.read));
+
+        // A new subject reaches the members' clients; then we leave.
+        client
+            .set_group_subject(&info.jid, "Renamed")
+            .await
+            .unwrap();
+        assert_eq!(sim.group_info(&info.jid).unwrap().subject, "Renamed");
+        client.leave_group(&info.jid).await.unwrap();
+        assert!(!sim.group_info(&info.jid).unwrap().has_member(&user(me)));
+        let refused = client.send_text(&info.jid, "still here?").await;
+        assert!(refused.is_err(), "no longer a member: {refused:?}");
+        // The server told us of our own leaving too (stored as a change of the group).
+        next_event(
+            &mut events,
+            |e| matches!(e, Event::GroupUpdate(u) if u.action == "remove" && u.group == info.jid),
+        )
+        .await;
+        a.store.close().await;
     })
     .await
     .expect("in time");
