@@ -144,9 +144,10 @@ pub trait CredsStore: GroupStore + Send + Sync + 'static {
         &self,
     ) -> impl Future<Output = Result<Vec<StoredMessage>, CredsStoreError>> + Send;
     /// Records that phone-number user `pn` is LID user `lid` (bare user parts), and moves
-    /// what was keyed by the phone number to the LID in one unit: Signal sessions and
-    /// identities of every device, the conversation's rows and the contact's privacy token. A known pair is a no-op; a
-    /// new LID for a known number replaces the old one.
+    /// what was keyed by the phone number to the LID in one unit: Signal sessions, identities
+    /// and group sender keys of every device, the conversation's rows (and its messages in
+    /// groups) and the contact's privacy token. A known pair is a no-op; a new LID for a known
+    /// number replaces the old one.
     fn learn_lid(
         &self,
         pn: &str,

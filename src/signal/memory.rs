@@ -105,6 +105,23 @@ impl MemoryStore {
                     i.identities.entry(target).or_insert(k);
                 }
             }
+            // Sender keys are named `<group>::<address>`: theirs follow the devices.
+            let needle = format!("::{from}.");
+            let names: Vec<String> = i
+                .sender_keys
+                .keys()
+                .filter(|n| n.contains(&needle))
+                .cloned()
+                .collect();
+            for n in names {
+                if let Some((group, device)) = n.split_once(&needle)
+                    && let Some(r) = i.sender_keys.remove(&n)
+                {
+                    i.sender_keys
+                        .entry(format!("{group}::{to}.{device}"))
+                        .or_insert(r);
+                }
+            }
         })
     }
 

@@ -387,6 +387,44 @@ impl CredsStore for SqliteCreds {
                 .await
                 .map_err(err)?;
         }
+        // The contact's sender keys (`<group>::<address>`) follow its devices to the LID, so a
+        // group message named by the LID finds the key a PN-named distribution installed.
+        let needle = format!("::{prefix}");
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT name, record FROM signal_sender_keys WHERE account_id = ? \
+             AND instr(name, ?) > 0",
+        )
+        .bind(self.account)
+        .bind(&needle)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        for (name, record) in rows {
+            let Some((group, device)) = name.split_once(&needle) else {
+                continue;
+            };
+            if device.contains("::") {
+                continue;
+            }
+            let target = format!("{group}::{to_name}.{device}");
+            let plain = self.open("signal_sender_keys", &name, record)?;
+            sqlx::query(
+                "INSERT INTO signal_sender_keys (account_id, name, record) VALUES (?, ?, ?) \
+                 ON CONFLICT (account_id, name) DO NOTHING",
+            )
+            .bind(self.account)
+            .bind(&target)
+            .bind(self.seal("signal_sender_keys", &target, plain))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+            sqlx::query("DELETE FROM signal_sender_keys WHERE account_id = ? AND name = ?")
+                .bind(self.account)
+                .bind(&name)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
         sqlx::query(
             "UPDATE OR IGNORE signal_identities SET address = ? || substr(address, length(?) + 1) \
              WHERE account_id = ? AND substr(address, 1, length(?) + 1) = ? || '.'",

@@ -154,7 +154,7 @@ async fn the_ladder_only_climbs_and_keeps_each_devices_receipt() {
 }
 
 #[tokio::test]
-async fn learning_a_lid_moves_sealed_sessions_identities_and_rows_in_one_unit() {
+async fn learning_a_lid_moves_sealed_sessions_sender_keys_identities_and_rows_in_one_unit() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("wa.db").display());
     let key = StoreKey::generate();
@@ -170,6 +170,18 @@ async fn learning_a_lid_moves_sealed_sessions_identities_and_rows_in_one_unit() 
         signal.store_session(a, &rec).await.unwrap();
         signal
             .save_identity(a, &[a.device_id as u8; 32])
+            .await
+            .unwrap();
+    }
+    // The contact's sender key in a group (and another number's that shares the prefix).
+    let mut sk = wa_gateway::signal::SenderKeyRecord::new();
+    sk.distribution();
+    let key_name = |a: &ProtocolAddress| wa_gateway::signal::SenderKeyName {
+        group: "120363000000000001@g.us".into(),
+        sender: a.clone(),
+    };
+    for a in [&pn2, &other] {
+        wa_gateway::signal::store::SenderKeyStore::store_sender_key(&signal, &key_name(a), &sk)
             .await
             .unwrap();
     }
@@ -201,6 +213,22 @@ async fn learning_a_lid_moves_sealed_sessions_identities_and_rows_in_one_unit() 
         assert!(signal.identity(&old).await.unwrap().is_none());
     }
     assert!(signal.session(&other).await.unwrap().is_some());
+    // Its sender key moved with its device (sealed anew: it still opens); the other stayed.
+    use wa_gateway::signal::store::SenderKeyStore;
+    let moved_key = signal
+        .sender_key(&key_name(&ProtocolAddress::new(lid_name.clone(), 2)))
+        .await
+        .unwrap()
+        .expect("sender key moved");
+    assert_eq!(moved_key.to_bytes(), sk.to_bytes());
+    assert!(signal.sender_key(&key_name(&pn2)).await.unwrap().is_none());
+    assert!(
+        signal
+            .sender_key(&key_name(&other))
+            .await
+            .unwrap()
+            .is_some()
+    );
     // The conversation is keyed by the LID now.
     let lid_jid = Jid::new(lid, Server::Lid);
     let rows = creds.messages(Some(&lid_jid), 10, 0).await.unwrap();
