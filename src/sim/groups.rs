@@ -18,8 +18,8 @@ use crate::proto::wa;
 use crate::signal::EncType;
 use crate::stanza;
 use crate::stanza::group::{
-    AddressingMode, GroupInfo, GroupParticipant, MemberAction, group_node, group_notification,
-    members_change, parse_group,
+    AddressingMode, GroupInfo, GroupParticipant, MemberAction, clip_subject, group_node,
+    group_notification, members_change, parse_group,
 };
 
 /// Most members of one group (WhatsApp's limit).
@@ -234,7 +234,7 @@ pub(super) fn create(
     }
     let g = Group {
         id: id.clone(),
-        subject: stanza_subject(subject),
+        subject: clip_subject(subject),
         subject_owner: creator.to_owned(),
         subject_t: t,
         creator: creator.to_owned(),
@@ -257,14 +257,6 @@ pub(super) fn create(
     let jid = g.jid();
     st.groups.insert(id, g);
     Ok(jid)
-}
-
-fn stanza_subject(s: &str) -> String {
-    let mut end = s.len().min(stanza::group::MAX_SUBJECT_BYTES);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
 }
 
 /// Each asked member's outcome (error code), and the simulated devices whose sender keys must
@@ -365,7 +357,7 @@ fn set_subject(st: &mut State, gid: &str, author: &str, subject: &str, except: &
     let Some(g) = st.groups.get_mut(gid) else {
         return;
     };
-    g.subject = stanza_subject(subject);
+    g.subject = clip_subject(subject);
     g.subject_owner = author.to_owned();
     g.subject_t = t;
     let g = g.clone();
@@ -933,24 +925,18 @@ pub(super) async fn receive(
             .as_ref()
             .is_some_and(|m| *m != wa::Message::default())
         {
-            let from = sender.to_non_ad().to_string();
-            match p.inbox.iter_mut().find(|r| r.id == id && r.from == from) {
-                Some(r) => r.add_device(peer.jid.device),
-                None => {
-                    if p.inbox.len() >= INBOX_KEPT {
-                        p.inbox.pop_front();
-                    }
-                    p.inbox.push_back(Received {
-                        id: id.clone(),
-                        from,
-                        chat: gid.clone(),
-                        text,
-                        timestamp: node.get_str("t").and_then(|t| t.parse().ok()).unwrap_or(t),
-                        devices: 1,
-                        device_ids: vec![peer.jid.device],
-                    });
-                }
-            }
+            p.received(
+                Received {
+                    id: id.clone(),
+                    from: sender.to_non_ad().to_string(),
+                    chat: gid.clone(),
+                    text,
+                    timestamp: node.get_str("t").and_then(|t| t.parse().ok()).unwrap_or(t),
+                    devices: 0,
+                    device_ids: Vec::new(),
+                },
+                peer.jid.device,
+            );
         }
         p.withhold_receipts
     };

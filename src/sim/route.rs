@@ -587,27 +587,18 @@ pub(super) async fn sim_receive(
                     return;
                 };
                 p.retries.remove(&(sender.to_string(), id.clone()));
-                match p
-                    .inbox
-                    .iter_mut()
-                    .find(|r| r.id == id && r.from == sender.to_non_ad().to_string())
-                {
-                    Some(r) => r.add_device(peer.jid.device),
-                    None => {
-                        if p.inbox.len() >= INBOX_KEPT {
-                            p.inbox.pop_front();
-                        }
-                        p.inbox.push_back(Received {
-                            id: id.clone(),
-                            from: sender.to_non_ad().to_string(),
-                            chat,
-                            text: text.clone(),
-                            timestamp: node.get_str("t").and_then(|t| t.parse().ok()).unwrap_or(t),
-                            devices: 1,
-                            device_ids: vec![peer.jid.device],
-                        });
-                    }
-                }
+                p.received(
+                    Received {
+                        id: id.clone(),
+                        from: sender.to_non_ad().to_string(),
+                        chat,
+                        text: text.clone(),
+                        timestamp: node.get_str("t").and_then(|t| t.parse().ok()).unwrap_or(t),
+                        devices: 0,
+                        device_ids: Vec::new(),
+                    },
+                    peer.jid.device,
+                );
                 (p.withhold_receipts, p.echo && !own && peer.jid.device == 0)
             };
             if !withhold {

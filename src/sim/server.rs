@@ -161,6 +161,26 @@ impl Phone {
         true
     }
 
+    /// One of its devices decrypted `m`: a new inbox entry, or one more device on the entry
+    /// of the same (id, author).
+    pub(super) fn received(&mut self, m: super::route::Received, device: u16) {
+        match self
+            .inbox
+            .iter_mut()
+            .find(|r| r.id == m.id && r.from == m.from)
+        {
+            Some(r) => r.add_device(device),
+            None => {
+                if self.inbox.len() >= INBOX_KEPT {
+                    self.inbox.pop_front();
+                }
+                let mut m = m;
+                m.add_device(device);
+                self.inbox.push_back(m);
+            }
+        }
+    }
+
     /// The simulated device with id `device` (0 = the phone).
     pub(super) fn sim_device(&self, device: u16) -> Option<Arc<SimPeer>> {
         if device == 0 {

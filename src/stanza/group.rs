@@ -96,6 +96,11 @@ impl GroupInfo {
     }
 }
 
+/// A subject cut to [`MAX_SUBJECT_BYTES`] on a character boundary.
+pub fn clip_subject(s: &str) -> String {
+    clip(s, MAX_SUBJECT_BYTES)
+}
+
 /// Truncates to at most `max` bytes on a character boundary.
 fn clip(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);

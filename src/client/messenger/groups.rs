@@ -373,22 +373,7 @@ impl<S: CredsStore> Messenger<S> {
         let group = row.chat.clone();
         self.store.forget_key_holder(&group, &req.from).await?;
         let addr = ProtocolAddress::from_jid(&self.canonical(&req.from).await);
-        let bundle = match &req.keys {
-            Some(k) => Some(k.clone()),
-            None if !self.cipher.has_session(&addr).await? || req.count >= 2 => {
-                let answer = self
-                    .link
-                    .iq
-                    .query(
-                        sender,
-                        stanza::prekey_query(std::slice::from_ref(&req.from)),
-                        IQ_TIMEOUT,
-                    )
-                    .await?;
-                stanza::parse_bundles(&answer).remove(&req.from)
-            }
-            None => None,
-        };
+        let bundle = self.retry_bundle(sender, req, &addr).await?;
         let name = Self::own_key_name(account, &group);
         let key_lock = self.cipher.lock_sender_key(&name).await;
         let (distribution, mut changes) = self

@@ -1546,22 +1546,7 @@ impl<S: CredsStore> Messenger<S> {
         }
         let addr = ProtocolAddress::from_jid(&self.canonical(&req.from).await);
         let own = is_me(&req.from, &account.me);
-        let bundle: Option<PreKeyBundle> = match &req.keys {
-            Some(k) => Some(k.clone()),
-            None if !self.cipher.has_session(&addr).await? || req.count >= 2 => {
-                let answer = self
-                    .link
-                    .iq
-                    .query(
-                        sender,
-                        stanza::prekey_query(std::slice::from_ref(&req.from)),
-                        IQ_TIMEOUT,
-                    )
-                    .await?;
-                stanza::parse_bundles(&answer).remove(&req.from)
-            }
-            None => None,
-        };
+        let bundle = self.retry_bundle(sender, req, &addr).await?;
         let message = wa::Message::decode(&row.raw[..]).unwrap_or_default();
         let body = if own {
             wa::Message {
@@ -1598,6 +1583,33 @@ impl<S: CredsStore> Messenger<S> {
         );
         let _ = sender.send(&stanza).await;
         Ok(())
+    }
+
+    /// The keys to resend with for a retry receipt (MESSAGING.md §2.7): those it carried, else
+    /// a fetched bundle when there is no session or this is a second attempt or later (the
+    /// session itself may be what fails), else none (the session as it is).
+    async fn retry_bundle(
+        &self,
+        sender: &NodeSender,
+        req: &stanza::RetryRequest,
+        addr: &ProtocolAddress,
+    ) -> Result<Option<PreKeyBundle>, SendError> {
+        Ok(match &req.keys {
+            Some(k) => Some(k.clone()),
+            None if !self.cipher.has_session(addr).await? || req.count >= 2 => {
+                let answer = self
+                    .link
+                    .iq
+                    .query(
+                        sender,
+                        stanza::prekey_query(std::slice::from_ref(&req.from)),
+                        IQ_TIMEOUT,
+                    )
+                    .await?;
+                stanza::parse_bundles(&answer).remove(&req.from)
+            }
+            None => None,
+        })
     }
 
     /// Sends read receipts for `ids` of `sender` in `chat`.
