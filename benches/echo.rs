@@ -57,7 +57,7 @@ fn main() {
                 let me = format!("155{run}{i:07}");
                 let echo = format!("166{run}{i:07}");
                 let account = store.account("bench", &me).await.unwrap();
-                let (mut client, mut events) =
+                let (client, mut events) =
                     Client::start(opts.clone(), Arc::new(store.creds(account)));
                 let code = loop {
                     if let Some(Event::QrCode { code, .. }) = events.recv().await {

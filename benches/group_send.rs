@@ -47,7 +47,7 @@ fn main() {
                 .unwrap();
             let me = format!("155{run}0000000");
             let account = store.account("bench", &me).await.unwrap();
-            let (mut client, mut events) =
+            let (client, mut events) =
                 Client::start(opts.clone(), Arc::new(store.creds(account)));
             let code = loop {
                 if let Some(Event::QrCode { code, .. }) = events.recv().await {

@@ -80,7 +80,7 @@ fn main() {
             let mut clients = Vec::new();
             for i in 0..n {
                 let account = store.account("bench", &format!("agent-{i}")).await.unwrap();
-                let (mut client, mut events) = Client::start(opts.clone(), Arc::new(store.creds(account)));
+                let (client, mut events) = Client::start(opts.clone(), Arc::new(store.creds(account)));
                 tokio::spawn(async move { while events.recv().await.is_some() {} });
                 client.wait_for(|s| *s == ConnState::Connected).await;
                 clients.push(client);
@@ -111,7 +111,7 @@ async fn pair_all(
 ) -> Vec<Client> {
     let mut clients = Vec::new();
     for i in 0..n {
-        let (mut client, mut events) = match store {
+        let (client, mut events) = match store {
             Some(store) => {
                 let account = store.account("bench", &format!("agent-{i}")).await.unwrap();
                 Client::start(opts.clone(), Arc::new(store.creds(account)))

@@ -29,6 +29,7 @@ pub mod binary;
 pub mod client;
 pub mod config;
 pub mod proto;
+pub mod service;
 pub mod signal;
 pub mod sim;
 pub mod socket;

@@ -200,12 +200,14 @@ impl Client {
         self.state.borrow().clone()
     }
 
-    /// Waits until `pred` holds for the state (or the loop is gone).
-    pub async fn wait_for(&mut self, pred: impl Fn(&ConnState) -> bool) -> ConnState {
-        if let Ok(s) = self.state.wait_for(|s| pred(s)).await {
+    /// Waits until `pred` holds for the state (or the loop is gone). Any number of callers
+    /// may wait at once (the handle may be shared).
+    pub async fn wait_for(&self, pred: impl Fn(&ConnState) -> bool) -> ConnState {
+        let mut state = self.state.clone();
+        if let Ok(s) = state.wait_for(|s| pred(s)).await {
             return s.clone();
         }
-        self.state.borrow().clone()
+        state.borrow().clone()
     }
 
     /// Sends a text to `to` (a PN or LID user JID, or a group) and waits for the server's ack
@@ -328,7 +330,7 @@ impl Client {
 
     /// Stops the client and returns once its connection is closed and what it was handling
     /// is stored (messages in flight are committed and receipted, or left for redelivery).
-    pub async fn shutdown(mut self) -> ConnState {
+    pub async fn shutdown(&self) -> ConnState {
         self.stop();
         self.wait_for(ConnState::is_final).await
     }
@@ -337,7 +339,7 @@ impl Client {
     /// wipes its keys and stops (`LoggedOut` with code `logout`). Messages stay stored. The
     /// keys are wiped even when WhatsApp cannot be told (offline): the link is then dead on
     /// our side and the phone shows it until it expires.
-    pub async fn logout(mut self) -> ConnState {
+    pub async fn logout(&self) -> ConnState {
         let me = self.link.own_jid();
         if let Some(jid) = me {
             let iq = Node::new("iq")

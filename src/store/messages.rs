@@ -251,7 +251,8 @@ async fn insert(
 ) -> Result<Committed, sqlx::Error> {
     let done = sqlx::query(
         "INSERT INTO messages (account_id, chat, sender, id, from_me, ts, push_name, body, raw, \
-         status, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         status, error, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+         CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)) \
          ON CONFLICT (account_id, chat, sender, id) DO NOTHING",
     )
     .bind(account)

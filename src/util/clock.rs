@@ -23,6 +23,14 @@ impl Clock for SystemClock {
     }
 }
 
+/// Milliseconds since the Unix epoch on the system clock (record times of the REST service).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// A clock that stays where it is set (tests, fixture replay).
 #[derive(Debug, Default, Clone)]
 pub struct FixedClock(Arc<AtomicU64>);

@@ -75,7 +75,7 @@ async fn new_device_pairs_and_a_restart_logs_in_without_qr() {
         let account = store.account("sub-1", "agent-1").await.unwrap();
         let creds = Arc::new(store.creds(account));
 
-        let (mut client, mut events) = Client::start(options(&sim, trust.clone()), creds.clone());
+        let (client, mut events) = Client::start(options(&sim, trust.clone()), creds.clone());
         let Event::QrCode { code, valid_for } =
             next_event(&mut events, |e| matches!(e, Event::QrCode { .. })).await
         else {
@@ -169,7 +169,7 @@ async fn whatsapp_root_key_refuses_the_simulator() {
         .await
         .unwrap();
     let creds = Arc::new(wa_gateway::client::MemoryCreds::default());
-    let (mut client, _events) = Client::start(options(&sim, TrustRoot::default()), creds);
+    let (client, _events) = Client::start(options(&sim, TrustRoot::default()), creds);
     let s = tokio::time::timeout(
         Duration::from_secs(15),
         client.wait_for(|s| matches!(s, ConnState::Disconnected { .. })),
@@ -223,7 +223,7 @@ async fn paired(
         max_interval: Duration::from_millis(800),
         deadline: Duration::from_millis(1500),
     };
-    let (mut client, mut events) = Client::start(opts, creds.clone());
+    let (client, mut events) = Client::start(opts, creds.clone());
     let Event::QrCode { code, .. } =
         next_event(&mut events, |e| matches!(e, Event::QrCode { .. })).await
     else {
@@ -314,7 +314,7 @@ async fn device_removed_logs_out_wipes_keys_and_stops() {
         let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let (mut client, _events, creds) = paired(&sim, "15550003333").await;
+        let (client, _events, creds) = paired(&sim, "15550003333").await;
         assert!(creds.load().await.unwrap().is_some());
         assert_eq!(
             sim.fault("15550003333", wa_gateway::sim::Fault::Unlink)
@@ -355,7 +355,7 @@ async fn qr_codes_rotate_on_the_reference_timing_then_time_out() {
         .await
         .unwrap();
     let creds = Arc::new(wa_gateway::client::MemoryCreds::default());
-    let (mut client, mut events) = Client::start(
+    let (client, mut events) = Client::start(
         options(&sim, TrustRoot::from_key(sim.root_public_key())),
         creds.clone(),
     );
@@ -484,7 +484,7 @@ async fn iq_queries_get_answers_errors_timeouts_and_disconnects() {
         assert!(started.elapsed() < Duration::from_secs(5));
         // With no connection at all, a query fails immediately.
         client.stop();
-        let mut client = client;
+        let client = client;
         client.wait_for(ConnState::is_final).await;
         let down = client
             .query(Node::new("iq").attr("xmlns", "abt").attr("type", "get"), t)
@@ -501,7 +501,7 @@ async fn client_outdated_stops_without_a_reconnect_storm() {
         let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let (mut client, mut events, creds) = paired(&sim, "15550004444").await;
+        let (client, mut events, creds) = paired(&sim, "15550004444").await;
         // Keep the event channel drained, as the service layer does.
         tokio::spawn(async move { while events.recv().await.is_some() {} });
         sim.set_min_version(Some([2, 3000, u32::MAX]));
@@ -534,7 +534,7 @@ async fn client_outdated_stops_without_a_reconnect_storm() {
         .unwrap();
         let mut opts = options(&sim, TrustRoot::from_key(sim.root_public_key()));
         opts.profile = config.whatsapp.profile();
-        let (mut client, _events) = Client::start(opts, creds);
+        let (client, _events) = Client::start(opts, creds);
         assert_eq!(
             client
                 .wait_for(|s| *s == ConnState::Connected || s.is_final())
@@ -552,7 +552,7 @@ async fn a_replaced_connection_stops_but_keeps_the_link() {
         let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let (mut client, _events, creds) = paired(&sim, "15550005555").await;
+        let (client, _events, creds) = paired(&sim, "15550005555").await;
         sim.fault(
             "15550005555",
             wa_gateway::sim::Fault::StreamError {
@@ -570,9 +570,9 @@ async fn a_replaced_connection_stops_but_keeps_the_link() {
         // For real: a second process logs in with the same credentials; the server tells the
         // first connection it was replaced.
         let opts = options(&sim, TrustRoot::from_key(sim.root_public_key()));
-        let (mut first, _e1) = Client::start(opts.clone(), creds.clone());
+        let (first, _e1) = Client::start(opts.clone(), creds.clone());
         first.wait_for(|s| *s == ConnState::Connected).await;
-        let (mut second, _e2) = Client::start(opts, creds.clone());
+        let (second, _e2) = Client::start(opts, creds.clone());
         second.wait_for(|s| *s == ConnState::Connected).await;
         assert_eq!(
             first.wait_for(ConnState::is_final).await,
@@ -718,7 +718,7 @@ async fn a_local_error_keeps_the_link_and_only_the_server_wipes_it() {
         broken.me.as_mut().unwrap().jid.user = "999999999999999999999".into();
         creds.save(&broken).await.unwrap();
         let opts = options(&sim, TrustRoot::from_key(sim.root_public_key()));
-        let (mut client, _e) = Client::start(opts.clone(), creds.clone());
+        let (client, _e) = Client::start(opts.clone(), creds.clone());
         let state = client.wait_for(ConnState::is_final).await;
         assert_eq!(state.name(), "local_error", "{state:?}");
         let kept = creds.load().await.unwrap().expect("credentials kept");
@@ -728,7 +728,7 @@ async fn a_local_error_keeps_the_link_and_only_the_server_wipes_it() {
 
         // Mended, the same keys log in again: nothing was lost.
         creds.save(&good).await.unwrap();
-        let (mut client, _e) = Client::start(opts.clone(), creds.clone());
+        let (client, _e) = Client::start(opts.clone(), creds.clone());
         assert_eq!(
             client
                 .wait_for(|s| *s == ConnState::Connected || s.is_final())
@@ -794,7 +794,7 @@ async fn over_wss_the_client_pairs_logs_in_and_reconnects_trusting_only_the_conf
             Duration::from_secs(60),
         );
         let creds = Arc::new(wa_gateway::client::MemoryCreds::default());
-        let (mut client, mut events) = Client::start(opts.clone(), creds.clone());
+        let (client, mut events) = Client::start(opts.clone(), creds.clone());
         let Event::QrCode { code, .. } =
             next_event(&mut events, |e| matches!(e, Event::QrCode { .. })).await
         else {
@@ -847,7 +847,7 @@ async fn a_ref_is_forgotten_when_its_window_ends_and_the_next_one_still_scans() 
         .await
         .unwrap();
     let creds = Arc::new(wa_gateway::client::MemoryCreds::default());
-    let (mut client, mut events) = Client::start(
+    let (client, mut events) = Client::start(
         options(&sim, TrustRoot::from_key(sim.root_public_key())),
         creds.clone(),
     );

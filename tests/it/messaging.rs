@@ -79,7 +79,7 @@ pub(crate) async fn next_event(rx: &mut Events, pred: impl Fn(&Event) -> bool) -
 
 /// Links a new client of `acct` as a companion of `number`'s phone; returns it connected.
 pub(crate) async fn link(sim: &Simulator, acct: &Account, number: &str) -> (Client, Events, Jid) {
-    let (mut client, mut events) = Client::start(options(sim), acct.creds.clone());
+    let (client, mut events) = Client::start(options(sim), acct.creds.clone());
     let Event::QrCode { code, .. } =
         next_event(&mut events, |e| matches!(e, Event::QrCode { .. })).await
     else {
@@ -611,7 +611,7 @@ async fn a_crash_while_sending_sends_the_message_once_with_its_id() {
             hit: tokio::sync::Notify::new(),
         });
         let (client, _e) = Client::start(options(&sim), crashy.clone());
-        let mut c = client;
+        let c = client;
         c.wait_for(|s| *s == ConnState::Connected).await;
         let c = Arc::new(c);
         let sending = {
@@ -651,7 +651,7 @@ async fn a_crash_while_sending_sends_the_message_once_with_its_id() {
         assert_eq!(sim.fault(me, Fault::WithholdAcks(true)).await, 1);
         let mut opts = options(&sim);
         opts.messaging.ack_timeout = Duration::from_millis(300);
-        let (mut client, _e) = Client::start(opts, a.creds.clone());
+        let (client, _e) = Client::start(opts, a.creds.clone());
         client.wait_for(|s| *s == ConnState::Connected).await;
         let sent = client.send_text(&user(bob), "left once").await.unwrap();
         assert_eq!(sent.status, MessageStatus::Pending);
@@ -712,7 +712,7 @@ async fn shutdown_finishes_cleanly_and_logout_unlinks_and_wipes_the_keys() {
             "everything was receipted before closing"
         );
 
-        let (mut client, mut events) = Client::start(options(&sim), a.creds.clone());
+        let (client, mut events) = Client::start(options(&sim), a.creds.clone());
         client.wait_for(|s| *s == ConnState::Connected).await;
         let bob_key = canonical(&a.creds, &user(bob)).await;
         assert!(a.creds.privacy_token(&bob_key).await.unwrap().is_some());
@@ -898,7 +898,7 @@ async fn a_message_no_device_receipts_is_flagged_as_stuck() {
         sim.set_devices(bob, 1).unwrap();
         let mut opts = options(&sim);
         opts.messaging.stuck_after = Duration::from_millis(300);
-        let (mut client, mut events) = Client::start(opts, a.creds.clone());
+        let (client, mut events) = Client::start(opts, a.creds.clone());
         let Event::QrCode { code, .. } =
             next_event(&mut events, |e| matches!(e, Event::QrCode { .. })).await
         else {
@@ -1038,7 +1038,7 @@ async fn every_log_line_of_a_client_names_its_account() {
         sim.set_devices(bob, 1).unwrap();
         let mut opts = options(&sim);
         opts.label = "sub-7/agent-3".into();
-        let (mut client, mut events) = Client::start(opts, a.creds.clone());
+        let (client, mut events) = Client::start(opts, a.creds.clone());
         let Event::QrCode { code, .. } =
             next_event(&mut events, |e| matches!(e, Event::QrCode { .. })).await
         else {

@@ -79,7 +79,7 @@ async fn simulate_command_prints_its_urls_and_pairs_through_the_control_api() {
             label: String::new(),
         };
         let creds = Arc::new(MemoryCreds::default());
-        let (mut client, mut events) = Client::start(opts, creds.clone());
+        let (client, mut events) = Client::start(opts, creds.clone());
         let code = loop {
             if let Some(Event::QrCode { code, .. }) = events.recv().await {
                 break code;

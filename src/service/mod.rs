@@ -1,0 +1,535 @@
+//! The service: one WhatsApp client per (subaccount, agent) over one store, started by
+//! `connect`, resumed at start-up when still linked, stopped by `disconnect` or shutdown. It
+//! keeps the connection rows and the activity log current from each client's events. It knows
+//! the client and the store; it knows nothing of HTTP (the `api` layer maps its answers).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::binary::{Jid, Server};
+use crate::client::{Client, ClientOptions, ConnState, CredsStore, Event, SendError, Sent};
+use crate::store::connections::{Activity, ConnectionRow, ConnectionUpdate, HistoryRow};
+use crate::store::{AccountId, Store, StoreError};
+
+/// How long `connect` waits for the first QR code (or the login of a linked account).
+pub const CONNECT_WAIT: Duration = Duration::from_secs(20);
+
+/// Why a service call failed (the API maps each to a status and a stable code).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No connection for this (subaccount, agent).
+    #[error("no WhatsApp connection for this agent")]
+    NotFound,
+    /// The account is not connected to WhatsApp.
+    #[error("WhatsApp is not connected for this agent ({0})")]
+    NotConnected(String),
+    /// WhatsApp did not answer in time (no QR, no login).
+    #[error("WhatsApp did not answer in time")]
+    Unreachable,
+    /// The connection ended in a state that needs attention.
+    #[error("the connection failed: {0}")]
+    Failed(String),
+    /// Sending failed.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The database failed.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// One running client.
+struct Session {
+    account: AccountId,
+    subaccount: String,
+    agent: String,
+    client: Client,
+    /// The QR code showing now.
+    qr: Mutex<Option<String>>,
+}
+
+/// What `connect` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connected {
+    /// A QR code to scan.
+    Qr(String),
+    /// Already linked and logged in.
+    Status(Status),
+}
+
+/// What `status` tells.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Status {
+    /// Logged in to WhatsApp now.
+    pub is_connected: bool,
+    /// A client is running for it (connected, connecting, or showing a QR).
+    pub is_active: bool,
+    /// The QR code showing now, if any.
+    pub qr: Option<String>,
+    /// `not_initialized`, `pending`, `connected`, `reconnecting`, `disconnected`,
+    /// `logged_out`, `client_outdated`, `temp_banned`, `replaced`, `qr_timeout`, `error`.
+    pub status: String,
+    /// The client's stable failure code, when there is one.
+    pub code: Option<String>,
+    /// The phone number once linked.
+    pub phone_number: Option<String>,
+    /// The phone's platform.
+    pub platform: Option<String>,
+    /// The WhatsApp display name.
+    pub pushname: Option<String>,
+}
+
+/// The service over one store.
+pub struct Service {
+    store: Store,
+    options: ClientOptions,
+    sessions: Mutex<HashMap<AccountId, Arc<Session>>>,
+    /// Serializes `connect`/`disconnect` per account (never two clients for one account).
+    gates: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field(
+                "sessions",
+                &self.sessions.lock().map(|s| s.len()).unwrap_or(0),
+            )
+            .finish()
+    }
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(crate::util::clock::now_ms()).unwrap_or(i64::MAX)
+}
+
+/// The connection-row status of a client state.
+fn status_name(s: &ConnState) -> &'static str {
+    match s {
+        ConnState::Connecting | ConnState::AwaitingPair | ConnState::LoggingIn => "pending",
+        ConnState::Connected => "connected",
+        ConnState::Disconnected { .. } => "reconnecting",
+        ConnState::QrTimeout => "qr_timeout",
+        ConnState::LoggedOut { .. } => "logged_out",
+        ConnState::TempBanned { .. } => "temp_banned",
+        ConnState::ClientOutdated { .. } => "client_outdated",
+        ConnState::Replaced => "replaced",
+        ConnState::LocalError { .. } => "error",
+        ConnState::Stopped => "disconnected",
+    }
+}
+
+impl Service {
+    /// A service over `store`; each client gets `options` (labelled with its account).
+    pub fn new(store: Store, options: ClientOptions) -> Arc<Service> {
+        Arc::new(Service {
+            store,
+            options,
+            sessions: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn gate(&self, account: AccountId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut g = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        g.entry(account).or_default().clone()
+    }
+
+    fn session(&self, account: AccountId) -> Option<Arc<Session>> {
+        self.sessions.lock().ok()?.get(&account).cloned()
+    }
+
+    /// Starts the clients of every linked connection (no QR: their credentials log in).
+    pub async fn resume(self: &Arc<Self>) -> Result<usize, ServiceError> {
+        let rows = self.store.resumable_connections().await?;
+        let n = rows.len();
+        for row in rows {
+            let gate = self.gate(row.account);
+            let _g = gate.lock().await;
+            if self.session(row.account).is_none() {
+                self.start(row.account, &row.subaccount_id, &row.agent_id);
+            }
+        }
+        Ok(n)
+    }
+
+    fn start(self: &Arc<Self>, account: AccountId, subaccount: &str, agent: &str) -> Arc<Session> {
+        let mut options = self.options.clone();
+        options.label = format!("{subaccount}/{agent}");
+        let (client, events) = Client::start(options, Arc::new(self.store.creds(account)));
+        let session = Arc::new(Session {
+            account,
+            subaccount: subaccount.to_owned(),
+            agent: agent.to_owned(),
+            client,
+            qr: Mutex::new(None),
+        });
+        if let Ok(mut s) = self.sessions.lock() {
+            s.insert(account, session.clone());
+        }
+        tokio::spawn(self.clone().follow(session.clone(), events));
+        session
+    }
+
+    /// Keeps the connection row and the activity log current from a client's events.
+    async fn follow(self: Arc<Self>, session: Arc<Session>, mut events: crate::client::Events) {
+        while let Some(e) = events.recv().await {
+            let update = match &e {
+                Event::QrCode { code, .. } => {
+                    if let Ok(mut q) = session.qr.lock() {
+                        *q = Some(code.clone());
+                    }
+                    Some(ConnectionUpdate {
+                        qr_generated: Some(true),
+                        status: Some("pending".into()),
+                        ..Default::default()
+                    })
+                }
+                Event::PairSuccess(l) => Some(ConnectionUpdate {
+                    phone_number: Some(l.jid.user.clone()),
+                    platform: l.platform.clone(),
+                    ..Default::default()
+                }),
+                Event::PushName { name } => Some(ConnectionUpdate {
+                    pushname: Some(name.clone()),
+                    ..Default::default()
+                }),
+                Event::Connected { jid } => {
+                    if let Ok(mut q) = session.qr.lock() {
+                        *q = None;
+                    }
+                    self.activity(
+                        &session,
+                        None,
+                        "whatsapp_connected",
+                        serde_json::json!({
+                            "phoneNumber": jid.user,
+                        }),
+                    )
+                    .await;
+                    Some(ConnectionUpdate {
+                        status: Some("connected".into()),
+                        code: Some(None),
+                        phone_number: Some(jid.user.clone()),
+                        connected: true,
+                        ..Default::default()
+                    })
+                }
+                Event::State(s) => {
+                    if !matches!(s, ConnState::AwaitingPair)
+                        && let Ok(mut q) = session.qr.lock()
+                    {
+                        *q = None;
+                    }
+                    // Connected comes with its own event (and its phone number).
+                    (!matches!(s, ConnState::Connected)).then(|| ConnectionUpdate {
+                        status: Some(status_name(s).into()),
+                        code: Some(s.code().map(str::to_owned)),
+                        disconnected: s.is_final() && !matches!(s, ConnState::Stopped),
+                        ..Default::default()
+                    })
+                }
+                Event::Message(m) if !m.from_me => {
+                    self.activity(
+                        &session,
+                        None,
+                        "whatsapp_message_received",
+                        serde_json::json!({
+                            "messageId": message_id(&m.chat, &m.id, m.from_me),
+                            "from": wire_user(&m.sender),
+                        }),
+                    )
+                    .await;
+                    None
+                }
+                _ => None,
+            };
+            if let Some(u) = update
+                && let Err(e) = self
+                    .store
+                    .update_connection(session.account, &u, now_ms())
+                    .await
+            {
+                tracing::warn!(error = %e, "cannot update the connection row");
+            }
+        }
+    }
+
+    async fn activity(
+        &self,
+        session: &Session,
+        user: Option<&str>,
+        kind: &str,
+        details: serde_json::Value,
+    ) {
+        let a = Activity {
+            id: 0,
+            subaccount_id: session.subaccount.clone(),
+            agent_id: session.agent.clone(),
+            user_id: user.map(str::to_owned),
+            kind: kind.to_owned(),
+            category: "chat".into(),
+            details: details.to_string(),
+            at_ms: now_ms(),
+        };
+        if let Err(e) = self.store.add_activity(&a).await {
+            tracing::warn!(error = %e, "cannot log activity");
+        }
+    }
+
+    /// Starts (or finds) the client of (subaccount, agent): the QR code to scan, or its status
+    /// when it is linked and logs in. Never two clients for one agent.
+    pub async fn connect(
+        self: &Arc<Self>,
+        subaccount: &str,
+        agent: &str,
+        user: Option<&str>,
+    ) -> Result<Connected, ServiceError> {
+        let account = self.store.account(subaccount, agent).await?;
+        let gate = self.gate(account);
+        let _g = gate.lock().await;
+        self.store.open_connection(account, user, now_ms()).await?;
+        let session = match self.session(account) {
+            Some(s) if !s.client.state().is_final() => s,
+            _ => {
+                self.store
+                    .update_connection(
+                        account,
+                        &ConnectionUpdate {
+                            status: Some("pending".into()),
+                            code: Some(None),
+                            ..Default::default()
+                        },
+                        now_ms(),
+                    )
+                    .await?;
+                self.start(account, subaccount, agent)
+            }
+        };
+        let wait = async {
+            loop {
+                if let Some(qr) = session.qr.lock().ok().and_then(|q| q.clone()) {
+                    return Ok(Connected::Qr(qr));
+                }
+                let state = session.client.state();
+                match state {
+                    ConnState::Connected => {
+                        return Ok(Connected::Status(
+                            self.status_of(account, Some(&session)).await?,
+                        ));
+                    }
+                    s if s.is_final() => return Err(ServiceError::Failed(status_name(&s).into())),
+                    _ => {}
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(CONNECT_WAIT, wait)
+            .await
+            .unwrap_or(Err(ServiceError::Unreachable))
+    }
+
+    async fn status_of(
+        &self,
+        account: AccountId,
+        session: Option<&Session>,
+    ) -> Result<Status, ServiceError> {
+        let row = self.store.connection_by_account(account).await?;
+        Ok(status(row.as_ref(), session))
+    }
+
+    /// The truth about (subaccount, agent).
+    pub async fn status(&self, subaccount: &str, agent: &str) -> Result<Status, ServiceError> {
+        let Some(row) = self.store.connection(subaccount, agent).await? else {
+            return Ok(Status {
+                status: "not_initialized".into(),
+                ..Default::default()
+            });
+        };
+        let session = self.session(row.account);
+        Ok(status(Some(&row), session.as_deref()))
+    }
+
+    /// Unlinks (subaccount, agent): the phone forgets the device, its keys are wiped, its
+    /// client stops; the connection row (status `disconnected`) and history stay.
+    pub async fn disconnect(
+        &self,
+        subaccount: &str,
+        agent: &str,
+        user: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let Some(row) = self.store.connection(subaccount, agent).await? else {
+            return Err(ServiceError::NotFound);
+        };
+        let gate = self.gate(row.account);
+        let _g = gate.lock().await;
+        let session = self
+            .sessions
+            .lock()
+            .ok()
+            .and_then(|mut s| s.remove(&row.account));
+        match &session {
+            Some(s) => {
+                s.client.logout().await;
+            }
+            None => {
+                self.store
+                    .creds(row.account)
+                    .wipe()
+                    .await
+                    .map_err(|e| ServiceError::Failed(e.to_string()))?;
+            }
+        }
+        self.store
+            .update_connection(
+                row.account,
+                &ConnectionUpdate {
+                    status: Some("disconnected".into()),
+                    code: Some(None),
+                    disconnected: true,
+                    ..Default::default()
+                },
+                now_ms(),
+            )
+            .await?;
+        let a = Activity {
+            id: 0,
+            subaccount_id: subaccount.to_owned(),
+            agent_id: agent.to_owned(),
+            user_id: user.map(str::to_owned),
+            kind: "whatsapp_disconnected".into(),
+            category: "chat".into(),
+            details: "{}".into(),
+            at_ms: now_ms(),
+        };
+        self.store.add_activity(&a).await?;
+        Ok(())
+    }
+
+    /// Sends `text` to `to` from (subaccount, agent).
+    pub async fn send_text(
+        &self,
+        subaccount: &str,
+        agent: &str,
+        to: &Jid,
+        text: &str,
+        user: Option<&str>,
+    ) -> Result<Sent, ServiceError> {
+        let Some(row) = self.store.connection(subaccount, agent).await? else {
+            return Err(ServiceError::NotFound);
+        };
+        let session = self
+            .session(row.account)
+            .ok_or_else(|| ServiceError::NotConnected(row.status.clone()))?;
+        let state = session.client.state();
+        if state != ConnState::Connected {
+            return Err(ServiceError::NotConnected(status_name(&state).into()));
+        }
+        let sent = session.client.send_text(to, text).await?;
+        self.activity(
+            &session,
+            user,
+            "whatsapp_message_sent",
+            serde_json::json!({
+                "messageId": message_id(&sent.chat, &sent.id, true),
+                "to": wire_user(to),
+                "status": sent.status.as_str(),
+            }),
+        )
+        .await;
+        Ok(sent)
+    }
+
+    /// The history of (subaccount, agent), newest first.
+    pub async fn history(
+        &self,
+        subaccount: &str,
+        agent: &str,
+        limit: u32,
+        skip: u32,
+    ) -> Result<Vec<HistoryRow>, ServiceError> {
+        let Some(row) = self.store.connection(subaccount, agent).await? else {
+            return Err(ServiceError::NotFound);
+        };
+        Ok(self.store.history(row.account, limit, skip).await?)
+    }
+
+    /// Every connection of a subaccount.
+    pub async fn connections(&self, subaccount: &str) -> Result<Vec<ConnectionRow>, ServiceError> {
+        Ok(self.store.connections(subaccount).await?)
+    }
+
+    /// A subaccount's activities, newest first.
+    pub async fn activities(
+        &self,
+        subaccount: &str,
+        limit: u32,
+        skip: u32,
+    ) -> Result<Vec<Activity>, ServiceError> {
+        Ok(self.store.activities(subaccount, limit, skip).await?)
+    }
+
+    /// Stops every client cleanly (what each was handling is stored; links stay).
+    pub async fn shutdown(&self) {
+        let sessions: Vec<Arc<Session>> = self
+            .sessions
+            .lock()
+            .map(|mut s| s.drain().map(|(_, v)| v).collect())
+            .unwrap_or_default();
+        for s in sessions {
+            s.client.shutdown().await;
+        }
+    }
+
+    /// How many clients are running.
+    pub fn running(&self) -> usize {
+        self.sessions.lock().map(|s| s.len()).unwrap_or(0)
+    }
+}
+
+/// A status from the stored row and the running client.
+fn status(row: Option<&ConnectionRow>, session: Option<&Session>) -> Status {
+    let Some(row) = row else {
+        return Status {
+            status: "not_initialized".into(),
+            ..Default::default()
+        };
+    };
+    let state = session.map(|s| s.client.state());
+    let is_connected = state == Some(ConnState::Connected);
+    let qr = session.and_then(|s| s.qr.lock().ok().and_then(|q| q.clone()));
+    Status {
+        is_connected,
+        is_active: state.as_ref().is_some_and(|s| !s.is_final()),
+        qr,
+        status: match &state {
+            Some(s) => status_name(s).into(),
+            None => row.status.clone(),
+        },
+        code: match &state {
+            Some(s) => s.code().map(str::to_owned),
+            None => row.code.clone(),
+        },
+        phone_number: row.phone_number.clone(),
+        platform: row.platform.clone(),
+        pushname: row.pushname.clone(),
+    }
+}
+
+/// A user or group as the guide writes it: `…@c.us` for phone numbers, others as they are.
+pub fn wire_user(j: &Jid) -> String {
+    match j.server {
+        Server::User | Server::LegacyUser => format!("{}@c.us", j.user),
+        _ => j.to_non_ad().to_string(),
+    }
+}
+
+/// The guide's message id: `<fromMe>_<chat>_<id>` (whatsapp-web.js's serialized key).
+pub fn message_id(chat: &Jid, id: &str, from_me: bool) -> String {
+    format!("{from_me}_{}_{id}", wire_user(chat))
+}
