@@ -33,6 +33,8 @@ pub struct ConfigError {
 pub struct Config {
     /// The WhatsApp connection slice (for the client layer).
     pub whatsapp: WhatsAppConfig,
+    /// The REST service slice.
+    pub service: ServiceConfig,
     /// Key sealing key material at rest (`WA_GATEWAY_STORE_KEY`, 32 bytes base64); None keeps
     /// it plain. See `store::StoreKey`.
     pub store_key: Option<StoreKey>,
@@ -64,10 +66,88 @@ impl Default for WhatsAppConfig {
     }
 }
 
+/// Where the REST service listens and keeps its data, and how it checks callers.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Listen address (`WA_GATEWAY_BIND`, default `127.0.0.1:8080`).
+    pub bind: std::net::SocketAddr,
+    /// Data directory (`WA_GATEWAY_DATA_DIR`, default `./data`): the SQLite file and, when no
+    /// JWT key is configured, the generated secret.
+    pub data_dir: std::path::PathBuf,
+    /// Database (`WA_GATEWAY_DATABASE_URL`, default `sqlite://<data dir>/wa-gateway.db`).
+    pub database_url: Option<String>,
+    /// The JWT key (`WA_GATEWAY_JWT_SECRET` for HS256, or `WA_GATEWAY_JWT_PUBLIC_KEY`, an RS256
+    /// PEM or a path to one); None: a secret generated in the data directory.
+    pub jwt: Option<JwtKey>,
+    /// Subaccounts exempt from rate limits (`WA_GATEWAY_UNLIMITED_SUBACCOUNTS`, comma
+    /// separated; for load tests).
+    pub unlimited: Vec<String>,
+}
+
+/// A configured JWT key.
+#[derive(Clone, PartialEq, Eq)]
+pub enum JwtKey {
+    /// HS256 secret.
+    Secret(Vec<u8>),
+    /// RS256 public key, PEM.
+    PublicPem(Vec<u8>),
+}
+
+impl fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the key itself.
+        f.write_str(match self {
+            JwtKey::Secret(_) => "JwtKey::Secret(..)",
+            JwtKey::PublicPem(_) => "JwtKey::PublicPem(..)",
+        })
+    }
+}
+
+impl Default for ServiceConfig {
+    fn default() -> ServiceConfig {
+        ServiceConfig {
+            bind: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: "./data".into(),
+            database_url: None,
+            jwt: None,
+            unlimited: Vec::new(),
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// The database URL: the configured one, or a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.data_dir.join("wa-gateway.db").display())
+        })
+    }
+}
+
+impl fmt::Debug for ServiceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceConfig")
+            .field("bind", &self.bind)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.is_some())
+            .field(
+                "jwt",
+                &match &self.jwt {
+                    None => "generated",
+                    Some(JwtKey::Secret(_)) => "HS256",
+                    Some(JwtKey::PublicPem(_)) => "RS256",
+                },
+            )
+            .field("unlimited", &self.unlimited)
+            .finish()
+    }
+}
+
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("whatsapp", &self.whatsapp)
+            .field("service", &self.service)
             .field("store_key", &self.store_key.is_some())
             .finish()
     }
@@ -137,8 +217,81 @@ impl Config {
                 why: format!("{path}: {e}"),
             })?;
         }
+        c.service = service_from(&get)?;
         Ok(c)
     }
+}
+
+fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, ConfigError> {
+    let mut s = ServiceConfig::default();
+    if let Some(v) = get("WA_GATEWAY_BIND") {
+        s.bind = v.trim().parse().map_err(|_| ConfigError {
+            var: "WA_GATEWAY_BIND",
+            why: format!("{v:?} is not an address like 127.0.0.1:8080"),
+        })?;
+    }
+    if let Some(v) = get("WA_GATEWAY_DATA_DIR") {
+        if v.trim().is_empty() {
+            return Err(ConfigError {
+                var: "WA_GATEWAY_DATA_DIR",
+                why: "is empty".into(),
+            });
+        }
+        s.data_dir = v.into();
+    }
+    if let Some(v) = get("WA_GATEWAY_DATABASE_URL") {
+        if !v.starts_with("sqlite:") {
+            return Err(ConfigError {
+                var: "WA_GATEWAY_DATABASE_URL",
+                why: format!("{v:?} is not a sqlite: URL (the only database so far)"),
+            });
+        }
+        s.database_url = Some(v);
+    }
+    match (
+        get("WA_GATEWAY_JWT_SECRET"),
+        get("WA_GATEWAY_JWT_PUBLIC_KEY"),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError {
+                var: "WA_GATEWAY_JWT_SECRET",
+                why: "set either it or WA_GATEWAY_JWT_PUBLIC_KEY, not both".into(),
+            });
+        }
+        (Some(secret), None) => {
+            if secret.len() < 32 {
+                return Err(ConfigError {
+                    var: "WA_GATEWAY_JWT_SECRET",
+                    why: "must be at least 32 characters".into(),
+                });
+            }
+            s.jwt = Some(JwtKey::Secret(secret.into_bytes()));
+        }
+        (None, Some(key)) => {
+            let pem = if key.trim_start().starts_with("-----BEGIN") {
+                key.into_bytes()
+            } else {
+                std::fs::read(key.trim()).map_err(|e| ConfigError {
+                    var: "WA_GATEWAY_JWT_PUBLIC_KEY",
+                    why: format!("cannot read {key}: {e}"),
+                })?
+            };
+            jsonwebtoken::DecodingKey::from_rsa_pem(&pem).map_err(|e| ConfigError {
+                var: "WA_GATEWAY_JWT_PUBLIC_KEY",
+                why: format!("not an RSA public key in PEM: {e}"),
+            })?;
+            s.jwt = Some(JwtKey::PublicPem(pem));
+        }
+        (None, None) => {}
+    }
+    if let Some(v) = get("WA_GATEWAY_UNLIMITED_SUBACCOUNTS") {
+        s.unlimited = v
+            .split(',')
+            .map(|x| x.trim().to_owned())
+            .filter(|x| !x.is_empty())
+            .collect();
+    }
+    Ok(s)
 }
 
 impl WhatsAppConfig {
@@ -161,6 +314,24 @@ impl WhatsAppConfig {
                 var: "WA_GATEWAY_WS_CA",
                 why: e.to_string(),
             })
+    }
+
+    /// Client options for this WhatsApp (the service labels each client with its account).
+    pub fn client_options(&self) -> Result<crate::client::ClientOptions, ConfigError> {
+        Ok(crate::client::ClientOptions {
+            socket: crate::socket::ClientConfig {
+                url: self.ws_url.clone(),
+                trust: self.trust_root(),
+                clock: Arc::new(crate::util::clock::SystemClock),
+                max_frame: crate::socket::framing::MAX_FRAME,
+                tls: self.tls()?,
+            },
+            profile: self.profile(),
+            backoff: Default::default(),
+            keepalive: Default::default(),
+            messaging: Default::default(),
+            label: String::new(),
+        })
     }
 
     /// The certificate root the client trusts.
@@ -237,6 +408,34 @@ mod tests {
     }
 
     #[test]
+    fn service_settings_and_secrets_stay_out_of_debug() {
+        let secret = "s".repeat(40);
+        let c = with(&[
+            ("WA_GATEWAY_BIND", "0.0.0.0:9000"),
+            ("WA_GATEWAY_DATA_DIR", "/tmp/wa"),
+            ("WA_GATEWAY_JWT_SECRET", secret.as_str()),
+            ("WA_GATEWAY_UNLIMITED_SUBACCOUNTS", "load, bench"),
+        ])
+        .unwrap();
+        assert_eq!(c.service.bind.port(), 9000);
+        assert_eq!(c.service.database_url(), "sqlite:///tmp/wa/wa-gateway.db");
+        assert_eq!(
+            c.service.jwt,
+            Some(JwtKey::Secret(secret.clone().into_bytes()))
+        );
+        assert_eq!(c.service.unlimited, ["load", "bench"]);
+        let debug = format!("{c:?}");
+        assert!(
+            debug.contains("HS256") && !debug.contains(&secret),
+            "{debug}"
+        );
+        assert_eq!(
+            with(&[]).unwrap().service.database_url(),
+            "sqlite://./data/wa-gateway.db"
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         for (var, value) in [
             ("WA_GATEWAY_WA_VERSION", "2.3000"),
@@ -244,6 +443,14 @@ mod tests {
             ("WA_GATEWAY_WA_VERSION", "0.0.0"),
             ("WA_GATEWAY_WS_URL", "http://example.com"),
             ("WA_GATEWAY_ROOT_KEY", "c2hvcnQ="),
+            ("WA_GATEWAY_BIND", "localhost"),
+            ("WA_GATEWAY_DATABASE_URL", "postgres://x"),
+            ("WA_GATEWAY_JWT_SECRET", "short"),
+            (
+                "WA_GATEWAY_JWT_PUBLIC_KEY",
+                "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----",
+            ),
+            ("WA_GATEWAY_DATA_DIR", " "),
         ] {
             let err = with(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);

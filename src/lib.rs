@@ -25,6 +25,7 @@
 //! - [`proto`]: generated protobuf types; [`util`]: clock and hex.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod binary;
 pub mod client;
 pub mod config;

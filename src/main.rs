@@ -1,6 +1,5 @@
-//! The `wa-gateway` command line.
-//!
-//! Until the service exists, the binary offers what the protocol core can do on its own.
+//! The `wa-gateway` command line: `serve` (the REST service), `token` (mints a JWT for it),
+//! `simulate` (the offline WhatsApp), `chat` (a line client for the simulator), `decode`.
 
 use std::process::ExitCode;
 
@@ -61,6 +60,134 @@ fn simulate(
             .await?;
         Ok(())
     })
+}
+
+/// The JWT key: the configured one, or a secret kept in the data directory (made on first
+/// start, mode 0600).
+fn jwt_key(cfg: &wa_gateway::config::ServiceConfig) -> anyhow::Result<wa_gateway::api::AuthKey> {
+    use wa_gateway::api::AuthKey;
+    use wa_gateway::config::JwtKey;
+    Ok(match &cfg.jwt {
+        Some(JwtKey::Secret(s)) => AuthKey::Hs256(s.clone()),
+        Some(JwtKey::PublicPem(p)) => AuthKey::Rs256(p.clone()),
+        None => {
+            let path = cfg.data_dir.join("jwt_secret");
+            if !path.exists() {
+                use base64::Engine;
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::create_dir_all(&cfg.data_dir)?;
+                let secret =
+                    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)?;
+                f.write_all(secret.as_bytes())?;
+                eprintln!(
+                    "no WA_GATEWAY_JWT_SECRET or WA_GATEWAY_JWT_PUBLIC_KEY: generated an HS256 secret in {} (mint tokens with `wa-gateway token`)",
+                    path.display()
+                );
+            }
+            AuthKey::Hs256(std::fs::read_to_string(&path)?.trim().as_bytes().to_vec())
+        }
+    })
+}
+
+/// Runs the REST service until SIGINT/SIGTERM; with `with_simulator`, the simulator runs in the
+/// same process and the service talks to it.
+fn serve(cfg: wa_gateway::config::Config, with_simulator: bool) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let mut cfg = cfg;
+        let key = jwt_key(&cfg.service)?;
+        let mut _sim = None;
+        if with_simulator {
+            use base64::Engine;
+            let sim = wa_gateway::sim::Simulator::start("127.0.0.1:0".parse()?).await?;
+            let control = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let control_url = format!("http://{}", control.local_addr()?);
+            cfg.whatsapp.ws_url = sim.ws_url().to_owned();
+            cfg.whatsapp.root_key = sim.root_public_key();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "simulator": {
+                        "ws_url": sim.ws_url(),
+                        "control_url": control_url,
+                        "root_public_key": base64::engine::general_purpose::STANDARD.encode(sim.root_public_key()),
+                    }
+                })
+            );
+            let app = wa_gateway::sim::control::router(sim.clone());
+            tokio::spawn(async move { axum::serve(control, app).await });
+            _sim = Some(sim);
+        }
+        std::fs::create_dir_all(&cfg.service.data_dir)?;
+        let store = wa_gateway::store::Store::open_with(
+            &cfg.service.database_url(),
+            cfg.store_key.as_ref(),
+        )
+        .await?;
+        let service = wa_gateway::service::Service::new(store, cfg.whatsapp.client_options()?);
+        let state = wa_gateway::api::AppState::new(service, &key, cfg.service.unlimited.clone())?;
+        let listener = tokio::net::TcpListener::bind(cfg.service.bind).await?;
+        println!(
+            "{}",
+            serde_json::json!({ "listening": format!("http://{}", listener.local_addr()?) })
+        );
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        wa_gateway::api::serve(listener, state, async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        })
+        .await?;
+        Ok(())
+    })
+}
+
+/// Prints a token signed with the configured HS256 secret (or the generated one).
+fn token(
+    cfg: &wa_gateway::config::ServiceConfig,
+    sub: String,
+    role: wa_gateway::api::Role,
+    subaccounts: Vec<String>,
+    ttl: std::time::Duration,
+) -> anyhow::Result<String> {
+    let wa_gateway::api::AuthKey::Hs256(secret) = jwt_key(cfg)? else {
+        anyhow::bail!(
+            "with WA_GATEWAY_JWT_PUBLIC_KEY, tokens are minted by whoever holds the private key"
+        );
+    };
+    let exp = wa_gateway::util::clock::now_ms() / 1000 + ttl.as_secs();
+    let claims = wa_gateway::api::Claims {
+        sub,
+        role,
+        subaccounts,
+        exp,
+    };
+    Ok(wa_gateway::api::auth::mint(&secret, &claims)?)
+}
+
+/// `1h`, `30m`, `45s`, `2d` or plain seconds.
+fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: use s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// A line-oriented client for developing against the simulator (and the Baileys judge): prints
@@ -182,6 +309,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs the REST service (configured by WA_GATEWAY_* variables; see README).
+    Serve {
+        /// Also run the simulator in this process and talk to it instead of WhatsApp (prints
+        /// its control URL).
+        #[arg(long)]
+        with_simulator: bool,
+    },
+    /// Prints a JWT for the service, signed with its HS256 secret.
+    Token {
+        /// The user id (`sub`).
+        #[arg(long, default_value = "admin")]
+        sub: String,
+        /// `admin`, `member` or `viewer`.
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// Subaccounts the token may use, comma separated (`*` for all).
+        #[arg(long, default_value = "*")]
+        subaccounts: String,
+        /// Lifetime (`30m`, `1h`, `7d`).
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: std::time::Duration,
+    },
     /// Runs the offline WhatsApp simulator; prints one JSON line with its URLs and root key.
     Simulate {
         /// WebSocket listen address (port 0 = any free port).
@@ -225,7 +374,62 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let config = || match wa_gateway::config::Config::from_env() {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(2))
+        }
+    };
     match cli.command {
+        Command::Serve { with_simulator } => {
+            let cfg = match config() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match serve(cfg, with_simulator) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Token {
+            sub,
+            role,
+            subaccounts,
+            ttl,
+        } => {
+            let cfg = match config() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let role = match role.as_str() {
+                "admin" => wa_gateway::api::Role::Admin,
+                "member" => wa_gateway::api::Role::Member,
+                "viewer" => wa_gateway::api::Role::Viewer,
+                other => {
+                    eprintln!("error: --role {other:?}: use admin, member or viewer");
+                    return ExitCode::from(2);
+                }
+            };
+            let subs = subaccounts
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            match token(&cfg.service, sub, role, subs, ttl) {
+                Ok(t) => {
+                    println!("{t}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Simulate {
             listen,
             control,

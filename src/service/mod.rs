@@ -179,6 +179,14 @@ impl Service {
     /// Keeps the connection row and the activity log current from a client's events.
     async fn follow(self: Arc<Self>, session: Arc<Session>, mut events: crate::client::Events) {
         while let Some(e) = events.recv().await {
+            // A session `disconnect` took out of the map speaks for nobody any more (its
+            // logout must not overwrite the `disconnected` row).
+            let current = self
+                .session(session.account)
+                .is_some_and(|s| Arc::ptr_eq(&s, &session));
+            if !current {
+                continue;
+            }
             let update = match &e {
                 Event::QrCode { code, .. } => {
                     if let Ok(mut q) = session.qr.lock() {
@@ -226,12 +234,16 @@ impl Service {
                     {
                         *q = None;
                     }
-                    // Connected comes with its own event (and its phone number).
-                    (!matches!(s, ConnState::Connected)).then(|| ConnectionUpdate {
-                        status: Some(status_name(s).into()),
-                        code: Some(s.code().map(str::to_owned)),
-                        disconnected: s.is_final() && !matches!(s, ConnState::Stopped),
-                        ..Default::default()
+                    // Connected comes with its own event (and its phone number); a stop is
+                    // ours (shutdown keeps the row as it was, so the link resumes at the next
+                    // start; `disconnect` writes its own status).
+                    (!matches!(s, ConnState::Connected | ConnState::Stopped)).then(|| {
+                        ConnectionUpdate {
+                            status: Some(status_name(s).into()),
+                            code: Some(s.code().map(str::to_owned)),
+                            disconnected: s.is_final() && !matches!(s, ConnState::Stopped),
+                            ..Default::default()
+                        }
                     })
                 }
                 Event::Message(m) if !m.from_me => {
@@ -456,7 +468,29 @@ impl Service {
         let Some(row) = self.store.connection(subaccount, agent).await? else {
             return Err(ServiceError::NotFound);
         };
-        Ok(self.store.history(row.account, limit, skip).await?)
+        let mut rows = self.store.history(row.account, limit, skip).await?;
+        // The guide names contacts by phone number (`…@c.us`); we key them by LID once known.
+        let creds = self.store.creds(row.account);
+        let mut numbers: HashMap<String, Option<String>> = HashMap::new();
+        for h in rows.iter_mut() {
+            for j in [&mut h.message.chat, &mut h.message.sender] {
+                if j.server != Server::Lid {
+                    continue;
+                }
+                let pn = match numbers.get(&j.user) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = creds.pn_for(&j.user).await.unwrap_or(None);
+                        numbers.insert(j.user.clone(), p.clone());
+                        p
+                    }
+                };
+                if let Some(pn) = pn {
+                    *j = Jid::new(pn, Server::User);
+                }
+            }
+        }
+        Ok(rows)
     }
 
     /// Every connection of a subaccount.

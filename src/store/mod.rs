@@ -63,6 +63,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "groups",
         include_str!("../../migrations/0008_groups.sql"),
     ),
+    (
+        9,
+        "connections and activities",
+        include_str!("../../migrations/0009_connections_activities.sql"),
+    ),
 ];
 
 /// How every write transaction starts: it takes the write lock up front, so a transaction that

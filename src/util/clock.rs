@@ -52,3 +52,41 @@ impl Clock for FixedClock {
         self.0.load(Ordering::Relaxed)
     }
 }
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for unix milliseconds (UTC), as JavaScript's `toISOString`
+/// writes dates (the REST answers' times).
+pub fn iso8601_ms(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
+}
+
+#[cfg(test)]
+mod iso_tests {
+    use super::iso8601_ms;
+
+    #[test]
+    fn iso_dates_match_javascript() {
+        // new Date(0).toISOString(), new Date(1704110400000).toISOString(), a leap day.
+        assert_eq!(iso8601_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601_ms(1_704_110_400_000), "2024-01-01T12:00:00.000Z");
+        assert_eq!(iso8601_ms(1_709_164_801_234), "2024-02-29T00:00:01.234Z");
+        assert_eq!(iso8601_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -11,6 +11,22 @@ pub fn phone_message_id() -> String {
     super::hex::encode(&rand::random::<[u8; 16]>()).to_uppercase()
 }
 
+/// A random UUID (version 4, RFC 9562), as the REST answers' `meta.operationId`.
+pub fn uuid_v4() -> String {
+    let mut b = rand::random::<[u8; 16]>();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = super::hex::encode(&b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -20,6 +36,16 @@ mod tests {
         let p = iq_prefix();
         let (a, b) = p.trim_end_matches('-').split_once('.').unwrap();
         assert!(a.parse::<u16>().is_ok() && b.parse::<u16>().is_ok(), "{p}");
+        let u = uuid_v4();
+        let parts: Vec<&str> = u.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(
+            parts[2].starts_with('4') && "89ab".contains(&parts[3][..1]),
+            "{u}"
+        );
         let m = phone_message_id();
         assert_eq!(m.len(), 32);
         assert!(

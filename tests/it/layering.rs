@@ -35,6 +35,11 @@ const RULES: &[(&str, &[&str])] = &[
             "sim", "stanza", "socket", "signal", "binary", "proto", "util",
         ],
     ),
+    (
+        "service",
+        &["service", "client", "store", "binary", "proto", "util"],
+    ),
+    ("api", &["api", "service", "client", "binary", "util"]),
 ];
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -12,6 +12,7 @@ mod message_store;
 mod messaging;
 mod noise_fixture;
 mod pairing_fixture;
+mod rest;
 mod secrets_debug;
 mod signal_fixture;
 mod signal_props;

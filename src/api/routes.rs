@@ -1,0 +1,527 @@
+//! The endpoints. Every extractor's rejection becomes an envelope (never axum's plain text),
+//! so what a client sends wrong is always a 4xx with a code that says what.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::limits::Endpoint;
+use super::{ApiError, AppState, Claims, MAX_BODY, Op, claims};
+use crate::binary::{Jid, Server};
+use crate::service::{Connected, Status, message_id, wire_user};
+use crate::util::clock::iso8601_ms;
+
+/// Longest subaccount or agent id.
+const MAX_ID: usize = 128;
+/// Longest text (bytes), as the client accepts.
+const MAX_TEXT: usize = crate::client::messenger::MAX_TEXT_BYTES;
+/// History page size bounds and default.
+const MAX_LIMIT: u32 = 500;
+const DEFAULT_LIMIT: u32 = 50;
+/// Largest `skip`.
+const MAX_SKIP: u32 = 10_000_000;
+
+pub(super) fn router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(|| async { Op::new().ok("ok", json!({})) }))
+        .route("/readyz", get(readyz))
+        .route("/api/whatsapp/{sub}/{agent}/connect", post(connect))
+        .route("/api/whatsapp/{sub}/{agent}/status", get(status))
+        .route("/api/whatsapp/{sub}/{agent}/send", post(send))
+        .route("/api/whatsapp/{sub}/{agent}/messages", get(messages))
+        .route("/api/whatsapp/{sub}/{agent}/disconnect", post(disconnect))
+        .route("/api/whatsapp/{sub}/connections", get(connections))
+        .route("/api/whatsapp/{sub}/activities", get(activities))
+        .fallback(|| async {
+            Op::new().fail(&ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint",
+            ))
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    let op = Op::new();
+    let db = sqlx::query("SELECT 1")
+        .execute(st.service.store().pool())
+        .await;
+    let resumed = st.ready.load(std::sync::atomic::Ordering::Acquire);
+    if db.is_ok() && resumed {
+        op.ok("ready", json!({ "database": true, "resumed": true }))
+    } else {
+        op.fail(&ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!(
+                "not ready (database: {}, sessions resumed: {resumed})",
+                db.is_ok()
+            ),
+        ))
+    }
+}
+
+fn valid_id(s: &str) -> bool {
+    (1..=MAX_ID).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'@' | b':'))
+}
+
+/// The path's ids, checked.
+fn ids<const N: usize>(
+    path: Result<Path<Vec<String>>, PathRejection>,
+) -> Result<[String; N], ApiError> {
+    let Path(parts) = path.map_err(|e| ApiError::bad("invalid_path", e.body_text()))?;
+    let parts: [String; N] = parts
+        .try_into()
+        .map_err(|_| ApiError::bad("invalid_path", "unexpected path"))?;
+    if let Some(bad) = parts.iter().find(|p| !valid_id(p)) {
+        return Err(ApiError::bad(
+            "invalid_path",
+            format!(
+                "{:?} is not an id (1–{MAX_ID} letters, digits, `_ - . @ :`)",
+                bad.chars().take(40).collect::<String>()
+            ),
+        ));
+    }
+    Ok(parts)
+}
+
+/// The caller, allowed on `sub` for `endpoint` (writing when `write`), within its rate limit.
+fn allow(
+    st: &AppState,
+    headers: &HeaderMap,
+    sub: &str,
+    endpoint: Endpoint,
+    write: bool,
+) -> Result<Claims, ApiError> {
+    let c = claims(st, headers)?;
+    if !c.may_use(sub) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this token may not use this subaccount",
+        ));
+    }
+    if write && !c.may_write() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "viewers may only read",
+        ));
+    }
+    st.limits.check(sub, endpoint).map_err(|after| ApiError {
+        retry_after: Some(after),
+        ..ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "more than {} requests a minute to this endpoint; retry in {after} s",
+                endpoint.per_minute()
+            ),
+        )
+    })?;
+    Ok(c)
+}
+
+fn respond(op: Op, r: Result<(&'static str, Value), ApiError>) -> Response {
+    match r {
+        Ok((message, data)) => op.ok(message, data),
+        Err(e) => op.fail(&e),
+    }
+}
+
+fn qr_url(code: &str) -> Value {
+    crate::client::qr::qr_data_url(code)
+        .map(Value::String)
+        .unwrap_or(Value::Null)
+}
+
+fn status_json(s: &Status) -> Value {
+    if s.status == "not_initialized" {
+        return json!({ "isConnected": false, "status": "not_initialized" });
+    }
+    let mut v = json!({
+        "isConnected": s.is_connected,
+        "isActive": s.is_active,
+        "hasQR": s.qr.is_some(),
+        "qrCodeDataUrl": s.qr.as_deref().map(qr_url).unwrap_or(Value::Null),
+        "phoneNumber": s.phone_number,
+        "platform": s.platform,
+        "pushname": s.pushname,
+        "status": s.status,
+    });
+    if let Some(code) = &s.code {
+        v["code"] = json!(code);
+    }
+    v
+}
+
+async fn connect(
+    State(st): State<AppState>,
+    path: Result<Path<Vec<String>>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let op = Op::new();
+    let r = async {
+        let [sub, agent] = ids::<2>(path)?;
+        let c = allow(&st, &headers, &sub, Endpoint::Connect, true)?;
+        match st.service.connect(&sub, &agent, Some(&c.sub)).await? {
+            Connected::Qr(code) => Ok((
+                "WhatsApp QR code generated. Scan with your mobile app.",
+                json!({
+                    "qrCode": code,
+                    "qrCodeDataUrl": qr_url(&code),
+                    "message": "Scan this QR code with WhatsApp mobile app",
+                }),
+            )),
+            Connected::Status(s) => Ok(("WhatsApp is already connected", status_json(&s))),
+        }
+    }
+    .await;
+    respond(op, r)
+}
+
+async fn status(
+    State(st): State<AppState>,
+    path: Result<Path<Vec<String>>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let op = Op::new();
+    let r = async {
+        let [sub, agent] = ids::<2>(path)?;
+        allow(&st, &headers, &sub, Endpoint::Status, false)?;
+        let s = st.service.status(&sub, &agent).await?;
+        Ok(("WhatsApp connection status retrieved", status_json(&s)))
+    }
+    .await;
+    respond(op, r)
+}
+
+/// `to` as the guide takes it: international digits without `+` (→ `…@c.us`), or a JID
+/// (`@c.us`, `@s.whatsapp.net`, `@lid`, `@g.us`).
+pub(super) fn parse_to(to: &str) -> Result<Jid, ApiError> {
+    let bad = |why: &str| ApiError::bad("invalid_to", format!("`to` {why}"));
+    let digits = |s: &str, min: usize, max: usize| {
+        (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    let (user, server) = match to.split_once('@') {
+        None => (to, "c.us"),
+        Some(x) => x,
+    };
+    let server = match server {
+        "c.us" | "s.whatsapp.net" => Server::User,
+        "lid" => Server::Lid,
+        "g.us" => Server::Group,
+        _ => {
+            return Err(bad(
+                "must be digits or a …@c.us, …@s.whatsapp.net, …@lid or …@g.us JID",
+            ));
+        }
+    };
+    let ok = match server {
+        Server::User => digits(user, 7, 15) && !user.starts_with('0'),
+        Server::Lid => digits(user, 1, 20),
+        _ => {
+            // Group ids: digits, or the old `creator-time` form.
+            !user.is_empty()
+                && user.len() <= 64
+                && user.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+        }
+    };
+    if !ok {
+        return Err(bad(if server == Server::User {
+            "must be an international number: 7–15 digits, no `+`, no leading 0"
+        } else {
+            "is not a valid JID"
+        }));
+    }
+    Ok(Jid::new(user, server))
+}
+
+fn body_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {MAX_BODY} bytes"),
+            )
+        } else {
+            ApiError::bad("invalid_body", e.body_text())
+        }
+    })?;
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad("invalid_json", format!("the body is not JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad(
+            "invalid_json",
+            "the body must be a JSON object",
+        ));
+    }
+    Ok(v)
+}
+
+async fn send(
+    State(st): State<AppState>,
+    path: Result<Path<Vec<String>>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let op = Op::new();
+    let r = async {
+        let [sub, agent] = ids::<2>(path)?;
+        let c = allow(&st, &headers, &sub, Endpoint::Send, true)?;
+        let v = body_json(body)?;
+        let to = match v.get("to") {
+            Some(Value::String(s)) => parse_to(s.trim())?,
+            Some(_) => return Err(ApiError::bad("invalid_to", "`to` must be a string")),
+            None => return Err(ApiError::bad("missing_to", "`to` is required")),
+        };
+        let text = match v.get("message").or_else(|| v.get("text")) {
+            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_TEXT => s.clone(),
+            Some(Value::String(s)) if s.len() > MAX_TEXT => {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "message_too_long",
+                    format!("`message` is longer than {MAX_TEXT} bytes"),
+                ));
+            }
+            Some(Value::String(_)) => {
+                return Err(ApiError::bad("invalid_message", "`message` is empty"));
+            }
+            Some(_) => {
+                return Err(ApiError::bad(
+                    "invalid_message",
+                    "`message` must be a string",
+                ));
+            }
+            None => return Err(ApiError::bad("missing_message", "`message` is required")),
+        };
+        let sent = st
+            .service
+            .send_text(&sub, &agent, &to, &text, Some(&c.sub))
+            .await?;
+        Ok((
+            "WhatsApp message sent successfully",
+            json!({
+                "messageId": message_id(&to, &sent.id, true),
+                "to": wire_user(&to),
+                "message": text,
+                "timestamp": sent.timestamp,
+                "status": sent.status.as_str(),
+            }),
+        ))
+    }
+    .await;
+    respond(op, r)
+}
+
+/// `limit` (1..=500, default 50) and `skip` (≥ 0, default 0) from the query.
+fn page(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<(u32, u32), ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad("invalid_query", e.body_text()))?;
+    let num = |k: &str, default: u32, min: u32, max: u32| -> Result<u32, ApiError> {
+        match q.get(k) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad(
+                        "invalid_query",
+                        format!("`{k}` must be a whole number from {min} to {max}"),
+                    )
+                }),
+        }
+    };
+    Ok((
+        num("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?,
+        num("skip", 0, 0, MAX_SKIP)?,
+    ))
+}
+
+async fn messages(
+    State(st): State<AppState>,
+    path: Result<Path<Vec<String>>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let op = Op::new();
+    let r = async {
+        let [sub, agent] = ids::<2>(path)?;
+        allow(&st, &headers, &sub, Endpoint::Messages, false)?;
+        let (limit, skip) = page(query)?;
+        let rows = st.service.history(&sub, &agent, limit, skip).await?;
+        let messages: Vec<Value> = rows
+            .iter()
+            .map(|h| {
+                let m = &h.message;
+                let ts = i64::try_from(m.timestamp)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000);
+                json!({
+                    "messageId": message_id(&m.chat, &m.id, m.from_me),
+                    "from": if m.from_me { Value::Null } else { json!(wire_user(&m.sender)) },
+                    "to": if m.from_me { json!(wire_user(&m.chat)) } else { Value::Null },
+                    "message": m.text,
+                    "direction": if m.from_me { "outbound" } else { "inbound" },
+                    "timestamp": iso8601_ms(ts),
+                    "hasMedia": false,
+                    "type": "chat",
+                    "createdAt": iso8601_ms(h.created_ms.unwrap_or(ts)),
+                    "chat": wire_user(&m.chat),
+                    "status": m.status.as_str(),
+                    "errorCode": m.error,
+                })
+            })
+            .collect();
+        Ok((
+            "WhatsApp message history retrieved",
+            json!({ "count": messages.len(), "messages": messages }),
+        ))
+    }
+    .await;
+    respond(op, r)
+}
+
+async fn connections(
+    State(st): State<AppState>,
+    path: Result<Path<Vec<String>>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let op = Op::new();
+    let r = async {
+        let [sub] = ids::<1>(path)?;
+        allow(&st, &headers, &sub, Endpoint::Connections, false)?;
+        let rows = st.service.connections(&sub).await?;
+        let list: Vec<Value> = rows
+            .iter()
+            .map(|c| {
+                json!({
+                    "subaccountId": c.subaccount_id,
+                    "agentId": c.agent_id,
+                    "status": c.status,
+                    "phoneNumber": c.phone_number,
+                    "platform": c.platform,
+                    "pushname": c.pushname,
+                    "connectedAt": c.connected_at.map(iso8601_ms),
+                    "disconnectedAt": c.disconnected_at.map(iso8601_ms),
+                    "createdAt": iso8601_ms(c.created_at),
+                    "updatedAt": iso8601_ms(c.updated_at),
+                })
+            })
+            .collect();
+        Ok((
+            "WhatsApp connections retrieved",
+            json!({ "connections": list, "count": rows.len() }),
+        ))
+    }
+    .await;
+    respond(op, r)
+}
+
+async fn disconnect(
+    State(st): State<AppState>,
+    path: Result<Path<Vec<String>>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let op = Op::new();
+    let r = async {
+        let [sub, agent] = ids::<2>(path)?;
+        let c = allow(&st, &headers, &sub, Endpoint::Disconnect, true)?;
+        st.service.disconnect(&sub, &agent, Some(&c.sub)).await?;
+        Ok((
+            "WhatsApp disconnected successfully",
+            json!({ "message": "WhatsApp disconnected successfully" }),
+        ))
+    }
+    .await;
+    respond(op, r)
+}
+
+async fn activities(
+    State(st): State<AppState>,
+    path: Result<Path<Vec<String>>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let op = Op::new();
+    let r = async {
+        let [sub] = ids::<1>(path)?;
+        allow(&st, &headers, &sub, Endpoint::Activities, false)?;
+        let (limit, skip) = page(query)?;
+        let rows = st.service.activities(&sub, limit, skip).await?;
+        let list: Vec<Value> = rows
+            .iter()
+            .map(|a| {
+                json!({
+                    "id": a.id,
+                    "type": a.kind,
+                    "category": a.category,
+                    "subaccountId": a.subaccount_id,
+                    "agentId": a.agent_id,
+                    "userId": a.user_id,
+                    "details": serde_json::from_str::<Value>(&a.details).unwrap_or(Value::Null),
+                    "createdAt": iso8601_ms(a.at_ms),
+                })
+            })
+            .collect();
+        Ok((
+            "Activities retrieved",
+            json!({ "activities": list, "count": rows.len() }),
+        ))
+    }
+    .await;
+    respond(op, r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_takes_digits_and_the_four_jid_kinds() {
+        assert_eq!(
+            parse_to("15551234567").unwrap(),
+            Jid::new("15551234567", Server::User)
+        );
+        assert_eq!(
+            parse_to("15551234567@c.us").unwrap(),
+            Jid::new("15551234567", Server::User)
+        );
+        assert_eq!(
+            parse_to("15551234567@s.whatsapp.net").unwrap(),
+            Jid::new("15551234567", Server::User)
+        );
+        assert_eq!(parse_to("1234@lid").unwrap(), Jid::new("1234", Server::Lid));
+        assert_eq!(
+            parse_to("120363000000000001@g.us").unwrap(),
+            Jid::new("120363000000000001", Server::Group)
+        );
+        for bad in [
+            "",
+            "+15551234567",
+            "123",
+            "0155512345",
+            "1555123456789012",
+            "abc",
+            "1@x.com",
+            "15551234567@c.us@c.us",
+            "a@lid",
+            "@g.us",
+        ] {
+            assert_eq!(parse_to(bad).unwrap_err().code, "invalid_to", "{bad}");
+        }
+    }
+}

@@ -1,0 +1,612 @@
+//! The REST service end to end over loopback: the real server on a port-0 listener, a real
+//! HTTP client (reqwest), the simulator as WhatsApp. Envelopes and fields are the guide's.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wa_gateway::api::{AppState, AuthKey, Claims, Role};
+use wa_gateway::service::Service;
+use wa_gateway::sim::Simulator;
+use wa_gateway::store::Store;
+
+use super::messaging::{eventually, options};
+
+const LIMIT: Duration = Duration::from_secs(90);
+const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!!";
+
+/// A running service: its URL and how to stop it.
+struct Server {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    async fn start(sim: &Simulator, db: &str) -> Server {
+        let store = Store::open(db).await.unwrap();
+        let service = Service::new(store, options(sim));
+        let state = AppState::new(service, &AuthKey::Hs256(SECRET.to_vec()), vec![]).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let done = tokio::spawn(wa_gateway::api::serve(listener, state, async move {
+            let _ = rx.await;
+        }));
+        Server {
+            url,
+            stop: Some(tx),
+            done,
+        }
+    }
+
+    /// Graceful shutdown: returns once every client stopped.
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.done.await.unwrap().unwrap();
+    }
+}
+
+fn token(role: Role, subs: &[&str], exp_in: i64) -> String {
+    let now = (wa_gateway::util::clock::now_ms() / 1000) as i64;
+    wa_gateway::api::auth::mint(
+        SECRET,
+        &Claims {
+            sub: "user-1".into(),
+            role,
+            subaccounts: subs.iter().map(|s| s.to_string()).collect(),
+            exp: (now + exp_in) as u64,
+        },
+    )
+    .unwrap()
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = http.request(method, url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap();
+    (status, v)
+}
+
+/// The guide's envelope: success, message, data, meta.operationId (a UUID) and meta.duration.
+fn assert_envelope(v: &Value, success: bool) {
+    assert_eq!(v["success"], json!(success), "{v}");
+    assert!(v["message"].is_string(), "{v}");
+    let id = v["meta"]["operationId"].as_str().expect("operationId");
+    assert_eq!(id.len(), 36, "{v}");
+    let d = v["meta"]["duration"].as_str().expect("duration");
+    assert!(
+        d.ends_with("ms") && d.trim_end_matches("ms").parse::<u64>().is_ok(),
+        "{v}"
+    );
+    if success {
+        assert!(v["data"].is_object(), "{v}");
+    } else {
+        assert!(v["error"]["code"].is_string(), "{v}");
+    }
+}
+
+#[tokio::test]
+async fn connect_scan_send_receive_list_restart_and_disconnect() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let server = Server::start(&sim, &db).await;
+        let http = reqwest::Client::new();
+        let admin = token(Role::Admin, &["*"], 3600);
+        let base = format!("{}/api/whatsapp/sub1/agent1", server.url);
+        let (me, bob) = ("15551000001", "15551000002");
+        sim.set_devices(bob, 2).unwrap();
+
+        // Not connected yet.
+        let (code, v) = call(
+            &http,
+            reqwest::Method::GET,
+            &format!("{base}/status"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200);
+        assert_envelope(&v, true);
+        assert_eq!(
+            v["data"],
+            json!({ "isConnected": false, "status": "not_initialized" })
+        );
+
+        // Connect: the first QR, as text and as a PNG that decodes to the same text.
+        let (code, v) = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{base}/connect"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+        assert_envelope(&v, true);
+        let qr = v["data"]["qrCode"].as_str().unwrap().to_owned();
+        let url = v["data"]["qrCodeDataUrl"].as_str().unwrap();
+        let png = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            url.strip_prefix("data:image/png;base64,").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(decode_qr(&png), qr);
+        assert_eq!(
+            v["data"]["message"],
+            "Scan this QR code with WhatsApp mobile app"
+        );
+        // Connect again while the QR shows: the same QR, not a second session.
+        let (_, again) = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{base}/connect"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(again["data"]["qrCode"], json!(qr));
+
+        // The phone scans: connected, with its number, platform and name.
+        sim.scan(me, &qr, Some("Agent Phone"), None).await.unwrap();
+        let status = eventually("connected with a push name", async || {
+            let (_, v) = call(
+                &http,
+                reqwest::Method::GET,
+                &format!("{base}/status"),
+                Some(&admin),
+                None,
+            )
+            .await;
+            (v["data"]["isConnected"] == json!(true) && v["data"]["pushname"].is_string())
+                .then_some(v)
+        })
+        .await;
+        assert_eq!(status["data"]["phoneNumber"], json!(me));
+        assert_eq!(status["data"]["platform"], json!("android"));
+        assert_eq!(status["data"]["pushname"], json!("Agent Phone"));
+        assert_eq!(status["data"]["hasQR"], json!(false));
+        assert_eq!(status["data"]["qrCodeDataUrl"], Value::Null);
+        assert_eq!(status["data"]["isActive"], json!(true));
+
+        // Send: the guide's answer; the simulated user reads it.
+        eventually("our keys on the server", async || {
+            sim.linked_devices(me)
+                .first()
+                .filter(|j| sim.uploaded_pre_keys(j) > 0)
+                .cloned()
+        })
+        .await;
+        let (code, v) = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{base}/send"),
+            Some(&admin),
+            Some(json!({ "to": bob, "message": "Hello from our chat agent!" })),
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+        assert_envelope(&v, true);
+        let d = &v["data"];
+        let id = d["messageId"].as_str().unwrap().to_owned();
+        assert!(id.starts_with(&format!("true_{bob}@c.us_3EB0")), "{id}");
+        assert_eq!(d["to"], json!(format!("{bob}@c.us")));
+        assert_eq!(d["message"], json!("Hello from our chat agent!"));
+        assert!(d["timestamp"].as_u64().unwrap() > 1_700_000_000);
+        let wire_id = id.rsplit('_').next().unwrap().to_owned();
+        eventually("bob reads it", async || {
+            sim.phone_messages(bob)
+                .into_iter()
+                .find(|m| m.id == wire_id)
+        })
+        .await;
+
+        // Bob answers; history lists both, newest first, with the guide's fields.
+        let reply = sim.phone_send(bob, me, "Hi agent").await.unwrap();
+        let history = eventually("both in the history", async || {
+            let (_, v) = call(
+                &http,
+                reqwest::Method::GET,
+                &format!("{base}/messages?limit=10"),
+                Some(&admin),
+                None,
+            )
+            .await;
+            (v["data"]["count"] == json!(2)).then_some(v)
+        })
+        .await;
+        assert_envelope(&history, true);
+        let msgs = history["data"]["messages"].as_array().unwrap();
+        let inbound = &msgs[0];
+        assert_eq!(inbound["direction"], json!("inbound"));
+        assert_eq!(inbound["message"], json!("Hi agent"));
+        assert!(inbound["messageId"].as_str().unwrap().ends_with(&reply));
+        assert_eq!(inbound["to"], Value::Null);
+        assert_eq!(inbound["hasMedia"], json!(false));
+        assert_eq!(inbound["type"], json!("chat"));
+        for k in ["timestamp", "createdAt"] {
+            let t = inbound[k].as_str().unwrap();
+            assert!(
+                t.len() == 24 && t.ends_with('Z') && t.as_bytes()[10] == b'T',
+                "{k}: {t}"
+            );
+        }
+        let outbound = &msgs[1];
+        assert_eq!(outbound["direction"], json!("outbound"));
+        assert_eq!(outbound["from"], Value::Null);
+        assert_eq!(outbound["messageId"], json!(id));
+
+        // Connections of the subaccount.
+        let (code, v) = call(
+            &http,
+            reqwest::Method::GET,
+            &format!("{}/api/whatsapp/sub1/connections", server.url),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200);
+        assert_eq!(v["data"]["count"], json!(1));
+        let c = &v["data"]["connections"][0];
+        assert_eq!(
+            (c["subaccountId"].clone(), c["agentId"].clone()),
+            (json!("sub1"), json!("agent1"))
+        );
+        assert_eq!(c["status"], json!("connected"));
+        assert_eq!(c["phoneNumber"], json!(me));
+
+        // A restart over the same database resumes the link with no QR.
+        server.stop().await;
+        let server = Server::start(&sim, &db).await;
+        let base = format!("{}/api/whatsapp/sub1/agent1", server.url);
+        eventually("resumed", async || {
+            let (_, v) = call(
+                &http,
+                reqwest::Method::GET,
+                &format!("{base}/status"),
+                Some(&admin),
+                None,
+            )
+            .await;
+            (v["data"]["isConnected"] == json!(true)).then_some(())
+        })
+        .await;
+        let (_, v) = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{base}/connect"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(
+            v["data"]["isConnected"],
+            json!(true),
+            "connect on a connected agent: {v}"
+        );
+
+        // Disconnect: the phone forgets the device; the row and history stay.
+        let (code, v) = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{base}/disconnect"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(
+            v["data"]["message"],
+            json!("WhatsApp disconnected successfully")
+        );
+        let (_, v) = call(
+            &http,
+            reqwest::Method::GET,
+            &format!("{base}/status"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(v["data"]["isConnected"], json!(false));
+        assert_eq!(v["data"]["status"], json!("disconnected"));
+        eventually("the phone to forget us", async || {
+            sim.linked_devices(me).is_empty().then_some(())
+        })
+        .await;
+        let (_, v) = call(
+            &http,
+            reqwest::Method::GET,
+            &format!("{base}/messages"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(v["data"]["count"], json!(2));
+        let (_, v) = call(
+            &http,
+            reqwest::Method::GET,
+            &format!("{}/api/whatsapp/sub1/activities", server.url),
+            Some(&admin),
+            None,
+        )
+        .await;
+        let kinds: Vec<&str> = v["data"]["activities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a["type"].as_str())
+            .collect();
+        for k in [
+            "whatsapp_connected",
+            "whatsapp_message_sent",
+            "whatsapp_message_received",
+            "whatsapp_disconnected",
+        ] {
+            assert!(kinds.contains(&k), "{k} in {kinds:?}");
+        }
+        server.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+fn decode_qr(png_bytes: &[u8]) -> String {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let (w, h) = (info.width as usize, info.height as usize);
+    let channels = info.line_size / w;
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| {
+        buf[y * info.line_size + x * channels]
+    });
+    let grids = img.detect_grids();
+    grids[0].decode().unwrap().1
+}
+
+#[tokio::test]
+async fn tokens_are_checked_and_tenants_and_viewers_are_held_to_their_rights() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let server = Server::start(&sim, &db).await;
+        let http = reqwest::Client::new();
+        let status = format!("{}/api/whatsapp/a/agent/status", server.url);
+        let get = |t: Option<String>, url: String| {
+            let http = http.clone();
+            async move { call(&http, reqwest::Method::GET, &url, t.as_deref(), None).await }
+        };
+        // Missing, malformed, expired, wrong key: 401 with the envelope.
+        for t in [
+            None,
+            Some("not-a-jwt".to_owned()),
+            Some(token(Role::Admin, &["*"], -3600)),
+            Some(
+                wa_gateway::api::auth::mint(
+                    b"another-secret-another-secret-123456",
+                    &Claims {
+                        sub: "x".into(),
+                        role: Role::Admin,
+                        subaccounts: vec![],
+                        exp: u64::MAX / 4,
+                    },
+                )
+                .unwrap(),
+            ),
+        ] {
+            let (code, v) = get(t, status.clone()).await;
+            assert_eq!(code, 401, "{v}");
+            assert_envelope(&v, false);
+            assert_eq!(v["error"]["code"], json!("unauthorized"));
+        }
+        // A token for subaccount a: 403 on b, and nothing of b in the answer.
+        let member_a = token(Role::Member, &["a"], 3600);
+        let (code, _) = get(Some(member_a.clone()), status.clone()).await;
+        assert_eq!(code, 200);
+        let (code, v) = get(
+            Some(member_a.clone()),
+            format!("{}/api/whatsapp/b/agent/status", server.url),
+        )
+        .await;
+        assert_eq!(code, 403);
+        assert_eq!(v["error"]["code"], json!("forbidden"));
+        assert!(v.get("data").is_none());
+        // Viewers read, never write.
+        let viewer = token(Role::Viewer, &["a"], 3600);
+        assert_eq!(get(Some(viewer.clone()), status.clone()).await.0, 200);
+        for (path, body) in [
+            ("connect", None),
+            ("send", Some(json!({ "to": "15551234567", "message": "x" }))),
+            ("disconnect", None),
+        ] {
+            let (code, v) = call(
+                &http,
+                reqwest::Method::POST,
+                &format!("{}/api/whatsapp/a/agent/{path}", server.url),
+                Some(&viewer),
+                body,
+            )
+            .await;
+            assert_eq!(code, 403, "{path}: {v}");
+        }
+        // The 21st connect in a minute: 429 with Retry-After.
+        let admin = token(Role::Admin, &["*"], 3600);
+        let url = format!("{}/api/whatsapp/limited/agent/disconnect", server.url);
+        for _ in 0..20 {
+            let (code, _) = call(&http, reqwest::Method::POST, &url, Some(&admin), None).await;
+            assert_eq!(code, 404, "no such connection yet");
+        }
+        let resp = http.post(&url).bearer_auth(&admin).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 429);
+        let after: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&after));
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], json!("rate_limited"));
+        server.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_4xx_envelope_and_stores_nothing() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let server = Server::start(&sim, &db).await;
+        let http = reqwest::Client::new();
+        let admin = token(Role::Admin, &["*"], 3600);
+        let base = format!("{}/api/whatsapp/s/a", server.url);
+        let raw = |path: String, body: Vec<u8>| {
+            let (http, admin) = (http.clone(), admin.clone());
+            async move {
+                let resp = http
+                    .post(path)
+                    .bearer_auth(admin)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let code = resp.status().as_u16();
+                (code, resp.json::<Value>().await.unwrap())
+            }
+        };
+        let send = format!("{base}/send");
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"{".to_vec(), "invalid_json"),
+            (b"[1,2]".to_vec(), "invalid_json"),
+            (br#"{"message":"x"}"#.to_vec(), "missing_to"),
+            (
+                br#"{"to":15551234567,"message":"x"}"#.to_vec(),
+                "invalid_to",
+            ),
+            (
+                br#"{"to":"+15551234567","message":"x"}"#.to_vec(),
+                "invalid_to",
+            ),
+            (br#"{"to":"123","message":"x"}"#.to_vec(), "invalid_to"),
+            (br#"{"to":"15551234567"}"#.to_vec(), "missing_message"),
+            (
+                br#"{"to":"15551234567","message":""}"#.to_vec(),
+                "invalid_message",
+            ),
+            (
+                br#"{"to":"15551234567","message":7}"#.to_vec(),
+                "invalid_message",
+            ),
+            (vec![b' '; 300 * 1024], "payload_too_large"),
+        ];
+        for (body, code) in cases {
+            let (status, v) = raw(send.clone(), body).await;
+            assert!((400..500).contains(&status), "{code}: {status} {v}");
+            assert_eq!(v["error"]["code"], json!(code), "{v}");
+            assert_envelope(&v, false);
+        }
+        // A valid body for an agent never connected: 404, nothing stored.
+        let (status, v) = raw(
+            send.clone(),
+            br#"{"to":"15551234567","message":"x","extra":1}"#.to_vec(),
+        )
+        .await;
+        assert_eq!(
+            (status, v["error"]["code"].clone()),
+            (404, json!("connection_not_found"))
+        );
+        for q in [
+            "limit=0",
+            "limit=501",
+            "limit=-1",
+            "skip=-5",
+            "limit=abc",
+            "skip=99999999999",
+        ] {
+            let (status, v) = call(
+                &http,
+                reqwest::Method::GET,
+                &format!("{base}/messages?{q}"),
+                Some(&admin),
+                None,
+            )
+            .await;
+            assert_eq!(
+                (status, v["error"]["code"].clone()),
+                (400, json!("invalid_query")),
+                "{q}: {v}"
+            );
+        }
+        for path in [
+            "s%20x/a/status",
+            "s/a%00b/status",
+            &format!("{}/a/status", "x".repeat(200)),
+        ] {
+            let (status, v) = call(
+                &http,
+                reqwest::Method::GET,
+                &format!("{}/api/whatsapp/{path}", server.url),
+                Some(&admin),
+                None,
+            )
+            .await;
+            assert_eq!(
+                (status, v["error"]["code"].clone()),
+                (400, json!("invalid_path")),
+                "{path}: {v}"
+            );
+        }
+        let (status, v) = call(
+            &http,
+            reqwest::Method::GET,
+            &format!("{}/nope", server.url),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, v["error"]["code"].clone()),
+            (404, json!("not_found"))
+        );
+        let store = Store::open(&db).await.unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, 0);
+        let accounts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM connections")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(accounts, 0);
+        server.stop().await;
+    })
+    .await
+    .expect("in time");
+}
