@@ -9,7 +9,7 @@
 //!   ├──► store ─► implements client::store and signal::store traits
 //!   ├──► config ─► client, socket, store (each gets its slice)
 //!   └──► sim ─► socket, binary, signal      (never client or store)
-//! (the REST service and its API come next, above client and store)
+//! main ─► api ─► service ─► client, store        (the REST service)
 //! ```
 //!
 //! - [`binary`]: the binary XML node codec; knows only bytes.
@@ -21,6 +21,9 @@
 //! - [`store`]: sqlx SQLite over one pool for all accounts; implements the protocol traits.
 //! - [`sim`]: the offline WhatsApp simulator (server and Signal-peer phones); never uses client,
 //!   store or api.
+//! - [`service`]: one client per (subaccount, agent) over one store; connection rows and
+//!   activities; knows nothing of HTTP.
+//! - [`api`]: the REST API (axum): the guide's endpoints, JWT auth, rate limits, envelopes.
 //! - [`config`]: defaults and `WA_GATEWAY_*` settings, validated once.
 //! - [`proto`]: generated protobuf types; [`util`]: clock and hex.
 #![warn(missing_docs)]
