@@ -6,6 +6,7 @@ mod client_lifecycle;
 mod codec_props;
 mod common;
 mod groups;
+mod guide;
 mod layering;
 mod loopback;
 mod message_store;

@@ -9,6 +9,7 @@ use wa_gateway::service::Service;
 use wa_gateway::sim::Simulator;
 use wa_gateway::store::Store;
 
+use super::guide::{example, same_shape};
 use super::messaging::{eventually, options};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -130,6 +131,15 @@ async fn connect_scan_send_receive_list_restart_and_disconnect() {
             v["data"],
             json!({ "isConnected": false, "status": "not_initialized" })
         );
+        let like = |msg: &str, key: Option<(&str, Value)>, ours: &Value| {
+            same_shape(&example(msg, key), ours, "")
+                .unwrap_or_else(|e| panic!("{msg}: {e}\n{ours}"));
+        };
+        like(
+            "WhatsApp connection status retrieved",
+            Some(("isConnected", json!(false))),
+            &v,
+        );
 
         // Connect: the first QR, as text and as a PNG that decodes to the same text.
         let (code, v) = call(
@@ -153,6 +163,11 @@ async fn connect_scan_send_receive_list_restart_and_disconnect() {
         assert_eq!(
             v["data"]["message"],
             "Scan this QR code with WhatsApp mobile app"
+        );
+        like(
+            "WhatsApp QR code generated. Scan with your mobile app.",
+            None,
+            &v,
         );
         // Connect again while the QR shows: the same QR, not a second session.
         let (_, again) = call(
@@ -186,6 +201,11 @@ async fn connect_scan_send_receive_list_restart_and_disconnect() {
         assert_eq!(status["data"]["hasQR"], json!(false));
         assert_eq!(status["data"]["qrCodeDataUrl"], Value::Null);
         assert_eq!(status["data"]["isActive"], json!(true));
+        like(
+            "WhatsApp connection status retrieved",
+            Some(("isConnected", json!(true))),
+            &status,
+        );
 
         // Send: the guide's answer; the simulated user reads it.
         eventually("our keys on the server", async || {
@@ -205,6 +225,7 @@ async fn connect_scan_send_receive_list_restart_and_disconnect() {
         .await;
         assert_eq!(code, 200, "{v}");
         assert_envelope(&v, true);
+        like("WhatsApp message sent successfully", None, &v);
         let d = &v["data"];
         let id = d["messageId"].as_str().unwrap().to_owned();
         assert!(id.starts_with(&format!("true_{bob}@c.us_3EB0")), "{id}");
@@ -234,6 +255,7 @@ async fn connect_scan_send_receive_list_restart_and_disconnect() {
         })
         .await;
         assert_envelope(&history, true);
+        like("WhatsApp message history retrieved", None, &history);
         let msgs = history["data"]["messages"].as_array().unwrap();
         let inbound = &msgs[0];
         assert_eq!(inbound["direction"], json!("inbound"));
@@ -265,6 +287,7 @@ async fn connect_scan_send_receive_list_restart_and_disconnect() {
         .await;
         assert_eq!(code, 200);
         assert_eq!(v["data"]["count"], json!(1));
+        like("WhatsApp connections retrieved", None, &v);
         let c = &v["data"]["connections"][0];
         assert_eq!(
             (c["subaccountId"].clone(), c["agentId"].clone()),
@@ -317,6 +340,7 @@ async fn connect_scan_send_receive_list_restart_and_disconnect() {
             v["data"]["message"],
             json!("WhatsApp disconnected successfully")
         );
+        like("WhatsApp disconnected successfully", None, &v);
         let (_, v) = call(
             &http,
             reqwest::Method::GET,
