@@ -366,13 +366,26 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match std::env::var("WA_GATEWAY_LOG_FORMAT").as_deref() {
+        // One JSON object per line, with the request and client spans as fields.
+        Ok("json") => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+        Ok("text") | Err(_) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+        Ok(other) => {
+            eprintln!("error: WA_GATEWAY_LOG_FORMAT: {other:?} is not json or text");
+            return ExitCode::from(2);
+        }
+    }
     let cli = Cli::parse();
     let config = || match wa_gateway::config::Config::from_env() {
         Ok(c) => Ok(c),

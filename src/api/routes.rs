@@ -3,13 +3,16 @@
 
 use std::collections::HashMap;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::limits::Endpoint;
 use super::{ApiError, AppState, Claims, MAX_BODY, Op, claims};
@@ -29,7 +32,10 @@ const MAX_SKIP: u32 = 10_000_000;
 
 pub(super) fn router(state: AppState) -> axum::Router {
     axum::Router::new()
-        .route("/healthz", get(|| async { Op::new().ok("ok", json!({})) }))
+        .route(
+            "/healthz",
+            get(|Extension(op): Extension<Op>| async move { op.ok("ok", json!({})) }),
+        )
         .route("/readyz", get(readyz))
         .route("/api/whatsapp/{sub}/{agent}/connect", post(connect))
         .route("/api/whatsapp/{sub}/{agent}/status", get(status))
@@ -46,25 +52,41 @@ pub(super) fn router(state: AppState) -> axum::Router {
             ))
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(operation))
         .with_state(state)
 }
 
-async fn readyz(State(st): State<AppState>) -> Response {
+/// Gives each request its operation (the envelope's `meta`) and a span naming it, so every log
+/// line of the request (and of the client calls it makes) carries the operationId. The path
+/// is logged, never the query, headers or body (tokens, texts).
+async fn operation(mut req: Request, next: Next) -> Response {
     let op = Op::new();
-    let db = sqlx::query("SELECT 1")
-        .execute(st.service.store().pool())
-        .await;
+    let span = tracing::info_span!(
+        "request",
+        operation_id = %op.id,
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    req.extensions_mut().insert(op);
+    async move {
+        let r = next.run(req).await;
+        tracing::info!(status = r.status().as_u16(), "answered");
+        r
+    }
+    .instrument(span)
+    .await
+}
+
+async fn readyz(Extension(op): Extension<Op>, State(st): State<AppState>) -> Response {
+    let db = st.service.database_ok().await;
     let resumed = st.ready.load(std::sync::atomic::Ordering::Acquire);
-    if db.is_ok() && resumed {
+    if db && resumed {
         op.ok("ready", json!({ "database": true, "resumed": true }))
     } else {
         op.fail(&ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
-            format!(
-                "not ready (database: {}, sessions resumed: {resumed})",
-                db.is_ok()
-            ),
+            format!("not ready (database: {db}, sessions resumed: {resumed})"),
         ))
     }
 }
@@ -166,11 +188,11 @@ fn status_json(s: &Status) -> Value {
 }
 
 async fn connect(
+    Extension(op): Extension<Op>,
     State(st): State<AppState>,
     path: Result<Path<Vec<String>>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let op = Op::new();
     let r = async {
         let [sub, agent] = ids::<2>(path)?;
         let c = allow(&st, &headers, &sub, Endpoint::Connect, true)?;
@@ -191,11 +213,11 @@ async fn connect(
 }
 
 async fn status(
+    Extension(op): Extension<Op>,
     State(st): State<AppState>,
     path: Result<Path<Vec<String>>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let op = Op::new();
     let r = async {
         let [sub, agent] = ids::<2>(path)?;
         allow(&st, &headers, &sub, Endpoint::Status, false)?;
@@ -271,12 +293,12 @@ fn body_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
 }
 
 async fn send(
+    Extension(op): Extension<Op>,
     State(st): State<AppState>,
     path: Result<Path<Vec<String>>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let op = Op::new();
     let r = async {
         let [sub, agent] = ids::<2>(path)?;
         let c = allow(&st, &headers, &sub, Endpoint::Send, true)?;
@@ -352,12 +374,12 @@ fn page(
 }
 
 async fn messages(
+    Extension(op): Extension<Op>,
     State(st): State<AppState>,
     path: Result<Path<Vec<String>>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let op = Op::new();
     let r = async {
         let [sub, agent] = ids::<2>(path)?;
         allow(&st, &headers, &sub, Endpoint::Messages, false)?;
@@ -396,11 +418,11 @@ async fn messages(
 }
 
 async fn connections(
+    Extension(op): Extension<Op>,
     State(st): State<AppState>,
     path: Result<Path<Vec<String>>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let op = Op::new();
     let r = async {
         let [sub] = ids::<1>(path)?;
         allow(&st, &headers, &sub, Endpoint::Connections, false)?;
@@ -432,11 +454,11 @@ async fn connections(
 }
 
 async fn disconnect(
+    Extension(op): Extension<Op>,
     State(st): State<AppState>,
     path: Result<Path<Vec<String>>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let op = Op::new();
     let r = async {
         let [sub, agent] = ids::<2>(path)?;
         let c = allow(&st, &headers, &sub, Endpoint::Disconnect, true)?;
@@ -451,12 +473,12 @@ async fn disconnect(
 }
 
 async fn activities(
+    Extension(op): Extension<Op>,
     State(st): State<AppState>,
     path: Result<Path<Vec<String>>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let op = Op::new();
     let r = async {
         let [sub] = ids::<1>(path)?;
         allow(&st, &headers, &sub, Endpoint::Activities, false)?;

@@ -520,6 +520,14 @@ impl Service {
         }
     }
 
+    /// Whether the database answers.
+    pub async fn database_ok(&self) -> bool {
+        sqlx::query("SELECT 1")
+            .execute(self.store.pool())
+            .await
+            .is_ok()
+    }
+
     /// How many clients are running.
     pub fn running(&self) -> usize {
         self.sessions.lock().map(|s| s.len()).unwrap_or(0)
