@@ -79,9 +79,18 @@ pub struct ServiceConfig {
     /// The JWT key (`WA_GATEWAY_JWT_SECRET` for HS256, or `WA_GATEWAY_JWT_PUBLIC_KEY`, an RS256
     /// PEM or a path to one); None: a secret generated in the data directory.
     pub jwt: Option<JwtKey>,
-    /// Subaccounts exempt from rate limits (`WA_GATEWAY_UNLIMITED_SUBACCOUNTS`, comma
-    /// separated; for load tests).
+    /// Subaccounts exempt from rate limits and send pacing (`WA_GATEWAY_UNLIMITED_SUBACCOUNTS`,
+    /// comma separated; for load tests).
     pub unlimited: Vec<String>,
+    /// Sends per minute per account, sustained (`WA_GATEWAY_SEND_PER_MINUTE`, default 60).
+    pub send_per_minute: u32,
+    /// Sends that may go at once after a quiet spell (`WA_GATEWAY_SEND_BURST`, default 20).
+    pub send_burst: u32,
+    /// Least gap between two sends to one chat (`WA_GATEWAY_SEND_CHAT_GAP_MS`, default 1000).
+    pub send_chat_gap_ms: u64,
+    /// How long a send request waits for WhatsApp's ack (`WA_GATEWAY_SEND_WAIT_MS`, default
+    /// 15000); then it answers `pending`.
+    pub send_wait_ms: u64,
 }
 
 /// A configured JWT key.
@@ -111,6 +120,10 @@ impl Default for ServiceConfig {
             database_url: None,
             jwt: None,
             unlimited: Vec::new(),
+            send_per_minute: 60,
+            send_burst: 20,
+            send_chat_gap_ms: 1000,
+            send_wait_ms: 15_000,
         }
     }
 }
@@ -139,6 +152,10 @@ impl fmt::Debug for ServiceConfig {
                 },
             )
             .field("unlimited", &self.unlimited)
+            .field("send_per_minute", &self.send_per_minute)
+            .field("send_burst", &self.send_burst)
+            .field("send_chat_gap_ms", &self.send_chat_gap_ms)
+            .field("send_wait_ms", &self.send_wait_ms)
             .finish()
     }
 }
@@ -283,6 +300,32 @@ fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, 
             s.jwt = Some(JwtKey::PublicPem(pem));
         }
         (None, None) => {}
+    }
+    let num = |var: &'static str, min: u64, max: u64| -> Result<Option<u64>, ConfigError> {
+        get(var)
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .ok_or_else(|| ConfigError {
+                        var,
+                        why: format!("{v:?} is not a whole number from {min} to {max}"),
+                    })
+            })
+            .transpose()
+    };
+    if let Some(n) = num("WA_GATEWAY_SEND_PER_MINUTE", 1, 10_000)? {
+        s.send_per_minute = n as u32;
+    }
+    if let Some(n) = num("WA_GATEWAY_SEND_BURST", 1, 10_000)? {
+        s.send_burst = n as u32;
+    }
+    if let Some(n) = num("WA_GATEWAY_SEND_CHAT_GAP_MS", 0, 3_600_000)? {
+        s.send_chat_gap_ms = n;
+    }
+    if let Some(n) = num("WA_GATEWAY_SEND_WAIT_MS", 0, 300_000)? {
+        s.send_wait_ms = n;
     }
     if let Some(v) = get("WA_GATEWAY_UNLIMITED_SUBACCOUNTS") {
         s.unlimited = v
@@ -451,6 +494,8 @@ mod tests {
                 "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----",
             ),
             ("WA_GATEWAY_DATA_DIR", " "),
+            ("WA_GATEWAY_SEND_PER_MINUTE", "0"),
+            ("WA_GATEWAY_SEND_WAIT_MS", "soon"),
         ] {
             let err = with(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);

@@ -130,7 +130,19 @@ fn serve(cfg: wa_gateway::config::Config, with_simulator: bool) -> anyhow::Resul
             cfg.store_key.as_ref(),
         )
         .await?;
-        let service = wa_gateway::service::Service::new(store, cfg.whatsapp.client_options()?);
+        let pacing = wa_gateway::service::Pacing {
+            per_minute: cfg.service.send_per_minute,
+            burst: cfg.service.send_burst,
+            chat_gap: std::time::Duration::from_millis(cfg.service.send_chat_gap_ms),
+            wait: std::time::Duration::from_millis(cfg.service.send_wait_ms),
+            ..Default::default()
+        };
+        let service = wa_gateway::service::Service::with_pacing(
+            store,
+            cfg.whatsapp.client_options()?,
+            pacing,
+            cfg.service.unlimited.clone(),
+        );
         let state = wa_gateway::api::AppState::new(service, &key, cfg.service.unlimited.clone())?;
         let listener = tokio::net::TcpListener::bind(cfg.service.bind).await?;
         println!(

@@ -17,6 +17,7 @@ use tracing::Instrument;
 use super::limits::Endpoint;
 use super::{ApiError, AppState, Claims, MAX_BODY, Op, claims};
 use crate::binary::{Jid, Server};
+use crate::service::OutboxRow;
 use crate::service::{Connected, Status, message_id, wire_user};
 use crate::util::clock::iso8601_ms;
 
@@ -328,23 +329,100 @@ async fn send(
             }
             None => return Err(ApiError::bad("missing_message", "`message` is required")),
         };
-        let sent = st
+        let wait = match v.get("wait") {
+            None | Some(Value::Bool(true)) => true,
+            Some(Value::Bool(false)) => false,
+            Some(_) => {
+                return Err(ApiError::bad(
+                    "invalid_wait",
+                    "`wait` must be true or false",
+                ));
+            }
+        };
+        let key = match headers.get("idempotency-key") {
+            None => None,
+            Some(k) => Some(
+                k.to_str()
+                    .ok()
+                    .filter(|k| {
+                        (1..=MAX_ID).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic())
+                    })
+                    .ok_or_else(|| {
+                        ApiError::bad(
+                            "invalid_idempotency_key",
+                            format!(
+                                "`Idempotency-Key` must be 1–{MAX_ID} visible ASCII characters"
+                            ),
+                        )
+                    })?
+                    .to_owned(),
+            ),
+        };
+        let queued = st
             .service
-            .send_text(&sub, &agent, &to, &text, Some(&c.sub))
+            .queue_send(&sub, &agent, &to, &text, Some(&c.sub), key.as_deref())
             .await?;
-        Ok((
-            "WhatsApp message sent successfully",
-            json!({
-                "messageId": message_id(&to, &sent.id, true),
-                "to": wire_user(&to),
-                "message": text,
-                "timestamp": sent.timestamp,
-                "status": sent.status.as_str(),
-            }),
-        ))
+        let row = if wait {
+            st.service
+                .await_send(queued.pk, st.service.send_wait())
+                .await?
+        } else {
+            queued
+        };
+        send_answer(&row)
     }
     .await;
     respond(op, r)
+}
+
+/// The send answer for an outbox row: WhatsApp's ack (or refusal) once it came, else the id
+/// the message keeps with `status: "pending"`.
+fn send_answer(row: &OutboxRow) -> Result<(&'static str, Value), ApiError> {
+    let result: Option<Value> = row
+        .result
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok());
+    match (row.state.as_str(), result) {
+        ("failed", Some(r)) => {
+            let code = r["error"]["code"].as_str().unwrap_or("send_failed");
+            let message = r["error"]["message"]
+                .as_str()
+                .unwrap_or("not sent")
+                .to_owned();
+            let (status, code) = match code {
+                "not_on_whatsapp" => (StatusCode::BAD_REQUEST, "not_on_whatsapp"),
+                "invalid_message" => (StatusCode::BAD_REQUEST, "invalid_message"),
+                "invalid_to" => (StatusCode::BAD_REQUEST, "invalid_to"),
+                "not_in_group" => (StatusCode::FORBIDDEN, "not_in_group"),
+                "privacy_token_required" => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "privacy_token_required")
+                }
+                "refused_by_whatsapp" => (StatusCode::UNPROCESSABLE_ENTITY, "refused_by_whatsapp"),
+                _ => (StatusCode::SERVICE_UNAVAILABLE, "whatsapp_unreachable"),
+            };
+            Err(ApiError::new(status, code, message))
+        }
+        ("done", Some(r)) => Ok(("WhatsApp message sent successfully", r)),
+        _ => {
+            let to: Jid = row.to.parse().map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "unreadable outbox row",
+                )
+            })?;
+            Ok((
+                "WhatsApp message accepted; it is queued and will be sent",
+                json!({
+                    "messageId": message_id(&to, &row.message_id, true),
+                    "to": wire_user(&to),
+                    "message": row.body,
+                    "timestamp": row.created_ms / 1000,
+                    "status": "pending",
+                }),
+            ))
+        }
+    }
 }
 
 /// `limit` (1..=500, default 50) and `skip` (≥ 0, default 0) from the query.

@@ -21,9 +21,10 @@ pub mod run;
 mod session;
 pub mod store;
 
+pub use crate::stanza::message_id as new_message_id;
 pub use events::{ConnState, Event, Events, Linked};
 pub use iq::{IqError, IqTracker};
 pub use messages::{GroupUpdate, MessageStatus, StoredMessage};
-pub use messenger::{MessagingStats, SendError, Sent};
+pub use messenger::{MessagingStats, SendError, Sent, valid_message_id};
 pub use run::{Client, ClientOptions, Keepalive, MessagingOptions};
 pub use store::{Creds, CredsStore, GroupStore, Me, MemoryCreds};

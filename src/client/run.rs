@@ -214,7 +214,22 @@ impl Client {
     /// (up to the configured time). The message is stored before it is sent.
     pub async fn send_text(&self, to: &Jid, text: &str) -> Result<Sent, SendError> {
         self.messaging
-            .send_text(to.clone(), text.to_owned())
+            .send_text(to.clone(), text.to_owned(), None)
+            .instrument(self.span.clone())
+            .await
+    }
+
+    /// Like [`Client::send_text`] with the message id chosen by the caller (an outbox that
+    /// recorded it first): sending the same id again after a crash is the same message (the
+    /// row is not stored twice and WhatsApp delivers it once).
+    pub async fn send_text_with_id(
+        &self,
+        to: &Jid,
+        text: &str,
+        id: &str,
+    ) -> Result<Sent, SendError> {
+        self.messaging
+            .send_text(to.clone(), text.to_owned(), Some(id.to_owned()))
             .instrument(self.span.clone())
             .await
     }

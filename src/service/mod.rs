@@ -3,12 +3,17 @@
 //! keeps the connection rows and the activity log current from each client's events. It knows
 //! the client and the store; it knows nothing of HTTP (the `api` layer maps its answers).
 
+mod outbox;
+
+pub use crate::store::outbox::OutboxRow;
+pub use outbox::Pacing;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::binary::{Jid, Server};
-use crate::client::{Client, ClientOptions, ConnState, CredsStore, Event, SendError, Sent};
+use crate::client::{Client, ClientOptions, ConnState, CredsStore, Event, SendError};
 use crate::store::connections::{Activity, ConnectionRow, ConnectionUpdate, HistoryRow};
 use crate::store::{AccountId, Store, StoreError};
 
@@ -86,6 +91,13 @@ pub struct Service {
     sessions: Mutex<HashMap<AccountId, Arc<Session>>>,
     /// Serializes `connect`/`disconnect` per account (never two clients for one account).
     gates: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>,
+    /// How outboxes drain, and the subaccounts that drain unpaced.
+    pacing: Pacing,
+    unpaced: Vec<String>,
+    /// Wakes an account's drain when a send is queued.
+    wakers: Mutex<HashMap<AccountId, Arc<tokio::sync::Notify>>>,
+    /// Wakes the requests waiting for a send's outcome.
+    finished: Mutex<HashMap<i64, Arc<tokio::sync::Notify>>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -120,14 +132,35 @@ fn status_name(s: &ConnState) -> &'static str {
 }
 
 impl Service {
-    /// A service over `store`; each client gets `options` (labelled with its account).
+    /// A service over `store`; each client gets `options` (labelled with its account);
+    /// outboxes drain at the default pace.
     pub fn new(store: Store, options: ClientOptions) -> Arc<Service> {
+        Service::with_pacing(store, options, Pacing::default(), Vec::new())
+    }
+
+    /// Like [`Service::new`], with outboxes drained at `pacing` except for the `unpaced`
+    /// subaccounts (load tests).
+    pub fn with_pacing(
+        store: Store,
+        options: ClientOptions,
+        pacing: Pacing,
+        unpaced: Vec<String>,
+    ) -> Arc<Service> {
         Arc::new(Service {
             store,
             options,
             sessions: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
+            pacing,
+            unpaced,
+            wakers: Mutex::new(HashMap::new()),
+            finished: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// How long a send request waits for WhatsApp's ack before answering `pending`.
+    pub fn send_wait(&self) -> Duration {
+        self.pacing.wait
     }
 
     /// The store.
@@ -173,6 +206,7 @@ impl Service {
             s.insert(account, session.clone());
         }
         tokio::spawn(self.clone().follow(session.clone(), events));
+        tokio::spawn(self.clone().drain(session.clone()));
         session
     }
 
@@ -421,40 +455,6 @@ impl Service {
         };
         self.store.add_activity(&a).await?;
         Ok(())
-    }
-
-    /// Sends `text` to `to` from (subaccount, agent).
-    pub async fn send_text(
-        &self,
-        subaccount: &str,
-        agent: &str,
-        to: &Jid,
-        text: &str,
-        user: Option<&str>,
-    ) -> Result<Sent, ServiceError> {
-        let Some(row) = self.store.connection(subaccount, agent).await? else {
-            return Err(ServiceError::NotFound);
-        };
-        let session = self
-            .session(row.account)
-            .ok_or_else(|| ServiceError::NotConnected(row.status.clone()))?;
-        let state = session.client.state();
-        if state != ConnState::Connected {
-            return Err(ServiceError::NotConnected(status_name(&state).into()));
-        }
-        let sent = session.client.send_text(to, text).await?;
-        self.activity(
-            &session,
-            user,
-            "whatsapp_message_sent",
-            serde_json::json!({
-                "messageId": message_id(&sent.chat, &sent.id, true),
-                "to": wire_user(to),
-                "status": sent.status.as_str(),
-            }),
-        )
-        .await;
-        Ok(sent)
     }
 
     /// The history of (subaccount, agent), newest first.

@@ -7,6 +7,7 @@ pub mod creds;
 pub mod error;
 mod groups;
 mod messages;
+pub mod outbox;
 mod seal;
 pub mod signal;
 
@@ -67,6 +68,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         "connections and activities",
         include_str!("../../migrations/0009_connections_activities.sql"),
+    ),
+    (
+        10,
+        "outbox",
+        include_str!("../../migrations/0010_outbox.sql"),
     ),
 ];
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use wa_gateway::api::{AppState, AuthKey, Claims, Role};
-use wa_gateway::service::Service;
+use wa_gateway::service::{Pacing, Service};
 use wa_gateway::sim::Simulator;
 use wa_gateway::store::Store;
 
@@ -24,8 +24,12 @@ struct Server {
 
 impl Server {
     async fn start(sim: &Simulator, db: &str) -> Server {
+        Server::start_with(sim, db, Pacing::default()).await
+    }
+
+    async fn start_with(sim: &Simulator, db: &str, pacing: Pacing) -> Server {
         let store = Store::open(db).await.unwrap();
-        let service = Service::new(store, options(sim));
+        let service = Service::with_pacing(store, options(sim), pacing, vec![]);
         let state = AppState::new(service, &AuthKey::Hs256(SECRET.to_vec()), vec![]).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -629,6 +633,176 @@ async fn bad_input_gets_a_4xx_envelope_and_stores_nothing() {
             .await
             .unwrap();
         assert_eq!(accounts, 0);
+        server.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+/// Connects (subaccount, agent) and has `number`'s phone scan; returns once it is connected and
+/// its keys are on the server.
+async fn link(sim: &Simulator, http: &reqwest::Client, token: &str, base: &str, number: &str) {
+    let (code, v) = call(
+        http,
+        reqwest::Method::POST,
+        &format!("{base}/connect"),
+        Some(token),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    let qr = v["data"]["qrCode"].as_str().unwrap().to_owned();
+    sim.scan(number, &qr, Some("Agent"), None).await.unwrap();
+    eventually("connected", async || {
+        let (_, v) = call(
+            http,
+            reqwest::Method::GET,
+            &format!("{base}/status"),
+            Some(token),
+            None,
+        )
+        .await;
+        (v["data"]["isConnected"] == json!(true)).then_some(())
+    })
+    .await;
+    eventually("our keys on the server", async || {
+        sim.linked_devices(number)
+            .first()
+            .filter(|j| sim.uploaded_pre_keys(j) > 0)
+            .cloned()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_outbox_sends_once_per_idempotency_key_in_order_and_answers_pending_without_waiting() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let pacing = Pacing {
+            per_minute: 6000,
+            burst: 5,
+            chat_gap: Duration::ZERO,
+            ..Pacing::default()
+        };
+        let server = Server::start_with(&sim, &db, pacing).await;
+        let http = reqwest::Client::new();
+        let admin = token(Role::Admin, &["*"], 3600);
+        let base = format!("{}/api/whatsapp/sub/agent", server.url);
+        let (me, bob) = ("15552000001", "15552000002");
+        sim.set_devices(bob, 1).unwrap();
+
+        // Not connected yet: refused, nothing queued.
+        let (code, v) = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{base}/connect"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+        let (code, v) = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{base}/send"),
+            Some(&admin),
+            Some(json!({ "to": bob, "message": "too early" })),
+        )
+        .await;
+        assert_eq!(
+            (code, v["error"]["code"].clone()),
+            (409, json!("not_connected")),
+            "{v}"
+        );
+        link(&sim, &http, &admin, &base, me).await;
+
+        // The same Idempotency-Key twice: one message, the same answer.
+        let send_keyed = |key: &'static str, text: &'static str| {
+            let (http, admin, url) = (http.clone(), admin.clone(), format!("{base}/send"));
+            async move {
+                let resp = http
+                    .post(url)
+                    .bearer_auth(admin)
+                    .header("idempotency-key", key)
+                    .json(&json!({ "to": bob, "message": text }))
+                    .send()
+                    .await
+                    .unwrap();
+                (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+            }
+        };
+        let (c1, first) = send_keyed("order-42", "once only").await;
+        let (c2, second) = send_keyed("order-42", "once only").await;
+        assert_eq!((c1, c2), (200, 200), "{first} {second}");
+        assert_eq!(first["data"]["messageId"], second["data"]["messageId"]);
+        assert_eq!(first["data"]["status"], json!("server_ack"));
+        let wire_id = first["data"]["messageId"]
+            .as_str()
+            .unwrap()
+            .rsplit('_')
+            .next()
+            .unwrap()
+            .to_owned();
+        eventually("bob reads it", async || {
+            sim.phone_messages(bob)
+                .into_iter()
+                .find(|m| m.id == wire_id)
+        })
+        .await;
+
+        // A burst without waiting: each answers pending at once, with the id it keeps; all
+        // arrive, in order, once.
+        let mut ids = Vec::new();
+        for i in 0..12 {
+            let (code, v) = call(
+                &http,
+                reqwest::Method::POST,
+                &format!("{base}/send"),
+                Some(&admin),
+                Some(json!({ "to": bob, "message": format!("burst {i}"), "wait": false })),
+            )
+            .await;
+            assert_eq!(code, 200, "{v}");
+            assert_eq!(v["data"]["status"], json!("pending"), "{v}");
+            ids.push(
+                v["data"]["messageId"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('_')
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        let got = eventually("the burst delivered", async || {
+            let m = sim.phone_messages(bob);
+            ids.iter()
+                .all(|id| m.iter().any(|x| &x.id == id))
+                .then_some(m)
+        })
+        .await;
+        let order: Vec<usize> = ids
+            .iter()
+            .map(|id| got.iter().position(|m| &m.id == id).unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {order:?}");
+        let texts: Vec<&str> = got.iter().filter_map(|m| m.text.as_deref()).collect();
+        assert_eq!(texts.iter().filter(|t| **t == "once only").count(), 1);
+        assert_eq!(got.len(), 13, "each once");
+        // The history shows each once too.
+        let (_, h) = call(
+            &http,
+            reqwest::Method::GET,
+            &format!("{base}/messages?limit=50"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(h["data"]["count"], json!(13));
         server.stop().await;
     })
     .await

@@ -185,6 +185,7 @@ impl<S: CredsStore> Messenger<S> {
         &self,
         group: Jid,
         text: String,
+        id: Option<String>,
     ) -> Result<Sent, SendError> {
         let account = self.account().ok_or(SendError::NotConnected)?;
         let now = self.clock.now_unix();
@@ -193,7 +194,7 @@ impl<S: CredsStore> Messenger<S> {
             ..Default::default()
         };
         let row = StoredMessage {
-            id: stanza::message_id(now, &account.me.jid.user),
+            id: id.unwrap_or_else(|| stanza::message_id(now, &account.me.jid.user)),
             chat: group.to_non_ad(),
             sender: self.canonical(&account.me.jid).await.to_non_ad(),
             from_me: true,

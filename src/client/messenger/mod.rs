@@ -191,6 +191,7 @@ pub(super) trait Messaging: Send + Sync {
         &'a self,
         to: Jid,
         text: String,
+        id: Option<String>,
     ) -> Pin<Box<dyn Future<Output = Result<Sent, SendError>> + Send + 'a>>;
     fn mark_read<'a>(
         &'a self,
@@ -1198,7 +1199,17 @@ impl<S: CredsStore> Messenger<S> {
     }
 
     /// Sends `text` to the user `to`.
-    pub(super) async fn send_text(&self, to: Jid, text: String) -> Result<Sent, SendError> {
+    pub(super) async fn send_text(
+        &self,
+        to: Jid,
+        text: String,
+        id: Option<String>,
+    ) -> Result<Sent, SendError> {
+        if id.as_ref().is_some_and(|i| !valid_message_id(i)) {
+            return Err(SendError::InvalidText(
+                "the message id must be 1–64 letters or digits",
+            ));
+        }
         if text.is_empty() {
             return Err(SendError::InvalidText("empty"));
         }
@@ -1206,7 +1217,7 @@ impl<S: CredsStore> Messenger<S> {
             return Err(SendError::InvalidText("longer than 65,536 bytes"));
         }
         if to.server == Server::Group && !to.user.is_empty() {
-            return self.send_group_text(to, text).await;
+            return self.send_group_text(to, text, id).await;
         }
         if !matches!(to.server, Server::User | Server::Lid) || to.user.is_empty() {
             return Err(SendError::UnsupportedRecipient(to.to_string()));
@@ -1224,7 +1235,7 @@ impl<S: CredsStore> Messenger<S> {
             ..Default::default()
         };
         let row = StoredMessage {
-            id: stanza::message_id(now, &account.me.jid.user),
+            id: id.unwrap_or_else(|| stanza::message_id(now, &account.me.jid.user)),
             chat: chat.clone(),
             sender: self.canonical(&account.me.jid).await.to_non_ad(),
             from_me: true,
@@ -1650,8 +1661,9 @@ impl<S: CredsStore> Messaging for Messenger<S> {
         &'a self,
         to: Jid,
         text: String,
+        id: Option<String>,
     ) -> Pin<Box<dyn Future<Output = Result<Sent, SendError>> + Send + 'a>> {
-        Box::pin(Messenger::send_text(self, to, text))
+        Box::pin(Messenger::send_text(self, to, text, id))
     }
 
     fn mark_read<'a>(
@@ -1713,6 +1725,12 @@ impl<S: CredsStore> Messaging for Messenger<S> {
             })
         })
     }
+}
+
+/// Whether a caller-chosen message id can go on the wire: what the reference clients make
+/// (hex, upper-case letters) fits, and nothing that would need escaping.
+pub fn valid_message_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// Counts one more for (device, message) in a bounded memory of counts; a poisoned memory

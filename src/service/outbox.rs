@@ -1,0 +1,368 @@
+//! The outbox: every accepted send is a row first (with its idempotency key and the WhatsApp id
+//! it keeps), then one drain per account sends the rows in order, at a pace — messages per
+//! minute with jitter, a burst allowance and a minimum gap per chat — so a burst of API calls is
+//! queued, not blasted (the peers' most reported cause of restricted accounts). A row left
+//! queued by a crash goes out after the restart with the same id: WhatsApp (and our own store)
+//! take it once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Service, ServiceError, Session, now_ms, wire_user};
+use crate::binary::Jid;
+use crate::client::{ConnState, SendError};
+use crate::store::outbox::{NewSend, OutboxRow};
+
+/// How fast one account's outbox drains.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pacing {
+    /// Messages per minute, sustained.
+    pub per_minute: u32,
+    /// Messages that may go at once after a quiet spell.
+    pub burst: u32,
+    /// Least time between two messages to the same chat.
+    pub chat_gap: Duration,
+    /// Random extra delay, as a fraction of the sustained interval (0–1).
+    pub jitter: f64,
+    /// How long a send request waits for WhatsApp's ack before answering `pending`.
+    pub wait: Duration,
+}
+
+impl Default for Pacing {
+    fn default() -> Pacing {
+        Pacing {
+            per_minute: 60,
+            burst: 20,
+            chat_gap: Duration::from_millis(1000),
+            jitter: 0.2,
+            wait: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Attempts at a send that fails on our side or WhatsApp's silence before it is marked failed.
+const MAX_ATTEMPTS: u32 = 8;
+
+/// A token bucket with per-chat gaps.
+struct Pacer {
+    pacing: Pacing,
+    tokens: f64,
+    last: Instant,
+    chats: HashMap<String, Instant>,
+}
+
+impl Pacer {
+    fn new(pacing: Pacing) -> Pacer {
+        Pacer {
+            tokens: f64::from(pacing.burst.max(1)),
+            last: Instant::now(),
+            chats: HashMap::new(),
+            pacing,
+        }
+    }
+
+    /// Waits until a message to `chat` may go.
+    async fn admit(&mut self, chat: &str) {
+        let rate = f64::from(self.pacing.per_minute.max(1)) / 60.0;
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate)
+            .min(f64::from(self.pacing.burst.max(1)));
+        self.last = now;
+        if self.tokens < 1.0 {
+            let wait = (1.0 - self.tokens) / rate;
+            let jitter = rand::random::<f64>() * self.pacing.jitter.clamp(0.0, 1.0) / rate;
+            tokio::time::sleep(Duration::from_secs_f64(wait + jitter)).await;
+            self.tokens = 1.0;
+            self.last = Instant::now();
+        }
+        self.tokens -= 1.0;
+        if let Some(at) = self.chats.get(chat) {
+            let since = at.elapsed();
+            if since < self.pacing.chat_gap {
+                tokio::time::sleep(self.pacing.chat_gap - since).await;
+            }
+        }
+        if self.chats.len() > 10_000 {
+            self.chats.clear();
+        }
+        self.chats.insert(chat.to_owned(), Instant::now());
+    }
+}
+
+/// The stable code of a send refusal that will not change by trying again.
+fn final_error(e: &SendError) -> Option<&'static str> {
+    Some(match e {
+        SendError::NotOnWhatsApp(_) => "not_on_whatsapp",
+        SendError::InvalidText(_) => "invalid_message",
+        SendError::UnsupportedRecipient(_) => "invalid_to",
+        SendError::NotInGroup(_) => "not_in_group",
+        SendError::Refused { code: 463, .. } => "privacy_token_required",
+        SendError::Refused { .. } => "refused_by_whatsapp",
+        _ => return None,
+    })
+}
+
+impl Service {
+    /// Accepts a send from (subaccount, agent): recorded (with its idempotency key) before
+    /// anything else; the account's drain sends it. A retried request with the same key gets
+    /// the first one's row, and nothing is sent twice.
+    pub async fn queue_send(
+        self: &Arc<Self>,
+        subaccount: &str,
+        agent: &str,
+        to: &Jid,
+        text: &str,
+        user: Option<&str>,
+        idem_key: Option<&str>,
+    ) -> Result<OutboxRow, ServiceError> {
+        let Some(row) = self.store.connection(subaccount, agent).await? else {
+            return Err(ServiceError::NotFound);
+        };
+        let session = self.session(row.account);
+        if let Some(key) = idem_key
+            && let Some(done) = self.store.find_send(row.account, key).await?
+        {
+            return Ok(done);
+        }
+        let state = session.as_ref().map(|s| s.client.state());
+        if state != Some(ConnState::Connected) {
+            let name = state
+                .as_ref()
+                .map(super::status_name)
+                .unwrap_or(&row.status);
+            return Err(ServiceError::NotConnected(name.to_owned()));
+        }
+        let own = row.phone_number.clone().unwrap_or_default();
+        let message_id = crate::client::new_message_id(crate::util::clock::now_ms() / 1000, &own);
+        let (queued, fresh) = self
+            .store
+            .enqueue_send(
+                row.account,
+                &NewSend {
+                    idem_key,
+                    message_id: &message_id,
+                    to: &to.to_string(),
+                    body: text,
+                    user_id: user,
+                    now_ms: now_ms(),
+                },
+            )
+            .await?;
+        if fresh {
+            self.wake(row.account);
+        }
+        Ok(queued)
+    }
+
+    /// Waits up to `wait` for send `pk` to be acked or refused; returns its row as it is then.
+    pub async fn await_send(&self, pk: i64, wait: Duration) -> Result<OutboxRow, ServiceError> {
+        let notify = {
+            let mut w = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+            w.entry(pk).or_default().clone()
+        };
+        let deadline = Instant::now() + wait;
+        let row = loop {
+            let notified = notify.notified();
+            let row = self
+                .store
+                .send_row(pk)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            if row.state != "queued" || Instant::now() >= deadline {
+                break row;
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        };
+        if let Ok(mut w) = self.finished.lock()
+            && Arc::strong_count(&notify) <= 2
+        {
+            w.remove(&pk);
+        }
+        Ok(row)
+    }
+
+    pub(super) fn wake(&self, account: crate::store::AccountId) {
+        let n = {
+            let mut w = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            w.entry(account).or_default().clone()
+        };
+        n.notify_one();
+    }
+
+    fn finished(&self, pk: i64) {
+        if let Some(n) = self.finished.lock().ok().and_then(|w| w.get(&pk).cloned()) {
+            n.notify_waiters();
+        }
+    }
+
+    /// Sends an account's queued rows in order, at its pace, while its session lives.
+    pub(super) async fn drain(self: Arc<Self>, session: Arc<Session>) {
+        let account = session.account;
+        let wake = {
+            let mut w = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            w.entry(account).or_default().clone()
+        };
+        let paced = !self.unpaced.iter().any(|s| *s == session.subaccount);
+        let mut pacer = Pacer::new(self.pacing.clone());
+        let mut attempts = 0u32;
+        loop {
+            let current = self
+                .session(account)
+                .is_some_and(|s| Arc::ptr_eq(&s, &session));
+            if !current {
+                return;
+            }
+            let state = session
+                .client
+                .wait_for(|s| *s == ConnState::Connected || s.is_final())
+                .await;
+            if state.is_final() {
+                return;
+            }
+            let row = match self.store.next_send(account).await {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(30), wake.notified()).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox unreadable; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let Ok(to) = row.to.parse::<Jid>() else {
+                self.finish(
+                    &row,
+                    "failed",
+                    error_json("invalid_to", "unreadable recipient"),
+                )
+                .await;
+                continue;
+            };
+            if paced {
+                pacer.admit(&row.to).await;
+            }
+            match session
+                .client
+                .send_text_with_id(&to, &row.body, &row.message_id)
+                .await
+            {
+                Ok(sent) => {
+                    attempts = 0;
+                    let result = serde_json::json!({
+                        "messageId": super::message_id(&to, &sent.id, true),
+                        "to": wire_user(&to),
+                        "message": row.body,
+                        "timestamp": sent.timestamp,
+                        "status": sent.status.as_str(),
+                    });
+                    self.finish(&row, "done", result).await;
+                    self.activity(
+                        &session,
+                        row.user_id.as_deref(),
+                        "whatsapp_message_sent",
+                        serde_json::json!({
+                            "messageId": super::message_id(&to, &sent.id, true),
+                            "to": wire_user(&to),
+                            "status": sent.status.as_str(),
+                        }),
+                    )
+                    .await;
+                }
+                Err(e) => match final_error(&e) {
+                    Some(code) => {
+                        attempts = 0;
+                        self.finish(&row, "failed", error_json(code, &e.to_string()))
+                            .await;
+                    }
+                    None if matches!(e, SendError::NotConnected) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    None => {
+                        attempts += 1;
+                        tracing::warn!(error = %e, attempts, "send failed; trying again");
+                        if attempts >= MAX_ATTEMPTS {
+                            attempts = 0;
+                            self.finish(&row, "failed", error_json("send_failed", &e.to_string()))
+                                .await;
+                        } else {
+                            let backoff = Duration::from_millis(250 << attempts.min(7));
+                            tokio::time::sleep(backoff).await;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    async fn finish(&self, row: &OutboxRow, state: &str, result: serde_json::Value) {
+        if let Err(e) = self
+            .store
+            .finish_send(row.pk, state, &result.to_string())
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record a send's outcome");
+        }
+        self.finished(row.pk);
+    }
+}
+
+fn error_json(code: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({ "error": { "code": code, "message": message } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_goes_at_once_then_the_pace_holds_and_a_chat_waits_its_gap() {
+        let mut p = Pacer::new(Pacing {
+            per_minute: 60,
+            burst: 3,
+            chat_gap: Duration::from_secs(5),
+            jitter: 0.0,
+            wait: Duration::ZERO,
+        });
+        let t0 = Instant::now();
+        for chat in ["a", "b", "c"] {
+            p.admit(chat).await;
+        }
+        assert_eq!(t0.elapsed(), Duration::ZERO, "the burst goes at once");
+        p.admit("d").await;
+        assert_eq!(t0.elapsed(), Duration::from_secs(1), "then one a second");
+        p.admit("e").await;
+        assert_eq!(t0.elapsed(), Duration::from_secs(2));
+        // `a` was last written at 0 s: its gap of 5 s holds it even with a token at hand.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        p.admit("a").await;
+        assert_eq!(t0.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jitter_only_ever_adds_delay_within_its_bound() {
+        let mut p = Pacer::new(Pacing {
+            per_minute: 60,
+            burst: 1,
+            chat_gap: Duration::ZERO,
+            jitter: 0.5,
+            wait: Duration::ZERO,
+        });
+        p.admit("a").await;
+        let t0 = Instant::now();
+        for i in 0..20 {
+            let before = Instant::now();
+            p.admit(&i.to_string()).await;
+            let waited = before.elapsed();
+            assert!(
+                waited >= Duration::from_secs(1) && waited <= Duration::from_millis(1500),
+                "{waited:?}"
+            );
+        }
+        assert!(t0.elapsed() > Duration::from_secs(20));
+    }
+}
