@@ -1,0 +1,199 @@
+//! kill -9 of the service with sends accepted but not acked: the simulator (its own process,
+//! so it outlives the service) withholds our acks; the service is killed with 100 sends in its
+//! outbox; after a restart over the same data directory every one of them reaches the simulated
+//! user exactly once.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wa-gateway");
+const SECRET: &str = "crash-test-secret-of-at-least-32-bytes";
+
+/// Starts a process and returns it with the first stdout line that parses as JSON and has
+/// `key`.
+async fn start(cmd: &mut Command, key: &str) -> (Child, Value) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next_line().await.unwrap().expect("a line");
+        if let Ok(v) = serde_json::from_str::<Value>(&line)
+            && v.get(key).is_some()
+        {
+            // Keep reading in the background so the child never blocks on a full pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return (child, v);
+        }
+    }
+}
+
+fn serve(dir: &std::path::Path, sim: &Value) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("serve")
+        .env("WA_GATEWAY_BIND", "127.0.0.1:0")
+        .env("WA_GATEWAY_DATA_DIR", dir)
+        .env("WA_GATEWAY_JWT_SECRET", SECRET)
+        .env("WA_GATEWAY_WS_URL", sim["ws_url"].as_str().unwrap())
+        .env(
+            "WA_GATEWAY_ROOT_KEY",
+            sim["root_public_key"].as_str().unwrap(),
+        )
+        .env("WA_GATEWAY_UNLIMITED_SUBACCOUNTS", "sub")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_accepted_before_a_kill_9_arrive_once_after_the_restart() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let http = reqwest::Client::new();
+        let (_sim, info) = start(Command::new(BIN).arg("simulate"), "control_url").await;
+        let control = info["control_url"].as_str().unwrap().to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut server, listening) = start(&mut serve(dir.path(), &info), "listening").await;
+        let api = format!(
+            "{}/api/whatsapp/sub/agent",
+            listening["listening"].as_str().unwrap()
+        );
+        let token = String::from_utf8(
+            std::process::Command::new(BIN)
+                .args([
+                    "token",
+                    "--role",
+                    "admin",
+                    "--subaccounts",
+                    "*",
+                    "--ttl",
+                    "1h",
+                ])
+                .env("WA_GATEWAY_JWT_SECRET", SECRET)
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .to_owned();
+        let (me, bob) = ("15553000001", "15553000002");
+        let post = |url: String, body: Value| {
+            let (http, token) = (http.clone(), token.clone());
+            async move {
+                let r = http
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                (
+                    r.status().as_u16(),
+                    r.json::<Value>().await.unwrap_or(Value::Null),
+                )
+            }
+        };
+        assert_eq!(
+            post(
+                format!("{control}/phones/{bob}/devices"),
+                json!({ "count": 2 })
+            )
+            .await
+            .0,
+            200
+        );
+        let (code, v) = post(format!("{api}/connect"), json!({})).await;
+        assert_eq!(code, 200, "{v}");
+        let qr = v["data"]["qrCode"].as_str().unwrap().to_owned();
+        let (code, _) = post(format!("{control}/phones/{me}/scan"), json!({ "qr": qr })).await;
+        assert_eq!(code, 200);
+        until("connected", async || {
+            let v: Value = http
+                .get(format!("{api}/status"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (v["data"]["isConnected"] == json!(true)).then_some(())
+        })
+        .await;
+        // Its prekeys reach the server right after login.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+
+        // The server holds our messages unacked; 100 sends are accepted (answered pending).
+        let fault = |on: bool| json!({ "account": me, "fault": "withhold_acks", "on": on });
+        assert_eq!(post(format!("{control}/faults"), fault(true)).await.0, 200);
+        let mut ids = Vec::new();
+        for i in 0..100 {
+            let (code, v) = post(
+                format!("{api}/send"),
+                json!({ "to": bob, "message": format!("crash {i}"), "wait": false }),
+            )
+            .await;
+            assert_eq!(code, 200, "{v}");
+            assert_eq!(v["data"]["status"], json!("pending"));
+            ids.push(
+                v["data"]["messageId"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('_')
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        // Let the drain put the first on the wire (held by the server), then kill -9.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        server.kill().await.unwrap();
+
+        // Restart over the same data directory; the server lets our messages through again.
+        let (mut server, _) = start(&mut serve(dir.path(), &info), "listening").await;
+        assert_eq!(post(format!("{control}/faults"), fault(false)).await.0, 200);
+        let got = until("every accepted send at bob's", async || {
+            let m: Vec<Value> = http
+                .get(format!("{control}/phones/{bob}/messages"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            ids.iter()
+                .all(|id| m.iter().any(|x| x["id"] == json!(id)))
+                .then_some(m)
+        })
+        .await;
+        for (i, id) in ids.iter().enumerate() {
+            let copies: Vec<&Value> = got.iter().filter(|x| x["id"] == json!(id)).collect();
+            assert_eq!(copies.len(), 1, "message {i} once");
+            assert_eq!(copies[0]["text"], json!(format!("crash {i}")));
+        }
+        assert_eq!(got.len(), 100, "nothing else, nothing twice");
+        server.kill().await.unwrap();
+    })
+    .await
+    .expect("in time");
+}
