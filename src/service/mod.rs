@@ -551,6 +551,14 @@ fn status(row: Option<&ConnectionRow>, session: Option<&Session>) -> Status {
         qr,
         status: match &state {
             Some(s) => status_name(s).into(),
+            // No client runs for it: whatever the row last said, it is not connected now.
+            None if matches!(
+                row.status.as_str(),
+                "connected" | "pending" | "reconnecting"
+            ) =>
+            {
+                "disconnected".into()
+            }
             None => row.status.clone(),
         },
         code: match &state {
