@@ -610,6 +610,27 @@ async fn bad_input_gets_a_4xx_envelope_and_stores_nothing() {
                 "{path}: {v}"
             );
         }
+        // Every endpoint, odd ids and bad pages: 4xx envelopes only.
+        for (method, path) in [
+            (reqwest::Method::POST, "s%2Fx/a/connect"),
+            (reqwest::Method::POST, "s/a%20b/disconnect"),
+            (reqwest::Method::GET, "s%3Cscript%3E/connections"),
+            (reqwest::Method::GET, "s/activities?limit=100000"),
+            (reqwest::Method::GET, "s/activities?skip=-1"),
+            (reqwest::Method::POST, "s/unknown-agent/disconnect"),
+            (reqwest::Method::GET, "s/unknown-agent/messages"),
+        ] {
+            let (status, v) = call(
+                &http,
+                method,
+                &format!("{}/api/whatsapp/{path}", server.url),
+                Some(&admin),
+                None,
+            )
+            .await;
+            assert!((400..500).contains(&status), "{path}: {status} {v}");
+            assert_envelope(&v, false);
+        }
         let (status, v) = call(
             &http,
             reqwest::Method::GET,
