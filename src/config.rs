@@ -183,9 +183,24 @@ impl fmt::Debug for WhatsAppConfig {
 }
 
 impl Config {
-    /// Reads the process environment.
+    /// Reads the process environment, over the TOML file named by `WA_GATEWAY_CONFIG` when it
+    /// is set (the same keys, with or without the `WA_GATEWAY_` prefix, upper or lower case; a
+    /// variable set in the environment wins).
     pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_lookup(|k| std::env::var(k).ok())
+        let file = match std::env::var("WA_GATEWAY_CONFIG") {
+            Ok(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+                    var: "WA_GATEWAY_CONFIG",
+                    why: format!("cannot read {path}: {e}"),
+                })?;
+                file_values(&text).map_err(|why| ConfigError {
+                    var: "WA_GATEWAY_CONFIG",
+                    why: format!("{path}: {why}"),
+                })?
+            }
+            Err(_) => std::collections::HashMap::new(),
+        };
+        Config::from_lookup(|k| std::env::var(k).ok().or_else(|| file.get(k).cloned()))
     }
 
     /// Reads variables through `get` (tests pass a map instead of mutating the environment).
@@ -238,6 +253,53 @@ impl Config {
         Ok(c)
     }
 }
+
+/// The settings of a TOML configuration file, by variable name: `bind = "…"`,
+/// `WA_GATEWAY_BIND = "…"` and `BIND = "…"` all set `WA_GATEWAY_BIND`. Values may be strings,
+/// numbers or booleans; anything else (tables, arrays, unknown keys) is an error naming it.
+pub fn file_values(text: &str) -> Result<std::collections::HashMap<String, String>, String> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    let mut out = std::collections::HashMap::new();
+    for (k, v) in table {
+        let upper = k.to_ascii_uppercase();
+        let var = if upper.starts_with("WA_GATEWAY_") {
+            upper
+        } else {
+            format!("WA_GATEWAY_{upper}")
+        };
+        if !KNOWN.contains(&var.as_str()) {
+            return Err(format!("unknown setting {k:?}"));
+        }
+        let value = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            _ => return Err(format!("{k}: expected a string, number or boolean")),
+        };
+        out.insert(var, value);
+    }
+    Ok(out)
+}
+
+/// Every setting there is (the TOML file may set these and nothing else).
+const KNOWN: &[&str] = &[
+    WA_VERSION_ENV,
+    "WA_GATEWAY_WS_URL",
+    "WA_GATEWAY_ROOT_KEY",
+    "WA_GATEWAY_STORE_KEY",
+    "WA_GATEWAY_WS_CA",
+    "WA_GATEWAY_BIND",
+    "WA_GATEWAY_DATA_DIR",
+    "WA_GATEWAY_DATABASE_URL",
+    "WA_GATEWAY_JWT_SECRET",
+    "WA_GATEWAY_JWT_PUBLIC_KEY",
+    "WA_GATEWAY_UNLIMITED_SUBACCOUNTS",
+    "WA_GATEWAY_SEND_PER_MINUTE",
+    "WA_GATEWAY_SEND_BURST",
+    "WA_GATEWAY_SEND_CHAT_GAP_MS",
+    "WA_GATEWAY_SEND_WAIT_MS",
+];
 
 fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, ConfigError> {
     let mut s = ServiceConfig::default();
@@ -476,6 +538,20 @@ mod tests {
             with(&[]).unwrap().service.database_url(),
             "sqlite://./data/wa-gateway.db"
         );
+    }
+
+    #[test]
+    fn a_toml_file_sets_the_same_keys_and_refuses_unknown_ones() {
+        let v =
+            file_values("bind = \"0.0.0.0:9001\"\nWA_GATEWAY_SEND_BURST = 7\nSEND_WAIT_MS = 500\n")
+                .unwrap();
+        let c = Config::from_lookup(|k| v.get(k).cloned()).unwrap();
+        assert_eq!(c.service.bind.port(), 9001);
+        assert_eq!(c.service.send_burst, 7);
+        assert_eq!(c.service.send_wait_ms, 500);
+        assert!(file_values("bnid = \"x\"").unwrap_err().contains("bnid"));
+        assert!(file_values("bind = [1]").is_err());
+        assert!(file_values("bind = ").is_err());
     }
 
     #[test]
