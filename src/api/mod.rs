@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod limits;
+pub mod openapi;
 mod routes;
 
 use std::sync::Arc;

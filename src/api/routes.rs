@@ -38,6 +38,10 @@ pub(super) fn router(state: AppState) -> axum::Router {
             get(|Extension(op): Extension<Op>| async move { op.ok("ok", json!({})) }),
         )
         .route("/readyz", get(readyz))
+        .route(
+            "/api/openapi.json",
+            get(|| async { axum::Json(super::openapi::document()) }),
+        )
         .route("/api/whatsapp/{sub}/{agent}/connect", post(connect))
         .route("/api/whatsapp/{sub}/{agent}/status", get(status))
         .route("/api/whatsapp/{sub}/{agent}/send", post(send))

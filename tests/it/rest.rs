@@ -425,6 +425,23 @@ async fn tokens_are_checked_and_tenants_and_viewers_are_held_to_their_rights() {
             let http = http.clone();
             async move { call(&http, reqwest::Method::GET, &url, t.as_deref(), None).await }
         };
+        // The OpenAPI document needs no token and names every endpoint.
+        let doc: Value = http
+            .get(format!("{}/api/openapi.json", server.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(doc["openapi"], json!("3.0.3"));
+        for p in ["connect", "status", "send", "messages", "disconnect"] {
+            assert!(
+                doc["paths"][format!("/api/whatsapp/{{subaccountId}}/{{agentId}}/{p}")].is_object(),
+                "{p}"
+            );
+        }
+        assert!(doc["paths"]["/api/whatsapp/{subaccountId}/connections"]["get"].is_object());
         // Missing, malformed, expired, wrong key: 401 with the envelope.
         for t in [
             None,
