@@ -522,10 +522,7 @@ impl Service {
 
     /// Whether the database answers.
     pub async fn database_ok(&self) -> bool {
-        sqlx::query("SELECT 1")
-            .execute(self.store.pool())
-            .await
-            .is_ok()
+        self.store.ping().await
     }
 
     /// How many clients are running.

@@ -155,13 +155,6 @@ pub(super) fn info(st: &State, g: &Group) -> GroupInfo {
     }
 }
 
-fn participant(st: &State, g: &Group, number: &str) -> Option<GroupParticipant> {
-    info(st, g)
-        .participants
-        .into_iter()
-        .find(|p| p.jid.user == number || p.phone_number.as_ref().is_some_and(|j| j.user == number))
-}
-
 /// Every member device, as the group names them.
 fn member_devices(st: &State, g: &Group) -> Vec<Jid> {
     g.members
@@ -333,9 +326,18 @@ pub(super) fn change_members(
         if !quiet {
             // The removed are named as the group named them before they left.
             let before = st.groups.get(gid).cloned().unwrap_or_else(|| g.clone());
+            let (now_named, before_named) = (info(st, &g), info(st, &before));
+            let pn = |n: &str| Jid::new(n, Server::User);
             let parts: Vec<GroupParticipant> = changed
                 .iter()
-                .filter_map(|n| participant(st, &g, n).or_else(|| participant(st, &before, n)))
+                .filter_map(|n| {
+                    now_named
+                        .participants
+                        .iter()
+                        .chain(&before_named.participants)
+                        .find(|p| p.is(&pn(n)))
+                        .cloned()
+                })
                 .collect();
             notify(
                 st,

@@ -89,10 +89,25 @@ pub struct GroupInfo {
 impl GroupInfo {
     /// Whether `user` (a bare PN or LID user JID) is a member, in either form.
     pub fn has_member(&self, user: &Jid) -> bool {
+        self.participants.iter().any(|p| p.is(user))
+    }
+
+    /// Drops the members named in `gone` (in either form); true if any was there.
+    pub fn remove_members(&mut self, gone: &[GroupParticipant]) -> bool {
+        let before = self.participants.len();
+        self.participants
+            .retain(|p| !gone.iter().any(|g| p.is(&g.jid)));
+        self.participants.len() < before
+    }
+}
+
+impl GroupParticipant {
+    /// Whether this member is `user` (a PN or LID user, or one of its devices), in either form.
+    pub fn is(&self, user: &Jid) -> bool {
         let user = user.to_non_ad();
-        self.participants.iter().any(|p| {
-            p.jid == user || p.phone_number.as_ref() == Some(&user) || p.lid.as_ref() == Some(&user)
-        })
+        self.jid == user
+            || self.phone_number.as_ref() == Some(&user)
+            || self.lid.as_ref() == Some(&user)
     }
 }
 

@@ -157,6 +157,11 @@ impl Store {
         })
     }
 
+    /// Whether the database answers a query.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
     /// The shared pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool

@@ -47,21 +47,6 @@ async fn next_event(rx: &mut Events, pred: impl Fn(&Event) -> bool) -> Event {
     }
 }
 
-fn decode_png_data_url(url: &str) -> String {
-    let b64 = url.strip_prefix("data:image/png;base64,").unwrap();
-    let png_bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .unwrap();
-    let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes))
-        .read_info()
-        .unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let (w, h) = (info.width as usize, info.height as usize);
-    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| buf[y * w + x]);
-    img.detect_grids()[0].decode().unwrap().1
-}
-
 #[tokio::test]
 async fn new_device_pairs_and_a_restart_logs_in_without_qr() {
     tokio::time::timeout(Duration::from_secs(90), async {
@@ -99,7 +84,10 @@ async fn new_device_pairs_and_a_restart_logs_in_without_qr() {
                 32
             );
         }
-        assert_eq!(decode_png_data_url(&qr_data_url(&code).unwrap()), code);
+        assert_eq!(
+            crate::common::decode_png_data_url(&qr_data_url(&code).unwrap()),
+            code
+        );
 
         let jid = sim
             .scan("15550001234", &code, Some("Alice"), Some("android"))

@@ -106,3 +106,20 @@ pub fn session_pair() -> (
     assert_eq!(a.decrypt(&answer, &mut OsKeys).unwrap(), b"hello");
     (a, b)
 }
+
+/// The text of the QR code in a `data:image/png;base64,…` URL (as the client renders QR codes).
+pub fn decode_png_data_url(url: &str) -> String {
+    use base64::Engine;
+    let b64 = url.strip_prefix("data:image/png;base64,").unwrap();
+    let png_bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes))
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| buf[y * w + x]);
+    img.detect_grids()[0].decode().unwrap().1
+}

@@ -158,12 +158,7 @@ async fn connect_scan_send_receive_list_restart_and_disconnect() {
         assert_envelope(&v, true);
         let qr = v["data"]["qrCode"].as_str().unwrap().to_owned();
         let url = v["data"]["qrCodeDataUrl"].as_str().unwrap();
-        let png = base64::Engine::decode(
-            &base64::engine::general_purpose::STANDARD,
-            url.strip_prefix("data:image/png;base64,").unwrap(),
-        )
-        .unwrap();
-        assert_eq!(decode_qr(&png), qr);
+        assert_eq!(crate::common::decode_png_data_url(url), qr);
         assert_eq!(
             v["data"]["message"],
             "Scan this QR code with WhatsApp mobile app"
@@ -394,20 +389,6 @@ async fn connect_scan_send_receive_list_restart_and_disconnect() {
     })
     .await
     .expect("in time");
-}
-
-fn decode_qr(png_bytes: &[u8]) -> String {
-    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let (w, h) = (info.width as usize, info.height as usize);
-    let channels = info.line_size / w;
-    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| {
-        buf[y * info.line_size + x * channels]
-    });
-    let grids = img.detect_grids();
-    grids[0].decode().unwrap().1
 }
 
 #[tokio::test]

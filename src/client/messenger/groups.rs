@@ -738,20 +738,10 @@ impl<S: CredsStore> Messenger<S> {
                                     }
                                 }
                             }
-                            MemberAction::Remove => {
-                                let before = i.participants.len();
-                                i.participants.retain(|p| {
-                                    !members.iter().any(|m| {
-                                        m.jid == p.jid
-                                            || p.phone_number.as_ref() == Some(&m.jid)
-                                            || p.lid.as_ref() == Some(&m.jid)
-                                    })
-                                });
-                                removed |= i.participants.len() < before;
-                            }
+                            MemberAction::Remove => removed |= i.remove_members(members),
                             MemberAction::Promote | MemberAction::Demote => {
                                 for p in i.participants.iter_mut() {
-                                    if members.iter().any(|m| m.jid == p.jid) {
+                                    if members.iter().any(|m| p.is(&m.jid)) {
                                         p.admin = (*action == MemberAction::Promote)
                                             .then(|| "admin".to_owned());
                                     }
@@ -772,10 +762,7 @@ impl<S: CredsStore> Messenger<S> {
                 }
                 GroupChange::Left(members) => {
                     if let Some(i) = info.as_mut() {
-                        let before = i.participants.len();
-                        i.participants
-                            .retain(|p| !members.iter().any(|m| m.jid == p.jid));
-                        removed |= i.participants.len() < before;
+                        removed |= i.remove_members(members);
                     }
                     (
                         "leave".to_owned(),
