@@ -91,6 +91,17 @@ pub struct ServiceConfig {
     /// How long a send request waits for WhatsApp's ack (`WA_GATEWAY_SEND_WAIT_MS`, default
     /// 15000); then it answers `pending`.
     pub send_wait_ms: u64,
+    /// How long one webhook attempt may take (`WA_GATEWAY_WEBHOOK_TIMEOUT_MS`, default 10000).
+    pub webhook_timeout_ms: u64,
+    /// The first webhook retry's delay, doubling after (`WA_GATEWAY_WEBHOOK_RETRY_BASE_MS`,
+    /// default 1000).
+    pub webhook_retry_base_ms: u64,
+    /// The longest delay between webhook attempts (`WA_GATEWAY_WEBHOOK_RETRY_MAX_MS`, default
+    /// 600000).
+    pub webhook_retry_max_ms: u64,
+    /// How long a webhook event is tried before it is dead-lettered
+    /// (`WA_GATEWAY_WEBHOOK_DEAD_AFTER_S`, default 86400).
+    pub webhook_dead_after_s: u64,
 }
 
 /// A configured JWT key.
@@ -124,11 +135,29 @@ impl Default for ServiceConfig {
             send_burst: 20,
             send_chat_gap_ms: 1000,
             send_wait_ms: 15_000,
+            webhook_timeout_ms: 10_000,
+            webhook_retry_base_ms: 1_000,
+            webhook_retry_max_ms: 600_000,
+            webhook_dead_after_s: 86_400,
         }
     }
 }
 
 impl ServiceConfig {
+    /// How webhooks are delivered.
+    pub fn webhooks(&self) -> crate::service::WebhookSettings {
+        use std::time::Duration;
+        crate::service::WebhookSettings {
+            timeout: Duration::from_millis(self.webhook_timeout_ms),
+            retry_base: Duration::from_millis(self.webhook_retry_base_ms),
+            retry_max: Duration::from_millis(
+                self.webhook_retry_max_ms.max(self.webhook_retry_base_ms),
+            ),
+            dead_after: Duration::from_secs(self.webhook_dead_after_s),
+            ..Default::default()
+        }
+    }
+
     /// The database URL: the configured one, or a SQLite file in the data directory.
     pub fn database_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| {
@@ -156,6 +185,10 @@ impl fmt::Debug for ServiceConfig {
             .field("send_burst", &self.send_burst)
             .field("send_chat_gap_ms", &self.send_chat_gap_ms)
             .field("send_wait_ms", &self.send_wait_ms)
+            .field("webhook_timeout_ms", &self.webhook_timeout_ms)
+            .field("webhook_retry_base_ms", &self.webhook_retry_base_ms)
+            .field("webhook_retry_max_ms", &self.webhook_retry_max_ms)
+            .field("webhook_dead_after_s", &self.webhook_dead_after_s)
             .finish()
     }
 }
@@ -299,6 +332,10 @@ const KNOWN: &[&str] = &[
     "WA_GATEWAY_SEND_BURST",
     "WA_GATEWAY_SEND_CHAT_GAP_MS",
     "WA_GATEWAY_SEND_WAIT_MS",
+    "WA_GATEWAY_WEBHOOK_TIMEOUT_MS",
+    "WA_GATEWAY_WEBHOOK_RETRY_BASE_MS",
+    "WA_GATEWAY_WEBHOOK_RETRY_MAX_MS",
+    "WA_GATEWAY_WEBHOOK_DEAD_AFTER_S",
 ];
 
 fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, ConfigError> {
@@ -388,6 +425,18 @@ fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, 
     }
     if let Some(n) = num("WA_GATEWAY_SEND_WAIT_MS", 0, 300_000)? {
         s.send_wait_ms = n;
+    }
+    if let Some(n) = num("WA_GATEWAY_WEBHOOK_TIMEOUT_MS", 100, 300_000)? {
+        s.webhook_timeout_ms = n;
+    }
+    if let Some(n) = num("WA_GATEWAY_WEBHOOK_RETRY_BASE_MS", 10, 3_600_000)? {
+        s.webhook_retry_base_ms = n;
+    }
+    if let Some(n) = num("WA_GATEWAY_WEBHOOK_RETRY_MAX_MS", 10, 86_400_000)? {
+        s.webhook_retry_max_ms = n;
+    }
+    if let Some(n) = num("WA_GATEWAY_WEBHOOK_DEAD_AFTER_S", 1, 90 * 86_400)? {
+        s.webhook_dead_after_s = n;
     }
     if let Some(v) = get("WA_GATEWAY_UNLIMITED_SUBACCOUNTS") {
         s.unlimited = v

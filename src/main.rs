@@ -137,11 +137,14 @@ fn serve(cfg: wa_gateway::config::Config, with_simulator: bool) -> anyhow::Resul
             wait: std::time::Duration::from_millis(cfg.service.send_wait_ms),
             ..Default::default()
         };
-        let service = wa_gateway::service::Service::with_pacing(
+        let service = wa_gateway::service::Service::with_options(
             store,
             cfg.whatsapp.client_options()?,
-            pacing,
-            cfg.service.unlimited.clone(),
+            wa_gateway::service::ServiceOptions {
+                pacing,
+                unpaced: cfg.service.unlimited.clone(),
+                webhooks: cfg.service.webhooks(),
+            },
         );
         let state = wa_gateway::api::AppState::new(service, &key, cfg.service.unlimited.clone())?;
         let listener = tokio::net::TcpListener::bind(cfg.service.bind).await?;

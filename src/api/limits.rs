@@ -23,6 +23,8 @@ pub enum Endpoint {
     Disconnect,
     /// `GET …/activities` (limited like history).
     Activities,
+    /// The webhook endpoints (limited like connections).
+    Webhook,
 }
 
 impl Endpoint {
@@ -32,7 +34,7 @@ impl Endpoint {
             Endpoint::Connect | Endpoint::Disconnect => 20,
             Endpoint::Status | Endpoint::Messages | Endpoint::Activities => 100,
             Endpoint::Send => 200,
-            Endpoint::Connections => 50,
+            Endpoint::Connections | Endpoint::Webhook => 50,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod auth;
 mod limits;
 pub mod openapi;
 mod routes;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -191,6 +192,10 @@ impl From<crate::service::ServiceError> for ApiError {
             S::NotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "connection_not_found", e.to_string())
             }
+            S::NoWebhook => {
+                ApiError::new(StatusCode::NOT_FOUND, "webhook_not_found", e.to_string())
+            }
+            S::NoEvent => ApiError::new(StatusCode::NOT_FOUND, "event_not_found", e.to_string()),
             S::NotConnected(_) => {
                 ApiError::new(StatusCode::CONFLICT, "not_connected", e.to_string())
             }

@@ -18,7 +18,7 @@ use super::limits::Endpoint;
 use super::{ApiError, AppState, Claims, MAX_BODY, Op, claims};
 use crate::binary::{Jid, Server};
 use crate::service::OutboxRow;
-use crate::service::{Connected, Status, message_id, wire_user};
+use crate::service::{Connected, Status, message_id, message_json, wire_user};
 use crate::util::clock::iso8601_ms;
 
 /// Longest subaccount or agent id.
@@ -49,6 +49,20 @@ pub(super) fn router(state: AppState) -> axum::Router {
         .route("/api/whatsapp/{sub}/{agent}/disconnect", post(disconnect))
         .route("/api/whatsapp/{sub}/connections", get(connections))
         .route("/api/whatsapp/{sub}/activities", get(activities))
+        .route(
+            "/api/whatsapp/{sub}/{agent}/webhook",
+            get(super::webhooks::get_webhook)
+                .put(super::webhooks::put_webhook)
+                .delete(super::webhooks::delete_webhook),
+        )
+        .route(
+            "/api/whatsapp/{sub}/{agent}/webhook/deliveries",
+            get(super::webhooks::deliveries),
+        )
+        .route(
+            "/api/whatsapp/{sub}/{agent}/webhook/deliveries/{id}/redeliver",
+            post(super::webhooks::redeliver),
+        )
         .fallback(|| async {
             Op::new().fail(&ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -103,7 +117,7 @@ fn valid_id(s: &str) -> bool {
 }
 
 /// The path's ids, checked.
-fn ids<const N: usize>(
+pub(super) fn ids<const N: usize>(
     path: Result<Path<Vec<String>>, PathRejection>,
 ) -> Result<[String; N], ApiError> {
     let Path(parts) = path.map_err(|e| ApiError::bad("invalid_path", e.body_text()))?;
@@ -123,7 +137,7 @@ fn ids<const N: usize>(
 }
 
 /// The caller, allowed on `sub` for `endpoint` (writing when `write`), within its rate limit.
-fn allow(
+pub(super) fn allow(
     st: &AppState,
     headers: &HeaderMap,
     sub: &str,
@@ -159,7 +173,7 @@ fn allow(
     Ok(c)
 }
 
-fn respond(op: Op, r: Result<(&'static str, Value), ApiError>) -> Response {
+pub(super) fn respond(op: Op, r: Result<(&'static str, Value), ApiError>) -> Response {
     match r {
         Ok((message, data)) => op.ok(message, data),
         Err(e) => op.fail(&e),
@@ -274,7 +288,7 @@ pub(super) fn parse_to(to: &str) -> Result<Jid, ApiError> {
     Ok(Jid::new(user, server))
 }
 
-fn body_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+pub(super) fn body_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -430,7 +444,7 @@ fn send_answer(row: &OutboxRow) -> Result<(&'static str, Value), ApiError> {
 }
 
 /// `limit` (1..=500, default 50) and `skip` (≥ 0, default 0) from the query.
-fn page(
+pub(super) fn page(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<(u32, u32), ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad("invalid_query", e.body_text()))?;
@@ -469,26 +483,7 @@ async fn messages(
         let rows = st.service.history(&sub, &agent, limit, skip).await?;
         let messages: Vec<Value> = rows
             .iter()
-            .map(|h| {
-                let m = &h.message;
-                let ts = i64::try_from(m.timestamp)
-                    .unwrap_or(i64::MAX)
-                    .saturating_mul(1000);
-                json!({
-                    "messageId": message_id(&m.chat, &m.id, m.from_me),
-                    "from": if m.from_me { Value::Null } else { json!(wire_user(&m.sender)) },
-                    "to": if m.from_me { json!(wire_user(&m.chat)) } else { Value::Null },
-                    "message": m.text,
-                    "direction": if m.from_me { "outbound" } else { "inbound" },
-                    "timestamp": iso8601_ms(ts),
-                    "hasMedia": false,
-                    "type": "chat",
-                    "createdAt": iso8601_ms(h.created_ms.unwrap_or(ts)),
-                    "chat": wire_user(&m.chat),
-                    "status": m.status.as_str(),
-                    "errorCode": m.error,
-                })
-            })
+            .map(|h| message_json(&h.message, h.created_ms))
             .collect();
         Ok((
             "WhatsApp message history retrieved",

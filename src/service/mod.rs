@@ -4,9 +4,15 @@
 //! the client and the store; it knows nothing of HTTP (the `api` layer maps its answers).
 
 mod outbox;
+mod webhooks;
 
 pub use crate::store::outbox::OutboxRow;
+pub use crate::store::webhooks::{EVENTS as WEBHOOK_EVENTS, WebhookEvent};
 pub use outbox::Pacing;
+pub use webhooks::{
+    ATTEMPT_HEADER, EVENT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, WebhookSettings, WebhookView,
+    signature,
+};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +32,12 @@ pub enum ServiceError {
     /// No connection for this (subaccount, agent).
     #[error("no WhatsApp connection for this agent")]
     NotFound,
+    /// The agent has no webhook.
+    #[error("no webhook is set for this agent")]
+    NoWebhook,
+    /// No webhook event with that id.
+    #[error("no webhook event with that id")]
+    NoEvent,
     /// The account is not connected to WhatsApp.
     #[error("WhatsApp is not connected for this agent ({0})")]
     NotConnected(String),
@@ -98,6 +110,23 @@ pub struct Service {
     wakers: Mutex<HashMap<AccountId, Arc<tokio::sync::Notify>>>,
     /// Wakes the requests waiting for a send's outcome.
     finished: Mutex<HashMap<i64, Arc<tokio::sync::Notify>>>,
+    /// How webhooks are delivered, with what, and the dispatcher's wake-up.
+    webhook_settings: WebhookSettings,
+    http: reqwest::Client,
+    webhook_wake: Arc<tokio::sync::Notify>,
+    /// Set by `shutdown`: background tasks end.
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+/// How a service runs besides its store and client options.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceOptions {
+    /// How outboxes drain.
+    pub pacing: Pacing,
+    /// Subaccounts whose outboxes drain unpaced (load tests).
+    pub unpaced: Vec<String>,
+    /// How webhooks are delivered.
+    pub webhooks: WebhookSettings,
 }
 
 impl std::fmt::Debug for Service {
@@ -146,16 +175,47 @@ impl Service {
         pacing: Pacing,
         unpaced: Vec<String>,
     ) -> Arc<Service> {
-        Arc::new(Service {
+        Service::with_options(
+            store,
+            options,
+            ServiceOptions {
+                pacing,
+                unpaced,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// A service over `store` run as `service` says; starts its webhook dispatcher (call within
+    /// a Tokio runtime).
+    pub fn with_options(
+        store: Store,
+        options: ClientOptions,
+        service: ServiceOptions,
+    ) -> Arc<Service> {
+        let http = reqwest::Client::builder()
+            // A webhook URL is where events go, not a place to be sent on from.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(service.webhooks.timeout)
+            .user_agent(concat!("wa-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        let svc = Arc::new(Service {
             store,
             options,
             sessions: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
-            pacing,
-            unpaced,
+            pacing: service.pacing,
+            unpaced: service.unpaced,
             wakers: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashMap::new()),
-        })
+            webhook_settings: service.webhooks,
+            http,
+            webhook_wake: Arc::default(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+        });
+        tokio::spawn(webhooks::dispatch(Arc::downgrade(&svc)));
+        svc
     }
 
     /// How long a send request waits for WhatsApp's ack before answering `pending`.
@@ -213,6 +273,8 @@ impl Service {
     /// Keeps the connection row and the activity log current from a client's events.
     async fn follow(self: Arc<Self>, session: Arc<Session>, mut events: crate::client::Events) {
         while let Some(e) = events.recv().await {
+            // Whatever it was, the store may have queued a webhook event with it.
+            self.wake_webhooks();
             // A session `disconnect` took out of the map speaks for nobody any more (its
             // logout must not overwrite the `disconnected` row).
             let current = self
@@ -469,28 +531,39 @@ impl Service {
             return Err(ServiceError::NotFound);
         };
         let mut rows = self.store.history(row.account, limit, skip).await?;
-        // The guide names contacts by phone number (`…@c.us`); we key them by LID once known.
-        let creds = self.store.creds(row.account);
-        let mut numbers: HashMap<String, Option<String>> = HashMap::new();
+        let mut numbers = HashMap::new();
         for h in rows.iter_mut() {
-            for j in [&mut h.message.chat, &mut h.message.sender] {
-                if j.server != Server::Lid {
-                    continue;
-                }
-                let pn = match numbers.get(&j.user) {
-                    Some(p) => p.clone(),
-                    None => {
-                        let p = creds.pn_for(&j.user).await.unwrap_or(None);
-                        numbers.insert(j.user.clone(), p.clone());
-                        p
-                    }
-                };
-                if let Some(pn) = pn {
-                    *j = Jid::new(pn, Server::User);
-                }
-            }
+            self.by_number(row.account, &mut h.message, &mut numbers)
+                .await;
         }
         Ok(rows)
+    }
+
+    /// Names `m`'s chat and sender by phone number where we keyed them by LID (the guide names
+    /// contacts `…@c.us`); `numbers` caches lookups across calls.
+    async fn by_number(
+        &self,
+        account: AccountId,
+        m: &mut crate::client::messages::StoredMessage,
+        numbers: &mut HashMap<String, Option<String>>,
+    ) {
+        let creds = self.store.creds(account);
+        for j in [&mut m.chat, &mut m.sender] {
+            if j.server != Server::Lid {
+                continue;
+            }
+            let pn = match numbers.get(&j.user) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = creds.pn_for(&j.user).await.unwrap_or(None);
+                    numbers.insert(j.user.clone(), p.clone());
+                    p
+                }
+            };
+            if let Some(pn) = pn {
+                *j = Jid::new(pn, Server::User);
+            }
+        }
     }
 
     /// Every connection of a subaccount.
@@ -508,8 +581,12 @@ impl Service {
         Ok(self.store.activities(subaccount, limit, skip).await?)
     }
 
-    /// Stops every client cleanly (what each was handling is stored; links stay).
+    /// Stops every client cleanly (what each was handling is stored; links stay) and the
+    /// webhook dispatcher (an attempt cut short is made again at the next start).
     pub async fn shutdown(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.webhook_wake.notify_one();
         let sessions: Vec<Arc<Session>> = self
             .sessions
             .lock()
@@ -574,6 +651,32 @@ pub fn wire_user(j: &Jid) -> String {
         Server::User | Server::LegacyUser => format!("{}@c.us", j.user),
         _ => j.to_non_ad().to_string(),
     }
+}
+
+/// A message as the guide's history lists it (webhooks carry the same object).
+pub fn message_json(
+    m: &crate::client::messages::StoredMessage,
+    created_ms: Option<i64>,
+) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let ts = i64::try_from(m.timestamp)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000);
+    let iso = crate::util::clock::iso8601_ms;
+    json!({
+        "messageId": message_id(&m.chat, &m.id, m.from_me),
+        "from": if m.from_me { Value::Null } else { json!(wire_user(&m.sender)) },
+        "to": if m.from_me { json!(wire_user(&m.chat)) } else { Value::Null },
+        "message": m.text,
+        "direction": if m.from_me { "outbound" } else { "inbound" },
+        "timestamp": iso(ts),
+        "hasMedia": false,
+        "type": "chat",
+        "createdAt": iso(created_ms.unwrap_or(ts)),
+        "chat": wire_user(&m.chat),
+        "status": m.status.as_str(),
+        "errorCode": m.error,
+    })
 }
 
 /// The guide's message id: `<fromMe>_<chat>_<id>` (whatsapp-web.js's serialized key).

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::{Service, ServiceError, Session, now_ms, wire_user};
 use crate::binary::Jid;
 use crate::client::{ConnState, SendError};
+use crate::store::connections::ConnectionRow;
 use crate::store::outbox::{NewSend, OutboxRow};
 
 /// How fast one account's outbox drains.
@@ -135,6 +136,19 @@ impl Service {
                 .unwrap_or(&row.status);
             return Err(ServiceError::NotConnected(name.to_owned()));
         }
+        self.enqueue(&row, to, text, user, idem_key).await
+    }
+
+    /// Records a send for `row`'s account, whatever its state now (the drain sends it once the
+    /// account is connected). A known `idem_key` returns the first send's row.
+    pub(super) async fn enqueue(
+        &self,
+        row: &ConnectionRow,
+        to: &Jid,
+        text: &str,
+        user: Option<&str>,
+        idem_key: Option<&str>,
+    ) -> Result<OutboxRow, ServiceError> {
         let own = row.phone_number.clone().unwrap_or_default();
         let message_id = crate::client::new_message_id(crate::util::clock::now_ms() / 1000, &own);
         let (queued, fresh) = self

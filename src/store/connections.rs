@@ -5,6 +5,7 @@
 use sqlx::Row;
 
 use super::messages::{COLUMNS, from_row};
+use super::webhooks::{self, NewEvent};
 use super::{AccountId, Store, StoreError};
 use crate::client::messages::StoredMessage;
 
@@ -150,6 +151,15 @@ impl Store {
             Some(c) => (true, c.clone()),
             None => (false, None),
         };
+        let mut tx = self.pool.begin_with(super::WRITE_TX).await?;
+        let before: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT status, code FROM connections WHERE account_id = ?")
+                .bind(account)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(before) = before else {
+            return Ok(());
+        };
         sqlx::query(
             "UPDATE connections SET status = COALESCE(?, status), \
              code = CASE WHEN ? THEN ? ELSE code END, \
@@ -162,7 +172,7 @@ impl Store {
         )
         .bind(u.status.as_deref())
         .bind(set_code)
-        .bind(code)
+        .bind(code.as_deref())
         .bind(u.qr_generated)
         .bind(u.phone_number.as_deref())
         .bind(u.platform.as_deref())
@@ -173,8 +183,21 @@ impl Store {
         .bind(u.disconnected)
         .bind(now_ms)
         .bind(account)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        // A webhook hears of a change of status (or of its failure code), once.
+        let status = u.status.clone().unwrap_or_else(|| before.0.clone());
+        let code = if set_code { code } else { before.1.clone() };
+        if (status.as_str(), code.as_deref()) != (before.0.as_str(), before.1.as_deref()) {
+            let e = NewEvent {
+                kind: webhooks::CONNECTION_UPDATE,
+                status: Some(&status),
+                data: code.as_deref(),
+                ..Default::default()
+            };
+            webhooks::enqueue(&mut tx, account, e).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::AccountId;
 use super::signal::SqliteSignalStore;
+use super::webhooks::{self, NewEvent};
 use crate::binary::Jid;
 use crate::client::messages::{Committed, MessageStatus, StatusUpdate, StoredMessage};
 use crate::client::store::CredsStoreError;
@@ -268,11 +269,20 @@ async fn insert(
     .bind(msg.error.map(i64::from))
     .execute(&mut *conn)
     .await?;
-    Ok(if done.rows_affected() == 1 {
-        Committed::Inserted
-    } else {
-        Committed::Duplicate
-    })
+    if done.rows_affected() != 1 {
+        return Ok(Committed::Duplicate);
+    }
+    if !msg.from_me {
+        let chat = msg.chat.to_string();
+        let e = NewEvent {
+            kind: webhooks::MESSAGE_RECEIVED,
+            chat: &chat,
+            message_pk: Some(done.last_insert_rowid()),
+            ..Default::default()
+        };
+        webhooks::enqueue(conn, account, e).await?;
+    }
+    Ok(Committed::Inserted)
 }
 
 /// Records the receipt row and moves the message up the ladder when it is progress.
@@ -314,6 +324,16 @@ async fn set_status(
         .bind(pk)
         .execute(&mut *conn)
         .await?;
+    let chat = u.chat.to_string();
+    let e = NewEvent {
+        kind: webhooks::MESSAGE_STATUS,
+        chat: &chat,
+        message_pk: Some(pk),
+        status: Some(u.status.as_str()),
+        error: u.error.map(i64::from),
+        ..Default::default()
+    };
+    webhooks::enqueue(conn, account, e).await?;
     Ok(Some(u.status))
 }
 

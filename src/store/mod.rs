@@ -10,6 +10,7 @@ mod messages;
 pub mod outbox;
 mod seal;
 pub mod signal;
+pub mod webhooks;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -73,6 +74,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         10,
         "outbox",
         include_str!("../../migrations/0010_outbox.sql"),
+    ),
+    (
+        11,
+        "webhooks",
+        include_str!("../../migrations/0011_webhooks.sql"),
     ),
 ];
 
@@ -188,6 +194,21 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?;
         Ok(id)
+    }
+
+    /// The account for (subaccount, agent), if it was ever used.
+    pub async fn find_account(
+        &self,
+        subaccount_id: &str,
+        agent_id: &str,
+    ) -> Result<Option<AccountId>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM accounts WHERE subaccount_id = ? AND agent_id = ?")
+                .bind(subaccount_id)
+                .bind(agent_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Deletes an account and everything stored for it.

@@ -1,0 +1,224 @@
+//! The webhook endpoints: set, show and remove an agent's webhook, list its deliveries (e.g. the
+//! dead-lettered ones) and redeliver one.
+
+use std::collections::HashMap;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::limits::Endpoint;
+use super::routes::{allow, body_json, ids, page, respond};
+use super::{ApiError, AppState, Op};
+use crate::service::{SIGNATURE_HEADER, WEBHOOK_EVENTS, WebhookEvent, WebhookView};
+use crate::util::clock::iso8601_ms;
+
+/// Longest webhook URL.
+const MAX_URL: usize = 2048;
+/// Shortest and longest secret (bytes).
+const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
+
+fn view_json(w: &WebhookView) -> Value {
+    json!({
+        "url": w.url,
+        "events": w.events,
+        "signatureHeader": SIGNATURE_HEADER,
+        "createdBy": w.created_by,
+        "createdAt": iso8601_ms(w.created_at),
+        "updatedAt": iso8601_ms(w.updated_at),
+    })
+}
+
+fn event_json(e: &WebhookEvent) -> Value {
+    json!({
+        "id": e.id,
+        "event": e.kind,
+        "state": e.state,
+        "attempts": e.attempts,
+        "lastStatus": e.last_status,
+        "lastError": e.last_error,
+        "nextAttemptAt": (e.state == "pending").then(|| iso8601_ms(e.next_ms)),
+        "createdAt": iso8601_ms(e.created_ms),
+        "deliveredAt": e.delivered_ms.map(iso8601_ms),
+        "payload": e.payload.as_deref().and_then(|p| serde_json::from_str::<Value>(p).ok()),
+    })
+}
+
+/// The URL, checked: http or https, with a host, not too long.
+fn parse_url(v: &Value) -> Result<String, ApiError> {
+    let s = match v.get("url") {
+        Some(Value::String(s)) => s.trim(),
+        Some(_) => return Err(ApiError::bad("invalid_url", "`url` must be a string")),
+        None => return Err(ApiError::bad("missing_url", "`url` is required")),
+    };
+    if s.len() > MAX_URL {
+        return Err(ApiError::bad(
+            "invalid_url",
+            format!("`url` is longer than {MAX_URL} characters"),
+        ));
+    }
+    let url = reqwest::Url::parse(s)
+        .map_err(|e| ApiError::bad("invalid_url", format!("`url` is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(ApiError::bad(
+            "invalid_url",
+            "`url` must be an http or https URL with a host",
+        ));
+    }
+    Ok(url.to_string())
+}
+
+pub(super) async fn put_webhook(
+    Extension(op): Extension<Op>,
+    State(st): State<AppState>,
+    path: Result<Path<Vec<String>>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let r = async {
+        let [sub, agent] = ids::<2>(path)?;
+        let c = allow(&st, &headers, &sub, Endpoint::Webhook, true)?;
+        let v = body_json(body)?;
+        let url = parse_url(&v)?;
+        let secret = match v.get("secret") {
+            Some(Value::String(s)) if SECRET_LEN.contains(&s.len()) => s.clone(),
+            Some(Value::String(_)) => {
+                return Err(ApiError::bad(
+                    "invalid_secret",
+                    format!(
+                        "`secret` must be {} to {} characters",
+                        SECRET_LEN.start(),
+                        SECRET_LEN.end()
+                    ),
+                ));
+            }
+            Some(_) => return Err(ApiError::bad("invalid_secret", "`secret` must be a string")),
+            None => return Err(ApiError::bad("missing_secret", "`secret` is required")),
+        };
+        let events: Vec<&str> = match v.get("events") {
+            None | Some(Value::Null) => WEBHOOK_EVENTS.to_vec(),
+            Some(Value::Array(list)) if !list.is_empty() => {
+                let mut out = Vec::new();
+                for e in list {
+                    let name = e
+                        .as_str()
+                        .and_then(|n| WEBHOOK_EVENTS.iter().find(|k| **k == n));
+                    match name {
+                        Some(n) if !out.contains(n) => out.push(*n),
+                        Some(_) => {}
+                        None => {
+                            return Err(ApiError::bad(
+                                "invalid_events",
+                                format!("`events` may list {}", WEBHOOK_EVENTS.join(", ")),
+                            ));
+                        }
+                    }
+                }
+                out
+            }
+            Some(_) => {
+                return Err(ApiError::bad(
+                    "invalid_events",
+                    "`events` must be a non-empty array of event names",
+                ));
+            }
+        };
+        let view = st
+            .service
+            .set_webhook(&sub, &agent, &url, &secret, &events, Some(&c.sub))
+            .await?;
+        Ok(("Webhook set", view_json(&view)))
+    }
+    .await;
+    respond(op, r)
+}
+
+pub(super) async fn get_webhook(
+    Extension(op): Extension<Op>,
+    State(st): State<AppState>,
+    path: Result<Path<Vec<String>>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        let [sub, agent] = ids::<2>(path)?;
+        allow(&st, &headers, &sub, Endpoint::Webhook, false)?;
+        let view = st.service.webhook(&sub, &agent).await?;
+        Ok(("Webhook retrieved", view_json(&view)))
+    }
+    .await;
+    respond(op, r)
+}
+
+pub(super) async fn delete_webhook(
+    Extension(op): Extension<Op>,
+    State(st): State<AppState>,
+    path: Result<Path<Vec<String>>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        let [sub, agent] = ids::<2>(path)?;
+        allow(&st, &headers, &sub, Endpoint::Webhook, true)?;
+        st.service.delete_webhook(&sub, &agent).await?;
+        Ok(("Webhook removed", json!({})))
+    }
+    .await;
+    respond(op, r)
+}
+
+pub(super) async fn deliveries(
+    Extension(op): Extension<Op>,
+    State(st): State<AppState>,
+    path: Result<Path<Vec<String>>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        let [sub, agent] = ids::<2>(path)?;
+        allow(&st, &headers, &sub, Endpoint::Webhook, false)?;
+        let state = match &query {
+            Ok(Query(q)) => match q.get("status").map(String::as_str) {
+                None => None,
+                Some(s @ ("pending" | "delivered" | "failed")) => Some(s.to_owned()),
+                Some(_) => {
+                    return Err(ApiError::bad(
+                        "invalid_query",
+                        "`status` must be pending, delivered or failed",
+                    ));
+                }
+            },
+            Err(_) => None,
+        };
+        let (limit, skip) = page(query)?;
+        let rows = st
+            .service
+            .webhook_deliveries(&sub, &agent, state.as_deref(), limit, skip)
+            .await?;
+        let list: Vec<Value> = rows.iter().map(event_json).collect();
+        Ok((
+            "Webhook deliveries retrieved",
+            json!({ "deliveries": list, "count": rows.len() }),
+        ))
+    }
+    .await;
+    respond(op, r)
+}
+
+pub(super) async fn redeliver(
+    Extension(op): Extension<Op>,
+    State(st): State<AppState>,
+    path: Result<Path<Vec<String>>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        let [sub, agent, id] = ids::<3>(path)?;
+        allow(&st, &headers, &sub, Endpoint::Webhook, true)?;
+        let e = st.service.redeliver(&sub, &agent, &id).await?;
+        Ok(("Webhook event queued for delivery", event_json(&e)))
+    }
+    .await;
+    respond(op, r)
+}

@@ -1,0 +1,506 @@
+//! Webhook delivery: one dispatcher drains the durable queue the store fills (in the same
+//! transactions as the messages, status changes and connection changes it announces). Each
+//! chat's events go out one at a time in commit order, many chats at once; a failed attempt
+//! waits an exponential backoff with jitter; an event still failing after `dead_after` is
+//! dead-lettered, listed by the API, and can be redelivered. Delivery is at least once: the
+//! receiver deduplicates by the event id. A `{"reply": "…"}` answer to an inbound message is
+//! queued in the outbox under an idempotency key derived from the event id, before the event
+//! is marked delivered, so a redelivery never answers twice.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use super::{Service, ServiceError, now_ms, wire_user};
+use crate::binary::Jid;
+use crate::store::webhooks::{self as kinds, Webhook, WebhookEvent};
+use crate::util::clock::iso8601_ms;
+
+/// The header carrying `sha256=<hex HMAC-SHA256(secret, body)>`.
+pub const SIGNATURE_HEADER: &str = "x-wa-gateway-signature";
+/// The header carrying the event id (the body's `id`).
+pub const EVENT_ID_HEADER: &str = "x-wa-gateway-event-id";
+/// The header carrying the event name (the body's `event`).
+pub const EVENT_HEADER: &str = "x-wa-gateway-event";
+/// The header carrying the attempt number (1 for the first).
+pub const ATTEMPT_HEADER: &str = "x-wa-gateway-attempt";
+
+/// Most bytes of a receiver's answer read (for `reply`); the rest is ignored.
+const MAX_ANSWER: usize = 64 * 1024;
+/// Most characters of a `reply` (WhatsApp's own text limit).
+const MAX_REPLY: usize = 65_536;
+
+/// How webhooks are delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookSettings {
+    /// How long one attempt may take.
+    pub timeout: Duration,
+    /// The first retry's delay; each next one doubles it.
+    pub retry_base: Duration,
+    /// The longest delay between two attempts.
+    pub retry_max: Duration,
+    /// How long an event keeps being tried before it is dead-lettered.
+    pub dead_after: Duration,
+    /// Most attempts in flight at once (over every account).
+    pub concurrency: usize,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> WebhookSettings {
+        WebhookSettings {
+            timeout: Duration::from_secs(10),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(600),
+            dead_after: Duration::from_secs(24 * 3600),
+            concurrency: 64,
+        }
+    }
+}
+
+impl WebhookSettings {
+    /// The delay before attempt `attempts + 1`: base·2^(attempts−1), capped, then scaled by a
+    /// random factor in [0.5, 1) so receivers coming back are not hit by every sender at once.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let exp = self
+            .retry_base
+            .saturating_mul(1u32 << attempts.saturating_sub(1).min(20))
+            .min(self.retry_max);
+        exp.mul_f64(0.5 + rand::random::<f64>() / 2.0)
+    }
+}
+
+/// `sha256=<hex>`: the signature header's value for `body` under `secret`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    format!(
+        "sha256={}",
+        crate::util::hex::encode(&mac.finalize().into_bytes())
+    )
+}
+
+/// A webhook as the API shows it (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookView {
+    /// Where events go.
+    pub url: String,
+    /// The events it gets.
+    pub events: Vec<String>,
+    /// Who set it first.
+    pub created_by: Option<String>,
+    /// When it was first set (unix ms).
+    pub created_at: i64,
+    /// When it was last set (unix ms).
+    pub updated_at: i64,
+}
+
+impl From<Webhook> for WebhookView {
+    fn from(w: Webhook) -> WebhookView {
+        WebhookView {
+            url: w.url,
+            events: w.events,
+            created_by: w.created_by,
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+        }
+    }
+}
+
+/// What became of one attempt.
+enum Outcome {
+    Delivered,
+    Failed { status: Option<u16>, error: String },
+}
+
+impl Service {
+    /// Sets (subaccount, agent)'s webhook; events already waiting go to the new URL.
+    pub async fn set_webhook(
+        &self,
+        subaccount: &str,
+        agent: &str,
+        url: &str,
+        secret: &str,
+        events: &[&str],
+        user: Option<&str>,
+    ) -> Result<WebhookView, ServiceError> {
+        // Set before the first `connect`, it hears that connection's events too.
+        let account = self.store.account(subaccount, agent).await?;
+        self.store
+            .set_webhook(account, url, secret.as_bytes(), events, user)
+            .await?;
+        self.webhook_wake.notify_one();
+        let hook = self.store.webhook(account).await?;
+        hook.map(WebhookView::from).ok_or(ServiceError::NotFound)
+    }
+
+    /// (subaccount, agent)'s webhook.
+    pub async fn webhook(
+        &self,
+        subaccount: &str,
+        agent: &str,
+    ) -> Result<WebhookView, ServiceError> {
+        let account = self
+            .account(subaccount, agent, ServiceError::NoWebhook)
+            .await?;
+        let hook = self.store.webhook(account).await?;
+        hook.map(WebhookView::from).ok_or(ServiceError::NoWebhook)
+    }
+
+    /// Removes (subaccount, agent)'s webhook and what still waits for it.
+    pub async fn delete_webhook(&self, subaccount: &str, agent: &str) -> Result<(), ServiceError> {
+        let account = self
+            .account(subaccount, agent, ServiceError::NoWebhook)
+            .await?;
+        if self.store.delete_webhook(account).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::NoWebhook)
+        }
+    }
+
+    /// (subaccount, agent)'s webhook events in `state` (all when None), newest first.
+    pub async fn webhook_deliveries(
+        &self,
+        subaccount: &str,
+        agent: &str,
+        state: Option<&str>,
+        limit: u32,
+        skip: u32,
+    ) -> Result<Vec<WebhookEvent>, ServiceError> {
+        let account = self
+            .account(subaccount, agent, ServiceError::NoWebhook)
+            .await?;
+        Ok(self
+            .store
+            .webhook_events(account, state, limit, skip)
+            .await?)
+    }
+
+    /// Queues event `id` of (subaccount, agent) again, same id and body, due now.
+    pub async fn redeliver(
+        &self,
+        subaccount: &str,
+        agent: &str,
+        id: &str,
+    ) -> Result<WebhookEvent, ServiceError> {
+        let account = self
+            .account(subaccount, agent, ServiceError::NoEvent)
+            .await?;
+        match self.store.redeliver_webhook_event(account, id).await? {
+            Some(e) => {
+                self.webhook_wake.notify_one();
+                Ok(e)
+            }
+            None => match self.store.webhook_event(account, id).await? {
+                // Waiting already: nothing to do, and saying so is the truth.
+                Some(e) => Ok(e),
+                None => Err(ServiceError::NoEvent),
+            },
+        }
+    }
+
+    /// The account of (subaccount, agent), or `missing` when it was never used.
+    async fn account(
+        &self,
+        subaccount: &str,
+        agent: &str,
+        missing: ServiceError,
+    ) -> Result<crate::store::AccountId, ServiceError> {
+        self.store
+            .find_account(subaccount, agent)
+            .await?
+            .ok_or(missing)
+    }
+
+    /// Wakes the dispatcher (something may have been queued).
+    pub(super) fn wake_webhooks(&self) {
+        self.webhook_wake.notify_one();
+    }
+
+    /// The body of event `e`, as the receiver gets it.
+    async fn render(&self, e: &WebhookEvent) -> Result<String, ServiceError> {
+        let conn = self
+            .store
+            .connection_by_account(e.account)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let data = match e.kind.as_str() {
+            kinds::MESSAGE_RECEIVED | kinds::MESSAGE_STATUS => {
+                let pk = e.message_pk.ok_or(ServiceError::NotFound)?;
+                let (mut m, created) = self
+                    .store
+                    .message_by_pk(pk)
+                    .await?
+                    .ok_or(ServiceError::NotFound)?;
+                let mut numbers = Default::default();
+                self.by_number(e.account, &mut m, &mut numbers).await;
+                if e.kind == kinds::MESSAGE_RECEIVED {
+                    super::message_json(&m, created)
+                } else {
+                    json!({
+                        "messageId": super::message_id(&m.chat, &m.id, m.from_me),
+                        "to": wire_user(&m.chat),
+                        "status": e.status,
+                        "errorCode": e.error,
+                    })
+                }
+            }
+            _ => json!({
+                "status": e.status,
+                "code": e.data,
+                "phoneNumber": conn.phone_number,
+            }),
+        };
+        Ok(json!({
+            "id": e.id,
+            "event": e.kind,
+            "createdAt": iso8601_ms(e.created_ms),
+            "subaccountId": conn.subaccount_id,
+            "agentId": conn.agent_id,
+            "data": data,
+        })
+        .to_string())
+    }
+
+    /// One attempt at event `e`, and its record.
+    async fn deliver(self: Arc<Self>, e: WebhookEvent) {
+        let settings = self.webhook_settings.clone();
+        let attempt = u32::try_from(e.attempts)
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        let outcome = self.attempt(&e, attempt).await;
+        let now = now_ms();
+        let r = match outcome {
+            Outcome::Delivered => {
+                self.store
+                    .webhook_attempt(e.pk, "delivered", now, None, None)
+                    .await
+            }
+            Outcome::Failed { status, error } => {
+                let waited = Duration::from_millis(u64::try_from(now - e.since_ms).unwrap_or(0));
+                let (state, next) = if waited >= settings.dead_after {
+                    tracing::warn!(event = %e.id, %error, "webhook event dead-lettered");
+                    ("failed", now)
+                } else {
+                    let delay = settings.backoff(attempt);
+                    let delay = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+                    ("pending", now.saturating_add(delay))
+                };
+                self.store
+                    .webhook_attempt(e.pk, state, next, status, Some(&error))
+                    .await
+            }
+        };
+        if let Err(err) = r {
+            // The event stays pending under its lease and is tried again when it expires.
+            tracing::warn!(event = %e.id, error = %err, "cannot record a webhook attempt");
+        }
+    }
+
+    async fn attempt(&self, e: &WebhookEvent, attempt: u32) -> Outcome {
+        let failed = |status, error: String| Outcome::Failed { status, error };
+        let hook = match self.store.webhook(e.account).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return failed(None, "no webhook is set".into()),
+            Err(err) => return failed(None, format!("storage: {err}")),
+        };
+        let payload = match &e.payload {
+            Some(p) => p.clone(),
+            None => match self.render(e).await {
+                Ok(p) => {
+                    if let Err(err) = self.store.set_webhook_payload(e.pk, &p).await {
+                        return failed(None, format!("storage: {err}"));
+                    }
+                    p
+                }
+                Err(err) => return failed(None, format!("cannot build the event: {err}")),
+            },
+        };
+        let sig = signature(&hook.secret, payload.as_bytes());
+        let sent = self
+            .http
+            .post(&hook.url)
+            .timeout(self.webhook_settings.timeout)
+            .header("content-type", "application/json")
+            .header(SIGNATURE_HEADER, sig)
+            .header(EVENT_ID_HEADER, &e.id)
+            .header(EVENT_HEADER, &e.kind)
+            .header(ATTEMPT_HEADER, attempt.to_string())
+            .body(payload)
+            .send()
+            .await;
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(err) => return failed(None, short_error(&err)),
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            return failed(Some(status.as_u16()), format!("answered {status}"));
+        }
+        if e.kind != kinds::MESSAGE_RECEIVED {
+            return Outcome::Delivered;
+        }
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(self.webhook_settings.timeout, async {
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                let room = MAX_ANSWER - answer.len();
+                answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if answer.len() >= MAX_ANSWER {
+                    break;
+                }
+            }
+        })
+        .await;
+        if read.is_err() {
+            tracing::debug!(event = %e.id, "webhook answer body timed out; no reply read");
+        }
+        match self.reply(e, &answer).await {
+            Ok(()) => Outcome::Delivered,
+            // The reply could not be queued: the event goes again, so the reply is not lost.
+            Err(err) => failed(
+                Some(status.as_u16()),
+                format!("cannot queue the reply: {err}"),
+            ),
+        }
+    }
+
+    /// Queues the `reply` of an answer to inbound event `e`, once per event.
+    async fn reply(&self, e: &WebhookEvent, answer: &[u8]) -> Result<(), ServiceError> {
+        let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(answer) else {
+            return Ok(());
+        };
+        let Some(text) = obj.get("reply").and_then(Value::as_str) else {
+            return Ok(());
+        };
+        let text = text.trim();
+        if text.is_empty() || text.chars().count() > MAX_REPLY {
+            tracing::warn!(event = %e.id, "webhook reply empty or too long; not sent");
+            return Ok(());
+        }
+        let Ok(chat) = e.chat.parse::<Jid>() else {
+            return Ok(());
+        };
+        let conn = self
+            .store
+            .connection_by_account(e.account)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let key = format!("webhook-reply:{}", e.id);
+        let row = self.enqueue(&conn, &chat, text, None, Some(&key)).await?;
+        tracing::info!(event = %e.id, outbox = row.pk, "webhook reply queued");
+        Ok(())
+    }
+}
+
+/// An HTTP error without the URL (it may carry credentials in its query).
+fn short_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_redirect() {
+        "redirects are not followed"
+    } else {
+        "request failed"
+    };
+    let e = e.without_url_ref();
+    format!("{kind}: {e}")
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let mut s = self.to_string();
+        if let Some(u) = self.url() {
+            s = s.replace(u.as_str(), "<url>");
+        }
+        s
+    }
+}
+
+/// The dispatcher: claims due events (one per chat), delivers them concurrently, and sleeps
+/// until woken or until the next one is due. Ends when the service is dropped or shut down.
+pub(super) async fn dispatch(service: Weak<Service>) {
+    let inflight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    loop {
+        let Some(svc) = service.upgrade() else { return };
+        if svc.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let wake = svc.webhook_wake.clone();
+        let notified = wake.notified();
+        let settings = svc.webhook_settings.clone();
+        let busy = inflight.lock().map(|s| s.len()).unwrap_or(0);
+        let room = settings.concurrency.saturating_sub(busy);
+        let now = now_ms();
+        if room > 0 {
+            match svc
+                .store
+                .due_webhook_events(now, u32::try_from(room).unwrap_or(u32::MAX))
+                .await
+            {
+                Ok(events) => {
+                    for e in events {
+                        // A lease: not due again until this attempt has had its time.
+                        let lease = now
+                            .saturating_add(
+                                i64::try_from(settings.timeout.as_millis()).unwrap_or(0),
+                            )
+                            .saturating_add(5_000);
+                        if svc.store.lease_webhook_event(e.pk, lease).await.is_err() {
+                            continue;
+                        }
+                        if let Ok(mut s) = inflight.lock() {
+                            s.insert(e.pk);
+                        }
+                        let (svc2, inflight2) = (svc.clone(), inflight.clone());
+                        tokio::spawn(async move {
+                            let pk = e.pk;
+                            svc2.clone().deliver(e).await;
+                            if let Ok(mut s) = inflight2.lock() {
+                                s.remove(&pk);
+                            }
+                            svc2.webhook_wake.notify_one();
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "webhook queue unreadable"),
+            }
+        }
+        let next = svc.store.next_webhook_due().await.ok().flatten();
+        let idle = Duration::from_millis(match next {
+            Some(t) => u64::try_from(t - now_ms()).unwrap_or(0).min(1_000),
+            None => 1_000,
+        });
+        drop(svc);
+        let _ = tokio::time::timeout(idle.max(Duration::from_millis(5)), notified).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_below_it() {
+        let s = WebhookSettings {
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            ..Default::default()
+        };
+        for (attempt, full) in [(1, 1), (2, 2), (3, 4), (7, 60), (40, 60)] {
+            let full = Duration::from_secs(full);
+            for _ in 0..50 {
+                let d = s.backoff(attempt);
+                assert!(d >= full / 2 && d < full, "attempt {attempt}: {d:?}");
+            }
+        }
+    }
+}

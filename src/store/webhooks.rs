@@ -1,0 +1,401 @@
+//! Webhooks over the shared pool: each account's webhook, and the durable queue of events to
+//! deliver to it. An event row is written inside the transaction of what it announces (the
+//! message commit, the status change, the connection update), so nothing committed goes
+//! unannounced and nothing unannounced is committed; the service's dispatcher drains the queue.
+
+use sqlx::{Row, SqliteConnection};
+use zeroize::Zeroizing;
+
+use super::seal::row as sealed_row;
+use super::{AccountId, Store, StoreError};
+
+/// An inbound message was stored.
+pub const MESSAGE_RECEIVED: &str = "message.received";
+/// An outbound message moved up its delivery ladder (or failed).
+pub const MESSAGE_STATUS: &str = "message.status";
+/// The connection's status changed.
+pub const CONNECTION_UPDATE: &str = "connection.update";
+/// Every event a webhook can ask for.
+pub const EVENTS: [&str; 3] = [MESSAGE_RECEIVED, MESSAGE_STATUS, CONNECTION_UPDATE];
+
+/// An account's webhook.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Where events are POSTed.
+    pub url: String,
+    /// The HMAC-SHA256 key of the signature header.
+    pub secret: Zeroizing<Vec<u8>>,
+    /// The events it gets.
+    pub events: Vec<String>,
+    /// Who set it.
+    pub created_by: Option<String>,
+    /// When it was first set (unix ms).
+    pub created_at: i64,
+    /// When it was last set (unix ms).
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("url", &self.url)
+            .field("secret", &"..")
+            .field("events", &self.events)
+            .finish()
+    }
+}
+
+/// One queued (or delivered, or dead) event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookEvent {
+    /// Queue order.
+    pub pk: i64,
+    /// The account it belongs to.
+    pub account: AccountId,
+    /// Its ULID (the receiver's deduplication key).
+    pub id: String,
+    /// One of [`EVENTS`].
+    pub kind: String,
+    /// The conversation it is ordered within (empty for connection events).
+    pub chat: String,
+    /// The message it is about.
+    pub message_pk: Option<i64>,
+    /// The new status (message or connection).
+    pub status: Option<String>,
+    /// WhatsApp's error code of a failed message.
+    pub error: Option<i64>,
+    /// Extra text (a connection's failure code).
+    pub data: Option<String>,
+    /// The body as first sent.
+    pub payload: Option<String>,
+    /// `pending`, `delivered` or `failed` (dead-lettered).
+    pub state: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// When the next attempt is due (unix ms).
+    pub next_ms: i64,
+    /// When it started waiting (creation or redelivery): the dead-letter clock.
+    pub since_ms: i64,
+    /// The HTTP status of the last attempt, if it got one.
+    pub last_status: Option<i64>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When it was queued (unix ms).
+    pub created_ms: i64,
+    /// When the receiver took it (unix ms).
+    pub delivered_ms: Option<i64>,
+}
+
+fn event(r: &sqlx::sqlite::SqliteRow) -> Result<WebhookEvent, sqlx::Error> {
+    Ok(WebhookEvent {
+        pk: r.try_get("pk")?,
+        account: r.try_get("account_id")?,
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        chat: r.try_get("chat")?,
+        message_pk: r.try_get("message_pk")?,
+        status: r.try_get("status")?,
+        error: r.try_get("error")?,
+        data: r.try_get("data")?,
+        payload: r.try_get("payload")?,
+        state: r.try_get("state")?,
+        attempts: r.try_get("attempts")?,
+        next_ms: r.try_get("next_ms")?,
+        since_ms: r.try_get("since_ms")?,
+        last_status: r.try_get("last_status")?,
+        last_error: r.try_get("last_error")?,
+        created_ms: r.try_get("created_ms")?,
+        delivered_ms: r.try_get("delivered_ms")?,
+    })
+}
+
+const COLS: &str = "pk, account_id, id, kind, chat, message_pk, status, error, data, payload, \
+                    state, attempts, next_ms, since_ms, last_status, last_error, created_ms, \
+                    delivered_ms";
+
+/// An event to queue.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct NewEvent<'a> {
+    pub kind: &'a str,
+    pub chat: &'a str,
+    pub message_pk: Option<i64>,
+    pub status: Option<&'a str>,
+    pub error: Option<i64>,
+    pub data: Option<&'a str>,
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(crate::util::clock::now_ms()).unwrap_or(i64::MAX)
+}
+
+/// Queues `e` for `account` on `conn` (inside the caller's transaction) if the account has a
+/// webhook that wants it; a no-op otherwise.
+pub(crate) async fn enqueue(
+    conn: &mut SqliteConnection,
+    account: AccountId,
+    e: NewEvent<'_>,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO webhook_events (account_id, id, kind, chat, message_pk, status, error, data, \
+         next_ms, since_ms, created_ms) \
+         SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM webhooks \
+         WHERE account_id = ? AND instr(',' || events || ',', ',' || ? || ',') > 0",
+    )
+    .bind(account)
+    .bind(crate::util::ids::ulid())
+    .bind(e.kind)
+    .bind(e.chat)
+    .bind(e.message_pk)
+    .bind(e.status)
+    .bind(e.error)
+    .bind(e.data)
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .bind(account)
+    .bind(e.kind)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Sets (or replaces) `account`'s webhook. Events already queued go to the new URL.
+    pub async fn set_webhook(
+        &self,
+        account: AccountId,
+        url: &str,
+        secret: &[u8],
+        events: &[&str],
+        user: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let secret = self
+            .sealer
+            .seal(&sealed_row("webhooks", account, ""), secret.to_vec());
+        sqlx::query(
+            "INSERT INTO webhooks (account_id, url, secret, events, created_by, created_at, \
+             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (account_id) DO UPDATE SET url = excluded.url, secret = excluded.secret, \
+             events = excluded.events, updated_at = excluded.updated_at",
+        )
+        .bind(account)
+        .bind(url)
+        .bind(secret)
+        .bind(events.join(","))
+        .bind(user)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// `account`'s webhook.
+    pub async fn webhook(&self, account: AccountId) -> Result<Option<Webhook>, StoreError> {
+        let Some(r) = sqlx::query(
+            "SELECT url, secret, events, created_by, created_at, updated_at FROM webhooks \
+             WHERE account_id = ?",
+        )
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let secret: Vec<u8> = r.try_get("secret")?;
+        let secret = Zeroizing::new(
+            self.sealer
+                .open(&sealed_row("webhooks", account, ""), secret)?,
+        );
+        let events: String = r.try_get("events")?;
+        Ok(Some(Webhook {
+            url: r.try_get("url")?,
+            secret,
+            events: events
+                .split(',')
+                .filter(|e| !e.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            created_by: r.try_get("created_by")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+        }))
+    }
+
+    /// Removes `account`'s webhook and the events still waiting for it (delivered and
+    /// dead-lettered ones stay for the record). Whether there was one.
+    pub async fn delete_webhook(&self, account: AccountId) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with(super::WRITE_TX).await?;
+        let gone = sqlx::query("DELETE FROM webhooks WHERE account_id = ?")
+            .bind(account)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM webhook_events WHERE account_id = ? AND state = 'pending'")
+            .bind(account)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(gone > 0)
+    }
+
+    /// Up to `limit` events due at `now_ms`, each the oldest waiting event of its (account,
+    /// chat): delivering them all at once keeps every chat in order.
+    pub async fn due_webhook_events(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<WebhookEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLS} FROM webhook_events e WHERE e.state = 'pending' AND e.next_ms <= ? \
+             AND e.pk = (SELECT MIN(p.pk) FROM webhook_events p WHERE p.state = 'pending' \
+             AND p.account_id = e.account_id AND p.chat = e.chat) \
+             ORDER BY e.pk LIMIT ?"
+        ))
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(event).collect::<Result<_, _>>()?)
+    }
+
+    /// When the next event that may go (the oldest waiting one of its chat) is due.
+    pub async fn next_webhook_due(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(e.next_ms) FROM webhook_events e WHERE e.state = 'pending' \
+             AND e.pk = (SELECT MIN(p.pk) FROM webhook_events p WHERE p.state = 'pending' \
+             AND p.account_id = e.account_id AND p.chat = e.chat)",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Holds event `pk` back until `until_ms` (an attempt is under way; if the process dies,
+    /// the event is due again then).
+    pub async fn lease_webhook_event(&self, pk: i64, until_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE webhook_events SET next_ms = ? WHERE pk = ? AND state = 'pending'")
+            .bind(until_ms)
+            .bind(pk)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Fixes the body an event is sent with (kept for every retry).
+    pub async fn set_webhook_payload(&self, pk: i64, payload: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE webhook_events SET payload = ? WHERE pk = ? AND payload IS NULL")
+            .bind(payload)
+            .bind(pk)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records an attempt: `delivered`, or still `pending` until `next_ms`, or `failed`
+    /// (dead-lettered).
+    pub async fn webhook_attempt(
+        &self,
+        pk: i64,
+        state: &str,
+        next_ms: i64,
+        http_status: Option<u16>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE webhook_events SET state = ?, attempts = attempts + 1, next_ms = ?, \
+             last_status = ?, last_error = ?, \
+             delivered_ms = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_ms END \
+             WHERE pk = ? AND state = 'pending'",
+        )
+        .bind(state)
+        .bind(next_ms)
+        .bind(http_status)
+        .bind(error)
+        .bind(state)
+        .bind(now_ms())
+        .bind(pk)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// `account`'s events in `state` (all when None), newest first.
+    pub async fn webhook_events(
+        &self,
+        account: AccountId,
+        state: Option<&str>,
+        limit: u32,
+        skip: u32,
+    ) -> Result<Vec<WebhookEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLS} FROM webhook_events WHERE account_id = ? AND (? IS NULL OR state = ?) \
+             ORDER BY pk DESC LIMIT ? OFFSET ?"
+        ))
+        .bind(account)
+        .bind(state)
+        .bind(state)
+        .bind(limit)
+        .bind(skip)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(event).collect::<Result<_, _>>()?)
+    }
+
+    /// Queues `account`'s event `id` again (same id, same body), due now with a fresh
+    /// dead-letter clock. The event, if `account` has it and it is not waiting already.
+    pub async fn redeliver_webhook_event(
+        &self,
+        account: AccountId,
+        id: &str,
+    ) -> Result<Option<WebhookEvent>, StoreError> {
+        let now = now_ms();
+        let row = sqlx::query(&format!(
+            "UPDATE webhook_events SET state = 'pending', attempts = 0, next_ms = ?, since_ms = ?, \
+             delivered_ms = NULL WHERE account_id = ? AND id = ? AND state <> 'pending' \
+             RETURNING {COLS}"
+        ))
+        .bind(now)
+        .bind(now)
+        .bind(account)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(event).transpose()?)
+    }
+
+    /// `account`'s event `id`.
+    pub async fn webhook_event(
+        &self,
+        account: AccountId,
+        id: &str,
+    ) -> Result<Option<WebhookEvent>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLS} FROM webhook_events WHERE account_id = ? AND id = ?"
+        ))
+        .bind(account)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(event).transpose()?)
+    }
+
+    /// The message an event is about, with the time its row was stored.
+    pub async fn message_by_pk(
+        &self,
+        pk: i64,
+    ) -> Result<Option<(crate::client::messages::StoredMessage, Option<i64>)>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {}, created_ms FROM messages WHERE pk = ?",
+            super::messages::COLUMNS
+        ))
+        .bind(pk)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some((super::messages::from_row(&r)?, r.try_get("created_ms")?)),
+            None => None,
+        })
+    }
+}
