@@ -25,6 +25,7 @@ mod simulate_cmd;
 mod stanza_props;
 mod store_seal;
 mod tokens;
+mod webhooks;
 
 mod alloc_bounds;
 

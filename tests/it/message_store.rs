@@ -445,3 +445,164 @@ async fn group_state_reads_back_per_account_and_a_key_reset_unmarks_every_holder
     assert!(b.group_updates(&group, 10).await.unwrap().is_empty());
     store.close().await;
 }
+
+#[tokio::test]
+async fn webhook_events_commit_with_what_they_announce_and_only_when_asked_for() {
+    let key = StoreKey::generate();
+    let store = Store::open_with("sqlite::memory:", Some(&key))
+        .await
+        .unwrap();
+    let a = store.account("s", "with-hook").await.unwrap();
+    let b = store.account("s", "without").await.unwrap();
+    let (ca, cb) = (store.creds(a), store.creds(b));
+    let chat = Jid::new("15550003333", Server::User);
+    let count = async |account| {
+        store
+            .webhook_events(account, None, 500, 0)
+            .await
+            .unwrap()
+            .len()
+    };
+    let none = SignalChanges::default();
+
+    // No webhook yet: nothing is queued.
+    ca.commit_message(&none, &row("in-0", &chat, false, MessageStatus::Received))
+        .await
+        .unwrap();
+    assert_eq!(count(a).await, 0);
+
+    let secret = b"a-webhook-secret-0123456789";
+    store
+        .set_webhook(
+            a,
+            "http://127.0.0.1:9/h",
+            secret,
+            &["message.received", "message.status"],
+            None,
+        )
+        .await
+        .unwrap();
+    // The secret is sealed at rest like key material, and reads back whole.
+    let raw: Vec<u8> = sqlx::query_scalar("SELECT secret FROM webhooks")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(!raw.windows(secret.len()).any(|w| w == secret));
+    assert_eq!(
+        store.webhook(a).await.unwrap().unwrap().secret.as_slice(),
+        secret
+    );
+    assert!(!format!("{:?}", store.webhook(a).await.unwrap()).contains("a-webhook-secret"));
+
+    // An inbound message: one event, pointing at its row; the same message again: none.
+    let m1 = row("in-1", &chat, false, MessageStatus::Received);
+    assert_eq!(
+        ca.commit_message(&none, &m1).await.unwrap(),
+        Committed::Inserted
+    );
+    assert_eq!(
+        ca.commit_message(&none, &m1).await.unwrap(),
+        Committed::Duplicate
+    );
+    let events = store.webhook_events(a, None, 500, 0).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, "message.received");
+    assert_eq!(events[0].chat, chat.to_string());
+    let (stored, _) = store
+        .message_by_pk(events[0].message_pk.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.id, "in-1");
+
+    // Our own send is no inbound event; its climb is, each step once.
+    let out = row("out-1", &chat, true, MessageStatus::Pending);
+    ca.commit_message(&none, &out).await.unwrap();
+    assert_eq!(count(a).await, 1);
+    let step = |status| StatusUpdate {
+        chat: chat.clone(),
+        id: "out-1".into(),
+        device: None,
+        status,
+        error: None,
+        t: 1_700_000_200,
+    };
+    ca.update_status(&step(MessageStatus::ServerAck))
+        .await
+        .unwrap();
+    ca.update_status(&step(MessageStatus::ServerAck))
+        .await
+        .unwrap();
+    ca.update_status(&step(MessageStatus::Delivered))
+        .await
+        .unwrap();
+    let statuses: Vec<Option<String>> = store
+        .webhook_events(a, Some("pending"), 500, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        [None, Some("server_ack".into()), Some("delivered".into())]
+    );
+    // Each chat's oldest waiting event is the one due.
+    let due = store.due_webhook_events(i64::MAX, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].kind, "message.received");
+
+    // Connection changes are not asked for here; the other account has no webhook at all.
+    store.open_connection(a, None, 1).await.unwrap();
+    let up = wa_gateway::store::connections::ConnectionUpdate {
+        status: Some("connected".into()),
+        ..Default::default()
+    };
+    store.update_connection(a, &up, 2).await.unwrap();
+    assert_eq!(count(a).await, 3);
+    cb.commit_message(&none, &row("in-b", &chat, false, MessageStatus::Received))
+        .await
+        .unwrap();
+    assert_eq!(count(b).await, 0);
+
+    // Asked for: a change is one event, the same status again none.
+    store
+        .set_webhook(
+            a,
+            "http://127.0.0.1:9/h",
+            secret,
+            &["connection.update"],
+            None,
+        )
+        .await
+        .unwrap();
+    let down = wa_gateway::store::connections::ConnectionUpdate {
+        status: Some("reconnecting".into()),
+        ..Default::default()
+    };
+    store.update_connection(a, &down, 3).await.unwrap();
+    store.update_connection(a, &down, 4).await.unwrap();
+    assert_eq!(count(a).await, 4);
+
+    // One transaction: when the event cannot be written, the message is not stored either.
+    store
+        .set_webhook(
+            a,
+            "http://127.0.0.1:9/h",
+            secret,
+            &["message.received"],
+            None,
+        )
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE INSERT ON webhook_events BEGIN SELECT RAISE(ABORT, 'no'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let m2 = row("in-2", &chat, false, MessageStatus::Received);
+    assert!(ca.commit_message(&none, &m2).await.is_err());
+    assert!(!ca.has_message(&chat, &chat, "in-2").await.unwrap());
+}

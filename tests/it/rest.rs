@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use wa_gateway::api::{AppState, AuthKey, Claims, Role};
-use wa_gateway::service::{Pacing, Service};
+use wa_gateway::service::{Pacing, Service, ServiceOptions};
 use wa_gateway::sim::Simulator;
 use wa_gateway::store::Store;
 
@@ -16,8 +16,8 @@ const LIMIT: Duration = Duration::from_secs(90);
 const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!!";
 
 /// A running service: its URL and how to stop it.
-struct Server {
-    url: String,
+pub(crate) struct Server {
+    pub(crate) url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -28,9 +28,19 @@ impl Server {
     }
 
     async fn start_with(sim: &Simulator, db: &str, pacing: Pacing) -> Server {
+        let opts = ServiceOptions {
+            pacing,
+            ..Default::default()
+        };
+        Server::start_opts(sim, db, opts).await
+    }
+
+    pub(crate) async fn start_opts(sim: &Simulator, db: &str, opts: ServiceOptions) -> Server {
         let store = Store::open(db).await.unwrap();
-        let service = Service::with_pacing(store, options(sim), pacing, vec![]);
-        let state = AppState::new(service, &AuthKey::Hs256(SECRET.to_vec()), vec![]).unwrap();
+        // As `serve` does: the unpaced subaccounts are the unlimited ones.
+        let unlimited = opts.unpaced.clone();
+        let service = Service::with_options(store, options(sim), opts);
+        let state = AppState::new(service, &AuthKey::Hs256(SECRET.to_vec()), unlimited).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -45,7 +55,7 @@ impl Server {
     }
 
     /// Graceful shutdown: returns once every client stopped.
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -53,7 +63,7 @@ impl Server {
     }
 }
 
-fn token(role: Role, subs: &[&str], exp_in: i64) -> String {
+pub(crate) fn token(role: Role, subs: &[&str], exp_in: i64) -> String {
     let now = (wa_gateway::util::clock::now_ms() / 1000) as i64;
     wa_gateway::api::auth::mint(
         SECRET,
@@ -67,7 +77,7 @@ fn token(role: Role, subs: &[&str], exp_in: i64) -> String {
     .unwrap()
 }
 
-async fn call(
+pub(crate) async fn call(
     http: &reqwest::Client,
     method: reqwest::Method,
     url: &str,
@@ -88,7 +98,7 @@ async fn call(
 }
 
 /// The guide's envelope: success, message, data, meta.operationId (a UUID) and meta.duration.
-fn assert_envelope(v: &Value, success: bool) {
+pub(crate) fn assert_envelope(v: &Value, success: bool) {
     assert_eq!(v["success"], json!(success), "{v}");
     assert!(v["message"].is_string(), "{v}");
     let id = v["meta"]["operationId"].as_str().expect("operationId");
@@ -660,7 +670,13 @@ async fn bad_input_gets_a_4xx_envelope_and_stores_nothing() {
 
 /// Connects (subaccount, agent) and has `number`'s phone scan; returns once it is connected and
 /// its keys are on the server.
-async fn link(sim: &Simulator, http: &reqwest::Client, token: &str, base: &str, number: &str) {
+pub(crate) async fn link(
+    sim: &Simulator,
+    http: &reqwest::Client,
+    token: &str,
+    base: &str,
+    number: &str,
+) {
     let (code, v) = call(
         http,
         reqwest::Method::POST,
