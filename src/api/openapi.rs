@@ -261,8 +261,111 @@ pub fn document() -> Value {
         ),
         &[400, 401, 403, 429],
     );
+    let webhook = obj(json!({
+        "url": { "type": "string", "format": "uri" },
+        "events": { "type": "array", "items": { "type": "string", "enum": crate::service::WEBHOOK_EVENTS } },
+        "signatureHeader": { "type": "string", "example": crate::service::SIGNATURE_HEADER },
+        "createdBy": { "type": "string", "nullable": true },
+        "createdAt": { "type": "string", "format": "date-time" },
+        "updatedAt": { "type": "string", "format": "date-time" },
+    }));
+    let event = obj(json!({
+        "id": { "type": "string", "description": "ULID: unique, sortable; deduplicate on it" },
+        "event": { "type": "string", "enum": crate::service::WEBHOOK_EVENTS },
+        "createdAt": { "type": "string", "format": "date-time" },
+        "subaccountId": { "type": "string" },
+        "agentId": { "type": "string" },
+        "data": { "type": "object", "description": "message.received: a history message; message.status: messageId, to, status, errorCode; connection.update: status, code, phoneNumber" },
+    }));
+    let delivery = obj(json!({
+        "id": { "type": "string" },
+        "event": { "type": "string" },
+        "state": { "type": "string", "enum": ["pending", "delivered", "failed"] },
+        "attempts": { "type": "integer" },
+        "lastStatus": { "type": "integer", "nullable": true },
+        "lastError": { "type": "string", "nullable": true },
+        "nextAttemptAt": { "type": "string", "format": "date-time", "nullable": true },
+        "createdAt": { "type": "string", "format": "date-time" },
+        "deliveredAt": { "type": "string", "format": "date-time", "nullable": true },
+        "payload": event.clone(),
+    }));
+    let mut put_webhook = operation(
+        "Set the agent's webhook (replaces it; waiting events go to the new URL)",
+        &["subaccountId", "agentId"],
+        Some(json!({
+            "required": true,
+            "content": { "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["url", "secret"],
+                    "properties": {
+                        "url": { "type": "string", "format": "uri", "maxLength": 2048, "description": "http or https" },
+                        "secret": { "type": "string", "minLength": 16, "maxLength": 256, "description": "HMAC-SHA256 key of the signature header; never shown again" },
+                        "events": { "type": "array", "items": { "type": "string", "enum": crate::service::WEBHOOK_EVENTS }, "description": "default: all" },
+                    },
+                },
+                "example": { "url": "https://agent.example.com/whatsapp", "secret": "a-long-random-secret", "events": ["message.received"] },
+            }},
+        })),
+        ok("The webhook", webhook.clone(), Value::Null),
+        &[400, 401, 403, 413, 429],
+    );
+    put_webhook["description"] = json!(format!(
+        "Each event is POSTed as JSON (schema WebhookEvent) with `{}: sha256=<hex HMAC-SHA256(secret, raw body)>`, \
+         `{}`, `{}` and `{}` headers; at least once, in order per chat, retried with exponential backoff \
+         until the dead-letter time. Answer 2xx to take it; to an inbound message, `{{\"reply\": \"text\"}}` \
+         sends that text to the chat through the outbox (once per event).",
+        crate::service::SIGNATURE_HEADER,
+        crate::service::EVENT_ID_HEADER,
+        crate::service::EVENT_HEADER,
+        crate::service::ATTEMPT_HEADER,
+    ));
+    let get_webhook = operation(
+        "The agent's webhook (never its secret)",
+        &["subaccountId", "agentId"],
+        None,
+        ok("The webhook", webhook, Value::Null),
+        &[400, 401, 403, 404, 429],
+    );
+    let delete_webhook = operation(
+        "Remove the agent's webhook and the events still waiting for it",
+        &["subaccountId", "agentId"],
+        None,
+        ok("Removed", obj(json!({})), Value::Null),
+        &[400, 401, 403, 404, 429],
+    );
+    let deliveries = operation(
+        "The agent's webhook events, newest first",
+        &["subaccountId", "agentId", "deliveryStatus", "limit", "skip"],
+        None,
+        ok(
+            "The events",
+            obj(json!({
+                "deliveries": { "type": "array", "items": delivery.clone() },
+                "count": { "type": "integer" },
+            })),
+            Value::Null,
+        ),
+        &[400, 401, 403, 404, 429],
+    );
+    let redeliver = operation(
+        "Deliver an event again (same id, same body), now",
+        &["subaccountId", "agentId", "eventId"],
+        None,
+        ok("Queued", delivery, Value::Null),
+        &[400, 401, 403, 404, 429],
+    );
     let mut paths = serde_json::Map::new();
     for (path, method, op) in [
+        (format!("{agent}/webhook"), "put", put_webhook),
+        (format!("{agent}/webhook"), "get", get_webhook),
+        (format!("{agent}/webhook"), "delete", delete_webhook),
+        (format!("{agent}/webhook/deliveries"), "get", deliveries),
+        (
+            format!("{agent}/webhook/deliveries/{{eventId}}/redeliver"),
+            "post",
+            redeliver,
+        ),
         (format!("{agent}/connect"), "post", connect),
         (format!("{agent}/status"), "get", get_status),
         (format!("{agent}/send"), "post", send),
@@ -289,7 +392,13 @@ pub fn document() -> Value {
             json!({ "summary": "Database reachable and sessions resumed", "responses": { "200": { "description": "ready" }, "503": { "description": "not ready" } } }),
         ),
     ] {
-        paths.insert(path, json!({ method: op }));
+        if let Some(ops) = paths
+            .entry(path)
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+        {
+            ops.insert(method.to_owned(), op);
+        }
     }
     json!({
         "openapi": "3.0.3",
@@ -301,22 +410,27 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" } },
-            "schemas": { "Meta": obj(json!({
-                "operationId": { "type": "string", "format": "uuid" },
-                "duration": { "type": "string", "example": "123ms" },
-            }))},
+            "schemas": {
+                "Meta": obj(json!({
+                    "operationId": { "type": "string", "format": "uuid" },
+                    "duration": { "type": "string", "example": "123ms" },
+                })),
+                "WebhookEvent": event,
+            },
             "parameters": {
                 "subaccountId": { "name": "subaccountId", "in": "path", "required": true, "schema": { "type": "string", "maxLength": 128 } },
                 "agentId": { "name": "agentId", "in": "path", "required": true, "schema": { "type": "string", "maxLength": 128 } },
                 "limit": { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 500, "default": 50 } },
                 "skip": { "name": "skip", "in": "query", "schema": { "type": "integer", "minimum": 0, "default": 0 } },
+                "deliveryStatus": { "name": "status", "in": "query", "schema": { "type": "string", "enum": ["pending", "delivered", "failed"] } },
+                "eventId": { "name": "eventId", "in": "path", "required": true, "schema": { "type": "string" } },
                 "IdempotencyKey": { "name": "Idempotency-Key", "in": "header", "schema": { "type": "string", "maxLength": 128 } },
             },
             "responses": {
                 "E400": error("Bad input"),
                 "E401": error("Missing or invalid token"),
                 "E403": error("Not allowed for this token"),
-                "E404": error("No such connection"),
+                "E404": error("No such connection (or webhook, or event)"),
                 "E409": error("Not connected"),
                 "E413": error("Body or message too large"),
                 "E422": error("Refused by WhatsApp"),
@@ -355,6 +469,10 @@ mod tests {
                 json!(message),
                 "{path}"
             );
+        }
+        let hook = &d["paths"]["/api/whatsapp/{subaccountId}/{agentId}/webhook"];
+        for m in ["get", "put", "delete"] {
+            assert!(hook[m]["responses"]["200"].is_object(), "webhook {m}");
         }
         let text = d.to_string();
         let mut rest = text.as_str();
