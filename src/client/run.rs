@@ -93,6 +93,8 @@ pub(super) struct Link {
     pub(super) logging_out: std::sync::atomic::AtomicBool,
     /// One prekey refill at a time (count answer and low-count notice may race).
     pub(super) refill: tokio::sync::Mutex<()>,
+    /// When the logged-in connection last received anything (None while down).
+    pub(super) heard: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Link {
@@ -104,6 +106,13 @@ impl Link {
     pub(super) fn set_own(&self, jid: Option<Jid>) {
         if let Ok(mut g) = self.own.lock() {
             *g = jid;
+        }
+    }
+
+    /// Notes that the connection just received something (`None`: it is gone).
+    pub(super) fn set_heard(&self, at: Option<tokio::time::Instant>) {
+        if let Ok(mut g) = self.heard.lock() {
+            *g = at;
         }
     }
 
@@ -198,6 +207,13 @@ impl Client {
     /// The current state.
     pub fn state(&self) -> ConnState {
         self.state.borrow().clone()
+    }
+
+    /// How long the logged-in connection has received nothing (None while it is down). A live
+    /// one hears a pong at least every keepalive interval plus its deadline.
+    pub fn silent_for(&self) -> Option<Duration> {
+        let at = (*self.link.heard.lock().ok()?)?;
+        Some(at.elapsed())
     }
 
     /// Waits until `pred` holds for the state (or the loop is gone). Any number of callers

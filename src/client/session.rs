@@ -22,6 +22,7 @@ impl<S: CredsStore> Run<S> {
     /// A login connection: wait for success, then keep alive until it ends.
     pub(super) async fn logged_in(&mut self, s: NoiseSocket, creds: Creds, jid: Jid) -> Outcome {
         let outcome = self.serve_logged_in(s, creds, jid).await;
+        self.link.set_heard(None);
         self.link.set_sender(None);
         self.link.set_own(None);
         self.link.iq.fail_all();
@@ -73,7 +74,10 @@ impl<S: CredsStore> Run<S> {
                 _ = stuck_tick.tick() => self.messenger.flag_stuck(stuck_after),
                 ev = s.incoming.recv() => {
                     let node = match ev {
-                        Some(Incoming::Node(n)) => n,
+                        Some(Incoming::Node(n)) => {
+                            link.set_heard(Some(tokio::time::Instant::now()));
+                            n
+                        }
                         Some(Incoming::Malformed(_)) => continue,
                         Some(Incoming::Closed(e)) => {
                             let why = e.map(|e| e.to_string()).unwrap_or_else(|| "closed by server".into());

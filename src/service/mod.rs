@@ -83,8 +83,9 @@ pub struct Status {
     pub is_active: bool,
     /// The QR code showing now, if any.
     pub qr: Option<String>,
-    /// `not_initialized`, `pending`, `connected`, `reconnecting`, `disconnected`,
-    /// `logged_out`, `client_outdated`, `temp_banned`, `replaced`, `qr_timeout`, `error`.
+    /// `not_initialized`, `pending`, `connected`, `unresponsive` (logged in but silent past
+    /// the keepalive's limit), `reconnecting`, `disconnected`, `logged_out`, `client_outdated`,
+    /// `temp_banned`, `replaced`, `qr_timeout`, `error`.
     pub status: String,
     /// The client's stable failure code, when there is one.
     pub code: Option<String>,
@@ -448,7 +449,14 @@ impl Service {
         session: Option<&Session>,
     ) -> Result<Status, ServiceError> {
         let row = self.store.connection_by_account(account).await?;
-        Ok(status(row.as_ref(), session))
+        Ok(status(row.as_ref(), session, self.liveness()))
+    }
+
+    /// The longest a live connection goes without receiving anything: a pong answers each
+    /// ping, and pings go at most every keepalive interval.
+    fn liveness(&self) -> Duration {
+        let k = &self.options.keepalive;
+        k.max_interval + k.deadline
     }
 
     /// The truth about (subaccount, agent).
@@ -460,7 +468,7 @@ impl Service {
             });
         };
         let session = self.session(row.account);
-        Ok(status(Some(&row), session.as_deref()))
+        Ok(status(Some(&row), session.as_deref(), self.liveness()))
     }
 
     /// Unlinks (subaccount, agent): the phone forgets the device, its keys are wiped, its
@@ -609,7 +617,7 @@ impl Service {
 }
 
 /// A status from the stored row and the running client.
-fn status(row: Option<&ConnectionRow>, session: Option<&Session>) -> Status {
+fn status(row: Option<&ConnectionRow>, session: Option<&Session>, liveness: Duration) -> Status {
     let Some(row) = row else {
         return Status {
             status: "not_initialized".into(),
@@ -617,13 +625,19 @@ fn status(row: Option<&ConnectionRow>, session: Option<&Session>) -> Status {
         };
     };
     let state = session.map(|s| s.client.state());
-    let is_connected = state == Some(ConnState::Connected);
+    // Logged in is not enough: a connection that has heard nothing (not even a pong) for longer
+    // than a live one can is not reported connected, whatever its state says.
+    let silent = session
+        .and_then(|s| s.client.silent_for())
+        .is_none_or(|d| d > liveness);
+    let is_connected = state == Some(ConnState::Connected) && !silent;
     let qr = session.and_then(|s| s.qr.lock().ok().and_then(|q| q.clone()));
     Status {
         is_connected,
         is_active: state.as_ref().is_some_and(|s| !s.is_final()),
         qr,
         status: match &state {
+            Some(ConnState::Connected) if silent => "unresponsive".into(),
             Some(s) => status_name(s).into(),
             // No client runs for it: whatever the row last said, it is not connected now.
             None if matches!(

@@ -36,10 +36,18 @@ impl Server {
     }
 
     pub(crate) async fn start_opts(sim: &Simulator, db: &str, opts: ServiceOptions) -> Server {
+        Server::start_full(db, options(sim), opts).await
+    }
+
+    async fn start_full(
+        db: &str,
+        client: wa_gateway::client::ClientOptions,
+        opts: ServiceOptions,
+    ) -> Server {
         let store = Store::open(db).await.unwrap();
         // As `serve` does: the unpaced subaccounts are the unlimited ones.
         let unlimited = opts.unpaced.clone();
-        let service = Service::with_options(store, options(sim), opts);
+        let service = Service::with_options(store, client, opts);
         let state = AppState::new(service, &AuthKey::Hs256(SECRET.to_vec()), unlimited).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -838,6 +846,83 @@ async fn the_outbox_sends_once_per_idempotency_key_in_order_and_answers_pending_
         )
         .await;
         assert_eq!(h["data"]["count"], json!(13));
+        server.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_logged_in_session_that_hears_nothing_is_not_reported_connected() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let mut client = options(&sim);
+        client.keepalive = wa_gateway::client::Keepalive {
+            min_interval: Duration::from_millis(200),
+            max_interval: Duration::from_millis(300),
+            deadline: Duration::from_millis(1500),
+        };
+        // The test polls status faster than its rate limit allows.
+        let opts = ServiceOptions {
+            unpaced: vec!["sub9".into()],
+            ..Default::default()
+        };
+        let server = Server::start_full(&db, client, opts).await;
+        let http = reqwest::Client::new();
+        let admin = token(Role::Admin, &["*"], 3600);
+        let base = format!("{}/api/whatsapp/sub9/agent9", server.url);
+        let me = "15559000001";
+        link(&sim, &http, &admin, &base, me).await;
+        let status = async || {
+            let (_, v) = call(
+                &http,
+                reqwest::Method::GET,
+                &format!("{base}/status"),
+                Some(&admin),
+                None,
+            )
+            .await;
+            v["data"].clone()
+        };
+        // Pongs keep coming: connected, and it stays so across several pings.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(status().await["isConnected"], json!(true));
+
+        // The server goes silent: within the keepalive's limit the status stops saying
+        // connected, and says what it is instead.
+        assert!(
+            sim.fault(me, wa_gateway::sim::Fault::AnswerPings(false))
+                .await
+                > 0
+        );
+        let since = tokio::time::Instant::now();
+        let s = eventually("not connected", async || {
+            let s = status().await;
+            (s["isConnected"] == json!(false)).then_some(s)
+        })
+        .await;
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            since.elapsed()
+        );
+        assert!(
+            ["unresponsive", "reconnecting", "pending"].contains(&s["status"].as_str().unwrap()),
+            "{s}"
+        );
+        // Answers again: connected again, with the same link (no QR).
+        sim.fault(me, wa_gateway::sim::Fault::AnswerPings(true))
+            .await;
+        let s = eventually("connected again", async || {
+            let s = status().await;
+            (s["isConnected"] == json!(true)).then_some(s)
+        })
+        .await;
+        assert_eq!(s["hasQR"], json!(false));
         server.stop().await;
     })
     .await
