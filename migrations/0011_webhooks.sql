@@ -38,3 +38,4 @@ CREATE TABLE webhook_events (
 CREATE INDEX webhook_events_due ON webhook_events (next_ms) WHERE state = 'pending';
 CREATE INDEX webhook_events_chat ON webhook_events (account_id, chat, pk) WHERE state = 'pending';
 CREATE INDEX webhook_events_by_state ON webhook_events (account_id, state, pk);
+CREATE INDEX webhook_events_delivered ON webhook_events (delivered_ms) WHERE state = 'delivered';

@@ -102,6 +102,9 @@ pub struct ServiceConfig {
     /// How long a webhook event is tried before it is dead-lettered
     /// (`WA_GATEWAY_WEBHOOK_DEAD_AFTER_S`, default 86400).
     pub webhook_dead_after_s: u64,
+    /// How long delivered webhook events stay listed before they are pruned
+    /// (`WA_GATEWAY_WEBHOOK_RETAIN_S`, default 604800).
+    pub webhook_retain_s: u64,
 }
 
 /// A configured JWT key.
@@ -139,6 +142,7 @@ impl Default for ServiceConfig {
             webhook_retry_base_ms: 1_000,
             webhook_retry_max_ms: 600_000,
             webhook_dead_after_s: 86_400,
+            webhook_retain_s: 7 * 86_400,
         }
     }
 }
@@ -154,6 +158,7 @@ impl ServiceConfig {
                 self.webhook_retry_max_ms.max(self.webhook_retry_base_ms),
             ),
             dead_after: Duration::from_secs(self.webhook_dead_after_s),
+            retain: Duration::from_secs(self.webhook_retain_s),
             ..Default::default()
         }
     }
@@ -189,6 +194,7 @@ impl fmt::Debug for ServiceConfig {
             .field("webhook_retry_base_ms", &self.webhook_retry_base_ms)
             .field("webhook_retry_max_ms", &self.webhook_retry_max_ms)
             .field("webhook_dead_after_s", &self.webhook_dead_after_s)
+            .field("webhook_retain_s", &self.webhook_retain_s)
             .finish()
     }
 }
@@ -336,6 +342,7 @@ const KNOWN: &[&str] = &[
     "WA_GATEWAY_WEBHOOK_RETRY_BASE_MS",
     "WA_GATEWAY_WEBHOOK_RETRY_MAX_MS",
     "WA_GATEWAY_WEBHOOK_DEAD_AFTER_S",
+    "WA_GATEWAY_WEBHOOK_RETAIN_S",
 ];
 
 fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, ConfigError> {
@@ -437,6 +444,9 @@ fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, 
     }
     if let Some(n) = num("WA_GATEWAY_WEBHOOK_DEAD_AFTER_S", 1, 90 * 86_400)? {
         s.webhook_dead_after_s = n;
+    }
+    if let Some(n) = num("WA_GATEWAY_WEBHOOK_RETAIN_S", 60, 3650 * 86_400)? {
+        s.webhook_retain_s = n;
     }
     if let Some(v) = get("WA_GATEWAY_UNLIMITED_SUBACCOUNTS") {
         s.unlimited = v

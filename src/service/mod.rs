@@ -117,6 +117,8 @@ pub struct Service {
     webhook_wake: Arc<tokio::sync::Notify>,
     /// Set by `shutdown`: background tasks end.
     stopping: std::sync::atomic::AtomicBool,
+    /// Some account has (or had) a webhook: client events wake the dispatcher.
+    has_webhooks: std::sync::atomic::AtomicBool,
 }
 
 /// How a service runs besides its store and client options.
@@ -214,6 +216,7 @@ impl Service {
             http,
             webhook_wake: Arc::default(),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            has_webhooks: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(webhooks::dispatch(Arc::downgrade(&svc)));
         svc
@@ -274,8 +277,6 @@ impl Service {
     /// Keeps the connection row and the activity log current from a client's events.
     async fn follow(self: Arc<Self>, session: Arc<Session>, mut events: crate::client::Events) {
         while let Some(e) = events.recv().await {
-            // Whatever it was, the store may have queued a webhook event with it.
-            self.wake_webhooks();
             // A session `disconnect` took out of the map speaks for nobody any more (its
             // logout must not overwrite the `disconnected` row).
             let current = self
@@ -365,6 +366,17 @@ impl Service {
                     .await
             {
                 tracing::warn!(error = %e, "cannot update the connection row");
+            }
+            // The store may have queued a webhook event with what this announced, or with the
+            // connection update just written.
+            if matches!(
+                e,
+                Event::Message(_)
+                    | Event::Receipt { .. }
+                    | Event::State(_)
+                    | Event::Connected { .. }
+            ) {
+                self.wake_webhooks();
             }
         }
     }
@@ -524,6 +536,7 @@ impl Service {
             at_ms: now_ms(),
         };
         self.store.add_activity(&a).await?;
+        self.wake_webhooks();
         Ok(())
     }
 

@@ -7,7 +7,8 @@
 //! queued in the outbox under an idempotency key derived from the event id, before the event
 //! is marked delivered, so a redelivery never answers twice.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use sha2::Sha256;
 
 use super::{Service, ServiceError, now_ms, wire_user};
 use crate::binary::Jid;
+use crate::store::AccountId;
 use crate::store::webhooks::{self as kinds, Webhook, WebhookEvent};
 use crate::util::clock::iso8601_ms;
 
@@ -47,6 +49,10 @@ pub struct WebhookSettings {
     pub dead_after: Duration,
     /// Most attempts in flight at once (over every account).
     pub concurrency: usize,
+    /// Most attempts in flight at once for one account.
+    pub per_account: usize,
+    /// How long delivered events are kept (for the deliveries listing) before they are pruned.
+    pub retain: Duration,
 }
 
 impl Default for WebhookSettings {
@@ -57,6 +63,8 @@ impl Default for WebhookSettings {
             retry_max: Duration::from_secs(600),
             dead_after: Duration::from_secs(24 * 3600),
             concurrency: 64,
+            per_account: 8,
+            retain: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -132,6 +140,7 @@ impl Service {
         self.store
             .set_webhook(account, url, secret.as_bytes(), events, user)
             .await?;
+        self.has_webhooks.store(true, Relaxed);
         self.webhook_wake.notify_one();
         let hook = self.store.webhook(account).await?;
         hook.map(WebhookView::from).ok_or(ServiceError::NotFound)
@@ -216,9 +225,11 @@ impl Service {
             .ok_or(missing)
     }
 
-    /// Wakes the dispatcher (something may have been queued).
+    /// Wakes the dispatcher when something may have been queued (there is a webhook at all).
     pub(super) fn wake_webhooks(&self) {
-        self.webhook_wake.notify_one();
+        if self.has_webhooks.load(Relaxed) {
+            self.webhook_wake.notify_one();
+        }
     }
 
     /// The body of event `e`, as the receiver gets it.
@@ -286,9 +297,10 @@ impl Service {
                     tracing::warn!(event = %e.id, %error, "webhook event dead-lettered");
                     ("failed", now)
                 } else {
-                    let delay = settings.backoff(attempt);
-                    let delay = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-                    ("pending", now.saturating_add(delay))
+                    (
+                        "pending",
+                        now.saturating_add(millis(settings.backoff(attempt))),
+                    )
                 };
                 self.store
                     .webhook_attempt(e.pk, state, next, status, Some(&error))
@@ -425,47 +437,75 @@ impl WithoutUrl for reqwest::Error {
     }
 }
 
-/// The dispatcher: claims due events (one per chat), delivers them concurrently, and sleeps
-/// until woken or until the next one is due. Ends when the service is dropped or shut down.
+/// How often delivered events past their retention are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The dispatcher: claims due events (one per chat, a few per account), delivers them
+/// concurrently, and sleeps until woken or until the next one is due. Ends when the service is
+/// dropped or shut down.
 pub(super) async fn dispatch(service: Weak<Service>) {
-    let inflight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    // Per account: attempts in flight.
+    let inflight: Arc<Mutex<HashMap<AccountId, usize>>> = Arc::default();
+    if let Some(svc) = service.upgrade()
+        && svc.store.any_webhook().await.unwrap_or(true)
+    {
+        svc.has_webhooks.store(true, Relaxed);
+    }
+    let mut pruned = tokio::time::Instant::now();
     loop {
         let Some(svc) = service.upgrade() else { return };
-        if svc.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+        if svc.stopping.load(Relaxed) {
             return;
         }
         let wake = svc.webhook_wake.clone();
         let notified = wake.notified();
         let settings = svc.webhook_settings.clone();
-        let busy = inflight.lock().map(|s| s.len()).unwrap_or(0);
+        if pruned.elapsed() >= PRUNE_EVERY {
+            pruned = tokio::time::Instant::now();
+            let before = now_ms().saturating_sub(millis(settings.retain));
+            match svc.store.prune_webhook_events(before).await {
+                Ok(n) if n > 0 => tracing::debug!(n, "delivered webhook events pruned"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot prune webhook events"),
+            }
+        }
+        let busy: usize = inflight.lock().map(|m| m.values().sum()).unwrap_or(0);
         let room = settings.concurrency.saturating_sub(busy);
         let now = now_ms();
         if room > 0 {
-            match svc
-                .store
-                .due_webhook_events(now, u32::try_from(room).unwrap_or(u32::MAX))
-                .await
-            {
+            let per_account = u32::try_from(settings.per_account.max(1)).unwrap_or(u32::MAX);
+            let limit = u32::try_from(room).unwrap_or(u32::MAX);
+            match svc.store.due_webhook_events(now, per_account, limit).await {
                 Ok(events) => {
                     for e in events {
+                        let taken = inflight
+                            .lock()
+                            .map(|m| m.get(&e.account).copied().unwrap_or(0))
+                            .unwrap_or(0);
+                        if taken >= settings.per_account.max(1) {
+                            continue;
+                        }
                         // A lease: not due again until this attempt has had its time.
                         let lease = now
-                            .saturating_add(
-                                i64::try_from(settings.timeout.as_millis()).unwrap_or(0),
-                            )
+                            .saturating_add(millis(settings.timeout))
                             .saturating_add(5_000);
                         if svc.store.lease_webhook_event(e.pk, lease).await.is_err() {
                             continue;
                         }
-                        if let Ok(mut s) = inflight.lock() {
-                            s.insert(e.pk);
+                        if let Ok(mut m) = inflight.lock() {
+                            *m.entry(e.account).or_default() += 1;
                         }
                         let (svc2, inflight2) = (svc.clone(), inflight.clone());
                         tokio::spawn(async move {
-                            let pk = e.pk;
+                            let account = e.account;
                             svc2.clone().deliver(e).await;
-                            if let Ok(mut s) = inflight2.lock() {
-                                s.remove(&pk);
+                            if let Ok(mut m) = inflight2.lock()
+                                && let Some(n) = m.get_mut(&account)
+                            {
+                                *n -= 1;
+                                if *n == 0 {
+                                    m.remove(&account);
+                                }
                             }
                             svc2.webhook_wake.notify_one();
                         });
@@ -482,6 +522,10 @@ pub(super) async fn dispatch(service: Weak<Service>) {
         drop(svc);
         let _ = tokio::time::timeout(idle.max(Duration::from_millis(5)), notified).await;
     }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -242,23 +242,49 @@ impl Store {
     }
 
     /// Up to `limit` events due at `now_ms`, each the oldest waiting event of its (account,
-    /// chat): delivering them all at once keeps every chat in order.
+    /// chat) — delivering them all at once keeps every chat in order — and at most
+    /// `per_account` of one account, so one busy or slow receiver cannot take every turn.
     pub async fn due_webhook_events(
         &self,
         now_ms: i64,
+        per_account: u32,
         limit: u32,
     ) -> Result<Vec<WebhookEvent>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLS} FROM webhook_events e WHERE e.state = 'pending' AND e.next_ms <= ? \
+            "SELECT {COLS} FROM (SELECT e.*, ROW_NUMBER() OVER \
+             (PARTITION BY e.account_id ORDER BY e.pk) AS turn FROM webhook_events e \
+             WHERE e.state = 'pending' AND e.next_ms <= ? \
              AND e.pk = (SELECT MIN(p.pk) FROM webhook_events p WHERE p.state = 'pending' \
-             AND p.account_id = e.account_id AND p.chat = e.chat) \
-             ORDER BY e.pk LIMIT ?"
+             AND p.account_id = e.account_id AND p.chat = e.chat)) \
+             WHERE turn <= ? ORDER BY pk LIMIT ?"
         ))
         .bind(now_ms)
+        .bind(per_account)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(event).collect::<Result<_, _>>()?)
+    }
+
+    /// Forgets delivered events taken before `before_ms` (dead-lettered ones stay until
+    /// redelivered or their account goes). How many went.
+    pub async fn prune_webhook_events(&self, before_ms: i64) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query(
+                "DELETE FROM webhook_events WHERE state = 'delivered' AND delivered_ms < ?",
+            )
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected(),
+        )
+    }
+
+    /// Whether any account has a webhook.
+    pub async fn any_webhook(&self) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM webhooks)")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// When the next event that may go (the oldest waiting one of its chat) is due.

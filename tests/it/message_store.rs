@@ -549,9 +549,62 @@ async fn webhook_events_commit_with_what_they_announce_and_only_when_asked_for()
         [None, Some("server_ack".into()), Some("delivered".into())]
     );
     // Each chat's oldest waiting event is the one due.
-    let due = store.due_webhook_events(i64::MAX, 10).await.unwrap();
+    let due = store.due_webhook_events(i64::MAX, 10, 10).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].kind, "message.received");
+    // Many chats: one head each, but no more per account than asked; a held-back (leased)
+    // head lets nothing of its chat pass.
+    for n in 0..5 {
+        let other = Jid::new(format!("1555000440{n}"), Server::User);
+        ca.commit_message(
+            &none,
+            &row(&format!("c{n}"), &other, false, MessageStatus::Received),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        store
+            .due_webhook_events(i64::MAX, 100, 100)
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
+    assert_eq!(
+        store
+            .due_webhook_events(i64::MAX, 4, 100)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    store
+        .lease_webhook_event(due[0].pk, i64::MAX - 1)
+        .await
+        .unwrap();
+    let heads = store
+        .due_webhook_events(i64::MAX - 2, 100, 100)
+        .await
+        .unwrap();
+    assert_eq!(heads.len(), 5);
+    assert!(heads.iter().all(|e| e.chat != chat.to_string()));
+    for e in store
+        .webhook_events(a, Some("pending"), 500, 0)
+        .await
+        .unwrap()
+    {
+        if e.chat != chat.to_string() {
+            store
+                .webhook_attempt(e.pk, "delivered", 0, Some(200), None)
+                .await
+                .unwrap();
+        }
+    }
+    // Delivered events are pruned after their time; waiting ones never are.
+    assert_eq!(store.prune_webhook_events(0).await.unwrap(), 0);
+    assert_eq!(store.prune_webhook_events(i64::MAX).await.unwrap(), 5);
+    assert_eq!(count(a).await, 3);
 
     // Connection changes are not asked for here; the other account has no webhook at all.
     store.open_connection(a, None, 1).await.unwrap();
