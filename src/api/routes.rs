@@ -15,6 +15,11 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use super::limits::Endpoint;
+#[allow(unused_imports)] // used by the #[utoipa::path] declarations
+use super::openapi::{
+    ActivitiesData, AgentPath, ConnectData, ConnectionsData, DisconnectData, Envelope,
+    ErrorEnvelope, Health, MessagesData, Page, SendBody, SendData, StatusData, SubaccountPath,
+};
 use super::{ApiError, AppState, Claims, MAX_BODY, Op, claims};
 use crate::binary::{Jid, Server};
 use crate::service::OutboxRow;
@@ -33,10 +38,7 @@ const MAX_SKIP: u32 = 10_000_000;
 
 pub(super) fn router(state: AppState) -> axum::Router {
     axum::Router::new()
-        .route(
-            "/healthz",
-            get(|Extension(op): Extension<Op>| async move { op.ok("ok", json!({})) }),
-        )
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(
             "/api/openapi.json",
@@ -96,7 +98,28 @@ async fn operation(mut req: Request, next: Next) -> Response {
     .await
 }
 
-async fn readyz(Extension(op): Extension<Op>, State(st): State<AppState>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    summary = "The process is up",
+    responses((status = 200, description = "Up", body = Envelope<Health>)),
+)]
+pub(super) async fn healthz(Extension(op): Extension<Op>) -> Response {
+    op.ok("ok", json!({}))
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    summary = "Database reachable and linked sessions resumed",
+    responses(
+        (status = 200, description = "Ready", body = Envelope<Health>),
+        (status = 503, description = "Not ready", body = ErrorEnvelope),
+    ),
+)]
+pub(super) async fn readyz(Extension(op): Extension<Op>, State(st): State<AppState>) -> Response {
     let db = st.service.database_ok().await;
     let resumed = st.ready.load(std::sync::atomic::Ordering::Acquire);
     if db && resumed {
@@ -206,7 +229,24 @@ fn status_json(s: &Status) -> Value {
     v
 }
 
-async fn connect(
+#[utoipa::path(
+    post,
+    path = "/api/whatsapp/{subaccountId}/{agentId}/connect",
+    tag = "whatsapp",
+    summary = "Start the connection: the QR code to scan, or the status when linked",
+    params(AgentPath),
+    responses(
+        (status = 200, description = "QR code (or the status when already linked)", body = Envelope<ConnectData>),
+        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
+        (status = 409, description = "Not connected", body = ErrorEnvelope),
+        (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
+        (status = 503, description = "WhatsApp unreachable", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn connect(
     Extension(op): Extension<Op>,
     State(st): State<AppState>,
     path: Result<Path<Vec<String>>, PathRejection>,
@@ -231,7 +271,22 @@ async fn connect(
     respond(op, r)
 }
 
-async fn status(
+#[utoipa::path(
+    get,
+    path = "/api/whatsapp/{subaccountId}/{agentId}/status",
+    tag = "whatsapp",
+    summary = "Connection status",
+    params(AgentPath),
+    responses(
+        (status = 200, description = "The status", body = Envelope<StatusData>),
+        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
+        (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn status(
     Extension(op): Extension<Op>,
     State(st): State<AppState>,
     path: Result<Path<Vec<String>>, PathRejection>,
@@ -311,7 +366,29 @@ pub(super) fn body_json(body: Result<Bytes, BytesRejection>) -> Result<Value, Ap
     Ok(v)
 }
 
-async fn send(
+#[utoipa::path(
+    post,
+    path = "/api/whatsapp/{subaccountId}/{agentId}/send",
+    tag = "whatsapp",
+    summary = "Send a text",
+    description = "Recorded first (durable, idempotent with Idempotency-Key), then sent in order at the account's pace; answers once WhatsApp acks, or `pending` after the configured wait.",
+    params(AgentPath, ("Idempotency-Key" = Option<String>, Header, description = "A retried request with the same key gets the first answer and sends nothing")),
+    request_body = SendBody,
+    responses(
+        (status = 200, description = "Sent (or accepted and pending)", body = Envelope<SendData>),
+        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
+        (status = 404, description = "No such connection (or webhook, or event)", body = ErrorEnvelope),
+        (status = 409, description = "Not connected", body = ErrorEnvelope),
+        (status = 413, description = "Body or message too large", body = ErrorEnvelope),
+        (status = 422, description = "Refused by WhatsApp", body = ErrorEnvelope),
+        (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
+        (status = 503, description = "WhatsApp unreachable", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn send(
     Extension(op): Extension<Op>,
     State(st): State<AppState>,
     path: Result<Path<Vec<String>>, PathRejection>,
@@ -469,7 +546,23 @@ pub(super) fn page(
     ))
 }
 
-async fn messages(
+#[utoipa::path(
+    get,
+    path = "/api/whatsapp/{subaccountId}/{agentId}/messages",
+    tag = "whatsapp",
+    summary = "Message history, newest first",
+    params(AgentPath, Page),
+    responses(
+        (status = 200, description = "The messages", body = Envelope<MessagesData>),
+        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
+        (status = 404, description = "No such connection (or webhook, or event)", body = ErrorEnvelope),
+        (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn messages(
     Extension(op): Extension<Op>,
     State(st): State<AppState>,
     path: Result<Path<Vec<String>>, PathRejection>,
@@ -494,7 +587,22 @@ async fn messages(
     respond(op, r)
 }
 
-async fn connections(
+#[utoipa::path(
+    get,
+    path = "/api/whatsapp/{subaccountId}/connections",
+    tag = "whatsapp",
+    summary = "Every connection of a subaccount",
+    params(SubaccountPath),
+    responses(
+        (status = 200, description = "The connections", body = Envelope<ConnectionsData>),
+        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
+        (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn connections(
     Extension(op): Extension<Op>,
     State(st): State<AppState>,
     path: Result<Path<Vec<String>>, PathRejection>,
@@ -530,7 +638,23 @@ async fn connections(
     respond(op, r)
 }
 
-async fn disconnect(
+#[utoipa::path(
+    post,
+    path = "/api/whatsapp/{subaccountId}/{agentId}/disconnect",
+    tag = "whatsapp",
+    summary = "Unlink the device; the connection row and history stay",
+    params(AgentPath),
+    responses(
+        (status = 200, description = "Disconnected", body = Envelope<DisconnectData>),
+        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
+        (status = 404, description = "No such connection (or webhook, or event)", body = ErrorEnvelope),
+        (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn disconnect(
     Extension(op): Extension<Op>,
     State(st): State<AppState>,
     path: Result<Path<Vec<String>>, PathRejection>,
@@ -549,7 +673,22 @@ async fn disconnect(
     respond(op, r)
 }
 
-async fn activities(
+#[utoipa::path(
+    get,
+    path = "/api/whatsapp/{subaccountId}/activities",
+    tag = "whatsapp",
+    summary = "Activity log, newest first",
+    params(SubaccountPath, Page),
+    responses(
+        (status = 200, description = "The activities", body = Envelope<ActivitiesData>),
+        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
+        (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn activities(
     Extension(op): Extension<Op>,
     State(st): State<AppState>,
     path: Result<Path<Vec<String>>, PathRejection>,

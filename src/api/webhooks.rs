@@ -12,6 +12,11 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::limits::Endpoint;
+#[allow(unused_imports)] // used by the #[utoipa::path] declarations
+use super::openapi::{
+    AgentPath, DeliveriesData, Delivery, DeliveryFilter, Envelope, ErrorEnvelope, Object, Page,
+    WebhookBody, WebhookData,
+};
 use super::routes::{allow, body_json, ids, page, respond};
 use super::{ApiError, AppState, Op};
 use crate::service::{SIGNATURE_HEADER, WEBHOOK_EVENTS, WebhookEvent, WebhookView};
@@ -72,6 +77,24 @@ fn parse_url(v: &Value) -> Result<String, ApiError> {
     Ok(url.to_string())
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/whatsapp/{subaccountId}/{agentId}/webhook",
+    tag = "webhooks",
+    summary = "Set the agent's webhook (replaces it; waiting events go to the new URL)",
+    description = "Each event is POSTed as JSON (schema WebhookEvent) with `X-WA-Gateway-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>`, `X-WA-Gateway-Event-Id`, `X-WA-Gateway-Event` and `X-WA-Gateway-Attempt`; at least once, in order per chat, retried with exponential backoff until the dead-letter time. Answer 2xx to take it; to an inbound message, `{\"reply\": \"text\"}` sends that text to the chat through the outbox (once per event).",
+    params(AgentPath),
+    request_body = WebhookBody,
+    responses(
+        (status = 200, description = "The webhook", body = Envelope<WebhookData>),
+        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
+        (status = 413, description = "Body or message too large", body = ErrorEnvelope),
+        (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn put_webhook(
     Extension(op): Extension<Op>,
     State(st): State<AppState>,
@@ -137,6 +160,22 @@ pub(super) async fn put_webhook(
     respond(op, r)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/whatsapp/{subaccountId}/{agentId}/webhook",
+    tag = "webhooks",
+    summary = "The agent's webhook (never its secret)",
+    params(AgentPath),
+    responses(
+        (status = 200, description = "The webhook", body = Envelope<WebhookData>),
+        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
+        (status = 404, description = "No such connection (or webhook, or event)", body = ErrorEnvelope),
+        (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn get_webhook(
     Extension(op): Extension<Op>,
     State(st): State<AppState>,
@@ -153,6 +192,22 @@ pub(super) async fn get_webhook(
     respond(op, r)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/whatsapp/{subaccountId}/{agentId}/webhook",
+    tag = "webhooks",
+    summary = "Remove the agent's webhook and the events still waiting for it",
+    params(AgentPath),
+    responses(
+        (status = 200, description = "Removed", body = Envelope<Object>),
+        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
+        (status = 404, description = "No such connection (or webhook, or event)", body = ErrorEnvelope),
+        (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn delete_webhook(
     Extension(op): Extension<Op>,
     State(st): State<AppState>,
@@ -169,6 +224,22 @@ pub(super) async fn delete_webhook(
     respond(op, r)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/whatsapp/{subaccountId}/{agentId}/webhook/deliveries",
+    tag = "webhooks",
+    summary = "The agent's webhook events, newest first",
+    params(AgentPath, DeliveryFilter, Page),
+    responses(
+        (status = 200, description = "The events", body = Envelope<DeliveriesData>),
+        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
+        (status = 404, description = "No such connection (or webhook, or event)", body = ErrorEnvelope),
+        (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn deliveries(
     Extension(op): Extension<Op>,
     State(st): State<AppState>,
@@ -207,6 +278,22 @@ pub(super) async fn deliveries(
     respond(op, r)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/whatsapp/{subaccountId}/{agentId}/webhook/deliveries/{eventId}/redeliver",
+    tag = "webhooks",
+    summary = "Deliver an event again (same id, same body), now",
+    params(AgentPath, ("eventId" = String, Path, description = "The event's id")),
+    responses(
+        (status = 200, description = "Queued", body = Envelope<Delivery>),
+        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
+        (status = 404, description = "No such connection (or webhook, or event)", body = ErrorEnvelope),
+        (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn redeliver(
     Extension(op): Extension<Op>,
     State(st): State<AppState>,

@@ -12,6 +12,7 @@ mod loopback;
 mod message_store;
 mod messaging;
 mod noise_fixture;
+mod openapi_conform;
 mod pairing_fixture;
 mod rest;
 mod secrets_debug;
