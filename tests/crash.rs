@@ -197,3 +197,150 @@ async fn sends_accepted_before_a_kill_9_arrive_once_after_the_restart() {
     .await
     .expect("in time");
 }
+
+/// A webhook receiver in this process: keeps each body, answers slowly (so deliveries are in
+/// flight when the service dies).
+async fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let g = g.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    g.lock().unwrap().push(v);
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_events_survive_a_kill_9_and_arrive_in_order() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let http = reqwest::Client::new();
+        let (_sim, info) = start(Command::new(BIN).arg("simulate"), "control_url").await;
+        let control = info["control_url"].as_str().unwrap().to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut server, listening) = start(&mut serve(dir.path(), &info), "listening").await;
+        let api = format!(
+            "{}/api/whatsapp/sub/agent",
+            listening["listening"].as_str().unwrap()
+        );
+        let token = String::from_utf8(
+            std::process::Command::new(BIN)
+                .args(["token", "--role", "admin", "--subaccounts", "*"])
+                .env("WA_GATEWAY_JWT_SECRET", SECRET)
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .to_owned();
+        let (me, bob) = ("15554000001", "15554000002");
+        let send = |method: reqwest::Method, url: String, body: Value| {
+            let (http, token) = (http.clone(), token.clone());
+            async move {
+                let r = http
+                    .request(method, url)
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                (
+                    r.status().as_u16(),
+                    r.json::<Value>().await.unwrap_or(Value::Null),
+                )
+            }
+        };
+        let (hook, got) = receiver().await;
+        let (code, v) = send(
+            reqwest::Method::PUT,
+            format!("{api}/webhook"),
+            json!({ "url": hook, "secret": "kill-9-webhook-secret", "events": ["message.received"] }),
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+        let (code, v) = send(reqwest::Method::POST, format!("{api}/connect"), json!({})).await;
+        assert_eq!(code, 200, "{v}");
+        let qr = v["data"]["qrCode"].as_str().unwrap().to_owned();
+        let (code, _) = send(
+            reqwest::Method::POST,
+            format!("{control}/phones/{me}/scan"),
+            json!({ "qr": qr }),
+        )
+        .await;
+        assert_eq!(code, 200);
+        until("connected", async || {
+            let v: Value = http
+                .get(format!("{api}/status"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (v["data"]["isConnected"] == json!(true)).then_some(())
+        })
+        .await;
+
+        // Bob writes 40 texts; the service dies while their events are being delivered.
+        let texts: Vec<String> = (0..40).map(|i| format!("hook {i}")).collect();
+        for t in &texts {
+            let (code, v) = send(
+                reqwest::Method::POST,
+                format!("{control}/phones/{bob}/send"),
+                json!({ "to": me, "text": t }),
+            )
+            .await;
+            assert_eq!(code, 200, "{v}");
+        }
+        until("some events delivered", async || {
+            (got.lock().unwrap().len() >= 3).then_some(())
+        })
+        .await;
+        server.kill().await.unwrap();
+        let before = got.lock().unwrap().len();
+
+        let (mut server, _) = start(&mut serve(dir.path(), &info), "listening").await;
+        let events = until("an event for every text", async || {
+            let g = got.lock().unwrap().clone();
+            texts
+                .iter()
+                .all(|t| g.iter().any(|e| e["data"]["message"] == json!(t)))
+                .then_some(g)
+        })
+        .await;
+        assert!(before < texts.len(), "the kill came before the end ({before})");
+        // In order (first arrivals), and a repeat is the same event (same id).
+        let mut firsts: Vec<&str> = Vec::new();
+        for e in &events {
+            let text = e["data"]["message"].as_str().unwrap();
+            if !firsts.contains(&text) {
+                firsts.push(text);
+            }
+        }
+        assert_eq!(firsts, texts.iter().map(String::as_str).collect::<Vec<_>>());
+        for t in &texts {
+            let ids: std::collections::HashSet<&str> = events
+                .iter()
+                .filter(|e| e["data"]["message"] == json!(t))
+                .map(|e| e["id"].as_str().unwrap())
+                .collect();
+            assert_eq!(ids.len(), 1, "{t}: one event, maybe delivered twice");
+        }
+        server.kill().await.unwrap();
+    })
+    .await
+    .expect("in time");
+}
