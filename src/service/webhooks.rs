@@ -19,6 +19,7 @@ use sha2::Sha256;
 use super::{Service, ServiceError, now_ms, wire_user};
 use crate::binary::Jid;
 use crate::store::AccountId;
+use crate::store::connections::ConnectionRow;
 use crate::store::webhooks::{self as kinds, Webhook, WebhookEvent};
 use crate::util::clock::iso8601_ms;
 
@@ -117,6 +118,9 @@ impl From<Webhook> for WebhookView {
         }
     }
 }
+
+/// Where an account's events go, with what names them; or why they cannot go.
+type Target = Result<(Arc<Webhook>, Arc<ConnectionRow>), String>;
 
 /// What became of one attempt.
 enum Outcome {
@@ -225,6 +229,20 @@ impl Service {
             .ok_or(missing)
     }
 
+    /// Account `account`'s webhook and connection row.
+    async fn target(&self, account: AccountId) -> Target {
+        let hook = match self.store.webhook(account).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return Err("no webhook is set".into()),
+            Err(e) => return Err(format!("storage: {e}")),
+        };
+        match self.store.connection_by_account(account).await {
+            Ok(Some(c)) => Ok((Arc::new(hook), Arc::new(c))),
+            Ok(None) => Err("no connection for the account".into()),
+            Err(e) => Err(format!("storage: {e}")),
+        }
+    }
+
     /// Wakes the dispatcher when something may have been queued (there is a webhook at all).
     pub(super) fn wake_webhooks(&self) {
         if self.has_webhooks.load(Relaxed) {
@@ -233,12 +251,7 @@ impl Service {
     }
 
     /// The body of event `e`, as the receiver gets it.
-    async fn render(&self, e: &WebhookEvent) -> Result<String, ServiceError> {
-        let conn = self
-            .store
-            .connection_by_account(e.account)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
+    async fn render(&self, e: &WebhookEvent, conn: &ConnectionRow) -> Result<String, ServiceError> {
         let data = match e.kind.as_str() {
             kinds::MESSAGE_RECEIVED | kinds::MESSAGE_STATUS => {
                 let pk = e.message_pk.ok_or(ServiceError::NotFound)?;
@@ -278,12 +291,18 @@ impl Service {
     }
 
     /// One attempt at event `e`, and its record.
-    async fn deliver(self: Arc<Self>, e: WebhookEvent) {
+    async fn deliver(self: Arc<Self>, e: WebhookEvent, target: Target) {
         let settings = self.webhook_settings.clone();
         let attempt = u32::try_from(e.attempts)
             .unwrap_or(u32::MAX)
             .saturating_add(1);
-        let outcome = self.attempt(&e, attempt).await;
+        let outcome = match target {
+            Ok((hook, conn)) => self.attempt(&e, attempt, &hook, &conn).await,
+            Err(error) => Outcome::Failed {
+                status: None,
+                error,
+            },
+        };
         let now = now_ms();
         let r = match outcome {
             Outcome::Delivered => {
@@ -313,16 +332,17 @@ impl Service {
         }
     }
 
-    async fn attempt(&self, e: &WebhookEvent, attempt: u32) -> Outcome {
+    async fn attempt(
+        &self,
+        e: &WebhookEvent,
+        attempt: u32,
+        hook: &Webhook,
+        conn: &ConnectionRow,
+    ) -> Outcome {
         let failed = |status, error: String| Outcome::Failed { status, error };
-        let hook = match self.store.webhook(e.account).await {
-            Ok(Some(h)) => h,
-            Ok(None) => return failed(None, "no webhook is set".into()),
-            Err(err) => return failed(None, format!("storage: {err}")),
-        };
         let payload = match &e.payload {
             Some(p) => p.clone(),
-            None => match self.render(e).await {
+            None => match self.render(e, conn).await {
                 Ok(p) => {
                     if let Err(err) = self.store.set_webhook_payload(e.pk, &p).await {
                         return failed(None, format!("storage: {err}"));
@@ -370,7 +390,7 @@ impl Service {
         if read.is_err() {
             tracing::debug!(event = %e.id, "webhook answer body timed out; no reply read");
         }
-        match self.reply(e, &answer).await {
+        match self.reply(e, conn, &answer).await {
             Ok(()) => Outcome::Delivered,
             // The reply could not be queued: the event goes again, so the reply is not lost.
             Err(err) => failed(
@@ -381,7 +401,12 @@ impl Service {
     }
 
     /// Queues the `reply` of an answer to inbound event `e`, once per event.
-    async fn reply(&self, e: &WebhookEvent, answer: &[u8]) -> Result<(), ServiceError> {
+    async fn reply(
+        &self,
+        e: &WebhookEvent,
+        conn: &ConnectionRow,
+        answer: &[u8],
+    ) -> Result<(), ServiceError> {
         let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(answer) else {
             return Ok(());
         };
@@ -396,13 +421,8 @@ impl Service {
         let Ok(chat) = e.chat.parse::<Jid>() else {
             return Ok(());
         };
-        let conn = self
-            .store
-            .connection_by_account(e.account)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
         let key = format!("webhook-reply:{}", e.id);
-        let row = self.enqueue(&conn, &chat, text, None, Some(&key)).await?;
+        let row = self.enqueue(conn, &chat, text, None, Some(&key)).await?;
         tracing::info!(event = %e.id, outbox = row.pk, "webhook reply queued");
         Ok(())
     }
@@ -475,30 +495,45 @@ pub(super) async fn dispatch(service: Weak<Service>) {
         if room > 0 {
             let per_account = u32::try_from(settings.per_account.max(1)).unwrap_or(u32::MAX);
             let limit = u32::try_from(room).unwrap_or(u32::MAX);
-            match svc.store.due_webhook_events(now, per_account, limit).await {
+            // A lease: not due again until this attempt has had its time.
+            let lease = now
+                .saturating_add(millis(settings.timeout))
+                .saturating_add(5_000);
+            let full: Vec<AccountId> = inflight
+                .lock()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(_, n)| **n >= settings.per_account.max(1))
+                        .map(|(a, _)| *a)
+                        .collect()
+                })
+                .unwrap_or_default();
+            match svc
+                .store
+                .claim_webhook_events(now, per_account, limit, lease, &full)
+                .await
+            {
                 Ok(events) => {
+                    // Each account's webhook and connection, read once for the batch.
+                    let mut targets: HashMap<AccountId, Target> = HashMap::new();
+                    // An account below its share may go past it by one batch: in flight
+                    // stays under twice the share.
                     for e in events {
-                        let taken = inflight
-                            .lock()
-                            .map(|m| m.get(&e.account).copied().unwrap_or(0))
-                            .unwrap_or(0);
-                        if taken >= settings.per_account.max(1) {
-                            continue;
+                        if !targets.contains_key(&e.account) {
+                            let t = svc.target(e.account).await;
+                            targets.insert(e.account, t);
                         }
-                        // A lease: not due again until this attempt has had its time.
-                        let lease = now
-                            .saturating_add(millis(settings.timeout))
-                            .saturating_add(5_000);
-                        if svc.store.lease_webhook_event(e.pk, lease).await.is_err() {
-                            continue;
-                        }
+                        let target = targets
+                            .get(&e.account)
+                            .cloned()
+                            .unwrap_or_else(|| Err("no webhook is set".into()));
                         if let Ok(mut m) = inflight.lock() {
                             *m.entry(e.account).or_default() += 1;
                         }
                         let (svc2, inflight2) = (svc.clone(), inflight.clone());
                         tokio::spawn(async move {
                             let account = e.account;
-                            svc2.clone().deliver(e).await;
+                            svc2.clone().deliver(e, target).await;
                             if let Ok(mut m) = inflight2.lock()
                                 && let Some(n) = m.get_mut(&account)
                             {

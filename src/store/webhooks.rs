@@ -113,6 +113,11 @@ const COLS: &str = "pk, account_id, id, kind, chat, message_pk, status, error, d
                     state, attempts, next_ms, since_ms, last_status, last_error, created_ms, \
                     delivered_ms";
 
+/// The oldest waiting event of each (account, chat): the only one of its chat that may go (one
+/// pass over the pending rows' index).
+const HEADS: &str = "SELECT MIN(pk) AS head FROM webhook_events WHERE state = 'pending' \
+                     GROUP BY account_id, chat";
+
 /// An event to queue.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct NewEvent<'a> {
@@ -241,29 +246,39 @@ impl Store {
         Ok(gone > 0)
     }
 
-    /// Up to `limit` events due at `now_ms`, each the oldest waiting event of its (account,
-    /// chat) — delivering them all at once keeps every chat in order — and at most
-    /// `per_account` of one account, so one busy or slow receiver cannot take every turn.
-    pub async fn due_webhook_events(
+    /// Claims up to `limit` events due at `now_ms`: each the oldest waiting event of its
+    /// (account, chat) — delivering them all at once keeps every chat in order — and at most
+    /// `per_account` of one account, so one busy or slow receiver cannot take every turn. A
+    /// claimed event is held back until `lease_ms` (its attempt under way; if the process dies,
+    /// it is due again then). Accounts in `skip` (those with their share in flight already)
+    /// get none. In `pk` order.
+    pub async fn claim_webhook_events(
         &self,
         now_ms: i64,
         per_account: u32,
         limit: u32,
+        lease_ms: i64,
+        skip: &[AccountId],
     ) -> Result<Vec<WebhookEvent>, StoreError> {
+        let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
         let rows = sqlx::query(&format!(
-            "SELECT {COLS} FROM (SELECT e.*, ROW_NUMBER() OVER \
-             (PARTITION BY e.account_id ORDER BY e.pk) AS turn FROM webhook_events e \
-             WHERE e.state = 'pending' AND e.next_ms <= ? \
-             AND e.pk = (SELECT MIN(p.pk) FROM webhook_events p WHERE p.state = 'pending' \
-             AND p.account_id = e.account_id AND p.chat = e.chat)) \
-             WHERE turn <= ? ORDER BY pk LIMIT ?"
+            "UPDATE webhook_events SET next_ms = ? WHERE pk IN (\
+             SELECT pk FROM (SELECT e.pk, ROW_NUMBER() OVER \
+             (PARTITION BY e.account_id ORDER BY e.pk) AS turn FROM ({HEADS}) h \
+             JOIN webhook_events e ON e.pk = h.head WHERE e.next_ms <= ? \
+             AND e.account_id NOT IN (SELECT value FROM json_each(?))) \
+             WHERE turn <= ? ORDER BY pk LIMIT ?) RETURNING {COLS}"
         ))
+        .bind(lease_ms)
         .bind(now_ms)
+        .bind(skip)
         .bind(per_account)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(event).collect::<Result<_, _>>()?)
+        let mut events = rows.iter().map(event).collect::<Result<Vec<_>, _>>()?;
+        events.sort_by_key(|e| e.pk);
+        Ok(events)
     }
 
     /// Forgets delivered events taken before `before_ms` (dead-lettered ones stay until
@@ -289,24 +304,11 @@ impl Store {
 
     /// When the next event that may go (the oldest waiting one of its chat) is due.
     pub async fn next_webhook_due(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(e.next_ms) FROM webhook_events e WHERE e.state = 'pending' \
-             AND e.pk = (SELECT MIN(p.pk) FROM webhook_events p WHERE p.state = 'pending' \
-             AND p.account_id = e.account_id AND p.chat = e.chat)",
-        )
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT MIN(e.next_ms) FROM ({HEADS}) h JOIN webhook_events e ON e.pk = h.head"
+        ))
         .fetch_one(&self.pool)
         .await?)
-    }
-
-    /// Holds event `pk` back until `until_ms` (an attempt is under way; if the process dies,
-    /// the event is due again then).
-    pub async fn lease_webhook_event(&self, pk: i64, until_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE webhook_events SET next_ms = ? WHERE pk = ? AND state = 'pending'")
-            .bind(until_ms)
-            .bind(pk)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 
     /// Fixes the body an event is sent with (kept for every retry).

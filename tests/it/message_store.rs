@@ -549,7 +549,10 @@ async fn webhook_events_commit_with_what_they_announce_and_only_when_asked_for()
         [None, Some("server_ack".into()), Some("delivered".into())]
     );
     // Each chat's oldest waiting event is the one due.
-    let due = store.due_webhook_events(i64::MAX, 10, 10).await.unwrap();
+    let due = store
+        .claim_webhook_events(i64::MAX - 5, 10, 10, 0, &[])
+        .await
+        .unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].kind, "message.received");
     // Many chats: one head each, but no more per account than asked; a held-back (leased)
@@ -563,30 +566,22 @@ async fn webhook_events_commit_with_what_they_announce_and_only_when_asked_for()
         .await
         .unwrap();
     }
-    assert_eq!(
+    // (A lease of 0 leaves them due: claiming again sees the same heads.)
+    let claim = async |per_account, skip: &[i64]| {
         store
-            .due_webhook_events(i64::MAX, 100, 100)
+            .claim_webhook_events(i64::MAX - 5, per_account, 100, 0, skip)
             .await
             .unwrap()
-            .len(),
-        6
-    );
-    assert_eq!(
-        store
-            .due_webhook_events(i64::MAX, 4, 100)
-            .await
-            .unwrap()
-            .len(),
-        4
-    );
+    };
+    assert_eq!(claim(100, &[]).await.len(), 6);
+    assert_eq!(claim(4, &[]).await.len(), 4);
+    assert!(claim(100, &[a]).await.is_empty());
+    // Leased far ahead, the chat's head holds its chat back; the other chats' heads go.
     store
-        .lease_webhook_event(due[0].pk, i64::MAX - 1)
+        .claim_webhook_events(i64::MAX - 5, 1, 1, i64::MAX - 1, &[])
         .await
         .unwrap();
-    let heads = store
-        .due_webhook_events(i64::MAX - 2, 100, 100)
-        .await
-        .unwrap();
+    let heads = claim(100, &[]).await;
     assert_eq!(heads.len(), 5);
     assert!(heads.iter().all(|e| e.chat != chat.to_string()));
     for e in store
