@@ -519,14 +519,14 @@ pub(super) async fn dispatch(service: Weak<Service>) {
                     // An account below its share may go past it by one batch: in flight
                     // stays under twice the share.
                     for e in events {
-                        if !targets.contains_key(&e.account) {
-                            let t = svc.target(e.account).await;
-                            targets.insert(e.account, t);
-                        }
-                        let target = targets
-                            .get(&e.account)
-                            .cloned()
-                            .unwrap_or_else(|| Err("no webhook is set".into()));
+                        let target = match targets.get(&e.account) {
+                            Some(t) => t.clone(),
+                            None => {
+                                let t = svc.target(e.account).await;
+                                targets.insert(e.account, t.clone());
+                                t
+                            }
+                        };
                         if let Ok(mut m) = inflight.lock() {
                             *m.entry(e.account).or_default() += 1;
                         }
