@@ -495,9 +495,10 @@ pub(super) async fn dispatch(service: Weak<Service>) {
         if room > 0 {
             let per_account = u32::try_from(settings.per_account.max(1)).unwrap_or(u32::MAX);
             let limit = u32::try_from(room).unwrap_or(u32::MAX);
-            // A lease: not due again until this attempt has had its time.
+            // A lease: not due again until this attempt has surely ended (the request's own
+            // timeout covers the answer's body too; rendering and recording get as long again).
             let lease = now
-                .saturating_add(millis(settings.timeout))
+                .saturating_add(millis(settings.timeout).saturating_mul(2))
                 .saturating_add(5_000);
             let full: Vec<AccountId> = inflight
                 .lock()
