@@ -428,33 +428,26 @@ impl Service {
     }
 }
 
-/// An HTTP error without the URL (it may carry credentials in its query).
+/// An HTTP error with its causes, without the URL (it may carry credentials).
 fn short_error(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
         "cannot connect"
-    } else if e.is_redirect() {
-        "redirects are not followed"
     } else {
         "request failed"
     };
-    let e = e.without_url_ref();
-    format!("{kind}: {e}")
-}
-
-trait WithoutUrl {
-    fn without_url_ref(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        let mut s = self.to_string();
-        if let Some(u) = self.url() {
-            s = s.replace(u.as_str(), "<url>");
-        }
-        s
+    let mut why = e.to_string();
+    if let Some(u) = e.url() {
+        why = why.replace(u.as_str(), "<url>");
     }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        why.push_str(": ");
+        why.push_str(&s.to_string());
+        source = s.source();
+    }
+    format!("{kind}: {why}")
 }
 
 /// How often delivered events past their retention are pruned.

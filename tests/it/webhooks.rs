@@ -273,10 +273,17 @@ async fn events_arrive_signed_and_in_order_through_an_outage_and_a_restart_and_a
             )
             .await;
             let list = v["data"]["deliveries"].as_array()?.clone();
-            let tried = list
+            let tried: Vec<&Value> = list
                 .iter()
                 .filter(|d| d["attempts"].as_i64() >= Some(2))
-                .count();
+                .collect();
+            // Why it failed, without the URL (it may carry credentials).
+            for d in &tried {
+                let why = d["lastError"].as_str().unwrap_or_default();
+                assert!(why.starts_with("cannot connect"), "{why}");
+                assert!(!why.contains(&format!(":{port}")), "{why}");
+            }
+            let tried = tried.len();
             // bob's head and carol's head are tried; the rest of bob's chat waits its turn.
             (list.len() == 4 && tried == 2).then_some(())
         })
