@@ -80,6 +80,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhooks",
         include_str!("../../migrations/0011_webhooks.sql"),
     ),
+    (
+        12,
+        "guide views",
+        include_str!("../../migrations/0012_guide_views.sql"),
+    ),
 ];
 
 /// How every write transaction starts: it takes the write lock up front, so a transaction that

@@ -295,6 +295,41 @@ async fn connect_scan_send_receive_list_restart_and_disconnect() {
         assert_eq!(outbound["from"], Value::Null);
         assert_eq!(outbound["messageId"], json!(id));
 
+        // The guide's collections as SQL views: the same rows, fields and forms as the API's.
+        let side = Store::open(&db).await.unwrap();
+        let rows = sqlx::query(
+            "SELECT messageId, \"from\", \"to\", message, direction, timestamp, hasMedia, \
+             type, createdAt, chat, status FROM whatsappmessages \
+             WHERE subaccountId = 'sub1' AND agentId = 'agent1'",
+        )
+        .fetch_all(side.pool())
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), msgs.len());
+        for m in msgs {
+            use sqlx::Row;
+            let id = m["messageId"].as_str().unwrap().rsplit('_').next().unwrap();
+            let r = rows
+                .iter()
+                .find(|r| r.get::<String, _>("messageId") == id)
+                .unwrap_or_else(|| panic!("{id} in the view"));
+            let text = |k: &str| json!(r.get::<Option<String>, _>(k));
+            for k in [
+                "from",
+                "to",
+                "message",
+                "direction",
+                "timestamp",
+                "type",
+                "createdAt",
+                "chat",
+                "status",
+            ] {
+                assert_eq!(text(k), m[k], "{k} of {id}");
+            }
+            assert_eq!(json!(r.get::<bool, _>("hasMedia")), m["hasMedia"]);
+        }
+
         // Connections of the subaccount.
         let (code, v) = call(
             &http,
@@ -314,6 +349,31 @@ async fn connect_scan_send_receive_list_restart_and_disconnect() {
         );
         assert_eq!(c["status"], json!("connected"));
         assert_eq!(c["phoneNumber"], json!(me));
+        let view = sqlx::query(
+            "SELECT status, phoneNumber, platform, pushname, createdAt, connectedAt, createdBy \
+             FROM whatsappconnections WHERE subaccountId = 'sub1' AND agentId = 'agent1'",
+        )
+        .fetch_one(side.pool())
+        .await
+        .unwrap();
+        {
+            use sqlx::Row;
+            for k in [
+                "status",
+                "phoneNumber",
+                "platform",
+                "pushname",
+                "createdAt",
+                "connectedAt",
+            ] {
+                assert_eq!(json!(view.get::<Option<String>, _>(k)), c[k], "{k}");
+            }
+            assert_eq!(
+                view.get::<Option<String>, _>("createdBy").as_deref(),
+                Some("user-1")
+            );
+        }
+        side.close().await;
 
         // A restart over the same database resumes the link with no QR.
         server.stop().await;
