@@ -87,6 +87,28 @@ async fn each_request_logs_under_its_operation_id_and_never_the_token() {
         let v: serde_json::Value = resp.json().await.unwrap();
         let op = v["meta"]["operationId"].as_str().unwrap().to_owned();
         let qr = v["data"]["qrCode"].as_str().unwrap().to_owned();
+        // A webhook whose URL carries credentials: neither they nor the secret are logged,
+        // also while its events fail (nothing listens on port 9).
+        let hook_secret = "webhook-secret-never-logged";
+        let resp = reqwest::Client::new()
+            .put(format!("{url}/api/whatsapp/s1/a1/webhook"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({
+                "url": "http://user:pw-in-url@127.0.0.1:9/hook?key=query-secret",
+                "secret": hook_secret,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let resp = reqwest::Client::new()
+            .post(format!("{url}/api/whatsapp/s1/a1/disconnect"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let _ = stop.send(());
         server.await.unwrap().unwrap();
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
@@ -98,6 +120,9 @@ async fn each_request_logs_under_its_operation_id_and_never_the_token() {
         );
         assert!(!text.contains(&token), "a token reached the log");
         assert!(!text.contains(&qr), "a QR payload reached the log");
+        for secret in [hook_secret, "pw-in-url", "query-secret"] {
+            assert!(!text.contains(secret), "{secret} reached the log");
+        }
         // The client the request started logs under its own span, naming its account.
         assert!(text.contains("s1/a1"), "{text}");
     })
