@@ -103,6 +103,21 @@ pub(super) struct StatusData {
     status: String,
     /// The client's stable failure code, when there is one.
     code: Option<String>,
+    /// The account's reach-out time-lock, once WhatsApp told it.
+    reachout_timelock: Option<Timelock>,
+}
+
+/// WhatsApp's reach-out time-lock: while active, sends to new chats are refused (463).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Timelock {
+    /// New chats are barred now.
+    is_active: bool,
+    /// Until when, when WhatsApp says.
+    #[schema(format = DateTime)]
+    ends_at: Option<String>,
+    /// Why (`DEFAULT`, `BIZ_COMMERCE_VIOLATION_…`).
+    enforcement_type: String,
 }
 
 /// `send`'s body (unknown fields are ignored).

@@ -226,6 +226,13 @@ fn status_json(s: &Status) -> Value {
     if let Some(code) = &s.code {
         v["code"] = json!(code);
     }
+    if let Some(t) = &s.reachout_timelock {
+        v["reachoutTimelock"] = json!({
+            "isActive": t.active,
+            "endsAt": t.ends_at.map(|s| iso8601_ms(i64::try_from(s).unwrap_or(i64::MAX / 1000) * 1000)),
+            "enforcementType": t.enforcement,
+        });
+    }
     v
 }
 

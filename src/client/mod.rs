@@ -22,6 +22,7 @@ mod session;
 pub mod store;
 
 pub use crate::stanza::message_id as new_message_id;
+pub use crate::stanza::mex::ReachoutTimelock;
 pub use events::{ConnState, Event, Events, Linked};
 pub use iq::{IqError, IqTracker};
 pub use messages::{GroupUpdate, MessageStatus, StoredMessage};

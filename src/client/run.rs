@@ -250,6 +250,22 @@ impl Client {
             .await
     }
 
+    /// The account's reach-out time-lock as last learnt (WhatsApp's notification, or an
+    /// answer after a 463); None until then.
+    pub fn reachout_timelock(&self) -> Option<crate::stanza::mex::ReachoutTimelock> {
+        self.messaging.timelock()
+    }
+
+    /// Asks WhatsApp for the account's reach-out time-lock now.
+    pub async fn fetch_reachout_timelock(
+        &self,
+    ) -> Result<crate::stanza::mex::ReachoutTimelock, SendError> {
+        self.messaging
+            .fetch_timelock()
+            .instrument(self.span.clone())
+            .await
+    }
+
     /// Tells `author` (in `chat`) that we read the messages `ids`.
     pub async fn mark_read(
         &self,

@@ -154,7 +154,7 @@ impl<S: CredsStore> Run<S> {
                                         tracing::warn!(error = %e, "prekey refill failed");
                                     }
                                 }.in_current_span()));
-                            } else if matches!(node.get_str("type").as_deref(), Some("devices" | "privacy_token")) {
+                            } else if matches!(node.get_str("type").as_deref(), Some("devices" | "privacy_token" | "mex")) {
                                 let _ = work.send(node).await;
                             }
                         }

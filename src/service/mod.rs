@@ -95,6 +95,8 @@ pub struct Status {
     pub platform: Option<String>,
     /// The WhatsApp display name.
     pub pushname: Option<String>,
+    /// The account's reach-out time-lock, once WhatsApp told it.
+    pub reachout_timelock: Option<crate::client::ReachoutTimelock>,
 }
 
 /// The service over one store.
@@ -669,6 +671,7 @@ fn status(row: Option<&ConnectionRow>, session: Option<&Session>, liveness: Dura
         phone_number: row.phone_number.clone(),
         platform: row.platform.clone(),
         pushname: row.pushname.clone(),
+        reachout_timelock: session.and_then(|s| s.client.reachout_timelock()),
     }
 }
 

@@ -124,6 +124,8 @@ pub(super) struct Phone {
     /// First messages to strangers need their privacy token (else 463), as WhatsApp
     /// restricts accounts that reach out too much.
     pub(super) reach_out_lock: bool,
+    /// When the reach-out lock ends (unix seconds), while it is on.
+    pub(super) reach_out_until: u64,
     /// (group id, device) pairs its phone sent its current sender key to.
     pub(super) group_keys_sent: std::collections::HashSet<(String, String)>,
     /// Group receipts for its messages are sent aggregated.
@@ -376,6 +378,7 @@ impl State {
                 sent: VecDeque::new(),
                 retries: HashMap::new(),
                 reach_out_lock: false,
+                reach_out_until: 0,
                 read: std::collections::HashSet::new(),
                 lid_unmigrated: false,
                 group_keys_sent: std::collections::HashSet::new(),
@@ -441,6 +444,27 @@ pub enum Fault {
     /// Group receipts for the account's messages arrive aggregated (true): `<receipt
     /// from=<group>><participants key=<id>><user jid t/>…`, as WhatsApp may send them.
     AggregateReceipts(bool),
+}
+
+/// How long a reach-out lock set through the control API lasts.
+const REACH_OUT_LOCK_SECS: u64 = 24 * 3600;
+
+/// A simulated account's reach-out time-lock, as WhatsApp's `w:mex` answers state it.
+pub(super) fn timelock(phone: &Phone) -> crate::stanza::mex::ReachoutTimelock {
+    crate::stanza::mex::ReachoutTimelock {
+        active: phone.reach_out_lock,
+        ends_at: phone.reach_out_lock.then_some(phone.reach_out_until),
+        enforcement: crate::stanza::mex::DEFAULT_ENFORCEMENT.into(),
+    }
+}
+
+/// No time-lock.
+pub(super) fn timelock_off() -> crate::stanza::mex::ReachoutTimelock {
+    crate::stanza::mex::ReachoutTimelock {
+        active: false,
+        ends_at: None,
+        enforcement: crate::stanza::mex::DEFAULT_ENFORCEMENT.into(),
+    }
 }
 
 /// What a live connection is told to do.
@@ -594,7 +618,14 @@ impl Simulator {
                     match fault {
                         Fault::CorruptNext => phone.corrupt_next = true,
                         Fault::WithholdReceipts(on) => phone.withhold_receipts = on,
-                        Fault::ReachOutLock(on) => phone.reach_out_lock = on,
+                        Fault::ReachOutLock(on) => {
+                            phone.reach_out_lock = on;
+                            phone.reach_out_until = if on {
+                                self.shared.clock.now_unix() + REACH_OUT_LOCK_SECS
+                            } else {
+                                0
+                            };
+                        }
                         Fault::LidUnmigrated(on) => phone.lid_unmigrated = on,
                         Fault::AggregateReceipts(on) => phone.aggregate_receipts = on,
                         Fault::WithholdAcks(true) => {
@@ -605,6 +636,11 @@ impl Simulator {
                 }
                 if fault == Fault::WithholdAcks(false) {
                     super::route::release_held(&self.shared, number).await;
+                }
+                if let Fault::ReachOutLock(_) = fault {
+                    // The account's devices are told (a `w:mex` notification), as WhatsApp
+                    // does when it sets or lifts the time-lock.
+                    self.announce_timelock(number);
                 }
                 return 1;
             }
@@ -671,6 +707,28 @@ impl Simulator {
             }
         }
         reached.max(unlinked)
+    }
+
+    /// Tells the live companions of `number` its reach-out time-lock as it is now.
+    fn announce_timelock(&self, number: &str) {
+        let Ok(st) = self.shared.state.lock() else {
+            return;
+        };
+        let Some(phone) = st.phones.get(number) else {
+            return;
+        };
+        let lock = timelock(phone);
+        let now = self.shared.clock.now_unix();
+        for (k, c) in st.companions.iter() {
+            if c.device.jid.user != number {
+                continue;
+            }
+            if let Some(live) = st.live.get(k) {
+                let id = crate::util::ids::phone_message_id();
+                let n = crate::stanza::mex::timelock_notification(&id, now, &lock);
+                let _ = live.send(Control::Deliver(Box::new(n)));
+            }
+        }
     }
 
     /// User `number`'s phone sends `text` to `to` (digits, or a PN or LID JID); users are

@@ -132,6 +132,23 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
             st.queues.remove(&k);
             iq::result(id, vec![])
         }
+        "w:mex" if get => {
+            // WhatsApp's GraphQL channel: of its queries, the account's reach-out time-lock.
+            if crate::stanza::mex::query_id(node).as_deref()
+                != Some(crate::stanza::mex::TIMELOCK_QUERY_ID)
+            {
+                return iq::error(id, 400, "bad-request");
+            }
+            let Ok(st) = shared.state.lock() else {
+                return iq::error(id, 500, "internal-server-error");
+            };
+            let lock = st
+                .phones
+                .get(&dev.jid.user)
+                .map(super::server::timelock)
+                .unwrap_or_else(super::server::timelock_off);
+            crate::stanza::mex::timelock_result(id, &lock)
+        }
         "abt" => iq::ab_props(id),
         "w:sync:app:state" if !get => iq::app_state(node, id),
         "privacy" if get => iq::privacy(id),

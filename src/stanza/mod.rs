@@ -4,6 +4,7 @@
 //! the simulator's server and simulated devices use them; neither knows the other.
 
 pub mod group;
+pub mod mex;
 
 use std::collections::BTreeMap;
 

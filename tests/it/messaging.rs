@@ -840,7 +840,22 @@ async fn under_the_reach_out_lock_a_stranger_needs_their_token_and_463_says_why(
         let (me, stranger) = ("15550070000", "15550071000");
         let (client, mut events, _) = link(&sim, &a, me).await;
         sim.set_devices(stranger, 1).unwrap();
+        assert_eq!(
+            client.reachout_timelock(),
+            None,
+            "unknown until WhatsApp says"
+        );
         assert_eq!(sim.fault(me, Fault::ReachOutLock(true)).await, 1);
+        // WhatsApp tells the account's devices (a `w:mex` notification).
+        let Event::ReachoutTimelock(lock) =
+            next_event(&mut events, |e| matches!(e, Event::ReachoutTimelock(_))).await
+        else {
+            unreachable!()
+        };
+        let now = wa_gateway::util::clock::now_ms() / 1000;
+        assert!(lock.active, "{lock:?}");
+        assert!(lock.ends_at.is_some_and(|t| t > now + 3600), "{lock:?}");
+        assert_eq!(client.reachout_timelock(), Some(lock.clone()));
 
         let err = client
             .send_text(&user(stranger), "hello?")
@@ -876,6 +891,19 @@ async fn under_the_reach_out_lock_a_stranger_needs_their_token_and_463_says_why(
             .unwrap();
         assert!(logged.tctoken, "the token went with it");
         assert_eq!(client.stats().refused_463, 1);
+        // Asked after the 463, the state is the server's; lifted, the devices are told again.
+        assert_eq!(client.fetch_reachout_timelock().await.unwrap(), lock);
+        sim.fault(me, Fault::ReachOutLock(false)).await;
+        let lifted = next_event(
+            &mut events,
+            |e| matches!(e, Event::ReachoutTimelock(t) if !t.active),
+        )
+        .await;
+        let Event::ReachoutTimelock(lifted) = lifted else {
+            unreachable!()
+        };
+        assert_eq!(lifted.ends_at, None);
+        assert!(!client.fetch_reachout_timelock().await.unwrap().active);
         eventually("the stranger to read it", async || {
             sim.phone_messages(stranger)
                 .into_iter()

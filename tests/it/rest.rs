@@ -226,6 +226,45 @@ async fn connect_scan_send_receive_list_restart_and_disconnect() {
             &status,
         );
 
+        // WhatsApp time-locks the account: status says so (and until when); lifted, it says
+        // that too.
+        sim.fault(me, wa_gateway::sim::Fault::ReachOutLock(true))
+            .await;
+        let locked = eventually("the lock in the status", async || {
+            let (_, v) = call(
+                &http,
+                reqwest::Method::GET,
+                &format!("{base}/status"),
+                Some(&admin),
+                None,
+            )
+            .await;
+            (v["data"]["reachoutTimelock"]["isActive"] == json!(true)).then_some(v)
+        })
+        .await;
+        assert!(
+            locked["data"]["reachoutTimelock"]["endsAt"].is_string(),
+            "{locked}"
+        );
+        assert_eq!(
+            locked["data"]["reachoutTimelock"]["enforcementType"],
+            json!("DEFAULT")
+        );
+        sim.fault(me, wa_gateway::sim::Fault::ReachOutLock(false))
+            .await;
+        eventually("the lock lifted", async || {
+            let (_, v) = call(
+                &http,
+                reqwest::Method::GET,
+                &format!("{base}/status"),
+                Some(&admin),
+                None,
+            )
+            .await;
+            (v["data"]["reachoutTimelock"]["isActive"] == json!(false)).then_some(())
+        })
+        .await;
+
         // Send: the guide's answer; the simulated user reads it.
         eventually("our keys on the server", async || {
             sim.linked_devices(me)

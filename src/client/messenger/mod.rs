@@ -37,6 +37,7 @@ use crate::stanza;
 use crate::util::clock::Clock;
 
 mod groups;
+mod timelock;
 
 pub use crate::stanza::MAX_RETRIES;
 /// Devices read from one aggregated group receipt at most (a group has at most 1,024 members,
@@ -108,6 +109,9 @@ pub enum SendError {
     /// The message could not be recorded; nothing was sent.
     #[error(transparent)]
     Store(#[from] CredsStoreError),
+    /// WhatsApp answered something we could not read.
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
     /// The server refused the message (its ack carried an error code).
     #[error("refused by WhatsApp ({code}): {}", refusal_reason(*code))]
     Refused {
@@ -210,6 +214,16 @@ pub(super) trait Messaging: Send + Sync {
         &'a self,
         call: GroupCall,
     ) -> Pin<Box<dyn Future<Output = Result<GroupReply, SendError>> + Send + 'a>>;
+    fn timelock(&self) -> Option<crate::stanza::mex::ReachoutTimelock>;
+    fn fetch_timelock<'a>(
+        &'a self,
+    ) -> Pin<
+        Box<
+            dyn Future<Output = Result<crate::stanza::mex::ReachoutTimelock, SendError>>
+                + Send
+                + 'a,
+        >,
+    >;
 }
 
 /// A group operation asked through the client handle.
@@ -302,6 +316,8 @@ pub(super) struct Messenger<S: CredsStore> {
     pn_only: std::sync::atomic::AtomicBool,
     /// Server-acked messages waiting for a device's receipt, since when.
     watched: Mutex<HashMap<(Jid, String), std::time::Instant>>,
+    /// The account's reach-out time-lock, once known.
+    timelock: Mutex<Option<crate::stanza::mex::ReachoutTimelock>>,
 }
 
 impl<S: CredsStore> Messenger<S> {
@@ -334,6 +350,7 @@ impl<S: CredsStore> Messenger<S> {
             counters: Counters::default(),
             pn_only: std::sync::atomic::AtomicBool::new(false),
             watched: Mutex::new(HashMap::new()),
+            timelock: Mutex::new(None),
         }
     }
 
@@ -507,6 +524,9 @@ impl<S: CredsStore> Messenger<S> {
             }
             "notification" if node.get_str("type").as_deref() == Some("privacy_token") => {
                 self.on_privacy_token(&node).await;
+            }
+            "notification" if node.get_str("type").as_deref() == Some("mex") => {
+                self.on_mex(&node);
             }
             "notification" => {
                 if node.get_str("type").as_deref() == Some("devices")
@@ -1105,6 +1125,9 @@ impl<S: CredsStore> Messenger<S> {
                 bump(&self.counters.refused);
                 if code == 463 {
                     bump(&self.counters.refused_463);
+                    // A 463 may be the account's reach-out time-lock: learn its state (Baileys
+                    // means to, but its branch sits behind the tctoken one for the same code).
+                    self.refresh_timelock().await;
                 }
                 (MessageStatus::Failed, Some(code))
             }
@@ -1693,6 +1716,22 @@ impl<S: CredsStore> Messaging for Messenger<S> {
 
     fn stats(&self) -> MessagingStats {
         Messenger::stats(self)
+    }
+
+    fn timelock(&self) -> Option<crate::stanza::mex::ReachoutTimelock> {
+        self.timelock.lock().ok()?.clone()
+    }
+
+    fn fetch_timelock<'a>(
+        &'a self,
+    ) -> Pin<
+        Box<
+            dyn Future<Output = Result<crate::stanza::mex::ReachoutTimelock, SendError>>
+                + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(Messenger::fetch_timelock(self))
     }
 
     fn group<'a>(

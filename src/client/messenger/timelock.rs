@@ -1,0 +1,58 @@
+//! The account's reach-out time-lock: learnt from WhatsApp's `w:mex` notification, and asked
+//! after a 463 (or when the owner asks); kept in memory, evented when it changes.
+
+use super::{Messenger, SendError};
+use crate::binary::Node;
+use crate::client::events::Event;
+use crate::client::run::IQ_TIMEOUT;
+use crate::client::store::CredsStore;
+use crate::stanza::mex::{self, ReachoutTimelock};
+
+impl<S: CredsStore> Messenger<S> {
+    /// A `<notification type="mex">` (acked by the reader already).
+    pub(super) fn on_mex(&self, node: &Node) {
+        if let Some(t) = mex::parse_timelock_notification(node, self.clock.now_unix()) {
+            self.set_timelock(t);
+        }
+    }
+
+    fn set_timelock(&self, t: ReachoutTimelock) {
+        let changed = match self.timelock.lock() {
+            Ok(mut g) => {
+                let changed = g.as_ref() != Some(&t);
+                *g = Some(t.clone());
+                changed
+            }
+            Err(_) => false,
+        };
+        if changed {
+            if t.active {
+                tracing::warn!(until = ?t.ends_at, enforcement = %t.enforcement, "reach-out time-lock: new chats are barred");
+            } else {
+                tracing::info!("reach-out time-lock lifted");
+            }
+            self.publish(Event::ReachoutTimelock(t));
+        }
+    }
+
+    /// Asks WhatsApp for the account's time-lock.
+    pub(super) async fn fetch_timelock(&self) -> Result<ReachoutTimelock, SendError> {
+        let sender = self.sender().ok_or(SendError::NotConnected)?;
+        let answer = self
+            .link
+            .iq
+            .query(&sender, mex::timelock_query(), IQ_TIMEOUT)
+            .await?;
+        let t = mex::parse_timelock_result(&answer)
+            .map_err(|e| SendError::Unexpected(format!("reach-out time-lock: {e}")))?;
+        self.set_timelock(t.clone());
+        Ok(t)
+    }
+
+    /// Learns the time-lock after a refusal that may come from it; a failure is only logged.
+    pub(super) async fn refresh_timelock(&self) {
+        if let Err(e) = self.fetch_timelock().await {
+            tracing::debug!(error = %e, "cannot read the reach-out time-lock");
+        }
+    }
+}
