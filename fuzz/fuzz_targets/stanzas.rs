@@ -1,6 +1,6 @@
 //! Fuzzes the stanza handlers behind the node decoder, on both sides of the protocol: any node a
 //! peer can send (pair-device, pair-success, prekey counts and uploads, usync queries, group
-//! metadata and notifications, encrypted messages) must give Ok or Err, never a panic. The input is a binary node (no frame flags).
+//! metadata and notifications, reach-out time-lock answers, encrypted messages) must give Ok or Err, never a panic. The input is a binary node (no frame flags).
 //!
 //! The decrypting side is seeded: our store holds a signed prekey, one-time prekeys and an
 //! established session with the peer `1555` (built deterministically below), and a sender key of
@@ -193,6 +193,24 @@ static SEEDED: LazyLock<Seeded> = LazyLock::new(|| {
             assert!(ok, "seed {name} does not decrypt against the seeded state");
             let _ = std::fs::write(std::path::Path::new(&dir).join(name), bytes);
         }
+        // The reach-out time-lock, as the server states it.
+        let lock = wa_gateway::stanza::mex::ReachoutTimelock {
+            active: true,
+            ends_at: Some(1_800_000_000),
+            enforcement: "DEFAULT".into(),
+        };
+        for (name, node) in [
+            ("mex-result", wa_gateway::stanza::mex::timelock_result("1", &lock)),
+            (
+                "mex-notification",
+                wa_gateway::stanza::mex::timelock_notification("2", 1_700_000_000, &lock),
+            ),
+        ] {
+            let mut bytes = Vec::new();
+            if encode_node(&node, &mut bytes).is_ok() {
+                let _ = std::fs::write(std::path::Path::new(&dir).join(name), bytes);
+            }
+        }
     }
     seeded
 });
@@ -248,6 +266,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = group::group_notification(&n.group, "x", n.author.as_ref(), n.t, vec![]);
     }
     let _ = group::parse_member_results(&node, group::MemberAction::Add);
+    // The reach-out time-lock (JSON inside `w:mex` answers and notifications).
+    let _ = wa_gateway::stanza::mex::parse_timelock_result(&node);
+    let _ = wa_gateway::stanza::mex::parse_timelock_notification(&node, u64::MAX - 1);
+    let _ = wa_gateway::stanza::mex::query_id(&node);
     let devices: Vec<Jid> = node
         .child_nodes()
         .iter()

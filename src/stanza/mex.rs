@@ -154,7 +154,7 @@ pub fn parse_timelock_notification(node: &Node, now_unix: u64) -> Option<Reachou
     let v: Value = serde_json::from_str(&content_text(update)?).ok()?;
     from_json(
         &v["data"][TIMELOCK_NOTIFY_PATH],
-        Some(now_unix + DEFAULT_LOCK_SECS),
+        Some(now_unix.saturating_add(DEFAULT_LOCK_SECS)),
     )
 }
 
