@@ -39,6 +39,8 @@ const sent = new Map()
 
 let generation = 0
 let sock
+// Reach-out time-lock states Baileys reported (from the simulator's w:mex notification/answer).
+const timelocks = []
 const start = () => {
 	const mine = ++generation
 	sock = makeWASocket({
@@ -65,6 +67,7 @@ const start = () => {
 	sock.ev.on('connection.update', async (u) => {
 		// Events of a socket we ended ourselves (an app restart) are expected and ignored.
 		if (mine !== generation) return
+		if (u.reachoutTimeLock) timelocks.push(u.reachoutTimeLock)
 		if (u.qr) {
 			steps.qr++
 			if (steps.scanned) return
@@ -239,8 +242,21 @@ for (const mode of ['pn', 'lid']) {
 	}
 	console.log(`${mode} group ${gid}: every member read the other two`)
 }
+// 4. The reach-out time-lock: the simulator's w:mex notification and query answer, read by
+// Baileys' own parsers (handleReachoutTimelockNotification, fetchAccountReachoutTimelock).
+await control('POST', '/faults', { account: number, fault: 'reach_out_lock', on: true })
+const pushed = await until('a time-lock notification', () => timelocks.find((t) => t.isActive))
+const fetched = await sock.fetchAccountReachoutTimelock()
+if (!fetched.isActive || !(fetched.timeEnforcementEnds > new Date(Date.now() + 3600e3)))
+	fail(`time-lock answer read as ${JSON.stringify(fetched)}`)
+if (pushed.enforcementType !== 'DEFAULT') fail(`time-lock notification read as ${JSON.stringify(pushed)}`)
+await control('POST', '/faults', { account: number, fault: 'reach_out_lock', on: false })
+await until('the lift notification', () => timelocks.length >= 2 && !timelocks[timelocks.length - 1].isActive)
+if ((await sock.fetchAccountReachoutTimelock()).isActive) fail('time-lock still active after the lift')
+console.log(`time-lock: Baileys read ${JSON.stringify(timelocks)}`)
+
 chat.kill()
 sim.kill()
 rmSync(dir, { recursive: true, force: true })
-console.log('PASS: Baileys exchanged texts both ways with a simulated user and with wa-gateway, and in PN and LID groups with both')
+console.log('PASS: Baileys exchanged texts both ways with a simulated user and with wa-gateway, and in PN and LID groups with both; it read the reach-out time-lock the simulator set and lifted')
 process.exit(0)
