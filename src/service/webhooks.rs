@@ -18,10 +18,12 @@ use sha2::Sha256;
 
 use super::{Service, ServiceError, now_ms, wire_user};
 use crate::binary::Jid;
+use crate::client::messages::StoredMessage;
 use crate::store::AccountId;
 use crate::store::connections::ConnectionRow;
-use crate::store::webhooks::{self as kinds, Webhook, WebhookEvent};
+use crate::store::webhooks::{self as kinds, Attempt, Webhook, WebhookEvent};
 use crate::util::clock::iso8601_ms;
+use tokio::sync::mpsc;
 
 /// The header carrying `sha256=<hex HMAC-SHA256(secret, body)>`.
 pub const SIGNATURE_HEADER: &str = "x-wa-gateway-signature";
@@ -250,18 +252,19 @@ impl Service {
         }
     }
 
-    /// The body of event `e`, as the receiver gets it.
-    async fn render(&self, e: &WebhookEvent, conn: &ConnectionRow) -> Result<String, ServiceError> {
+    /// The body of event `e`, as the receiver gets it; `message` is the row it is about
+    /// (read for the whole batch), `numbers` a cache of LID → phone number lookups.
+    async fn render(
+        &self,
+        e: &WebhookEvent,
+        conn: &ConnectionRow,
+        message: Option<(StoredMessage, Option<i64>)>,
+        numbers: &mut HashMap<String, Option<String>>,
+    ) -> Result<String, ServiceError> {
         let data = match e.kind.as_str() {
             kinds::MESSAGE_RECEIVED | kinds::MESSAGE_STATUS => {
-                let pk = e.message_pk.ok_or(ServiceError::NotFound)?;
-                let (mut m, created) = self
-                    .store
-                    .message_by_pk(pk)
-                    .await?
-                    .ok_or(ServiceError::NotFound)?;
-                let mut numbers = Default::default();
-                self.by_number(e.account, &mut m, &mut numbers).await;
+                let (mut m, created) = message.ok_or(ServiceError::NotFound)?;
+                self.by_number(e.account, &mut m, numbers).await;
                 if e.kind == kinds::MESSAGE_RECEIVED {
                     super::message_json(&m, created)
                 } else {
@@ -290,26 +293,81 @@ impl Service {
         .to_string())
     }
 
-    /// One attempt at event `e`, and its record.
-    async fn deliver(self: Arc<Self>, e: WebhookEvent, target: Target) {
+    /// Fixes the bodies of the claimed events that have none yet: their messages read in one
+    /// query, the bodies stored in one transaction (so every later attempt sends the same
+    /// bytes). An event whose body cannot be made or kept gets why instead.
+    async fn prepare(
+        &self,
+        events: &[WebhookEvent],
+        targets: &HashMap<AccountId, Target>,
+    ) -> HashMap<i64, Result<String, String>> {
+        let mut out = HashMap::new();
+        let fresh: Vec<&WebhookEvent> = events.iter().filter(|e| e.payload.is_none()).collect();
+        let pks: Vec<i64> = fresh.iter().filter_map(|e| e.message_pk).collect();
+        let mut messages = match self.store.messages_by_pks(&pks).await {
+            Ok(m) => m,
+            Err(err) => {
+                for e in &fresh {
+                    out.insert(e.pk, Err(format!("storage: {err}")));
+                }
+                return out;
+            }
+        };
+        let mut numbers: HashMap<AccountId, HashMap<String, Option<String>>> = HashMap::new();
+        let mut made = Vec::new();
+        for e in fresh {
+            let Some(Ok((_, conn))) = targets.get(&e.account) else {
+                continue;
+            };
+            let message = e.message_pk.and_then(|pk| messages.remove(&pk));
+            let cache = numbers.entry(e.account).or_default();
+            match self.render(e, conn, message, cache).await {
+                Ok(p) => made.push((e.pk, p)),
+                Err(err) => {
+                    out.insert(e.pk, Err(format!("cannot build the event: {err}")));
+                }
+            }
+        }
+        match self.store.set_webhook_payloads(&made).await {
+            Ok(()) => out.extend(made.into_iter().map(|(pk, p)| (pk, Ok(p)))),
+            Err(err) => out.extend(
+                made.into_iter()
+                    .map(|(pk, _)| (pk, Err(format!("storage: {err}")))),
+            ),
+        }
+        out
+    }
+
+    /// One attempt at event `e` with `payload`, its outcome handed to the recorder.
+    async fn deliver(
+        self: Arc<Self>,
+        e: WebhookEvent,
+        target: Target,
+        payload: Result<String, String>,
+        record: mpsc::Sender<Attempt>,
+    ) {
         let settings = self.webhook_settings.clone();
         let attempt = u32::try_from(e.attempts)
             .unwrap_or(u32::MAX)
             .saturating_add(1);
-        let outcome = match target {
-            Ok((hook, conn)) => self.attempt(&e, attempt, &hook, &conn).await,
-            Err(error) => Outcome::Failed {
+        let outcome = match (target, payload) {
+            (Ok((hook, conn)), Ok(payload)) => {
+                self.attempt(&e, attempt, &hook, &conn, payload).await
+            }
+            (Err(error), _) | (_, Err(error)) => Outcome::Failed {
                 status: None,
                 error,
             },
         };
         let now = now_ms();
-        let r = match outcome {
-            Outcome::Delivered => {
-                self.store
-                    .webhook_attempt(e.pk, "delivered", now, None, None)
-                    .await
-            }
+        let a = match outcome {
+            Outcome::Delivered => Attempt {
+                pk: e.pk,
+                state: "delivered".into(),
+                next_ms: now,
+                http_status: None,
+                error: None,
+            },
             Outcome::Failed { status, error } => {
                 let waited = Duration::from_millis(u64::try_from(now - e.since_ms).unwrap_or(0));
                 let (state, next) = if waited >= settings.dead_after {
@@ -321,15 +379,17 @@ impl Service {
                         now.saturating_add(millis(settings.backoff(attempt))),
                     )
                 };
-                self.store
-                    .webhook_attempt(e.pk, state, next, status, Some(&error))
-                    .await
+                Attempt {
+                    pk: e.pk,
+                    state: state.into(),
+                    next_ms: next,
+                    http_status: status,
+                    error: Some(error),
+                }
             }
         };
-        if let Err(err) = r {
-            // The event stays pending under its lease and is tried again when it expires.
-            tracing::warn!(event = %e.id, error = %err, "cannot record a webhook attempt");
-        }
+        // If the recorder is gone (shutdown), the event stays leased and goes again later.
+        let _ = record.send(a).await;
     }
 
     async fn attempt(
@@ -338,20 +398,9 @@ impl Service {
         attempt: u32,
         hook: &Webhook,
         conn: &ConnectionRow,
+        payload: String,
     ) -> Outcome {
         let failed = |status, error: String| Outcome::Failed { status, error };
-        let payload = match &e.payload {
-            Some(p) => p.clone(),
-            None => match self.render(e, conn).await {
-                Ok(p) => {
-                    if let Err(err) = self.store.set_webhook_payload(e.pk, &p).await {
-                        return failed(None, format!("storage: {err}"));
-                    }
-                    p
-                }
-                Err(err) => return failed(None, format!("cannot build the event: {err}")),
-            },
-        };
         let sig = signature(&hook.secret, payload.as_bytes());
         let sent = self
             .http
@@ -459,6 +508,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 pub(super) async fn dispatch(service: Weak<Service>) {
     // Per account: attempts in flight.
     let inflight: Arc<Mutex<HashMap<AccountId, usize>>> = Arc::default();
+    // Attempts' outcomes are recorded by one task, many per transaction.
+    let (record, outcomes) = mpsc::channel::<Attempt>(RECORD_QUEUE);
+    tokio::spawn(recorder(service.clone(), outcomes));
     if let Some(svc) = service.upgrade()
         && svc.store.any_webhook().await.unwrap_or(true)
     {
@@ -510,24 +562,35 @@ pub(super) async fn dispatch(service: Weak<Service>) {
                 Ok(events) => {
                     // Each account's webhook and connection, read once for the batch.
                     let mut targets: HashMap<AccountId, Target> = HashMap::new();
+                    for e in &events {
+                        if let std::collections::hash_map::Entry::Vacant(v) =
+                            targets.entry(e.account)
+                        {
+                            v.insert(svc.target(e.account).await);
+                        }
+                    }
+                    let mut prepared = svc.prepare(&events, &targets).await;
                     // An account below its share may go past it by one batch: in flight
                     // stays under twice the share.
                     for e in events {
-                        let target = match targets.get(&e.account) {
-                            Some(t) => t.clone(),
-                            None => {
-                                let t = svc.target(e.account).await;
-                                targets.insert(e.account, t.clone());
-                                t
-                            }
+                        let target = targets
+                            .get(&e.account)
+                            .cloned()
+                            .unwrap_or_else(|| Err("no webhook is set".into()));
+                        let payload = match &e.payload {
+                            Some(p) => Ok(p.clone()),
+                            None => prepared
+                                .remove(&e.pk)
+                                .unwrap_or_else(|| Err("no body".into())),
                         };
+                        let record = record.clone();
                         if let Ok(mut m) = inflight.lock() {
                             *m.entry(e.account).or_default() += 1;
                         }
                         let (svc2, inflight2) = (svc.clone(), inflight.clone());
                         tokio::spawn(async move {
                             let account = e.account;
-                            svc2.clone().deliver(e, target).await;
+                            svc2.clone().deliver(e, target, payload, record).await;
                             if let Ok(mut m) = inflight2.lock()
                                 && let Some(n) = m.get_mut(&account)
                             {
@@ -536,6 +599,7 @@ pub(super) async fn dispatch(service: Weak<Service>) {
                                     m.remove(&account);
                                 }
                             }
+                            // The account has room again.
                             svc2.webhook_wake.notify_one();
                         });
                     }
@@ -550,6 +614,24 @@ pub(super) async fn dispatch(service: Weak<Service>) {
         });
         drop(svc);
         let _ = tokio::time::timeout(idle.max(Duration::from_millis(5)), notified).await;
+    }
+}
+
+/// Outcomes waiting to be recorded (the senders wait beyond it).
+const RECORD_QUEUE: usize = 1024;
+
+/// Records attempts' outcomes, as many per transaction as are waiting, then wakes the
+/// dispatcher (a chat's next event may go once its head is recorded).
+async fn recorder(service: Weak<Service>, mut outcomes: mpsc::Receiver<Attempt>) {
+    let mut batch = Vec::with_capacity(256);
+    while outcomes.recv_many(&mut batch, 256).await > 0 {
+        let Some(svc) = service.upgrade() else { return };
+        if let Err(e) = svc.store.webhook_attempts(&batch).await {
+            // Those events stay pending under their leases and go again when they end.
+            tracing::warn!(error = %e, n = batch.len(), "cannot record webhook attempts");
+        }
+        batch.clear();
+        svc.webhook_wake.notify_one();
     }
 }
 

@@ -118,6 +118,44 @@ const COLS: &str = "pk, account_id, id, kind, chat, message_pk, status, error, d
 const HEADS: &str = "SELECT MIN(pk) AS head FROM webhook_events WHERE state = 'pending' \
                      GROUP BY account_id, chat";
 
+/// The outcome of one delivery attempt, to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The event.
+    pub pk: i64,
+    /// `delivered`, `pending` (to try again at `next_ms`) or `failed` (dead-lettered).
+    pub state: String,
+    /// When the next attempt is due.
+    pub next_ms: i64,
+    /// The receiver's HTTP status, if it answered.
+    pub http_status: Option<u16>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+async fn record_attempt(
+    conn: &mut SqliteConnection,
+    a: &Attempt,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhook_events SET state = ?, attempts = attempts + 1, next_ms = ?, \
+         last_status = ?, last_error = ?, \
+         delivered_ms = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_ms END \
+         WHERE pk = ? AND state = 'pending'",
+    )
+    .bind(&a.state)
+    .bind(a.next_ms)
+    .bind(a.http_status)
+    .bind(a.error.as_deref())
+    .bind(&a.state)
+    .bind(now)
+    .bind(a.pk)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// An event to queue.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct NewEvent<'a> {
@@ -311,42 +349,65 @@ impl Store {
         .await?)
     }
 
-    /// Fixes the body an event is sent with (kept for every retry).
-    pub async fn set_webhook_payload(&self, pk: i64, payload: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE webhook_events SET payload = ? WHERE pk = ? AND payload IS NULL")
-            .bind(payload)
-            .bind(pk)
-            .execute(&self.pool)
-            .await?;
+    /// Fixes the bodies of several events at once (one transaction).
+    pub async fn set_webhook_payloads(&self, payloads: &[(i64, String)]) -> Result<(), StoreError> {
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin_with(super::WRITE_TX).await?;
+        for (pk, payload) in payloads {
+            sqlx::query("UPDATE webhook_events SET payload = ? WHERE pk = ? AND payload IS NULL")
+                .bind(payload)
+                .bind(pk)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Records an attempt: `delivered`, or still `pending` until `next_ms`, or `failed`
-    /// (dead-lettered).
-    pub async fn webhook_attempt(
-        &self,
-        pk: i64,
-        state: &str,
-        next_ms: i64,
-        http_status: Option<u16>,
-        error: Option<&str>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE webhook_events SET state = ?, attempts = attempts + 1, next_ms = ?, \
-             last_status = ?, last_error = ?, \
-             delivered_ms = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_ms END \
-             WHERE pk = ? AND state = 'pending'",
-        )
-        .bind(state)
-        .bind(next_ms)
-        .bind(http_status)
-        .bind(error)
-        .bind(state)
-        .bind(now_ms())
-        .bind(pk)
-        .execute(&self.pool)
-        .await?;
+    /// Records attempts (one transaction): each event `delivered`, or still `pending` until its
+    /// `next_ms`, or `failed` (dead-lettered).
+    pub async fn webhook_attempts(&self, attempts: &[Attempt]) -> Result<(), StoreError> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut tx = self.pool.begin_with(super::WRITE_TX).await?;
+        for a in attempts {
+            record_attempt(&mut tx, a, now).await?;
+        }
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Messages by row key, with the time each row was stored (one query).
+    pub async fn messages_by_pks(
+        &self,
+        pks: &[i64],
+    ) -> Result<
+        std::collections::HashMap<i64, (crate::client::messages::StoredMessage, Option<i64>)>,
+        StoreError,
+    > {
+        let mut out = std::collections::HashMap::new();
+        if pks.is_empty() {
+            return Ok(out);
+        }
+        let list = serde_json::to_string(pks).unwrap_or_else(|_| "[]".into());
+        let rows = sqlx::query(&format!(
+            "SELECT pk, {}, created_ms FROM messages WHERE pk IN (SELECT value FROM json_each(?))",
+            super::messages::COLUMNS
+        ))
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in rows {
+            out.insert(
+                r.try_get("pk")?,
+                (super::messages::from_row(&r)?, r.try_get("created_ms")?),
+            );
+        }
+        Ok(out)
     }
 
     /// `account`'s events in `state` (all when None), newest first.
@@ -407,23 +468,5 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.as_ref().map(event).transpose()?)
-    }
-
-    /// The message an event is about, with the time its row was stored.
-    pub async fn message_by_pk(
-        &self,
-        pk: i64,
-    ) -> Result<Option<(crate::client::messages::StoredMessage, Option<i64>)>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {}, created_ms FROM messages WHERE pk = ?",
-            super::messages::COLUMNS
-        ))
-        .bind(pk)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(match row {
-            Some(r) => Some((super::messages::from_row(&r)?, r.try_get("created_ms")?)),
-            None => None,
-        })
     }
 }

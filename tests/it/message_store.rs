@@ -508,11 +508,10 @@ async fn webhook_events_commit_with_what_they_announce_and_only_when_asked_for()
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kind, "message.received");
     assert_eq!(events[0].chat, chat.to_string());
-    let (stored, _) = store
-        .message_by_pk(events[0].message_pk.unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let pk = events[0].message_pk.unwrap();
+    let stored = store.messages_by_pks(&[pk, -1]).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    let (stored, _) = &stored[&pk];
     assert_eq!(stored.id, "in-1");
 
     // Our own send is no inbound event; its climb is, each step once.
@@ -591,7 +590,13 @@ async fn webhook_events_commit_with_what_they_announce_and_only_when_asked_for()
     {
         if e.chat != chat.to_string() {
             store
-                .webhook_attempt(e.pk, "delivered", 0, Some(200), None)
+                .webhook_attempts(&[wa_gateway::store::webhooks::Attempt {
+                    pk: e.pk,
+                    state: "delivered".into(),
+                    next_ms: 0,
+                    http_status: Some(200),
+                    error: None,
+                }])
                 .await
                 .unwrap();
         }
