@@ -146,7 +146,7 @@ impl std::fmt::Debug for Service {
 }
 
 fn now_ms() -> i64 {
-    i64::try_from(crate::util::clock::now_ms()).unwrap_or(i64::MAX)
+    crate::util::clock::now_ms_i64()
 }
 
 /// The connection-row status of a client state.

@@ -168,7 +168,7 @@ pub(crate) struct NewEvent<'a> {
 }
 
 fn now_ms() -> i64 {
-    i64::try_from(crate::util::clock::now_ms()).unwrap_or(i64::MAX)
+    crate::util::clock::now_ms_i64()
 }
 
 /// Queues `e` for `account` on `conn` (inside the caller's transaction) if the account has a

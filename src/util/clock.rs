@@ -31,6 +31,11 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// [`now_ms`] as the signed milliseconds the database columns hold.
+pub fn now_ms_i64() -> i64 {
+    i64::try_from(now_ms()).unwrap_or(i64::MAX)
+}
+
 /// A clock that stays where it is set (tests, fixture replay).
 #[derive(Debug, Default, Clone)]
 pub struct FixedClock(Arc<AtomicU64>);
