@@ -493,6 +493,30 @@ pub fn document() -> Value {
             answer["example"] = ex;
         }
     }
+    // What the service POSTs to a webhook (OpenAPI 3.1's `webhooks`).
+    doc["webhooks"] = json!({
+        "event": { "post": {
+            "summary": "One event, to the agent's webhook URL",
+            "description": format!(
+                "Verify `{}` (sha256=<hex HMAC-SHA256(secret, raw body)>) before parsing; \
+                 deduplicate on `id` (delivery is at least once, in order per chat). Any 2xx \
+                 takes the event; anything else is retried with backoff until dead-lettered. \
+                 To a `message.received`, answering `{{\"reply\": \"text\"}}` sends that text \
+                 to the chat.",
+                crate::service::SIGNATURE_HEADER
+            ),
+            "parameters": [
+                { "name": crate::service::SIGNATURE_HEADER, "in": "header", "required": true, "schema": { "type": "string" } },
+                { "name": crate::service::EVENT_ID_HEADER, "in": "header", "required": true, "schema": { "type": "string" } },
+                { "name": crate::service::EVENT_HEADER, "in": "header", "required": true, "schema": { "type": "string" } },
+                { "name": crate::service::ATTEMPT_HEADER, "in": "header", "required": true, "schema": { "type": "integer" } },
+            ],
+            "requestBody": { "required": true, "content": { "application/json": {
+                "schema": { "$ref": "#/components/schemas/WebhookEvent" },
+            }}},
+            "responses": { "200": { "description": "Taken (any 2xx); optionally `{\"reply\": \"…\"}`" } },
+        }},
+    });
     doc
 }
 
@@ -527,6 +551,11 @@ mod tests {
             assert!(hook[m]["responses"]["200"].is_object(), "webhook {m}");
         }
         assert!(d["components"]["securitySchemes"]["bearer"].is_object());
+        assert_eq!(
+            d["webhooks"]["event"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+                ["$ref"],
+            json!("#/components/schemas/WebhookEvent")
+        );
         let text = d.to_string();
         let mut rest = text.as_str();
         while let Some(i) = rest.find("\"$ref\":\"#/") {
