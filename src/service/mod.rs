@@ -145,9 +145,7 @@ impl std::fmt::Debug for Service {
     }
 }
 
-fn now_ms() -> i64 {
-    crate::util::clock::now_ms_i64()
-}
+use crate::util::clock::now_ms_i64 as now_ms;
 
 /// The connection-row status of a client state.
 fn status_name(s: &ConnState) -> &'static str {
@@ -390,16 +388,7 @@ impl Service {
         kind: &str,
         details: serde_json::Value,
     ) {
-        let a = Activity {
-            id: 0,
-            subaccount_id: session.subaccount.clone(),
-            agent_id: session.agent.clone(),
-            user_id: user.map(str::to_owned),
-            kind: kind.to_owned(),
-            category: "chat".into(),
-            details: details.to_string(),
-            at_ms: now_ms(),
-        };
+        let a = activity(&session.subaccount, &session.agent, user, kind, &details);
         if let Err(e) = self.store.add_activity(&a).await {
             tracing::warn!(error = %e, "cannot log activity");
         }
@@ -527,16 +516,13 @@ impl Service {
                 now_ms(),
             )
             .await?;
-        let a = Activity {
-            id: 0,
-            subaccount_id: subaccount.to_owned(),
-            agent_id: agent.to_owned(),
-            user_id: user.map(str::to_owned),
-            kind: "whatsapp_disconnected".into(),
-            category: "chat".into(),
-            details: "{}".into(),
-            at_ms: now_ms(),
-        };
+        let a = activity(
+            subaccount,
+            agent,
+            user,
+            "whatsapp_disconnected",
+            &serde_json::json!({}),
+        );
         self.store.add_activity(&a).await?;
         self.wake_webhooks();
         Ok(())
@@ -628,6 +614,26 @@ impl Service {
     /// How many clients are running.
     pub fn running(&self) -> usize {
         self.sessions.lock().map(|s| s.len()).unwrap_or(0)
+    }
+}
+
+/// An activity of (subaccount, agent) now, in the guide's `chat` category.
+fn activity(
+    subaccount: &str,
+    agent: &str,
+    user: Option<&str>,
+    kind: &str,
+    details: &serde_json::Value,
+) -> Activity {
+    Activity {
+        id: 0,
+        subaccount_id: subaccount.to_owned(),
+        agent_id: agent.to_owned(),
+        user_id: user.map(str::to_owned),
+        kind: kind.to_owned(),
+        category: "chat".into(),
+        details: details.to_string(),
+        at_ms: now_ms(),
     }
 }
 

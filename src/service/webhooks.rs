@@ -36,8 +36,6 @@ pub const ATTEMPT_HEADER: &str = "x-wa-gateway-attempt";
 
 /// Most bytes of a receiver's answer read (for `reply`); the rest is ignored.
 const MAX_ANSWER: usize = 64 * 1024;
-/// Most characters of a `reply` (WhatsApp's own text limit).
-const MAX_REPLY: usize = 65_536;
 
 /// How webhooks are delivered.
 #[derive(Debug, Clone, PartialEq)]
@@ -425,19 +423,14 @@ impl Service {
         if e.kind != kinds::MESSAGE_RECEIVED {
             return Outcome::Delivered;
         }
+        // The request's timeout covers the body too: a stalled answer ends the loop.
         let mut answer = Vec::new();
-        let read = tokio::time::timeout(self.webhook_settings.timeout, async {
-            while let Ok(Some(chunk)) = resp.chunk().await {
-                let room = MAX_ANSWER - answer.len();
-                answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if answer.len() >= MAX_ANSWER {
-                    break;
-                }
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            let room = MAX_ANSWER - answer.len();
+            answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if answer.len() >= MAX_ANSWER {
+                break;
             }
-        })
-        .await;
-        if read.is_err() {
-            tracing::debug!(event = %e.id, "webhook answer body timed out; no reply read");
         }
         match self.reply(e, conn, &answer).await {
             Ok(()) => Outcome::Delivered,
@@ -463,7 +456,7 @@ impl Service {
             return Ok(());
         };
         let text = text.trim();
-        if text.is_empty() || text.chars().count() > MAX_REPLY {
+        if text.is_empty() || text.len() > crate::client::messenger::MAX_TEXT_BYTES {
             tracing::warn!(event = %e.id, "webhook reply empty or too long; not sent");
             return Ok(());
         }

@@ -167,9 +167,7 @@ pub(crate) struct NewEvent<'a> {
     pub data: Option<&'a str>,
 }
 
-fn now_ms() -> i64 {
-    crate::util::clock::now_ms_i64()
-}
+use crate::util::clock::now_ms_i64 as now_ms;
 
 /// Queues `e` for `account` on `conn` (inside the caller's transaction) if the account has a
 /// webhook that wants it; a no-op otherwise.
