@@ -44,7 +44,7 @@ mod timelock;
 mod tokens;
 
 pub use error::{SendError, refusal_reason};
-use receive::{is_protocol_only, receipt, text_of};
+use receive::receipt;
 use send::Ack;
 pub use send::{Sent, valid_message_id};
 
