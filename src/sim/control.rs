@@ -12,7 +12,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::server::{Fault, SimError, Simulator};
+use super::error::SimError;
+use super::server::Fault;
+use super::simulator::Simulator;
 
 /// Body of `POST /phones/{number}/scan`.
 #[derive(Debug, Deserialize)]
