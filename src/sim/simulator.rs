@@ -450,6 +450,14 @@ impl Simulator {
             .unwrap_or_else(|_| StanzaLog::default().transmissions(id, 0))
     }
 
+    /// Whether the device `jid` has a logged-in connection now.
+    pub fn connected(&self, jid: &Jid) -> bool {
+        self.shared
+            .state
+            .lock()
+            .is_ok_and(|st| st.live.contains_key(&jid.to_string()))
+    }
+
     /// Stanzas queued for the device `jid` (waiting for its receipt or ack).
     pub fn queued(&self, jid: &Jid) -> usize {
         self.shared
