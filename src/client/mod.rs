@@ -8,6 +8,7 @@ pub mod events;
 mod failure;
 pub mod iq;
 pub mod keepalive;
+mod link;
 mod linking;
 pub mod messages;
 pub mod messenger;
