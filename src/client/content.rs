@@ -452,8 +452,9 @@ fn vcard(c: &wa::ContactMessage) -> Value {
 fn content_of(m: &wa::Message, fields: &[u32]) -> Option<Content> {
     if let Some(p) = &m.protocol_message {
         use wa::protocol_message::Type;
-        return match p.r#type() {
-            Type::Revoke => {
+        // An absent type is no revoke (prost would default it to REVOKE, 0).
+        return match p.r#type.and_then(|t| Type::try_from(t).ok()) {
+            Some(Type::Revoke) => {
                 let target = key_of(p.key.as_ref())?;
                 let mut c = stored(
                     Kind::Revoke,
@@ -463,7 +464,7 @@ fn content_of(m: &wa::Message, fields: &[u32]) -> Option<Content> {
                 c.target = Some(target);
                 Some(c)
             }
-            Type::MessageEdit => {
+            Some(Type::MessageEdit) => {
                 let target = key_of(p.key.as_ref())?;
                 let new = p.edited_message.as_deref();
                 let text = new.and_then(text_of);

@@ -9,6 +9,7 @@ mod groups;
 mod guide;
 mod layering;
 mod loopback;
+mod message_kinds;
 mod message_kinds_fixture;
 mod message_store;
 mod messaging;
