@@ -275,7 +275,9 @@ impl<S: CredsStore> Messenger<S> {
                 let _ = sender.send(&stanza::ack(&node, None)).await;
             }
             "notification" if node.get_str("type").as_deref() == Some("privacy_token") => {
-                self.on_privacy_token(&node).await;
+                if self.on_privacy_token(&node).await {
+                    let _ = sender.send(&stanza::ack(&node, None)).await;
+                }
             }
             "notification" if node.get_str("type").as_deref() == Some("mex") => {
                 self.on_mex(&node);
