@@ -5,18 +5,24 @@
 //! knows the service, never the client or the store directly.
 
 pub mod auth;
+mod extract;
 mod limits;
 pub mod openapi;
 mod routes;
+mod schema;
 mod webhooks;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 pub use auth::{AuthKey, Claims, Role, Verifier};
 pub use limits::Limits;
@@ -45,9 +51,73 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The router.
+/// The router: every endpoint, each request under its operation (see [`operation`]).
 pub fn router(state: AppState) -> axum::Router {
-    routes::router(state)
+    axum::Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route(
+            "/api/openapi.json",
+            get(|| async { axum::Json(openapi::document()) }),
+        )
+        .route("/api/whatsapp/{sub}/{agent}/connect", post(routes::connect))
+        .route("/api/whatsapp/{sub}/{agent}/status", get(routes::status))
+        .route("/api/whatsapp/{sub}/{agent}/send", post(routes::send))
+        .route(
+            "/api/whatsapp/{sub}/{agent}/messages",
+            get(routes::messages),
+        )
+        .route(
+            "/api/whatsapp/{sub}/{agent}/disconnect",
+            post(routes::disconnect),
+        )
+        .route("/api/whatsapp/{sub}/connections", get(routes::connections))
+        .route("/api/whatsapp/{sub}/activities", get(routes::activities))
+        .route(
+            "/api/whatsapp/{sub}/{agent}/webhook",
+            get(webhooks::get_webhook)
+                .put(webhooks::put_webhook)
+                .delete(webhooks::delete_webhook),
+        )
+        .route(
+            "/api/whatsapp/{sub}/{agent}/webhook/deliveries",
+            get(webhooks::deliveries),
+        )
+        .route(
+            "/api/whatsapp/{sub}/{agent}/webhook/deliveries/{id}/redeliver",
+            post(webhooks::redeliver),
+        )
+        .fallback(|| async {
+            Op::new().fail(&ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint",
+            ))
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(operation))
+        .with_state(state)
+}
+
+/// Gives each request its operation (the envelope's `meta`) and a span naming it, so every log
+/// line of the request (and of the client calls it makes) carries the operationId. The path
+/// is logged, never the query, headers or body (tokens, texts).
+async fn operation(mut req: Request, next: Next) -> Response {
+    let op = Op::new();
+    let span = tracing::info_span!(
+        "request",
+        operation_id = %op.id,
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    req.extensions_mut().insert(op);
+    async move {
+        let r = next.run(req).await;
+        tracing::info!(status = r.status().as_u16(), "answered");
+        r
+    }
+    .instrument(span)
+    .await
 }
 
 impl AppState {
@@ -245,28 +315,4 @@ impl From<crate::service::ServiceError> for ApiError {
             }
         }
     }
-}
-
-/// The caller's claims from the `Authorization` header.
-fn claims(state: &AppState, headers: &HeaderMap) -> Result<Claims, ApiError> {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing bearer token",
-            )
-        })?;
-    state
-        .verifier
-        .verify(token)
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))
 }

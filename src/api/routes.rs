@@ -1,102 +1,32 @@
-//! The endpoints. Every extractor's rejection becomes an envelope (never axum's plain text),
-//! so what a client sends wrong is always a 4xx with a code that says what.
+//! The guide's endpoints (connect, status, send, messages, connections, disconnect), the
+//! activity log and health. Requests are read through `extract`; answers are the shapes of
+//! `schema`.
 
 use std::collections::HashMap;
 
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post};
 use serde_json::{Value, json};
-use tracing::Instrument;
 
+use super::extract::{MAX_ID, allow, body_json, ids, page, respond};
 use super::limits::Endpoint;
 #[allow(unused_imports)] // used by the #[utoipa::path] declarations
-use super::openapi::{
+use super::schema::{
     ActivitiesData, AgentPath, ConnectData, ConnectionsData, DisconnectData, Envelope,
     ErrorEnvelope, Health, MessagesData, Page, SendBody, SendData, StatusData, SubaccountPath,
 };
-use super::{ApiError, AppState, Claims, MAX_BODY, Op, claims};
+use super::{ApiError, AppState, Op};
 use crate::binary::{Jid, Server};
 use crate::service::OutboxRow;
 use crate::service::{Connected, Status, message_id, message_json, wire_user};
 use crate::util::clock::iso8601_ms;
 
-/// Longest subaccount or agent id.
-const MAX_ID: usize = 128;
 /// Longest text (bytes), as the client accepts.
 const MAX_TEXT: usize = crate::client::messenger::MAX_TEXT_BYTES;
-/// History page size bounds and default.
-const MAX_LIMIT: u32 = 500;
-const DEFAULT_LIMIT: u32 = 50;
-/// Largest `skip`.
-const MAX_SKIP: u32 = 10_000_000;
-
-pub(super) fn router(state: AppState) -> axum::Router {
-    axum::Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route(
-            "/api/openapi.json",
-            get(|| async { axum::Json(super::openapi::document()) }),
-        )
-        .route("/api/whatsapp/{sub}/{agent}/connect", post(connect))
-        .route("/api/whatsapp/{sub}/{agent}/status", get(status))
-        .route("/api/whatsapp/{sub}/{agent}/send", post(send))
-        .route("/api/whatsapp/{sub}/{agent}/messages", get(messages))
-        .route("/api/whatsapp/{sub}/{agent}/disconnect", post(disconnect))
-        .route("/api/whatsapp/{sub}/connections", get(connections))
-        .route("/api/whatsapp/{sub}/activities", get(activities))
-        .route(
-            "/api/whatsapp/{sub}/{agent}/webhook",
-            get(super::webhooks::get_webhook)
-                .put(super::webhooks::put_webhook)
-                .delete(super::webhooks::delete_webhook),
-        )
-        .route(
-            "/api/whatsapp/{sub}/{agent}/webhook/deliveries",
-            get(super::webhooks::deliveries),
-        )
-        .route(
-            "/api/whatsapp/{sub}/{agent}/webhook/deliveries/{id}/redeliver",
-            post(super::webhooks::redeliver),
-        )
-        .fallback(|| async {
-            Op::new().fail(&ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such endpoint",
-            ))
-        })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn(operation))
-        .with_state(state)
-}
-
-/// Gives each request its operation (the envelope's `meta`) and a span naming it, so every log
-/// line of the request (and of the client calls it makes) carries the operationId. The path
-/// is logged, never the query, headers or body (tokens, texts).
-async fn operation(mut req: Request, next: Next) -> Response {
-    let op = Op::new();
-    let span = tracing::info_span!(
-        "request",
-        operation_id = %op.id,
-        method = %req.method(),
-        path = %req.uri().path(),
-    );
-    req.extensions_mut().insert(op);
-    async move {
-        let r = next.run(req).await;
-        tracing::info!(status = r.status().as_u16(), "answered");
-        r
-    }
-    .instrument(span)
-    .await
-}
 
 #[utoipa::path(
     get,
@@ -130,76 +60,6 @@ pub(super) async fn readyz(Extension(op): Extension<Op>, State(st): State<AppSta
             "not_ready",
             format!("not ready (database: {db}, sessions resumed: {resumed})"),
         ))
-    }
-}
-
-fn valid_id(s: &str) -> bool {
-    (1..=MAX_ID).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'@' | b':'))
-}
-
-/// The path's ids, checked.
-pub(super) fn ids<const N: usize>(
-    path: Result<Path<Vec<String>>, PathRejection>,
-) -> Result<[String; N], ApiError> {
-    let Path(parts) = path.map_err(|e| ApiError::bad("invalid_path", e.body_text()))?;
-    let parts: [String; N] = parts
-        .try_into()
-        .map_err(|_| ApiError::bad("invalid_path", "unexpected path"))?;
-    if let Some(bad) = parts.iter().find(|p| !valid_id(p)) {
-        return Err(ApiError::bad(
-            "invalid_path",
-            format!(
-                "{:?} is not an id (1–{MAX_ID} letters, digits, `_ - . @ :`)",
-                bad.chars().take(40).collect::<String>()
-            ),
-        ));
-    }
-    Ok(parts)
-}
-
-/// The caller, allowed on `sub` for `endpoint` (writing when `write`), within its rate limit.
-pub(super) fn allow(
-    st: &AppState,
-    headers: &HeaderMap,
-    sub: &str,
-    endpoint: Endpoint,
-    write: bool,
-) -> Result<Claims, ApiError> {
-    let c = claims(st, headers)?;
-    if !c.may_use(sub) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this token may not use this subaccount",
-        ));
-    }
-    if write && !c.may_write() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "viewers may only read",
-        ));
-    }
-    st.limits.check(sub, endpoint).map_err(|after| ApiError {
-        retry_after: Some(after),
-        ..ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!(
-                "more than {} requests a minute to this endpoint; retry in {after} s",
-                endpoint.per_minute()
-            ),
-        )
-    })?;
-    Ok(c)
-}
-
-pub(super) fn respond(op: Op, r: Result<(&'static str, Value), ApiError>) -> Response {
-    match r {
-        Ok((message, data)) => op.ok(message, data),
-        Err(e) => op.fail(&e),
     }
 }
 
@@ -348,29 +208,6 @@ pub(super) fn parse_to(to: &str) -> Result<Jid, ApiError> {
         }));
     }
     Ok(Jid::new(user, server))
-}
-
-pub(super) fn body_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the body is larger than {MAX_BODY} bytes"),
-            )
-        } else {
-            ApiError::bad("invalid_body", e.body_text())
-        }
-    })?;
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad("invalid_json", format!("the body is not JSON: {e}")))?;
-    if !v.is_object() {
-        return Err(ApiError::bad(
-            "invalid_json",
-            "the body must be a JSON object",
-        ));
-    }
-    Ok(v)
 }
 
 #[utoipa::path(
@@ -525,32 +362,6 @@ fn send_answer(row: &OutboxRow) -> Result<(&'static str, Value), ApiError> {
             ))
         }
     }
-}
-
-/// `limit` (1..=500, default 50) and `skip` (≥ 0, default 0) from the query.
-pub(super) fn page(
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<(u32, u32), ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad("invalid_query", e.body_text()))?;
-    let num = |k: &str, default: u32, min: u32, max: u32| -> Result<u32, ApiError> {
-        match q.get(k) {
-            None => Ok(default),
-            Some(v) => v
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (min..=max).contains(n))
-                .ok_or_else(|| {
-                    ApiError::bad(
-                        "invalid_query",
-                        format!("`{k}` must be a whole number from {min} to {max}"),
-                    )
-                }),
-        }
-    };
-    Ok((
-        num("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?,
-        num("skip", 0, 0, MAX_SKIP)?,
-    ))
 }
 
 #[utoipa::path(

@@ -11,13 +11,13 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::extract::{allow, body_json, ids, page, respond};
 use super::limits::Endpoint;
 #[allow(unused_imports)] // used by the #[utoipa::path] declarations
-use super::openapi::{
+use super::schema::{
     AgentPath, DeliveriesData, Delivery, DeliveryFilter, Envelope, ErrorEnvelope, Object, Page,
     WebhookBody, WebhookData,
 };
-use super::routes::{allow, body_json, ids, page, respond};
 use super::{ApiError, AppState, Op};
 use crate::service::{SIGNATURE_HEADER, WEBHOOK_EVENTS, WebhookEvent, WebhookView};
 use crate::util::clock::iso8601_ms;
