@@ -77,8 +77,20 @@ fn example(message: &str, key: Option<(&str, Value)>) -> Value {
     Value::Null
 }
 
-/// The document.
-pub fn document() -> Value {
+/// The document, built once (at its first use) and kept.
+pub fn document() -> &'static Value {
+    static DOCUMENT: std::sync::LazyLock<Value> = std::sync::LazyLock::new(build);
+    &DOCUMENT
+}
+
+/// The document as served: serialized once.
+pub(super) fn served() -> axum::body::Bytes {
+    static SERVED: std::sync::LazyLock<axum::body::Bytes> =
+        std::sync::LazyLock::new(|| axum::body::Bytes::from(document().to_string()));
+    SERVED.clone()
+}
+
+fn build() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
     let agent = "/api/whatsapp/{subaccountId}/{agentId}";
     for (path, method, message, key) in [
@@ -125,6 +137,24 @@ pub fn document() -> Value {
             answer["example"] = ex;
         }
     }
+    // Any request may be cut off by the server's request timeout, and any connection past its
+    // cap is refused: both are 503 envelopes (`request_timeout`, `too_many_connections`).
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for ops in paths.values_mut().filter_map(Value::as_object_mut) {
+            for op in ops.values_mut() {
+                let responses = &mut op["responses"];
+                if responses.is_object() && responses.get("503").is_none() {
+                    responses["503"] = json!({
+                        "description": "`request_timeout` (not answered in time) or \
+                                        `too_many_connections` (the server is at its cap)",
+                        "content": { "application/json": {
+                            "schema": { "$ref": "#/components/schemas/ErrorEnvelope" },
+                        }},
+                    });
+                }
+            }
+        }
+    }
     // What the service POSTs to a webhook (OpenAPI 3.1's `webhooks`).
     doc["webhooks"] = json!({
         "event": { "post": {
@@ -155,6 +185,12 @@ pub fn document() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_document_is_built_once() {
+        assert!(std::ptr::eq(document(), document()));
+        assert_eq!(served(), document().to_string().as_bytes());
+    }
 
     #[test]
     fn every_operation_is_there_with_the_guides_examples_and_every_ref_resolves() {
@@ -193,7 +229,7 @@ mod tests {
         while let Some(i) = rest.find("\"$ref\":\"#/") {
             rest = &rest[i + 10..];
             let end = rest.find('"').unwrap();
-            let mut node = &d;
+            let mut node = d;
             for seg in rest[..end].split('/') {
                 node = &node[seg.replace("~1", "/").as_str()];
             }

@@ -69,7 +69,9 @@ fn qr_url(code: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn status_json(s: &Status) -> Value {
+/// A status as the guide shows it. The QR code links a phone to the account, so only callers
+/// who may write (who could `connect` themselves) see it; viewers learn only that one shows.
+fn status_json(s: &Status, may_write: bool) -> Value {
     if s.status == "not_initialized" {
         return json!({ "isConnected": false, "status": "not_initialized" });
     }
@@ -77,12 +79,14 @@ fn status_json(s: &Status) -> Value {
         "isConnected": s.is_connected,
         "isActive": s.is_active,
         "hasQR": s.qr.is_some(),
-        "qrCodeDataUrl": s.qr.as_deref().map(qr_url).unwrap_or(Value::Null),
         "phoneNumber": s.phone_number,
         "platform": s.platform,
         "pushname": s.pushname,
         "status": s.status,
     });
+    if may_write {
+        v["qrCodeDataUrl"] = s.qr.as_deref().map(qr_url).unwrap_or(Value::Null);
+    }
     if let Some(code) = &s.code {
         v["code"] = json!(code);
     }
@@ -131,7 +135,10 @@ pub(super) async fn connect(
                     "message": "Scan this QR code with WhatsApp mobile app",
                 }),
             )),
-            Connected::Status(s) => Ok(("WhatsApp is already connected", status_json(&s))),
+            Connected::Status(s) => Ok((
+                "WhatsApp is already connected",
+                status_json(&s, c.may_write()),
+            )),
         }
     }
     .await;
@@ -161,9 +168,12 @@ pub(super) async fn status(
 ) -> Response {
     let r = async {
         let [sub, agent] = ids::<2>(path)?;
-        allow(&st, &headers, &sub, Endpoint::Status, false)?;
+        let c = allow(&st, &headers, &sub, Endpoint::Status, false)?;
         let s = st.service.status(&sub, &agent).await?;
-        Ok(("WhatsApp connection status retrieved", status_json(&s)))
+        Ok((
+            "WhatsApp connection status retrieved",
+            status_json(&s, c.may_write()),
+        ))
     }
     .await;
     respond(op, r)
@@ -216,17 +226,18 @@ pub(super) fn parse_to(to: &str) -> Result<Jid, ApiError> {
     tag = "whatsapp",
     summary = "Send a text",
     description = "Recorded first (durable, idempotent with Idempotency-Key), then sent in order at the account's pace; answers once WhatsApp acks, or `pending` after the configured wait.",
-    params(AgentPath, ("Idempotency-Key" = Option<String>, Header, description = "A retried request with the same key gets the first answer and sends nothing")),
+    params(AgentPath, ("Idempotency-Key" = Option<String>, Header, description = "A retried request with the same key (and the same `to` and message) gets the first answer and sends nothing")),
     request_body = SendBody,
     responses(
-        (status = 200, description = "Sent (or accepted and pending)", body = Envelope<SendData>),
-        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 200, description = "Sent (`server_ack`), or accepted and not yet confirmed (`pending`)", body = Envelope<SendData>),
+        (status = 400, description = "Bad input (`invalid_idempotency_key` for a key starting with `webhook-reply:`, the service's own)", body = ErrorEnvelope),
         (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
         (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
         (status = 404, description = "No such connection (or webhook, or event)", body = ErrorEnvelope),
         (status = 409, description = "Not connected", body = ErrorEnvelope),
+        (status = 410, description = "`send_record_gone`: accepted, but its record was removed (agent removed, record pruned) before it was confirmed; its fate is unknown", body = ErrorEnvelope),
         (status = 413, description = "Body or message too large", body = ErrorEnvelope),
-        (status = 422, description = "Refused by WhatsApp", body = ErrorEnvelope),
+        (status = 422, description = "Refused by WhatsApp, or `idempotency_key_reused`: the key was used for another message or recipient", body = ErrorEnvelope),
         (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
         (status = 503, description = "WhatsApp unreachable", body = ErrorEnvelope),
     ),
@@ -308,15 +319,18 @@ pub(super) async fn send(
         } else {
             queued
         };
-        send_answer(&row)
+        send_answer(&row, wait)
     }
     .await;
     respond(op, r)
 }
 
 /// The send answer for an outbox row: WhatsApp's ack (or refusal) once it came, else the id
-/// the message keeps with `status: "pending"`.
-fn send_answer(row: &OutboxRow) -> Result<(&'static str, Value), ApiError> {
+/// the message keeps with `status: "pending"`. Only an ack is "sent successfully": a send that
+/// went out but whose ack did not come in time (the client answers `pending`; it is resent
+/// with the same id at the next connection), or that still waits in the queue after the
+/// request `waited`, is accepted, not yet confirmed.
+fn send_answer(row: &OutboxRow, waited: bool) -> Result<(&'static str, Value), ApiError> {
     let result: Option<Value> = row
         .result
         .as_deref()
@@ -341,6 +355,11 @@ fn send_answer(row: &OutboxRow) -> Result<(&'static str, Value), ApiError> {
             };
             Err(ApiError::new(status, code, message))
         }
+        ("done", Some(r)) if r["status"] == json!("pending") => Ok((
+            "WhatsApp message accepted, not yet confirmed: WhatsApp did not ack it in time; \
+             it is sent again with the same id until it does",
+            r,
+        )),
         ("done", Some(r)) => Ok(("WhatsApp message sent successfully", r)),
         _ => {
             let to: Jid = row.to.parse().map_err(|_| {
@@ -351,7 +370,12 @@ fn send_answer(row: &OutboxRow) -> Result<(&'static str, Value), ApiError> {
                 )
             })?;
             Ok((
-                "WhatsApp message accepted; it is queued and will be sent",
+                if waited {
+                    "WhatsApp message accepted, not yet confirmed: it is still queued and will \
+                     be sent"
+                } else {
+                    "WhatsApp message accepted; it is queued and will be sent"
+                },
                 json!({
                     "messageId": message_id(&to, &row.message_id, true),
                     "to": wire_user(&to),

@@ -84,7 +84,8 @@ pub(super) struct StatusData {
     /// A QR code is showing.
     #[serde(rename = "hasQR")]
     has_qr: Option<bool>,
-    /// The QR code showing, as a PNG data URL.
+    /// The QR code showing, as a PNG data URL; absent for viewers (whoever holds it can link
+    /// a phone to the account).
     qr_code_data_url: Option<String>,
     /// The linked phone number.
     phone_number: Option<String>,

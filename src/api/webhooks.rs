@@ -27,15 +27,37 @@ const MAX_URL: usize = 2048;
 /// Shortest and longest secret (bytes).
 const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
 
-fn view_json(w: &WebhookView) -> Value {
+/// A webhook as `GET …/webhook` shows it. Its URL may carry credentials (userinfo, a token in
+/// the query): only callers who may write (who could set it themselves) see them.
+fn view_json(w: &WebhookView, may_write: bool) -> Value {
+    let url = if may_write {
+        w.url.clone()
+    } else {
+        without_credentials(&w.url)
+    };
     json!({
-        "url": w.url,
+        "url": url,
         "events": w.events,
         "signatureHeader": SIGNATURE_HEADER,
         "createdBy": w.created_by,
         "createdAt": iso8601_ms(w.created_at),
         "updatedAt": iso8601_ms(w.updated_at),
     })
+}
+
+/// `url` without userinfo, query or fragment (where credentials ride).
+fn without_credentials(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        // Stored URLs were parsed when set; one that is not is shown as nothing at all.
+        Err(_) => String::new(),
+    }
 }
 
 fn event_json(e: &WebhookEvent) -> Value {
@@ -154,7 +176,7 @@ pub(super) async fn put_webhook(
             .service
             .set_webhook(&sub, &agent, &url, &secret, &events, Some(&c.sub))
             .await?;
-        Ok(("Webhook set", view_json(&view)))
+        Ok(("Webhook set", view_json(&view, true)))
     }
     .await;
     respond(op, r)
@@ -184,9 +206,9 @@ pub(super) async fn get_webhook(
 ) -> Response {
     let r = async {
         let [sub, agent] = ids::<2>(path)?;
-        allow(&st, &headers, &sub, Endpoint::Webhook, false)?;
+        let c = allow(&st, &headers, &sub, Endpoint::Webhook, false)?;
         let view = st.service.webhook(&sub, &agent).await?;
-        Ok(("Webhook retrieved", view_json(&view)))
+        Ok(("Webhook retrieved", view_json(&view, c.may_write())))
     }
     .await;
     respond(op, r)

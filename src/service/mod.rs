@@ -38,6 +38,20 @@ pub enum ServiceError {
     /// No webhook event with that id.
     #[error("no webhook event with that id")]
     NoEvent,
+    /// An idempotency key already used for another message or recipient (a client bug: a
+    /// retry must repeat its request).
+    #[error("this Idempotency-Key was used for another message or recipient")]
+    IdempotencyKeyReused,
+    /// An idempotency key in the space the service keeps for itself (webhook replies).
+    #[error("Idempotency-Key may not start with `{0}` (the service's own keys)")]
+    ReservedIdempotencyKey(&'static str),
+    /// A send's outbox record went away before its outcome was known (its agent was removed,
+    /// or the record pruned): whether it went out cannot be told.
+    #[error(
+        "the send was accepted, but its record was removed before it was confirmed; \
+         whether it went out is unknown"
+    )]
+    SendGone,
     /// The account is not connected to WhatsApp.
     #[error("WhatsApp is not connected for this agent ({0})")]
     NotConnected(String),

@@ -34,6 +34,10 @@ pub const EVENT_HEADER: &str = "x-wa-gateway-event";
 /// The header carrying the attempt number (1 for the first).
 pub const ATTEMPT_HEADER: &str = "x-wa-gateway-attempt";
 
+/// The idempotency keys of webhook replies start with this (then the event id); REST callers
+/// may not use it, so no request can take or block a reply's key.
+pub const REPLY_KEY_PREFIX: &str = "webhook-reply:";
+
 /// Most bytes of a receiver's answer read (for `reply`); the rest is ignored.
 const MAX_ANSWER: usize = 64 * 1024;
 
@@ -54,6 +58,11 @@ pub struct WebhookSettings {
     pub per_account: usize,
     /// How long delivered events are kept (for the deliveries listing) before they are pruned.
     pub retain: Duration,
+    /// Whether webhooks may reach loopback, private, link-local, metadata and other
+    /// non-public addresses (a deployment whose receivers are on its own network, or the
+    /// offline simulator). Off, such a URL is refused when set and at each attempt, checked on
+    /// the address actually connected to.
+    pub allow_private: bool,
 }
 
 impl Default for WebhookSettings {
@@ -66,6 +75,7 @@ impl Default for WebhookSettings {
             concurrency: 64,
             per_account: 8,
             retain: Duration::from_secs(7 * 24 * 3600),
+            allow_private: false,
         }
     }
 }
@@ -463,7 +473,7 @@ impl Service {
         let Ok(chat) = e.chat.parse::<Jid>() else {
             return Ok(());
         };
-        let key = format!("webhook-reply:{}", e.id);
+        let key = format!("{REPLY_KEY_PREFIX}{}", e.id);
         let row = self.enqueue(conn, &chat, text, None, Some(&key)).await?;
         tracing::info!(event = %e.id, outbox = row.pk, "webhook reply queued");
         Ok(())
