@@ -308,6 +308,7 @@ impl From<crate::service::ServiceError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "webhook_not_found", e.to_string())
             }
             S::NoEvent => ApiError::new(StatusCode::NOT_FOUND, "event_not_found", e.to_string()),
+            S::WebhookUrlNotAllowed(_) => ApiError::bad("webhook_url_not_allowed", e.to_string()),
             S::IdempotencyKeyReused => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",

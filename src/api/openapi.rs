@@ -160,12 +160,18 @@ fn build() -> Value {
         "event": { "post": {
             "summary": "One event, to the agent's webhook URL",
             "description": format!(
-                "Verify `{}` (sha256=<hex HMAC-SHA256(secret, raw body)>) before parsing; \
-                 deduplicate on `id` (delivery is at least once, in order per chat). Any 2xx \
-                 takes the event; anything else is retried with backoff until dead-lettered. \
-                 To a `message.received`, answering `{{\"reply\": \"text\"}}` sends that text \
-                 to the chat.",
-                crate::service::SIGNATURE_HEADER
+                "Verify `{}` before parsing: it is `t=<unix seconds>,v1=<hex>` where `v1` is \
+                 HMAC-SHA256(secret, t + \".\" + raw body) (Stripe's scheme); compare in \
+                 constant time, and refuse a `t` more than 5 minutes from your clock (each \
+                 attempt is signed afresh, so a replayed request is stale; the body is the same \
+                 bytes on every retry). Deduplicate on `id` (delivery is at least once, in \
+                 order per chat). Any 2xx whose body is read whole (at most {} bytes, within the \
+                 attempt's time) takes the event; anything else is retried with backoff until \
+                 dead-lettered. To a `message.received`, answering `{{\"reply\": \"text\"}}` \
+                 sends that text to the chat; a reply not sent is listed with why \
+                 (`replyIgnored`).",
+                crate::service::SIGNATURE_HEADER,
+                crate::service::MAX_ANSWER,
             ),
             "parameters": [
                 { "name": crate::service::SIGNATURE_HEADER, "in": "header", "required": true, "schema": { "type": "string" } },

@@ -271,7 +271,7 @@ pub(super) struct WebhookBody {
 pub(super) struct WebhookData {
     url: String,
     events: Vec<String>,
-    /// The header carrying `sha256=<hex HMAC>`.
+    /// The header carrying `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
     signature_header: String,
     created_by: Option<String>,
     #[schema(format = DateTime)]
@@ -308,8 +308,15 @@ pub(super) struct Delivery {
     attempts: i64,
     /// The HTTP status of the last attempt.
     last_status: Option<i64>,
-    /// Why the last attempt failed.
+    /// Why the last attempt failed. To viewers only its kind: `timed out`, `connection
+    /// failed`, `address not allowed`, `HTTP <status>`, `answer unreadable`, `reply not
+    /// queued` or `internal error`; to members and admins the detail (never the URL).
     last_error: Option<String>,
+    /// Why the taken answer's `reply` was not sent: `not_json` (not a JSON object),
+    /// `no_reply`, `not_text`, `empty`, `too_long` (over 65,536 bytes), `not_repliable` (a
+    /// reply to an event other than `message.received`), `no_chat`; null when a reply was
+    /// queued or none was expected.
+    reply_ignored: Option<String>,
     #[schema(format = DateTime)]
     next_attempt_at: Option<String>,
     #[schema(format = DateTime)]

@@ -19,7 +19,7 @@ use super::schema::{
     WebhookBody, WebhookData,
 };
 use super::{ApiError, AppState, Op};
-use crate::service::{SIGNATURE_HEADER, WEBHOOK_EVENTS, WebhookEvent, WebhookView};
+use crate::service::{FailureKind, SIGNATURE_HEADER, WEBHOOK_EVENTS, WebhookEvent, WebhookView};
 use crate::util::clock::iso8601_ms;
 
 /// Longest webhook URL.
@@ -60,14 +60,37 @@ fn without_credentials(url: &str) -> String {
     }
 }
 
-fn event_json(e: &WebhookEvent) -> Value {
+/// How an attempt failed, for viewers: what kind of failure, never the detail (addresses,
+/// resolver and TLS messages, what the receiver said), which only those who may set the
+/// webhook see.
+fn coarse_error(e: &WebhookEvent) -> Option<String> {
+    let status = || e.last_status.map(|s| format!("HTTP {s}"));
+    Some(match e.last_error_kind {
+        Some(FailureKind::Timeout) => "timed out".into(),
+        Some(FailureKind::Connect) => "connection failed".into(),
+        Some(FailureKind::NotAllowed) => "address not allowed".into(),
+        Some(FailureKind::Status) => status().unwrap_or_else(|| "HTTP error".into()),
+        Some(FailureKind::Answer) => "answer unreadable".into(),
+        Some(FailureKind::Reply) => "reply not queued".into(),
+        Some(FailureKind::Internal) => "internal error".into(),
+        // Recorded before failures had kinds.
+        None => {
+            e.last_error.as_ref()?;
+            status().unwrap_or_else(|| "failed".into())
+        }
+    })
+}
+
+/// A delivery as listed; `detailed` (for callers who may write) with the last error's detail.
+fn event_json(e: &WebhookEvent, detailed: bool) -> Value {
     json!({
         "id": e.id,
         "event": e.kind,
         "state": e.state,
         "attempts": e.attempts,
         "lastStatus": e.last_status,
-        "lastError": e.last_error,
+        "lastError": if detailed { e.last_error.clone() } else { coarse_error(e) },
+        "replyIgnored": e.reply_ignored.map(|r| r.as_str()),
         "nextAttemptAt": (e.state == "pending").then(|| iso8601_ms(e.next_ms)),
         "createdAt": iso8601_ms(e.created_ms),
         "deliveredAt": e.delivered_ms.map(iso8601_ms),
@@ -104,12 +127,12 @@ fn parse_url(v: &Value) -> Result<String, ApiError> {
     path = "/api/whatsapp/{subaccountId}/{agentId}/webhook",
     tag = "webhooks",
     summary = "Set the agent's webhook (replaces it; waiting events go to the new URL)",
-    description = "Each event is POSTed as JSON (schema WebhookEvent) with `X-WA-Gateway-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>`, `X-WA-Gateway-Event-Id`, `X-WA-Gateway-Event` and `X-WA-Gateway-Attempt`; at least once, in order per chat, retried with exponential backoff until the dead-letter time. Answer 2xx to take it; to an inbound message, `{\"reply\": \"text\"}` sends that text to the chat through the outbox (once per event).",
+    description = "Each event is POSTed as JSON (schema WebhookEvent) with `X-WA-Gateway-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + \".\" + raw body)>` (signed afresh at each attempt; refuse a `t` more than 5 minutes from your clock), `X-WA-Gateway-Event-Id`, `X-WA-Gateway-Event` and `X-WA-Gateway-Attempt`; at least once, in order per chat, retried with exponential backoff until the dead-letter time. Answer 2xx (with a body read whole within the attempt's time and 397,312 bytes) to take it; to an inbound message, `{\"reply\": \"text\"}` sends that text to the chat through the outbox (once per event). A URL whose host is a loopback, private, link-local or otherwise non-public address is refused (400 `webhook_url_not_allowed`), and names are only connected to at public addresses, unless the service allows private ones.",
     params(AgentPath),
     request_body = WebhookBody,
     responses(
         (status = 200, description = "The webhook", body = Envelope<WebhookData>),
-        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 400, description = "Bad input; `webhook_url_not_allowed` for an address webhooks may not reach", body = ErrorEnvelope),
         (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
         (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
         (status = 413, description = "Body or message too large", body = ErrorEnvelope),
@@ -186,7 +209,7 @@ pub(super) async fn put_webhook(
     get,
     path = "/api/whatsapp/{subaccountId}/{agentId}/webhook",
     tag = "webhooks",
-    summary = "The agent's webhook (never its secret)",
+    summary = "The agent's webhook (never its secret; to viewers, its URL without userinfo, query or fragment)",
     params(AgentPath),
     responses(
         (status = 200, description = "The webhook", body = Envelope<WebhookData>),
@@ -250,7 +273,7 @@ pub(super) async fn delete_webhook(
     get,
     path = "/api/whatsapp/{subaccountId}/{agentId}/webhook/deliveries",
     tag = "webhooks",
-    summary = "The agent's webhook events, newest first",
+    summary = "The agent's webhook events, newest first (to viewers, `lastError` is only the kind of failure)",
     params(AgentPath, DeliveryFilter, Page),
     responses(
         (status = 200, description = "The events", body = Envelope<DeliveriesData>),
@@ -271,7 +294,7 @@ pub(super) async fn deliveries(
 ) -> Response {
     let r = async {
         let [sub, agent] = ids::<2>(path)?;
-        allow(&st, &headers, &sub, Endpoint::Webhook, false)?;
+        let c = allow(&st, &headers, &sub, Endpoint::Webhook, false)?;
         let state = match &query {
             Ok(Query(q)) => match q.get("status").map(String::as_str) {
                 None => None,
@@ -290,7 +313,7 @@ pub(super) async fn deliveries(
             .service
             .webhook_deliveries(&sub, &agent, state.as_deref(), limit, skip)
             .await?;
-        let list: Vec<Value> = rows.iter().map(event_json).collect();
+        let list: Vec<Value> = rows.iter().map(|e| event_json(e, c.may_write())).collect();
         Ok((
             "Webhook deliveries retrieved",
             json!({ "deliveries": list, "count": rows.len() }),
@@ -326,7 +349,7 @@ pub(super) async fn redeliver(
         let [sub, agent, id] = ids::<3>(path)?;
         allow(&st, &headers, &sub, Endpoint::Webhook, true)?;
         let e = st.service.redeliver(&sub, &agent, &id).await?;
-        Ok(("Webhook event queued for delivery", event_json(&e)))
+        Ok(("Webhook event queued for delivery", event_json(&e, true)))
     }
     .await;
     respond(op, r)

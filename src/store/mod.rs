@@ -85,6 +85,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "guide views",
         include_str!("../../migrations/0012_guide_views.sql"),
     ),
+    (
+        13,
+        "webhook outcomes",
+        include_str!("../../migrations/0013_webhook_outcomes.sql"),
+    ),
 ];
 
 /// How every write transaction starts: it takes the write lock up front, so a transaction that
