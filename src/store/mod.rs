@@ -86,9 +86,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0012_guide_views.sql"),
     ),
     (
-        13,
+        14,
         "webhook outcomes",
-        include_str!("../../migrations/0013_webhook_outcomes.sql"),
+        include_str!("../../migrations/0014_webhook_outcomes.sql"),
     ),
 ];
 
