@@ -37,7 +37,7 @@ fn message(i: usize, chats: usize) -> StoredMessage {
         text: Some(format!("webhook bench message {i}")),
         raw: vec![0; 64],
         status: MessageStatus::Received,
-        error: None,
+        ..StoredMessage::default()
     }
 }
 

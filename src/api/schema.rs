@@ -155,16 +155,22 @@ pub(super) struct Message {
     from: Option<String>,
     /// The recipient of an outbound message.
     to: Option<String>,
-    /// The text.
+    /// The text, or a media caption (what stands for them: a reaction's emoji, a poll's
+    /// question, a vCard); null when the kind has none or the message was revoked.
     message: Option<String>,
     /// `inbound` or `outbound`.
     direction: String,
     /// The message's own time.
     #[schema(format = DateTime)]
     timestamp: String,
-    /// Always false for now.
+    /// True for the media kinds (`image`, `video`, `ptv`, `audio`, `ptt`, `document`,
+    /// `sticker`).
     has_media: bool,
-    /// `chat`.
+    /// whatsapp-web.js's type name: `chat`, `image`, `video`, `ptv`, `audio`, `ptt`,
+    /// `document`, `sticker`, `location`, `vcard`, `multi_vcard`, `revoked`, `poll_creation`,
+    /// `poll_vote`, `buttons_response`, `list_response`, `template_button_reply`,
+    /// `interactive_response`, `groups_v4_invite`, `scheduled_event_creation`, `pin_in_chat`,
+    /// `reaction`, … and `unknown` (with the protobuf field numbers in `content.fields`).
     #[serde(rename = "type")]
     kind: String,
     /// When it was stored.
@@ -177,6 +183,35 @@ pub(super) struct Message {
     status: String,
     /// WhatsApp's error code of a failed send.
     error_code: Option<u16>,
+    /// What the kind carries, camelCase: a location's `latitude`, `longitude`, `name`,
+    /// `address`, `comment`, `live`; a vCard's `displayName`, `vcard` (`contacts` for several);
+    /// media `mimetype`, `fileLength`, `seconds`, `width`, `height`, `fileName`; a reaction's
+    /// `emoji`, `targetId`, `removed`; a poll's `name`, `options`, `selectableCount`; replies'
+    /// `selectedButtonId`/`selectedRowId`/`selectedId`; and for any kind `quoted` (`id`,
+    /// `participant`), `mentions`, `forwarded`, `expirationSeconds`. Empty for plain text.
+    content: Object,
+    /// Came in a disappearing-messages envelope or with a timer.
+    ephemeral: bool,
+    /// Came as view once.
+    view_once: bool,
+    /// When its author last edited it (`message` is the edited text).
+    #[schema(format = DateTime)]
+    edited_at: Option<String>,
+    /// Deleted for everyone by its author (or a group admin): `type` is `revoked`.
+    revoked: bool,
+    /// Reactions on it, the latest per person.
+    reactions: Vec<Reaction>,
+}
+
+/// A reaction on a message.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Reaction {
+    /// Who reacted (`…@c.us`).
+    from: String,
+    /// The emoji.
+    emoji: String,
+    #[schema(format = DateTime)]
+    timestamp: String,
 }
 
 /// A page of history.
@@ -261,7 +296,8 @@ pub(super) struct WebhookBody {
     /// The HMAC-SHA256 key of the signature header; never shown again.
     #[schema(min_length = 16, max_length = 256)]
     secret: String,
-    /// `message.received`, `message.status`, `connection.update`; default all.
+    /// `message.received`, `message.status`, `connection.update`, `message.reaction`,
+    /// `message.edited`, `message.revoked`; default all.
     events: Option<Vec<String>>,
 }
 
@@ -286,14 +322,18 @@ pub(super) struct WebhookData {
 pub(super) struct WebhookEvent {
     /// A ULID: unique and sortable; deduplicate on it (a retry carries the same).
     id: String,
-    /// `message.received`, `message.status` or `connection.update`.
+    /// `message.received`, `message.status`, `connection.update`, `message.reaction`,
+    /// `message.edited` or `message.revoked`.
     event: String,
     #[schema(format = DateTime)]
     created_at: String,
     subaccount_id: String,
     agent_id: String,
     /// `message.received`: a history message; `message.status`: `messageId`, `to`,
-    /// `status`, `errorCode`; `connection.update`: `status`, `code`, `phoneNumber`.
+    /// `status`, `errorCode`; `connection.update`: `status`, `code`, `phoneNumber`;
+    /// `message.reaction` / `message.edited` / `message.revoked`: `messageId` (the message
+    /// acted on), `chat`, `by`, `fromMe`, `timestamp`, `message` (it as history now shows it),
+    /// plus `emoji` and `removed` for a reaction and `admin` for a revoke.
     data: Object,
 }
 

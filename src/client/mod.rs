@@ -4,10 +4,12 @@
 //! through [`iq::IqTracker`] (ids, waiters, timeouts). It knows the socket, codec and Signal
 //! layers, and storage only through traits; never HTTP or SQL.
 
+pub mod content;
 pub mod events;
 mod failure;
 pub mod iq;
 pub mod keepalive;
+mod link;
 mod linking;
 pub mod messages;
 pub mod messenger;

@@ -13,8 +13,9 @@ use tokio::time::{Instant, sleep};
 use tracing::Instrument;
 
 use super::events::{ConnState, Event, EventHub, Events};
-use super::iq::{IqError, IqTracker};
+use super::iq::IqError;
 pub use super::keepalive::Keepalive;
+use super::link::{IQ_TIMEOUT, Link};
 use super::messages::{GroupUpdate, StoredMessage};
 use super::messenger::{
     GroupCall, GroupReply, Messaging, MessagingStats, Messenger, SendError, Sent,
@@ -23,11 +24,8 @@ use super::payload::{ClientProfile, RegistrationKeys, login_payload, registratio
 use super::reconnect::{Backoff, Setback};
 use super::store::{Creds, CredsStore, CredsStoreError};
 use crate::binary::{Jid, Node};
-use crate::socket::{ClientConfig, NodeSender, connect};
+use crate::socket::{ClientConfig, connect};
 use crate::stanza::group::{GroupInfo, MemberAction};
-
-/// Time allowed for the client's own iqs (the references use 60 s; the server answers in ms).
-pub(super) const IQ_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Everything a client needs besides its credential store.
 #[derive(Debug, Clone)]
@@ -79,48 +77,6 @@ pub struct Client {
     messaging: Arc<dyn Messaging>,
     /// The client's span: calls made through this handle log under it too.
     span: tracing::Span,
-}
-
-/// What the handle and the run loop share about the live connection.
-#[derive(Debug, Default)]
-pub(super) struct Link {
-    pub(super) iq: IqTracker,
-    /// The logged-in connection's sender (None while down or pairing).
-    pub(super) sender: std::sync::Mutex<Option<NodeSender>>,
-    /// Our device JID once logged in.
-    pub(super) own: std::sync::Mutex<Option<Jid>>,
-    /// The owner asked to log out: wipe the credentials when stopping.
-    pub(super) logging_out: std::sync::atomic::AtomicBool,
-    /// One prekey refill at a time (count answer and low-count notice may race).
-    pub(super) refill: tokio::sync::Mutex<()>,
-    /// When the logged-in connection last received anything (None while down).
-    pub(super) heard: std::sync::Mutex<Option<tokio::time::Instant>>,
-}
-
-impl Link {
-    /// Our device JID while logged in.
-    pub(super) fn own_jid(&self) -> Option<Jid> {
-        self.own.lock().ok().and_then(|g| g.clone())
-    }
-
-    pub(super) fn set_own(&self, jid: Option<Jid>) {
-        if let Ok(mut g) = self.own.lock() {
-            *g = jid;
-        }
-    }
-
-    /// Notes that the connection just received something (`None`: it is gone).
-    pub(super) fn set_heard(&self, at: Option<tokio::time::Instant>) {
-        if let Ok(mut g) = self.heard.lock() {
-            *g = at;
-        }
-    }
-
-    pub(super) fn set_sender(&self, s: Option<NodeSender>) {
-        if let Ok(mut g) = self.sender.lock() {
-            *g = s;
-        }
-    }
 }
 
 impl std::fmt::Debug for Client {

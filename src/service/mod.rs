@@ -586,22 +586,37 @@ impl Service {
         m: &mut crate::client::messages::StoredMessage,
         numbers: &mut HashMap<String, Option<String>>,
     ) {
-        let creds = self.store.creds(account);
-        for j in [&mut m.chat, &mut m.sender] {
-            if j.server != Server::Lid {
-                continue;
+        let reactors = m.reactions.iter_mut().map(|r| &mut r.sender);
+        for j in [&mut m.chat, &mut m.sender].into_iter().chain(reactors) {
+            self.jid_by_number(account, j, numbers).await;
+        }
+    }
+
+    /// Names one LID-keyed contact by phone number, when known (see [`Self::by_number`]).
+    async fn jid_by_number(
+        &self,
+        account: AccountId,
+        j: &mut Jid,
+        numbers: &mut HashMap<String, Option<String>>,
+    ) {
+        if j.server != Server::Lid {
+            return;
+        }
+        let pn = match numbers.get(&j.user) {
+            Some(p) => p.clone(),
+            None => {
+                let p = self
+                    .store
+                    .creds(account)
+                    .pn_for(&j.user)
+                    .await
+                    .unwrap_or(None);
+                numbers.insert(j.user.clone(), p.clone());
+                p
             }
-            let pn = match numbers.get(&j.user) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = creds.pn_for(&j.user).await.unwrap_or(None);
-                    numbers.insert(j.user.clone(), p.clone());
-                    p
-                }
-            };
-            if let Some(pn) = pn {
-                *j = Jid::new(pn, Server::User);
-            }
+        };
+        if let Some(pn) = pn {
+            *j = Jid::new(pn, Server::User);
         }
     }
 
@@ -729,6 +744,21 @@ pub fn message_json(
         .unwrap_or(i64::MAX)
         .saturating_mul(1000);
     let iso = crate::util::clock::iso8601_ms;
+    let content = match &m.content {
+        Value::Null => json!({}),
+        c => c.clone(),
+    };
+    let reactions: Vec<Value> = m
+        .reactions
+        .iter()
+        .map(|r| {
+            json!({
+                "from": wire_user(&r.sender),
+                "emoji": r.emoji,
+                "timestamp": iso(i64::try_from(r.t).unwrap_or(i64::MAX).saturating_mul(1000)),
+            })
+        })
+        .collect();
     json!({
         "messageId": message_id(&m.chat, &m.id, m.from_me),
         "from": if m.from_me { Value::Null } else { json!(wire_user(&m.sender)) },
@@ -736,12 +766,18 @@ pub fn message_json(
         "message": m.text,
         "direction": if m.from_me { "outbound" } else { "inbound" },
         "timestamp": iso(ts),
-        "hasMedia": false,
-        "type": "chat",
+        "hasMedia": m.kind.has_media(),
+        "type": m.kind.as_str(),
         "createdAt": iso(created_ms.unwrap_or(ts)),
         "chat": wire_user(&m.chat),
         "status": m.status.as_str(),
         "errorCode": m.error,
+        "content": content,
+        "ephemeral": m.ephemeral,
+        "viewOnce": m.view_once,
+        "editedAt": m.edited_at.map(|t| iso(i64::try_from(t).unwrap_or(i64::MAX).saturating_mul(1000))),
+        "revoked": m.kind == crate::client::content::Kind::Revoked,
+        "reactions": reactions,
     })
 }
 

@@ -317,6 +317,36 @@ impl Service {
                     })
                 }
             }
+            kinds::MESSAGE_REACTION | kinds::MESSAGE_EDITED | kinds::MESSAGE_REVOKED => {
+                let (mut m, created) = message.ok_or(ServiceError::NotFound)?;
+                self.by_number(e.account, &mut m, numbers).await;
+                let by: Value = e
+                    .data
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str(d).ok())
+                    .unwrap_or(Value::Null);
+                let mut actor = by["by"]
+                    .as_str()
+                    .and_then(|j| j.parse::<Jid>().ok())
+                    .unwrap_or_else(|| m.sender.clone());
+                self.jid_by_number(e.account, &mut actor, numbers).await;
+                let mut data = json!({
+                    "messageId": super::message_id(&m.chat, &m.id, m.from_me),
+                    "chat": wire_user(&m.chat),
+                    "by": wire_user(&actor),
+                    "fromMe": by["fromMe"],
+                    "timestamp": by["t"].as_i64().map(|t| iso8601_ms(t.saturating_mul(1000))),
+                    "message": super::message_json(&m, created),
+                });
+                if e.kind == kinds::MESSAGE_REACTION {
+                    let emoji = by["text"].as_str().unwrap_or_default();
+                    data["emoji"] = json!(emoji);
+                    data["removed"] = json!(emoji.is_empty());
+                } else if e.kind == kinds::MESSAGE_REVOKED {
+                    data["admin"] = by["admin"].clone();
+                }
+                data
+            }
             _ => json!({
                 "status": e.status,
                 "code": e.data,

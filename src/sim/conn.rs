@@ -7,7 +7,7 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::server::Shared;
-use crate::binary::Node;
+use super::session::failure;
 use crate::proto::wa::ClientPayload;
 use crate::proto::wa::client_payload::DevicePairingRegistrationData;
 use crate::signal::curve::with_type;
@@ -26,12 +26,6 @@ fn valid_registration(r: &DevicePairingRegistrationData) -> Option<[u8; 32]> {
         && r.build_hash.as_ref().is_some_and(|v| v.len() == 16)
         && xeddsa_verify(&ident, &with_type(&skey), &sig);
     ok.then_some(ident)
-}
-
-pub(super) fn failure(reason: u16) -> Node {
-    Node::new("failure")
-        .attr("reason", reason.to_string())
-        .attr("location", "sim")
 }
 
 /// Serves one client connection (plain TCP, or TLS already accepted). `permit` is the

@@ -1,18 +1,21 @@
 //! The simulator's control API (axum), for scripts and tests that drive simulated users:
 //! `POST /phones/{number}/scan`, `POST /phones/{number}/send`, `GET /phones/{number}/messages`,
 //! `POST /phones/{number}/echo`, `POST /phones/{number}/devices`, `POST /faults`, `POST /groups`,
-//! `GET /groups/{jid}` and `POST /groups/{jid}/participants`. Errors come back as
+//! `GET /groups/{jid}`, `POST /groups/{jid}/participants` and `GET /stanzas?id=…` (how many
+//! times real devices transmitted a message id). Errors come back as
 //! `{"error": "…"}` with a 4xx status; bad bodies never reach the simulator.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::server::{Fault, SimError, Simulator};
+use super::error::SimError;
+use super::server::Fault;
+use super::simulator::Simulator;
 
 /// Body of `POST /phones/{number}/scan`.
 #[derive(Debug, Deserialize)]
@@ -90,6 +93,13 @@ pub struct ParticipantsBody {
     pub notify: Option<bool>,
 }
 
+/// Query of `GET /stanzas`.
+#[derive(Debug, Deserialize)]
+pub struct StanzasQuery {
+    /// The message id.
+    pub id: String,
+}
+
 type Reply = (StatusCode, Json<Value>);
 
 fn bad(status: StatusCode, msg: impl std::fmt::Display) -> Reply {
@@ -109,6 +119,7 @@ pub fn router(sim: Simulator) -> Router {
         .route("/groups", post(create_group))
         .route("/groups/{jid}", get(group))
         .route("/groups/{jid}/participants", post(participants))
+        .route("/stanzas", get(stanzas))
         .with_state(sim)
 }
 
@@ -336,4 +347,18 @@ async fn participants(
         ),
         Err(e) => sim_error(e),
     }
+}
+
+async fn stanzas(
+    State(sim): State<Simulator>,
+    query: Result<Query<StanzasQuery>, QueryRejection>,
+) -> Reply {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    if q.id.is_empty() || q.id.len() > 128 {
+        return bad(StatusCode::BAD_REQUEST, "id must be 1–128 bytes");
+    }
+    (StatusCode::OK, Json(json!(sim.transmissions(&q.id))))
 }

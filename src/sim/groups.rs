@@ -7,12 +7,19 @@
 //! and start their key over when a member leaves).
 
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use super::deliver::{
+    Routed, Target, answered, bundle_of, corrupt, enqueue, take_corruption, target, to_device,
+};
+use super::error::SimError;
+use super::inbox::{Arrival, INBOX_KEPT, MessageKey};
 use super::iq;
 use super::phone::SimPeer;
-use super::route::{Received, Target, bundle_of, corrupt, enqueue, take_corruption, target};
-use super::server::{Device, INBOX_KEPT, SENT_KEPT, Shared, SimError, State, valid_number};
+use super::retry::ask_retry;
+use super::server::{Device, Eavesdrop, Group, SENT_KEPT, Shared, State, Work, valid_number};
 use crate::binary::{Jid, Node, Server};
 use crate::proto::wa;
 use crate::signal::EncType;
@@ -30,49 +37,6 @@ pub const MAX_GROUPS: usize = 10_000;
 const FORMER_KEPT: usize = 64;
 /// Read attempts by former members remembered.
 pub(super) const EAVESDROPS_KEPT: usize = 1024;
-
-/// A group on the server.
-#[derive(Debug, Clone)]
-pub(super) struct Group {
-    pub(super) id: String,
-    pub(super) subject: String,
-    pub(super) subject_owner: String,
-    pub(super) subject_t: u64,
-    pub(super) creator: String,
-    pub(super) creation: u64,
-    pub(super) mode: AddressingMode,
-    /// Members by phone number, with `admin`/`superadmin`.
-    pub(super) members: Vec<(String, Option<&'static str>)>,
-    /// Recent former members (phone numbers).
-    pub(super) former: VecDeque<String>,
-}
-
-/// A former member's device tried to read a group message sent after it left.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Eavesdrop {
-    /// The group JID.
-    pub group: String,
-    /// The message id.
-    pub id: String,
-    /// The former member's device.
-    pub device: String,
-    /// Whether it could read it (it must not).
-    pub read: bool,
-}
-
-impl Group {
-    fn is_member(&self, number: &str) -> bool {
-        self.members.iter().any(|(n, _)| n == number)
-    }
-
-    fn is_admin(&self, number: &str) -> bool {
-        self.members.iter().any(|(n, a)| n == number && a.is_some())
-    }
-
-    pub(super) fn jid(&self) -> Jid {
-        Jid::new(self.id.clone(), Server::Group)
-    }
-}
 
 /// The devices of user `number` as the server lists them (usync): its simulated devices and
 /// its linked companions.
@@ -571,14 +535,69 @@ fn delivery(
     n
 }
 
-/// Routes a real device's group stanza; Ok(Some(phash)) when the sender's view of the member
-/// devices differs from ours (the ack carries ours), Err(code) refuses it.
-pub(super) async fn route_group(
+/// A simulated member device receives a group stanza after its ack.
+struct Receive {
+    number: String,
+    peer: Arc<SimPeer>,
+    sender: Jid,
+    node: Node,
+}
+
+impl Work for Receive {
+    fn run<'a>(
+        self: Box<Self>,
+        shared: &'a Shared,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            receive(shared, &self.number, &self.peer, &self.sender, &self.node).await
+        })
+    }
+}
+
+/// Former members' devices try to read a `skmsg` with the key they had: (group, device).
+struct Eavesdrops {
+    peers: Vec<(String, Arc<SimPeer>)>,
+    sender: Jid,
+    id: String,
+    skmsg: Vec<u8>,
+}
+
+impl Work for Eavesdrops {
+    fn run<'a>(
+        self: Box<Self>,
+        shared: &'a Shared,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            for (group, peer) in self.peers {
+                let read = peer
+                    .group_receive(&group, &self.sender, None, Some(&self.skmsg))
+                    .await
+                    .is_ok_and(|m| m.is_some());
+                if let Ok(mut st) = shared.state.lock() {
+                    if st.eavesdrops.len() >= EAVESDROPS_KEPT {
+                        st.eavesdrops.pop_front();
+                    }
+                    st.eavesdrops.push_back(Eavesdrop {
+                        group,
+                        id: self.id.clone(),
+                        device: peer.jid.to_string(),
+                        read,
+                    });
+                }
+            }
+        })
+    }
+}
+
+/// Routes a real device's group stanza: real devices' copies are queued now, simulated
+/// devices' work is returned to run after the ack; the `phash` when the sender's view of the
+/// member devices differs from ours (the ack carries ours); Err(code) refuses it.
+pub(super) fn route_group(
     shared: &Shared,
     dev: &Device,
     node: &Node,
     t: u64,
-) -> Result<Option<String>, u16> {
+) -> Result<Routed, u16> {
     let to = node.get_jid("to").ok_or(479u16)?;
     let id = node
         .get_str("id")
@@ -655,110 +674,32 @@ pub(super) async fn route_group(
             skmsg = Some(sk);
         }
     }
-    for (number, peer, node) in sims {
-        queue(
-            shared,
-            Delivery::Receive {
+    let mut work: Vec<Box<dyn Work>> = sims
+        .into_iter()
+        .map(|(number, peer, node)| {
+            Box::new(Receive {
                 number,
                 peer,
                 sender: dev.jid.clone(),
-                node: Box::new(node),
-            },
-        )
-        .await;
-    }
+                node,
+            }) as Box<dyn Work>
+        })
+        .collect();
     // Former members try to read on with the key they had.
     if let Some(ct) = skmsg.as_ref().and_then(|s| s.content_bytes())
         && !eavesdroppers.is_empty()
     {
-        queue(
-            shared,
-            Delivery::Eavesdrop {
-                peers: eavesdroppers,
-                sender: dev.jid.clone(),
-                id,
-                skmsg: ct.to_vec(),
-            },
-        )
-        .await;
-    }
-    Ok(phash_answer)
-}
-
-/// Work for the simulated devices, done after the ack (in order, by the delivery task).
-pub(super) enum Delivery {
-    /// A device receives a 1:1 stanza.
-    Direct {
-        number: String,
-        peer: Arc<SimPeer>,
-        sender: Jid,
-        node: Box<Node>,
-    },
-    /// A device receives a group stanza.
-    Receive {
-        number: String,
-        peer: Arc<SimPeer>,
-        sender: Jid,
-        node: Box<Node>,
-    },
-    /// Former members' devices try to read a `skmsg` (group, device).
-    Eavesdrop {
-        peers: Vec<(String, Arc<SimPeer>)>,
-        sender: Jid,
-        id: String,
-        skmsg: Vec<u8>,
-    },
-}
-
-/// Hands `d` to the delivery task, or does it now when its queue is full.
-pub(super) async fn queue(shared: &Shared, d: Delivery) {
-    match shared.deliveries.try_send(d) {
-        Ok(()) => {}
-        Err(tokio::sync::mpsc::error::TrySendError::Full(d))
-        | Err(tokio::sync::mpsc::error::TrySendError::Closed(d)) => deliver(shared, d).await,
-    }
-}
-
-/// Does one queued delivery.
-pub(super) async fn deliver(shared: &Shared, d: Delivery) {
-    match d {
-        Delivery::Direct {
-            number,
-            peer,
-            sender,
-            node,
-        } => super::route::sim_receive(shared, &number, &peer, &sender, &node).await,
-        Delivery::Receive {
-            number,
-            peer,
-            sender,
-            node,
-        } => receive(shared, &number, &peer, &sender, &node).await,
-        Delivery::Eavesdrop {
-            peers,
-            sender,
+        work.push(Box::new(Eavesdrops {
+            peers: eavesdroppers,
+            sender: dev.jid.clone(),
             id,
-            skmsg,
-        } => {
-            for (group, peer) in peers {
-                let read = peer
-                    .group_receive(&group, &sender, None, Some(&skmsg))
-                    .await
-                    .is_ok_and(|m| m.is_some());
-                if let Ok(mut st) = shared.state.lock() {
-                    if st.eavesdrops.len() >= EAVESDROPS_KEPT {
-                        st.eavesdrops.pop_front();
-                    }
-                    st.eavesdrops.push_back(Eavesdrop {
-                        group,
-                        id: id.clone(),
-                        device: peer.jid.to_string(),
-                        read,
-                    });
-                }
-            }
-        }
+            skmsg: ct.to_vec(),
+        }));
     }
+    Ok(Routed {
+        phash: phash_answer,
+        work,
+    })
 }
 
 /// The shared `skmsg` (and each device's pairwise part) to every member device but the
@@ -895,8 +836,26 @@ pub(super) async fn receive(
             .is_err();
     }
     let me = named_peer(shared, number, peer, &group);
+    let t = shared.clock.now_unix();
+    let key = MessageKey {
+        chat: gid.clone(),
+        from: sender.to_non_ad().to_string(),
+        id: id.clone(),
+    };
+    let arrival = Arrival::of(node);
     if failed {
-        super::route::ask_retry(shared, number, peer, sender, node, &id, |r| {
+        // A copy of what the device already read (its key step is spent): the app answers it
+        // with the receipt again (MESSAGING.md §2.2, §2.4) instead of asking for a resend.
+        let duplicate = shared.state.lock().ok().is_some_and(|mut st| {
+            st.phones
+                .get_mut(number)
+                .is_some_and(|p| p.inbox.arrived(&key, peer.jid.device, arrival))
+        });
+        if duplicate {
+            group_receipt(shared, number, sender, &group, me, &id, t);
+            return;
+        }
+        ask_retry(shared, number, peer, sender, node, &id, |r| {
             r.attr("from", group.clone())
                 .attr("participant", me.clone())
         })
@@ -914,60 +873,68 @@ pub(super) async fn receive(
                 .and_then(|e| e.text.clone())
         })
     });
-    let t = shared.clock.now_unix();
-    let withhold = {
-        let Ok(mut st) = shared.state.lock() else {
-            return;
-        };
-        let Some(p) = st.phones.get_mut(number) else {
-            return;
-        };
+    if let Ok(mut st) = shared.state.lock()
+        && let Some(p) = st.phones.get_mut(number)
+    {
         p.retries.remove(&(sender.to_string(), id.clone()));
+        // A distribution alone is no message to show.
         if message
             .as_ref()
             .is_some_and(|m| *m != wa::Message::default())
         {
-            p.received(
-                Received {
-                    id: id.clone(),
-                    from: sender.to_non_ad().to_string(),
-                    chat: gid.clone(),
-                    text,
-                    timestamp: node.get_str("t").and_then(|t| t.parse().ok()).unwrap_or(t),
-                    devices: 0,
-                    device_ids: Vec::new(),
-                },
-                peer.jid.device,
-            );
+            let stamp = node.get_str("t").and_then(|t| t.parse().ok()).unwrap_or(t);
+            p.inbox.read(&key, peer.jid.device, arrival, text, stamp);
         }
-        p.withhold_receipts
-    };
-    if !withhold {
-        let aggregate = shared.state.lock().is_ok_and(|st| {
-            st.phones
-                .get(&sender.user)
-                .is_some_and(|p| p.aggregate_receipts)
-        });
-        let r = if aggregate {
-            Node::new("receipt")
-                .attr("from", group.clone())
-                .attr("id", id.clone())
-                .children(vec![
-                    Node::new("participants")
-                        .attr("key", id.clone())
-                        .children(vec![
-                            Node::new("user").attr("jid", me).attr("t", t.to_string()),
-                        ]),
-                ])
-        } else {
-            Node::new("receipt")
-                .attr("from", group.clone())
-                .attr("participant", me)
-                .attr("id", id.clone())
-                .attr("t", t.to_string())
-        };
-        super::route::to_device(shared, sender, id, r);
     }
+    group_receipt(shared, number, sender, &group, me, &id, t);
+}
+
+/// Simulated device `me` of user `number` receipts group message `id` to its `sender` (unless
+/// the user withholds receipts), aggregated when the sender's account gets them so.
+fn group_receipt(
+    shared: &Shared,
+    number: &str,
+    sender: &Jid,
+    group: &Jid,
+    me: Jid,
+    id: &str,
+    t: u64,
+) {
+    let (withhold, aggregate) = shared
+        .state
+        .lock()
+        .ok()
+        .map(|st| {
+            (
+                st.phones.get(number).is_none_or(|p| p.withhold_receipts),
+                st.phones
+                    .get(&sender.user)
+                    .is_some_and(|p| p.aggregate_receipts),
+            )
+        })
+        .unwrap_or((true, false));
+    if withhold {
+        return;
+    }
+    let r = if aggregate {
+        Node::new("receipt")
+            .attr("from", group.clone())
+            .attr("id", id.to_owned())
+            .children(vec![
+                Node::new("participants")
+                    .attr("key", id.to_owned())
+                    .children(vec![
+                        Node::new("user").attr("jid", me).attr("t", t.to_string()),
+                    ]),
+            ])
+    } else {
+        Node::new("receipt")
+            .attr("from", group.clone())
+            .attr("participant", me)
+            .attr("id", id.to_owned())
+            .attr("t", t.to_string())
+    };
+    to_device(shared, sender, id.to_owned(), r);
 }
 
 /// The simulated device `peer` as `group` names it.
@@ -1081,7 +1048,7 @@ pub(super) async fn phone_send(
         let node = header.children(children);
         match tgt {
             Target::Sim(n, p) => Box::pin(receive(shared, &n, &p, &me.jid, &node)).await,
-            Target::Real(_) => super::route::to_device(shared, &pn, id.clone(), node),
+            Target::Real(_) => to_device(shared, &pn, id.clone(), node),
         }
     }
     Ok(id)
@@ -1138,7 +1105,7 @@ pub(super) async fn answer_retry(
         return;
     };
     let node = header.children(vec![stanza::enc_node(&ct, Some(req.count))]);
-    super::route::to_device(shared, &pn, req.id.clone(), node);
+    to_device(shared, &pn, req.id.clone(), node);
 }
 
 /// Parses the control API's group creation into a group.
@@ -1177,7 +1144,7 @@ pub(super) async fn on_receipt(
     let t = shared.clock.now_unix();
     let Some(author) = node.get_jid("participant") else {
         if let Ok(mut st) = shared.state.lock() {
-            super::route::answered(&mut st, &key, ids);
+            answered(&mut st, &key, ids);
         }
         return;
     };
@@ -1186,7 +1153,7 @@ pub(super) async fn on_receipt(
             return;
         };
         let st = &mut *st;
-        super::route::answered(st, &key, ids);
+        answered(st, &key, ids);
         if matches!(kind, Some("sender" | "peer_msg")) {
             return;
         }
@@ -1221,9 +1188,6 @@ pub(super) async fn on_receipt(
         if author.device > 0 || retry {
             match target(st, &author) {
                 Some(Target::Real(k)) => {
-                    if retry {
-                        super::route::allow_resend(st, &k, &first);
-                    }
                     enqueue(st, &k, first, fwd);
                     None
                 }

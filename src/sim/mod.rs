@@ -1,22 +1,32 @@
 //! The WhatsApp simulator: an offline server and simulated phones speaking the real protocol,
 //! for tests, benches and `wa-gateway simulate`. It shares codec, Noise, certificates and crypto
 //! with the client, never the client's protocol logic; if it accepts what WhatsApp would reject,
-//! that is a simulator bug. So far: pairing, login, keepalive, faults, the control API, `ws://`
-//! or `wss://` (its own CA), bounded state under load, and phones that greet their new
-//! companions over Signal. Connections: `conn.rs` (handshake, payload), `register.rs` (QR
-//! pairing), `session.rs` (a logged-in device).
+//! that is a simulator bug. Arrows inside run one way: `simulator.rs` (the handle) → `conn.rs`
+//! (handshake, payload) → `register.rs` (QR pairing) / `session.rs` (a logged-in device) →
+//! `accept.rs` (ack, log, route) → `route.rs` (DMs) / `groups.rs` → `retry.rs` → `deliver.rs`
+//! (queues, targets) → `server.rs` (state) → `inbox.rs`, `stanza_log.rs`, `phone.rs` and the
+//! leaves; `tests/it/layering.rs` checks it.
 
+mod accept;
 mod conn;
 pub mod control;
+mod deliver;
+pub mod error;
 pub mod groups;
+pub mod inbox;
 pub mod iq;
 pub mod pair;
 pub mod phone;
 mod register;
+mod retry;
 pub mod route;
 pub mod server;
 mod session;
+pub mod simulator;
+pub mod stanza_log;
 mod tls;
 pub mod usync;
 
-pub use server::{Fault, SimError, Simulator};
+pub use error::SimError;
+pub use server::Fault;
+pub use simulator::Simulator;

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::error::SimError;
 use super::pair::{IssuedPairing, issue_pair_success_with, verify_pair_device_sign};
-use super::server::{Companion, Device, Scan, Shared, SimError};
+use super::server::{Companion, Device, Scan, Shared};
 use crate::binary::{Jid, Node};
 use crate::socket::{Incoming, NodeSender};
 

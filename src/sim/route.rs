@@ -1,309 +1,51 @@
-//! The server's message routing (MESSAGING.md §5): it acks every `<message>` with `t` (the same
-//! `t` for a resent id, delivered once), fans each `<to>` out to its device with the attributes
-//! the server adds, keeps a queue per real device until that device receipts or acks each
-//! stanza (redelivered on every reconnect), forwards receipts and retry receipts, and plays the
-//! simulated users: their devices decrypt what reaches them, answer with receipts (or retry
-//! receipts), echo texts when told to, and send texts of their own.
+//! One-to-one messaging (MESSAGING.md §1, §5.2): the server fans each `<to>` of a DM out to its
+//! device with the attributes it adds, enforces the reach-out lock with privacy tokens, and
+//! forwards DM receipts and retry receipts; and the simulated users' side of it: their devices
+//! decrypt what reaches them (showing each message once, counting every copy), answer with
+//! receipts (or retry receipts), echo texts when told to, resend on a retry receipt, and send
+//! texts of their own. Groups are `groups.rs`; accepting and acking stanzas is `accept.rs`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use super::phone::SimPeer;
-use super::server::{
-    Control, Device, INBOX_KEPT, SENT_KEPT, Shared, SimError, State, valid_number,
+use super::deliver::{
+    Routed, Target, answered, bundle_of, corrupt, enqueue, real_bundle, take_corruption, target,
+    to_device,
 };
+use super::error::SimError;
+use super::inbox::{Arrival, INBOX_KEPT, MessageKey};
+use super::phone::SimPeer;
+use super::retry::ask_retry;
+use super::server::{Device, SENT_KEPT, Shared, State, Work, valid_number};
 use crate::binary::{Jid, Node, Server};
 use crate::proto::wa;
-use crate::signal::{EncType, PreKeyBundle};
+use crate::signal::EncType;
 use crate::stanza;
 
-/// Stanzas kept per device for redelivery; past it the oldest are dropped.
-pub const QUEUE_KEPT: usize = 10_000;
-/// Accepted (sender device, id) pairs remembered for acking resends.
-const SEEN_KEPT: usize = 100_000;
-
-/// A message a simulated user's devices received and decrypted.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Received {
-    /// Message id.
-    pub id: String,
-    /// The author (user JID).
-    pub from: String,
-    /// The conversation (the author, or the peer for what the user's other devices sent).
-    pub chat: String,
-    /// The text.
-    pub text: Option<String>,
-    /// Server time (unix seconds).
-    pub timestamp: u64,
-    /// How many of the user's devices decrypted it.
-    pub devices: usize,
-    /// Which devices did (a resend reaching a device twice counts once).
-    #[serde(skip)]
-    pub device_ids: Vec<u16>,
+/// A simulated device receives a DM stanza after its ack.
+struct Direct {
+    number: String,
+    peer: Arc<SimPeer>,
+    sender: Jid,
+    node: Node,
 }
 
-impl Received {
-    /// Counts device `device` as having decrypted it (once).
-    pub(super) fn add_device(&mut self, device: u16) {
-        if !self.device_ids.contains(&device) {
-            self.device_ids.push(device);
-            self.devices = self.device_ids.len();
-        }
-    }
-}
-
-/// A retry receipt for `id` is on its way to the real device `key`: the resend it asks for
-/// is a stanza of its own, not a duplicate of the message (Baileys resends a whole group
-/// message, same id, when the asking device is a phone).
-pub(super) fn allow_resend(st: &mut State, key: &str, id: &str) {
-    st.seen.remove(&(key.to_owned(), id.to_owned()));
-}
-
-/// A message the server accepted, as it came over the wire.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Logged {
-    /// The sending device.
-    pub from: String,
-    /// The stanza's `to`.
-    pub to: String,
-    /// Message id.
-    pub id: String,
-    /// Each `<to jid>` (or the stanza's `to` for a lone `<enc>`) with its enc type.
-    pub encs: Vec<(String, String)>,
-    /// The error code the ack carried, if refused.
-    pub error: Option<u16>,
-    /// Whether it carried a privacy token.
-    pub tctoken: bool,
-}
-
-/// Messages kept in the log.
-const LOG_KEPT: usize = 10_000;
-
-/// A stanza waiting for a device's answer.
-#[derive(Debug, Clone)]
-pub(super) struct Queued {
-    pub(super) id: String,
-    pub(super) node: Node,
-}
-
-/// Queues `node` for the real device `key`, sending it now when the device is online.
-pub(super) fn enqueue(st: &mut State, key: &str, id: String, node: Node) {
-    tracing::debug!(
-        key,
-        id,
-        online = st.online.contains(key),
-        "simulator: queued"
-    );
-    if st.online.contains(key)
-        && let Some(live) = st.live.get(key)
-    {
-        let _ = live.send(Control::Deliver(Box::new(node.clone())));
-    }
-    let q = st.queues.entry(key.to_owned()).or_default();
-    if q.len() >= QUEUE_KEPT {
-        q.pop_front();
-    }
-    q.push_back(Queued { id, node });
-}
-
-/// The device answered `ids`: they leave its queue.
-pub(super) fn answered(st: &mut State, key: &str, ids: &[String]) {
-    if let Some(q) = st.queues.get_mut(key) {
-        q.retain(|item| !ids.contains(&item.id));
-        if q.is_empty() {
-            st.queues.remove(key);
-        }
-    }
-}
-
-/// Everything queued for `key`, marked `offline`, and the device is now online: what is
-/// queued from here on goes straight out.
-pub(super) fn flush(st: &mut State, key: &str) -> Vec<Node> {
-    st.online.insert(key.to_owned());
-    st.queues
-        .get(key)
-        .map(|q| {
-            q.iter()
-                .map(|item| {
-                    let mut n = item.node.clone();
-                    n.attrs.retain(|(k, _)| k != "offline");
-                    n.attr("offline", "1")
-                })
-                .collect()
+impl Work for Direct {
+    fn run<'a>(
+        self: Box<Self>,
+        shared: &'a Shared,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            sim_receive(shared, &self.number, &self.peer, &self.sender, &self.node).await
         })
-        .unwrap_or_default()
-}
-
-fn ack(id: &str, to: &Node, t: u64, error: Option<u16>) -> Node {
-    let mut a = Node::new("ack")
-        .attr("class", "message")
-        .attr("id", id.to_owned())
-        .attr("t", t.to_string());
-    if let Some(v) = to.get("to") {
-        a = a.attr("from", v.clone());
-    }
-    if let Some(e) = error {
-        a = a.attr("error", e.to_string());
-    }
-    a
-}
-
-/// A real device's `<message>`: returns the ack (None while the sender's acks are withheld).
-pub(super) async fn accept_message(shared: &Shared, dev: &Device, node: &Node) -> Option<Node> {
-    let id = node
-        .get_str("id")
-        .map(|s| s.into_owned())
-        .unwrap_or_default();
-    let now = shared.clock.now_unix();
-    // A retry resend reuses the id for one device: it is a stanza of its own. Its counted
-    // `<enc>` need not come first (Baileys puts a group's skmsg before it), and a group resend
-    // names its device in `participant`.
-    let retry = node
-        .child_nodes()
-        .iter()
-        .filter(|e| e.tag == "enc")
-        .find_map(|e| e.get_str("count").map(|c| c.into_owned()));
-    let seen_id = match &retry {
-        Some(c) => format!(
-            "{id}#{}#{}#{c}",
-            node.get_str("to").unwrap_or_default(),
-            node.get_str("participant").unwrap_or_default()
-        ),
-        None => id.clone(),
-    };
-    let key = (dev.jid.to_string(), seen_id);
-    {
-        let mut st = shared.state.lock().ok()?;
-        if id.is_empty() || node.get_jid("to").is_none() {
-            return Some(ack(&id, node, now, Some(479)));
-        }
-        // A resend of an accepted message: the same answer, no second delivery.
-        if let Some(t) = st.seen.get(&key) {
-            return Some(ack(&id, node, *t, None));
-        }
-        if st.withhold_acks.contains(&dev.jid.user) {
-            if st.held.len() >= QUEUE_KEPT {
-                // Held past what a device may queue: refused, as an overloaded server would.
-                return Some(ack(&id, node, now, Some(503)));
-            }
-            st.held.push((dev.clone(), node.clone()));
-            return None;
-        }
-        st.seen.insert(key.clone(), now);
-        st.seen_order.push_back(key.clone());
-        if st.seen_order.len() > SEEN_KEPT
-            && let Some(old) = st.seen_order.pop_front()
-        {
-            st.seen.remove(&old);
-        }
-    }
-    let routed = route(shared, dev, node, now).await;
-    let error = routed.as_ref().err().copied();
-    let phash = routed.ok().flatten();
-    if let Ok(mut st) = shared.state.lock() {
-        if st.log.len() >= LOG_KEPT {
-            st.log.pop_front();
-        }
-        let mut encs: Vec<(String, String)> = node
-            .child("participants")
-            .map(|p| {
-                p.child_nodes()
-                    .iter()
-                    .filter_map(|t| {
-                        let e = t.child("enc")?;
-                        Some((
-                            t.get_str("jid")?.into_owned(),
-                            e.get_str("type")?.into_owned(),
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        // A lone or shared top-level <enc> (a retry resend, a group's skmsg).
-        if let Some(e) = node.child("enc")
-            && let (Some(to), Some(kind)) = (node.get_str("to"), e.get_str("type"))
-        {
-            encs.push((to.into_owned(), kind.into_owned()));
-        }
-        st.log.push_back(Logged {
-            from: dev.jid.to_string(),
-            to: node
-                .get_str("to")
-                .map(|s| s.into_owned())
-                .unwrap_or_default(),
-            id: id.clone(),
-            encs,
-            error,
-            tctoken: node.child("tctoken").is_some(),
-        });
-    }
-    if error.is_some()
-        && let Ok(mut st) = shared.state.lock()
-    {
-        // A refused message was not accepted: the same id may come again, corrected.
-        st.seen.remove(&key);
-    }
-    let a = ack(&id, node, now, error);
-    Some(match phash {
-        Some(p) => a.attr("phash", p),
-        None => a,
-    })
-}
-
-/// Releases what was held for `number`: each held message is accepted, delivered once and
-/// acked now.
-pub(super) async fn release_held(shared: &Shared, number: &str) {
-    let held: Vec<(Device, Node)> = {
-        let Ok(mut st) = shared.state.lock() else {
-            return;
-        };
-        st.withhold_acks.remove(number);
-        let (mine, rest) = std::mem::take(&mut st.held)
-            .into_iter()
-            .partition(|(d, _)| d.jid.user == number);
-        st.held = rest;
-        mine
-    };
-    for (dev, node) in held {
-        if let Some(a) = Box::pin(accept_message(shared, &dev, &node)).await {
-            let key = dev.jid.to_string();
-            if let Ok(st) = shared.state.lock()
-                && let Some(live) = st.live.get(&key)
-            {
-                let _ = live.send(Control::Deliver(Box::new(a)));
-            }
-        }
     }
 }
 
-/// Where a device JID lives.
-pub(super) enum Target {
-    /// A linked real client.
-    Real(String),
-    /// A simulated device of user `number`.
-    Sim(String, Arc<SimPeer>),
-}
-
-pub(super) fn target(st: &State, d: &Jid) -> Option<Target> {
-    let pn = match d.server {
-        Server::User => d.user.clone(),
-        Server::Lid => st.lids.get(&d.user)?.clone(),
-        _ => return None,
-    };
-    let as_pn = Jid::with_device(pn.clone(), d.device, Server::User).to_string();
-    if st.companions.contains_key(&as_pn) {
-        return Some(Target::Real(as_pn));
-    }
-    let phone = st.phones.get(&pn)?;
-    phone.sim_device(d.device).map(|p| Target::Sim(pn, p))
-}
-
-/// Delivers each `<enc>` of a message to its device; Err(code) refuses the whole stanza,
-/// Ok(Some(phash)) is the server's participant hash when a group stanza's differs.
-async fn route(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Result<Option<String>, u16> {
+/// Delivers each `<enc>` of a DM to its device: real devices' copies are queued now, simulated
+/// devices' work is returned to run after the ack; Err(code) refuses the whole stanza.
+pub(super) fn route_dm(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Result<Routed, u16> {
     let to = node.get_jid("to").ok_or(479u16)?;
-    if to.server == Server::Group {
-        return super::groups::route_group(shared, dev, node, t).await;
-    }
     let id = node
         .get_str("id")
         .map(|s| s.into_owned())
@@ -415,19 +157,18 @@ async fn route(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Result<Opt
         }
     }
     // After the ack and in order with group deliveries (they share pairwise sessions).
-    for (number, peer, node) in sims {
-        super::groups::queue(
-            shared,
-            super::groups::Delivery::Direct {
+    let work = sims
+        .into_iter()
+        .map(|(number, peer, node)| {
+            Box::new(Direct {
                 number,
                 peer,
                 sender: dev.jid.clone(),
-                node: Box::new(node),
-            },
-        )
-        .await;
-    }
-    Ok(None)
+                node,
+            }) as Box<dyn Work>
+        })
+        .collect();
+    Ok(Routed { phash: None, work })
 }
 
 /// The phone number of a user JID (PN or a known LID).
@@ -519,32 +260,6 @@ fn pn_device(st: &State, d: &Jid) -> Option<Jid> {
     }
 }
 
-/// Whether this delivery to one of `number`'s devices is the one to corrupt: the user's
-/// linked (real) devices are hit first, its simulated ones when it has none.
-pub(super) fn take_corruption(st: &mut State, number: &str, real: bool) -> bool {
-    let has_real = !st.linked_devices(number).is_empty();
-    match st.phones.get_mut(number) {
-        Some(p) if p.corrupt_next && (real || !has_real) => {
-            p.corrupt_next = false;
-            true
-        }
-        _ => false,
-    }
-}
-
-/// The same `<enc>` with its last byte (inside the MAC) flipped.
-pub(super) fn corrupt(enc: Node) -> Node {
-    match enc.content_bytes() {
-        Some(b) if !b.is_empty() => {
-            let mut v = b.to_vec();
-            let last = v.len() - 1;
-            v[last] ^= 0x01;
-            enc.clone().bytes(v)
-        }
-        _ => enc,
-    }
-}
-
 /// A simulated device receives `node` from `sender`: decrypt, record, answer.
 pub(super) async fn sim_receive(
     shared: &Shared,
@@ -563,15 +278,34 @@ pub(super) async fn sim_receive(
         return;
     };
     let t = shared.clock.now_unix();
+    let own = sender.user == number;
+    // The app's key for it, from the stanza's attributes (what it has before decrypting): the
+    // peer's chat, or for what its own other devices sent, the `recipient` the server added.
+    let chat = match node.get_str("recipient") {
+        Some(r) if own => r.into_owned(),
+        _ => sender.to_non_ad().to_string(),
+    };
+    let key = MessageKey {
+        chat,
+        from: sender.to_non_ad().to_string(),
+        id: id.clone(),
+    };
+    let arrival = Arrival::of(node);
+    let receipt = || {
+        let mut r = Node::new("receipt")
+            .attr("from", peer.jid.clone())
+            .attr("id", id.clone())
+            .attr("t", t.to_string());
+        if own {
+            r = r.attr("type", "sender");
+        }
+        r
+    };
     match peer.decrypt(sender, kind, ct).await {
         Ok(message) => {
-            let own = sender.user == number;
-            let (message, chat) = match (own, message.device_sent_message.clone()) {
-                (true, Some(dsm)) => (
-                    dsm.message.map(|m| *m).unwrap_or_default(),
-                    dsm.destination_jid.unwrap_or_default(),
-                ),
-                _ => (message, sender.to_non_ad().to_string()),
+            let message = match (own, message.device_sent_message.clone()) {
+                (true, Some(dsm)) => dsm.message.map(|m| *m).unwrap_or_default(),
+                _ => message,
             };
             let text = message.conversation.clone().or_else(|| {
                 message
@@ -587,35 +321,44 @@ pub(super) async fn sim_receive(
                     return;
                 };
                 p.retries.remove(&(sender.to_string(), id.clone()));
-                p.received(
-                    Received {
-                        id: id.clone(),
-                        from: sender.to_non_ad().to_string(),
-                        chat,
-                        text: text.clone(),
-                        timestamp: node.get_str("t").and_then(|t| t.parse().ok()).unwrap_or(t),
-                        devices: 0,
-                        device_ids: Vec::new(),
-                    },
-                    peer.jid.device,
-                );
-                (p.withhold_receipts, p.echo && !own && peer.jid.device == 0)
+                let stamp = node.get_str("t").and_then(|t| t.parse().ok()).unwrap_or(t);
+                let new = p
+                    .inbox
+                    .read(&key, peer.jid.device, arrival, text.clone(), stamp);
+                // A copy it already shows is answered again, not echoed again.
+                (
+                    p.withhold_receipts,
+                    new && p.echo && !own && peer.jid.device == 0,
+                )
             };
             if !withhold {
-                let mut r = Node::new("receipt")
-                    .attr("from", peer.jid.clone())
-                    .attr("id", id.clone())
-                    .attr("t", t.to_string());
-                if own {
-                    r = r.attr("type", "sender");
-                }
-                to_device(shared, sender, id.clone(), r);
+                to_device(shared, sender, id.clone(), receipt());
             }
             if echo && let Some(text) = text {
                 let _ = Box::pin(phone_send(shared, number, &sender.to_non_ad(), &text)).await;
             }
         }
         Err(e) => {
+            // A copy of what the device already read (its ratchet step is spent): the app
+            // answers it with the receipt again (MESSAGING.md §2.2, §2.4) instead of a retry.
+            let (duplicate, withhold) = shared
+                .state
+                .lock()
+                .ok()
+                .and_then(|mut st| {
+                    let p = st.phones.get_mut(number)?;
+                    Some((
+                        p.inbox.arrived(&key, peer.jid.device, arrival),
+                        p.withhold_receipts,
+                    ))
+                })
+                .unwrap_or((false, true));
+            if duplicate {
+                if !withhold {
+                    to_device(shared, sender, id.clone(), receipt());
+                }
+                return;
+            }
             tracing::debug!(error = %e, device = %peer.jid, "simulated device cannot decrypt; asking a retry");
             ask_retry(shared, number, peer, sender, node, &id, |r| {
                 r.attr("from", peer.jid.clone())
@@ -625,114 +368,32 @@ pub(super) async fn sim_receive(
     }
 }
 
-/// A simulated device asks `sender` to resend message `id` (up to the retry limit, with its
-/// keys from the second time); `from` names the asking device as the server forwards it.
-pub(super) async fn ask_retry(
+/// A real device's receipt about a DM (`to` the author): it answers the device's queue and
+/// goes on to whom it concerns; a retry addressed to a simulated device is answered by it.
+pub(super) async fn on_receipt(
     shared: &Shared,
-    number: &str,
-    peer: &Arc<SimPeer>,
-    sender: &Jid,
+    dev: &Device,
     node: &Node,
-    id: &str,
-    from: impl FnOnce(Node) -> Node,
+    to: &Jid,
+    kind: Option<&str>,
+    ids: &[String],
 ) {
     let t = shared.clock.now_unix();
-    let count = {
-        let Ok(mut st) = shared.state.lock() else {
-            return;
-        };
-        let Some(p) = st.phones.get_mut(number) else {
-            return;
-        };
-        if p.retries.len() > SENT_KEPT * 4 {
-            p.retries.clear();
-        }
-        let c = p
-            .retries
-            .entry((sender.to_string(), id.to_owned()))
-            .or_insert(0);
-        *c += 1;
-        *c
-    };
-    if count > stanza::MAX_RETRIES {
-        return;
-    }
-    let keys = if count >= 2 {
-        peer.bundle().await.ok()
-    } else {
-        None
-    };
-    let retry = stanza::retry_receipt(
-        id,
-        sender,
-        count,
-        node.get_str("t").as_deref(),
-        peer.registration_id,
-        keys.as_ref().and_then(|b| {
-            Some(stanza::RetryKeys {
-                identity: &b.identity_key,
-                pre_key: b.pre_key?,
-                signed: (
-                    b.signed_pre_key_id,
-                    b.signed_pre_key,
-                    b.signed_pre_key_signature,
-                ),
-                device_identity: &[],
-            })
-        }),
-    );
-    // As the server forwards it: from the device that asks, to the sender.
-    let mut r = retry;
-    r.attrs.retain(|(k, _)| k != "to");
-    let r = from(r).attr("t", t.to_string());
-    if let Ok(mut st) = shared.state.lock() {
-        let key = Jid::with_device(sender.user.clone(), sender.device, Server::User).to_string();
-        allow_resend(&mut st, &key, id);
-    }
-    to_device(shared, sender, id.to_owned(), r);
-}
-
-/// Queues a stanza for one real device (nothing happens for a simulated one).
-pub(super) fn to_device(shared: &Shared, device: &Jid, id: String, node: Node) {
-    if let Ok(mut st) = shared.state.lock() {
-        let key = Jid::with_device(device.user.clone(), device.device, Server::User).to_string();
-        if st.companions.contains_key(&key) {
-            enqueue(&mut st, &key, id, node);
-        }
-    }
-}
-
-/// A real device's `<receipt>`: it answers queued stanzas and goes on to whom it concerns.
-pub(super) async fn on_receipt(shared: &Shared, dev: &Device, node: &Node) {
-    let ids = stanza::receipt_ids(node);
-    let kind = node.get_str("type").map(|s| s.into_owned());
-    let t = shared.clock.now_unix();
     let key = dev.jid.to_string();
-    let Some(to) = node.get_jid("to") else {
-        // Baileys' `sender` receipts may name nobody: they only answer the delivery.
-        if let Ok(mut st) = shared.state.lock() {
-            answered(&mut st, &key, &ids);
-        }
-        return;
-    };
-    if to.server == Server::Group {
-        super::groups::on_receipt(shared, dev, node, &to, kind.as_deref(), &ids).await;
-        return;
-    }
     let retry_for_sim = {
         let Ok(mut st) = shared.state.lock() else {
             return;
         };
-        answered(&mut st, &key, &ids);
-        if kind.as_deref() == Some("sender") || kind.as_deref() == Some("peer_msg") {
+        answered(&mut st, &key, ids);
+        if matches!(kind, Some("sender" | "peer_msg")) {
             return;
         }
         // A simulated user learns that what it sent was read.
-        if matches!(kind.as_deref(), Some("read" | "read-self"))
+        if matches!(kind, Some("read" | "read-self"))
             && let Some(number) = user_number(&st, &to.to_non_ad())
             && let Some(p) = st.phones.get_mut(&number)
         {
-            for id in &ids {
+            for id in ids {
                 p.read.insert(id.clone());
             }
             if p.read.len() > INBOX_KEPT {
@@ -743,21 +404,18 @@ pub(super) async fn on_receipt(shared: &Shared, dev: &Device, node: &Node) {
             .attr("from", dev.jid.clone())
             .attr("id", ids.first().cloned().unwrap_or_default())
             .attr("t", t.to_string());
-        if let Some(k) = &kind {
-            fwd = fwd.attr("type", k.clone());
+        if let Some(k) = kind {
+            fwd = fwd.attr("type", k.to_owned());
         }
         if let Some(r) = node.get("recipient") {
             fwd = fwd.attr("recipient", r.clone());
         }
         let fwd = fwd.children(node.child_nodes().to_vec());
         let first = ids.first().cloned().unwrap_or_default();
-        let is_retry = kind.as_deref() == Some("retry");
+        let is_retry = kind == Some("retry");
         if to.device > 0 || is_retry {
-            match target(&st, &to) {
+            match target(&st, to) {
                 Some(Target::Real(k)) => {
-                    if is_retry {
-                        allow_resend(&mut st, &k, &first);
-                    }
                     enqueue(&mut st, &k, first, fwd);
                     None
                 }
@@ -821,53 +479,7 @@ async fn answer_retry(
     to_device(shared, &req.from, req.id.clone(), node);
 }
 
-/// A real device's `<ack>`: it answers a queued stanza.
-pub(super) fn on_ack(shared: &Shared, dev: &Device, node: &Node) {
-    if let Some(id) = node.get_str("id")
-        && let Ok(mut st) = shared.state.lock()
-    {
-        answered(&mut st, &dev.jid.to_string(), &[id.into_owned()]);
-    }
-}
-
-/// A real device's published bundle, consuming one of its one-time prekeys.
-fn real_bundle(shared: &Shared, device: &Jid) -> Option<PreKeyBundle> {
-    let mut st = shared.state.lock().ok()?;
-    let key = Jid::with_device(device.user.clone(), device.device, Server::User).to_string();
-    let c = st.companions.get_mut(&key)?;
-    let b = c.bundle.clone()?;
-    Some(PreKeyBundle {
-        registration_id: b.registration_id,
-        pre_key: c.prekeys.take(),
-        signed_pre_key_id: b.signed_pre_key_id,
-        signed_pre_key: b.signed_pre_key,
-        signed_pre_key_signature: b.signature,
-        identity_key: c.device.identity_public,
-    })
-}
-
-/// The bundle of any device, as the server serves `<key><user jid>` (None: 406).
-pub(super) async fn bundle_of(shared: &Shared, device: &Jid) -> Option<PreKeyBundle> {
-    let tgt = {
-        let st = shared.state.lock().ok()?;
-        target(&st, device)?
-    };
-    match tgt {
-        Target::Real(_) => {
-            let pn = {
-                let st = shared.state.lock().ok()?;
-                match device.server {
-                    Server::Lid => st.lids.get(&device.user)?.clone(),
-                    _ => device.user.clone(),
-                }
-            };
-            real_bundle(shared, &Jid::with_device(pn, device.device, Server::User))
-        }
-        Target::Sim(_, peer) => peer.bundle().await.ok(),
-    }
-}
-
-/// User `number`'s phone sends `text` to `to` (digits or a JID): every device of the
+/// User `number`'s phone sends `text` to the user `to` (a PN or LID JID): every device of the
 /// recipient gets it, and the user's own other devices a copy. Returns the message id.
 pub(super) async fn phone_send(
     shared: &Shared,
@@ -875,9 +487,6 @@ pub(super) async fn phone_send(
     to: &Jid,
     text: &str,
 ) -> Result<String, SimError> {
-    if to.server == Server::Group {
-        return super::groups::phone_send(shared, number, &to.user, text).await;
-    }
     let id = crate::util::ids::phone_message_id();
     let message = wa::Message {
         conversation: Some(text.to_owned()),
@@ -1018,17 +627,4 @@ pub(super) async fn phone_send(
         }
     }
     Ok(id)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn corrupting_flips_only_the_last_byte() {
-        let enc = Node::new("enc").attr("v", "2").bytes(vec![1, 2, 3]);
-        let c = corrupt(enc.clone());
-        assert_eq!(c.content_bytes().unwrap().as_ref(), &[1, 2, 2]);
-        assert_eq!(c.get_str("v").as_deref(), Some("2"));
-    }
 }

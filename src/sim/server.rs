@@ -1,61 +1,27 @@
-//! The simulated WhatsApp server: its in-memory state (phones, linked devices, published keys,
-//! live connections) and the Rust API over it; it accepts WebSocket connections (plain or TLS),
-//! at most [`MAX_HANDSHAKES`] in their handshake at once, and hands each to `conn.rs`. Every
-//! per-device and per-phone collection is bounded, so a long-running `simulate` stays flat.
+//! The simulated WhatsApp server's state, and nothing that acts on it: phones and their
+//! simulated devices, linked companions and what they published, live connections and queues,
+//! groups, the stanza log, the faults in force. Every per-device and per-phone collection is
+//! bounded, so a long-running `simulate` stays flat. Everything else in `sim/` sits above this
+//! file (conn → session → accept → route/groups → deliver → server state), never below it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use super::error::SimError;
+use super::inbox::Inbox;
 use super::iq::KeyBundle;
-use super::pair::{PhoneAccount, ScannedQr, SimPairError, Tamper, parse_qr};
+use super::pair::{PhoneAccount, ScannedQr, Tamper};
 use super::phone::SimPeer;
-use crate::binary::{Jid, Node};
+use super::stanza_log::StanzaLog;
+use crate::binary::{Jid, Node, Server};
 use crate::signal::KeyPair;
 use crate::socket::ServerIdentity;
-use crate::stanza::group::{AddressingMode, GroupInfo, MemberAction};
-use crate::util::clock::{Clock, SystemClock};
-
-/// Errors of the simulator's control surface.
-#[derive(Debug, thiserror::Error)]
-pub enum SimError {
-    /// Binding the listener failed.
-    #[error("cannot listen: {0}")]
-    Listen(#[from] std::io::Error),
-    /// The QR did not parse.
-    #[error(transparent)]
-    Pair(#[from] SimPairError),
-    /// No connection is showing that ref (expired, or never issued).
-    #[error("no companion is showing this QR (expired or unknown ref)")]
-    UnknownRef,
-    /// The companion refused the pairing or went away.
-    #[error("pairing failed: {0}")]
-    PairingFailed(String),
-    /// The TLS certificate could not be made.
-    #[error("TLS set-up: {0}")]
-    Tls(String),
-    /// Not a phone number WhatsApp could have (1–15 digits, E.164).
-    #[error("phone number must be 1–15 digits")]
-    BadNumber,
-    /// A user has 1 to 16 simulated devices.
-    #[error("device count must be 1–16")]
-    BadDeviceCount,
-    /// The simulator's state is unusable (a task panicked while holding it).
-    #[error("simulator state unavailable")]
-    Internal,
-    /// No group with that JID.
-    #[error("no such group")]
-    NoSuchGroup,
-    /// The user is not a member of the group.
-    #[error("not a member of the group")]
-    NotInGroup,
-    /// Past a limit (members per group, groups).
-    #[error("too many members or groups")]
-    TooMany,
-}
+use crate::stanza::group::AddressingMode;
+use crate::util::clock::Clock;
 
 /// Longest phone number (E.164): it also keeps every number within a u64, which logins need.
 pub const MAX_NUMBER_DIGITS: usize = 15;
@@ -105,8 +71,8 @@ pub(super) struct Phone {
     pub(super) last_device: u16,
     /// Simulated companions (real Signal peers with their own identities).
     pub(super) sims: Vec<Arc<SimPeer>>,
-    /// Messages its devices received and decrypted, oldest first.
-    pub(super) inbox: VecDeque<super::route::Received>,
+    /// What its devices received, as its app shows it.
+    pub(super) inbox: Inbox,
     /// Answer every text with the same text.
     pub(super) echo: bool,
     /// Its devices send no receipts.
@@ -120,14 +86,14 @@ pub(super) struct Phone {
     /// The account is not migrated to LID 1:1 chats: its LID-addressed DMs are refused (400).
     pub(super) lid_unmigrated: bool,
     /// Ids of its messages someone reported read.
-    pub(super) read: std::collections::HashSet<String>,
+    pub(super) read: HashSet<String>,
     /// First messages to strangers need their privacy token (else 463), as WhatsApp
     /// restricts accounts that reach out too much.
     pub(super) reach_out_lock: bool,
     /// When the reach-out lock ends (unix seconds), while it is on.
     pub(super) reach_out_until: u64,
     /// (group id, device) pairs its phone sent its current sender key to.
-    pub(super) group_keys_sent: std::collections::HashSet<(String, String)>,
+    pub(super) group_keys_sent: HashSet<(String, String)>,
     /// Group receipts for its messages are sent aggregated.
     pub(super) aggregate_receipts: bool,
 }
@@ -136,8 +102,6 @@ pub(super) struct Phone {
 pub const DEFAULT_DEVICES: usize = 2;
 /// Most devices a simulated user may have.
 pub const MAX_SIM_DEVICES: usize = 16;
-/// Received messages kept per simulated user.
-pub const INBOX_KEPT: usize = 10_000;
 /// Sent messages kept per simulated user for retries.
 pub(super) const SENT_KEPT: usize = 256;
 
@@ -161,26 +125,6 @@ impl Phone {
                 .push(Arc::new(SimPeer::new(jid, KeyPair::generate())));
         }
         true
-    }
-
-    /// One of its devices decrypted `m`: a new inbox entry, or one more device on the entry
-    /// of the same (id, author).
-    pub(super) fn received(&mut self, m: super::route::Received, device: u16) {
-        match self
-            .inbox
-            .iter_mut()
-            .find(|r| r.id == m.id && r.from == m.from)
-        {
-            Some(r) => r.add_device(device),
-            None => {
-                if self.inbox.len() >= INBOX_KEPT {
-                    self.inbox.pop_front();
-                }
-                let mut m = m;
-                m.add_device(device);
-                self.inbox.push_back(m);
-            }
-        }
     }
 
     /// The simulated device with id `device` (0 = the phone).
@@ -304,24 +248,21 @@ pub(super) struct State {
     pub(super) live: HashMap<String, mpsc::UnboundedSender<Control>>,
     /// Devices whose offline queue was flushed on this connection: new stanzas go straight
     /// to them (and stay queued until answered).
-    pub(super) online: std::collections::HashSet<String>,
+    pub(super) online: HashSet<String>,
     /// Stanzas per real device, kept until it sends a receipt or ack for them.
-    pub(super) queues: HashMap<String, VecDeque<super::route::Queued>>,
-    /// Messages accepted: (sender device, id) → server `t`, for acking a resend alike.
-    pub(super) seen: HashMap<(String, String), u64>,
-    pub(super) seen_order: VecDeque<(String, String)>,
+    pub(super) queues: HashMap<String, VecDeque<Queued>>,
     /// Senders (phone numbers) whose messages the server holds unacked.
-    pub(super) withhold_acks: std::collections::HashSet<String>,
+    pub(super) withhold_acks: HashSet<String>,
     /// Held messages: (sender device, stanza).
     pub(super) held: Vec<(Device, Node)>,
-    /// The latest messages the server accepted from real devices, oldest first.
-    pub(super) log: VecDeque<super::route::Logged>,
+    /// The message stanzas real devices transmitted and the server answered.
+    pub(super) log: StanzaLog,
     /// Privacy tokens: (issuer number, holder number) → token.
     pub(super) tokens: HashMap<(String, String), Vec<u8>>,
     /// Groups by id (the user part of their JID).
-    pub(super) groups: HashMap<String, super::groups::Group>,
+    pub(super) groups: HashMap<String, Group>,
     /// Former members' attempts to read group messages sent after they left.
-    pub(super) eavesdrops: VecDeque<super::groups::Eavesdrop>,
+    pub(super) eavesdrops: VecDeque<Eavesdrop>,
     /// Oldest WhatsApp Web version accepted (405 below it).
     pub(super) min_version: Option<[u32; 3]>,
     /// A defect for the next pair-success.
@@ -371,7 +312,7 @@ impl State {
                 account,
                 last_device: 0,
                 sims: Vec::new(),
-                inbox: VecDeque::new(),
+                inbox: Inbox::default(),
                 echo: false,
                 withhold_receipts: false,
                 corrupt_next: false,
@@ -379,9 +320,9 @@ impl State {
                 retries: HashMap::new(),
                 reach_out_lock: false,
                 reach_out_until: 0,
-                read: std::collections::HashSet::new(),
+                read: HashSet::new(),
                 lid_unmigrated: false,
-                group_keys_sent: std::collections::HashSet::new(),
+                group_keys_sent: HashSet::new(),
                 aggregate_receipts: false,
             };
             // Users have a phone and one more device unless told otherwise.
@@ -446,9 +387,6 @@ pub enum Fault {
     AggregateReceipts(bool),
 }
 
-/// How long a reach-out lock set through the control API lasts.
-const REACH_OUT_LOCK_SECS: u64 = 24 * 3600;
-
 /// A simulated account's reach-out time-lock, as WhatsApp's `w:mex` answers state it.
 pub(super) fn timelock(phone: &Phone) -> crate::stanza::mex::ReachoutTimelock {
     crate::stanza::mex::ReachoutTimelock {
@@ -476,524 +414,75 @@ pub(super) enum Control {
     Deliver(Box<Node>),
 }
 
+/// Everything a connection, the delivery task and the Rust API share.
 pub(super) struct Shared {
     pub(super) identity: ServerIdentity,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) state: Mutex<State>,
-    /// Group deliveries to simulated devices, handled in order by a background task: the
-    /// server acks a group message on acceptance, not once every member decrypted it.
-    pub(super) deliveries: mpsc::Sender<super::groups::Delivery>,
+    /// Work for simulated devices, done in order by a background task: the server acks a
+    /// message on acceptance, not once every device decrypted it.
+    pub(super) deliveries: mpsc::Sender<Box<dyn Work>>,
 }
 
-/// Group deliveries to simulated devices waiting at most; past it the sender's connection
-/// delivers them itself (slower acks: backpressure, never unbounded memory).
-pub const DELIVERY_QUEUE: usize = 65_536;
-
-/// A running simulator.
-#[derive(Clone)]
-pub struct Simulator {
-    shared: Arc<Shared>,
-    ws_url: String,
-    /// The CA behind the `wss://` certificate (None for `ws://`).
-    ca_pem: Option<Arc<str>>,
+/// What a simulated device does with a stanza that reached it, after the server acked it
+/// (`route.rs` and `groups.rs` each define theirs; the delivery task runs them in order, as
+/// they share pairwise sessions).
+pub(super) trait Work: Send {
+    /// Does it.
+    fn run<'a>(
+        self: Box<Self>,
+        shared: &'a Shared,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }
 
-impl std::fmt::Debug for Simulator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Simulator {{ ws_url: {} }}", self.ws_url)
+/// A stanza waiting for a real device's answer.
+#[derive(Debug, Clone)]
+pub(super) struct Queued {
+    pub(super) id: String,
+    pub(super) node: Node,
+}
+
+/// A group on the server.
+#[derive(Debug, Clone)]
+pub(super) struct Group {
+    pub(super) id: String,
+    pub(super) subject: String,
+    pub(super) subject_owner: String,
+    pub(super) subject_t: u64,
+    pub(super) creator: String,
+    pub(super) creation: u64,
+    pub(super) mode: AddressingMode,
+    /// Members by phone number, with `admin`/`superadmin`.
+    pub(super) members: Vec<(String, Option<&'static str>)>,
+    /// Recent former members (phone numbers).
+    pub(super) former: VecDeque<String>,
+}
+
+impl Group {
+    pub(super) fn is_member(&self, number: &str) -> bool {
+        self.members.iter().any(|(n, _)| n == number)
+    }
+
+    pub(super) fn is_admin(&self, number: &str) -> bool {
+        self.members.iter().any(|(n, a)| n == number && a.is_some())
+    }
+
+    pub(super) fn jid(&self) -> Jid {
+        Jid::new(self.id.clone(), Server::Group)
     }
 }
 
-impl Simulator {
-    /// Starts listening on `listen` (port 0 picks a free port) with a fresh certificate chain,
-    /// serving plain `ws://`.
-    pub async fn start(listen: SocketAddr) -> Result<Simulator, SimError> {
-        Simulator::start_with(listen, None).await
-    }
-
-    /// Like [`Simulator::start`], serving `wss://` as WhatsApp does, with a TLS certificate
-    /// for `localhost` and the listening IP issued by a CA generated here
-    /// ([`Simulator::ca_cert_pem`]: what a client must trust besides the webpki roots).
-    pub async fn start_tls(listen: SocketAddr) -> Result<Simulator, SimError> {
-        let tls = super::tls::SimTls::generate(listen.ip())?;
-        Simulator::start_with(listen, Some(tls)).await
-    }
-
-    async fn start_with(
-        listen: SocketAddr,
-        tls: Option<super::tls::SimTls>,
-    ) -> Result<Simulator, SimError> {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let identity = ServerIdentity::generate(clock.now_unix(), 365 * 86_400);
-        let listener = TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
-        let (deliveries, mut queued) = mpsc::channel(DELIVERY_QUEUE);
-        let shared = Arc::new(Shared {
-            identity,
-            clock,
-            state: Mutex::new(State::default()),
-            deliveries,
-        });
-        // The worker holds the state weakly: dropping the simulator ends it.
-        let weak = Arc::downgrade(&shared);
-        tokio::spawn(async move {
-            while let Some(d) = queued.recv().await {
-                let Some(shared) = weak.upgrade() else { break };
-                super::groups::deliver(&shared, d).await;
-            }
-        });
-        let s = shared.clone();
-        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (s, handshakes, acceptor) = (s.clone(), handshakes.clone(), acceptor.clone());
-                tokio::spawn(async move {
-                    // Waiting for a slot and the TLS handshake count against the handshake
-                    // timeout: a flood of silent sockets holds a slot for 20 s at most.
-                    let limit = tokio::time::sleep(crate::socket::conn::HANDSHAKE_TIMEOUT);
-                    tokio::pin!(limit);
-                    let permit = tokio::select! {
-                        p = handshakes.acquire_owned() => p,
-                        _ = &mut limit => return,
-                    };
-                    let Ok(permit) = permit else { return };
-                    match acceptor {
-                        None => super::conn::serve(s, tcp, permit).await,
-                        Some(acceptor) => {
-                            let tls = tokio::select! {
-                                t = acceptor.accept(tcp) => t,
-                                _ = &mut limit => return,
-                            };
-                            if let Ok(stream) = tls {
-                                super::conn::serve(s, stream, permit).await;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        let scheme = if tls.is_some() { "wss" } else { "ws" };
-        Ok(Simulator {
-            shared,
-            ws_url: format!("{scheme}://{addr}/ws/chat"),
-            ca_pem: tls.map(|t| Arc::from(t.ca_pem.as_str())),
-        })
-    }
-
-    /// The WebSocket URL clients connect to.
-    pub fn ws_url(&self) -> &str {
-        &self.ws_url
-    }
-
-    /// The PEM of the CA that issued the `wss://` certificate, when serving TLS.
-    pub fn ca_cert_pem(&self) -> Option<&str> {
-        self.ca_pem.as_deref()
-    }
-
-    /// The root public key clients must trust.
-    pub fn root_public_key(&self) -> [u8; 32] {
-        self.shared.identity.root.public
-    }
-
-    /// Injects `fault` into the connections of the phone `number`'s companion devices; returns
-    /// how many devices it reached.
-    pub async fn fault(&self, number: &str, fault: Fault) -> usize {
-        // Faults of the simulated user rather than of its connections.
-        match fault {
-            Fault::CorruptNext
-            | Fault::WithholdReceipts(_)
-            | Fault::WithholdAcks(_)
-            | Fault::ReachOutLock(_)
-            | Fault::LidUnmigrated(_)
-            | Fault::AggregateReceipts(_) => {
-                if !valid_number(number) {
-                    return 0;
-                }
-                {
-                    let Ok(mut st) = self.shared.state.lock() else {
-                        return 0;
-                    };
-                    let phone = st.phone(number, None);
-                    match fault {
-                        Fault::CorruptNext => phone.corrupt_next = true,
-                        Fault::WithholdReceipts(on) => phone.withhold_receipts = on,
-                        Fault::ReachOutLock(on) => {
-                            phone.reach_out_lock = on;
-                            phone.reach_out_until = if on {
-                                self.shared.clock.now_unix() + REACH_OUT_LOCK_SECS
-                            } else {
-                                0
-                            };
-                        }
-                        Fault::LidUnmigrated(on) => phone.lid_unmigrated = on,
-                        Fault::AggregateReceipts(on) => phone.aggregate_receipts = on,
-                        Fault::WithholdAcks(true) => {
-                            st.withhold_acks.insert(number.to_owned());
-                        }
-                        _ => {}
-                    }
-                }
-                if fault == Fault::WithholdAcks(false) {
-                    super::route::release_held(&self.shared, number).await;
-                }
-                if let Fault::ReachOutLock(_) = fault {
-                    // The account's devices are told (a `w:mex` notification), as WhatsApp
-                    // does when it sets or lifts the time-lock.
-                    self.announce_timelock(number);
-                }
-                return 1;
-            }
-            _ => {}
-        }
-        let (targets, unlinked): (Vec<mpsc::UnboundedSender<Control>>, usize) = {
-            let Ok(mut st) = self.shared.state.lock() else {
-                return 0;
-            };
-            let keys: Vec<String> = st
-                .companions
-                .iter()
-                .filter(|(_, c)| c.device.jid.user == number)
-                .map(|(k, _)| k.clone())
-                .collect();
-            let unlinked = if fault == Fault::Unlink {
-                // The server forgets the devices and everything they published.
-                for k in &keys {
-                    st.companions.remove(k);
-                }
-                keys.len()
-            } else {
-                0
-            };
-            (
-                keys.iter()
-                    .filter_map(|k| st.live.get(k).cloned())
-                    .collect(),
-                unlinked,
-            )
-        };
-        let control = match fault {
-            Fault::Drop => Control::Close(None),
-            Fault::AnswerPings(on) => Control::AnswerPings(on),
-            Fault::StreamError { code, conflict } => {
-                let mut n = Node::new("stream:error");
-                if let Some(c) = code {
-                    n = n.attr("code", c.to_string());
-                }
-                if let Some(t) = conflict {
-                    n = n.children(vec![Node::new("conflict").attr("type", t)]);
-                }
-                Control::Close(Some(n))
-            }
-            Fault::Unlink => Control::Close(Some(
-                Node::new("stream:error")
-                    .attr("code", "401")
-                    .children(vec![Node::new("conflict").attr("type", "device_removed")]),
-            )),
-            // Handled above.
-            Fault::CorruptNext
-            | Fault::WithholdReceipts(_)
-            | Fault::WithholdAcks(_)
-            | Fault::ReachOutLock(_)
-            | Fault::LidUnmigrated(_)
-            | Fault::AggregateReceipts(_) => {
-                return 0;
-            }
-        };
-        let mut reached = 0;
-        for t in targets {
-            if t.send(control.clone()).is_ok() {
-                reached += 1;
-            }
-        }
-        reached.max(unlinked)
-    }
-
-    /// Tells the live companions of `number` its reach-out time-lock as it is now.
-    fn announce_timelock(&self, number: &str) {
-        let Ok(st) = self.shared.state.lock() else {
-            return;
-        };
-        let Some(phone) = st.phones.get(number) else {
-            return;
-        };
-        let lock = timelock(phone);
-        let now = self.shared.clock.now_unix();
-        for (k, c) in st.companions.iter() {
-            if c.device.jid.user != number {
-                continue;
-            }
-            if let Some(live) = st.live.get(k) {
-                let id = crate::util::ids::phone_message_id();
-                let n = crate::stanza::mex::timelock_notification(&id, now, &lock);
-                let _ = live.send(Control::Deliver(Box::new(n)));
-            }
-        }
-    }
-
-    /// User `number`'s phone sends `text` to `to` (digits, or a PN or LID JID); users are
-    /// created on first use. Returns the message id.
-    pub async fn phone_send(&self, number: &str, to: &str, text: &str) -> Result<String, SimError> {
-        if !valid_number(number) {
-            return Err(SimError::BadNumber);
-        }
-        let to: Jid = if to.contains('@') {
-            to.parse().map_err(|_| SimError::BadNumber)?
-        } else {
-            Jid::new(to, crate::binary::Server::User)
-        };
-        super::route::phone_send(&self.shared, number, &to, text).await
-    }
-
-    /// Creates a group of simulated users (and whoever else is named: linked real clients'
-    /// numbers are members like any other), `creator` its super admin; every member device is
-    /// told. Returns its JID.
-    pub fn create_group(
-        &self,
-        subject: &str,
-        creator: &str,
-        participants: &[String],
-        mode: AddressingMode,
-    ) -> Result<Jid, SimError> {
-        super::groups::create_from_api(&self.shared, subject, creator, participants, mode)
-    }
-
-    /// Adds and removes members of `group` (by phone number); every member device is told
-    /// unless `quiet` (a stale-member-list test: the server changes, the clients do not know).
-    /// Returns each asked member's error code, if refused.
-    pub async fn group_members(
-        &self,
-        group: &Jid,
-        add: &[String],
-        remove: &[String],
-        quiet: bool,
-    ) -> Result<Vec<(String, Option<u16>)>, SimError> {
-        let t = self.shared.clock.now_unix();
-        let mut out = Vec::new();
-        for (action, members) in [(MemberAction::Add, add), (MemberAction::Remove, remove)] {
-            if members.is_empty() {
-                continue;
-            }
-            let (results, rotate) = {
-                let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
-                let creator = st.groups.get(&group.user).map(|g| g.creator.clone());
-                super::groups::change_members(
-                    &mut st,
-                    &group.user,
-                    creator.as_deref(),
-                    action,
-                    members,
-                    quiet,
-                    None,
-                    t,
-                )?
-            };
-            super::groups::rotate_keys(&group.user, rotate).await;
-            out.extend(results);
-        }
-        Ok(out)
-    }
-
-    /// Moves `group` to addressing `mode` without telling anyone (as a migration the clients
-    /// have not heard of yet): their next group send in the old mode is refused with `421`.
-    pub fn set_group_addressing(&self, group: &Jid, mode: AddressingMode) -> Result<(), SimError> {
-        let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
-        let g = st
-            .groups
-            .get_mut(&group.user)
-            .ok_or(SimError::NoSuchGroup)?;
-        g.mode = mode;
-        Ok(())
-    }
-
-    /// A group's metadata as its members read it.
-    pub fn group_info(&self, group: &Jid) -> Option<GroupInfo> {
-        super::groups::group_info(&self.shared, &group.user)
-    }
-
-    /// What former members of `group` made of message `id` (each device tried; none may
-    /// read it).
-    pub fn eavesdrops(&self, group: &Jid, id: &str) -> Vec<super::groups::Eavesdrop> {
-        let g = group.to_string();
-        self.shared
-            .state
-            .lock()
-            .map(|st| {
-                st.eavesdrops
-                    .iter()
-                    .filter(|e| e.group == g && e.id == id)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// What user `number`'s devices received and decrypted, oldest first.
-    pub fn phone_messages(&self, number: &str) -> Vec<super::route::Received> {
-        self.shared
-            .state
-            .lock()
-            .ok()
-            .and_then(|st| {
-                st.phones
-                    .get(number)
-                    .map(|p| p.inbox.iter().cloned().collect())
-            })
-            .unwrap_or_default()
-    }
-
-    /// Whether someone reported user `number`'s message `id` read.
-    pub fn was_read(&self, number: &str, id: &str) -> bool {
-        self.shared
-            .state
-            .lock()
-            .ok()
-            .and_then(|st| st.phones.get(number).map(|p| p.read.contains(id)))
-            .unwrap_or(false)
-    }
-
-    /// Makes user `number` answer every text with the same text (or stop).
-    pub fn set_echo(&self, number: &str, on: bool) -> Result<(), SimError> {
-        if !valid_number(number) {
-            return Err(SimError::BadNumber);
-        }
-        let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
-        st.phone(number, None).echo = on;
-        Ok(())
-    }
-
-    /// Sets how many simulated devices user `number` has (the phone included).
-    pub fn set_devices(&self, number: &str, count: usize) -> Result<(), SimError> {
-        if !valid_number(number) {
-            return Err(SimError::BadNumber);
-        }
-        let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
-        if st.phone(number, None).set_devices(count) {
-            Ok(())
-        } else {
-            Err(SimError::BadDeviceCount)
-        }
-    }
-
-    /// The LID user of `number` (created on first use).
-    pub fn lid_of(&self, number: &str) -> Option<String> {
-        if !valid_number(number) {
-            return None;
-        }
-        let mut st = self.shared.state.lock().ok()?;
-        Some(st.phone(number, None).account.lid.clone())
-    }
-
-    /// The latest `<message>` stanzas the server accepted from real devices (for tests that
-    /// check what went over the wire), oldest first.
-    pub fn message_log(&self) -> Vec<super::route::Logged> {
-        self.shared
-            .state
-            .lock()
-            .map(|st| st.log.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Stanzas queued for the device `jid` (waiting for its receipt or ack).
-    pub fn queued(&self, jid: &Jid) -> usize {
-        self.shared
-            .state
-            .lock()
-            .ok()
-            .and_then(|st| st.queues.get(&jid.to_string()).map(|q| q.len()))
-            .unwrap_or(0)
-    }
-
-    /// Refuses logins and registrations below `version` with 405 (None accepts all).
-    pub fn set_min_version(&self, version: Option<[u32; 3]>) {
-        if let Ok(mut st) = self.shared.state.lock() {
-            st.min_version = version;
-        }
-    }
-
-    /// Makes the next pair-success defective (companions must refuse it).
-    pub fn tamper_next_pair_success(&self, tamper: Tamper) {
-        if let Ok(mut st) = self.shared.state.lock() {
-            st.tamper = Some(tamper);
-        }
-    }
-
-    /// WebSocket connections that completed the Noise handshake so far.
-    pub fn connections_accepted(&self) -> u64 {
-        self.shared.state.lock().map(|st| st.accepted).unwrap_or(0)
-    }
-
-    /// One-time prekeys the device `jid` has uploaded.
-    pub fn uploaded_pre_keys(&self, jid: &Jid) -> usize {
-        self.shared
-            .state
-            .lock()
-            .ok()
-            .and_then(|st| st.companions.get(&jid.to_string()).map(|c| c.prekeys.len()))
-            .unwrap_or(0)
-    }
-
-    /// Receipts the device `jid` sent: (message id, receipt type).
-    pub fn receipts(&self, jid: &Jid) -> Vec<(String, Option<String>)> {
-        self.shared
-            .state
-            .lock()
-            .ok()
-            .and_then(|st| {
-                st.companions
-                    .get(&jid.to_string())
-                    .map(|c| c.receipts.iter().cloned().collect())
-            })
-            .unwrap_or_default()
-    }
-
-    /// Companion devices linked to the phone `number`.
-    pub fn linked_devices(&self, number: &str) -> Vec<Jid> {
-        self.shared
-            .state
-            .lock()
-            .map(|st| st.linked_devices(number))
-            .unwrap_or_default()
-    }
-
-    /// A phone with `number` scans `qr` (the phone is created on first use). Resolves once the
-    /// companion has answered with a valid device signature: returns the new device JID.
-    pub async fn scan(
-        &self,
-        number: &str,
-        qr: &str,
-        push_name: Option<&str>,
-        platform: Option<&str>,
-    ) -> Result<Jid, SimError> {
-        if !valid_number(number) {
-            return Err(SimError::BadNumber);
-        }
-        let scanned = parse_qr(qr)?;
-        let (phone, tx) = {
-            let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
-            let tx = st
-                .showing
-                .get(&scanned.r#ref)
-                .cloned()
-                .ok_or(SimError::UnknownRef)?;
-            let phone = st.phone(number, platform);
-            // The user may have renamed themselves since the last scan.
-            if let Some(name) = push_name {
-                phone.account.push_name = Some(name.to_owned());
-            }
-            (phone.account.clone(), tx)
-        };
-        let (done, rx) = oneshot::channel();
-        tx.send(Scan {
-            phone,
-            qr: scanned,
-            done,
-        })
-        .await
-        .map_err(|_| SimError::UnknownRef)?;
-        rx.await
-            .map_err(|_| SimError::PairingFailed("connection closed".into()))?
-    }
+/// A former member's device tried to read a group message sent after it left.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Eavesdrop {
+    /// The group JID.
+    pub group: String,
+    /// The message id.
+    pub id: String,
+    /// The former member's device.
+    pub device: String,
+    /// Whether it could read it (it must not).
+    pub read: bool,
 }
 
 #[cfg(test)]
@@ -1055,7 +544,7 @@ mod tests {
     #[test]
     fn phones_get_unique_lids_that_are_no_phone_number() {
         let mut st = State::default();
-        let mut lids = std::collections::HashSet::new();
+        let mut lids = HashSet::new();
         for i in 0..2000 {
             let number = format!("1555{i:07}");
             let lid = st.phone(&number, None).account.lid.clone();

@@ -6,12 +6,18 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::conn::failure;
 use super::iq;
 use super::phone::{initial_history, initial_setting_sync};
 use super::server::{Control, Device, Shared};
 use crate::binary::{Jid, Node, Server};
 use crate::socket::{Incoming, NodeSender};
+
+/// `<failure reason location>`: the server refuses a login (or a payload) and closes.
+pub(super) fn failure(reason: u16) -> Node {
+    Node::new("failure")
+        .attr("reason", reason.to_string())
+        .attr("location", "sim")
+}
 
 /// The phone's first peer messages to a companion that just published its keys (once per
 /// device): its security-notification setting, then the initial history bootstrap.
@@ -208,7 +214,7 @@ async fn fetch_keys(shared: &Shared, node: &Node, id: &str) -> Node {
     let mut out = Vec::with_capacity(users.len());
     for jid in users {
         let n = Node::new("user").attr("jid", jid.clone());
-        out.push(match super::route::bundle_of(shared, &jid).await {
+        out.push(match super::deliver::bundle_of(shared, &jid).await {
             Some(b) => n.children(iq::bundle_nodes(&b)),
             None => n.children(vec![
                 Node::new("error")
@@ -283,7 +289,7 @@ pub(super) async fn login(
             ev = incoming.recv() => {
                 let Some(Incoming::Node(node)) = ev else { break };
                 if node.tag == "message" {
-                    if let Some(ack) = super::route::accept_message(&shared, &dev, &node).await
+                    if let Some(ack) = super::accept::accept_message(&shared, &dev, &node).await
                         && sender.send(&ack).await.is_err()
                     {
                         break;
@@ -291,7 +297,7 @@ pub(super) async fn login(
                     continue;
                 }
                 if node.tag == "ack" {
-                    super::route::on_ack(&shared, &dev, &node);
+                    super::accept::on_ack(&shared, &dev, &node);
                     continue;
                 }
                 if node.tag == "receipt" {
@@ -302,7 +308,7 @@ pub(super) async fn login(
                     {
                         c.receipt(id.clone(), kind);
                     }
-                    super::route::on_receipt(&shared, &dev, &node).await;
+                    super::accept::on_receipt(&shared, &dev, &node).await;
                     let ack = Node::new("ack").attr("class", "receipt").attr("id", id).attr("from", dev.jid.clone());
                     if sender.send(&ack).await.is_err() {
                         break;
@@ -346,7 +352,7 @@ pub(super) async fn login(
                 // Going active releases what was queued while the device was away, then says so.
                 if node.get_str("xmlns").as_deref() == Some("passive") && node.child("active").is_some() && !offline_sent {
                     offline_sent = true;
-                    let queued = shared.state.lock().map(|mut st| super::route::flush(&mut st, &key)).unwrap_or_default();
+                    let queued = shared.state.lock().map(|mut st| super::deliver::flush(&mut st, &key)).unwrap_or_default();
                     let mut out = Vec::with_capacity(queued.len() + 2);
                     if !queued.is_empty() {
                         let count = |tag: &str| queued.iter().filter(|n| n.tag == tag).count().to_string();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::server::SimError;
+use super::error::SimError;
 
 /// A TLS acceptor and the PEM of the CA clients must trust.
 pub(super) struct SimTls {

@@ -15,8 +15,21 @@ pub const MESSAGE_RECEIVED: &str = "message.received";
 pub const MESSAGE_STATUS: &str = "message.status";
 /// The connection's status changed.
 pub const CONNECTION_UPDATE: &str = "connection.update";
+/// A reaction on a stored message was set, changed or removed.
+pub const MESSAGE_REACTION: &str = "message.reaction";
+/// A stored message's text was edited by its author.
+pub const MESSAGE_EDITED: &str = "message.edited";
+/// A stored message was deleted for everyone.
+pub const MESSAGE_REVOKED: &str = "message.revoked";
 /// Every event a webhook can ask for.
-pub const EVENTS: [&str; 3] = [MESSAGE_RECEIVED, MESSAGE_STATUS, CONNECTION_UPDATE];
+pub const EVENTS: [&str; 6] = [
+    MESSAGE_RECEIVED,
+    MESSAGE_STATUS,
+    CONNECTION_UPDATE,
+    MESSAGE_REACTION,
+    MESSAGE_EDITED,
+    MESSAGE_REVOKED,
+];
 
 /// How a delivery attempt failed, as a stable kind (what viewers are shown; the detail stays
 /// with members).

@@ -177,6 +177,76 @@ fn layers_only_use_what_they_may_know() {
     );
 }
 
+/// The simulator's files from the bottom up (ARCHITECTURE.md: conn → session → route/groups →
+/// server state, never back): a file may name only files of a lower rank, so files of one
+/// rank (`route` and `groups`) do not know each other and no circle can form.
+const SIM_RANKS: &[(&str, u8)] = &[
+    ("pair", 0),
+    ("iq", 0),
+    ("inbox", 0),
+    ("stanza_log", 0),
+    ("error", 1),
+    ("usync", 1),
+    ("phone", 1),
+    ("tls", 2),
+    ("server", 3),
+    ("deliver", 4),
+    ("retry", 5),
+    ("route", 6),
+    ("groups", 6),
+    ("accept", 7),
+    ("session", 8),
+    ("register", 8),
+    ("conn", 9),
+    ("simulator", 10),
+    ("control", 11),
+    ("mod", 12),
+];
+
+/// The sibling files `text` names (`super::x` or `crate::sim::x`), its unit tests left out.
+fn sim_uses(text: &str) -> Vec<String> {
+    let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+    let mut out = Vec::new();
+    for prefix in ["super::", "crate::sim::"] {
+        let mut rest = code;
+        while let Some(i) = rest.find(prefix) {
+            rest = &rest[i + prefix.len()..];
+            let n = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            out.push(rest[..n].to_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn the_simulators_files_use_only_files_below_them() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sim");
+    let rank = |name: &str| SIM_RANKS.iter().find(|(n, _)| *n == name).map(|r| r.1);
+    let mut fs = Vec::new();
+    files(&dir, &mut fs);
+    assert!(fs.len() >= SIM_RANKS.len(), "every file is ranked");
+    for f in fs {
+        let name = f.file_stem().unwrap().to_str().unwrap().to_owned();
+        let mine = rank(&name).unwrap_or_else(|| panic!("src/sim/{name}.rs has no rank"));
+        for used in sim_uses(&std::fs::read_to_string(&f).unwrap()) {
+            let theirs = rank(&used).unwrap_or_else(|| panic!("{name} uses unknown {used}"));
+            assert!(
+                theirs < mine,
+                "src/sim/{name}.rs (rank {mine}) must not use `{used}` (rank {theirs})"
+            );
+        }
+    }
+    // The scan sees what it must: a use trees' `super::x::{…}` and a path in code alike.
+    assert_eq!(
+        sim_uses(
+            "use super::server::{A, B};\nlet x = crate::sim::route::f();\n#[cfg(test)]\nuse super::*;"
+        ),
+        ["server", "route"]
+    );
+}
+
 /// Inside `api`, for each file, the sibling modules it may name through `super::` (items of
 /// `api/mod.rs` itself, such as `ApiError`, are open to all). Handlers read requests through
 /// `extract` and answer the shapes of `schema`; `openapi` only assembles the document from the

@@ -10,6 +10,7 @@ mod guide;
 mod jwt_cmd;
 mod layering;
 mod loopback;
+mod message_kinds_fixture;
 mod message_store;
 mod messaging;
 mod noise_fixture;

@@ -22,7 +22,7 @@ fn row(id: &str, chat: &Jid, from_me: bool, status: MessageStatus) -> StoredMess
         text: Some(format!("text {id}")),
         raw: vec![1, 2, 3],
         status,
-        error: None,
+        ..StoredMessage::default()
     }
 }
 

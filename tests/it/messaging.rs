@@ -110,6 +110,15 @@ pub(crate) async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option
     }
 }
 
+/// The simulator's control API on a port-0 listener; returns its URL.
+pub(crate) async fn control_api(sim: &Simulator) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = wa_gateway::sim::control::router(sim.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
 pub(crate) fn user(number: &str) -> Jid {
     Jid::new(number, Server::User)
 }
@@ -287,6 +296,14 @@ async fn a_corrupted_message_is_retried_and_the_ladder_shows_the_delivery() {
         })
         .await;
         assert_eq!(got.text.as_deref(), Some("second try"));
+        // Sent once, plus one answer to the retry receipt, and both reached bob's phone.
+        let wire = sim.transmissions(&sent.id);
+        assert_eq!((wire.originals, wire.retry_answers), (1, 1), "{wire:?}");
+        assert_eq!(
+            wire.stanzas.iter().map(|l| l.retry).collect::<Vec<_>>(),
+            [None, Some(1)]
+        );
+        assert_eq!((got.transmissions, got.retry_answers), (1, 1), "{got:?}");
         next_event(&mut events, |e| {
             matches!(e, Event::Receipt { id, status: MessageStatus::Delivered, .. } if *id == sent.id)
         })
@@ -656,8 +673,18 @@ async fn a_crash_while_sending_sends_the_message_once_with_its_id() {
         let sent = client.send_text(&user(bob), "left once").await.unwrap();
         assert_eq!(sent.status, MessageStatus::Pending);
         drop(client);
-        // The server accepts what it held (delivers it once), then the client comes back and
-        // resends the same id: the server acks it with the same t and delivers nothing more.
+        // The server accepts what it held once the client is gone (its ack reaches nobody), then
+        // the client comes back and, never having seen an ack, transmits the same id again:
+        // WhatsApp acks and routes that one too, and bob's phone shows the message once.
+        let our_jid = sim.linked_devices(me)[0].clone();
+        eventually("the old connection gone", async || {
+            (!sim.connected(&our_jid)).then_some(())
+        })
+        .await;
+        let held = sim.transmissions(&sent.id).held;
+        assert!(held >= 1);
+        // Bob's phone receipts nothing: a delivery receipt would tell the client it arrived.
+        assert_eq!(sim.fault(bob, Fault::WithholdReceipts(true)).await, 1);
         assert_eq!(sim.fault(me, Fault::WithholdAcks(false)).await, 1);
         let (client, _e) = Client::start(options(&sim), a.creds.clone());
         eventually("the resend's ack", async || {
@@ -669,14 +696,59 @@ async fn a_crash_while_sending_sends_the_message_once_with_its_id() {
                 .then_some(())
         })
         .await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let got: Vec<_> = sim
-            .phone_messages(bob)
-            .into_iter()
-            .filter(|m| m.id == sent.id)
-            .collect();
-        assert_eq!(got.len(), 1, "{got:?}");
+        let wire = sim.transmissions(&sent.id);
+        assert_eq!(
+            (wire.originals, wire.retry_answers, wire.refused, wire.held),
+            (held + 1, 0, 0, 0),
+            "{wire:?}"
+        );
+        let got = eventually("both copies at both of bob's devices", async || {
+            let got: Vec<_> = sim
+                .phone_messages(bob)
+                .into_iter()
+                .filter(|m| m.id == sent.id)
+                .collect();
+            (got.len() == 1 && got[0].transmissions as usize == held + 1 && got[0].devices == 2)
+                .then_some(got)
+        })
+        .await;
         assert_eq!(got[0].text.as_deref(), Some("left once"));
+        assert_eq!(got[0].retry_answers, 0);
+        // The control API says the same.
+        let control = control_api(&sim).await;
+        let v: serde_json::Value = reqwest::get(format!("{control}/stanzas?id={}", sent.id))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["originals"], serde_json::json!(held + 1), "{v}");
+        assert_eq!(v["stanzas"].as_array().map(Vec::len), Some(held + 1), "{v}");
+        assert_eq!(
+            v["stanzas"][0]["from"],
+            serde_json::json!(our_jid.to_string())
+        );
+        let v: serde_json::Value = reqwest::get(format!("{control}/phones/{bob}/messages"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let m = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == serde_json::json!(sent.id))
+            .unwrap();
+        assert_eq!(
+            (m["transmissions"].as_u64(), m["devices"].as_u64()),
+            (Some(held as u64 + 1), Some(2))
+        );
+        let status = reqwest::get(format!("{control}/stanzas"))
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 400, "an id is required");
         drop(client);
     })
     .await

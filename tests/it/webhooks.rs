@@ -251,7 +251,14 @@ async fn events_arrive_signed_and_in_order_through_an_outage_and_a_restart_and_a
         assert_eq!(v["data"]["url"], json!(receiver.url()));
         assert_eq!(
             v["data"]["events"],
-            json!(["message.received", "message.status", "connection.update"])
+            json!([
+                "message.received",
+                "message.status",
+                "connection.update",
+                "message.reaction",
+                "message.edited",
+                "message.revoked"
+            ])
         );
         assert!(
             !v.to_string().contains(HOOK_SECRET),

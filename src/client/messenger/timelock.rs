@@ -4,7 +4,7 @@
 use super::{Messenger, SendError};
 use crate::binary::Node;
 use crate::client::events::Event;
-use crate::client::run::IQ_TIMEOUT;
+use crate::client::link::IQ_TIMEOUT;
 use crate::client::store::CredsStore;
 use crate::stanza::mex::{self, ReachoutTimelock};
 

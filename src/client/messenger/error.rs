@@ -1,0 +1,61 @@
+//! Why a send failed, and what WhatsApp's refusal codes mean.
+
+use crate::client::iq::IqError;
+use crate::client::store::CredsStoreError;
+use crate::signal::SignalError;
+
+/// Why a send failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The client is not logged in.
+    #[error("not connected")]
+    NotConnected,
+    /// The recipient is not on WhatsApp (usync knows no device).
+    #[error("{0} is not on WhatsApp")]
+    NotOnWhatsApp(String),
+    /// The text is empty or too long.
+    #[error("invalid text: {0}")]
+    InvalidText(&'static str),
+    /// The recipient is neither a user nor a group JID.
+    #[error("unsupported recipient {0}")]
+    UnsupportedRecipient(String),
+    /// We are not a member of the group (any more).
+    #[error("not a member of group {0}")]
+    NotInGroup(String),
+    /// An iq (usync, prekeys) failed.
+    #[error(transparent)]
+    Iq(#[from] IqError),
+    /// Signal refused (e.g. a bundle with a bad signature).
+    #[error("encryption failed: {0}")]
+    Signal(#[from] SignalError),
+    /// The message could not be recorded; nothing was sent.
+    #[error(transparent)]
+    Store(#[from] CredsStoreError),
+    /// WhatsApp answered something we could not read.
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+    /// The server refused the message (its ack carried an error code).
+    #[error("refused by WhatsApp ({code}): {}", refusal_reason(*code))]
+    Refused {
+        /// The ack's error code.
+        code: u16,
+        /// The message id (the row is stored as failed).
+        id: String,
+    },
+}
+
+/// What an ack error code means (MESSAGING.md §1.7).
+pub fn refusal_reason(code: u16) -> &'static str {
+    match code {
+        400 => {
+            "bad request (mixed addressing namespaces, or a LID message from an unmigrated account)"
+        }
+        421 => "stale group addressing mode",
+        463 => {
+            "privacy token missing: the contact never wrote to this account and reach-out is restricted"
+        }
+        475 => "new-chat limit reached",
+        479 => "malformed or inconsistent stanza",
+        _ => "refused",
+    }
+}

@@ -1,0 +1,86 @@
+//! LID ↔ phone-number mappings: learned from stanza attributes, usync and history; chats and
+//! sessions are keyed by the LID once known (MESSAGING.md §4).
+
+use super::{LID_CACHE, Messenger};
+use crate::binary::{Jid, Node, Server};
+use crate::client::store::CredsStore;
+
+impl<S: CredsStore> Messenger<S> {
+    /// The LID user of phone-number user `pn`, if known.
+    pub(super) async fn lid_of(&self, pn: &str) -> Option<String> {
+        if let Some(v) = self.lids.lock().ok().and_then(|m| m.get(pn).cloned()) {
+            return v;
+        }
+        let found = match self.store.lid_for(pn).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "LID lookup failed");
+                return None;
+            }
+        };
+        if let Ok(mut m) = self.lids.lock() {
+            if m.len() >= LID_CACHE {
+                m.clear();
+            }
+            m.insert(pn.to_owned(), found.clone());
+        }
+        found
+    }
+
+    /// Records `pn` ↔ `lid` (bare users); sessions and rows move to the LID.
+    pub(super) async fn learn(&self, pn: &str, lid: &str) {
+        if pn.is_empty() || lid.is_empty() || self.lid_of(pn).await.as_deref() == Some(lid) {
+            return;
+        }
+        match self.store.learn_lid(pn, lid).await {
+            Ok(()) => {
+                if let Ok(mut t) = self.tokens.lock() {
+                    // The token moved with the contact to its LID.
+                    t.remove(&Jid::new(pn, Server::User));
+                    t.remove(&Jid::new(lid, Server::Lid));
+                }
+                if let Ok(mut m) = self.lids.lock() {
+                    // Another number may have had this LID: forget cached answers wholesale.
+                    m.retain(|_, v| v.as_deref() != Some(lid));
+                    m.insert(pn.to_owned(), Some(lid.to_owned()));
+                }
+                tracing::debug!(pn, lid, "learned a LID");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot store a LID mapping"),
+        }
+    }
+
+    /// The JID we key sessions and chats by: the LID form of a phone-number JID once its LID
+    /// is known (device kept), anything else as it is.
+    pub(super) async fn canonical(&self, jid: &Jid) -> Jid {
+        if jid.server == Server::User
+            && !jid.user.is_empty()
+            && let Some(lid) = self.lid_of(&jid.user).await
+        {
+            return Jid::with_device(lid, jid.device, Server::Lid);
+        }
+        jid.clone()
+    }
+
+    /// Mappings a message's attributes carry (`sender_lid` on a PN sender, `sender_pn` on a
+    /// LID sender, the same for a recipient).
+    pub(super) async fn learn_from_attrs(&self, node: &Node, from: &Jid) {
+        let pair = |a: &Jid, b: Option<Jid>| -> Option<(String, String)> {
+            let b = b?;
+            match (a.server.clone(), b.server.clone()) {
+                (Server::User, Server::Lid) => Some((a.user.clone(), b.user)),
+                (Server::Lid, Server::User) => Some((b.user, a.user.clone())),
+                _ => None,
+            }
+        };
+        let from_pair = pair(from, node.get_jid("sender_lid"))
+            .or_else(|| pair(from, node.get_jid("sender_pn")));
+        let recipient_pair = node.get_jid("recipient").and_then(|r| {
+            pair(&r, node.get_jid("peer_recipient_lid"))
+                .or_else(|| pair(&r, node.get_jid("peer_recipient_pn")))
+        });
+        for (pn, lid) in from_pair.into_iter().chain(recipient_pair) {
+            self.learn(&pn, &lid).await;
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Receipts and acks: the server's ack of our sends, devices' delivery/read/played receipts
+//! (single and aggregated), our read receipts, and sends stuck without a receipt.
+
+use std::time::Duration;
+
+use super::{Ack, Messenger, SendError, bump};
+use crate::binary::{Jid, Node, Server};
+use crate::client::events::Event;
+use crate::client::messages::{MessageStatus, StatusUpdate};
+use crate::client::store::CredsStore;
+use crate::socket::NodeSender;
+use crate::stanza;
+
+/// Devices read from one aggregated group receipt at most (a group has at most 1,024 members,
+/// each with a handful of devices).
+pub(super) const MAX_GROUPED_RECEIPTS: usize = 8192;
+
+/// Sent messages watched for a receipt at most (beyond, new ones are not watched).
+pub(super) const WATCHED: usize = 10_000;
+
+impl<S: CredsStore> Messenger<S> {
+    /// Flags (once) every server-acked message no device receipted within `after`.
+    pub(in crate::client) fn flag_stuck(&self, after: Duration) {
+        let stuck: Vec<(Jid, String)> = match self.watched.lock() {
+            Ok(mut w) => {
+                let old: Vec<(Jid, String)> = w
+                    .iter()
+                    .filter(|(_, since)| since.elapsed() >= after)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in &old {
+                    w.remove(k);
+                }
+                old
+            }
+            Err(_) => return,
+        };
+        for (chat, id) in stuck {
+            bump(&self.counters.stuck);
+            tracing::info!(chat = %chat, id, "message still not delivered to any device");
+            self.publish(Event::Stuck { chat, id });
+        }
+    }
+
+    // ---- receipts and acks ----
+
+    pub(super) async fn on_receipt(&self, sender: &NodeSender, node: &Node) {
+        let _ = sender.send(&stanza::ack(node, None)).await;
+        let Some(from) = node.get_jid("from") else {
+            return;
+        };
+        // A group receipt comes from the group and names the device in `participant`.
+        let (from, group) = match (from.server == Server::Group, node.get_jid("participant")) {
+            (true, Some(p)) => (p, Some(from.to_non_ad())),
+            (true, None) => {
+                self.on_grouped_receipt(&from.to_non_ad(), node).await;
+                return;
+            }
+            _ => (from, None),
+        };
+        let kind = node.get_str("type").map(|s| s.into_owned());
+        if kind.as_deref() == Some("retry") {
+            if let Some(mut req) = stanza::parse_retry(node) {
+                req.from = from.clone();
+                let chat = match &group {
+                    Some(g) => g.clone(),
+                    None => self
+                        .canonical(
+                            &node
+                                .get_jid("recipient")
+                                .unwrap_or_else(|| from.to_non_ad()),
+                        )
+                        .await
+                        .to_non_ad(),
+                };
+                if let Err(e) = self.answer_retry(sender, &chat, &req).await {
+                    tracing::warn!(error = %e, id = req.id, "cannot answer retry receipt");
+                }
+            }
+            return;
+        }
+        let Some(status) = MessageStatus::from_receipt(kind.as_deref()) else {
+            return;
+        };
+        // Our own devices report on the chat they name; peers on their own chat.
+        let chat = match group {
+            Some(g) => g,
+            None => self
+                .canonical(&node.get_jid("recipient").unwrap_or_else(|| from.clone()))
+                .await
+                .to_non_ad(),
+        };
+        let t = node
+            .get_str("t")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| self.clock.now_unix());
+        for id in stanza::receipt_ids(node) {
+            self.record_receipt(&chat, id, &from, status, t).await;
+        }
+    }
+
+    /// A device's receipt moves `id` up the ladder (stored, then evented).
+    pub(super) async fn record_receipt(
+        &self,
+        chat: &Jid,
+        id: String,
+        device: &Jid,
+        status: MessageStatus,
+        t: u64,
+    ) {
+        if let Ok(mut w) = self.watched.lock() {
+            w.remove(&(chat.clone(), id.clone()));
+        }
+        let update = StatusUpdate {
+            chat: chat.clone(),
+            id: id.clone(),
+            device: Some(device.clone()),
+            status,
+            error: None,
+            t,
+        };
+        match self.store.update_status(&update).await {
+            Ok(_) => self.publish(Event::Receipt {
+                chat: chat.clone(),
+                id,
+                device: Some(device.clone()),
+                status,
+                error: None,
+            }),
+            Err(e) => tracing::warn!(error = %e, "cannot store receipt"),
+        }
+    }
+
+    /// A group's receipts aggregated by the server: `<participants key=<id>><user jid t
+    /// [type]/>…` (MESSAGING.md §2.8).
+    pub(super) async fn on_grouped_receipt(&self, group: &Jid, node: &Node) {
+        let kind = node.get_str("type").map(|s| s.into_owned());
+        let now = self.clock.now_unix();
+        for parts in node
+            .child_nodes()
+            .iter()
+            .filter(|c| c.tag == "participants")
+        {
+            let Some(id) = parts.get_str("key").map(|k| k.into_owned()) else {
+                continue;
+            };
+            for user in parts
+                .child_nodes()
+                .iter()
+                .filter(|u| u.tag == "user")
+                .take(MAX_GROUPED_RECEIPTS)
+            {
+                let Some(device) = user.get_jid("jid") else {
+                    continue;
+                };
+                let kind = user
+                    .get_str("type")
+                    .map(|s| s.into_owned())
+                    .or(kind.clone());
+                let Some(status) = MessageStatus::from_receipt(kind.as_deref()) else {
+                    continue;
+                };
+                let t = user
+                    .get_str("t")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(now);
+                self.record_receipt(group, id.clone(), &device, status, t)
+                    .await;
+            }
+        }
+    }
+
+    pub(super) async fn on_ack(&self, node: &Node) {
+        if node.get_str("class").as_deref() != Some("message") {
+            return;
+        }
+        let (Some(id), Some(to)) = (
+            node.get_str("id").map(|s| s.into_owned()),
+            node.get_jid("from"),
+        ) else {
+            return;
+        };
+        let ack = Ack {
+            t: node.get_str("t").and_then(|t| t.parse().ok()),
+            error: node.get_str("error").and_then(|e| e.parse().ok()),
+            phash: node.get_str("phash").map(|p| p.into_owned()),
+        };
+        // A send waiting for it decides (it may fall back to another addressing first).
+        let waiter = self.acks.lock().ok().and_then(|mut a| a.remove(&id));
+        let ack = match waiter {
+            Some(w) => match w.send(ack) {
+                Ok(()) => return,
+                Err(ack) => ack,
+            },
+            None => ack,
+        };
+        let chat = self.canonical(&to).await.to_non_ad();
+        self.record_ack(&chat, &id, &ack).await;
+    }
+
+    /// Moves a sent message to `server_ack` or `failed(code)` and says so.
+    pub(super) async fn record_ack(&self, chat: &Jid, id: &str, ack: &Ack) {
+        let (status, error) = match ack.error {
+            Some(code) if code != 0 => {
+                bump(&self.counters.refused);
+                if code == 463 {
+                    bump(&self.counters.refused_463);
+                    // A 463 may be the account's reach-out time-lock: learn its state (Baileys
+                    // means to, but its branch sits behind the tctoken one for the same code).
+                    self.refresh_timelock().await;
+                }
+                (MessageStatus::Failed, Some(code))
+            }
+            _ => (MessageStatus::ServerAck, None),
+        };
+        let update = StatusUpdate {
+            chat: chat.clone(),
+            id: id.to_owned(),
+            device: None,
+            status,
+            error,
+            t: ack.t.unwrap_or_else(|| self.clock.now_unix()),
+        };
+        match self.store.update_status(&update).await {
+            Ok(Some(s)) => {
+                // Watched for a receipt unless one came first (it can overtake the ack).
+                if s == MessageStatus::ServerAck
+                    && let Ok(mut w) = self.watched.lock()
+                    && w.len() < WATCHED
+                {
+                    w.insert((chat.clone(), id.to_owned()), std::time::Instant::now());
+                }
+                self.publish(Event::Receipt {
+                    chat: chat.clone(),
+                    id: id.to_owned(),
+                    device: None,
+                    status: s,
+                    error,
+                })
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot store ack"),
+        }
+    }
+    /// Sends read receipts for `ids` of `sender` in `chat`.
+    pub(in crate::client) async fn mark_read(
+        &self,
+        chat: Jid,
+        author: Jid,
+        ids: Vec<String>,
+    ) -> Result<(), SendError> {
+        let sender = self.sender().ok_or(SendError::NotConnected)?;
+        let Some((first, rest)) = ids.split_first() else {
+            return Ok(());
+        };
+        let mut n = Node::new("receipt")
+            .attr("id", first.clone())
+            .attr("to", chat.to_non_ad())
+            .attr("type", "read")
+            .attr("t", self.clock.now_unix().to_string());
+        if author.to_non_ad() != chat.to_non_ad() {
+            n = n.attr("participant", author.to_non_ad());
+        }
+        if !rest.is_empty() {
+            n = n.children(vec![
+                Node::new("list").children(
+                    rest.iter()
+                        .map(|i| Node::new("item").attr("id", i.clone()))
+                        .collect(),
+                ),
+            ]);
+        }
+        sender.send(&n).await.map_err(|_| SendError::NotConnected)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,561 @@
+//! The simulator's handle and Rust API: it starts the listener (plain `ws://` or `wss://` with
+//! its own CA), accepts WebSocket connections, at most [`MAX_HANDSHAKES`] in their handshake at
+//! once, hands each to `conn.rs`, runs the delivery task, and lets tests and the control API
+//! drive simulated users, inject faults and read what happened (what each user's devices
+//! read, the stanzas the server answered and how many times each id was transmitted).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use super::deliver::DELIVERY_QUEUE;
+use super::error::SimError;
+use super::inbox::Received;
+use super::pair::{Tamper, parse_qr};
+use super::server::{
+    Control, Eavesdrop, Fault, MAX_HANDSHAKES, Scan, Shared, State, Work, timelock, valid_number,
+};
+use super::stanza_log::{Logged, StanzaLog, Transmissions};
+use crate::binary::{Jid, Node, Server};
+use crate::socket::ServerIdentity;
+use crate::stanza::group::{AddressingMode, GroupInfo, MemberAction};
+use crate::util::clock::{Clock, SystemClock};
+
+/// How long a reach-out lock set through the control API lasts.
+const REACH_OUT_LOCK_SECS: u64 = 24 * 3600;
+
+/// A running simulator.
+#[derive(Clone)]
+pub struct Simulator {
+    shared: Arc<Shared>,
+    ws_url: String,
+    /// The CA behind the `wss://` certificate (None for `ws://`).
+    ca_pem: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Simulator {{ ws_url: {} }}", self.ws_url)
+    }
+}
+
+impl Simulator {
+    /// Starts listening on `listen` (port 0 picks a free port) with a fresh certificate chain,
+    /// serving plain `ws://`.
+    pub async fn start(listen: SocketAddr) -> Result<Simulator, SimError> {
+        Simulator::start_with(listen, None).await
+    }
+
+    /// Like [`Simulator::start`], serving `wss://` as WhatsApp does, with a TLS certificate
+    /// for `localhost` and the listening IP issued by a CA generated here
+    /// ([`Simulator::ca_cert_pem`]: what a client must trust besides the webpki roots).
+    pub async fn start_tls(listen: SocketAddr) -> Result<Simulator, SimError> {
+        let tls = super::tls::SimTls::generate(listen.ip())?;
+        Simulator::start_with(listen, Some(tls)).await
+    }
+
+    async fn start_with(
+        listen: SocketAddr,
+        tls: Option<super::tls::SimTls>,
+    ) -> Result<Simulator, SimError> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let identity = ServerIdentity::generate(clock.now_unix(), 365 * 86_400);
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let (deliveries, mut queued) = mpsc::channel::<Box<dyn Work>>(DELIVERY_QUEUE);
+        let shared = Arc::new(Shared {
+            identity,
+            clock,
+            state: Mutex::new(State::default()),
+            deliveries,
+        });
+        // The worker holds the state weakly: dropping the simulator ends it.
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            while let Some(w) = queued.recv().await {
+                let Some(shared) = weak.upgrade() else { break };
+                w.run(&shared).await;
+            }
+        });
+        let s = shared.clone();
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (s, handshakes, acceptor) = (s.clone(), handshakes.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    // Waiting for a slot and the TLS handshake count against the handshake
+                    // timeout: a flood of silent sockets holds a slot for 20 s at most.
+                    let limit = tokio::time::sleep(crate::socket::conn::HANDSHAKE_TIMEOUT);
+                    tokio::pin!(limit);
+                    let permit = tokio::select! {
+                        p = handshakes.acquire_owned() => p,
+                        _ = &mut limit => return,
+                    };
+                    let Ok(permit) = permit else { return };
+                    match acceptor {
+                        None => super::conn::serve(s, tcp, permit).await,
+                        Some(acceptor) => {
+                            let tls = tokio::select! {
+                                t = acceptor.accept(tcp) => t,
+                                _ = &mut limit => return,
+                            };
+                            if let Ok(stream) = tls {
+                                super::conn::serve(s, stream, permit).await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        Ok(Simulator {
+            shared,
+            ws_url: format!("{scheme}://{addr}/ws/chat"),
+            ca_pem: tls.map(|t| Arc::from(t.ca_pem.as_str())),
+        })
+    }
+
+    /// The WebSocket URL clients connect to.
+    pub fn ws_url(&self) -> &str {
+        &self.ws_url
+    }
+
+    /// The PEM of the CA that issued the `wss://` certificate, when serving TLS.
+    pub fn ca_cert_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// The root public key clients must trust.
+    pub fn root_public_key(&self) -> [u8; 32] {
+        self.shared.identity.root.public
+    }
+
+    /// Injects `fault` into the connections of the phone `number`'s companion devices; returns
+    /// how many devices it reached.
+    pub async fn fault(&self, number: &str, fault: Fault) -> usize {
+        // Faults of the simulated user rather than of its connections.
+        match fault {
+            Fault::CorruptNext
+            | Fault::WithholdReceipts(_)
+            | Fault::WithholdAcks(_)
+            | Fault::ReachOutLock(_)
+            | Fault::LidUnmigrated(_)
+            | Fault::AggregateReceipts(_) => {
+                if !valid_number(number) {
+                    return 0;
+                }
+                {
+                    let Ok(mut st) = self.shared.state.lock() else {
+                        return 0;
+                    };
+                    let phone = st.phone(number, None);
+                    match fault {
+                        Fault::CorruptNext => phone.corrupt_next = true,
+                        Fault::WithholdReceipts(on) => phone.withhold_receipts = on,
+                        Fault::ReachOutLock(on) => {
+                            phone.reach_out_lock = on;
+                            phone.reach_out_until = if on {
+                                self.shared.clock.now_unix() + REACH_OUT_LOCK_SECS
+                            } else {
+                                0
+                            };
+                        }
+                        Fault::LidUnmigrated(on) => phone.lid_unmigrated = on,
+                        Fault::AggregateReceipts(on) => phone.aggregate_receipts = on,
+                        Fault::WithholdAcks(true) => {
+                            st.withhold_acks.insert(number.to_owned());
+                        }
+                        _ => {}
+                    }
+                }
+                if fault == Fault::WithholdAcks(false) {
+                    super::accept::release_held(&self.shared, number).await;
+                }
+                if let Fault::ReachOutLock(_) = fault {
+                    // The account's devices are told (a `w:mex` notification), as WhatsApp
+                    // does when it sets or lifts the time-lock.
+                    self.announce_timelock(number);
+                }
+                return 1;
+            }
+            _ => {}
+        }
+        let (targets, unlinked): (Vec<mpsc::UnboundedSender<Control>>, usize) = {
+            let Ok(mut st) = self.shared.state.lock() else {
+                return 0;
+            };
+            let keys: Vec<String> = st
+                .companions
+                .iter()
+                .filter(|(_, c)| c.device.jid.user == number)
+                .map(|(k, _)| k.clone())
+                .collect();
+            let unlinked = if fault == Fault::Unlink {
+                // The server forgets the devices and everything they published.
+                for k in &keys {
+                    st.companions.remove(k);
+                }
+                keys.len()
+            } else {
+                0
+            };
+            (
+                keys.iter()
+                    .filter_map(|k| st.live.get(k).cloned())
+                    .collect(),
+                unlinked,
+            )
+        };
+        let control = match fault {
+            Fault::Drop => Control::Close(None),
+            Fault::AnswerPings(on) => Control::AnswerPings(on),
+            Fault::StreamError { code, conflict } => {
+                let mut n = Node::new("stream:error");
+                if let Some(c) = code {
+                    n = n.attr("code", c.to_string());
+                }
+                if let Some(t) = conflict {
+                    n = n.children(vec![Node::new("conflict").attr("type", t)]);
+                }
+                Control::Close(Some(n))
+            }
+            Fault::Unlink => Control::Close(Some(
+                Node::new("stream:error")
+                    .attr("code", "401")
+                    .children(vec![Node::new("conflict").attr("type", "device_removed")]),
+            )),
+            // Handled above.
+            Fault::CorruptNext
+            | Fault::WithholdReceipts(_)
+            | Fault::WithholdAcks(_)
+            | Fault::ReachOutLock(_)
+            | Fault::LidUnmigrated(_)
+            | Fault::AggregateReceipts(_) => {
+                return 0;
+            }
+        };
+        let mut reached = 0;
+        for t in targets {
+            if t.send(control.clone()).is_ok() {
+                reached += 1;
+            }
+        }
+        reached.max(unlinked)
+    }
+
+    /// Tells the live companions of `number` its reach-out time-lock as it is now.
+    fn announce_timelock(&self, number: &str) {
+        let Ok(st) = self.shared.state.lock() else {
+            return;
+        };
+        let Some(phone) = st.phones.get(number) else {
+            return;
+        };
+        let lock = timelock(phone);
+        let now = self.shared.clock.now_unix();
+        for (k, c) in st.companions.iter() {
+            if c.device.jid.user != number {
+                continue;
+            }
+            if let Some(live) = st.live.get(k) {
+                let id = crate::util::ids::phone_message_id();
+                let n = crate::stanza::mex::timelock_notification(&id, now, &lock);
+                let _ = live.send(Control::Deliver(Box::new(n)));
+            }
+        }
+    }
+
+    /// User `number`'s phone sends `text` to `to` (digits, or a PN or LID JID); users are
+    /// created on first use. Returns the message id.
+    pub async fn phone_send(&self, number: &str, to: &str, text: &str) -> Result<String, SimError> {
+        if !valid_number(number) {
+            return Err(SimError::BadNumber);
+        }
+        let to: Jid = if to.contains('@') {
+            to.parse().map_err(|_| SimError::BadNumber)?
+        } else {
+            Jid::new(to, Server::User)
+        };
+        if to.server == Server::Group {
+            super::groups::phone_send(&self.shared, number, &to.user, text).await
+        } else {
+            super::route::phone_send(&self.shared, number, &to, text).await
+        }
+    }
+
+    /// Creates a group of simulated users (and whoever else is named: linked real clients'
+    /// numbers are members like any other), `creator` its super admin; every member device is
+    /// told. Returns its JID.
+    pub fn create_group(
+        &self,
+        subject: &str,
+        creator: &str,
+        participants: &[String],
+        mode: AddressingMode,
+    ) -> Result<Jid, SimError> {
+        super::groups::create_from_api(&self.shared, subject, creator, participants, mode)
+    }
+
+    /// Adds and removes members of `group` (by phone number); every member device is told
+    /// unless `quiet` (a stale-member-list test: the server changes, the clients do not know).
+    /// Returns each asked member's error code, if refused.
+    pub async fn group_members(
+        &self,
+        group: &Jid,
+        add: &[String],
+        remove: &[String],
+        quiet: bool,
+    ) -> Result<Vec<(String, Option<u16>)>, SimError> {
+        let t = self.shared.clock.now_unix();
+        let mut out = Vec::new();
+        for (action, members) in [(MemberAction::Add, add), (MemberAction::Remove, remove)] {
+            if members.is_empty() {
+                continue;
+            }
+            let (results, rotate) = {
+                let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
+                let creator = st.groups.get(&group.user).map(|g| g.creator.clone());
+                super::groups::change_members(
+                    &mut st,
+                    &group.user,
+                    creator.as_deref(),
+                    action,
+                    members,
+                    quiet,
+                    None,
+                    t,
+                )?
+            };
+            super::groups::rotate_keys(&group.user, rotate).await;
+            out.extend(results);
+        }
+        Ok(out)
+    }
+
+    /// Moves `group` to addressing `mode` without telling anyone (as a migration the clients
+    /// have not heard of yet): their next group send in the old mode is refused with `421`.
+    pub fn set_group_addressing(&self, group: &Jid, mode: AddressingMode) -> Result<(), SimError> {
+        let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
+        let g = st
+            .groups
+            .get_mut(&group.user)
+            .ok_or(SimError::NoSuchGroup)?;
+        g.mode = mode;
+        Ok(())
+    }
+
+    /// A group's metadata as its members read it.
+    pub fn group_info(&self, group: &Jid) -> Option<GroupInfo> {
+        super::groups::group_info(&self.shared, &group.user)
+    }
+
+    /// What former members of `group` made of message `id` (each device tried; none may
+    /// read it).
+    pub fn eavesdrops(&self, group: &Jid, id: &str) -> Vec<Eavesdrop> {
+        let g = group.to_string();
+        self.shared
+            .state
+            .lock()
+            .map(|st| {
+                st.eavesdrops
+                    .iter()
+                    .filter(|e| e.group == g && e.id == id)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What user `number`'s devices received and decrypted, oldest first, each message once
+    /// (as its app shows it) with how many stanzas carried it.
+    pub fn phone_messages(&self, number: &str) -> Vec<Received> {
+        self.shared
+            .state
+            .lock()
+            .ok()
+            .and_then(|st| st.phones.get(number).map(|p| p.inbox.shown()))
+            .unwrap_or_default()
+    }
+
+    /// Whether someone reported user `number`'s message `id` read.
+    pub fn was_read(&self, number: &str, id: &str) -> bool {
+        self.shared
+            .state
+            .lock()
+            .ok()
+            .and_then(|st| st.phones.get(number).map(|p| p.read.contains(id)))
+            .unwrap_or(false)
+    }
+
+    /// Makes user `number` answer every text with the same text (or stop).
+    pub fn set_echo(&self, number: &str, on: bool) -> Result<(), SimError> {
+        if !valid_number(number) {
+            return Err(SimError::BadNumber);
+        }
+        let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
+        st.phone(number, None).echo = on;
+        Ok(())
+    }
+
+    /// Sets how many simulated devices user `number` has (the phone included).
+    pub fn set_devices(&self, number: &str, count: usize) -> Result<(), SimError> {
+        if !valid_number(number) {
+            return Err(SimError::BadNumber);
+        }
+        let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
+        if st.phone(number, None).set_devices(count) {
+            Ok(())
+        } else {
+            Err(SimError::BadDeviceCount)
+        }
+    }
+
+    /// The LID user of `number` (created on first use).
+    pub fn lid_of(&self, number: &str) -> Option<String> {
+        if !valid_number(number) {
+            return None;
+        }
+        let mut st = self.shared.state.lock().ok()?;
+        Some(st.phone(number, None).account.lid.clone())
+    }
+
+    /// The latest `<message>` stanzas the server accepted from real devices (for tests that
+    /// check what went over the wire), oldest first.
+    pub fn message_log(&self) -> Vec<Logged> {
+        self.shared
+            .state
+            .lock()
+            .map(|st| st.log.all())
+            .unwrap_or_default()
+    }
+
+    /// How many times real devices transmitted message `id`: accepted originals, accepted
+    /// answers to retry receipts, refused stanzas, and stanzas held unanswered now (with
+    /// every answered stanza: from whom, to whom).
+    pub fn transmissions(&self, id: &str) -> Transmissions {
+        self.shared
+            .state
+            .lock()
+            .map(|st| {
+                let held = st
+                    .held
+                    .iter()
+                    .filter(|(_, n)| n.get_str("id").as_deref() == Some(id))
+                    .count();
+                st.log.transmissions(id, held)
+            })
+            .unwrap_or_else(|_| StanzaLog::default().transmissions(id, 0))
+    }
+
+    /// Whether the device `jid` has a logged-in connection now.
+    pub fn connected(&self, jid: &Jid) -> bool {
+        self.shared
+            .state
+            .lock()
+            .is_ok_and(|st| st.live.contains_key(&jid.to_string()))
+    }
+
+    /// Stanzas queued for the device `jid` (waiting for its receipt or ack).
+    pub fn queued(&self, jid: &Jid) -> usize {
+        self.shared
+            .state
+            .lock()
+            .ok()
+            .and_then(|st| st.queues.get(&jid.to_string()).map(|q| q.len()))
+            .unwrap_or(0)
+    }
+
+    /// Refuses logins and registrations below `version` with 405 (None accepts all).
+    pub fn set_min_version(&self, version: Option<[u32; 3]>) {
+        if let Ok(mut st) = self.shared.state.lock() {
+            st.min_version = version;
+        }
+    }
+
+    /// Makes the next pair-success defective (companions must refuse it).
+    pub fn tamper_next_pair_success(&self, tamper: Tamper) {
+        if let Ok(mut st) = self.shared.state.lock() {
+            st.tamper = Some(tamper);
+        }
+    }
+
+    /// WebSocket connections that completed the Noise handshake so far.
+    pub fn connections_accepted(&self) -> u64 {
+        self.shared.state.lock().map(|st| st.accepted).unwrap_or(0)
+    }
+
+    /// One-time prekeys the device `jid` has uploaded.
+    pub fn uploaded_pre_keys(&self, jid: &Jid) -> usize {
+        self.shared
+            .state
+            .lock()
+            .ok()
+            .and_then(|st| st.companions.get(&jid.to_string()).map(|c| c.prekeys.len()))
+            .unwrap_or(0)
+    }
+
+    /// Receipts the device `jid` sent: (message id, receipt type).
+    pub fn receipts(&self, jid: &Jid) -> Vec<(String, Option<String>)> {
+        self.shared
+            .state
+            .lock()
+            .ok()
+            .and_then(|st| {
+                st.companions
+                    .get(&jid.to_string())
+                    .map(|c| c.receipts.iter().cloned().collect())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Companion devices linked to the phone `number`.
+    pub fn linked_devices(&self, number: &str) -> Vec<Jid> {
+        self.shared
+            .state
+            .lock()
+            .map(|st| st.linked_devices(number))
+            .unwrap_or_default()
+    }
+
+    /// A phone with `number` scans `qr` (the phone is created on first use). Resolves once the
+    /// companion has answered with a valid device signature: returns the new device JID.
+    pub async fn scan(
+        &self,
+        number: &str,
+        qr: &str,
+        push_name: Option<&str>,
+        platform: Option<&str>,
+    ) -> Result<Jid, SimError> {
+        if !valid_number(number) {
+            return Err(SimError::BadNumber);
+        }
+        let scanned = parse_qr(qr)?;
+        let (phone, tx) = {
+            let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
+            let tx = st
+                .showing
+                .get(&scanned.r#ref)
+                .cloned()
+                .ok_or(SimError::UnknownRef)?;
+            let phone = st.phone(number, platform);
+            // The user may have renamed themselves since the last scan.
+            if let Some(name) = push_name {
+                phone.account.push_name = Some(name.to_owned());
+            }
+            (phone.account.clone(), tx)
+        };
+        let (done, rx) = oneshot::channel();
+        tx.send(Scan {
+            phone,
+            qr: scanned,
+            done,
+        })
+        .await
+        .map_err(|_| SimError::UnknownRef)?;
+        rx.await
+            .map_err(|_| SimError::PairingFailed("connection closed".into()))?
+    }
+}
