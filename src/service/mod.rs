@@ -3,15 +3,17 @@
 //! keeps the connection rows and the activity log current from each client's events. It knows
 //! the client and the store; it knows nothing of HTTP (the `api` layer maps its answers).
 
+pub mod egress;
 mod outbox;
 mod webhooks;
 
 pub use crate::store::outbox::OutboxRow;
 pub use crate::store::webhooks::{EVENTS as WEBHOOK_EVENTS, WebhookEvent};
+pub use crate::store::webhooks::{FailureKind, ReplyIgnored};
 pub use outbox::Pacing;
 pub use webhooks::{
-    ATTEMPT_HEADER, EVENT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, WebhookSettings, WebhookView,
-    signature,
+    ATTEMPT_HEADER, EVENT_HEADER, EVENT_ID_HEADER, MAX_ANSWER, REPLY_KEY_PREFIX, SIGNATURE_HEADER,
+    WebhookSettings, WebhookView, signature,
 };
 
 use std::collections::HashMap;
@@ -38,6 +40,27 @@ pub enum ServiceError {
     /// No webhook event with that id.
     #[error("no webhook event with that id")]
     NoEvent,
+    /// A webhook URL whose host is an address webhooks may not reach (loopback, private,
+    /// link-local, …) while private addresses are not allowed.
+    #[error(
+        "`url` points at {0}, an address webhooks may not reach (loopback, private, link-local, \
+         metadata or otherwise not public); WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE=1 allows them"
+    )]
+    WebhookUrlNotAllowed(std::net::IpAddr),
+    /// An idempotency key already used for another message or recipient (a client bug: a
+    /// retry must repeat its request).
+    #[error("this Idempotency-Key was used for another message or recipient")]
+    IdempotencyKeyReused,
+    /// An idempotency key in the space the service keeps for itself (webhook replies).
+    #[error("Idempotency-Key may not start with `{0}` (the service's own keys)")]
+    ReservedIdempotencyKey(&'static str),
+    /// A send's outbox record went away before its outcome was known (its agent was removed,
+    /// or the record pruned): whether it went out cannot be told.
+    #[error(
+        "the send was accepted, but its record was removed before it was confirmed; \
+         whether it went out is unknown"
+    )]
+    SendGone,
     /// The account is not connected to WhatsApp.
     #[error("WhatsApp is not connected for this agent ({0})")]
     NotConnected(String),
@@ -196,13 +219,20 @@ impl Service {
         options: ClientOptions,
         service: ServiceOptions,
     ) -> Arc<Service> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             // A webhook URL is where events go, not a place to be sent on from.
             .redirect(reqwest::redirect::Policy::none())
+            // Through a proxy, the address connected to would be the proxy's and the resolver
+            // below would check the wrong one: webhooks go direct.
+            .no_proxy()
             .connect_timeout(service.webhooks.timeout)
-            .user_agent(concat!("wa-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+            .user_agent(concat!("wa-gateway/", env!("CARGO_PKG_VERSION")));
+        if !service.webhooks.allow_private {
+            // Every name is resolved to public addresses only, at connection time.
+            http = http.dns_resolver(Arc::new(egress::PublicOnly));
+        }
+        // Building fails only if the TLS backend cannot start; then no webhook could go.
+        let http = http.build().expect("the webhook HTTP client starts");
         let svc = Arc::new(Service {
             store,
             options,

@@ -90,6 +90,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "message kinds",
         include_str!("../../migrations/0013_message_kinds.sql"),
     ),
+    (
+        14,
+        "webhook outcomes",
+        include_str!("../../migrations/0014_webhook_outcomes.sql"),
+    ),
 ];
 
 /// How every write transaction starts: it takes the write lock up front, so a transaction that

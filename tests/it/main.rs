@@ -7,6 +7,7 @@ mod codec_props;
 mod common;
 mod groups;
 mod guide;
+mod jwt_cmd;
 mod layering;
 mod loopback;
 mod message_kinds;

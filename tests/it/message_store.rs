@@ -596,6 +596,8 @@ async fn webhook_events_commit_with_what_they_announce_and_only_when_asked_for()
                     next_ms: 0,
                     http_status: Some(200),
                     error: None,
+                    error_kind: None,
+                    reply_ignored: None,
                 }])
                 .await
                 .unwrap();
