@@ -275,7 +275,8 @@ impl<S: CredsStore> Messenger<S> {
                 let _ = sender.send(&stanza::ack(&node, None)).await;
             }
             "notification" if node.get_str("type").as_deref() == Some("privacy_token") => {
-                if self.on_privacy_token(&node).await {
+                let stored = self.on_privacy_token(&node).await;
+                if stored {
                     let _ = sender.send(&stanza::ack(&node, None)).await;
                 }
             }
