@@ -271,11 +271,20 @@ mod tests {
             v.verify(&mint_with(secret, &c, &ours).unwrap()),
             Ok(c.clone())
         );
-        let bare = mint(secret, &c).unwrap();
+        // One claim missing at a time: jsonwebtoken checks required claims in a set's order.
+        let no_issuer = TokenRules {
+            issuer: None,
+            ..ours.clone()
+        };
         assert_eq!(
-            v.verify(&bare),
+            v.verify(&mint_with(secret, &c, &no_issuer).unwrap()),
             Err(AuthError::Invalid("missing claim iss".into()))
         );
+        let bare = mint(secret, &c).unwrap();
+        assert!(matches!(
+            v.verify(&bare),
+            Err(AuthError::Invalid(m)) if m.starts_with("missing claim")
+        ));
         let other_aud = TokenRules {
             audience: Some("billing".into()),
             ..ours.clone()
