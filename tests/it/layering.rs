@@ -182,6 +182,7 @@ fn layers_only_use_what_they_may_know() {
 /// rank (`route` and `groups`) do not know each other and no circle can form.
 const SIM_RANKS: &[(&str, u8)] = &[
     ("pair", 0),
+    ("compose", 0),
     ("iq", 0),
     ("inbox", 0),
     ("stanza_log", 0),

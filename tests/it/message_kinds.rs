@@ -56,6 +56,8 @@ fn service_options() -> ServiceOptions {
             ..Pacing::default()
         },
         webhooks: WebhookSettings {
+            // The receiver is on loopback (refused by default).
+            allow_private: true,
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_millis(400),
             ..Default::default()
