@@ -132,6 +132,7 @@ fn options(webhooks: WebhookSettings) -> ServiceOptions {
         webhooks,
         // Tests poll the API faster than its rate limits allow.
         unpaced: vec!["sub1".into(), "sub2".into()],
+        ..Default::default()
     }
 }
 

@@ -20,8 +20,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-
 use super::events::{Event, EventHub};
 use super::link::Link;
 use super::messages::StoredMessage;
@@ -38,6 +36,7 @@ mod history;
 mod lid;
 mod receipts;
 mod receive;
+mod resend;
 mod retries;
 mod send;
 mod timelock;
@@ -161,9 +160,19 @@ pub(super) struct Messenger<S: CredsStore> {
     events: Arc<EventHub>,
     clock: Arc<dyn Clock>,
     ack_timeout: Duration,
+    /// When a message not acked is tried again, and when it is given up.
+    resend_after: Duration,
+    give_up_after: Duration,
     account: Mutex<Option<Account>>,
     devices: Mutex<HashMap<Jid, Vec<u16>>>,
-    acks: Mutex<HashMap<String, oneshot::Sender<Ack>>>,
+    /// Ack waiters by (chat as on the wire, id): an id is unique per chat, not across chats.
+    acks: Mutex<HashMap<(Jid, String), send::Waiter>>,
+    /// Messages (chat, id) being sent right now: one attempt at a time per message.
+    sending: Mutex<std::collections::HashSet<(Jid, String)>>,
+    /// When each message not acked is tried again.
+    resends: Mutex<resend::Schedule>,
+    /// Wakes the resend loop (a send ended without an ack).
+    resend_wake: tokio::sync::Notify,
     retries: Mutex<VecDeque<((Jid, String), u32)>>,
     /// Retry receipts we answered per (device, message).
     answered: Mutex<VecDeque<((Jid, String), u32)>>,
@@ -195,7 +204,7 @@ impl<S: CredsStore> Messenger<S> {
         link: Arc<Link>,
         events: Arc<EventHub>,
         clock: Arc<dyn Clock>,
-        ack_timeout: Duration,
+        opts: &super::run::MessagingOptions,
     ) -> Messenger<S> {
         let cipher = SessionCipher::new(store.signal(), IdentityTrust::AcceptChanges);
         Messenger {
@@ -204,10 +213,15 @@ impl<S: CredsStore> Messenger<S> {
             link,
             events,
             clock,
-            ack_timeout,
+            ack_timeout: opts.ack_timeout,
+            resend_after: opts.resend_after,
+            give_up_after: opts.give_up_after,
             account: Mutex::new(None),
             devices: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
+            sending: Mutex::new(std::collections::HashSet::new()),
+            resends: Mutex::new(resend::Schedule::new(opts.resend_after)),
+            resend_wake: tokio::sync::Notify::new(),
             retries: Mutex::new(VecDeque::new()),
             answered: Mutex::new(VecDeque::new()),
             lids: Mutex::new(HashMap::new()),
