@@ -202,8 +202,10 @@ impl Client {
     }
 
     /// Like [`Client::send_text`] with the message id chosen by the caller (an outbox that
-    /// recorded it first): sending the same id again after a crash is the same message (the
-    /// row is not stored twice and WhatsApp delivers it once).
+    /// recorded it first): sending an id already recorded (again, after a crash) transmits
+    /// nothing and answers from the record — its status if acked or beyond, `pending` if it
+    /// is still the resend loop's to send, [`SendError::AlreadyEnded`] if it failed, was
+    /// cancelled or expired.
     pub async fn send_text_with_id(
         &self,
         to: &Jid,
