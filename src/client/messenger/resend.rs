@@ -107,8 +107,9 @@ impl<S: CredsStore> Messenger<S> {
     /// Claims message (`chat`, `id`) for one attempt; None while another attempt holds it.
     pub(super) fn claim(&self, chat: &Jid, id: &str) -> Option<Claim<'_, S>> {
         let key = (chat.clone(), id.to_owned());
-        let mut s = self.sending.lock().ok()?;
-        s.insert(key.clone()).then_some(Claim {
+        let fresh = self.sending.lock().ok()?.insert(key.clone());
+        // Built only when taken (`then_some` would build and drop one, releasing the holder's).
+        fresh.then(|| Claim {
             messenger: self,
             key,
         })
@@ -295,6 +296,31 @@ mod tests {
         assert_eq!(s.due(&key("b")), Some(t0 + Duration::from_secs(10)));
         s.clear();
         assert_eq!(s.due(&key("b")), None);
+    }
+
+    #[tokio::test]
+    async fn one_attempt_holds_a_message_and_a_refused_claim_leaves_it_held() {
+        use std::sync::Arc;
+        let m = Messenger::new(
+            Arc::new(crate::client::store::MemoryCreds::default()),
+            Arc::new(crate::client::link::Link::default()),
+            Arc::new(crate::client::events::EventHub::default()),
+            Arc::new(crate::util::clock::SystemClock),
+            &crate::client::MessagingOptions::default(),
+        );
+        let chat = Jid::new("1", Server::User);
+        let first = m.claim(&chat, "A").expect("free");
+        // Refused, and the refusal does not release the first (nor hang on the lock).
+        assert!(m.claim(&chat, "A").is_none());
+        assert!(m.claim(&chat, "A").is_none());
+        // Another chat's message with the same id is another message.
+        let other = m.claim(&Jid::new("2", Server::User), "A").expect("free");
+        drop(first);
+        assert!(
+            m.claim(&chat, "A").is_some(),
+            "free again once the holder is done"
+        );
+        drop(other);
     }
 
     #[test]
