@@ -1224,6 +1224,7 @@ async fn a_send_queued_past_its_ttl_expires_unsent_with_its_event() {
         let admin = token(Role::Admin, &["*"], 3600);
         let base = format!("{}/api/whatsapp/sub/agent", server.url);
         let (me, bob) = ("15552200001", "15552200002");
+        sim.set_devices(bob, 1).unwrap();
         let store = Store::open(&db).await.unwrap();
         let acct = status_events(&store, "sub", "agent").await;
         link(&sim, &http, &admin, &base, me).await;
