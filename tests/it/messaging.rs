@@ -653,6 +653,8 @@ async fn a_crash_while_sending_sends_the_message_once_with_its_id() {
             sim.phone_messages(bob).into_iter().find(|m| m.id == id)
         })
         .await;
+        let wire = sim.transmissions(&id);
+        assert_eq!((wire.originals, wire.held), (1, 0), "{wire:?}");
         eventually("the ack", async || {
             a.creds
                 .pending_messages()

@@ -1,6 +1,7 @@
 //! Messaging of one account over its live connection (MESSAGING.md): the shared state and the
-//! dispatch of messaging stanzas; each concern has its own file — `send` (1:1 sends and resends),
-//! `receive`, `receipts` (acks, receipts, read marks), `retries`, `groups`, `lid`, `tokens`
+//! dispatch of messaging stanzas; each concern has its own file — `send` (1:1 sends), `resend`
+//! (the one owner of messages sent and never acked), `receive`, `receipts` (acks, receipts,
+//! read marks), `retries`, `groups`, `lid`, `tokens`
 //! (privacy tokens), `history` (the bootstrap's mappings), `timelock`. It knows the client's
 //! store traits, never SQL or HTTP.
 //!
@@ -12,7 +13,9 @@
 //! Sending: devices by usync (cached per user until a devices notification), bundles for
 //! devices without a session, one encryption per device under all their locks, the row
 //! recorded `pending` with the Signal advance in one unit, and only then the stanza. The server's
-//! ack moves the row to `server_ack` or `failed(code)`; receipts climb the ladder.
+//! ack (told by (chat, id)) moves the row to `server_ack` or `failed(code)`; receipts climb the
+//! ladder. One attempt per message at a time; a recorded id is never transmitted by a new send,
+//! and what stays `pending` is the resend loop's alone.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
