@@ -25,7 +25,10 @@ async fn start(cmd: &mut Command, key: &str) -> (Child, Value) {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     loop {
-        let line = lines.next_line().await.unwrap().expect("a line");
+        let Some(line) = lines.next_line().await.unwrap() else {
+            // It ended before saying it was up: say how, so a failure here can be read.
+            panic!("{cmd:?} exited first: {:?}", child.wait().await);
+        };
         if let Ok(v) = serde_json::from_str::<Value>(&line)
             && v.get(key).is_some()
         {
