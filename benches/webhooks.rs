@@ -37,7 +37,7 @@ fn message(i: usize, chats: usize) -> StoredMessage {
         text: Some(format!("webhook bench message {i}")),
         raw: vec![0; 64],
         status: MessageStatus::Received,
-        error: None,
+        ..StoredMessage::default()
     }
 }
 
@@ -151,7 +151,15 @@ fn main() {
         let (client, _) = support::options(
             r#"{"ws_url": "ws://127.0.0.1:9", "control_url": "", "root_public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#,
         );
-        let service = Service::with_options(store.clone(), client, ServiceOptions::default());
+        // The receiver is on loopback.
+        let options = ServiceOptions {
+            webhooks: wa_gateway::service::WebhookSettings {
+                allow_private: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let service = Service::with_options(store.clone(), client, options);
         while received.load(Ordering::Relaxed) < n {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

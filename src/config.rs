@@ -79,6 +79,20 @@ pub struct ServiceConfig {
     /// The JWT key (`WA_GATEWAY_JWT_SECRET` for HS256, or `WA_GATEWAY_JWT_PUBLIC_KEY`, an RS256
     /// PEM or a path to one); None: a secret generated in the data directory.
     pub jwt: Option<JwtKey>,
+    /// The `iss` every token must carry (`WA_GATEWAY_JWT_ISSUER`); required with an RS256 key.
+    pub jwt_issuer: Option<String>,
+    /// The `aud` every token must carry (`WA_GATEWAY_JWT_AUDIENCE`); required with an RS256
+    /// key. Without one, a token naming any audience is refused.
+    pub jwt_audience: Option<String>,
+    /// How long one request may take, body included (`WA_GATEWAY_HTTP_REQUEST_TIMEOUT_S`,
+    /// default 30; longer than `WA_GATEWAY_SEND_WAIT_MS`).
+    pub http_request_timeout_s: u64,
+    /// How long a client may take to send a request's headers
+    /// (`WA_GATEWAY_HTTP_HEADER_TIMEOUT_S`, default 10): slow-loris clients are cut off.
+    pub http_header_timeout_s: u64,
+    /// Most connections served at once (`WA_GATEWAY_HTTP_MAX_CONNECTIONS`, default 1024);
+    /// beyond, a connection gets 503 `too_many_connections` and is closed.
+    pub http_max_connections: usize,
     /// Subaccounts exempt from rate limits and send pacing (`WA_GATEWAY_UNLIMITED_SUBACCOUNTS`,
     /// comma separated; for load tests).
     pub unlimited: Vec<String>,
@@ -109,6 +123,9 @@ pub struct ServiceConfig {
     /// How long delivered webhook events stay listed before they are pruned
     /// (`WA_GATEWAY_WEBHOOK_RETAIN_S`, default 604800).
     pub webhook_retain_s: u64,
+    /// Whether webhooks may reach loopback, private, link-local and other non-public addresses
+    /// (`WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE`, default false; `serve --with-simulator` sets it).
+    pub webhook_allow_private: bool,
 }
 
 /// A configured JWT key.
@@ -137,6 +154,11 @@ impl Default for ServiceConfig {
             data_dir: "./data".into(),
             database_url: None,
             jwt: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            http_request_timeout_s: 30,
+            http_header_timeout_s: 10,
+            http_max_connections: 1024,
             unlimited: Vec::new(),
             send_per_minute: 60,
             send_burst: 20,
@@ -148,6 +170,7 @@ impl Default for ServiceConfig {
             webhook_retry_max_ms: 600_000,
             webhook_dead_after_s: 86_400,
             webhook_retain_s: 7 * 86_400,
+            webhook_allow_private: false,
         }
     }
 }
@@ -164,7 +187,26 @@ impl ServiceConfig {
             ),
             dead_after: Duration::from_secs(self.webhook_dead_after_s),
             retain: Duration::from_secs(self.webhook_retain_s),
+            allow_private: self.webhook_allow_private,
             ..Default::default()
+        }
+    }
+
+    /// What tokens must name besides their signature.
+    pub fn token_rules(&self) -> crate::api::TokenRules {
+        crate::api::TokenRules {
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+        }
+    }
+
+    /// The HTTP server's timeouts and connection cap.
+    pub fn http_limits(&self) -> crate::api::HttpLimits {
+        use std::time::Duration;
+        crate::api::HttpLimits {
+            request_timeout: Duration::from_secs(self.http_request_timeout_s),
+            header_timeout: Duration::from_secs(self.http_header_timeout_s),
+            max_connections: self.http_max_connections,
         }
     }
 
@@ -190,6 +232,11 @@ impl fmt::Debug for ServiceConfig {
                     Some(JwtKey::PublicPem(_)) => "RS256",
                 },
             )
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("http_request_timeout_s", &self.http_request_timeout_s)
+            .field("http_header_timeout_s", &self.http_header_timeout_s)
+            .field("http_max_connections", &self.http_max_connections)
             .field("unlimited", &self.unlimited)
             .field("send_per_minute", &self.send_per_minute)
             .field("send_burst", &self.send_burst)
@@ -201,6 +248,7 @@ impl fmt::Debug for ServiceConfig {
             .field("webhook_retry_max_ms", &self.webhook_retry_max_ms)
             .field("webhook_dead_after_s", &self.webhook_dead_after_s)
             .field("webhook_retain_s", &self.webhook_retain_s)
+            .field("webhook_allow_private", &self.webhook_allow_private)
             .finish()
     }
 }
@@ -339,6 +387,11 @@ const KNOWN: &[&str] = &[
     "WA_GATEWAY_DATABASE_URL",
     "WA_GATEWAY_JWT_SECRET",
     "WA_GATEWAY_JWT_PUBLIC_KEY",
+    "WA_GATEWAY_JWT_ISSUER",
+    "WA_GATEWAY_JWT_AUDIENCE",
+    "WA_GATEWAY_HTTP_REQUEST_TIMEOUT_S",
+    "WA_GATEWAY_HTTP_HEADER_TIMEOUT_S",
+    "WA_GATEWAY_HTTP_MAX_CONNECTIONS",
     "WA_GATEWAY_UNLIMITED_SUBACCOUNTS",
     "WA_GATEWAY_SEND_PER_MINUTE",
     "WA_GATEWAY_SEND_BURST",
@@ -350,6 +403,7 @@ const KNOWN: &[&str] = &[
     "WA_GATEWAY_WEBHOOK_RETRY_MAX_MS",
     "WA_GATEWAY_WEBHOOK_DEAD_AFTER_S",
     "WA_GATEWAY_WEBHOOK_RETAIN_S",
+    "WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE",
 ];
 
 fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, ConfigError> {
@@ -414,6 +468,34 @@ fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, 
         }
         (None, None) => {}
     }
+    let text = |var: &'static str| -> Result<Option<String>, ConfigError> {
+        match get(var).map(|v| v.trim().to_owned()) {
+            Some(v) if v.is_empty() => Err(ConfigError {
+                var,
+                why: "is empty".into(),
+            }),
+            v => Ok(v),
+        }
+    };
+    s.jwt_issuer = text("WA_GATEWAY_JWT_ISSUER")?;
+    s.jwt_audience = text("WA_GATEWAY_JWT_AUDIENCE")?;
+    if matches!(s.jwt, Some(JwtKey::PublicPem(_))) {
+        // Whoever holds the private key usually signs tokens for other services too: without
+        // both names, any of those tokens would be taken here.
+        for (var, set) in [
+            ("WA_GATEWAY_JWT_ISSUER", s.jwt_issuer.is_some()),
+            ("WA_GATEWAY_JWT_AUDIENCE", s.jwt_audience.is_some()),
+        ] {
+            if !set {
+                return Err(ConfigError {
+                    var,
+                    why: "required with WA_GATEWAY_JWT_PUBLIC_KEY (RS256): the `iss` and `aud` \
+                          every token must carry"
+                        .into(),
+                });
+            }
+        }
+    }
     let num = |var: &'static str, min: u64, max: u64| -> Result<Option<u64>, ConfigError> {
         get(var)
             .map(|v| {
@@ -464,6 +546,37 @@ fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, 
     }
     if let Some(n) = num("WA_GATEWAY_WEBHOOK_RETAIN_S", 60, 3650 * 86_400)? {
         s.webhook_retain_s = n;
+    }
+    if let Some(v) = get("WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE") {
+        s.webhook_allow_private = match v.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" | "" => false,
+            _ => {
+                return Err(ConfigError {
+                    var: "WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE",
+                    why: format!("{v:?} is not 1 or 0 (true or false)"),
+                });
+            }
+        };
+    }
+    if let Some(n) = num("WA_GATEWAY_HTTP_REQUEST_TIMEOUT_S", 1, 3600)? {
+        s.http_request_timeout_s = n;
+    }
+    if let Some(n) = num("WA_GATEWAY_HTTP_HEADER_TIMEOUT_S", 1, 600)? {
+        s.http_header_timeout_s = n;
+    }
+    if let Some(n) = num("WA_GATEWAY_HTTP_MAX_CONNECTIONS", 1, 1_000_000)? {
+        s.http_max_connections = n as usize;
+    }
+    if s.http_request_timeout_s.saturating_mul(1000) <= s.send_wait_ms {
+        // A send request waits for WhatsApp's ack; cut off first, it could never answer.
+        return Err(ConfigError {
+            var: "WA_GATEWAY_HTTP_REQUEST_TIMEOUT_S",
+            why: format!(
+                "{} s is not longer than WA_GATEWAY_SEND_WAIT_MS ({} ms)",
+                s.http_request_timeout_s, s.send_wait_ms
+            ),
+        });
     }
     if let Some(v) = get("WA_GATEWAY_UNLIMITED_SUBACCOUNTS") {
         s.unlimited = v
@@ -637,6 +750,77 @@ mod tests {
         );
     }
 
+    /// A 2048-bit RSA public key (made with `openssl genrsa 2048 | openssl rsa -pubout`).
+    const RSA_PUBLIC: &str = concat!(
+        "-----BEGIN PUBLIC KEY-----\n",
+        "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAvHrIk+zfaCrOPq2jiq4B\n",
+        "JOrVFZTAAAHjWDfs1Og4ikaSOusqA9R5YE/7shdty+XD9xdlvvTY8cRyV/ZiwhuD\n",
+        "BQbze48B2AgzmSTfJK/M/t0houv8zsHA5csLY3Qf/FX/JtSPUY4o3I6nPqDop7zU\n",
+        "YNdUKj1UytubBQCkM186tsnyNlyli0NERdlLmcUmRcnz031PUmq7qGaz0EUL7/7J\n",
+        "BYpbK5ENZBhaH9UEKQu7Nf4pfWDddiCe30ItVWV1+jm2XnSXUzCa+dGNwPTNILnQ\n",
+        "ZyWLvNKrNKNG0kaMUZ4tO4whgsybAuY5QSwjL0TtcjiWPnnvJ43084bWhMB3xHXm\n",
+        "MwIDAQAB\n",
+        "-----END PUBLIC KEY-----\n",
+    );
+
+    #[test]
+    fn an_rs256_key_needs_an_issuer_and_an_audience_and_hs256_takes_them_when_set() {
+        let e = with(&[("WA_GATEWAY_JWT_PUBLIC_KEY", RSA_PUBLIC)]).unwrap_err();
+        assert_eq!(e.var, "WA_GATEWAY_JWT_ISSUER", "{e}");
+        let e = with(&[
+            ("WA_GATEWAY_JWT_PUBLIC_KEY", RSA_PUBLIC),
+            ("WA_GATEWAY_JWT_ISSUER", "https://idp.example"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "WA_GATEWAY_JWT_AUDIENCE", "{e}");
+        let c = with(&[
+            ("WA_GATEWAY_JWT_PUBLIC_KEY", RSA_PUBLIC),
+            ("WA_GATEWAY_JWT_ISSUER", "https://idp.example"),
+            ("WA_GATEWAY_JWT_AUDIENCE", "wa-gateway"),
+        ])
+        .unwrap();
+        let rules = c.service.token_rules();
+        assert_eq!(rules.issuer.as_deref(), Some("https://idp.example"));
+        assert_eq!(rules.audience.as_deref(), Some("wa-gateway"));
+        let secret = "s".repeat(40);
+        let hs = with(&[("WA_GATEWAY_JWT_SECRET", secret.as_str())]).unwrap();
+        assert_eq!(hs.service.token_rules(), crate::api::TokenRules::default());
+        let hs = with(&[
+            ("WA_GATEWAY_JWT_SECRET", secret.as_str()),
+            ("WA_GATEWAY_JWT_AUDIENCE", "wa-gateway"),
+        ])
+        .unwrap();
+        assert_eq!(hs.service.jwt_audience.as_deref(), Some("wa-gateway"));
+    }
+
+    #[test]
+    fn http_limits_and_the_private_webhook_switch() {
+        let d = with(&[]).unwrap().service;
+        let l = d.http_limits();
+        assert!(l.request_timeout.as_millis() > u128::from(d.send_wait_ms));
+        assert!(l.header_timeout < l.request_timeout && l.max_connections > 0);
+        assert!(!d.webhooks().allow_private);
+        let c = with(&[
+            ("WA_GATEWAY_HTTP_REQUEST_TIMEOUT_S", "60"),
+            ("WA_GATEWAY_HTTP_HEADER_TIMEOUT_S", "5"),
+            ("WA_GATEWAY_HTTP_MAX_CONNECTIONS", "10"),
+            ("WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE", "1"),
+        ])
+        .unwrap()
+        .service;
+        assert_eq!(c.http_limits().request_timeout.as_secs(), 60);
+        assert_eq!(c.http_limits().header_timeout.as_secs(), 5);
+        assert_eq!(c.http_limits().max_connections, 10);
+        assert!(c.webhooks().allow_private);
+        // A request cut off before a send's wait ends could never answer it.
+        let e = with(&[
+            ("WA_GATEWAY_HTTP_REQUEST_TIMEOUT_S", "10"),
+            ("WA_GATEWAY_SEND_WAIT_MS", "15000"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "WA_GATEWAY_HTTP_REQUEST_TIMEOUT_S", "{e}");
+    }
+
     #[test]
     fn a_toml_file_sets_the_same_keys_and_refuses_unknown_ones() {
         let v =
@@ -676,6 +860,12 @@ mod tests {
             ("WA_GATEWAY_SEND_TTL", "1w"),
             ("WA_GATEWAY_SEND_TTL", "31d"),
             ("WA_GATEWAY_SEND_TTL", "h"),
+            ("WA_GATEWAY_JWT_ISSUER", " "),
+            ("WA_GATEWAY_JWT_AUDIENCE", ""),
+            ("WA_GATEWAY_HTTP_REQUEST_TIMEOUT_S", "0"),
+            ("WA_GATEWAY_HTTP_HEADER_TIMEOUT_S", "never"),
+            ("WA_GATEWAY_HTTP_MAX_CONNECTIONS", "0"),
+            ("WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE", "maybe"),
         ] {
             let err = with(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);

@@ -110,6 +110,8 @@ fn serve(cfg: wa_gateway::config::Config, with_simulator: bool) -> anyhow::Resul
             let control_url = format!("http://{}", control.local_addr()?);
             cfg.whatsapp.ws_url = sim.ws_url().to_owned();
             cfg.whatsapp.root_key = sim.root_public_key();
+            // The walkthrough's webhook receiver runs on this machine too.
+            cfg.service.webhook_allow_private = true;
             println!(
                 "{}",
                 serde_json::json!({
@@ -151,7 +153,13 @@ fn serve(cfg: wa_gateway::config::Config, with_simulator: bool) -> anyhow::Resul
                 send_ttl: Some(ttl),
             },
         );
-        let state = wa_gateway::api::AppState::new(service, &key, cfg.service.unlimited.clone())?;
+        let mut state = wa_gateway::api::AppState::with_rules(
+            service,
+            &key,
+            &cfg.service.token_rules(),
+            cfg.service.unlimited.clone(),
+        )?;
+        state.http = cfg.service.http_limits();
         let listener = tokio::net::TcpListener::bind(cfg.service.bind).await?;
         println!(
             "{}",
@@ -171,13 +179,15 @@ fn serve(cfg: wa_gateway::config::Config, with_simulator: bool) -> anyhow::Resul
     })
 }
 
-/// Prints a token signed with the configured HS256 secret (or the generated one).
+/// Prints a token signed with the configured HS256 secret (or the generated one), naming
+/// `rules`' issuer and audience.
 fn token(
     cfg: &wa_gateway::config::ServiceConfig,
     sub: String,
     role: wa_gateway::api::Role,
     subaccounts: Vec<String>,
     ttl: std::time::Duration,
+    rules: &wa_gateway::api::TokenRules,
 ) -> anyhow::Result<String> {
     let wa_gateway::api::AuthKey::Hs256(secret) = jwt_key(cfg)? else {
         anyhow::bail!(
@@ -191,7 +201,7 @@ fn token(
         subaccounts,
         exp,
     };
-    Ok(wa_gateway::api::auth::mint(&secret, &claims)?)
+    Ok(wa_gateway::api::auth::mint_with(&secret, &claims, rules)?)
 }
 
 /// `1h`, `30m`, `45s`, `2d` or plain seconds.
@@ -350,6 +360,12 @@ enum Command {
         /// Lifetime (`30m`, `1h`, `7d`).
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: std::time::Duration,
+        /// The `iss` claim (default: WA_GATEWAY_JWT_ISSUER, when set).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// The `aud` claim (default: WA_GATEWAY_JWT_AUDIENCE, when set).
+        #[arg(long)]
+        audience: Option<String>,
     },
     /// Runs the offline WhatsApp simulator; prints one JSON line with its URLs and root key.
     Simulate {
@@ -433,6 +449,8 @@ fn main() -> ExitCode {
             role,
             subaccounts,
             ttl,
+            issuer,
+            audience,
         } => {
             let cfg = match config() {
                 Ok(c) => c,
@@ -452,7 +470,12 @@ fn main() -> ExitCode {
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
                 .collect();
-            match token(&cfg.service, sub, role, subs, ttl) {
+            let configured = cfg.service.token_rules();
+            let rules = wa_gateway::api::TokenRules {
+                issuer: issuer.or(configured.issuer),
+                audience: audience.or(configured.audience),
+            };
+            match token(&cfg.service, sub, role, subs, ttl, &rules) {
                 Ok(t) => {
                     println!("{t}");
                     ExitCode::SUCCESS

@@ -51,6 +51,8 @@ fn serve(dir: &std::path::Path, sim: &Value) -> Command {
             sim["root_public_key"].as_str().unwrap(),
         )
         .env("WA_GATEWAY_UNLIMITED_SUBACCOUNTS", "sub")
+        // The webhook receiver runs on loopback, as a deployment's own-network receiver would.
+        .env("WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE", "1")
         .env("RUST_LOG", "warn");
     c
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use wa_gateway::api::{AppState, AuthKey, Claims, Role};
 use wa_gateway::client::{ClientOptions, Keepalive};
-use wa_gateway::service::Service;
+use wa_gateway::service::{Service, ServiceOptions, WebhookSettings};
 use wa_gateway::sim::Simulator;
 use wa_gateway::socket::framing::MAX_FRAME;
 use wa_gateway::socket::{ClientConfig, TrustRoot};
@@ -59,7 +59,18 @@ async fn each_request_logs_under_its_operation_id_and_never_the_token() {
             label: String::new(),
         };
         let secret = b"a-test-secret-of-at-least-32-bytes!!".to_vec();
-        let service = Service::new(Store::open(&db).await.unwrap(), options);
+        // The webhook below points at loopback: allowed here as a deployment would allow it.
+        let service = Service::with_options(
+            Store::open(&db).await.unwrap(),
+            options,
+            ServiceOptions {
+                webhooks: WebhookSettings {
+                    allow_private: true,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
         let state = AppState::new(service, &AuthKey::Hs256(secret.clone()), vec![]).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

@@ -1,7 +1,10 @@
 //! Who is calling: `Authorization: Bearer <JWT>`, verified with the one configured key and its
 //! algorithm only (HS256 with a secret, or RS256 with a public key), `exp` required. Claims:
 //! `sub` (the user), `role` (`admin`, `member` or `viewer`), `subaccounts` (the ids the user
-//! may use; `*` or the admin role for all). Tokens never reach a log line.
+//! may use; `*` or the admin role for all). With an issuer and an audience configured, `iss`
+//! and `aud` must name them (RFC 7519 §4.1.1, §4.1.3); an RS256 key needs both, since a public
+//! key's private half usually signs tokens for more than this service. Tokens never reach a log
+//! line.
 
 use std::fmt;
 
@@ -79,11 +82,24 @@ pub enum AuthError {
     Key(String),
 }
 
+/// What a token must name besides being signed with the key: who issued it (`iss`) and whom
+/// it is for (`aud`). Each is enforced when set; an RS256 key needs both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenRules {
+    /// The `iss` every token must carry (`WA_GATEWAY_JWT_ISSUER`).
+    pub issuer: Option<String>,
+    /// The `aud` every token must carry (`WA_GATEWAY_JWT_AUDIENCE`).
+    pub audience: Option<String>,
+}
+
 /// Verifies tokens with one key.
 #[derive(Clone)]
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    /// Whether an audience is configured (a token's `aud` is then checked against it; without
+    /// one, a token naming any audience is refused: it was minted for someone else).
+    has_audience: bool,
 }
 
 impl fmt::Debug for Verifier {
@@ -95,42 +111,70 @@ impl fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// A verifier pinned to `key`'s algorithm.
+    /// A verifier pinned to `key`'s algorithm, with no issuer or audience (HS256 only).
     pub fn new(key: &AuthKey) -> Result<Verifier, AuthError> {
+        Verifier::with_rules(key, &TokenRules::default())
+    }
+
+    /// A verifier pinned to `key`'s algorithm that also holds tokens to `rules`.
+    pub fn with_rules(key: &AuthKey, rules: &TokenRules) -> Result<Verifier, AuthError> {
         let (key, alg) = match key {
             AuthKey::Hs256(secret) => (DecodingKey::from_secret(secret), Algorithm::HS256),
-            AuthKey::Rs256(pem) => (
-                DecodingKey::from_rsa_pem(pem).map_err(|e| AuthError::Key(e.to_string()))?,
-                Algorithm::RS256,
-            ),
+            AuthKey::Rs256(pem) => {
+                if rules.issuer.is_none() || rules.audience.is_none() {
+                    return Err(AuthError::Key(
+                        "an RS256 key needs an issuer and an audience (WA_GATEWAY_JWT_ISSUER, \
+                         WA_GATEWAY_JWT_AUDIENCE)"
+                            .into(),
+                    ));
+                }
+                (
+                    DecodingKey::from_rsa_pem(pem).map_err(|e| AuthError::Key(e.to_string()))?,
+                    Algorithm::RS256,
+                )
+            }
         };
         let mut validation = Validation::new(alg);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        if let Some(iss) = &rules.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        if let Some(aud) = &rules.audience {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         validation.leeway = 30;
-        Ok(Verifier { key, validation })
+        Ok(Verifier {
+            key,
+            validation,
+            has_audience: rules.audience.is_some(),
+        })
     }
 
     /// The claims of `token`, if it is valid.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map(|d| d.claims)
-            .map_err(|e| AuthError::Invalid(e.kind_description()))
+            .map_err(|e| AuthError::Invalid(self.describe(&e)))
     }
-}
 
-trait KindDescription {
-    fn kind_description(&self) -> String;
-}
-
-impl KindDescription for jsonwebtoken::errors::Error {
     /// What failed, without echoing the token.
-    fn kind_description(&self) -> String {
+    fn describe(&self, e: &jsonwebtoken::errors::Error) -> String {
         use jsonwebtoken::errors::ErrorKind;
-        match self.kind() {
+        match e.kind() {
             ErrorKind::ExpiredSignature => "expired".into(),
             ErrorKind::InvalidAlgorithm => "wrong algorithm".into(),
             ErrorKind::InvalidSignature => "bad signature".into(),
             ErrorKind::MissingRequiredClaim(c) => format!("missing claim {c}"),
+            ErrorKind::InvalidIssuer => "wrong issuer (iss)".into(),
+            ErrorKind::InvalidAudience if self.has_audience => "wrong audience (aud)".into(),
+            ErrorKind::InvalidAudience => "the token names an audience (aud), but this service \
+                                           has none configured (WA_GATEWAY_JWT_AUDIENCE): it \
+                                           was minted for another service"
+                .into(),
+            ErrorKind::ImmatureSignature => "not valid yet (nbf)".into(),
             ErrorKind::Json(_) => "claims do not parse".into(),
             _ => "malformed".into(),
         }
@@ -139,9 +183,28 @@ impl KindDescription for jsonwebtoken::errors::Error {
 
 /// Mints a token with an HS256 secret (`wa-gateway token`).
 pub fn mint(secret: &[u8], claims: &Claims) -> Result<String, AuthError> {
+    mint_with(secret, claims, &TokenRules::default())
+}
+
+/// Mints a token with an HS256 secret that names `rules`' issuer and audience, so a verifier
+/// holding tokens to the same rules takes it.
+pub fn mint_with(secret: &[u8], claims: &Claims, rules: &TokenRules) -> Result<String, AuthError> {
+    #[derive(Serialize)]
+    struct Minted<'a> {
+        #[serde(flatten)]
+        claims: &'a Claims,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        iss: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        aud: Option<&'a str>,
+    }
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
-        claims,
+        &Minted {
+            claims,
+            iss: rules.issuer.as_deref(),
+            aud: rules.audience.as_deref(),
+        },
         &EncodingKey::from_secret(secret),
     )
     .map_err(|e| AuthError::Key(e.to_string()))
@@ -191,6 +254,72 @@ mod tests {
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1In0.";
         assert!(v.verify(none).is_err());
         assert!(format!("{key:?}").contains(".."));
+    }
+
+    #[test]
+    fn issuer_and_audience_are_enforced_when_set_and_a_stray_audience_is_named() {
+        let now = crate::util::clock::now_ms() / 1000;
+        let secret = b"secret-secret-secret-secret-1234";
+        let key = AuthKey::Hs256(secret.to_vec());
+        let ours = TokenRules {
+            issuer: Some("https://idp.example".into()),
+            audience: Some("wa-gateway".into()),
+        };
+        let v = Verifier::with_rules(&key, &ours).unwrap();
+        let c = claims(Role::Member, &["a"], now + 60);
+        assert_eq!(
+            v.verify(&mint_with(secret, &c, &ours).unwrap()),
+            Ok(c.clone())
+        );
+        // One claim missing at a time: jsonwebtoken checks required claims in a set's order.
+        let no_issuer = TokenRules {
+            issuer: None,
+            ..ours.clone()
+        };
+        assert_eq!(
+            v.verify(&mint_with(secret, &c, &no_issuer).unwrap()),
+            Err(AuthError::Invalid("missing claim iss".into()))
+        );
+        let bare = mint(secret, &c).unwrap();
+        assert!(matches!(
+            v.verify(&bare),
+            Err(AuthError::Invalid(m)) if m.starts_with("missing claim")
+        ));
+        let other_aud = TokenRules {
+            audience: Some("billing".into()),
+            ..ours.clone()
+        };
+        assert_eq!(
+            v.verify(&mint_with(secret, &c, &other_aud).unwrap()),
+            Err(AuthError::Invalid("wrong audience (aud)".into()))
+        );
+        let other_iss = TokenRules {
+            issuer: Some("https://elsewhere.example".into()),
+            ..ours.clone()
+        };
+        assert_eq!(
+            v.verify(&mint_with(secret, &c, &other_iss).unwrap()),
+            Err(AuthError::Invalid("wrong issuer (iss)".into()))
+        );
+        // No audience configured: a token minted for some audience is not ours.
+        let plain = Verifier::new(&key).unwrap();
+        let Err(AuthError::Invalid(why)) = plain.verify(&mint_with(secret, &c, &ours).unwrap())
+        else {
+            panic!("a token with an aud passed a verifier without one")
+        };
+        assert!(why.contains("WA_GATEWAY_JWT_AUDIENCE"), "{why}");
+        assert_eq!(plain.verify(&bare), Ok(c));
+        // RS256 without both is refused before any token is seen.
+        for rules in [TokenRules::default(), other_iss.clone()] {
+            let partial = TokenRules {
+                audience: None,
+                ..rules
+            };
+            assert!(matches!(
+                Verifier::with_rules(&AuthKey::Rs256(Vec::new()), &partial),
+                Err(AuthError::Key(_))
+            ));
+        }
     }
 
     #[test]

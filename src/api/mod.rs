@@ -5,21 +5,29 @@
 //! knows the service, never the client or the store directly.
 
 pub mod auth;
+mod extract;
 mod limits;
 pub mod openapi;
 mod routes;
+mod schema;
+mod server;
 mod webhooks;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
-pub use auth::{AuthKey, Claims, Role, Verifier};
+pub use auth::{AuthKey, Claims, Role, TokenRules, Verifier};
 pub use limits::Limits;
+pub use server::HttpLimits;
 
 use crate::service::Service;
 
@@ -37,6 +45,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Set once stored connections were resumed (`/readyz`).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The HTTP server's timeouts and connection cap.
+    pub http: HttpLimits,
 }
 
 impl std::fmt::Debug for AppState {
@@ -45,30 +55,133 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The router.
+/// The router: every endpoint, each request under its operation (see [`operation`]).
 pub fn router(state: AppState) -> axum::Router {
-    routes::router(state)
+    axum::Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route(
+            "/api/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    openapi::served(),
+                )
+            }),
+        )
+        .route("/api/whatsapp/{sub}/{agent}/connect", post(routes::connect))
+        .route("/api/whatsapp/{sub}/{agent}/status", get(routes::status))
+        .route("/api/whatsapp/{sub}/{agent}/send", post(routes::send))
+        .route(
+            "/api/whatsapp/{sub}/{agent}/messages",
+            get(routes::messages),
+        )
+        .route(
+            "/api/whatsapp/{sub}/{agent}/disconnect",
+            post(routes::disconnect),
+        )
+        .route("/api/whatsapp/{sub}/connections", get(routes::connections))
+        .route("/api/whatsapp/{sub}/activities", get(routes::activities))
+        .route(
+            "/api/whatsapp/{sub}/{agent}/webhook",
+            get(webhooks::get_webhook)
+                .put(webhooks::put_webhook)
+                .delete(webhooks::delete_webhook),
+        )
+        .route(
+            "/api/whatsapp/{sub}/{agent}/webhook/deliveries",
+            get(webhooks::deliveries),
+        )
+        .route(
+            "/api/whatsapp/{sub}/{agent}/webhook/deliveries/{id}/redeliver",
+            post(webhooks::redeliver),
+        )
+        .fallback(|| async {
+            Op::new().fail(&ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint",
+            ))
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.http.request_timeout,
+            operation,
+        ))
+        .with_state(state)
+}
+
+/// Gives each request its operation (the envelope's `meta`) and a span naming it, so every log
+/// line of the request (and of the client calls it makes) carries the operationId. The path
+/// is logged, never the query, headers or body (tokens, texts). A request not answered within
+/// `timeout` (its body included: a client that stops sending it holds nothing longer) gets a
+/// 503 `request_timeout`; what it had recorded stays (a send goes out; its Idempotency-Key
+/// finds it again).
+async fn operation(
+    axum::extract::State(timeout): axum::extract::State<std::time::Duration>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let op = Op::new();
+    let span = tracing::info_span!(
+        "request",
+        operation_id = %op.id,
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    req.extensions_mut().insert(op.clone());
+    async move {
+        let r = match tokio::time::timeout(timeout, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => op.fail(&ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request_timeout",
+                format!(
+                    "the request was not answered within {} s (a send it made stays queued; \
+                     retry with the same Idempotency-Key to learn its outcome)",
+                    timeout.as_secs()
+                ),
+            )),
+        };
+        tracing::info!(status = r.status().as_u16(), "answered");
+        r
+    }
+    .instrument(span)
+    .await
 }
 
 impl AppState {
-    /// The state of a service over `service`, checking tokens with `key`.
+    /// The state of a service over `service`, checking tokens with `key` (HS256; an RS256 key
+    /// needs [`AppState::with_rules`]), with the default HTTP limits.
     pub fn new(
         service: Arc<Service>,
         key: &AuthKey,
         unlimited: Vec<String>,
     ) -> Result<AppState, auth::AuthError> {
+        AppState::with_rules(service, key, &TokenRules::default(), unlimited)
+    }
+
+    /// Like [`AppState::new`], with tokens also held to `rules` (issuer, audience).
+    pub fn with_rules(
+        service: Arc<Service>,
+        key: &AuthKey,
+        rules: &TokenRules,
+        unlimited: Vec<String>,
+    ) -> Result<AppState, auth::AuthError> {
         Ok(AppState {
             service,
-            verifier: Arc::new(Verifier::new(key)?),
+            verifier: Arc::new(Verifier::with_rules(key, rules)?),
             limits: Arc::new(Limits::new(unlimited)),
             ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            http: HttpLimits::default(),
         })
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves: stored connections are resumed
-/// first (then `/readyz` says ready); at shutdown no new request is taken, the ones in flight
-/// finish, and every client stops cleanly (what it was handling is stored).
+/// Serves the API on `listener` until `shutdown` resolves, under `state.http`'s timeouts and
+/// connection cap: stored connections are resumed first (then `/readyz` says ready); at
+/// shutdown no new request is taken, the ones in flight finish, and every client stops cleanly
+/// (what it was handling is stored).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -82,10 +195,9 @@ pub async fn serve(
     state
         .ready
         .store(true, std::sync::atomic::Ordering::Release);
+    let limits = state.http.clone();
     let app = router(state);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = server::run(listener, app, limits, shutdown).await;
     service.shutdown().await;
     served
 }
@@ -196,6 +308,14 @@ impl From<crate::service::ServiceError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "webhook_not_found", e.to_string())
             }
             S::NoEvent => ApiError::new(StatusCode::NOT_FOUND, "event_not_found", e.to_string()),
+            S::WebhookUrlNotAllowed(_) => ApiError::bad("webhook_url_not_allowed", e.to_string()),
+            S::IdempotencyKeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                e.to_string(),
+            ),
+            S::ReservedIdempotencyKey(_) => ApiError::bad("invalid_idempotency_key", e.to_string()),
+            S::SendGone => ApiError::new(StatusCode::GONE, "send_record_gone", e.to_string()),
             S::NotConnected(_) => {
                 ApiError::new(StatusCode::CONFLICT, "not_connected", e.to_string())
             }
@@ -245,28 +365,4 @@ impl From<crate::service::ServiceError> for ApiError {
             }
         }
     }
-}
-
-/// The caller's claims from the `Authorization` header.
-fn claims(state: &AppState, headers: &HeaderMap) -> Result<Claims, ApiError> {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing bearer token",
-            )
-        })?;
-    state
-        .verifier
-        .verify(token)
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))
 }

@@ -1,102 +1,32 @@
-//! The endpoints. Every extractor's rejection becomes an envelope (never axum's plain text),
-//! so what a client sends wrong is always a 4xx with a code that says what.
+//! The guide's endpoints (connect, status, send, messages, connections, disconnect), the
+//! activity log and health. Requests are read through `extract`; answers are the shapes of
+//! `schema`.
 
 use std::collections::HashMap;
 
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post};
 use serde_json::{Value, json};
-use tracing::Instrument;
 
+use super::extract::{MAX_ID, allow, body_json, ids, page, respond};
 use super::limits::Endpoint;
 #[allow(unused_imports)] // used by the #[utoipa::path] declarations
-use super::openapi::{
+use super::schema::{
     ActivitiesData, AgentPath, ConnectData, ConnectionsData, DisconnectData, Envelope,
     ErrorEnvelope, Health, MessagesData, Page, SendBody, SendData, StatusData, SubaccountPath,
 };
-use super::{ApiError, AppState, Claims, MAX_BODY, Op, claims};
+use super::{ApiError, AppState, Op};
 use crate::binary::{Jid, Server};
 use crate::service::OutboxRow;
 use crate::service::{Connected, Status, message_id, message_json, wire_user};
 use crate::util::clock::iso8601_ms;
 
-/// Longest subaccount or agent id.
-const MAX_ID: usize = 128;
 /// Longest text (bytes), as the client accepts.
 const MAX_TEXT: usize = crate::client::messenger::MAX_TEXT_BYTES;
-/// History page size bounds and default.
-const MAX_LIMIT: u32 = 500;
-const DEFAULT_LIMIT: u32 = 50;
-/// Largest `skip`.
-const MAX_SKIP: u32 = 10_000_000;
-
-pub(super) fn router(state: AppState) -> axum::Router {
-    axum::Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route(
-            "/api/openapi.json",
-            get(|| async { axum::Json(super::openapi::document()) }),
-        )
-        .route("/api/whatsapp/{sub}/{agent}/connect", post(connect))
-        .route("/api/whatsapp/{sub}/{agent}/status", get(status))
-        .route("/api/whatsapp/{sub}/{agent}/send", post(send))
-        .route("/api/whatsapp/{sub}/{agent}/messages", get(messages))
-        .route("/api/whatsapp/{sub}/{agent}/disconnect", post(disconnect))
-        .route("/api/whatsapp/{sub}/connections", get(connections))
-        .route("/api/whatsapp/{sub}/activities", get(activities))
-        .route(
-            "/api/whatsapp/{sub}/{agent}/webhook",
-            get(super::webhooks::get_webhook)
-                .put(super::webhooks::put_webhook)
-                .delete(super::webhooks::delete_webhook),
-        )
-        .route(
-            "/api/whatsapp/{sub}/{agent}/webhook/deliveries",
-            get(super::webhooks::deliveries),
-        )
-        .route(
-            "/api/whatsapp/{sub}/{agent}/webhook/deliveries/{id}/redeliver",
-            post(super::webhooks::redeliver),
-        )
-        .fallback(|| async {
-            Op::new().fail(&ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such endpoint",
-            ))
-        })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn(operation))
-        .with_state(state)
-}
-
-/// Gives each request its operation (the envelope's `meta`) and a span naming it, so every log
-/// line of the request (and of the client calls it makes) carries the operationId. The path
-/// is logged, never the query, headers or body (tokens, texts).
-async fn operation(mut req: Request, next: Next) -> Response {
-    let op = Op::new();
-    let span = tracing::info_span!(
-        "request",
-        operation_id = %op.id,
-        method = %req.method(),
-        path = %req.uri().path(),
-    );
-    req.extensions_mut().insert(op);
-    async move {
-        let r = next.run(req).await;
-        tracing::info!(status = r.status().as_u16(), "answered");
-        r
-    }
-    .instrument(span)
-    .await
-}
 
 #[utoipa::path(
     get,
@@ -133,83 +63,15 @@ pub(super) async fn readyz(Extension(op): Extension<Op>, State(st): State<AppSta
     }
 }
 
-fn valid_id(s: &str) -> bool {
-    (1..=MAX_ID).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'@' | b':'))
-}
-
-/// The path's ids, checked.
-pub(super) fn ids<const N: usize>(
-    path: Result<Path<Vec<String>>, PathRejection>,
-) -> Result<[String; N], ApiError> {
-    let Path(parts) = path.map_err(|e| ApiError::bad("invalid_path", e.body_text()))?;
-    let parts: [String; N] = parts
-        .try_into()
-        .map_err(|_| ApiError::bad("invalid_path", "unexpected path"))?;
-    if let Some(bad) = parts.iter().find(|p| !valid_id(p)) {
-        return Err(ApiError::bad(
-            "invalid_path",
-            format!(
-                "{:?} is not an id (1–{MAX_ID} letters, digits, `_ - . @ :`)",
-                bad.chars().take(40).collect::<String>()
-            ),
-        ));
-    }
-    Ok(parts)
-}
-
-/// The caller, allowed on `sub` for `endpoint` (writing when `write`), within its rate limit.
-pub(super) fn allow(
-    st: &AppState,
-    headers: &HeaderMap,
-    sub: &str,
-    endpoint: Endpoint,
-    write: bool,
-) -> Result<Claims, ApiError> {
-    let c = claims(st, headers)?;
-    if !c.may_use(sub) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this token may not use this subaccount",
-        ));
-    }
-    if write && !c.may_write() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "viewers may only read",
-        ));
-    }
-    st.limits.check(sub, endpoint).map_err(|after| ApiError {
-        retry_after: Some(after),
-        ..ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!(
-                "more than {} requests a minute to this endpoint; retry in {after} s",
-                endpoint.per_minute()
-            ),
-        )
-    })?;
-    Ok(c)
-}
-
-pub(super) fn respond(op: Op, r: Result<(&'static str, Value), ApiError>) -> Response {
-    match r {
-        Ok((message, data)) => op.ok(message, data),
-        Err(e) => op.fail(&e),
-    }
-}
-
 fn qr_url(code: &str) -> Value {
     crate::client::qr::qr_data_url(code)
         .map(Value::String)
         .unwrap_or(Value::Null)
 }
 
-fn status_json(s: &Status) -> Value {
+/// A status as the guide shows it. The QR code links a phone to the account, so only callers
+/// who may write (who could `connect` themselves) see it; viewers learn only that one shows.
+fn status_json(s: &Status, may_write: bool) -> Value {
     if s.status == "not_initialized" {
         return json!({ "isConnected": false, "status": "not_initialized" });
     }
@@ -217,12 +79,14 @@ fn status_json(s: &Status) -> Value {
         "isConnected": s.is_connected,
         "isActive": s.is_active,
         "hasQR": s.qr.is_some(),
-        "qrCodeDataUrl": s.qr.as_deref().map(qr_url).unwrap_or(Value::Null),
         "phoneNumber": s.phone_number,
         "platform": s.platform,
         "pushname": s.pushname,
         "status": s.status,
     });
+    if may_write {
+        v["qrCodeDataUrl"] = s.qr.as_deref().map(qr_url).unwrap_or(Value::Null);
+    }
     if let Some(code) = &s.code {
         v["code"] = json!(code);
     }
@@ -271,7 +135,10 @@ pub(super) async fn connect(
                     "message": "Scan this QR code with WhatsApp mobile app",
                 }),
             )),
-            Connected::Status(s) => Ok(("WhatsApp is already connected", status_json(&s))),
+            Connected::Status(s) => Ok((
+                "WhatsApp is already connected",
+                status_json(&s, c.may_write()),
+            )),
         }
     }
     .await;
@@ -301,9 +168,12 @@ pub(super) async fn status(
 ) -> Response {
     let r = async {
         let [sub, agent] = ids::<2>(path)?;
-        allow(&st, &headers, &sub, Endpoint::Status, false)?;
+        let c = allow(&st, &headers, &sub, Endpoint::Status, false)?;
         let s = st.service.status(&sub, &agent).await?;
-        Ok(("WhatsApp connection status retrieved", status_json(&s)))
+        Ok((
+            "WhatsApp connection status retrieved",
+            status_json(&s, c.may_write()),
+        ))
     }
     .await;
     respond(op, r)
@@ -350,46 +220,24 @@ pub(super) fn parse_to(to: &str) -> Result<Jid, ApiError> {
     Ok(Jid::new(user, server))
 }
 
-pub(super) fn body_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the body is larger than {MAX_BODY} bytes"),
-            )
-        } else {
-            ApiError::bad("invalid_body", e.body_text())
-        }
-    })?;
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad("invalid_json", format!("the body is not JSON: {e}")))?;
-    if !v.is_object() {
-        return Err(ApiError::bad(
-            "invalid_json",
-            "the body must be a JSON object",
-        ));
-    }
-    Ok(v)
-}
-
 #[utoipa::path(
     post,
     path = "/api/whatsapp/{subaccountId}/{agentId}/send",
     tag = "whatsapp",
     summary = "Send a text",
     description = "Recorded first (durable, idempotent with Idempotency-Key), then sent in order at the account's pace; answers once WhatsApp acks, or `pending` after the configured wait.",
-    params(AgentPath, ("Idempotency-Key" = Option<String>, Header, description = "A retried request with the same key gets the first answer and sends nothing")),
+    params(AgentPath, ("Idempotency-Key" = Option<String>, Header, description = "A retried request with the same key (and the same `to` and message) gets the first answer and sends nothing")),
     request_body = SendBody,
     responses(
-        (status = 200, description = "Sent (or accepted and pending)", body = Envelope<SendData>),
-        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 200, description = "Sent (`server_ack`), or accepted and not yet confirmed (`pending`)", body = Envelope<SendData>),
+        (status = 400, description = "Bad input (`invalid_idempotency_key` for a key starting with `webhook-reply:`, the service's own)", body = ErrorEnvelope),
         (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
         (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
         (status = 404, description = "No such connection (or webhook, or event)", body = ErrorEnvelope),
         (status = 409, description = "Not connected", body = ErrorEnvelope),
+        (status = 410, description = "`send_record_gone`: accepted, but its record was removed (agent removed, record pruned) before it was confirmed; its fate is unknown", body = ErrorEnvelope),
         (status = 413, description = "Body or message too large", body = ErrorEnvelope),
-        (status = 422, description = "Refused by WhatsApp", body = ErrorEnvelope),
+        (status = 422, description = "Refused by WhatsApp, or `idempotency_key_reused`: the key was used for another message or recipient", body = ErrorEnvelope),
         (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
         (status = 503, description = "WhatsApp unreachable", body = ErrorEnvelope),
     ),
@@ -471,15 +319,18 @@ pub(super) async fn send(
         } else {
             queued
         };
-        send_answer(&row)
+        send_answer(&row, wait)
     }
     .await;
     respond(op, r)
 }
 
 /// The send answer for an outbox row: WhatsApp's ack (or refusal) once it came, else the id
-/// the message keeps with `status: "pending"`.
-fn send_answer(row: &OutboxRow) -> Result<(&'static str, Value), ApiError> {
+/// the message keeps with `status: "pending"`. Only an ack is "sent successfully": a send that
+/// went out but whose ack did not come in time (the client answers `pending`; it is resent
+/// with the same id at the next connection), or that still waits in the queue after the
+/// request `waited`, is accepted, not yet confirmed.
+fn send_answer(row: &OutboxRow, waited: bool) -> Result<(&'static str, Value), ApiError> {
     let result: Option<Value> = row
         .result
         .as_deref()
@@ -508,6 +359,11 @@ fn send_answer(row: &OutboxRow) -> Result<(&'static str, Value), ApiError> {
             };
             Err(ApiError::new(status, code, message))
         }
+        ("done", Some(r)) if r["status"] == json!("pending") => Ok((
+            "WhatsApp message accepted, not yet confirmed: WhatsApp did not ack it in time; \
+             it is sent again with the same id until it does",
+            r,
+        )),
         ("done", Some(r)) => Ok(("WhatsApp message sent successfully", r)),
         _ => {
             let to: Jid = row.to.parse().map_err(|_| {
@@ -518,7 +374,12 @@ fn send_answer(row: &OutboxRow) -> Result<(&'static str, Value), ApiError> {
                 )
             })?;
             Ok((
-                "WhatsApp message accepted; it is queued and will be sent",
+                if waited {
+                    "WhatsApp message accepted, not yet confirmed: it is still queued and will \
+                     be sent"
+                } else {
+                    "WhatsApp message accepted; it is queued and will be sent"
+                },
                 json!({
                     "messageId": message_id(&to, &row.message_id, true),
                     "to": wire_user(&to),
@@ -529,32 +390,6 @@ fn send_answer(row: &OutboxRow) -> Result<(&'static str, Value), ApiError> {
             ))
         }
     }
-}
-
-/// `limit` (1..=500, default 50) and `skip` (≥ 0, default 0) from the query.
-pub(super) fn page(
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<(u32, u32), ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad("invalid_query", e.body_text()))?;
-    let num = |k: &str, default: u32, min: u32, max: u32| -> Result<u32, ApiError> {
-        match q.get(k) {
-            None => Ok(default),
-            Some(v) => v
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (min..=max).contains(n))
-                .ok_or_else(|| {
-                    ApiError::bad(
-                        "invalid_query",
-                        format!("`{k}` must be a whole number from {min} to {max}"),
-                    )
-                }),
-        }
-    };
-    Ok((
-        num("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?,
-        num("skip", 0, 0, MAX_SKIP)?,
-    ))
 }
 
 #[utoipa::path(

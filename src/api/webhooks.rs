@@ -11,15 +11,15 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::extract::{allow, body_json, ids, page, respond};
 use super::limits::Endpoint;
 #[allow(unused_imports)] // used by the #[utoipa::path] declarations
-use super::openapi::{
+use super::schema::{
     AgentPath, DeliveriesData, Delivery, DeliveryFilter, Envelope, ErrorEnvelope, Object, Page,
     WebhookBody, WebhookData,
 };
-use super::routes::{allow, body_json, ids, page, respond};
 use super::{ApiError, AppState, Op};
-use crate::service::{SIGNATURE_HEADER, WEBHOOK_EVENTS, WebhookEvent, WebhookView};
+use crate::service::{FailureKind, SIGNATURE_HEADER, WEBHOOK_EVENTS, WebhookEvent, WebhookView};
 use crate::util::clock::iso8601_ms;
 
 /// Longest webhook URL.
@@ -27,9 +27,16 @@ const MAX_URL: usize = 2048;
 /// Shortest and longest secret (bytes).
 const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
 
-fn view_json(w: &WebhookView) -> Value {
+/// A webhook as `GET …/webhook` shows it. Its URL may carry credentials (userinfo, a token in
+/// the query): only callers who may write (who could set it themselves) see them.
+fn view_json(w: &WebhookView, may_write: bool) -> Value {
+    let url = if may_write {
+        w.url.clone()
+    } else {
+        without_credentials(&w.url)
+    };
     json!({
-        "url": w.url,
+        "url": url,
         "events": w.events,
         "signatureHeader": SIGNATURE_HEADER,
         "createdBy": w.created_by,
@@ -38,14 +45,52 @@ fn view_json(w: &WebhookView) -> Value {
     })
 }
 
-fn event_json(e: &WebhookEvent) -> Value {
+/// `url` without userinfo, query or fragment (where credentials ride).
+fn without_credentials(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        // Stored URLs were parsed when set; one that is not is shown as nothing at all.
+        Err(_) => String::new(),
+    }
+}
+
+/// How an attempt failed, for viewers: what kind of failure, never the detail (addresses,
+/// resolver and TLS messages, what the receiver said), which only those who may set the
+/// webhook see.
+fn coarse_error(e: &WebhookEvent) -> Option<String> {
+    let status = || e.last_status.map(|s| format!("HTTP {s}"));
+    Some(match e.last_error_kind {
+        Some(FailureKind::Timeout) => "timed out".into(),
+        Some(FailureKind::Connect) => "connection failed".into(),
+        Some(FailureKind::NotAllowed) => "address not allowed".into(),
+        Some(FailureKind::Status) => status().unwrap_or_else(|| "HTTP error".into()),
+        Some(FailureKind::Answer) => "answer unreadable".into(),
+        Some(FailureKind::Reply) => "reply not queued".into(),
+        Some(FailureKind::Internal) => "internal error".into(),
+        // Recorded before failures had kinds.
+        None => {
+            e.last_error.as_ref()?;
+            status().unwrap_or_else(|| "failed".into())
+        }
+    })
+}
+
+/// A delivery as listed; `detailed` (for callers who may write) with the last error's detail.
+fn event_json(e: &WebhookEvent, detailed: bool) -> Value {
     json!({
         "id": e.id,
         "event": e.kind,
         "state": e.state,
         "attempts": e.attempts,
         "lastStatus": e.last_status,
-        "lastError": e.last_error,
+        "lastError": if detailed { e.last_error.clone() } else { coarse_error(e) },
+        "replyIgnored": e.reply_ignored.map(|r| r.as_str()),
         "nextAttemptAt": (e.state == "pending").then(|| iso8601_ms(e.next_ms)),
         "createdAt": iso8601_ms(e.created_ms),
         "deliveredAt": e.delivered_ms.map(iso8601_ms),
@@ -82,12 +127,12 @@ fn parse_url(v: &Value) -> Result<String, ApiError> {
     path = "/api/whatsapp/{subaccountId}/{agentId}/webhook",
     tag = "webhooks",
     summary = "Set the agent's webhook (replaces it; waiting events go to the new URL)",
-    description = "Each event is POSTed as JSON (schema WebhookEvent) with `X-WA-Gateway-Signature: sha256=<hex HMAC-SHA256(secret, raw body)>`, `X-WA-Gateway-Event-Id`, `X-WA-Gateway-Event` and `X-WA-Gateway-Attempt`; at least once, in order per chat, retried with exponential backoff until the dead-letter time. Answer 2xx to take it; to an inbound message, `{\"reply\": \"text\"}` sends that text to the chat through the outbox (once per event).",
+    description = "Each event is POSTed as JSON (schema WebhookEvent) with `X-WA-Gateway-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + \".\" + raw body)>` (signed afresh at each attempt; refuse a `t` more than 5 minutes from your clock), `X-WA-Gateway-Event-Id`, `X-WA-Gateway-Event` and `X-WA-Gateway-Attempt`; at least once, in order per chat, retried with exponential backoff until the dead-letter time. Answer 2xx (with a body read whole within the attempt's time and 397,312 bytes) to take it; to an inbound message, `{\"reply\": \"text\"}` sends that text to the chat through the outbox (once per event). A URL whose host is a loopback, private, link-local or otherwise non-public address is refused (400 `webhook_url_not_allowed`), and names are only connected to at public addresses, unless the service allows private ones.",
     params(AgentPath),
     request_body = WebhookBody,
     responses(
         (status = 200, description = "The webhook", body = Envelope<WebhookData>),
-        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 400, description = "Bad input; `webhook_url_not_allowed` for an address webhooks may not reach", body = ErrorEnvelope),
         (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
         (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
         (status = 413, description = "Body or message too large", body = ErrorEnvelope),
@@ -154,7 +199,7 @@ pub(super) async fn put_webhook(
             .service
             .set_webhook(&sub, &agent, &url, &secret, &events, Some(&c.sub))
             .await?;
-        Ok(("Webhook set", view_json(&view)))
+        Ok(("Webhook set", view_json(&view, true)))
     }
     .await;
     respond(op, r)
@@ -164,7 +209,7 @@ pub(super) async fn put_webhook(
     get,
     path = "/api/whatsapp/{subaccountId}/{agentId}/webhook",
     tag = "webhooks",
-    summary = "The agent's webhook (never its secret)",
+    summary = "The agent's webhook (never its secret; to viewers, its URL without userinfo, query or fragment)",
     params(AgentPath),
     responses(
         (status = 200, description = "The webhook", body = Envelope<WebhookData>),
@@ -184,9 +229,9 @@ pub(super) async fn get_webhook(
 ) -> Response {
     let r = async {
         let [sub, agent] = ids::<2>(path)?;
-        allow(&st, &headers, &sub, Endpoint::Webhook, false)?;
+        let c = allow(&st, &headers, &sub, Endpoint::Webhook, false)?;
         let view = st.service.webhook(&sub, &agent).await?;
-        Ok(("Webhook retrieved", view_json(&view)))
+        Ok(("Webhook retrieved", view_json(&view, c.may_write())))
     }
     .await;
     respond(op, r)
@@ -228,7 +273,7 @@ pub(super) async fn delete_webhook(
     get,
     path = "/api/whatsapp/{subaccountId}/{agentId}/webhook/deliveries",
     tag = "webhooks",
-    summary = "The agent's webhook events, newest first",
+    summary = "The agent's webhook events, newest first (to viewers, `lastError` is only the kind of failure)",
     params(AgentPath, DeliveryFilter, Page),
     responses(
         (status = 200, description = "The events", body = Envelope<DeliveriesData>),
@@ -249,7 +294,7 @@ pub(super) async fn deliveries(
 ) -> Response {
     let r = async {
         let [sub, agent] = ids::<2>(path)?;
-        allow(&st, &headers, &sub, Endpoint::Webhook, false)?;
+        let c = allow(&st, &headers, &sub, Endpoint::Webhook, false)?;
         let state = match &query {
             Ok(Query(q)) => match q.get("status").map(String::as_str) {
                 None => None,
@@ -268,7 +313,7 @@ pub(super) async fn deliveries(
             .service
             .webhook_deliveries(&sub, &agent, state.as_deref(), limit, skip)
             .await?;
-        let list: Vec<Value> = rows.iter().map(event_json).collect();
+        let list: Vec<Value> = rows.iter().map(|e| event_json(e, c.may_write())).collect();
         Ok((
             "Webhook deliveries retrieved",
             json!({ "deliveries": list, "count": rows.len() }),
@@ -304,7 +349,7 @@ pub(super) async fn redeliver(
         let [sub, agent, id] = ids::<3>(path)?;
         allow(&st, &headers, &sub, Endpoint::Webhook, true)?;
         let e = st.service.redeliver(&sub, &agent, &id).await?;
-        Ok(("Webhook event queued for delivery", event_json(&e)))
+        Ok(("Webhook event queued for delivery", event_json(&e, true)))
     }
     .await;
     respond(op, r)

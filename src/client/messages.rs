@@ -5,6 +5,7 @@
 //! state that produced or consumed them (see [`super::store::CredsStore::commit_message`]).
 
 use crate::binary::Jid;
+use crate::client::content::Kind;
 
 /// Where a message stands. Outbound ones climb the ladder; inbound ones are `Received`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -112,14 +113,139 @@ pub struct StoredMessage {
     pub timestamp: u64,
     /// The author's push name, when the server attached one.
     pub push_name: Option<String>,
-    /// The text, for text messages.
+    /// The text, or a media caption (an edit replaces it; a revoke clears it).
     pub text: Option<String>,
-    /// The `Message` protobuf as received or sent (unpadded).
+    /// The `Message` plaintext as it arrived (unpadded; for inbound, device-sent copies keep
+    /// their envelope) or as we sent it: fields this build does not know survive in it.
     pub raw: Vec<u8>,
     /// Where it stands.
     pub status: MessageStatus,
     /// The server's error code, for `Failed`.
     pub error: Option<u16>,
+    /// What it is (`Revoked` once its sender deleted it for everyone).
+    pub kind: Kind,
+    /// What its kind carries (a JSON object; `Null` when nothing).
+    pub content: serde_json::Value,
+    /// Came in a disappearing-messages envelope or with a timer.
+    pub ephemeral: bool,
+    /// Came as view once.
+    pub view_once: bool,
+    /// For reactions, edits, revokes, votes and pins: the id of the message acted on.
+    pub target: Option<String>,
+    /// When an edit last changed it (unix seconds).
+    pub edited_at: Option<u64>,
+    /// Reactions on it, one per reactor (the latest).
+    pub reactions: Vec<Reaction>,
+}
+
+impl StoredMessage {
+    /// Applies `m` — a reaction, edit or revoke whose target is `self` — when it is allowed:
+    /// anyone in the chat may react (the newest reaction per reactor counts, an empty one
+    /// removes it); only the author edits or deletes, or an admin deletes (the client marks an
+    /// admin's revoke it checked, `content.admin`). Returns what changed, None when nothing did.
+    pub fn apply(&mut self, m: &StoredMessage) -> Option<Applied> {
+        if self.kind.is_mutation() || m.target.as_deref() != Some(self.id.as_str()) {
+            return None;
+        }
+        match m.kind {
+            Kind::Reaction if self.kind != Kind::Revoked => {
+                let emoji = m.text.clone().unwrap_or_default();
+                if let Some(i) = self.reactions.iter().position(|r| r.sender == m.sender) {
+                    if self.reactions[i].t > m.timestamp {
+                        return None;
+                    }
+                    self.reactions.remove(i);
+                }
+                if !emoji.is_empty() {
+                    self.reactions.push(Reaction {
+                        sender: m.sender.clone(),
+                        emoji,
+                        t: m.timestamp,
+                    });
+                }
+                Some(Applied::Reacted)
+            }
+            Kind::Edit
+                if self.kind != Kind::Revoked
+                    && m.sender == self.sender
+                    && self.edited_at.is_none_or(|t| t <= m.timestamp) =>
+            {
+                self.text = m.text.clone();
+                self.edited_at = Some(m.timestamp);
+                Some(Applied::Edited)
+            }
+            Kind::Revoke
+                if self.kind != Kind::Revoked
+                    && (m.sender == self.sender
+                        || m.content.get("admin") == Some(&true.into())) =>
+            {
+                let was = self.kind;
+                self.kind = Kind::Revoked;
+                self.text = None;
+                self.content = serde_json::json!({ "revokedType": was.as_str() });
+                Some(Applied::Revoked)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Default for StoredMessage {
+    /// An empty inbound text row; construction sites name what they know and take the rest.
+    fn default() -> StoredMessage {
+        StoredMessage {
+            id: String::new(),
+            chat: Jid::new("", crate::binary::Server::User),
+            sender: Jid::new("", crate::binary::Server::User),
+            from_me: false,
+            timestamp: 0,
+            push_name: None,
+            text: None,
+            raw: Vec::new(),
+            status: MessageStatus::Received,
+            error: None,
+            kind: Kind::Chat,
+            content: serde_json::Value::Null,
+            ephemeral: false,
+            view_once: false,
+            target: None,
+            edited_at: None,
+            reactions: Vec::new(),
+        }
+    }
+}
+
+/// A reaction on a stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaction {
+    /// Who reacted (user JID, canonical).
+    pub sender: Jid,
+    /// The emoji.
+    pub emoji: String,
+    /// When (unix seconds).
+    pub t: u64,
+}
+
+/// What a reaction, edit or revoke did to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// A reaction was set, changed or removed.
+    Reacted,
+    /// The text was replaced.
+    Edited,
+    /// The message was deleted for everyone.
+    Revoked,
+}
+
+impl Applied {
+    /// The webhook event it raises (`message.reaction`, `message.edited`, `message.revoked`).
+    pub fn event(self) -> &'static str {
+        match self {
+            Applied::Reacted => "message.reaction",
+            Applied::Edited => "message.edited",
+            Applied::Revoked => "message.revoked",
+        }
+    }
 }
 
 /// What committing a message found.

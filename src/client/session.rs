@@ -138,9 +138,9 @@ impl<S: CredsStore> Run<S> {
                                 self.emit(Event::OfflineSync { count }).await;
                             }
                         }
-                        // Group changes are acked by the messenger once stored (a crash before
-                        // that gets them redelivered).
-                        "notification" if node.get_str("type").as_deref() == Some("w:gp2") => {
+                        // Group changes and privacy tokens are acked by the messenger once
+                        // stored (a crash before that gets them redelivered).
+                        "notification" if matches!(node.get_str("type").as_deref(), Some("w:gp2" | "privacy_token")) => {
                             let _ = work.send(node).await;
                         }
                         "notification" => {
@@ -155,7 +155,7 @@ impl<S: CredsStore> Run<S> {
                                         tracing::warn!(error = %e, "prekey refill failed");
                                     }
                                 }.in_current_span()));
-                            } else if matches!(node.get_str("type").as_deref(), Some("devices" | "privacy_token" | "mex")) {
+                            } else if matches!(node.get_str("type").as_deref(), Some("devices" | "mex")) {
                                 let _ = work.send(node).await;
                             }
                         }

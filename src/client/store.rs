@@ -115,7 +115,9 @@ pub trait CredsStore: GroupStore + Send + Sync + 'static {
         id: &str,
     ) -> impl Future<Output = Result<bool, CredsStoreError>> + Send;
     /// Stores `msg` and applies `changes` in one transaction: either both land or neither.
-    /// A message already stored is left alone (the changes still apply).
+    /// A message already stored is left alone (the changes still apply). A reaction, edit or
+    /// revoke is applied to its target in the same unit ([`StoredMessage::apply`]), now if the
+    /// target is stored, else when it arrives.
     fn commit_message(
         &self,
         changes: &SignalChanges,
@@ -132,7 +134,8 @@ pub trait CredsStore: GroupStore + Send + Sync + 'static {
         chat: &Jid,
         id: &str,
     ) -> impl Future<Output = Result<Option<StoredMessage>, CredsStoreError>> + Send;
-    /// Messages newest first (one chat, or all), skipping `offset`.
+    /// Messages newest first (one chat, or all), skipping `offset`; edits and revokes are not
+    /// listed (they show through their target).
     fn messages(
         &self,
         chat: Option<&Jid>,
@@ -376,7 +379,27 @@ impl CredsStore for MemoryCreds {
         {
             return Ok(Committed::Duplicate);
         }
-        msgs.push(msg.clone());
+        let mut msg = msg.clone();
+        if msg.kind.is_mutation() {
+            if let Some(target) = msgs.iter_mut().find(|t| {
+                t.chat == msg.chat && Some(&t.id) == msg.target.as_ref() && !t.kind.is_mutation()
+            }) {
+                target.apply(&msg);
+            }
+        } else {
+            // What arrived before its target applies now, in the order it arrived.
+            let early: Vec<StoredMessage> = msgs
+                .iter()
+                .filter(|m| {
+                    m.chat == msg.chat && m.kind.is_mutation() && m.target.as_ref() == Some(&msg.id)
+                })
+                .cloned()
+                .collect();
+            for m in &early {
+                msg.apply(m);
+            }
+        }
+        msgs.push(msg);
         Ok(Committed::Inserted)
     }
 
@@ -425,7 +448,7 @@ impl CredsStore for MemoryCreds {
             .map_err(poisoned)?
             .iter()
             .rev()
-            .filter(|m| chat.is_none_or(|c| &m.chat == c))
+            .filter(|m| m.kind.is_listed() && chat.is_none_or(|c| &m.chat == c))
             .skip(offset as usize)
             .take(limit as usize)
             .cloned()

@@ -3,15 +3,17 @@
 //! keeps the connection rows and the activity log current from each client's events. It knows
 //! the client and the store; it knows nothing of HTTP (the `api` layer maps its answers).
 
+pub mod egress;
 mod outbox;
 mod webhooks;
 
 pub use crate::store::outbox::OutboxRow;
 pub use crate::store::webhooks::{EVENTS as WEBHOOK_EVENTS, WebhookEvent};
+pub use crate::store::webhooks::{FailureKind, ReplyIgnored};
 pub use outbox::Pacing;
 pub use webhooks::{
-    ATTEMPT_HEADER, EVENT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, WebhookSettings, WebhookView,
-    signature,
+    ATTEMPT_HEADER, EVENT_HEADER, EVENT_ID_HEADER, MAX_ANSWER, REPLY_KEY_PREFIX, SIGNATURE_HEADER,
+    WebhookSettings, WebhookView, signature,
 };
 
 use std::collections::HashMap;
@@ -38,6 +40,27 @@ pub enum ServiceError {
     /// No webhook event with that id.
     #[error("no webhook event with that id")]
     NoEvent,
+    /// A webhook URL whose host is an address webhooks may not reach (loopback, private,
+    /// link-local, …) while private addresses are not allowed.
+    #[error(
+        "`url` points at {0}, an address webhooks may not reach (loopback, private, link-local, \
+         metadata or otherwise not public); WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE=1 allows them"
+    )]
+    WebhookUrlNotAllowed(std::net::IpAddr),
+    /// An idempotency key already used for another message or recipient (a client bug: a
+    /// retry must repeat its request).
+    #[error("this Idempotency-Key was used for another message or recipient")]
+    IdempotencyKeyReused,
+    /// An idempotency key in the space the service keeps for itself (webhook replies).
+    #[error("Idempotency-Key may not start with `{0}` (the service's own keys)")]
+    ReservedIdempotencyKey(&'static str),
+    /// A send's outbox record went away before its outcome was known (its agent was removed,
+    /// or the record pruned): whether it went out cannot be told.
+    #[error(
+        "the send was accepted, but its record was removed before it was confirmed; \
+         whether it went out is unknown"
+    )]
+    SendGone,
     /// The account is not connected to WhatsApp.
     #[error("WhatsApp is not connected for this agent ({0})")]
     NotConnected(String),
@@ -204,13 +227,20 @@ impl Service {
         options: ClientOptions,
         service: ServiceOptions,
     ) -> Arc<Service> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             // A webhook URL is where events go, not a place to be sent on from.
             .redirect(reqwest::redirect::Policy::none())
+            // Through a proxy, the address connected to would be the proxy's and the resolver
+            // below would check the wrong one: webhooks go direct.
+            .no_proxy()
             .connect_timeout(service.webhooks.timeout)
-            .user_agent(concat!("wa-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+            .user_agent(concat!("wa-gateway/", env!("CARGO_PKG_VERSION")));
+        if !service.webhooks.allow_private {
+            // Every name is resolved to public addresses only, at connection time.
+            http = http.dns_resolver(Arc::new(egress::PublicOnly));
+        }
+        // Building fails only if the TLS backend cannot start; then no webhook could go.
+        let http = http.build().expect("the webhook HTTP client starts");
         let svc = Arc::new(Service {
             store,
             options,
@@ -573,22 +603,37 @@ impl Service {
         m: &mut crate::client::messages::StoredMessage,
         numbers: &mut HashMap<String, Option<String>>,
     ) {
-        let creds = self.store.creds(account);
-        for j in [&mut m.chat, &mut m.sender] {
-            if j.server != Server::Lid {
-                continue;
+        let reactors = m.reactions.iter_mut().map(|r| &mut r.sender);
+        for j in [&mut m.chat, &mut m.sender].into_iter().chain(reactors) {
+            self.jid_by_number(account, j, numbers).await;
+        }
+    }
+
+    /// Names one LID-keyed contact by phone number, when known (see [`Self::by_number`]).
+    async fn jid_by_number(
+        &self,
+        account: AccountId,
+        j: &mut Jid,
+        numbers: &mut HashMap<String, Option<String>>,
+    ) {
+        if j.server != Server::Lid {
+            return;
+        }
+        let pn = match numbers.get(&j.user) {
+            Some(p) => p.clone(),
+            None => {
+                let p = self
+                    .store
+                    .creds(account)
+                    .pn_for(&j.user)
+                    .await
+                    .unwrap_or(None);
+                numbers.insert(j.user.clone(), p.clone());
+                p
             }
-            let pn = match numbers.get(&j.user) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = creds.pn_for(&j.user).await.unwrap_or(None);
-                    numbers.insert(j.user.clone(), p.clone());
-                    p
-                }
-            };
-            if let Some(pn) = pn {
-                *j = Jid::new(pn, Server::User);
-            }
+        };
+        if let Some(pn) = pn {
+            *j = Jid::new(pn, Server::User);
         }
     }
 
@@ -716,6 +761,21 @@ pub fn message_json(
         .unwrap_or(i64::MAX)
         .saturating_mul(1000);
     let iso = crate::util::clock::iso8601_ms;
+    let content = match &m.content {
+        Value::Null => json!({}),
+        c => c.clone(),
+    };
+    let reactions: Vec<Value> = m
+        .reactions
+        .iter()
+        .map(|r| {
+            json!({
+                "from": wire_user(&r.sender),
+                "emoji": r.emoji,
+                "timestamp": iso(i64::try_from(r.t).unwrap_or(i64::MAX).saturating_mul(1000)),
+            })
+        })
+        .collect();
     json!({
         "messageId": message_id(&m.chat, &m.id, m.from_me),
         "from": if m.from_me { Value::Null } else { json!(wire_user(&m.sender)) },
@@ -723,12 +783,18 @@ pub fn message_json(
         "message": m.text,
         "direction": if m.from_me { "outbound" } else { "inbound" },
         "timestamp": iso(ts),
-        "hasMedia": false,
-        "type": "chat",
+        "hasMedia": m.kind.has_media(),
+        "type": m.kind.as_str(),
         "createdAt": iso(created_ms.unwrap_or(ts)),
         "chat": wire_user(&m.chat),
         "status": m.status.as_str(),
         "errorCode": m.error,
+        "content": content,
+        "ephemeral": m.ephemeral,
+        "viewOnce": m.view_once,
+        "editedAt": m.edited_at.map(|t| iso(i64::try_from(t).unwrap_or(i64::MAX).saturating_mul(1000))),
+        "revoked": m.kind == crate::client::content::Kind::Revoked,
+        "reactions": reactions,
     })
 }
 

@@ -142,6 +142,13 @@ impl Service {
         user: Option<&str>,
         idem_key: Option<&str>,
     ) -> Result<OutboxRow, ServiceError> {
+        if let Some(key) = idem_key
+            && key.starts_with(super::webhooks::REPLY_KEY_PREFIX)
+        {
+            return Err(ServiceError::ReservedIdempotencyKey(
+                super::webhooks::REPLY_KEY_PREFIX,
+            ));
+        }
         let Some(row) = self.store.connection(subaccount, agent).await? else {
             return Err(ServiceError::NotFound);
         };
@@ -149,7 +156,7 @@ impl Service {
         if let Some(key) = idem_key
             && let Some(done) = self.store.find_send(row.account, key).await?
         {
-            return Ok(done);
+            return same_request(done, to, text);
         }
         let state = session.as_ref().map(|s| s.client.state());
         if state != Some(ConnState::Connected) {
@@ -159,7 +166,9 @@ impl Service {
                 .unwrap_or(&row.status);
             return Err(ServiceError::NotConnected(name.to_owned()));
         }
-        self.enqueue(&row, to, text, user, idem_key).await
+        let queued = self.enqueue(&row, to, text, user, idem_key).await?;
+        // A concurrent request with the same key may have been recorded first.
+        same_request(queued, to, text)
     }
 
     /// Records a send for `row`'s account, whatever its state now (the drain sends it once the
@@ -207,7 +216,7 @@ impl Service {
                 .store
                 .send_row(pk)
                 .await?
-                .ok_or(ServiceError::NotFound)?;
+                .ok_or(ServiceError::SendGone)?;
             if row.state != "queued" || Instant::now() >= deadline {
                 break row;
             }
@@ -358,6 +367,16 @@ impl Service {
             tracing::warn!(error = %e, "cannot record a send's outcome");
         }
         self.finished(row.pk);
+    }
+}
+
+/// `row`, the send an idempotency key named, if it is the one asked for again (same recipient,
+/// same text, as Stripe's keys: a key names one request); else the key was reused.
+fn same_request(row: OutboxRow, to: &Jid, text: &str) -> Result<OutboxRow, ServiceError> {
+    if row.to == to.to_string() && row.body == text {
+        Ok(row)
+    } else {
+        Err(ServiceError::IdempotencyKeyReused)
     }
 }
 

@@ -3,9 +3,13 @@
 //! chat's events go out one at a time in commit order, many chats at once; a failed attempt
 //! waits an exponential backoff with jitter; an event still failing after `dead_after` is
 //! dead-lettered, listed by the API, and can be redelivered. Delivery is at least once: the
-//! receiver deduplicates by the event id. A `{"reply": "…"}` answer to an inbound message is
-//! queued in the outbox under an idempotency key derived from the event id, before the event
-//! is marked delivered, so a redelivery never answers twice.
+//! receiver deduplicates by the event id. Each attempt is signed afresh over its time and the
+//! body (`t=<unix>,v1=<hex>`, Stripe's scheme), so a receiver can refuse replays, while the body
+//! stays byte-identical on every retry. An answer is taken once it is read whole; a
+//! `{"reply": "…"}` answer to an inbound message is queued in the outbox under an idempotency
+//! key derived from the event id, before the event is marked delivered, so a redelivery never
+//! answers twice; a reply not sent is recorded with why. Attempts connect only to public
+//! addresses unless private ones are allowed (`egress`).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -16,16 +20,19 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::{Service, ServiceError, now_ms, wire_user};
+use super::{Service, ServiceError, egress, now_ms, wire_user};
 use crate::binary::Jid;
 use crate::client::messages::StoredMessage;
+use crate::client::messenger::MAX_TEXT_BYTES;
 use crate::store::AccountId;
 use crate::store::connections::ConnectionRow;
-use crate::store::webhooks::{self as kinds, Attempt, Webhook, WebhookEvent};
+use crate::store::webhooks::{
+    self as kinds, Attempt, FailureKind, ReplyIgnored, Webhook, WebhookEvent,
+};
 use crate::util::clock::iso8601_ms;
 use tokio::sync::mpsc;
 
-/// The header carrying `sha256=<hex HMAC-SHA256(secret, body)>`.
+/// The header carrying `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
 pub const SIGNATURE_HEADER: &str = "x-wa-gateway-signature";
 /// The header carrying the event id (the body's `id`).
 pub const EVENT_ID_HEADER: &str = "x-wa-gateway-event-id";
@@ -34,8 +41,15 @@ pub const EVENT_HEADER: &str = "x-wa-gateway-event";
 /// The header carrying the attempt number (1 for the first).
 pub const ATTEMPT_HEADER: &str = "x-wa-gateway-attempt";
 
-/// Most bytes of a receiver's answer read (for `reply`); the rest is ignored.
-const MAX_ANSWER: usize = 64 * 1024;
+/// The idempotency keys of webhook replies start with this (then the event id); REST callers
+/// may not use it, so no request can take or block a reply's key.
+pub const REPLY_KEY_PREFIX: &str = "webhook-reply:";
+
+/// Most bytes of a receiver's answer: room for the longest reply (`MAX_TEXT_BYTES` of text)
+/// escaped at its worst, every character as `\uXXXX` (RFC 8259 §7 lets a receiver escape any
+/// character: six bytes for a one-byte character; a two-, three- or four-byte one takes six or
+/// twelve), plus 4 KiB for the object around it. A longer answer is not read: the attempt fails.
+pub const MAX_ANSWER: usize = 6 * MAX_TEXT_BYTES + 4096;
 
 /// How webhooks are delivered.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +68,11 @@ pub struct WebhookSettings {
     pub per_account: usize,
     /// How long delivered events are kept (for the deliveries listing) before they are pruned.
     pub retain: Duration,
+    /// Whether webhooks may reach loopback, private, link-local, metadata and other
+    /// non-public addresses (a deployment whose receivers are on its own network, or the
+    /// offline simulator). Off, such a URL is refused when set and at each attempt, checked on
+    /// the address actually connected to.
+    pub allow_private: bool,
 }
 
 impl Default for WebhookSettings {
@@ -66,6 +85,7 @@ impl Default for WebhookSettings {
             concurrency: 64,
             per_account: 8,
             retain: Duration::from_secs(7 * 24 * 3600),
+            allow_private: false,
         }
     }
 }
@@ -82,12 +102,16 @@ impl WebhookSettings {
     }
 }
 
-/// `sha256=<hex>`: the signature header's value for `body` under `secret`.
-pub fn signature(secret: &[u8], body: &[u8]) -> String {
+/// `t=<t>,v1=<hex>`: the signature header's value for `body` sent at `t` (unix seconds) under
+/// `secret`, where `v1` is HMAC-SHA256 over `t`, a dot and the body (Stripe's scheme: the
+/// receiver refuses a `t` too old, so a captured request cannot be replayed later).
+pub fn signature(secret: &[u8], t: u64, body: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
     mac.update(body);
     format!(
-        "sha256={}",
+        "t={t},v1={}",
         crate::util::hex::encode(&mac.finalize().into_bytes())
     )
 }
@@ -124,8 +148,22 @@ type Target = Result<(Arc<Webhook>, Arc<ConnectionRow>), String>;
 
 /// What became of one attempt.
 enum Outcome {
-    Delivered,
-    Failed { status: Option<u16>, error: String },
+    /// Taken; its reply, if it was not sent, and why.
+    Delivered { reply_ignored: Option<ReplyIgnored> },
+    /// Not taken: how, with the receiver's status if it answered, and the detail.
+    Failed {
+        kind: FailureKind,
+        status: Option<u16>,
+        error: String,
+    },
+}
+
+fn failed(kind: FailureKind, status: Option<u16>, error: impl Into<String>) -> Outcome {
+    Outcome::Failed {
+        kind,
+        status,
+        error: error.into(),
+    }
 }
 
 impl Service {
@@ -139,6 +177,11 @@ impl Service {
         events: &[&str],
         user: Option<&str>,
     ) -> Result<WebhookView, ServiceError> {
+        if !self.webhook_settings.allow_private
+            && let Some(ip) = egress::refused_literal(url)
+        {
+            return Err(ServiceError::WebhookUrlNotAllowed(ip));
+        }
         // Set before the first `connect`, it hears that connection's events too.
         let account = self.store.account(subaccount, agent).await?;
         self.store
@@ -294,6 +337,36 @@ impl Service {
                     })
                 }
             }
+            kinds::MESSAGE_REACTION | kinds::MESSAGE_EDITED | kinds::MESSAGE_REVOKED => {
+                let (mut m, created) = message.ok_or(ServiceError::NotFound)?;
+                self.by_number(e.account, &mut m, numbers).await;
+                let by: Value = e
+                    .data
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str(d).ok())
+                    .unwrap_or(Value::Null);
+                let mut actor = by["by"]
+                    .as_str()
+                    .and_then(|j| j.parse::<Jid>().ok())
+                    .unwrap_or_else(|| m.sender.clone());
+                self.jid_by_number(e.account, &mut actor, numbers).await;
+                let mut data = json!({
+                    "messageId": super::message_id(&m.chat, &m.id, m.from_me),
+                    "chat": wire_user(&m.chat),
+                    "by": wire_user(&actor),
+                    "fromMe": by["fromMe"],
+                    "timestamp": by["t"].as_i64().map(|t| iso8601_ms(t.saturating_mul(1000))),
+                    "message": super::message_json(&m, created),
+                });
+                if e.kind == kinds::MESSAGE_REACTION {
+                    let emoji = by["text"].as_str().unwrap_or_default();
+                    data["emoji"] = json!(emoji);
+                    data["removed"] = json!(emoji.is_empty());
+                } else if e.kind == kinds::MESSAGE_REVOKED {
+                    data["admin"] = by["admin"].clone();
+                }
+                data
+            }
             _ => json!({
                 "status": e.status,
                 "code": e.data,
@@ -372,21 +445,24 @@ impl Service {
             (Ok((hook, conn)), Ok(payload)) => {
                 self.attempt(&e, attempt, &hook, &conn, payload).await
             }
-            (Err(error), _) | (_, Err(error)) => Outcome::Failed {
-                status: None,
-                error,
-            },
+            (Err(error), _) | (_, Err(error)) => failed(FailureKind::Internal, None, error),
         };
         let now = now_ms();
         let a = match outcome {
-            Outcome::Delivered => Attempt {
+            Outcome::Delivered { reply_ignored } => Attempt {
                 pk: e.pk,
                 state: "delivered".into(),
                 next_ms: now,
                 http_status: None,
                 error: None,
+                error_kind: None,
+                reply_ignored,
             },
-            Outcome::Failed { status, error } => {
+            Outcome::Failed {
+                kind,
+                status,
+                error,
+            } => {
                 let waited = Duration::from_millis(u64::try_from(now - e.since_ms).unwrap_or(0));
                 let (state, next) = if waited >= settings.dead_after {
                     tracing::warn!(event = %e.id, %error, "webhook event dead-lettered");
@@ -403,6 +479,8 @@ impl Service {
                     next_ms: next,
                     http_status: status,
                     error: Some(error),
+                    error_kind: Some(kind),
+                    reply_ignored: None,
                 }
             }
         };
@@ -410,6 +488,7 @@ impl Service {
         let _ = record.send(a).await;
     }
 
+    /// One POST of `payload` to `hook`, its answer read whole and its reply queued.
     async fn attempt(
         &self,
         e: &WebhookEvent,
@@ -418,8 +497,23 @@ impl Service {
         conn: &ConnectionRow,
         payload: String,
     ) -> Outcome {
-        let failed = |status, error: String| Outcome::Failed { status, error };
-        let sig = signature(&hook.secret, payload.as_bytes());
+        // The HTTP client connects to an address in the URL without resolving it, so the
+        // resolver's check never sees it: checked here, at every attempt (the setting may have
+        // changed since the URL was stored).
+        if !self.webhook_settings.allow_private
+            && let Some(ip) = egress::refused_literal(&hook.url)
+        {
+            return failed(
+                FailureKind::NotAllowed,
+                None,
+                format!(
+                    "address not allowed: the URL's host is {ip}, an address webhooks may not \
+                     reach (WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE allows it)"
+                ),
+            );
+        }
+        let t = crate::util::clock::now_ms() / 1000;
+        let sig = signature(&hook.secret, t, payload.as_bytes());
         let sent = self
             .http
             .post(&hook.url)
@@ -434,59 +528,107 @@ impl Service {
             .await;
         let mut resp = match sent {
             Ok(r) => r,
-            Err(err) => return failed(None, short_error(&err)),
+            Err(err) => return failed(failure_kind(&err), None, short_error(&err)),
         };
         let status = resp.status();
         if !status.is_success() {
-            return failed(Some(status.as_u16()), format!("answered {status}"));
+            return failed(
+                FailureKind::Status,
+                Some(status.as_u16()),
+                format!("answered {status}"),
+            );
         }
-        if e.kind != kinds::MESSAGE_RECEIVED {
-            return Outcome::Delivered;
+        let code = Some(status.as_u16());
+        let too_long = || {
+            failed(
+                FailureKind::Answer,
+                code,
+                format!("the answer is larger than {MAX_ANSWER} bytes"),
+            )
+        };
+        if resp.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+            return too_long();
         }
-        // The request's timeout covers the body too: a stalled answer ends the loop.
+        // The request's timeout covers the body too: a stalled answer ends in an error.
         let mut answer = Vec::new();
-        while let Ok(Some(chunk)) = resp.chunk().await {
-            let room = MAX_ANSWER - answer.len();
-            answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if answer.len() >= MAX_ANSWER {
-                break;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) if answer.len() + chunk.len() > MAX_ANSWER => return too_long(),
+                Ok(Some(chunk)) => answer.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(err) => {
+                    let kind = if err.is_timeout() {
+                        FailureKind::Timeout
+                    } else {
+                        FailureKind::Answer
+                    };
+                    return failed(
+                        kind,
+                        code,
+                        format!("the answer could not be read: {}", short_error(&err)),
+                    );
+                }
             }
         }
         match self.reply(e, conn, &answer).await {
-            Ok(()) => Outcome::Delivered,
+            Ok(reply_ignored) => Outcome::Delivered { reply_ignored },
             // The reply could not be queued: the event goes again, so the reply is not lost.
             Err(err) => failed(
-                Some(status.as_u16()),
+                FailureKind::Reply,
+                code,
                 format!("cannot queue the reply: {err}"),
             ),
         }
     }
 
-    /// Queues the `reply` of an answer to inbound event `e`, once per event.
+    /// Queues the `reply` of an answer to inbound event `e`, once per event; or why not.
     async fn reply(
         &self,
         e: &WebhookEvent,
         conn: &ConnectionRow,
         answer: &[u8],
-    ) -> Result<(), ServiceError> {
-        let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(answer) else {
-            return Ok(());
+    ) -> Result<Option<ReplyIgnored>, ServiceError> {
+        let reply = match serde_json::from_slice::<Value>(answer) {
+            Ok(Value::Object(mut obj)) => obj.remove("reply"),
+            // Nothing said: nothing to reply.
+            _ if answer.trim_ascii().is_empty() => None,
+            _ if e.kind != kinds::MESSAGE_RECEIVED => return Ok(None),
+            _ => return Ok(Some(ReplyIgnored::NotJson)),
         };
-        let Some(text) = obj.get("reply").and_then(Value::as_str) else {
-            return Ok(());
+        let reply = reply.filter(|r| !r.is_null());
+        if e.kind != kinds::MESSAGE_RECEIVED {
+            // Only an inbound message has someone to answer; say so only when asked to.
+            return Ok(reply.map(|_| ReplyIgnored::NotRepliable));
+        }
+        let text = match &reply {
+            None => return Ok(Some(ReplyIgnored::NoReply)),
+            Some(Value::String(t)) => t.trim(),
+            Some(_) => return Ok(Some(ReplyIgnored::NotText)),
         };
-        let text = text.trim();
-        if text.is_empty() || text.len() > crate::client::messenger::MAX_TEXT_BYTES {
-            tracing::warn!(event = %e.id, "webhook reply empty or too long; not sent");
-            return Ok(());
+        if text.is_empty() {
+            return Ok(Some(ReplyIgnored::Empty));
+        }
+        if text.len() > MAX_TEXT_BYTES {
+            return Ok(Some(ReplyIgnored::TooLong));
         }
         let Ok(chat) = e.chat.parse::<Jid>() else {
-            return Ok(());
+            return Ok(Some(ReplyIgnored::NoChat));
         };
-        let key = format!("webhook-reply:{}", e.id);
+        let key = format!("{REPLY_KEY_PREFIX}{}", e.id);
         let row = self.enqueue(conn, &chat, text, None, Some(&key)).await?;
         tracing::info!(event = %e.id, outbox = row.pk, "webhook reply queued");
-        Ok(())
+        Ok(None)
+    }
+}
+
+/// How a request that got no answer failed.
+fn failure_kind(e: &reqwest::Error) -> FailureKind {
+    if egress::is_not_allowed(e) {
+        FailureKind::NotAllowed
+    } else if e.is_timeout() {
+        FailureKind::Timeout
+    } else {
+        FailureKind::Connect
     }
 }
 
@@ -655,6 +797,20 @@ fn millis(d: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_signature_is_stripes_scheme_over_the_time_and_the_body() {
+        // Made with: printf '%s' '1700000000.{"id":"x"}' | openssl dgst -sha256 -hmac whsec_test
+        assert_eq!(
+            signature(b"whsec_test", 1_700_000_000, br#"{"id":"x"}"#),
+            "t=1700000000,v1=80e8d098018f757aa814ab1abb924f35d304affa1d93d29611a54696207eb7c3"
+        );
+        // The time is signed: the same body at another time signs differently.
+        assert_eq!(
+            signature(b"whsec_test", 1_700_000_300, br#"{"id":"x"}"#),
+            "t=1700000300,v1=372b19c318ec7f5827da526879248cb8f947f1b3d64b5959589db804a788a424"
+        );
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter_below_it() {

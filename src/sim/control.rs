@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::compose::Compose;
 use super::error::SimError;
 use super::server::Fault;
 use super::simulator::Simulator;
@@ -44,13 +45,14 @@ pub struct FaultBody {
     pub on: Option<bool>,
 }
 
-/// Body of `POST /phones/{number}/send`.
+/// Body of `POST /phones/{number}/send`: the recipient and what to send (see [`Compose`]).
 #[derive(Debug, Deserialize)]
 pub struct SendBody {
-    /// Digits, or a PN / LID JID.
+    /// Digits, or a PN, LID or group JID.
     pub to: String,
-    /// The text.
-    pub text: String,
+    /// The content.
+    #[serde(flatten)]
+    pub content: Compose,
 }
 
 /// Body of `POST /phones/{number}/echo`.
@@ -200,9 +202,10 @@ async fn fault(
 
 fn sim_error(e: SimError) -> Reply {
     match e {
-        e @ (SimError::BadNumber | SimError::BadDeviceCount | SimError::TooMany) => {
-            bad(StatusCode::BAD_REQUEST, e)
-        }
+        e @ (SimError::BadNumber
+        | SimError::BadDeviceCount
+        | SimError::TooMany
+        | SimError::BadMessage) => bad(StatusCode::BAD_REQUEST, e),
         e @ SimError::NoSuchGroup => bad(StatusCode::NOT_FOUND, e),
         e => bad(StatusCode::CONFLICT, e),
     }
@@ -217,10 +220,27 @@ async fn send(
         Ok(b) => b,
         Err(e) => return bad(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    if b.text.is_empty() || b.text.len() > 65_536 {
+    if b.content
+        .text
+        .as_ref()
+        .is_some_and(|t| t.is_empty() || t.len() > 65_536)
+    {
         return bad(StatusCode::BAD_REQUEST, "text must be 1–65,536 bytes");
     }
-    match sim.phone_send(&number, &b.to, &b.text).await {
+    // Keys in the content name the chat as the sender addresses it.
+    let chat = if b.to.contains('@') {
+        b.to.clone()
+    } else {
+        format!("{}@s.whatsapp.net", b.to)
+    };
+    let composed = match b.content.build(&chat, crate::util::clock::now_ms_i64()) {
+        Ok(c) => c,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e),
+    };
+    match sim
+        .phone_send_message(&number, &b.to, &composed.plain, composed.admin)
+        .await
+    {
         Ok(id) => (StatusCode::OK, Json(json!({ "id": id }))),
         Err(e) => sim_error(e),
     }

@@ -178,6 +178,27 @@ pub(super) fn corrupt(enc: Node) -> Node {
     }
 }
 
+/// `node` (a `<message>`) with the `edit` its content calls for.
+pub(super) fn with_edit(node: Node, a: &crate::stanza::attrs::ContentAttrs) -> Node {
+    match a.edit {
+        Some(e) => node.attr("edit", e),
+        None => node,
+    }
+}
+
+/// An `<enc>` with what its content says about it: `mediatype`, `decrypt-fail="hide"`.
+pub(super) fn enc_for(enc: Node, a: &crate::stanza::attrs::ContentAttrs) -> Node {
+    let enc = match a.media {
+        Some(m) => enc.attr("mediatype", m),
+        None => enc,
+    };
+    if a.hide_failure {
+        enc.attr("decrypt-fail", "hide")
+    } else {
+        enc
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,4 +40,7 @@ pub enum SimError {
     /// Past a limit (members per group, groups).
     #[error("too many members or groups")]
     TooMany,
+    /// What a phone was asked to send is not a `Message` protobuf (or is empty).
+    #[error("the message is not a WhatsApp Message protobuf")]
+    BadMessage,
 }

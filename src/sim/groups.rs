@@ -12,7 +12,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::deliver::{
-    Routed, Target, answered, bundle_of, corrupt, enqueue, take_corruption, target, to_device,
+    Routed, Target, answered, bundle_of, corrupt, enc_for, enqueue, take_corruption, target,
+    to_device, with_edit,
 };
 use super::error::SimError;
 use super::inbox::{Arrival, INBOX_KEPT, MessageKey};
@@ -21,6 +22,8 @@ use super::phone::SimPeer;
 use super::retry::ask_retry;
 use super::server::{Device, Eavesdrop, Group, SENT_KEPT, Shared, State, Work, valid_number};
 use crate::binary::{Jid, Node, Server};
+use prost::Message as _;
+
 use crate::proto::wa;
 use crate::signal::EncType;
 use crate::stanza;
@@ -950,19 +953,19 @@ fn named_peer(shared: &Shared, number: &str, peer: &SimPeer, group: &Jid) -> Jid
         .unwrap_or_else(|| peer.jid.clone())
 }
 
-/// User `number`'s phone sends `text` to group `gid`: its sender key to every member device
-/// that lacks it (pairwise), then the `skmsg` to all. Returns the message id.
+/// User `number`'s phone sends the `Message` plaintext `plain` to group `gid`: its sender key
+/// to every member device that lacks it (pairwise), then the `skmsg` to all. Returns the
+/// message id.
 pub(super) async fn phone_send(
     shared: &Shared,
     number: &str,
     gid: &str,
-    text: &str,
+    plain: &[u8],
+    admin: bool,
 ) -> Result<String, SimError> {
     let id = crate::util::ids::phone_message_id();
-    let message = wa::Message {
-        conversation: Some(text.to_owned()),
-        ..Default::default()
-    };
+    let message = wa::Message::decode(plain).map_err(|_| SimError::BadMessage)?;
+    let attrs = stanza::attrs::content_attrs(&message, admin);
     let t = shared.clock.now_unix();
     let group = Jid::new(gid, Server::Group);
     let (me, devices, has_key) = {
@@ -994,7 +997,7 @@ pub(super) async fn phone_send(
         (me, devices, has_key)
     };
     let (skmsg, distribution) = me
-        .group_encrypt(&group.to_string(), &message)
+        .group_encrypt(&group.to_string(), plain)
         .await
         .map_err(|_| SimError::Internal)?;
     let skdm = wa::Message {
@@ -1008,7 +1011,10 @@ pub(super) async fn phone_send(
         let Some((pn, tgt, header)) = shared.state.lock().ok().and_then(|st| {
             let g = st.groups.get(gid)?;
             let pn = Jid::with_device(number_of(&st, &d)?, d.device, Server::User);
-            let header = delivery(&st, g, number, me.jid.device, &id, t, "text");
+            let header = with_edit(
+                delivery(&st, g, number, me.jid.device, &id, t, attrs.kind),
+                &attrs,
+            );
             Some((pn, target(&st, &d)?, header))
         }) else {
             continue;
@@ -1033,10 +1039,13 @@ pub(super) async fn phone_send(
                 p.group_keys_sent.insert((gid.to_owned(), d.to_string()));
             }
         }
-        let mut sk = Node::new("enc")
-            .attr("v", "2")
-            .attr("type", "skmsg")
-            .bytes(skmsg.clone());
+        let mut sk = enc_for(
+            Node::new("enc")
+                .attr("v", "2")
+                .attr("type", "skmsg")
+                .bytes(skmsg.clone()),
+            &attrs,
+        );
         let corrupt_it = shared.state.lock().is_ok_and(|mut st| {
             let real = matches!(tgt, Target::Real(_));
             take_corruption(&mut st, &pn.user, real)

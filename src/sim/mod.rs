@@ -8,6 +8,7 @@
 //! leaves; `tests/it/layering.rs` checks it.
 
 mod accept;
+pub mod compose;
 mod conn;
 pub mod control;
 mod deliver;

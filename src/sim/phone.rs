@@ -99,12 +99,24 @@ impl SimPeer {
         bundle: Option<&PreKeyBundle>,
         message: &wa::Message,
     ) -> Result<CiphertextMessage, SignalError> {
+        self.encrypt_plain(to, bundle, &message.encode_to_vec())
+            .await
+    }
+
+    /// Encrypts a `Message` plaintext as given (so fields this build does not know reach the
+    /// peer as they were written).
+    pub async fn encrypt_plain(
+        &self,
+        to: &Jid,
+        bundle: Option<&PreKeyBundle>,
+        plain: &[u8],
+    ) -> Result<CiphertextMessage, SignalError> {
         let addr = ProtocolAddress::from_jid(to);
         if let Some(b) = bundle {
             self.cipher.process_bundle(&addr, b).await?;
         }
         self.cipher
-            .encrypt(&addr, &crate::stanza::pad(message.encode_to_vec()))
+            .encrypt(&addr, &crate::stanza::pad(plain.to_vec()))
             .await
     }
 
@@ -136,13 +148,13 @@ impl SimPeer {
     pub async fn group_encrypt(
         &self,
         group: &str,
-        message: &wa::Message,
+        plain: &[u8],
     ) -> Result<(Vec<u8>, Vec<u8>), SignalError> {
         let name = Self::key_name(group, &self.jid);
         let lock = self.cipher.lock_sender_key(&name).await;
         let (ct, distribution, changes) = self
             .cipher
-            .group_encrypt_staged(&lock, &name, &crate::stanza::pad(message.encode_to_vec()))
+            .group_encrypt_staged(&lock, &name, &crate::stanza::pad(plain.to_vec()))
             .await?;
         self.cipher.store().apply(&changes).await?;
         Ok((ct, distribution))

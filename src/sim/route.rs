@@ -10,8 +10,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::deliver::{
-    Routed, Target, answered, bundle_of, corrupt, enqueue, real_bundle, take_corruption, target,
-    to_device,
+    Routed, Target, answered, bundle_of, corrupt, enc_for, enqueue, real_bundle, take_corruption,
+    target, to_device, with_edit,
 };
 use super::error::SimError;
 use super::inbox::{Arrival, INBOX_KEPT, MessageKey};
@@ -19,6 +19,8 @@ use super::phone::SimPeer;
 use super::retry::ask_retry;
 use super::server::{Device, SENT_KEPT, Shared, State, Work, valid_number};
 use crate::binary::{Jid, Node, Server};
+use prost::Message as _;
+
 use crate::proto::wa;
 use crate::signal::EncType;
 use crate::stanza;
@@ -335,7 +337,13 @@ pub(super) async fn sim_receive(
                 to_device(shared, sender, id.clone(), receipt());
             }
             if echo && let Some(text) = text {
-                let _ = Box::pin(phone_send(shared, number, &sender.to_non_ad(), &text)).await;
+                let echo = wa::Message {
+                    conversation: Some(text),
+                    ..Default::default()
+                };
+                let plain = echo.encode_to_vec();
+                let to = sender.to_non_ad();
+                let _ = Box::pin(phone_send(shared, number, &to, &plain, false)).await;
             }
         }
         Err(e) => {
@@ -479,19 +487,20 @@ async fn answer_retry(
     to_device(shared, &req.from, req.id.clone(), node);
 }
 
-/// User `number`'s phone sends `text` to the user `to` (a PN or LID JID): every device of the
-/// recipient gets it, and the user's own other devices a copy. Returns the message id.
+/// User `number`'s phone sends the `Message` plaintext `plain` (as given: fields this build
+/// does not know go as written) to the user `to` (a PN or LID JID): every device of the
+/// recipient gets it, and the user's own other devices a copy. `admin` marks a revoke of
+/// someone else's group message. Returns the message id.
 pub(super) async fn phone_send(
     shared: &Shared,
     number: &str,
     to: &Jid,
-    text: &str,
+    plain: &[u8],
+    admin: bool,
 ) -> Result<String, SimError> {
     let id = crate::util::ids::phone_message_id();
-    let message = wa::Message {
-        conversation: Some(text.to_owned()),
-        ..Default::default()
-    };
+    let message = wa::Message::decode(plain).map_err(|_| SimError::BadMessage)?;
+    let attrs = stanza::attrs::content_attrs(&message, admin);
     let t = shared.clock.now_unix();
     let lid_mode = to.server == Server::Lid;
     let (me, sender_lid, push_name, targets) = {
@@ -583,15 +592,22 @@ pub(super) async fn phone_send(
                 None => continue,
             }
         };
-        let body = if own { &dsm } else { &message };
-        let Ok(ct) = me.encrypt(&pn, bundle.as_ref(), body).await else {
+        let body = if own {
+            dsm.encode_to_vec()
+        } else {
+            plain.to_vec()
+        };
+        let Ok(ct) = me.encrypt_plain(&pn, bundle.as_ref(), &body).await else {
             continue;
         };
-        let mut node = Node::new("message")
-            .attr("from", from.clone())
-            .attr("id", id.clone())
-            .attr("type", "text")
-            .attr("t", t.to_string());
+        let mut node = with_edit(
+            Node::new("message")
+                .attr("from", from.clone())
+                .attr("id", id.clone())
+                .attr("type", attrs.kind)
+                .attr("t", t.to_string()),
+            &attrs,
+        );
         if own {
             node = node.attr("recipient", chat.clone());
         } else {
@@ -604,7 +620,7 @@ pub(super) async fn phone_send(
                 node = node.attr("notify", n.clone());
             }
         }
-        let mut enc = stanza::enc_node(&ct, None);
+        let mut enc = enc_for(stanza::enc_node(&ct, None), &attrs);
         let corrupt_it = shared.state.lock().is_ok_and(|mut st| {
             let real = st.companions.contains_key(&pn.to_string());
             take_corruption(&mut st, &pn.user, real)

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -19,6 +20,7 @@ use super::server::{
 };
 use super::stanza_log::{Logged, StanzaLog, Transmissions};
 use crate::binary::{Jid, Node, Server};
+use crate::proto::wa;
 use crate::socket::ServerIdentity;
 use crate::stanza::group::{AddressingMode, GroupInfo, MemberAction};
 use crate::util::clock::{Clock, SystemClock};
@@ -271,6 +273,25 @@ impl Simulator {
     /// User `number`'s phone sends `text` to `to` (digits, or a PN or LID JID); users are
     /// created on first use. Returns the message id.
     pub async fn phone_send(&self, number: &str, to: &str, text: &str) -> Result<String, SimError> {
+        let m = wa::Message {
+            conversation: Some(text.to_owned()),
+            ..Default::default()
+        };
+        self.phone_send_message(number, to, &m.encode_to_vec(), false)
+            .await
+    }
+
+    /// User `number`'s phone sends the `Message` plaintext `plain` to `to` (digits, or a PN,
+    /// LID or group JID) exactly as given: any content, fields this build does not know
+    /// included. The stanza's `type`, `edit` and `mediatype` follow the content (`admin`: a
+    /// revoke of someone else's group message, `edit="8"`). Returns the message id.
+    pub async fn phone_send_message(
+        &self,
+        number: &str,
+        to: &str,
+        plain: &[u8],
+        admin: bool,
+    ) -> Result<String, SimError> {
         if !valid_number(number) {
             return Err(SimError::BadNumber);
         }
@@ -279,10 +300,13 @@ impl Simulator {
         } else {
             Jid::new(to, Server::User)
         };
+        if plain.is_empty() {
+            return Err(SimError::BadMessage);
+        }
         if to.server == Server::Group {
-            super::groups::phone_send(&self.shared, number, &to.user, text).await
+            super::groups::phone_send(&self.shared, number, &to.user, plain, admin).await
         } else {
-            super::route::phone_send(&self.shared, number, &to, text).await
+            super::route::phone_send(&self.shared, number, &to, plain, admin).await
         }
     }
 

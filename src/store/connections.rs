@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::messages::{COLUMNS, from_row};
+use super::messages::{COLUMNS, LISTED, from_row};
 use super::webhooks::{self, NewEvent};
 use super::{AccountId, Store, StoreError};
 use crate::client::messages::StoredMessage;
@@ -319,7 +319,7 @@ impl Store {
         skip: u32,
     ) -> Result<Vec<HistoryRow>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS}, created_ms FROM messages WHERE account_id = ? \
+            "SELECT {COLUMNS}, created_ms FROM messages WHERE account_id = ? {LISTED} \
              ORDER BY ts DESC, pk DESC LIMIT ? OFFSET ?"
         ))
         .bind(account)

@@ -5,7 +5,7 @@
 use sqlx::{Row, SqlitePool};
 
 use super::AccountId;
-use super::messages::{COLUMNS, Committer, from_row};
+use super::messages::{COLUMNS, Committer, LISTED, from_row};
 use super::seal::{Sealer, row};
 use crate::binary::Jid;
 use crate::client::messages::{Committed, MessageStatus, StatusUpdate, StoredMessage};
@@ -292,7 +292,7 @@ impl CredsStore for SqliteCreds {
         offset: u32,
     ) -> Result<Vec<StoredMessage>, CredsStoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM messages WHERE account_id = ? {} \
+            "SELECT {COLUMNS} FROM messages WHERE account_id = ? {} {LISTED} \
              ORDER BY ts DESC, pk DESC LIMIT ? OFFSET ?",
             if chat.is_some() { "AND chat = ?" } else { "" }
         );

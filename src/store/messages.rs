@@ -11,7 +11,10 @@ use super::AccountId;
 use super::signal::SqliteSignalStore;
 use super::webhooks::{self, NewEvent};
 use crate::binary::Jid;
-use crate::client::messages::{Committed, MessageStatus, StatusUpdate, StoredMessage};
+use crate::client::content::{Classified, Kind, classify};
+use crate::client::messages::{
+    Applied, Committed, MessageStatus, Reaction, StatusUpdate, StoredMessage,
+};
 use crate::client::store::CredsStoreError;
 use crate::signal::SignalChanges;
 
@@ -244,7 +247,9 @@ fn failed(job: Job, e: &sqlx::Error) -> Answer {
     }
 }
 
-/// Inserts `msg` unless its (chat, sender, id) is stored.
+/// Inserts `msg` unless its (chat, sender, id) is stored. A reaction, edit or revoke is applied
+/// to its target when the target is stored (else when the target arrives: inserting a message
+/// applies what already acts on it), in the same transaction, with the event each raises.
 async fn insert(
     conn: &mut SqliteConnection,
     account: AccountId,
@@ -252,7 +257,8 @@ async fn insert(
 ) -> Result<Committed, sqlx::Error> {
     let done = sqlx::query(
         "INSERT INTO messages (account_id, chat, sender, id, from_me, ts, push_name, body, raw, \
-         status, error, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+         status, error, type, content, ephemeral, view_once, target_id, edited_at, reactions, \
+         created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
          CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)) \
          ON CONFLICT (account_id, chat, sender, id) DO NOTHING",
     )
@@ -267,22 +273,152 @@ async fn insert(
     .bind(&msg.raw)
     .bind(msg.status.as_str())
     .bind(msg.error.map(i64::from))
+    .bind(msg.kind.as_str())
+    .bind(content_json(&msg.content))
+    .bind(msg.ephemeral)
+    .bind(msg.view_once)
+    .bind(msg.target.as_deref())
+    .bind(msg.edited_at.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
+    .bind(reactions_json(&msg.reactions))
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() != 1 {
         return Ok(Committed::Duplicate);
     }
+    let pk = done.last_insert_rowid();
+    let chat = msg.chat.to_string();
+    if msg.kind.is_mutation() {
+        if let Some(target) = &msg.target
+            && let Some((target_pk, mut row)) = target_row(conn, account, &chat, target).await?
+            && let Some(applied) = row.apply(msg)
+        {
+            save_applied(conn, account, target_pk, &row, msg, applied).await?;
+        }
+        return Ok(Committed::Inserted);
+    }
     if !msg.from_me {
-        let chat = msg.chat.to_string();
         let e = NewEvent {
             kind: webhooks::MESSAGE_RECEIVED,
             chat: &chat,
-            message_pk: Some(done.last_insert_rowid()),
+            message_pk: Some(pk),
             ..Default::default()
         };
         webhooks::enqueue(conn, account, e).await?;
     }
+    // What arrived before its target (rare: the server keeps a chat's order) applies now.
+    let early = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM messages WHERE account_id = ? AND chat = ? AND target_id = ? \
+         AND type IN ('reaction', 'edit', 'revoke') ORDER BY ts, pk"
+    ))
+    .bind(account)
+    .bind(&chat)
+    .bind(&msg.id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut row = msg.clone();
+    for m in early {
+        let m = from_row(&m)?;
+        if let Some(applied) = row.apply(&m) {
+            save_applied(conn, account, pk, &row, &m, applied).await?;
+        }
+    }
     Ok(Committed::Inserted)
+}
+
+/// The message `id` of `chat` a reaction, edit or revoke acts on (never another of those).
+async fn target_row(
+    conn: &mut SqliteConnection,
+    account: AccountId,
+    chat: &str,
+    id: &str,
+) -> Result<Option<(i64, StoredMessage)>, sqlx::Error> {
+    let row = sqlx::query(&format!(
+        "SELECT pk, {COLUMNS} FROM messages WHERE account_id = ? AND chat = ? AND id = ? \
+         AND type NOT IN ('reaction', 'edit', 'revoke') ORDER BY pk LIMIT 1"
+    ))
+    .bind(account)
+    .bind(chat)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| Ok((r.try_get("pk")?, from_row(&r)?)))
+        .transpose()
+}
+
+/// Writes what `by` changed on the target `pk` (now `row`) and queues the event it raises.
+async fn save_applied(
+    conn: &mut SqliteConnection,
+    account: AccountId,
+    pk: i64,
+    row: &StoredMessage,
+    by: &StoredMessage,
+    applied: Applied,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE messages SET body = ?, type = ?, content = ?, edited_at = ?, reactions = ? \
+         WHERE pk = ?",
+    )
+    .bind(row.text.as_deref())
+    .bind(row.kind.as_str())
+    .bind(content_json(&row.content))
+    .bind(row.edited_at.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
+    .bind(reactions_json(&row.reactions))
+    .bind(pk)
+    .execute(&mut *conn)
+    .await?;
+    let data = serde_json::json!({
+        "id": by.id,
+        "by": by.sender.to_string(),
+        "fromMe": by.from_me,
+        "text": by.text,
+        "t": by.timestamp,
+        "admin": by.content.get("admin").and_then(|a| a.as_bool()).unwrap_or(false),
+    })
+    .to_string();
+    let chat = row.chat.to_string();
+    let e = NewEvent {
+        kind: applied.event(),
+        chat: &chat,
+        message_pk: Some(pk),
+        data: Some(&data),
+        ..Default::default()
+    };
+    webhooks::enqueue(conn, account, e).await
+}
+
+/// The stored form of a row's content (NULL for none).
+fn content_json(v: &serde_json::Value) -> Option<String> {
+    (!v.is_null()).then(|| v.to_string())
+}
+
+/// The stored form of a row's reactions (NULL for none).
+fn reactions_json(r: &[Reaction]) -> Option<String> {
+    (!r.is_empty()).then(|| {
+        serde_json::Value::Array(
+            r.iter()
+                .map(|r| serde_json::json!({ "sender": r.sender.to_string(), "emoji": r.emoji, "t": r.t }))
+                .collect(),
+        )
+        .to_string()
+    })
+}
+
+/// Reads [`reactions_json`] back (entries that do not parse are skipped).
+fn reactions_of(s: Option<&str>) -> Vec<Reaction> {
+    let Some(v) = s.and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()) else {
+        return Vec::new();
+    };
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            Some(Reaction {
+                sender: r.get("sender")?.as_str()?.parse().ok()?,
+                emoji: r.get("emoji")?.as_str()?.to_owned(),
+                t: r.get("t")?.as_u64()?,
+            })
+        })
+        .collect()
 }
 
 /// Records the receipt row and moves the message up the ladder when it is progress.
@@ -359,9 +495,75 @@ pub(crate) fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredMessage, sql
         error: r
             .try_get::<Option<i64>, _>("error")?
             .and_then(|e| u16::try_from(e).ok()),
+        kind: {
+            let t: String = r.try_get("type")?;
+            Kind::parse(&t).unwrap_or(Kind::Unknown)
+        },
+        content: r
+            .try_get::<Option<String>, _>("content")?
+            .and_then(|c| serde_json::from_str(&c).ok())
+            .unwrap_or(serde_json::Value::Null),
+        ephemeral: r.try_get("ephemeral")?,
+        view_once: r.try_get("view_once")?,
+        target: r.try_get("target_id")?,
+        edited_at: r
+            .try_get::<Option<i64>, _>("edited_at")?
+            .map(|t| t.max(0) as u64),
+        reactions: reactions_of(r.try_get::<Option<String>, _>("reactions")?.as_deref()),
     })
 }
 
+/// Gives rows stored before message kinds existed (migration 13) their kind, content and
+/// envelopes from the plaintext they kept; once per database, in batches.
+pub(crate) async fn classify_old_rows(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    const DONE: &str = "message_kinds_backfilled";
+    let done: Option<i64> = sqlx::query_scalar("SELECT 1 FROM store_meta WHERE name = ?")
+        .bind(DONE)
+        .fetch_optional(pool)
+        .await?;
+    if done.is_some() {
+        return Ok(());
+    }
+    let mut after = 0i64;
+    loop {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT pk, raw FROM messages WHERE pk > ? AND content IS NULL ORDER BY pk LIMIT 500",
+        )
+        .bind(after)
+        .fetch_all(pool)
+        .await?;
+        let Some((last, _)) = rows.last() else { break };
+        after = *last;
+        let mut tx = pool.begin_with(super::WRITE_TX).await?;
+        for (pk, raw) in &rows {
+            let Ok(Classified::Stored(c)) = classify(raw) else {
+                continue;
+            };
+            sqlx::query(
+                "UPDATE messages SET type = ?, content = ?, ephemeral = ?, view_once = ?, \
+                 target_id = ? WHERE pk = ?",
+            )
+            .bind(c.kind.as_str())
+            .bind(content_json(&c.details))
+            .bind(c.ephemeral)
+            .bind(c.view_once)
+            .bind(c.target.map(|t| t.id))
+            .bind(pk)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+    }
+    sqlx::query("INSERT INTO store_meta (name, value) VALUES (?, X'01')")
+        .bind(DONE)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The condition history listings add: edits and revokes show through their target.
+pub(crate) const LISTED: &str = "AND type NOT IN ('edit', 'revoke')";
+
 /// The columns [`from_row`] reads.
-pub(crate) const COLUMNS: &str =
-    "id, chat, sender, from_me, ts, push_name, body, raw, status, error";
+pub(crate) const COLUMNS: &str = "id, chat, sender, from_me, ts, push_name, body, raw, status, \
+     error, type, content, ephemeral, view_once, target_id, edited_at, reactions";

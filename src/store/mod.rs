@@ -85,6 +85,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "guide views",
         include_str!("../../migrations/0012_guide_views.sql"),
     ),
+    (
+        13,
+        "message kinds",
+        include_str!("../../migrations/0013_message_kinds.sql"),
+    ),
+    (
+        14,
+        "webhook outcomes",
+        include_str!("../../migrations/0014_webhook_outcomes.sql"),
+    ),
 ];
 
 /// How every write transaction starts: it takes the write lock up front, so a transaction that
@@ -151,6 +161,7 @@ impl Store {
             ..Migrator::DEFAULT
         };
         migrator.run(&pool).await?;
+        messages::classify_old_rows(&pool).await?;
         let sealer = seal::Sealer::new(key);
         sealer.verify(&pool).await?;
         if sealer.enabled() {

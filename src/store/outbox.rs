@@ -87,11 +87,13 @@ impl Store {
         account: AccountId,
         s: &NewSend<'_>,
     ) -> Result<(OutboxRow, bool), StoreError> {
-        let inserted = sqlx::query(
+        // The new row comes back from the insert itself: read apart, it could be gone already
+        // (an agent removed, a row pruned) and a send would fail that was recorded.
+        let inserted = sqlx::query(&format!(
             "INSERT INTO outbox (account_id, idem_key, message_id, to_jid, body, user_id, state, \
              created_ms) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?) \
-             ON CONFLICT (account_id, idem_key) DO NOTHING",
-        )
+             ON CONFLICT (account_id, idem_key) DO NOTHING RETURNING {COLS}"
+        ))
         .bind(account)
         .bind(s.idem_key)
         .bind(s.message_id)
@@ -99,24 +101,19 @@ impl Store {
         .bind(s.body)
         .bind(s.user_id)
         .bind(s.now_ms)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        let fresh = inserted.rows_affected() == 1;
-        let r = if fresh {
-            sqlx::query(&format!("SELECT {COLS} FROM outbox WHERE pk = ?"))
-                .bind(inserted.last_insert_rowid())
-                .fetch_one(&self.pool)
-                .await?
-        } else {
-            sqlx::query(&format!(
-                "SELECT {COLS} FROM outbox WHERE account_id = ? AND idem_key = ?"
-            ))
-            .bind(account)
-            .bind(s.idem_key)
-            .fetch_one(&self.pool)
-            .await?
-        };
-        Ok((row(&r)?, fresh))
+        if let Some(r) = inserted {
+            return Ok((row(&r)?, true));
+        }
+        let first = sqlx::query(&format!(
+            "SELECT {COLS} FROM outbox WHERE account_id = ? AND idem_key = ?"
+        ))
+        .bind(account)
+        .bind(s.idem_key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row(&first)?, false))
     }
 
     /// The send an earlier request with idempotency key `key` made.

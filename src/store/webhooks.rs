@@ -15,8 +15,118 @@ pub const MESSAGE_RECEIVED: &str = "message.received";
 pub const MESSAGE_STATUS: &str = "message.status";
 /// The connection's status changed.
 pub const CONNECTION_UPDATE: &str = "connection.update";
+/// A reaction on a stored message was set, changed or removed.
+pub const MESSAGE_REACTION: &str = "message.reaction";
+/// A stored message's text was edited by its author.
+pub const MESSAGE_EDITED: &str = "message.edited";
+/// A stored message was deleted for everyone.
+pub const MESSAGE_REVOKED: &str = "message.revoked";
 /// Every event a webhook can ask for.
-pub const EVENTS: [&str; 3] = [MESSAGE_RECEIVED, MESSAGE_STATUS, CONNECTION_UPDATE];
+pub const EVENTS: [&str; 6] = [
+    MESSAGE_RECEIVED,
+    MESSAGE_STATUS,
+    CONNECTION_UPDATE,
+    MESSAGE_REACTION,
+    MESSAGE_EDITED,
+    MESSAGE_REVOKED,
+];
+
+/// How a delivery attempt failed, as a stable kind (what viewers are shown; the detail stays
+/// with members).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No answer in time (connecting, sending or reading the answer).
+    Timeout,
+    /// No connection (name not resolved, refused, reset, TLS failed).
+    Connect,
+    /// The receiver's address is one webhooks may not reach (loopback, private, …).
+    NotAllowed,
+    /// The receiver answered with a status other than 2xx (see `last_status`).
+    Status,
+    /// A 2xx answer whose body broke off or was larger than any answer needs.
+    Answer,
+    /// The answer's reply could not be queued.
+    Reply,
+    /// Our side failed (storage, the event's body).
+    Internal,
+}
+
+impl FailureKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::Connect => "connect",
+            FailureKind::NotAllowed => "not_allowed",
+            FailureKind::Status => "status",
+            FailureKind::Answer => "answer",
+            FailureKind::Reply => "reply",
+            FailureKind::Internal => "internal",
+        }
+    }
+
+    /// The kind of a stored name.
+    pub fn parse(s: &str) -> Option<FailureKind> {
+        Some(match s {
+            "timeout" => FailureKind::Timeout,
+            "connect" => FailureKind::Connect,
+            "not_allowed" => FailureKind::NotAllowed,
+            "status" => FailureKind::Status,
+            "answer" => FailureKind::Answer,
+            "reply" => FailureKind::Reply,
+            "internal" => FailureKind::Internal,
+            _ => return None,
+        })
+    }
+}
+
+/// Why the `reply` of a taken answer was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyIgnored {
+    /// The answer is not a JSON object.
+    NotJson,
+    /// The answer has no `reply` (or it is null).
+    NoReply,
+    /// `reply` is not a string.
+    NotText,
+    /// `reply` is empty or only whitespace.
+    Empty,
+    /// `reply` is longer than a message may be.
+    TooLong,
+    /// The event is not an inbound message: there is no one to reply to.
+    NotRepliable,
+    /// The event's chat cannot be read back.
+    NoChat,
+}
+
+impl ReplyIgnored {
+    /// The stored (and shown) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplyIgnored::NotJson => "not_json",
+            ReplyIgnored::NoReply => "no_reply",
+            ReplyIgnored::NotText => "not_text",
+            ReplyIgnored::Empty => "empty",
+            ReplyIgnored::TooLong => "too_long",
+            ReplyIgnored::NotRepliable => "not_repliable",
+            ReplyIgnored::NoChat => "no_chat",
+        }
+    }
+
+    /// The reason of a stored name.
+    pub fn parse(s: &str) -> Option<ReplyIgnored> {
+        Some(match s {
+            "not_json" => ReplyIgnored::NotJson,
+            "no_reply" => ReplyIgnored::NoReply,
+            "not_text" => ReplyIgnored::NotText,
+            "empty" => ReplyIgnored::Empty,
+            "too_long" => ReplyIgnored::TooLong,
+            "not_repliable" => ReplyIgnored::NotRepliable,
+            "no_chat" => ReplyIgnored::NoChat,
+            _ => return None,
+        })
+    }
+}
 
 /// An account's webhook.
 #[derive(Clone, PartialEq, Eq)]
@@ -80,6 +190,10 @@ pub struct WebhookEvent {
     pub last_status: Option<i64>,
     /// Why the last attempt failed.
     pub last_error: Option<String>,
+    /// How the last attempt failed.
+    pub last_error_kind: Option<FailureKind>,
+    /// Why the taken answer's reply was not sent.
+    pub reply_ignored: Option<ReplyIgnored>,
     /// When it was queued (unix ms).
     pub created_ms: i64,
     /// When the receiver took it (unix ms).
@@ -104,14 +218,22 @@ fn event(r: &sqlx::sqlite::SqliteRow) -> Result<WebhookEvent, sqlx::Error> {
         since_ms: r.try_get("since_ms")?,
         last_status: r.try_get("last_status")?,
         last_error: r.try_get("last_error")?,
+        last_error_kind: r
+            .try_get::<Option<String>, _>("last_error_kind")?
+            .as_deref()
+            .and_then(FailureKind::parse),
+        reply_ignored: r
+            .try_get::<Option<String>, _>("reply_ignored")?
+            .as_deref()
+            .and_then(ReplyIgnored::parse),
         created_ms: r.try_get("created_ms")?,
         delivered_ms: r.try_get("delivered_ms")?,
     })
 }
 
 const COLS: &str = "pk, account_id, id, kind, chat, message_pk, status, error, data, payload, \
-                    state, attempts, next_ms, since_ms, last_status, last_error, created_ms, \
-                    delivered_ms";
+                    state, attempts, next_ms, since_ms, last_status, last_error, \
+                    last_error_kind, reply_ignored, created_ms, delivered_ms";
 
 /// The oldest waiting event of each (account, chat): the only one of its chat that may go (one
 /// pass over the pending rows' index).
@@ -131,6 +253,10 @@ pub struct Attempt {
     pub http_status: Option<u16>,
     /// Why it failed.
     pub error: Option<String>,
+    /// How it failed.
+    pub error_kind: Option<FailureKind>,
+    /// Why the answer's reply was not sent (a delivered attempt).
+    pub reply_ignored: Option<ReplyIgnored>,
 }
 
 async fn record_attempt(
@@ -140,7 +266,7 @@ async fn record_attempt(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE webhook_events SET state = ?, attempts = attempts + 1, next_ms = ?, \
-         last_status = ?, last_error = ?, \
+         last_status = ?, last_error = ?, last_error_kind = ?, reply_ignored = ?, \
          delivered_ms = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_ms END \
          WHERE pk = ? AND state = 'pending'",
     )
@@ -148,6 +274,8 @@ async fn record_attempt(
     .bind(a.next_ms)
     .bind(a.http_status)
     .bind(a.error.as_deref())
+    .bind(a.error_kind.map(FailureKind::as_str))
+    .bind(a.reply_ignored.map(ReplyIgnored::as_str))
     .bind(&a.state)
     .bind(now)
     .bind(a.pk)

@@ -182,6 +182,7 @@ fn layers_only_use_what_they_may_know() {
 /// rank (`route` and `groups`) do not know each other and no circle can form.
 const SIM_RANKS: &[(&str, u8)] = &[
     ("pair", 0),
+    ("compose", 0),
     ("iq", 0),
     ("inbox", 0),
     ("stanza_log", 0),
@@ -244,5 +245,78 @@ fn the_simulators_files_use_only_files_below_them() {
             "use super::server::{A, B};\nlet x = crate::sim::route::f();\n#[cfg(test)]\nuse super::*;"
         ),
         ["server", "route"]
+    );
+}
+
+/// Inside `api`, for each file, the sibling modules it may name through `super::` (items of
+/// `api/mod.rs` itself, such as `ApiError`, are open to all). Handlers read requests through
+/// `extract` and answer the shapes of `schema`; `openapi` only assembles the document from the
+/// handlers and shapes, and nothing but the router in `mod.rs` uses it: no cycle between
+/// routes, webhooks and openapi.
+const API_RULES: &[(&str, &[&str])] = &[
+    ("auth", &[]),
+    ("limits", &[]),
+    ("schema", &[]),
+    ("extract", &["auth", "limits"]),
+    ("server", &["extract"]),
+    ("routes", &["extract", "schema", "limits", "auth"]),
+    ("webhooks", &["extract", "schema", "limits", "auth"]),
+    ("openapi", &["routes", "webhooks", "schema"]),
+];
+
+/// Every `super::` path in `text` (grouped imports expanded), as its segments.
+fn super_paths(text: &str) -> Vec<Vec<String>> {
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let mut out = Vec::new();
+    let mut rest = compact.as_str();
+    while let Some(i) = rest.find("super::") {
+        // `super::super::…` and `crate::…::super` do not occur in api/; a `super::` inside a
+        // `mod tests` names the file's own module, whose items are not siblings either.
+        rest = &rest[i + "super::".len()..];
+        let used = tree(rest, &mut Vec::new(), &mut out);
+        rest = &rest[used..];
+    }
+    out
+}
+
+#[test]
+fn api_modules_point_one_way() {
+    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+    let siblings: Vec<String> = std::fs::read_dir(&api)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".rs")
+                .filter(|n| *n != "mod")
+                .map(str::to_owned)
+        })
+        .collect();
+    for s in &siblings {
+        assert!(
+            API_RULES.iter().any(|(f, _)| f == s),
+            "src/api/{s}.rs has no rule in API_RULES"
+        );
+    }
+    let mut checked = 0;
+    for (file, allowed) in API_RULES {
+        let Ok(text) = std::fs::read_to_string(api.join(format!("{file}.rs"))) else {
+            continue;
+        };
+        for path in super_paths(&text) {
+            let first = path[0].as_str();
+            if siblings.iter().any(|s| s == first) {
+                assert!(
+                    allowed.contains(&first),
+                    "src/api/{file}.rs must not use `super::{}`",
+                    path.join("::")
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked > 5,
+        "the scan found the sibling paths it should check"
     );
 }

@@ -22,7 +22,7 @@ fn row(id: &str, chat: &Jid, from_me: bool, status: MessageStatus) -> StoredMess
         text: Some(format!("text {id}")),
         raw: vec![1, 2, 3],
         status,
-        error: None,
+        ..StoredMessage::default()
     }
 }
 
@@ -596,6 +596,8 @@ async fn webhook_events_commit_with_what_they_announce_and_only_when_asked_for()
                     next_ms: 0,
                     http_status: Some(200),
                     error: None,
+                    error_kind: None,
+                    reply_ignored: None,
                 }])
                 .await
                 .unwrap();
@@ -658,4 +660,83 @@ async fn webhook_events_commit_with_what_they_announce_and_only_when_asked_for()
     let m2 = row("in-2", &chat, false, MessageStatus::Received);
     assert!(ca.commit_message(&none, &m2).await.is_err());
     assert!(!ca.has_message(&chat, &chat, "in-2").await.unwrap());
+}
+
+/// A reaction, edit or revoke that arrives before its target is kept and applied when the
+/// target comes, by the same rules: both stores (SQLite and memory) agree.
+#[tokio::test]
+async fn what_acts_on_a_message_before_it_arrives_applies_when_it_does() {
+    use wa_gateway::client::MemoryCreds;
+    use wa_gateway::client::content::Kind;
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    let sql = futures_accounts(&store, 1).await.pop().unwrap();
+    let memory = Arc::new(MemoryCreds::default());
+    let chat = Jid::new("15550003333", Server::User);
+    let carol = Jid::new("15550004444", Server::User);
+    let act =
+        |id: &str, kind: Kind, sender: &Jid, text: &str, target: &str, t: u64| StoredMessage {
+            id: id.into(),
+            chat: chat.clone(),
+            sender: sender.clone(),
+            timestamp: t,
+            text: Some(text.into()),
+            kind,
+            target: Some(target.into()),
+            ..StoredMessage::default()
+        };
+    let early = [
+        act("r1", Kind::Reaction, &chat, "👍", "t1", 10),
+        act("r2", Kind::Reaction, &carol, "😮", "t1", 11),
+        // Carol's reaction removed again, later.
+        act("r3", Kind::Reaction, &carol, "", "t1", 12),
+        // Only the author edits: carol's is ignored, the author's applies.
+        act("e1", Kind::Edit, &carol, "hijacked", "t1", 13),
+        act("e2", Kind::Edit, &chat, "fixed", "t1", 14),
+        act("x1", Kind::Revoke, &carol, "", "t2", 15),
+    ];
+    for m in &early {
+        sql.commit_message(&SignalChanges::default(), m)
+            .await
+            .unwrap();
+        memory
+            .commit_message(&SignalChanges::default(), m)
+            .await
+            .unwrap();
+    }
+    for (id, text) in [("t1", "typo"), ("t2", "keep me")] {
+        let target = StoredMessage {
+            id: id.into(),
+            chat: chat.clone(),
+            sender: chat.clone(),
+            timestamp: 5,
+            text: Some(text.into()),
+            ..StoredMessage::default()
+        };
+        sql.commit_message(&SignalChanges::default(), &target)
+            .await
+            .unwrap();
+        memory
+            .commit_message(&SignalChanges::default(), &target)
+            .await
+            .unwrap();
+    }
+    let sql_rows = sql.messages(Some(&chat), 100, 0).await.unwrap();
+    let mem_rows = memory.messages(Some(&chat), 100, 0).await.unwrap();
+    for rows in [&sql_rows, &mem_rows] {
+        let t1 = rows.iter().find(|r| r.id == "t1").unwrap();
+        assert_eq!(t1.text.as_deref(), Some("fixed"));
+        assert_eq!(t1.edited_at, Some(14));
+        let emoji: Vec<&str> = t1.reactions.iter().map(|r| r.emoji.as_str()).collect();
+        assert_eq!(emoji, ["👍"], "carol's reaction was removed");
+        let t2 = rows.iter().find(|r| r.id == "t2").unwrap();
+        assert_eq!(
+            t2.kind,
+            Kind::Chat,
+            "only its author (or an admin) deletes it"
+        );
+        // Listed: the two targets and the three reactions; not the edits or the revoke.
+        let mut ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["r1", "r2", "r3", "t1", "t2"]);
+    }
 }

@@ -380,6 +380,10 @@ pub(crate) enum CrashAt {
     Committed,
     /// Outbound: the sending-chain advance and the pending row committed, stanza not sent.
     SendCommitted,
+    /// A device's receipt read, not yet stored.
+    StoringReceipt,
+    /// A contact's privacy token read, not yet stored.
+    StoringToken,
 }
 
 /// A store that hangs forever at one point (the client is then dropped: a crash there).
@@ -442,6 +446,7 @@ impl CredsStore for Crashy {
                 }
                 msg.from_me
             }
+            CrashAt::StoringReceipt | CrashAt::StoringToken => false,
         };
         if hang {
             self.hit.notify_one();
@@ -453,6 +458,10 @@ impl CredsStore for Crashy {
         &self,
         u: &wa_gateway::client::messages::StatusUpdate,
     ) -> Result<Option<MessageStatus>, wa_gateway::client::store::CredsStoreError> {
+        if self.at == CrashAt::StoringReceipt && u.device.is_some() {
+            self.hit.notify_one();
+            std::future::pending::<()>().await;
+        }
         self.inner.update_status(u).await
     }
     async fn sent_message(
@@ -500,6 +509,10 @@ impl CredsStore for Crashy {
         token: &[u8],
         t: u64,
     ) -> Result<(), wa_gateway::client::store::CredsStoreError> {
+        if self.at == CrashAt::StoringToken {
+            self.hit.notify_one();
+            std::future::pending::<()>().await;
+        }
         self.inner.set_privacy_token(jid, token, t).await
     }
     async fn privacy_token(
@@ -599,6 +612,81 @@ async fn a_crash_at_any_step_of_receiving_loses_nothing_and_stores_nothing_twice
             assert_eq!(rows.iter().filter(|m| m.id == id).count(), 1, "{at:?}");
             assert_eq!(rows.len(), 2, "{at:?}");
             eventually("the receipt", async || {
+                (sim.queued(&our_jid) == 0).then_some(())
+            })
+            .await;
+            drop(client);
+        }
+    })
+    .await
+    .expect("in time");
+}
+
+/// Receipts and privacy tokens are acked only once stored: a crash before leaves them with the
+/// server, which delivers them again.
+#[tokio::test]
+async fn a_crash_before_a_receipt_or_token_is_stored_leaves_it_with_the_server() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        for (i, at) in [CrashAt::StoringReceipt, CrashAt::StoringToken]
+            .into_iter()
+            .enumerate()
+        {
+            let a = account().await;
+            let (me, bob) = (format!("1555004{i}000"), format!("1555005{i}000"));
+            let (client, _events, our_jid) = link(&sim, &a, &me).await;
+            sim.set_devices(&bob, 1).unwrap();
+            drop(client);
+            let crashy = Arc::new(Crashy {
+                inner: a.creds.clone(),
+                at,
+                hit: tokio::sync::Notify::new(),
+            });
+            let (client, _events) = Client::start(options(&sim), crashy.clone());
+            client.wait_for(|s| *s == ConnState::Connected).await;
+            let hit = crashy.hit.notified();
+            let sent = match at {
+                // Bob's phone receipts what we send.
+                CrashAt::StoringReceipt => {
+                    Some(client.send_text(&user(&bob), "receipt me").await.unwrap())
+                }
+                // Bob's first message gives us his token.
+                _ => {
+                    sim.phone_send(&bob, &me, "here is my token").await.unwrap();
+                    None
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(20), hit)
+                .await
+                .expect("the crash point is reached");
+            drop(client);
+            assert!(
+                sim.queued(&our_jid) >= 1,
+                "{at:?}: the server still holds it"
+            );
+            let (client, _events) = Client::start(options(&sim), a.creds.clone());
+            match sent {
+                Some(sent) => {
+                    eventually("the redelivered receipt", async || {
+                        let rows = stored(&a.creds, &user(&bob)).await;
+                        rows.iter()
+                            .any(|m| m.id == sent.id && m.status == MessageStatus::Delivered)
+                            .then_some(())
+                    })
+                    .await
+                }
+                None => {
+                    eventually("the redelivered token", async || {
+                        // Keyed by the number until bob's message teaches his LID.
+                        let bob_key = canonical(&a.creds, &user(&bob)).await;
+                        a.creds.privacy_token(&bob_key).await.unwrap().map(|_| ())
+                    })
+                    .await
+                }
+            }
+            eventually("nothing left queued", async || {
                 (sim.queued(&our_jid) == 0).then_some(())
             })
             .await;

@@ -3,13 +3,10 @@
 //! (types, required fields, and no field the schema does not declare). A field added to an
 //! answer but not to the document, or the other way round, fails every test that meets it.
 
-use std::sync::OnceLock;
-
 use serde_json::Value;
 
 fn doc() -> &'static Value {
-    static DOC: OnceLock<Value> = OnceLock::new();
-    DOC.get_or_init(wa_gateway::api::openapi::document)
+    wa_gateway::api::openapi::document()
 }
 
 /// The document's template for `path` (`{x}` matches one segment).

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wa_gateway::api::{AppState, AuthKey, Claims, Role};
+use wa_gateway::api::{AppState, AuthKey, Claims, HttpLimits, Role};
 use wa_gateway::binary::{Jid, Server as JidServer};
 use wa_gateway::service::{Pacing, Service, ServiceOptions};
 use wa_gateway::sim::{Fault, Simulator};
@@ -45,11 +45,22 @@ impl Server {
         client: wa_gateway::client::ClientOptions,
         opts: ServiceOptions,
     ) -> Server {
+        Server::start_http(db, client, opts, HttpLimits::default()).await
+    }
+
+    async fn start_http(
+        db: &str,
+        client: wa_gateway::client::ClientOptions,
+        opts: ServiceOptions,
+        http: HttpLimits,
+    ) -> Server {
         let store = Store::open(db).await.unwrap();
         // As `serve` does: the unpaced subaccounts are the unlimited ones.
         let unlimited = opts.unpaced.clone();
         let service = Service::with_options(store, client, opts);
-        let state = AppState::new(service, &AuthKey::Hs256(SECRET.to_vec()), unlimited).unwrap();
+        let mut state =
+            AppState::new(service, &AuthKey::Hs256(SECRET.to_vec()), unlimited).unwrap();
+        state.http = http;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -889,6 +900,46 @@ async fn the_outbox_sends_once_per_idempotency_key_in_order_and_answers_pending_
         assert_eq!((c1, c2), (200, 200), "{first} {second}");
         assert_eq!(first["data"]["messageId"], second["data"]["messageId"]);
         assert_eq!(first["data"]["status"], json!("server_ack"));
+        // The same key for another message, or to another chat, is a client bug: refused,
+        // never answered with the first message's outcome.
+        for (to, text) in [(bob, "something else"), ("15552000009", "once only")] {
+            let resp = http
+                .post(format!("{base}/send"))
+                .bearer_auth(&admin)
+                .header("idempotency-key", "order-42")
+                .json(&json!({ "to": to, "message": text }))
+                .send()
+                .await
+                .unwrap();
+            let code = resp.status().as_u16();
+            let v: Value = resp.json().await.unwrap();
+            super::openapi_conform::check("POST", &format!("{base}/send"), code, &v);
+            assert_eq!(
+                (code, v["error"]["code"].clone()),
+                (422, json!("idempotency_key_reused")),
+                "{to} {text}: {v}"
+            );
+            assert_envelope(&v, false);
+        }
+        // The keys the service gives webhook replies are not the REST caller's to use.
+        let resp = http
+            .post(format!("{base}/send"))
+            .bearer_auth(&admin)
+            .header(
+                "idempotency-key",
+                "webhook-reply:01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            )
+            .json(&json!({ "to": bob, "message": "not a reply" }))
+            .send()
+            .await
+            .unwrap();
+        let code = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(
+            (code, v["error"]["code"].clone()),
+            (400, json!("invalid_idempotency_key")),
+            "{v}"
+        );
         let wire_id = first["data"]["messageId"]
             .as_str()
             .unwrap()
@@ -1041,6 +1092,373 @@ async fn a_logged_in_session_that_hears_nothing_is_not_reported_connected() {
         })
         .await;
         assert_eq!(s["hasQR"], json!(false));
+        server.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_send_without_an_ack_is_accepted_not_confirmed_and_a_vanished_one_is_not_a_missing_connection()
+ {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let mut client = options(&sim);
+        client.messaging.ack_timeout = Duration::from_millis(500);
+        let opts = ServiceOptions {
+            pacing: Pacing {
+                per_minute: 6000,
+                burst: 50,
+                // A second message to the same chat waits a minute in the queue.
+                chat_gap: Duration::from_secs(60),
+                wait: Duration::from_secs(3),
+                ..Pacing::default()
+            },
+            ..Default::default()
+        };
+        let server = Server::start_full(&db, client, opts).await;
+        let http = reqwest::Client::new();
+        let admin = token(Role::Admin, &["*"], 3600);
+        let base = format!("{}/api/whatsapp/sub8/agent8", server.url);
+        let (me, bob) = ("15558000001", "15558000002");
+        sim.set_devices(bob, 1).unwrap();
+        link(&sim, &http, &admin, &base, me).await;
+
+        // WhatsApp takes our messages but does not ack them: the send is not confirmed, and
+        // the answer does not claim it was sent.
+        sim.fault(me, wa_gateway::sim::Fault::WithholdAcks(true))
+            .await;
+        let (code, v) = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{base}/send"),
+            Some(&admin),
+            Some(json!({ "to": bob, "message": "unconfirmed" })),
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["data"]["status"], json!("pending"), "{v}");
+        let message = v["message"].as_str().unwrap();
+        assert!(
+            message.contains("accepted, not yet confirmed") && !message.contains("successfully"),
+            "{message}"
+        );
+
+        // A send whose outbox row goes away while the request waits: its agent's connection is
+        // still there, so the answer must not say it is not.
+        let side = Store::open(&db).await.unwrap();
+        let request = {
+            let (http, admin, url) = (http.clone(), admin.clone(), format!("{base}/send"));
+            tokio::spawn(async move {
+                call(
+                    &http,
+                    reqwest::Method::POST,
+                    &url,
+                    Some(&admin),
+                    Some(json!({ "to": bob, "message": "vanishing" })),
+                )
+                .await
+            })
+        };
+        eventually("the row removed", async || {
+            let gone = sqlx::query("DELETE FROM outbox WHERE body = 'vanishing'")
+                .execute(side.pool())
+                .await
+                .unwrap()
+                .rows_affected();
+            (gone == 1).then_some(())
+        })
+        .await;
+        let (code, v) = request.await.unwrap();
+        assert_envelope(&v, false);
+        assert_ne!(v["error"]["code"], json!("connection_not_found"), "{v}");
+        assert_eq!(
+            (code, v["error"]["code"].clone()),
+            (410, json!("send_record_gone")),
+            "{v}"
+        );
+        side.close().await;
+        server.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn viewers_see_no_qr_code_and_no_credentials_of_a_webhook_url() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let server = Server::start(&sim, &db).await;
+        let http = reqwest::Client::new();
+        let admin = token(Role::Admin, &["*"], 3600);
+        let viewer = token(Role::Viewer, &["subv"], 3600);
+        let base = format!("{}/api/whatsapp/subv/agentv", server.url);
+        let (code, v) = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{base}/connect"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+        let qr = v["data"]["qrCode"].as_str().unwrap().to_owned();
+        let status = |t: String| {
+            let (http, url) = (http.clone(), format!("{base}/status"));
+            async move {
+                call(&http, reqwest::Method::GET, &url, Some(&t), None)
+                    .await
+                    .1
+            }
+        };
+        // Whoever holds the QR can link a phone to the account: writers only.
+        let shown = status(admin.clone()).await;
+        let png = shown["data"]["qrCodeDataUrl"].as_str().unwrap();
+        assert_eq!(crate::common::decode_png_data_url(png), qr);
+        let seen = status(viewer.clone()).await;
+        assert_eq!(seen["data"]["hasQR"], json!(true), "{seen}");
+        assert!(seen["data"].get("qrCodeDataUrl").is_none(), "{seen}");
+        assert!(seen["data"].get("qrCode").is_none(), "{seen}");
+
+        // A webhook URL may carry credentials in its userinfo or query: viewers see neither.
+        let url = "https://hook-user:hook-pass@example.invalid/hook/path?token=query-secret#frag";
+        let (code, v) = call(
+            &http,
+            reqwest::Method::PUT,
+            &format!("{base}/webhook"),
+            Some(&admin),
+            Some(json!({ "url": url, "secret": "whsec-test-0123456789abcdef" })),
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+        let (_, full) = call(
+            &http,
+            reqwest::Method::GET,
+            &format!("{base}/webhook"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(full["data"]["url"], json!(url), "{full}");
+        let (code, redacted) = call(
+            &http,
+            reqwest::Method::GET,
+            &format!("{base}/webhook"),
+            Some(&viewer),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{redacted}");
+        assert_eq!(
+            redacted["data"]["url"],
+            json!("https://example.invalid/hook/path"),
+            "{redacted}"
+        );
+        for secret in ["hook-user", "hook-pass", "query-secret"] {
+            assert!(!redacted.to_string().contains(secret), "{redacted}");
+        }
+        server.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_token_naming_an_audience_the_service_does_not_expect_is_told_so() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let server = Server::start(&sim, &db).await;
+        let http = reqwest::Client::new();
+        let now = wa_gateway::util::clock::now_ms() / 1000;
+        let with_aud = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &json!({
+                "sub": "user-1", "role": "admin", "subaccounts": ["*"],
+                "exp": now + 600, "aud": "some-other-service",
+            }),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        let (code, v) = call(
+            &http,
+            reqwest::Method::GET,
+            &format!("{}/api/whatsapp/s/a/status", server.url),
+            Some(&with_aud),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (code, v["error"]["code"].clone()),
+            (401, json!("unauthorized"))
+        );
+        let message = v["message"].as_str().unwrap();
+        assert!(
+            message.contains("audience") && message.contains("WA_GATEWAY_JWT_AUDIENCE"),
+            "{message}"
+        );
+        server.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+/// Reads one HTTP/1.1 answer from `s`: its status, headers (lower-case names) and JSON body.
+async fn read_answer(s: &mut tokio::net::TcpStream) -> (u16, Vec<(String, String)>, Value) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before an answer: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map(|(_, v)| v.parse().unwrap())
+        .expect("content-length");
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < len {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed mid-body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    (
+        status,
+        headers,
+        serde_json::from_slice(&body[..len]).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off_by_the_header_and_request_timeouts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let http = HttpLimits {
+            request_timeout: Duration::from_secs(2),
+            header_timeout: Duration::from_secs(1),
+            max_connections: 64,
+        };
+        let server = Server::start_http(&db, options(&sim), ServiceOptions::default(), http).await;
+        let addr = server.url.strip_prefix("http://").unwrap().to_owned();
+
+        // Slow loris: headers begun, never finished. The server closes the connection.
+        let mut loris = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        loris
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(20), loris.read_to_end(&mut rest))
+            .await
+            .expect("the server cuts off a client that never finishes its headers");
+        assert!(closed.is_err() || rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"));
+
+        // A body that stops coming: the request is answered with an envelope when its time is
+        // up, not held open.
+        let admin = token(Role::Admin, &["*"], 3600);
+        let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /api/whatsapp/s/a/send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"to\""
+        );
+        slow.write_all(head.as_bytes()).await.unwrap();
+        let (status, _, v) = tokio::time::timeout(Duration::from_secs(20), read_answer(&mut slow))
+            .await
+            .expect("answered when the request's time is up");
+        super::openapi_conform::check(
+            "POST",
+            &format!("{}/api/whatsapp/s/a/send", server.url),
+            status,
+            &v,
+        );
+        assert_eq!(
+            (status, v["error"]["code"].clone()),
+            (503, json!("request_timeout")),
+            "{v}"
+        );
+        assert_envelope(&v, false);
+        // The server still serves others.
+        let ok = reqwest::get(format!("{}/healthz", server.url))
+            .await
+            .unwrap();
+        assert_eq!(ok.status().as_u16(), 200);
+        server.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_refused_with_an_envelope() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let http = HttpLimits {
+            max_connections: 2,
+            ..HttpLimits::default()
+        };
+        let server = Server::start_http(&db, options(&sim), ServiceOptions::default(), http).await;
+        let addr = server.url.strip_prefix("http://").unwrap().to_owned();
+        // Two idle connections take both places (the server accepts in arrival order).
+        let first = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let _second = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let resp = reqwest::get(format!("{}/healthz", server.url))
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let retry_after = resp.headers().get("retry-after").cloned();
+        let v: Value = resp.json().await.unwrap();
+        super::openapi_conform::check("GET", &format!("{}/healthz", server.url), status, &v);
+        assert_eq!(
+            (status, v["error"]["code"].clone()),
+            (503, json!("too_many_connections")),
+            "{v}"
+        );
+        assert_envelope(&v, false);
+        assert!(retry_after.is_some());
+        // One leaves: its place is free again.
+        drop(first);
+        eventually("a place again", async || {
+            let r = reqwest::get(format!("{}/healthz", server.url)).await.ok()?;
+            (r.status().as_u16() == 200).then_some(())
+        })
+        .await;
         server.stop().await;
     })
     .await
@@ -1353,7 +1771,7 @@ async fn after_a_crash_the_drain_never_transmits_a_recorded_message_and_a_pendin
                         text: Some(text),
                         raw: prost::Message::encode_to_vec(&raw),
                         status,
-                        error: None,
+                        ..StoredMessage::default()
                     },
                 )
                 .await

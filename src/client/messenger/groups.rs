@@ -9,8 +9,10 @@ use std::collections::HashSet;
 
 use prost::Message as _;
 
-use super::{Account, Ack, Messenger, SendError, Sent, bump, receipt, text_of};
+use super::receive::row_of;
+use super::{Account, Ack, Messenger, SendError, Sent, bump, receipt};
 use crate::binary::{Jid, Node, Server};
+use crate::client::content::Kind;
 use crate::client::events::Event;
 use crate::client::iq::IqError;
 use crate::client::link::IQ_TIMEOUT;
@@ -90,6 +92,21 @@ impl<S: CredsStore> Messenger<S> {
             s.remove(group);
         }
         Ok(info)
+    }
+
+    /// Whether `user` is an admin of `group` by the metadata we hold (no round trip: a
+    /// message is judged by what we know when it arrives).
+    async fn holds_admin(&self, group: &Jid, user: &Jid) -> bool {
+        let cached = self.groups.lock().ok().and_then(|g| g.get(group).cloned());
+        let info = match cached {
+            Some(g) => Some(g),
+            None => self.store.group(group).await.ok().flatten(),
+        };
+        info.is_some_and(|g| {
+            g.participants
+                .iter()
+                .any(|p| p.is(user) && p.admin.is_some())
+        })
     }
 
     fn cache_group(&self, info: &GroupInfo) {
@@ -205,7 +222,7 @@ impl<S: CredsStore> Messenger<S> {
             text: Some(text),
             raw: message.encode_to_vec(),
             status: MessageStatus::Pending,
-            error: None,
+            ..StoredMessage::default()
         };
         self.send_group_row(&account, row, true).await
     }
@@ -527,7 +544,8 @@ impl<S: CredsStore> Messenger<S> {
         };
         let key_lock = self.cipher.lock_sender_key(&name).await;
         let mut changes = SignalChanges::default();
-        let mut inner: Option<wa::Message> = None;
+        // The pairwise part: its plaintext (unpadded) and what it decodes to.
+        let mut inner: Option<(Vec<u8>, wa::Message)> = None;
         if let (Some((kind, enc)), Some(lock)) = (pairwise, session_lock.as_ref()) {
             let Some(ct) = enc.content_bytes() else {
                 let _ = sender.send(&stanza::ack(node, Some(491))).await;
@@ -541,10 +559,12 @@ impl<S: CredsStore> Messenger<S> {
                             jid: author_dev.clone(),
                         });
                     }
-                    match unpad(&d.plaintext).and_then(|b| wa::Message::decode(b).ok()) {
-                        Some(m) => {
+                    let read = unpad(&d.plaintext)
+                        .and_then(|b| Some((b.to_vec(), wa::Message::decode(b).ok()?)));
+                    match read {
+                        Some(part) => {
                             changes.extend(c);
-                            inner = Some(m);
+                            inner = Some(part);
                         }
                         None => {
                             drop((key_lock, session_lock));
@@ -573,7 +593,7 @@ impl<S: CredsStore> Messenger<S> {
         }
         let distribution = inner
             .as_ref()
-            .and_then(|m| m.sender_key_distribution_message.as_ref())
+            .and_then(|(_, m)| m.sender_key_distribution_message.as_ref())
             .and_then(|d| d.axolotl_sender_key_distribution_message.clone());
         let sk_ct = skmsg.and_then(|e| e.content_bytes()).map(|b| b.to_vec());
         let content = match self
@@ -584,8 +604,8 @@ impl<S: CredsStore> Messenger<S> {
             Ok((plain, c)) => {
                 changes.extend(c);
                 match plain {
-                    Some(p) => match unpad(&p).and_then(|b| wa::Message::decode(b).ok()) {
-                        Some(m) => Some(m),
+                    Some(p) => match unpad(&p) {
+                        Some(b) => Some(b.to_vec()),
                         None => {
                             self.keep_and_retry(
                                 sender,
@@ -631,50 +651,64 @@ impl<S: CredsStore> Messenger<S> {
             }
         };
         // A resend carries the content pairwise (with the key beside it).
-        let message = content.or_else(|| {
-            inner.filter(|m| {
-                let mut c = m.clone();
-                c.sender_key_distribution_message = None;
-                c != wa::Message::default()
-            })
-        });
-        let committed = match message {
-            Some(mut m) => {
-                m.sender_key_distribution_message = None;
-                let row = StoredMessage {
-                    id: id.clone(),
-                    chat: group.clone(),
-                    sender: author,
-                    from_me,
-                    timestamp: node
-                        .get_str("t")
-                        .and_then(|t| t.parse().ok())
-                        .unwrap_or_else(|| self.clock.now_unix()),
-                    push_name: node.get_str("notify").map(|s| s.into_owned()),
-                    text: text_of(&m),
-                    raw: m.encode_to_vec(),
-                    status: if from_me {
-                        MessageStatus::Delivered
-                    } else {
-                        MessageStatus::Received
-                    },
-                    error: None,
-                };
-                if super::is_protocol_only(&m) {
-                    self.cipher
-                        .store()
-                        .apply(&changes)
-                        .await
-                        .map(|_| (Committed::Duplicate, None))
-                        .map_err(|e| CredsStoreError(e.to_string()))
-                } else {
-                    self.store
-                        .commit_message(&changes, &row)
-                        .await
-                        .map(|c| (c, Some(row)))
-                }
+        let plain = content.or_else(|| inner.map(|(bytes, _)| bytes));
+        let base = StoredMessage {
+            id: id.clone(),
+            chat: group.clone(),
+            sender: author.clone(),
+            from_me,
+            timestamp: node
+                .get_str("t")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| self.clock.now_unix()),
+            push_name: node.get_str("notify").map(|s| s.into_owned()),
+            status: if from_me {
+                MessageStatus::Delivered
+            } else {
+                MessageStatus::Received
+            },
+            ..StoredMessage::default()
+        };
+        let row = match plain.as_deref().map(|p| row_of(p, base)).transpose() {
+            Ok(row) => row.flatten(),
+            Err(e) => {
+                drop(session_lock);
+                drop(key_lock);
+                self.keep_and_retry(
+                    sender,
+                    node,
+                    &author_dev,
+                    &id,
+                    &changes,
+                    account,
+                    &format!("unreadable group message: {e}"),
+                )
+                .await;
+                return;
             }
-            // A distribution alone: protocol, stored without a row.
+        };
+        let row = match row {
+            // An admin's delete of someone else's message (`edit="8"`) counts only from an
+            // admin, by the metadata we hold.
+            Some(mut r)
+                if r.kind == Kind::Revoke
+                    && node.get_str("edit").as_deref() == Some("8")
+                    && self.holds_admin(&group, &author).await =>
+            {
+                if let serde_json::Value::Object(m) = &mut r.content {
+                    m.insert("admin".into(), true.into());
+                }
+                Some(r)
+            }
+            r => r,
+        };
+        let committed = match row {
+            Some(row) => self
+                .store
+                .commit_message(&changes, &row)
+                .await
+                .map(|c| (c, Some(row))),
+            // A distribution alone, or a protocol payload: no row.
             None => self
                 .cipher
                 .store()

@@ -46,7 +46,7 @@ mod timelock;
 mod tokens;
 
 pub use error::{SendError, refusal_reason};
-use receive::{is_protocol_only, receipt, text_of};
+use receive::receipt;
 use send::Ack;
 pub use send::{Sent, valid_message_id};
 
@@ -292,7 +292,10 @@ impl<S: CredsStore> Messenger<S> {
                 let _ = sender.send(&stanza::ack(&node, None)).await;
             }
             "notification" if node.get_str("type").as_deref() == Some("privacy_token") => {
-                self.on_privacy_token(&node).await;
+                let stored = self.on_privacy_token(&node).await;
+                if stored {
+                    let _ = sender.send(&stanza::ack(&node, None)).await;
+                }
             }
             "notification" if node.get_str("type").as_deref() == Some("mex") => {
                 self.on_mex(&node);

@@ -7,6 +7,7 @@ use super::{Ack, Messenger, SendError, bump};
 use crate::binary::{Jid, Node, Server};
 use crate::client::events::Event;
 use crate::client::messages::{MessageStatus, StatusUpdate};
+use crate::client::recv::is_me;
 use crate::client::store::CredsStore;
 use crate::socket::NodeSender;
 use crate::stanza;
@@ -44,62 +45,62 @@ impl<S: CredsStore> Messenger<S> {
 
     // ---- receipts and acks ----
 
+    /// A receipt: acked once what it says is stored (a crash before that gets it redelivered),
+    /// a retry receipt once it is answered.
     pub(super) async fn on_receipt(&self, sender: &NodeSender, node: &Node) {
-        let _ = sender.send(&stanza::ack(node, None)).await;
+        if self.read_receipt(sender, node).await {
+            let _ = sender.send(&stanza::ack(node, None)).await;
+        }
+    }
+
+    /// Handles a receipt; false when what it says could not be stored (left unacked).
+    async fn read_receipt(&self, sender: &NodeSender, node: &Node) -> bool {
         let Some(from) = node.get_jid("from") else {
-            return;
+            return true;
         };
         // A group receipt comes from the group and names the device in `participant`.
         let (from, group) = match (from.server == Server::Group, node.get_jid("participant")) {
             (true, Some(p)) => (p, Some(from.to_non_ad())),
-            (true, None) => {
-                self.on_grouped_receipt(&from.to_non_ad(), node).await;
-                return;
-            }
+            (true, None) => return self.on_grouped_receipt(&from.to_non_ad(), node).await,
             _ => (from, None),
+        };
+        // Only our own devices report on another chat (`recipient`); anyone else's receipt is
+        // about the chat with them, whatever it claims.
+        let own = self.account().is_some_and(|a| is_me(&from, &a.me));
+        let recipient = node.get_jid("recipient").filter(|_| own);
+        let chat = match group {
+            Some(g) => g,
+            None => self
+                .canonical(&recipient.unwrap_or_else(|| from.to_non_ad()))
+                .await
+                .to_non_ad(),
         };
         let kind = node.get_str("type").map(|s| s.into_owned());
         if kind.as_deref() == Some("retry") {
             if let Some(mut req) = stanza::parse_retry(node) {
                 req.from = from.clone();
-                let chat = match &group {
-                    Some(g) => g.clone(),
-                    None => self
-                        .canonical(
-                            &node
-                                .get_jid("recipient")
-                                .unwrap_or_else(|| from.to_non_ad()),
-                        )
-                        .await
-                        .to_non_ad(),
-                };
                 if let Err(e) = self.answer_retry(sender, &chat, &req).await {
                     tracing::warn!(error = %e, id = req.id, "cannot answer retry receipt");
                 }
             }
-            return;
+            return true;
         }
         let Some(status) = MessageStatus::from_receipt(kind.as_deref()) else {
-            return;
-        };
-        // Our own devices report on the chat they name; peers on their own chat.
-        let chat = match group {
-            Some(g) => g,
-            None => self
-                .canonical(&node.get_jid("recipient").unwrap_or_else(|| from.clone()))
-                .await
-                .to_non_ad(),
+            return true;
         };
         let t = node
             .get_str("t")
             .and_then(|t| t.parse().ok())
             .unwrap_or_else(|| self.clock.now_unix());
+        let mut stored = true;
         for id in stanza::receipt_ids(node) {
-            self.record_receipt(&chat, id, &from, status, t).await;
+            stored &= self.record_receipt(&chat, id, &from, status, t).await;
         }
+        stored
     }
 
-    /// A device's receipt moves `id` up the ladder (stored, then evented).
+    /// A device's receipt moves `id` up the ladder (stored, then evented); false when it
+    /// could not be stored.
     pub(super) async fn record_receipt(
         &self,
         chat: &Jid,
@@ -107,7 +108,7 @@ impl<S: CredsStore> Messenger<S> {
         device: &Jid,
         status: MessageStatus,
         t: u64,
-    ) {
+    ) -> bool {
         if let Ok(mut w) = self.watched.lock() {
             w.remove(&(chat.clone(), id.clone()));
         }
@@ -120,22 +121,30 @@ impl<S: CredsStore> Messenger<S> {
             t,
         };
         match self.store.update_status(&update).await {
-            Ok(_) => self.publish(Event::Receipt {
-                chat: chat.clone(),
-                id,
-                device: Some(device.clone()),
-                status,
-                error: None,
-            }),
-            Err(e) => tracing::warn!(error = %e, "cannot store receipt"),
+            Ok(_) => {
+                self.publish(Event::Receipt {
+                    chat: chat.clone(),
+                    id,
+                    device: Some(device.clone()),
+                    status,
+                    error: None,
+                });
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot store receipt; it will be redelivered");
+                false
+            }
         }
     }
 
     /// A group's receipts aggregated by the server: `<participants key=<id>><user jid t
     /// [type]/>…` (MESSAGING.md §2.8).
-    pub(super) async fn on_grouped_receipt(&self, group: &Jid, node: &Node) {
+    /// False when one of them could not be stored.
+    pub(super) async fn on_grouped_receipt(&self, group: &Jid, node: &Node) -> bool {
         let kind = node.get_str("type").map(|s| s.into_owned());
         let now = self.clock.now_unix();
+        let mut stored = true;
         for parts in node
             .child_nodes()
             .iter()
@@ -164,10 +173,12 @@ impl<S: CredsStore> Messenger<S> {
                     .get_str("t")
                     .and_then(|t| t.parse().ok())
                     .unwrap_or(now);
-                self.record_receipt(group, id.clone(), &device, status, t)
+                stored &= self
+                    .record_receipt(group, id.clone(), &device, status, t)
                     .await;
             }
         }
+        stored
     }
 
     pub(super) async fn on_ack(&self, node: &Node) {

@@ -5,6 +5,7 @@ use prost::Message as _;
 
 use super::{Account, MAX_RETRIES, Messenger, bump};
 use crate::binary::{Jid, Node, Server};
+use crate::client::content::{Classified, ContentError, classify};
 use crate::client::events::Event;
 use crate::client::messages::{Committed, MessageStatus, StoredMessage};
 use crate::client::recv::{is_me, unpad};
@@ -15,47 +16,39 @@ use crate::signal::{EncType, IdentityChange, ProtocolAddress, SignalError};
 use crate::socket::NodeSender;
 use crate::stanza;
 
-/// A copy our other device sent: the content is inside, the chat is its destination.
-pub(super) fn unwrap_device_sent(
-    message: wa::Message,
-    chat: Jid,
-    from_me: bool,
-) -> (wa::Message, Jid) {
-    if !from_me {
-        return (message, chat);
-    }
-    match message.device_sent_message {
-        Some(dsm) => {
-            let dest = dsm
-                .destination_jid
-                .as_deref()
-                .and_then(|d| d.parse::<Jid>().ok())
-                .map(|j| j.to_non_ad())
-                .unwrap_or(chat);
-            (dsm.message.map(|m| *m).unwrap_or_default(), dest)
-        }
-        None => (message, chat),
-    }
+/// Where a copy our other device sent went: the device-sent envelope's destination.
+pub(super) fn device_sent_destination(message: &wa::Message) -> Option<Jid> {
+    message
+        .device_sent_message
+        .as_ref()?
+        .destination_jid
+        .as_deref()?
+        .parse::<Jid>()
+        .ok()
+        .map(|j| j.to_non_ad())
 }
 
-/// The text of a text message.
-pub(super) fn text_of(m: &wa::Message) -> Option<String> {
-    m.conversation.clone().or_else(|| {
-        m.extended_text_message
-            .as_ref()
-            .and_then(|e| e.text.clone())
-    })
-}
-
-/// A message with no content of its own (protocol messages, bare key distributions).
-pub(super) fn is_protocol_only(m: &wa::Message) -> bool {
-    m.conversation.is_none()
-        && m.extended_text_message.is_none()
-        && m.image_message.is_none()
-        && m.document_message.is_none()
-        && m.audio_message.is_none()
-        && m.video_message.is_none()
-        && m.reaction_message.is_none()
+/// The row a plaintext makes (`base` names who, where and when), classified from the bytes as
+/// they arrived, which the row keeps; None for a protocol payload (key distributions,
+/// settings, device-to-device traffic), which is no conversation row.
+pub(super) fn row_of(
+    plain: &[u8],
+    base: StoredMessage,
+) -> Result<Option<StoredMessage>, ContentError> {
+    let content = match classify(plain)? {
+        Classified::Protocol => return Ok(None),
+        Classified::Stored(c) => c,
+    };
+    Ok(Some(StoredMessage {
+        text: content.text,
+        raw: plain.to_vec(),
+        kind: content.kind,
+        content: content.details,
+        ephemeral: content.ephemeral,
+        view_once: content.view_once,
+        target: content.target.map(|t| t.id),
+        ..base
+    }))
 }
 
 /// The delivery receipt for a message we stored (or had stored): `peer_msg` between our own
@@ -183,16 +176,22 @@ impl<S: CredsStore> Messenger<S> {
                 return;
             }
         };
-        let message = match unpad(&plain)
-            .map_err(|e| e.to_string())
-            .and_then(|b| wa::Message::decode(b).map_err(|e| e.to_string()))
-        {
-            Ok(m) => m,
-            Err(reason) => {
+        let unpadded = match unpad(&plain) {
+            Ok(b) => b,
+            Err(e) => {
                 // Nothing readable: nothing is stored (the session stays where it was), and
                 // the retry receipt asks for the message again.
                 drop(lock);
-                self.undecryptable(sender, node, &from, &id, reason, &account)
+                self.undecryptable(sender, node, &from, &id, e.to_string(), &account)
+                    .await;
+                return;
+            }
+        };
+        let message = match wa::Message::decode(unpadded) {
+            Ok(m) => m,
+            Err(e) => {
+                drop(lock);
+                self.undecryptable(sender, node, &from, &id, e.to_string(), &account)
                     .await;
                 return;
             }
@@ -200,10 +199,12 @@ impl<S: CredsStore> Messenger<S> {
         if peer && from_me {
             self.learn_from_history(&message).await;
         }
-        let (message, chat) = unwrap_device_sent(message, chat, from_me);
-        let chat = self.canonical(&chat).await.to_non_ad();
+        let chat = match from_me.then(|| device_sent_destination(&message)).flatten() {
+            Some(dest) => self.canonical(&dest).await.to_non_ad(),
+            None => chat,
+        };
         let push_name = node.get_str("notify").map(|s| s.into_owned());
-        let row = StoredMessage {
+        let base = StoredMessage {
             id: id.clone(),
             chat: chat.clone(),
             sender: author,
@@ -213,26 +214,38 @@ impl<S: CredsStore> Messenger<S> {
                 .and_then(|t| t.parse().ok())
                 .unwrap_or_else(|| self.clock.now_unix()),
             push_name: push_name.clone(),
-            text: text_of(&message),
-            raw: message.encode_to_vec(),
             status: if from_me {
                 MessageStatus::Delivered
             } else {
                 MessageStatus::Received
             },
-            error: None,
+            ..StoredMessage::default()
         };
-        // Peer messages (keys, settings, history) are protocol, not conversation: their
-        // Signal advance is committed alone.
-        let committed = if peer || is_protocol_only(&message) {
-            self.cipher
+        // Peer messages (keys, settings, history) are protocol, not conversation.
+        let row = if peer {
+            Ok(None)
+        } else {
+            row_of(unpadded, base)
+        };
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => {
+                drop(lock);
+                self.undecryptable(sender, node, &from, &id, e.to_string(), &account)
+                    .await;
+                return;
+            }
+        };
+        // A protocol payload's Signal advance is committed alone.
+        let committed = match &row {
+            None => self
+                .cipher
                 .store()
                 .apply(&changes)
                 .await
                 .map(|_| Committed::Inserted)
-                .map_err(|e| CredsStoreError(e.to_string()))
-        } else {
-            self.store.commit_message(&changes, &row).await
+                .map_err(|e| CredsStoreError(e.to_string())),
+            Some(row) => self.store.commit_message(&changes, row).await,
         };
         drop(lock);
         let committed = match committed {
@@ -251,7 +264,9 @@ impl<S: CredsStore> Messenger<S> {
             self.learn_push_name(name).await;
         }
         let _ = sender.send(&receipt(node, from_me, peer)).await;
-        if committed == Committed::Inserted && !peer && !is_protocol_only(&message) {
+        if committed == Committed::Inserted
+            && let Some(row) = row
+        {
             self.publish(Event::Message(Box::new(row)));
         }
     }

@@ -229,7 +229,7 @@ impl<S: CredsStore> Messenger<S> {
             text: Some(text),
             raw: message.encode_to_vec(),
             status: MessageStatus::Pending,
-            error: None,
+            ..StoredMessage::default()
         };
         self.send_row(&account, row, true).await
     }

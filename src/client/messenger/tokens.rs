@@ -14,10 +14,11 @@ pub(super) const TOKEN_REISSUE: u64 = 7 * 86_400;
 
 impl<S: CredsStore> Messenger<S> {
     /// `<notification type="privacy_token" from=X><tokens><token jid t type="trusted_contact">`:
-    /// X's token for us, attached to what we send X from now on.
-    pub(super) async fn on_privacy_token(&self, node: &Node) {
+    /// X's token for us, attached to what we send X from now on. False when a token could not
+    /// be stored (the notification is then left unacked, and redelivered).
+    pub(super) async fn on_privacy_token(&self, node: &Node) -> bool {
         let Some(from) = node.get_jid("from") else {
-            return;
+            return true;
         };
         let contact = self.canonical(&from.to_non_ad()).await;
         let tokens = node
@@ -47,9 +48,13 @@ impl<S: CredsStore> Messenger<S> {
                         jid: contact.clone(),
                     })
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot store a privacy token"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot store a privacy token; it will be redelivered");
+                    return false;
+                }
             }
         }
+        true
     }
 
     /// The token `contact` gave us, through the cache.

@@ -1,0 +1,424 @@
+//! The typed shapes of the API's requests and answers, as the OpenAPI document declares them.
+//! The handlers answer the same shapes as JSON; `openapi` assembles these into the document.
+//! This module knows nothing of handlers or routing.
+
+use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
+
+/// `meta` of every answer.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Meta {
+    /// This request's id (also on its log lines).
+    #[schema(format = "uuid")]
+    operation_id: String,
+    /// How long the request took.
+    #[schema(example = "123ms")]
+    duration: String,
+}
+
+/// A successful answer.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Envelope<T> {
+    /// Always true here.
+    success: bool,
+    /// What happened, for people.
+    message: String,
+    /// The answer.
+    data: T,
+    /// About the request.
+    meta: Meta,
+}
+
+/// The stable code of a refusal.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ErrorCode {
+    /// e.g. `invalid_to`, `not_connected`, `rate_limited`.
+    code: String,
+}
+
+/// A refusal.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ErrorEnvelope {
+    /// Always false here.
+    success: bool,
+    /// What was wrong, for people.
+    message: String,
+    /// What was wrong, for programs.
+    error: ErrorCode,
+    /// About the request.
+    meta: Meta,
+}
+
+/// `connect`'s answer while a QR code is to be scanned.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct QrData {
+    /// The QR text.
+    qr_code: String,
+    /// The same as a PNG data URL.
+    qr_code_data_url: String,
+    /// What to do with it.
+    message: String,
+}
+
+/// `connect`'s answer: a QR code to scan, or the status of an agent already linked.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // a schema: the handler answers the same shapes as JSON
+pub(super) enum ConnectData {
+    /// Scan this.
+    Qr(QrData),
+    /// Linked already.
+    Status(StatusData),
+}
+
+/// A connection's status.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct StatusData {
+    /// Logged in to WhatsApp and heard from recently.
+    is_connected: bool,
+    /// A client runs for it (absent when never connected).
+    is_active: Option<bool>,
+    /// A QR code is showing.
+    #[serde(rename = "hasQR")]
+    has_qr: Option<bool>,
+    /// The QR code showing, as a PNG data URL; absent for viewers (whoever holds it can link
+    /// a phone to the account).
+    qr_code_data_url: Option<String>,
+    /// The linked phone number.
+    phone_number: Option<String>,
+    /// The phone's platform.
+    platform: Option<String>,
+    /// The WhatsApp display name.
+    pushname: Option<String>,
+    /// `not_initialized`, `pending`, `connected`, `unresponsive`, `reconnecting`,
+    /// `disconnected`, `logged_out`, `client_outdated`, `temp_banned`, `replaced`, …
+    status: String,
+    /// The client's stable failure code, when there is one.
+    code: Option<String>,
+    /// The account's reach-out time-lock, once WhatsApp told it.
+    reachout_timelock: Option<Timelock>,
+}
+
+/// WhatsApp's reach-out time-lock: while active, sends to new chats are refused (463).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Timelock {
+    /// New chats are barred now.
+    is_active: bool,
+    /// Until when, when WhatsApp says.
+    #[schema(format = DateTime)]
+    ends_at: Option<String>,
+    /// Why (`DEFAULT`, `BIZ_COMMERCE_VIOLATION_…`).
+    enforcement_type: String,
+}
+
+/// `send`'s body (unknown fields are ignored).
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({ "to": "1234567890", "message": "Hello from our chat agent!" }))]
+pub(super) struct SendBody {
+    /// International digits without `+`, or a `…@c.us`, `…@s.whatsapp.net`, `…@lid` or
+    /// `…@g.us` JID.
+    to: String,
+    /// The text (`text` is accepted too).
+    #[schema(max_length = 65536)]
+    message: String,
+    /// Wait for WhatsApp's ack (up to the configured time); default true.
+    wait: Option<bool>,
+}
+
+/// `send`'s answer.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct SendData {
+    /// `true_<chat>_<id>`, kept however often it is tried.
+    message_id: String,
+    /// The recipient, `…@c.us` for numbers.
+    to: String,
+    /// The text.
+    message: String,
+    /// When WhatsApp took it (unix seconds).
+    timestamp: Option<u64>,
+    /// `server_ack` once acked, else `pending`.
+    status: String,
+}
+
+/// A message as history (and a `message.received` webhook) shows it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Message {
+    /// `<fromMe>_<chat>_<id>`.
+    message_id: String,
+    /// The author of an inbound message.
+    from: Option<String>,
+    /// The recipient of an outbound message.
+    to: Option<String>,
+    /// The text, or a media caption (what stands for them: a reaction's emoji, a poll's
+    /// question, a vCard); null when the kind has none or the message was revoked.
+    message: Option<String>,
+    /// `inbound` or `outbound`.
+    direction: String,
+    /// The message's own time.
+    #[schema(format = DateTime)]
+    timestamp: String,
+    /// True for the media kinds (`image`, `video`, `ptv`, `audio`, `ptt`, `document`,
+    /// `sticker`).
+    has_media: bool,
+    /// whatsapp-web.js's type name: `chat`, `image`, `video`, `ptv`, `audio`, `ptt`,
+    /// `document`, `sticker`, `location`, `vcard`, `multi_vcard`, `revoked`, `poll_creation`,
+    /// `poll_vote`, `buttons_response`, `list_response`, `template_button_reply`,
+    /// `interactive_response`, `groups_v4_invite`, `scheduled_event_creation`, `pin_in_chat`,
+    /// `reaction`, … and `unknown` (with the protobuf field numbers in `content.fields`).
+    #[serde(rename = "type")]
+    kind: String,
+    /// When it was stored.
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// The conversation (`…@c.us` or `…@g.us`).
+    chat: String,
+    /// The delivery ladder: `pending`, `server_ack`, `delivered`, `read`, `played`,
+    /// `failed`; `received` for inbound.
+    status: String,
+    /// WhatsApp's error code of a failed send.
+    error_code: Option<u16>,
+    /// What the kind carries, camelCase: a location's `latitude`, `longitude`, `name`,
+    /// `address`, `comment`, `live`; a vCard's `displayName`, `vcard` (`contacts` for several);
+    /// media `mimetype`, `fileLength`, `seconds`, `width`, `height`, `fileName`; a reaction's
+    /// `emoji`, `targetId`, `removed`; a poll's `name`, `options`, `selectableCount`; replies'
+    /// `selectedButtonId`/`selectedRowId`/`selectedId`; and for any kind `quoted` (`id`,
+    /// `participant`), `mentions`, `forwarded`, `expirationSeconds`. Empty for plain text.
+    content: Object,
+    /// Came in a disappearing-messages envelope or with a timer.
+    ephemeral: bool,
+    /// Came as view once.
+    view_once: bool,
+    /// When its author last edited it (`message` is the edited text).
+    #[schema(format = DateTime)]
+    edited_at: Option<String>,
+    /// Deleted for everyone by its author (or a group admin): `type` is `revoked`.
+    revoked: bool,
+    /// Reactions on it, the latest per person.
+    reactions: Vec<Reaction>,
+}
+
+/// A reaction on a message.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Reaction {
+    /// Who reacted (`…@c.us`).
+    from: String,
+    /// The emoji.
+    emoji: String,
+    #[schema(format = DateTime)]
+    timestamp: String,
+}
+
+/// A page of history.
+#[derive(Serialize, ToSchema)]
+pub(super) struct MessagesData {
+    /// Newest first.
+    messages: Vec<Message>,
+    /// How many are on this page.
+    count: usize,
+}
+
+/// A connection row.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Connection {
+    subaccount_id: String,
+    agent_id: String,
+    status: String,
+    phone_number: Option<String>,
+    platform: Option<String>,
+    pushname: Option<String>,
+    #[schema(format = DateTime)]
+    connected_at: Option<String>,
+    #[schema(format = DateTime)]
+    disconnected_at: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+/// A subaccount's connections.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ConnectionsData {
+    connections: Vec<Connection>,
+    count: usize,
+}
+
+/// `disconnect`'s answer.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DisconnectData {
+    message: String,
+}
+
+/// One activity.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Activity {
+    id: i64,
+    /// `whatsapp_connected`, `whatsapp_disconnected`, `whatsapp_message_sent`,
+    /// `whatsapp_message_received`.
+    #[serde(rename = "type")]
+    kind: String,
+    /// `chat`.
+    category: String,
+    subaccount_id: String,
+    agent_id: String,
+    user_id: Option<String>,
+    details: Object,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// A JSON object.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Object {}
+
+/// The activity log.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ActivitiesData {
+    activities: Vec<Activity>,
+    count: usize,
+}
+
+/// `PUT …/webhook`'s body.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({ "url": "https://agent.example.com/whatsapp", "secret": "a-long-random-secret", "events": ["message.received"] }))]
+pub(super) struct WebhookBody {
+    /// An http or https URL.
+    #[schema(format = "uri", max_length = 2048)]
+    url: String,
+    /// The HMAC-SHA256 key of the signature header; never shown again.
+    #[schema(min_length = 16, max_length = 256)]
+    secret: String,
+    /// `message.received`, `message.status`, `connection.update`, `message.reaction`,
+    /// `message.edited`, `message.revoked`; default all.
+    events: Option<Vec<String>>,
+}
+
+/// A webhook as shown (never its secret).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct WebhookData {
+    url: String,
+    events: Vec<String>,
+    /// The header carrying `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
+    signature_header: String,
+    created_by: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+/// What a webhook receives: the body of each POST.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct WebhookEvent {
+    /// A ULID: unique and sortable; deduplicate on it (a retry carries the same).
+    id: String,
+    /// `message.received`, `message.status`, `connection.update`, `message.reaction`,
+    /// `message.edited` or `message.revoked`.
+    event: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+    subaccount_id: String,
+    agent_id: String,
+    /// `message.received`: a history message; `message.status`: `messageId`, `to`,
+    /// `status`, `errorCode`; `connection.update`: `status`, `code`, `phoneNumber`;
+    /// `message.reaction` / `message.edited` / `message.revoked`: `messageId` (the message
+    /// acted on), `chat`, `by`, `fromMe`, `timestamp`, `message` (it as history now shows it),
+    /// plus `emoji` and `removed` for a reaction and `admin` for a revoke.
+    data: Object,
+}
+
+/// One webhook event and how its delivery goes.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Delivery {
+    id: String,
+    event: String,
+    /// `pending`, `delivered` or `failed` (dead-lettered).
+    state: String,
+    attempts: i64,
+    /// The HTTP status of the last attempt.
+    last_status: Option<i64>,
+    /// Why the last attempt failed. To viewers only its kind: `timed out`, `connection
+    /// failed`, `address not allowed`, `HTTP <status>`, `answer unreadable`, `reply not
+    /// queued` or `internal error`; to members and admins the detail (never the URL).
+    last_error: Option<String>,
+    /// Why the taken answer's `reply` was not sent: `not_json` (not a JSON object),
+    /// `no_reply`, `not_text`, `empty`, `too_long` (over 65,536 bytes), `not_repliable` (a
+    /// reply to an event other than `message.received`), `no_chat`; null when a reply was
+    /// queued or none was expected.
+    reply_ignored: Option<String>,
+    #[schema(format = DateTime)]
+    next_attempt_at: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    delivered_at: Option<String>,
+    /// The body as sent (once it was first tried).
+    payload: Option<WebhookEvent>,
+}
+
+/// A page of deliveries.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DeliveriesData {
+    deliveries: Vec<Delivery>,
+    count: usize,
+}
+
+/// `/healthz` and `/readyz`'s data.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Health {
+    database: Option<bool>,
+    resumed: Option<bool>,
+}
+
+/// (subaccount, agent) in the path.
+#[derive(IntoParams)]
+#[into_params(names("subaccountId", "agentId"), parameter_in = Path)]
+#[allow(dead_code)]
+pub(super) struct AgentPath(
+    /// The tenant's subaccount (1–128 of `A-Z a-z 0-9 _ - . @ :`).
+    String,
+    /// The chat agent (same alphabet).
+    String,
+);
+
+/// The subaccount in the path.
+#[derive(IntoParams)]
+#[into_params(names("subaccountId"), parameter_in = Path)]
+#[allow(dead_code)]
+pub(super) struct SubaccountPath(
+    /// The tenant's subaccount.
+    String,
+);
+
+/// A page of a list.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(super) struct Page {
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    limit: Option<u32>,
+    /// Rows to skip.
+    #[param(minimum = 0, default = 0)]
+    skip: Option<u32>,
+}
+
+/// The deliveries listing's filter.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(super) struct DeliveryFilter {
+    /// `pending`, `delivered` or `failed`; all when absent.
+    status: Option<String>,
+}
