@@ -25,6 +25,8 @@ use crate::client::store::CredsStore;
 
 /// The longest wait between two tries of one message.
 pub(super) const RESEND_MAX: Duration = Duration::from_secs(600);
+/// How soon a message another attempt held is looked at again.
+const IN_FLIGHT_RECHECK: Duration = Duration::from_secs(1);
 /// Messages whose next try is remembered; beyond it the schedule starts over (every pending
 /// message is then due at once, as after a login).
 const SCHEDULED: usize = 10_000;
@@ -186,8 +188,9 @@ impl<S: CredsStore> Messenger<S> {
             let key = (row.chat.clone(), row.id.clone());
             let now = Instant::now();
             if self.sending.lock().is_ok_and(|s| s.contains(&key)) {
-                // A live send holds it; look again once it may have ended.
-                later(now + self.resend_after);
+                // A live send holds it (it may find the message recorded and leave it to us):
+                // look again soon.
+                later(now + self.resend_after.min(IN_FLIGHT_RECHECK));
                 continue;
             }
             if let Some(due) = self.resends.lock().ok().and_then(|s| s.due(&key))
