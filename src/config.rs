@@ -13,7 +13,7 @@ use crate::client::payload::ClientProfile;
 use crate::client::payload::{DEFAULT_WA_VERSION, WA_VERSION_ENV};
 use crate::socket::TrustRoot;
 use crate::socket::tls::{client_config, parse_ca_pem};
-use crate::store::StoreKey;
+use crate::store::{Durability, StoreKey};
 
 /// WhatsApp's WebSocket endpoint.
 pub const DEFAULT_WS_URL: &str = "wss://web.whatsapp.com/ws/chat";
@@ -38,6 +38,9 @@ pub struct Config {
     /// Key sealing key material at rest (`WA_GATEWAY_STORE_KEY`, 32 bytes base64); None keeps
     /// it plain. See `store::StoreKey`.
     pub store_key: Option<StoreKey>,
+    /// How commits are made to last (`WA_GATEWAY_SQLITE_SYNCHRONOUS`: `full`, the default, or
+    /// `normal`, which a power loss may undo). See `store::Durability`.
+    pub durability: Durability,
 }
 
 /// Where WhatsApp is and how we present ourselves to it.
@@ -259,6 +262,7 @@ impl fmt::Debug for Config {
             .field("whatsapp", &self.whatsapp)
             .field("service", &self.service)
             .field("store_key", &self.store_key.is_some())
+            .field("durability", &self.durability)
             .finish()
     }
 }
@@ -332,6 +336,12 @@ impl Config {
                 why: "not a base64 32-byte key (make one with `openssl rand -base64 32`)".into(),
             })?);
         }
+        if let Some(v) = get("WA_GATEWAY_SQLITE_SYNCHRONOUS") {
+            c.durability = Durability::parse(&v).ok_or_else(|| ConfigError {
+                var: "WA_GATEWAY_SQLITE_SYNCHRONOUS",
+                why: format!("{v:?} is neither full nor normal"),
+            })?;
+        }
         if let Some(path) = get("WA_GATEWAY_WS_CA") {
             let pem = std::fs::read(&path).map_err(|e| ConfigError {
                 var: "WA_GATEWAY_WS_CA",
@@ -381,6 +391,7 @@ const KNOWN: &[&str] = &[
     "WA_GATEWAY_WS_URL",
     "WA_GATEWAY_ROOT_KEY",
     "WA_GATEWAY_STORE_KEY",
+    "WA_GATEWAY_SQLITE_SYNCHRONOUS",
     "WA_GATEWAY_WS_CA",
     "WA_GATEWAY_BIND",
     "WA_GATEWAY_DATA_DIR",
@@ -703,6 +714,15 @@ mod tests {
         }
         let _ = std::fs::remove_dir_all(&dir);
         assert!(with(&[]).unwrap().whatsapp.tls().unwrap().is_none());
+    }
+
+    #[test]
+    fn commits_are_full_by_default_and_normal_when_asked() {
+        assert_eq!(with(&[]).unwrap().durability, Durability::Full);
+        let c = with(&[("WA_GATEWAY_SQLITE_SYNCHRONOUS", "NORMAL")]).unwrap();
+        assert_eq!(c.durability, Durability::Normal);
+        let e = with(&[("WA_GATEWAY_SQLITE_SYNCHRONOUS", "off")]).unwrap_err();
+        assert_eq!(e.var, "WA_GATEWAY_SQLITE_SYNCHRONOUS");
     }
 
     #[test]

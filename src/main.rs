@@ -127,9 +127,10 @@ fn serve(cfg: wa_gateway::config::Config, with_simulator: bool) -> anyhow::Resul
             _sim = Some(sim);
         }
         std::fs::create_dir_all(&cfg.service.data_dir)?;
-        let store = wa_gateway::store::Store::open_with(
+        let store = wa_gateway::store::Store::open_tuned(
             &cfg.service.database_url(),
             cfg.store_key.as_ref(),
+            cfg.durability,
         )
         .await?;
         let pacing = wa_gateway::service::Pacing {

@@ -154,6 +154,15 @@ impl Jid {
         Jid::new("", Server::User)
     }
 
+    /// The form WhatsApp Web's own stores write (and whatsapp-web.js shows): `…@c.us` for a
+    /// phone-number user, device-less; any other JID as it is, device-less.
+    pub fn c_us(&self) -> String {
+        match self.server {
+            Server::User | Server::LegacyUser => format!("{}@c.us", self.user),
+            _ => self.to_non_ad().to_string(),
+        }
+    }
+
     /// The same JID without device or agent (the account, not one of its devices).
     pub fn to_non_ad(&self) -> Jid {
         Jid::new(self.user.clone(), self.server.clone())

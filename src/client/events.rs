@@ -284,8 +284,30 @@ impl fmt::Debug for Event {
     }
 }
 
-/// Events a client keeps for a slow consumer; older ones are dropped (and counted as lag).
+/// Events a client keeps for a slow consumer; beyond it, per-message notices are dropped (and
+/// counted as lag).
 pub const EVENT_BUFFER: usize = 256;
+
+/// Connection events (state, QR, link, push name) kept for a slow consumer however many
+/// notices pass them; only beyond this many unread are they dropped too.
+pub const STATE_BUFFER: usize = 64;
+
+impl Event {
+    /// Whether the event is part of the connection's story (its state, QR codes, the link, our
+    /// push name): a consumer keeping a connection row needs every one, while the per-message
+    /// notices have their truth in the store and may be skipped by a slow one.
+    pub fn is_connection(&self) -> bool {
+        matches!(
+            self,
+            Event::State(_)
+                | Event::QrCode { .. }
+                | Event::PairSuccess(_)
+                | Event::PairError { .. }
+                | Event::Connected { .. }
+                | Event::PushName { .. }
+        )
+    }
+}
 
 /// The client's event stream, shared by every subscriber: publishing never waits for a
 /// consumer. An event is kept only until every live subscriber has read it, so an idle client
@@ -296,14 +318,22 @@ pub(super) struct EventHub {
     notify: Notify,
 }
 
+/// Where one subscriber is: the sequence number it reads next, and what it missed. Changed
+/// only under the ring's lock (atomics for shared ownership with the subscriber).
+#[derive(Debug, Default)]
+struct Cursor {
+    next: AtomicU64,
+    missed: AtomicU64,
+}
+
 #[derive(Debug, Default)]
 struct Ring {
     buf: VecDeque<Event>,
     /// Sequence number of `buf[0]`.
     first: u64,
     closed: bool,
-    /// Each live subscriber's next sequence number.
-    readers: Vec<std::sync::Weak<AtomicU64>>,
+    /// Each live subscriber's cursor.
+    readers: Vec<std::sync::Weak<Cursor>>,
 }
 
 impl Ring {
@@ -311,14 +341,16 @@ impl Ring {
         self.first + self.buf.len() as u64
     }
 
+    fn cursors(&self) -> impl Iterator<Item = Arc<Cursor>> + '_ {
+        self.readers.iter().filter_map(|r| r.upgrade())
+    }
+
     /// Drops what every live subscriber has read (everything, when none is left).
     fn trim(&mut self) {
         self.readers.retain(|r| r.strong_count() > 0);
         let min = self
-            .readers
-            .iter()
-            .filter_map(|r| r.upgrade())
-            .map(|p| p.load(Ordering::Acquire))
+            .cursors()
+            .map(|c| c.next.load(Ordering::Acquire))
             .min()
             .unwrap_or(self.end());
         while self.first < min && self.buf.pop_front().is_some() {
@@ -328,10 +360,39 @@ impl Ring {
             self.buf.shrink_to_fit();
         }
     }
+
+    /// Makes room for one event: drops the oldest notice, or the oldest event when only
+    /// connection events are held ([`STATE_BUFFER`] or more). A reader that had not read the
+    /// dropped event counts it missed; one past it keeps its place.
+    fn make_room(&mut self) {
+        let connection = self.buf.iter().filter(|e| e.is_connection()).count();
+        let at = match self.buf.iter().position(|e| !e.is_connection()) {
+            Some(i) if connection < STATE_BUFFER => i,
+            _ => 0,
+        };
+        let seq = self.first + at as u64;
+        if at == 0 {
+            // The front goes: the rest keep their sequence numbers.
+            self.buf.pop_front();
+            self.first += 1;
+        } else {
+            // From the gap on, every event moves down one number.
+            self.buf.remove(at);
+        }
+        for c in self.cursors() {
+            let next = c.next.load(Ordering::Acquire);
+            if next <= seq {
+                c.missed.fetch_add(1, Ordering::AcqRel);
+            } else if at > 0 {
+                c.next.store(next - 1, Ordering::Release);
+            }
+        }
+    }
 }
 
 impl EventHub {
-    /// Publishes `e`, dropping the oldest beyond [`EVENT_BUFFER`].
+    /// Publishes `e`; beyond [`EVENT_BUFFER`] unread events one is dropped (see
+    /// [`Ring::make_room`]).
     pub(super) fn publish(&self, e: Event) {
         if let Ok(mut r) = self.inner.lock() {
             r.trim();
@@ -339,9 +400,8 @@ impl EventHub {
                 // Nobody listens: nothing to keep.
                 r.first += 1;
             } else {
-                if r.buf.len() == EVENT_BUFFER {
-                    r.buf.pop_front();
-                    r.first += 1;
+                if r.buf.len() >= EVENT_BUFFER {
+                    r.make_room();
                 }
                 r.buf.push_back(e);
             }
@@ -359,15 +419,14 @@ impl EventHub {
 
     /// A subscriber that sees events published from now on.
     pub(super) fn subscribe(self: &Arc<Self>) -> Events {
-        let pos = Arc::new(AtomicU64::new(0));
+        let cursor = Arc::new(Cursor::default());
         if let Ok(mut r) = self.inner.lock() {
-            pos.store(r.end(), Ordering::Release);
-            r.readers.push(Arc::downgrade(&pos));
+            cursor.next.store(r.end(), Ordering::Release);
+            r.readers.push(Arc::downgrade(&cursor));
         }
         Events {
             hub: self.clone(),
-            pos,
-            lagged: 0,
+            cursor,
         }
     }
 
@@ -382,13 +441,13 @@ impl EventHub {
 #[derive(Debug)]
 pub struct Events {
     hub: Arc<EventHub>,
-    pos: Arc<AtomicU64>,
-    lagged: u64,
+    cursor: Arc<Cursor>,
 }
 
 impl Events {
-    /// The next event; None once the client has stopped and everything was read. Events this
-    /// subscriber was too slow for are skipped and counted in [`Events::lagged`].
+    /// The next event; None once the client has stopped and everything was read. Notices this
+    /// subscriber was too slow for are skipped and counted in [`Events::lagged`]; connection
+    /// events are not (see [`Event::is_connection`]).
     pub async fn recv(&mut self) -> Option<Event> {
         loop {
             let notified = self.hub.notify.notified();
@@ -396,18 +455,14 @@ impl Events {
             notified.as_mut().enable();
             {
                 let mut r = self.hub.inner.lock().ok()?;
-                let mut next = self.pos.load(Ordering::Acquire);
-                if next < r.first {
-                    self.lagged += r.first - next;
-                    next = r.first;
-                }
+                let next = self.cursor.next.load(Ordering::Acquire).max(r.first);
                 let idx = (next - r.first) as usize;
                 if let Some(e) = r.buf.get(idx).cloned() {
-                    self.pos.store(next + 1, Ordering::Release);
+                    self.cursor.next.store(next + 1, Ordering::Release);
                     r.trim();
                     return Some(e);
                 }
-                self.pos.store(next, Ordering::Release);
+                self.cursor.next.store(next, Ordering::Release);
                 if r.closed {
                     return None;
                 }
@@ -418,7 +473,7 @@ impl Events {
 
     /// Events skipped because this subscriber fell more than [`EVENT_BUFFER`] behind.
     pub fn lagged(&self) -> u64 {
-        self.lagged
+        self.cursor.missed.load(Ordering::Acquire)
     }
 }
 
@@ -430,6 +485,72 @@ mod tests {
         Event::PushName {
             name: i.to_string(),
         }
+    }
+
+    fn notice(i: usize) -> Event {
+        Event::Stuck {
+            chat: crate::binary::Jid::new("15550001111", crate::binary::Server::User),
+            id: i.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_loses_notices_but_never_a_connection_event() {
+        let hub = Arc::new(EventHub::default());
+        let mut slow = hub.subscribe();
+        let mut fast = hub.subscribe();
+        hub.publish(Event::State(ConnState::Connecting));
+        for i in 0..EVENT_BUFFER * 2 {
+            hub.publish(notice(i));
+            if i == EVENT_BUFFER {
+                hub.publish(Event::State(ConnState::Connected));
+            }
+            // The fast one reads as it goes and sees everything, in order.
+            let e = fast.recv().await.unwrap();
+            if i == 0 {
+                assert_eq!(e, Event::State(ConnState::Connecting));
+                assert_eq!(fast.recv().await, Some(notice(0)));
+            } else if i == EVENT_BUFFER + 1 {
+                assert_eq!(e, Event::State(ConnState::Connected));
+                assert_eq!(fast.recv().await, Some(notice(i)));
+            } else {
+                assert_eq!(e, notice(i));
+            }
+        }
+        assert_eq!(fast.lagged(), 0);
+        assert!(hub.held() <= EVENT_BUFFER, "bounded: {}", hub.held());
+        // The slow one gets both states, in order with the notices it still gets.
+        hub.close();
+        let mut got = Vec::new();
+        while let Some(e) = slow.recv().await {
+            got.push(e);
+        }
+        let states: Vec<usize> = got
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_connection())
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(states.len(), 2, "both connection events");
+        assert_eq!(got[states[0]], Event::State(ConnState::Connecting));
+        assert_eq!(got[states[1]], Event::State(ConnState::Connected));
+        let after = |n: usize| got[n + 1..].iter().all(|e| !e.is_connection());
+        assert!(after(states[1]));
+        assert_eq!(
+            got.len() as u64 + slow.lagged(),
+            (EVENT_BUFFER * 2 + 2) as u64,
+            "every event read or counted missed"
+        );
+        assert!(slow.lagged() > 0);
+        // What it read of the notices is in publishing order.
+        let ids: Vec<usize> = got
+            .iter()
+            .filter_map(|e| match e {
+                Event::Stuck { id, .. } => id.parse().ok(),
+                _ => None,
+            })
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[tokio::test]

@@ -139,6 +139,12 @@ pub struct StoredMessage {
 }
 
 impl StoredMessage {
+    /// Whether this is the row kept for a message we could not decrypt (a failed
+    /// `ciphertext`): it gives way to the message when a resend is read.
+    pub fn is_placeholder(&self) -> bool {
+        self.kind == Kind::Ciphertext && self.status == MessageStatus::Failed
+    }
+
     /// Applies `m` — a reaction, edit or revoke whose target is `self` — when it is allowed:
     /// anyone in the chat may react (the newest reaction per reactor counts, an empty one
     /// removes it); only the author edits or deletes, or an admin deletes (the client marks an
@@ -213,6 +219,12 @@ impl Default for StoredMessage {
             reactions: Vec::new(),
         }
     }
+}
+
+/// A message's serialized key as whatsapp-web.js writes it: `<fromMe>_<chat>_<id>`, the chat
+/// in its `…@c.us` form.
+pub fn serialized_id(chat: &Jid, id: &str, from_me: bool) -> String {
+    format!("{from_me}_{}_{id}", chat.c_us())
 }
 
 /// A reaction on a stored message.

@@ -362,7 +362,7 @@ impl CredsStore for MemoryCreds {
             .lock()
             .map_err(poisoned)?
             .iter()
-            .any(|m| m.id == id && &m.chat == chat && &m.sender == sender))
+            .any(|m| m.id == id && &m.chat == chat && &m.sender == sender && !m.is_placeholder()))
     }
 
     async fn commit_message(
@@ -373,11 +373,15 @@ impl CredsStore for MemoryCreds {
         // Both under the message lock: a reader never sees one without the other.
         let mut msgs = self.messages.lock().map_err(poisoned)?;
         self.signal.apply_now(changes).map_err(signal_err)?;
-        if msgs
+        if let Some(i) = msgs
             .iter()
-            .any(|m| m.id == msg.id && m.chat == msg.chat && m.sender == msg.sender)
+            .position(|m| m.id == msg.id && m.chat == msg.chat && m.sender == msg.sender)
         {
-            return Ok(Committed::Duplicate);
+            // A row kept for an undecryptable message gives way to the message, once read.
+            if !msgs[i].is_placeholder() || msg.is_placeholder() {
+                return Ok(Committed::Duplicate);
+            }
+            msgs.remove(i);
         }
         let mut msg = msg.clone();
         if msg.kind.is_mutation() {

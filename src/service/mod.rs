@@ -383,19 +383,6 @@ impl Service {
                         }
                     })
                 }
-                Event::Message(m) if !m.from_me => {
-                    self.activity(
-                        &session,
-                        None,
-                        "whatsapp_message_received",
-                        serde_json::json!({
-                            "messageId": message_id(&m.chat, &m.id, m.from_me),
-                            "from": wire_user(&m.sender),
-                        }),
-                    )
-                    .await;
-                    None
-                }
                 _ => None,
             };
             if let Some(u) = update
@@ -745,10 +732,7 @@ fn status(row: Option<&ConnectionRow>, session: Option<&Session>, liveness: Dura
 
 /// A user or group as the guide writes it: `…@c.us` for phone numbers, others as they are.
 pub fn wire_user(j: &Jid) -> String {
-    match j.server {
-        Server::User | Server::LegacyUser => format!("{}@c.us", j.user),
-        _ => j.to_non_ad().to_string(),
-    }
+    j.c_us()
 }
 
 /// A message as the guide's history lists it (webhooks carry the same object).
@@ -800,5 +784,5 @@ pub fn message_json(
 
 /// The guide's message id: `<fromMe>_<chat>_<id>` (whatsapp-web.js's serialized key).
 pub fn message_id(chat: &Jid, id: &str, from_me: bool) -> String {
-    format!("{from_me}_{}_{id}", wire_user(chat))
+    crate::client::messages::serialized_id(chat, id, from_me)
 }

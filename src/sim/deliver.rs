@@ -157,8 +157,8 @@ pub(super) async fn bundle_of(shared: &Shared, device: &Jid) -> Option<PreKeyBun
 pub(super) fn take_corruption(st: &mut State, number: &str, real: bool) -> bool {
     let has_real = !st.linked_devices(number).is_empty();
     match st.phones.get_mut(number) {
-        Some(p) if p.corrupt_next && (real || !has_real) => {
-            p.corrupt_next = false;
+        Some(p) if p.corrupt_next > 0 && (real || !has_real) => {
+            p.corrupt_next -= 1;
             true
         }
         _ => false,

@@ -478,12 +478,25 @@ async fn answer_retry(
         return;
     };
     let t = shared.clock.now_unix();
-    let node = Node::new("message")
-        .attr("from", peer.jid.clone())
-        .attr("id", req.id.clone())
-        .attr("type", "text")
-        .attr("t", req.t.clone().unwrap_or_else(|| t.to_string()))
-        .children(vec![stanza::enc_node(&ct, Some(req.count))]);
+    let attrs = stanza::attrs::content_attrs(&message, false);
+    let mut enc = enc_for(stanza::enc_node(&ct, Some(req.count)), &attrs);
+    // A resend is a message to the device like any other: the corruption fault hits it too.
+    let corrupt_it = shared.state.lock().is_ok_and(|mut st| {
+        let real = st.companions.contains_key(&req.from.to_string());
+        take_corruption(&mut st, &req.from.user, real)
+    });
+    if corrupt_it {
+        enc = corrupt(enc);
+    }
+    let node = with_edit(
+        Node::new("message")
+            .attr("from", peer.jid.clone())
+            .attr("id", req.id.clone())
+            .attr("type", attrs.kind)
+            .attr("t", req.t.clone().unwrap_or_else(|| t.to_string())),
+        &attrs,
+    )
+    .children(vec![enc]);
     to_device(shared, &req.from, req.id.clone(), node);
 }
 

@@ -78,7 +78,7 @@ pub(super) struct Phone {
     /// Its devices send no receipts.
     pub(super) withhold_receipts: bool,
     /// The next message to one of its devices arrives with a broken MAC.
-    pub(super) corrupt_next: bool,
+    pub(super) corrupt_next: u32,
     /// What it sent lately (for retry receipts): id, chat, message.
     pub(super) sent: VecDeque<(String, Jid, crate::proto::wa::Message)>,
     /// Retry receipts its devices sent per (sender device, id).
@@ -315,7 +315,7 @@ impl State {
                 inbox: Inbox::default(),
                 echo: false,
                 withhold_receipts: false,
-                corrupt_next: false,
+                corrupt_next: 0,
                 sent: VecDeque::new(),
                 retries: HashMap::new(),
                 reach_out_lock: false,
@@ -371,7 +371,8 @@ pub enum Fault {
     },
     /// The phone unlinks its companion devices: they are forgotten and told `device_removed`.
     Unlink,
-    /// The next message to one of the user's devices arrives with a broken MAC.
+    /// The next message to one of the user's devices (a resend answering a retry receipt
+    /// included) arrives with a broken MAC; asked n times, the next n do.
     CorruptNext,
     /// The user's devices stop (true) or resume (false) sending receipts.
     WithholdReceipts(bool),

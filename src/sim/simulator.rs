@@ -155,7 +155,7 @@ impl Simulator {
                     };
                     let phone = st.phone(number, None);
                     match fault {
-                        Fault::CorruptNext => phone.corrupt_next = true,
+                        Fault::CorruptNext => phone.corrupt_next += 1,
                         Fault::WithholdReceipts(on) => phone.withhold_receipts = on,
                         Fault::ReachOutLock(on) => {
                             phone.reach_out_lock = on;

@@ -239,7 +239,8 @@ impl CredsStore for SqliteCreds {
         id: &str,
     ) -> Result<bool, CredsStoreError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM messages WHERE account_id = ? AND chat = ? AND sender = ? AND id = ?",
+            "SELECT COUNT(*) FROM messages WHERE account_id = ? AND chat = ? AND sender = ? AND id = ? \
+             AND NOT (type = 'ciphertext' AND status = 'failed')",
         )
         .bind(self.account)
         .bind(chat.to_string())

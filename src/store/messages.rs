@@ -1,8 +1,9 @@
 //! Messages over the shared pool, and the group committer every message write goes through: one
 //! writer task takes whatever commits are waiting (from every account), runs them in one
 //! transaction, each in its own savepoint (one failing row never sinks its neighbours), and
-//! answers each caller after the commit. One-row transactions cap a small machine near 7,000
-//! commits/s (benches/README.md); a batch costs one fsync however many rows it carries.
+//! answers each caller after the commit. A transaction costs one fsync of the WAL under the
+//! default `synchronous=FULL` (none under `NORMAL`) however many rows it carries, so batching is
+//! what makes durable commits cheap (benches/README.md, `cargo bench --bench commit`).
 
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -13,7 +14,7 @@ use super::webhooks::{self, NewEvent};
 use crate::binary::Jid;
 use crate::client::content::{Classified, Kind, classify};
 use crate::client::messages::{
-    Applied, Committed, MessageStatus, Reaction, StatusUpdate, StoredMessage,
+    Applied, Committed, MessageStatus, Reaction, StatusUpdate, StoredMessage, serialized_id,
 };
 use crate::client::store::CredsStoreError;
 use crate::signal::SignalChanges;
@@ -57,7 +58,7 @@ struct Counters {
 /// Group-commit figures: how many units of work went through how many transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CommitStats {
-    /// Transactions committed (one fsync-equivalent each).
+    /// Transactions committed (one WAL fsync each under `synchronous=FULL`).
     pub transactions: u64,
     /// Units of work (messages, status changes) they carried.
     pub jobs: u64,
@@ -255,12 +256,22 @@ async fn insert(
     account: AccountId,
     msg: &StoredMessage,
 ) -> Result<Committed, sqlx::Error> {
-    let done = sqlx::query(
+    // A row kept for a message we could not decrypt gives way to the message once it is read
+    // (a second failure leaves it as it is).
+    let done: Option<i64> = sqlx::query_scalar(
         "INSERT INTO messages (account_id, chat, sender, id, from_me, ts, push_name, body, raw, \
          status, error, type, content, ephemeral, view_once, target_id, edited_at, reactions, \
          created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
          CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)) \
-         ON CONFLICT (account_id, chat, sender, id) DO NOTHING",
+         ON CONFLICT (account_id, chat, sender, id) DO UPDATE SET from_me = excluded.from_me, \
+         ts = excluded.ts, push_name = excluded.push_name, body = excluded.body, \
+         raw = excluded.raw, status = excluded.status, error = excluded.error, \
+         type = excluded.type, content = excluded.content, ephemeral = excluded.ephemeral, \
+         view_once = excluded.view_once, target_id = excluded.target_id, \
+         edited_at = excluded.edited_at, reactions = excluded.reactions \
+         WHERE messages.type = 'ciphertext' AND messages.status = 'failed' \
+         AND NOT (excluded.type = 'ciphertext' AND excluded.status = 'failed') \
+         RETURNING pk",
     )
     .bind(account)
     .bind(msg.chat.to_string())
@@ -280,12 +291,11 @@ async fn insert(
     .bind(msg.target.as_deref())
     .bind(msg.edited_at.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
     .bind(reactions_json(&msg.reactions))
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    if done.rows_affected() != 1 {
+    let Some(pk) = done else {
         return Ok(Committed::Duplicate);
-    }
-    let pk = done.last_insert_rowid();
+    };
     let chat = msg.chat.to_string();
     if msg.kind.is_mutation() {
         if let Some(target) = &msg.target
@@ -304,6 +314,22 @@ async fn insert(
             ..Default::default()
         };
         webhooks::enqueue(conn, account, e).await?;
+        // The activity log's line for it, in the same unit (no slow reader of the client's
+        // events can lose it).
+        let details = serde_json::json!({
+            "messageId": serialized_id(&msg.chat, &msg.id, false),
+            "from": msg.sender.c_us(),
+        })
+        .to_string();
+        sqlx::query(
+            "INSERT INTO activities (subaccount_id, agent_id, user_id, kind, category, details, \
+             at_ms) SELECT subaccount_id, agent_id, NULL, 'whatsapp_message_received', 'chat', ?, \
+             CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) FROM accounts WHERE id = ?",
+        )
+        .bind(details)
+        .bind(account)
+        .execute(&mut *conn)
+        .await?;
     }
     // What arrived before its target (rare: the server keeps a chat's order) applies now.
     let early = sqlx::query(&format!(

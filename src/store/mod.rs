@@ -1,4 +1,4 @@
-//! Persistence over one shared sqlx SQLite pool (WAL, synchronous=NORMAL) for every account:
+//! Persistence over one shared sqlx SQLite pool (WAL, synchronous=FULL by default) for every account:
 //! tables are keyed by account, and this layer implements the traits the protocol layers define.
 //! It knows SQL; the protocol layers never do.
 
@@ -102,6 +102,30 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// in between (it waits its turn under the busy timeout instead).
 pub(crate) const WRITE_TX: &str = "BEGIN IMMEDIATE";
 
+/// How hard a commit is made to last (SQLite's `synchronous` under WAL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Each commit waits until its WAL frames are on the disk (`FULL`): once a message's
+    /// receipt or an outbox row's answer went out, no power loss takes the row back. One fsync
+    /// per transaction, which the group committer shares among everything it batched.
+    #[default]
+    Full,
+    /// Commits reach the OS and are synced at checkpoints (`NORMAL`): a process crash loses
+    /// nothing, a power loss may lose the last commits although WhatsApp was told we have them.
+    Normal,
+}
+
+impl Durability {
+    /// Parses `full` or `normal`.
+    pub fn parse(s: &str) -> Option<Durability> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "full" => Some(Durability::Full),
+            "normal" => Some(Durability::Normal),
+            _ => None,
+        }
+    }
+}
+
 /// An account's id in the database.
 pub type AccountId = i64;
 
@@ -124,10 +148,22 @@ impl Store {
     /// [`StoreKey`]). A database sealed with another key, or opened without its key, is refused
     /// here with an error that says so.
     pub async fn open_with(url: &str, key: Option<&StoreKey>) -> Result<Store, StoreError> {
+        Store::open_tuned(url, key, Durability::Full).await
+    }
+
+    /// Like [`Store::open_with`], committing with `durability`.
+    pub async fn open_tuned(
+        url: &str,
+        key: Option<&StoreKey>,
+        durability: Durability,
+    ) -> Result<Store, StoreError> {
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(match durability {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Normal => SqliteSynchronous::Normal,
+            })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             // A small page cache per connection: the pool is shared by every account.

@@ -740,3 +740,38 @@ async fn what_acts_on_a_message_before_it_arrives_applies_when_it_does() {
         assert_eq!(ids, ["r1", "r2", "r3", "t1", "t2"]);
     }
 }
+
+/// Every pooled connection commits as configured: FULL by default (a commit is on the disk
+/// before a receipt says we have it), NORMAL only when asked.
+#[tokio::test]
+async fn every_connection_commits_with_the_configured_durability() {
+    use wa_gateway::store::Durability;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, durability, level) in [
+        ("full", None, 2i64),
+        ("normal", Some(Durability::Normal), 1),
+        ("explicit", Some(Durability::Full), 2),
+    ] {
+        let url = format!(
+            "sqlite://{}",
+            dir.path().join(format!("{name}.db")).display()
+        );
+        let store = match durability {
+            None => Store::open(&url).await.unwrap(),
+            Some(d) => Store::open_tuned(&url, None, d).await.unwrap(),
+        };
+        // Hold several connections at once so the pool opens each one.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let mut c = store.pool().acquire().await.unwrap();
+            let got: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut *c)
+                .await
+                .unwrap();
+            assert_eq!(got, level, "{name}");
+            held.push(c);
+        }
+        drop(held);
+        store.close().await;
+    }
+}

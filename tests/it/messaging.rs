@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wa_gateway::binary::{Jid, Server};
+use wa_gateway::client::content::Kind;
 use wa_gateway::client::messages::GroupUpdate;
 use wa_gateway::client::reconnect::Backoff;
 use wa_gateway::client::store::GroupStore;
@@ -286,7 +287,7 @@ async fn a_corrupted_message_is_retried_and_the_ladder_shows_the_delivery() {
         let sim = Simulator::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let a = account().await;
         let (me, bob) = ("15550005000", "15550006000");
-        let (client, mut events, _) = link(&sim, &a, me).await;
+        let (client, mut events, our_jid) = link(&sim, &a, me).await;
         sim.set_devices(bob, 1).unwrap();
         assert_eq!(sim.fault(bob, Fault::CorruptNext).await, 1);
         let sent = client.send_text(&user(bob), "second try").await.unwrap();
@@ -323,6 +324,33 @@ async fn a_corrupted_message_is_retried_and_the_ladder_shows_the_delivery() {
         };
         assert_eq!(m.text.as_deref(), Some("again please"));
         assert!(client.stats().decrypt_failures >= 1, "{:?}", client.stats());
+        // The row kept while it could not be read gave way to it: one row, the message.
+        let rows = stored(&a.creds, &user(bob)).await;
+        let same: Vec<_> = rows.iter().filter(|r| r.id == id).collect();
+        assert_eq!(same.len(), 1, "{same:?}");
+        assert_eq!((same[0].kind, same[0].status), (Kind::Chat, MessageStatus::Received));
+
+        // A message no resend ever makes readable is kept as a failed `ciphertext`, not lost:
+        // the first copy and every resend arrive broken (the sim answers retries 1 to 4, so
+        // our fifth ask goes unanswered).
+        let retries = wa_gateway::client::messenger::MAX_RETRIES;
+        for _ in 0..retries {
+            sim.fault(me, Fault::CorruptNext).await;
+        }
+        let lost = sim.phone_send(bob, me, "never readable").await.unwrap();
+        for _ in 0..retries {
+            next_event(&mut events, |e| matches!(e, Event::Undecryptable { id, .. } if *id == lost))
+                .await;
+        }
+        let row = stored(&a.creds, &user(bob))
+            .await
+            .into_iter()
+            .find(|r| r.id == lost)
+            .expect("kept");
+        assert_eq!((row.kind, row.status, row.text), (Kind::Ciphertext, MessageStatus::Failed, None));
+        assert_eq!(row.content["undecryptable"], serde_json::json!(true));
+        // Acked: the server holds nothing more for us.
+        eventually("nothing queued", async || (sim.queued(&our_jid) == 0).then_some(())).await;
     })
     .await
     .expect("in time");

@@ -574,7 +574,7 @@ impl<S: CredsStore> Messenger<S> {
                                 &author_dev,
                                 &id,
                                 "unreadable pairwise part".into(),
-                                account,
+                                (&group, &author),
                             )
                             .await;
                             return;
@@ -585,8 +585,15 @@ impl<S: CredsStore> Messenger<S> {
                 Err(SignalError::DuplicateMessage { .. }) => {}
                 Err(e) => {
                     drop((key_lock, session_lock));
-                    self.undecryptable(sender, node, &author_dev, &id, e.to_string(), account)
-                        .await;
+                    self.undecryptable(
+                        sender,
+                        node,
+                        &author_dev,
+                        &id,
+                        e.to_string(),
+                        (&group, &author),
+                    )
+                    .await;
                     return;
                 }
             }
@@ -613,7 +620,6 @@ impl<S: CredsStore> Messenger<S> {
                                 &author_dev,
                                 &id,
                                 &changes,
-                                account,
                                 "unreadable group message",
                             )
                             .await;
@@ -637,16 +643,8 @@ impl<S: CredsStore> Messenger<S> {
                 // the retry asks for builds on it.
                 drop(session_lock);
                 drop(key_lock);
-                self.keep_and_retry(
-                    sender,
-                    node,
-                    &author_dev,
-                    &id,
-                    &changes,
-                    account,
-                    &e.to_string(),
-                )
-                .await;
+                self.keep_and_retry(sender, node, &author_dev, &id, &changes, &e.to_string())
+                    .await;
                 return;
             }
         };
@@ -680,7 +678,6 @@ impl<S: CredsStore> Messenger<S> {
                     &author_dev,
                     &id,
                     &changes,
-                    account,
                     &format!("unreadable group message: {e}"),
                 )
                 .await;
@@ -736,7 +733,6 @@ impl<S: CredsStore> Messenger<S> {
     }
 
     /// Stores what the pairwise part advanced, then asks the author for the message again.
-    #[allow(clippy::too_many_arguments)]
     async fn keep_and_retry(
         &self,
         sender: &NodeSender,
@@ -744,7 +740,6 @@ impl<S: CredsStore> Messenger<S> {
         author_dev: &Jid,
         id: &str,
         changes: &SignalChanges,
-        account: &Account,
         reason: &str,
     ) {
         if let Err(e) = self.cipher.store().apply(changes).await {
@@ -752,8 +747,18 @@ impl<S: CredsStore> Messenger<S> {
             tracing::warn!(error = %e, "cannot store group keys; it will be redelivered");
             return;
         }
-        self.undecryptable(sender, node, author_dev, id, reason.to_owned(), account)
-            .await;
+        let group = node.get_jid("from").map(|g| g.to_non_ad());
+        let author = self.canonical(author_dev).await.to_non_ad();
+        let chat = group.unwrap_or_else(|| author.clone());
+        self.undecryptable(
+            sender,
+            node,
+            author_dev,
+            id,
+            reason.to_owned(),
+            (&chat, &author),
+        )
+        .await;
     }
 
     // ---- notifications ----

@@ -3,9 +3,9 @@
 
 use prost::Message as _;
 
-use super::{Account, MAX_RETRIES, Messenger, bump};
+use super::{MAX_RETRIES, Messenger, bump};
 use crate::binary::{Jid, Node, Server};
-use crate::client::content::{Classified, ContentError, classify};
+use crate::client::content::{Classified, ContentError, Kind, classify};
 use crate::client::events::Event;
 use crate::client::messages::{Committed, MessageStatus, StoredMessage};
 use crate::client::recv::{is_me, unpad};
@@ -171,7 +171,7 @@ impl<S: CredsStore> Messenger<S> {
             }
             Err(e) => {
                 drop(lock);
-                self.undecryptable(sender, node, &from, &id, e.to_string(), &account)
+                self.undecryptable(sender, node, &from, &id, e.to_string(), (&chat, &author))
                     .await;
                 return;
             }
@@ -182,7 +182,7 @@ impl<S: CredsStore> Messenger<S> {
                 // Nothing readable: nothing is stored (the session stays where it was), and
                 // the retry receipt asks for the message again.
                 drop(lock);
-                self.undecryptable(sender, node, &from, &id, e.to_string(), &account)
+                self.undecryptable(sender, node, &from, &id, e.to_string(), (&chat, &author))
                     .await;
                 return;
             }
@@ -191,7 +191,7 @@ impl<S: CredsStore> Messenger<S> {
             Ok(m) => m,
             Err(e) => {
                 drop(lock);
-                self.undecryptable(sender, node, &from, &id, e.to_string(), &account)
+                self.undecryptable(sender, node, &from, &id, e.to_string(), (&chat, &author))
                     .await;
                 return;
             }
@@ -207,7 +207,7 @@ impl<S: CredsStore> Messenger<S> {
         let base = StoredMessage {
             id: id.clone(),
             chat: chat.clone(),
-            sender: author,
+            sender: author.clone(),
             from_me,
             timestamp: node
                 .get_str("t")
@@ -231,7 +231,7 @@ impl<S: CredsStore> Messenger<S> {
             Ok(row) => row,
             Err(e) => {
                 drop(lock);
-                self.undecryptable(sender, node, &from, &id, e.to_string(), &account)
+                self.undecryptable(sender, node, &from, &id, e.to_string(), (&chat, &author))
                     .await;
                 return;
             }
@@ -285,7 +285,8 @@ impl<S: CredsStore> Messenger<S> {
     }
 
     /// Asks the sender to try again, up to [`MAX_RETRIES`] times, with fresh keys from the
-    /// second attempt on; reports the message as undecryptable.
+    /// second attempt on; keeps a failed `ciphertext` row for it in `at` (chat, author) so it
+    /// is seen, not lost, if no resend ever comes (a successful one replaces it); reports it.
     pub(super) async fn undecryptable(
         &self,
         sender: &NodeSender,
@@ -293,11 +294,40 @@ impl<S: CredsStore> Messenger<S> {
         from: &Jid,
         id: &str,
         reason: String,
-        account: &Account,
+        at: (&Jid, &Jid),
     ) {
         tracing::warn!(from = %from, id, reason, "message not decrypted; asking for a retry");
+        let Some(account) = self.account() else {
+            return;
+        };
         bump(&self.counters.decrypt_failures);
         let count = self.bump_retry(from, id);
+        let (chat, author) = at;
+        let placeholder = StoredMessage {
+            id: id.to_owned(),
+            chat: chat.to_non_ad(),
+            sender: author.to_non_ad(),
+            from_me: is_me(author, &account.me),
+            timestamp: node
+                .get_str("t")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| self.clock.now_unix()),
+            push_name: node.get_str("notify").map(|s| s.into_owned()),
+            status: MessageStatus::Failed,
+            kind: Kind::Ciphertext,
+            content: serde_json::json!({ "undecryptable": true }),
+            ..StoredMessage::default()
+        };
+        // Kept before the server hears we are done with it: a store that fails leaves it
+        // unacked, and the server delivers it again.
+        if let Err(e) = self
+            .store
+            .commit_message(&crate::signal::SignalChanges::default(), &placeholder)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot store an undecryptable message; it will be redelivered");
+            return;
+        }
         if count <= MAX_RETRIES {
             let keys = if count >= 2 {
                 match self.cipher.store().create_pre_keys(1).await {
