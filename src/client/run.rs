@@ -48,8 +48,16 @@ pub struct ClientOptions {
 #[derive(Debug, Clone)]
 pub struct MessagingOptions {
     /// How long a send waits for the server's ack before it answers `pending` (the message
-    /// is resent with the same id on the next connection).
+    /// is then resent with the same id, after [`Self::resend_after`] or on the next
+    /// connection).
     pub ack_timeout: Duration,
+    /// The first delay before a message recorded but not acked is sent again after a failure
+    /// that may pass (no ack in time, an iq timing out); it doubles with each try, up to ten
+    /// minutes.
+    pub resend_after: Duration,
+    /// A message still not acked this long after it was first sent is given up: `failed`
+    /// (the service sets it from `WA_GATEWAY_SEND_TTL`).
+    pub give_up_after: Duration,
     /// Announce ourselves `available` after login, so our delivery receipts carry no type
     /// (WhatsApp shows us online while connected).
     pub announce_available: bool,
@@ -62,6 +70,8 @@ impl Default for MessagingOptions {
     fn default() -> MessagingOptions {
         MessagingOptions {
             ack_timeout: Duration::from_secs(20),
+            resend_after: Duration::from_secs(10),
+            give_up_after: Duration::from_secs(24 * 3600),
             announce_available: true,
             stuck_after: Duration::from_secs(300),
         }
@@ -100,7 +110,7 @@ impl Client {
             link.clone(),
             hub.clone(),
             opts.socket.clock.clone(),
-            opts.messaging.ack_timeout,
+            &opts.messaging,
         ));
         let messaging: Arc<dyn Messaging> = messenger.clone();
         let run = Run {
@@ -192,8 +202,10 @@ impl Client {
     }
 
     /// Like [`Client::send_text`] with the message id chosen by the caller (an outbox that
-    /// recorded it first): sending the same id again after a crash is the same message (the
-    /// row is not stored twice and WhatsApp delivers it once).
+    /// recorded it first): sending an id already recorded (again, after a crash) transmits
+    /// nothing and answers from the record — its status if acked or beyond, `pending` if it
+    /// is still the resend loop's to send, [`SendError::AlreadyEnded`] if it failed, was
+    /// cancelled or expired.
     pub async fn send_text_with_id(
         &self,
         to: &Jid,

@@ -230,9 +230,10 @@ async fn after_login<S: CredsStore>(
         let _ = sender.send(&presence).await;
     }
     // Keys first (a device without keys on the server cannot be written to), then what a
-    // crash or a drop left unsent, with its ids.
+    // crash or a drop left unsent, with its ids, and whatever later sends leave unacked, for
+    // as long as the connection lives (this task is aborted with it).
     top_up(&link, &sender, &*store, &creds).await;
-    messenger.resend_pending().await;
+    messenger.resend_loop().await;
 }
 
 /// The prekey count, and an upload when the server holds too few.

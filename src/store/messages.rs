@@ -413,7 +413,7 @@ async fn save_applied(
 }
 
 /// Records the receipt row and moves the message up the ladder when it is progress.
-async fn set_status(
+pub(super) async fn set_status(
     conn: &mut SqliteConnection,
     account: AccountId,
     u: &StatusUpdate,
