@@ -21,7 +21,12 @@ use tracing::Instrument;
 
 impl<S: CredsStore> Run<S> {
     /// A login connection: wait for success, then keep alive until it ends.
-    pub(super) async fn logged_in(&mut self, s: NoiseSocket, creds: Creds, jid: Jid) -> Outcome {
+    pub(super) async fn logged_in(
+        &mut self,
+        s: NoiseSocket,
+        creds: Arc<Creds>,
+        jid: Jid,
+    ) -> Outcome {
         let outcome = self.serve_logged_in(s, creds, jid).await;
         self.link.set_heard(None);
         self.link.set_sender(None);
@@ -30,8 +35,15 @@ impl<S: CredsStore> Run<S> {
         outcome
     }
 
-    async fn serve_logged_in(&mut self, mut s: NoiseSocket, creds: Creds, jid: Jid) -> Outcome {
-        self.messenger.set_account(&creds).await;
+    async fn serve_logged_in(
+        &mut self,
+        mut s: NoiseSocket,
+        creds: Arc<Creds>,
+        jid: Jid,
+    ) -> Outcome {
+        // Boxed: a one-off step whose future (2.2 KB) would otherwise size the whole idle
+        // connection's future (rustc -Zprint-type-sizes).
+        Box::pin(self.messenger.set_account(&creds)).await;
         self.link.set_own(Some(jid.clone()));
         tracing::Span::current().record("jid", tracing::field::display(&jid));
         let mut tasks = Tasks(Vec::new());
@@ -212,7 +224,7 @@ async fn after_login<S: CredsStore>(
     link: Arc<Link>,
     sender: NodeSender,
     store: Arc<S>,
-    creds: Creds,
+    creds: Arc<Creds>,
     messenger: Arc<Messenger<S>>,
     announce_available: bool,
 ) {
