@@ -265,6 +265,7 @@ where
 // -Zprint-type-sizes, benches/README.md). An async block uses what it captured in place.
 
 /// Encrypts queued payloads; everything already queued goes out in one WebSocket message.
+#[allow(clippy::manual_async_fn)] // not an async fn on purpose (above)
 fn write_pump<S>(
     mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, WsMessage>,
     mut rx: mpsc::Receiver<Vec<u8>>,
@@ -302,6 +303,7 @@ where
 }
 
 /// Decrypts and decodes frames as they arrive, then reports how the connection ended.
+#[allow(clippy::manual_async_fn)] // not an async fn on purpose (above)
 fn read_pump<S>(
     mut stream: futures_util::stream::SplitStream<WebSocketStream<S>>,
     mut dec: FrameDecoder,
