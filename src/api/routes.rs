@@ -22,7 +22,7 @@ use super::schema::{
 use super::{ApiError, AppState, Op};
 use crate::binary::{Jid, Server};
 use crate::service::OutboxRow;
-use crate::service::{Connected, Status, message_id, message_json, wire_user};
+use crate::service::{Connected, ConnectionStatus, Status, message_id, message_json, wire_user};
 use crate::util::clock::iso8601_ms;
 
 /// Longest text (bytes), as the client accepts.
@@ -72,8 +72,8 @@ fn qr_url(code: &str) -> Value {
 /// A status as the guide shows it. The QR code links a phone to the account, so only callers
 /// who may write (who could `connect` themselves) see it; viewers learn only that one shows.
 fn status_json(s: &Status, may_write: bool) -> Value {
-    if s.status == "not_initialized" {
-        return json!({ "isConnected": false, "status": "not_initialized" });
+    if s.status == ConnectionStatus::NotInitialized {
+        return json!({ "isConnected": false, "status": s.status });
     }
     let mut v = json!({
         "isConnected": s.is_connected,
@@ -89,6 +89,9 @@ fn status_json(s: &Status, may_write: bool) -> Value {
     }
     if let Some(code) = &s.code {
         v["code"] = json!(code);
+    }
+    if let Some(reason) = &s.reason {
+        v["reason"] = json!(reason);
     }
     if let Some(t) = &s.reachout_timelock {
         v["reachoutTimelock"] = json!({
@@ -465,6 +468,8 @@ pub(super) async fn connections(
                     "subaccountId": c.subaccount_id,
                     "agentId": c.agent_id,
                     "status": c.status,
+                    "code": c.code,
+                    "reason": c.reason,
                     "phoneNumber": c.phone_number,
                     "platform": c.platform,
                     "pushname": c.pushname,

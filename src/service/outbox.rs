@@ -160,11 +160,8 @@ impl Service {
         }
         let state = session.as_ref().map(|s| s.client.state());
         if state != Some(ConnState::Connected) {
-            let name = state
-                .as_ref()
-                .map(super::status_name)
-                .unwrap_or(&row.status);
-            return Err(ServiceError::NotConnected(name.to_owned()));
+            let code = state.as_ref().map(super::state_code).unwrap_or(row.code);
+            return Err(ServiceError::NotConnected(code.as_str().to_owned()));
         }
         let queued = self.enqueue(&row, to, text, user, idem_key).await?;
         // A concurrent request with the same key may have been recorded first.

@@ -367,11 +367,26 @@ impl Service {
                 }
                 data
             }
-            _ => json!({
-                "status": e.status,
-                "code": e.data,
-                "phoneNumber": conn.phone_number,
-            }),
+            _ => {
+                // `{code, reason}` (an event queued before codes moved out of `status` carries
+                // the bare reason: its status is what the row then said).
+                let d = e.data.as_deref().map(serde_json::from_str::<Value>);
+                let (code, reason) = match d {
+                    Some(Ok(Value::Object(o))) => {
+                        (o.get("code").cloned(), o.get("reason").cloned())
+                    }
+                    _ => (
+                        e.status.clone().map(Value::String),
+                        e.data.clone().map(Value::String),
+                    ),
+                };
+                json!({
+                    "status": e.status,
+                    "code": code,
+                    "reason": reason,
+                    "phoneNumber": conn.phone_number,
+                })
+            }
         };
         Ok(json!({
             "id": e.id,

@@ -11,6 +11,7 @@ pub mod outbox;
 mod rows;
 mod seal;
 pub mod signal;
+pub mod states;
 pub mod webhooks;
 
 use std::borrow::Cow;
@@ -27,6 +28,7 @@ pub use error::StoreError;
 pub use messages::CommitStats;
 pub use seal::StoreKey;
 pub use signal::SqliteSignalStore;
+pub use states::{ConnectionCode, ConnectionStatus, OutboxState};
 
 /// Embedded migrations (no runtime files, no proc-macro): version, description, SQL.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -95,6 +97,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         14,
         "webhook outcomes",
         include_str!("../../migrations/0014_webhook_outcomes.sql"),
+    ),
+    (
+        15,
+        "connection codes",
+        include_str!("../../migrations/0015_connection_codes.sql"),
     ),
 ];
 

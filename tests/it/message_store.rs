@@ -611,7 +611,7 @@ async fn webhook_events_commit_with_what_they_announce_and_only_when_asked_for()
     // Connection changes are not asked for here; the other account has no webhook at all.
     store.open_connection(a, None, 1).await.unwrap();
     let up = wa_gateway::store::connections::ConnectionUpdate {
-        status: Some("connected".into()),
+        state: Some(wa_gateway::store::ConnectionCode::Connected),
         ..Default::default()
     };
     store.update_connection(a, &up, 2).await.unwrap();
@@ -633,7 +633,7 @@ async fn webhook_events_commit_with_what_they_announce_and_only_when_asked_for()
         .await
         .unwrap();
     let down = wa_gateway::store::connections::ConnectionUpdate {
-        status: Some("reconnecting".into()),
+        state: Some(wa_gateway::store::ConnectionCode::Reconnecting),
         ..Default::default()
     };
     store.update_connection(a, &down, 3).await.unwrap();
