@@ -108,6 +108,10 @@ pub struct ServiceConfig {
     /// How long a send request waits for WhatsApp's ack (`WA_GATEWAY_SEND_WAIT_MS`, default
     /// 15000); then it answers `pending`.
     pub send_wait_ms: u64,
+    /// How long a send may take to reach WhatsApp (`WA_GATEWAY_SEND_TTL`, seconds, or with a
+    /// unit: `90m`, `24h`, `2d`; default 24 h): a queued send not sent by then expires, and a
+    /// sent one WhatsApp never acked by then is given up as failed.
+    pub send_ttl_s: u64,
     /// How long one webhook attempt may take (`WA_GATEWAY_WEBHOOK_TIMEOUT_MS`, default 10000).
     pub webhook_timeout_ms: u64,
     /// The first webhook retry's delay, doubling after (`WA_GATEWAY_WEBHOOK_RETRY_BASE_MS`,
@@ -163,6 +167,7 @@ impl Default for ServiceConfig {
             send_burst: 20,
             send_chat_gap_ms: 1000,
             send_wait_ms: 15_000,
+            send_ttl_s: 24 * 3600,
             webhook_timeout_ms: 10_000,
             webhook_retry_base_ms: 1_000,
             webhook_retry_max_ms: 600_000,
@@ -240,6 +245,7 @@ impl fmt::Debug for ServiceConfig {
             .field("send_burst", &self.send_burst)
             .field("send_chat_gap_ms", &self.send_chat_gap_ms)
             .field("send_wait_ms", &self.send_wait_ms)
+            .field("send_ttl_s", &self.send_ttl_s)
             .field("webhook_timeout_ms", &self.webhook_timeout_ms)
             .field("webhook_retry_base_ms", &self.webhook_retry_base_ms)
             .field("webhook_retry_max_ms", &self.webhook_retry_max_ms)
@@ -402,6 +408,7 @@ const KNOWN: &[&str] = &[
     "WA_GATEWAY_SEND_BURST",
     "WA_GATEWAY_SEND_CHAT_GAP_MS",
     "WA_GATEWAY_SEND_WAIT_MS",
+    "WA_GATEWAY_SEND_TTL",
     "WA_GATEWAY_WEBHOOK_TIMEOUT_MS",
     "WA_GATEWAY_WEBHOOK_RETRY_BASE_MS",
     "WA_GATEWAY_WEBHOOK_RETRY_MAX_MS",
@@ -526,6 +533,16 @@ fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, 
     if let Some(n) = num("WA_GATEWAY_SEND_WAIT_MS", 0, 300_000)? {
         s.send_wait_ms = n;
     }
+    if let Some(v) = get("WA_GATEWAY_SEND_TTL") {
+        s.send_ttl_s = seconds(&v)
+            .filter(|n| (1..=MAX_SEND_TTL_S).contains(n))
+            .ok_or_else(|| ConfigError {
+                var: "WA_GATEWAY_SEND_TTL",
+                why: format!(
+                    "{v:?} is not a time from 1 s to 30 days (seconds, or a number with s, m, h or d)"
+                ),
+            })?;
+    }
     if let Some(n) = num("WA_GATEWAY_WEBHOOK_TIMEOUT_MS", 100, 300_000)? {
         s.webhook_timeout_ms = n;
     }
@@ -580,6 +597,27 @@ fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, 
             .collect();
     }
     Ok(s)
+}
+
+/// The longest send TTL (a month of retries is past any use).
+const MAX_SEND_TTL_S: u64 = 30 * 86_400;
+
+/// Seconds from `90`, `90s`, `15m`, `24h` or `2d`.
+fn seconds(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let (digits, unit) = match v.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&v[..i], c.to_ascii_lowercase()),
+        _ => (v, 's'),
+    };
+    let n: u64 = digits.trim().parse().ok()?;
+    let per = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(per)
 }
 
 impl WhatsAppConfig {
@@ -813,6 +851,9 @@ mod tests {
         assert_eq!(c.service.send_burst, 7);
         assert_eq!(c.service.send_wait_ms, 500);
         assert!(file_values("bnid = \"x\"").unwrap_err().contains("bnid"));
+        let v = file_values("send_ttl = \"90m\"").unwrap();
+        let c = Config::from_lookup(|k| v.get(k).cloned()).unwrap();
+        assert_eq!(c.service.send_ttl_s, 5400);
         assert!(file_values("bind = [1]").is_err());
         assert!(file_values("bind = ").is_err());
     }
@@ -835,6 +876,10 @@ mod tests {
             ("WA_GATEWAY_DATA_DIR", " "),
             ("WA_GATEWAY_SEND_PER_MINUTE", "0"),
             ("WA_GATEWAY_SEND_WAIT_MS", "soon"),
+            ("WA_GATEWAY_SEND_TTL", "0"),
+            ("WA_GATEWAY_SEND_TTL", "1w"),
+            ("WA_GATEWAY_SEND_TTL", "31d"),
+            ("WA_GATEWAY_SEND_TTL", "h"),
             ("WA_GATEWAY_JWT_ISSUER", " "),
             ("WA_GATEWAY_JWT_AUDIENCE", ""),
             ("WA_GATEWAY_HTTP_REQUEST_TIMEOUT_S", "0"),
@@ -845,6 +890,21 @@ mod tests {
             let err = with(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);
             assert!(err.to_string().starts_with(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_send_ttl_is_a_day_unless_set_in_seconds_or_with_a_unit() {
+        assert_eq!(with(&[]).unwrap().service.send_ttl_s, 86_400);
+        for (v, secs) in [
+            ("3600", 3600),
+            ("45s", 45),
+            ("15m", 900),
+            ("24h", 86_400),
+            ("2D", 172_800),
+        ] {
+            let c = with(&[("WA_GATEWAY_SEND_TTL", v)]).unwrap();
+            assert_eq!(c.service.send_ttl_s, secs, "{v}");
         }
     }
 }

@@ -140,13 +140,18 @@ fn serve(cfg: wa_gateway::config::Config, with_simulator: bool) -> anyhow::Resul
             wait: std::time::Duration::from_millis(cfg.service.send_wait_ms),
             ..Default::default()
         };
+        // One limit for a send however far it got: queued sends expire, unacked ones fail.
+        let ttl = std::time::Duration::from_secs(cfg.service.send_ttl_s);
+        let mut client = cfg.whatsapp.client_options()?;
+        client.messaging.give_up_after = ttl;
         let service = wa_gateway::service::Service::with_options(
             store,
-            cfg.whatsapp.client_options()?,
+            client,
             wa_gateway::service::ServiceOptions {
                 pacing,
                 unpaced: cfg.service.unlimited.clone(),
                 webhooks: cfg.service.webhooks(),
+                send_ttl: Some(ttl),
             },
         );
         let mut state = wa_gateway::api::AppState::with_rules(

@@ -1,7 +1,8 @@
 //! kill -9 of the service with sends accepted but not acked: the simulator (its own process,
 //! so it outlives the service) withholds our acks; the service is killed with 100 sends in its
 //! outbox; after a restart over the same data directory every one of them reaches the simulated
-//! user exactly once.
+//! user exactly once, and goes on the wire once more at most than it had before the kill (the
+//! simulator routes every stanza it accepts and counts them, as WhatsApp acks and routes each).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -24,7 +25,10 @@ async fn start(cmd: &mut Command, key: &str) -> (Child, Value) {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     loop {
-        let line = lines.next_line().await.unwrap().expect("a line");
+        let Some(line) = lines.next_line().await.unwrap() else {
+            // It ended before saying it was up: say how, so a failure here can be read.
+            panic!("{cmd:?} exited first: {:?}", child.wait().await);
+        };
         if let Ok(v) = serde_json::from_str::<Value>(&line)
             && v.get(key).is_some()
         {
@@ -167,12 +171,38 @@ async fn sends_accepted_before_a_kill_9_arrive_once_after_the_restart() {
                     .to_owned(),
             );
         }
-        // Let the drain put the first on the wire (held by the server), then kill -9.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Once the drain has put the first on the wire (held by the server), kill -9; what each
+        // id had transmitted by then is noted.
+        let stanzas = |id: String| {
+            let (http, control) = (http.clone(), control.clone());
+            async move {
+                http.get(format!("{control}/stanzas?id={id}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()
+            }
+        };
+        until("the first on the wire", async || {
+            (stanzas(ids[0].clone()).await["held"].as_u64() >= Some(1)).then_some(())
+        })
+        .await;
         server.kill().await.unwrap();
+        let mut before = Vec::new();
+        for id in &ids {
+            let s = stanzas(id.clone()).await;
+            assert_eq!(s["originals"], json!(0), "nothing acked yet: {s}");
+            before.push(s["held"].as_u64().unwrap());
+        }
 
         // Restart over the same data directory; the server lets our messages through again.
-        let (mut server, _) = start(&mut serve(dir.path(), &info), "listening").await;
+        let (mut server, listening) = start(&mut serve(dir.path(), &info), "listening").await;
+        let api = format!(
+            "{}/api/whatsapp/sub/agent",
+            listening["listening"].as_str().unwrap()
+        );
         assert_eq!(post(format!("{control}/faults"), fault(false)).await.0, 200);
         let got = until("every accepted send at bob's", async || {
             let m: Vec<Value> = http
@@ -194,6 +224,58 @@ async fn sends_accepted_before_a_kill_9_arrive_once_after_the_restart() {
             assert_eq!(copies[0]["text"], json!(format!("crash {i}")));
         }
         assert_eq!(got.len(), 100, "nothing else, nothing twice");
+        // Every one acked; then on the wire: once after the restart, however its row was left
+        // (queued, or recorded and sent before the kill), and never again once acked.
+        until("every message acked", async || {
+            let v: Value = http
+                .get(format!("{api}/messages?limit=200"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let rows = v["data"]["messages"].as_array()?;
+            ids.iter()
+                .all(|id| {
+                    rows.iter().any(|m| {
+                        m["messageId"]
+                            .as_str()
+                            .is_some_and(|m| m.ends_with(id.as_str()))
+                            && matches!(m["status"].as_str(), Some("server_ack" | "delivered"))
+                    })
+                })
+                .then_some(())
+        })
+        .await;
+        let got: Vec<Value> = http
+            .get(format!("{control}/phones/{bob}/messages"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            let s = stanzas(id.clone()).await;
+            let sent = s["originals"].as_u64().unwrap();
+            assert!(
+                (1..=before[i] + 1).contains(&sent),
+                "message {i}: {sent} transmissions, {} before the kill: {s}",
+                before[i]
+            );
+            assert_eq!(
+                (s["refused"].as_u64(), s["held"].as_u64()),
+                (Some(0), Some(0)),
+                "{s}"
+            );
+            let at_bob = got.iter().find(|x| x["id"] == json!(id)).unwrap();
+            assert!(
+                at_bob["transmissions"].as_u64() <= Some(before[i] + 1),
+                "{at_bob}"
+            );
+        }
         server.kill().await.unwrap();
     })
     .await

@@ -336,7 +336,9 @@ fn send_answer(row: &OutboxRow, waited: bool) -> Result<(&'static str, Value), A
         .as_deref()
         .and_then(|r| serde_json::from_str(r).ok());
     match (row.state.as_str(), result) {
-        ("failed", Some(r)) => {
+        // Cancelled (disconnected first) and expired (past WA_GATEWAY_SEND_TTL) sends were
+        // never sent: errors, as refusals are.
+        ("failed" | "cancelled" | "expired", Some(r)) => {
             let code = r["error"]["code"].as_str().unwrap_or("send_failed");
             let message = r["error"]["message"]
                 .as_str()
@@ -351,6 +353,8 @@ fn send_answer(row: &OutboxRow, waited: bool) -> Result<(&'static str, Value), A
                     (StatusCode::UNPROCESSABLE_ENTITY, "privacy_token_required")
                 }
                 "refused_by_whatsapp" => (StatusCode::UNPROCESSABLE_ENTITY, "refused_by_whatsapp"),
+                "cancelled" => (StatusCode::CONFLICT, "send_cancelled"),
+                "expired" => (StatusCode::CONFLICT, "send_expired"),
                 _ => (StatusCode::SERVICE_UNAVAILABLE, "whatsapp_unreachable"),
             };
             Err(ApiError::new(status, code, message))

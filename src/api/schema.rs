@@ -179,7 +179,8 @@ pub(super) struct Message {
     /// The conversation (`…@c.us` or `…@g.us`).
     chat: String,
     /// The delivery ladder: `pending`, `server_ack`, `delivered`, `read`, `played`,
-    /// `failed`; `received` for inbound.
+    /// `failed`, or never acked and no longer sent: `cancelled` (disconnected), `expired`;
+    /// `received` for inbound.
     status: String,
     /// WhatsApp's error code of a failed send.
     error_code: Option<u16>,

@@ -44,7 +44,9 @@ impl Keepalive {
             tokio::time::sleep(self.interval(rand::random::<f64>())).await;
             // whatsmeow/whatsapp-rust send no child; any result with our id is the pong.
             let ping = Node::new("iq").attr("xmlns", "w:p").attr("type", "get");
-            match iq.query(sender, ping, self.deadline).await {
+            // Boxed: the query lives for one round trip, the loop for the whole connection
+            // (inline, the idle loop's future was 752 bytes instead of ~150).
+            match Box::pin(iq.query(sender, ping, self.deadline)).await {
                 // An error answer still proves the server is there.
                 Ok(_) | Err(IqError::Server { .. }) => {}
                 Err(IqError::Timeout(d)) => return format!("keepalive ping unanswered for {d:?}"),

@@ -11,7 +11,7 @@ use super::pair::{
     QrKeys, handle_pair_success, iq_result, pair_error_reply, parse_pair_device, qr_string,
 };
 use super::reconnect::Setback;
-use super::run::{Outcome, Run, stopped};
+use super::run::{Outcome, Run};
 use super::store::{Creds, CredsStore};
 use crate::socket::{Incoming, NoiseSocket};
 
@@ -26,10 +26,10 @@ impl<S: CredsStore> Run<S> {
         let mut shown = 0usize;
         let qr_deadline = sleep(Duration::from_secs(3600));
         tokio::pin!(qr_deadline);
-        let mut stop = self.stop.clone();
+        let link = self.link.clone();
         loop {
             tokio::select! {
-                _ = stopped(&mut stop) => return Outcome::Final(ConnState::Stopped),
+                _ = link.stop.requested() => return Outcome::Final(ConnState::Stopped),
                 _ = &mut qr_deadline, if !refs.is_empty() => {
                     if shown >= refs.len() {
                         return Outcome::Final(ConnState::QrTimeout);

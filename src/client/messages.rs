@@ -1,6 +1,7 @@
 //! Messages as the client stores them: one row per (chat, sender, id), inbound or outbound, with
 //! the delivery ladder of outbound ones (`pending → server_ack → delivered → read → played`, or
-//! `failed` with the server's code). Rows are written in the same unit of work as the Signal
+//! `failed` with the server's code, or — never acked — `cancelled` when its account was
+//! disconnected, `expired` when it waited past its time). Rows are written in the same unit of work as the Signal
 //! state that produced or consumed them (see [`super::store::CredsStore::commit_message`]).
 
 use crate::binary::Jid;
@@ -19,10 +20,15 @@ pub enum MessageStatus {
     Read,
     /// The recipient played it (voice, video).
     Played,
-    /// The server refused it; the code says why.
+    /// The server refused it (the code says why), or we gave up on it (not on WhatsApp, not
+    /// in the group, never acked within the time allowed).
     Failed,
     /// A message we received.
     Received,
+    /// Never acked, and its account was disconnected: it is not sent any more.
+    Cancelled,
+    /// Waited to be sent past the time allowed: it is not sent any more.
+    Expired,
 }
 
 impl MessageStatus {
@@ -36,6 +42,8 @@ impl MessageStatus {
             MessageStatus::Played => "played",
             MessageStatus::Failed => "failed",
             MessageStatus::Received => "received",
+            MessageStatus::Cancelled => "cancelled",
+            MessageStatus::Expired => "expired",
         }
     }
 
@@ -49,6 +57,8 @@ impl MessageStatus {
             "played" => MessageStatus::Played,
             "failed" => MessageStatus::Failed,
             "received" => MessageStatus::Received,
+            "cancelled" => MessageStatus::Cancelled,
+            "expired" => MessageStatus::Expired,
             _ => return None,
         })
     }
@@ -65,15 +75,26 @@ impl MessageStatus {
     }
 
     /// Whether moving from `self` to `next` is progress: the ladder only climbs, a failure
-    /// only replaces an unconfirmed send, and nothing replaces `Received`.
+    /// only replaces an unconfirmed send, only a pending send is cancelled or expires, and
+    /// nothing replaces `Received` or an end (`failed`, `cancelled`, `expired`).
     pub fn advances_to(self, next: MessageStatus) -> bool {
         use MessageStatus::*;
         match (self, next) {
             (Received, _) | (_, Received) => false,
+            (Pending, Cancelled | Expired) => true,
+            (Cancelled | Expired, _) | (_, Cancelled | Expired) => false,
             (Pending | ServerAck, Failed) => true,
             (Failed, _) | (_, Failed) => false,
             (a, b) => b > a,
         }
+    }
+
+    /// Whether it is an end no send changes any more (`failed`, `cancelled`, `expired`).
+    pub fn is_end(self) -> bool {
+        matches!(
+            self,
+            MessageStatus::Failed | MessageStatus::Cancelled | MessageStatus::Expired
+        )
     }
 }
 
@@ -282,10 +303,26 @@ mod tests {
         assert!(!Failed.advances_to(Delivered));
         assert!(!Received.advances_to(Read));
         for s in [
-            Pending, ServerAck, Delivered, Read, Played, Failed, Received,
+            Pending, ServerAck, Delivered, Read, Played, Failed, Received, Cancelled, Expired,
         ] {
             assert_eq!(super::MessageStatus::parse(s.as_str()), Some(s));
         }
+    }
+
+    #[test]
+    fn only_a_pending_send_is_cancelled_or_expires_and_ends_stay_ends() {
+        for end in [Cancelled, Expired] {
+            assert!(Pending.advances_to(end));
+            for before in [ServerAck, Delivered, Read, Failed, Received] {
+                assert!(!before.advances_to(end), "{before:?} → {end:?}");
+            }
+            // A late ack or receipt does not revive it.
+            for after in [ServerAck, Delivered, Read, Failed] {
+                assert!(!end.advances_to(after), "{end:?} → {after:?}");
+            }
+            assert!(end.is_end());
+        }
+        assert!(Failed.is_end() && !Pending.is_end() && !ServerAck.is_end());
     }
 }
 

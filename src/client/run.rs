@@ -24,7 +24,7 @@ use super::payload::{ClientProfile, RegistrationKeys, login_payload, registratio
 use super::reconnect::{Backoff, Setback};
 use super::store::{Creds, CredsStore, CredsStoreError};
 use crate::binary::{Jid, Node};
-use crate::socket::{ClientConfig, connect};
+use crate::socket::{ClientConfig, NoiseSocket, connect};
 use crate::stanza::group::{GroupInfo, MemberAction};
 
 /// Everything a client needs besides its credential store.
@@ -48,8 +48,16 @@ pub struct ClientOptions {
 #[derive(Debug, Clone)]
 pub struct MessagingOptions {
     /// How long a send waits for the server's ack before it answers `pending` (the message
-    /// is resent with the same id on the next connection).
+    /// is then resent with the same id, after [`Self::resend_after`] or on the next
+    /// connection).
     pub ack_timeout: Duration,
+    /// The first delay before a message recorded but not acked is sent again after a failure
+    /// that may pass (no ack in time, an iq timing out); it doubles with each try, up to ten
+    /// minutes.
+    pub resend_after: Duration,
+    /// A message still not acked this long after it was first sent is given up: `failed`
+    /// (the service sets it from `WA_GATEWAY_SEND_TTL`).
+    pub give_up_after: Duration,
     /// Announce ourselves `available` after login, so our delivery receipts carry no type
     /// (WhatsApp shows us online while connected).
     pub announce_available: bool,
@@ -62,6 +70,8 @@ impl Default for MessagingOptions {
     fn default() -> MessagingOptions {
         MessagingOptions {
             ack_timeout: Duration::from_secs(20),
+            resend_after: Duration::from_secs(10),
+            give_up_after: Duration::from_secs(24 * 3600),
             announce_available: true,
             stuck_after: Duration::from_secs(300),
         }
@@ -71,7 +81,6 @@ impl Default for MessagingOptions {
 /// A running client; dropping it (or [`Client::stop`]) ends the run loop.
 pub struct Client {
     state: watch::Receiver<ConnState>,
-    stop: watch::Sender<bool>,
     link: Arc<Link>,
     hub: Arc<EventHub>,
     messaging: Arc<dyn Messaging>,
@@ -93,25 +102,25 @@ impl Client {
         let hub = Arc::new(EventHub::default());
         let events = hub.subscribe();
         let (state_tx, state_rx) = watch::channel(ConnState::Connecting);
-        let (stop_tx, stop_rx) = watch::channel(false);
         let link = Arc::new(Link::default());
         let messenger = Arc::new(Messenger::new(
             store.clone(),
             link.clone(),
             hub.clone(),
             opts.socket.clock.clone(),
-            opts.messaging.ack_timeout,
+            &opts.messaging,
         ));
         let messaging: Arc<dyn Messaging> = messenger.clone();
-        let run = Run {
+        // Boxed: an async fn keeps both its argument and a moved copy of it in its future, so an
+        // inline `Run` (424 bytes) was held twice by every client's task.
+        let run = Box::new(Run {
             messenger,
             opts,
             store,
             events: hub.clone(),
             state: state_tx,
-            stop: stop_rx,
             link: link.clone(),
-        };
+        });
         let closing = hub.clone();
         let span =
             tracing::info_span!("client", account = %run.opts.label, jid = tracing::field::Empty);
@@ -127,7 +136,6 @@ impl Client {
         (
             Client {
                 state: state_rx,
-                stop: stop_tx,
                 link,
                 hub,
                 messaging,
@@ -192,8 +200,10 @@ impl Client {
     }
 
     /// Like [`Client::send_text`] with the message id chosen by the caller (an outbox that
-    /// recorded it first): sending the same id again after a crash is the same message (the
-    /// row is not stored twice and WhatsApp delivers it once).
+    /// recorded it first): sending an id already recorded (again, after a crash) transmits
+    /// nothing and answers from the record — its status if acked or beyond, `pending` if it
+    /// is still the resend loop's to send, [`SendError::AlreadyEnded`] if it failed, was
+    /// cancelled or expired.
     pub async fn send_text_with_id(
         &self,
         to: &Jid,
@@ -328,7 +338,7 @@ impl Client {
 
     /// Stops the run loop (the socket closes; credentials stay).
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
+        self.link.stop.request();
     }
 
     /// Stops the client and returns once its connection is closed and what it was handling
@@ -372,7 +382,7 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        let _ = self.stop.send(true);
+        self.link.stop.request();
     }
 }
 
@@ -392,7 +402,6 @@ pub(super) struct Run<S: CredsStore> {
     pub(super) store: Arc<S>,
     pub(super) events: Arc<EventHub>,
     pub(super) state: watch::Sender<ConnState>,
-    pub(super) stop: watch::Receiver<bool>,
     pub(super) link: Arc<Link>,
 }
 
@@ -400,10 +409,14 @@ pub(super) struct Run<S: CredsStore> {
 pub(super) struct Tasks(pub(super) Vec<tokio::task::JoinHandle<()>>);
 
 impl Tasks {
-    /// Adds a task, forgetting finished ones so a long connection does not accumulate handles.
-    pub(super) fn push(&mut self, t: tokio::task::JoinHandle<()>) {
+    /// Spawns a helper task, forgetting finished ones so a long connection does not accumulate
+    /// handles. The future is boxed: a task's memory lives as long as its handle (here, until
+    /// the connection ends or the next helper starts), while a boxed future is freed as soon as
+    /// it completes. Unboxed, the finished login task kept 10.4 KB per idle client (massif,
+    /// benches/README.md).
+    pub(super) fn spawn(&mut self, f: impl std::future::Future<Output = ()> + Send + 'static) {
         self.0.retain(|t| !t.is_finished());
-        self.0.push(t);
+        self.0.push(tokio::spawn(Box::pin(f)));
     }
 }
 
@@ -427,10 +440,10 @@ impl<S: CredsStore> Run<S> {
         self.events.publish(e);
     }
 
-    async fn run(mut self) {
+    async fn run(mut self: Box<Self>) {
         let mut backoff = self.opts.backoff.clone();
         loop {
-            if *self.stop.borrow() {
+            if self.link.stop.is_requested() {
                 self.finish(ConnState::Stopped).await;
                 return;
             }
@@ -453,10 +466,10 @@ impl<S: CredsStore> Run<S> {
                         })
                         .await;
                     }
-                    let mut stop = self.stop.clone();
+                    let link = self.link.clone();
                     tokio::select! {
                         _ = sleep(delay) => {}
-                        _ = stopped(&mut stop) => {}
+                        _ = link.stop.requested() => {}
                     }
                 }
             }
@@ -500,19 +513,38 @@ impl<S: CredsStore> Run<S> {
 
     /// One connection from handshake to close.
     async fn connection(&mut self) -> Outcome {
-        // Rarely-active steps are boxed: the futures of idle connections stay small.
+        // Opening is boxed and over before the connection idles, so what it held (the payload,
+        // copies of the credentials, the handshake) is freed: inline, it stayed in every idle
+        // client's connection future (1.8 KB, rustc -Zprint-type-sizes).
+        match Box::pin(self.open()).await {
+            Opened::Ended(outcome) => outcome,
+            Opened::Pairing(socket, creds) => {
+                self.set(ConnState::AwaitingPair).await;
+                Box::pin(self.pairing(socket, *creds)).await
+            }
+            Opened::LoggingIn(socket, creds, jid) => {
+                self.set(ConnState::LoggingIn).await;
+                self.logged_in(socket, creds, jid).await
+            }
+        }
+    }
+
+    /// Loads (or creates) the credentials and runs the handshake with the payload they call for.
+    async fn open(&mut self) -> Opened {
         let creds = match Box::pin(self.load_creds()).await {
             Ok(c) => c,
-            Err(e) => return Outcome::Retry(Setback::Transient, "store_unavailable", e),
+            Err(e) => {
+                return Opened::Ended(Outcome::Retry(Setback::Transient, "store_unavailable", e));
+            }
         };
         let payload = match &creds.me {
             Some(me) => match login_payload(&self.opts.profile, &me.jid, me.push_name.as_deref()) {
                 Ok(p) => p,
                 // Our stored data is unusable: a local fault, never a reason to wipe the link.
                 Err(e) => {
-                    return Outcome::Final(ConnState::LocalError {
+                    return Opened::Ended(Outcome::Final(ConnState::LocalError {
                         reason: e.to_string(),
-                    });
+                    }));
                 }
             },
             None => registration_payload(
@@ -534,24 +566,30 @@ impl<S: CredsStore> Run<S> {
         .await
         {
             Ok((s, _)) => s,
-            Err(e) => return Outcome::Retry(Setback::Transient, "connect_failed", e.to_string()),
+            Err(e) => {
+                return Opened::Ended(Outcome::Retry(
+                    Setback::Transient,
+                    "connect_failed",
+                    e.to_string(),
+                ));
+            }
         };
-        match creds.me.clone() {
-            None => {
-                self.set(ConnState::AwaitingPair).await;
-                Box::pin(self.pairing(socket, creds)).await
-            }
-            Some(me) => {
-                self.set(ConnState::LoggingIn).await;
-                self.logged_in(socket, creds, me.jid).await
-            }
+        match creds.me.as_ref().map(|me| me.jid.clone()) {
+            None => Opened::Pairing(socket, Box::new(creds)),
+            Some(jid) => Opened::LoggingIn(socket, Arc::new(creds), jid),
         }
     }
 }
 
-/// Resolves once a stop was requested (the watch guard never crosses an await).
-pub(super) async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
+/// Where opening a connection led.
+enum Opened {
+    /// A new device: show QR codes (boxed: this variant is rare and the credentials large).
+    Pairing(NoiseSocket, Box<Creds>),
+    /// A linked device: log in as this JID; the logged-in connection shares the credentials
+    /// with its helper tasks instead of copying them.
+    LoggingIn(NoiseSocket, Arc<Creds>, Jid),
+    /// It ended before a socket was up.
+    Ended(Outcome),
 }
 
 /// A reply of the wrong kind to a group call (a bug, never the peer's doing).

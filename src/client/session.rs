@@ -11,7 +11,7 @@ use super::link::{IQ_TIMEOUT, Link};
 use super::messenger::Messenger;
 use super::pair::iq_result;
 use super::reconnect::Setback;
-use super::run::{Outcome, Run, Tasks, stopped};
+use super::run::{Outcome, Run, Tasks};
 use super::store::{Creds, CredsStore};
 use crate::binary::{Jid, Node};
 use crate::signal::store::PreKeyStore;
@@ -21,7 +21,12 @@ use tracing::Instrument;
 
 impl<S: CredsStore> Run<S> {
     /// A login connection: wait for success, then keep alive until it ends.
-    pub(super) async fn logged_in(&mut self, s: NoiseSocket, creds: Creds, jid: Jid) -> Outcome {
+    pub(super) async fn logged_in(
+        &mut self,
+        s: NoiseSocket,
+        creds: Arc<Creds>,
+        jid: Jid,
+    ) -> Outcome {
         let outcome = self.serve_logged_in(s, creds, jid).await;
         self.link.set_heard(None);
         self.link.set_sender(None);
@@ -30,11 +35,17 @@ impl<S: CredsStore> Run<S> {
         outcome
     }
 
-    async fn serve_logged_in(&mut self, mut s: NoiseSocket, creds: Creds, jid: Jid) -> Outcome {
-        self.messenger.set_account(&creds).await;
+    async fn serve_logged_in(
+        &mut self,
+        mut s: NoiseSocket,
+        creds: Arc<Creds>,
+        jid: Jid,
+    ) -> Outcome {
+        // Boxed: a one-off step whose future (2.2 KB) would otherwise size the whole idle
+        // connection's future (rustc -Zprint-type-sizes).
+        Box::pin(self.messenger.set_account(&creds)).await;
         self.link.set_own(Some(jid.clone()));
         tracing::Span::current().record("jid", tracing::field::display(&jid));
-        let mut stop = self.stop.clone();
         let mut tasks = Tasks(Vec::new());
         let link = self.link.clone();
         let keepalive = self.opts.keepalive.run(&link.iq, &s.sender);
@@ -50,7 +61,9 @@ impl<S: CredsStore> Run<S> {
             tokio::spawn(
                 async move {
                     while let Some(node) = queue.recv().await {
-                        messenger.handle(&sender, *node).await;
+                        // Boxed per stanza: handling one is a large future (14 KB of the
+                        // idle worker's task when inline, massif), and the worker idles.
+                        Box::pin(messenger.handle(&sender, *node)).await;
                     }
                 }
                 .in_current_span(),
@@ -65,7 +78,7 @@ impl<S: CredsStore> Run<S> {
         let mut offline: Option<u32> = None;
         loop {
             tokio::select! {
-                _ = stopped(&mut stop) => {
+                _ = link.stop.requested() => {
                     // A graceful stop: what was read is handled (stored, receipted) first.
                     drop(work);
                     worker.drain(SHUTDOWN_DRAIN).await;
@@ -92,14 +105,14 @@ impl<S: CredsStore> Run<S> {
                     match node.tag.as_ref() {
                         "success" => {
                             link.set_sender(Some(s.sender.clone()));
-                            tasks.push(tokio::spawn(after_login(
+                            tasks.spawn(after_login(
                                 link.clone(),
                                 s.sender.clone(),
                                 self.store.clone(),
                                 creds.clone(),
                                 self.messenger.clone(),
                                 self.opts.messaging.announce_available,
-                            ).in_current_span()));
+                            ).in_current_span());
                             self.set(ConnState::Connected).await;
                             self.emit(Event::Connected { jid: jid.clone() }).await;
                         }
@@ -150,11 +163,11 @@ impl<S: CredsStore> Run<S> {
                                 && let Some(n) = super::prekeys::parse_count(&node)
                             {
                                 let (link, sender, store, creds) = (link.clone(), s.sender.clone(), self.store.clone(), creds.clone());
-                                tasks.push(tokio::spawn(async move {
+                                tasks.spawn(async move {
                                     if let Err(e) = refill_pre_keys(&link, &sender, &*store, &creds, n).await {
                                         tracing::warn!(error = %e, "prekey refill failed");
                                     }
-                                }.in_current_span()));
+                                }.in_current_span());
                             } else if matches!(node.get_str("type").as_deref(), Some("devices" | "mex")) {
                                 let _ = work.send(node).await;
                             }
@@ -211,7 +224,7 @@ async fn after_login<S: CredsStore>(
     link: Arc<Link>,
     sender: NodeSender,
     store: Arc<S>,
-    creds: Creds,
+    creds: Arc<Creds>,
     messenger: Arc<Messenger<S>>,
     announce_available: bool,
 ) {
@@ -230,9 +243,10 @@ async fn after_login<S: CredsStore>(
         let _ = sender.send(&presence).await;
     }
     // Keys first (a device without keys on the server cannot be written to), then what a
-    // crash or a drop left unsent, with its ids.
+    // crash or a drop left unsent, with its ids, and whatever later sends leave unacked, for
+    // as long as the connection lives (this task is aborted with it).
     top_up(&link, &sender, &*store, &creds).await;
-    messenger.resend_pending().await;
+    messenger.resend_loop().await;
 }
 
 /// The prekey count, and an upload when the server holds too few.

@@ -132,6 +132,8 @@ pub struct Service {
     /// How outboxes drain, and the subaccounts that drain unpaced.
     pacing: Pacing,
     unpaced: Vec<String>,
+    /// How long a queued send may wait to be sent.
+    send_ttl: Duration,
     /// Wakes an account's drain when a send is queued.
     wakers: Mutex<HashMap<AccountId, Arc<tokio::sync::Notify>>>,
     /// Wakes the requests waiting for a send's outcome.
@@ -155,7 +157,13 @@ pub struct ServiceOptions {
     pub unpaced: Vec<String>,
     /// How webhooks are delivered.
     pub webhooks: WebhookSettings,
+    /// How long a queued send may wait to be sent; past it, it expires unsent
+    /// (`WA_GATEWAY_SEND_TTL`; None: 24 h).
+    pub send_ttl: Option<Duration>,
 }
+
+/// How long a queued send waits at most unless configured (`WA_GATEWAY_SEND_TTL`).
+pub const DEFAULT_SEND_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -240,6 +248,7 @@ impl Service {
             gates: Mutex::new(HashMap::new()),
             pacing: service.pacing,
             unpaced: service.unpaced,
+            send_ttl: service.send_ttl.unwrap_or(DEFAULT_SEND_TTL),
             wakers: Mutex::new(HashMap::new()),
             finished: Mutex::new(HashMap::new()),
             webhook_settings: service.webhooks,
@@ -492,7 +501,10 @@ impl Service {
     }
 
     /// Unlinks (subaccount, agent): the phone forgets the device, its keys are wiped, its
-    /// client stops; the connection row (status `disconnected`) and history stay.
+    /// client stops; what it still had to send is cancelled (its queued sends and its messages
+    /// never acked, each with a `message.status` event), so nothing goes out after a later
+    /// link, perhaps of another phone number; the connection row (status `disconnected`) and
+    /// history stay.
     pub async fn disconnect(
         &self,
         subaccount: &str,
@@ -520,6 +532,11 @@ impl Service {
                     .await
                     .map_err(|e| ServiceError::Failed(e.to_string()))?;
             }
+        }
+        // The client has stopped: nothing of the account is on its way any more.
+        let cancelled = self.store.cancel_sends(row.account).await?;
+        for pk in cancelled.sends {
+            self.finished(pk);
         }
         self.store
             .update_connection(

@@ -2,8 +2,10 @@
 //! it keeps), then one drain per account sends the rows in order, at a pace — messages per
 //! minute with jitter, a burst allowance and a minimum gap per chat — so a burst of API calls is
 //! queued, not blasted (the peers' most reported cause of restricted accounts). A row left
-//! queued by a crash goes out after the restart with the same id: WhatsApp (and our own store)
-//! take it once.
+//! queued by a crash goes out after the restart with the same id, once: if its message was
+//! recorded before the crash, the client answers from that record and never transmits it
+//! again (a pending one is the client's resend loop's to send; one owner for resends). A row
+//! that waited past the send TTL expires unsent; `disconnect` cancels what is queued.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use tokio::time::Instant;
 
 use super::{Service, ServiceError, Session, now_ms, wire_user};
 use crate::binary::Jid;
-use crate::client::{ConnState, SendError};
+use crate::client::{ConnState, MessageStatus, SendError};
 use crate::store::connections::ConnectionRow;
 use crate::store::outbox::{NewSend, OutboxRow};
 
@@ -93,16 +95,37 @@ impl Pacer {
     }
 }
 
-/// The stable code of a send refusal that will not change by trying again.
-fn final_error(e: &SendError) -> Option<&'static str> {
+/// The outbox state and stable code of a send refusal that will not change by trying again.
+fn final_error(e: &SendError) -> Option<(&'static str, &'static str)> {
+    if !e.is_final() {
+        return None;
+    }
     Some(match e {
-        SendError::NotOnWhatsApp(_) => "not_on_whatsapp",
-        SendError::InvalidText(_) => "invalid_message",
-        SendError::UnsupportedRecipient(_) => "invalid_to",
-        SendError::NotInGroup(_) => "not_in_group",
-        SendError::Refused { code: 463, .. } => "privacy_token_required",
-        SendError::Refused { .. } => "refused_by_whatsapp",
-        _ => return None,
+        SendError::NotOnWhatsApp(_) => ("failed", "not_on_whatsapp"),
+        SendError::InvalidText(_) => ("failed", "invalid_message"),
+        SendError::UnsupportedRecipient(_) => ("failed", "invalid_to"),
+        SendError::NotInGroup(_) => ("failed", "not_in_group"),
+        SendError::Refused { code: 463, .. }
+        | SendError::AlreadyEnded {
+            status: MessageStatus::Failed,
+            code: Some(463),
+            ..
+        } => ("failed", "privacy_token_required"),
+        SendError::Refused { .. }
+        | SendError::AlreadyEnded {
+            status: MessageStatus::Failed,
+            code: Some(_),
+            ..
+        } => ("failed", "refused_by_whatsapp"),
+        SendError::AlreadyEnded {
+            status: MessageStatus::Cancelled,
+            ..
+        } => ("cancelled", "cancelled"),
+        SendError::AlreadyEnded {
+            status: MessageStatus::Expired,
+            ..
+        } => ("expired", "expired"),
+        _ => ("failed", "send_failed"),
     })
 }
 
@@ -215,7 +238,7 @@ impl Service {
         n.notify_one();
     }
 
-    fn finished(&self, pk: i64) {
+    pub(super) fn finished(&self, pk: i64) {
         if let Some(n) = self.finished.lock().ok().and_then(|w| w.get(&pk).cloned()) {
             n.notify_waiters();
         }
@@ -266,6 +289,19 @@ impl Service {
                 .await;
                 continue;
             };
+            // Past its time it expires unsent (a row whose message is recorded is not expired
+            // here: the client answers for that message).
+            let age_ms = now_ms().saturating_sub(row.created_ms);
+            if u128::try_from(age_ms).unwrap_or(0) >= self.send_ttl.as_millis() {
+                match self.store.expire_send(row.pk).await {
+                    Ok(true) => {
+                        self.finished(row.pk);
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot expire a send"),
+                }
+            }
             if paced {
                 pacer.admit(&row.to).await;
             }
@@ -297,9 +333,9 @@ impl Service {
                     .await;
                 }
                 Err(e) => match final_error(&e) {
-                    Some(code) => {
+                    Some((state, code)) => {
                         attempts = 0;
-                        self.finish(&row, "failed", error_json(code, &e.to_string()))
+                        self.finish(&row, state, error_json(code, &e.to_string()))
                             .await;
                     }
                     None if matches!(e, SendError::NotConnected) => {

@@ -303,6 +303,26 @@ impl Service {
         numbers: &mut HashMap<String, Option<String>>,
     ) -> Result<String, ServiceError> {
         let data = match e.kind.as_str() {
+            // A send that ended before its message was recorded (cancelled, expired): the
+            // event carries the recipient and the id instead of a message row.
+            kinds::MESSAGE_STATUS if e.message_pk.is_none() => {
+                let unsent: serde_json::Value = e
+                    .data
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str(d).ok())
+                    .ok_or(ServiceError::NotFound)?;
+                let to: crate::binary::Jid = unsent["to"]
+                    .as_str()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or(ServiceError::NotFound)?;
+                let id = unsent["id"].as_str().ok_or(ServiceError::NotFound)?;
+                json!({
+                    "messageId": super::message_id(&to, id, true),
+                    "to": wire_user(&to),
+                    "status": e.status,
+                    "errorCode": e.error,
+                })
+            }
             kinds::MESSAGE_RECEIVED | kinds::MESSAGE_STATUS => {
                 let (mut m, created) = message.ok_or(ServiceError::NotFound)?;
                 self.by_number(e.account, &mut m, numbers).await;

@@ -1,5 +1,6 @@
 //! The simulator's control API (axum), for scripts and tests that drive simulated users:
 //! `POST /phones/{number}/scan`, `POST /phones/{number}/send`, `GET /phones/{number}/messages`,
+//! `DELETE /phones/{number}` (the user deletes their account),
 //! `POST /phones/{number}/echo`, `POST /phones/{number}/devices`, `POST /faults`, `POST /groups`,
 //! `GET /groups/{jid}`, `POST /groups/{jid}/participants` and `GET /stanzas?id=…` (how many
 //! times real devices transmitted a message id). Errors come back as
@@ -8,7 +9,7 @@
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -116,6 +117,7 @@ pub fn router(sim: Simulator) -> Router {
         .route("/phones/{number}/send", post(send))
         .route("/phones/{number}/messages", get(messages))
         .route("/phones/{number}/echo", post(echo))
+        .route("/phones/{number}", delete(delete_account))
         .route("/phones/{number}/devices", post(devices))
         .route("/faults", post(fault))
         .route("/groups", post(create_group))
@@ -249,6 +251,13 @@ async fn messages(State(sim): State<Simulator>, Path(number): Path<String>) -> R
         return bad(StatusCode::BAD_REQUEST, SimError::BadNumber);
     }
     (StatusCode::OK, Json(json!(sim.phone_messages(&number))))
+}
+
+async fn delete_account(State(sim): State<Simulator>, Path(number): Path<String>) -> Reply {
+    match sim.delete_account(&number).await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "deleted": number }))),
+        Err(e) => sim_error(e),
+    }
 }
 
 async fn echo(

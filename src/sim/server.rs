@@ -377,7 +377,8 @@ pub enum Fault {
     /// The user's devices stop (true) or resume (false) sending receipts.
     WithholdReceipts(bool),
     /// The server holds the user's messages unacked and undelivered (true); lifting it (false)
-    /// delivers and acks each once.
+    /// accepts, routes and acks each held stanza (the acks go to the device's connection of
+    /// the moment, if any).
     WithholdAcks(bool),
     /// The user's first messages to strangers need a privacy token (true), or not (false).
     ReachOutLock(bool),

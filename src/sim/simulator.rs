@@ -437,6 +437,25 @@ impl Simulator {
         }
     }
 
+    /// User `number` deletes their account: its linked companions are unlinked, and the number
+    /// is no longer on WhatsApp (usync lists no device for it, its keys are not served, groups
+    /// lose it as a member). Naming it again later makes a new user.
+    pub async fn delete_account(&self, number: &str) -> Result<(), SimError> {
+        if !valid_number(number) {
+            return Err(SimError::BadNumber);
+        }
+        self.fault(number, Fault::Unlink).await;
+        let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
+        if let Some(p) = st.phones.remove(number) {
+            st.lids.remove(&p.account.lid);
+        }
+        for g in st.groups.values_mut() {
+            g.members.retain(|(n, _)| n != number);
+        }
+        st.tokens.retain(|(a, b), _| a != number && b != number);
+        Ok(())
+    }
+
     /// The LID user of `number` (created on first use).
     pub fn lid_of(&self, number: &str) -> Option<String> {
         if !valid_number(number) {

@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::messages::{COLUMNS, LISTED, from_row};
+use super::rows::{COLUMNS, LISTED, from_row};
 use super::webhooks::{self, NewEvent};
 use super::{AccountId, Store, StoreError};
 use crate::client::messages::StoredMessage;

@@ -5,7 +5,8 @@
 use sqlx::{Row, SqlitePool};
 
 use super::AccountId;
-use super::messages::{COLUMNS, Committer, LISTED, from_row};
+use super::messages::Committer;
+use super::rows::{COLUMNS, LISTED, from_row};
 use super::seal::{Sealer, row};
 use crate::binary::Jid;
 use crate::client::messages::{Committed, MessageStatus, StatusUpdate, StoredMessage};

@@ -8,6 +8,7 @@ pub mod error;
 mod groups;
 mod messages;
 pub mod outbox;
+mod rows;
 mod seal;
 pub mod signal;
 pub mod webhooks;

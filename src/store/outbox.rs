@@ -1,10 +1,14 @@
 //! The REST service's outbox over the shared pool: accepted sends, per account, in order.
 //! Enqueueing is one insert that is both the idempotency record and the durable intent; a
-//! retried request with the same key finds the first one.
+//! retried request with the same key finds the first one. A queued send ends `done`, `failed`,
+//! `cancelled` (its account was disconnected first) or `expired` (it waited past its time);
+//! the last two say so with a `message.status` event in the transaction that ends them.
 
-use sqlx::Row;
+use sqlx::{Row, SqliteConnection};
 
+use super::webhooks::{self, NewEvent};
 use super::{AccountId, Store, StoreError};
+use crate::client::messages::{MessageStatus, StatusUpdate};
 
 /// One accepted send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +27,7 @@ pub struct OutboxRow {
     pub body: String,
     /// Who asked.
     pub user_id: Option<String>,
-    /// `queued`, `done` or `failed`.
+    /// `queued`, `done`, `failed`, `cancelled` or `expired`.
     pub state: String,
     /// The JSON answer once done or failed.
     pub result: Option<String>,
@@ -48,6 +52,15 @@ fn row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, sqlx::Error> {
 
 const COLS: &str =
     "pk, account_id, idem_key, message_id, to_jid, body, user_id, state, result, created_ms";
+
+/// What [`Store::cancel_sends`] cancelled.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cancelled {
+    /// The queued sends (their keys).
+    pub sends: Vec<i64>,
+    /// Messages recorded but never acked.
+    pub messages: usize,
+}
 
 /// A send to accept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,4 +172,123 @@ impl Store {
                 .await?,
         )
     }
+
+    /// Cancels everything `account` still had to send, in one transaction: its queued sends
+    /// become `cancelled`, its messages recorded but never acked become `cancelled` (through
+    /// the status path), and each says so with a `message.status` event.
+    pub async fn cancel_sends(&self, account: AccountId) -> Result<Cancelled, StoreError> {
+        let mut tx = self.pool.begin_with(super::WRITE_TX).await?;
+        let queued: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT pk, message_id, to_jid FROM outbox WHERE account_id = ? AND state = 'queued'",
+        )
+        .bind(account)
+        .fetch_all(&mut *tx)
+        .await?;
+        let pending: Vec<(String, String)> = sqlx::query_as(
+            "SELECT chat, id FROM messages WHERE account_id = ? AND from_me = 1 \
+             AND status = 'pending'",
+        )
+        .bind(account)
+        .fetch_all(&mut *tx)
+        .await?;
+        let t = crate::util::clock::now_ms() / 1000;
+        for (chat, id) in &pending {
+            let Ok(chat) = chat.parse() else { continue };
+            let update = StatusUpdate {
+                chat,
+                id: id.clone(),
+                device: None,
+                status: MessageStatus::Cancelled,
+                error: None,
+                t,
+            };
+            super::messages::set_status(&mut tx, account, &update).await?;
+        }
+        let result = ended_json(
+            "cancelled",
+            "the connection was disconnected before it was sent",
+        );
+        for (pk, message_id, to) in &queued {
+            // A send whose message is recorded is told of by that message's own event.
+            if !pending.iter().any(|(_, id)| id == message_id) {
+                unsent_event(&mut tx, account, to, message_id, "cancelled").await?;
+            }
+            sqlx::query("UPDATE outbox SET state = 'cancelled', result = ? WHERE pk = ?")
+                .bind(&result)
+                .bind(pk)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Cancelled {
+            sends: queued.into_iter().map(|(pk, _, _)| pk).collect(),
+            messages: pending.len(),
+        })
+    }
+
+    /// Ends queued send `pk`, never sent, as `expired`, with its `message.status` event, in
+    /// one transaction. False when it is no longer queued or its message is recorded (then
+    /// the message's own status tells, and the send is not a sender's to expire).
+    pub async fn expire_send(&self, pk: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with(super::WRITE_TX).await?;
+        let row: Option<(AccountId, String, String)> = sqlx::query_as(
+            "SELECT account_id, message_id, to_jid FROM outbox WHERE pk = ? AND state = 'queued'",
+        )
+        .bind(pk)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((account, message_id, to)) = row else {
+            return Ok(false);
+        };
+        let recorded: Option<i64> = sqlx::query_scalar(
+            "SELECT pk FROM messages WHERE account_id = ? AND id = ? AND from_me = 1",
+        )
+        .bind(account)
+        .bind(&message_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if recorded.is_some() {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE outbox SET state = 'expired', result = ? WHERE pk = ?")
+            .bind(ended_json(
+                "expired",
+                "it waited to be sent past WA_GATEWAY_SEND_TTL",
+            ))
+            .bind(pk)
+            .execute(&mut *tx)
+            .await?;
+        unsent_event(&mut tx, account, &to, &message_id, "expired").await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// The JSON answer of a send that ended unsent.
+fn ended_json(code: &str, message: &str) -> String {
+    serde_json::json!({ "error": { "code": code, "message": message } }).to_string()
+}
+
+/// The `message.status` event of a send that ended before its message was recorded: no
+/// message row to point at, so it carries the recipient and the id it would have had.
+async fn unsent_event(
+    conn: &mut SqliteConnection,
+    account: AccountId,
+    to: &str,
+    message_id: &str,
+    status: &str,
+) -> Result<(), sqlx::Error> {
+    let data = serde_json::json!({ "to": to, "id": message_id }).to_string();
+    webhooks::enqueue(
+        conn,
+        account,
+        NewEvent {
+            kind: webhooks::MESSAGE_STATUS,
+            chat: to,
+            status: Some(status),
+            data: Some(&data),
+            ..Default::default()
+        },
+    )
+    .await
 }

@@ -522,7 +522,7 @@ impl Store {
         let list = serde_json::to_string(pks).unwrap_or_else(|_| "[]".into());
         let rows = sqlx::query(&format!(
             "SELECT pk, {}, created_ms FROM messages WHERE pk IN (SELECT value FROM json_each(?))",
-            super::messages::COLUMNS
+            super::rows::COLUMNS
         ))
         .bind(list)
         .fetch_all(&self.pool)
@@ -530,7 +530,7 @@ impl Store {
         for r in rows {
             out.insert(
                 r.try_get("pk")?,
-                (super::messages::from_row(&r)?, r.try_get("created_ms")?),
+                (super::rows::from_row(&r)?, r.try_get("created_ms")?),
             );
         }
         Ok(out)

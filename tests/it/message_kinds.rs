@@ -63,6 +63,7 @@ fn service_options() -> ServiceOptions {
             ..Default::default()
         },
         unpaced: vec!["sub1".into()],
+        ..Default::default()
     }
 }
 

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use wa_gateway::api::{AppState, AuthKey, Claims, HttpLimits, Role};
+use wa_gateway::binary::{Jid, Server as JidServer};
 use wa_gateway::service::{Pacing, Service, ServiceOptions};
-use wa_gateway::sim::Simulator;
+use wa_gateway::sim::{Fault, Simulator};
 use wa_gateway::store::Store;
 
 use super::guide::{example, same_shape};
@@ -992,6 +993,18 @@ async fn the_outbox_sends_once_per_idempotency_key_in_order_and_answers_pending_
         let texts: Vec<&str> = got.iter().filter_map(|m| m.text.as_deref()).collect();
         assert_eq!(texts.iter().filter(|t| **t == "once only").count(), 1);
         assert_eq!(got.len(), 13, "each once");
+        // Once on the wire too: WhatsApp routes every stanza it accepts, so a second
+        // transmission of an acked message would be counted here (and at bob's phone).
+        for id in ids.iter().chain([&wire_id]) {
+            let wire = sim.transmissions(id);
+            assert_eq!(
+                (wire.originals, wire.retry_answers, wire.refused, wire.held),
+                (1, 0, 0, 0),
+                "{wire:?}"
+            );
+            let at_bob = got.iter().find(|m| &m.id == id).unwrap();
+            assert_eq!(at_bob.transmissions, 1, "{at_bob:?}");
+        }
         // The history shows each once too.
         let (_, h) = call(
             &http,
@@ -1446,6 +1459,367 @@ async fn connections_past_the_cap_are_refused_with_an_envelope() {
             (r.status().as_u16() == 200).then_some(())
         })
         .await;
+        server.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+/// The WhatsApp id (after the last `_`) of an API `messageId`.
+fn wire_id(message_id: &Value) -> String {
+    message_id
+        .as_str()
+        .unwrap()
+        .rsplit('_')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// A webhook for `message.status` set straight in the store (never reached here: the events
+/// are read back from the store).
+async fn status_events(store: &Store, sub: &str, agent: &str) -> wa_gateway::store::AccountId {
+    let acct = store.account(sub, agent).await.unwrap();
+    store
+        .set_webhook(
+            acct,
+            "http://127.0.0.1:9/hook",
+            b"status-events-secret",
+            &["message.status"],
+            None,
+        )
+        .await
+        .unwrap();
+    acct
+}
+
+#[tokio::test]
+async fn disconnect_cancels_queued_and_unacked_sends_with_events_and_a_new_link_sends_none() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        // One send a minute: after the first, the others wait in the queue.
+        let pacing = Pacing {
+            per_minute: 1,
+            burst: 1,
+            chat_gap: Duration::ZERO,
+            ..Pacing::default()
+        };
+        let server = Server::start_with(&sim, &db, pacing).await;
+        let http = reqwest::Client::new();
+        let admin = token(Role::Admin, &["*"], 3600);
+        let base = format!("{}/api/whatsapp/sub/agent", server.url);
+        let (me, other, bob) = ("15552100001", "15552100002", "15552100003");
+        sim.set_devices(bob, 1).unwrap();
+        let store = Store::open(&db).await.unwrap();
+        let acct = status_events(&store, "sub", "agent").await;
+        link(&sim, &http, &admin, &base, me).await;
+        let old_device = sim.linked_devices(me)[0].to_string();
+
+        // The first leaves and is never acked (the server holds it); two wait their turn.
+        assert_eq!(sim.fault(me, Fault::WithholdAcks(true)).await, 1);
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let (code, v) = call(
+                &http,
+                reqwest::Method::POST,
+                &format!("{base}/send"),
+                Some(&admin),
+                Some(json!({ "to": bob, "message": format!("before {i}"), "wait": false })),
+            )
+            .await;
+            assert_eq!(code, 200, "{v}");
+            ids.push(wire_id(&v["data"]["messageId"]));
+        }
+        eventually("the first on the wire", async || {
+            (sim.transmissions(&ids[0]).held == 1).then_some(())
+        })
+        .await;
+        let (code, v) = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{base}/disconnect"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+
+        // All three are cancelled, each with its event: the first as a message recorded and
+        // never acked, the others as sends never made.
+        let events = store.webhook_events(acct, None, 50, 0).await.unwrap();
+        let cancelled: Vec<_> = events
+            .iter()
+            .filter(|e| e.kind == "message.status" && e.status.as_deref() == Some("cancelled"))
+            .collect();
+        assert_eq!(cancelled.len(), 3, "{events:?}");
+        assert_eq!(
+            cancelled.iter().filter(|e| e.message_pk.is_some()).count(),
+            1
+        );
+        for id in &ids[1..] {
+            assert!(
+                cancelled
+                    .iter()
+                    .any(|e| e.data.as_deref().is_some_and(|d| d.contains(id.as_str()))),
+                "{id}: {cancelled:?}"
+            );
+        }
+        let (_, h) = call(
+            &http,
+            reqwest::Method::GET,
+            &format!("{base}/messages?limit=10"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        let first = h["data"]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| wire_id(&m["messageId"]) == ids[0])
+            .cloned()
+            .unwrap();
+        assert_eq!(first["status"], json!("cancelled"), "{first}");
+
+        // The server lets the held one through (it left before the disconnect); the agent is
+        // linked again, to another number: nothing of before goes out from it.
+        assert_eq!(sim.fault(me, Fault::WithholdAcks(false)).await, 1);
+        link(&sim, &http, &admin, &base, other).await;
+        let new_device = sim.linked_devices(other)[0].to_string();
+        let (code, v) = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{base}/send"),
+            Some(&admin),
+            Some(json!({ "to": bob, "message": "after" })),
+        )
+        .await;
+        assert_eq!(
+            (code, &v["data"]["status"]),
+            (200, &json!("server_ack")),
+            "{v}"
+        );
+        let after = wire_id(&v["data"]["messageId"]);
+        assert_eq!(sim.transmissions(&after).originals, 1);
+        for id in &ids[1..] {
+            let t = sim.transmissions(id);
+            assert_eq!((t.originals, t.held, t.refused), (0, 0, 0), "{t:?}");
+        }
+        let first = sim.transmissions(&ids[0]);
+        assert_eq!(first.originals, 1, "{first:?}");
+        assert!(
+            first
+                .stanzas
+                .iter()
+                .all(|l| l.from == old_device && l.from != new_device),
+            "{first:?}"
+        );
+        server.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_send_queued_past_its_ttl_expires_unsent_with_its_event() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        // A TTL of nothing: whatever is queued has waited too long when its turn comes.
+        let opts = ServiceOptions {
+            send_ttl: Some(Duration::ZERO),
+            ..Default::default()
+        };
+        let server = Server::start_opts(&sim, &db, opts).await;
+        let http = reqwest::Client::new();
+        let admin = token(Role::Admin, &["*"], 3600);
+        let base = format!("{}/api/whatsapp/sub/agent", server.url);
+        let (me, bob) = ("15552200001", "15552200002");
+        sim.set_devices(bob, 1).unwrap();
+        let store = Store::open(&db).await.unwrap();
+        let acct = status_events(&store, "sub", "agent").await;
+        link(&sim, &http, &admin, &base, me).await;
+        let send = async || {
+            let resp = http
+                .post(format!("{base}/send"))
+                .bearer_auth(&admin)
+                .header("idempotency-key", "too-late")
+                .json(&json!({ "to": bob, "message": "too late" }))
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        };
+        let (code, v) = send().await;
+        assert_eq!(
+            (code, &v["error"]["code"]),
+            (409, &json!("send_expired")),
+            "{v}"
+        );
+        let row = store.find_send(acct, "too-late").await.unwrap().unwrap();
+        assert_eq!(row.state, "expired");
+        // Asked again, the same answer; and it never went on the wire.
+        let (code, v) = send().await;
+        assert_eq!(
+            (code, &v["error"]["code"]),
+            (409, &json!("send_expired")),
+            "{v}"
+        );
+        let t = sim.transmissions(&row.message_id);
+        assert_eq!((t.originals, t.held, t.refused), (0, 0, 0), "{t:?}");
+        // Its event names the message it would have been.
+        let event = eventually("the expired event's body", async || {
+            store
+                .webhook_events(acct, None, 10, 0)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|e| e.status.as_deref() == Some("expired") && e.payload.is_some())
+        })
+        .await;
+        let body: Value = serde_json::from_str(event.payload.as_deref().unwrap()).unwrap();
+        assert_eq!(body["event"], json!("message.status"));
+        assert_eq!(body["data"]["status"], json!("expired"));
+        assert_eq!(wire_id(&body["data"]["messageId"]), row.message_id);
+        assert_eq!(body["data"]["to"], json!(format!("{bob}@c.us")));
+        server.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn after_a_crash_the_drain_never_transmits_a_recorded_message_and_a_pending_one_goes_once() {
+    use wa_gateway::client::{CredsStore, MessageStatus, StoredMessage};
+    use wa_gateway::store::outbox::NewSend;
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let server = Server::start(&sim, &db).await;
+        let http = reqwest::Client::new();
+        let admin = token(Role::Admin, &["*"], 3600);
+        let base = format!("{}/api/whatsapp/sub/agent", server.url);
+        let (me, bob) = ("15552300001", "15552300002");
+        sim.set_devices(bob, 1).unwrap();
+        link(&sim, &http, &admin, &base, me).await;
+        // A first message teaches the account bob's LID (his conversation's key).
+        let (code, v) = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{base}/send"),
+            Some(&admin),
+            Some(json!({ "to": bob, "message": "hello" })),
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+        server.stop().await;
+
+        // What a crash can leave: sends still queued whose messages were recorded, one
+        // already acked by WhatsApp, one never acked.
+        let store = Store::open(&db).await.unwrap();
+        let acct = store.account("sub", "agent").await.unwrap();
+        let creds = store.creds(acct);
+        let me_creds = creds.load().await.unwrap().unwrap().me.unwrap();
+        let chat = Jid::new(creds.lid_for(bob).await.unwrap().unwrap(), JidServer::Lid);
+        let mine = me_creds.lid.unwrap().to_non_ad();
+        let now = wa_gateway::util::clock::now_ms() as i64;
+        let mut pks = Vec::new();
+        for (id, status) in [
+            ("ACKEDBEFORE01", MessageStatus::ServerAck),
+            ("PENDINGBEFORE1", MessageStatus::Pending),
+        ] {
+            let text = format!("recorded {id}");
+            let (row, _) = store
+                .enqueue_send(
+                    acct,
+                    &NewSend {
+                        idem_key: Some(id),
+                        message_id: id,
+                        to: &format!("{bob}@s.whatsapp.net"),
+                        body: &text,
+                        user_id: None,
+                        now_ms: now,
+                    },
+                )
+                .await
+                .unwrap();
+            pks.push(row.pk);
+            let raw = wa_gateway::proto::wa::Message {
+                conversation: Some(text.clone()),
+                ..Default::default()
+            };
+            creds
+                .commit_message(
+                    &wa_gateway::signal::SignalChanges::default(),
+                    &StoredMessage {
+                        id: id.into(),
+                        chat: chat.clone(),
+                        sender: mine.clone(),
+                        from_me: true,
+                        timestamp: (now / 1000) as u64,
+                        push_name: None,
+                        text: Some(text),
+                        raw: prost::Message::encode_to_vec(&raw),
+                        status,
+                        ..StoredMessage::default()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+
+        // The restart: the drain meets both rows, the resend loop the pending message.
+        let server = Server::start(&sim, &db).await;
+        eventually("both sends settled and the pending one acked", async || {
+            for pk in &pks {
+                if store.send_row(*pk).await.ok()??.state == "queued" {
+                    return None;
+                }
+            }
+            let m = creds.sent_message(&chat, "PENDINGBEFORE1").await.ok()??;
+            matches!(
+                m.status,
+                MessageStatus::ServerAck | MessageStatus::Delivered
+            )
+            .then_some(())
+        })
+        .await;
+        let acked = sim.transmissions("ACKEDBEFORE01");
+        assert_eq!(
+            (acked.originals, acked.held),
+            (0, 0),
+            "acked: never again {acked:?}"
+        );
+        let pending = sim.transmissions("PENDINGBEFORE1");
+        assert_eq!(
+            (pending.originals, pending.held),
+            (1, 0),
+            "pending: once {pending:?}"
+        );
+        let acked_send = store.send_row(pks[0]).await.unwrap().unwrap();
+        let result: Value = serde_json::from_str(acked_send.result.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            (acked_send.state.as_str(), &result["status"]),
+            ("done", &json!("server_ack")),
+            "{result}"
+        );
+        let got = eventually("bob reads the pending one", async || {
+            sim.phone_messages(bob)
+                .into_iter()
+                .find(|m| m.id == "PENDINGBEFORE1")
+        })
+        .await;
+        assert_eq!(got.transmissions, 1);
         server.stop().await;
     })
     .await

@@ -195,6 +195,7 @@ fn public_only(webhooks: WebhookSettings) -> ServiceOptions {
         webhooks,
         // Tests poll the API faster than its rate limits allow.
         unpaced: vec!["sub1".into(), "sub2".into(), "sub4".into(), "sub5".into()],
+        ..Default::default()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Why a send failed, and what WhatsApp's refusal codes mean.
 
 use crate::client::iq::IqError;
+use crate::client::messages::MessageStatus;
 use crate::client::store::CredsStoreError;
 use crate::signal::SignalError;
 
@@ -42,6 +43,39 @@ pub enum SendError {
         /// The message id (the row is stored as failed).
         id: String,
     },
+    /// A message with this id is recorded and ended (failed, cancelled or expired): it is not
+    /// sent again.
+    #[error("message {id} is already {}", status.as_str())]
+    AlreadyEnded {
+        /// The message id.
+        id: String,
+        /// How it ended.
+        status: MessageStatus,
+        /// WhatsApp's refusal code, when it refused it.
+        code: Option<u16>,
+    },
+}
+
+impl SendError {
+    /// Whether trying again cannot change the outcome: the recipient is not on WhatsApp or
+    /// the group not ours, WhatsApp refused it, the text or recipient is wrong, or the message
+    /// already ended. The rest (no connection, an iq or the store failing, Signal, an answer
+    /// we could not read) may pass.
+    pub fn is_final(&self) -> bool {
+        match self {
+            SendError::NotOnWhatsApp(_)
+            | SendError::InvalidText(_)
+            | SendError::UnsupportedRecipient(_)
+            | SendError::NotInGroup(_)
+            | SendError::Refused { .. }
+            | SendError::AlreadyEnded { .. } => true,
+            SendError::NotConnected
+            | SendError::Iq(_)
+            | SendError::Signal(_)
+            | SendError::Store(_)
+            | SendError::Unexpected(_) => false,
+        }
+    }
 }
 
 /// What an ack error code means (MESSAGING.md §1.7).

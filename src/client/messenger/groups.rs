@@ -46,6 +46,8 @@ enum GroupAttempt {
     Acked(Ack, Vec<Jid>, String),
     /// No answer in time: the row stays pending.
     Pending(Sent),
+    /// The id was recorded already: nothing was sent (the row as it stands).
+    Recorded(Box<StoredMessage>),
 }
 
 fn server_error(text: &str) -> SendError {
@@ -234,12 +236,26 @@ impl<S: CredsStore> Messenger<S> {
         row: StoredMessage,
         record: bool,
     ) -> Result<Sent, SendError> {
+        // One attempt at a time, and a recorded id never sent by a new send (as `send_row`).
+        let Some(_claim) = self.claim(&row.chat, &row.id) else {
+            return Ok(super::send::pending(&row));
+        };
+        if !record
+            && let Some(now) = self.store.sent_message(&row.chat, &row.id).await?
+            && now.status != MessageStatus::Pending
+        {
+            return self.recorded(&now);
+        }
         let mut record = record;
         let mut refresh = false;
         let ack = loop {
             let (ack, distributed, ours) =
                 match self.send_group_once(account, &row, record, refresh).await? {
-                    GroupAttempt::Pending(sent) => return Ok(sent),
+                    GroupAttempt::Pending(sent) => {
+                        self.resend_later(&row.chat, &row.id);
+                        return Ok(sent);
+                    }
+                    GroupAttempt::Recorded(now) => return self.recorded(&now),
                     GroupAttempt::Acked(ack, distributed, ours) => (ack, distributed, ours),
                 };
             record = false;
@@ -346,7 +362,16 @@ impl<S: CredsStore> Messenger<S> {
         changes.extend(c);
         // Our chain's advance, the sessions' and the row land before a byte leaves.
         if record {
-            self.store.commit_message(&changes, row).await?;
+            if self.store.commit_message(&changes, row).await? == Committed::Duplicate {
+                // Recorded before: that row answers; a new send never transmits it again.
+                drop(locks);
+                drop(key_lock);
+                let now = self.store.sent_message(&row.chat, &row.id).await?;
+                return Ok(match now {
+                    Some(m) => GroupAttempt::Recorded(Box::new(m)),
+                    None => GroupAttempt::Pending(super::send::pending(row)),
+                });
+            }
         } else {
             self.cipher
                 .store()

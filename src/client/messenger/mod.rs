@@ -1,6 +1,7 @@
 //! Messaging of one account over its live connection (MESSAGING.md): the shared state and the
-//! dispatch of messaging stanzas; each concern has its own file — `send` (1:1 sends and resends),
-//! `receive`, `receipts` (acks, receipts, read marks), `retries`, `groups`, `lid`, `tokens`
+//! dispatch of messaging stanzas; each concern has its own file — `send` (1:1 sends), `resend`
+//! (the one owner of messages sent and never acked), `receive`, `receipts` (acks, receipts,
+//! read marks), `retries`, `groups`, `lid`, `tokens`
 //! (privacy tokens), `history` (the bootstrap's mappings), `timelock`. It knows the client's
 //! store traits, never SQL or HTTP.
 //!
@@ -12,15 +13,15 @@
 //! Sending: devices by usync (cached per user until a devices notification), bundles for
 //! devices without a session, one encryption per device under all their locks, the row
 //! recorded `pending` with the Signal advance in one unit, and only then the stanza. The server's
-//! ack moves the row to `server_ack` or `failed(code)`; receipts climb the ladder.
+//! ack (told by (chat, id)) moves the row to `server_ack` or `failed(code)`; receipts climb the
+//! ladder. One attempt per message at a time; a recorded id is never transmitted by a new send,
+//! and what stays `pending` is the resend loop's alone.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use tokio::sync::oneshot;
 
 use super::events::{Event, EventHub};
 use super::link::Link;
@@ -38,6 +39,7 @@ mod history;
 mod lid;
 mod receipts;
 mod receive;
+mod resend;
 mod retries;
 mod send;
 mod timelock;
@@ -161,9 +163,19 @@ pub(super) struct Messenger<S: CredsStore> {
     events: Arc<EventHub>,
     clock: Arc<dyn Clock>,
     ack_timeout: Duration,
+    /// When a message not acked is tried again, and when it is given up.
+    resend_after: Duration,
+    give_up_after: Duration,
     account: Mutex<Option<Account>>,
     devices: Mutex<HashMap<Jid, Vec<u16>>>,
-    acks: Mutex<HashMap<String, oneshot::Sender<Ack>>>,
+    /// Ack waiters by (chat as on the wire, id): an id is unique per chat, not across chats.
+    acks: Mutex<HashMap<(Jid, String), send::Waiter>>,
+    /// Messages (chat, id) being sent right now: one attempt at a time per message.
+    sending: Mutex<std::collections::HashSet<(Jid, String)>>,
+    /// When each message not acked is tried again.
+    resends: Mutex<resend::Schedule>,
+    /// Wakes the resend loop (a send ended without an ack).
+    resend_wake: tokio::sync::Notify,
     retries: Mutex<VecDeque<((Jid, String), u32)>>,
     /// Retry receipts we answered per (device, message).
     answered: Mutex<VecDeque<((Jid, String), u32)>>,
@@ -195,7 +207,7 @@ impl<S: CredsStore> Messenger<S> {
         link: Arc<Link>,
         events: Arc<EventHub>,
         clock: Arc<dyn Clock>,
-        ack_timeout: Duration,
+        opts: &super::run::MessagingOptions,
     ) -> Messenger<S> {
         let cipher = SessionCipher::new(store.signal(), IdentityTrust::AcceptChanges);
         Messenger {
@@ -204,10 +216,15 @@ impl<S: CredsStore> Messenger<S> {
             link,
             events,
             clock,
-            ack_timeout,
+            ack_timeout: opts.ack_timeout,
+            resend_after: opts.resend_after,
+            give_up_after: opts.give_up_after,
             account: Mutex::new(None),
             devices: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
+            sending: Mutex::new(std::collections::HashSet::new()),
+            resends: Mutex::new(resend::Schedule::new(opts.resend_after)),
+            resend_wake: tokio::sync::Notify::new(),
             retries: Mutex::new(VecDeque::new()),
             answered: Mutex::new(VecDeque::new()),
             lids: Mutex::new(HashMap::new()),

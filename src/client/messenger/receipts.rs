@@ -196,10 +196,12 @@ impl<S: CredsStore> Messenger<S> {
             error: node.get_str("error").and_then(|e| e.parse().ok()),
             phash: node.get_str("phash").map(|p| p.into_owned()),
         };
-        // A send waiting for it decides (it may fall back to another addressing first).
-        let waiter = self.acks.lock().ok().and_then(|mut a| a.remove(&id));
+        // A send waiting for it decides (it may fall back to another addressing first). The
+        // ack names the chat the stanza went `to` and its id: the waiter's key.
+        let key = (to.to_non_ad(), id.clone());
+        let waiter = self.acks.lock().ok().and_then(|mut a| a.remove(&key));
         let ack = match waiter {
-            Some(w) => match w.send(ack) {
+            Some(w) => match w.answer(ack) {
                 Ok(()) => return,
                 Err(ack) => ack,
             },

@@ -1,9 +1,11 @@
 //! Sending 1:1: device lists by usync, bundles for new sessions, one encryption per device, the
-//! row committed with the Signal advance before the stanza leaves, the ack awaited; and the
-//! resend of what was recorded but never acknowledged (MESSAGING.md §1).
+//! row committed with the Signal advance before the stanza leaves, the ack awaited (MESSAGING.md
+//! §1). A recorded id is never transmitted by a send again: what is pending belongs to the
+//! resend loop (`resend.rs`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prost::Message as _;
 use tokio::sync::oneshot;
@@ -12,7 +14,7 @@ use super::{Account, MAX_TEXT_BYTES, Messenger, SendError, bump};
 use crate::binary::{Jid, Node, Server};
 use crate::client::events::Event;
 use crate::client::link::IQ_TIMEOUT;
-use crate::client::messages::{MessageStatus, StoredMessage};
+use crate::client::messages::{Committed, MessageStatus, StoredMessage};
 use crate::client::store::{CredsStore, Me};
 use crate::proto::wa;
 use crate::signal::store::ApplyChanges;
@@ -40,20 +42,41 @@ pub struct Sent {
     /// The server's timestamp from its ack, or our clock while no ack came.
     pub timestamp: u64,
     /// `ServerAck` once the server accepted it; `Pending` if its ack is late (it is resent
-    /// with the same id on the next connection).
+    /// with the same id). A send of an id already recorded sends nothing and answers the
+    /// row's status as it stands (`Delivered`, `Read`… too).
     pub status: MessageStatus,
 }
 
-/// Removes an ack waiter when the attempt that registered it ends.
-pub(super) struct WaiterGuard<'a> {
-    acks: &'a Mutex<HashMap<String, oneshot::Sender<Ack>>>,
-    id: &'a str,
+/// One attempt's wait for its ack, told apart from a later attempt's by `seq`.
+pub(super) struct Waiter {
+    seq: u64,
+    tx: oneshot::Sender<Ack>,
+}
+
+impl Waiter {
+    /// Hands `ack` to the waiting attempt; gives it back if the attempt is gone.
+    pub(super) fn answer(self, ack: Ack) -> Result<(), Ack> {
+        self.tx.send(ack)
+    }
+}
+
+/// Sequence numbers of ack waiters.
+static WAITERS: AtomicU64 = AtomicU64::new(0);
+
+/// Removes an ack waiter when the attempt that registered it ends (only its own: a later
+/// attempt's waiter under the same key stays).
+struct WaiterGuard<'a> {
+    acks: &'a Mutex<HashMap<(Jid, String), Waiter>>,
+    key: (Jid, String),
+    seq: u64,
 }
 
 impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(mut a) = self.acks.lock() {
-            a.remove(self.id);
+        if let Ok(mut a) = self.acks.lock()
+            && a.get(&self.key).is_some_and(|w| w.seq == self.seq)
+        {
+            a.remove(&self.key);
         }
     }
 }
@@ -64,6 +87,8 @@ pub(super) enum Attempt {
     Acked(Jid, Ack),
     /// No answer in time (or no connection): the row stays pending.
     Pending(Sent),
+    /// The id was recorded already: nothing was sent (the row as it stands).
+    Recorded(Box<StoredMessage>),
 }
 
 /// The server's answer to one of our messages.
@@ -229,18 +254,33 @@ impl<S: CredsStore> Messenger<S> {
     }
 
     /// Encrypts `row` for every device of its chat and of our own account, records it (when
-    /// `record`) with the Signal advance, sends it and waits for the server's ack. A LID
-    /// send refused with 400 is sent once more to the phone number, with the same id.
+    /// `record`; a resend otherwise) with the Signal advance, sends it and waits for the
+    /// server's ack. A LID send refused with 400 is sent once more to the phone number, with
+    /// the same id. An id already recorded is not sent by a new send, nor resent once it left
+    /// `pending`; while another attempt at it runs, this one sends nothing and answers pending.
     pub(super) async fn send_row(
         &self,
         account: &Account,
         row: StoredMessage,
         record: bool,
     ) -> Result<Sent, SendError> {
+        let Some(_claim) = self.claim(&row.chat, &row.id) else {
+            return Ok(pending(&row));
+        };
+        if !record
+            && let Some(now) = self.store.sent_message(&row.chat, &row.id).await?
+            && now.status != MessageStatus::Pending
+        {
+            return self.recorded(&now);
+        }
         let first = self.send_once(account, &row, record, false).await?;
         let (wire, ack) = match first {
             Attempt::Acked(wire, ack) => (wire, ack),
-            Attempt::Pending(sent) => return Ok(sent),
+            Attempt::Pending(sent) => {
+                self.resend_later(&row.chat, &row.id);
+                return Ok(sent);
+            }
+            Attempt::Recorded(now) => return self.recorded(&now),
         };
         let ack = if ack.error == Some(400) && wire.server == Server::Lid {
             tracing::info!(
@@ -252,7 +292,11 @@ impl<S: CredsStore> Messenger<S> {
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             match self.send_once(account, &row, false, true).await? {
                 Attempt::Acked(_, ack) => ack,
-                Attempt::Pending(sent) => return Ok(sent),
+                Attempt::Pending(sent) => {
+                    self.resend_later(&row.chat, &row.id);
+                    return Ok(sent);
+                }
+                Attempt::Recorded(now) => return self.recorded(&now),
             }
         } else {
             ack
@@ -334,7 +378,16 @@ impl<S: CredsStore> Messenger<S> {
         // The advance and the row land before a byte leaves: a crash after this resends the
         // same id with new keys, never the same key twice.
         if record {
-            self.store.commit_message(&changes, row).await?;
+            if self.store.commit_message(&changes, row).await? == Committed::Duplicate {
+                // Recorded before (a crash between the record and the caller's own record of
+                // it): that row answers, and it is never put on the wire by a new send.
+                drop(locks);
+                let now = self.store.sent_message(&row.chat, &row.id).await?;
+                return Ok(match now {
+                    Some(m) => Attempt::Recorded(Box::new(m)),
+                    None => Attempt::Pending(pending(row)),
+                });
+            }
         } else {
             self.cipher
                 .store()
@@ -358,7 +411,8 @@ impl<S: CredsStore> Messenger<S> {
     }
 
     /// Sends `node` (the stanza of `row`) and waits for the server's ack; Err(pending) when
-    /// there is no answer in time or no connection (the row stays pending and is resent).
+    /// there is no answer in time or no connection (the row stays pending and is resent). The
+    /// ack is told by (the stanza's `to`, id), the `from` and id it carries.
     pub(super) async fn transmit(
         &self,
         sender: &NodeSender,
@@ -366,27 +420,28 @@ impl<S: CredsStore> Messenger<S> {
         row: &StoredMessage,
     ) -> Result<Ack, Sent> {
         let (tx, rx) = oneshot::channel();
+        let to = node
+            .get_jid("to")
+            .map(|j| j.to_non_ad())
+            .unwrap_or_else(|| row.chat.clone());
+        let key = (to, row.id.clone());
+        let seq = WAITERS.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut a) = self.acks.lock() {
-            a.insert(row.id.clone(), tx);
+            a.insert(key.clone(), Waiter { seq, tx });
         }
         // However this attempt ends (answered, timed out, or its caller gone), its waiter goes.
         let _waiter = WaiterGuard {
             acks: &self.acks,
-            id: &row.id,
-        };
-        let pending = Sent {
-            id: row.id.clone(),
-            chat: row.chat.clone(),
-            timestamp: row.timestamp,
-            status: MessageStatus::Pending,
+            key,
+            seq,
         };
         if sender.send(node).await.is_err() {
             // Recorded as pending: the next connection sends it.
-            return Err(pending);
+            return Err(pending(row));
         }
         match tokio::time::timeout(self.ack_timeout, rx).await {
             Ok(Ok(ack)) => Ok(ack),
-            _ => Err(pending),
+            _ => Err(pending(row)),
         }
     }
 
@@ -458,37 +513,14 @@ impl<S: CredsStore> Messenger<S> {
         }
         Ok((encs, changes, locks))
     }
+}
 
-    /// Sends again what was recorded but never acknowledged (after a crash or a drop), with
-    /// the same ids.
-    pub(in crate::client) async fn resend_pending(&self) {
-        let Some(account) = self.account() else {
-            return;
-        };
-        let pending = match self.store.pending_messages().await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read pending messages");
-                return;
-            }
-        };
-        for row in pending {
-            let id = row.id.clone();
-            let sent = if row.chat.server == Server::Group {
-                self.send_group_row(&account, row, false).await
-            } else {
-                self.send_row(&account, row, false).await
-            };
-            match sent {
-                Ok(_) => {}
-                Err(SendError::Refused { code, .. }) => {
-                    tracing::warn!(id, code, "pending message refused on resend");
-                }
-                Err(e) => {
-                    tracing::warn!(id, error = %e, "pending message not resent");
-                    return;
-                }
-            }
-        }
+/// `row` as still waiting for its ack.
+pub(super) fn pending(row: &StoredMessage) -> Sent {
+    Sent {
+        id: row.id.clone(),
+        chat: row.chat.clone(),
+        timestamp: row.timestamp,
+        status: MessageStatus::Pending,
     }
 }
