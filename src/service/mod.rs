@@ -4,6 +4,7 @@
 //! the client and the store; it knows nothing of HTTP (the `api` layer maps its answers).
 
 pub mod egress;
+mod failure;
 mod outbox;
 mod webhooks;
 
@@ -11,6 +12,7 @@ pub use crate::store::outbox::OutboxRow;
 pub use crate::store::webhooks::{EVENTS as WEBHOOK_EVENTS, WebhookEvent};
 pub use crate::store::webhooks::{FailureKind, ReplyIgnored};
 pub use crate::store::{ConnectionCode, ConnectionStatus, OutboxState};
+pub use failure::SendFailure;
 pub use outbox::Pacing;
 pub use webhooks::{
     ATTEMPT_HEADER, EVENT_HEADER, EVENT_ID_HEADER, MAX_ANSWER, REPLY_KEY_PREFIX, SIGNATURE_HEADER,

@@ -1666,7 +1666,7 @@ async fn a_send_queued_past_its_ttl_expires_unsent_with_its_event() {
             "{v}"
         );
         let row = store.find_send(acct, "too-late").await.unwrap().unwrap();
-        assert_eq!(row.state, "expired");
+        assert_eq!(row.state, wa_gateway::store::OutboxState::Expired);
         // Asked again, the same answer; and it never went on the wire.
         let (code, v) = send().await;
         assert_eq!(
@@ -1784,7 +1784,8 @@ async fn after_a_crash_the_drain_never_transmits_a_recorded_message_and_a_pendin
         let server = Server::start(&sim, &db).await;
         eventually("both sends settled and the pending one acked", async || {
             for pk in &pks {
-                if store.send_row(*pk).await.ok()??.state == "queued" {
+                if store.send_row(*pk).await.ok()??.state == wa_gateway::store::OutboxState::Queued
+                {
                     return None;
                 }
             }
