@@ -24,11 +24,11 @@ use super::{Service, ServiceError, egress, now_ms, wire_user};
 use crate::binary::Jid;
 use crate::client::messages::StoredMessage;
 use crate::client::messenger::MAX_TEXT_BYTES;
-use crate::store::AccountId;
 use crate::store::connections::ConnectionRow;
 use crate::store::webhooks::{
     self as kinds, Attempt, FailureKind, ReplyIgnored, Webhook, WebhookEvent,
 };
+use crate::store::{AccountId, DeliveryState};
 use crate::util::clock::iso8601_ms;
 use tokio::sync::mpsc;
 
@@ -223,7 +223,7 @@ impl Service {
         &self,
         subaccount: &str,
         agent: &str,
-        state: Option<&str>,
+        state: Option<DeliveryState>,
         limit: u32,
         skip: u32,
     ) -> Result<Vec<WebhookEvent>, ServiceError> {
@@ -466,7 +466,7 @@ impl Service {
         let a = match outcome {
             Outcome::Delivered { reply_ignored } => Attempt {
                 pk: e.pk,
-                state: "delivered".into(),
+                state: DeliveryState::Delivered,
                 next_ms: now,
                 http_status: None,
                 error: None,
@@ -481,16 +481,16 @@ impl Service {
                 let waited = Duration::from_millis(u64::try_from(now - e.since_ms).unwrap_or(0));
                 let (state, next) = if waited >= settings.dead_after {
                     tracing::warn!(event = %e.id, %error, "webhook event dead-lettered");
-                    ("failed", now)
+                    (DeliveryState::Failed, now)
                 } else {
                     (
-                        "pending",
+                        DeliveryState::Pending,
                         now.saturating_add(millis(settings.backoff(attempt))),
                     )
                 };
                 Attempt {
                     pk: e.pk,
-                    state: state.into(),
+                    state,
                     next_ms: next,
                     http_status: status,
                     error: Some(error),

@@ -28,7 +28,7 @@ pub use error::StoreError;
 pub use messages::CommitStats;
 pub use seal::StoreKey;
 pub use signal::SqliteSignalStore;
-pub use states::{ConnectionCode, ConnectionStatus, OutboxState};
+pub use states::{ConnectionCode, ConnectionStatus, DeliveryState, OutboxState};
 
 /// Embedded migrations (no runtime files, no proc-macro): version, description, SQL.
 const MIGRATIONS: &[(i64, &str, &str)] = &[

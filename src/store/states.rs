@@ -188,6 +188,18 @@ impl ConnectionCode {
     }
 }
 
+text_state!(
+    /// Where a webhook event's delivery is.
+    DeliveryState {
+        /// Waiting for its turn or its next attempt.
+        Pending = "pending",
+        /// The receiver took it (a 2xx answer read whole).
+        Delivered = "delivered",
+        /// Dead-lettered: it kept failing past `WA_GATEWAY_WEBHOOK_DEAD_AFTER_S`.
+        Failed = "failed",
+    }
+);
+
 text_sqlx!(crate::client::messages::MessageStatus);
 
 impl std::str::FromStr for crate::client::messages::MessageStatus {
