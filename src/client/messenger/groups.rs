@@ -414,6 +414,16 @@ impl<S: CredsStore> Messenger<S> {
         req: &stanza::RetryRequest,
     ) -> Result<(), SendError> {
         let group = row.chat.clone();
+        // Only a member (or one of our devices) gets the group's message and our sender key
+        // again: a retry receipt names its device, and a stranger's must not make us send it.
+        if !is_me(&req.from, &account.me) {
+            let info = self.group_info(sender, &group, false).await?;
+            let who = self.canonical(&req.from.to_non_ad()).await;
+            if !info.has_member(&req.from.to_non_ad()) && !info.has_member(&who) {
+                tracing::info!(group = %group, id = req.id, "retry receipt from a non-member ignored");
+                return Ok(());
+            }
+        }
         self.store.forget_key_holder(&group, &req.from).await?;
         let addr = ProtocolAddress::from_jid(&self.canonical(&req.from).await);
         let bundle = self.retry_bundle(sender, req, &addr).await?;
