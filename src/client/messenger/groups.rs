@@ -207,23 +207,7 @@ impl<S: CredsStore> Messenger<S> {
         id: Option<String>,
     ) -> Result<Sent, SendError> {
         let account = self.account().ok_or(SendError::NotConnected)?;
-        let now = self.clock.now_unix();
-        let message = wa::Message {
-            conversation: Some(text.clone()),
-            ..Default::default()
-        };
-        let row = StoredMessage {
-            id: id.unwrap_or_else(|| stanza::message_id(now, &account.me.jid.user)),
-            chat: group.to_non_ad(),
-            sender: self.canonical(&account.me.jid).await.to_non_ad(),
-            from_me: true,
-            timestamp: now,
-            push_name: account.me.push_name.clone(),
-            text: Some(text),
-            raw: message.encode_to_vec(),
-            status: MessageStatus::Pending,
-            ..StoredMessage::default()
-        };
+        let row = self.own_text(&account, group.to_non_ad(), text, id).await;
         self.send_group_row(&account, row, true).await
     }
 
