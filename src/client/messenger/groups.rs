@@ -661,23 +661,7 @@ impl<S: CredsStore> Messenger<S> {
             },
             ..StoredMessage::default()
         };
-        let row = match plain.as_deref().map(|p| row_of(p, base)).transpose() {
-            Ok(row) => row.flatten(),
-            Err(e) => {
-                drop(session_lock);
-                drop(key_lock);
-                self.keep_and_retry(
-                    sender,
-                    node,
-                    &author_dev,
-                    &id,
-                    &changes,
-                    &format!("unreadable group message: {e}"),
-                )
-                .await;
-                return;
-            }
-        };
+        let row = plain.as_deref().and_then(|p| row_of(p, base));
         let row = match row {
             // An admin's delete of someone else's message (`edit="8"`) counts only from an
             // admin, by the metadata we hold.
