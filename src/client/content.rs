@@ -1082,7 +1082,10 @@ mod tests {
         }));
         assert!(wa::Message::decode(&plain[..]).is_ok(), "prost accepts it");
         let c = content(&plain);
-        assert_eq!((c.kind, c.text.as_deref()), (Kind::Chat, Some("after a group")));
+        assert_eq!(
+            (c.kind, c.text.as_deref()),
+            (Kind::Chat, Some("after a group"))
+        );
     }
 
     #[test]
