@@ -714,11 +714,22 @@ async fn receipts_and_retries_from_those_a_message_never_went_to_move_and_send_n
         for n in &forged {
             assert_eq!(sim.push_stanza(me, n), 1);
         }
+        // Barriers: an inbound text after them is handled after them (one connection, one
+        // worker, in order); then one of ours to carol reaches her after anything we sent her
+        // before it (the server and her device take our stanzas in order).
         let barrier = sim.phone_send(bob, me, "barrier").await.unwrap();
         next_event(
             &mut events,
             |e| matches!(e, Event::Message(m) if m.id == barrier),
         )
+        .await;
+        let after = client.send_text(&user(carol), "after").await.unwrap();
+        eventually("carol gets the barrier", async || {
+            sim.phone_messages(carol)
+                .iter()
+                .any(|m| m.id == after.id)
+                .then_some(())
+        })
         .await;
 
         let chat = canonical(&a.creds, &user(bob)).await;

@@ -45,8 +45,9 @@ impl<S: CredsStore> Messenger<S> {
 
     // ---- receipts and acks ----
 
-    /// A receipt: acked once what it says is stored (a crash before that gets it redelivered),
-    /// a retry receipt once it is answered.
+    /// A receipt: acked once what it says is stored (a crash before that gets it redelivered);
+    /// a retry receipt once it was handled, answered or not (answering it again after a
+    /// redelivery would not fare better, and the peer asks again by itself).
     pub(super) async fn on_receipt(&self, sender: &NodeSender, node: &Node) {
         if self.read_receipt(sender, node).await {
             let _ = sender.send(&stanza::ack(node, None)).await;

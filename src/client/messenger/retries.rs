@@ -67,16 +67,18 @@ impl<S: CredsStore> Messenger<S> {
         if req.count >= MAX_RETRIES {
             return Ok(());
         }
-        // Whatever counts a peer claims, one message is resent to one device at most
-        // MAX_RETRIES times: retry receipts cannot make us encrypt (and fetch keys) forever.
-        if self.bump_answer(&req.from, &req.id) > MAX_RETRIES {
-            return Ok(());
-        }
         let account = self.account().ok_or(SendError::NotConnected)?;
         let Some(row) = self.store.sent_message(chat, &req.id).await? else {
             tracing::debug!(id = req.id, "retry for a message we do not have");
             return Ok(());
         };
+        // Whatever counts a peer claims, one message is resent to one device at most
+        // MAX_RETRIES times: retry receipts cannot make us encrypt (and fetch keys) forever.
+        // Counted only for messages we have, so made-up ids cannot push a real one's count
+        // out of the bounded memory.
+        if self.bump_answer(&req.from, &req.id) > MAX_RETRIES {
+            return Ok(());
+        }
         if chat.server == Server::Group {
             return self.answer_group_retry(sender, &account, &row, req).await;
         }
