@@ -309,7 +309,7 @@ pub(super) struct WebhookBody {
     #[schema(min_length = 16, max_length = 256)]
     secret: String,
     /// `message.received`, `message.status`, `connection.update`, `message.reaction`,
-    /// `message.edited`, `message.revoked`; default all.
+    /// `message.edited`, `message.revoked`, `message.undecryptable`; default all.
     events: Option<Vec<String>>,
 }
 
@@ -335,7 +335,7 @@ pub(super) struct WebhookEvent {
     /// A ULID: unique and sortable; deduplicate on it (a retry carries the same).
     id: String,
     /// `message.received`, `message.status`, `connection.update`, `message.reaction`,
-    /// `message.edited` or `message.revoked`.
+    /// `message.edited`, `message.revoked` or `message.undecryptable`.
     event: String,
     #[schema(format = DateTime)]
     created_at: String,

@@ -323,10 +323,10 @@ impl Service {
                     "errorCode": e.error,
                 })
             }
-            kinds::MESSAGE_RECEIVED | kinds::MESSAGE_STATUS => {
+            kinds::MESSAGE_RECEIVED | kinds::MESSAGE_STATUS | kinds::MESSAGE_UNDECRYPTABLE => {
                 let (mut m, created) = message.ok_or(ServiceError::NotFound)?;
                 self.by_number(e.account, &mut m, numbers).await;
-                if e.kind == kinds::MESSAGE_RECEIVED {
+                if e.kind != kinds::MESSAGE_STATUS {
                     super::message_json(&m, created)
                 } else {
                     json!({

@@ -306,6 +306,18 @@ async fn insert(
         }
         return Ok(Committed::Inserted);
     }
+    if msg.is_placeholder() {
+        // Announced as what it is; `message.received` (and its activity line) waits for the
+        // message, once a resend is read. What acts on it waits too.
+        let e = NewEvent {
+            kind: webhooks::MESSAGE_UNDECRYPTABLE,
+            chat: &chat,
+            message_pk: Some(pk),
+            ..Default::default()
+        };
+        webhooks::enqueue(conn, account, e).await?;
+        return Ok(Committed::Inserted);
+    }
     if !msg.from_me {
         let e = NewEvent {
             kind: webhooks::MESSAGE_RECEIVED,

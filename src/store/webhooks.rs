@@ -22,14 +22,18 @@ pub const MESSAGE_REACTION: &str = "message.reaction";
 pub const MESSAGE_EDITED: &str = "message.edited";
 /// A stored message was deleted for everyone.
 pub const MESSAGE_REVOKED: &str = "message.revoked";
+/// A message arrived that could not be decrypted: kept as a failed `ciphertext` row while a
+/// resend is asked for (a `message.received` follows if one is read).
+pub const MESSAGE_UNDECRYPTABLE: &str = "message.undecryptable";
 /// Every event a webhook can ask for.
-pub const EVENTS: [&str; 6] = [
+pub const EVENTS: [&str; 7] = [
     MESSAGE_RECEIVED,
     MESSAGE_STATUS,
     CONNECTION_UPDATE,
     MESSAGE_REACTION,
     MESSAGE_EDITED,
     MESSAGE_REVOKED,
+    MESSAGE_UNDECRYPTABLE,
 ];
 
 /// How a delivery attempt failed, as a stable kind (what viewers are shown; the detail stays

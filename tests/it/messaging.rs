@@ -287,6 +287,12 @@ async fn a_corrupted_message_is_retried_and_the_ladder_shows_the_delivery() {
         let sim = Simulator::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let a = account().await;
         let (me, bob) = ("15550005000", "15550006000");
+        let acct = a.store.account("sub", "agent").await.unwrap();
+        let kinds = ["message.received", "message.undecryptable"];
+        a.store
+            .set_webhook(acct, "http://127.0.0.1:9/hook", b"kinds-events-secret", &kinds, None)
+            .await
+            .unwrap();
         let (client, mut events, our_jid) = link(&sim, &a, me).await;
         sim.set_devices(bob, 1).unwrap();
         assert_eq!(sim.fault(bob, Fault::CorruptNext).await, 1);
@@ -329,6 +335,18 @@ async fn a_corrupted_message_is_retried_and_the_ladder_shows_the_delivery() {
         let same: Vec<_> = rows.iter().filter(|r| r.id == id).collect();
         assert_eq!(same.len(), 1, "{same:?}");
         assert_eq!((same[0].kind, same[0].status), (Kind::Chat, MessageStatus::Received));
+        // Announced once as undecryptable, then once as received: never received twice.
+        let announced = async |id: &str| -> Vec<String> {
+            sqlx::query_scalar(
+                "SELECT e.kind FROM webhook_events e JOIN messages m ON m.pk = e.message_pk \
+                 WHERE m.id = ? ORDER BY e.pk",
+            )
+            .bind(id)
+            .fetch_all(a.store.pool())
+            .await
+            .unwrap()
+        };
+        assert_eq!(announced(&id).await, ["message.undecryptable", "message.received"]);
 
         // A message no resend ever makes readable is kept as a failed `ciphertext`, not lost:
         // the first copy and every resend arrive broken (the sim answers retries 1 to 4, so
@@ -349,6 +367,7 @@ async fn a_corrupted_message_is_retried_and_the_ladder_shows_the_delivery() {
             .expect("kept");
         assert_eq!((row.kind, row.status, row.text), (Kind::Ciphertext, MessageStatus::Failed, None));
         assert_eq!(row.content["undecryptable"], serde_json::json!(true));
+        assert_eq!(announced(&lost).await, ["message.undecryptable"]);
         // Acked: the server holds nothing more for us.
         eventually("nothing queued", async || (sim.queued(&our_jid) == 0).then_some(())).await;
     })
