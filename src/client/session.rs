@@ -232,7 +232,9 @@ async fn after_login<S: CredsStore>(
         .attr("xmlns", "passive")
         .attr("type", "set")
         .children(vec![Node::new("active")]);
-    if let Err(e) = link.iq.query(&sender, passive, IQ_TIMEOUT).await {
+    // This task lives as long as the connection (the resend loop ends it), and a future is as
+    // large as its largest state: what runs once is boxed, so the idle loop keeps only itself.
+    if let Err(e) = Box::pin(link.iq.query(&sender, passive, IQ_TIMEOUT)).await {
         tracing::warn!(error = %e, "passive/active iq failed");
     }
     if announce_available {
@@ -240,12 +242,12 @@ async fn after_login<S: CredsStore>(
         if let Some(name) = creds.me.as_ref().and_then(|m| m.push_name.clone()) {
             presence = presence.attr("name", name);
         }
-        let _ = sender.send(&presence).await;
+        let _ = Box::pin(sender.send(&presence)).await;
     }
     // Keys first (a device without keys on the server cannot be written to), then what a
     // crash or a drop left unsent, with its ids, and whatever later sends leave unacked, for
     // as long as the connection lives (this task is aborted with it).
-    top_up(&link, &sender, &*store, &creds).await;
+    Box::pin(top_up(&link, &sender, &*store, &creds)).await;
     messenger.resend_loop().await;
 }
 

@@ -152,7 +152,9 @@ impl<S: CredsStore> Messenger<S> {
             s.clear();
         }
         loop {
-            let next = match self.resend_pass().await {
+            // Boxed: the loop idles far longer than it sends, and an inline pass (every send
+            // path's state) would size the idle future of every connection (benches/README.md).
+            let next = match Box::pin(self.resend_pass()).await {
                 Pass::Disconnected => return,
                 Pass::Next(next) => next,
             };
