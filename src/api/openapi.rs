@@ -43,6 +43,7 @@ impl Modify for Bearer {
         super::routes::send,
         super::routes::messages,
         super::routes::disconnect,
+        super::agents::delete_agent,
         super::routes::connections,
         super::routes::activities,
         super::routes::healthz,

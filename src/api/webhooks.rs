@@ -135,6 +135,7 @@ fn parse_url(v: &Value) -> Result<String, ApiError> {
         (status = 400, description = "Bad input; `webhook_url_not_allowed` for an address webhooks may not reach", body = ErrorEnvelope),
         (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
         (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
+        (status = 409, description = "`agent_limit_reached`: a new agent, and its subaccount has as many as it may (WA_GATEWAY_MAX_AGENTS)", body = ErrorEnvelope),
         (status = 413, description = "Body or message too large", body = ErrorEnvelope),
         (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
     ),

@@ -19,6 +19,7 @@ mod openapi_conform;
 mod pairing_fixture;
 mod rest;
 mod secrets_debug;
+mod service_maps;
 mod signal_fixture;
 mod signal_props;
 mod signal_roundtrip;
