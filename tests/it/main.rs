@@ -1,5 +1,6 @@
 //! Integration tests: outside vectors first (fixtures/ from Baileys and libsignal), then our own.
 
+mod agents;
 mod binary_fixtures;
 mod cert_chain;
 mod client_lifecycle;
