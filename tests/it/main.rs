@@ -19,6 +19,7 @@ mod noise_fixture;
 mod openapi_conform;
 mod pairing_fixture;
 mod rest;
+mod retention;
 mod secrets_debug;
 mod service_maps;
 mod signal_fixture;
