@@ -1005,26 +1005,21 @@ mod tests {
 
     #[test]
     fn retention_is_in_days_with_zero_for_forever_and_agents_are_capped() {
+        use crate::service::Retention;
         use std::time::Duration;
         let day = Duration::from_secs(86_400);
         let d = with(&[]).unwrap().service;
         assert_eq!(d.max_agents, 100);
-        let r = d.retention();
         assert_eq!(
-            (
-                r.outbox,
-                r.activities,
-                r.messages,
-                r.group_updates,
-                r.dead_webhook_events
-            ),
-            (
-                Some(30 * day),
-                Some(90 * day),
-                None,
-                Some(90 * day),
-                Some(30 * day)
-            )
+            d.retention(),
+            Retention {
+                outbox: Some(30 * day),
+                activities: Some(90 * day),
+                messages: None,
+                group_updates: Some(90 * day),
+                dead_webhook_events: Some(30 * day),
+                ..Retention::default()
+            }
         );
         let c = with(&[
             ("WA_GATEWAY_MAX_AGENTS", "3"),
@@ -1037,16 +1032,16 @@ mod tests {
         .unwrap()
         .service;
         assert_eq!(c.max_agents, 3);
-        let r = c.retention();
         assert_eq!(
-            (
-                r.outbox,
-                r.activities,
-                r.messages,
-                r.group_updates,
-                r.dead_webhook_events
-            ),
-            (None, Some(7 * day), Some(365 * day), Some(day), None)
+            c.retention(),
+            Retention {
+                outbox: None,
+                activities: Some(7 * day),
+                messages: Some(365 * day),
+                group_updates: Some(day),
+                dead_webhook_events: None,
+                ..Retention::default()
+            }
         );
         let v = file_values("retention_messages_days = 30\nmax_agents = 5").unwrap();
         let c = Config::from_lookup(|k| v.get(k).cloned()).unwrap().service;

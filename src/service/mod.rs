@@ -1,6 +1,7 @@
 //! The service: one WhatsApp client per (subaccount, agent) over one store, started by
 //! `connect`, resumed at start-up when still linked, stopped by `disconnect` or shutdown. It
-//! keeps the connection rows and the activity log current from each client's events. It knows
+//! keeps the connection rows and the activity log current from each client's events; its
+//! in-memory maps hold only what is in use, and a maintenance task prunes old rows. It knows
 //! the client and the store; it knows nothing of HTTP (the `api` layer maps its answers).
 
 mod agents;

@@ -101,25 +101,35 @@ impl Store {
         before_ms: i64,
         limit: u32,
     ) -> Result<u64, StoreError> {
-        self.prune_batch(
-            "DELETE FROM webhook_events WHERE pk IN (SELECT pk FROM webhook_events \
-             WHERE state = 'delivered' AND delivered_ms < ? ORDER BY delivered_ms LIMIT ?)",
-            before_ms,
-            limit,
-        )
-        .await
+        self.prune_events("delivered", "delivered_ms", before_ms, limit)
+            .await
     }
 
-    /// Deletes up to `limit` dead-lettered webhook events that died before `before_ms` (they
-    /// can no longer be redelivered). Pending ones are never pruned.
+    /// Deletes up to `limit` dead-lettered webhook events that died (`next_ms` is set to that
+    /// moment) before `before_ms`: they can no longer be redelivered. Pending ones are never
+    /// pruned.
     pub async fn prune_dead_webhook_events(
         &self,
         before_ms: i64,
         limit: u32,
     ) -> Result<u64, StoreError> {
+        self.prune_events("failed", "next_ms", before_ms, limit)
+            .await
+    }
+
+    /// Events in `state` whose `at` column is before `before_ms`, oldest first.
+    async fn prune_events(
+        &self,
+        state: &'static str,
+        at: &'static str,
+        before_ms: i64,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
         self.prune_batch(
-            "DELETE FROM webhook_events WHERE pk IN (SELECT pk FROM webhook_events \
-             WHERE state = 'failed' AND next_ms < ? ORDER BY next_ms LIMIT ?)",
+            &format!(
+                "DELETE FROM webhook_events WHERE pk IN (SELECT pk FROM webhook_events \
+                 WHERE state = '{state}' AND {at} < ? ORDER BY {at} LIMIT ?)"
+            ),
             before_ms,
             limit,
         )

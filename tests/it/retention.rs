@@ -253,10 +253,8 @@ async fn old_rows_go_in_batches_and_rows_still_needed_stay() {
         assert_eq!(n, 0);
         let receipts = count(
             &side,
-            &format!(
-                "SELECT COUNT(*) FROM message_receipts WHERE message_pk NOT IN \
-                 (SELECT pk FROM messages)"
-            ),
+            "SELECT COUNT(*) FROM message_receipts WHERE message_pk NOT IN \
+             (SELECT pk FROM messages)",
         )
         .await;
         assert_eq!(receipts, 0, "no receipt outlives its message");
