@@ -138,8 +138,8 @@ pub struct ServiceConfig {
     /// Days activities are kept (`WA_GATEWAY_RETENTION_ACTIVITIES_DAYS`, default 90; 0:
     /// forever).
     pub retention_activities_days: u64,
-    /// Days messages and their receipts are kept (`WA_GATEWAY_RETENTION_MESSAGES_DAYS`,
-    /// default 0: forever).
+    /// Days messages and their receipts are kept, by the message's own time
+    /// (`WA_GATEWAY_RETENTION_MESSAGES_DAYS`, default 0: forever).
     pub retention_messages_days: u64,
     /// Days group changes are kept (`WA_GATEWAY_RETENTION_GROUP_UPDATES_DAYS`, default 90; 0:
     /// forever).

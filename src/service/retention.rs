@@ -21,7 +21,7 @@ pub struct Retention {
     pub outbox: Option<Duration>,
     /// Activities (`WA_GATEWAY_RETENTION_ACTIVITIES_DAYS`, 90).
     pub activities: Option<Duration>,
-    /// Messages and their receipts, by when they were stored
+    /// Messages and their receipts, by the message's own time
     /// (`WA_GATEWAY_RETENTION_MESSAGES_DAYS`; kept forever by default: the history is what
     /// the API serves, and pruning it is the operator's call).
     pub messages: Option<Duration>,
@@ -142,18 +142,24 @@ impl Service {
             }
         }
         if let Some(before) = cut(r.messages) {
-            let mut from = MessageCursor::START;
-            loop {
-                if self.stopping.load(Relaxed) {
-                    return Ok(report);
+            let before_s = before / 1000;
+            for account in self.store.account_ids().await? {
+                let mut from = MessageCursor::START;
+                loop {
+                    if self.stopping.load(Relaxed) {
+                        return Ok(report);
+                    }
+                    let b = self
+                        .store
+                        .prune_messages(account, before_s, from, limit)
+                        .await?;
+                    report.batches += 1;
+                    report.messages += b.deleted;
+                    report.receipts += b.receipts;
+                    let Some(next) = b.next else { break };
+                    from = next;
+                    tokio::time::sleep(BETWEEN_BATCHES).await;
                 }
-                let b = self.store.prune_messages(before, from, limit).await?;
-                report.batches += 1;
-                report.messages += b.deleted;
-                report.receipts += b.receipts;
-                let Some(next) = b.next else { break };
-                from = next;
-                tokio::time::sleep(BETWEEN_BATCHES).await;
             }
         }
         Ok(report)

@@ -7,20 +7,21 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{AccountId, Store, StoreError};
 
-/// Where a pass over old messages has got to: the (stored time, pk) of the last row it looked
-/// at. Rows kept back (still needed) are passed over, not looked at again in the same pass.
+/// Where a pass over one account's old messages has got to: the (time, pk) of the last row
+/// it looked at. Rows kept back (still needed) are passed over, not looked at again in the
+/// same pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MessageCursor {
-    created_ms: i64,
+    ts: i64,
     pk: i64,
 }
 
 impl MessageCursor {
     /// Before every row.
     pub const START: MessageCursor = MessageCursor {
-        created_ms: i64::MIN,
+        ts: i64::MIN,
         pk: i64::MIN,
     };
 }
@@ -32,7 +33,7 @@ pub struct MessageBatch {
     pub deleted: u64,
     /// Receipts deleted with them.
     pub receipts: u64,
-    /// Where the next batch starts; None when the pass is over (no old row is left past it).
+    /// Where the next batch starts; None when the account's pass is over.
     pub next: Option<MessageCursor>,
 }
 
@@ -48,7 +49,10 @@ const RECEIPT_BUDGET: i64 = 5_000;
 ///   redeliverable): the event's body may still have to be made from the row;
 /// - it is a reaction, edit or delete whose target is still stored: replacing the target (an
 ///   undecryptable placeholder by the message once it decrypts) replays what acts on it from
-///   these rows, so they go with or after their target, never before.
+///   these rows, so they go with or after their target. The target is looked for among the
+///   chat's rows no newer than `m` (a target precedes what acts on it; rows older than `m` the
+///   pass has already pruned, so the look is short); one whose sender's clock ran ahead is
+///   missed, and `m` goes first: what it did stays applied on the target.
 const MAY_GO: &str = "m.status <> 'pending' \
      AND NOT (m.from_me = 1 AND EXISTS (SELECT 1 FROM outbox o WHERE o.account_id = m.account_id \
      AND o.state = 'queued' AND o.message_id = m.id)) \
@@ -56,7 +60,7 @@ const MAY_GO: &str = "m.status <> 'pending' \
      AND e.state <> 'delivered') \
      AND NOT (m.target_id IS NOT NULL AND m.type IN ('reaction', 'edit', 'revoke') \
      AND EXISTS (SELECT 1 FROM messages t WHERE t.account_id = m.account_id AND t.chat = m.chat \
-     AND t.id = m.target_id AND t.type NOT IN ('reaction', 'edit', 'revoke')))";
+     AND t.ts <= m.ts AND t.id = m.target_id AND t.type NOT IN ('reaction', 'edit', 'revoke')))";
 
 impl Store {
     /// Deletes up to `limit` finished sends (`done`, `failed`, `cancelled`, `expired`; never a
@@ -145,25 +149,34 @@ impl Store {
             .rows_affected())
     }
 
-    /// Looks at up to `limit` messages stored before `before_ms`, from `from` on, and deletes
-    /// those no other row still needs (see `MAY_GO`) with their receipts, in one transaction.
-    /// A message that is kept stays until a later pass finds it free. A redelivery of a
-    /// message after it was pruned is stored as new.
+    /// Every account (each pass over messages goes account by account, along its index).
+    pub async fn account_ids(&self) -> Result<Vec<AccountId>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM accounts ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Looks at up to `limit` messages of `account` dated before `before_s` (their own time,
+    /// unix seconds), from `from` on, and deletes those no other row still needs (see
+    /// `MAY_GO`) with their receipts, in one transaction. A message that is kept stays until a
+    /// later pass finds it free. A redelivery of a message after it was pruned is stored as new.
     pub async fn prune_messages(
         &self,
-        before_ms: i64,
+        account: AccountId,
+        before_s: i64,
         from: MessageCursor,
         limit: u32,
     ) -> Result<MessageBatch, StoreError> {
         let mut tx = self.pool.begin_with(super::WRITE_TX).await?;
         let rows = sqlx::query(&format!(
-            "SELECT m.pk, m.created_ms, ({MAY_GO}) AS may_go, \
+            "SELECT m.pk, m.ts, ({MAY_GO}) AS may_go, \
              (SELECT COUNT(*) FROM message_receipts r WHERE r.message_pk = m.pk) AS receipts \
-             FROM messages m WHERE m.created_ms < ? AND (m.created_ms, m.pk) > (?, ?) \
-             ORDER BY m.created_ms, m.pk LIMIT ?"
+             FROM messages m WHERE m.account_id = ? AND m.ts < ? AND (m.ts, m.pk) > (?, ?) \
+             ORDER BY m.ts, m.pk LIMIT ?"
         ))
-        .bind(before_ms)
-        .bind(from.created_ms)
+        .bind(account)
+        .bind(before_s)
+        .bind(from.ts)
         .bind(from.pk)
         .bind(i64::from(limit.max(1)))
         .fetch_all(&mut *tx)
@@ -182,7 +195,7 @@ impl Store {
                 receipts = receipts.saturating_add(n);
             }
             last = Some(MessageCursor {
-                created_ms: r.try_get("created_ms")?,
+                ts: r.try_get("ts")?,
                 pk,
             });
         }

@@ -56,7 +56,7 @@ async fn count(store: &Store, sql: &str) -> i64 {
         .unwrap()
 }
 
-/// Stores a message row of `account` in chat `c@s.whatsapp.net`, stored `age_ms` ago.
+/// Stores a message row of `account` in chat `c@s.whatsapp.net`, dated (and stored) `age_ms` ago.
 #[allow(clippy::too_many_arguments)]
 async fn message(
     store: &Store,
@@ -162,7 +162,7 @@ async fn old_rows_go_in_batches_and_rows_still_needed_stay() {
         })
         .await;
         exec(&side, &format!(
-            "UPDATE messages SET created_ms = created_ms - 2 * {DAY_MS} WHERE account_id = {l}"
+            "UPDATE messages SET ts = ts - 2 * 86400 WHERE account_id = {l}"
         ))
         .await;
         exec(&side, &format!(
