@@ -179,7 +179,7 @@ fn main() {
             receiver_cpu.as_secs_f64() * 1e3,
         );
         let delivered = store
-            .webhook_events(hooked, Some("delivered"), 1, 0)
+            .webhook_events(hooked, Some(wa_gateway::store::DeliveryState::Delivered), 1, 0)
             .await
             .unwrap();
         assert_eq!(delivered.len(), 1, "recorded as delivered");

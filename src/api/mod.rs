@@ -299,6 +299,13 @@ impl ApiError {
         }
     }
 
+    /// A send's failure, with the status and code [`SendFailure`] gives it.
+    pub fn from_failure(f: crate::service::SendFailure, message: impl Into<String>) -> ApiError {
+        let status =
+            StatusCode::from_u16(f.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError::new(status, f.code(), message)
+    }
+
     /// 400 with `code`.
     pub fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
@@ -307,7 +314,7 @@ impl ApiError {
 
 impl From<crate::service::ServiceError> for ApiError {
     fn from(e: crate::service::ServiceError) -> ApiError {
-        use crate::client::SendError;
+        use crate::service::SendFailure;
         use crate::service::ServiceError as S;
         match &e {
             S::NotFound => {
@@ -341,31 +348,9 @@ impl From<crate::service::ServiceError> for ApiError {
                 "connection_failed",
                 format!("the connection ended: {code}"),
             ),
-            S::Send(SendError::NotOnWhatsApp(_)) => ApiError::bad("not_on_whatsapp", e.to_string()),
-            S::Send(SendError::InvalidText(_)) => ApiError::bad("invalid_message", e.to_string()),
-            S::Send(SendError::UnsupportedRecipient(_)) => {
-                ApiError::bad("invalid_to", e.to_string())
+            S::Send(send) if let Some(f) = SendFailure::of(send) => {
+                ApiError::from_failure(f, e.to_string())
             }
-            S::Send(SendError::NotInGroup(_)) => {
-                ApiError::new(StatusCode::FORBIDDEN, "not_in_group", e.to_string())
-            }
-            S::Send(SendError::NotConnected) => {
-                ApiError::new(StatusCode::CONFLICT, "not_connected", e.to_string())
-            }
-            S::Send(SendError::Refused { code, .. }) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                match code {
-                    463 => "privacy_token_required",
-                    421 => "stale_group",
-                    _ => "refused_by_whatsapp",
-                },
-                e.to_string(),
-            ),
-            S::Send(SendError::Iq(_)) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "whatsapp_unreachable",
-                e.to_string(),
-            ),
             // Our side failed: no detail of it reaches the caller.
             _ => {
                 tracing::error!(error = %e, "request failed on our side");

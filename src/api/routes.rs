@@ -21,8 +21,8 @@ use super::schema::{
 };
 use super::{ApiError, AppState, Op};
 use crate::binary::{Jid, Server};
-use crate::service::OutboxRow;
-use crate::service::{Connected, Status, message_id, message_json, wire_user};
+use crate::service::{Connected, ConnectionStatus, Status, message_id, message_json, wire_user};
+use crate::service::{OutboxRow, OutboxState, SendFailure};
 use crate::util::clock::iso8601_ms;
 
 /// Longest text (bytes), as the client accepts.
@@ -72,8 +72,8 @@ fn qr_url(code: &str) -> Value {
 /// A status as the guide shows it. The QR code links a phone to the account, so only callers
 /// who may write (who could `connect` themselves) see it; viewers learn only that one shows.
 fn status_json(s: &Status, may_write: bool) -> Value {
-    if s.status == "not_initialized" {
-        return json!({ "isConnected": false, "status": "not_initialized" });
+    if s.status == ConnectionStatus::NotInitialized {
+        return json!({ "isConnected": false, "status": s.status });
     }
     let mut v = json!({
         "isConnected": s.is_connected,
@@ -89,6 +89,9 @@ fn status_json(s: &Status, may_write: bool) -> Value {
     }
     if let Some(code) = &s.code {
         v["code"] = json!(code);
+    }
+    if let Some(reason) = &s.reason {
+        v["reason"] = json!(reason);
     }
     if let Some(t) = &s.reachout_timelock {
         v["reachoutTimelock"] = json!({
@@ -335,36 +338,26 @@ fn send_answer(row: &OutboxRow, waited: bool) -> Result<(&'static str, Value), A
         .result
         .as_deref()
         .and_then(|r| serde_json::from_str(r).ok());
-    match (row.state.as_str(), result) {
+    match (row.state, result) {
         // Cancelled (disconnected first) and expired (past WA_GATEWAY_SEND_TTL) sends were
         // never sent: errors, as refusals are.
-        ("failed" | "cancelled" | "expired", Some(r)) => {
-            let code = r["error"]["code"].as_str().unwrap_or("send_failed");
+        (OutboxState::Failed | OutboxState::Cancelled | OutboxState::Expired, Some(r)) => {
+            let failure = r["error"]["code"]
+                .as_str()
+                .and_then(SendFailure::from_code)
+                .unwrap_or(SendFailure::SendFailed);
             let message = r["error"]["message"]
                 .as_str()
                 .unwrap_or("not sent")
                 .to_owned();
-            let (status, code) = match code {
-                "not_on_whatsapp" => (StatusCode::BAD_REQUEST, "not_on_whatsapp"),
-                "invalid_message" => (StatusCode::BAD_REQUEST, "invalid_message"),
-                "invalid_to" => (StatusCode::BAD_REQUEST, "invalid_to"),
-                "not_in_group" => (StatusCode::FORBIDDEN, "not_in_group"),
-                "privacy_token_required" => {
-                    (StatusCode::UNPROCESSABLE_ENTITY, "privacy_token_required")
-                }
-                "refused_by_whatsapp" => (StatusCode::UNPROCESSABLE_ENTITY, "refused_by_whatsapp"),
-                "cancelled" => (StatusCode::CONFLICT, "send_cancelled"),
-                "expired" => (StatusCode::CONFLICT, "send_expired"),
-                _ => (StatusCode::SERVICE_UNAVAILABLE, "whatsapp_unreachable"),
-            };
-            Err(ApiError::new(status, code, message))
+            Err(ApiError::from_failure(failure, message))
         }
-        ("done", Some(r)) if r["status"] == json!("pending") => Ok((
+        (OutboxState::Done, Some(r)) if r["status"] == json!("pending") => Ok((
             "WhatsApp message accepted, not yet confirmed: WhatsApp did not ack it in time; \
              it is sent again with the same id until it does",
             r,
         )),
-        ("done", Some(r)) => Ok(("WhatsApp message sent successfully", r)),
+        (OutboxState::Done, Some(r)) => Ok(("WhatsApp message sent successfully", r)),
         _ => {
             let to: Jid = row.to.parse().map_err(|_| {
                 ApiError::new(
@@ -465,6 +458,8 @@ pub(super) async fn connections(
                     "subaccountId": c.subaccount_id,
                     "agentId": c.agent_id,
                     "status": c.status,
+                    "code": c.code,
+                    "reason": c.reason,
                     "phoneNumber": c.phone_number,
                     "platform": c.platform,
                     "pushname": c.pushname,

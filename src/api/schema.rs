@@ -93,11 +93,17 @@ pub(super) struct StatusData {
     platform: Option<String>,
     /// The WhatsApp display name.
     pushname: Option<String>,
-    /// `not_initialized`, `pending`, `connected`, `unresponsive`, `reconnecting`,
-    /// `disconnected`, `logged_out`, `client_outdated`, `temp_banned`, `replaced`, …
+    /// The guide's status: `not_initialized` (never connected), `pending` (on its way:
+    /// connecting, showing a QR, logging in, reconnecting), `connected` or `disconnected`.
     status: String,
-    /// The client's stable failure code, when there is one.
+    /// The precise state (absent when `not_initialized`): `connecting`, `awaiting_pair`,
+    /// `logging_in`, `connected`, `unresponsive` (logged in but silent past the keepalive's
+    /// limit), `reconnecting`, `disconnected`, `logged_out`, `qr_timeout`, `temp_banned`,
+    /// `client_outdated`, `replaced`, `error`.
     code: Option<String>,
+    /// The client's stable failure code when the state came with one (a stream error's code,
+    /// `qr_timeout`, …; `interrupted`: the service stopped before a link was made).
+    reason: Option<String>,
     /// The account's reach-out time-lock, once WhatsApp told it.
     reachout_timelock: Option<Timelock>,
 }
@@ -230,7 +236,12 @@ pub(super) struct MessagesData {
 pub(super) struct Connection {
     subaccount_id: String,
     agent_id: String,
+    /// As `status` answers it: `pending`, `connected` or `disconnected`.
     status: String,
+    /// The precise state, as `status` answers it.
+    code: String,
+    /// The client's stable failure code, as `status` answers it.
+    reason: Option<String>,
     phone_number: Option<String>,
     platform: Option<String>,
     pushname: Option<String>,
@@ -341,7 +352,7 @@ pub(super) struct WebhookEvent {
     subaccount_id: String,
     agent_id: String,
     /// `message.received`: a history message; `message.status`: `messageId`, `to`,
-    /// `status`, `errorCode`; `connection.update`: `status`, `code`, `phoneNumber`;
+    /// `status`, `errorCode`; `connection.update`: `status`, `code`, `reason`, `phoneNumber`;
     /// `message.reaction` / `message.edited` / `message.revoked`: `messageId` (the message
     /// acted on), `chat`, `by`, `fromMe`, `timestamp`, `message` (it as history now shows it),
     /// plus `emoji` and `removed` for a reaction and `admin` for a revoke.

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use crate::store::DeliveryState;
+
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -91,7 +93,7 @@ fn event_json(e: &WebhookEvent, detailed: bool) -> Value {
         "lastStatus": e.last_status,
         "lastError": if detailed { e.last_error.clone() } else { coarse_error(e) },
         "replyIgnored": e.reply_ignored.map(|r| r.as_str()),
-        "nextAttemptAt": (e.state == "pending").then(|| iso8601_ms(e.next_ms)),
+        "nextAttemptAt": (e.state == DeliveryState::Pending).then(|| iso8601_ms(e.next_ms)),
         "createdAt": iso8601_ms(e.created_ms),
         "deliveredAt": e.delivered_ms.map(iso8601_ms),
         "payload": e.payload.as_deref().and_then(|p| serde_json::from_str::<Value>(p).ok()),
@@ -299,7 +301,7 @@ pub(super) async fn deliveries(
         let state = match &query {
             Ok(Query(q)) => match q.get("status").map(String::as_str) {
                 None => None,
-                Some(s @ ("pending" | "delivered" | "failed")) => Some(s.to_owned()),
+                Some(s) if let Ok(s) = s.parse::<DeliveryState>() => Some(s),
                 Some(_) => {
                     return Err(ApiError::bad(
                         "invalid_query",
@@ -312,7 +314,7 @@ pub(super) async fn deliveries(
         let (limit, skip) = page(query)?;
         let rows = st
             .service
-            .webhook_deliveries(&sub, &agent, state.as_deref(), limit, skip)
+            .webhook_deliveries(&sub, &agent, state, limit, skip)
             .await?;
         let list: Vec<Value> = rows.iter().map(|e| event_json(e, c.may_write())).collect();
         Ok((

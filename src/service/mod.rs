@@ -6,6 +6,7 @@
 
 mod agents;
 pub mod egress;
+mod failure;
 mod outbox;
 mod registry;
 mod retention;
@@ -14,7 +15,9 @@ mod webhooks;
 pub use crate::store::outbox::OutboxRow;
 pub use crate::store::webhooks::{EVENTS as WEBHOOK_EVENTS, WebhookEvent};
 pub use crate::store::webhooks::{FailureKind, ReplyIgnored};
+pub use crate::store::{ConnectionCode, ConnectionStatus, OutboxState};
 pub use agents::DEFAULT_MAX_AGENTS;
+pub use failure::SendFailure;
 pub use outbox::Pacing;
 pub use retention::{PruneReport, Retention};
 pub use webhooks::{
@@ -119,12 +122,13 @@ pub struct Status {
     pub is_active: bool,
     /// The QR code showing now, if any.
     pub qr: Option<String>,
-    /// `not_initialized`, `pending`, `connected`, `unresponsive` (logged in but silent past
-    /// the keepalive's limit), `reconnecting`, `disconnected`, `logged_out`, `client_outdated`,
-    /// `temp_banned`, `replaced`, `qr_timeout`, `error`.
-    pub status: String,
-    /// The client's stable failure code, when there is one.
-    pub code: Option<String>,
+    /// The guide's status: `not_initialized` (never connected), `pending`, `connected` or
+    /// `disconnected`.
+    pub status: ConnectionStatus,
+    /// The precise state (None when `not_initialized`).
+    pub code: Option<ConnectionCode>,
+    /// The client's stable failure code, when the state came with one.
+    pub reason: Option<String>,
     /// The phone number once linked.
     pub phone_number: Option<String>,
     /// The phone's platform.
@@ -202,19 +206,21 @@ impl std::fmt::Debug for Service {
 
 use crate::util::clock::now_ms_i64 as now_ms;
 
-/// The connection-row status of a client state.
-fn status_name(s: &ConnState) -> &'static str {
+/// The connection row's state for a client state.
+fn state_code(s: &ConnState) -> ConnectionCode {
     match s {
-        ConnState::Connecting | ConnState::AwaitingPair | ConnState::LoggingIn => "pending",
-        ConnState::Connected => "connected",
-        ConnState::Disconnected { .. } => "reconnecting",
-        ConnState::QrTimeout => "qr_timeout",
-        ConnState::LoggedOut { .. } => "logged_out",
-        ConnState::TempBanned { .. } => "temp_banned",
-        ConnState::ClientOutdated { .. } => "client_outdated",
-        ConnState::Replaced => "replaced",
-        ConnState::LocalError { .. } => "error",
-        ConnState::Stopped => "disconnected",
+        ConnState::Connecting => ConnectionCode::Connecting,
+        ConnState::AwaitingPair => ConnectionCode::AwaitingPair,
+        ConnState::LoggingIn => ConnectionCode::LoggingIn,
+        ConnState::Connected => ConnectionCode::Connected,
+        ConnState::Disconnected { .. } => ConnectionCode::Reconnecting,
+        ConnState::QrTimeout => ConnectionCode::QrTimeout,
+        ConnState::LoggedOut { .. } => ConnectionCode::LoggedOut,
+        ConnState::TempBanned { .. } => ConnectionCode::TempBanned,
+        ConnState::ClientOutdated { .. } => ConnectionCode::ClientOutdated,
+        ConnState::Replaced => ConnectionCode::Replaced,
+        ConnState::LocalError { .. } => ConnectionCode::Error,
+        ConnState::Stopped => ConnectionCode::Disconnected,
     }
 }
 
@@ -325,12 +331,34 @@ impl Service {
     pub async fn resume(self: &Arc<Self>) -> Result<usize, ServiceError> {
         let rows = self.store.resumable_connections().await?;
         let n = rows.len();
+        let resumed: std::collections::HashSet<AccountId> =
+            rows.iter().map(|r| r.account).collect();
         for row in rows {
             let gate = self.gate(row.account);
             let _g = gate.lock().await;
             if self.session(row.account).is_none() {
                 self.start(row.account, &row.subaccount_id, &row.agent_id);
             }
+        }
+        // A row left `pending` or `connected` by a stop that no client takes up (a crash while
+        // a QR showed: nothing was linked) is disconnected now; say so, in the row and by
+        // webhook, rather than leave it `pending` for ever.
+        for account in self.store.unsettled_connections().await? {
+            if resumed.contains(&account) || self.session(account).is_some() {
+                continue;
+            }
+            let gate = self.gate(account);
+            let _g = gate.lock().await;
+            if self.session(account).is_some() {
+                continue;
+            }
+            let u = ConnectionUpdate {
+                state: Some(ConnectionCode::Disconnected),
+                reason: Some(Some("interrupted".into())),
+                disconnected: true,
+                ..Default::default()
+            };
+            self.store.update_connection(account, &u, now_ms()).await?;
         }
         Ok(n)
     }
@@ -372,7 +400,7 @@ impl Service {
                     }
                     Some(ConnectionUpdate {
                         qr_generated: Some(true),
-                        status: Some("pending".into()),
+                        state: Some(ConnectionCode::AwaitingPair),
                         ..Default::default()
                     })
                 }
@@ -399,8 +427,8 @@ impl Service {
                     )
                     .await;
                     Some(ConnectionUpdate {
-                        status: Some("connected".into()),
-                        code: Some(None),
+                        state: Some(ConnectionCode::Connected),
+                        reason: Some(None),
                         phone_number: Some(jid.user.clone()),
                         connected: true,
                         ..Default::default()
@@ -417,8 +445,8 @@ impl Service {
                     // start; `disconnect` writes its own status).
                     (!matches!(s, ConnState::Connected | ConnState::Stopped)).then(|| {
                         ConnectionUpdate {
-                            status: Some(status_name(s).into()),
-                            code: Some(s.code().map(str::to_owned)),
+                            state: Some(state_code(s)),
+                            reason: Some(s.code().map(str::to_owned)),
                             disconnected: s.is_final() && !matches!(s, ConnState::Stopped),
                             ..Default::default()
                         }
@@ -489,8 +517,8 @@ impl Service {
                     .update_connection(
                         account,
                         &ConnectionUpdate {
-                            status: Some("pending".into()),
-                            code: Some(None),
+                            state: Some(ConnectionCode::Connecting),
+                            reason: Some(None),
                             ..Default::default()
                         },
                         now_ms(),
@@ -511,7 +539,9 @@ impl Service {
                             self.status_of(account, Some(&session)).await?,
                         ));
                     }
-                    s if s.is_final() => return Err(ServiceError::Failed(status_name(&s).into())),
+                    s if s.is_final() => {
+                        return Err(ServiceError::Failed(state_code(&s).as_str().into()));
+                    }
                     _ => {}
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -541,10 +571,7 @@ impl Service {
     /// The truth about (subaccount, agent).
     pub async fn status(&self, subaccount: &str, agent: &str) -> Result<Status, ServiceError> {
         let Some(row) = self.store.connection(subaccount, agent).await? else {
-            return Ok(Status {
-                status: "not_initialized".into(),
-                ..Default::default()
-            });
+            return Ok(Status::default());
         };
         let session = self.session(row.account);
         Ok(status(Some(&row), session.as_deref(), self.liveness()))
@@ -588,8 +615,8 @@ impl Service {
             .update_connection(
                 row.account,
                 &ConnectionUpdate {
-                    status: Some("disconnected".into()),
-                    code: Some(None),
+                    state: Some(ConnectionCode::Disconnected),
+                    reason: Some(None),
                     disconnected: true,
                     ..Default::default()
                 },
@@ -670,9 +697,20 @@ impl Service {
         }
     }
 
-    /// Every connection of a subaccount.
+    /// A subaccount's connections, each with the status `status` would answer for it (its
+    /// running client's, not what the row last said).
     pub async fn connections(&self, subaccount: &str) -> Result<Vec<ConnectionRow>, ServiceError> {
-        Ok(self.store.connections(subaccount).await?)
+        let mut rows = self.store.connections(subaccount).await?;
+        for row in &mut rows {
+            let session = self.session(row.account);
+            let now = status(Some(row), session.as_deref(), self.liveness());
+            row.status = now.status;
+            if let Some(code) = now.code {
+                row.code = code;
+            }
+            row.reason = now.reason;
+        }
+        Ok(rows)
     }
 
     /// A subaccount's activities, newest first.
@@ -761,10 +799,7 @@ fn activity(
 /// A status from the stored row and the running client.
 fn status(row: Option<&ConnectionRow>, session: Option<&Session>, liveness: Duration) -> Status {
     let Some(row) = row else {
-        return Status {
-            status: "not_initialized".into(),
-            ..Default::default()
-        };
+        return Status::default();
     };
     let state = session.map(|s| s.client.state());
     // Logged in is not enough: a connection that has heard nothing (not even a pong) for longer
@@ -774,26 +809,22 @@ fn status(row: Option<&ConnectionRow>, session: Option<&Session>, liveness: Dura
         .is_none_or(|d| d > liveness);
     let is_connected = state == Some(ConnState::Connected) && !silent;
     let qr = session.and_then(|s| s.qr.lock().ok().and_then(|q| q.clone()));
+    let code = match &state {
+        Some(ConnState::Connected) if silent => ConnectionCode::Unresponsive,
+        Some(s) => state_code(s),
+        // No client runs for it: whatever the row last said, it is not on its way any more.
+        None if row.code.status() != ConnectionStatus::Disconnected => ConnectionCode::Disconnected,
+        None => row.code,
+    };
     Status {
         is_connected,
         is_active: state.as_ref().is_some_and(|s| !s.is_final()),
         qr,
-        status: match &state {
-            Some(ConnState::Connected) if silent => "unresponsive".into(),
-            Some(s) => status_name(s).into(),
-            // No client runs for it: whatever the row last said, it is not connected now.
-            None if matches!(
-                row.status.as_str(),
-                "connected" | "pending" | "reconnecting"
-            ) =>
-            {
-                "disconnected".into()
-            }
-            None => row.status.clone(),
-        },
-        code: match &state {
+        status: code.status(),
+        code: Some(code),
+        reason: match &state {
             Some(s) => s.code().map(str::to_owned),
-            None => row.code.clone(),
+            None => row.reason.clone(),
         },
         phone_number: row.phone_number.clone(),
         platform: row.platform.clone(),

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Service, ServiceError, Session, now_ms, wire_user};
+use super::{SendFailure, Service, ServiceError, Session, now_ms, wire_user};
 use crate::binary::Jid;
-use crate::client::{ConnState, MessageStatus, SendError};
+use crate::client::{ConnState, SendError};
+use crate::store::OutboxState;
 use crate::store::connections::ConnectionRow;
 use crate::store::outbox::{NewSend, OutboxRow};
 
@@ -95,40 +96,6 @@ impl Pacer {
     }
 }
 
-/// The outbox state and stable code of a send refusal that will not change by trying again.
-fn final_error(e: &SendError) -> Option<(&'static str, &'static str)> {
-    if !e.is_final() {
-        return None;
-    }
-    Some(match e {
-        SendError::NotOnWhatsApp(_) => ("failed", "not_on_whatsapp"),
-        SendError::InvalidText(_) => ("failed", "invalid_message"),
-        SendError::UnsupportedRecipient(_) => ("failed", "invalid_to"),
-        SendError::NotInGroup(_) => ("failed", "not_in_group"),
-        SendError::Refused { code: 463, .. }
-        | SendError::AlreadyEnded {
-            status: MessageStatus::Failed,
-            code: Some(463),
-            ..
-        } => ("failed", "privacy_token_required"),
-        SendError::Refused { .. }
-        | SendError::AlreadyEnded {
-            status: MessageStatus::Failed,
-            code: Some(_),
-            ..
-        } => ("failed", "refused_by_whatsapp"),
-        SendError::AlreadyEnded {
-            status: MessageStatus::Cancelled,
-            ..
-        } => ("cancelled", "cancelled"),
-        SendError::AlreadyEnded {
-            status: MessageStatus::Expired,
-            ..
-        } => ("expired", "expired"),
-        _ => ("failed", "send_failed"),
-    })
-}
-
 impl Service {
     /// Accepts a send from (subaccount, agent): recorded (with its idempotency key) before
     /// anything else; the account's drain sends it. A retried request with the same key gets
@@ -160,11 +127,8 @@ impl Service {
         }
         let state = session.as_ref().map(|s| s.client.state());
         if state != Some(ConnState::Connected) {
-            let name = state
-                .as_ref()
-                .map(super::status_name)
-                .unwrap_or(&row.status);
-            return Err(ServiceError::NotConnected(name.to_owned()));
+            let code = state.as_ref().map(super::state_code).unwrap_or(row.code);
+            return Err(ServiceError::NotConnected(code.as_str().to_owned()));
         }
         let queued = self.enqueue(&row, to, text, user, idem_key).await?;
         // A concurrent request with the same key may have been recorded first.
@@ -216,7 +180,7 @@ impl Service {
                 .send_row(pk)
                 .await?
                 .ok_or(ServiceError::SendGone)?;
-            if row.state != "queued" || Instant::now() >= deadline {
+            if row.state != OutboxState::Queued || Instant::now() >= deadline {
                 return Ok(row);
             }
             let _ = tokio::time::timeout_at(deadline, notified).await;
@@ -267,10 +231,11 @@ impl Service {
                 }
             };
             let Ok(to) = row.to.parse::<Jid>() else {
+                let f = SendFailure::InvalidTo;
                 self.finish(
                     &row,
-                    "failed",
-                    error_json("invalid_to", "unreadable recipient"),
+                    f.outbox_state(),
+                    f.result_json("unreadable recipient"),
                 )
                 .await;
                 continue;
@@ -305,7 +270,7 @@ impl Service {
                         "timestamp": sent.timestamp,
                         "status": sent.status.as_str(),
                     });
-                    self.finish(&row, "done", result).await;
+                    self.finish(&row, OutboxState::Done, result).await;
                     self.activity(
                         &session,
                         row.user_id.as_deref(),
@@ -318,10 +283,10 @@ impl Service {
                     )
                     .await;
                 }
-                Err(e) => match final_error(&e) {
-                    Some((state, code)) => {
+                Err(e) => match SendFailure::final_of(&e) {
+                    Some(f) => {
                         attempts = 0;
-                        self.finish(&row, state, error_json(code, &e.to_string()))
+                        self.finish(&row, f.outbox_state(), f.result_json(&e.to_string()))
                             .await;
                     }
                     None if matches!(e, SendError::NotConnected) => {
@@ -332,7 +297,8 @@ impl Service {
                         tracing::warn!(error = %e, attempts, "send failed; trying again");
                         if attempts >= MAX_ATTEMPTS {
                             attempts = 0;
-                            self.finish(&row, "failed", error_json("send_failed", &e.to_string()))
+                            let f = SendFailure::SendFailed;
+                            self.finish(&row, f.outbox_state(), f.result_json(&e.to_string()))
                                 .await;
                         } else {
                             let backoff = Duration::from_millis(250 << attempts.min(7));
@@ -344,7 +310,7 @@ impl Service {
         }
     }
 
-    async fn finish(&self, row: &OutboxRow, state: &str, result: serde_json::Value) {
+    async fn finish(&self, row: &OutboxRow, state: OutboxState, result: serde_json::Value) {
         if let Err(e) = self
             .store
             .finish_send(row.pk, state, &result.to_string())
@@ -364,10 +330,6 @@ fn same_request(row: OutboxRow, to: &Jid, text: &str) -> Result<OutboxRow, Servi
     } else {
         Err(ServiceError::IdempotencyKeyReused)
     }
-}
-
-fn error_json(code: &str, message: &str) -> serde_json::Value {
-    serde_json::json!({ "error": { "code": code, "message": message } })
 }
 
 #[cfg(test)]

@@ -24,11 +24,11 @@ use super::{Service, ServiceError, egress, now_ms, wire_user};
 use crate::binary::Jid;
 use crate::client::messages::StoredMessage;
 use crate::client::messenger::MAX_TEXT_BYTES;
-use crate::store::AccountId;
 use crate::store::connections::ConnectionRow;
 use crate::store::webhooks::{
     self as kinds, Attempt, FailureKind, ReplyIgnored, Webhook, WebhookEvent,
 };
+use crate::store::{AccountId, DeliveryState};
 use crate::util::clock::iso8601_ms;
 use tokio::sync::mpsc;
 
@@ -223,7 +223,7 @@ impl Service {
         &self,
         subaccount: &str,
         agent: &str,
-        state: Option<&str>,
+        state: Option<DeliveryState>,
         limit: u32,
         skip: u32,
     ) -> Result<Vec<WebhookEvent>, ServiceError> {
@@ -367,11 +367,26 @@ impl Service {
                 }
                 data
             }
-            _ => json!({
-                "status": e.status,
-                "code": e.data,
-                "phoneNumber": conn.phone_number,
-            }),
+            _ => {
+                // `{code, reason}` (an event queued before codes moved out of `status` carries
+                // the bare reason: its status is what the row then said).
+                let d = e.data.as_deref().map(serde_json::from_str::<Value>);
+                let (code, reason) = match d {
+                    Some(Ok(Value::Object(o))) => {
+                        (o.get("code").cloned(), o.get("reason").cloned())
+                    }
+                    _ => (
+                        e.status.clone().map(Value::String),
+                        e.data.clone().map(Value::String),
+                    ),
+                };
+                json!({
+                    "status": e.status,
+                    "code": code,
+                    "reason": reason,
+                    "phoneNumber": conn.phone_number,
+                })
+            }
         };
         Ok(json!({
             "id": e.id,
@@ -451,7 +466,7 @@ impl Service {
         let a = match outcome {
             Outcome::Delivered { reply_ignored } => Attempt {
                 pk: e.pk,
-                state: "delivered".into(),
+                state: DeliveryState::Delivered,
                 next_ms: now,
                 http_status: None,
                 error: None,
@@ -466,16 +481,16 @@ impl Service {
                 let waited = Duration::from_millis(u64::try_from(now - e.since_ms).unwrap_or(0));
                 let (state, next) = if waited >= settings.dead_after {
                     tracing::warn!(event = %e.id, %error, "webhook event dead-lettered");
-                    ("failed", now)
+                    (DeliveryState::Failed, now)
                 } else {
                     (
-                        "pending",
+                        DeliveryState::Pending,
                         now.saturating_add(millis(settings.backoff(attempt))),
                     )
                 };
                 Attempt {
                     pk: e.pk,
-                    state: state.into(),
+                    state,
                     next_ms: next,
                     http_status: status,
                     error: Some(error),

@@ -5,6 +5,7 @@
 use sqlx::Row;
 
 use super::rows::{COLUMNS, LISTED, from_row};
+use super::states::{ConnectionCode, ConnectionStatus};
 use super::webhooks::{self, NewEvent};
 use super::{AccountId, Store, StoreError};
 use crate::client::messages::StoredMessage;
@@ -18,10 +19,13 @@ pub struct ConnectionRow {
     pub subaccount_id: String,
     /// The chat agent.
     pub agent_id: String,
-    /// `pending`, `connected`, `disconnected`, `logged_out`, …
-    pub status: String,
-    /// The client's stable failure code, when there is one.
-    pub code: Option<String>,
+    /// The guide's status (always `code`'s status).
+    pub status: ConnectionStatus,
+    /// The precise state.
+    pub code: ConnectionCode,
+    /// The client's stable failure code (a stream error's code, `qr_timeout`, …), when the
+    /// last state had one.
+    pub reason: Option<String>,
     /// Whether a QR code was ever shown for it.
     pub qr_generated: bool,
     /// The phone number once linked.
@@ -45,10 +49,10 @@ pub struct ConnectionRow {
 /// A change to a connection row: fields left None keep their value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnectionUpdate {
-    /// The new status.
-    pub status: Option<String>,
+    /// The new state (its status goes with it: the two never disagree).
+    pub state: Option<ConnectionCode>,
     /// The failure code (Some(None) clears it).
-    pub code: Option<Option<String>>,
+    pub reason: Option<Option<String>>,
     /// A QR code was shown.
     pub qr_generated: Option<bool>,
     /// The phone number.
@@ -95,7 +99,7 @@ pub struct HistoryRow {
 }
 
 const CONNECTION_COLUMNS: &str = "c.account_id, a.subaccount_id, a.agent_id, c.status, c.code, \
-     c.qr_generated, c.phone_number, c.platform, c.pushname, c.created_by, c.created_at, \
+     c.reason, c.qr_generated, c.phone_number, c.platform, c.pushname, c.created_by, c.created_at, \
      c.updated_at, c.connected_at, c.disconnected_at";
 
 fn connection_row(r: &sqlx::sqlite::SqliteRow) -> Result<ConnectionRow, sqlx::Error> {
@@ -105,6 +109,7 @@ fn connection_row(r: &sqlx::sqlite::SqliteRow) -> Result<ConnectionRow, sqlx::Er
         agent_id: r.try_get("agent_id")?,
         status: r.try_get("status")?,
         code: r.try_get("code")?,
+        reason: r.try_get("reason")?,
         qr_generated: r.try_get("qr_generated")?,
         phone_number: r.try_get("phone_number")?,
         platform: r.try_get("platform")?,
@@ -118,7 +123,8 @@ fn connection_row(r: &sqlx::sqlite::SqliteRow) -> Result<ConnectionRow, sqlx::Er
 }
 
 impl Store {
-    /// The connection row of `account`, made (status `pending`, by `user`) if there is none.
+    /// The connection row of `account`, made (`pending`, `connecting`, by `user`) if there is
+    /// none.
     pub async fn open_connection(
         &self,
         account: AccountId,
@@ -126,10 +132,12 @@ impl Store {
         now_ms: i64,
     ) -> Result<ConnectionRow, StoreError> {
         sqlx::query(
-            "INSERT INTO connections (account_id, status, created_by, created_at, updated_at) \
-             VALUES (?, 'pending', ?, ?, ?) ON CONFLICT (account_id) DO NOTHING",
+            "INSERT INTO connections (account_id, status, code, created_by, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id) DO NOTHING",
         )
         .bind(account)
+        .bind(ConnectionCode::Connecting.status())
+        .bind(ConnectionCode::Connecting)
         .bind(user)
         .bind(now_ms)
         .bind(now_ms)
@@ -147,13 +155,13 @@ impl Store {
         u: &ConnectionUpdate,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let (set_code, code) = match &u.code {
+        let (set_reason, reason) = match &u.reason {
             Some(c) => (true, c.clone()),
             None => (false, None),
         };
         let mut tx = self.pool.begin_with(super::WRITE_TX).await?;
-        let before: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT status, code FROM connections WHERE account_id = ?")
+        let before: Option<(ConnectionCode, Option<String>)> =
+            sqlx::query_as("SELECT code, reason FROM connections WHERE account_id = ?")
                 .bind(account)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -161,8 +169,8 @@ impl Store {
             return Ok(());
         };
         sqlx::query(
-            "UPDATE connections SET status = COALESCE(?, status), \
-             code = CASE WHEN ? THEN ? ELSE code END, \
+            "UPDATE connections SET status = COALESCE(?, status), code = COALESCE(?, code), \
+             reason = CASE WHEN ? THEN ? ELSE reason END, \
              qr_generated = COALESCE(?, qr_generated), \
              phone_number = COALESCE(?, phone_number), platform = COALESCE(?, platform), \
              pushname = COALESCE(?, pushname), updated_at = ?, \
@@ -170,9 +178,10 @@ impl Store {
              disconnected_at = CASE WHEN ? THEN ? ELSE disconnected_at END \
              WHERE account_id = ?",
         )
-        .bind(u.status.as_deref())
-        .bind(set_code)
-        .bind(code.as_deref())
+        .bind(u.state.map(ConnectionCode::status))
+        .bind(u.state)
+        .bind(set_reason)
+        .bind(reason.as_deref())
         .bind(u.qr_generated)
         .bind(u.phone_number.as_deref())
         .bind(u.platform.as_deref())
@@ -185,14 +194,15 @@ impl Store {
         .bind(account)
         .execute(&mut *tx)
         .await?;
-        // A webhook hears of a change of status (or of its failure code), once.
-        let status = u.status.clone().unwrap_or_else(|| before.0.clone());
-        let code = if set_code { code } else { before.1.clone() };
-        if (status.as_str(), code.as_deref()) != (before.0.as_str(), before.1.as_deref()) {
+        // A webhook hears of a change of state (or of its reason), once.
+        let code = u.state.unwrap_or(before.0);
+        let reason = if set_reason { reason } else { before.1.clone() };
+        if (code, reason.as_deref()) != (before.0, before.1.as_deref()) {
+            let data = serde_json::json!({ "code": code.as_str(), "reason": reason }).to_string();
             let e = NewEvent {
                 kind: webhooks::CONNECTION_UPDATE,
-                status: Some(&status),
-                data: code.as_deref(),
+                status: Some(code.status().as_str()),
+                data: Some(&data),
                 ..Default::default()
             };
             webhooks::enqueue(&mut tx, account, e).await?;
@@ -251,12 +261,22 @@ impl Store {
         let rows = sqlx::query(&format!(
             "SELECT {CONNECTION_COLUMNS} FROM connections c JOIN accounts a ON a.id = c.account_id \
              JOIN creds k ON k.account_id = c.account_id \
-             WHERE k.jid IS NOT NULL AND c.status NOT IN ('disconnected', 'logged_out') \
+             WHERE k.jid IS NOT NULL AND c.code NOT IN ('disconnected', 'logged_out') \
              ORDER BY c.account_id"
         ))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(connection_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Accounts whose row says a client is on its way (`pending` or `connected`).
+    pub async fn unsettled_connections(&self) -> Result<Vec<AccountId>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT account_id FROM connections WHERE status != ? ORDER BY 1")
+                .bind(ConnectionStatus::Disconnected)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Logs an activity of an agent that exists; returns its id (None once the agent was

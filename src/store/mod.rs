@@ -12,6 +12,7 @@ pub mod prune;
 mod rows;
 mod seal;
 pub mod signal;
+pub mod states;
 pub mod webhooks;
 
 use std::borrow::Cow;
@@ -28,6 +29,7 @@ pub use error::StoreError;
 pub use messages::CommitStats;
 pub use seal::StoreKey;
 pub use signal::SqliteSignalStore;
+pub use states::{ConnectionCode, ConnectionStatus, DeliveryState, OutboxState};
 
 /// Embedded migrations (no runtime files, no proc-macro): version, description, SQL.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -99,8 +101,13 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         15,
+        "connection codes",
+        include_str!("../../migrations/0015_connection_codes.sql"),
+    ),
+    (
+        16,
         "retention",
-        include_str!("../../migrations/0015_retention.sql"),
+        include_str!("../../migrations/0016_retention.sql"),
     ),
 ];
 

@@ -6,6 +6,7 @@
 
 use sqlx::{Row, SqliteConnection};
 
+use super::states::OutboxState;
 use super::webhooks::{self, NewEvent};
 use super::{AccountId, Store, StoreError};
 use crate::client::messages::{MessageStatus, StatusUpdate};
@@ -27,8 +28,8 @@ pub struct OutboxRow {
     pub body: String,
     /// Who asked.
     pub user_id: Option<String>,
-    /// `queued`, `done`, `failed`, `cancelled` or `expired`.
-    pub state: String,
+    /// Where it is.
+    pub state: OutboxState,
     /// The JSON answer once done or failed.
     pub result: Option<String>,
     /// When it was accepted (unix ms).
@@ -153,8 +154,13 @@ impl Store {
         Ok(r.as_ref().map(row).transpose()?)
     }
 
-    /// Ends a queued send: `done` or `failed`, with its JSON answer.
-    pub async fn finish_send(&self, pk: i64, state: &str, result: &str) -> Result<(), StoreError> {
+    /// Ends a queued send in `state`, with its JSON answer.
+    pub async fn finish_send(
+        &self,
+        pk: i64,
+        state: OutboxState,
+        result: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE outbox SET state = ?, result = ? WHERE pk = ? AND state = 'queued'")
             .bind(state)
             .bind(result)

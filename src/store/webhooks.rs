@@ -7,6 +7,7 @@ use sqlx::{Row, SqliteConnection};
 use zeroize::Zeroizing;
 
 use super::seal::row as sealed_row;
+use super::states::DeliveryState;
 use super::{AccountId, Store, StoreError};
 
 /// An inbound message was stored.
@@ -178,8 +179,8 @@ pub struct WebhookEvent {
     pub data: Option<String>,
     /// The body as first sent.
     pub payload: Option<String>,
-    /// `pending`, `delivered` or `failed` (dead-lettered).
-    pub state: String,
+    /// Where its delivery is.
+    pub state: DeliveryState,
     /// Attempts so far.
     pub attempts: i64,
     /// When the next attempt is due (unix ms).
@@ -245,8 +246,8 @@ const HEADS: &str = "SELECT MIN(pk) AS head FROM webhook_events WHERE state = 'p
 pub struct Attempt {
     /// The event.
     pub pk: i64,
-    /// `delivered`, `pending` (to try again at `next_ms`) or `failed` (dead-lettered).
-    pub state: String,
+    /// `Delivered`, `Pending` (to try again at `next_ms`) or `Failed` (dead-lettered).
+    pub state: DeliveryState,
     /// When the next attempt is due.
     pub next_ms: i64,
     /// The receiver's HTTP status, if it answered.
@@ -270,13 +271,13 @@ async fn record_attempt(
          delivered_ms = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_ms END \
          WHERE pk = ? AND state = 'pending'",
     )
-    .bind(&a.state)
+    .bind(a.state)
     .bind(a.next_ms)
     .bind(a.http_status)
     .bind(a.error.as_deref())
     .bind(a.error_kind.map(FailureKind::as_str))
     .bind(a.reply_ignored.map(ReplyIgnored::as_str))
-    .bind(&a.state)
+    .bind(a.state)
     .bind(now)
     .bind(a.pk)
     .execute(&mut *conn)
@@ -526,7 +527,7 @@ impl Store {
     pub async fn webhook_events(
         &self,
         account: AccountId,
-        state: Option<&str>,
+        state: Option<DeliveryState>,
         limit: u32,
         skip: u32,
     ) -> Result<Vec<WebhookEvent>, StoreError> {

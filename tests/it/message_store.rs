@@ -536,7 +536,7 @@ async fn webhook_events_commit_with_what_they_announce_and_only_when_asked_for()
         .await
         .unwrap();
     let statuses: Vec<Option<String>> = store
-        .webhook_events(a, Some("pending"), 500, 0)
+        .webhook_events(a, Some(wa_gateway::store::DeliveryState::Pending), 500, 0)
         .await
         .unwrap()
         .into_iter()
@@ -584,7 +584,7 @@ async fn webhook_events_commit_with_what_they_announce_and_only_when_asked_for()
     assert_eq!(heads.len(), 5);
     assert!(heads.iter().all(|e| e.chat != chat.to_string()));
     for e in store
-        .webhook_events(a, Some("pending"), 500, 0)
+        .webhook_events(a, Some(wa_gateway::store::DeliveryState::Pending), 500, 0)
         .await
         .unwrap()
     {
@@ -592,7 +592,7 @@ async fn webhook_events_commit_with_what_they_announce_and_only_when_asked_for()
             store
                 .webhook_attempts(&[wa_gateway::store::webhooks::Attempt {
                     pk: e.pk,
-                    state: "delivered".into(),
+                    state: wa_gateway::store::DeliveryState::Delivered,
                     next_ms: 0,
                     http_status: Some(200),
                     error: None,
@@ -613,7 +613,7 @@ async fn webhook_events_commit_with_what_they_announce_and_only_when_asked_for()
     // Connection changes are not asked for here; the other account has no webhook at all.
     store.open_connection(a, None, 1).await.unwrap();
     let up = wa_gateway::store::connections::ConnectionUpdate {
-        status: Some("connected".into()),
+        state: Some(wa_gateway::store::ConnectionCode::Connected),
         ..Default::default()
     };
     store.update_connection(a, &up, 2).await.unwrap();
@@ -635,7 +635,7 @@ async fn webhook_events_commit_with_what_they_announce_and_only_when_asked_for()
         .await
         .unwrap();
     let down = wa_gateway::store::connections::ConnectionUpdate {
-        status: Some("reconnecting".into()),
+        state: Some(wa_gateway::store::ConnectionCode::Reconnecting),
         ..Default::default()
     };
     store.update_connection(a, &down, 3).await.unwrap();

@@ -1082,8 +1082,10 @@ async fn a_logged_in_session_that_hears_nothing_is_not_reported_connected() {
             "{:?}",
             since.elapsed()
         );
+        assert_eq!(s["status"], json!("pending"), "{s}");
         assert!(
-            ["unresponsive", "reconnecting", "pending"].contains(&s["status"].as_str().unwrap()),
+            ["unresponsive", "reconnecting", "connecting", "logging_in"]
+                .contains(&s["code"].as_str().unwrap()),
             "{s}"
         );
         // Answers again: connected again, with the same link (no QR).
@@ -1667,7 +1669,7 @@ async fn a_send_queued_past_its_ttl_expires_unsent_with_its_event() {
             "{v}"
         );
         let row = store.find_send(acct, "too-late").await.unwrap().unwrap();
-        assert_eq!(row.state, "expired");
+        assert_eq!(row.state, wa_gateway::store::OutboxState::Expired);
         // Asked again, the same answer; and it never went on the wire.
         let (code, v) = send().await;
         assert_eq!(
@@ -1785,7 +1787,8 @@ async fn after_a_crash_the_drain_never_transmits_a_recorded_message_and_a_pendin
         let server = Server::start(&sim, &db).await;
         eventually("both sends settled and the pending one acked", async || {
             for pk in &pks {
-                if store.send_row(*pk).await.ok()??.state == "queued" {
+                if store.send_row(*pk).await.ok()??.state == wa_gateway::store::OutboxState::Queued
+                {
                     return None;
                 }
             }
@@ -1823,6 +1826,95 @@ async fn after_a_crash_the_drain_never_transmits_a_recorded_message_and_a_pendin
         })
         .await;
         assert_eq!(got.transmissions, 1);
+        server.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+/// A stop while a QR showed (nothing linked, nothing to resume) left the row `pending`, and
+/// `connections` said so for ever while `status` said `disconnected`. Both now give the guide's
+/// status with the precise state in `code`, from the same place, and the row and the SQL view
+/// are settled at the next start.
+#[tokio::test]
+async fn a_stop_during_pairing_leaves_no_stale_pending_and_both_views_agree() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let http = reqwest::Client::new();
+        let admin = token(Role::Admin, &["*"], 3600);
+        let server = Server::start(&sim, &db).await;
+        let base = format!("{}/api/whatsapp/sub15/agent15", server.url);
+        let (code, v) = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{base}/connect"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+        let both = |url: String| {
+            let (http, admin) = (http.clone(), admin.clone());
+            async move {
+                let (_, s) = call(
+                    &http,
+                    reqwest::Method::GET,
+                    &format!("{url}/api/whatsapp/sub15/agent15/status"),
+                    Some(&admin),
+                    None,
+                )
+                .await;
+                let (_, c) = call(
+                    &http,
+                    reqwest::Method::GET,
+                    &format!("{url}/api/whatsapp/sub15/connections"),
+                    Some(&admin),
+                    None,
+                )
+                .await;
+                (s["data"].clone(), c["data"]["connections"][0].clone())
+            }
+        };
+        let (s, c) = both(server.url.clone()).await;
+        assert_eq!(
+            (&s["status"], &s["code"]),
+            (&json!("pending"), &json!("awaiting_pair")),
+            "{s}"
+        );
+        assert_eq!(
+            (&c["status"], &c["code"]),
+            (&s["status"], &s["code"]),
+            "{c}"
+        );
+        server.stop().await;
+
+        // The next start: no client takes it up.
+        let server = Server::start(&sim, &db).await;
+        let (s, c) = both(server.url.clone()).await;
+        assert_eq!(s["status"], json!("disconnected"), "{s}");
+        assert_eq!(s["isActive"], json!(false), "{s}");
+        for k in ["status", "code", "reason"] {
+            assert_eq!(c[k], s[k], "{k}: {c} vs {s}");
+        }
+        assert_eq!(
+            (&s["code"], &s["reason"]),
+            (&json!("disconnected"), &json!("interrupted"))
+        );
+        let side = Store::open(&db).await.unwrap();
+        let (status, code, reason): (String, String, Option<String>) = sqlx::query_as(
+            "SELECT status, code, reason FROM whatsappconnections WHERE agentId = 'agent15'",
+        )
+        .fetch_one(side.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            (json!(status), json!(code), json!(reason)),
+            (s["status"].clone(), s["code"].clone(), s["reason"].clone())
+        );
         server.stop().await;
     })
     .await

@@ -203,7 +203,8 @@ async fn every_way_a_session_ends_returns_the_maps_to_their_baseline() {
             None,
         )
         .await;
-        assert_eq!(v["data"]["status"], json!("logged_out"), "{v}");
+        assert_eq!(v["data"]["status"], json!("disconnected"), "{v}");
+        assert_eq!(v["data"]["code"], json!("logged_out"), "{v}");
         assert_eq!(v["data"]["isActive"], json!(false), "{v}");
 
         // Removed while linked.

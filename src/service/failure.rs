@@ -1,0 +1,217 @@
+//! Why a send did not go out, named once: the code an outbox row keeps, the REST answer's code
+//! and HTTP status, and the outbox state it ends in all come from [`SendFailure`], so a send
+//! refused at once and one refused from the queue answer alike.
+
+use crate::client::SendError;
+use crate::client::messages::MessageStatus;
+use crate::store::OutboxState;
+
+/// Why a send failed, as the API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFailure {
+    /// The recipient has no WhatsApp account.
+    NotOnWhatsApp,
+    /// The text is empty or too long.
+    InvalidMessage,
+    /// The recipient is not one messages can be sent to (a broadcast list, a newsletter, …).
+    InvalidTo,
+    /// The account is not (or no longer) a member of the group.
+    NotInGroup,
+    /// WhatsApp refused it with 463: a first message to a contact without a privacy token.
+    PrivacyTokenRequired,
+    /// WhatsApp refused it with 421: the group's addressing mode changed under it.
+    StaleGroup,
+    /// WhatsApp refused it for another reason (its code is in the message).
+    RefusedByWhatsApp,
+    /// The account is not connected.
+    NotConnected,
+    /// WhatsApp did not answer a query the send needed.
+    Unreachable,
+    /// Its account was disconnected before it was sent.
+    Cancelled,
+    /// It waited past `WA_GATEWAY_SEND_TTL`.
+    Expired,
+    /// It kept failing on a passing error until the drain gave up on it.
+    SendFailed,
+}
+
+impl SendFailure {
+    /// Every failure, in declaration order.
+    pub const ALL: &'static [SendFailure] = &[
+        SendFailure::NotOnWhatsApp,
+        SendFailure::InvalidMessage,
+        SendFailure::InvalidTo,
+        SendFailure::NotInGroup,
+        SendFailure::PrivacyTokenRequired,
+        SendFailure::StaleGroup,
+        SendFailure::RefusedByWhatsApp,
+        SendFailure::NotConnected,
+        SendFailure::Unreachable,
+        SendFailure::Cancelled,
+        SendFailure::Expired,
+        SendFailure::SendFailed,
+    ];
+
+    /// What `e` means to a caller; None for our own side's failures (storage, keys), which
+    /// are not the caller's to see.
+    pub fn of(e: &SendError) -> Option<SendFailure> {
+        Some(match e {
+            SendError::NotOnWhatsApp(_) => SendFailure::NotOnWhatsApp,
+            SendError::InvalidText(_) => SendFailure::InvalidMessage,
+            SendError::UnsupportedRecipient(_) => SendFailure::InvalidTo,
+            SendError::NotInGroup(_) => SendFailure::NotInGroup,
+            SendError::Refused { code, .. } => SendFailure::refused(*code),
+            SendError::AlreadyEnded {
+                status: MessageStatus::Failed,
+                code: Some(code),
+                ..
+            } => SendFailure::refused(*code),
+            SendError::AlreadyEnded {
+                status: MessageStatus::Cancelled,
+                ..
+            } => SendFailure::Cancelled,
+            SendError::AlreadyEnded {
+                status: MessageStatus::Expired,
+                ..
+            } => SendFailure::Expired,
+            SendError::AlreadyEnded { .. } => SendFailure::SendFailed,
+            SendError::NotConnected => SendFailure::NotConnected,
+            SendError::Iq(_) => SendFailure::Unreachable,
+            SendError::Signal(_) | SendError::Store(_) | SendError::Unexpected(_) => return None,
+        })
+    }
+
+    /// The failure of a send that trying again will not change; None while it may still go.
+    pub fn final_of(e: &SendError) -> Option<SendFailure> {
+        if e.is_final() {
+            Some(SendFailure::of(e).unwrap_or(SendFailure::SendFailed))
+        } else {
+            None
+        }
+    }
+
+    fn refused(code: u16) -> SendFailure {
+        match code {
+            463 => SendFailure::PrivacyTokenRequired,
+            421 => SendFailure::StaleGroup,
+            _ => SendFailure::RefusedByWhatsApp,
+        }
+    }
+
+    /// The stable `error.code`.
+    pub fn code(self) -> &'static str {
+        match self {
+            SendFailure::NotOnWhatsApp => "not_on_whatsapp",
+            SendFailure::InvalidMessage => "invalid_message",
+            SendFailure::InvalidTo => "invalid_to",
+            SendFailure::NotInGroup => "not_in_group",
+            SendFailure::PrivacyTokenRequired => "privacy_token_required",
+            SendFailure::StaleGroup => "stale_group",
+            SendFailure::RefusedByWhatsApp => "refused_by_whatsapp",
+            SendFailure::NotConnected => "not_connected",
+            SendFailure::Unreachable => "whatsapp_unreachable",
+            SendFailure::Cancelled => "send_cancelled",
+            SendFailure::Expired => "send_expired",
+            SendFailure::SendFailed => "send_failed",
+        }
+    }
+
+    /// Reads [`Self::code`] back (also the names outbox rows kept before, `cancelled` and
+    /// `expired`); None for a code this version does not know.
+    pub fn from_code(code: &str) -> Option<SendFailure> {
+        match code {
+            "cancelled" => Some(SendFailure::Cancelled),
+            "expired" => Some(SendFailure::Expired),
+            c => SendFailure::ALL.iter().copied().find(|f| f.code() == c),
+        }
+    }
+
+    /// The REST answer's HTTP status.
+    pub fn http_status(self) -> u16 {
+        match self {
+            SendFailure::NotOnWhatsApp | SendFailure::InvalidMessage | SendFailure::InvalidTo => {
+                400
+            }
+            SendFailure::NotInGroup => 403,
+            SendFailure::NotConnected | SendFailure::Cancelled | SendFailure::Expired => 409,
+            SendFailure::PrivacyTokenRequired
+            | SendFailure::StaleGroup
+            | SendFailure::RefusedByWhatsApp => 422,
+            SendFailure::Unreachable | SendFailure::SendFailed => 503,
+        }
+    }
+
+    /// The state an outbox row ends in with this failure.
+    pub fn outbox_state(self) -> OutboxState {
+        match self {
+            SendFailure::Cancelled => OutboxState::Cancelled,
+            SendFailure::Expired => OutboxState::Expired,
+            _ => OutboxState::Failed,
+        }
+    }
+
+    /// The JSON an outbox row keeps as its result.
+    pub fn result_json(self, message: &str) -> serde_json::Value {
+        serde_json::json!({ "error": { "code": self.code(), "message": message } })
+    }
+}
+
+impl std::fmt::Display for SendFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_reads_back_and_names_one_failure() {
+        let mut seen = std::collections::HashSet::new();
+        for f in SendFailure::ALL {
+            assert_eq!(SendFailure::from_code(f.code()), Some(*f));
+            assert!(seen.insert(f.code()), "{} twice", f.code());
+            assert!((400..600).contains(&f.http_status()));
+        }
+        assert_eq!(SendFailure::from_code("nonsense"), None);
+    }
+
+    #[test]
+    fn refusals_by_code_and_ended_messages_map_as_the_direct_path_does() {
+        let refused = |code| SendError::Refused {
+            code,
+            id: "X".into(),
+        };
+        let ended = |status, code| SendError::AlreadyEnded {
+            id: "X".into(),
+            status,
+            code,
+        };
+        for (e, want) in [
+            (refused(463), SendFailure::PrivacyTokenRequired),
+            (refused(421), SendFailure::StaleGroup),
+            (refused(479), SendFailure::RefusedByWhatsApp),
+            (
+                ended(MessageStatus::Failed, Some(463)),
+                SendFailure::PrivacyTokenRequired,
+            ),
+            (
+                ended(MessageStatus::Cancelled, None),
+                SendFailure::Cancelled,
+            ),
+            (ended(MessageStatus::Expired, None), SendFailure::Expired),
+        ] {
+            assert_eq!(SendFailure::final_of(&e), Some(want), "{e}");
+        }
+        assert_eq!(SendFailure::final_of(&SendError::NotConnected), None);
+        assert_eq!(
+            SendFailure::Cancelled.outbox_state(),
+            OutboxState::Cancelled
+        );
+        assert_eq!(
+            SendFailure::PrivacyTokenRequired.outbox_state(),
+            OutboxState::Failed
+        );
+    }
+}
