@@ -1,8 +1,9 @@
 //! The REST API of the guide (`../shared/seed/whatsapp-integration-guide.md`): its six endpoints
 //! with their paths, bodies and envelopes (`success`, `message`, `data`, `meta.operationId`,
-//! `meta.duration`), plus activities and health. JWT auth, per-subaccount rate limits and input
-//! validation happen here; every rejection is a 4xx envelope with a stable `error.code`. It
-//! knows the service, never the client or the store directly.
+//! `meta.duration`), plus activities, removing an agent with its data, and health. JWT auth,
+//! per-subaccount rate limits and input validation happen here; every rejection is a 4xx
+//! envelope with a stable `error.code`. It knows the service, never the client or the store
+//! directly.
 
 mod agents;
 pub mod auth;

@@ -3,8 +3,6 @@
 
 use std::collections::HashMap;
 
-use crate::store::DeliveryState;
-
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -21,7 +19,9 @@ use super::schema::{
     WebhookBody, WebhookData,
 };
 use super::{ApiError, AppState, Op};
-use crate::service::{FailureKind, SIGNATURE_HEADER, WEBHOOK_EVENTS, WebhookEvent, WebhookView};
+use crate::service::{
+    DeliveryState, FailureKind, SIGNATURE_HEADER, WEBHOOK_EVENTS, WebhookEvent, WebhookView,
+};
 use crate::util::clock::iso8601_ms;
 
 /// Longest webhook URL.

@@ -15,7 +15,7 @@ mod webhooks;
 pub use crate::store::outbox::OutboxRow;
 pub use crate::store::webhooks::{EVENTS as WEBHOOK_EVENTS, WebhookEvent};
 pub use crate::store::webhooks::{FailureKind, ReplyIgnored};
-pub use crate::store::{ConnectionCode, ConnectionStatus, OutboxState};
+pub use crate::store::{ConnectionCode, ConnectionStatus, DeliveryState, OutboxState};
 pub use agents::DEFAULT_MAX_AGENTS;
 pub use failure::SendFailure;
 pub use outbox::Pacing;
