@@ -375,12 +375,17 @@ fn envelope_of(body: &[u8]) -> Result<Option<(&[u8], Envelope)>, ContentError> {
     Ok(None)
 }
 
-/// The top-level field numbers of a message, in order, each once.
+/// Distinct field numbers kept per message: a peer's message of a million made-up fields
+/// costs one pass, and its row and webhook name the first few only.
+const MAX_FIELDS: usize = 64;
+
+/// The top-level field numbers of a message, in order, each once (the first [`MAX_FIELDS`]).
 fn field_numbers(body: &[u8]) -> Result<Vec<u32>, ContentError> {
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (field, _) in wire::fields(body) {
         let f = field?;
-        if !out.contains(&f) {
+        if out.len() < MAX_FIELDS && seen.insert(f) {
             out.push(f);
         }
     }
@@ -941,8 +946,30 @@ mod wire {
                 .get(4..)
                 .map(|r| (field, None, r))
                 .ok_or(ContentError::Wire("truncated fixed32")),
+            3 => Ok((field, None, skip_group(rest)?)),
             _ => Err(ContentError::Wire("unsupported wire type")),
         }
+    }
+
+    /// What follows a group started before `buf` (deprecated, but valid protobuf that prost
+    /// skips): its fields, nested groups included, walked with a depth count, not recursion.
+    fn skip_group(mut buf: &[u8]) -> Result<&[u8], ContentError> {
+        let mut depth = 1usize;
+        while depth > 0 {
+            let (key, rest) = varint(buf)?;
+            buf = match key & 7 {
+                3 => {
+                    depth += 1;
+                    rest
+                }
+                4 => {
+                    depth -= 1;
+                    rest
+                }
+                _ => next(buf)?.2,
+            };
+        }
+        Ok(buf)
     }
 }
 
@@ -1043,5 +1070,41 @@ mod tests {
         let c = content(&enc(&wrap(m)));
         assert_eq!(c.kind, Kind::Unknown);
         assert_eq!(c.details, json!({ "fields": [37] }));
+    }
+
+    #[test]
+    fn a_group_field_is_skipped_as_prost_skips_it_and_the_text_is_kept() {
+        // Field 200 as a group holding a nested group and a varint, then the text.
+        let mut plain = vec![0xc3, 0x0c, 0x0b, 0x08, 0x01, 0x0c, 0xc4, 0x0c];
+        plain.extend(enc(&wa::Message {
+            conversation: Some("after a group".into()),
+            ..Default::default()
+        }));
+        assert!(wa::Message::decode(&plain[..]).is_ok(), "prost accepts it");
+        let c = content(&plain);
+        assert_eq!(
+            (c.kind, c.text.as_deref()),
+            (Kind::Chat, Some("after a group"))
+        );
+    }
+
+    #[test]
+    fn many_distinct_unknown_fields_cost_one_pass_and_name_the_first_few() {
+        let mut plain = Vec::new();
+        for f in 1_000u32..201_000 {
+            let key = u64::from(f) << 3;
+            let mut k = key;
+            while k >= 0x80 {
+                plain.push((k as u8) | 0x80);
+                k >>= 7;
+            }
+            plain.push(k as u8);
+            plain.push(0);
+        }
+        let c = content(&plain);
+        assert_eq!(c.kind, Kind::Unknown);
+        let fields = c.details["fields"].as_array().unwrap();
+        assert_eq!(fields.len(), MAX_FIELDS);
+        assert_eq!(fields[0], json!(1_000));
     }
 }

@@ -608,7 +608,7 @@ impl Service {
         }
         // The client has stopped: nothing of the account is on its way any more.
         let cancelled = self.store.cancel_sends(row.account).await?;
-        for pk in cancelled.sends {
+        for pk in cancelled.sends.into_iter().chain(cancelled.sent) {
             self.finished(pk);
         }
         self.store

@@ -248,6 +248,25 @@ impl Simulator {
         reached.max(unlinked)
     }
 
+    /// Sends `node` as the server to the live companion devices of `number` (not queued):
+    /// for stanzas the simulator makes nowhere by itself, such as a receipt whose claims a
+    /// client must not take on trust. Returns how many devices it reached.
+    pub fn push_stanza(&self, number: &str, node: &Node) -> usize {
+        let Ok(st) = self.shared.state.lock() else {
+            return 0;
+        };
+        let mut reached = 0;
+        for (k, c) in st.companions.iter() {
+            if c.device.jid.user == number
+                && let Some(live) = st.live.get(k)
+                && live.send(Control::Deliver(Box::new(node.clone()))).is_ok()
+            {
+                reached += 1;
+            }
+        }
+        reached
+    }
+
     /// Tells the live companions of `number` its reach-out time-lock as it is now.
     fn announce_timelock(&self, number: &str) {
         let Ok(st) = self.shared.state.lock() else {

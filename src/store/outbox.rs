@@ -61,6 +61,8 @@ pub struct Cancelled {
     pub sends: Vec<i64>,
     /// Messages recorded but never acked.
     pub messages: usize,
+    /// Queued sends whose message WhatsApp had already taken: ended `done`, not cancelled.
+    pub sent: Vec<i64>,
 }
 
 /// A send to accept.
@@ -184,6 +186,36 @@ impl Store {
     /// the status path), and each says so with a `message.status` event.
     pub async fn cancel_sends(&self, account: AccountId) -> Result<Cancelled, StoreError> {
         let mut tx = self.pool.begin_with(super::WRITE_TX).await?;
+        // A queued row whose message WhatsApp already took (acked before a crash kept the drain
+        // from saying so) was sent: it ends `done` with the message's status, not `cancelled`.
+        let settled: Vec<(i64, String, String, String, MessageStatus, i64)> = sqlx::query_as(
+            "SELECT o.pk, o.message_id, o.to_jid, o.body, m.status, m.ts FROM outbox o \
+             JOIN messages m ON m.account_id = o.account_id AND m.id = o.message_id \
+             AND m.from_me = 1 \
+             WHERE o.account_id = ? AND o.state = 'queued' \
+             AND m.status IN ('server_ack', 'delivered', 'read', 'played')",
+        )
+        .bind(account)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (pk, id, to, body, status, timestamp) in &settled {
+            let result = match to.parse::<crate::binary::Jid>() {
+                Ok(j) => serde_json::json!({
+                    "messageId": crate::client::messages::serialized_id(&j, id, true),
+                    "to": j.c_us(),
+                    "message": body,
+                    "timestamp": timestamp,
+                    "status": status.as_str(),
+                }),
+                Err(_) => serde_json::json!({ "status": status.as_str() }),
+            };
+            sqlx::query("UPDATE outbox SET state = ?, result = ? WHERE pk = ?")
+                .bind(OutboxState::Done)
+                .bind(result.to_string())
+                .bind(pk)
+                .execute(&mut *tx)
+                .await?;
+        }
         let queued: Vec<(i64, String, String)> = sqlx::query_as(
             "SELECT pk, message_id, to_jid FROM outbox WHERE account_id = ? AND state = 'queued'",
         )
@@ -229,6 +261,7 @@ impl Store {
         Ok(Cancelled {
             sends: queued.into_iter().map(|(pk, _, _)| pk).collect(),
             messages: pending.len(),
+            sent: settled.into_iter().map(|(pk, ..)| pk).collect(),
         })
     }
 

@@ -149,10 +149,23 @@ pub struct Webhook {
 impl std::fmt::Debug for Webhook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Webhook")
-            .field("url", &self.url)
+            .field("url", &redacted(&self.url))
             .field("secret", &"..")
             .field("events", &self.events)
             .finish()
+    }
+}
+
+/// `url` without what may carry the receiver's credentials: userinfo, query and fragment.
+fn redacted(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://..@{host}{path}"),
+        None => url.to_owned(),
     }
 }
 
@@ -581,5 +594,25 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.as_ref().map(event).transpose()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_webhook_debug_shows_no_userinfo_query_or_secret() {
+        let w = super::Webhook {
+            url: "https://user:pw@hooks.example/in?token=abc#frag".into(),
+            secret: zeroize::Zeroizing::new(b"0123456789abcdef-secret".to_vec()),
+            events: vec![],
+            created_by: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let d = format!("{w:?}");
+        for leak in ["pw", "user", "abc", "frag", "0123456789abcdef"] {
+            assert!(!d.contains(leak), "{leak} in {d}");
+        }
+        assert!(d.contains("hooks.example/in"), "{d}");
     }
 }

@@ -633,3 +633,115 @@ async fn our_client_creates_changes_and_leaves_a_group() {
     .await
     .expect("in time");
 }
+
+/// A retry receipt or a receipt claiming another chat (`recipient`) from someone the message
+/// never went to: nothing moves, and nothing is sent to them. A stranger's retry for a 1:1
+/// message finds no such message in the chat with them; a non-member's retry for a group
+/// message is refused before the message and our sender key go out again. Checked with the
+/// stanzas pushed as the server would deliver them, then a text as a barrier (one connection,
+/// in order).
+#[tokio::test]
+async fn receipts_and_retries_from_those_a_message_never_went_to_move_and_send_nothing() {
+    use wa_gateway::binary::Node;
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let a = account().await;
+        let (me, bob, carol) = ("15550111000", "15550112000", "15550113000");
+        let (client, mut events, _) = link(&sim, &a, me).await;
+        sim.set_devices(bob, 1).unwrap();
+        sim.set_devices(carol, 1).unwrap();
+        // Carol is a real peer we have talked to (so a bundle for her is at hand).
+        let hello = sim.phone_send(carol, me, "hi").await.unwrap();
+        next_event(
+            &mut events,
+            |e| matches!(e, Event::Message(m) if m.id == hello),
+        )
+        .await;
+
+        let direct = client.send_text(&user(bob), "for bob only").await.unwrap();
+        let group = sim
+            .create_group("Closed", bob, &[me.into()], AddressingMode::Pn)
+            .unwrap();
+        next_event(&mut events, |e| matches!(e, Event::GroupUpdate(_))).await;
+        let in_group = client.send_text(&group, "members only").await.unwrap();
+        eventually("bob reads both", async || {
+            (sim.phone_messages(bob)
+                .iter()
+                .filter(|m| m.id == direct.id || m.id == in_group.id)
+                .count()
+                == 2)
+                .then_some(())
+        })
+        .await;
+
+        let carol_device = Jid::with_device(carol, 0, Server::User);
+        let now = wa_gateway::util::clock::now_ms() / 1000;
+        let retry_child = |id: &str| {
+            vec![
+                Node::new("retry")
+                    .attr("count", "1")
+                    .attr("id", id.to_owned())
+                    .attr("t", now.to_string())
+                    .attr("v", "1"),
+                Node::new("registration").bytes(4321u32.to_be_bytes().to_vec()),
+            ]
+        };
+        let forged = [
+            // "Bob read it", says carol.
+            Node::new("receipt")
+                .attr("id", direct.id.clone())
+                .attr("from", carol_device.clone())
+                .attr("recipient", user(bob))
+                .attr("type", "read")
+                .attr("t", now.to_string()),
+            // Carol asks for bob's message again.
+            Node::new("receipt")
+                .attr("id", direct.id.clone())
+                .attr("from", carol_device.clone())
+                .attr("recipient", user(bob))
+                .attr("type", "retry")
+                .children(retry_child(&direct.id)),
+            // Carol, not a member, asks for the group's message again.
+            Node::new("receipt")
+                .attr("id", in_group.id.clone())
+                .attr("from", group.clone())
+                .attr("participant", carol_device.clone())
+                .attr("type", "retry")
+                .children(retry_child(&in_group.id)),
+        ];
+        for n in &forged {
+            assert_eq!(sim.push_stanza(me, n), 1);
+        }
+        let barrier = sim.phone_send(bob, me, "barrier").await.unwrap();
+        next_event(
+            &mut events,
+            |e| matches!(e, Event::Message(m) if m.id == barrier),
+        )
+        .await;
+
+        let chat = canonical(&a.creds, &user(bob)).await;
+        let row = client
+            .messages(Some(&chat), 10, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.id == direct.id)
+            .expect("our message");
+        assert!(
+            row.status < MessageStatus::Read,
+            "carol cannot mark bob's chat read: {:?}",
+            row.status
+        );
+        assert!(
+            !sim.phone_messages(carol)
+                .iter()
+                .any(|m| m.id == direct.id || m.id == in_group.id),
+            "carol decrypted neither"
+        );
+        drop(client);
+    })
+    .await
+    .expect("in time");
+}

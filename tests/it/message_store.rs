@@ -777,3 +777,72 @@ async fn every_connection_commits_with_the_configured_durability() {
         store.close().await;
     }
 }
+
+/// A disconnect finds a queued send whose message WhatsApp already acked (a crash came between
+/// the ack and the outbox's `done`): it was sent, so it ends `done` with the message's status,
+/// with no `cancelled` event; the one never sent is cancelled.
+#[tokio::test]
+async fn a_disconnect_ends_an_acked_but_unfinished_send_done_not_cancelled() {
+    use wa_gateway::store::OutboxState;
+    use wa_gateway::store::outbox::NewSend;
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    let creds = futures_accounts(&store, 1).await.pop().unwrap();
+    let account = store.account("sub", "agent-0").await.unwrap();
+    store
+        .set_webhook(
+            account,
+            "http://127.0.0.1:9/h",
+            b"0123456789abcdef0123",
+            &["message.status"],
+            None,
+        )
+        .await
+        .unwrap();
+    let bob = Jid::new("15550007777", Server::User);
+    let send = |id: &'static str| NewSend {
+        idem_key: None,
+        message_id: id,
+        to: "15550007777@s.whatsapp.net",
+        body: "hello",
+        user_id: None,
+        now_ms: 1,
+    };
+    let (acked, _) = store.enqueue_send(account, &send("ACKED")).await.unwrap();
+    let (waiting, _) = store.enqueue_send(account, &send("WAITING")).await.unwrap();
+    creds
+        .commit_message(
+            &SignalChanges::default(),
+            &row("ACKED", &bob, true, MessageStatus::ServerAck),
+        )
+        .await
+        .unwrap();
+
+    let c = store.cancel_sends(account).await.unwrap();
+    assert_eq!(
+        (c.sent.clone(), c.sends.clone()),
+        (vec![acked.pk], vec![waiting.pk])
+    );
+    let acked = store.send_row(acked.pk).await.unwrap().unwrap();
+    assert_eq!(acked.state, OutboxState::Done);
+    let result: serde_json::Value = serde_json::from_str(acked.result.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        result["status"],
+        serde_json::json!(MessageStatus::ServerAck.as_str())
+    );
+    assert!(
+        result["messageId"].as_str().unwrap().ends_with("_ACKED"),
+        "{result}"
+    );
+    assert_eq!(
+        store.send_row(waiting.pk).await.unwrap().unwrap().state,
+        OutboxState::Cancelled
+    );
+    let events = store.webhook_events(account, None, 50, 0).await.unwrap();
+    let cancelled: Vec<_> = events
+        .iter()
+        .filter(|e| e.status.as_deref() == Some("cancelled"))
+        .map(|e| e.data.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(cancelled.len(), 1, "{cancelled:?}");
+    assert!(cancelled[0].contains("WAITING"), "{cancelled:?}");
+}

@@ -207,23 +207,7 @@ impl<S: CredsStore> Messenger<S> {
         id: Option<String>,
     ) -> Result<Sent, SendError> {
         let account = self.account().ok_or(SendError::NotConnected)?;
-        let now = self.clock.now_unix();
-        let message = wa::Message {
-            conversation: Some(text.clone()),
-            ..Default::default()
-        };
-        let row = StoredMessage {
-            id: id.unwrap_or_else(|| stanza::message_id(now, &account.me.jid.user)),
-            chat: group.to_non_ad(),
-            sender: self.canonical(&account.me.jid).await.to_non_ad(),
-            from_me: true,
-            timestamp: now,
-            push_name: account.me.push_name.clone(),
-            text: Some(text),
-            raw: message.encode_to_vec(),
-            status: MessageStatus::Pending,
-            ..StoredMessage::default()
-        };
+        let row = self.own_text(&account, group.to_non_ad(), text, id).await;
         self.send_group_row(&account, row, true).await
     }
 
@@ -414,6 +398,16 @@ impl<S: CredsStore> Messenger<S> {
         req: &stanza::RetryRequest,
     ) -> Result<(), SendError> {
         let group = row.chat.clone();
+        // Only a member (or one of our devices) gets the group's message and our sender key
+        // again: a retry receipt names its device, and a stranger's must not make us send it.
+        if !is_me(&req.from, &account.me) {
+            let info = self.group_info(sender, &group, false).await?;
+            let who = self.canonical(&req.from.to_non_ad()).await;
+            if !info.has_member(&req.from.to_non_ad()) && !info.has_member(&who) {
+                tracing::info!(group = %group, id = req.id, "retry receipt from a non-member ignored");
+                return Ok(());
+            }
+        }
         self.store.forget_key_holder(&group, &req.from).await?;
         let addr = ProtocolAddress::from_jid(&self.canonical(&req.from).await);
         let bundle = self.retry_bundle(sender, req, &addr).await?;
@@ -667,23 +661,7 @@ impl<S: CredsStore> Messenger<S> {
             },
             ..StoredMessage::default()
         };
-        let row = match plain.as_deref().map(|p| row_of(p, base)).transpose() {
-            Ok(row) => row.flatten(),
-            Err(e) => {
-                drop(session_lock);
-                drop(key_lock);
-                self.keep_and_retry(
-                    sender,
-                    node,
-                    &author_dev,
-                    &id,
-                    &changes,
-                    &format!("unreadable group message: {e}"),
-                )
-                .await;
-                return;
-            }
-        };
+        let row = plain.as_deref().and_then(|p| row_of(p, base));
         let row = match row {
             // An admin's delete of someone else's message (`edit="8"`) counts only from an
             // admin, by the metadata we hold.

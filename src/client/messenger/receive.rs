@@ -5,7 +5,7 @@ use prost::Message as _;
 
 use super::{MAX_RETRIES, Messenger, bump};
 use crate::binary::{Jid, Node, Server};
-use crate::client::content::{Classified, ContentError, Kind, classify};
+use crate::client::content::{Classified, Content, Kind, classify};
 use crate::client::events::Event;
 use crate::client::messages::{Committed, MessageStatus, StoredMessage};
 use crate::client::recv::{is_me, unpad};
@@ -31,15 +31,23 @@ pub(super) fn device_sent_destination(message: &wa::Message) -> Option<Jid> {
 /// The row a plaintext makes (`base` names who, where and when), classified from the bytes as
 /// they arrived, which the row keeps; None for a protocol payload (key distributions,
 /// settings, device-to-device traffic), which is no conversation row.
-pub(super) fn row_of(
-    plain: &[u8],
-    base: StoredMessage,
-) -> Result<Option<StoredMessage>, ContentError> {
-    let content = match classify(plain)? {
-        Classified::Protocol => return Ok(None),
-        Classified::Stored(c) => c,
+pub(super) fn row_of(plain: &[u8], base: StoredMessage) -> Option<StoredMessage> {
+    let content = match classify(plain) {
+        Ok(Classified::Protocol) => return None,
+        Ok(Classified::Stored(c)) => c,
+        // It decrypted: these are the sender's own bytes, and asking again brings the same.
+        // Kept whole as `unknown`, never retried or dropped.
+        Err(e) => Content {
+            kind: Kind::Unknown,
+            text: None,
+            details: serde_json::json!({ "undecodable": e.to_string() }),
+            ephemeral: false,
+            view_once: false,
+            target: None,
+            admin_revoke: false,
+        },
     };
-    Ok(Some(StoredMessage {
+    Some(StoredMessage {
         text: content.text,
         raw: plain.to_vec(),
         kind: content.kind,
@@ -48,7 +56,7 @@ pub(super) fn row_of(
         view_once: content.view_once,
         target: content.target.map(|t| t.id),
         ..base
-    }))
+    })
 }
 
 /// The delivery receipt for a message we stored (or had stored): `peer_msg` between our own
@@ -222,20 +230,7 @@ impl<S: CredsStore> Messenger<S> {
             ..StoredMessage::default()
         };
         // Peer messages (keys, settings, history) are protocol, not conversation.
-        let row = if peer {
-            Ok(None)
-        } else {
-            row_of(unpadded, base)
-        };
-        let row = match row {
-            Ok(row) => row,
-            Err(e) => {
-                drop(lock);
-                self.undecryptable(sender, node, &from, &id, e.to_string(), (&chat, &author))
-                    .await;
-                return;
-            }
-        };
+        let row = if peer { None } else { row_of(unpadded, base) };
         // A protocol payload's Signal advance is committed alone.
         let committed = match &row {
             None => self
@@ -368,5 +363,19 @@ impl<S: CredsStore> Messenger<S> {
             id: id.to_owned(),
             reason,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plaintext_that_decrypted_but_is_no_message_is_kept_whole_as_unknown() {
+        let plain = [0xffu8; 11];
+        let row = row_of(&plain, StoredMessage::default()).expect("kept, not protocol");
+        assert_eq!(row.kind, Kind::Unknown);
+        assert_eq!(row.raw, plain);
+        assert!(row.content["undecodable"].is_string(), "{}", row.content);
     }
 }

@@ -214,14 +214,27 @@ impl<S: CredsStore> Messenger<S> {
             self.devices(&sender, &[to.to_non_ad()]).await?;
         }
         let chat = self.canonical(&to).await.to_non_ad();
+        let row = self.own_text(&account, chat, text, id).await;
+        self.send_row(&account, row, true).await
+    }
+
+    /// The row of a text we send to `chat` (pending until acked): `id` when a caller chose
+    /// it (a resend, an outbox row), else a new one.
+    pub(super) async fn own_text(
+        &self,
+        account: &Account,
+        chat: Jid,
+        text: String,
+        id: Option<String>,
+    ) -> StoredMessage {
         let now = self.clock.now_unix();
         let message = wa::Message {
             conversation: Some(text.clone()),
             ..Default::default()
         };
-        let row = StoredMessage {
+        StoredMessage {
             id: id.unwrap_or_else(|| stanza::message_id(now, &account.me.jid.user)),
-            chat: chat.clone(),
+            chat,
             sender: self.canonical(&account.me.jid).await.to_non_ad(),
             from_me: true,
             timestamp: now,
@@ -230,8 +243,7 @@ impl<S: CredsStore> Messenger<S> {
             raw: message.encode_to_vec(),
             status: MessageStatus::Pending,
             ..StoredMessage::default()
-        };
-        self.send_row(&account, row, true).await
+        }
     }
 
     /// The chat as addressed on the wire, and our own user in the same namespace: the LID
