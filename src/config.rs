@@ -129,6 +129,24 @@ pub struct ServiceConfig {
     /// Whether webhooks may reach loopback, private, link-local and other non-public addresses
     /// (`WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE`, default false; `serve --with-simulator` sets it).
     pub webhook_allow_private: bool,
+    /// Most agents one subaccount may have (`WA_GATEWAY_MAX_AGENTS`, default 100); a new one
+    /// past it is refused, existing ones are never touched.
+    pub max_agents: usize,
+    /// Days finished sends are kept (`WA_GATEWAY_RETENTION_OUTBOX_DAYS`, default 30; 0:
+    /// forever). Their idempotency keys go with them.
+    pub retention_outbox_days: u64,
+    /// Days activities are kept (`WA_GATEWAY_RETENTION_ACTIVITIES_DAYS`, default 90; 0:
+    /// forever).
+    pub retention_activities_days: u64,
+    /// Days messages and their receipts are kept, by the message's own time
+    /// (`WA_GATEWAY_RETENTION_MESSAGES_DAYS`, default 0: forever).
+    pub retention_messages_days: u64,
+    /// Days group changes are kept (`WA_GATEWAY_RETENTION_GROUP_UPDATES_DAYS`, default 90; 0:
+    /// forever).
+    pub retention_group_updates_days: u64,
+    /// Days dead-lettered webhook events are kept (`WA_GATEWAY_RETENTION_WEBHOOK_DEAD_DAYS`,
+    /// default 30; 0: forever).
+    pub retention_webhook_dead_days: u64,
 }
 
 /// A configured JWT key.
@@ -174,6 +192,12 @@ impl Default for ServiceConfig {
             webhook_dead_after_s: 86_400,
             webhook_retain_s: 7 * 86_400,
             webhook_allow_private: false,
+            max_agents: crate::service::DEFAULT_MAX_AGENTS,
+            retention_outbox_days: 30,
+            retention_activities_days: 90,
+            retention_messages_days: 0,
+            retention_group_updates_days: 90,
+            retention_webhook_dead_days: 30,
         }
     }
 }
@@ -192,6 +216,19 @@ impl ServiceConfig {
             retain: Duration::from_secs(self.webhook_retain_s),
             allow_private: self.webhook_allow_private,
             ..Default::default()
+        }
+    }
+
+    /// How long old rows are kept.
+    pub fn retention(&self) -> crate::service::Retention {
+        use crate::service::Retention;
+        Retention {
+            outbox: Retention::days(self.retention_outbox_days),
+            activities: Retention::days(self.retention_activities_days),
+            messages: Retention::days(self.retention_messages_days),
+            group_updates: Retention::days(self.retention_group_updates_days),
+            dead_webhook_events: Retention::days(self.retention_webhook_dead_days),
+            ..Retention::default()
         }
     }
 
@@ -252,6 +289,18 @@ impl fmt::Debug for ServiceConfig {
             .field("webhook_dead_after_s", &self.webhook_dead_after_s)
             .field("webhook_retain_s", &self.webhook_retain_s)
             .field("webhook_allow_private", &self.webhook_allow_private)
+            .field("max_agents", &self.max_agents)
+            .field("retention_outbox_days", &self.retention_outbox_days)
+            .field("retention_activities_days", &self.retention_activities_days)
+            .field("retention_messages_days", &self.retention_messages_days)
+            .field(
+                "retention_group_updates_days",
+                &self.retention_group_updates_days,
+            )
+            .field(
+                "retention_webhook_dead_days",
+                &self.retention_webhook_dead_days,
+            )
             .finish()
     }
 }
@@ -415,6 +464,12 @@ const KNOWN: &[&str] = &[
     "WA_GATEWAY_WEBHOOK_DEAD_AFTER_S",
     "WA_GATEWAY_WEBHOOK_RETAIN_S",
     "WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE",
+    "WA_GATEWAY_MAX_AGENTS",
+    "WA_GATEWAY_RETENTION_OUTBOX_DAYS",
+    "WA_GATEWAY_RETENTION_ACTIVITIES_DAYS",
+    "WA_GATEWAY_RETENTION_MESSAGES_DAYS",
+    "WA_GATEWAY_RETENTION_GROUP_UPDATES_DAYS",
+    "WA_GATEWAY_RETENTION_WEBHOOK_DEAD_DAYS",
 ];
 
 fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, ConfigError> {
@@ -570,6 +625,36 @@ fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, 
             }
         };
     }
+    if let Some(n) = num("WA_GATEWAY_MAX_AGENTS", 1, 1_000_000)? {
+        s.max_agents = n as usize;
+    }
+    for (var, days) in [
+        (
+            "WA_GATEWAY_RETENTION_OUTBOX_DAYS",
+            &mut s.retention_outbox_days,
+        ),
+        (
+            "WA_GATEWAY_RETENTION_ACTIVITIES_DAYS",
+            &mut s.retention_activities_days,
+        ),
+        (
+            "WA_GATEWAY_RETENTION_MESSAGES_DAYS",
+            &mut s.retention_messages_days,
+        ),
+        (
+            "WA_GATEWAY_RETENTION_GROUP_UPDATES_DAYS",
+            &mut s.retention_group_updates_days,
+        ),
+        (
+            "WA_GATEWAY_RETENTION_WEBHOOK_DEAD_DAYS",
+            &mut s.retention_webhook_dead_days,
+        ),
+    ] {
+        // 0 keeps forever; a hundred years is as good as forever and keeps the sums small.
+        if let Some(n) = num(var, 0, MAX_RETENTION_DAYS)? {
+            *days = n;
+        }
+    }
     if let Some(n) = num("WA_GATEWAY_HTTP_REQUEST_TIMEOUT_S", 1, 3600)? {
         s.http_request_timeout_s = n;
     }
@@ -598,6 +683,9 @@ fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, 
     }
     Ok(s)
 }
+
+/// The longest retention in days (0 keeps forever).
+const MAX_RETENTION_DAYS: u64 = 36_500;
 
 /// The longest send TTL (a month of retries is past any use).
 const MAX_SEND_TTL_S: u64 = 30 * 86_400;
@@ -886,6 +974,13 @@ mod tests {
             ("WA_GATEWAY_HTTP_HEADER_TIMEOUT_S", "never"),
             ("WA_GATEWAY_HTTP_MAX_CONNECTIONS", "0"),
             ("WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE", "maybe"),
+            ("WA_GATEWAY_MAX_AGENTS", "0"),
+            ("WA_GATEWAY_MAX_AGENTS", "lots"),
+            ("WA_GATEWAY_RETENTION_OUTBOX_DAYS", "-1"),
+            ("WA_GATEWAY_RETENTION_MESSAGES_DAYS", "36501"),
+            ("WA_GATEWAY_RETENTION_ACTIVITIES_DAYS", "1.5"),
+            ("WA_GATEWAY_RETENTION_GROUP_UPDATES_DAYS", "90d"),
+            ("WA_GATEWAY_RETENTION_WEBHOOK_DEAD_DAYS", ""),
         ] {
             let err = with(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var);
@@ -906,5 +1001,50 @@ mod tests {
             let c = with(&[("WA_GATEWAY_SEND_TTL", v)]).unwrap();
             assert_eq!(c.service.send_ttl_s, secs, "{v}");
         }
+    }
+
+    #[test]
+    fn retention_is_in_days_with_zero_for_forever_and_agents_are_capped() {
+        use crate::service::Retention;
+        use std::time::Duration;
+        let day = Duration::from_secs(86_400);
+        let d = with(&[]).unwrap().service;
+        assert_eq!(d.max_agents, 100);
+        assert_eq!(
+            d.retention(),
+            Retention {
+                outbox: Some(30 * day),
+                activities: Some(90 * day),
+                messages: None,
+                group_updates: Some(90 * day),
+                dead_webhook_events: Some(30 * day),
+                ..Retention::default()
+            }
+        );
+        let c = with(&[
+            ("WA_GATEWAY_MAX_AGENTS", "3"),
+            ("WA_GATEWAY_RETENTION_OUTBOX_DAYS", "0"),
+            ("WA_GATEWAY_RETENTION_ACTIVITIES_DAYS", "7"),
+            ("WA_GATEWAY_RETENTION_MESSAGES_DAYS", "365"),
+            ("WA_GATEWAY_RETENTION_GROUP_UPDATES_DAYS", "1"),
+            ("WA_GATEWAY_RETENTION_WEBHOOK_DEAD_DAYS", "0"),
+        ])
+        .unwrap()
+        .service;
+        assert_eq!(c.max_agents, 3);
+        assert_eq!(
+            c.retention(),
+            Retention {
+                outbox: None,
+                activities: Some(7 * day),
+                messages: Some(365 * day),
+                group_updates: Some(day),
+                dead_webhook_events: None,
+                ..Retention::default()
+            }
+        );
+        let v = file_values("retention_messages_days = 30\nmax_agents = 5").unwrap();
+        let c = Config::from_lookup(|k| v.get(k).cloned()).unwrap().service;
+        assert_eq!((c.retention_messages_days, c.max_agents), (30, 5));
     }
 }

@@ -22,7 +22,7 @@
 //! - [`sim`]: the offline WhatsApp simulator (server and Signal-peer phones); never uses client,
 //!   store or api.
 //! - [`service`]: one client per (subaccount, agent) over one store; connection rows and
-//!   activities; knows nothing of HTTP.
+//!   activities, agent removal, retention; knows nothing of HTTP.
 //! - [`api`]: the REST API (axum): the guide's endpoints, JWT auth, rate limits, envelopes.
 //! - [`config`]: defaults and `WA_GATEWAY_*` settings, validated once.
 //! - [`proto`]: generated protobuf types; [`util`]: clock and hex.

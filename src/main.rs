@@ -152,6 +152,8 @@ fn serve(cfg: wa_gateway::config::Config, with_simulator: bool) -> anyhow::Resul
                 unpaced: cfg.service.unlimited.clone(),
                 webhooks: cfg.service.webhooks(),
                 send_ttl: Some(ttl),
+                max_agents: Some(cfg.service.max_agents),
+                retention: cfg.service.retention(),
             },
         );
         let mut state = wa_gateway::api::AppState::with_rules(

@@ -21,6 +21,8 @@ pub enum Endpoint {
     Connections,
     /// `POST …/disconnect`.
     Disconnect,
+    /// `DELETE /api/whatsapp/:subaccountId/:agentId` (limited like disconnect).
+    Remove,
     /// `GET …/activities` (limited like history).
     Activities,
     /// The webhook endpoints (limited like connections).
@@ -31,7 +33,7 @@ impl Endpoint {
     /// Requests per minute per subaccount (the guide's table).
     pub fn per_minute(self) -> u32 {
         match self {
-            Endpoint::Connect | Endpoint::Disconnect => 20,
+            Endpoint::Connect | Endpoint::Disconnect | Endpoint::Remove => 20,
             Endpoint::Status | Endpoint::Messages | Endpoint::Activities => 100,
             Endpoint::Send => 200,
             Endpoint::Connections | Endpoint::Webhook => 50,

@@ -1,9 +1,11 @@
 //! The REST API of the guide (`../shared/seed/whatsapp-integration-guide.md`): its six endpoints
 //! with their paths, bodies and envelopes (`success`, `message`, `data`, `meta.operationId`,
-//! `meta.duration`), plus activities and health. JWT auth, per-subaccount rate limits and input
-//! validation happen here; every rejection is a 4xx envelope with a stable `error.code`. It
-//! knows the service, never the client or the store directly.
+//! `meta.duration`), plus activities, removing an agent with its data, and health. JWT auth,
+//! per-subaccount rate limits and input validation happen here; every rejection is a 4xx
+//! envelope with a stable `error.code`. It knows the service, never the client or the store
+//! directly.
 
+mod agents;
 pub mod auth;
 mod extract;
 mod limits;
@@ -21,7 +23,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
@@ -80,8 +82,16 @@ pub fn router(state: AppState) -> axum::Router {
             "/api/whatsapp/{sub}/{agent}/disconnect",
             post(routes::disconnect),
         )
-        .route("/api/whatsapp/{sub}/connections", get(routes::connections))
-        .route("/api/whatsapp/{sub}/activities", get(routes::activities))
+        .route("/api/whatsapp/{sub}/{agent}", delete(agents::delete_agent))
+        // An agent may be named like these listings: removing it comes through their routes.
+        .route(
+            "/api/whatsapp/{sub}/connections",
+            get(routes::connections).delete(agents::delete_agent),
+        )
+        .route(
+            "/api/whatsapp/{sub}/activities",
+            get(routes::activities).delete(agents::delete_agent),
+        )
         .route(
             "/api/whatsapp/{sub}/{agent}/webhook",
             get(webhooks::get_webhook)
@@ -310,6 +320,9 @@ impl From<crate::service::ServiceError> for ApiError {
         match &e {
             S::NotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "connection_not_found", e.to_string())
+            }
+            S::AgentLimit(_) => {
+                ApiError::new(StatusCode::CONFLICT, "agent_limit_reached", e.to_string())
             }
             S::NoWebhook => {
                 ApiError::new(StatusCode::NOT_FOUND, "webhook_not_found", e.to_string())

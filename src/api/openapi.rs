@@ -43,6 +43,7 @@ impl Modify for Bearer {
         super::routes::send,
         super::routes::messages,
         super::routes::disconnect,
+        super::agents::delete_agent,
         super::routes::connections,
         super::routes::activities,
         super::routes::healthz,
@@ -220,7 +221,15 @@ mod tests {
                 "{path}"
             );
         }
+        let agent = &d["paths"]["/api/whatsapp/{subaccountId}/{agentId}"]["delete"];
+        for status in ["200", "403", "404"] {
+            assert!(
+                agent["responses"][status].is_object(),
+                "DELETE agent {status}"
+            );
+        }
         let hook = &d["paths"]["/api/whatsapp/{subaccountId}/{agentId}/webhook"];
+
         for m in ["get", "put", "delete"] {
             assert!(hook[m]["responses"]["200"].is_object(), "webhook {m}");
         }

@@ -114,7 +114,7 @@ fn status_json(s: &Status, may_write: bool) -> Value {
         (status = 400, description = "Bad input", body = ErrorEnvelope),
         (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
         (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
-        (status = 409, description = "Not connected", body = ErrorEnvelope),
+        (status = 409, description = "`connection_failed`, or `agent_limit_reached`: a new agent, and its subaccount has as many as it may (WA_GATEWAY_MAX_AGENTS)", body = ErrorEnvelope),
         (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
         (status = 503, description = "WhatsApp unreachable", body = ErrorEnvelope),
     ),

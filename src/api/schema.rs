@@ -268,6 +268,16 @@ pub(super) struct DisconnectData {
     message: String,
 }
 
+/// The answer of removing an agent: which one went.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct DeleteAgentData {
+    /// Its subaccount.
+    subaccount_id: String,
+    /// The agent removed, with all its data.
+    agent_id: String,
+}
+
 /// One activity.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

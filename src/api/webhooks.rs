@@ -3,8 +3,6 @@
 
 use std::collections::HashMap;
 
-use crate::store::DeliveryState;
-
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -21,7 +19,9 @@ use super::schema::{
     WebhookBody, WebhookData,
 };
 use super::{ApiError, AppState, Op};
-use crate::service::{FailureKind, SIGNATURE_HEADER, WEBHOOK_EVENTS, WebhookEvent, WebhookView};
+use crate::service::{
+    DeliveryState, FailureKind, SIGNATURE_HEADER, WEBHOOK_EVENTS, WebhookEvent, WebhookView,
+};
 use crate::util::clock::iso8601_ms;
 
 /// Longest webhook URL.
@@ -137,6 +137,7 @@ fn parse_url(v: &Value) -> Result<String, ApiError> {
         (status = 400, description = "Bad input; `webhook_url_not_allowed` for an address webhooks may not reach", body = ErrorEnvelope),
         (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
         (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
+        (status = 409, description = "`agent_limit_reached`: a new agent, and its subaccount has as many as it may (WA_GATEWAY_MAX_AGENTS)", body = ErrorEnvelope),
         (status = 413, description = "Body or message too large", body = ErrorEnvelope),
         (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
     ),

@@ -1,19 +1,25 @@
 //! The service: one WhatsApp client per (subaccount, agent) over one store, started by
 //! `connect`, resumed at start-up when still linked, stopped by `disconnect` or shutdown. It
-//! keeps the connection rows and the activity log current from each client's events. It knows
+//! keeps the connection rows and the activity log current from each client's events; its
+//! in-memory maps hold only what is in use, and a maintenance task prunes old rows. It knows
 //! the client and the store; it knows nothing of HTTP (the `api` layer maps its answers).
 
+mod agents;
 pub mod egress;
 mod failure;
 mod outbox;
+mod registry;
+mod retention;
 mod webhooks;
 
 pub use crate::store::outbox::OutboxRow;
 pub use crate::store::webhooks::{EVENTS as WEBHOOK_EVENTS, WebhookEvent};
 pub use crate::store::webhooks::{FailureKind, ReplyIgnored};
-pub use crate::store::{ConnectionCode, ConnectionStatus, OutboxState};
+pub use crate::store::{ConnectionCode, ConnectionStatus, DeliveryState, OutboxState};
+pub use agents::DEFAULT_MAX_AGENTS;
 pub use failure::SendFailure;
 pub use outbox::Pacing;
+pub use retention::{PruneReport, Retention};
 pub use webhooks::{
     ATTEMPT_HEADER, EVENT_HEADER, EVENT_ID_HEADER, MAX_ANSWER, REPLY_KEY_PREFIX, SIGNATURE_HEADER,
     WebhookSettings, WebhookView, signature,
@@ -37,6 +43,13 @@ pub enum ServiceError {
     /// No connection for this (subaccount, agent).
     #[error("no WhatsApp connection for this agent")]
     NotFound,
+    /// The subaccount has as many agents as it may (`WA_GATEWAY_MAX_AGENTS`); a new one needs
+    /// another removed first.
+    #[error(
+        "this subaccount has {0} agents, the most it may have; remove one \
+         (DELETE /api/whatsapp/:subaccountId/:agentId) before adding another"
+    )]
+    AgentLimit(usize),
     /// The agent has no webhook.
     #[error("no webhook is set for this agent")]
     NoWebhook,
@@ -131,17 +144,23 @@ pub struct Service {
     store: Store,
     options: ClientOptions,
     sessions: Mutex<HashMap<AccountId, Arc<Session>>>,
-    /// Serializes `connect`/`disconnect` per account (never two clients for one account).
-    gates: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Serializes `connect`, `disconnect` and `delete_agent` per account (never two clients
+    /// for one account); an account's entry lives while one of them runs.
+    gates: registry::Registry<AccountId, tokio::sync::Mutex<()>>,
     /// How outboxes drain, and the subaccounts that drain unpaced.
     pacing: Pacing,
     unpaced: Vec<String>,
     /// How long a queued send may wait to be sent.
     send_ttl: Duration,
-    /// Wakes an account's drain when a send is queued.
-    wakers: Mutex<HashMap<AccountId, Arc<tokio::sync::Notify>>>,
-    /// Wakes the requests waiting for a send's outcome.
-    finished: Mutex<HashMap<i64, Arc<tokio::sync::Notify>>>,
+    /// Wakes an account's drain when a send is queued; an entry lives while its drain runs.
+    wakers: registry::Registry<AccountId, tokio::sync::Notify>,
+    /// Wakes the requests waiting for a send's outcome (by outbox key); an entry lives while a
+    /// request waits, and goes when the last one answers or is dropped.
+    finished: registry::Registry<i64, tokio::sync::Notify>,
+    /// Most agents a subaccount may have.
+    max_agents: usize,
+    /// How long old rows are kept, and how the pruner goes about it.
+    retention: Retention,
     /// How webhooks are delivered, with what, and the dispatcher's wake-up.
     webhook_settings: WebhookSettings,
     http: reqwest::Client,
@@ -164,6 +183,11 @@ pub struct ServiceOptions {
     /// How long a queued send may wait to be sent; past it, it expires unsent
     /// (`WA_GATEWAY_SEND_TTL`; None: 24 h).
     pub send_ttl: Option<Duration>,
+    /// Most agents one subaccount may have (`WA_GATEWAY_MAX_AGENTS`; None:
+    /// [`DEFAULT_MAX_AGENTS`]).
+    pub max_agents: Option<usize>,
+    /// How long old rows are kept (`WA_GATEWAY_RETENTION_*`).
+    pub retention: Retention,
 }
 
 /// How long a queued send waits at most unless configured (`WA_GATEWAY_SEND_TTL`).
@@ -251,12 +275,14 @@ impl Service {
             store,
             options,
             sessions: Mutex::new(HashMap::new()),
-            gates: Mutex::new(HashMap::new()),
+            gates: registry::Registry::default(),
             pacing: service.pacing,
             unpaced: service.unpaced,
             send_ttl: service.send_ttl.unwrap_or(DEFAULT_SEND_TTL),
-            wakers: Mutex::new(HashMap::new()),
-            finished: Mutex::new(HashMap::new()),
+            wakers: registry::Registry::default(),
+            finished: registry::Registry::default(),
+            max_agents: service.max_agents.unwrap_or(DEFAULT_MAX_AGENTS),
+            retention: service.retention,
             webhook_settings: service.webhooks,
             http,
             webhook_wake: Arc::default(),
@@ -264,6 +290,7 @@ impl Service {
             has_webhooks: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(webhooks::dispatch(Arc::downgrade(&svc)));
+        tokio::spawn(retention::maintain(Arc::downgrade(&svc)));
         svc
     }
 
@@ -277,13 +304,27 @@ impl Service {
         &self.store
     }
 
-    fn gate(&self, account: AccountId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut g = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-        g.entry(account).or_default().clone()
+    /// The gate of `account`: lock it to connect, disconnect or delete.
+    fn gate(&self, account: AccountId) -> registry::Held<'_, AccountId, tokio::sync::Mutex<()>> {
+        self.gates.hold(account)
     }
 
     fn session(&self, account: AccountId) -> Option<Arc<Session>> {
         self.sessions.lock().ok()?.get(&account).cloned()
+    }
+
+    /// Takes `account`'s session out of the map (only if it is `only`, when given) and wakes
+    /// its drain, which then sees it is no longer current and ends, releasing its waker.
+    fn end_session(&self, account: AccountId, only: Option<&Arc<Session>>) -> Option<Arc<Session>> {
+        let ended = {
+            let mut s = self.sessions.lock().ok()?;
+            if only.is_some_and(|o| !s.get(&account).is_some_and(|c| Arc::ptr_eq(c, o))) {
+                return None;
+            }
+            s.remove(&account)
+        };
+        self.wake(account);
+        ended
     }
 
     /// Starts the clients of every linked connection (no QR: their credentials log in).
@@ -433,6 +474,9 @@ impl Service {
                 self.wake_webhooks();
             }
         }
+        // The client has ended (its final state is in the row): the map keeps no client that
+        // will never run again. One `disconnect` or `connect` replaced is not ours to remove.
+        self.end_session(session.account, Some(&session));
     }
 
     async fn activity(
@@ -456,9 +500,15 @@ impl Service {
         agent: &str,
         user: Option<&str>,
     ) -> Result<Connected, ServiceError> {
-        let account = self.store.account(subaccount, agent).await?;
+        let account = self.account_within_cap(subaccount, agent).await?;
         let gate = self.gate(account);
         let _g = gate.lock().await;
+        if self.store.find_account(subaccount, agent).await? != Some(account) {
+            // Removed while this waited for its gate: connecting makes the agent anew.
+            drop(_g);
+            drop(gate);
+            return Box::pin(self.connect(subaccount, agent, user)).await;
+        }
         self.store.open_connection(account, user, now_ms()).await?;
         let session = match self.session(account) {
             Some(s) if !s.client.state().is_final() => s,
@@ -543,11 +593,7 @@ impl Service {
         };
         let gate = self.gate(row.account);
         let _g = gate.lock().await;
-        let session = self
-            .sessions
-            .lock()
-            .ok()
-            .and_then(|mut s| s.remove(&row.account));
+        let session = self.end_session(row.account, None);
         match &session {
             Some(s) => {
                 s.client.logout().await;
@@ -689,6 +735,8 @@ impl Service {
             .map(|mut s| s.drain().map(|(_, v)| v).collect())
             .unwrap_or_default();
         for s in sessions {
+            // Its drain ends at once rather than at its next look at the queue.
+            self.wake(s.account);
             s.client.shutdown().await;
         }
     }
@@ -702,6 +750,30 @@ impl Service {
     pub fn running(&self) -> usize {
         self.sessions.lock().map(|s| s.len()).unwrap_or(0)
     }
+
+    /// How many entries the service's in-memory maps hold now (logged by the maintenance
+    /// task): each should follow what is in use, never grow with what has been.
+    pub fn stats(&self) -> ServiceStats {
+        ServiceStats {
+            sessions: self.running(),
+            gates: self.gates.len(),
+            drains: self.wakers.len(),
+            waiting_sends: self.finished.len(),
+        }
+    }
+}
+
+/// The sizes of the service's in-memory maps (see [`Service::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServiceStats {
+    /// Clients kept (running, or showing a QR code).
+    pub sessions: usize,
+    /// Accounts whose connect, disconnect or delete is under way or waiting.
+    pub gates: usize,
+    /// Outbox drains running (one per account with a live client).
+    pub drains: usize,
+    /// Sends whose outcome at least one request is waiting for.
+    pub waiting_sends: usize,
 }
 
 /// An activity of (subaccount, agent) now, in the guide's `chat` category.

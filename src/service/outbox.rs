@@ -168,13 +168,12 @@ impl Service {
     }
 
     /// Waits up to `wait` for send `pk` to be acked or refused; returns its row as it is then.
+    /// A request dropped while it waits (its client went away, or it timed out) stops waiting
+    /// with it: the wake-up it held goes when its last waiter does.
     pub async fn await_send(&self, pk: i64, wait: Duration) -> Result<OutboxRow, ServiceError> {
-        let notify = {
-            let mut w = self.finished.lock().unwrap_or_else(|e| e.into_inner());
-            w.entry(pk).or_default().clone()
-        };
+        let notify = self.finished.hold(pk);
         let deadline = Instant::now() + wait;
-        let row = loop {
+        loop {
             let notified = notify.notified();
             let row = self
                 .store
@@ -182,39 +181,26 @@ impl Service {
                 .await?
                 .ok_or(ServiceError::SendGone)?;
             if row.state != OutboxState::Queued || Instant::now() >= deadline {
-                break row;
+                return Ok(row);
             }
             let _ = tokio::time::timeout_at(deadline, notified).await;
-        };
-        if let Ok(mut w) = self.finished.lock()
-            && Arc::strong_count(&notify) <= 2
-        {
-            w.remove(&pk);
         }
-        Ok(row)
     }
 
+    /// Wakes `account`'s drain, if one runs (one that starts reads the queue first).
     pub(super) fn wake(&self, account: crate::store::AccountId) {
-        let n = {
-            let mut w = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-            w.entry(account).or_default().clone()
-        };
-        n.notify_one();
+        self.wakers.with(account, |n| n.notify_one());
     }
 
+    /// Wakes the requests waiting for send `pk`, if any.
     pub(super) fn finished(&self, pk: i64) {
-        if let Some(n) = self.finished.lock().ok().and_then(|w| w.get(&pk).cloned()) {
-            n.notify_waiters();
-        }
+        self.finished.with(pk, |n| n.notify_waiters());
     }
 
     /// Sends an account's queued rows in order, at its pace, while its session lives.
     pub(super) async fn drain(self: Arc<Self>, session: Arc<Session>) {
         let account = session.account;
-        let wake = {
-            let mut w = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-            w.entry(account).or_default().clone()
-        };
+        let wake = self.wakers.hold(account);
         let paced = !self.unpaced.iter().any(|s| *s == session.subaccount);
         let mut pacer = Pacer::new(self.pacing.clone());
         let mut attempts = 0u32;

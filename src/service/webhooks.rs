@@ -183,7 +183,7 @@ impl Service {
             return Err(ServiceError::WebhookUrlNotAllowed(ip));
         }
         // Set before the first `connect`, it hears that connection's events too.
-        let account = self.store.account(subaccount, agent).await?;
+        let account = self.account_within_cap(subaccount, agent).await?;
         self.store
             .set_webhook(account, url, secret.as_bytes(), events, user)
             .await?;
@@ -669,9 +669,6 @@ fn short_error(e: &reqwest::Error) -> String {
     format!("{kind}: {why}")
 }
 
-/// How often delivered events past their retention are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
 /// The dispatcher: claims due events (one per chat, a few per account), delivers them
 /// concurrently, and sleeps until woken or until the next one is due. Ends when the service is
 /// dropped or shut down.
@@ -686,7 +683,6 @@ pub(super) async fn dispatch(service: Weak<Service>) {
     {
         svc.has_webhooks.store(true, Relaxed);
     }
-    let mut pruned = tokio::time::Instant::now();
     loop {
         let Some(svc) = service.upgrade() else { return };
         if svc.stopping.load(Relaxed) {
@@ -695,15 +691,6 @@ pub(super) async fn dispatch(service: Weak<Service>) {
         let wake = svc.webhook_wake.clone();
         let notified = wake.notified();
         let settings = svc.webhook_settings.clone();
-        if pruned.elapsed() >= PRUNE_EVERY {
-            pruned = tokio::time::Instant::now();
-            let before = now_ms().saturating_sub(millis(settings.retain));
-            match svc.store.prune_webhook_events(before).await {
-                Ok(n) if n > 0 => tracing::debug!(n, "delivered webhook events pruned"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot prune webhook events"),
-            }
-        }
         let busy: usize = inflight.lock().map(|m| m.values().sum()).unwrap_or(0);
         let room = settings.concurrency.saturating_sub(busy);
         let now = now_ms();

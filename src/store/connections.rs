@@ -279,11 +279,13 @@ impl Store {
         )
     }
 
-    /// Logs an activity; returns its id.
-    pub async fn add_activity(&self, a: &Activity) -> Result<i64, StoreError> {
-        let id = sqlx::query(
+    /// Logs an activity of an agent that exists; returns its id (None once the agent was
+    /// removed: a task of its ended client must not log for it after its data went).
+    pub async fn add_activity(&self, a: &Activity) -> Result<Option<i64>, StoreError> {
+        let id = sqlx::query_scalar(
             "INSERT INTO activities (subaccount_id, agent_id, user_id, kind, category, details, \
-             at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+             at_ms) SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM accounts \
+             WHERE subaccount_id = ? AND agent_id = ?) RETURNING id",
         )
         .bind(&a.subaccount_id)
         .bind(&a.agent_id)
@@ -292,9 +294,10 @@ impl Store {
         .bind(&a.category)
         .bind(&a.details)
         .bind(a.at_ms)
-        .execute(&self.pool)
-        .await?
-        .last_insert_rowid();
+        .bind(&a.subaccount_id)
+        .bind(&a.agent_id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(id)
     }
 

@@ -8,6 +8,7 @@ pub mod error;
 mod groups;
 mod messages;
 pub mod outbox;
+pub mod prune;
 mod rows;
 mod seal;
 pub mod signal;
@@ -103,6 +104,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "connection codes",
         include_str!("../../migrations/0015_connection_codes.sql"),
     ),
+    (
+        16,
+        "retention",
+        include_str!("../../migrations/0016_retention.sql"),
+    ),
 ];
 
 /// How every write transaction starts: it takes the write lock up front, so a transaction that
@@ -136,6 +142,13 @@ impl Durability {
 
 /// An account's id in the database.
 pub type AccountId = i64;
+
+/// What [`Store::delete_account`] removed that others may be waiting on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RemovedAccount {
+    /// The sends it still had queued (their keys): requests waiting for them must hear.
+    pub queued_sends: Vec<i64>,
+}
 
 /// The database: one pool shared by all accounts.
 #[derive(Debug, Clone)]
@@ -271,13 +284,58 @@ impl Store {
         )
     }
 
-    /// Deletes an account and everything stored for it.
-    pub async fn delete_account(&self, account: AccountId) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM accounts WHERE id = ?")
+    /// The account for (subaccount, agent): the existing one, or one made now if the
+    /// subaccount has fewer than `max` accounts (None when it has that many already). Counting
+    /// and inserting are one statement, so concurrent callers cannot pass the cap together.
+    pub async fn account_within(
+        &self,
+        subaccount_id: &str,
+        agent_id: &str,
+        max: usize,
+    ) -> Result<Option<AccountId>, StoreError> {
+        sqlx::query(
+            "INSERT INTO accounts (subaccount_id, agent_id, created_at) \
+             SELECT ?, ?, unixepoch() \
+             WHERE (SELECT COUNT(*) FROM accounts WHERE subaccount_id = ?) < ? \
+             ON CONFLICT (subaccount_id, agent_id) DO NOTHING",
+        )
+        .bind(subaccount_id)
+        .bind(agent_id)
+        .bind(subaccount_id)
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        self.find_account(subaccount_id, agent_id).await
+    }
+
+    /// Deletes an account and everything stored for it, in one transaction: every table keyed
+    /// by account goes through its foreign key's cascade (keys, sessions, credentials,
+    /// messages with their receipts, outbox, webhook and its events, groups, connection row,
+    /// …), and the activity log, keyed by (subaccount, agent), here. None if there was none.
+    pub async fn delete_account(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<RemovedAccount>, StoreError> {
+        let mut tx = self.pool.begin_with(WRITE_TX).await?;
+        let queued_sends: Vec<i64> =
+            sqlx::query_scalar("SELECT pk FROM outbox WHERE account_id = ? AND state = 'queued'")
+                .bind(account)
+                .fetch_all(&mut *tx)
+                .await?;
+        sqlx::query(
+            "DELETE FROM activities WHERE (subaccount_id, agent_id) = \
+             (SELECT subaccount_id, agent_id FROM accounts WHERE id = ?)",
+        )
+        .bind(account)
+        .execute(&mut *tx)
+        .await?;
+        let gone = sqlx::query("DELETE FROM accounts WHERE id = ?")
             .bind(account)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok((gone > 0).then_some(RemovedAccount { queued_sends }))
     }
 
     /// The client credentials of `account`.

@@ -463,20 +463,6 @@ impl Store {
         Ok(events)
     }
 
-    /// Forgets delivered events taken before `before_ms` (dead-lettered ones stay until
-    /// redelivered or their account goes). How many went.
-    pub async fn prune_webhook_events(&self, before_ms: i64) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query(
-                "DELETE FROM webhook_events WHERE state = 'delivered' AND delivered_ms < ?",
-            )
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await?
-            .rows_affected(),
-        )
-    }
-
     /// Whether any account has a webhook.
     pub async fn any_webhook(&self) -> Result<bool, StoreError> {
         Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM webhooks)")

@@ -252,7 +252,7 @@ fn the_simulators_files_use_only_files_below_them() {
 /// `api/mod.rs` itself, such as `ApiError`, are open to all). Handlers read requests through
 /// `extract` and answer the shapes of `schema`; `openapi` only assembles the document from the
 /// handlers and shapes, and nothing but the router in `mod.rs` uses it: no cycle between
-/// routes, webhooks and openapi.
+/// routes, webhooks, agents and openapi.
 const API_RULES: &[(&str, &[&str])] = &[
     ("auth", &[]),
     ("limits", &[]),
@@ -261,7 +261,8 @@ const API_RULES: &[(&str, &[&str])] = &[
     ("server", &["extract"]),
     ("routes", &["extract", "schema", "limits", "auth"]),
     ("webhooks", &["extract", "schema", "limits", "auth"]),
-    ("openapi", &["routes", "webhooks", "schema"]),
+    ("agents", &["extract", "schema", "limits"]),
+    ("openapi", &["routes", "webhooks", "agents", "schema"]),
 ];
 
 /// Every `super::` path in `text` (grouped imports expanded), as its segments.

@@ -1,5 +1,6 @@
 //! Integration tests: outside vectors first (fixtures/ from Baileys and libsignal), then our own.
 
+mod agents;
 mod binary_fixtures;
 mod cert_chain;
 mod client_lifecycle;
@@ -18,7 +19,9 @@ mod noise_fixture;
 mod openapi_conform;
 mod pairing_fixture;
 mod rest;
+mod retention;
 mod secrets_debug;
+mod service_maps;
 mod signal_fixture;
 mod signal_props;
 mod signal_roundtrip;

@@ -19,6 +19,8 @@ const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!!";
 /// A running service: its URL and how to stop it.
 pub(crate) struct Server {
     pub(crate) url: String,
+    /// The service behind it (for its maps' sizes and its pruning pass).
+    pub(crate) service: std::sync::Arc<Service>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -40,7 +42,7 @@ impl Server {
         Server::start_full(db, options(sim), opts).await
     }
 
-    async fn start_full(
+    pub(crate) async fn start_full(
         db: &str,
         client: wa_gateway::client::ClientOptions,
         opts: ServiceOptions,
@@ -48,7 +50,7 @@ impl Server {
         Server::start_http(db, client, opts, HttpLimits::default()).await
     }
 
-    async fn start_http(
+    pub(crate) async fn start_http(
         db: &str,
         client: wa_gateway::client::ClientOptions,
         opts: ServiceOptions,
@@ -59,7 +61,7 @@ impl Server {
         let unlimited = opts.unpaced.clone();
         let service = Service::with_options(store, client, opts);
         let mut state =
-            AppState::new(service, &AuthKey::Hs256(SECRET.to_vec()), unlimited).unwrap();
+            AppState::new(service.clone(), &AuthKey::Hs256(SECRET.to_vec()), unlimited).unwrap();
         state.http = http;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -69,6 +71,7 @@ impl Server {
         }));
         Server {
             url,
+            service,
             stop: Some(tx),
             done,
         }
