@@ -258,7 +258,8 @@ async fn events_arrive_signed_and_in_order_through_an_outage_and_a_restart_and_a
                 "connection.update",
                 "message.reaction",
                 "message.edited",
-                "message.revoked"
+                "message.revoked",
+                "message.undecryptable"
             ])
         );
         assert!(
