@@ -383,14 +383,11 @@ async fn target_row(
         .transpose()
 }
 
-/// Writes what `by` changed on the target `pk` (now `row`) and queues the event it raises.
-async fn save_applied(
+/// Writes the target `pk` as a reaction, edit or revoke left it (now `row`).
+async fn write_applied(
     conn: &mut SqliteConnection,
-    account: AccountId,
     pk: i64,
     row: &StoredMessage,
-    by: &StoredMessage,
-    applied: Applied,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE messages SET body = ?, type = ?, content = ?, edited_at = ?, reactions = ? \
@@ -404,6 +401,19 @@ async fn save_applied(
     .bind(pk)
     .execute(&mut *conn)
     .await?;
+    Ok(())
+}
+
+/// Writes what `by` changed on the target `pk` (now `row`) and queues the event it raises.
+async fn save_applied(
+    conn: &mut SqliteConnection,
+    account: AccountId,
+    pk: i64,
+    row: &StoredMessage,
+    by: &StoredMessage,
+    applied: Applied,
+) -> Result<(), sqlx::Error> {
+    write_applied(conn, pk, row).await?;
     let data = serde_json::json!({
         "id": by.id,
         "by": by.sender.to_string(),
@@ -498,22 +508,49 @@ pub(crate) async fn classify_old_rows(pool: &SqlitePool) -> Result<(), sqlx::Err
         let Some((last, _)) = rows.last() else { break };
         after = *last;
         let mut tx = pool.begin_with(super::WRITE_TX).await?;
+        let mut mutations = Vec::new();
         for (pk, raw) in &rows {
             let Ok(Classified::Stored(c)) = classify(raw) else {
                 continue;
             };
+            if c.kind.is_mutation() {
+                mutations.push(*pk);
+            }
+            // The text too: a caption or a reaction's emoji was not kept by the old decoder.
             sqlx::query(
                 "UPDATE messages SET type = ?, content = ?, ephemeral = ?, view_once = ?, \
-                 target_id = ? WHERE pk = ?",
+                 target_id = ?, body = COALESCE(?, body) WHERE pk = ?",
             )
             .bind(c.kind.as_str())
             .bind(content_json(&c.details))
             .bind(c.ephemeral)
             .bind(c.view_once)
             .bind(c.target.map(|t| t.id))
+            .bind(c.text)
             .bind(pk)
             .execute(&mut *tx)
             .await?;
+        }
+        // An old reaction (stored as a text row then) now acts on its message, as one that
+        // arrives does; no event: it is history, announced long ago.
+        for pk in mutations {
+            let r = sqlx::query(&format!(
+                "SELECT account_id, {COLUMNS} FROM messages WHERE pk = ?"
+            ))
+            .bind(pk)
+            .fetch_one(&mut *tx)
+            .await?;
+            let account: AccountId = r.try_get("account_id")?;
+            let by = from_row(&r)?;
+            let Some(target) = by.target.clone() else {
+                continue;
+            };
+            let chat = by.chat.to_string();
+            if let Some((target_pk, mut row)) = target_row(&mut tx, account, &chat, &target).await?
+                && row.apply(&by).is_some()
+            {
+                write_applied(&mut tx, target_pk, &row).await?;
+            }
         }
         tx.commit().await?;
     }

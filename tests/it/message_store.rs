@@ -846,3 +846,73 @@ async fn a_disconnect_ends_an_acked_but_unfinished_send_done_not_cancelled() {
     assert_eq!(cancelled.len(), 1, "{cancelled:?}");
     assert!(cancelled[0].contains("WAITING"), "{cancelled:?}");
 }
+
+/// A database from before message kinds: its rows are classified at the next open, and an old
+/// reaction (kept then as a text row) lands on its message as one arriving now would.
+#[tokio::test]
+async fn rows_from_before_message_kinds_are_classified_and_old_reactions_applied() {
+    use prost::Message as _;
+    use wa_gateway::proto::wa;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let account = store.account("sub", "agent").await.unwrap();
+    let text = wa::Message {
+        conversation: Some("hello".into()),
+        ..Default::default()
+    };
+    let reaction = wa::Message {
+        reaction_message: Some(wa::ReactionMessage {
+            key: Some(wa::MessageKey {
+                remote_jid: Some("15550001111@s.whatsapp.net".into()),
+                from_me: Some(false),
+                id: Some("OLDTEXT".into()),
+                participant: None,
+            }),
+            text: Some("👍".into()),
+            grouping_key: None,
+            sender_timestamp_ms: Some(1_700_000_001_000),
+        }),
+        ..Default::default()
+    };
+    for (id, raw, ts) in [
+        ("OLDTEXT", text.encode_to_vec(), 1_700_000_000i64),
+        ("OLDREACT", reaction.encode_to_vec(), 1_700_000_001),
+    ] {
+        // As the old decoder stored them: type chat, no content, no text for the reaction.
+        sqlx::query(
+            "INSERT INTO messages (account_id, chat, sender, id, from_me, ts, body, raw, status, \
+             content) VALUES (?, '15550001111@s.whatsapp.net', '15550001111@s.whatsapp.net', ?, \
+             0, ?, NULL, ?, 'received', NULL)",
+        )
+        .bind(account)
+        .bind(id)
+        .bind(ts)
+        .bind(raw)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    sqlx::query("DELETE FROM store_meta WHERE name = 'message_kinds_backfilled'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    drop(store);
+
+    let store = Store::open(&url).await.unwrap();
+    let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT id, type, body, reactions FROM messages WHERE account_id = ? ORDER BY pk",
+    )
+    .bind(account)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (rows[0].1.as_str(), rows[0].2.as_deref()),
+        ("chat", Some("hello"))
+    );
+    assert_eq!(rows[1].1, "reaction");
+    let reactions: serde_json::Value =
+        serde_json::from_str(rows[0].3.as_deref().expect("the reaction landed")).unwrap();
+    assert!(reactions.to_string().contains("👍"), "{reactions}");
+}
