@@ -23,6 +23,7 @@ use crate::service::{
     DeliveryState, FailureKind, SIGNATURE_HEADER, WEBHOOK_EVENTS, WebhookEvent, WebhookView,
 };
 use crate::util::clock::iso8601_ms;
+use crate::util::url::without_credentials;
 
 /// Longest webhook URL.
 const MAX_URL: usize = 2048;
@@ -45,21 +46,6 @@ fn view_json(w: &WebhookView, may_write: bool) -> Value {
         "createdAt": iso8601_ms(w.created_at),
         "updatedAt": iso8601_ms(w.updated_at),
     })
-}
-
-/// `url` without userinfo, query or fragment (where credentials ride).
-fn without_credentials(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.set_fragment(None);
-            u.to_string()
-        }
-        // Stored URLs were parsed when set; one that is not is shown as nothing at all.
-        Err(_) => String::new(),
-    }
 }
 
 /// How an attempt failed, for viewers: what kind of failure, never the detail (addresses,

@@ -402,7 +402,8 @@ fn key_of(k: Option<&wa::MessageKey>) -> Option<TargetKey> {
     })
 }
 
-fn stored(kind: Kind, text: Option<String>, details: Value) -> Content {
+/// Content of `kind` with no flags or target.
+pub(crate) fn stored(kind: Kind, text: Option<String>, details: Value) -> Content {
     Content {
         kind,
         text: text.filter(|t| !t.is_empty()),

@@ -153,23 +153,10 @@ pub struct Webhook {
 impl std::fmt::Debug for Webhook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Webhook")
-            .field("url", &redacted(&self.url))
+            .field("url", &crate::util::url::without_credentials(&self.url))
             .field("secret", &"..")
             .field("events", &self.events)
             .finish()
-    }
-}
-
-/// `url` without what may carry the receiver's credentials: userinfo, query and fragment.
-fn redacted(url: &str) -> String {
-    let url = url.split(['?', '#']).next().unwrap_or_default();
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((_, host)) => format!("{scheme}://..@{host}{path}"),
-        None => url.to_owned(),
     }
 }
 

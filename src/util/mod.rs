@@ -4,3 +4,4 @@ pub mod bytes;
 pub mod clock;
 pub mod hex;
 pub mod ids;
+pub mod url;

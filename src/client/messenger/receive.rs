@@ -5,7 +5,7 @@ use prost::Message as _;
 
 use super::{MAX_RETRIES, Messenger, bump};
 use crate::binary::{Jid, Node, Server};
-use crate::client::content::{Classified, Content, Kind, classify};
+use crate::client::content::{Classified, Kind, classify, stored};
 use crate::client::events::Event;
 use crate::client::messages::{Committed, MessageStatus, StoredMessage};
 use crate::client::recv::{is_me, unpad};
@@ -37,15 +37,11 @@ pub(super) fn row_of(plain: &[u8], base: StoredMessage) -> Option<StoredMessage>
         Ok(Classified::Stored(c)) => c,
         // It decrypted: these are the sender's own bytes, and asking again brings the same.
         // Kept whole as `unknown`, never retried or dropped.
-        Err(e) => Content {
-            kind: Kind::Unknown,
-            text: None,
-            details: serde_json::json!({ "undecodable": e.to_string() }),
-            ephemeral: false,
-            view_once: false,
-            target: None,
-            admin_revoke: false,
-        },
+        Err(e) => stored(
+            Kind::Unknown,
+            None,
+            serde_json::json!({ "undecodable": e.to_string() }),
+        ),
     };
     Some(StoredMessage {
         text: content.text,
