@@ -136,6 +136,8 @@ pub struct StoredMessage {
     pub edited_at: Option<u64>,
     /// Reactions on it, one per reactor (the latest).
     pub reactions: Vec<Reaction>,
+    /// For a media message: its file (written beside the row, for the downloader).
+    pub media: Option<super::media_ref::MediaRef>,
 }
 
 impl StoredMessage {
@@ -217,6 +219,7 @@ impl Default for StoredMessage {
             target: None,
             edited_at: None,
             reactions: Vec::new(),
+            media: None,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod iq;
 pub mod keepalive;
 mod link;
 mod linking;
+pub mod media_ref;
 pub mod messages;
 pub mod messenger;
 pub mod pair;
