@@ -372,14 +372,17 @@ impl<S: CredsStore> Messenger<S> {
             distributions = distributed.len(),
             "sending to group"
         );
-        let node = group_message_stanza(
-            &row.id,
-            &group,
-            mode,
-            &our_phash,
-            encs,
-            skmsg,
-            &me.signed_identity,
+        let node = super::send::with_type(
+            group_message_stanza(
+                &row.id,
+                &group,
+                mode,
+                &our_phash,
+                encs,
+                skmsg,
+                &me.signed_identity,
+            ),
+            &row.raw,
         );
         Ok(match self.transmit(&sender, &node, row).await {
             Ok(ack) => GroupAttempt::Acked(ack, distributed, our_phash),
@@ -451,13 +454,16 @@ impl<S: CredsStore> Messenger<S> {
                 AddressingMode::Pn
             });
         let t = row.timestamp.to_string();
-        let node = stanza::retry_stanza(
-            &row.id,
-            &group,
-            &ct,
-            req.count,
-            Some(&t),
-            &account.me.signed_identity,
+        let node = super::send::with_type(
+            stanza::retry_stanza(
+                &row.id,
+                &group,
+                &ct,
+                req.count,
+                Some(&t),
+                &account.me.signed_identity,
+            ),
+            &row.raw,
         )
         .attr("participant", req.from.clone())
         .attr("addressing_mode", mode.as_str());

@@ -409,7 +409,10 @@ impl<S: CredsStore> Messenger<S> {
         }
         drop(locks);
         tracing::debug!(id = row.id, devices = encs.len(), "sending");
-        let mut node = stanza::message_stanza(&row.id, &wire, encs, &me.signed_identity);
+        let mut node = with_type(
+            stanza::message_stanza(&row.id, &wire, encs, &me.signed_identity),
+            &row.raw,
+        );
         // The contact's token to us: without it WhatsApp may refuse a first contact (463).
         if let Some(token) = self.token_for(&row.chat).await
             && let crate::binary::Content::Children(c) = &mut node.content
@@ -535,4 +538,12 @@ pub(super) fn pending(row: &StoredMessage) -> Sent {
         timestamp: row.timestamp,
         status: MessageStatus::Pending,
     }
+}
+
+/// `node` (a built `<message>` of `raw`) with the `type` and `mediatype` its content calls for:
+/// media travels as `type="media"` with a `mediatype` per `<enc>`, as every reference sends it.
+pub(super) fn with_type(mut node: Node, raw: &[u8]) -> Node {
+    let message = wa::Message::decode(raw).unwrap_or_default();
+    stanza::media::set_message_type(&mut node, &message);
+    node
 }
