@@ -110,8 +110,8 @@ pub trait BlobStore: Send + Sync + 'static {
         after: Option<BlobId>,
         limit: usize,
     ) -> BlobFuture<'_, Vec<(BlobId, SystemTime)>>;
-    /// Drops staging leftovers of an earlier process (a crash mid-write). Call before anything
-    /// is staged.
+    /// Drops staging leftovers of an earlier process (a crash mid-write): files staged before
+    /// this store was opened.
     fn clear_staging(&self) -> BlobFuture<'_, usize>;
 }
 
@@ -119,6 +119,8 @@ pub trait BlobStore: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct FsBlobs {
     root: PathBuf,
+    /// When this process opened the store: older staging files are a dead process's.
+    opened: SystemTime,
 }
 
 impl FsBlobs {
@@ -126,7 +128,10 @@ impl FsBlobs {
     pub fn open(root: impl Into<PathBuf>) -> Result<FsBlobs, BlobError> {
         let root = root.into();
         std::fs::create_dir_all(root.join("tmp"))?;
-        Ok(FsBlobs { root })
+        Ok(FsBlobs {
+            root,
+            opened: SystemTime::now(),
+        })
     }
 
     fn path(&self, id: BlobId) -> PathBuf {
@@ -307,8 +312,11 @@ impl BlobStore for FsBlobs {
             let mut n = 0;
             let mut dir = tokio::fs::read_dir(self.root.join("tmp")).await?;
             while let Some(e) = dir.next_entry().await? {
-                tokio::fs::remove_file(e.path()).await?;
-                n += 1;
+                let written = e.metadata().await?.modified()?;
+                if written < self.opened {
+                    tokio::fs::remove_file(e.path()).await?;
+                    n += 1;
+                }
             }
             Ok(n)
         })
@@ -427,7 +435,11 @@ mod tests {
         // A crash: the process ends without Drop running.
         std::mem::forget(s);
         assert!(store.list(None, 10).await.unwrap().is_empty());
-        assert_eq!(store.clear_staging().await.unwrap(), 1);
+        // This process's own staging is in use, not a leftover.
+        assert_eq!(store.clear_staging().await.unwrap(), 0);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let restarted = FsBlobs::open(dir.path()).unwrap();
+        assert_eq!(restarted.clear_staging().await.unwrap(), 1);
         assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 

@@ -199,18 +199,6 @@ impl<S: CredsStore> Messenger<S> {
 
     // ---- sending ----
 
-    /// Sends `text` to `group`.
-    pub(super) async fn send_group_text(
-        &self,
-        group: Jid,
-        text: String,
-        id: Option<String>,
-    ) -> Result<Sent, SendError> {
-        let account = self.account().ok_or(SendError::NotConnected)?;
-        let row = self.own_text(&account, group.to_non_ad(), text, id).await;
-        self.send_group_row(&account, row, true).await
-    }
-
     /// Sends `row` to its group and waits for the ack: a `421` refreshes the metadata and
     /// sends once more (same id); a `phash` that differs from ours makes the next send ask
     /// for the members and their devices again.
