@@ -9,22 +9,24 @@ use wa_gateway::binary::decode_frame;
 use wa_gateway::util::hex;
 
 /// Starts the simulator and its control API, prints where they are, runs until SIGINT/SIGTERM.
-/// With `tls`, it serves `wss://` and writes its CA certificate to `ca_out` (printed as
-/// `ca_cert`; give it to clients as `WA_GATEWAY_WS_CA`).
+/// Its CA certificate (behind the media CDN's HTTPS, and with `tls` the `wss://` socket's) is
+/// written to `ca_out` (printed as `ca_cert`; give it to clients as `WA_GATEWAY_WS_CA`).
 fn simulate(
     listen: std::net::SocketAddr,
     control: std::net::SocketAddr,
+    cdn: Option<std::net::SocketAddr>,
     tls: bool,
     ca_out: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
     use base64::Engine;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let sim = if tls {
-            wa_gateway::sim::Simulator::start_tls(listen).await?
-        } else {
-            wa_gateway::sim::Simulator::start(listen).await?
-        };
+        let sim = wa_gateway::sim::Simulator::start_on(wa_gateway::sim::Listeners {
+            ws: listen,
+            wss: tls,
+            cdn,
+        })
+        .await?;
         let ca_path = match sim.ca_cert_pem() {
             Some(pem) => {
                 let path = ca_out.unwrap_or_else(|| {
@@ -40,6 +42,7 @@ fn simulate(
         let mut line = serde_json::json!({
             "ws_url": sim.ws_url(),
             "control_url": control_url,
+            "cdn_url": sim.cdn_url(),
             "root_public_key": base64::engine::general_purpose::STANDARD.encode(sim.root_public_key()),
         });
         if let Some(p) = &ca_path {
@@ -118,6 +121,7 @@ fn serve(cfg: wa_gateway::config::Config, with_simulator: bool) -> anyhow::Resul
                     "simulator": {
                         "ws_url": sim.ws_url(),
                         "control_url": control_url,
+                        "cdn_url": sim.cdn_url(),
                         "root_public_key": base64::engine::general_purpose::STANDARD.encode(sim.root_public_key()),
                     }
                 })
@@ -379,11 +383,15 @@ enum Command {
         /// Control API listen address (port 0 = any free port).
         #[arg(long, default_value = "127.0.0.1:0")]
         control: std::net::SocketAddr,
-        /// Serve `wss://` with a certificate from a CA generated at start.
+        /// The media CDN's HTTPS listen address (default: the WebSocket's IP, any free port).
+        #[arg(long)]
+        cdn: Option<std::net::SocketAddr>,
+        /// Serve `wss://` with a certificate from the CA generated at start (the media CDN
+        /// always serves HTTPS with it).
         #[arg(long)]
         tls: bool,
         /// Where to write that CA's PEM (default: the temp directory).
-        #[arg(long, requires = "tls")]
+        #[arg(long)]
         ca_out: Option<std::path::PathBuf>,
     },
     /// A line-based client for the simulator: JSON events out, `{"to","text"}` lines in.
@@ -493,9 +501,10 @@ fn main() -> ExitCode {
         Command::Simulate {
             listen,
             control,
+            cdn,
             tls,
             ca_out,
-        } => match simulate(listen, control, tls, ca_out) {
+        } => match simulate(listen, control, cdn, tls, ca_out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");

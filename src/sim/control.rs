@@ -2,8 +2,9 @@
 //! `POST /phones/{number}/scan`, `POST /phones/{number}/send`, `GET /phones/{number}/messages`,
 //! `DELETE /phones/{number}` (the user deletes their account),
 //! `POST /phones/{number}/echo`, `POST /phones/{number}/devices`, `POST /faults`, `POST /groups`,
-//! `GET /groups/{jid}`, `POST /groups/{jid}/participants` and `GET /stanzas?id=…` (how many
-//! times real devices transmitted a message id). Errors come back as
+//! `GET /groups/{jid}`, `POST /groups/{jid}/participants`, `GET /stanzas?id=…` (how many
+//! times real devices transmitted a message id), and the media CDN's `GET /cdn/media` (the
+//! blobs it holds) and `POST /cdn/faults`. Errors come back as
 //! `{"error": "…"}` with a 4xx status; bad bodies never reach the simulator.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -14,6 +15,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::cdn::CdnFault;
 use super::compose::Compose;
 use super::error::SimError;
 use super::server::Fault;
@@ -43,6 +45,19 @@ pub struct FaultBody {
     pub conflict: Option<String>,
     /// For `withhold_receipts` / `withhold_acks`: on (default) or off (lifts it).
     pub on: Option<bool>,
+}
+
+/// Body of `POST /cdn/faults`.
+#[derive(Debug, Deserialize)]
+pub struct CdnFaultBody {
+    /// `expire_media` (downloads answer 404), `corrupt_media` (one byte flipped in place),
+    /// `refuse_uploads` (the next `count` uploads answer 401), `expire_auth` (every
+    /// `media_conn` auth expires now).
+    pub fault: String,
+    /// For the media faults: the blob's enc SHA-256 (base64 or hex) or its direct path or URL.
+    pub media: Option<String>,
+    /// For `refuse_uploads`: how many (default 1).
+    pub count: Option<u32>,
 }
 
 /// Body of `POST /phones/{number}/send`: the recipient and what to send (see [`Compose`]).
@@ -124,6 +139,8 @@ pub fn router(sim: Simulator) -> Router {
         .route("/groups/{jid}", get(group))
         .route("/groups/{jid}/participants", post(participants))
         .route("/stanzas", get(stanzas))
+        .route("/cdn/media", get(cdn_media))
+        .route("/cdn/faults", post(cdn_fault))
         .with_state(sim)
 }
 
@@ -390,4 +407,49 @@ async fn stanzas(
         return bad(StatusCode::BAD_REQUEST, "id must be 1–128 bytes");
     }
     (StatusCode::OK, Json(json!(sim.transmissions(&q.id))))
+}
+
+async fn cdn_media(State(sim): State<Simulator>) -> Reply {
+    (StatusCode::OK, Json(json!(sim.cdn_media())))
+}
+
+async fn cdn_fault(
+    State(sim): State<Simulator>,
+    body: Result<Json<CdnFaultBody>, JsonRejection>,
+) -> Reply {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let media = || b.media.clone().filter(|m| !m.is_empty() && m.len() <= 4096);
+    let f = match b.fault.as_str() {
+        "expire_media" | "corrupt_media" => {
+            let Some(m) = media() else {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    "media (enc sha256 or direct path) required",
+                );
+            };
+            if b.fault == "expire_media" {
+                CdnFault::Expire(m)
+            } else {
+                CdnFault::Corrupt(m)
+            }
+        }
+        "refuse_uploads" => CdnFault::RefuseUploads(b.count.unwrap_or(1)),
+        "expire_auth" => CdnFault::ExpireAuth,
+        other => {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown CDN fault {other:?} (expire_media, corrupt_media, refuse_uploads, \
+                     expire_auth)"
+                ),
+            );
+        }
+    };
+    match sim.cdn_fault(&f) {
+        0 => bad(StatusCode::NOT_FOUND, "no stored media matches"),
+        n => (StatusCode::OK, Json(json!({ "affected": n }))),
+    }
 }

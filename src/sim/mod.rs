@@ -5,9 +5,12 @@
 //! (handshake, payload) → `register.rs` (QR pairing) / `session.rs` (a logged-in device) →
 //! `accept.rs` (ack, log, route) → `route.rs` (DMs) / `groups.rs` → `retry.rs` → `deliver.rs`
 //! (queues, targets) → `server.rs` (state) → `inbox.rs`, `stanza_log.rs`, `phone.rs` and the
-//! leaves; `tests/it/layering.rs` checks it.
+//! leaves (`cdn.rs`, the media CDN's state, among them; `cdn_http.rs` serves it over HTTPS);
+//! `tests/it/layering.rs` checks it.
 
 mod accept;
+mod cdn;
+mod cdn_http;
 pub mod compose;
 mod conn;
 pub mod control;
@@ -28,6 +31,7 @@ pub mod stanza_log;
 mod tls;
 pub mod usync;
 
+pub use cdn::{CdnConfig, CdnFault, MMS_TYPES, MediaInfo, Refusal, StoreError, Uploaded};
 pub use error::SimError;
 pub use server::Fault;
-pub use simulator::Simulator;
+pub use simulator::{Listeners, Simulator};

@@ -424,6 +424,8 @@ pub(super) struct Shared {
     /// Work for simulated devices, done in order by a background task: the server acks a
     /// message on acceptance, not once every device decrypted it.
     pub(super) deliveries: mpsc::Sender<Box<dyn Work>>,
+    /// The media CDN: `media_conn` auth, stored blobs, CDN faults.
+    pub(super) cdn: Arc<super::cdn::Cdn>,
 }
 
 /// What a simulated device does with a stanza that reached it, after the server acked it

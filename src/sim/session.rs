@@ -155,6 +155,28 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
                 .unwrap_or_else(super::server::timelock_off);
             crate::stanza::mex::timelock_result(id, &lock)
         }
+        // Upload auth and the CDN's host (whatsmeow `queryMediaConn`, Baileys
+        // `refreshMediaConn`: type set, one `<media_conn/>` child); other shapes are refused.
+        "w:m" => {
+            let asks = node
+                .child_nodes()
+                .first()
+                .is_some_and(|c| c.tag == "media_conn");
+            if get || node.get_str("type").as_deref() != Some("set") || !asks {
+                return iq::error(id, 400, "bad-request");
+            }
+            let mc = shared.cdn.media_conn(key);
+            iq::media_conn(
+                id,
+                &iq::MediaConnAnswer {
+                    auth: &mc.auth,
+                    ttl: mc.ttl,
+                    auth_ttl: mc.auth_ttl,
+                    host: &mc.host,
+                    max_upload_bytes: mc.max_upload_bytes,
+                },
+            )
+        }
         "abt" => iq::ab_props(id),
         "w:sync:app:state" if !get => iq::app_state(node, id),
         "privacy" if get => iq::privacy(id),

@@ -1,16 +1,17 @@
 //! The simulator's handle and Rust API: it starts the listener (plain `ws://` or `wss://` with
-//! its own CA), accepts WebSocket connections, at most [`MAX_HANDSHAKES`] in their handshake at
+//! its own CA) and the media CDN (HTTPS with the same CA), accepts WebSocket connections, at most [`MAX_HANDSHAKES`] in their handshake at
 //! once, hands each to `conn.rs`, runs the delivery task, and lets tests and the control API
 //! drive simulated users, inject faults and read what happened (what each user's devices
 //! read, the stanzas the server answered and how many times each id was transmitted).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use super::cdn::{CdnConfig, CdnFault, MediaInfo, Refusal, StoreError, Uploaded};
 use super::deliver::DELIVERY_QUEUE;
 use super::error::SimError;
 use super::inbox::Received;
@@ -28,50 +29,94 @@ use crate::util::clock::{Clock, SystemClock};
 /// How long a reach-out lock set through the control API lasts.
 const REACH_OUT_LOCK_SECS: u64 = 24 * 3600;
 
+/// Where a simulator listens, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listeners {
+    /// The WebSocket listener (port 0 picks a free port).
+    pub ws: SocketAddr,
+    /// Serve `wss://` with the simulator's CA, as WhatsApp does, rather than plain `ws://`.
+    pub wss: bool,
+    /// The media CDN's HTTPS listener; None: the WebSocket's IP, a free port.
+    pub cdn: Option<SocketAddr>,
+}
+
 /// A running simulator.
 #[derive(Clone)]
 pub struct Simulator {
     shared: Arc<Shared>,
     ws_url: String,
-    /// The CA behind the `wss://` certificate (None for `ws://`).
-    ca_pem: Option<Arc<str>>,
+    cdn_url: String,
+    /// The CA behind the CDN's certificate (and the `wss://` one).
+    ca_pem: Arc<str>,
 }
 
 impl std::fmt::Debug for Simulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Simulator {{ ws_url: {} }}", self.ws_url)
+        write!(
+            f,
+            "Simulator {{ ws_url: {}, cdn_url: {} }}",
+            self.ws_url, self.cdn_url
+        )
+    }
+}
+
+/// A host clients can reach `addr` at: a wildcard address becomes loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
     }
 }
 
 impl Simulator {
     /// Starts listening on `listen` (port 0 picks a free port) with a fresh certificate chain,
-    /// serving plain `ws://`.
+    /// serving plain `ws://` (the media CDN is HTTPS all the same, on the same IP).
     pub async fn start(listen: SocketAddr) -> Result<Simulator, SimError> {
-        Simulator::start_with(listen, None).await
+        Simulator::start_on(Listeners {
+            ws: listen,
+            wss: false,
+            cdn: None,
+        })
+        .await
     }
 
     /// Like [`Simulator::start`], serving `wss://` as WhatsApp does, with a TLS certificate
     /// for `localhost` and the listening IP issued by a CA generated here
     /// ([`Simulator::ca_cert_pem`]: what a client must trust besides the webpki roots).
     pub async fn start_tls(listen: SocketAddr) -> Result<Simulator, SimError> {
-        let tls = super::tls::SimTls::generate(listen.ip())?;
-        Simulator::start_with(listen, Some(tls)).await
+        Simulator::start_on(Listeners {
+            ws: listen,
+            wss: true,
+            cdn: None,
+        })
+        .await
     }
 
-    async fn start_with(
-        listen: SocketAddr,
-        tls: Option<super::tls::SimTls>,
-    ) -> Result<Simulator, SimError> {
+    /// Starts the WebSocket listener and the media CDN where `at` says. A CA is generated
+    /// either way: it issues the CDN's certificate, and the socket's with `wss`.
+    pub async fn start_on(at: Listeners) -> Result<Simulator, SimError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let identity = ServerIdentity::generate(clock.now_unix(), 365 * 86_400);
-        let listener = TcpListener::bind(listen).await?;
+        let listener = TcpListener::bind(at.ws).await?;
         let addr = listener.local_addr()?;
+        let cdn_listener =
+            TcpListener::bind(at.cdn.unwrap_or_else(|| SocketAddr::new(addr.ip(), 0))).await?;
+        let cdn_addr = reachable(cdn_listener.local_addr()?);
+        let tls = super::tls::SimTls::generate(&[addr.ip(), cdn_addr.ip()])?;
+        let cdn = Arc::new(super::cdn::Cdn::new(cdn_addr.to_string(), clock.clone())?);
+        tokio::spawn(super::cdn_http::serve(
+            cdn_listener,
+            tls.acceptor.clone(),
+            Arc::downgrade(&cdn),
+        ));
         let (deliveries, mut queued) = mpsc::channel::<Box<dyn Work>>(DELIVERY_QUEUE);
         let shared = Arc::new(Shared {
             identity,
             clock,
             state: Mutex::new(State::default()),
             deliveries,
+            cdn,
         });
         // The worker holds the state weakly: dropping the simulator ends it.
         let weak = Arc::downgrade(&shared);
@@ -83,7 +128,7 @@ impl Simulator {
         });
         let s = shared.clone();
         let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
+        let acceptor = at.wss.then(|| tls.acceptor.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (s, handshakes, acceptor) = (s.clone(), handshakes.clone(), acceptor.clone());
@@ -112,11 +157,12 @@ impl Simulator {
                 });
             }
         });
-        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        let scheme = if at.wss { "wss" } else { "ws" };
         Ok(Simulator {
             shared,
             ws_url: format!("{scheme}://{addr}/ws/chat"),
-            ca_pem: tls.map(|t| Arc::from(t.ca_pem.as_str())),
+            cdn_url: format!("https://{cdn_addr}"),
+            ca_pem: Arc::from(tls.ca_pem.as_str()),
         })
     }
 
@@ -125,9 +171,63 @@ impl Simulator {
         &self.ws_url
     }
 
-    /// The PEM of the CA that issued the `wss://` certificate, when serving TLS.
+    /// The PEM of the simulator's CA: it issued the media CDN's certificate and, with
+    /// `wss://`, the socket's. Always present now (an `Option` from when only `wss://` had a
+    /// CA).
     pub fn ca_cert_pem(&self) -> Option<&str> {
-        self.ca_pem.as_deref()
+        Some(&self.ca_pem)
+    }
+
+    /// The media CDN's `host:port`, as `media_conn` names it (`<host hostname>`).
+    pub fn cdn_host(&self) -> &str {
+        self.shared.cdn.host()
+    }
+
+    /// The media CDN's base URL (`https://host:port`).
+    pub fn cdn_url(&self) -> &str {
+        &self.cdn_url
+    }
+
+    /// The CDN's lifetimes and limits in force.
+    pub fn cdn_config(&self) -> CdnConfig {
+        self.shared.cdn.config()
+    }
+
+    /// Changes the CDN's lifetimes and limits (for auth and links handed out from now on).
+    pub fn set_cdn_config(&self, config: CdnConfig) {
+        self.shared.cdn.set_config(config);
+    }
+
+    /// Injects a CDN fault; returns how many blobs it touched (1 for the upload and auth
+    /// faults, 0 when no blob matched).
+    pub fn cdn_fault(&self, fault: &CdnFault) -> usize {
+        self.shared.cdn.fault(fault)
+    }
+
+    /// The blobs the CDN holds, oldest first.
+    pub fn cdn_media(&self) -> Vec<MediaInfo> {
+        self.shared.cdn.list()
+    }
+
+    /// Stores already-encrypted `bytes` as a blob of `mms_type` on the CDN, as a simulated
+    /// phone does with its own media before sending it: its URL and direct path.
+    pub fn store_media(&self, mms_type: &str, bytes: &[u8]) -> Result<Uploaded, StoreError> {
+        self.shared.cdn.store(mms_type, bytes)
+    }
+
+    /// The bytes the CDN serves for `direct_path` (read whole: for tests and small blobs), or
+    /// why it refuses them.
+    pub fn media_bytes(&self, direct_path: &str) -> Result<Vec<u8>, Refusal> {
+        use std::io::Read;
+        let (mut f, size) = self.shared.cdn.open(direct_path)?;
+        let mut v = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(1 << 26));
+        f.read_to_end(&mut v).map_err(|_| Refusal::NotFound)?;
+        Ok(v)
+    }
+
+    /// The directory the CDN keeps blobs in (removed with the simulator's state).
+    pub fn cdn_dir(&self) -> &std::path::Path {
+        self.shared.cdn.dir()
     }
 
     /// The root public key clients must trust.

@@ -1,6 +1,7 @@
 //! The simulator's TLS: a CA generated at start (as WhatsApp's chain leads to a public root, the
 //! simulator's leads to this one) and a server certificate for `localhost` and the listening
-//! address, so clients connect with `wss://` exactly as they do to WhatsApp.
+//! addresses, so clients connect with `wss://` and reach the media CDN over `https://` exactly
+//! as they do to WhatsApp. One CA and one certificate serve both listeners.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,8 +22,8 @@ fn err(e: impl std::fmt::Display) -> SimError {
 }
 
 impl SimTls {
-    /// A fresh CA and a certificate for `localhost`, 127.0.0.1, ::1 and `ip`.
-    pub(super) fn generate(ip: IpAddr) -> Result<SimTls, SimError> {
+    /// A fresh CA and a certificate for `localhost`, 127.0.0.1, ::1 and each of `ips`.
+    pub(super) fn generate(ips: &[IpAddr]) -> Result<SimTls, SimError> {
         let ca_key = KeyPair::generate().map_err(err)?;
         let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -33,8 +34,10 @@ impl SimTls {
         let issuer = Issuer::new(ca, ca_key);
 
         let mut names = vec!["localhost".to_owned(), "127.0.0.1".into(), "::1".into()];
-        if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
-            names.push(ip.to_string());
+        for ip in ips {
+            if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
+                names.push(ip.to_string());
+            }
         }
         let leaf_key = KeyPair::generate().map_err(err)?;
         let mut leaf = CertificateParams::new(names).map_err(err)?;
