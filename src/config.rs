@@ -667,8 +667,14 @@ fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, 
         ("WA_GATEWAY_MEDIA_MAX_IMAGE_BYTES", &mut s.media_caps.image),
         ("WA_GATEWAY_MEDIA_MAX_AUDIO_BYTES", &mut s.media_caps.audio),
         ("WA_GATEWAY_MEDIA_MAX_VIDEO_BYTES", &mut s.media_caps.video),
-        ("WA_GATEWAY_MEDIA_MAX_STICKER_BYTES", &mut s.media_caps.sticker),
-        ("WA_GATEWAY_MEDIA_MAX_DOCUMENT_BYTES", &mut s.media_caps.document),
+        (
+            "WA_GATEWAY_MEDIA_MAX_STICKER_BYTES",
+            &mut s.media_caps.sticker,
+        ),
+        (
+            "WA_GATEWAY_MEDIA_MAX_DOCUMENT_BYTES",
+            &mut s.media_caps.document,
+        ),
     ] {
         if let Some(n) = num(var, 1, MAX_FILE)? {
             *cap = n;

@@ -136,7 +136,9 @@ impl Cdn {
     /// no auth: WA Web sends none). The caller reads the body chunk by chunk.
     pub async fn download(&self, host: &str, direct_path: &str) -> Result<Download, CdnError> {
         if !direct_path.starts_with('/') {
-            return Err(CdnError::BadAnswer("direct path is not host-relative".into()));
+            return Err(CdnError::BadAnswer(
+                "direct path is not host-relative".into(),
+            ));
         }
         let url = reqwest::Url::parse(&format!("https://{host}{direct_path}"))
             .map_err(|e| CdnError::BadAnswer(format!("download URL: {e}")))?;

@@ -286,7 +286,7 @@ pub struct Content {
     /// For a revoke: an admin removed someone else's message (`edit="8"`).
     pub admin_revoke: bool,
     /// For a media message: its file.
-    pub media: Option<super::media_ref::MediaRef>,
+    pub media: Option<Box<super::media_ref::MediaRef>>,
 }
 
 /// Why a plaintext could not be read.
@@ -337,7 +337,7 @@ pub fn classify(plain: &[u8]) -> Result<Classified, ContentError> {
         view_once = true;
     }
     if c.kind.has_media() {
-        c.media = super::media_ref::media_ref_of(&m);
+        c.media = super::media_ref::media_ref_of(&m).map(Box::new);
     }
     c.ephemeral = ephemeral;
     c.view_once = view_once;

@@ -356,9 +356,13 @@ impl Client {
             .await?;
         let (ct, iv) = match notice.answer {
             MediaRetryAnswer::Encrypted { ciphertext, iv } => (ciphertext, iv),
-            MediaRetryAnswer::Error(2) => return Err(MediaFailure::RetryRefused("not on the phone")),
+            MediaRetryAnswer::Error(2) => {
+                return Err(MediaFailure::RetryRefused("not on the phone"));
+            }
             MediaRetryAnswer::Error(3) => {
-                return Err(MediaFailure::RetryRefused("the phone could not read the request"));
+                return Err(MediaFailure::RetryRefused(
+                    "the phone could not read the request",
+                ));
             }
             MediaRetryAnswer::Error(_) => return Err(MediaFailure::RetryRefused("general error")),
         };

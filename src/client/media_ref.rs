@@ -40,7 +40,10 @@ impl std::fmt::Debug for MediaRef {
             .field("kind", &self.kind)
             .field("media_key", &self.media_key.map(|_| ".."))
             .field("direct_path", &self.direct_path.as_ref().map(|_| ".."))
-            .field("file_sha256", &self.file_sha256.map(|h| crate::util::hex::encode(&h)))
+            .field(
+                "file_sha256",
+                &self.file_sha256.map(|h| crate::util::hex::encode(&h)),
+            )
             .field("file_length", &self.file_length)
             .field("mimetype", &self.mimetype)
             .finish_non_exhaustive()

@@ -249,7 +249,7 @@ impl Outgoing {
                 text: c.text,
                 kind: c.kind,
                 details: c.details,
-                media: c.media,
+                media: c.media.map(|m| *m),
             }),
             super::content::Classified::Protocol => None,
         }

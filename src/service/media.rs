@@ -5,17 +5,14 @@
 //! served.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::io::AsyncRead;
-
 use super::{Service, Session};
-use crate::client::media::{MediaFailure, MediaFuture, MediaSink, MediaSource};
+use crate::client::media::{MediaFailure, MediaFuture, MediaSink};
 use crate::client::messenger::RetryTarget;
 use crate::store::MediaState;
-use crate::store::blobs::{BlobError, BlobId, BlobStore, StagedBlob};
+use crate::store::blobs::{BlobError, BlobId, StagedBlob};
 use crate::store::media::MediaRow;
 
 /// Largest file of each kind, and what is fetched on its own.
@@ -113,31 +110,6 @@ fn blob_io(e: BlobError) -> io::Error {
     }
 }
 
-/// A stored blob as the client's upload source.
-pub(super) struct BlobSource {
-    pub(super) blobs: Arc<dyn BlobStore>,
-    pub(super) id: BlobId,
-    pub(super) len: u64,
-}
-
-impl MediaSource for BlobSource {
-    fn len(&self) -> u64 {
-        self.len
-    }
-
-    fn open(&self) -> MediaFuture<'_, Pin<Box<dyn AsyncRead + Send>>> {
-        Box::pin(async move {
-            match self.blobs.open(self.id, None).await.map_err(blob_io)? {
-                Some(r) => Ok(r.body),
-                None => Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "the file to send is gone",
-                )),
-            }
-        })
-    }
-}
-
 /// How one fetch ended.
 #[derive(Debug)]
 pub(super) enum Fetched {
@@ -150,22 +122,26 @@ pub(super) enum Fetched {
 }
 
 impl Service {
-    /// The blob store, if media is on.
-    pub(crate) fn blobs(&self) -> Option<&Arc<dyn BlobStore>> {
-        self.blobs.as_ref()
-    }
-
     /// Fetches the file of `row` into the blob store through `session`'s client: a blob of that
     /// content already kept is reused; a file WhatsApp no longer has is asked of our phone
     /// once (media retry) and fetched from the path it gives. `asked` fetches even what the
     /// automatic download skips.
-    pub(super) async fn fetch_media(&self, session: &Session, row: &MediaRow, asked: bool) -> Fetched {
+    pub(super) async fn fetch_media(
+        &self,
+        session: &Session,
+        row: &MediaRow,
+        asked: bool,
+    ) -> Fetched {
         let Some(blobs) = self.blobs.clone() else {
             return Fetched::Settled;
         };
         let r = &row.reference;
         let cap = self.media.caps.of(r.kind);
-        let auto_cap = if asked { cap } else { cap.min(self.media.auto_max) };
+        let auto_cap = if asked {
+            cap
+        } else {
+            cap.min(self.media.auto_max)
+        };
         let settle = |state: MediaState, why: Option<String>| async move {
             if let Err(e) = self
                 .store
@@ -288,7 +264,11 @@ impl Service {
         {
             tracing::warn!(error = %e, "cannot record a file's state");
         }
-        if last { Fetched::Settled } else { Fetched::Later }
+        if last {
+            Fetched::Settled
+        } else {
+            Fetched::Later
+        }
     }
 
     /// One account's downloader: fetches pending files in order while its session is current

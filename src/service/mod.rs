@@ -320,7 +320,10 @@ impl Service {
             tokio::spawn(async move {
                 match blobs.clear_staging().await {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(files = n, "unfinished media files of an earlier run removed"),
+                    Ok(n) => tracing::info!(
+                        files = n,
+                        "unfinished media files of an earlier run removed"
+                    ),
                     Err(e) => tracing::warn!(error = %e, "cannot clear media staging"),
                 }
             });
@@ -431,8 +434,7 @@ impl Service {
             if let Event::Message(m) = &e
                 && m.media.is_some()
             {
-                self.media_wakers
-                    .with(session.account, |n| n.notify_one());
+                self.media_wakers.with(session.account, |n| n.notify_one());
             }
             let update = match &e {
                 Event::QrCode { code, .. } => {

@@ -231,10 +231,7 @@ impl BlobStore for FsBlobs {
     fn stage(&self, max_len: u64) -> BlobFuture<'_, Box<dyn StagedBlob>> {
         Box::pin(async move {
             let name: [u8; 16] = rand::random();
-            let tmp = self
-                .root
-                .join("tmp")
-                .join(crate::util::hex::encode(&name));
+            let tmp = self.root.join("tmp").join(crate::util::hex::encode(&name));
             let file = tokio::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -400,7 +397,10 @@ mod tests {
             Err(BlobError::BadRange)
         ));
         // Nothing is left in staging once committed.
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[tokio::test]
@@ -411,7 +411,10 @@ mod tests {
         let b = put(&store, b"same").await;
         assert_eq!(a, b);
         assert_eq!(store.list(None, 10).await.unwrap().len(), 1);
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[tokio::test]
@@ -422,7 +425,10 @@ mod tests {
         s.write(b"abc").await.unwrap();
         assert!(matches!(s.write(b"de").await, Err(BlobError::TooLarge(4))));
         drop(s);
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
         assert!(store.list(None, 10).await.unwrap().is_empty());
     }
 
@@ -440,7 +446,10 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         let restarted = FsBlobs::open(dir.path()).unwrap();
         assert_eq!(restarted.clear_staging().await.unwrap(), 1);
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[tokio::test]

@@ -74,8 +74,9 @@ impl<S: CredsStore> Messenger<S> {
             .iq
             .query(&sender, stanza::media::media_conn_query(), IQ_TIMEOUT)
             .await?;
-        let info = stanza::media::parse_media_conn(&answer)
-            .ok_or_else(|| SendError::Unexpected("media_conn answer without auth or hosts".into()))?;
+        let info = stanza::media::parse_media_conn(&answer).ok_or_else(|| {
+            SendError::Unexpected("media_conn answer without auth or hosts".into())
+        })?;
         let life = Duration::from_secs(info.ttl.min(info.auth_ttl));
         if let Ok(mut c) = self.media_conn.lock() {
             c.current = Some((info.clone(), Instant::now() + life));

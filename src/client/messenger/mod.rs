@@ -47,9 +47,9 @@ mod timelock;
 mod tokens;
 
 pub use error::{SendError, refusal_reason};
+pub use media::RetryTarget;
 use receive::receipt;
 use send::Ack;
-pub use media::RetryTarget;
 pub use send::{Sent, valid_message_id};
 
 pub use crate::stanza::MAX_RETRIES;
