@@ -382,6 +382,164 @@ impl Client {
     }
 }
 
+/// How a file is shown in its message (besides what the upload gives).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct MediaMeta {
+    /// The message kind: image, video, ptv, audio, ptt, document or sticker.
+    pub kind: Option<Kind>,
+    /// The file's mimetype.
+    pub mimetype: String,
+    /// A document's file name.
+    pub file_name: Option<String>,
+    /// The caption (images, videos, documents).
+    pub caption: Option<String>,
+    /// Audio or video length.
+    pub seconds: Option<u32>,
+    /// Image, video or sticker width.
+    pub width: Option<u32>,
+    /// Image, video or sticker height.
+    pub height: Option<u32>,
+    /// A small JPEG shown before the file is fetched (images, videos, documents).
+    pub thumbnail: Option<Vec<u8>>,
+    /// A voice note's waveform (64 samples, 0–100, as Baileys sends).
+    pub waveform: Option<Vec<u8>>,
+    /// A video played as a GIF.
+    pub gif: bool,
+    /// An animated sticker.
+    pub animated: bool,
+}
+
+impl std::fmt::Debug for MediaMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaMeta")
+            .field("kind", &self.kind)
+            .field("mimetype", &self.mimetype)
+            .field("thumbnail", &self.thumbnail.as_ref().map(Vec::len))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The message of an uploaded file (CLIENT-FEATURES §2.4: every media message carries the
+/// upload's URL, direct path, key, both hashes, length, mimetype and key timestamp); a
+/// document with a caption travels in `documentWithCaptionMessage`, as WhatsApp sends it.
+pub fn media_message(meta: &MediaMeta, up: &Uploaded) -> Option<wa::Message> {
+    let url = Some(up.url.clone());
+    let path = Some(up.direct_path.clone());
+    let key = Some(up.media_key.to_vec());
+    let sha = Some(up.file_sha256.to_vec());
+    let enc = Some(up.file_enc_sha256.to_vec());
+    let len = Some(up.file_length);
+    let ts = Some(up.media_key_timestamp);
+    let mime = Some(meta.mimetype.clone());
+    let caption = meta.caption.clone().filter(|c| !c.is_empty());
+    let mut m = wa::Message::default();
+    match meta.kind? {
+        Kind::Image => {
+            m.image_message = Some(Box::new(wa::ImageMessage {
+                url,
+                mimetype: mime,
+                caption,
+                file_sha256: sha,
+                file_length: len,
+                height: meta.height,
+                width: meta.width,
+                media_key: key,
+                file_enc_sha256: enc,
+                direct_path: path,
+                media_key_timestamp: ts,
+                jpeg_thumbnail: meta.thumbnail.clone(),
+                ..Default::default()
+            }))
+        }
+        k @ (Kind::Video | Kind::Ptv) => {
+            let v = Box::new(wa::VideoMessage {
+                url,
+                mimetype: mime,
+                file_sha256: sha,
+                file_length: len,
+                seconds: meta.seconds,
+                media_key: key,
+                caption,
+                gif_playback: meta.gif.then_some(true),
+                height: meta.height,
+                width: meta.width,
+                file_enc_sha256: enc,
+                direct_path: path,
+                media_key_timestamp: ts,
+                jpeg_thumbnail: meta.thumbnail.clone(),
+                ..Default::default()
+            });
+            if k == Kind::Ptv {
+                m.ptv_message = Some(v);
+            } else {
+                m.video_message = Some(v);
+            }
+        }
+        k @ (Kind::Audio | Kind::Ptt) => {
+            m.audio_message = Some(Box::new(wa::AudioMessage {
+                url,
+                mimetype: mime,
+                file_sha256: sha,
+                file_length: len,
+                seconds: meta.seconds,
+                ptt: (k == Kind::Ptt).then_some(true),
+                media_key: key,
+                file_enc_sha256: enc,
+                direct_path: path,
+                media_key_timestamp: ts,
+                waveform: meta.waveform.clone(),
+                ..Default::default()
+            }))
+        }
+        Kind::Document => {
+            let has_caption = caption.is_some();
+            let d = wa::DocumentMessage {
+                url,
+                mimetype: mime,
+                title: meta.file_name.clone(),
+                file_sha256: sha,
+                file_length: len,
+                media_key: key,
+                file_name: meta.file_name.clone(),
+                file_enc_sha256: enc,
+                direct_path: path,
+                media_key_timestamp: ts,
+                jpeg_thumbnail: meta.thumbnail.clone(),
+                caption,
+                ..Default::default()
+            };
+            if has_caption {
+                m.document_with_caption_message = Some(Box::new(wa::FutureProofMessage {
+                    message: Some(Box::new(wa::Message {
+                        document_message: Some(Box::new(d)),
+                        ..Default::default()
+                    })),
+                }));
+            } else {
+                m.document_message = Some(Box::new(d));
+            }
+        }
+        Kind::Sticker => {
+            m.sticker_message = Some(Box::new(wa::StickerMessage {
+                url,
+                file_sha256: sha,
+                file_enc_sha256: enc,
+                media_key: key,
+                mimetype: mime,
+                height: meta.height,
+                width: meta.width,
+                direct_path: path,
+                file_length: len,
+                media_key_timestamp: ts,
+                is_animated: meta.animated.then_some(true),
+                ..Default::default()
+            }))
+        }
+        _ => return None,
+    }
+    Some(m)
+}
+
 /// The host-relative path of `r`'s file: its direct path, else the path of its URL (the host
 /// always comes from `media_conn`, never from a peer's message).
 fn download_path(r: &MediaRef) -> Option<String> {
@@ -400,6 +558,62 @@ fn download_path(r: &MediaRef) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::messages::Outgoing;
+
+    fn uploaded() -> Uploaded {
+        Uploaded {
+            media_key: [5; 32],
+            url: "https://cdn.example/v/x.enc?ccb=1&mms3=true".into(),
+            direct_path: "/v/x.enc?ccb=1".into(),
+            file_sha256: [6; 32],
+            file_enc_sha256: [7; 32],
+            file_length: 1234,
+            media_key_timestamp: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn a_built_media_message_reads_back_as_what_was_sent() {
+        for kind in [
+            Kind::Image,
+            Kind::Video,
+            Kind::Ptv,
+            Kind::Audio,
+            Kind::Ptt,
+            Kind::Document,
+            Kind::Sticker,
+        ] {
+            let meta = MediaMeta {
+                kind: Some(kind),
+                mimetype: "application/octet-stream".into(),
+                file_name: Some("f.bin".into()),
+                caption: Some("look".into()),
+                seconds: Some(3),
+                width: Some(640),
+                height: Some(480),
+                ..Default::default()
+            };
+            let m = media_message(&meta, &uploaded()).unwrap();
+            let out = Outgoing::message(m).unwrap();
+            assert_eq!(out.kind, kind);
+            let r = out.media.expect("a file");
+            assert_eq!(r.kind, kind);
+            assert_eq!(r.media_key, Some([5; 32]));
+            assert_eq!(r.direct_path.as_deref(), Some("/v/x.enc?ccb=1"));
+            assert_eq!(r.file_sha256, Some([6; 32]));
+            assert_eq!(r.file_enc_sha256, Some([7; 32]));
+            assert_eq!(r.file_length, Some(1234));
+            assert!(r.downloadable());
+            // Captions show where the kind has one (a captioned document is wrapped).
+            let captioned = matches!(kind, Kind::Image | Kind::Video | Kind::Ptv | Kind::Document);
+            assert_eq!(out.text.as_deref(), captioned.then_some("look"), "{kind:?}");
+        }
+        let none = MediaMeta {
+            kind: Some(Kind::Chat),
+            ..Default::default()
+        };
+        assert!(media_message(&none, &uploaded()).is_none());
+    }
 
     #[test]
     fn a_url_only_reference_downloads_its_path_from_our_hosts() {

@@ -158,6 +158,7 @@ impl Service {
                     body: text,
                     user_id: user,
                     now_ms: now_ms(),
+                    media: None,
                 },
             )
             .await?;

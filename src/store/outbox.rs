@@ -34,6 +34,9 @@ pub struct OutboxRow {
     pub result: Option<String>,
     /// When it was accepted (unix ms).
     pub created_ms: i64,
+    /// For a media send: the file and how to present it (JSON, `service::media`'s shape),
+    /// with the upload's result once uploaded.
+    pub media: Option<String>,
 }
 
 fn row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, sqlx::Error> {
@@ -48,11 +51,12 @@ fn row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, sqlx::Error> {
         state: r.try_get("state")?,
         result: r.try_get("result")?,
         created_ms: r.try_get("created_ms")?,
+        media: r.try_get("media")?,
     })
 }
 
-const COLS: &str =
-    "pk, account_id, idem_key, message_id, to_jid, body, user_id, state, result, created_ms";
+const COLS: &str = "pk, account_id, idem_key, message_id, to_jid, body, user_id, state, result, \
+     created_ms, media";
 
 /// What [`Store::cancel_sends`] cancelled.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -80,6 +84,8 @@ pub struct NewSend<'a> {
     pub user_id: Option<&'a str>,
     /// Now (unix ms).
     pub now_ms: i64,
+    /// For a media send: its JSON and the blob (SHA-256) it names.
+    pub media: Option<(&'a str, [u8; 32])>,
 }
 
 impl Store {
@@ -94,7 +100,7 @@ impl Store {
         // (an agent removed, a row pruned) and a send would fail that was recorded.
         let inserted = sqlx::query(&format!(
             "INSERT INTO outbox (account_id, idem_key, message_id, to_jid, body, user_id, state, \
-             created_ms) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?) \
+             created_ms, media, media_blob) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) \
              ON CONFLICT (account_id, idem_key) DO NOTHING RETURNING {COLS}"
         ))
         .bind(account)
@@ -104,6 +110,8 @@ impl Store {
         .bind(s.body)
         .bind(s.user_id)
         .bind(s.now_ms)
+        .bind(s.media.map(|(m, _)| m))
+        .bind(s.media.map(|(_, b)| b.to_vec()))
         .fetch_optional(&self.pool)
         .await?;
         if let Some(r) = inserted {
@@ -166,6 +174,17 @@ impl Store {
         sqlx::query("UPDATE outbox SET state = ?, result = ? WHERE pk = ? AND state = 'queued'")
             .bind(state)
             .bind(result)
+            .bind(pk)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Rewrites a queued media send's JSON (its upload's result, once uploaded: a restart then
+    /// sends what was uploaded instead of uploading again).
+    pub async fn set_send_media(&self, pk: i64, media: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET media = ? WHERE pk = ? AND state = 'queued'")
+            .bind(media)
             .bind(pk)
             .execute(&self.pool)
             .await?;

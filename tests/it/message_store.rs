@@ -806,6 +806,7 @@ async fn a_disconnect_ends_an_acked_but_unfinished_send_done_not_cancelled() {
         body: "hello",
         user_id: None,
         now_ms: 1,
+        media: None,
     };
     let (acked, _) = store.enqueue_send(account, &send("ACKED")).await.unwrap();
     let (waiting, _) = store.enqueue_send(account, &send("WAITING")).await.unwrap();

@@ -1754,6 +1754,7 @@ async fn after_a_crash_the_drain_never_transmits_a_recorded_message_and_a_pendin
                         body: &text,
                         user_id: None,
                         now_ms: now,
+                        media: None,
                     },
                 )
                 .await
