@@ -9,6 +9,7 @@ mod agents;
 pub mod auth;
 mod extract;
 mod limits;
+mod media;
 pub mod openapi;
 mod routes;
 mod schema;
@@ -35,6 +36,9 @@ use crate::service::Service;
 
 /// Largest request body accepted (a text is at most 64 KiB; JSON escaping may double it).
 pub const MAX_BODY: usize = 256 * 1024;
+
+/// Largest multipart send body: the largest document WhatsApp takes (2 GiB) and its form.
+pub const MAX_MEDIA_BODY: usize = 2048 * 1024 * 1024 + 1024 * 1024;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -73,10 +77,19 @@ pub fn router(state: AppState) -> axum::Router {
         )
         .route("/api/whatsapp/{sub}/{agent}/connect", post(routes::connect))
         .route("/api/whatsapp/{sub}/{agent}/status", get(routes::status))
-        .route("/api/whatsapp/{sub}/{agent}/send", post(routes::send))
+        .route(
+            "/api/whatsapp/{sub}/{agent}/send",
+            // A file streams into the media store under its kind's cap; the JSON body has its
+            // own smaller limit (media::MAX_JSON_SEND).
+            post(routes::send).layer(DefaultBodyLimit::max(MAX_MEDIA_BODY)),
+        )
         .route(
             "/api/whatsapp/{sub}/{agent}/messages",
             get(routes::messages),
+        )
+        .route(
+            "/api/whatsapp/{sub}/{agent}/messages/{id}/media",
+            get(media::get_media),
         )
         .route(
             "/api/whatsapp/{sub}/{agent}/disconnect",
@@ -348,6 +361,27 @@ impl From<crate::service::ServiceError> for ApiError {
                 StatusCode::CONFLICT,
                 "connection_failed",
                 format!("the connection ended: {code}"),
+            ),
+            S::MediaOff => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "media_unavailable",
+                e.to_string(),
+            ),
+            S::MediaTooLarge(_) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "media_too_large",
+                e.to_string(),
+            ),
+            S::MediaEmpty => ApiError::bad("media_empty", e.to_string()),
+            S::MediaUrl(_) => ApiError::bad("media_url_not_allowed", e.to_string()),
+            S::MediaNotAvailable(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "media_not_available", e.to_string())
+            }
+            S::MediaError(_) => ApiError::new(StatusCode::CONFLICT, "media_error", e.to_string()),
+            S::BadRange => ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                e.to_string(),
             ),
             S::Send(send) if let Some(f) = SendFailure::of(send) => {
                 ApiError::from_failure(f, e.to_string())

@@ -42,6 +42,7 @@ impl Modify for Bearer {
         super::routes::status,
         super::routes::send,
         super::routes::messages,
+        super::media::get_media,
         super::routes::disconnect,
         super::agents::delete_agent,
         super::routes::connections,

@@ -5,8 +5,7 @@
 use std::collections::HashMap;
 
 use axum::Extension;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -26,7 +25,6 @@ use crate::service::{OutboxRow, OutboxState, SendFailure};
 use crate::util::clock::iso8601_ms;
 
 /// Longest text (bytes), as the client accepts.
-const MAX_TEXT: usize = crate::client::messenger::MAX_TEXT_BYTES;
 
 #[utoipa::path(
     get,
@@ -251,47 +249,11 @@ pub(super) async fn send(
     State(st): State<AppState>,
     path: Result<Path<Vec<String>>, PathRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: axum::extract::Request,
 ) -> Response {
     let r = async {
         let [sub, agent] = ids::<2>(path)?;
         let c = allow(&st, &headers, &sub, Endpoint::Send, true)?;
-        let v = body_json(body)?;
-        let to = match v.get("to") {
-            Some(Value::String(s)) => parse_to(s.trim())?,
-            Some(_) => return Err(ApiError::bad("invalid_to", "`to` must be a string")),
-            None => return Err(ApiError::bad("missing_to", "`to` is required")),
-        };
-        let text = match v.get("message").or_else(|| v.get("text")) {
-            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_TEXT => s.clone(),
-            Some(Value::String(s)) if s.len() > MAX_TEXT => {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "message_too_long",
-                    format!("`message` is longer than {MAX_TEXT} bytes"),
-                ));
-            }
-            Some(Value::String(_)) => {
-                return Err(ApiError::bad("invalid_message", "`message` is empty"));
-            }
-            Some(_) => {
-                return Err(ApiError::bad(
-                    "invalid_message",
-                    "`message` must be a string",
-                ));
-            }
-            None => return Err(ApiError::bad("missing_message", "`message` is required")),
-        };
-        let wait = match v.get("wait") {
-            None | Some(Value::Bool(true)) => true,
-            Some(Value::Bool(false)) => false,
-            Some(_) => {
-                return Err(ApiError::bad(
-                    "invalid_wait",
-                    "`wait` must be true or false",
-                ));
-            }
-        };
         let key = match headers.get("idempotency-key") {
             None => None,
             Some(k) => Some(
@@ -311,18 +273,59 @@ pub(super) async fn send(
                     .to_owned(),
             ),
         };
-        let queued = st
-            .service
-            .queue_send(&sub, &agent, &to, &text, Some(&c.sub), key.as_deref())
-            .await?;
-        let row = if wait {
+        let multipart = headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("multipart/form-data"));
+        let input = if multipart {
+            let form = <axum::extract::Multipart as axum::extract::FromRequest<AppState>>::from_request(req, &st)
+                .await
+                .map_err(|e| ApiError::bad("invalid_body", e.body_text()))?;
+            super::media::multipart_input(&st, form).await?
+        } else {
+            let body = axum::body::to_bytes(req.into_body(), super::media::MAX_JSON_SEND)
+                .await
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!(
+                            "the body is larger than {} bytes (send large files as multipart or a URL)",
+                            super::media::MAX_JSON_SEND
+                        ),
+                    )
+                })?;
+            let v = body_json(Ok(body))?;
+            super::media::json_input(&st, &v).await?
+        };
+        let queued = match &input.media {
+            None => {
+                st.service
+                    .queue_send(&sub, &agent, &input.to, &input.text, Some(&c.sub), key.as_deref())
+                    .await?
+            }
+            Some(m) => {
+                st.service
+                    .queue_media_send(
+                        &sub,
+                        &agent,
+                        &input.to,
+                        &input.text,
+                        m,
+                        Some(&c.sub),
+                        key.as_deref(),
+                    )
+                    .await?
+            }
+        };
+        let row = if input.wait {
             st.service
                 .await_send(queued.pk, st.service.send_wait())
                 .await?
         } else {
             queued
         };
-        send_answer(&row, wait)
+        send_answer(&row, input.wait)
     }
     .await;
     respond(op, r)

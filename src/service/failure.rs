@@ -33,6 +33,8 @@ pub enum SendFailure {
     Expired,
     /// It kept failing on a passing error until the drain gave up on it.
     SendFailed,
+    /// Its file could not be uploaded to WhatsApp's media servers (or is gone from our store).
+    MediaUploadFailed,
 }
 
 impl SendFailure {
@@ -50,6 +52,7 @@ impl SendFailure {
         SendFailure::Cancelled,
         SendFailure::Expired,
         SendFailure::SendFailed,
+        SendFailure::MediaUploadFailed,
     ];
 
     /// What `e` means to a caller; None for our own side's failures (storage, keys), which
@@ -113,6 +116,7 @@ impl SendFailure {
             SendFailure::Cancelled => "send_cancelled",
             SendFailure::Expired => "send_expired",
             SendFailure::SendFailed => "send_failed",
+            SendFailure::MediaUploadFailed => "media_upload_failed",
         }
     }
 
@@ -138,6 +142,7 @@ impl SendFailure {
             | SendFailure::StaleGroup
             | SendFailure::RefusedByWhatsApp => 422,
             SendFailure::Unreachable | SendFailure::SendFailed => 503,
+            SendFailure::MediaUploadFailed => 502,
         }
     }
 

@@ -9,11 +9,22 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::{Service, Session};
-use crate::client::media::{MediaFailure, MediaFuture, MediaSink};
+use base64::Engine;
+use tokio::io::AsyncRead;
+
+use crate::binary::Jid;
+use crate::client::content::Kind;
+use crate::client::media::{
+    MediaFailure, MediaFuture, MediaMeta, MediaSink, MediaSource, Uploaded, media_message,
+    media_type_of,
+};
+use crate::client::messages::Outgoing;
 use crate::client::messenger::RetryTarget;
+use crate::client::{SendError, Sent};
 use crate::store::MediaState;
-use crate::store::blobs::{BlobError, BlobId, StagedBlob};
+use crate::store::blobs::{BlobError, BlobId, BlobStore, StagedBlob};
 use crate::store::media::MediaRow;
+use crate::store::outbox::OutboxRow;
 
 /// Largest file of each kind, and what is fetched on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,5 +366,457 @@ impl Service {
             }
         }
         Ok(deleted)
+    }
+}
+
+/// A stored blob as the client's upload source.
+struct BlobSource {
+    blobs: Arc<dyn BlobStore>,
+    id: BlobId,
+    len: u64,
+}
+
+impl MediaSource for BlobSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn open(&self) -> MediaFuture<'_, std::pin::Pin<Box<dyn AsyncRead + Send>>> {
+        Box::pin(async move {
+            match self.blobs.open(self.id, None).await.map_err(blob_io)? {
+                Some(r) => Ok(r.body),
+                None => Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the file to send is gone from the media store",
+                )),
+            }
+        })
+    }
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+/// A media send as its outbox row keeps it (JSON): the file (a blob), how it is shown, and
+/// once uploaded what the upload gave, so a restart sends that instead of uploading again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxMedia {
+    /// The message kind (`image`, `video`, `ptv`, `audio`, `ptt`, `document`, `sticker`).
+    pub kind: String,
+    /// The file's mimetype.
+    pub mimetype: String,
+    /// A document's file name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    /// Audio or video length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u32>,
+    /// Width.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Height.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// JPEG thumbnail, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<String>,
+    /// Voice-note waveform, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waveform: Option<String>,
+    /// A video played as a GIF.
+    #[serde(default)]
+    pub gif: bool,
+    /// The blob: SHA-256 of the file, hex.
+    pub sha256: String,
+    /// The file's length.
+    pub size: u64,
+    /// What the upload gave, once uploaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<OutboxUpload>,
+}
+
+/// An upload's result as an outbox row keeps it.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxUpload {
+    /// The media key, base64.
+    pub media_key: String,
+    /// The upload's URL.
+    pub url: String,
+    /// The download path.
+    pub direct_path: String,
+    /// SHA-256 of the upload body, hex.
+    pub enc_sha256: String,
+    /// When the key was made (unix seconds).
+    pub media_key_timestamp: i64,
+}
+
+impl std::fmt::Debug for OutboxUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxUpload").finish_non_exhaustive()
+    }
+}
+
+/// Why a media send did not go (yet).
+#[derive(Debug)]
+pub(super) enum MediaSendError {
+    /// Sending the message failed, as a text's would.
+    Send(SendError),
+    /// The file: uploading it or reading it back.
+    Media(MediaFailure),
+}
+
+impl OutboxMedia {
+    fn blob(&self) -> Option<BlobId> {
+        BlobId::parse(&self.sha256)
+    }
+
+    fn meta(&self, caption: &str) -> MediaMeta {
+        MediaMeta {
+            kind: Kind::parse(&self.kind),
+            mimetype: self.mimetype.clone(),
+            file_name: self.file_name.clone(),
+            caption: Some(caption.to_owned()).filter(|c| !c.is_empty()),
+            seconds: self.seconds,
+            width: self.width,
+            height: self.height,
+            thumbnail: self.thumbnail.as_deref().and_then(|t| b64().decode(t).ok()),
+            waveform: self.waveform.as_deref().and_then(|t| b64().decode(t).ok()),
+            gif: self.gif,
+            animated: false,
+        }
+    }
+
+    fn uploaded(&self) -> Option<Uploaded> {
+        let u = self.upload.as_ref()?;
+        Some(Uploaded {
+            media_key: b64().decode(&u.media_key).ok()?.try_into().ok()?,
+            url: u.url.clone(),
+            direct_path: u.direct_path.clone(),
+            file_sha256: self.blob()?.0,
+            file_enc_sha256: crate::util::hex::decode(&u.enc_sha256)?.try_into().ok()?,
+            file_length: self.size,
+            media_key_timestamp: u.media_key_timestamp,
+        })
+    }
+}
+
+impl Service {
+    /// Sends a queued media row: uploads its file unless an earlier attempt did (the upload is
+    /// written to the row before the message goes), then sends the message with the row's id.
+    pub(super) async fn send_media_row(
+        &self,
+        session: &Session,
+        row: &OutboxRow,
+        to: &Jid,
+        json: &str,
+    ) -> Result<Sent, MediaSendError> {
+        let bad = |why: &str| {
+            MediaSendError::Media(MediaFailure::Source(io::Error::other(why.to_owned())))
+        };
+        let mut media: OutboxMedia =
+            serde_json::from_str(json).map_err(|_| bad("unreadable media send"))?;
+        let kind = Kind::parse(&media.kind).ok_or_else(|| bad("unknown media kind"))?;
+        let ty = media_type_of(kind).ok_or_else(|| bad("not a media kind"))?;
+        let up = match media.uploaded() {
+            Some(u) => u,
+            None => {
+                let blobs = self
+                    .blobs
+                    .clone()
+                    .ok_or_else(|| bad("media is off (no media store)"))?;
+                let id = media.blob().ok_or_else(|| bad("unreadable file id"))?;
+                let src = BlobSource {
+                    blobs,
+                    id,
+                    len: media.size,
+                };
+                let up = session
+                    .client
+                    .upload_media(ty, &src)
+                    .await
+                    .map_err(MediaSendError::Media)?;
+                if up.file_sha256 != id.0 {
+                    return Err(bad("the stored file does not match its name"));
+                }
+                media.upload = Some(OutboxUpload {
+                    media_key: b64().encode(up.media_key),
+                    url: up.url.clone(),
+                    direct_path: up.direct_path.clone(),
+                    enc_sha256: crate::util::hex::encode(&up.file_enc_sha256),
+                    media_key_timestamp: up.media_key_timestamp,
+                });
+                let json = serde_json::to_string(&media).map_err(|_| bad("unwritable"))?;
+                if let Err(e) = self.store.set_send_media(row.pk, &json).await {
+                    tracing::warn!(error = %e, "cannot keep an upload's result");
+                }
+                up
+            }
+        };
+        let message =
+            media_message(&media.meta(&row.body), &up).ok_or_else(|| bad("not a media kind"))?;
+        let out = Outgoing::message(message).ok_or_else(|| bad("not a message"))?;
+        session
+            .client
+            .send_message(to, out, Some(&row.message_id))
+            .await
+            .map_err(MediaSendError::Send)
+    }
+}
+
+/// A file being received from an API caller into the media store.
+pub struct MediaWriter {
+    staged: Box<dyn StagedBlob>,
+    cap: u64,
+}
+
+impl std::fmt::Debug for MediaWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaWriter")
+            .field("len", &self.staged.len())
+            .finish()
+    }
+}
+
+/// A file kept: its name (SHA-256, hex), length, and the first bytes (for sniffing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    /// SHA-256 of the bytes, hex (the blob's name, the message's fileSha256).
+    pub sha256: String,
+    /// Length in bytes.
+    pub size: u64,
+}
+
+impl MediaWriter {
+    /// Appends bytes; past the cap the write fails and nothing is kept.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), super::ServiceError> {
+        self.staged.write(chunk).await.map_err(|e| match e {
+            BlobError::TooLarge(_) => super::ServiceError::MediaTooLarge(self.cap),
+            other => super::ServiceError::Blob(other.to_string()),
+        })
+    }
+
+    /// Keeps the file under its name. An empty file is refused (WhatsApp sends none).
+    pub async fn finish(self) -> Result<StoredFile, super::ServiceError> {
+        if self.staged.is_empty() {
+            return Err(super::ServiceError::MediaEmpty);
+        }
+        let (id, size) = self
+            .staged
+            .commit()
+            .await
+            .map_err(|e| super::ServiceError::Blob(e.to_string()))?;
+        Ok(StoredFile {
+            sha256: id.hex(),
+            size,
+        })
+    }
+}
+
+/// A stored file opened for an API answer.
+pub struct MediaFile {
+    /// SHA-256 of the whole file, hex (its ETag).
+    pub sha256: String,
+    /// The whole file's length.
+    pub len: u64,
+    /// The mimetype its message declared.
+    pub mimetype: Option<String>,
+    /// A document's file name.
+    pub file_name: Option<String>,
+    /// The bytes asked for (the range, or all).
+    pub body: std::pin::Pin<Box<dyn AsyncRead + Send>>,
+}
+
+impl std::fmt::Debug for MediaFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaFile")
+            .field("sha256", &self.sha256)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// Starts receiving a file of `kind` (its cap applies) into the media store.
+    pub async fn begin_media(&self, kind: Kind) -> Result<MediaWriter, super::ServiceError> {
+        let blobs = self.blobs.clone().ok_or(super::ServiceError::MediaOff)?;
+        let cap = self.media.caps.of(kind);
+        let staged = blobs
+            .stage(cap)
+            .await
+            .map_err(|e| super::ServiceError::Blob(e.to_string()))?;
+        Ok(MediaWriter { staged, cap })
+    }
+
+    /// The largest file of `kind`.
+    pub fn media_cap(&self, kind: Kind) -> u64 {
+        self.media.caps.of(kind)
+    }
+
+    /// Opens the file of message `message_id` of (subaccount, agent), whole or the byte range
+    /// `start..end`: a file not fetched yet (skipped, or waiting) is fetched now when the
+    /// account is connected. 404 `media_not_available` when there is none to give, 409
+    /// `media_error` when it could not be had.
+    pub async fn open_media(
+        &self,
+        subaccount: &str,
+        agent: &str,
+        message_id: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<MediaFile, super::ServiceError> {
+        use super::ServiceError as E;
+        let Some(conn) = self.store.connection(subaccount, agent).await? else {
+            return Err(E::NotFound);
+        };
+        let blobs = self.blobs.clone().ok_or(E::MediaOff)?;
+        let Some(mut row) = self.store.media_of(conn.account, message_id).await? else {
+            return Err(E::MediaNotAvailable("the message has no file".into()));
+        };
+        let stored = |row: &MediaRow| {
+            (row.state == MediaState::Stored)
+                .then_some(row.reference.file_sha256)
+                .flatten()
+        };
+        let mut sha = stored(&row);
+        // Named stored but gone (swept while a new row came to name it): fetched again.
+        if let Some(h) = sha
+            && blobs.len(BlobId(h)).await.ok().flatten().is_none()
+        {
+            sha = None;
+            row.state = MediaState::Pending;
+        }
+        if sha.is_none() {
+            match row.state {
+                MediaState::Failed => {
+                    return Err(E::MediaError(
+                        row.error.clone().unwrap_or_else(|| "failed".into()),
+                    ));
+                }
+                _ => {
+                    let session = self
+                        .session(conn.account)
+                        .filter(|s| s.client.state() == crate::client::ConnState::Connected)
+                        .ok_or_else(|| {
+                            E::MediaNotAvailable(
+                                "the file is not fetched yet and the account is not connected"
+                                    .into(),
+                            )
+                        })?;
+                    self.fetch_media(&session, &row, true).await;
+                    let again = self
+                        .store
+                        .media_at(row.message_pk)
+                        .await?
+                        .ok_or_else(|| E::MediaNotAvailable("the message is gone".into()))?;
+                    match again.state {
+                        MediaState::Stored => sha = again.reference.file_sha256,
+                        MediaState::Failed => {
+                            return Err(E::MediaError(
+                                again.error.unwrap_or_else(|| "failed".into()),
+                            ));
+                        }
+                        _ => {
+                            return Err(E::MediaNotAvailable(
+                                again
+                                    .error
+                                    .unwrap_or_else(|| "the file could not be fetched yet".into()),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let id = BlobId(sha.ok_or_else(|| E::MediaNotAvailable("no file".into()))?);
+        let opened = blobs.open(id, range).await.map_err(|e| match e {
+            BlobError::BadRange => E::BadRange,
+            other => E::Blob(other.to_string()),
+        })?;
+        let opened = opened.ok_or_else(|| E::MediaNotAvailable("the file is gone".into()))?;
+        Ok(MediaFile {
+            sha256: id.hex(),
+            len: opened.len,
+            mimetype: row.reference.mimetype.clone(),
+            file_name: row.reference.file_name.clone(),
+            body: opened.body,
+        })
+    }
+}
+
+impl MediaWriter {
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.staged.len()
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.staged.is_empty()
+    }
+}
+
+impl Service {
+    /// Fetches `url` into the media store as a file of `kind` (its cap applies), under the
+    /// webhook egress rules: public addresses only unless private ones are allowed, no
+    /// redirects, no proxy. Returns the file and the `Content-Type` the server gave.
+    pub async fn fetch_media_url(
+        &self,
+        kind: Kind,
+        url: &str,
+    ) -> Result<(StoredFile, Option<String>), super::ServiceError> {
+        use super::ServiceError as E;
+        let parsed = reqwest::Url::parse(url).map_err(|_| E::MediaUrl("not a URL".into()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(E::MediaUrl("only http and https URLs are fetched".into()));
+        }
+        if !self.webhook_settings.allow_private
+            && let Some(ip) = super::egress::refused_literal(url)
+        {
+            return Err(E::MediaUrl(format!(
+                "it points at {ip}, an address the server may not reach"
+            )));
+        }
+        let mut w = self.begin_media(kind).await?;
+        let cap = w.cap;
+        let resp = self
+            .http
+            .get(parsed)
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .map_err(|e| {
+                if super::egress::is_not_allowed(&e) {
+                    E::MediaUrl("its host resolves to an address the server may not reach".into())
+                } else {
+                    E::MediaUrl(format!("fetching it failed: {}", e.without_url()))
+                }
+            })?;
+        let status = resp.status();
+        if status.is_redirection() {
+            return Err(E::MediaUrl(
+                "it redirects; redirects are not followed".into(),
+            ));
+        }
+        if !status.is_success() {
+            return Err(E::MediaUrl(format!("it answered HTTP {}", status.as_u16())));
+        }
+        if resp.content_length().is_some_and(|l| l > cap) {
+            return Err(E::MediaTooLarge(cap));
+        }
+        let mime = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.to_owned());
+        let mut resp = resp;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| E::MediaUrl(format!("fetching it failed: {}", e.without_url())))?
+        {
+            w.write(&chunk).await?;
+        }
+        Ok((w.finish().await?, mime))
     }
 }

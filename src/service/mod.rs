@@ -81,6 +81,27 @@ pub enum ServiceError {
     /// The media store failed.
     #[error("media store: {0}")]
     Blob(String),
+    /// Media is off: no media store is configured.
+    #[error("media is not available on this server (no media store)")]
+    MediaOff,
+    /// A file larger than its kind allows.
+    #[error("the file is larger than {0} bytes, the most this kind of file may have")]
+    MediaTooLarge(u64),
+    /// An empty file.
+    #[error("the file is empty")]
+    MediaEmpty,
+    /// No file to give for this message (none, or not fetched and not fetchable now).
+    #[error("{0}")]
+    MediaNotAvailable(String),
+    /// The message's file could not be had (a check failed, it is gone, it is too large).
+    #[error("the file could not be had: {0}")]
+    MediaError(String),
+    /// A byte range outside the file.
+    #[error("the range lies outside the file")]
+    BadRange,
+    /// A media URL that cannot or may not be fetched.
+    #[error("the media URL cannot be used: {0}")]
+    MediaUrl(String),
     /// The account is not connected to WhatsApp.
     #[error("WhatsApp is not connected for this agent ({0})")]
     NotConnected(String),

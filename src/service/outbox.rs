@@ -109,6 +109,39 @@ impl Service {
         user: Option<&str>,
         idem_key: Option<&str>,
     ) -> Result<OutboxRow, ServiceError> {
+        self.queue(subaccount, agent, to, text, None, user, idem_key)
+            .await
+    }
+
+    /// Accepts a media send (its file already in the media store, `media.sha256`), `caption`
+    /// its text, as [`Service::queue_send`] does: a retried request with the same key gets the
+    /// first one's row, so the file is uploaded to WhatsApp once.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn queue_media_send(
+        self: &Arc<Self>,
+        subaccount: &str,
+        agent: &str,
+        to: &Jid,
+        caption: &str,
+        media: &super::media::OutboxMedia,
+        user: Option<&str>,
+        idem_key: Option<&str>,
+    ) -> Result<OutboxRow, ServiceError> {
+        self.queue(subaccount, agent, to, caption, Some(media), user, idem_key)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn queue(
+        self: &Arc<Self>,
+        subaccount: &str,
+        agent: &str,
+        to: &Jid,
+        text: &str,
+        media: Option<&super::media::OutboxMedia>,
+        user: Option<&str>,
+        idem_key: Option<&str>,
+    ) -> Result<OutboxRow, ServiceError> {
         if let Some(key) = idem_key
             && key.starts_with(super::webhooks::REPLY_KEY_PREFIX)
         {
@@ -123,16 +156,18 @@ impl Service {
         if let Some(key) = idem_key
             && let Some(done) = self.store.find_send(row.account, key).await?
         {
-            return same_request(done, to, text);
+            return same_request(done, to, text, media);
         }
         let state = session.as_ref().map(|s| s.client.state());
         if state != Some(ConnState::Connected) {
             let code = state.as_ref().map(super::state_code).unwrap_or(row.code);
             return Err(ServiceError::NotConnected(code.as_str().to_owned()));
         }
-        let queued = self.enqueue(&row, to, text, user, idem_key).await?;
+        let queued = self
+            .enqueue_with(&row, to, text, media, user, idem_key)
+            .await?;
         // A concurrent request with the same key may have been recorded first.
-        same_request(queued, to, text)
+        same_request(queued, to, text, media)
     }
 
     /// Records a send for `row`'s account, whatever its state now (the drain sends it once the
@@ -145,8 +180,30 @@ impl Service {
         user: Option<&str>,
         idem_key: Option<&str>,
     ) -> Result<OutboxRow, ServiceError> {
+        self.enqueue_with(row, to, text, None, user, idem_key).await
+    }
+
+    async fn enqueue_with(
+        &self,
+        row: &ConnectionRow,
+        to: &Jid,
+        text: &str,
+        media: Option<&super::media::OutboxMedia>,
+        user: Option<&str>,
+        idem_key: Option<&str>,
+    ) -> Result<OutboxRow, ServiceError> {
         let own = row.phone_number.clone().unwrap_or_default();
         let message_id = crate::client::new_message_id(crate::util::clock::now_ms() / 1000, &own);
+        let media_json = match media {
+            Some(m) => Some((
+                serde_json::to_string(m)
+                    .map_err(|e| ServiceError::Blob(format!("unwritable media send: {e}")))?,
+                crate::store::blobs::BlobId::parse(&m.sha256)
+                    .ok_or_else(|| ServiceError::Blob("unreadable file id".into()))?
+                    .0,
+            )),
+            None => None,
+        };
         let (queued, fresh) = self
             .store
             .enqueue_send(
@@ -158,7 +215,7 @@ impl Service {
                     body: text,
                     user_id: user,
                     now_ms: now_ms(),
-                    media: None,
+                    media: media_json.as_ref().map(|(j, b)| (j.as_str(), *b)),
                 },
             )
             .await?;
@@ -257,11 +314,32 @@ impl Service {
             if paced {
                 pacer.admit(&row.to).await;
             }
-            match session
-                .client
-                .send_text_with_id(&to, &row.body, &row.message_id)
-                .await
-            {
+            let outcome = match &row.media {
+                None => session
+                    .client
+                    .send_text_with_id(&to, &row.body, &row.message_id)
+                    .await
+                    .map_err(super::media::MediaSendError::Send),
+                Some(media) => self.send_media_row(&session, &row, &to, media).await,
+            };
+            let outcome = match outcome {
+                Ok(sent) => Ok(sent),
+                Err(super::media::MediaSendError::Send(e)) => Err(e),
+                Err(super::media::MediaSendError::Media(e)) => {
+                    attempts += 1;
+                    tracing::warn!(error = %e, attempts, "media upload failed");
+                    if e.is_permanent() || attempts >= MAX_ATTEMPTS {
+                        attempts = 0;
+                        let f = SendFailure::MediaUploadFailed;
+                        self.finish(&row, f.outbox_state(), f.result_json(&e.to_string()))
+                            .await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(250 << attempts.min(7))).await;
+                    }
+                    continue;
+                }
+            };
+            match outcome {
                 Ok(sent) => {
                     attempts = 0;
                     let result = serde_json::json!({
@@ -325,8 +403,23 @@ impl Service {
 
 /// `row`, the send an idempotency key named, if it is the one asked for again (same recipient,
 /// same text, as Stripe's keys: a key names one request); else the key was reused.
-fn same_request(row: OutboxRow, to: &Jid, text: &str) -> Result<OutboxRow, ServiceError> {
-    if row.to == to.to_string() && row.body == text {
+fn same_request(
+    row: OutboxRow,
+    to: &Jid,
+    text: &str,
+    media: Option<&super::media::OutboxMedia>,
+) -> Result<OutboxRow, ServiceError> {
+    let file = |json: &str| {
+        serde_json::from_str::<super::media::OutboxMedia>(json)
+            .ok()
+            .map(|m| m.sha256)
+    };
+    let same_file = match (&row.media, media) {
+        (None, None) => true,
+        (Some(kept), Some(asked)) => file(kept).as_deref() == Some(asked.sha256.as_str()),
+        _ => false,
+    };
+    if row.to == to.to_string() && row.body == text && same_file {
         Ok(row)
     } else {
         Err(ServiceError::IdempotencyKeyReused)
