@@ -15,18 +15,19 @@ use wa_gateway::sim::{CdnConfig, CdnFault, Refusal, Simulator};
 
 use super::client_lifecycle::paired;
 
+/// `<iq xmlns="w:m" type=ty><child/></iq>`'s answer (`media_conn` with type set is the
+/// reference clients' request).
+async fn ask(client: &Client, ty: &str, child: &str) -> Result<Node, IqError> {
+    let iq = Node::new("iq")
+        .attr("xmlns", "w:m")
+        .attr("type", ty.to_owned())
+        .children(vec![Node::new(child.to_owned())]);
+    client.query(iq, Duration::from_secs(5)).await
+}
+
 /// What `media_conn` answered: (auth, host).
 async fn media_conn(client: &Client) -> (String, String) {
-    let r = client
-        .query(
-            Node::new("iq")
-                .attr("xmlns", "w:m")
-                .attr("type", "set")
-                .children(vec![Node::new("media_conn")]),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+    let r = ask(client, "set", "media_conn").await.unwrap();
     let mc = r.child("media_conn").expect("media_conn");
     let host = mc
         .child("host")
@@ -90,16 +91,7 @@ async fn a_device_uploads_with_its_media_conn_auth_and_downloads_the_same_bytes(
         let (client, _events, _) = paired(&sim, "15550007001").await;
 
         // media_conn: the CDN's host and an auth, with the attributes whatsmeow requires.
-        let r = client
-            .query(
-                Node::new("iq")
-                    .attr("xmlns", "w:m")
-                    .attr("type", "set")
-                    .children(vec![Node::new("media_conn")]),
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap();
+        let r = ask(&client, "set", "media_conn").await.unwrap();
         let mc = r.child("media_conn").expect("media_conn");
         for a in ["auth", "ttl", "auth_ttl", "max_buckets"] {
             assert!(mc.get_str(a).is_some(), "{a} missing: {r}");
@@ -112,15 +104,7 @@ async fn a_device_uploads_with_its_media_conn_auth_and_downloads_the_same_bytes(
         assert_eq!(auth, mc.get_str("auth").unwrap(), "kept while it lives");
         // Other shapes are refused, as the rest of the iqs are.
         for (ty, child) in [("get", "media_conn"), ("set", "other")] {
-            let e = client
-                .query(
-                    Node::new("iq")
-                        .attr("xmlns", "w:m")
-                        .attr("type", ty)
-                        .children(vec![Node::new(child)]),
-                    Duration::from_secs(5),
-                )
-                .await;
+            let e = ask(&client, ty, child).await;
             assert!(matches!(e, Err(IqError::Server { code: 400, .. })), "{e:?}");
         }
 
