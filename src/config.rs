@@ -132,6 +132,13 @@ pub struct ServiceConfig {
     /// Most agents one subaccount may have (`WA_GATEWAY_MAX_AGENTS`, default 100); a new one
     /// past it is refused, existing ones are never touched.
     pub max_agents: usize,
+    /// Fetch arriving media files unasked (`WA_GATEWAY_MEDIA_AUTO_DOWNLOAD`, default on).
+    pub media_auto_download: bool,
+    /// Largest file fetched unasked (`WA_GATEWAY_MEDIA_AUTO_DOWNLOAD_MAX_BYTES`, default 64 MiB).
+    pub media_auto_max_bytes: u64,
+    /// Largest file of each kind, sent or received (`WA_GATEWAY_MEDIA_MAX_{IMAGE,AUDIO,VIDEO,
+    /// STICKER,DOCUMENT}_BYTES`; defaults 16 MiB, 16 MiB, 64 MiB, 1 MiB, 2 GiB).
+    pub media_caps: crate::service::media::MediaCaps,
     /// Days finished sends are kept (`WA_GATEWAY_RETENTION_OUTBOX_DAYS`, default 30; 0:
     /// forever). Their idempotency keys go with them.
     pub retention_outbox_days: u64,
@@ -193,6 +200,9 @@ impl Default for ServiceConfig {
             webhook_retain_s: 7 * 86_400,
             webhook_allow_private: false,
             max_agents: crate::service::DEFAULT_MAX_AGENTS,
+            media_auto_download: true,
+            media_auto_max_bytes: crate::service::media::MediaSettings::default().auto_max,
+            media_caps: crate::service::media::MediaCaps::default(),
             retention_outbox_days: 30,
             retention_activities_days: 90,
             retention_messages_days: 0,
@@ -216,6 +226,17 @@ impl ServiceConfig {
             retain: Duration::from_secs(self.webhook_retain_s),
             allow_private: self.webhook_allow_private,
             ..Default::default()
+        }
+    }
+
+    /// Where media files go (`<data dir>/blobs`), how large they may be, what is fetched
+    /// unasked.
+    pub fn media(&self) -> crate::service::media::MediaSettings {
+        crate::service::media::MediaSettings {
+            blob_dir: Some(self.data_dir.join("blobs")),
+            auto_download: self.media_auto_download,
+            auto_max: self.media_auto_max_bytes,
+            caps: self.media_caps,
         }
     }
 
@@ -465,6 +486,13 @@ const KNOWN: &[&str] = &[
     "WA_GATEWAY_WEBHOOK_RETAIN_S",
     "WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE",
     "WA_GATEWAY_MAX_AGENTS",
+    "WA_GATEWAY_MEDIA_AUTO_DOWNLOAD",
+    "WA_GATEWAY_MEDIA_AUTO_DOWNLOAD_MAX_BYTES",
+    "WA_GATEWAY_MEDIA_MAX_IMAGE_BYTES",
+    "WA_GATEWAY_MEDIA_MAX_AUDIO_BYTES",
+    "WA_GATEWAY_MEDIA_MAX_VIDEO_BYTES",
+    "WA_GATEWAY_MEDIA_MAX_STICKER_BYTES",
+    "WA_GATEWAY_MEDIA_MAX_DOCUMENT_BYTES",
     "WA_GATEWAY_RETENTION_OUTBOX_DAYS",
     "WA_GATEWAY_RETENTION_ACTIVITIES_DAYS",
     "WA_GATEWAY_RETENTION_MESSAGES_DAYS",
@@ -613,17 +641,44 @@ fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, 
     if let Some(n) = num("WA_GATEWAY_WEBHOOK_RETAIN_S", 60, 3650 * 86_400)? {
         s.webhook_retain_s = n;
     }
-    if let Some(v) = get("WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE") {
-        s.webhook_allow_private = match v.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => true,
-            "0" | "false" | "no" | "off" | "" => false,
-            _ => {
-                return Err(ConfigError {
-                    var: "WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE",
-                    why: format!("{v:?} is not 1 or 0 (true or false)"),
-                });
-            }
-        };
+    let flag = |var: &'static str| -> Result<Option<bool>, ConfigError> {
+        let Some(v) = get(var) else { return Ok(None) };
+        match v.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(Some(true)),
+            "0" | "false" | "no" | "off" | "" => Ok(Some(false)),
+            _ => Err(ConfigError {
+                var,
+                why: format!("{v:?} is not 1 or 0 (true or false)"),
+            }),
+        }
+    };
+    if let Some(b) = flag("WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE")? {
+        s.webhook_allow_private = b;
+    }
+    if let Some(b) = flag("WA_GATEWAY_MEDIA_AUTO_DOWNLOAD")? {
+        s.media_auto_download = b;
+    }
+    // Up to 4 GiB: WhatsApp's documents stop at 2 GiB.
+    const MAX_FILE: u64 = 4096 * 1024 * 1024;
+    if let Some(n) = num("WA_GATEWAY_MEDIA_AUTO_DOWNLOAD_MAX_BYTES", 0, MAX_FILE)? {
+        s.media_auto_max_bytes = n;
+    }
+    for (var, cap) in [
+        ("WA_GATEWAY_MEDIA_MAX_IMAGE_BYTES", &mut s.media_caps.image),
+        ("WA_GATEWAY_MEDIA_MAX_AUDIO_BYTES", &mut s.media_caps.audio),
+        ("WA_GATEWAY_MEDIA_MAX_VIDEO_BYTES", &mut s.media_caps.video),
+        (
+            "WA_GATEWAY_MEDIA_MAX_STICKER_BYTES",
+            &mut s.media_caps.sticker,
+        ),
+        (
+            "WA_GATEWAY_MEDIA_MAX_DOCUMENT_BYTES",
+            &mut s.media_caps.document,
+        ),
+    ] {
+        if let Some(n) = num(var, 1, MAX_FILE)? {
+            *cap = n;
+        }
     }
     if let Some(n) = num("WA_GATEWAY_MAX_AGENTS", 1, 1_000_000)? {
         s.max_agents = n as usize;

@@ -16,6 +16,8 @@
 //! - [`socket`]: Noise XX handshake, certificate chain, 3-byte framing (all sans-IO) and the one
 //!   WebSocket adapter; knows nodes only as bytes.
 //! - [`signal`]: XEdDSA and the Signal protocol; no IO in the core, storage behind traits.
+//! - [`media`]: media encryption, verification, media-retry crypto, mimetype sniffing and
+//!   thumbnails (all sans-IO); shared by the client and the simulator.
 //! - [`client`]: one WhatsApp account's client (linking, connection lifecycle, 1:1 receive);
 //!   storage only through traits.
 //! - [`store`]: sqlx SQLite over one pool for all accounts; implements the protocol traits.
@@ -32,6 +34,7 @@ pub mod api;
 pub mod binary;
 pub mod client;
 pub mod config;
+pub mod media;
 pub mod proto;
 pub mod service;
 pub mod signal;

@@ -158,6 +158,7 @@ fn serve(cfg: wa_gateway::config::Config, with_simulator: bool) -> anyhow::Resul
                 send_ttl: Some(ttl),
                 max_agents: Some(cfg.service.max_agents),
                 retention: cfg.service.retention(),
+                media: cfg.service.media(),
             },
         );
         let mut state = wa_gateway::api::AppState::with_rules(

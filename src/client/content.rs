@@ -285,6 +285,8 @@ pub struct Content {
     pub target: Option<TargetKey>,
     /// For a revoke: an admin removed someone else's message (`edit="8"`).
     pub admin_revoke: bool,
+    /// For a media message: its file.
+    pub media: Option<Box<super::media_ref::MediaRef>>,
 }
 
 /// Why a plaintext could not be read.
@@ -333,6 +335,9 @@ pub fn classify(plain: &[u8]) -> Result<Classified, ContentError> {
     }
     if media_view_once(&m) {
         view_once = true;
+    }
+    if c.kind.has_media() {
+        c.media = super::media_ref::media_ref_of(&m).map(Box::new);
     }
     c.ephemeral = ephemeral;
     c.view_once = view_once;
@@ -412,6 +417,7 @@ pub(crate) fn stored(kind: Kind, text: Option<String>, details: Value) -> Conten
         details: compact(details),
         target: None,
         admin_revoke: false,
+        media: None,
     }
 }
 

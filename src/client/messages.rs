@@ -136,6 +136,8 @@ pub struct StoredMessage {
     pub edited_at: Option<u64>,
     /// Reactions on it, one per reactor (the latest).
     pub reactions: Vec<Reaction>,
+    /// For a media message: its file (written beside the row, for the downloader).
+    pub media: Option<super::media_ref::MediaRef>,
 }
 
 impl StoredMessage {
@@ -196,6 +198,64 @@ impl StoredMessage {
     }
 }
 
+/// A message to send, built: its protobuf, the text it shows, its kind and what the kind
+/// carries, and its file. `Debug` prints no protobuf (a media key is in it).
+#[derive(Clone)]
+pub struct Outgoing {
+    /// The `Message` to encrypt.
+    pub message: crate::proto::wa::Message,
+    /// The text or caption.
+    pub text: Option<String>,
+    /// Its kind.
+    pub kind: Kind,
+    /// What the kind carries (as a received one of its kind would show).
+    pub details: serde_json::Value,
+    /// Its file, once uploaded.
+    pub media: Option<super::media_ref::MediaRef>,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("kind", &self.kind)
+            .field("media", &self.media)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outgoing {
+    /// A plain text (`conversation`).
+    pub fn text(text: String) -> Outgoing {
+        Outgoing {
+            message: crate::proto::wa::Message {
+                conversation: Some(text.clone()),
+                ..Default::default()
+            },
+            text: Some(text),
+            kind: Kind::Chat,
+            details: serde_json::Value::Null,
+            media: None,
+        }
+    }
+
+    /// Any message, classified as a received copy of it would be (kind, text, details, file);
+    /// None when it is nothing a conversation shows.
+    pub fn message(message: crate::proto::wa::Message) -> Option<Outgoing> {
+        use prost::Message as _;
+        let bytes = message.encode_to_vec();
+        match super::content::classify(&bytes).ok()? {
+            super::content::Classified::Stored(c) => Some(Outgoing {
+                message,
+                text: c.text,
+                kind: c.kind,
+                details: c.details,
+                media: c.media.map(|m| *m),
+            }),
+            super::content::Classified::Protocol => None,
+        }
+    }
+}
+
 impl Default for StoredMessage {
     /// An empty inbound text row; construction sites name what they know and take the rest.
     fn default() -> StoredMessage {
@@ -217,6 +277,7 @@ impl Default for StoredMessage {
             target: None,
             edited_at: None,
             reactions: Vec::new(),
+            media: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! through [`iq::IqTracker`] (ids, waiters, timeouts). It knows the socket, codec and Signal
 //! layers, and storage only through traits; never HTTP or SQL.
 
+pub mod cdn;
 pub mod content;
 pub mod events;
 mod failure;
@@ -11,6 +12,8 @@ pub mod iq;
 pub mod keepalive;
 mod link;
 mod linking;
+pub mod media;
+pub mod media_ref;
 pub mod messages;
 pub mod messenger;
 pub mod pair;

@@ -64,6 +64,12 @@ pub struct MessagingOptions {
     /// A server-acked message no device receipts within this time is flagged
     /// ([`super::Event::Stuck`], counted in [`Client::stats`]).
     pub stuck_after: Duration,
+    /// The HTTP client for WhatsApp's media CDN, shared by the clients of a process (None: the
+    /// client makes its own on first use, trusting what its socket trusts).
+    pub cdn: Option<super::cdn::Cdn>,
+    /// How long a media retry waits for the phone to upload an expired file again
+    /// (whatsapp-rust `MEDIA_RETRY_TIMEOUT`: 30 s).
+    pub media_retry_wait: Duration,
 }
 
 impl Default for MessagingOptions {
@@ -74,6 +80,8 @@ impl Default for MessagingOptions {
             give_up_after: Duration::from_secs(24 * 3600),
             announce_available: true,
             stuck_after: Duration::from_secs(300),
+            cdn: None,
+            media_retry_wait: Duration::from_secs(30),
         }
     }
 }
@@ -83,9 +91,15 @@ pub struct Client {
     state: watch::Receiver<ConnState>,
     link: Arc<Link>,
     hub: Arc<EventHub>,
-    messaging: Arc<dyn Messaging>,
+    pub(super) messaging: Arc<dyn Messaging>,
     /// The client's span: calls made through this handle log under it too.
     span: tracing::Span,
+    /// The media CDN's HTTP client: the shared one, or made on first use.
+    pub(super) cdn: std::sync::OnceLock<super::cdn::Cdn>,
+    /// What the socket trusts (the CDN trusts the same).
+    pub(super) tls: Option<Arc<rustls::ClientConfig>>,
+    /// How long a media retry waits for the phone.
+    pub(super) media_retry_wait: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -101,6 +115,12 @@ impl Client {
     pub fn start<S: CredsStore>(opts: ClientOptions, store: Arc<S>) -> (Client, Events) {
         let hub = Arc::new(EventHub::default());
         let events = hub.subscribe();
+        let cdn = std::sync::OnceLock::new();
+        if let Some(shared) = &opts.messaging.cdn {
+            let _ = cdn.set(shared.clone());
+        }
+        let tls = opts.socket.tls.clone();
+        let media_retry_wait = opts.messaging.media_retry_wait;
         let (state_tx, state_rx) = watch::channel(ConnState::Connecting);
         let link = Arc::new(Link::default());
         let messenger = Arc::new(Messenger::new(
@@ -140,6 +160,9 @@ impl Client {
                 hub,
                 messaging,
                 span: handle_span,
+                cdn,
+                tls,
+                media_retry_wait,
             },
             events,
         )
@@ -212,6 +235,20 @@ impl Client {
     ) -> Result<Sent, SendError> {
         self.messaging
             .send_text(to.clone(), text.to_owned(), Some(id.to_owned()))
+            .instrument(self.span.clone())
+            .await
+    }
+
+    /// Sends a built message (see [`super::messages::Outgoing`]; media already uploaded) to
+    /// `to`, with the id chosen by the caller when given (as [`Client::send_text_with_id`]).
+    pub async fn send_message(
+        &self,
+        to: &Jid,
+        out: super::messages::Outgoing,
+        id: Option<&str>,
+    ) -> Result<Sent, SendError> {
+        self.messaging
+            .send_content(to.clone(), out, id.map(str::to_owned))
             .instrument(self.span.clone())
             .await
     }

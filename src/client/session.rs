@@ -168,7 +168,7 @@ impl<S: CredsStore> Run<S> {
                                         tracing::warn!(error = %e, "prekey refill failed");
                                     }
                                 }.in_current_span());
-                            } else if matches!(node.get_str("type").as_deref(), Some("devices" | "mex")) {
+                            } else if matches!(node.get_str("type").as_deref(), Some("devices" | "mex" | "mediaretry")) {
                                 let _ = work.send(node).await;
                             }
                         }

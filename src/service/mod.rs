@@ -7,6 +7,7 @@
 mod agents;
 pub mod egress;
 mod failure;
+pub mod media;
 mod outbox;
 mod registry;
 mod retention;
@@ -77,6 +78,9 @@ pub enum ServiceError {
          whether it went out is unknown"
     )]
     SendGone,
+    /// The media store failed.
+    #[error("media store: {0}")]
+    Blob(String),
     /// The account is not connected to WhatsApp.
     #[error("WhatsApp is not connected for this agent ({0})")]
     NotConnected(String),
@@ -169,6 +173,12 @@ pub struct Service {
     stopping: std::sync::atomic::AtomicBool,
     /// Some account has (or had) a webhook: client events wake the dispatcher.
     has_webhooks: std::sync::atomic::AtomicBool,
+    /// Where media files are kept (None: media off).
+    blobs: Option<Arc<dyn crate::store::blobs::BlobStore>>,
+    /// Media limits and automatic download.
+    media: media::MediaSettings,
+    /// Wakes an account's downloader when a media message arrives.
+    media_wakers: registry::Registry<AccountId, tokio::sync::Notify>,
 }
 
 /// How a service runs besides its store and client options.
@@ -188,6 +198,8 @@ pub struct ServiceOptions {
     pub max_agents: Option<usize>,
     /// How long old rows are kept (`WA_GATEWAY_RETENTION_*`).
     pub retention: Retention,
+    /// Where media files go, how large they may be, what is fetched unasked.
+    pub media: media::MediaSettings,
 }
 
 /// How long a queued send waits at most unless configured (`WA_GATEWAY_SEND_TTL`).
@@ -271,6 +283,15 @@ impl Service {
         }
         // Building fails only if the TLS backend cannot start; then no webhook could go.
         let http = http.build().expect("the webhook HTTP client starts");
+        let blobs = service.media.blob_dir.as_ref().and_then(|dir| {
+            match crate::store::blobs::FsBlobs::open(dir) {
+                Ok(b) => Some(Arc::new(b) as Arc<dyn crate::store::blobs::BlobStore>),
+                Err(e) => {
+                    tracing::error!(error = %e, dir = %dir.display(), "media store unusable; media off");
+                    None
+                }
+            }
+        });
         let svc = Arc::new(Service {
             store,
             options,
@@ -288,9 +309,25 @@ impl Service {
             webhook_wake: Arc::default(),
             stopping: std::sync::atomic::AtomicBool::new(false),
             has_webhooks: std::sync::atomic::AtomicBool::new(false),
+            blobs,
+            media: service.media,
+            media_wakers: registry::Registry::default(),
         });
         tokio::spawn(webhooks::dispatch(Arc::downgrade(&svc)));
         tokio::spawn(retention::maintain(Arc::downgrade(&svc)));
+        if let Some(blobs) = svc.blobs.clone() {
+            // Files a killed process was writing: never named, never served.
+            tokio::spawn(async move {
+                match blobs.clear_staging().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        files = n,
+                        "unfinished media files of an earlier run removed"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "cannot clear media staging"),
+                }
+            });
+        }
         svc
     }
 
@@ -379,6 +416,7 @@ impl Service {
         }
         tokio::spawn(self.clone().follow(session.clone(), events));
         tokio::spawn(self.clone().drain(session.clone()));
+        tokio::spawn(self.clone().fetch_pending(session.clone()));
         session
     }
 
@@ -392,6 +430,11 @@ impl Service {
                 .is_some_and(|s| Arc::ptr_eq(&s, &session));
             if !current {
                 continue;
+            }
+            if let Event::Message(m) = &e
+                && m.media.is_some()
+            {
+                self.media_wakers.with(session.account, |n| n.notify_one());
             }
             let update = match &e {
                 Event::QrCode { code, .. } => {

@@ -79,6 +79,8 @@ pub struct PruneReport {
     pub delivered_webhook_events: u64,
     /// Dead-lettered webhook events.
     pub dead_webhook_events: u64,
+    /// Media files no row names any more (pruned messages and sends take theirs along).
+    pub blobs: u64,
     /// Write transactions the pass took.
     pub batches: u64,
 }
@@ -162,6 +164,7 @@ impl Service {
                 }
             }
         }
+        report.blobs = self.sweep_blobs(super::media::SWEEP_GRACE).await?;
         Ok(report)
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod attrs;
 pub mod group;
+pub mod media;
 pub mod mex;
 
 use std::collections::BTreeMap;

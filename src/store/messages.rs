@@ -306,6 +306,9 @@ async fn insert(
         }
         return Ok(Committed::Inserted);
     }
+    if let Some(media) = &msg.media {
+        super::media::insert(conn, account, pk, msg, media).await?;
+    }
     if msg.is_placeholder() {
         // Announced as what it is; `message.received` (and its activity line) waits for the
         // message, once a resend is read. What acts on it waits too.

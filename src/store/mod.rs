@@ -2,10 +2,12 @@
 //! tables are keyed by account, and this layer implements the traits the protocol layers define.
 //! It knows SQL; the protocol layers never do.
 
+pub mod blobs;
 pub mod connections;
 pub mod creds;
 pub mod error;
 mod groups;
+pub mod media;
 mod messages;
 pub mod outbox;
 pub mod prune;
@@ -29,7 +31,7 @@ pub use error::StoreError;
 pub use messages::CommitStats;
 pub use seal::StoreKey;
 pub use signal::SqliteSignalStore;
-pub use states::{ConnectionCode, ConnectionStatus, DeliveryState, OutboxState};
+pub use states::{ConnectionCode, ConnectionStatus, DeliveryState, MediaState, OutboxState};
 
 /// Embedded migrations (no runtime files, no proc-macro): version, description, SQL.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -109,6 +111,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "retention",
         include_str!("../../migrations/0016_retention.sql"),
     ),
+    (17, "media", include_str!("../../migrations/0017_media.sql")),
 ];
 
 /// How every write transaction starts: it takes the write lock up front, so a transaction that

@@ -80,6 +80,8 @@ pub(crate) fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredMessage, sql
             .try_get::<Option<i64>, _>("edited_at")?
             .map(|t| t.max(0) as u64),
         reactions: reactions_of(r.try_get::<Option<String>, _>("reactions")?.as_deref()),
+        // The file's reference and state are read through the media queries.
+        media: None,
     })
 }
 

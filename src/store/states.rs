@@ -111,6 +111,20 @@ text_state!(
 );
 
 text_state!(
+    /// Where a media message's file stands.
+    MediaState {
+        /// To be fetched from the CDN.
+        Pending = "pending",
+        /// In the blob store, named by its SHA-256.
+        Stored = "stored",
+        /// Could not be had (the row's error says why).
+        Failed = "failed",
+        /// Not fetched on its own (automatic download off, or over its cap); fetched on request.
+        Skipped = "skipped",
+    }
+);
+
+text_state!(
     /// A connection's status as the guide names it (`status`); the precise state is a
     /// [`ConnectionCode`].
     ConnectionStatus {

@@ -31,7 +31,11 @@ pub(crate) fn options(sim: &Simulator) -> ClientOptions {
             trust: TrustRoot::from_key(sim.root_public_key()),
             clock: Arc::new(SystemClock),
             max_frame: MAX_FRAME,
-            tls: None,
+            // The socket is plain ws://; the media CDN is HTTPS under the simulator's CA.
+            tls: sim.ca_cert_pem().map(|pem| {
+                let cas = wa_gateway::socket::tls::parse_ca_pem(pem.as_bytes()).unwrap();
+                wa_gateway::socket::tls::client_config(&cas).unwrap()
+            }),
         },
         profile: Default::default(),
         backoff: Backoff::new(

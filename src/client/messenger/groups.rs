@@ -199,18 +199,6 @@ impl<S: CredsStore> Messenger<S> {
 
     // ---- sending ----
 
-    /// Sends `text` to `group`.
-    pub(super) async fn send_group_text(
-        &self,
-        group: Jid,
-        text: String,
-        id: Option<String>,
-    ) -> Result<Sent, SendError> {
-        let account = self.account().ok_or(SendError::NotConnected)?;
-        let row = self.own_text(&account, group.to_non_ad(), text, id).await;
-        self.send_group_row(&account, row, true).await
-    }
-
     /// Sends `row` to its group and waits for the ack: a `421` refreshes the metadata and
     /// sends once more (same id); a `phash` that differs from ours makes the next send ask
     /// for the members and their devices again.
@@ -372,14 +360,17 @@ impl<S: CredsStore> Messenger<S> {
             distributions = distributed.len(),
             "sending to group"
         );
-        let node = group_message_stanza(
-            &row.id,
-            &group,
-            mode,
-            &our_phash,
-            encs,
-            skmsg,
-            &me.signed_identity,
+        let node = super::send::with_type(
+            group_message_stanza(
+                &row.id,
+                &group,
+                mode,
+                &our_phash,
+                encs,
+                skmsg,
+                &me.signed_identity,
+            ),
+            &row.raw,
         );
         Ok(match self.transmit(&sender, &node, row).await {
             Ok(ack) => GroupAttempt::Acked(ack, distributed, our_phash),
@@ -451,13 +442,16 @@ impl<S: CredsStore> Messenger<S> {
                 AddressingMode::Pn
             });
         let t = row.timestamp.to_string();
-        let node = stanza::retry_stanza(
-            &row.id,
-            &group,
-            &ct,
-            req.count,
-            Some(&t),
-            &account.me.signed_identity,
+        let node = super::send::with_type(
+            stanza::retry_stanza(
+                &row.id,
+                &group,
+                &ct,
+                req.count,
+                Some(&t),
+                &account.me.signed_identity,
+            ),
+            &row.raw,
         )
         .attr("participant", req.from.clone())
         .attr("addressing_mode", mode.as_str());

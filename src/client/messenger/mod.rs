@@ -37,6 +37,7 @@ mod error;
 mod groups;
 mod history;
 mod lid;
+mod media;
 mod receipts;
 mod receive;
 mod resend;
@@ -46,6 +47,7 @@ mod timelock;
 mod tokens;
 
 pub use error::{SendError, refusal_reason};
+pub use media::RetryTarget;
 use receive::receipt;
 use send::Ack;
 pub use send::{Sent, valid_message_id};
@@ -99,6 +101,23 @@ pub(super) trait Messaging: Send + Sync {
         text: String,
         id: Option<String>,
     ) -> Pin<Box<dyn Future<Output = Result<Sent, SendError>> + Send + 'a>>;
+    fn send_content<'a>(
+        &'a self,
+        to: Jid,
+        out: super::messages::Outgoing,
+        id: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = Result<Sent, SendError>> + Send + 'a>>;
+    fn media_conn<'a>(
+        &'a self,
+        refresh: bool,
+    ) -> Pin<Box<dyn Future<Output = Result<stanza::media::MediaConnInfo, SendError>> + Send + 'a>>;
+    fn media_retry<'a>(
+        &'a self,
+        target: RetryTarget,
+        ciphertext: Vec<u8>,
+        iv: [u8; 12],
+        wait: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<stanza::media::MediaRetryNotice, SendError>> + Send + 'a>>;
     fn mark_read<'a>(
         &'a self,
         chat: Jid,
@@ -199,6 +218,10 @@ pub(super) struct Messenger<S: CredsStore> {
     watched: Mutex<HashMap<(Jid, String), std::time::Instant>>,
     /// The account's reach-out time-lock, once known.
     timelock: Mutex<Option<crate::stanza::mex::ReachoutTimelock>>,
+    /// The `media_conn` answer, once asked.
+    media_conn: Mutex<media::MediaConnCache>,
+    /// Media retries waiting for the phone's answer.
+    media_retries: Mutex<media::RetryWaiters>,
 }
 
 impl<S: CredsStore> Messenger<S> {
@@ -237,6 +260,8 @@ impl<S: CredsStore> Messenger<S> {
             pn_only: std::sync::atomic::AtomicBool::new(false),
             watched: Mutex::new(HashMap::new()),
             timelock: Mutex::new(None),
+            media_conn: Mutex::new(media::MediaConnCache::default()),
+            media_retries: Mutex::new(HashMap::new()),
         }
     }
 
@@ -297,6 +322,9 @@ impl<S: CredsStore> Messenger<S> {
                     let _ = sender.send(&stanza::ack(&node, None)).await;
                 }
             }
+            "notification" if node.get_str("type").as_deref() == Some("mediaretry") => {
+                self.on_media_retry(&node);
+            }
             "notification" if node.get_str("type").as_deref() == Some("mex") => {
                 self.on_mex(&node);
             }
@@ -335,6 +363,34 @@ impl<S: CredsStore> Messaging for Messenger<S> {
         id: Option<String>,
     ) -> Pin<Box<dyn Future<Output = Result<Sent, SendError>> + Send + 'a>> {
         Box::pin(Messenger::send_text(self, to, text, id))
+    }
+
+    fn send_content<'a>(
+        &'a self,
+        to: Jid,
+        out: super::messages::Outgoing,
+        id: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = Result<Sent, SendError>> + Send + 'a>> {
+        Box::pin(Messenger::send_content(self, to, out, id))
+    }
+
+    fn media_conn<'a>(
+        &'a self,
+        refresh: bool,
+    ) -> Pin<Box<dyn Future<Output = Result<stanza::media::MediaConnInfo, SendError>> + Send + 'a>>
+    {
+        Box::pin(Messenger::media_conn(self, refresh))
+    }
+
+    fn media_retry<'a>(
+        &'a self,
+        target: RetryTarget,
+        ciphertext: Vec<u8>,
+        iv: [u8; 12],
+        wait: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<stanza::media::MediaRetryNotice, SendError>> + Send + 'a>>
+    {
+        Box::pin(Messenger::media_retry(self, target, ciphertext, iv, wait))
     }
 
     fn mark_read<'a>(

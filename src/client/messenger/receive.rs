@@ -51,6 +51,7 @@ pub(super) fn row_of(plain: &[u8], base: StoredMessage) -> Option<StoredMessage>
         ephemeral: content.ephemeral,
         view_once: content.view_once,
         target: content.target.map(|t| t.id),
+        media: content.media.map(|m| *m),
         ..base
     })
 }

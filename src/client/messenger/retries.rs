@@ -111,13 +111,16 @@ impl<S: CredsStore> Messenger<S> {
             .map_err(SignalError::from)?;
         drop(lock);
         let t = row.timestamp.to_string();
-        let stanza = stanza::retry_stanza(
-            &row.id,
-            &req.from,
-            &ct,
-            req.count,
-            Some(&t),
-            &account.me.signed_identity,
+        let stanza = super::send::with_type(
+            stanza::retry_stanza(
+                &row.id,
+                &req.from,
+                &ct,
+                req.count,
+                Some(&t),
+                &account.me.signed_identity,
+            ),
+            &row.raw,
         );
         let _ = sender.send(&stanza).await;
         Ok(())

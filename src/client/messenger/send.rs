@@ -14,7 +14,7 @@ use super::{Account, MAX_TEXT_BYTES, Messenger, SendError, bump};
 use crate::binary::{Jid, Node, Server};
 use crate::client::events::Event;
 use crate::client::link::IQ_TIMEOUT;
-use crate::client::messages::{Committed, MessageStatus, StoredMessage};
+use crate::client::messages::{Committed, MessageStatus, Outgoing, StoredMessage};
 use crate::client::store::{CredsStore, Me};
 use crate::proto::wa;
 use crate::signal::store::ApplyChanges;
@@ -183,11 +183,27 @@ impl<S: CredsStore> Messenger<S> {
         Ok(out)
     }
 
-    /// Sends `text` to the user `to`.
+    /// Sends `text` to the user or group `to`.
     pub(in crate::client) async fn send_text(
         &self,
         to: Jid,
         text: String,
+        id: Option<String>,
+    ) -> Result<Sent, SendError> {
+        if text.is_empty() {
+            return Err(SendError::InvalidText("empty"));
+        }
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(SendError::InvalidText("longer than 65,536 bytes"));
+        }
+        self.send_content(to, Outgoing::text(text), id).await
+    }
+
+    /// Sends a built message (a text, or media already uploaded) to the user or group `to`.
+    pub(in crate::client) async fn send_content(
+        &self,
+        to: Jid,
+        out: Outgoing,
         id: Option<String>,
     ) -> Result<Sent, SendError> {
         if id.as_ref().is_some_and(|i| !valid_message_id(i)) {
@@ -195,14 +211,13 @@ impl<S: CredsStore> Messenger<S> {
                 "the message id must be 1–64 letters or digits",
             ));
         }
-        if text.is_empty() {
-            return Err(SendError::InvalidText("empty"));
-        }
-        if text.len() > MAX_TEXT_BYTES {
+        if out.text.as_ref().is_some_and(|t| t.len() > MAX_TEXT_BYTES) {
             return Err(SendError::InvalidText("longer than 65,536 bytes"));
         }
         if to.server == Server::Group && !to.user.is_empty() {
-            return self.send_group_text(to, text, id).await;
+            let account = self.account().ok_or(SendError::NotConnected)?;
+            let row = self.own_row(&account, to.to_non_ad(), out, id).await;
+            return self.send_group_row(&account, row, true).await;
         }
         if !matches!(to.server, Server::User | Server::Lid) || to.user.is_empty() {
             return Err(SendError::UnsupportedRecipient(to.to_string()));
@@ -214,24 +229,20 @@ impl<S: CredsStore> Messenger<S> {
             self.devices(&sender, &[to.to_non_ad()]).await?;
         }
         let chat = self.canonical(&to).await.to_non_ad();
-        let row = self.own_text(&account, chat, text, id).await;
+        let row = self.own_row(&account, chat, out, id).await;
         self.send_row(&account, row, true).await
     }
 
-    /// The row of a text we send to `chat` (pending until acked): `id` when a caller chose
+    /// The row of a message we send to `chat` (pending until acked): `id` when a caller chose
     /// it (a resend, an outbox row), else a new one.
-    pub(super) async fn own_text(
+    pub(super) async fn own_row(
         &self,
         account: &Account,
         chat: Jid,
-        text: String,
+        out: Outgoing,
         id: Option<String>,
     ) -> StoredMessage {
         let now = self.clock.now_unix();
-        let message = wa::Message {
-            conversation: Some(text.clone()),
-            ..Default::default()
-        };
         StoredMessage {
             id: id.unwrap_or_else(|| stanza::message_id(now, &account.me.jid.user)),
             chat,
@@ -239,9 +250,12 @@ impl<S: CredsStore> Messenger<S> {
             from_me: true,
             timestamp: now,
             push_name: account.me.push_name.clone(),
-            text: Some(text),
-            raw: message.encode_to_vec(),
+            text: out.text,
+            raw: out.message.encode_to_vec(),
             status: MessageStatus::Pending,
+            kind: out.kind,
+            content: out.details,
+            media: out.media,
             ..StoredMessage::default()
         }
     }
@@ -409,7 +423,10 @@ impl<S: CredsStore> Messenger<S> {
         }
         drop(locks);
         tracing::debug!(id = row.id, devices = encs.len(), "sending");
-        let mut node = stanza::message_stanza(&row.id, &wire, encs, &me.signed_identity);
+        let mut node = with_type(
+            stanza::message_stanza(&row.id, &wire, encs, &me.signed_identity),
+            &row.raw,
+        );
         // The contact's token to us: without it WhatsApp may refuse a first contact (463).
         if let Some(token) = self.token_for(&row.chat).await
             && let crate::binary::Content::Children(c) = &mut node.content
@@ -535,4 +552,12 @@ pub(super) fn pending(row: &StoredMessage) -> Sent {
         timestamp: row.timestamp,
         status: MessageStatus::Pending,
     }
+}
+
+/// `node` (a built `<message>` of `raw`) with the `type` and `mediatype` its content calls for:
+/// media travels as `type="media"` with a `mediatype` per `<enc>`, as every reference sends it.
+pub(super) fn with_type(mut node: Node, raw: &[u8]) -> Node {
+    let message = wa::Message::decode(raw).unwrap_or_default();
+    stanza::media::set_message_type(&mut node, &message);
+    node
 }
