@@ -16,6 +16,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::stanza::media::MediaConnInfo;
 use crate::util::clock::Clock;
 
 /// The `mms-type`s an upload may name (`POST /mms/<mms-type>/…`): whatsmeow's
@@ -73,21 +74,6 @@ impl Default for CdnConfig {
             link_ttl: 30 * 86_400,
         }
     }
-}
-
-/// What `media_conn` tells a device: its auth token and where to upload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MediaConn {
-    /// The `auth` query parameter of uploads.
-    pub auth: String,
-    /// How long the answer may be cached (seconds).
-    pub ttl: u64,
-    /// How long `auth` is accepted from now (seconds).
-    pub auth_ttl: u64,
-    /// The CDN's `host:port`.
-    pub host: String,
-    /// Largest upload accepted (Baileys reads it as `maxContentLengthBytes`).
-    pub max_upload_bytes: u64,
 }
 
 /// A stored blob's names, as the upload answer gives them.
@@ -318,8 +304,9 @@ impl Cdn {
 
     /// The `media_conn` answer for the device `device`: its auth token, kept while it has at
     /// least the answer's `ttl` to live (a client caching the answer never holds a dead
-    /// token), else a fresh one.
-    pub(crate) fn media_conn(&self, device: &str) -> MediaConn {
+    /// token), else a fresh one, and this CDN as the one host. `max_buckets` means nothing
+    /// known (CLIENT-FEATURES.md Appendix C) but whatsmeow requires it; 12 is a plausible value.
+    pub(crate) fn media_conn(&self, device: &str) -> MediaConnInfo {
         let now = self.clock.now_unix();
         let mut g = self.lock();
         let config = g.config.clone();
@@ -355,12 +342,12 @@ impl Cdn {
                 (auth, expires)
             }
         };
-        MediaConn {
+        MediaConnInfo {
             auth,
             ttl: config.media_conn_ttl,
             auth_ttl: expires.saturating_sub(now),
-            host: self.host.clone(),
-            max_upload_bytes: config.max_upload_bytes,
+            max_buckets: Some(12),
+            hosts: vec![self.host.clone()],
         }
     }
 

@@ -189,43 +189,6 @@ pub fn app_state(node: &Node, id: &str) -> Node {
     result(id, vec![Node::new("sync").children(collections)])
 }
 
-/// What a `media_conn` answer tells a device (CLIENT-FEATURES.md §2.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MediaConnAnswer<'a> {
-    /// The upload auth token.
-    pub auth: &'a str,
-    /// How long the answer may be cached (seconds).
-    pub ttl: u64,
-    /// How long `auth` is accepted (seconds).
-    pub auth_ttl: u64,
-    /// The CDN's `host[:port]`.
-    pub host: &'a str,
-    /// Largest upload accepted.
-    pub max_upload_bytes: u64,
-}
-
-/// `<media_conn auth ttl auth_ttl max_buckets><host hostname/></media_conn>`: whatsmeow
-/// requires `auth`, `ttl`, `auth_ttl` and `max_buckets` (`queryMediaConn`) and Baileys reads a
-/// host's `maxContentLengthBytes` (`refreshMediaConn`). `max_buckets` means nothing known
-/// (CLIENT-FEATURES.md Appendix C); 12 is a plausible value.
-pub fn media_conn(id: &str, a: &MediaConnAnswer<'_>) -> Node {
-    result(
-        id,
-        vec![
-            Node::new("media_conn")
-                .attr("auth", a.auth.to_owned())
-                .attr("ttl", a.ttl.to_string())
-                .attr("auth_ttl", a.auth_ttl.to_string())
-                .attr("max_buckets", "12")
-                .children(vec![
-                    Node::new("host")
-                        .attr("hostname", a.host.to_owned())
-                        .attr("maxContentLengthBytes", a.max_upload_bytes.to_string()),
-                ]),
-        ],
-    )
-}
-
 /// A bundle as `<registration><type><identity><skey>[<key>]` (PROTOCOL.md §8.4).
 pub fn bundle_nodes(b: &crate::signal::PreKeyBundle) -> Vec<Node> {
     let mut v = vec![

@@ -165,17 +165,7 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
             if get || node.get_str("type").as_deref() != Some("set") || !asks {
                 return iq::error(id, 400, "bad-request");
             }
-            let mc = shared.cdn.media_conn(key);
-            iq::media_conn(
-                id,
-                &iq::MediaConnAnswer {
-                    auth: &mc.auth,
-                    ttl: mc.ttl,
-                    auth_ttl: mc.auth_ttl,
-                    host: &mc.host,
-                    max_upload_bytes: mc.max_upload_bytes,
-                },
-            )
+            crate::stanza::media::media_conn_result(id, &shared.cdn.media_conn(key))
         }
         "abt" => iq::ab_props(id),
         "w:sync:app:state" if !get => iq::app_state(node, id),

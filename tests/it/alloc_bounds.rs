@@ -60,6 +60,15 @@ fn peak_of<T>(f: impl FnOnce() -> T) -> (usize, T) {
     (PEAK.with(Cell::get).saturating_sub(base) as usize, out)
 }
 
+/// The most bytes the future `f` held at once on this thread while it ran (beyond what was held
+/// before): on a current-thread runtime, everything the tasks it drives allocated here too.
+pub(super) async fn peak_of_async<T>(f: impl std::future::Future<Output = T>) -> (usize, T) {
+    let base = HELD.with(Cell::get);
+    PEAK.with(|p| p.set(base));
+    let out = f.await;
+    (PEAK.with(Cell::get).saturating_sub(base) as usize, out)
+}
+
 fn tiny_node() -> Vec<u8> {
     let mut out = Vec::new();
     encode_node(&Node::new("iq"), &mut out).unwrap();

@@ -191,8 +191,9 @@ async fn receipts(
     r
 }
 
-/// A client paired with phone `number`, connected, with fast backoff and keepalive for tests.
-async fn paired(
+/// A client paired with phone `number`, connected, with fast backoff and keepalive for tests
+/// (`sim_cdn` uses it too).
+pub(super) async fn paired(
     sim: &Simulator,
     number: &str,
 ) -> (Client, Events, Arc<wa_gateway::client::MemoryCreds>) {

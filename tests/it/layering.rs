@@ -18,11 +18,12 @@ const RULES: &[(&str, &[&str])] = &[
         ],
     ),
     ("signal", &["signal", "binary", "proto", "util"]),
+    ("media", &["media", "proto", "util"]),
     ("stanza", &["stanza", "signal", "binary", "proto", "util"]),
     (
         "client",
         &[
-            "client", "stanza", "socket", "signal", "binary", "proto", "util",
+            "client", "stanza", "socket", "signal", "media", "binary", "proto", "util",
         ],
     ),
     (
@@ -32,7 +33,7 @@ const RULES: &[(&str, &[&str])] = &[
     (
         "sim",
         &[
-            "sim", "stanza", "socket", "signal", "binary", "proto", "util",
+            "sim", "stanza", "socket", "signal", "media", "binary", "proto", "util",
         ],
     ),
     (
