@@ -20,6 +20,7 @@ mod noise_fixture;
 mod openapi_conform;
 mod pairing_fixture;
 mod rest;
+mod rest_media;
 mod retention;
 mod secrets_debug;
 mod service_maps;
