@@ -136,6 +136,11 @@ pub struct ServiceConfig {
     pub media_auto_download: bool,
     /// Largest file fetched unasked (`WA_GATEWAY_MEDIA_AUTO_DOWNLOAD_MAX_BYTES`, default 64 MiB).
     pub media_auto_max_bytes: u64,
+    /// Where this service is reached from outside (`WA_GATEWAY_PUBLIC_URL`, e.g.
+    /// `https://gw.example.com`): webhooks then carry signed, expiring media links.
+    pub public_url: Option<String>,
+    /// How long a signed media link works (`WA_GATEWAY_MEDIA_LINK_TTL_S`, default 86400).
+    pub media_link_ttl_s: u64,
     /// Largest file of each kind, sent or received (`WA_GATEWAY_MEDIA_MAX_{IMAGE,AUDIO,VIDEO,
     /// STICKER,DOCUMENT}_BYTES`; defaults 16 MiB, 16 MiB, 64 MiB, 1 MiB, 2 GiB).
     pub media_caps: crate::service::media::MediaCaps,
@@ -203,6 +208,8 @@ impl Default for ServiceConfig {
             media_auto_download: true,
             media_auto_max_bytes: crate::service::media::MediaSettings::default().auto_max,
             media_caps: crate::service::media::MediaCaps::default(),
+            public_url: None,
+            media_link_ttl_s: 86_400,
             retention_outbox_days: 30,
             retention_activities_days: 90,
             retention_messages_days: 0,
@@ -237,6 +244,8 @@ impl ServiceConfig {
             auto_download: self.media_auto_download,
             auto_max: self.media_auto_max_bytes,
             caps: self.media_caps,
+            public_url: self.public_url.clone(),
+            link_ttl: std::time::Duration::from_secs(self.media_link_ttl_s),
         }
     }
 
@@ -487,6 +496,8 @@ const KNOWN: &[&str] = &[
     "WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE",
     "WA_GATEWAY_MAX_AGENTS",
     "WA_GATEWAY_MEDIA_AUTO_DOWNLOAD",
+    "WA_GATEWAY_PUBLIC_URL",
+    "WA_GATEWAY_MEDIA_LINK_TTL_S",
     "WA_GATEWAY_MEDIA_AUTO_DOWNLOAD_MAX_BYTES",
     "WA_GATEWAY_MEDIA_MAX_IMAGE_BYTES",
     "WA_GATEWAY_MEDIA_MAX_AUDIO_BYTES",
@@ -657,6 +668,26 @@ fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, 
     }
     if let Some(b) = flag("WA_GATEWAY_MEDIA_AUTO_DOWNLOAD")? {
         s.media_auto_download = b;
+    }
+    if let Some(v) = get("WA_GATEWAY_PUBLIC_URL") {
+        let v = v.trim().trim_end_matches('/').to_owned();
+        let ok = reqwest::Url::parse(&v).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.query().is_none()
+                && u.username().is_empty()
+                && u.password().is_none()
+        });
+        if !ok {
+            return Err(ConfigError {
+                var: "WA_GATEWAY_PUBLIC_URL",
+                why: "must be an http(s) URL without credentials or query, e.g. https://gw.example.com".into(),
+            });
+        }
+        s.public_url = Some(v);
+    }
+    if let Some(n) = num("WA_GATEWAY_MEDIA_LINK_TTL_S", 60, 30 * 86_400)? {
+        s.media_link_ttl_s = n;
     }
     // Up to 4 GiB: WhatsApp's documents stop at 2 GiB.
     const MAX_FILE: u64 = 4096 * 1024 * 1024;

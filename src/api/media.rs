@@ -136,6 +136,56 @@ pub(super) async fn get_media(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/media/{token}",
+    tag = "whatsapp",
+    summary = "A message's file by signed link",
+    description = "The link webhooks carry when `WA_GATEWAY_PUBLIC_URL` is set: it needs no \
+        token, names one file and expires (`WA_GATEWAY_MEDIA_LINK_TTL_S`). Answers as \
+        `GET …/messages/{messageId}/media`.",
+    params(("token" = String, Path, description = "The signed link's token")),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The range asked for", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 304, description = "Unchanged (If-None-Match)"),
+        (status = 403, description = "`invalid_media_link`", body = super::schema::ErrorEnvelope),
+        (status = 404, description = "`media_not_available`", body = super::schema::ErrorEnvelope),
+        (status = 409, description = "`media_error`", body = super::schema::ErrorEnvelope),
+        (status = 410, description = "`media_link_expired`", body = super::schema::ErrorEnvelope),
+        (status = 416, description = "The range lies outside the file", body = super::schema::ErrorEnvelope),
+    ),
+)]
+pub(super) async fn get_linked_media(
+    Extension(op): Extension<Op>,
+    State(st): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        if token.len() > 512 {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_media_link",
+                "this media link is not valid",
+            ));
+        }
+        serve_with(
+            &headers,
+            Source::Link {
+                st: &st,
+                token: &token,
+            },
+        )
+        .await
+    }
+    .await;
+    match r {
+        Ok(resp) => resp,
+        Err(e) => op.fail(&e),
+    }
+}
+
 /// The answer for the file of `id`: whole, a range, or 304.
 pub(super) async fn serve(
     st: &AppState,
@@ -144,7 +194,40 @@ pub(super) async fn serve(
     id: &str,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let whole = st.service.open_media(sub, agent, id, None).await?;
+    serve_with(headers, Source::Agent { st, sub, agent, id }).await
+}
+
+/// Where a file is asked for: by agent and message, or by signed link.
+enum Source<'a> {
+    Agent {
+        st: &'a AppState,
+        sub: &'a str,
+        agent: &'a str,
+        id: &'a str,
+    },
+    Link {
+        st: &'a AppState,
+        token: &'a str,
+    },
+}
+
+impl Source<'_> {
+    async fn open(
+        &self,
+        range: Option<(u64, u64)>,
+    ) -> Result<crate::service::media::MediaFile, crate::service::ServiceError> {
+        match self {
+            Source::Agent { st, sub, agent, id } => {
+                st.service.open_media(sub, agent, id, range).await
+            }
+            Source::Link { st, token } => st.service.open_media_link(token, range).await,
+        }
+    }
+}
+
+/// The answer for a file `open` opens (whole with None, else the range).
+async fn serve_with(headers: &HeaderMap, source: Source<'_>) -> Result<Response, ApiError> {
+    let whole = source.open(None).await?;
     let etag = format!("\"{}\"", whole.sha256);
     if headers
         .get(header::IF_NONE_MATCH)
@@ -169,10 +252,7 @@ pub(super) async fn serve(
         None => (whole, StatusCode::OK),
         Some(r) => {
             drop(whole);
-            (
-                st.service.open_media(sub, agent, id, Some(r)).await?,
-                StatusCode::PARTIAL_CONTENT,
-            )
+            (source.open(Some(r)).await?, StatusCode::PARTIAL_CONTENT)
         }
     };
     let body_len = range.map(|(a, b)| b - a).unwrap_or(len);

@@ -91,6 +91,8 @@ pub fn router(state: AppState) -> axum::Router {
             "/api/whatsapp/{sub}/{agent}/messages/{id}/media",
             get(media::get_media),
         )
+        // No JWT: the link's own signature and expiry are its authority.
+        .route("/api/media/{token}", get(media::get_linked_media))
         .route(
             "/api/whatsapp/{sub}/{agent}/disconnect",
             post(routes::disconnect),
@@ -374,6 +376,12 @@ impl From<crate::service::ServiceError> for ApiError {
             ),
             S::MediaEmpty => ApiError::bad("media_empty", e.to_string()),
             S::MediaUrl(_) => ApiError::bad("media_url_not_allowed", e.to_string()),
+            S::MediaLink => {
+                ApiError::new(StatusCode::FORBIDDEN, "invalid_media_link", e.to_string())
+            }
+            S::MediaLinkExpired => {
+                ApiError::new(StatusCode::GONE, "media_link_expired", e.to_string())
+            }
             S::MediaNotAvailable(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "media_not_available", e.to_string())
             }

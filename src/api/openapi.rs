@@ -43,6 +43,7 @@ impl Modify for Bearer {
         super::routes::send,
         super::routes::messages,
         super::media::get_media,
+        super::media::get_linked_media,
         super::routes::disconnect,
         super::agents::delete_agent,
         super::routes::connections,

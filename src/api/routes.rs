@@ -418,7 +418,15 @@ pub(super) async fn messages(
         let rows = st.service.history(&sub, &agent, limit, skip).await?;
         let messages: Vec<Value> = rows
             .iter()
-            .map(|h| message_json(&h.message, h.created_ms))
+            .map(|h| {
+                let url = h.message.file.as_ref().map(|_| {
+                    format!(
+                        "/api/whatsapp/{sub}/{agent}/messages/{}/media",
+                        h.message.id
+                    )
+                });
+                message_json(&h.message, h.created_ms, url.as_deref())
+            })
             .collect();
         Ok((
             "WhatsApp message history retrieved",

@@ -208,6 +208,37 @@ pub(super) struct Message {
     revoked: bool,
     /// Reactions on it, the latest per person.
     reactions: Vec<Reaction>,
+    /// A media message's file (absent for other kinds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media: Option<MediaFile>,
+}
+
+/// A media message's file as stored.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct MediaFile {
+    /// The mimetype its message declared.
+    mimetype: Option<String>,
+    /// Its length as declared.
+    size: Option<u64>,
+    /// SHA-256 of the file, hex (the download's ETag).
+    sha256: Option<String>,
+    /// A document's file name.
+    file_name: Option<String>,
+    /// Audio or video length.
+    seconds: Option<u32>,
+    /// Width.
+    width: Option<u32>,
+    /// Height.
+    height: Option<u32>,
+    /// `pending` (to be fetched), `stored`, `failed` (`error` says why) or `skipped` (not
+    /// fetched unasked; fetched on download).
+    state: String,
+    /// Why it failed or was skipped.
+    error: Option<String>,
+    /// Where to download it: the API path (takes the JWT), or in webhooks with
+    /// `WA_GATEWAY_PUBLIC_URL` set, a signed link that expires.
+    download_url: Option<String>,
 }
 
 /// A reaction on a message.

@@ -138,6 +138,10 @@ pub struct StoredMessage {
     pub reactions: Vec<Reaction>,
     /// For a media message: its file (written beside the row, for the downloader).
     pub media: Option<super::media_ref::MediaRef>,
+    /// For a media message read back: what its file is and where it stands, as the store
+    /// keeps it (`mimetype`, `size`, `sha256`, `fileName`, `seconds`, `width`, `height`,
+    /// `state`, `error`); None when not read from the store.
+    pub file: Option<serde_json::Value>,
 }
 
 impl StoredMessage {
@@ -278,6 +282,7 @@ impl Default for StoredMessage {
             edited_at: None,
             reactions: Vec::new(),
             media: None,
+            file: None,
         }
     }
 }

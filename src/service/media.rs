@@ -38,6 +38,11 @@ pub struct MediaSettings {
     pub auto_max: u64,
     /// Largest image, audio, video, sticker and document (`WA_GATEWAY_MEDIA_MAX_<KIND>_BYTES`).
     pub caps: MediaCaps,
+    /// Where this service is reached from outside (`WA_GATEWAY_PUBLIC_URL`): webhooks then carry
+    /// signed download links a receiver without a token can use; None: the API path.
+    pub public_url: Option<String>,
+    /// How long a signed link works (`WA_GATEWAY_MEDIA_LINK_TTL_S`, default 24 h).
+    pub link_ttl: Duration,
 }
 
 /// The largest file of each kind, sent or received.
@@ -93,6 +98,8 @@ impl Default for MediaSettings {
             auto_download: true,
             auto_max: 64 * MIB,
             caps: MediaCaps::default(),
+            public_url: None,
+            link_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -666,12 +673,22 @@ impl Service {
         message_id: &str,
         range: Option<(u64, u64)>,
     ) -> Result<MediaFile, super::ServiceError> {
-        use super::ServiceError as E;
         let Some(conn) = self.store.connection(subaccount, agent).await? else {
-            return Err(E::NotFound);
+            return Err(super::ServiceError::NotFound);
         };
+        self.open_account_media(conn.account, message_id, range)
+            .await
+    }
+
+    async fn open_account_media(
+        &self,
+        account: crate::store::AccountId,
+        message_id: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<MediaFile, super::ServiceError> {
+        use super::ServiceError as E;
         let blobs = self.blobs.clone().ok_or(E::MediaOff)?;
-        let Some(mut row) = self.store.media_of(conn.account, message_id).await? else {
+        let Some(mut row) = self.store.media_of(account, message_id).await? else {
             return Err(E::MediaNotAvailable("the message has no file".into()));
         };
         let stored = |row: &MediaRow| {
@@ -696,7 +713,7 @@ impl Service {
                 }
                 _ => {
                     let session = self
-                        .session(conn.account)
+                        .session(account)
                         .filter(|s| s.client.state() == crate::client::ConnState::Connected)
                         .ok_or_else(|| {
                             E::MediaNotAvailable(
@@ -818,5 +835,81 @@ impl Service {
             w.write(&chunk).await?;
         }
         Ok((w.finish().await?, mime))
+    }
+}
+
+/// The MAC length of a signed link (128 bits).
+const LINK_MAC: usize = 16;
+
+fn link_mac(key: &[u8; 32], account: i64, expires: i64, id: &str) -> [u8; LINK_MAC] {
+    use hmac::Mac;
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(format!("media-link\0{account}\0{expires}\0{id}").as_bytes());
+    let full = mac.finalize().into_bytes();
+    let mut out = [0u8; LINK_MAC];
+    out.copy_from_slice(&full[..LINK_MAC]);
+    out
+}
+
+impl Service {
+    /// Where a message's file is downloaded: with `WA_GATEWAY_PUBLIC_URL`, a signed link that
+    /// expires (`/api/media/<token>`, no token needed: for webhook receivers); else the API
+    /// path, which takes the caller's JWT.
+    pub async fn media_link(
+        &self,
+        account: crate::store::AccountId,
+        message_id: &str,
+    ) -> Option<String> {
+        let (sub, agent) = self.store.account_names(account).await.ok()??;
+        let Some(base) = &self.media.public_url else {
+            return Some(format!(
+                "/api/whatsapp/{sub}/{agent}/messages/{message_id}/media"
+            ));
+        };
+        let key = self.store.media_link_key().await.ok()?;
+        let expires = super::now_ms() / 1000
+            + i64::try_from(self.media.link_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let token = format!(
+            "{account}.{expires}.{}.{}",
+            b.encode(message_id),
+            b.encode(link_mac(&key, account, expires, message_id))
+        );
+        Some(format!("{}/api/media/{token}", base.trim_end_matches('/')))
+    }
+
+    /// Opens the file a signed link names, if the link is genuine and unexpired.
+    pub async fn open_media_link(
+        &self,
+        token: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<MediaFile, super::ServiceError> {
+        use super::ServiceError as E;
+        let bad = || E::MediaLink;
+        let mut parts = token.split('.');
+        let (Some(a), Some(e), Some(i), Some(m), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(bad());
+        };
+        let account: i64 = a.parse().map_err(|_| bad())?;
+        let expires: i64 = e.parse().map_err(|_| bad())?;
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let id = String::from_utf8(b.decode(i).map_err(|_| bad())?).map_err(|_| bad())?;
+        let mac = b.decode(m).map_err(|_| bad())?;
+        let key = self.store.media_link_key().await?;
+        let want = link_mac(&key, account, expires, &id);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&want[..], &mac[..])) {
+            return Err(bad());
+        }
+        if super::now_ms() / 1000 > expires {
+            return Err(E::MediaLinkExpired);
+        }
+        self.open_account_media(account, &id, range).await
     }
 }

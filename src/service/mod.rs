@@ -99,6 +99,12 @@ pub enum ServiceError {
     /// A byte range outside the file.
     #[error("the range lies outside the file")]
     BadRange,
+    /// A signed media link that is not one of ours (malformed or its signature fails).
+    #[error("this media link is not valid")]
+    MediaLink,
+    /// A signed media link past its time.
+    #[error("this media link has expired")]
+    MediaLinkExpired,
     /// A media URL that cannot or may not be fetched.
     #[error("the media URL cannot be used: {0}")]
     MediaUrl(String),
@@ -906,6 +912,7 @@ pub fn wire_user(j: &Jid) -> String {
 pub fn message_json(
     m: &crate::client::messages::StoredMessage,
     created_ms: Option<i64>,
+    media_url: Option<&str>,
 ) -> serde_json::Value {
     use serde_json::{Value, json};
     let ts = i64::try_from(m.timestamp)
@@ -927,7 +934,7 @@ pub fn message_json(
             })
         })
         .collect();
-    json!({
+    let mut out = json!({
         "messageId": message_id(&m.chat, &m.id, m.from_me),
         "from": if m.from_me { Value::Null } else { json!(wire_user(&m.sender)) },
         "to": if m.from_me { json!(wire_user(&m.chat)) } else { Value::Null },
@@ -946,7 +953,13 @@ pub fn message_json(
         "editedAt": m.edited_at.map(|t| iso(i64::try_from(t).unwrap_or(i64::MAX).saturating_mul(1000))),
         "revoked": m.kind == crate::client::content::Kind::Revoked,
         "reactions": reactions,
-    })
+    });
+    if let Some(Value::Object(file)) = &m.file {
+        let mut file = file.clone();
+        file.insert("downloadUrl".into(), json!(media_url));
+        out["media"] = Value::Object(file);
+    }
+    out
 }
 
 /// The guide's message id: `<fromMe>_<chat>_<id>` (whatsapp-web.js's serialized key).

@@ -327,7 +327,11 @@ impl Service {
                 let (mut m, created) = message.ok_or(ServiceError::NotFound)?;
                 self.by_number(e.account, &mut m, numbers).await;
                 if e.kind != kinds::MESSAGE_STATUS {
-                    super::message_json(&m, created)
+                    let url = match &m.file {
+                        Some(_) => self.media_link(e.account, &m.id).await,
+                        None => None,
+                    };
+                    super::message_json(&m, created, url.as_deref())
                 } else {
                     json!({
                         "messageId": super::message_id(&m.chat, &m.id, m.from_me),
@@ -356,7 +360,7 @@ impl Service {
                     "by": wire_user(&actor),
                     "fromMe": by["fromMe"],
                     "timestamp": by["t"].as_i64().map(|t| iso8601_ms(t.saturating_mul(1000))),
-                    "message": super::message_json(&m, created),
+                    "message": super::message_json(&m, created, None),
                 });
                 if e.kind == kinds::MESSAGE_REACTION {
                     let emoji = by["text"].as_str().unwrap_or_default();

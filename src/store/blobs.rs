@@ -110,8 +110,8 @@ pub trait BlobStore: Send + Sync + 'static {
         after: Option<BlobId>,
         limit: usize,
     ) -> BlobFuture<'_, Vec<(BlobId, SystemTime)>>;
-    /// Drops staging leftovers of an earlier process (a crash mid-write): files staged before
-    /// this store was opened.
+    /// Drops staging leftovers of an earlier process (a crash mid-write): staging files this
+    /// store did not make.
     fn clear_staging(&self) -> BlobFuture<'_, usize>;
 }
 
@@ -119,8 +119,9 @@ pub trait BlobStore: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct FsBlobs {
     root: PathBuf,
-    /// When this process opened the store: older staging files are a dead process's.
-    opened: SystemTime,
+    /// Names this store's staging files: any other name in staging is a dead process's
+    /// (file times are too coarse to tell).
+    run: String,
 }
 
 impl FsBlobs {
@@ -130,7 +131,7 @@ impl FsBlobs {
         std::fs::create_dir_all(root.join("tmp"))?;
         Ok(FsBlobs {
             root,
-            opened: SystemTime::now(),
+            run: crate::util::hex::encode(&rand::random::<[u8; 8]>()),
         })
     }
 
@@ -231,7 +232,11 @@ impl BlobStore for FsBlobs {
     fn stage(&self, max_len: u64) -> BlobFuture<'_, Box<dyn StagedBlob>> {
         Box::pin(async move {
             let name: [u8; 16] = rand::random();
-            let tmp = self.root.join("tmp").join(crate::util::hex::encode(&name));
+            let tmp = self.root.join("tmp").join(format!(
+                "{}-{}",
+                self.run,
+                crate::util::hex::encode(&name)
+            ));
             let file = tokio::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -308,9 +313,9 @@ impl BlobStore for FsBlobs {
         Box::pin(async move {
             let mut n = 0;
             let mut dir = tokio::fs::read_dir(self.root.join("tmp")).await?;
+            let ours = format!("{}-", self.run);
             while let Some(e) = dir.next_entry().await? {
-                let written = e.metadata().await?.modified()?;
-                if written < self.opened {
+                if !e.file_name().to_string_lossy().starts_with(&ours) {
                     tokio::fs::remove_file(e.path()).await?;
                     n += 1;
                 }
@@ -443,7 +448,6 @@ mod tests {
         assert!(store.list(None, 10).await.unwrap().is_empty());
         // This process's own staging is in use, not a leftover.
         assert_eq!(store.clear_staging().await.unwrap(), 0);
-        std::thread::sleep(std::time::Duration::from_millis(20));
         let restarted = FsBlobs::open(dir.path()).unwrap();
         assert_eq!(restarted.clear_staging().await.unwrap(), 1);
         assert_eq!(

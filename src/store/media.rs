@@ -236,3 +236,41 @@ impl Store {
         Ok(used != 0)
     }
 }
+
+impl Store {
+    /// The key that signs media download links (32 random bytes made on first use and kept in
+    /// `store_meta`, sealed like other keys when a store key is set): links stay good across
+    /// restarts and are made by no one else.
+    pub async fn media_link_key(&self) -> Result<zeroize::Zeroizing<[u8; 32]>, StoreError> {
+        const NAME: &str = "media_link_key";
+        const AD: &[u8] = b"store_meta\0media_link_key";
+        let fresh: [u8; 32] = rand::random();
+        sqlx::query("INSERT INTO store_meta (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(NAME)
+            .bind(self.sealer.seal(AD, fresh.to_vec()))
+            .execute(&self.pool)
+            .await?;
+        let stored: Vec<u8> = sqlx::query_scalar("SELECT value FROM store_meta WHERE name = ?")
+            .bind(NAME)
+            .fetch_one(&self.pool)
+            .await?;
+        let open = self.sealer.open(AD, stored)?;
+        let key: [u8; 32] = open[..]
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("media link key is not 32 bytes".into()))?;
+        Ok(zeroize::Zeroizing::new(key))
+    }
+
+    /// The (subaccount, agent) of an account.
+    pub async fn account_names(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT subaccount_id, agent_id FROM accounts WHERE id = ?")
+                .bind(account)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+}

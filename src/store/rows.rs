@@ -80,8 +80,12 @@ pub(crate) fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredMessage, sql
             .try_get::<Option<i64>, _>("edited_at")?
             .map(|t| t.max(0) as u64),
         reactions: reactions_of(r.try_get::<Option<String>, _>("reactions")?.as_deref()),
-        // The file's reference and state are read through the media queries.
+        // The file's reference (its key) is read through the media queries; readers get what
+        // it is and where it stands.
         media: None,
+        file: r
+            .try_get::<Option<String>, _>("file")?
+            .and_then(|f| serde_json::from_str(&f).ok()),
     })
 }
 
@@ -90,4 +94,8 @@ pub(crate) const LISTED: &str = "AND type NOT IN ('edit', 'revoke')";
 
 /// The columns [`from_row`] reads.
 pub(crate) const COLUMNS: &str = "id, chat, sender, from_me, ts, push_name, body, raw, status, \
-     error, type, content, ephemeral, view_once, target_id, edited_at, reactions";
+     error, type, content, ephemeral, view_once, target_id, edited_at, reactions, \
+     (SELECT json_object('mimetype', mm.mimetype, 'size', mm.size, 'sha256', lower(hex(mm.sha256)), \
+     'fileName', mm.file_name, 'seconds', mm.seconds, 'width', mm.width, 'height', mm.height, \
+     'state', mm.state, 'error', mm.error) FROM message_media mm \
+     WHERE mm.message_pk = messages.pk) AS file";
