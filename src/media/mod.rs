@@ -6,6 +6,7 @@
 pub mod cipher;
 pub mod error;
 pub mod keys;
+pub mod retry;
 
 pub use cipher::{Decryptor, Encrypted, Encryptor, Expect, MAC_LEN, Verified, encrypted_len};
 pub use error::{MediaError, ThumbnailError};
