@@ -11,6 +11,7 @@ mod guide;
 mod jwt_cmd;
 mod layering;
 mod loopback;
+mod media_fixture;
 mod message_kinds;
 mod message_kinds_fixture;
 mod message_store;
