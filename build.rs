@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/companion_reg.proto",
         "proto/e2e.proto",
         "proto/signal.proto",
+        "proto/mms_retry.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -366,7 +366,7 @@ impl Client {
             }
             MediaRetryAnswer::Error(_) => return Err(MediaFailure::RetryRefused("general error")),
         };
-        let n = crate::media::retry::decrypt_notification(&key, &id, &ct, iv)?;
+        let n = crate::media::retry::decrypt_notification(&key, &id, &ct, &iv)?;
         use wa::media_retry_notification::ResultType;
         match n.result.and_then(|r| ResultType::try_from(r).ok()) {
             Some(ResultType::Success) => n

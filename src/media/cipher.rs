@@ -64,6 +64,16 @@ pub struct Encrypted {
     pub enc_length: u64,
 }
 
+impl Encrypted {
+    /// The upload token, `/mms/<type>/<token>?…&token=<token>`: unpadded base64url of
+    /// fileEncSha256 (Baileys `encodeBase64EncodedStringForUpload`, whatsapp-rust; whatsmeow keeps
+    /// the padding; CLIENT-FEATURES Appendix A picks unpadded).
+    pub fn upload_token(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.file_enc_sha256)
+    }
+}
+
 /// Streaming encryptor: feed plaintext in chunks of any size, get the upload body.
 pub struct Encryptor {
     cipher: cbc::Encryptor<Aes256>,

@@ -7,7 +7,16 @@ pub mod cipher;
 pub mod error;
 pub mod keys;
 pub mod retry;
+pub mod sniff;
+pub mod thumb;
 
-pub use cipher::{Decryptor, Encrypted, Encryptor, Expect, MAC_LEN, Verified, encrypted_len};
+pub use cipher::{
+    Decryptor, Encrypted, Encryptor, Expect, MAC_LEN, Verified, decrypt, encrypt, encrypted_len,
+};
 pub use error::{MediaError, ThumbnailError};
 pub use keys::{MediaKeys, MediaType, expand};
+pub use retry::{
+    decrypt_notification, decrypt_request, encrypt_notification, encrypt_request, retry_key,
+};
+pub use sniff::{accepts, dimensions, ogg_opus_duration, sniff};
+pub use thumb::{is_jpeg, jpeg_thumbnail};

@@ -12,6 +12,8 @@ mod jwt_cmd;
 mod layering;
 mod loopback;
 mod media_client;
+mod media_fixture;
+mod media_props;
 mod message_kinds;
 mod message_kinds_fixture;
 mod message_store;
