@@ -436,7 +436,7 @@ pub(super) fn text_of(v: Option<&Value>, with_file: bool) -> Result<String, ApiE
 
 fn to_of(v: Option<&Value>) -> Result<crate::binary::Jid, ApiError> {
     match v {
-        Some(Value::String(s)) => super::routes::parse_to(s.trim()),
+        Some(Value::String(s)) => super::extract::parse_to(s.trim()),
         Some(_) => Err(ApiError::bad("invalid_to", "`to` must be a string")),
         None => Err(ApiError::bad("missing_to", "`to` is required")),
     }

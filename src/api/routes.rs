@@ -19,7 +19,7 @@ use super::schema::{
     ErrorEnvelope, Health, MessagesData, Page, SendBody, SendData, StatusData, SubaccountPath,
 };
 use super::{ApiError, AppState, Op};
-use crate::binary::{Jid, Server};
+use crate::binary::Jid;
 use crate::service::{Connected, ConnectionStatus, Status, message_id, message_json, wire_user};
 use crate::service::{OutboxRow, OutboxState, SendFailure};
 use crate::util::clock::iso8601_ms;
@@ -178,47 +178,6 @@ pub(super) async fn status(
     }
     .await;
     respond(op, r)
-}
-
-/// `to` as the guide takes it: international digits without `+` (→ `…@c.us`), or a JID
-/// (`@c.us`, `@s.whatsapp.net`, `@lid`, `@g.us`).
-pub(super) fn parse_to(to: &str) -> Result<Jid, ApiError> {
-    let bad = |why: &str| ApiError::bad("invalid_to", format!("`to` {why}"));
-    let digits = |s: &str, min: usize, max: usize| {
-        (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
-    };
-    let (user, server) = match to.split_once('@') {
-        None => (to, "c.us"),
-        Some(x) => x,
-    };
-    let server = match server {
-        "c.us" | "s.whatsapp.net" => Server::User,
-        "lid" => Server::Lid,
-        "g.us" => Server::Group,
-        _ => {
-            return Err(bad(
-                "must be digits or a …@c.us, …@s.whatsapp.net, …@lid or …@g.us JID",
-            ));
-        }
-    };
-    let ok = match server {
-        Server::User => digits(user, 7, 15) && !user.starts_with('0'),
-        Server::Lid => digits(user, 1, 20),
-        _ => {
-            // Group ids: digits, or the old `creator-time` form.
-            !user.is_empty()
-                && user.len() <= 64
-                && user.bytes().all(|b| b.is_ascii_digit() || b == b'-')
-        }
-    };
-    if !ok {
-        return Err(bad(if server == Server::User {
-            "must be an international number: 7–15 digits, no `+`, no leading 0"
-        } else {
-            "is not a valid JID"
-        }));
-    }
-    Ok(Jid::new(user, server))
 }
 
 #[utoipa::path(
@@ -574,44 +533,4 @@ pub(super) async fn activities(
     }
     .await;
     respond(op, r)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn to_takes_digits_and_the_four_jid_kinds() {
-        assert_eq!(
-            parse_to("15551234567").unwrap(),
-            Jid::new("15551234567", Server::User)
-        );
-        assert_eq!(
-            parse_to("15551234567@c.us").unwrap(),
-            Jid::new("15551234567", Server::User)
-        );
-        assert_eq!(
-            parse_to("15551234567@s.whatsapp.net").unwrap(),
-            Jid::new("15551234567", Server::User)
-        );
-        assert_eq!(parse_to("1234@lid").unwrap(), Jid::new("1234", Server::Lid));
-        assert_eq!(
-            parse_to("120363000000000001@g.us").unwrap(),
-            Jid::new("120363000000000001", Server::Group)
-        );
-        for bad in [
-            "",
-            "+15551234567",
-            "123",
-            "0155512345",
-            "1555123456789012",
-            "abc",
-            "1@x.com",
-            "15551234567@c.us@c.us",
-            "a@lid",
-            "@g.us",
-        ] {
-            assert_eq!(parse_to(bad).unwrap_err().code, "invalid_to", "{bad}");
-        }
-    }
 }

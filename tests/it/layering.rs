@@ -262,10 +262,14 @@ const API_RULES: &[(&str, &[&str])] = &[
     ("schema", &[]),
     ("extract", &["auth", "limits"]),
     ("server", &["extract"]),
-    ("routes", &["extract", "schema", "limits", "auth"]),
+    ("media", &["extract", "schema", "limits"]),
+    ("routes", &["extract", "schema", "limits", "auth", "media"]),
     ("webhooks", &["extract", "schema", "limits", "auth"]),
     ("agents", &["extract", "schema", "limits"]),
-    ("openapi", &["routes", "webhooks", "agents", "schema"]),
+    (
+        "openapi",
+        &["routes", "webhooks", "agents", "media", "schema"],
+    ),
 ];
 
 /// Every `super::` path in `text` (grouped imports expanded), as its segments.

@@ -687,7 +687,8 @@ async fn bad_input_gets_a_4xx_envelope_and_stores_nothing() {
                 br#"{"to":"15551234567","message":7}"#.to_vec(),
                 "invalid_message",
             ),
-            (vec![b' '; 300 * 1024], "payload_too_large"),
+            // A JSON send may carry a file as base64 (up to 24 MiB of body); past it, refused.
+            (vec![b' '; 24 * 1024 * 1024 + 1], "payload_too_large"),
         ];
         for (body, code) in cases {
             let (status, v) = raw(send.clone(), body).await;
