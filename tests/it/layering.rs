@@ -32,7 +32,7 @@ const RULES: &[(&str, &[&str])] = &[
     (
         "sim",
         &[
-            "sim", "stanza", "socket", "signal", "binary", "proto", "util",
+            "sim", "stanza", "socket", "signal", "media", "binary", "proto", "util",
         ],
     ),
     (
@@ -186,6 +186,7 @@ const SIM_RANKS: &[(&str, u8)] = &[
     ("iq", 0),
     ("cdn", 0),
     ("inbox", 0),
+    ("gallery", 0),
     ("stanza_log", 0),
     ("error", 1),
     ("usync", 1),
@@ -195,6 +196,7 @@ const SIM_RANKS: &[(&str, u8)] = &[
     ("server", 3),
     ("deliver", 4),
     ("retry", 5),
+    ("phone_media", 5),
     ("route", 6),
     ("groups", 6),
     ("accept", 7),
