@@ -28,6 +28,7 @@ mod signal_props;
 mod signal_roundtrip;
 mod signal_store;
 mod sim_flow;
+mod sim_media;
 mod sim_pair;
 mod simulate_cmd;
 mod stanza_props;
