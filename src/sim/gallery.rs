@@ -51,12 +51,11 @@ pub(crate) struct Gallery {
 impl Gallery {
     /// Keeps `k` (replacing an entry of the same message); the oldest goes past the bound.
     pub(crate) fn keep(&mut self, k: Kept) {
-        if let Some(i) = self.kept.iter().position(|o| o.id == k.id) {
-            if let Some(old) = self.kept.remove(i)
-                && old.copy != k.copy
-            {
-                let _ = std::fs::remove_file(&old.copy);
-            }
+        if let Some(i) = self.kept.iter().position(|o| o.id == k.id)
+            && let Some(old) = self.kept.remove(i)
+            && old.copy != k.copy
+        {
+            let _ = std::fs::remove_file(&old.copy);
         }
         while self.kept.len() >= GALLERY_KEPT {
             if let Some(old) = self.kept.pop_front() {

@@ -167,6 +167,16 @@ struct Generated {
     state: u64,
 }
 
+impl Generated {
+    fn new(bytes: u64, seed: u64) -> Generated {
+        Generated {
+            left: bytes,
+            // xorshift has no zero state.
+            state: (seed ^ 0x9E37_79B9_7F4A_7C15) | 1,
+        }
+    }
+}
+
 impl Read for Generated {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = usize::try_from(self.left)
@@ -198,14 +208,7 @@ fn prepare_blocking(cdn: &Cdn, send: &MediaSend, now: u64) -> Result<Prepared, S
             let len = f.metadata().map_err(bad)?.len();
             (Box::new(f), len)
         }
-        MediaData::Generate { bytes, seed } => (
-            Box::new(Generated {
-                left: *bytes,
-                // xorshift has no zero state.
-                state: seed ^ 0x9E37_79B9_7F4A_7C15 | 1,
-            }),
-            *bytes,
-        ),
+        MediaData::Generate { bytes, seed } => (Box::new(Generated::new(*bytes, *seed)), *bytes),
     };
     if len == 0 {
         return Err(bad("empty file"));
@@ -745,10 +748,7 @@ mod tests {
     #[test]
     fn generated_files_are_deterministic_per_seed() {
         let read = |seed, n| {
-            let mut g = Generated {
-                left: n,
-                state: seed ^ 0x9E37_79B9_7F4A_7C15 | 1,
-            };
+            let mut g = Generated::new(n, seed);
             let mut v = Vec::new();
             g.read_to_end(&mut v).unwrap();
             v
