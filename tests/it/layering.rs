@@ -22,7 +22,7 @@ const RULES: &[(&str, &[&str])] = &[
     (
         "client",
         &[
-            "client", "stanza", "socket", "signal", "binary", "proto", "util",
+            "client", "stanza", "socket", "signal", "media", "binary", "proto", "util",
         ],
     ),
     (
