@@ -40,6 +40,9 @@ pub const MMS_TYPES: &[&str] = &[
 /// bounded in memory and on disk.
 pub const MAX_STORED_MEDIA: usize = 4096;
 
+/// Bytes read and written at a time when a file is stored in-process.
+const COPY_CHUNK: usize = 64 * 1024;
+
 /// Auth grants held before the expired ones are swept (one per device that asked).
 const AUTH_SWEEP_AT: usize = 4096;
 
@@ -378,6 +381,15 @@ impl Cdn {
         self.dir.join(format!("upload-{}.part", g.next_part))
     }
 
+    /// A fresh path in the CDN's directory for a file kept beside the blobs (a simulated
+    /// phone's copy of its media), so it goes with the simulator's state.
+    pub(crate) fn side_path(&self) -> PathBuf {
+        self.dir.join(format!(
+            "phone-{}.enc",
+            crate::util::hex::encode(&rand::random::<[u8; 12]>())
+        ))
+    }
+
     /// Keeps the checked upload written at `part` as a blob of `mms_type` (moved, not
     /// copied) and names it.
     pub(crate) fn commit(
@@ -445,25 +457,54 @@ impl Cdn {
     /// Stores already-encrypted bytes handed over in-process (a simulated phone's own
     /// outgoing media, or its re-upload answering a media retry): a fresh direct path.
     pub(crate) fn store(&self, mms_type: &str, bytes: &[u8]) -> Result<Uploaded, StoreError> {
+        self.store_from(mms_type, &mut &bytes[..], bytes.len() as u64)
+    }
+
+    /// Stores the already-encrypted file at `src` (a simulated phone's copy), streamed in
+    /// chunks: a 300 MB file is never held whole.
+    pub(crate) fn store_file(&self, mms_type: &str, src: &Path) -> Result<Uploaded, StoreError> {
+        let mut f = File::open(src)?;
+        let len = f.metadata()?.len();
+        self.store_from(mms_type, &mut f, len)
+    }
+
+    fn store_from(
+        &self,
+        mms_type: &str,
+        src: &mut dyn Read,
+        len: u64,
+    ) -> Result<Uploaded, StoreError> {
         let mms_type = self::mms_type(mms_type).ok_or(StoreError::UnknownType)?;
-        if bytes.is_empty() {
+        if len == 0 {
             return Err(StoreError::Empty);
         }
-        if bytes.len() as u64 > self.config().max_upload_bytes {
+        if len > self.config().max_upload_bytes {
             return Err(StoreError::TooLarge);
         }
         let part = self.part_path();
-        let written = File::create(&part).and_then(|mut f| f.write_all(bytes));
-        if let Err(e) = written {
+        let copied = (|| -> std::io::Result<([u8; 32], u64)> {
+            let mut out = File::create(&part)?;
+            let mut hash = Sha256::new();
+            let mut buf = vec![0u8; COPY_CHUNK];
+            let mut size = 0u64;
+            loop {
+                let n = src.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hash.update(&buf[..n]);
+                out.write_all(&buf[..n])?;
+                size += n as u64;
+            }
+            Ok((hash.finalize().into(), size))
+        })();
+        let result = copied
+            .and_then(|(hash, size)| self.commit(&part, mms_type, hash, size))
+            .map_err(StoreError::from);
+        if result.is_err() {
             let _ = std::fs::remove_file(&part);
-            return Err(e.into());
         }
-        let hash: [u8; 32] = Sha256::digest(bytes).into();
-        self.commit(&part, mms_type, hash, bytes.len() as u64)
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&part);
-                e.into()
-            })
+        result
     }
 
     /// Opens the blob a download names: `target` is a direct path as handed out, with whatever

@@ -139,6 +139,24 @@ pub struct Composed {
 }
 
 impl Compose {
+    /// Whether it names nothing at all (no content, no envelope, no reply or mentions).
+    pub fn is_empty(&self) -> bool {
+        self.text.is_none()
+            && self.proto.is_none()
+            && self.location.is_none()
+            && self.contact.is_none()
+            && self.contacts.is_none()
+            && self.reaction.is_none()
+            && self.reply.is_none()
+            && self.mentions.is_none()
+            && self.edit.is_none()
+            && self.revoke.is_none()
+            && self.poll.is_none()
+            && self.sticker.is_none()
+            && self.ephemeral.is_none()
+            && self.view_once.is_none()
+    }
+
     /// The message for chat `to` (a JID as the sender addresses it) at `now_ms`, or what is
     /// wrong with the request.
     pub fn build(self, to: &str, now_ms: i64) -> Result<Composed, String> {

@@ -1,5 +1,6 @@
 //! The simulator's control API (axum), for scripts and tests that drive simulated users:
-//! `POST /phones/{number}/scan`, `POST /phones/{number}/send`, `GET /phones/{number}/messages`,
+//! `POST /phones/{number}/scan`, `POST /phones/{number}/send` (a content, or a media message),
+//! `GET /phones/{number}/messages`,
 //! `DELETE /phones/{number}` (the user deletes their account),
 //! `POST /phones/{number}/echo`, `POST /phones/{number}/devices`, `POST /faults`, `POST /groups`,
 //! `GET /groups/{jid}`, `POST /groups/{jid}/participants`, `GET /stanzas?id=…` (how many
@@ -18,6 +19,7 @@ use serde_json::{Value, json};
 use super::cdn::CdnFault;
 use super::compose::Compose;
 use super::error::SimError;
+use super::phone_media::{MediaData, MediaKind, MediaSend};
 use super::server::Fault;
 use super::simulator::Simulator;
 
@@ -60,14 +62,86 @@ pub struct CdnFaultBody {
     pub count: Option<u32>,
 }
 
-/// Body of `POST /phones/{number}/send`: the recipient and what to send (see [`Compose`]).
+/// Body of `POST /phones/{number}/send`: the recipient and what to send (see [`Compose`]),
+/// or a media message (`media`, alone).
 #[derive(Debug, Deserialize)]
 pub struct SendBody {
     /// Digits, or a PN, LID or group JID.
     pub to: String,
+    /// A media message instead of a composed content.
+    pub media: Option<MediaBody>,
     /// The content.
     #[serde(flatten)]
     pub content: Compose,
+}
+
+/// `media` of `POST /phones/{number}/send`: the kind, the file as exactly one of `base64` or
+/// `generate`, and how it is described.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MediaBody {
+    /// image, video, ptv, audio, ptt, document or sticker.
+    pub kind: MediaKind,
+    /// The file, base64 (standard alphabet).
+    pub base64: Option<String>,
+    /// A file of `bytes` deterministic bytes from `seed` (large files without a large body).
+    pub generate: Option<Generate>,
+    /// Its mimetype (default per kind, as Baileys').
+    pub mimetype: Option<String>,
+    /// A document's file name.
+    pub file_name: Option<String>,
+    /// A caption (image, video, document).
+    pub caption: Option<String>,
+    /// Length in seconds (audio, video).
+    pub seconds: Option<u32>,
+    /// Width in pixels.
+    pub width: Option<u32>,
+    /// Height in pixels.
+    pub height: Option<u32>,
+}
+
+/// `media.generate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generate {
+    /// The file's length (1 byte to 2 GiB).
+    pub bytes: u64,
+    /// The seed (default 0).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl MediaBody {
+    /// What the phone is to send; Err says what is wrong with the body.
+    fn into_send(self) -> Result<MediaSend, String> {
+        use base64::Engine as _;
+        let data = match (self.base64, self.generate) {
+            (Some(b), None) => MediaData::Bytes(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .map_err(|_| "media.base64 must be base64".to_owned())?,
+            ),
+            (None, Some(g)) => MediaData::Generate {
+                bytes: g.bytes,
+                seed: g.seed,
+            },
+            _ => return Err("media needs exactly one of base64 or generate".into()),
+        };
+        let text_ok = |t: &Option<String>| t.as_ref().is_none_or(|t| t.len() <= 65_536);
+        if !text_ok(&self.caption) || !text_ok(&self.file_name) || !text_ok(&self.mimetype) {
+            return Err("caption, fileName and mimetype are at most 65,536 bytes".into());
+        }
+        Ok(MediaSend {
+            kind: self.kind,
+            data,
+            mimetype: self.mimetype,
+            file_name: self.file_name,
+            caption: self.caption,
+            seconds: self.seconds,
+            width: self.width,
+            height: self.height,
+        })
+    }
 }
 
 /// Body of `POST /phones/{number}/echo`.
@@ -197,12 +271,14 @@ async fn fault(
         "reach_out_lock" => Fault::ReachOutLock(b.on.unwrap_or(true)),
         "lid_unmigrated" => Fault::LidUnmigrated(b.on.unwrap_or(true)),
         "aggregate_receipts" => Fault::AggregateReceipts(b.on.unwrap_or(true)),
+        "media_deleted" => Fault::MediaDeleted(b.on.unwrap_or(true)),
         other => {
             return bad(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "unknown fault {other:?} (drop, stop_pings, resume_pings, stream_error, \
-                     unlink, corrupt_next, withhold_receipts, withhold_acks, reach_out_lock, lid_unmigrated)"
+                     unlink, corrupt_next, withhold_receipts, withhold_acks, reach_out_lock, lid_unmigrated, \
+                     aggregate_receipts, media_deleted)"
                 ),
             );
         }
@@ -222,7 +298,8 @@ fn sim_error(e: SimError) -> Reply {
         e @ (SimError::BadNumber
         | SimError::BadDeviceCount
         | SimError::TooMany
-        | SimError::BadMessage) => bad(StatusCode::BAD_REQUEST, e),
+        | SimError::BadMessage
+        | SimError::BadMedia(_)) => bad(StatusCode::BAD_REQUEST, e),
         e @ SimError::NoSuchGroup => bad(StatusCode::NOT_FOUND, e),
         e => bad(StatusCode::CONFLICT, e),
     }
@@ -237,6 +314,28 @@ async fn send(
         Ok(b) => b,
         Err(e) => return bad(StatusCode::BAD_REQUEST, e.body_text()),
     };
+    if let Some(media) = b.media {
+        if !b.content.is_empty() {
+            return bad(StatusCode::BAD_REQUEST, "media goes alone");
+        }
+        let send = match media.into_send() {
+            Ok(s) => s,
+            Err(e) => return bad(StatusCode::BAD_REQUEST, e),
+        };
+        return match sim.phone_send_media(&number, &b.to, send).await {
+            Ok((id, info)) => (
+                StatusCode::OK,
+                Json(json!({
+                    "id": id,
+                    "sha256": info.sha256,
+                    "size": info.size,
+                    "encSha256": info.enc_sha256,
+                    "directPath": info.direct_path,
+                })),
+            ),
+            Err(e) => sim_error(e),
+        };
+    }
     if b.content
         .text
         .as_ref()

@@ -43,4 +43,8 @@ pub enum SimError {
     /// What a phone was asked to send is not a `Message` protobuf (or is empty).
     #[error("the message is not a WhatsApp Message protobuf")]
     BadMessage,
+    /// The file a phone was asked to send cannot be sent (unreadable, empty, too large, or
+    /// the CDN refused it).
+    #[error("the media cannot be sent: {0}")]
+    BadMedia(String),
 }

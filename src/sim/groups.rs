@@ -890,6 +890,10 @@ pub(super) async fn receive(
         }
     }
     group_receipt(shared, number, sender, &group, me, &id, t);
+    if let Some(m) = &message {
+        let own = sender.user == number;
+        super::phone_media::received(shared, number, &key, own, m, node).await;
+    }
 }
 
 /// Simulated device `me` of user `number` receipts group message `id` to its `sender` (unless
@@ -953,17 +957,17 @@ fn named_peer(shared: &Shared, number: &str, peer: &SimPeer, group: &Jid) -> Jid
         .unwrap_or_else(|| peer.jid.clone())
 }
 
-/// User `number`'s phone sends the `Message` plaintext `plain` to group `gid`: its sender key
-/// to every member device that lacks it (pairwise), then the `skmsg` to all. Returns the
-/// message id.
+/// User `number`'s phone sends the `Message` plaintext `plain` to group `gid` as message `id`:
+/// its sender key to every member device that lacks it (pairwise), then the `skmsg` to all.
+/// Returns the message id.
 pub(super) async fn phone_send(
     shared: &Shared,
     number: &str,
     gid: &str,
+    id: String,
     plain: &[u8],
     admin: bool,
 ) -> Result<String, SimError> {
-    let id = crate::util::ids::phone_message_id();
     let message = wa::Message::decode(plain).map_err(|_| SimError::BadMessage)?;
     let attrs = stanza::attrs::content_attrs(&message, admin);
     let t = shared.clock.now_unix();

@@ -31,9 +31,39 @@ pub struct Received {
     pub transmissions: u32,
     /// Stanzas that answered its devices' retry receipts (`<enc count>`), over all its devices.
     pub retry_answers: u32,
+    /// The file of a media message, as the app fetched and checked it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaSeen>,
     /// Per device: what reached it.
     #[serde(skip)]
     copies: Vec<DeviceCopy>,
+}
+
+/// A media message's file as a simulated user's app fetched it from the CDN and checked it
+/// (fileEncSha256, MAC, padding, fileSha256 and the declared length, CLIENT-FEATURES §2.5).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaSeen {
+    /// image, video, ptv, audio, ptt, document or sticker.
+    pub kind: String,
+    /// The declared mimetype.
+    pub mimetype: Option<String>,
+    /// The declared file name (documents).
+    pub file_name: Option<String>,
+    /// The caption.
+    pub caption: Option<String>,
+    /// The declared plaintext length (`fileLength`).
+    pub size: Option<u64>,
+    /// Hex SHA-256 of the plaintext that verified (None unless verified).
+    pub sha256: Option<String>,
+    /// Whether every check passed.
+    pub verified: bool,
+    /// Which check failed, or why the file could not be fetched.
+    pub error: Option<String>,
+    /// The `<message type>` of the stanza that carried it (`media` from real clients).
+    pub stanza_type: Option<String>,
+    /// The `mediatype` of the `<enc>` that carried it.
+    pub mediatype: Option<String>,
 }
 
 /// What reached one device for one message.
@@ -132,6 +162,7 @@ impl Inbox {
                     devices: 0,
                     transmissions: 0,
                     retry_answers: 0,
+                    media: None,
                     copies: Vec::new(),
                 });
                 self.entries.len() - 1
@@ -179,6 +210,18 @@ impl Inbox {
         c.read = true;
         r.recount();
         new
+    }
+
+    /// Whether message `key` already has its file checked (one check per user, not per device).
+    pub fn has_media(&self, key: &MessageKey) -> bool {
+        self.entries.iter().rev().any(|r| {
+            r.id == key.id && r.from == key.from && r.chat == key.chat && r.media.is_some()
+        })
+    }
+
+    /// Records what checking message `key`'s file found.
+    pub fn set_media(&mut self, key: &MessageKey, media: MediaSeen) {
+        self.entry(key).media = Some(media);
     }
 
     /// The messages its devices read, oldest first (arrivals no device could read stay out,

@@ -3,8 +3,9 @@
 //! with the client, never the client's protocol logic; if it accepts what WhatsApp would reject,
 //! that is a simulator bug. Arrows inside run one way: `simulator.rs` (the handle) → `conn.rs`
 //! (handshake, payload) → `register.rs` (QR pairing) / `session.rs` (a logged-in device) →
-//! `accept.rs` (ack, log, route) → `route.rs` (DMs) / `groups.rs` → `retry.rs` → `deliver.rs`
-//! (queues, targets) → `server.rs` (state) → `inbox.rs`, `stanza_log.rs`, `phone.rs` and the
+//! `accept.rs` (ack, log, route) → `route.rs` (DMs) / `groups.rs` → `retry.rs` / `phone_media.rs`
+//! (a phone's media: checks, sends, media retries) → `deliver.rs` (queues, targets) →
+//! `server.rs` (state) → `inbox.rs`, `gallery.rs`, `stanza_log.rs`, `phone.rs` and the
 //! leaves (`cdn.rs`, the media CDN's state, among them; `cdn_http.rs` serves it over HTTPS);
 //! `tests/it/layering.rs` checks it.
 
@@ -16,11 +17,13 @@ mod conn;
 pub mod control;
 mod deliver;
 pub mod error;
+mod gallery;
 pub mod groups;
 pub mod inbox;
 pub mod iq;
 pub mod pair;
 pub mod phone;
+pub mod phone_media;
 mod register;
 mod retry;
 pub mod route;
@@ -33,5 +36,6 @@ pub mod usync;
 
 pub use cdn::{CdnConfig, CdnFault, MMS_TYPES, MediaInfo, Refusal, StoreError, Uploaded};
 pub use error::SimError;
+pub use phone_media::{MediaData, MediaKind, MediaSend, SentMedia};
 pub use server::Fault;
 pub use simulator::{Listeners, Simulator};

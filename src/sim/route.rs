@@ -336,6 +336,8 @@ pub(super) async fn sim_receive(
             if !withhold {
                 to_device(shared, sender, id.clone(), receipt());
             }
+            // After the receipt, as an app downloads media once the message is in.
+            super::phone_media::received(shared, number, &key, own, &message, node).await;
             if echo && let Some(text) = text {
                 let echo = wa::Message {
                     conversation: Some(text),
@@ -343,7 +345,8 @@ pub(super) async fn sim_receive(
                 };
                 let plain = echo.encode_to_vec();
                 let to = sender.to_non_ad();
-                let _ = Box::pin(phone_send(shared, number, &to, &plain, false)).await;
+                let id = crate::util::ids::phone_message_id();
+                let _ = Box::pin(phone_send(shared, number, &to, id, &plain, false)).await;
             }
         }
         Err(e) => {
@@ -388,6 +391,14 @@ pub(super) async fn on_receipt(
 ) {
     let t = shared.clock.now_unix();
     let key = dev.jid.to_string();
+    if kind == Some("server-error") && node.child("rmr").is_some() {
+        // A media retry goes to the account's phone, never to the other companions.
+        if let Ok(mut st) = shared.state.lock() {
+            answered(&mut st, &key, ids);
+        }
+        super::phone_media::answer_retry(shared, dev, node).await;
+        return;
+    }
     let retry_for_sim = {
         let Ok(mut st) = shared.state.lock() else {
             return;
@@ -502,16 +513,16 @@ async fn answer_retry(
 
 /// User `number`'s phone sends the `Message` plaintext `plain` (as given: fields this build
 /// does not know go as written) to the user `to` (a PN or LID JID): every device of the
-/// recipient gets it, and the user's own other devices a copy. `admin` marks a revoke of
-/// someone else's group message. Returns the message id.
+/// recipient gets it, and the user's own other devices a copy, as message `id`. `admin` marks
+/// a revoke of someone else's group message. Returns the message id.
 pub(super) async fn phone_send(
     shared: &Shared,
     number: &str,
     to: &Jid,
+    id: String,
     plain: &[u8],
     admin: bool,
 ) -> Result<String, SimError> {
-    let id = crate::util::ids::phone_message_id();
     let message = wa::Message::decode(plain).map_err(|_| SimError::BadMessage)?;
     let attrs = stanza::attrs::content_attrs(&message, admin);
     let t = shared.clock.now_unix();

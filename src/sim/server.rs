@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::SimError;
+use super::gallery::Gallery;
 use super::inbox::Inbox;
 use super::iq::KeyBundle;
 use super::pair::{PhoneAccount, ScannedQr, Tamper};
@@ -96,6 +97,8 @@ pub(super) struct Phone {
     pub(super) group_keys_sent: HashSet<(String, String)>,
     /// Group receipts for its messages are sent aggregated.
     pub(super) aggregate_receipts: bool,
+    /// The media it sent or received and still has (for media retries).
+    pub(super) gallery: Gallery,
 }
 
 /// Devices a simulated user starts with (the phone and one companion).
@@ -324,6 +327,7 @@ impl State {
                 lid_unmigrated: false,
                 group_keys_sent: HashSet::new(),
                 aggregate_receipts: false,
+                gallery: Gallery::default(),
             };
             // Users have a phone and one more device unless told otherwise.
             phone.set_devices(DEFAULT_DEVICES);
@@ -387,6 +391,9 @@ pub enum Fault {
     /// Group receipts for the account's messages arrive aggregated (true): `<receipt
     /// from=<group>><participants key=<id>><user jid t/>…`, as WhatsApp may send them.
     AggregateReceipts(bool),
+    /// The user's phone has deleted its media files (true): it answers media retries for them
+    /// with `NOT_FOUND` (CLIENT-FEATURES §2.6), as a phone whose gallery lost the file.
+    MediaDeleted(bool),
 }
 
 /// A simulated account's reach-out time-lock, as WhatsApp's `w:mex` answers state it.

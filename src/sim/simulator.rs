@@ -16,6 +16,7 @@ use super::deliver::DELIVERY_QUEUE;
 use super::error::SimError;
 use super::inbox::Received;
 use super::pair::{Tamper, parse_qr};
+use super::phone_media::{MediaSend, SentMedia};
 use super::server::{
     Control, Eavesdrop, Fault, MAX_HANDSHAKES, Scan, Shared, State, Work, timelock, valid_number,
 };
@@ -245,7 +246,8 @@ impl Simulator {
             | Fault::WithholdAcks(_)
             | Fault::ReachOutLock(_)
             | Fault::LidUnmigrated(_)
-            | Fault::AggregateReceipts(_) => {
+            | Fault::AggregateReceipts(_)
+            | Fault::MediaDeleted(_) => {
                 if !valid_number(number) {
                     return 0;
                 }
@@ -267,6 +269,7 @@ impl Simulator {
                         }
                         Fault::LidUnmigrated(on) => phone.lid_unmigrated = on,
                         Fault::AggregateReceipts(on) => phone.aggregate_receipts = on,
+                        Fault::MediaDeleted(on) => phone.gallery.deleted = on,
                         Fault::WithholdAcks(true) => {
                             st.withhold_acks.insert(number.to_owned());
                         }
@@ -335,7 +338,8 @@ impl Simulator {
             | Fault::WithholdAcks(_)
             | Fault::ReachOutLock(_)
             | Fault::LidUnmigrated(_)
-            | Fault::AggregateReceipts(_) => {
+            | Fault::AggregateReceipts(_)
+            | Fault::MediaDeleted(_) => {
                 return 0;
             }
         };
@@ -422,11 +426,54 @@ impl Simulator {
         if plain.is_empty() {
             return Err(SimError::BadMessage);
         }
+        let id = crate::util::ids::phone_message_id();
+        self.send_as(number, &to, id, plain, admin).await
+    }
+
+    async fn send_as(
+        &self,
+        number: &str,
+        to: &Jid,
+        id: String,
+        plain: &[u8],
+        admin: bool,
+    ) -> Result<String, SimError> {
         if to.server == Server::Group {
-            super::groups::phone_send(&self.shared, number, &to.user, plain, admin).await
+            super::groups::phone_send(&self.shared, number, &to.user, id, plain, admin).await
         } else {
-            super::route::phone_send(&self.shared, number, &to, plain, admin).await
+            super::route::phone_send(&self.shared, number, to, id, plain, admin).await
         }
+    }
+
+    /// User `number`'s phone sends a media message to `to` (digits, or a PN, LID or group
+    /// JID): the file is encrypted in chunks under a fresh media key, stored on the CDN, and
+    /// its message (CLIENT-FEATURES §2.4; `type="media"` and `mediatype` on the stanza) goes
+    /// the way [`Simulator::phone_send_message`] sends. The phone keeps the file for media
+    /// retries. Returns the message id and the file's hashes.
+    pub async fn phone_send_media(
+        &self,
+        number: &str,
+        to: &str,
+        media: MediaSend,
+    ) -> Result<(String, SentMedia), SimError> {
+        if !valid_number(number) {
+            return Err(SimError::BadNumber);
+        }
+        let to: Jid = if to.contains('@') {
+            to.parse().map_err(|_| SimError::BadNumber)?
+        } else {
+            Jid::new(to, Server::User)
+        };
+        let prepared = super::phone_media::prepare(&self.shared, media).await?;
+        let id = crate::util::ids::phone_message_id();
+        {
+            let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
+            st.phone(number, None);
+            super::phone_media::keep_sent(&mut st, number, &id, &to, &prepared);
+        }
+        let plain = prepared.message.encode_to_vec();
+        let id = self.send_as(number, &to, id, &plain, false).await?;
+        Ok((id, prepared.info))
     }
 
     /// Creates a group of simulated users (and whoever else is named: linked real clients'

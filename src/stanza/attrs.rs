@@ -103,6 +103,9 @@ fn media_type(m: &wa::Message) -> Option<&'static str> {
         } else {
             "video"
         }
+    } else if m.ptv_message.is_some() {
+        // A round video note (Baileys `getMediaType`: `ptvMessage` → `ptv`).
+        "ptv"
     } else if let Some(a) = &m.audio_message {
         if a.ptt == Some(true) { "ptt" } else { "audio" }
     } else if m.contact_message.is_some() {

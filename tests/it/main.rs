@@ -32,6 +32,7 @@ mod signal_roundtrip;
 mod signal_store;
 mod sim_cdn;
 mod sim_flow;
+mod sim_media;
 mod sim_pair;
 mod simulate_cmd;
 mod stanza_props;

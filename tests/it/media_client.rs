@@ -14,7 +14,7 @@ use wa_gateway::sim::Simulator;
 
 use crate::messaging::{account, link};
 
-struct Bytes(Vec<u8>);
+pub(crate) struct Bytes(pub(crate) Vec<u8>);
 
 impl MediaSource for Bytes {
     fn len(&self) -> u64 {
@@ -29,7 +29,7 @@ impl MediaSource for Bytes {
 }
 
 #[derive(Default)]
-struct Collect(Vec<u8>);
+pub(crate) struct Collect(pub(crate) Vec<u8>);
 
 impl MediaSink for Collect {
     fn write<'a>(&'a mut self, chunk: &'a [u8]) -> MediaFuture<'a, ()> {

@@ -136,7 +136,7 @@ pub(crate) async fn canonical(creds: &SqliteCreds, chat: &Jid) -> Jid {
     }
 }
 
-async fn stored(creds: &SqliteCreds, chat: &Jid) -> Vec<StoredMessage> {
+pub(crate) async fn stored(creds: &SqliteCreds, chat: &Jid) -> Vec<StoredMessage> {
     let chat = canonical(creds, chat).await;
     creds.messages(Some(&chat), 1000, 0).await.unwrap()
 }
