@@ -693,7 +693,7 @@ pub(super) async fn answer_retry(shared: &Shared, dev: &Device, node: &Node) {
             let readable = match &request {
                 None => true,
                 Some((Some(ct), Some(iv))) => {
-                    crate::media::retry::decrypt_request(&key, &id, ct, *iv).is_ok()
+                    crate::media::retry::decrypt_request(&key, &id, ct, &iv[..]).is_ok()
                 }
                 Some(_) => false,
             };
