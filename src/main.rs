@@ -113,6 +113,13 @@ fn serve(cfg: wa_gateway::config::Config, with_simulator: bool) -> anyhow::Resul
             let control_url = format!("http://{}", control.local_addr()?);
             cfg.whatsapp.ws_url = sim.ws_url().to_owned();
             cfg.whatsapp.root_key = sim.root_public_key();
+            // The simulator's media CDN is HTTPS under its own CA: trusted as WA_GATEWAY_WS_CA
+            // would make it.
+            if let Some(pem) = sim.ca_cert_pem() {
+                cfg.whatsapp
+                    .ws_ca
+                    .extend(wa_gateway::socket::tls::parse_ca_pem(pem.as_bytes())?);
+            }
             // The walkthrough's webhook receiver runs on this machine too.
             cfg.service.webhook_allow_private = true;
             println!(
