@@ -279,7 +279,23 @@ async fn serve_with(headers: &HeaderMap, source: Source<'_>) -> Result<Response,
             h.insert(k, v);
         }
     };
+    // What a peer declared is never rendered on our origin: no sniffing, no scripts, and only
+    // images, video and audio shown inline.
+    let viewable = ["image/", "video/", "audio/"]
+        .iter()
+        .any(|p| mime.starts_with(p))
+        && !mime.starts_with("image/svg");
+    let disp = if viewable {
+        disp
+    } else {
+        disp.replacen("inline", "attachment", 1)
+    };
     set(header::CONTENT_TYPE, &mime);
+    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; sandbox",
+    );
     set(header::CONTENT_LENGTH, &body_len.to_string());
     set(header::ETAG, &etag);
     set(header::ACCEPT_RANGES, "bytes");
@@ -563,14 +579,20 @@ pub(super) async fn multipart_input(
                 ),
             ));
         };
-        let text = field.text().await.map_err(bad)?;
-        if text.len() > MAX_TEXT {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "message_too_long",
-                format!("`{k}` is longer than {MAX_TEXT} bytes"),
-            ));
+        // Read chunk by chunk: a field is refused once past the limit, never held whole.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(bad)? {
+            if bytes.len() + chunk.len() > MAX_TEXT {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "message_too_long",
+                    format!("`{k}` is longer than {MAX_TEXT} bytes"),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
         }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ApiError::bad("invalid_body", format!("`{k}` is not UTF-8")))?;
         fields.insert(k, text);
     }
     let to = to_of(fields.get("to").cloned().map(Value::String).as_ref())?;

@@ -169,7 +169,14 @@ impl Service {
                 tracing::warn!(error = %e, "cannot record a file's state");
             }
         };
+        // A file is reused without a download only when this account already holds it (its own
+        // send, or a copy it verified): a hash a peer merely claims opens nobody else's file.
         if let Some(sha) = r.file_sha256
+            && self
+                .store
+                .account_holds_blob(row.account, &sha)
+                .await
+                .unwrap_or(false)
             && let Ok(Some(_)) = blobs.len(BlobId(sha)).await
         {
             settle(MediaState::Stored, None).await;

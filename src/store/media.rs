@@ -99,7 +99,24 @@ pub(crate) async fn insert(
     msg: &StoredMessage,
     media: &MediaRef,
 ) -> Result<(), sqlx::Error> {
-    let (state, error) = if msg.from_me && msg.status != MessageStatus::Received {
+    // Our own send names a blob this account's outbox holds; anything else (a copy our phone
+    // sent, whatever hash it claims) is fetched and verified like a received file.
+    let ours: bool = match (
+        msg.from_me && msg.status != MessageStatus::Received,
+        media.file_sha256,
+    ) {
+        (true, Some(sha)) => {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE account_id = ? AND media_blob = ?)",
+            )
+            .bind(account)
+            .bind(sha.to_vec())
+            .fetch_one(&mut *conn)
+            .await?
+        }
+        _ => false,
+    };
+    let (state, error) = if ours {
         (MediaState::Stored, None)
     } else if media.downloadable() {
         (MediaState::Pending, None)
@@ -222,6 +239,24 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Whether `account` holds blob `sha256`: a file of its own it stored, or one it sends.
+    pub async fn account_holds_blob(
+        &self,
+        account: AccountId,
+        sha256: &[u8; 32],
+    ) -> Result<bool, StoreError> {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM message_media WHERE account_id = ?1 AND sha256 = ?2 \
+             AND state = 'stored') \
+             OR EXISTS (SELECT 1 FROM outbox WHERE account_id = ?1 AND media_blob = ?2)",
+        )
+        .bind(account)
+        .bind(sha256.as_slice())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(held != 0)
     }
 
     /// Whether any row (a stored message file, a send) still names blob `sha256`.

@@ -77,9 +77,12 @@ impl<S: CredsStore> Messenger<S> {
         let info = stanza::media::parse_media_conn(&answer).ok_or_else(|| {
             SendError::Unexpected("media_conn answer without auth or hosts".into())
         })?;
-        let life = Duration::from_secs(info.ttl.min(info.auth_ttl));
-        if let Ok(mut c) = self.media_conn.lock() {
-            c.current = Some((info.clone(), Instant::now() + life));
+        // The server's figure, kept within sense (a huge one would overflow the clock).
+        let life = Duration::from_secs(info.ttl.min(info.auth_ttl).clamp(30, 86_400));
+        if let Ok(mut c) = self.media_conn.lock()
+            && let Some(until) = Instant::now().checked_add(life)
+        {
+            c.current = Some((info.clone(), until));
         }
         Ok(info)
     }
