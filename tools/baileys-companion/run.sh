@@ -2,9 +2,13 @@
 # Builds wa-gateway, installs the pinned Baileys (npm registry) and runs the judges:
 # companion.mjs (linking, then texts both ways with a simulated user, with our client and in
 # groups) and kinds.mjs (Baileys sends our REST account, `wa-gateway serve`, a location, a contact
-# card, a reaction, an edit and a revoke; each checked in our history and signed webhook).
+# card, a reaction, an edit and a revoke; each checked in our history and signed webhook) and
+# media.mjs (Baileys sends our REST account a JPEG, an Ogg Opus voice note and a PDF, checked in
+# history, webhook and `GET …/media` byte for byte; our REST sends Baileys an image, a document and
+# a voice note, which Baileys' downloadMediaMessage fetches from the simulator's HTTPS CDN).
 # Not part of `cargo test`: it needs the npm registry.
-# Usage: tools/baileys-companion/run.sh [stay seconds]   (JUDGE=companion or JUDGE=kinds runs one)
+# Usage: tools/baileys-companion/run.sh [stay seconds]
+#   (JUDGE=companion, JUDGE=kinds or JUDGE=media runs one; the default runs all three)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/../.."
@@ -13,10 +17,21 @@ cd "$here"
 npm install --no-audit --no-fund --loglevel=error
 bin="$here/../../target/release/wa-gateway"
 status=0
-if [ "${JUDGE:-all}" != kinds ]; then
+judge="${JUDGE:-all}"
+case "$judge" in
+all | companion | kinds | media) ;;
+*)
+	echo "JUDGE must be companion, kinds or media (or unset for all), not $judge" >&2
+	exit 2
+	;;
+esac
+if [ "$judge" = all ] || [ "$judge" = companion ]; then
 	node companion.mjs "$bin" "${1:-75}" || status=1
 fi
-if [ "${JUDGE:-all}" != companion ]; then
+if [ "$judge" = all ] || [ "$judge" = kinds ]; then
 	node kinds.mjs "$bin" || status=1
+fi
+if [ "$judge" = all ] || [ "$judge" = media ]; then
+	node media.mjs "$bin" || status=1
 fi
 exit "$status"
