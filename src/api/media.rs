@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
 use crate::client::content::Kind;
+use crate::service::MediaDraft;
 use crate::service::media::{OutboxMedia, StoredFile};
 
 use super::extract::{self, ids};
@@ -341,46 +342,31 @@ pub(super) fn kind_for(explicit: Option<&str>, mimetype: &str) -> Result<(Kind, 
                 ),
             ));
         }
-        None => {
-            let top = mimetype.split('/').next().unwrap_or("");
-            match top {
-                "image" => (Kind::Image, false),
-                "video" => (Kind::Video, false),
-                "audio" => (Kind::Audio, false),
-                _ => (Kind::Document, false),
-            }
-        }
+        None => (crate::service::kind_of_mimetype(mimetype), false),
     })
 }
 
-/// A mimetype as given (`type/subtype` and parameters), or the kind's default (Baileys'
-/// `MIMETYPE_MAP`).
-fn mimetype_or_default(given: Option<&str>, kind: Kind) -> Result<String, ApiError> {
-    if let Some(m) = given.map(str::trim).filter(|m| !m.is_empty()) {
-        let ok = m.len() <= 255
-            && m.split(';').next().is_some_and(|t| {
-                let mut p = t.trim().split('/');
-                matches!((p.next(), p.next(), p.next()), (Some(a), Some(b), None)
-                    if !a.is_empty() && !b.is_empty()
-                        && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&c)))
-            })
-            && m.bytes().all(|c| (0x20..0x7f).contains(&c));
-        if !ok {
-            return Err(ApiError::bad(
-                "invalid_mimetype",
-                "`mimetype` must be a media type such as image/jpeg",
-            ));
-        }
-        return Ok(m.to_owned());
+/// A mimetype as given (`type/subtype` and parameters), checked for form; the service fills in
+/// one from the bytes or the kind when none is given.
+fn mimetype_given(given: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(m) = given.map(str::trim).filter(|m| !m.is_empty()) else {
+        return Ok(None);
+    };
+    let ok = m.len() <= 255
+        && m.split(';').next().is_some_and(|t| {
+            let mut p = t.trim().split('/');
+            matches!((p.next(), p.next(), p.next()), (Some(a), Some(b), None)
+                if !a.is_empty() && !b.is_empty()
+                    && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&c)))
+        })
+        && m.bytes().all(|c| (0x20..0x7f).contains(&c));
+    if !ok {
+        return Err(ApiError::bad(
+            "invalid_mimetype",
+            "`mimetype` must be a media type such as image/jpeg",
+        ));
     }
-    Ok(match kind {
-        Kind::Image => "image/jpeg",
-        Kind::Video | Kind::Ptv => "video/mp4",
-        Kind::Audio | Kind::Ptt => "audio/ogg; codecs=opus",
-        Kind::Sticker => "image/webp",
-        _ => "application/octet-stream",
-    }
-    .to_owned())
+    Ok(Some(m.to_owned()))
 }
 
 fn file_name_of(given: Option<&str>) -> Result<Option<String>, ApiError> {
@@ -394,28 +380,14 @@ fn file_name_of(given: Option<&str>) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// The outbox's record of a file just stored.
-fn outbox_media(
-    kind: Kind,
-    gif: bool,
-    mimetype: String,
-    file_name: Option<String>,
+/// The outbox's record of a file just stored, once the service has checked the bytes
+/// against how they are sent and described them.
+async fn outbox_media(
+    st: &AppState,
+    draft: MediaDraft,
     file: StoredFile,
-) -> OutboxMedia {
-    OutboxMedia {
-        kind: kind.as_str().to_owned(),
-        mimetype,
-        file_name,
-        seconds: None,
-        width: None,
-        height: None,
-        thumbnail: None,
-        waveform: None,
-        gif,
-        sha256: file.sha256,
-        size: file.size,
-        upload: None,
-    }
+) -> Result<OutboxMedia, ApiError> {
+    Ok(st.service.describe_media(draft, file).await?)
 }
 
 fn wait_of(v: Option<&Value>) -> Result<bool, ApiError> {
@@ -516,12 +488,19 @@ pub(super) async fn json_input(st: &AppState, v: &Value) -> Result<SendInput, Ap
             ));
         }
     };
-    let mimetype = mimetype_or_default(declared.or(served.as_deref()), kind)?;
+    let draft = MediaDraft {
+        kind,
+        explicit: explicit.is_some(),
+        gif,
+        mimetype: mimetype_given(declared.or(served.as_deref()))?,
+        file_name,
+        thumbnail: None,
+    };
     Ok(SendInput {
         to,
         text,
         wait,
-        media: Some(outbox_media(kind, gif, mimetype, file_name, file)),
+        media: Some(outbox_media(st, draft, file).await?),
     })
 }
 
@@ -629,18 +608,25 @@ pub(super) async fn multipart_input(
             ),
         ));
     }
-    let mimetype = mimetype_or_default(declared.as_deref(), kind)?;
     let file_name = file_name_of(
         fields
             .get("filename")
             .map(String::as_str)
             .or(part_name.as_deref()),
     )?;
+    let draft = MediaDraft {
+        kind,
+        explicit: fields.contains_key("type"),
+        gif,
+        mimetype: mimetype_given(declared.as_deref())?,
+        file_name,
+        thumbnail: None,
+    };
     Ok(SendInput {
         to,
         text,
         wait,
-        media: Some(outbox_media(kind, gif, mimetype, file_name, stored)),
+        media: Some(outbox_media(st, draft, stored).await?),
     })
 }
 

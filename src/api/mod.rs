@@ -375,6 +375,11 @@ impl From<crate::service::ServiceError> for ApiError {
                 e.to_string(),
             ),
             S::MediaEmpty => ApiError::bad("media_empty", e.to_string()),
+            S::MediaRejected(_) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "media_type_not_accepted",
+                e.to_string(),
+            ),
             S::MediaUrl(_) => ApiError::bad("media_url_not_allowed", e.to_string()),
             S::MediaLink => {
                 ApiError::new(StatusCode::FORBIDDEN, "invalid_media_link", e.to_string())

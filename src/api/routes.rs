@@ -197,6 +197,7 @@ pub(super) async fn status(
         (status = 409, description = "Not connected", body = ErrorEnvelope),
         (status = 410, description = "`send_record_gone`: accepted, but its record was removed (agent removed, record pruned) before it was confirmed; its fate is unknown", body = ErrorEnvelope),
         (status = 413, description = "Body or message too large", body = ErrorEnvelope),
+        (status = 415, description = "`media_type_not_accepted`: the file's bytes are not what its `type` or mimetype says, or WhatsApp takes no such file for that kind (images JPEG, PNG or WebP; stickers WebP; video MP4 or 3GPP; audio `audio/*`)", body = ErrorEnvelope),
         (status = 422, description = "Refused by WhatsApp, or `idempotency_key_reused`: the key was used for another message or recipient", body = ErrorEnvelope),
         (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
         (status = 503, description = "WhatsApp unreachable", body = ErrorEnvelope),

@@ -69,6 +69,18 @@ impl MediaType {
         }
     }
 
+    /// The mimetype a file of this type is sent as when nothing better is known (Baileys'
+    /// `MIMETYPE_MAP`, but a document of unknown format is bytes, not a PDF).
+    pub fn default_mimetype(self) -> &'static str {
+        match self {
+            MediaType::Image => "image/jpeg",
+            MediaType::Video => "video/mp4",
+            MediaType::Audio => super::sniff::OGG_OPUS,
+            MediaType::Sticker => "image/webp",
+            _ => "application/octet-stream",
+        }
+    }
+
     /// A stable lowercase name (the message kinds' names are the API's).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -6,6 +6,7 @@
 pub mod cipher;
 pub mod error;
 pub mod keys;
+pub mod probe;
 pub mod retry;
 pub mod sniff;
 pub mod thumb;
@@ -15,6 +16,7 @@ pub use cipher::{
 };
 pub use error::{MediaError, ThumbnailError};
 pub use keys::{MediaKeys, MediaType, expand};
+pub use probe::{Probe, Probed, WAVEFORM_LEN};
 pub use retry::{
     decrypt_notification, decrypt_request, encrypt_notification, encrypt_request, retry_key,
 };

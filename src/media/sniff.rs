@@ -239,8 +239,9 @@ fn jpeg_dimensions(head: &[u8]) -> Option<(u32, u32)> {
     }
 }
 
-/// The Ogg page CRC (RFC 3533 §6: polynomial 0x04c11db7, no reflection, zero init).
-fn ogg_crc(page: &[u8]) -> u32 {
+/// The Ogg page CRC (RFC 3533 §6: polynomial 0x04c11db7, no reflection, zero init), with the
+/// page's own CRC field (bytes 22..26) read as zeros.
+pub fn ogg_crc(page: &[u8]) -> u32 {
     let mut crc = 0u32;
     for (i, &b) in page.iter().enumerate() {
         // The CRC field itself (bytes 22..26) counts as zeros.

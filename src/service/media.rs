@@ -584,6 +584,7 @@ impl Service {
 pub struct MediaWriter {
     staged: Box<dyn StagedBlob>,
     cap: u64,
+    probe: crate::media::Probe,
 }
 
 impl std::fmt::Debug for MediaWriter {
@@ -594,13 +595,16 @@ impl std::fmt::Debug for MediaWriter {
     }
 }
 
-/// A file kept: its name (SHA-256, hex), length, and the first bytes (for sniffing).
+/// A file kept: its name (SHA-256, hex), length, and what was learnt as it streamed past (its
+/// first and last bytes, a voice note's waveform) so it is described without reading it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredFile {
     /// SHA-256 of the bytes, hex (the blob's name, the message's fileSha256).
     pub sha256: String,
     /// Length in bytes.
     pub size: u64,
+    /// Its ends and waveform.
+    pub probe: crate::media::Probed,
 }
 
 impl MediaWriter {
@@ -609,7 +613,9 @@ impl MediaWriter {
         self.staged.write(chunk).await.map_err(|e| match e {
             BlobError::TooLarge(_) => super::ServiceError::MediaTooLarge(self.cap),
             other => super::ServiceError::Blob(other.to_string()),
-        })
+        })?;
+        self.probe.update(chunk);
+        Ok(())
     }
 
     /// Keeps the file under its name. An empty file is refused (WhatsApp sends none).
@@ -625,6 +631,7 @@ impl MediaWriter {
         Ok(StoredFile {
             sha256: id.hex(),
             size,
+            probe: self.probe.finish(),
         })
     }
 }
@@ -661,7 +668,11 @@ impl Service {
             .stage(cap)
             .await
             .map_err(|e| super::ServiceError::Blob(e.to_string()))?;
-        Ok(MediaWriter { staged, cap })
+        Ok(MediaWriter {
+            staged,
+            cap,
+            probe: crate::media::Probe::new(),
+        })
     }
 
     /// The largest file of `kind`.

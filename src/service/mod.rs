@@ -8,6 +8,8 @@ mod agents;
 pub mod egress;
 mod failure;
 pub mod media;
+mod media_probe;
+pub use media_probe::{MediaDraft, kind_of_mimetype};
 mod outbox;
 mod registry;
 mod retention;
@@ -105,6 +107,10 @@ pub enum ServiceError {
     /// A signed media link past its time.
     #[error("this media link has expired")]
     MediaLinkExpired,
+    /// A file that is not what it is sent as (its bytes, its mimetype and its kind disagree,
+    /// or WhatsApp takes no such file for that kind).
+    #[error("the file cannot be sent this way: {0}")]
+    MediaRejected(String),
     /// A media URL that cannot or may not be fetched.
     #[error("the media URL cannot be used: {0}")]
     MediaUrl(String),

@@ -86,6 +86,9 @@ pub struct MediaBody {
     pub base64: Option<String>,
     /// A file of `bytes` deterministic bytes from `seed` (large files without a large body).
     pub generate: Option<Generate>,
+    /// One of the simulator's sample files (`photo.jpg`, `photo.png`, `voice.ogg`): real
+    /// media, described as a phone would (mimetype, dimensions, length).
+    pub sample: Option<String>,
     /// Its mimetype (default per kind, as Baileys').
     pub mimetype: Option<String>,
     /// A document's file name.
@@ -115,31 +118,48 @@ impl MediaBody {
     /// What the phone is to send; Err says what is wrong with the body.
     fn into_send(self) -> Result<MediaSend, String> {
         use base64::Engine as _;
-        let data = match (self.base64, self.generate) {
-            (Some(b), None) => MediaData::Bytes(
+        let (mut mimetype, mut seconds, mut width, mut height) =
+            (self.mimetype, self.seconds, self.width, self.height);
+        let data = match (self.base64, self.generate, self.sample) {
+            (Some(b), None, None) => MediaData::Bytes(
                 base64::engine::general_purpose::STANDARD
                     .decode(b.trim())
                     .map_err(|_| "media.base64 must be base64".to_owned())?,
             ),
-            (None, Some(g)) => MediaData::Generate {
+            (None, Some(g), None) => MediaData::Generate {
                 bytes: g.bytes,
                 seed: g.seed,
             },
-            _ => return Err("media needs exactly one of base64 or generate".into()),
+            (None, None, Some(name)) => {
+                let Some((bytes, mime)) = super::samples::sample(&name) else {
+                    let names: Vec<&str> = super::samples::SAMPLES.iter().map(|s| s.0).collect();
+                    return Err(format!("media.sample is one of {}", names.join(", ")));
+                };
+                mimetype.get_or_insert_with(|| mime.to_owned());
+                if let Some((w, h)) = crate::media::dimensions(&bytes) {
+                    width.get_or_insert(w);
+                    height.get_or_insert(h);
+                }
+                if let Some(d) = crate::media::ogg_opus_duration(&bytes, &bytes) {
+                    seconds.get_or_insert(d.as_secs() as u32);
+                }
+                MediaData::Bytes(bytes)
+            }
+            _ => return Err("media needs exactly one of base64, generate or sample".into()),
         };
         let text_ok = |t: &Option<String>| t.as_ref().is_none_or(|t| t.len() <= 65_536);
-        if !text_ok(&self.caption) || !text_ok(&self.file_name) || !text_ok(&self.mimetype) {
+        if !text_ok(&self.caption) || !text_ok(&self.file_name) || !text_ok(&mimetype) {
             return Err("caption, fileName and mimetype are at most 65,536 bytes".into());
         }
         Ok(MediaSend {
             kind: self.kind,
             data,
-            mimetype: self.mimetype,
+            mimetype,
             file_name: self.file_name,
             caption: self.caption,
-            seconds: self.seconds,
-            width: self.width,
-            height: self.height,
+            seconds,
+            width,
+            height,
         })
     }
 }
@@ -214,6 +234,7 @@ pub fn router(sim: Simulator) -> Router {
         .route("/groups/{jid}/participants", post(participants))
         .route("/stanzas", get(stanzas))
         .route("/cdn/media", get(cdn_media))
+        .route("/samples/{name}", get(sample_file))
         .route("/cdn/faults", post(cdn_fault))
         .with_state(sim)
 }
@@ -506,6 +527,15 @@ async fn stanzas(
         return bad(StatusCode::BAD_REQUEST, "id must be 1–128 bytes");
     }
     (StatusCode::OK, Json(json!(sim.transmissions(&q.id))))
+}
+
+/// `GET /samples/{name}`: one of the sample files, to send through a client under test.
+async fn sample_file(Path(name): Path<String>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match super::samples::sample(&name) {
+        Some((bytes, mime)) => ([(axum::http::header::CONTENT_TYPE, mime)], bytes).into_response(),
+        None => bad(StatusCode::NOT_FOUND, "no such sample").into_response(),
+    }
 }
 
 async fn cdn_media(State(sim): State<Simulator>) -> Reply {

@@ -64,6 +64,32 @@ pub struct MediaSeen {
     pub stanza_type: Option<String>,
     /// The `mediatype` of the `<enc>` that carried it.
     pub mediatype: Option<String>,
+    /// What the message shows before its file is opened.
+    #[serde(flatten)]
+    pub shown: Shown,
+}
+
+/// What a media message shows before its file is opened, as a phone reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Shown {
+    /// Audio or video length.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u32>,
+    /// Width.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Height.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// `jpeg` for a JPEG thumbnail, `not-jpeg` for anything else, none without.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<String>,
+    /// A voice note's waveform.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waveform: Option<Vec<u8>>,
+    /// A video played as a GIF.
+    pub gif: bool,
 }
 
 /// What reached one device for one message.

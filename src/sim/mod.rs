@@ -27,6 +27,7 @@ pub mod phone_media;
 mod register;
 mod retry;
 pub mod route;
+pub mod samples;
 pub mod server;
 mod session;
 pub mod simulator;

@@ -14,11 +14,11 @@ use super::cdn::Cdn;
 use super::deliver::to_device;
 use super::error::SimError;
 use super::gallery::Kept;
-use super::inbox::{MediaSeen, MessageKey};
+use super::inbox::{MediaSeen, MessageKey, Shown};
 use super::server::{Device, Shared, State};
 use crate::binary::{Jid, Node, Server};
 use crate::media::cipher::{Decryptor, Encryptor, Expect};
-use crate::media::{MediaError, MediaType, expand};
+use crate::media::{MediaError, MediaType, expand, is_jpeg};
 use crate::proto::wa;
 use crate::proto::wa::media_retry_notification::ResultType;
 
@@ -70,15 +70,9 @@ impl MediaKind {
         }
     }
 
-    /// Baileys' `MIMETYPE_MAP` default (§2.4); ptv and ptt as video and audio.
+    /// The mimetype sent when none is given ([`MediaType::default_mimetype`]).
     pub fn default_mimetype(self) -> &'static str {
-        match self {
-            MediaKind::Image => "image/jpeg",
-            MediaKind::Video | MediaKind::Ptv => "video/mp4",
-            MediaKind::Audio | MediaKind::Ptt => "audio/ogg; codecs=opus",
-            MediaKind::Document => "application/pdf",
-            MediaKind::Sticker => "image/webp",
-        }
+        self.media_type().default_mimetype()
     }
 }
 
@@ -436,11 +430,13 @@ struct FileRef {
     mimetype: Option<String>,
     file_name: Option<String>,
     caption: Option<String>,
+    shown: Shown,
 }
 
 macro_rules! file_ref {
-    ($m:expr, $kind:expr, $ty:expr, $name:expr, $caption:expr) => {
+    ($m:expr, $kind:expr, $ty:expr, $name:expr, $caption:expr, $shown:expr) => {
         FileRef {
+            shown: $shown,
             kind: $kind,
             ty: $ty,
             media_key: $m.media_key.clone(),
@@ -459,20 +455,62 @@ macro_rules! file_ref {
 /// envelopes); None for other content.
 fn file_ref(m: &wa::Message) -> Option<FileRef> {
     let m = crate::stanza::attrs::normalized(m);
+    let thumb = |t: &Option<Vec<u8>>| {
+        t.as_deref()
+            .map(|t| if is_jpeg(t) { "jpeg" } else { "not-jpeg" }.to_owned())
+    };
     Some(if let Some(i) = &m.image_message {
-        file_ref!(i, "image", MediaType::Image, None, i.caption.clone())
-    } else if let Some(v) = &m.video_message {
-        file_ref!(v, "video", MediaType::Video, None, v.caption.clone())
-    } else if let Some(v) = &m.ptv_message {
-        file_ref!(v, "ptv", MediaType::Video, None, v.caption.clone())
+        let shown = Shown {
+            width: i.width,
+            height: i.height,
+            thumbnail: thumb(&i.jpeg_thumbnail),
+            ..Shown::default()
+        };
+        file_ref!(i, "image", MediaType::Image, None, i.caption.clone(), shown)
+    } else if let Some(v) = m.video_message.as_ref().or(m.ptv_message.as_ref()) {
+        let kind = if m.video_message.is_some() {
+            "video"
+        } else {
+            "ptv"
+        };
+        let shown = Shown {
+            seconds: v.seconds,
+            width: v.width,
+            height: v.height,
+            thumbnail: thumb(&v.jpeg_thumbnail),
+            gif: v.gif_playback == Some(true),
+            ..Shown::default()
+        };
+        file_ref!(v, kind, MediaType::Video, None, v.caption.clone(), shown)
     } else if let Some(a) = &m.audio_message {
         let kind = if a.ptt == Some(true) { "ptt" } else { "audio" };
-        file_ref!(a, kind, MediaType::Audio, None, None)
+        let shown = Shown {
+            seconds: a.seconds,
+            waveform: a.waveform.clone(),
+            ..Shown::default()
+        };
+        file_ref!(a, kind, MediaType::Audio, None, None, shown)
     } else if let Some(d) = &m.document_message {
         let name = d.file_name.clone();
-        file_ref!(d, "document", MediaType::Document, name, d.caption.clone())
+        let shown = Shown {
+            thumbnail: thumb(&d.jpeg_thumbnail),
+            ..Shown::default()
+        };
+        file_ref!(
+            d,
+            "document",
+            MediaType::Document,
+            name,
+            d.caption.clone(),
+            shown
+        )
     } else if let Some(s) = &m.sticker_message {
-        file_ref!(s, "sticker", MediaType::Sticker, None, None)
+        let shown = Shown {
+            width: s.width,
+            height: s.height,
+            ..Shown::default()
+        };
+        file_ref!(s, "sticker", MediaType::Sticker, None, None, shown)
     } else {
         return None;
     })
@@ -594,6 +632,7 @@ pub(super) async fn received(
         error: checked.as_ref().err().cloned(),
         stanza_type: node.get_str("type").map(|t| t.into_owned()),
         mediatype,
+        shown: f.shown.clone(),
     };
     let media_key = f
         .media_key

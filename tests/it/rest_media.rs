@@ -65,6 +65,21 @@ async fn get_media(
     (status, headers, resp.bytes().await.unwrap().to_vec())
 }
 
+fn b64(b: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b)
+}
+
+/// What user `number`'s phone saw of media message `id`, once it checked the file.
+async fn phone_media(sim: &Simulator, number: &str, id: &str) -> wa_gateway::sim::inbox::MediaSeen {
+    eventually("the phone to check the file", async || {
+        sim.phone_messages(number)
+            .into_iter()
+            .find(|r| r.id == id && r.media.is_some())
+            .and_then(|r| r.media)
+    })
+    .await
+}
+
 fn bare(id: &Value) -> String {
     id.as_str().unwrap().rsplit('_').next().unwrap().to_owned()
 }
@@ -160,8 +175,8 @@ async fn files_go_out_once_and_come_back_exact() {
         let (status, _, _) = get_media(&http, &media_url, &other, None).await;
         assert_eq!(status, 403);
 
-        // An image as base64 in JSON.
-        let img = file(5000, 9);
+        // An image as base64 in JSON, its mimetype left to the bytes.
+        let img = wa_gateway::sim::samples::photo_png(64, 48);
         let (code, v) = call(
             &http,
             reqwest::Method::POST,
@@ -170,8 +185,7 @@ async fn files_go_out_once_and_come_back_exact() {
             Some(json!({
                 "to": bob,
                 "media": {
-                    "base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &img),
-                    "mimetype": "image/png",
+                    "base64": b64(&img),
                 },
             })),
         )
@@ -189,9 +203,17 @@ async fn files_go_out_once_and_come_back_exact() {
             .map(|l| (l.id, l.encs))
             .collect();
         assert_eq!(kinds.len(), 1);
+        // The phone sees an image, with the dimensions and a JPEG thumbnail made from the bytes.
+        let seen = phone_media(&sim, bob, &img_id).await;
+        assert_eq!(seen.kind, "image");
+        assert_eq!(seen.mediatype.as_deref(), Some("image"));
+        assert_eq!(seen.mimetype.as_deref(), Some("image/png"));
+        assert!(seen.verified, "{seen:?}");
+        assert_eq!((seen.shown.width, seen.shown.height), (Some(64), Some(48)));
+        assert_eq!(seen.shown.thumbnail.as_deref(), Some("jpeg"));
 
         // A voice note from a URL (a loopback file server: private addresses are allowed here).
-        let ogg = file(7000, 3);
+        let ogg = wa_gateway::sim::samples::voice_ogg(5);
         let served = ogg.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let files = format!("http://{}", listener.local_addr().unwrap());
@@ -227,10 +249,32 @@ async fn files_go_out_once_and_come_back_exact() {
             get_media(&http, &format!("{base}/messages/{ptt_id}/media"), &admin, None).await;
         assert_eq!((status, body == ogg), (200, true));
         assert_eq!(h["content-type"], "audio/ogg; codecs=opus");
+        // A voice note with its length and a waveform read from the Ogg stream.
+        let seen = phone_media(&sim, bob, &ptt_id).await;
+        assert_eq!((seen.kind.as_str(), seen.verified), ("ptt", true), "{seen:?}");
+        assert_eq!(seen.shown.seconds, Some(5));
+        let wave = seen.shown.waveform.expect("a waveform");
+        assert_eq!(wave.len(), wa_gateway::media::WAVEFORM_LEN);
+        assert_eq!(wave.iter().max(), Some(&100));
 
         // Refusals: a redirect, an empty file, no file and no text, an unknown type, a text
-        // message's media.
+        // message's media, bytes that are not the image they claim, a PNG as a sticker.
         for (body, code, err) in [
+            (
+                json!({ "to": bob, "media": { "base64": b64(&file(5000, 9)), "mimetype": "image/png" } }),
+                415,
+                "media_type_not_accepted",
+            ),
+            (
+                json!({ "to": bob, "media": { "base64": b64(b"%PDF-1.7 not a photo"), "mimetype": "image/jpeg" } }),
+                415,
+                "media_type_not_accepted",
+            ),
+            (
+                json!({ "to": bob, "type": "sticker", "media": { "base64": b64(&img) } }),
+                415,
+                "media_type_not_accepted",
+            ),
             (
                 json!({ "to": bob, "media": { "url": format!("{files}/moved") } }),
                 400,
