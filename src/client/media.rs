@@ -19,9 +19,16 @@ use super::messenger::{RetryTarget, SendError};
 use super::run::Client;
 use crate::media::MediaError;
 use crate::media::cipher::{Decryptor, Encryptor, Expect, Verified, encrypted_len};
-use crate::media::keys::{MediaType, expand};
+use crate::media::keys::expand;
 use crate::proto::wa;
 use crate::stanza::media::MediaRetryAnswer;
+
+/// What the service reads from a file's own bytes (its kind, type, size on screen, thumbnail,
+/// length), passed up here because the service knows the media layer only through the client.
+pub use crate::media::{
+    MediaType, Probe, Probed, accepts, dimensions, is_jpeg, jpeg_thumbnail, ogg_opus_duration,
+    sniff,
+};
 
 /// A boxed future of the media traits (object-safe).
 pub type MediaFuture<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send + 'a>>;

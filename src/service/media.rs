@@ -150,6 +150,27 @@ impl Service {
         row: &MediaRow,
         asked: bool,
     ) -> Fetched {
+        let flight = self.media_flights.hold(row.message_pk);
+        let _one = flight.lock().await;
+        // Another fetch of this file may have settled it while this one waited.
+        let row = match self.store.media_at(row.message_pk).await {
+            Ok(Some(now)) => now,
+            Ok(None) => return Fetched::Settled,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a file's state");
+                return Fetched::Later;
+            }
+        };
+        if row.state == MediaState::Stored
+            && let (Some(blobs), Some(sha)) = (&self.blobs, row.reference.file_sha256)
+            && let Ok(Some(_)) = blobs.len(BlobId(sha)).await
+        {
+            return Fetched::Stored;
+        }
+        self.fetch_media_once(session, &row, asked).await
+    }
+
+    async fn fetch_media_once(&self, session: &Session, row: &MediaRow, asked: bool) -> Fetched {
         let Some(blobs) = self.blobs.clone() else {
             return Fetched::Settled;
         };
@@ -367,11 +388,12 @@ impl Service {
                 if *written > before {
                     continue;
                 }
-                if !self.store.blob_in_use(&id.0).await? {
-                    blobs
-                        .delete(*id)
+                if !self.store.blob_in_use(&id.0).await?
+                    && blobs
+                        .delete_if_idle(*id, before)
                         .await
-                        .map_err(|e| super::ServiceError::Blob(e.to_string()))?;
+                        .map_err(|e| super::ServiceError::Blob(e.to_string()))?
+                {
                     deleted += 1;
                 }
             }
@@ -584,7 +606,7 @@ impl Service {
 pub struct MediaWriter {
     staged: Box<dyn StagedBlob>,
     cap: u64,
-    probe: crate::media::Probe,
+    probe: crate::client::media::Probe,
 }
 
 impl std::fmt::Debug for MediaWriter {
@@ -604,7 +626,7 @@ pub struct StoredFile {
     /// Length in bytes.
     pub size: u64,
     /// Its ends and waveform.
-    pub probe: crate::media::Probed,
+    pub probe: crate::client::media::Probed,
 }
 
 impl MediaWriter {
@@ -671,7 +693,7 @@ impl Service {
         Ok(MediaWriter {
             staged,
             cap,
-            probe: crate::media::Probe::new(),
+            probe: crate::client::media::Probe::new(),
         })
     }
 

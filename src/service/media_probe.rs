@@ -9,8 +9,10 @@ use base64::Engine;
 use super::media::{OutboxMedia, StoredFile};
 use super::{Service, ServiceError};
 use crate::client::content::Kind;
-use crate::client::media::media_type_of;
-use crate::media::{MediaType, accepts, dimensions, is_jpeg, ogg_opus_duration, sniff};
+use crate::client::media::{
+    MediaType, accepts, dimensions, is_jpeg, jpeg_thumbnail, media_type_of, ogg_opus_duration,
+    sniff,
+};
 use crate::store::blobs::BlobId;
 
 /// The largest thumbnail a caller may give (WhatsApp's are a few KiB; a large one bloats every
@@ -115,7 +117,7 @@ impl Service {
             MediaType::Image | MediaType::Sticker => dimensions(&file.probe.head).unzip(),
             _ => (None, None),
         };
-        let opus = sniffed == Some(crate::media::sniff::OGG_OPUS);
+        let opus = sniffed == Some(sniff::OGG_OPUS);
         let seconds = (opus && ty == MediaType::Audio)
             .then(|| ogg_opus_duration(&file.probe.head, &file.probe.tail))
             .flatten()
@@ -155,7 +157,7 @@ impl Service {
         let mut opened = blobs.open(id, None).await.ok()??;
         let mut bytes = Vec::with_capacity(usize::try_from(opened.len).ok()?);
         opened.body.read_to_end(&mut bytes).await.ok()?;
-        match tokio::task::spawn_blocking(move || crate::media::jpeg_thumbnail(&bytes)).await {
+        match tokio::task::spawn_blocking(move || jpeg_thumbnail(&bytes)).await {
             Ok(Ok(t)) => Some(t),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "no thumbnail for this image");

@@ -212,6 +212,8 @@ pub struct Service {
     media: media::MediaSettings,
     /// Wakes an account's downloader when a media message arrives.
     media_wakers: registry::Registry<AccountId, tokio::sync::Notify>,
+    /// One fetch at a time per message's file (the downloader and a GET may both want it).
+    media_flights: registry::Registry<i64, tokio::sync::Mutex<()>>,
 }
 
 /// How a service runs besides its store and client options.
@@ -345,6 +347,7 @@ impl Service {
             blobs,
             media: service.media,
             media_wakers: registry::Registry::default(),
+            media_flights: registry::Registry::default(),
         });
         tokio::spawn(webhooks::dispatch(Arc::downgrade(&svc)));
         tokio::spawn(retention::maintain(Arc::downgrade(&svc)));

@@ -103,6 +103,10 @@ pub trait BlobStore: Send + Sync + 'static {
     fn len(&self, id: BlobId) -> BlobFuture<'_, Option<u64>>;
     /// Deletes a blob (absent is fine).
     fn delete(&self, id: BlobId) -> BlobFuture<'_, ()>;
+    /// Deletes a blob unless it was written after `since`, a commit of bytes it already holds
+    /// counting as a write: the sweep's delete, which must never take a blob a send is just
+    /// now committing (its row is written after the commit). True if it was deleted.
+    fn delete_if_idle(&self, id: BlobId, since: SystemTime) -> BlobFuture<'_, bool>;
     /// Up to `limit` blob names after `after`, in name order, each with when it was written:
     /// the sweep for blobs no row uses walks them page by page.
     fn list(
@@ -194,7 +198,9 @@ impl StagedBlob for FsStaged {
                 let dir = self.root.join(&id.hex()[..2]);
                 tokio::fs::create_dir_all(&dir).await?;
                 let dest = dir.join(id.hex());
-                if tokio::fs::try_exists(&dest).await? {
+                // Bytes already kept: the kept copy is marked written now, so the sweep's
+                // grace covers the row about to name it. Gone meanwhile (swept): ours goes in.
+                if touch(&dest).await? {
                     tokio::fs::remove_file(&tmp).await?;
                 } else {
                     tokio::fs::rename(&tmp, &dest).await?;
@@ -211,6 +217,24 @@ impl StagedBlob for FsStaged {
                 }
             }
         })
+    }
+}
+
+/// Sets a file's modification time to now; false if there is no such file.
+async fn touch(path: &Path) -> io::Result<bool> {
+    let path = path.to_owned();
+    let touched = tokio::task::spawn_blocking(move || {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)?
+            .set_modified(SystemTime::now())
+    })
+    .await
+    .map_err(io::Error::other)?;
+    match touched {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -295,6 +319,33 @@ impl BlobStore for FsBlobs {
         })
     }
 
+    fn delete_if_idle(&self, id: BlobId, since: SystemTime) -> BlobFuture<'_, bool> {
+        Box::pin(async move {
+            // Moved aside first, then judged: a commit that touches the blob before the move
+            // shows in the moved file's time (and it goes back); one after the move finds no
+            // blob and puts its own copy in place.
+            // Named by the blob, so a crash between the moves is undone at the next start.
+            let path = self.path(id);
+            let aside = self
+                .root
+                .join("tmp")
+                .join(format!("{}-sweep-{}", self.run, id.hex()));
+            match tokio::fs::rename(&path, &aside).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+            let written = tokio::fs::metadata(&aside).await?.modified()?;
+            if written > since {
+                // Same name, same bytes: replacing a copy committed meanwhile loses nothing.
+                tokio::fs::rename(&aside, &path).await?;
+                return Ok(false);
+            }
+            tokio::fs::remove_file(&aside).await?;
+            Ok(true)
+        })
+    }
+
     fn list(
         &self,
         after: Option<BlobId>,
@@ -315,10 +366,25 @@ impl BlobStore for FsBlobs {
             let mut dir = tokio::fs::read_dir(self.root.join("tmp")).await?;
             let ours = format!("{}-", self.run);
             while let Some(e) = dir.next_entry().await? {
-                if !e.file_name().to_string_lossy().starts_with(&ours) {
-                    tokio::fs::remove_file(e.path()).await?;
-                    n += 1;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&ours) {
+                    continue;
                 }
+                // A blob a dead sweep had moved aside to judge goes back: a row may name it,
+                // and the next sweep judges it again.
+                let swept = name
+                    .split_once("-sweep-")
+                    .and_then(|(_, hex)| BlobId::parse(hex));
+                if let Some(id) = swept {
+                    let dest = self.path(id);
+                    if !tokio::fs::try_exists(&dest).await? {
+                        tokio::fs::create_dir_all(dest.parent().unwrap_or(&self.root)).await?;
+                        tokio::fs::rename(e.path(), &dest).await?;
+                        continue;
+                    }
+                }
+                tokio::fs::remove_file(e.path()).await?;
+                n += 1;
             }
             Ok(n)
         })
@@ -454,6 +520,55 @@ mod tests {
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0
         );
+    }
+
+    #[tokio::test]
+    async fn the_sweep_spares_a_blob_committed_again_since_it_looked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobs::open(dir.path()).unwrap();
+        let kept = put(&store, b"sent again").await;
+        let idle = put(&store, b"nobody's").await;
+        let path = store.path(kept);
+        let old = SystemTime::now() - std::time::Duration::from_secs(3600);
+        for id in [kept, idle] {
+            std::fs::File::options()
+                .append(true)
+                .open(store.path(id))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let looked = SystemTime::now() - std::time::Duration::from_secs(60);
+        // A send commits the same bytes again after the sweep listed the blob as old.
+        assert_eq!(put(&store, b"sent again").await, kept);
+        assert!(std::fs::metadata(&path).unwrap().modified().unwrap() > looked);
+        assert!(!store.delete_if_idle(kept, looked).await.unwrap());
+        assert_eq!(store.len(kept).await.unwrap(), Some(10));
+        assert!(store.delete_if_idle(idle, looked).await.unwrap());
+        assert_eq!(store.len(idle).await.unwrap(), None);
+        assert!(!store.delete_if_idle(idle, looked).await.unwrap());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_blob_a_dead_sweep_held_aside_is_put_back_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobs::open(dir.path()).unwrap();
+        let id = put(&store, b"judged when it died").await;
+        let aside = dir
+            .path()
+            .join("tmp")
+            .join(format!("dead-sweep-{}", id.hex()));
+        std::fs::rename(store.path(id), &aside).unwrap();
+        assert_eq!(store.len(id).await.unwrap(), None);
+        let restarted = FsBlobs::open(dir.path()).unwrap();
+        assert_eq!(restarted.clear_staging().await.unwrap(), 0);
+        let back = restarted.open(id, None).await.unwrap().unwrap();
+        assert_eq!(read_all(back).await, b"judged when it died");
+        assert!(!aside.exists());
     }
 
     #[tokio::test]

@@ -188,6 +188,7 @@ const SIM_RANKS: &[(&str, u8)] = &[
     ("cdn", 0),
     ("inbox", 0),
     ("gallery", 0),
+    ("samples", 0),
     ("stanza_log", 0),
     ("error", 1),
     ("usync", 1),

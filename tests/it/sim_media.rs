@@ -206,9 +206,15 @@ async fn an_expired_file_comes_back_through_the_phones_media_retry_unless_it_is_
             from_me: false,
             participant: None,
         };
-        // Our phone (it received the file too) uploads it again under a new path.
-        let path = client.retry_media(target.clone(), &r).await.unwrap();
+        // Our phone (it received the file too) uploads it again under a new path. Two fetches
+        // of the file asking at once both get an answer (neither drops the other's wait).
+        let (a, b) = tokio::join!(
+            client.retry_media(target.clone(), &r),
+            client.retry_media(target.clone(), &r)
+        );
+        let (path, other) = (a.unwrap(), b.unwrap());
         assert_ne!(path, info.direct_path);
+        assert_ne!(other, info.direct_path);
         let mut again = r.clone();
         again.direct_path = Some(path);
         again.url = None;

@@ -24,8 +24,12 @@ pub(super) struct MediaConnCache {
     pub(super) current: Option<(MediaConnInfo, Instant)>,
 }
 
-/// Waiters for `mediaretry` notifications, by message id.
-pub(super) type RetryWaiters = HashMap<String, oneshot::Sender<MediaRetryNotice>>;
+/// Waiters for `mediaretry` notifications, by message id: each with its own token, since two
+/// fetches of one file may wait at once and each must leave only itself when it stops.
+pub(super) type RetryWaiters = HashMap<String, Vec<(u64, oneshot::Sender<MediaRetryNotice>)>>;
+
+/// Tokens for [`RetryWaiters`] entries.
+static WAITER_TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The message a media retry is about, as its key names it.
 #[derive(Debug, Clone)]
@@ -43,12 +47,18 @@ pub struct RetryTarget {
 struct WaiterGuard<'a> {
     map: &'a std::sync::Mutex<RetryWaiters>,
     id: String,
+    token: u64,
 }
 
 impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.map.lock() {
-            m.remove(&self.id);
+        if let Ok(mut m) = self.map.lock()
+            && let Some(list) = m.get_mut(&self.id)
+        {
+            list.retain(|(t, _)| *t != self.token);
+            if list.is_empty() {
+                m.remove(&self.id);
+            }
         }
     }
 }
@@ -99,21 +109,23 @@ impl<S: CredsStore> Messenger<S> {
         let account = self.account().ok_or(SendError::NotConnected)?;
         let sender = self.sender().ok_or(SendError::NotConnected)?;
         let (tx, rx) = oneshot::channel();
+        let token = WAITER_TOKENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut m = self
                 .media_retries
                 .lock()
                 .map_err(|_| SendError::Unexpected("media retry waiters poisoned".into()))?;
-            if m.len() >= MAX_RETRY_WAITERS && !m.contains_key(&target.id) {
+            if m.values().map(Vec::len).sum::<usize>() >= MAX_RETRY_WAITERS {
                 return Err(SendError::Unexpected(
                     "too many media retries waiting for the phone".into(),
                 ));
             }
-            m.insert(target.id.clone(), tx);
+            m.entry(target.id.clone()).or_default().push((token, tx));
         }
         let _guard = WaiterGuard {
             map: &self.media_retries,
             id: target.id.clone(),
+            token,
         };
         let receipt = stanza::media::media_retry_receipt(
             &target.id,
@@ -137,20 +149,21 @@ impl<S: CredsStore> Messenger<S> {
     }
 
     /// A `<notification type="mediaretry">` (acked by the reader: nothing is stored from it;
-    /// a lost answer is asked again): handed to the retry waiting for it, if any.
+    /// a lost answer is asked again): handed to every retry waiting for that message.
     pub(super) fn on_media_retry(&self, node: &Node) {
         match stanza::media::parse_media_retry(node) {
             Some(notice) => {
-                let waiter = self
+                let waiters = self
                     .media_retries
                     .lock()
                     .ok()
-                    .and_then(|mut m| m.remove(&notice.id));
-                match waiter {
-                    Some(tx) => {
-                        let _ = tx.send(notice);
-                    }
-                    None => tracing::debug!(id = notice.id, "media retry answer nobody waits for"),
+                    .and_then(|mut m| m.remove(&notice.id))
+                    .unwrap_or_default();
+                if waiters.is_empty() {
+                    tracing::debug!(id = notice.id, "media retry answer nobody waits for");
+                }
+                for (_, tx) in waiters {
+                    let _ = tx.send(notice.clone());
                 }
             }
             None => tracing::debug!("malformed mediaretry notification"),
