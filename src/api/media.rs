@@ -86,11 +86,6 @@ fn disposition(name: Option<&str>) -> String {
     }
 }
 
-/// The message id as the API names it (`true_<chat>_<id>`) or bare.
-fn bare_id(id: &str) -> &str {
-    id.rsplit('_').next().unwrap_or(id)
-}
-
 #[utoipa::path(
     get,
     path = "/api/whatsapp/{subaccountId}/{agentId}/messages/{messageId}/media",
@@ -128,7 +123,7 @@ pub(super) async fn get_media(
     let r = async {
         let [sub, agent, id] = ids::<3>(path)?;
         extract::allow(&st, &headers, &sub, Endpoint::Messages, false)?;
-        serve(&st, &sub, &agent, bare_id(&id), &headers).await
+        serve(&st, &sub, &agent, &id, &headers).await
     }
     .await;
     match r {
@@ -663,7 +658,5 @@ mod tests {
             "inline; filename=\"abcd.pdf\""
         );
         assert_eq!(disposition(None), "inline");
-        assert_eq!(bare_id("true_123@c.us_3EB0ABC"), "3EB0ABC");
-        assert_eq!(bare_id("3EB0ABC"), "3EB0ABC");
     }
 }

@@ -728,7 +728,28 @@ impl Service {
     ) -> Result<MediaFile, super::ServiceError> {
         use super::ServiceError as E;
         let blobs = self.blobs.clone().ok_or(E::MediaOff)?;
-        let Some(mut row) = self.store.media_of(account, message_id).await? else {
+        let rows = self.store.media_of(account, bare_id(message_id)).await?;
+        // A send's id names the chat as it was asked for (a phone number); the row may be
+        // kept under the contact's LID since.
+        let lid = match serialized_parts(message_id) {
+            Some((_, chat, _)) => match chat.parse::<Jid>() {
+                Ok(j)
+                    if matches!(
+                        j.server,
+                        crate::binary::Server::User | crate::binary::Server::LegacyUser
+                    ) =>
+                {
+                    use crate::client::CredsStore;
+                    let lid = self.store.creds(account).lid_for(&j.user).await;
+                    lid.ok()
+                        .flatten()
+                        .map(|l| Jid::new(l, crate::binary::Server::Lid).to_string())
+                }
+                _ => None,
+            },
+            None => None,
+        };
+        let Some(mut row) = pick_message(rows, message_id, lid.as_deref()) else {
             return Err(E::MediaNotAvailable("the message has no file".into()));
         };
         let stored = |row: &MediaRow| {
@@ -951,5 +972,99 @@ impl Service {
             return Err(E::MediaLinkExpired);
         }
         self.open_account_media(account, &id, range).await
+    }
+}
+
+/// The WhatsApp id inside a message id as the API names it (`true_<chat>_<id>`) or bare.
+fn bare_id(id: &str) -> &str {
+    match serialized_parts(id) {
+        Some((_, _, bare)) => bare,
+        None => id,
+    }
+}
+
+/// `(from_me, chat, id)` of a serialized message id.
+fn serialized_parts(id: &str) -> Option<(bool, &str, &str)> {
+    let (from_me, rest) = if let Some(r) = id.strip_prefix("true_") {
+        (true, r)
+    } else {
+        (false, id.strip_prefix("false_")?)
+    };
+    let (chat, bare) = rest.rsplit_once('_')?;
+    Some((from_me, chat, bare))
+}
+
+/// The row `asked` names: a serialized id picks its own chat (or that chat's `lid`) and
+/// direction (an id another chat's sender chose to repeat must not stand in for it); a bare
+/// one, the earliest row.
+fn pick_message(rows: Vec<MediaRow>, asked: &str, lid: Option<&str>) -> Option<MediaRow> {
+    let Some((from_me, chat, _)) = serialized_parts(asked) else {
+        return rows.into_iter().next();
+    };
+    rows.into_iter().find(|r| {
+        r.from_me == from_me
+            && (r.chat == chat
+                || Some(r.chat.as_str()) == lid
+                || r.chat.parse::<Jid>().is_ok_and(|j| j.c_us() == chat))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::media_ref::MediaRef;
+
+    fn row(pk: i64, chat: &str, from_me: bool) -> MediaRow {
+        MediaRow {
+            message_pk: pk,
+            account: 1,
+            message_id: "3EB0ABC".into(),
+            chat: chat.into(),
+            sender: chat.into(),
+            from_me,
+            reference: MediaRef {
+                kind: Kind::Document,
+                media_key: None,
+                direct_path: None,
+                url: None,
+                file_sha256: None,
+                file_enc_sha256: None,
+                file_length: None,
+                mimetype: None,
+                file_name: None,
+                seconds: None,
+                width: None,
+                height: None,
+            },
+            state: MediaState::Pending,
+            error: None,
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn a_serialized_id_picks_its_own_chat_and_direction() {
+        assert_eq!(bare_id("true_123@c.us_3EB0ABC"), "3EB0ABC");
+        assert_eq!(bare_id("false_1203630@g.us_3EB0ABC"), "3EB0ABC");
+        assert_eq!(bare_id("3EB0ABC"), "3EB0ABC");
+        // A bare id that merely holds an underscore is not cut.
+        assert_eq!(bare_id("AB_CD"), "AB_CD");
+        let rows = || {
+            vec![
+                row(1, "111@s.whatsapp.net", false),
+                row(2, "222@s.whatsapp.net", false),
+                row(3, "222@s.whatsapp.net", true),
+            ]
+        };
+        let pk = |asked: &str| pick_message(rows(), asked, None).map(|r| r.message_pk);
+        assert_eq!(pk("3EB0ABC"), Some(1));
+        assert_eq!(pk("false_222@c.us_3EB0ABC"), Some(2));
+        assert_eq!(pk("true_222@c.us_3EB0ABC"), Some(3));
+        assert_eq!(pk("false_222@s.whatsapp.net_3EB0ABC"), Some(2));
+        assert_eq!(pk("true_111@c.us_3EB0ABC"), None);
+        assert_eq!(pk("false_333@c.us_3EB0ABC"), None);
+        // A phone number whose chat is kept under its LID since.
+        let by_lid = pick_message(rows(), "true_999@c.us_3EB0ABC", Some("222@s.whatsapp.net"));
+        assert_eq!(by_lid.map(|r| r.message_pk), Some(3));
     }
 }

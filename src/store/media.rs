@@ -175,22 +175,23 @@ impl Store {
         Ok(rows.iter().map(media_row).collect::<Result<_, _>>()?)
     }
 
-    /// The file of `account`'s message `message_id` (the earliest row of that id, as the
-    /// message endpoints resolve ids).
+    /// The files of `account`'s messages with id `message_id`, earliest first (ids are the
+    /// sender's choice, so one id may name messages in several chats; a few are enough to pick
+    /// from).
     pub async fn media_of(
         &self,
         account: AccountId,
         message_id: &str,
-    ) -> Result<Option<MediaRow>, StoreError> {
-        let row = sqlx::query(&format!(
+    ) -> Result<Vec<MediaRow>, StoreError> {
+        let rows = sqlx::query(&format!(
             "SELECT {COLS} FROM message_media mm JOIN messages m ON m.pk = mm.message_pk \
-             WHERE m.account_id = ? AND m.id = ? ORDER BY m.pk LIMIT 1"
+             WHERE m.account_id = ? AND m.id = ? ORDER BY m.pk LIMIT 16"
         ))
         .bind(account)
         .bind(message_id)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(row.as_ref().map(media_row).transpose()?)
+        Ok(rows.iter().map(media_row).collect::<Result<_, _>>()?)
     }
 
     /// The file of message row `pk`.

@@ -148,6 +148,25 @@ async fn files_go_out_once_and_come_back_exact() {
         assert_eq!(body, doc);
         assert_eq!(h["content-type"], "application/pdf");
         assert_eq!(h["content-length"], doc.len().to_string().as_str());
+        // The id as the API gave it names the same file; the same id in another chat, none.
+        let serialized = first.as_ref().unwrap().as_str().unwrap();
+        let (status, _, body) = get_media(
+            &http,
+            &format!("{base}/messages/{serialized}/media"),
+            &admin,
+            None,
+        )
+        .await;
+        assert_eq!((status, body == doc), (200, true), "{serialized}");
+        let elsewhere = format!("true_19999999999@c.us_{id}");
+        let (status, _, _) = get_media(
+            &http,
+            &format!("{base}/messages/{elsewhere}/media"),
+            &admin,
+            None,
+        )
+        .await;
+        assert_eq!(status, 404);
         let etag = h["etag"].to_str().unwrap().to_owned();
         assert_eq!(etag, format!("\"{}\"", sha256_hex(&doc)));
         assert!(h["content-disposition"].to_str().unwrap().contains("report.pdf"));
