@@ -68,22 +68,34 @@ fn text(s: &Option<String>) -> Option<String> {
     s.clone().filter(|s| !s.is_empty())
 }
 
+/// What every media message type carries alike (the proto types share the field names, not a
+/// type), the per-type fields left empty.
+macro_rules! common {
+    ($kind:expr, $m:expr) => {
+        MediaRef {
+            kind: $kind,
+            media_key: key32(&$m.media_key),
+            direct_path: text(&$m.direct_path),
+            url: text(&$m.url),
+            file_sha256: key32(&$m.file_sha256),
+            file_enc_sha256: key32(&$m.file_enc_sha256),
+            file_length: $m.file_length,
+            mimetype: text(&$m.mimetype),
+            file_name: None,
+            seconds: None,
+            width: None,
+            height: None,
+        }
+    };
+}
+
 /// The file of an (unwrapped) message, if it is a media message.
 pub(crate) fn media_ref_of(m: &wa::Message) -> Option<MediaRef> {
     if let Some(i) = &m.image_message {
         return Some(MediaRef {
-            kind: Kind::Image,
-            media_key: key32(&i.media_key),
-            direct_path: text(&i.direct_path),
-            url: text(&i.url),
-            file_sha256: key32(&i.file_sha256),
-            file_enc_sha256: key32(&i.file_enc_sha256),
-            file_length: i.file_length,
-            mimetype: text(&i.mimetype),
-            file_name: None,
-            seconds: None,
             width: i.width,
             height: i.height,
+            ..common!(Kind::Image, i)
         });
     }
     if let Some((v, kind)) = m
@@ -93,70 +105,34 @@ pub(crate) fn media_ref_of(m: &wa::Message) -> Option<MediaRef> {
         .or_else(|| m.ptv_message.as_ref().map(|v| (v, Kind::Ptv)))
     {
         return Some(MediaRef {
-            kind,
-            media_key: key32(&v.media_key),
-            direct_path: text(&v.direct_path),
-            url: text(&v.url),
-            file_sha256: key32(&v.file_sha256),
-            file_enc_sha256: key32(&v.file_enc_sha256),
-            file_length: v.file_length,
-            mimetype: text(&v.mimetype),
-            file_name: None,
             seconds: v.seconds,
             width: v.width,
             height: v.height,
+            ..common!(kind, v)
         });
     }
     if let Some(a) = &m.audio_message {
+        let kind = if a.ptt == Some(true) {
+            Kind::Ptt
+        } else {
+            Kind::Audio
+        };
         return Some(MediaRef {
-            kind: if a.ptt == Some(true) {
-                Kind::Ptt
-            } else {
-                Kind::Audio
-            },
-            media_key: key32(&a.media_key),
-            direct_path: text(&a.direct_path),
-            url: text(&a.url),
-            file_sha256: key32(&a.file_sha256),
-            file_enc_sha256: key32(&a.file_enc_sha256),
-            file_length: a.file_length,
-            mimetype: text(&a.mimetype),
-            file_name: None,
             seconds: a.seconds,
-            width: None,
-            height: None,
+            ..common!(kind, a)
         });
     }
     if let Some(d) = &m.document_message {
         return Some(MediaRef {
-            kind: Kind::Document,
-            media_key: key32(&d.media_key),
-            direct_path: text(&d.direct_path),
-            url: text(&d.url),
-            file_sha256: key32(&d.file_sha256),
-            file_enc_sha256: key32(&d.file_enc_sha256),
-            file_length: d.file_length,
-            mimetype: text(&d.mimetype),
             file_name: text(&d.file_name),
-            seconds: None,
-            width: None,
-            height: None,
+            ..common!(Kind::Document, d)
         });
     }
     if let Some(s) = &m.sticker_message {
         return Some(MediaRef {
-            kind: Kind::Sticker,
-            media_key: key32(&s.media_key),
-            direct_path: text(&s.direct_path),
-            url: text(&s.url),
-            file_sha256: key32(&s.file_sha256),
-            file_enc_sha256: key32(&s.file_enc_sha256),
-            file_length: s.file_length,
-            mimetype: text(&s.mimetype),
-            file_name: None,
-            seconds: None,
             width: s.width,
             height: s.height,
+            ..common!(Kind::Sticker, s)
         });
     }
     None

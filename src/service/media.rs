@@ -366,8 +366,8 @@ impl Service {
         }
     }
 
-    /// Deletes blobs no row names, older than `grace` (the sweep at start passes zero: nothing
-    /// is being written then). Returns how many went.
+    /// Deletes blobs no row names and nothing wrote for `grace` (a younger one may be a
+    /// send's whose row is not written yet). Returns how many went.
     pub async fn sweep_blobs(&self, grace: Duration) -> Result<u64, super::ServiceError> {
         let Some(blobs) = self.blobs.clone() else {
             return Ok(0);
