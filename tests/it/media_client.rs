@@ -100,6 +100,20 @@ async fn an_upload_comes_back_byte_for_byte_and_a_bad_copy_never_does() {
             .unwrap_err();
         assert!(err.is_permanent(), "{err}");
 
+        // The message declares a length the verified file does not have: not delivered.
+        for declared in [data.len() as u64 - 1, data.len() as u64 + 1] {
+            let mut long = r.clone();
+            long.file_length = Some(declared);
+            let err = client
+                .download_media(&long, 1 << 20, &mut Collect::default())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, MediaFailure::LengthMismatch { declared: d, actual } if d == declared && actual == data.len() as u64),
+                "{err}"
+            );
+        }
+
         // A corrupted copy on the CDN fails the encrypted-hash check.
         assert_eq!(sim.cdn_fault(&CdnFault::Corrupt(up.direct_path.clone())), 1);
         let err = client
