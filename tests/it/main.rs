@@ -23,6 +23,7 @@ mod openapi_conform;
 mod pairing_fixture;
 mod rest;
 mod rest_media;
+mod rest_media_in;
 mod retention;
 mod secrets_debug;
 mod service_maps;
