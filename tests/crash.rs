@@ -397,7 +397,10 @@ async fn webhook_events_survive_a_kill_9_and_arrive_in_order() {
 /// The media store after a restart: no staging file is left (a killed write is cleared at
 /// start), and the kept blobs are exactly `want`, each named by a history row.
 async fn media_store_is_clean(apis: &Apis, dir: &std::path::Path, want: &[&str], named_by: &str) {
-    until("staging cleared", async || staging(dir).is_empty().then_some(())).await;
+    until("staging cleared", async || {
+        staging(dir).is_empty().then_some(())
+    })
+    .await;
     assert_eq!(blob_names(dir), want, "no orphan blob, no other copy");
     let row = apis.message(named_by).await.expect("its history row");
     for w in want {
@@ -469,7 +472,11 @@ async fn a_file_killed_mid_upload_is_sent_once_after_the_restart() {
         })
         .await;
         server.kill().await.unwrap();
-        assert_eq!(blob_names(dir.path()), [sha.as_str()], "kept before the upload");
+        assert_eq!(
+            blob_names(dir.path()),
+            [sha.as_str()],
+            "kept before the upload"
+        );
         // The CDN kept nothing of the cut upload; the link is fast again.
         apis.slow_cdn(None).await;
         until("the cut upload dropped", async || {

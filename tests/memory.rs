@@ -69,10 +69,11 @@ async fn send_file(apis: &Apis, to: &str, path: &Path, len: u64) -> String {
             Err(e) => Some((Err(e), f)),
         }
     });
-    let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(chunks), len)
-        .file_name("big.bin")
-        .mime_str("application/octet-stream")
-        .unwrap();
+    let part =
+        reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(chunks), len)
+            .file_name("big.bin")
+            .mime_str("application/octet-stream")
+            .unwrap();
     let form = reqwest::multipart::Form::new()
         .text("to", to.to_owned())
         .text("type", "document")
@@ -161,8 +162,7 @@ async fn big_files_cross_the_service_in_bounded_memory() {
         let (_sim, info) = start(Command::new(BIN).arg("simulate"), "control_url").await;
         let dir = tempfile::tempdir().unwrap();
         let (mut server, listening) = start(
-            serve(dir.path(), &info)
-                .env("WA_GATEWAY_MEDIA_AUTO_DOWNLOAD_MAX_BYTES", "400000000"),
+            serve(dir.path(), &info).env("WA_GATEWAY_MEDIA_AUTO_DOWNLOAD_MAX_BYTES", "400000000"),
             "listening",
         )
         .await;

@@ -1,6 +1,9 @@
 //! What the tests that run the real binaries share: starting `simulate` and `serve` as child
 //! processes, the service's REST calls, and a look at its data directory's media store.
 
+// Each test binary that includes this uses only part of it.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -217,9 +220,7 @@ impl Apis {
 
     /// The agent's history row of message `id` (bare), if listed.
     pub async fn message(&self, id: &str) -> Option<Value> {
-        let v = self
-            .get(format!("{}/messages?limit=200", self.api))
-            .await?;
+        let v = self.get(format!("{}/messages?limit=200", self.api)).await?;
         v["data"]["messages"]
             .as_array()?
             .iter()
