@@ -1,75 +1,18 @@
-//! kill -9 of the service with sends accepted but not acked: the simulator (its own process,
-//! so it outlives the service) withholds our acks; the service is killed with 100 sends in its
-//! outbox; after a restart over the same data directory every one of them reaches the simulated
-//! user exactly once, and goes on the wire once more at most than it had before the kill (the
-//! simulator routes every stanza it accepts and counts them, as WhatsApp acks and routes each).
+//! kill -9 of the service mid-work, then a restart over the same data directory. Sends accepted
+//! but not acked (the simulator, its own process so it outlives the service, withholds our
+//! acks): every one reaches the simulated user exactly once, and goes on the wire once more at
+//! most than it had before the kill (the simulator routes every stanza it accepts and counts
+//! them, as WhatsApp acks and routes each). Webhook events in flight arrive, in order. A file
+//! killed mid-upload or mid-download (the simulated CDN on a slow link) ends sent or kept
+//! byte for byte, and the media store holds no half file and no blob no row names.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_wa-gateway");
-const SECRET: &str = "crash-test-secret-of-at-least-32-bytes";
-
-/// Starts a process and returns it with the first stdout line that parses as JSON and has
-/// `key`.
-async fn start(cmd: &mut Command, key: &str) -> (Child, Value) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let Some(line) = lines.next_line().await.unwrap() else {
-            // It ended before saying it was up: say how, so a failure here can be read.
-            panic!("{cmd:?} exited first: {:?}", child.wait().await);
-        };
-        if let Ok(v) = serde_json::from_str::<Value>(&line)
-            && v.get(key).is_some()
-        {
-            // Keep reading in the background so the child never blocks on a full pipe.
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return (child, v);
-        }
-    }
-}
-
-fn serve(dir: &std::path::Path, sim: &Value) -> Command {
-    let mut c = Command::new(BIN);
-    c.arg("serve")
-        .env("WA_GATEWAY_BIND", "127.0.0.1:0")
-        .env("WA_GATEWAY_DATA_DIR", dir)
-        .env("WA_GATEWAY_JWT_SECRET", SECRET)
-        .env("WA_GATEWAY_WS_URL", sim["ws_url"].as_str().unwrap())
-        .env(
-            "WA_GATEWAY_ROOT_KEY",
-            sim["root_public_key"].as_str().unwrap(),
-        )
-        .env("WA_GATEWAY_UNLIMITED_SUBACCOUNTS", "sub")
-        // The webhook receiver runs on loopback, as a deployment's own-network receiver would.
-        .env("WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE", "1")
-        .env("RUST_LOG", "warn");
-    c
-}
-
-async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+mod procs;
+use procs::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_accepted_before_a_kill_9_arrive_once_after_the_restart() {
@@ -445,6 +388,201 @@ async fn webhook_events_survive_a_kill_9_and_arrive_in_order() {
                 .collect();
             assert_eq!(ids.len(), 1, "{t}: one event, maybe delivered twice");
         }
+        server.kill().await.unwrap();
+    })
+    .await
+    .expect("in time");
+}
+
+/// The media store after a restart: no staging file is left (a killed write is cleared at
+/// start), and the kept blobs are exactly `want`, each named by a history row.
+async fn media_store_is_clean(apis: &Apis, dir: &std::path::Path, want: &[&str], named_by: &str) {
+    until("staging cleared", async || {
+        staging(dir).is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(blob_names(dir), want, "no orphan blob, no other copy");
+    let row = apis.message(named_by).await.expect("its history row");
+    for w in want {
+        assert_eq!(row["media"]["sha256"], json!(w), "{row}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_killed_mid_upload_is_sent_once_after_the_restart() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let (_sim, info) = start(Command::new(BIN).arg("simulate"), "control_url").await;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut server, listening) = start(&mut serve(dir.path(), &info), "listening").await;
+        let apis = Apis::new(&listening, &info);
+        let (me, bob) = ("15553100001", "15553100002");
+        apis.devices(bob, 1).await;
+        apis.link(me).await;
+        // A text acked first: bob's keys are known and the session is up.
+        until("a first send acked", async || {
+            let (_, v) = apis
+                .post(
+                    format!("{}/send", apis.api),
+                    json!({ "to": bob, "message": "first" }),
+                )
+                .await;
+            (v["data"]["status"] == json!("server_ack")).then_some(())
+        })
+        .await;
+
+        // The CDN reads uploads slowly: 4 MiB at 256 KiB/s is still uploading when it dies.
+        apis.slow_cdn(Some(256 * 1024)).await;
+        let doc = noise(4 << 20, 7);
+        let sha = sha_hex(&doc);
+        let form = reqwest::multipart::Form::new()
+            .text("to", bob)
+            .text("type", "document")
+            .text("wait", "false")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(doc)
+                    .file_name("big.bin")
+                    .mime_str("application/octet-stream")
+                    .unwrap(),
+            );
+        let r = apis
+            .http
+            .post(format!("{}/send", apis.api))
+            .bearer_auth(&apis.token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["data"]["status"], json!("pending"), "{v}");
+        let id = v["data"]["messageId"]
+            .as_str()
+            .unwrap()
+            .rsplit('_')
+            .next()
+            .unwrap()
+            .to_owned();
+        until("the upload under way", async || {
+            apis.transfers("upload")
+                .await
+                .iter()
+                .any(|b| *b > 0)
+                .then_some(())
+        })
+        .await;
+        server.kill().await.unwrap();
+        assert_eq!(
+            blob_names(dir.path()),
+            [sha.as_str()],
+            "kept before the upload"
+        );
+        // The CDN kept nothing of the cut upload; the link is fast again.
+        apis.slow_cdn(None).await;
+        until("the cut upload dropped", async || {
+            apis.transfers("upload").await.is_empty().then_some(())
+        })
+        .await;
+        let stored = apis
+            .get(format!("{}/cdn/media", apis.control))
+            .await
+            .unwrap();
+        assert_eq!(stored, json!([]), "a cut upload is no file");
+
+        let (mut server, listening) = start(&mut serve(dir.path(), &info), "listening").await;
+        let apis = apis.at(&listening);
+        let got = until("the document at bob's, checked", async || {
+            let m = apis.phone_messages(bob).await;
+            m.iter()
+                .any(|x| x["id"] == json!(id) && x["media"]["verified"] == json!(true))
+                .then_some(m)
+        })
+        .await;
+        let copies: Vec<&Value> = got.iter().filter(|x| x["id"] == json!(id)).collect();
+        assert_eq!(copies.len(), 1, "once: {copies:?}");
+        assert_eq!(copies[0]["media"]["sha256"], json!(sha));
+        assert_eq!(copies[0]["media"]["size"], json!(4 << 20));
+        assert_eq!(copies[0]["media"]["fileName"], json!("big.bin"));
+        let stored = apis
+            .get(format!("{}/cdn/media", apis.control))
+            .await
+            .unwrap();
+        assert_eq!(stored.as_array().unwrap().len(), 1, "uploaded once, whole");
+        until("acked", async || {
+            let m = apis.message(&id).await?;
+            matches!(m["status"].as_str(), Some("server_ack" | "delivered")).then_some(())
+        })
+        .await;
+        media_store_is_clean(&apis, dir.path(), &[sha.as_str()], &id).await;
+        server.kill().await.unwrap();
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_killed_mid_download_is_kept_whole_after_the_restart() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let (_sim, info) = start(Command::new(BIN).arg("simulate"), "control_url").await;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut server, listening) = start(&mut serve(dir.path(), &info), "listening").await;
+        let apis = Apis::new(&listening, &info);
+        let (me, bob) = ("15553200001", "15553200002");
+        // Bob's phone alone: no companion of his fetches the file too.
+        apis.devices(bob, 1).await;
+        apis.link(me).await;
+        apis.reachable(bob, me).await;
+
+        // The CDN serves slowly: 8 MB at 256 KiB/s is still arriving when the service dies.
+        apis.slow_cdn(Some(256 * 1024)).await;
+        let (code, sent) = apis
+            .post(
+                format!("{}/phones/{bob}/send", apis.control),
+                json!({ "to": me, "media": {
+                    "kind": "document",
+                    "generate": { "bytes": 8_000_000, "seed": 3 },
+                    "fileName": "big.pdf",
+                }}),
+            )
+            .await;
+        assert_eq!(code, 200, "{sent}");
+        let id = sent["id"].as_str().unwrap().to_owned();
+        let sha = sent["sha256"].as_str().unwrap().to_owned();
+        // Part of the file is in staging when the kill comes.
+        until("the download under way", async || {
+            let under_way = apis.transfers("download").await.iter().any(|b| *b > 0);
+            (under_way && staging(dir.path()).iter().any(|(_, len)| *len > 0)).then_some(())
+        })
+        .await;
+        server.kill().await.unwrap();
+        let left = staging(dir.path());
+        assert!(
+            left.iter().any(|(_, len)| (1..8_000_000).contains(len)),
+            "a half file is left: {left:?}"
+        );
+        assert!(blob_names(dir.path()).is_empty(), "nothing kept unchecked");
+        apis.slow_cdn(None).await;
+
+        let (mut server, listening) = start(&mut serve(dir.path(), &info), "listening").await;
+        let apis = apis.at(&listening);
+        let row = until("the file settled", async || {
+            let m = apis.message(&id).await?;
+            matches!(m["media"]["state"].as_str(), Some("stored" | "failed")).then_some(m)
+        })
+        .await;
+        assert_eq!(row["media"]["state"], json!("stored"), "{row}");
+        let r = apis
+            .http
+            .get(format!("{}/messages/{id}/media", apis.api))
+            .bearer_auth(&apis.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let body = r.bytes().await.unwrap();
+        assert_eq!(body.len(), 8_000_000);
+        assert_eq!(sha_hex(&body), sha);
+        media_store_is_clean(&apis, dir.path(), &[sha.as_str()], &id).await;
         server.kill().await.unwrap();
     })
     .await

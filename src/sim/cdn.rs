@@ -125,6 +125,18 @@ pub enum CdnFault {
     RefuseUploads(u32),
     /// Every `media_conn` auth handed out so far expires now.
     ExpireAuth,
+    /// Uploads are read and downloads served at most this many bytes a second (a slow link),
+    /// transfers under way included; None lifts it.
+    SlowTransfers(Option<u64>),
+}
+
+/// A transfer under way, as the control API lists it (`GET /cdn/transfers`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TransferInfo {
+    /// `upload` or `download`.
+    pub direction: &'static str,
+    /// Bytes moved so far.
+    pub bytes: u64,
 }
 
 /// Why a download is refused.
@@ -230,6 +242,39 @@ struct Inner {
     order: VecDeque<String>,
     refuse_uploads: u32,
     next_part: u64,
+    /// Transfer id → direction and bytes moved.
+    transfers: HashMap<u64, (&'static str, u64)>,
+    next_transfer: u64,
+    /// Bytes a second each transfer may move (a slow-transfers fault).
+    rate: Option<u64>,
+}
+
+/// One upload or download under way, counted while it lives: dropped when its connection
+/// ends, complete or not.
+pub(crate) struct Transfer {
+    cdn: Arc<Cdn>,
+    id: u64,
+}
+
+impl Transfer {
+    /// Counts `n` more bytes moved; how long to wait before moving more, under a slow-transfers
+    /// fault.
+    pub(crate) fn moved(&self, n: usize) -> std::time::Duration {
+        let mut g = self.cdn.lock();
+        if let Some(t) = g.transfers.get_mut(&self.id) {
+            t.1 += n as u64;
+        }
+        match g.rate {
+            Some(rate) => std::time::Duration::from_secs_f64(n as f64 / rate.max(1) as f64),
+            None => std::time::Duration::ZERO,
+        }
+    }
+}
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        self.cdn.lock().transfers.remove(&self.id);
+    }
 }
 
 /// The CDN's state: its directory (removed when the last reference goes), host, link-signing
@@ -372,6 +417,38 @@ impl Cdn {
         }
         g.refuse_uploads -= 1;
         true
+    }
+
+    /// Starts counting a transfer (`upload` or `download`).
+    pub(crate) fn transfer(self: &Arc<Cdn>, direction: &'static str) -> Transfer {
+        let mut g = self.lock();
+        g.next_transfer += 1;
+        let id = g.next_transfer;
+        g.transfers.insert(id, (direction, 0));
+        Transfer {
+            cdn: self.clone(),
+            id,
+        }
+    }
+
+    /// The transfers under way.
+    pub(crate) fn transfers(&self) -> Vec<TransferInfo> {
+        let g = self.lock();
+        let mut v: Vec<(u64, TransferInfo)> = g
+            .transfers
+            .iter()
+            .map(|(id, (direction, bytes))| {
+                (
+                    *id,
+                    TransferInfo {
+                        direction,
+                        bytes: *bytes,
+                    },
+                )
+            })
+            .collect();
+        v.sort_by_key(|(id, _)| *id);
+        v.into_iter().map(|(_, t)| t).collect()
     }
 
     /// A fresh path to write an upload to before it is checked.
@@ -567,6 +644,10 @@ impl Cdn {
                 for grant in g.grants.values_mut() {
                     grant.expires = grant.expires.min(now);
                 }
+                1
+            }
+            CdnFault::SlowTransfers(rate) => {
+                self.lock().rate = *rate;
                 1
             }
             CdnFault::Expire(which) => {
@@ -789,5 +870,29 @@ mod tests {
         let dir = cdn.dir().to_owned();
         drop(cdn);
         assert!(!dir.exists(), "the directory goes with the CDN");
+    }
+
+    #[test]
+    fn transfers_are_listed_while_they_last_and_paced_under_a_slow_link() {
+        let cdn = Arc::new(cdn(1_700_000_000).0);
+        let up = cdn.transfer("upload");
+        assert_eq!(up.moved(1000), std::time::Duration::ZERO);
+        let down = cdn.transfer("download");
+        assert_eq!(cdn.fault(&CdnFault::SlowTransfers(Some(4000))), 1);
+        assert_eq!(down.moved(1000), std::time::Duration::from_millis(250));
+        let listed = |d: &'static str, bytes: u64| TransferInfo {
+            direction: d,
+            bytes,
+        };
+        assert_eq!(
+            cdn.transfers(),
+            vec![listed("upload", 1000), listed("download", 1000)]
+        );
+        drop(up);
+        assert_eq!(cdn.transfers(), vec![listed("download", 1000)]);
+        cdn.fault(&CdnFault::SlowTransfers(None));
+        assert_eq!(down.moved(10), std::time::Duration::ZERO);
+        drop(down);
+        assert!(cdn.transfers().is_empty());
     }
 }

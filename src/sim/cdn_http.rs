@@ -162,11 +162,13 @@ async fn upload(
         return answer(StatusCode::INTERNAL_SERVER_ERROR, "cannot store media");
     };
     let (mut hash, mut size) = (Sha256::new(), 0u64);
+    let transfer = cdn.transfer("upload");
     let mut chunks = body.into_data_stream();
     while let Some(chunk) = chunks.next().await {
         let Ok(chunk) = chunk else {
             return answer(StatusCode::BAD_REQUEST, "the body ended early");
         };
+        tokio::time::sleep(transfer.moved(chunk.len())).await;
         size += chunk.len() as u64;
         if size > max {
             return answer(StatusCode::PAYLOAD_TOO_LARGE, "media larger than the limit");
@@ -180,6 +182,7 @@ async fn upload(
         return answer(StatusCode::INTERNAL_SERVER_ERROR, "cannot store media");
     }
     drop(file);
+    drop(transfer);
     if size == 0 {
         return answer(StatusCode::BAD_REQUEST, "empty media");
     }
@@ -243,17 +246,21 @@ async fn download(State(cdn): State<Arc<Cdn>>, uri: Uri, headers: HeaderMap) -> 
     if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
         return answer(StatusCode::INTERNAL_SERVER_ERROR, "cannot read media");
     }
-    let chunks = futures_util::stream::unfold(file.take(len), |mut f| async move {
-        let mut buf = vec![0; READ_CHUNK];
-        match f.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), f))
+    // Counted from the first byte read until the body is dropped (sent, or the client left).
+    let transfer = cdn.transfer("download");
+    let chunks =
+        futures_util::stream::unfold((file.take(len), transfer), |(mut f, t)| async move {
+            let mut buf = vec![0; READ_CHUNK];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    tokio::time::sleep(t.moved(n)).await;
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), (f, t)))
+                }
+                Err(e) => Some((Err(e), (f, t))),
             }
-            Err(e) => Some((Err(e), f)),
-        }
-    });
+        });
     let mut r = Response::new(Body::from_stream(chunks));
     *r.status_mut() = status;
     let h = r.headers_mut();

@@ -5,7 +5,8 @@
 //! `POST /phones/{number}/echo`, `POST /phones/{number}/devices`, `POST /faults`, `POST /groups`,
 //! `GET /groups/{jid}`, `POST /groups/{jid}/participants`, `GET /stanzas?id=…` (how many
 //! times real devices transmitted a message id), and the media CDN's `GET /cdn/media` (the
-//! blobs it holds) and `POST /cdn/faults`. Errors come back as
+//! blobs it holds), `GET /cdn/transfers` (uploads and downloads under way) and
+//! `POST /cdn/faults`. Errors come back as
 //! `{"error": "…"}` with a 4xx status; bad bodies never reach the simulator.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -54,12 +55,15 @@ pub struct FaultBody {
 pub struct CdnFaultBody {
     /// `expire_media` (downloads answer 404), `corrupt_media` (one byte flipped in place),
     /// `refuse_uploads` (the next `count` uploads answer 401), `expire_auth` (every
-    /// `media_conn` auth expires now).
+    /// `media_conn` auth expires now), `slow_transfers` (a slow link).
     pub fault: String,
     /// For the media faults: the blob's enc SHA-256 (base64 or hex) or its direct path or URL.
     pub media: Option<String>,
     /// For `refuse_uploads`: how many (default 1).
     pub count: Option<u32>,
+    /// For `slow_transfers`: bytes a second each upload and download may move (absent or 0
+    /// lifts it).
+    pub bytes_per_second: Option<u64>,
 }
 
 /// Body of `POST /phones/{number}/send`: the recipient and what to send (see [`Compose`]),
@@ -234,6 +238,7 @@ pub fn router(sim: Simulator) -> Router {
         .route("/groups/{jid}/participants", post(participants))
         .route("/stanzas", get(stanzas))
         .route("/cdn/media", get(cdn_media))
+        .route("/cdn/transfers", get(cdn_transfers))
         .route("/samples/{name}", get(sample_file))
         .route("/cdn/faults", post(cdn_fault))
         .with_state(sim)
@@ -542,6 +547,10 @@ async fn cdn_media(State(sim): State<Simulator>) -> Reply {
     (StatusCode::OK, Json(json!(sim.cdn_media())))
 }
 
+async fn cdn_transfers(State(sim): State<Simulator>) -> Reply {
+    (StatusCode::OK, Json(json!(sim.cdn_transfers())))
+}
+
 async fn cdn_fault(
     State(sim): State<Simulator>,
     body: Result<Json<CdnFaultBody>, JsonRejection>,
@@ -567,12 +576,13 @@ async fn cdn_fault(
         }
         "refuse_uploads" => CdnFault::RefuseUploads(b.count.unwrap_or(1)),
         "expire_auth" => CdnFault::ExpireAuth,
+        "slow_transfers" => CdnFault::SlowTransfers(b.bytes_per_second.filter(|r| *r > 0)),
         other => {
             return bad(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "unknown CDN fault {other:?} (expire_media, corrupt_media, refuse_uploads, \
-                     expire_auth)"
+                     expire_auth, slow_transfers)"
                 ),
             );
         }

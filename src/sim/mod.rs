@@ -35,7 +35,9 @@ pub mod stanza_log;
 mod tls;
 pub mod usync;
 
-pub use cdn::{CdnConfig, CdnFault, MMS_TYPES, MediaInfo, Refusal, StoreError, Uploaded};
+pub use cdn::{
+    CdnConfig, CdnFault, MMS_TYPES, MediaInfo, Refusal, StoreError, TransferInfo, Uploaded,
+};
 pub use error::SimError;
 pub use phone_media::{MediaData, MediaKind, MediaSend, SentMedia};
 pub use server::Fault;

@@ -11,7 +11,7 @@ use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use super::cdn::{CdnConfig, CdnFault, MediaInfo, Refusal, StoreError, Uploaded};
+use super::cdn::{CdnConfig, CdnFault, MediaInfo, Refusal, StoreError, TransferInfo, Uploaded};
 use super::deliver::DELIVERY_QUEUE;
 use super::error::SimError;
 use super::inbox::Received;
@@ -208,6 +208,11 @@ impl Simulator {
     /// The blobs the CDN holds, oldest first.
     pub fn cdn_media(&self) -> Vec<MediaInfo> {
         self.shared.cdn.list()
+    }
+
+    /// The CDN's uploads and downloads under way, oldest first.
+    pub fn cdn_transfers(&self) -> Vec<TransferInfo> {
+        self.shared.cdn.transfers()
     }
 
     /// Stores already-encrypted `bytes` as a blob of `mms_type` on the CDN, as a simulated
