@@ -136,9 +136,39 @@ pub fn router(state: AppState) -> axum::Router {
         .with_state(state)
 }
 
+/// How long a request that moves a file may take: a large upload or an asked-for download
+/// takes as long as the network needs (the connection cap and the header timeout still bound
+/// what slow clients can hold).
+pub const FILE_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Whether `req` moves a file: a multipart or large send, or a file asked for.
+fn carries_file(req: &Request) -> bool {
+    let path = req.uri().path();
+    let header = |h: axum::http::HeaderName| {
+        req.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    match *req.method() {
+        axum::http::Method::GET => path.ends_with("/media") || path.starts_with("/api/media/"),
+        axum::http::Method::POST if path.ends_with("/send") => {
+            header(axum::http::header::CONTENT_TYPE)
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+                || header(axum::http::header::CONTENT_LENGTH)
+                    .parse::<u64>()
+                    .is_ok_and(|n| n > 1 << 20)
+        }
+        _ => false,
+    }
+}
+
 /// Gives each request its operation (the envelope's `meta`) and a span naming it, so every log
 /// line of the request (and of the client calls it makes) carries the operationId. The path
-/// is logged, never the query, headers or body (tokens, texts). A request not answered within
+/// is logged (a signed media link's without its token), never the query, headers or body
+/// (tokens, texts). A request not answered within
 /// `timeout` (its body included: a client that stops sending it holds nothing longer) gets a
 /// 503 `request_timeout`; what it had recorded stays (a send goes out; its Idempotency-Key
 /// finds it again).
@@ -148,12 +178,23 @@ async fn operation(
     next: Next,
 ) -> Response {
     let op = Op::new();
+    let path = req.uri().path();
+    // A signed media link's path is its credential.
+    let shown = match path.strip_prefix("/api/media/") {
+        Some(_) => "/api/media/…",
+        None => path,
+    };
     let span = tracing::info_span!(
         "request",
         operation_id = %op.id,
         method = %req.method(),
-        path = %req.uri().path(),
+        path = %shown,
     );
+    let timeout = if carries_file(&req) {
+        timeout.max(FILE_REQUEST_TIMEOUT)
+    } else {
+        timeout
+    };
     req.extensions_mut().insert(op.clone());
     async move {
         let r = match tokio::time::timeout(timeout, next.run(req)).await {

@@ -380,9 +380,11 @@ pub(super) async fn messages(
             .iter()
             .map(|h| {
                 let url = h.message.file.as_ref().map(|_| {
+                    // The serialized id: it names the chat too, so a same id elsewhere
+                    // cannot stand in for this message.
                     format!(
                         "/api/whatsapp/{sub}/{agent}/messages/{}/media",
-                        h.message.id
+                        message_id(&h.message.chat, &h.message.id, h.message.from_me)
                     )
                 });
                 message_json(&h.message, h.created_ms, url.as_deref())

@@ -239,6 +239,27 @@ fn jpeg_dimensions(head: &[u8]) -> Option<(u32, u32)> {
     }
 }
 
+/// The Ogg CRC's byte table (polynomial 0x04c11db7, no reflection), made at compile time.
+const OGG_CRC_TABLE: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = (i as u32) << 24;
+        let mut k = 0;
+        while k < 8 {
+            crc = if crc & 0x8000_0000 != 0 {
+                (crc << 1) ^ 0x04C1_1DB7
+            } else {
+                crc << 1
+            };
+            k += 1;
+        }
+        t[i] = crc;
+        i += 1;
+    }
+    t
+};
+
 /// The Ogg page CRC (RFC 3533 §6: polynomial 0x04c11db7, no reflection, zero init), with the
 /// page's own CRC field (bytes 22..26) read as zeros.
 pub fn ogg_crc(page: &[u8]) -> u32 {
@@ -246,14 +267,7 @@ pub fn ogg_crc(page: &[u8]) -> u32 {
     for (i, &b) in page.iter().enumerate() {
         // The CRC field itself (bytes 22..26) counts as zeros.
         let b = if (22..26).contains(&i) { 0 } else { b };
-        crc ^= u32::from(b) << 24;
-        for _ in 0..8 {
-            crc = if crc & 0x8000_0000 != 0 {
-                (crc << 1) ^ 0x04C1_1DB7
-            } else {
-                crc << 1
-            };
-        }
+        crc = (crc << 8) ^ OGG_CRC_TABLE[((crc >> 24) as u8 ^ b) as usize];
     }
     crc
 }
@@ -275,6 +289,9 @@ fn ogg_page(b: &[u8], at: usize) -> Option<(u64, u32)> {
     Some((granule, le32(hdr, 14)?))
 }
 
+/// How many `OggS` candidates the duration search checks from the end.
+const MAX_PAGE_TRIES: usize = 16;
+
 /// Duration of an Ogg Opus file: the last page's granule position minus the pre-skip, at
 /// 48 kHz (RFC 7845 §4). `head` is the file's start (for OpusHead's pre-skip), `tail` its last
 /// bytes ([`TAIL_LEN`] is plenty: a page is at most 65,307 bytes), so a large file is never loaded.
@@ -288,8 +305,15 @@ pub fn ogg_opus_duration(head: &[u8], tail: &[u8]) -> Option<Duration> {
     let pre_skip = u64::from(le16(head, opus_head + 10)?);
     // Search backwards for the last valid page of the same stream with a granule position
     // (-1 means no packet ends on that page).
+    // A bounded number of candidates: a tail made of `OggS` patterns must not cost a CRC of
+    // each (a real file's last page is found at the first or second).
     let mut end = tail.len();
+    let mut tries = 0;
     while let Some(at) = tail[..end].windows(4).rposition(|w| w == b"OggS") {
+        tries += 1;
+        if tries > MAX_PAGE_TRIES {
+            return None;
+        }
         if let Some((granule, s)) = ogg_page(tail, at)
             && s == serial
             && granule != u64::MAX
@@ -307,6 +331,13 @@ pub fn ogg_opus_duration(head: &[u8], tail: &[u8]) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ogg_crc_is_the_catalogued_crc32_without_its_final_xor() {
+        // CRC-32/CKSUM (poly 0x04c11db7, init 0, not reflected) checks "123456789" as
+        // 0x765e7680 after its final xor with 0xffffffff; Ogg's CRC has no final xor.
+        assert_eq!(ogg_crc(b"123456789"), 0x765e_7680 ^ 0xffff_ffff);
+    }
 
     #[test]
     fn sniffs_magic() {
@@ -411,5 +442,26 @@ mod tests {
         assert_eq!(d, Some(Duration::from_millis(3500)));
         assert_eq!(ogg_opus_duration(&file, b""), None);
         assert_eq!(ogg_opus_duration(b"OggS", &file), None);
+    }
+
+    #[test]
+    fn a_tail_of_fake_pages_costs_a_bounded_search() {
+        let mut head_body = b"OpusHead\x01\x01".to_vec();
+        head_body.extend_from_slice(&312u16.to_le_bytes());
+        head_body.extend_from_slice(&[0x80, 0xBB, 0, 0, 0, 0, 0]);
+        let head = ogg_page_bytes(0, 7, 0, &head_body);
+        let last = ogg_page_bytes(48_000 + 312, 7, 1, b"audio");
+        // The real last page, then a tail of page-like patterns that are no pages.
+        let mut tail = last.clone();
+        tail.extend(b"OggS\0".repeat(13_000));
+        tail.truncate(TAIL_LEN);
+        assert_eq!(ogg_opus_duration(&head, &tail), None);
+        // A few fakes after it still leave the real one within reach.
+        let mut tail = last;
+        tail.extend(b"OggS\0".repeat(MAX_PAGE_TRIES - 1));
+        assert_eq!(
+            ogg_opus_duration(&head, &tail),
+            Some(Duration::from_secs(1))
+        );
     }
 }

@@ -19,8 +19,9 @@ pub const THUMB_WIDTH: u32 = 32;
 pub const THUMB_QUALITY: u8 = 50;
 /// The largest image, in pixels, we decode: its headers are read first, so a small file that
 /// declares a huge canvas (a decompression bomb) is refused before any pixel buffer exists.
-/// 50 MP covers any phone camera; the RGB buffer is then at most 150 MB.
-pub const MAX_PIXELS: u64 = 50_000_000;
+/// 25 MP covers what phones save by default (larger images simply go without a thumbnail);
+/// the RGB buffer is then at most 75 MB, and the service makes one thumbnail at a time.
+pub const MAX_PIXELS: u64 = 25_000_000;
 
 /// Whether `bytes` look like a JPEG (start and end markers), for checking a thumbnail a caller
 /// hands us.

@@ -161,6 +161,10 @@ impl Service {
                 return Fetched::Later;
             }
         };
+        if row.state == MediaState::Failed {
+            // Settled meanwhile (revoked, or another fetch gave up on it).
+            return Fetched::Settled;
+        }
         if row.state == MediaState::Stored
             && let (Some(blobs), Some(sha)) = (&self.blobs, row.reference.file_sha256)
             && let Ok(Some(_)) = blobs.len(BlobId(sha)).await
@@ -707,7 +711,7 @@ impl Service {
     /// account is connected. 404 `media_not_available` when there is none to give, 409
     /// `media_error` when it could not be had.
     pub async fn open_media(
-        &self,
+        self: &Arc<Self>,
         subaccount: &str,
         agent: &str,
         message_id: &str,
@@ -721,7 +725,7 @@ impl Service {
     }
 
     async fn open_account_media(
-        &self,
+        self: &Arc<Self>,
         account: crate::store::AccountId,
         message_id: &str,
         range: Option<(u64, u64)>,
@@ -782,7 +786,13 @@ impl Service {
                                     .into(),
                             )
                         })?;
-                    self.fetch_media(&session, &row, true).await;
+                    // Its own task: a caller that gives up (or times out) mid-download does not
+                    // cut the fetch, which would start over on the next ask and never count.
+                    let (svc, asked) = (self.clone(), row.clone());
+                    let _ = tokio::spawn(async move {
+                        svc.fetch_media(&session, &asked, true).await;
+                    })
+                    .await;
                     let again = self
                         .store
                         .media_at(row.message_pk)
@@ -942,7 +952,7 @@ impl Service {
 
     /// Opens the file a signed link names, if the link is genuine and unexpired.
     pub async fn open_media_link(
-        &self,
+        self: &Arc<Self>,
         token: &str,
         range: Option<(u64, u64)>,
     ) -> Result<MediaFile, super::ServiceError> {

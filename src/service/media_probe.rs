@@ -152,6 +152,10 @@ impl Service {
     /// whole, which its kind's cap bounds, and decoded off the async threads.
     async fn image_thumbnail(&self, file: &StoredFile) -> Option<Vec<u8>> {
         use tokio::io::AsyncReadExt;
+        // One at a time in the process: a small file may decode to the pixel budget's worth of
+        // memory, which many at once would multiply.
+        static THUMBNAILS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+        let _turn = THUMBNAILS.acquire().await.ok()?;
         let blobs = self.blobs.clone()?;
         let id = BlobId::parse(&file.sha256)?;
         let mut opened = blobs.open(id, None).await.ok()??;

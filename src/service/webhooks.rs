@@ -328,7 +328,11 @@ impl Service {
                 self.by_number(e.account, &mut m, numbers).await;
                 if e.kind != kinds::MESSAGE_STATUS {
                     let url = match &m.file {
-                        Some(_) => self.media_link(e.account, &m.id).await,
+                        // Serialized, so the link names this chat's message only.
+                        Some(_) => {
+                            let id = super::message_id(&m.chat, &m.id, m.from_me);
+                            self.media_link(e.account, &id).await
+                        }
                         None => None,
                     };
                     super::message_json(&m, created, url.as_deref())

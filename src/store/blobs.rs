@@ -198,15 +198,13 @@ impl StagedBlob for FsStaged {
                 let dir = self.root.join(&id.hex()[..2]);
                 tokio::fs::create_dir_all(&dir).await?;
                 let dest = dir.join(id.hex());
-                // Bytes already kept: the kept copy is marked written now, so the sweep's
-                // grace covers the row about to name it. Gone meanwhile (swept): ours goes in.
-                if touch(&dest).await? {
-                    tokio::fs::remove_file(&tmp).await?;
-                } else {
-                    tokio::fs::rename(&tmp, &dest).await?;
-                    // The rename itself is durable only once its directory is synced.
-                    sync_dir(&dir).await?;
-                }
+                // Always ours over any kept copy (same name, same bytes): the blob is then
+                // written now whatever a sweep does meanwhile, so its grace covers the row
+                // about to name it (touching the kept copy instead could land on one a sweep
+                // had just moved aside to delete).
+                tokio::fs::rename(&tmp, &dest).await?;
+                // The rename itself is durable only once its directory is synced.
+                sync_dir(&dir).await?;
                 Ok::<_, BlobError>(())
             };
             match done.await {
@@ -217,24 +215,6 @@ impl StagedBlob for FsStaged {
                 }
             }
         })
-    }
-}
-
-/// Sets a file's modification time to now; false if there is no such file.
-async fn touch(path: &Path) -> io::Result<bool> {
-    let path = path.to_owned();
-    let touched = tokio::task::spawn_blocking(move || {
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)?
-            .set_modified(SystemTime::now())
-    })
-    .await
-    .map_err(io::Error::other)?;
-    match touched {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
     }
 }
 
@@ -321,9 +301,9 @@ impl BlobStore for FsBlobs {
 
     fn delete_if_idle(&self, id: BlobId, since: SystemTime) -> BlobFuture<'_, bool> {
         Box::pin(async move {
-            // Moved aside first, then judged: a commit that touches the blob before the move
-            // shows in the moved file's time (and it goes back); one after the move finds no
-            // blob and puts its own copy in place.
+            // Moved aside first, then judged: a commit of the same bytes before the move shows
+            // in the moved file's time (and it goes back); one after the move puts its own
+            // copy in place, which deleting the old one leaves alone.
             // Named by the blob, so a crash between the moves is undone at the next start.
             let path = self.path(id);
             let aside = self

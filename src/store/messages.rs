@@ -404,6 +404,16 @@ async fn write_applied(
     .bind(pk)
     .execute(&mut *conn)
     .await?;
+    if row.kind == crate::client::content::Kind::Revoked {
+        // Deleted for everyone: its file is served no more, its keys go, and its blob (no
+        // longer named by a stored file) leaves with the next sweep.
+        sqlx::query(
+            "UPDATE message_media SET state = 'failed', error = 'revoked by its sender',              media_key = NULL, direct_path = NULL, url = NULL WHERE message_pk = ?",
+        )
+        .bind(pk)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 

@@ -11,8 +11,9 @@ use super::webhooks::{self, NewEvent};
 use super::{AccountId, Store, StoreError};
 use crate::client::messages::{MessageStatus, StatusUpdate};
 
-/// One accepted send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One accepted send. `Debug` leaves out the text and the media JSON (which holds the file's
+/// media key once uploaded).
+#[derive(Clone, PartialEq, Eq)]
 pub struct OutboxRow {
     /// Its key in the outbox (order of acceptance).
     pub pk: i64,
@@ -37,6 +38,18 @@ pub struct OutboxRow {
     /// For a media send: the file and how to present it (JSON, `service::media`'s shape),
     /// with the upload's result once uploaded.
     pub media: Option<String>,
+}
+
+impl std::fmt::Debug for OutboxRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxRow")
+            .field("pk", &self.pk)
+            .field("account", &self.account)
+            .field("message_id", &self.message_id)
+            .field("state", &self.state)
+            .field("media", &self.media.as_ref().map(|_| ".."))
+            .finish_non_exhaustive()
+    }
 }
 
 fn row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, sqlx::Error> {

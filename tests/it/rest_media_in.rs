@@ -12,10 +12,10 @@ use sha2::Digest;
 use wa_gateway::api::auth::Role;
 use wa_gateway::service::media::MediaSettings;
 use wa_gateway::service::{Pacing, ServiceOptions, WebhookSettings};
-use wa_gateway::sim::Simulator;
 use wa_gateway::sim::phone_media::{MediaData, MediaKind, MediaSend};
+use wa_gateway::sim::{CdnFault, Simulator};
 
-use crate::messaging::eventually;
+use crate::messaging::{control_api, eventually};
 use crate::rest::{Server, call, link, token};
 
 const LIMIT: Duration = Duration::from_secs(150);
@@ -187,15 +187,18 @@ async fn a_customers_files_are_fetched_kept_announced_and_served_by_signed_link(
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["content-type"], photo_mime);
         assert_eq!(resp.bytes().await.unwrap().to_vec(), photo);
-        let mut forged = path.to_owned();
-        let last = forged.pop().unwrap();
-        forged.push(if last == 'A' { 'B' } else { 'A' });
+        // A changed signature: one character in the middle of the MAC (still valid base64).
+        let (signed, mac) = path.rsplit_once('.').unwrap();
+        let mut mac: Vec<char> = mac.chars().collect();
+        let mid = mac.len() / 2;
+        mac[mid] = if mac[mid] == 'A' { 'B' } else { 'A' };
+        let forged = format!("{signed}.{}", mac.iter().collect::<String>());
         let resp = http
             .get(format!("{}{forged}", server.url))
             .send()
             .await
             .unwrap();
-        assert!(resp.status().is_client_error(), "{}", resp.status());
+        assert_eq!(resp.status(), 403);
 
         // A document over the auto-download cap: announced, skipped, fetched when asked for.
         let len = AUTO_MAX + 50_000;
@@ -241,6 +244,96 @@ async fn a_customers_files_are_fetched_kept_announced_and_served_by_signed_link(
         );
         let now = row(&http, &base, &admin, &doc_id).await.unwrap();
         assert_eq!(now["media"]["state"], json!("stored"), "{now}");
+
+        // Skipped files the CDN then corrupts or expires, asked for afterwards: the corrupt one
+        // is a media_error and leaves no file; the expired one comes back through the phone's
+        // media retry.
+        let skipped_doc = |seed: u64| {
+            let mut d = MediaSend::new(
+                MediaKind::Document,
+                MediaData::Generate { bytes: len, seed },
+            );
+            d.mimetype = Some("application/pdf".into());
+            d
+        };
+        let (bad_id, bad) = sim.phone_send_media(bob, me, skipped_doc(6)).await.unwrap();
+        let (old_id, old) = sim.phone_send_media(bob, me, skipped_doc(7)).await.unwrap();
+        for id in [&bad_id, &old_id] {
+            eventually("the documents to be skipped", async || {
+                row(&http, &base, &admin, id)
+                    .await
+                    .filter(|r| r["media"]["state"] == json!("skipped"))
+            })
+            .await;
+        }
+        assert_eq!(
+            sim.cdn_fault(&CdnFault::Corrupt(bad.direct_path.clone())),
+            1
+        );
+        assert_eq!(sim.cdn_fault(&CdnFault::Expire(old.direct_path.clone())), 1);
+        let (code, v) = call(
+            &http,
+            reqwest::Method::GET,
+            &format!("{base}/messages/{bad_id}/media"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (code, v["error"]["code"].as_str()),
+            (409, Some("media_error")),
+            "{v}"
+        );
+        assert!(!blobs.join(&bad.sha256[..2]).join(&bad.sha256).exists());
+        assert_eq!(std::fs::read_dir(blobs.join("tmp")).unwrap().count(), 0);
+        let resp = http
+            .get(format!("{base}/messages/{old_id}/media"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.bytes().await.unwrap();
+        assert_eq!(sha_hex(&body), old.sha256, "the re-uploaded copy");
+
+        // The customer deletes the photo for everyone: its file is served no more, by the API
+        // or by the link already handed out, and the sweep takes its blob.
+        let control = control_api(&sim).await;
+        let r = http
+            .post(format!("{control}/phones/{bob}/send"))
+            .json(&json!({ "to": me, "revoke": { "id": id } }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        eventually("the photo to be revoked", async || {
+            row(&http, &base, &admin, &id)
+                .await
+                .filter(|r| r["revoked"] == json!(true))
+        })
+        .await;
+        let (code, v) = call(
+            &http,
+            reqwest::Method::GET,
+            &format!("{base}/messages/{id}/media"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (code, v["error"]["code"].as_str()),
+            (409, Some("media_error")),
+            "{v}"
+        );
+        let resp = http
+            .get(format!("{}{path}", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 409);
+        let swept = server.service.sweep_blobs(Duration::ZERO).await.unwrap();
+        assert!(swept >= 1, "swept {swept}");
+        assert!(!blobs.join(&sent.sha256[..2]).join(&sent.sha256).exists());
     })
     .await
     .expect("in time");

@@ -204,3 +204,25 @@ async fn no_debug_output_holds_key_material() {
         ],
     );
 }
+
+#[test]
+fn an_outbox_rows_debug_holds_neither_its_text_nor_its_files_key() {
+    let row = wa_gateway::store::outbox::OutboxRow {
+        pk: 1,
+        account: 2,
+        idem_key: None,
+        message_id: "3EB0AA".into(),
+        to: "15550001111@s.whatsapp.net".into(),
+        body: "private words".into(),
+        user_id: None,
+        state: wa_gateway::store::OutboxState::Queued,
+        result: None,
+        created_ms: 0,
+        media: Some(r#"{"mediaKey":"c2VjcmV0LWtleS1ieXRlcw==","directPath":"/v/t62/x"}"#.into()),
+    };
+    let shown = format!("{row:?}");
+    assert!(shown.contains("3EB0AA"), "{shown}");
+    for secret in ["private words", "c2VjcmV0", "/v/t62"] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+}
