@@ -27,9 +27,11 @@ pub fn cpu_of(pid: &str) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start at ") ".
     let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest.split(' ').filter_map(|x| x.parse().ok()).collect();
-    // utime and stime are fields 14 and 15 of the whole line (11 and 12 after the state).
-    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 counting from the
+    // state (field 3). Indexed, not filtered: a field such as tpgid may be -1 (no terminal).
+    let f: Vec<&str> = rest.split(' ').collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = field(11) + field(12);
     Duration::from_millis(ticks * 10)
 }
 
