@@ -551,7 +551,13 @@ fn check_blocking(cdn: &Cdn, f: &FileRef, copy: Option<&PathBuf>) -> Result<u64,
         &expand(&key, f.ty),
         Expect {
             file_sha256: sha,
-            file_enc_sha256: f.file_enc_sha256.as_deref().and_then(|k| k.try_into().ok()),
+            // What WhatsApp's apps require of every media message they render.
+            file_enc_sha256: Some(
+                f.file_enc_sha256
+                    .as_deref()
+                    .and_then(|k| k.try_into().ok())
+                    .ok_or("fileEncSha256: missing or not 32 bytes")?,
+            ),
             max_plain: MAX_MEDIA_BYTES,
         },
     );
@@ -576,7 +582,8 @@ fn check_blocking(cdn: &Cdn, f: &FileRef, copy: Option<&PathBuf>) -> Result<u64,
             "fileLength: declared {d}, the file has {}",
             v.file_length
         )),
-        _ => Ok(v.file_length),
+        Some(_) => Ok(v.file_length),
+        None => Err("fileLength: missing".into()),
     }
 }
 
