@@ -420,6 +420,7 @@ async fn json_sends_links_and_urls_are_checked_before_anything_is_trusted() {
                 (400, Some("media_url_not_allowed")),
                 "{url} → {v}"
             );
+            assert!(v["message"].as_str().unwrap().contains("may not reach"), "{url} → {v}");
         }
 
         // Signed links: a genuine one gives the file, cached no longer than it holds.
