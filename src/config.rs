@@ -505,6 +505,7 @@ const KNOWN: &[&str] = &[
     "WA_GATEWAY_MEDIA_AUTO_DOWNLOAD",
     "WA_GATEWAY_PUBLIC_URL",
     "WA_GATEWAY_MEDIA_LINK_TTL_S",
+    "WA_GATEWAY_MEDIA_URL_ALLOW_PRIVATE",
     "WA_GATEWAY_MEDIA_AUTO_DOWNLOAD_MAX_BYTES",
     "WA_GATEWAY_MEDIA_MAX_IMAGE_BYTES",
     "WA_GATEWAY_MEDIA_MAX_AUDIO_BYTES",
@@ -1018,7 +1019,9 @@ mod tests {
         assert!(c.webhooks().allow_private);
         // The webhook switch does not open media URLs to private addresses: they have their own.
         assert!(!d.media().url_allow_private && !c.media().url_allow_private);
-        let m = with(&[("WA_GATEWAY_MEDIA_URL_ALLOW_PRIVATE", "1")]).unwrap().service;
+        let m = with(&[("WA_GATEWAY_MEDIA_URL_ALLOW_PRIVATE", "1")])
+            .unwrap()
+            .service;
         assert!(m.media().url_allow_private && !m.webhooks().allow_private);
         // A request cut off before a send's wait ends could never answer it.
         let e = with(&[

@@ -231,13 +231,11 @@ impl Source<'_> {
     async fn open(
         &self,
         range: Option<(u64, u64)>,
-    ) -> Result<(crate::service::media::MediaFile, Option<i64>), crate::service::ServiceError>
-    {
+    ) -> Result<(crate::service::media::MediaFile, Option<i64>), crate::service::ServiceError> {
         match self {
-            Source::Agent { st, sub, agent, id } => Ok((
-                st.service.open_media(sub, agent, id, range).await?,
-                None,
-            )),
+            Source::Agent { st, sub, agent, id } => {
+                Ok((st.service.open_media(sub, agent, id, range).await?, None))
+            }
             Source::Link { st, token } => {
                 let l = st.service.open_media_link(token, range).await?;
                 Ok((l.file, Some(l.expires)))
@@ -536,9 +534,7 @@ async fn write_base64(
 /// Where in its input a base64 error lies.
 fn base64_error_at(e: &base64::DecodeError, len: usize) -> usize {
     match e {
-        base64::DecodeError::InvalidByte(i, _) | base64::DecodeError::InvalidLastSymbol(i, _) => {
-            *i
-        }
+        base64::DecodeError::InvalidByte(i, _) | base64::DecodeError::InvalidLastSymbol(i, _) => *i,
         base64::DecodeError::InvalidLength(_) | base64::DecodeError::InvalidPadding => len,
     }
 }
@@ -793,7 +789,8 @@ async fn form_text(
         }
         bytes.extend_from_slice(&chunk);
     }
-    String::from_utf8(bytes).map_err(|_| ApiError::bad("invalid_body", format!("`{name}` is not UTF-8")))
+    String::from_utf8(bytes)
+        .map_err(|_| ApiError::bad("invalid_body", format!("`{name}` is not UTF-8")))
 }
 
 fn form_error(e: axum::extract::multipart::MultipartError) -> ApiError {

@@ -245,7 +245,10 @@ pub(super) async fn send(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim_start().starts_with("multipart/form-data"));
         let input = if multipart {
-            let form = <axum::extract::Multipart as axum::extract::FromRequest<AppState>>::from_request(req, &st)
+            let form =
+                <axum::extract::Multipart as axum::extract::FromRequest<AppState>>::from_request(
+                    req, &st,
+                )
                 .await
                 .map_err(|e| ApiError::bad("invalid_body", e.body_text()))?;
             super::media::multipart_input(&st, form).await?
@@ -256,7 +259,14 @@ pub(super) async fn send(
         let queued = match &input.media {
             None => {
                 st.service
-                    .queue_send(&sub, &agent, &input.to, &input.text, Some(&c.sub), key.as_deref())
+                    .queue_send(
+                        &sub,
+                        &agent,
+                        &input.to,
+                        &input.text,
+                        Some(&c.sub),
+                        key.as_deref(),
+                    )
                     .await?
             }
             Some(m) => {

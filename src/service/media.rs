@@ -559,7 +559,9 @@ impl Service {
             MediaSendError::Media(MediaFailure::Source(io::Error::other(why.to_owned())))
         };
         let unreadable = |why: String| {
-            MediaSendError::Unreadable(format!("the send's stored file record is unreadable: {why}"))
+            MediaSendError::Unreadable(format!(
+                "the send's stored file record is unreadable: {why}"
+            ))
         };
         let mut media: OutboxMedia =
             serde_json::from_str(json).map_err(|e| unreadable(e.to_string()))?;

@@ -331,7 +331,8 @@ impl Service {
                     tracing::warn!(pk = row.pk, "media send record unreadable; failed");
                     attempts = 0;
                     let f = SendFailure::MediaUploadFailed;
-                    self.finish(&row, f.outbox_state(), f.result_json(&why)).await;
+                    self.finish(&row, f.outbox_state(), f.result_json(&why))
+                        .await;
                     continue;
                 }
                 Err(super::media::MediaSendError::Media(e)) => {

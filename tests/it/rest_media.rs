@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use wa_gateway::api::auth::Role;
 use wa_gateway::service::ServiceOptions;
-use wa_gateway::service::media::MediaSettings;
 use wa_gateway::service::WebhookSettings;
+use wa_gateway::service::media::MediaSettings;
 use wa_gateway::sim::Simulator;
 
 use crate::messaging::eventually;
@@ -523,7 +523,9 @@ async fn json_sends_links_and_urls_are_checked_before_anything_is_trusted() {
 #[tokio::test]
 async fn forms_take_fields_in_any_order_within_caps_and_given_thumbnails_reach_the_phone() {
     tokio::time::timeout(LIMIT, async {
-        let sim = Simulator::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}", dir.path().join("wa.db").display());
         let server =
@@ -537,7 +539,13 @@ async fn forms_take_fields_in_any_order_within_caps_and_given_thumbnails_reach_t
         let post = |form: reqwest::multipart::Form| {
             let (http, url, admin) = (&http, format!("{base}/send"), &admin);
             async move {
-                let resp = http.post(url).bearer_auth(admin).multipart(form).send().await.unwrap();
+                let resp = http
+                    .post(url)
+                    .bearer_auth(admin)
+                    .multipart(form)
+                    .send()
+                    .await
+                    .unwrap();
                 (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
             }
         };
@@ -558,7 +566,11 @@ async fn forms_take_fields_in_any_order_within_caps_and_given_thumbnails_reach_t
         let (c, v) = post(form).await;
         assert_eq!(c, 200, "{v}");
         let seen = phone_media(&sim, bob, &bare(&v["data"]["messageId"])).await;
-        assert_eq!((seen.kind.as_str(), seen.verified), ("document", true), "{seen:?}");
+        assert_eq!(
+            (seen.kind.as_str(), seen.verified),
+            ("document", true),
+            "{seen:?}"
+        );
         assert_eq!(seen.file_name.as_deref(), Some("pic.png"));
         assert_eq!(seen.shown.thumbnail_sha256, Some(sha256_hex(&thumb)));
 
@@ -574,7 +586,11 @@ async fn forms_take_fields_in_any_order_within_caps_and_given_thumbnails_reach_t
         .await;
         assert_eq!(c, 200, "{v}");
         let seen = phone_media(&sim, bob, &bare(&v["data"]["messageId"])).await;
-        assert_eq!((seen.kind.as_str(), seen.verified), ("image", true), "{seen:?}");
+        assert_eq!(
+            (seen.kind.as_str(), seen.verified),
+            ("image", true),
+            "{seen:?}"
+        );
         assert_eq!(seen.shown.thumbnail_sha256, Some(sha256_hex(&thumb)));
 
         // A thumbnail that is no JPEG, or too large: 415, by JSON and by form.
@@ -586,25 +602,41 @@ async fn forms_take_fields_in_any_order_within_caps_and_given_thumbnails_reach_t
             Some(json!({ "to": bob, "media": { "base64": b64(&img), "thumbnail": b64(&png) } })),
         )
         .await;
-        assert_eq!((c, v["error"]["code"].as_str()), (415, Some("media_type_not_accepted")), "{v}");
+        assert_eq!(
+            (c, v["error"]["code"].as_str()),
+            (415, Some("media_type_not_accepted")),
+            "{v}"
+        );
         let form = reqwest::multipart::Form::new()
             .text("to", bob)
             .part("file", part(&img, "a.png"))
             .part("thumbnail", part(&file(70 * 1024, 1), "t.jpg"));
         let (c, v) = post(form).await;
-        assert_eq!((c, v["error"]["code"].as_str()), (415, Some("media_type_not_accepted")), "{v}");
+        assert_eq!(
+            (c, v["error"]["code"].as_str()),
+            (415, Some("media_type_not_accepted")),
+            "{v}"
+        );
 
         // Text fields are capped: the caption at 64 KiB, the others at 1 KiB.
         let form = reqwest::multipart::Form::new()
             .text("to", "1".repeat(2000))
             .part("file", part(&img, "a.png"));
         let (c, v) = post(form).await;
-        assert_eq!((c, v["error"]["code"].as_str()), (413, Some("field_too_long")), "{v}");
+        assert_eq!(
+            (c, v["error"]["code"].as_str()),
+            (413, Some("field_too_long")),
+            "{v}"
+        );
         let form = reqwest::multipart::Form::new()
             .text("to", bob)
             .text("message", "m".repeat(65_537));
         let (c, v) = post(form).await;
-        assert_eq!((c, v["error"]["code"].as_str()), (413, Some("message_too_long")), "{v}");
+        assert_eq!(
+            (c, v["error"]["code"].as_str()),
+            (413, Some("message_too_long")),
+            "{v}"
+        );
         server.stop().await;
     })
     .await
