@@ -1017,9 +1017,10 @@ impl Service {
         Some(format!("{}/api/media/{token}", base.trim_end_matches('/')))
     }
 
-    /// Opens the file a signed link names, if the link is genuine and unexpired: its MAC and
-    /// expiry are checked before any row or file is looked at (a forged link learns nothing,
-    /// not even whether the message exists), and only a file already stored is given (a link
+    /// Opens the file a signed link names, if the link is genuine and unexpired: its MAC
+    /// (constant-time) and expiry are checked before any account, message or file is looked
+    /// up (only the signing key is read, once per process), so a forged link learns nothing,
+    /// not even whether the message exists; and only a file already stored is given (a link
     /// never starts a download).
     pub async fn open_media_link(
         &self,

@@ -358,6 +358,8 @@ async fn json_sends_links_and_urls_are_checked_before_anything_is_trusted() {
         // Webhooks may reach loopback here; media URLs still may not: each has its own switch.
         opts.webhooks.allow_private = true;
         opts.media.public_url = Some("http://gw.invalid".into());
+        // Arriving files wait until asked for: a link must not be what asks.
+        opts.media.auto_download = false;
         let server = Server::start_opts(&sim, &db, opts).await;
         let http = reqwest::Client::new();
         let admin = token(Role::Admin, &["*"], 3600);
@@ -487,6 +489,39 @@ async fn json_sends_links_and_urls_are_checked_before_anything_is_trusted() {
         let (status, _, body) = by_link(link_token(&other)).await;
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!((status, v["error"]["code"].as_str()), (404, Some("media_not_available")));
+
+        // A file not stored yet: a genuine link does not fetch it; a caller with a token does,
+        // and then the link gives it.
+        let arrived = file(20_000, 5);
+        let mut doc_in = wa_gateway::sim::MediaSend::new(
+            wa_gateway::sim::MediaKind::Document,
+            wa_gateway::sim::MediaData::Bytes(arrived.clone()),
+        );
+        doc_in.file_name = Some("in.pdf".into());
+        let (in_id, _) = sim.phone_send_media(bob, me, doc_in).await.unwrap();
+        eventually("the arriving file listed", async || {
+            let (_, v) =
+                call(&http, reqwest::Method::GET, &format!("{base}/messages"), Some(&admin), None)
+                    .await;
+            v["data"]["messages"]
+                .as_array()?
+                .iter()
+                .any(|m| m["messageId"].as_str().is_some_and(|i| i.ends_with(&in_id)))
+                .then_some(())
+        })
+        .await;
+        let in_link = svc
+            .media_link_until("sub1", "agent1", &in_id, now + 3600)
+            .await
+            .unwrap();
+        let (status, _, body) = by_link(link_token(&in_link)).await;
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((status, v["error"]["code"].as_str()), (404, Some("media_not_available")), "{v}");
+        let (status, _, body) =
+            get_media(&http, &format!("{base}/messages/{in_id}/media"), &admin, None).await;
+        assert_eq!((status, body == arrived), (200, true));
+        let (status, _, body) = by_link(link_token(&in_link)).await;
+        assert_eq!((status, body == arrived), (200, true));
 
         // An outbox row whose file record cannot be read fails at once, saying so, and the
         // send behind it goes.
