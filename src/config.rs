@@ -141,6 +141,10 @@ pub struct ServiceConfig {
     pub public_url: Option<String>,
     /// How long a signed media link works (`WA_GATEWAY_MEDIA_LINK_TTL_S`, default 86400).
     pub media_link_ttl_s: u64,
+    /// Whether a send's `media.url` may point at loopback, private, link-local and other
+    /// non-public addresses (`WA_GATEWAY_MEDIA_URL_ALLOW_PRIVATE`, default false). Separate from
+    /// the webhook setting: a webhook URL is set by an operator, a media URL by every caller.
+    pub media_url_allow_private: bool,
     /// Largest file of each kind, sent or received (`WA_GATEWAY_MEDIA_MAX_{IMAGE,AUDIO,VIDEO,
     /// STICKER,DOCUMENT}_BYTES`; defaults 16 MiB, 16 MiB, 64 MiB, 1 MiB, 2 GiB).
     pub media_caps: crate::service::media::MediaCaps,
@@ -210,6 +214,7 @@ impl Default for ServiceConfig {
             media_caps: crate::service::media::MediaCaps::default(),
             public_url: None,
             media_link_ttl_s: 86_400,
+            media_url_allow_private: false,
             retention_outbox_days: 30,
             retention_activities_days: 90,
             retention_messages_days: 0,
@@ -246,6 +251,7 @@ impl ServiceConfig {
             caps: self.media_caps,
             public_url: self.public_url.clone(),
             link_ttl: std::time::Duration::from_secs(self.media_link_ttl_s),
+            url_allow_private: self.media_url_allow_private,
         }
     }
 
@@ -319,6 +325,7 @@ impl fmt::Debug for ServiceConfig {
             .field("webhook_dead_after_s", &self.webhook_dead_after_s)
             .field("webhook_retain_s", &self.webhook_retain_s)
             .field("webhook_allow_private", &self.webhook_allow_private)
+            .field("media_url_allow_private", &self.media_url_allow_private)
             .field("max_agents", &self.max_agents)
             .field("retention_outbox_days", &self.retention_outbox_days)
             .field("retention_activities_days", &self.retention_activities_days)
@@ -498,6 +505,7 @@ const KNOWN: &[&str] = &[
     "WA_GATEWAY_MEDIA_AUTO_DOWNLOAD",
     "WA_GATEWAY_PUBLIC_URL",
     "WA_GATEWAY_MEDIA_LINK_TTL_S",
+    "WA_GATEWAY_MEDIA_URL_ALLOW_PRIVATE",
     "WA_GATEWAY_MEDIA_AUTO_DOWNLOAD_MAX_BYTES",
     "WA_GATEWAY_MEDIA_MAX_IMAGE_BYTES",
     "WA_GATEWAY_MEDIA_MAX_AUDIO_BYTES",
@@ -665,6 +673,9 @@ fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, 
     };
     if let Some(b) = flag("WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE")? {
         s.webhook_allow_private = b;
+    }
+    if let Some(b) = flag("WA_GATEWAY_MEDIA_URL_ALLOW_PRIVATE")? {
+        s.media_url_allow_private = b;
     }
     if let Some(b) = flag("WA_GATEWAY_MEDIA_AUTO_DOWNLOAD")? {
         s.media_auto_download = b;
@@ -1006,6 +1017,12 @@ mod tests {
         assert_eq!(c.http_limits().header_timeout.as_secs(), 5);
         assert_eq!(c.http_limits().max_connections, 10);
         assert!(c.webhooks().allow_private);
+        // The webhook switch does not open media URLs to private addresses: they have their own.
+        assert!(!d.media().url_allow_private && !c.media().url_allow_private);
+        let m = with(&[("WA_GATEWAY_MEDIA_URL_ALLOW_PRIVATE", "1")])
+            .unwrap()
+            .service;
+        assert!(m.media().url_allow_private && !m.webhooks().allow_private);
         // A request cut off before a send's wait ends could never answer it.
         let e = with(&[
             ("WA_GATEWAY_HTTP_REQUEST_TIMEOUT_S", "10"),

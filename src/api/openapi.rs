@@ -236,6 +236,27 @@ mod tests {
             assert!(hook[m]["responses"]["200"].is_object(), "webhook {m}");
         }
         assert!(d["components"]["securitySchemes"]["bearer"].is_object());
+        // A send is JSON or a form with the file streamed; a file comes back as bytes.
+        let body = &d["paths"]["/api/whatsapp/{subaccountId}/{agentId}/send"]["post"]["requestBody"]
+            ["content"];
+        assert!(body["application/json"]["schema"]["$ref"].is_string());
+        let form = &body["multipart/form-data"]["schema"]["$ref"];
+        let form = &d["components"]["schemas"][form.as_str().unwrap().rsplit('/').next().unwrap()];
+        for f in ["to", "message", "file", "type", "thumbnail"] {
+            assert!(form["properties"][f].is_object(), "form field {f}: {form}");
+        }
+        assert_eq!(form["properties"]["file"]["format"], json!("binary"));
+        let media = &d["paths"]["/api/whatsapp/{subaccountId}/{agentId}/messages/{messageId}/media"]
+            ["get"]["responses"];
+        for status in ["200", "206", "304", "404", "409", "416"] {
+            assert!(media[status].is_object(), "GET media {status}");
+        }
+        let file = &media["200"]["content"]["application/octet-stream"]["schema"]["$ref"];
+        let file = &d["components"]["schemas"][file.as_str().unwrap().rsplit('/').next().unwrap()];
+        assert_eq!(
+            (&file["type"], &file["format"]),
+            (&json!("string"), &json!("binary"))
+        );
         assert_eq!(
             d["webhooks"]["event"]["post"]["requestBody"]["content"]["application/json"]["schema"]
                 ["$ref"],

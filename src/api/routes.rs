@@ -11,12 +11,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::extract::{MAX_ID, allow, body_json, ids, page, respond};
+use super::extract::{MAX_ID, allow, ids, page, respond};
 use super::limits::Endpoint;
 #[allow(unused_imports)] // used by the #[utoipa::path] declarations
 use super::schema::{
     ActivitiesData, AgentPath, ConnectData, ConnectionsData, DisconnectData, Envelope,
-    ErrorEnvelope, Health, MessagesData, Page, SendBody, SendData, StatusData, SubaccountPath,
+    ErrorEnvelope, Health, MessagesData, Page, SendBody, SendData, SendForm, StatusData,
+    SubaccountPath,
 };
 use super::{ApiError, AppState, Op};
 use crate::binary::Jid;
@@ -184,19 +185,25 @@ pub(super) async fn status(
     post,
     path = "/api/whatsapp/{subaccountId}/{agentId}/send",
     tag = "whatsapp",
-    summary = "Send a text",
-    description = "Recorded first (durable, idempotent with Idempotency-Key), then sent in order at the account's pace; answers once WhatsApp acks, or `pending` after the configured wait.",
+    summary = "Send a text or a file",
+    description = "Recorded first (durable, idempotent with Idempotency-Key), then sent in order at the account's pace; answers once WhatsApp acks, or `pending` after the configured wait. A file comes as JSON `media` (`url` or `base64`) or as `multipart/form-data` (fields `to`, `message`, `file`, `type`, `thumbnail`, …).",
     params(AgentPath, ("Idempotency-Key" = Option<String>, Header, description = "A retried request with the same key (and the same `to` and message) gets the first answer and sends nothing")),
-    request_body = SendBody,
+    request_body(
+        description = "JSON (a text, or a file by URL or base64), or a form with the file streamed",
+        content(
+            (SendBody = "application/json"),
+            (SendForm = "multipart/form-data"),
+        ),
+    ),
     responses(
         (status = 200, description = "Sent (`server_ack`), or accepted and not yet confirmed (`pending`)", body = Envelope<SendData>),
-        (status = 400, description = "Bad input (`invalid_idempotency_key` for a key starting with `webhook-reply:`, the service's own)", body = ErrorEnvelope),
+        (status = 400, description = "Bad input (`invalid_idempotency_key` for a key starting with `webhook-reply:`, the service's own; `invalid_media` for bad base64 or a `media` without exactly one of `url` and `base64`; `media_url_not_allowed` for a URL that may not be fetched)", body = ErrorEnvelope),
         (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
         (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
         (status = 404, description = "No such connection (or webhook, or event)", body = ErrorEnvelope),
         (status = 409, description = "Not connected", body = ErrorEnvelope),
         (status = 410, description = "`send_record_gone`: accepted, but its record was removed (agent removed, record pruned) before it was confirmed; its fate is unknown", body = ErrorEnvelope),
-        (status = 413, description = "Body or message too large", body = ErrorEnvelope),
+        (status = 413, description = "Body, message, form field (`field_too_long`) or file (`media_too_large`) too large", body = ErrorEnvelope),
         (status = 415, description = "`media_type_not_accepted`: the file's bytes are not what its `type` or mimetype says, or WhatsApp takes no such file for that kind (images JPEG, PNG or WebP; stickers WebP; video MP4 or 3GPP; audio `audio/*`)", body = ErrorEnvelope),
         (status = 422, description = "Refused by WhatsApp, or `idempotency_key_reused`: the key was used for another message or recipient", body = ErrorEnvelope),
         (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
@@ -238,30 +245,28 @@ pub(super) async fn send(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim_start().starts_with("multipart/form-data"));
         let input = if multipart {
-            let form = <axum::extract::Multipart as axum::extract::FromRequest<AppState>>::from_request(req, &st)
+            let form =
+                <axum::extract::Multipart as axum::extract::FromRequest<AppState>>::from_request(
+                    req, &st,
+                )
                 .await
                 .map_err(|e| ApiError::bad("invalid_body", e.body_text()))?;
             super::media::multipart_input(&st, form).await?
         } else {
-            let body = axum::body::to_bytes(req.into_body(), super::media::MAX_JSON_SEND)
-                .await
-                .map_err(|_| {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        format!(
-                            "the body is larger than {} bytes (send large files as multipart or a URL)",
-                            super::media::MAX_JSON_SEND
-                        ),
-                    )
-                })?;
-            let v = body_json(Ok(body))?;
-            super::media::json_input(&st, &v).await?
+            let body = super::media::read_json_send(req.into_body()).await?;
+            super::media::json_input(&st, &body).await?
         };
         let queued = match &input.media {
             None => {
                 st.service
-                    .queue_send(&sub, &agent, &input.to, &input.text, Some(&c.sub), key.as_deref())
+                    .queue_send(
+                        &sub,
+                        &agent,
+                        &input.to,
+                        &input.text,
+                        Some(&c.sub),
+                        key.as_deref(),
+                    )
                     .await?
             }
             Some(m) => {

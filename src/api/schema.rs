@@ -121,19 +121,79 @@ pub(super) struct Timelock {
     enforcement_type: String,
 }
 
-/// `send`'s body (unknown fields are ignored).
+/// `send`'s JSON body (unknown fields are ignored). At most 512 KiB, or 24 MiB with `media`.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({ "to": "1234567890", "message": "Hello from our chat agent!" }))]
 pub(super) struct SendBody {
     /// International digits without `+`, or a `…@c.us`, `…@s.whatsapp.net`, `…@lid` or
     /// `…@g.us` JID.
     to: String,
-    /// The text (`text` is accepted too).
+    /// The text (`text` is accepted too); with `media`, its optional caption.
     #[schema(max_length = 65536)]
-    message: String,
+    message: Option<String>,
     /// Wait for WhatsApp's ack (up to the configured time); default true.
     wait: Option<bool>,
+    /// The file's kind: `image`, `video`, `gif`, `ptv`, `audio`, `ptt`, `document` or
+    /// `sticker`; by default the bytes (or the mimetype) decide.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// A file to send.
+    media: Option<SendMedia>,
 }
+
+/// A JSON send's file: exactly one of `url` and `base64`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct SendMedia {
+    /// Where to fetch it (http or https; public addresses only unless
+    /// `WA_GATEWAY_MEDIA_URL_ALLOW_PRIVATE`; redirects are not followed).
+    url: Option<String>,
+    /// The file, standard base64 (RFC 4648 §4, padded).
+    #[schema(content_encoding = "base64")]
+    base64: Option<String>,
+    /// Its mimetype (else sniffed from the bytes).
+    mimetype: Option<String>,
+    /// A document's file name.
+    filename: Option<String>,
+    /// A JPEG thumbnail of at most 64 KiB, standard base64 (else one is made for images).
+    #[schema(content_encoding = "base64")]
+    thumbnail: Option<String>,
+}
+
+/// `send`'s `multipart/form-data` body: the file streamed, never held whole.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SendForm {
+    /// As in the JSON body.
+    to: String,
+    /// The caption (`text` and `caption` are accepted too).
+    #[schema(max_length = 65536)]
+    message: Option<String>,
+    /// The file; its part's `Content-Type` and file name count when `mimetype` and
+    /// `filename` are not given.
+    #[schema(value_type = Option<String>, format = Binary)]
+    file: Option<Vec<u8>>,
+    /// As in the JSON body; may come before or after `file`.
+    #[serde(rename = "type")]
+    #[schema(max_length = 1024)]
+    kind: Option<String>,
+    /// A JPEG thumbnail of at most 64 KiB (raw bytes).
+    #[schema(value_type = Option<String>, format = Binary)]
+    thumbnail: Option<Vec<u8>>,
+    /// The file's mimetype.
+    #[schema(max_length = 1024)]
+    mimetype: Option<String>,
+    /// A document's file name.
+    #[schema(max_length = 1024)]
+    filename: Option<String>,
+    /// `true` or `false`, as in the JSON body.
+    #[schema(max_length = 1024)]
+    wait: Option<String>,
+}
+
+/// A file's bytes, as stored.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub(super) struct FileBytes(#[allow(dead_code)] Vec<u8>);
 
 /// `send`'s answer.
 #[derive(Serialize, ToSchema)]

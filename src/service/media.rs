@@ -43,6 +43,9 @@ pub struct MediaSettings {
     pub public_url: Option<String>,
     /// How long a signed link works (`WA_GATEWAY_MEDIA_LINK_TTL_S`, default 24 h).
     pub link_ttl: Duration,
+    /// Whether a send's `media.url` may reach non-public addresses
+    /// (`WA_GATEWAY_MEDIA_URL_ALLOW_PRIVATE`, default off).
+    pub url_allow_private: bool,
 }
 
 /// The largest file of each kind, sent or received.
@@ -100,6 +103,7 @@ impl Default for MediaSettings {
             caps: MediaCaps::default(),
             public_url: None,
             link_ttl: Duration::from_secs(24 * 3600),
+            url_allow_private: false,
         }
     }
 }
@@ -506,6 +510,8 @@ pub(super) enum MediaSendError {
     Send(SendError),
     /// The file: uploading it or reading it back.
     Media(MediaFailure),
+    /// The row's record of the file cannot be read: no later attempt could read it either.
+    Unreadable(String),
 }
 
 impl OutboxMedia {
@@ -556,10 +562,17 @@ impl Service {
         let bad = |why: &str| {
             MediaSendError::Media(MediaFailure::Source(io::Error::other(why.to_owned())))
         };
+        let unreadable = |why: String| {
+            MediaSendError::Unreadable(format!(
+                "the send's stored file record is unreadable: {why}"
+            ))
+        };
         let mut media: OutboxMedia =
-            serde_json::from_str(json).map_err(|_| bad("unreadable media send"))?;
-        let kind = Kind::parse(&media.kind).ok_or_else(|| bad("unknown media kind"))?;
-        let ty = media_type_of(kind).ok_or_else(|| bad("not a media kind"))?;
+            serde_json::from_str(json).map_err(|e| unreadable(e.to_string()))?;
+        let kind = Kind::parse(&media.kind)
+            .ok_or_else(|| unreadable(format!("unknown media kind {:?}", media.kind)))?;
+        let ty = media_type_of(kind)
+            .ok_or_else(|| unreadable(format!("{:?} is not a media kind", media.kind)))?;
         let up = match media.uploaded() {
             Some(u) => u,
             None => {
@@ -662,6 +675,15 @@ impl MediaWriter {
     }
 }
 
+/// Whether opening a file not stored yet fetches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetch {
+    /// Fetch it now (a caller with a token asks).
+    IfMissing,
+    /// Give only what is stored (a signed link: whoever holds one starts no download).
+    StoredOnly,
+}
+
 /// A stored file opened for an API answer.
 pub struct MediaFile {
     /// SHA-256 of the whole file, hex (its ETag).
@@ -720,7 +742,7 @@ impl Service {
         let Some(conn) = self.store.connection(subaccount, agent).await? else {
             return Err(super::ServiceError::NotFound);
         };
-        self.open_account_media(conn.account, message_id, range)
+        self.open_account_media(conn.account, message_id, range, Fetch::IfMissing)
             .await
     }
 
@@ -729,6 +751,7 @@ impl Service {
         account: crate::store::AccountId,
         message_id: &str,
         range: Option<(u64, u64)>,
+        fetch: Fetch,
     ) -> Result<MediaFile, super::ServiceError> {
         use super::ServiceError as E;
         let blobs = self.blobs.clone().ok_or(E::MediaOff)?;
@@ -771,6 +794,11 @@ impl Service {
         }
         if sha.is_none() {
             match row.state {
+                _ if fetch == Fetch::StoredOnly => {
+                    return Err(E::MediaNotAvailable(
+                        "the file is not stored (yet); a link gives only stored files".into(),
+                    ));
+                }
                 MediaState::Failed => {
                     return Err(E::MediaError(
                         row.error.clone().unwrap_or_else(|| "failed".into()),
@@ -845,9 +873,9 @@ impl MediaWriter {
 }
 
 impl Service {
-    /// Fetches `url` into the media store as a file of `kind` (its cap applies), under the
-    /// webhook egress rules: public addresses only unless private ones are allowed, no
-    /// redirects, no proxy. Returns the file and the `Content-Type` the server gave.
+    /// Fetches `url` into the media store as a file of `kind` (its cap applies): public
+    /// addresses only unless `WA_GATEWAY_MEDIA_URL_ALLOW_PRIVATE`, no redirects, no proxy.
+    /// Returns the file and the `Content-Type` the server gave.
     pub async fn fetch_media_url(
         &self,
         kind: Kind,
@@ -858,7 +886,7 @@ impl Service {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(E::MediaUrl("only http and https URLs are fetched".into()));
         }
-        if !self.webhook_settings.allow_private
+        if !self.media.url_allow_private
             && let Some(ip) = super::egress::refused_literal(url)
         {
             return Err(E::MediaUrl(format!(
@@ -868,7 +896,7 @@ impl Service {
         let mut w = self.begin_media(kind).await?;
         let cap = w.cap;
         let resp = self
-            .http
+            .media_http
             .get(parsed)
             .timeout(Duration::from_secs(300))
             .send()
@@ -912,18 +940,64 @@ impl Service {
 /// The MAC length of a signed link (128 bits).
 const LINK_MAC: usize = 16;
 
-fn link_mac(key: &[u8; 32], account: i64, expires: i64, id: &str) -> [u8; LINK_MAC] {
+/// The MAC of a link to message `id` of the account with store id `account` made at `created`
+/// (unix seconds), good until `expires`. The id alone is not the account: SQLite may give a
+/// deleted account's id to the next one made, and a link must not open that one's files.
+fn link_mac(key: &[u8; 32], account: i64, created: i64, expires: i64, id: &str) -> [u8; LINK_MAC] {
     use hmac::Mac;
     let mut mac =
         <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(format!("media-link\0{account}\0{expires}\0{id}").as_bytes());
+    mac.update(format!("media-link\0{account}\0{created}\0{expires}\0{id}").as_bytes());
     let full = mac.finalize().into_bytes();
     let mut out = [0u8; LINK_MAC];
     out.copy_from_slice(&full[..LINK_MAC]);
     out
 }
 
+/// A link's fields, read from its token (`account.created.expires.id.mac`, the last two
+/// base64url); None when it is not one.
+fn link_parts(token: &str) -> Option<(i64, i64, i64, String, Vec<u8>)> {
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = token.split('.');
+    let (Some(a), Some(c), Some(e), Some(i), Some(m), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let id = String::from_utf8(b.decode(i).ok()?).ok()?;
+    Some((
+        a.parse().ok()?,
+        c.parse().ok()?,
+        e.parse().ok()?,
+        id,
+        b.decode(m).ok()?,
+    ))
+}
+
+/// A signed link opened: the file, and until when (unix seconds) the link holds.
+#[derive(Debug)]
+pub struct LinkedFile {
+    /// The file.
+    pub file: MediaFile,
+    /// When the link expires (unix seconds).
+    pub expires: i64,
+}
+
 impl Service {
+    /// The key that signs media links, read from the store once.
+    async fn link_key(&self) -> Result<&[u8; 32], super::ServiceError> {
+        let key = self
+            .media_link_key
+            .get_or_try_init(|| self.store.media_link_key())
+            .await?;
+        Ok(key)
+    }
+
     /// Where a message's file is downloaded: with `WA_GATEWAY_PUBLIC_URL`, a signed link that
     /// expires (`/api/media/<token>`, no token needed: for webhook receivers); else the API
     /// path, which takes the caller's JWT.
@@ -933,55 +1007,102 @@ impl Service {
         message_id: &str,
     ) -> Option<String> {
         let (sub, agent) = self.store.account_names(account).await.ok()??;
-        let Some(base) = &self.media.public_url else {
+        if self.media.public_url.is_none() {
             return Some(format!(
                 "/api/whatsapp/{sub}/{agent}/messages/{message_id}/media"
             ));
-        };
-        let key = self.store.media_link_key().await.ok()?;
+        }
         let expires = super::now_ms() / 1000
             + i64::try_from(self.media.link_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        self.signed_link(account, message_id, expires).await
+    }
+
+    /// A signed link to message `message_id` of (subaccount, agent) that expires at `expires`
+    /// (unix seconds); None without `WA_GATEWAY_PUBLIC_URL` or such an agent.
+    pub async fn media_link_until(
+        &self,
+        subaccount: &str,
+        agent: &str,
+        message_id: &str,
+        expires: i64,
+    ) -> Option<String> {
+        let conn = self.store.connection(subaccount, agent).await.ok()??;
+        self.signed_link(conn.account, message_id, expires).await
+    }
+
+    async fn signed_link(
+        &self,
+        account: crate::store::AccountId,
+        message_id: &str,
+        expires: i64,
+    ) -> Option<String> {
+        let base = self.media.public_url.as_ref()?;
+        let created = self.store.account_created(account).await.ok()??;
+        let key = self.link_key().await.ok()?;
         let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let token = format!(
-            "{account}.{expires}.{}.{}",
+            "{account}.{created}.{expires}.{}.{}",
             b.encode(message_id),
-            b.encode(link_mac(&key, account, expires, message_id))
+            b.encode(link_mac(key, account, created, expires, message_id))
         );
         Some(format!("{}/api/media/{token}", base.trim_end_matches('/')))
     }
 
-    /// Opens the file a signed link names, if the link is genuine and unexpired.
+    /// Opens the file a signed link names, if the link is genuine and unexpired: its MAC
+    /// (constant-time) and expiry are checked before any account, message or file is looked
+    /// up (only the signing key is read, once per process), so a forged link learns nothing,
+    /// not even whether the message exists; and only a file already stored is given (a link
+    /// never starts a download).
     pub async fn open_media_link(
         self: &Arc<Self>,
         token: &str,
         range: Option<(u64, u64)>,
-    ) -> Result<MediaFile, super::ServiceError> {
+    ) -> Result<LinkedFile, super::ServiceError> {
         use super::ServiceError as E;
-        let bad = || E::MediaLink;
-        let mut parts = token.split('.');
-        let (Some(a), Some(e), Some(i), Some(m), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return Err(bad());
-        };
-        let account: i64 = a.parse().map_err(|_| bad())?;
-        let expires: i64 = e.parse().map_err(|_| bad())?;
-        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let id = String::from_utf8(b.decode(i).map_err(|_| bad())?).map_err(|_| bad())?;
-        let mac = b.decode(m).map_err(|_| bad())?;
-        let key = self.store.media_link_key().await?;
-        let want = link_mac(&key, account, expires, &id);
+        let (account, created, expires, id, mac) = link_parts(token).ok_or(E::MediaLink)?;
+        let want = link_mac(self.link_key().await?, account, created, expires, &id);
         if !bool::from(subtle::ConstantTimeEq::ct_eq(&want[..], &mac[..])) {
-            return Err(bad());
+            return Err(E::MediaLink);
         }
         if super::now_ms() / 1000 > expires {
             return Err(E::MediaLinkExpired);
         }
-        self.open_account_media(account, &id, range).await
+        // The account the link was made for, not a later one given its id.
+        if self.store.account_created(account).await? != Some(created) {
+            return Err(E::MediaNotAvailable("the account is gone".into()));
+        }
+        let file = self
+            .open_account_media(account, &id, range, Fetch::StoredOnly)
+            .await?;
+        Ok(LinkedFile { file, expires })
+    }
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+
+    #[test]
+    fn a_link_token_reads_back_and_binds_every_field() {
+        let key = [7u8; 32];
+        let mac = link_mac(&key, 3, 1000, 2000, "3EB0A");
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let token = format!("3.1000.2000.{}.{}", b.encode("3EB0A"), b.encode(mac));
+        assert_eq!(
+            link_parts(&token),
+            Some((3, 1000, 2000, "3EB0A".to_owned(), mac.to_vec()))
+        );
+        // Another account id, creation time, expiry or message: another MAC.
+        for other in [
+            link_mac(&key, 4, 1000, 2000, "3EB0A"),
+            link_mac(&key, 3, 1001, 2000, "3EB0A"),
+            link_mac(&key, 3, 1000, 2001, "3EB0A"),
+            link_mac(&key, 3, 1000, 2000, "3EB0B"),
+        ] {
+            assert_ne!(other, mac);
+        }
+        assert_eq!(link_parts("3.2000.x.y"), None);
+        assert_eq!(link_parts(&format!("{token}.extra")), None);
     }
 }
 

@@ -9,7 +9,7 @@ pub mod egress;
 mod failure;
 pub mod media;
 mod media_probe;
-pub use media_probe::{MediaDraft, kind_of_mimetype};
+pub use media_probe::{MAX_GIVEN_THUMBNAIL, MediaDraft, kind_of_mimetype};
 mod outbox;
 mod registry;
 mod retention;
@@ -201,6 +201,10 @@ pub struct Service {
     /// How webhooks are delivered, with what, and the dispatcher's wake-up.
     webhook_settings: WebhookSettings,
     http: reqwest::Client,
+    /// The client for `media.url` fetches (`WA_GATEWAY_MEDIA_URL_ALLOW_PRIVATE`).
+    media_http: reqwest::Client,
+    /// The media link key, read from the store on first use.
+    media_link_key: tokio::sync::OnceCell<zeroize::Zeroizing<[u8; 32]>>,
     webhook_wake: Arc<tokio::sync::Notify>,
     /// Set by `shutdown`: background tasks end.
     stopping: std::sync::atomic::AtomicBool,
@@ -318,6 +322,16 @@ impl Service {
         }
         // Building fails only if the TLS backend cannot start; then no webhook could go.
         let http = http.build().expect("the webhook HTTP client starts");
+        // Media URLs come from every caller, webhooks from operators: each has its own switch.
+        let mut media_http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(30))
+            .user_agent(concat!("wa-gateway/", env!("CARGO_PKG_VERSION")));
+        if !service.media.url_allow_private {
+            media_http = media_http.dns_resolver(Arc::new(egress::PublicOnly));
+        }
+        let media_http = media_http.build().expect("the media HTTP client starts");
         let blobs = service.media.blob_dir.as_ref().and_then(|dir| {
             match crate::store::blobs::FsBlobs::open(dir) {
                 Ok(b) => Some(Arc::new(b) as Arc<dyn crate::store::blobs::BlobStore>),
@@ -341,6 +355,8 @@ impl Service {
             retention: service.retention,
             webhook_settings: service.webhooks,
             http,
+            media_http,
+            media_link_key: tokio::sync::OnceCell::new(),
             webhook_wake: Arc::default(),
             stopping: std::sync::atomic::AtomicBool::new(false),
             has_webhooks: std::sync::atomic::AtomicBool::new(false),

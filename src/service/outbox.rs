@@ -325,6 +325,16 @@ impl Service {
             let outcome = match outcome {
                 Ok(sent) => Ok(sent),
                 Err(super::media::MediaSendError::Send(e)) => Err(e),
+                // A record that cannot be read now never will be: failed at once, with why,
+                // so the sends behind it go.
+                Err(super::media::MediaSendError::Unreadable(why)) => {
+                    tracing::warn!(pk = row.pk, "media send record unreadable; failed");
+                    attempts = 0;
+                    let f = SendFailure::MediaUploadFailed;
+                    self.finish(&row, f.outbox_state(), f.result_json(&why))
+                        .await;
+                    continue;
+                }
                 Err(super::media::MediaSendError::Media(e)) => {
                     attempts += 1;
                     tracing::warn!(error = %e, attempts, "media upload failed");

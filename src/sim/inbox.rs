@@ -85,6 +85,9 @@ pub struct Shown {
     /// `jpeg` for a JPEG thumbnail, `not-jpeg` for anything else, none without.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thumbnail: Option<String>,
+    /// SHA-256 of the thumbnail, hex: a test tells the thumbnail it gave from one made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbnail_sha256: Option<String>,
     /// A voice note's waveform.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waveform: Option<Vec<u8>>,

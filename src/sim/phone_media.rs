@@ -459,11 +459,17 @@ fn file_ref(m: &wa::Message) -> Option<FileRef> {
         t.as_deref()
             .map(|t| if is_jpeg(t) { "jpeg" } else { "not-jpeg" }.to_owned())
     };
+    let thumb_sha = |t: &Option<Vec<u8>>| {
+        use sha2::Digest;
+        t.as_deref()
+            .map(|t| crate::util::hex::encode(&sha2::Sha256::digest(t)))
+    };
     Some(if let Some(i) = &m.image_message {
         let shown = Shown {
             width: i.width,
             height: i.height,
             thumbnail: thumb(&i.jpeg_thumbnail),
+            thumbnail_sha256: thumb_sha(&i.jpeg_thumbnail),
             ..Shown::default()
         };
         file_ref!(i, "image", MediaType::Image, None, i.caption.clone(), shown)
@@ -478,6 +484,7 @@ fn file_ref(m: &wa::Message) -> Option<FileRef> {
             width: v.width,
             height: v.height,
             thumbnail: thumb(&v.jpeg_thumbnail),
+            thumbnail_sha256: thumb_sha(&v.jpeg_thumbnail),
             gif: v.gif_playback == Some(true),
             ..Shown::default()
         };
@@ -494,6 +501,7 @@ fn file_ref(m: &wa::Message) -> Option<FileRef> {
         let name = d.file_name.clone();
         let shown = Shown {
             thumbnail: thumb(&d.jpeg_thumbnail),
+            thumbnail_sha256: thumb_sha(&d.jpeg_thumbnail),
             ..Shown::default()
         };
         file_ref!(

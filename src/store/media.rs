@@ -297,6 +297,17 @@ impl Store {
         Ok(zeroize::Zeroizing::new(key))
     }
 
+    /// When `account` was made (unix seconds): with its id, an identity no later account has,
+    /// since SQLite may give a deleted account's id to the next one made.
+    pub async fn account_created(&self, account: AccountId) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT created_at FROM accounts WHERE id = ?")
+                .bind(account)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     /// The (subaccount, agent) of an account.
     pub async fn account_names(
         &self,

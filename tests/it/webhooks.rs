@@ -183,8 +183,9 @@ fn options(webhooks: WebhookSettings) -> ServiceOptions {
     }
 }
 
-/// As [`options`], with `webhooks` as given (private addresses refused by default).
-fn public_only(webhooks: WebhookSettings) -> ServiceOptions {
+/// As [`options`], with `webhooks` as given (private addresses refused by default); the
+/// service options every REST test starts from.
+pub(crate) fn public_only(webhooks: WebhookSettings) -> ServiceOptions {
     ServiceOptions {
         pacing: Pacing {
             per_minute: 6000,
