@@ -1,6 +1,7 @@
 //! Media crypto against Baileys (`fixtures/baileys/media.json`, recorded by
 //! `tools/fixtures/media.mjs`): every expected value (keys, upload bodies, hashes, tokens, retry
-//! ciphertexts) is what Baileys produced. Baileys verifies nothing on download (CLIENT-FEATURES
+//! ciphertexts, the whole rmr receipt node) is what Baileys produced, and the decryptor reads
+//! Baileys' recorded bodies, not ours. Baileys verifies nothing on download (CLIENT-FEATURES
 //! §2.5); our decryptor does, so tampered copies of its bodies must fail with the right error.
 
 use serde_json::Value;
@@ -10,7 +11,6 @@ use wa_gateway::media::cipher::{self, Decryptor, Encryptor, Expect};
 use wa_gateway::media::retry;
 use wa_gateway::media::{MediaError, MediaKeys, MediaType, expand};
 use wa_gateway::proto::wa::MediaRetryNotification;
-
 use wa_gateway::stanza;
 use wa_gateway::util::hex;
 
