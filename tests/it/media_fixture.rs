@@ -1,16 +1,20 @@
 //! Media crypto against Baileys (`fixtures/baileys/media.json`, recorded by
 //! `tools/fixtures/media.mjs`): every expected value (keys, upload bodies, hashes, tokens, retry
-//! ciphertexts) is what Baileys produced. Baileys verifies nothing on download (CLIENT-FEATURES
+//! ciphertexts, the whole rmr receipt node) is what Baileys produced, and the decryptor reads
+//! Baileys' recorded bodies, not ours. Baileys verifies nothing on download (CLIENT-FEATURES
 //! §2.5); our decryptor does, so tampered copies of its bodies must fail with the right error.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use wa_gateway::binary::{Content, Jid, Node};
 use wa_gateway::media::cipher::{self, Decryptor, Encryptor, Expect};
 use wa_gateway::media::retry;
 use wa_gateway::media::{MediaError, MediaKeys, MediaType, expand};
 use wa_gateway::proto::wa::MediaRetryNotification;
+use wa_gateway::stanza;
+use wa_gateway::util::hex;
 
-use crate::common::{fixture, hex32, hexf};
+use crate::common::{fixture, hex32, hexf, value_of};
 
 fn media() -> Value {
     fixture("baileys/media.json")
@@ -95,6 +99,42 @@ fn assert_body(u: &Upload, body: &[u8], how: &str) {
     );
 }
 
+/// Checks what the encryptor reports against the vector's hashes, lengths and upload token.
+fn assert_encrypted(u: &Upload, done: &cipher::Encrypted, how: &str) {
+    let v = &u.v;
+    let at = |field: &str| format!("{} {how}: {field}", u.name);
+    assert_eq!(
+        done.file_sha256,
+        hex32(v, "file_sha256_hex"),
+        "{}",
+        at("file_sha256")
+    );
+    assert_eq!(
+        done.file_enc_sha256,
+        hex32(v, "file_enc_sha256_hex"),
+        "{}",
+        at("file_enc_sha256")
+    );
+    assert_eq!(
+        done.file_length,
+        v["file_length"].as_u64().unwrap(),
+        "{}",
+        at("file_length")
+    );
+    assert_eq!(
+        done.enc_length,
+        v["enc_length"].as_u64().unwrap(),
+        "{}",
+        at("enc_length")
+    );
+    assert_eq!(
+        done.upload_token(),
+        v["upload_token"].as_str().unwrap(),
+        "{}",
+        at("upload_token")
+    );
+}
+
 #[test]
 fn keys_match_baileys_get_media_keys() {
     for u in uploads() {
@@ -118,11 +158,7 @@ fn encryptor_reproduces_baileys_bodies_in_any_chunking() {
         }
         let (body, done) = cipher::encrypt(&u.keys, &u.plain);
         assert_body(&u, &body, "one-shot");
-        assert_eq!(done.file_sha256, hex32(&u.v, "file_sha256_hex"));
-        assert_eq!(done.file_enc_sha256, hex32(&u.v, "file_enc_sha256_hex"));
-        assert_eq!(done.file_length, u.v["file_length"].as_u64().unwrap());
-        assert_eq!(done.enc_length, u.v["enc_length"].as_u64().unwrap());
-        assert_eq!(done.upload_token(), u.v["upload_token"].as_str().unwrap());
+        assert_encrypted(&u, &done, "one-shot");
 
         for chunk in [1usize, 7, 16, 4096] {
             let mut enc = Encryptor::new(&u.keys);
@@ -131,27 +167,71 @@ fn encryptor_reproduces_baileys_bodies_in_any_chunking() {
                 enc.update(piece, &mut body);
             }
             let streamed = enc.finish(&mut body);
-            assert_body(&u, &body, &format!("chunks of {chunk}"));
-            assert_eq!(streamed, done);
+            let how = format!("chunks of {chunk}");
+            assert_body(&u, &body, &how);
+            assert_encrypted(&u, &streamed, &how);
         }
     }
 }
 
+/// Baileys' upload body for a vector: `body_hex` as recorded, or, for the large vector that
+/// stores only `body_sha256_hex`, the one body with that SHA-256 (and `enc_length`), which
+/// [`assert_body`] checks before it is used.
+fn baileys_body(u: &Upload) -> Vec<u8> {
+    if u.v.get("body_hex").is_some() {
+        return hexf(&u.v, "body_hex");
+    }
+    let (body, _) = cipher::encrypt(&u.keys, &u.plain);
+    assert_body(u, &body, "large body rebuilt from its SHA-256");
+    body
+}
+
+/// Checks recovered plaintext against the vector's `plaintext_hex` or, for the large vector,
+/// its rule and `plaintext_sha256_hex`.
+fn assert_plain(u: &Upload, plain: &[u8], how: &str) {
+    match u.v.get("plaintext_hex") {
+        Some(_) => assert_eq!(plain, hexf(&u.v, "plaintext_hex"), "{} {how}", u.name),
+        None => {
+            assert_eq!(plain, u.plain, "{} {how}", u.name);
+            let digest: [u8; 32] = Sha256::digest(plain).into();
+            assert_eq!(
+                digest,
+                hex32(&u.v, "plaintext_sha256_hex"),
+                "{} {how}",
+                u.name
+            );
+        }
+    }
+    assert_eq!(
+        plain.len() as u64,
+        u.v["file_length"].as_u64().unwrap(),
+        "{} {how}",
+        u.name
+    );
+}
+
+/// The decryptor reads the bodies Baileys wrote: it must verify them against Baileys' own
+/// `fileSha256`/`fileEncSha256`/MAC (any mismatch is an error) and give back its plaintext.
 #[test]
 fn decryptor_recovers_baileys_plaintexts_in_any_chunking() {
     for u in uploads() {
-        let (body, _) = cipher::encrypt(&u.keys, &u.plain);
+        let body = baileys_body(&u);
+        let file_length = u.v["file_length"].as_u64().unwrap();
         let plain = cipher::decrypt(&u.keys, &body, expect_of(&u.v)).unwrap();
-        assert_eq!(plain, u.plain, "{}", u.name);
+        assert_plain(&u, &plain, "one-shot");
         for chunk in [1usize, 7, 16, 4096] {
+            let how = format!("chunks of {chunk}");
             let mut dec = Decryptor::new(&u.keys, expect_of(&u.v));
             let mut out = Vec::new();
             for piece in body.chunks(chunk) {
-                dec.update(piece, &mut out).unwrap();
+                dec.update(piece, &mut out)
+                    .unwrap_or_else(|e| panic!("{} {how}: {e:?}", u.name));
             }
-            let verified = dec.finish(&mut out).unwrap();
-            assert_eq!(out, u.plain, "{} chunks of {chunk}", u.name);
-            assert_eq!(verified.file_length, u.plain.len() as u64);
+            let verified = dec
+                .finish(&mut out)
+                .unwrap_or_else(|e| panic!("{} {how}: {e:?}", u.name));
+            assert_plain(&u, &out, &how);
+            assert_eq!(verified.file_length, file_length, "{} {how}", u.name);
         }
     }
 }
@@ -205,9 +285,13 @@ fn tampered_baileys_bodies_fail_with_the_specific_error() {
     wrong_plain.file_sha256[31] ^= 1;
     assert_eq!(run(&body, wrong_plain), Err(MediaError::HashMismatch));
 
-    // Another media type's keys (image vs document) do not verify Baileys' body.
-    let doc_keys = expand(&hex32(&u.v, "media_key_hex"), MediaType::Document);
-    let wrong = cipher::decrypt(&doc_keys, &body, without_enc_hash);
+    // Another media type's keys (same media key, other HKDF info) do not verify Baileys' body.
+    let other = match media_type(u.v["media_type"].as_str().unwrap()) {
+        MediaType::Document => MediaType::Image,
+        _ => MediaType::Document,
+    };
+    let other_keys = expand(&hex32(&u.v, "media_key_hex"), other);
+    let wrong = cipher::decrypt(&other_keys, &body, without_enc_hash);
     assert_eq!(wrong, Err(MediaError::BadMac));
 }
 
@@ -226,17 +310,53 @@ fn retry_requests_match_baileys() {
             retry::decrypt_request(&key, "3EB0OTHER", &ct, &iv),
             Err(MediaError::RetryDecrypt)
         );
-        // The node Baileys sends: what our client's builder must produce.
-        let receipt = &r["receipt"];
-        assert_eq!(receipt["attrs"]["id"], id);
-        assert_eq!(receipt["attrs"]["type"], "server-error");
-        assert_eq!(
-            receipt["content"][0]["content"][0]["content"],
-            r["ciphertext_hex"]
+
+        // The whole node Baileys sends, built by our builder from the vector's inputs: the
+        // message id, our own JID (`me`), and the IV and ciphertext of the request sealed above.
+        // The fixture records the message key (chat, from_me, participant) only inside its
+        // `<rmr>`, so those three inputs are read from there.
+        let want = receipt_from_json(&r["receipt"]);
+        let rmr = want.child("rmr").expect("fixture receipt has <rmr>");
+        let chat = rmr.get_jid("jid").expect("<rmr jid>");
+        let from_me = match rmr.get_str("from_me").as_deref() {
+            Some("true") => true,
+            Some("false") => false,
+            other => panic!("{id}: <rmr from_me={other:?}>"),
+        };
+        let participant = rmr.get_jid("participant");
+        let me: Jid = r["me"].as_str().unwrap().parse().unwrap();
+        let ours = stanza::media::media_retry_receipt(
+            id,
+            &me,
+            &chat,
+            from_me,
+            participant.as_ref(),
+            &retry::encrypt_request(&key, id, iv),
+            &iv,
         );
-        assert_eq!(receipt["content"][0]["content"][1]["content"], r["iv_hex"]);
-        assert_eq!(receipt["content"][1]["tag"], "rmr");
+        assert_eq!(ours, want, "{id}");
     }
+}
+
+/// A node in this fixture's JSON form (`content`: null, children, or binary as a hex string),
+/// with attribute values typed as Baileys types them (JID when it parses as one).
+fn receipt_from_json(v: &Value) -> Node {
+    let mut n = Node::new(v["tag"].as_str().expect("tag").to_owned());
+    for (k, val) in v["attrs"].as_object().expect("attrs") {
+        n.attrs.push((
+            k.clone().into(),
+            value_of(val.as_str().expect("attr string")),
+        ));
+    }
+    n.content = match &v["content"] {
+        Value::Null => Content::None,
+        Value::Array(children) => {
+            Content::Children(children.iter().map(receipt_from_json).collect())
+        }
+        Value::String(h) => Content::Bytes(hex::decode(h).expect("hex content").into()),
+        other => panic!("unexpected content {other}"),
+    };
+    n
 }
 
 #[test]
