@@ -179,10 +179,11 @@ async fn operation(
 ) -> Response {
     let op = Op::new();
     let path = req.uri().path();
-    // A signed media link's path is its credential.
-    let shown = match path.strip_prefix("/api/media/") {
-        Some(_) => "/api/media/…",
-        None => path,
+    // A signed media link's path is its credential: outside the agents' routes an API path is
+    // logged to its first segment only (however the link was spelled or mangled).
+    let shown = match path.strip_prefix("/api/") {
+        Some(rest) if !rest.starts_with("whatsapp/") && rest != "openapi.json" => "/api/…",
+        _ => path,
     };
     let span = tracing::info_span!(
         "request",

@@ -216,8 +216,10 @@ impl Store {
         attempted: bool,
     ) -> Result<(), StoreError> {
         sqlx::query(
+            // Failed is final: a fetch that ends after the message was revoked (or given up)
+            // does not bring its file back.
             "UPDATE message_media SET state = ?, error = ?, attempts = attempts + ?, \
-             updated_ms = ? WHERE message_pk = ?",
+             updated_ms = ? WHERE message_pk = ? AND state <> 'failed'",
         )
         .bind(state)
         .bind(error)
@@ -232,7 +234,8 @@ impl Store {
     /// The CDN path the phone gave on a media retry (the old one had expired).
     pub async fn set_media_path(&self, pk: i64, direct_path: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE message_media SET direct_path = ?, updated_ms = ? WHERE message_pk = ?",
+            "UPDATE message_media SET direct_path = ?, updated_ms = ? \
+             WHERE message_pk = ? AND state <> 'failed'",
         )
         .bind(direct_path)
         .bind(crate::util::clock::now_ms_i64())

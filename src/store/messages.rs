@@ -405,8 +405,10 @@ async fn write_applied(
     .execute(&mut *conn)
     .await?;
     if row.kind == crate::client::content::Kind::Revoked {
-        // Deleted for everyone: its file is served no more, its keys go, and its blob (no
-        // longer named by a stored file) leaves with the next sweep.
+        // Deleted for everyone: its file is served no more (failed is final, so a fetch under
+        // way cannot store it again), the file row's keys go, and its blob (no longer named by
+        // a stored file) leaves with the next sweep. The message's raw protobuf is kept as
+        // received, as every revoked row's is.
         sqlx::query(
             "UPDATE message_media SET state = 'failed', error = 'revoked by its sender',              media_key = NULL, direct_path = NULL, url = NULL WHERE message_pk = ?",
         )

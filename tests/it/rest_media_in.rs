@@ -89,6 +89,32 @@ async fn row(http: &reqwest::Client, base: &str, admin: &str, id: &str) -> Optio
         .cloned()
 }
 
+/// The service as these tests run it: media kept under `blobs`, links on [`PUBLIC`].
+fn options(blobs: &std::path::Path) -> ServiceOptions {
+    ServiceOptions {
+        pacing: Pacing {
+            per_minute: 6000,
+            burst: 50,
+            chat_gap: Duration::ZERO,
+            ..Pacing::default()
+        },
+        webhooks: WebhookSettings {
+            // The receiver is on loopback.
+            allow_private: true,
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_millis(400),
+            ..Default::default()
+        },
+        media: MediaSettings {
+            blob_dir: Some(blobs.to_path_buf()),
+            auto_max: AUTO_MAX,
+            public_url: Some(PUBLIC.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn a_customers_files_are_fetched_kept_announced_and_served_by_signed_link() {
     tokio::time::timeout(LIMIT, async {
@@ -98,28 +124,7 @@ async fn a_customers_files_are_fetched_kept_announced_and_served_by_signed_link(
         let dir = tempfile::tempdir().unwrap();
         let blobs = dir.path().join("blobs");
         let db = format!("sqlite://{}", dir.path().join("wa.db").display());
-        let opts = ServiceOptions {
-            pacing: Pacing {
-                per_minute: 6000,
-                burst: 50,
-                chat_gap: Duration::ZERO,
-                ..Pacing::default()
-            },
-            webhooks: WebhookSettings {
-                // The receiver is on loopback.
-                allow_private: true,
-                retry_base: Duration::from_millis(100),
-                retry_max: Duration::from_millis(400),
-                ..Default::default()
-            },
-            media: MediaSettings {
-                blob_dir: Some(blobs.clone()),
-                auto_max: AUTO_MAX,
-                public_url: Some(PUBLIC.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let opts = options(&blobs);
         let server = Server::start_opts(&sim, &db, opts).await;
         let http = reqwest::Client::new();
         let admin = token(Role::Admin, &["*"], 3600);
@@ -334,6 +339,83 @@ async fn a_customers_files_are_fetched_kept_announced_and_served_by_signed_link(
         assert_eq!(resp.status(), 404);
         let swept = server.service.sweep_blobs(Duration::ZERO).await.unwrap();
         assert!(swept >= 1, "swept {swept}");
+        assert!(!blobs.join(&sent.sha256[..2]).join(&sent.sha256).exists());
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_file_revoked_while_it_downloads_is_not_kept() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path().join("blobs");
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let server = Server::start_opts(&sim, &db, options(&blobs)).await;
+        let http = reqwest::Client::new();
+        let admin = token(Role::Admin, &["*"], 3600);
+        let base = format!("{}/api/whatsapp/sub1/agent1", server.url);
+        let (me, bob) = ("15554000011", "15554000012");
+        link(&sim, &http, &admin, &base, me).await;
+        sim.set_devices(bob, 1).unwrap();
+        let control = control_api(&sim).await;
+
+        // A slow link: the automatic download is still under way when the revoke comes.
+        sim.cdn_fault(&CdnFault::SlowTransfers(Some(20_000)));
+        let doc = MediaSend::new(
+            MediaKind::Document,
+            MediaData::Generate {
+                bytes: 60_000,
+                seed: 9,
+            },
+        );
+        let (id, sent) = sim.phone_send_media(bob, me, doc).await.unwrap();
+        eventually("the download to start", async || {
+            sim.cdn_transfers()
+                .iter()
+                .any(|t| t.direction == "download" && t.bytes > 0)
+                .then_some(())
+        })
+        .await;
+        let r = http
+            .post(format!("{control}/phones/{bob}/send"))
+            .json(&json!({ "to": me, "revoke": { "id": id } }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        eventually("the revoke", async || {
+            row(&http, &base, &admin, &id)
+                .await
+                .filter(|r| r["revoked"] == json!(true))
+        })
+        .await;
+        // The download then ends well; the file stays gone.
+        sim.cdn_fault(&CdnFault::SlowTransfers(None));
+        eventually("the download to end", async || {
+            sim.cdn_transfers().is_empty().then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = row(&http, &base, &admin, &id).await.unwrap();
+        assert_eq!(now["media"]["state"], json!("failed"), "{now}");
+        let (code, v) = call(
+            &http,
+            reqwest::Method::GET,
+            &format!("{base}/messages/{id}/media"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (code, v["error"]["code"].as_str()),
+            (409, Some("media_error")),
+            "{v}"
+        );
+        server.service.sweep_blobs(Duration::ZERO).await.unwrap();
         assert!(!blobs.join(&sent.sha256[..2]).join(&sent.sha256).exists());
     })
     .await
