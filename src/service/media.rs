@@ -746,6 +746,25 @@ impl Service {
             .await
     }
 
+    /// The LID chat a serialized id's phone-number chat is kept under, if known: a send's id
+    /// names the chat as it was asked for, and the row may be kept under the contact's LID
+    /// since.
+    async fn lid_alias(
+        &self,
+        account: crate::store::AccountId,
+        message_id: &str,
+    ) -> Option<String> {
+        use crate::binary::Server;
+        use crate::client::CredsStore;
+        let (_, chat, _) = serialized_parts(message_id)?;
+        let pn = chat.parse::<Jid>().ok()?;
+        if !matches!(pn.server, Server::User | Server::LegacyUser) {
+            return None;
+        }
+        let lid = self.store.creds(account).lid_for(&pn.user).await.ok()??;
+        Some(Jid::new(lid, Server::Lid).to_string())
+    }
+
     async fn open_account_media(
         self: &Arc<Self>,
         account: crate::store::AccountId,
@@ -756,26 +775,7 @@ impl Service {
         use super::ServiceError as E;
         let blobs = self.blobs.clone().ok_or(E::MediaOff)?;
         let rows = self.store.media_of(account, bare_id(message_id)).await?;
-        // A send's id names the chat as it was asked for (a phone number); the row may be
-        // kept under the contact's LID since.
-        let lid = match serialized_parts(message_id) {
-            Some((_, chat, _)) => match chat.parse::<Jid>() {
-                Ok(j)
-                    if matches!(
-                        j.server,
-                        crate::binary::Server::User | crate::binary::Server::LegacyUser
-                    ) =>
-                {
-                    use crate::client::CredsStore;
-                    let lid = self.store.creds(account).lid_for(&j.user).await;
-                    lid.ok()
-                        .flatten()
-                        .map(|l| Jid::new(l, crate::binary::Server::Lid).to_string())
-                }
-                _ => None,
-            },
-            None => None,
-        };
+        let lid = self.lid_alias(account, message_id).await;
         let Some(mut row) = pick_message(rows, message_id, lid.as_deref()) else {
             return Err(E::MediaNotAvailable("the message has no file".into()));
         };

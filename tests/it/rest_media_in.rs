@@ -89,6 +89,31 @@ async fn row(http: &reqwest::Client, base: &str, admin: &str, id: &str) -> Optio
         .cloned()
 }
 
+/// `from` deletes its message `id` to `to` for everyone (control API); returns once our
+/// history shows it revoked.
+async fn revoke(
+    http: &reqwest::Client,
+    control: &str,
+    base: &str,
+    admin: &str,
+    (from, to): (&str, &str),
+    id: &str,
+) {
+    let r = http
+        .post(format!("{control}/phones/{from}/send"))
+        .json(&json!({ "to": to, "revoke": { "id": id } }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    eventually("the revoke", async || {
+        row(http, base, admin, id)
+            .await
+            .filter(|r| r["revoked"] == json!(true))
+    })
+    .await;
+}
+
 /// The service as these tests run it: media kept under `blobs`, links on [`PUBLIC`].
 fn options(blobs: &std::path::Path) -> ServiceOptions {
     ServiceOptions {
@@ -304,19 +329,7 @@ async fn a_customers_files_are_fetched_kept_announced_and_served_by_signed_link(
         // The customer deletes the photo for everyone: its file is served no more, by the API
         // or by the link already handed out, and the sweep takes its blob.
         let control = control_api(&sim).await;
-        let r = http
-            .post(format!("{control}/phones/{bob}/send"))
-            .json(&json!({ "to": me, "revoke": { "id": id } }))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-        eventually("the photo to be revoked", async || {
-            row(&http, &base, &admin, &id)
-                .await
-                .filter(|r| r["revoked"] == json!(true))
-        })
-        .await;
+        revoke(&http, &control, &base, &admin, (bob, me), &id).await;
         let (code, v) = call(
             &http,
             reqwest::Method::GET,
@@ -380,19 +393,7 @@ async fn a_file_revoked_while_it_downloads_is_not_kept() {
                 .then_some(())
         })
         .await;
-        let r = http
-            .post(format!("{control}/phones/{bob}/send"))
-            .json(&json!({ "to": me, "revoke": { "id": id } }))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-        eventually("the revoke", async || {
-            row(&http, &base, &admin, &id)
-                .await
-                .filter(|r| r["revoked"] == json!(true))
-        })
-        .await;
+        revoke(&http, &control, &base, &admin, (bob, me), &id).await;
         // The download then ends well; the file stays gone.
         sim.cdn_fault(&CdnFault::SlowTransfers(None));
         eventually("the download to end", async || {
