@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/e2e.proto",
         "proto/signal.proto",
         "proto/mms_retry.proto",
+        "proto/history_sync.proto",
+        "proto/sync_action.proto",
+        "proto/server_sync.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -276,6 +276,7 @@ pub fn initial_history(phone: &PhoneAccount, now: u64) -> wa::Message {
             pn_jid: Some(pn),
             lid_jid: Some(Jid::new(phone.lid.clone(), Server::Lid).to_string()),
         }],
+        ..Default::default()
     };
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     // Writing to a Vec cannot fail.
