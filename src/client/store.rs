@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use super::appstate_store::{AppStateStore, MemoryAppState};
 use super::messages::{Committed, GroupUpdate, MessageStatus, StatusUpdate, StoredMessage};
 use crate::binary::Jid;
 use crate::signal::store::SignedPreKeyStore;
@@ -91,7 +92,7 @@ pub struct CredsStoreError(pub String);
 ///
 /// The trait is generic (`impl Future` methods), not object-safe: a service holds many
 /// [`super::Client`]s, which are not generic, over one store type and one shared pool.
-pub trait CredsStore: GroupStore + Send + Sync + 'static {
+pub trait CredsStore: GroupStore + AppStateStore + Send + Sync + 'static {
     /// The account's Signal stores (sessions, peer identities, prekeys); they share the identity
     /// and prekeys with these credentials.
     type Signal: SignalStore + Clone + 'static;
@@ -246,6 +247,7 @@ pub struct MemoryCreds {
     /// Contact → (their token to us, its time, when we issued ours).
     tokens: Mutex<std::collections::HashMap<Jid, TokenRow>>,
     groups: Mutex<MemoryGroups>,
+    appstate: Mutex<MemoryAppState>,
 }
 
 /// Group state in memory.
@@ -282,6 +284,7 @@ impl Default for MemoryCreds {
             lids: Mutex::new(Vec::new()),
             tokens: Mutex::new(std::collections::HashMap::new()),
             groups: Mutex::new(MemoryGroups::default()),
+            appstate: Mutex::new(MemoryAppState::default()),
         }
     }
 }
@@ -335,6 +338,8 @@ impl CredsStore for MemoryCreds {
         self.tokens.lock().map_err(poisoned)?.clear();
         // The sender keys went with the Signal state: nobody holds ours any more.
         self.groups.lock().map_err(poisoned)?.holders.clear();
+        // A new link gets a new key share and syncs from a snapshot.
+        self.appstate.lock().map_err(poisoned)?.wipe();
         Ok(())
     }
 
@@ -632,5 +637,71 @@ impl GroupStore for MemoryCreds {
             .take(limit as usize)
             .cloned()
             .collect())
+    }
+}
+
+impl AppStateStore for MemoryCreds {
+    async fn add_app_state_keys(
+        &self,
+        keys: &[super::appstate_store::AppStateKey],
+    ) -> Result<usize, CredsStoreError> {
+        Ok(self.appstate.lock().map_err(poisoned)?.add_keys(keys))
+    }
+
+    async fn app_state_key(
+        &self,
+        id: &[u8],
+    ) -> Result<Option<super::appstate_store::AppStateKey>, CredsStoreError> {
+        Ok(self.appstate.lock().map_err(poisoned)?.key(id))
+    }
+
+    async fn latest_app_state_key(
+        &self,
+    ) -> Result<Option<super::appstate_store::AppStateKey>, CredsStoreError> {
+        Ok(self.appstate.lock().map_err(poisoned)?.latest_key())
+    }
+
+    async fn app_state_version(
+        &self,
+        collection: &str,
+    ) -> Result<Option<super::appstate_store::CollectionVersion>, CredsStoreError> {
+        Ok(self.appstate.lock().map_err(poisoned)?.version(collection))
+    }
+
+    async fn value_macs(
+        &self,
+        collection: &str,
+        index_macs: &[[u8; 32]],
+    ) -> Result<std::collections::HashMap<[u8; 32], [u8; 32]>, CredsStoreError> {
+        Ok(self
+            .appstate
+            .lock()
+            .map_err(poisoned)?
+            .value_macs(collection, index_macs))
+    }
+
+    async fn app_state_records(
+        &self,
+        collection: &str,
+        index_prefix: &[&str],
+    ) -> Result<Vec<super::appstate_store::AppStateRecord>, CredsStoreError> {
+        Ok(self
+            .appstate
+            .lock()
+            .map_err(poisoned)?
+            .records(collection, index_prefix))
+    }
+
+    async fn commit_app_state(
+        &self,
+        commit: &super::appstate_store::AppStateCommit,
+    ) -> Result<(), CredsStoreError> {
+        self.appstate.lock().map_err(poisoned)?.commit(commit);
+        Ok(())
+    }
+
+    async fn reset_app_state(&self, collection: &str) -> Result<(), CredsStoreError> {
+        self.appstate.lock().map_err(poisoned)?.reset(collection);
+        Ok(())
     }
 }

@@ -3,6 +3,7 @@
 //! ids, receipts and retry receipts. Protocol facts both ends speak: the client's messenger and
 //! the simulator's server and simulated devices use them; neither knows the other.
 
+pub mod appstate;
 pub mod attrs;
 pub mod group;
 pub mod media;

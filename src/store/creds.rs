@@ -39,11 +39,11 @@ impl SqliteCreds {
         }
     }
 
-    fn seal(&self, table: &str, key: impl std::fmt::Display, plain: Vec<u8>) -> Vec<u8> {
+    pub(super) fn seal(&self, table: &str, key: impl std::fmt::Display, plain: Vec<u8>) -> Vec<u8> {
         self.sealer.seal(&row(table, self.account, key), plain)
     }
 
-    fn open(
+    pub(super) fn open(
         &self,
         table: &str,
         key: impl std::fmt::Display,
@@ -66,7 +66,7 @@ fn key32(v: Option<Vec<u8>>, what: &str) -> Result<[u8; 32], CredsStoreError> {
 
 /// What a logout deletes: the device's keys and what contacts gave that link (their privacy
 /// tokens). Messages and the PN↔LID table (facts about contacts) stay.
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 12] = [
     "creds",
     "signal_identity",
     "signal_identities",
@@ -76,6 +76,9 @@ const TABLES: [&str; 9] = [
     "signal_sender_keys",
     "privacy_tokens",
     "group_key_holders",
+    "appstate_keys",
+    "appstate_collections",
+    "appstate_records",
 ];
 
 impl CredsStore for SqliteCreds {

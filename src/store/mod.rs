@@ -2,6 +2,7 @@
 //! tables are keyed by account, and this layer implements the traits the protocol layers define.
 //! It knows SQL; the protocol layers never do.
 
+mod appstate;
 pub mod blobs;
 pub mod connections;
 pub mod creds;

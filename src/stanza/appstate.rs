@@ -1,0 +1,346 @@
+//! The app-state (syncd) stanzas both ends speak (CLIENT-FEATURES §3.2, §3.6, §3.7): the
+//! `w:sync:app:state` iq that asks for collections or uploads a patch, its answer per
+//! collection (patches, a snapshot reference, or an error), and the `server_sync` notification
+//! that says a collection moved. The client builds asks and reads answers; the simulator reads
+//! asks and builds answers. Patches and snapshots are opaque bytes here.
+
+use bytes::Bytes;
+
+use crate::binary::{Jid, Node, Server};
+
+/// The iq namespace.
+pub const XMLNS: &str = "w:sync:app:state";
+/// Collections read from one iq or notification at most (there are five).
+pub const MAX_COLLECTIONS: usize = 16;
+/// Patches read from one collection of one answer at most (a server pages long runs with
+/// `has_more_patches`).
+pub const MAX_PATCHES: usize = 10_000;
+
+/// One collection asked for in a sync iq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionAsk {
+    /// The collection's name (`regular_high`, …).
+    pub name: String,
+    /// Our version of it; 0 for none.
+    pub version: u64,
+    /// Ask for a snapshot (fresh state) rather than patches after `version`.
+    pub snapshot: bool,
+}
+
+/// `<iq xmlns="w:sync:app:state" type="set" to="s.whatsapp.net"><sync><collection …/>…`: the id
+/// is the caller's. A snapshot ask carries no `version` (whatsmeow `fetchAppStatePatches` omits
+/// it; Baileys sends "0"; CLIENT-FEATURES Appendix A: omitted).
+pub fn sync_request(asks: &[CollectionAsk]) -> Node {
+    let collections = asks
+        .iter()
+        .map(|a| {
+            let n = Node::new("collection").attr("name", a.name.clone());
+            if a.snapshot {
+                n.attr("return_snapshot", "true")
+            } else {
+                n.attr("version", a.version.to_string())
+                    .attr("return_snapshot", "false")
+            }
+        })
+        .collect();
+    sync_iq(collections)
+}
+
+/// The iq that uploads `patch` (a `SyncdPatch`, without version) to collection `name`, which we
+/// hold at `version` (whatsmeow `sendAppState`).
+pub fn patch_upload(name: &str, version: u64, patch: Vec<u8>) -> Node {
+    sync_iq(vec![
+        Node::new("collection")
+            .attr("name", name.to_owned())
+            .attr("version", version.to_string())
+            .attr("return_snapshot", "false")
+            .children(vec![Node::new("patch").bytes(patch)]),
+    ])
+}
+
+fn sync_iq(collections: Vec<Node>) -> Node {
+    Node::new("iq")
+        .attr("xmlns", XMLNS)
+        .attr("type", "set")
+        .attr("to", Jid::new("", Server::User))
+        .children(vec![Node::new("sync").children(collections)])
+}
+
+/// A per-collection error in an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionError {
+    /// The code: 409 conflict (the sender is behind), 400/404 fatal, others retryable
+    /// (whatsapp-rust `parse_collection_error`, after WA Web `CollectionState`).
+    pub code: u16,
+    /// The server's text.
+    pub text: String,
+}
+
+/// What the server answered for one collection.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CollectionAnswer {
+    /// The collection's name.
+    pub name: String,
+    /// The server's version of it (after the patches given).
+    pub version: u64,
+    /// More patches follow: ask again from the last one's version.
+    pub has_more: bool,
+    /// `SyncdPatch` bytes, oldest first.
+    pub patches: Vec<Bytes>,
+    /// An `ExternalBlobReference` to a `SyncdSnapshot` on the CDN.
+    pub snapshot: Option<Bytes>,
+    /// The collection failed.
+    pub error: Option<CollectionError>,
+}
+
+/// Reads the `<sync>` of a sync iq's result. Patches sit under `<patches>` (whatsmeow
+/// `ParsePatchList`) or directly under `<collection>` (Baileys `extractSyncdPatches` accepts
+/// both, so we do too).
+pub fn parse_sync_response(iq: &Node) -> Vec<CollectionAnswer> {
+    let Some(sync) = iq.child("sync") else {
+        return Vec::new();
+    };
+    sync.child_nodes()
+        .iter()
+        .filter(|c| c.tag == "collection")
+        .take(MAX_COLLECTIONS)
+        .map(|c| {
+            let error = (c.get_str("type").as_deref() == Some("error")).then(|| {
+                let e = c.child("error");
+                CollectionError {
+                    code: e
+                        .and_then(|e| e.get_str("code"))
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(500),
+                    text: e
+                        .and_then(|e| e.get_str("text"))
+                        .map(|s| s.chars().take(256).collect())
+                        .unwrap_or_default(),
+                }
+            });
+            let patch_nodes = c
+                .child("patches")
+                .map(|p| p.child_nodes())
+                .unwrap_or_default()
+                .iter()
+                .chain(c.child_nodes().iter())
+                .filter(|p| p.tag == "patch");
+            CollectionAnswer {
+                name: c.get_str("name").map(|s| s.into_owned()).unwrap_or_default(),
+                version: u64_attr(c, "version").unwrap_or(0),
+                has_more: c.get_str("has_more_patches").as_deref() == Some("true"),
+                patches: patch_nodes
+                    .take(MAX_PATCHES)
+                    .filter_map(|p| p.content_bytes().cloned())
+                    .collect(),
+                snapshot: c.child("snapshot").and_then(|s| s.content_bytes().cloned()),
+                error,
+            }
+        })
+        .collect()
+}
+
+/// One `<collection>` of a sync iq as the server reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncItem {
+    /// The collection's name.
+    pub name: String,
+    /// The asker's version (absent on a snapshot ask).
+    pub version: Option<u64>,
+    /// `return_snapshot="true"`.
+    pub snapshot: bool,
+    /// Patches uploaded (`SyncdPatch` bytes); empty for a plain ask.
+    pub patches: Vec<Bytes>,
+}
+
+/// Reads the collections of a sync iq (server side).
+pub fn parse_sync_request(iq: &Node) -> Vec<SyncItem> {
+    let Some(sync) = iq.child("sync") else {
+        return Vec::new();
+    };
+    sync.child_nodes()
+        .iter()
+        .filter(|c| c.tag == "collection")
+        .take(MAX_COLLECTIONS)
+        .map(|c| SyncItem {
+            name: c.get_str("name").map(|s| s.into_owned()).unwrap_or_default(),
+            version: u64_attr(c, "version"),
+            snapshot: c.get_str("return_snapshot").as_deref() == Some("true"),
+            patches: c
+                .child_nodes()
+                .iter()
+                .filter(|p| p.tag == "patch")
+                .take(MAX_PATCHES)
+                .filter_map(|p| p.content_bytes().cloned())
+                .collect(),
+        })
+        .collect()
+}
+
+/// The result iq answering sync iq `id` (server side).
+pub fn sync_response(id: &str, answers: &[CollectionAnswer]) -> Node {
+    let collections = answers
+        .iter()
+        .map(|a| {
+            let mut n = Node::new("collection")
+                .attr("name", a.name.clone())
+                .attr("version", a.version.to_string());
+            if a.has_more {
+                n = n.attr("has_more_patches", "true");
+            }
+            let mut children = Vec::new();
+            if let Some(e) = &a.error {
+                n = n.attr("type", "error");
+                children.push(
+                    Node::new("error")
+                        .attr("code", e.code.to_string())
+                        .attr("text", e.text.clone()),
+                );
+            }
+            if !a.patches.is_empty() {
+                children.push(
+                    Node::new("patches").children(
+                        a.patches
+                            .iter()
+                            .map(|p| Node::new("patch").bytes(p.clone()))
+                            .collect(),
+                    ),
+                );
+            }
+            if let Some(s) = &a.snapshot {
+                children.push(Node::new("snapshot").bytes(s.clone()));
+            }
+            if children.is_empty() {
+                n
+            } else {
+                n.children(children)
+            }
+        })
+        .collect();
+    Node::new("iq")
+        .attr("id", id.to_owned())
+        .attr("type", "result")
+        .attr("from", Jid::new("", Server::User))
+        .children(vec![Node::new("sync").children(collections)])
+}
+
+/// `<notification type="server_sync" id from="s.whatsapp.net" t><collection name version/>…`
+/// (server side).
+pub fn server_sync_notification(id: &str, t: u64, collections: &[(String, u64)]) -> Node {
+    Node::new("notification")
+        .attr("id", id.to_owned())
+        .attr("type", "server_sync")
+        .attr("from", Jid::new("", Server::User))
+        .attr("t", t.to_string())
+        .children(
+            collections
+                .iter()
+                .map(|(name, v)| {
+                    Node::new("collection")
+                        .attr("name", name.clone())
+                        .attr("version", v.to_string())
+                })
+                .collect(),
+        )
+}
+
+/// The collections a `server_sync` notification names, every child (whatsmeow
+/// `handleAppStateNotification`; Baileys reads only the first — Appendix A: all), with the
+/// version the server holds when it says.
+pub fn parse_server_sync(node: &Node) -> Vec<(String, Option<u64>)> {
+    node.child_nodes()
+        .iter()
+        .filter(|c| c.tag == "collection")
+        .take(MAX_COLLECTIONS)
+        .filter_map(|c| {
+            let name = c.get_str("name")?.into_owned();
+            Some((name, u64_attr(c, "version")))
+        })
+        .collect()
+}
+
+fn u64_attr(n: &Node, key: &str) -> Option<u64> {
+    n.get_str(key).and_then(|s| s.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_ask_carries_no_version_and_a_patch_ask_does() {
+        let iq = sync_request(&[
+            CollectionAsk {
+                name: "regular".into(),
+                version: 0,
+                snapshot: true,
+            },
+            CollectionAsk {
+                name: "regular_low".into(),
+                version: 7,
+                snapshot: false,
+            },
+        ]);
+        let items = parse_sync_request(&iq);
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].version, None);
+        assert!(items[0].snapshot);
+        assert_eq!(items[1].version, Some(7));
+        assert!(!items[1].snapshot);
+        assert_eq!(iq.get_str("xmlns").as_deref(), Some(XMLNS));
+    }
+
+    #[test]
+    fn answers_read_back_patches_snapshot_paging_and_errors() {
+        let answers = vec![
+            CollectionAnswer {
+                name: "regular_high".into(),
+                version: 12,
+                has_more: true,
+                patches: vec![Bytes::from_static(b"p1"), Bytes::from_static(b"p2")],
+                snapshot: Some(Bytes::from_static(b"snap")),
+                error: None,
+            },
+            CollectionAnswer {
+                name: "regular".into(),
+                version: 3,
+                error: Some(CollectionError {
+                    code: 409,
+                    text: "conflict".into(),
+                }),
+                ..Default::default()
+            },
+        ];
+        let iq = sync_response("abc", &answers);
+        assert_eq!(parse_sync_response(&iq), answers);
+    }
+
+    #[test]
+    fn a_patch_directly_under_its_collection_is_read_too() {
+        let iq = Node::new("iq").children(vec![Node::new("sync").children(vec![
+            Node::new("collection")
+                .attr("name", "regular")
+                .attr("version", "2")
+                .children(vec![Node::new("patch").bytes(b"x".to_vec())]),
+        ])]);
+        let got = parse_sync_response(&iq);
+        assert_eq!(got[0].patches, vec![Bytes::from_static(b"x")]);
+        assert_eq!(got[0].version, 2);
+    }
+
+    #[test]
+    fn server_sync_names_every_collection() {
+        let n = server_sync_notification(
+            "n1",
+            5,
+            &[("regular".into(), 4), ("critical_block".into(), 9)],
+        );
+        assert_eq!(
+            parse_server_sync(&n),
+            vec![
+                ("regular".to_string(), Some(4)),
+                ("critical_block".to_string(), Some(9))
+            ]
+        );
+    }
+}
