@@ -30,7 +30,7 @@ pub mod store;
 pub use crate::stanza::message_id as new_message_id;
 pub use crate::stanza::mex::ReachoutTimelock;
 pub use account::{ChatChange, ChatSummary, Contact, ContactChange, HistoryBatch, LastMessage};
-pub use events::{ConnState, Event, Events, Linked};
+pub use events::{ConnState, Event, Events, HistoryReport, Linked};
 pub use iq::{IqError, IqTracker};
 pub use messages::{GroupUpdate, MessageStatus, StoredMessage};
 pub use messenger::{MessagingStats, SendError, Sent, valid_message_id};
