@@ -176,13 +176,20 @@ pub enum Event {
         /// Why.
         reason: String,
     },
-    /// A history sync chunk from the phone was processed (what it taught, e.g. contacts'
-    /// LIDs, is stored).
-    HistorySync {
-        /// The phone's progress, percent.
-        progress: Option<u32>,
+    /// A history sync chunk from the phone was processed (what it taught is stored).
+    HistorySync(Box<HistoryReport>),
+    /// A history sync chunk could not be used (download, inflate, not a `HistorySync`, too
+    /// large); what earlier batches of it stored stays (each batch is whole).
+    HistorySyncFailed {
         /// The chunk's position.
         chunk: Option<u32>,
+        /// Why.
+        reason: String,
+    },
+    /// No history chunk is waiting any more (the last one queued was processed).
+    HistorySyncIdle {
+        /// Chunks processed since the client started.
+        chunks: u64,
     },
     /// A message the server accepted was receipted by no device within the configured time
     /// (the recipient may be offline for long, or something is wrong: see the logs).
@@ -274,14 +281,41 @@ impl fmt::Debug for Event {
             Event::Stuck { chat, id } => write!(f, "Stuck {{ chat: {chat}, id: {id} }}"),
             Event::OfflineSync { count } => write!(f, "OfflineSync {{ count: {count} }}"),
             Event::GroupUpdate(u) => write!(f, "GroupUpdate({u:?})"),
-            Event::HistorySync { progress, chunk } => {
-                write!(
-                    f,
-                    "HistorySync {{ progress: {progress:?}, chunk: {chunk:?} }}"
-                )
+            Event::HistorySync(r) => write!(f, "HistorySync({r:?})"),
+            Event::HistorySyncFailed { chunk, reason } => write!(
+                f,
+                "HistorySyncFailed {{ chunk: {chunk:?}, reason: {reason:?} }}"
+            ),
+            Event::HistorySyncIdle { chunks } => {
+                write!(f, "HistorySyncIdle {{ chunks: {chunks} }}")
             }
         }
     }
+}
+
+/// What one history sync chunk brought (CLIENT-FEATURES §5).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryReport {
+    /// `HistorySyncType` (0 initial bootstrap, 2 full, 3 recent, 4 push names, 6 on demand…).
+    pub sync_type: Option<i32>,
+    /// The chunk's position.
+    pub chunk: Option<u32>,
+    /// The phone's progress, percent.
+    pub progress: Option<u32>,
+    /// Conversations read.
+    pub conversations: u64,
+    /// Messages read.
+    pub messages: u64,
+    /// Of those, newly stored (the rest were stored before: live or an earlier chunk).
+    pub stored: u64,
+    /// Push names kept.
+    pub push_names: u64,
+    /// PN ↔ LID mappings read.
+    pub mappings: u64,
+    /// Address-book contacts kept.
+    pub contacts: u64,
+    /// Conversations over the size cap, skipped.
+    pub skipped: u64,
 }
 
 /// Events a client keeps for a slow consumer; beyond it, per-message notices are dropped (and

@@ -183,6 +183,93 @@ fn body_stream(
     )
 }
 
+/// What a download needs to find and verify a file (a media message's reference, or a
+/// history-sync notification's blob). `Debug` is not derived: it holds the media key.
+pub(crate) struct Fetch<'a> {
+    /// The key type (HKDF info).
+    pub ty: MediaType,
+    /// The media key.
+    pub key: [u8; 32],
+    /// SHA-256 of the plaintext.
+    pub file_sha256: [u8; 32],
+    /// SHA-256 of the encrypted body, when known.
+    pub file_enc_sha256: Option<[u8; 32]>,
+    /// The host-relative path.
+    pub path: &'a str,
+    /// The plaintext length the message declared.
+    pub declared: Option<u64>,
+}
+
+/// The download core (the media downloader and history sync share it): tries `hosts` in
+/// order on network errors and 5xx, 404/410 is [`MediaFailure::Gone`] at once (whatsmeow's
+/// rule), verifies while streaming (fileEncSha256, MAC, padding, fileSha256), at most `max`
+/// plaintext bytes into `sink`. On any error the sink holds unverified bytes and must be
+/// discarded.
+pub(crate) async fn fetch_verified(
+    cdn: &Cdn,
+    hosts: &[String],
+    f: &Fetch<'_>,
+    max: u64,
+    sink: &mut dyn MediaSink,
+) -> Result<Verified, MediaFailure> {
+    if let Some(declared) = f.declared
+        && declared > max
+    {
+        return Err(MediaFailure::TooLarge { limit: max });
+    }
+    let keys = expand(&f.key, f.ty);
+    let mut last = None;
+    for host in hosts {
+        let mut dl = match cdn.download(host, f.path).await {
+            Ok(d) => d,
+            Err(e) if e.is_gone() => return Err(MediaFailure::Gone),
+            Err(e @ CdnError::Status(403)) => return Err(e.into()),
+            Err(e) => {
+                tracing::info!(host, error = %e, "download failed");
+                last = Some(e);
+                continue;
+            }
+        };
+        // A length the CDN declares beyond what the cap allows is refused before a byte.
+        if dl.declared.is_some_and(|d| d > encrypted_len(max)) {
+            return Err(MediaFailure::TooLarge { limit: max });
+        }
+        let mut dec = Decryptor::new(
+            &keys,
+            Expect {
+                file_sha256: f.file_sha256,
+                file_enc_sha256: f.file_enc_sha256,
+                max_plain: max,
+            },
+        );
+        let mut out = Vec::with_capacity(CHUNK + 32);
+        while let Some(chunk) = dl.chunk().await? {
+            out.clear();
+            dec.update(&chunk, &mut out)?;
+            if !out.is_empty() {
+                sink.write(&out).await.map_err(MediaFailure::Sink)?;
+            }
+        }
+        out.clear();
+        let verified = dec.finish(&mut out)?;
+        if !out.is_empty() {
+            sink.write(&out).await.map_err(MediaFailure::Sink)?;
+        }
+        if let Some(declared) = f.declared
+            && declared != verified.file_length
+        {
+            return Err(MediaFailure::LengthMismatch {
+                declared,
+                actual: verified.file_length,
+            });
+        }
+        return Ok(verified);
+    }
+    Err(last
+        .map(MediaFailure::Cdn)
+        .unwrap_or(MediaFailure::Cdn(CdnError::Network("no CDN host".into()))))
+}
+
 impl Client {
     fn cdn(&self) -> Result<&Cdn, MediaFailure> {
         if let Some(c) = self.cdn.get() {
@@ -291,59 +378,17 @@ impl Client {
         {
             return Err(MediaFailure::TooLarge { limit: max });
         }
-        let keys = expand(&key, ty);
         let cdn = self.cdn()?.clone();
         let conn = self.messaging.media_conn(false).await?;
-        let mut last = None;
-        for host in &conn.hosts {
-            let mut dl = match cdn.download(host, &path).await {
-                Ok(d) => d,
-                Err(e) if e.is_gone() => return Err(MediaFailure::Gone),
-                Err(e @ CdnError::Status(403)) => return Err(e.into()),
-                Err(e) => {
-                    tracing::info!(host, error = %e, "download failed");
-                    last = Some(e);
-                    continue;
-                }
-            };
-            // A length the CDN declares beyond what the cap allows is refused before a byte.
-            if dl.declared.is_some_and(|d| d > encrypted_len(max)) {
-                return Err(MediaFailure::TooLarge { limit: max });
-            }
-            let mut dec = Decryptor::new(
-                &keys,
-                Expect {
-                    file_sha256: sha,
-                    file_enc_sha256: r.file_enc_sha256,
-                    max_plain: max,
-                },
-            );
-            let mut out = Vec::with_capacity(CHUNK + 32);
-            while let Some(chunk) = dl.chunk().await? {
-                out.clear();
-                dec.update(&chunk, &mut out)?;
-                if !out.is_empty() {
-                    sink.write(&out).await.map_err(MediaFailure::Sink)?;
-                }
-            }
-            out.clear();
-            let verified = dec.finish(&mut out)?;
-            if !out.is_empty() {
-                sink.write(&out).await.map_err(MediaFailure::Sink)?;
-            }
-            if let Some(declared) = r.file_length
-                && declared != verified.file_length
-            {
-                return Err(MediaFailure::LengthMismatch {
-                    declared,
-                    actual: verified.file_length,
-                });
-            }
-            return Ok(verified);
-        }
-        Err(last
-            .map(MediaFailure::Cdn)
-            .unwrap_or(MediaFailure::Cdn(CdnError::Network("no CDN host".into()))))
+        let fetch = Fetch {
+            ty,
+            key,
+            file_sha256: sha,
+            file_enc_sha256: r.file_enc_sha256,
+            path: &path,
+            declared: r.file_length,
+        };
+        fetch_verified(&cdn, &conn.hosts, &fetch, max, sink).await
     }
 
     /// Asks our phone to upload `r`'s file again (its CDN copy expired): the new direct path.

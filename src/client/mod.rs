@@ -5,6 +5,7 @@
 //! layers, and storage only through traits; never HTTP or SQL.
 
 pub mod appstate_store;
+pub mod account;
 pub mod cdn;
 pub mod content;
 pub mod events;
@@ -29,9 +30,10 @@ pub mod store;
 
 pub use crate::stanza::message_id as new_message_id;
 pub use crate::stanza::mex::ReachoutTimelock;
-pub use events::{ConnState, Event, Events, Linked};
+pub use account::{ChatChange, ChatSummary, Contact, ContactChange, HistoryBatch, LastMessage};
+pub use events::{ConnState, Event, Events, HistoryReport, Linked};
 pub use iq::{IqError, IqTracker};
 pub use messages::{GroupUpdate, MessageStatus, StoredMessage};
 pub use messenger::{MessagingStats, SendError, Sent, valid_message_id};
 pub use run::{Client, ClientOptions, Keepalive, MessagingOptions};
-pub use store::{Creds, CredsStore, GroupStore, Me, MemoryCreds};
+pub use store::{AccountStore, Creds, CredsStore, GroupStore, Me, MemoryCreds};

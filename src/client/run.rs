@@ -129,7 +129,9 @@ impl Client {
             hub.clone(),
             opts.socket.clock.clone(),
             &opts.messaging,
+            opts.socket.tls.clone(),
         ));
+        messenger.start_workers();
         let messaging: Arc<dyn Messaging> = messenger.clone();
         // Boxed: an async fn keeps both its argument and a moved copy of it in its future, so an
         // inline `Run` (424 bytes) was held twice by every client's task.

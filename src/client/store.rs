@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use super::appstate_store::{AppStateStore, MemoryAppState};
+use super::account::{ChatChange, ChatSummary, Contact, ContactChange, HistoryBatch};
 use super::messages::{Committed, GroupUpdate, MessageStatus, StatusUpdate, StoredMessage};
 use crate::binary::Jid;
 use crate::signal::store::SignedPreKeyStore;
@@ -92,7 +93,7 @@ pub struct CredsStoreError(pub String);
 ///
 /// The trait is generic (`impl Future` methods), not object-safe: a service holds many
 /// [`super::Client`]s, which are not generic, over one store type and one shared pool.
-pub trait CredsStore: GroupStore + AppStateStore + Send + Sync + 'static {
+pub trait CredsStore: GroupStore + AccountStore + AppStateStore + Send + Sync + 'static {
     /// The account's Signal stores (sessions, peer identities, prekeys); they share the identity
     /// and prekeys with these credentials.
     type Signal: SignalStore + Clone + 'static;
@@ -187,6 +188,46 @@ pub trait CredsStore: GroupStore + AppStateStore + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<u64>, CredsStoreError>> + Send;
 }
 
+/// What the client keeps about the account's chats and contacts (history sync, app-state sync,
+/// push names); each call is one transaction.
+pub trait AccountStore: Send + Sync {
+    /// Applies chat and contact changes in one transaction (only the given fields change).
+    fn apply_account_changes(
+        &self,
+        chats: &[ChatChange],
+        contacts: &[ContactChange],
+    ) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
+    /// Stores a history chunk's batch in one transaction: chats, contacts, and messages as
+    /// history rows (deduped against stored rows by (chat, sender, id), never announced);
+    /// returns how many messages were new.
+    fn store_history(
+        &self,
+        batch: &HistoryBatch,
+    ) -> impl Future<Output = Result<usize, CredsStoreError>> + Send;
+    /// Chats, pinned first (newest pin first), then by their newest message.
+    fn chats(
+        &self,
+        limit: u32,
+        skip: u32,
+    ) -> impl Future<Output = Result<Vec<ChatSummary>, CredsStoreError>> + Send;
+    /// Contacts by name.
+    fn contacts(
+        &self,
+        limit: u32,
+        skip: u32,
+    ) -> impl Future<Output = Result<Vec<Contact>, CredsStoreError>> + Send;
+    /// One contact, by its phone-number or LID user JID.
+    fn contact(
+        &self,
+        jid: &Jid,
+    ) -> impl Future<Output = Result<Option<Contact>, CredsStoreError>> + Send;
+    /// The oldest stored message of `chat` (the anchor of an on-demand history request).
+    fn oldest_message(
+        &self,
+        chat: &Jid,
+    ) -> impl Future<Output = Result<Option<StoredMessage>, CredsStoreError>> + Send;
+}
+
 /// What the client keeps about the groups it is in: their metadata, which member devices hold
 /// our current sender key, and the membership and subject changes it was told of.
 pub trait GroupStore: Send + Sync {
@@ -248,6 +289,57 @@ pub struct MemoryCreds {
     tokens: Mutex<std::collections::HashMap<Jid, TokenRow>>,
     groups: Mutex<MemoryGroups>,
     appstate: Mutex<MemoryAppState>,
+    account: Mutex<MemoryAccount>,
+}
+
+/// Chats and contacts in memory.
+#[derive(Default)]
+struct MemoryAccount {
+    chats: std::collections::HashMap<Jid, ChatRow>,
+    contacts: std::collections::HashMap<Jid, Contact>,
+    /// (chat, sender, id) of history rows.
+    history: std::collections::HashSet<(Jid, Jid, String)>,
+}
+
+/// A chat's stored state (the fields of [`ChatChange`], applied).
+#[derive(Clone, Default)]
+struct ChatRow {
+    name: Option<String>,
+    archived: bool,
+    pinned: Option<u64>,
+    muted_until: Option<i64>,
+    marked_unread: bool,
+    unread_count: u32,
+    read_ts: Option<u64>,
+    ephemeral: Option<u32>,
+    deleted_at: Option<u64>,
+}
+
+impl ChatRow {
+    fn apply(&mut self, c: &ChatChange) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = &c.$f { self.$f = v.clone(); } )* };
+        }
+        set!(
+            name,
+            archived,
+            pinned,
+            muted_until,
+            marked_unread,
+            unread_count,
+            read_ts,
+            ephemeral,
+            deleted_at
+        );
+    }
+}
+
+/// Fills the given fields of `c` into `row`.
+fn merge_contact(row: &mut Contact, c: &ContactChange) {
+    macro_rules! set {
+        ($($f:ident),*) => { $( if c.$f.is_some() { row.$f = c.$f.clone(); } )* };
+    }
+    set!(full_name, first_name, push_name, username, on_whatsapp);
 }
 
 /// Group state in memory.
@@ -285,6 +377,7 @@ impl Default for MemoryCreds {
             tokens: Mutex::new(std::collections::HashMap::new()),
             groups: Mutex::new(MemoryGroups::default()),
             appstate: Mutex::new(MemoryAppState::default()),
+            account: Mutex::new(MemoryAccount::default()),
         }
     }
 }
@@ -298,6 +391,56 @@ fn signal_err(e: crate::signal::StoreError) -> CredsStoreError {
 }
 
 impl MemoryCreds {
+    /// The canonical form of a user JID: its LID when the mapping is known.
+    fn canonical_user(&self, jid: &Jid) -> Result<Jid, CredsStoreError> {
+        let jid = jid.to_non_ad();
+        if jid.server == crate::binary::Server::User {
+            let lids = self.lids.lock().map_err(poisoned)?;
+            if let Some((_, l)) = lids.iter().find(|(p, _)| p == &jid.user) {
+                return Ok(Jid::new(l.clone(), crate::binary::Server::Lid));
+            }
+        }
+        Ok(jid)
+    }
+
+    /// Both forms of a user JID, when known.
+    fn both(&self, jid: &Jid) -> Result<(Option<Jid>, Option<Jid>), CredsStoreError> {
+        use crate::binary::Server;
+        let lids = self.lids.lock().map_err(poisoned)?;
+        Ok(match jid.server {
+            Server::Lid => (
+                lids.iter()
+                    .find(|(_, l)| l == &jid.user)
+                    .map(|(p, _)| Jid::new(p.clone(), Server::User)),
+                Some(jid.clone()),
+            ),
+            Server::User => (
+                Some(jid.clone()),
+                lids.iter()
+                    .find(|(p, _)| p == &jid.user)
+                    .map(|(_, l)| Jid::new(l.clone(), Server::Lid)),
+            ),
+            _ => (None, None),
+        })
+    }
+
+    fn apply_contact(
+        &self,
+        acc: &mut MemoryAccount,
+        c: &ContactChange,
+    ) -> Result<(), CredsStoreError> {
+        let key = self.canonical_user(&c.jid)?;
+        let (pn, lid) = self.both(&key)?;
+        let row = acc.contacts.entry(key.clone()).or_insert_with(|| Contact {
+            jid: key.clone(),
+            ..Contact::default()
+        });
+        row.pn = pn;
+        row.lid = lid;
+        merge_contact(row, c);
+        Ok(())
+    }
+
     /// Prekeys held.
     pub fn pre_key_count(&self) -> usize {
         self.signal.pre_key_count()
@@ -483,6 +626,8 @@ impl CredsStore for MemoryCreds {
         }
         lids.retain(|(p, l)| p != pn && l != lid);
         lids.push((pn.to_owned(), lid.to_owned()));
+        // Account state locks take the LID list after theirs: never hold it across them.
+        drop(lids);
         self.signal
             .move_addresses(pn, &format!("{lid}_1"))
             .map_err(signal_err)?;
@@ -502,6 +647,34 @@ impl CredsStore for MemoryCreds {
             if m.sender == pn_jid {
                 m.sender = lid_jid.clone();
             }
+        }
+        // The chat and the contact follow (a row under the LID wins; its empty fields are
+        // filled from the PN row's).
+        let mut acc = self.account.lock().map_err(poisoned)?;
+        if let Some(row) = acc.chats.remove(&pn_jid) {
+            acc.chats.entry(lid_jid.clone()).or_insert(row);
+        }
+        let old = acc.contacts.remove(&pn_jid);
+        let row = acc
+            .contacts
+            .entry(lid_jid.clone())
+            .or_insert_with(|| Contact {
+                jid: lid_jid.clone(),
+                ..Contact::default()
+            });
+        if let Some(old) = old {
+            macro_rules! fill {
+                ($($f:ident),*) => { $( if row.$f.is_none() { row.$f = old.$f; } )* };
+            }
+            fill!(full_name, first_name, push_name, username, on_whatsapp);
+        }
+        row.pn = Some(pn_jid.clone());
+        row.lid = Some(lid_jid.clone());
+        let history: Vec<_> = acc.history.drain().collect();
+        for (c, snd, id) in history {
+            let c = if c == pn_jid { lid_jid.clone() } else { c };
+            let snd = if snd == pn_jid { lid_jid.clone() } else { snd };
+            acc.history.insert((c, snd, id));
         }
         Ok(())
     }
@@ -552,6 +725,157 @@ impl CredsStore for MemoryCreds {
     async fn set_token_issued(&self, jid: &Jid, t: u64) -> Result<Option<u64>, CredsStoreError> {
         let mut m = self.tokens.lock().map_err(poisoned)?;
         Ok(m.entry(jid.clone()).or_default().issued.replace(t))
+    }
+}
+
+impl AccountStore for MemoryCreds {
+    async fn apply_account_changes(
+        &self,
+        chats: &[ChatChange],
+        contacts: &[ContactChange],
+    ) -> Result<(), CredsStoreError> {
+        let mut acc = self.account.lock().map_err(poisoned)?;
+        for c in chats {
+            let key = self.canonical_user(&c.chat)?;
+            acc.chats.entry(key).or_default().apply(c);
+        }
+        for c in contacts {
+            self.apply_contact(&mut acc, c)?;
+        }
+        Ok(())
+    }
+
+    async fn store_history(&self, batch: &HistoryBatch) -> Result<usize, CredsStoreError> {
+        self.apply_account_changes(&batch.chats, &batch.contacts)
+            .await?;
+        let mut msgs = self.messages.lock().map_err(poisoned)?;
+        let mut acc = self.account.lock().map_err(poisoned)?;
+        let mut new = 0;
+        for m in &batch.messages {
+            if msgs
+                .iter()
+                .any(|o| o.id == m.id && o.chat == m.chat && o.sender == m.sender)
+            {
+                continue;
+            }
+            acc.history
+                .insert((m.chat.clone(), m.sender.clone(), m.id.clone()));
+            msgs.push(m.clone());
+            new += 1;
+        }
+        Ok(new)
+    }
+
+    async fn chats(&self, limit: u32, skip: u32) -> Result<Vec<ChatSummary>, CredsStoreError> {
+        use super::account::{LastMessage, preview};
+        let msgs = self.messages.lock().map_err(poisoned)?;
+        let acc = self.account.lock().map_err(poisoned)?;
+        let mut ids: Vec<Jid> = acc.chats.keys().cloned().collect();
+        for m in msgs.iter() {
+            if !ids.contains(&m.chat) {
+                ids.push(m.chat.clone());
+            }
+        }
+        let mut out = Vec::new();
+        for chat in ids {
+            let row = acc.chats.get(&chat).cloned().unwrap_or_default();
+            if row.deleted_at.is_some() {
+                continue;
+            }
+            let last = msgs
+                .iter()
+                .filter(|m| m.chat == chat && m.kind.is_listed())
+                .max_by_key(|m| m.timestamp);
+            let live_unread = msgs
+                .iter()
+                .filter(|m| {
+                    m.chat == chat
+                        && !m.from_me
+                        && m.kind.is_listed()
+                        && row.read_ts.is_none_or(|r| m.timestamp > r)
+                        && !acc
+                            .history
+                            .contains(&(m.chat.clone(), m.sender.clone(), m.id.clone()))
+                })
+                .count() as u32;
+            let (pn, lid) = self.both(&chat)?;
+            let contact = acc.contacts.get(&chat);
+            out.push(ChatSummary {
+                name: row
+                    .name
+                    .clone()
+                    .or_else(|| contact.and_then(|c| c.full_name.clone()))
+                    .or_else(|| contact.and_then(|c| c.push_name.clone())),
+                chat,
+                pn,
+                lid,
+                archived: row.archived,
+                pinned: row.pinned,
+                muted_until: row.muted_until,
+                marked_unread: row.marked_unread,
+                unread_count: row.unread_count + live_unread,
+                ephemeral: row.ephemeral,
+                last_message: last.map(|m| LastMessage {
+                    id: m.id.clone(),
+                    kind: m.kind.as_str().to_owned(),
+                    preview: m.text.as_deref().map(preview),
+                    timestamp: m.timestamp,
+                    from_me: m.from_me,
+                }),
+            });
+        }
+        out.sort_by(|a, b| {
+            (
+                b.pinned.is_some(),
+                b.pinned,
+                b.last_message.as_ref().map(|m| m.timestamp),
+            )
+                .cmp(&(
+                    a.pinned.is_some(),
+                    a.pinned,
+                    a.last_message.as_ref().map(|m| m.timestamp),
+                ))
+        });
+        Ok(out
+            .into_iter()
+            .skip(skip as usize)
+            .take(limit as usize)
+            .collect())
+    }
+
+    async fn contacts(&self, limit: u32, skip: u32) -> Result<Vec<Contact>, CredsStoreError> {
+        let acc = self.account.lock().map_err(poisoned)?;
+        let mut all: Vec<Contact> = acc.contacts.values().cloned().collect();
+        all.sort_by(|a, b| {
+            (&a.full_name, &a.push_name, &a.jid).cmp(&(&b.full_name, &b.push_name, &b.jid))
+        });
+        Ok(all
+            .into_iter()
+            .skip(skip as usize)
+            .take(limit as usize)
+            .collect())
+    }
+
+    async fn contact(&self, jid: &Jid) -> Result<Option<Contact>, CredsStoreError> {
+        let key = self.canonical_user(jid)?;
+        Ok(self
+            .account
+            .lock()
+            .map_err(poisoned)?
+            .contacts
+            .get(&key)
+            .cloned())
+    }
+
+    async fn oldest_message(&self, chat: &Jid) -> Result<Option<StoredMessage>, CredsStoreError> {
+        Ok(self
+            .messages
+            .lock()
+            .map_err(poisoned)?
+            .iter()
+            .filter(|m| &m.chat == chat && m.kind.is_listed())
+            .min_by_key(|m| m.timestamp)
+            .cloned())
     }
 }
 

@@ -477,6 +477,10 @@ impl CredsStore for SqliteCreds {
             .await
             .map_err(err)?;
         }
+        // The chat's and the contact's rows follow.
+        super::account::move_to_lid(&mut tx, self.account, pn, lid)
+            .await
+            .map_err(err)?;
         tx.commit().await.map_err(err)
     }
 

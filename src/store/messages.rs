@@ -206,7 +206,7 @@ async fn run_batch(pool: &SqlitePool, jobs: impl Iterator<Item = Job>) -> BatchR
             } => {
                 let r = async {
                     signal.apply_in(&mut sp, &changes).await?;
-                    insert(&mut sp, signal.account(), &msg).await
+                    insert(&mut sp, signal.account(), &msg, false).await
                 }
                 .await;
                 let r = match r {
@@ -251,17 +251,20 @@ fn failed(job: Job, e: &sqlx::Error) -> Answer {
 /// Inserts `msg` unless its (chat, sender, id) is stored. A reaction, edit or revoke is applied
 /// to its target when the target is stored (else when the target arrives: inserting a message
 /// applies what already acts on it), in the same transaction, with the event each raises.
-async fn insert(
+/// A `history` row (the phone's history sync) raises no event and its file is not fetched on
+/// its own (`skipped`: fetched when asked for).
+pub(crate) async fn insert(
     conn: &mut SqliteConnection,
     account: AccountId,
     msg: &StoredMessage,
+    history: bool,
 ) -> Result<Committed, sqlx::Error> {
     // A row kept for a message we could not decrypt gives way to the message once it is read
     // (a second failure leaves it as it is).
     let done: Option<i64> = sqlx::query_scalar(
         "INSERT INTO messages (account_id, chat, sender, id, from_me, ts, push_name, body, raw, \
          status, error, type, content, ephemeral, view_once, target_id, edited_at, reactions, \
-         created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+         history, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
          CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)) \
          ON CONFLICT (account_id, chat, sender, id) DO UPDATE SET from_me = excluded.from_me, \
          ts = excluded.ts, push_name = excluded.push_name, body = excluded.body, \
@@ -291,6 +294,7 @@ async fn insert(
     .bind(msg.target.as_deref())
     .bind(msg.edited_at.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
     .bind(reactions_json(&msg.reactions))
+    .bind(history)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(pk) = done else {
@@ -302,12 +306,44 @@ async fn insert(
             && let Some((target_pk, mut row)) = target_row(conn, account, &chat, target).await?
             && let Some(applied) = row.apply(msg)
         {
-            save_applied(conn, account, target_pk, &row, msg, applied).await?;
+            if history {
+                write_applied(conn, target_pk, &row).await?;
+            } else {
+                save_applied(conn, account, target_pk, &row, msg, applied).await?;
+            }
         }
         return Ok(Committed::Inserted);
     }
     if let Some(media) = &msg.media {
         super::media::insert(conn, account, pk, msg, media).await?;
+        if history {
+            sqlx::query(
+                "UPDATE message_media SET state = 'skipped' WHERE message_pk = ? AND state = 'pending'",
+            )
+            .bind(pk)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    if history {
+        // History: announced long ago on the phone; what acts on it applies silently.
+        let early = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE account_id = ? AND chat = ? AND target_id = ? \
+             AND type IN ('reaction', 'edit', 'revoke') ORDER BY ts, pk"
+        ))
+        .bind(account)
+        .bind(&chat)
+        .bind(&msg.id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut row = msg.clone();
+        for m in early {
+            let m = from_row(&m)?;
+            if row.apply(&m).is_some() {
+                write_applied(conn, pk, &row).await?;
+            }
+        }
+        return Ok(Committed::Inserted);
     }
     if msg.is_placeholder() {
         // Announced as what it is; `message.received` (and its activity line) waits for the

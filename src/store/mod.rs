@@ -3,6 +3,7 @@
 //! It knows SQL; the protocol layers never do.
 
 mod appstate;
+mod account;
 pub mod blobs;
 pub mod connections;
 pub mod creds;
@@ -113,6 +114,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0016_retention.sql"),
     ),
     (17, "media", include_str!("../../migrations/0017_media.sql")),
+    (
+        19,
+        "chats and contacts",
+        include_str!("../../migrations/0019_chats_contacts.sql"),
+    ),
 ];
 
 /// How every write transaction starts: it takes the write lock up front, so a transaction that

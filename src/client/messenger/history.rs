@@ -1,69 +1,543 @@
-//! The history bootstrap the phone sends a new companion: what we keep of it so far (progress
-//! events and PN ↔ LID pairs).
+//! History sync (CLIENT-FEATURES §5): the phone's `HistorySyncNotification`s, accepted only
+//! from our own account, are queued and processed one at a time in arrival order by one
+//! worker per client. A chunk is the inline bootstrap payload, or a blob downloaded through the
+//! media download core (`WhatsApp History Keys`, `md-msg-hist`) into a temporary file and
+//! verified whole before a byte of it is read; then it is inflated and parsed as a stream
+//! ([`super::history_stream`]) on a blocking thread, one conversation at a time, and stored in
+//! batches of a few hundred rows per transaction.
+//!
+//! Kept: conversations → chats (archived, pinned, mute end, unread count, marked unread,
+//! name, ephemeral timer); their messages → history rows (classified like live ones, deduped
+//! against live rows by (chat, sender, id), never announced as received); push names (not
+//! `-`); PN ↔ LID mappings (top-level, conversations' `lidJID`/`pnJID`, inline contacts)
+//! through `learn`; inline contacts → contacts; conversations' tctokens (keyed by the LID when
+//! known); the NCT salt as backfill only (whatsapp-rust's rule, CLIENT-FEATURES Appendix A).
+//!
+//! Failure (download, bad zlib, not a `HistorySync`, too large): an event and a log line,
+//! never a crash. Decision: each batch commits whole; a chunk that fails midway keeps the
+//! batches before the failure (each is whole and valid: rows dedupe, so the phone sending the
+//! chunk again fills in the rest), and nothing of the failing batch.
+
+use std::sync::Arc;
 
 use prost::Message as _;
+use tokio::sync::mpsc;
 
 use super::Messenger;
-use crate::binary::{Jid, Server};
-use crate::client::events::Event;
+use super::history_stream::{HistoryStream, Item};
+use super::receive::row_of;
+use crate::binary::{Jid, Node, Server};
+use crate::client::account::{ChatChange, ContactChange, HistoryBatch};
+use crate::client::events::{Event, HistoryReport};
+use crate::client::media::{Fetch, MediaSink, MediaType, fetch_verified};
+use crate::client::messages::{MessageStatus, StoredMessage};
 use crate::client::store::CredsStore;
 use crate::proto::wa;
+use crate::socket::NodeSender;
 
-/// Mappings read from one history chunk at most.
-pub(super) const MAX_HISTORY_MAPPINGS: usize = 100_000;
-/// Largest inflated history chunk accepted (WhatsApp's chunks are a few MB).
-pub(super) const MAX_HISTORY_BYTES: u64 = 64 << 20;
+/// Rows (messages, chats, contacts) one transaction carries.
+pub(super) const HISTORY_BATCH: usize = 500;
+/// Largest downloaded (compressed) history blob.
+pub(super) const MAX_HISTORY_BLOB: u64 = 512 << 20;
+/// Notifications waiting for the worker; the reader waits beyond it.
+pub(super) const HISTORY_QUEUE: usize = 64;
+/// Decoded items in flight between the parser thread and the store.
+const ITEMS_IN_FLIGHT: usize = 16;
 
-/// Inflates a zlib history payload into a `HistorySync`, refusing more than
-/// [`MAX_HISTORY_BYTES`].
-pub(super) fn inflate_history(z: &[u8]) -> Option<wa::HistorySync> {
-    use std::io::Read;
-    let mut plain = Vec::new();
-    flate2::read::ZlibDecoder::new(z)
-        .take(MAX_HISTORY_BYTES + 1)
-        .read_to_end(&mut plain)
-        .ok()?;
-    if plain.len() as u64 > MAX_HISTORY_BYTES {
-        return None;
+/// One notification to process.
+pub(super) struct HistoryJob {
+    /// The notification.
+    pub n: wa::HistorySyncNotification,
+}
+
+/// Where a chunk's compressed bytes are.
+enum Source {
+    Inline(Vec<u8>),
+    File(TempFile),
+}
+
+/// A temporary file removed on drop.
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
-    wa::HistorySync::decode(&plain[..]).ok()
+}
+
+/// Writes a download into a file.
+struct FileSink(tokio::fs::File);
+
+impl MediaSink for FileSink {
+    fn write<'a>(&'a mut self, chunk: &'a [u8]) -> crate::client::media::MediaFuture<'a, ()> {
+        Box::pin(async move {
+            use tokio::io::AsyncWriteExt;
+            self.0.write_all(chunk).await
+        })
+    }
+}
+
+/// A JID as history names it: `c.us` is the phone-number server (whatsmeow rewrites it too).
+fn history_jid(s: Option<&str>) -> Option<Jid> {
+    let j: Jid = s?.parse().ok()?;
+    let j = if j.server == Server::LegacyUser {
+        Jid::with_device(j.user, j.device, Server::User)
+    } else {
+        j
+    };
+    (!j.user.is_empty()).then_some(j)
+}
+
+/// The status a history row gets from `WebMessageInfo.status`. Decision: a message the phone
+/// still had pending is the phone's to send, never ours to resend: `server_ack`.
+fn status_of(from_me: bool, status: Option<i32>) -> MessageStatus {
+    use wa::web_message_info::Status;
+    if !from_me {
+        return MessageStatus::Received;
+    }
+    match status.and_then(|s| Status::try_from(s).ok()) {
+        Some(Status::Error) => MessageStatus::Failed,
+        Some(Status::DeliveryAck) => MessageStatus::Delivered,
+        Some(Status::Read) => MessageStatus::Read,
+        Some(Status::Played) => MessageStatus::Played,
+        _ => MessageStatus::ServerAck,
+    }
+}
+
+/// Mute end as stored (ms; -1 forever). History's `muteEndTime` carries no unit in any
+/// reference; app state's is ms: values below 10^12 are taken as seconds.
+fn mute_ms(v: u64) -> Option<i64> {
+    match v {
+        0 => None,
+        v if v >= i64::MAX as u64 => Some(-1),
+        v if v < 1_000_000_000_000 => Some((v as i64).saturating_mul(1000)),
+        v => Some(v as i64),
+    }
 }
 
 impl<S: CredsStore> Messenger<S> {
-    /// The phone's history bootstrap names PN ↔ LID pairs of our contacts.
-    pub(super) async fn learn_from_history(&self, message: &wa::Message) {
+    /// A `HistorySyncNotification` in a message from our own account: queued for the worker
+    /// (one at a time, in arrival order), then the `hist_sync` receipt (whatsmeow
+    /// `handleProtocolMessage` sends it at once too).
+    pub(super) async fn on_history_notification(
+        &self,
+        sender: &NodeSender,
+        node: &Node,
+        message: &wa::Message,
+    ) {
         let Some(n) = message
             .protocol_message
             .as_ref()
-            .and_then(|p| p.history_sync_notification.as_ref())
+            .and_then(|p| p.history_sync_notification.clone())
         else {
             return;
         };
-        self.publish(Event::HistorySync {
-            progress: n.progress,
-            chunk: n.chunk_order,
-        });
-        let Some(inline) = n.initial_hist_bootstrap_inline_payload.as_deref() else {
-            return;
-        };
-        let Some(history) = inflate_history(inline) else {
-            tracing::warn!("history bootstrap does not inflate to a HistorySync");
-            return;
-        };
-        for m in history
-            .phone_number_to_lid_mappings
-            .iter()
-            .take(MAX_HISTORY_MAPPINGS)
-        {
-            let (Some(pn), Some(lid)) = (
-                m.pn_jid.as_deref().and_then(|j| j.parse::<Jid>().ok()),
-                m.lid_jid.as_deref().and_then(|j| j.parse::<Jid>().ok()),
-            ) else {
-                continue;
-            };
-            if pn.server == Server::User && lid.server == Server::Lid {
-                self.learn(&pn.user, &lid.user).await;
+        let queue = self.history_tx.lock().ok().and_then(|t| t.clone());
+        match queue {
+            Some(q) => {
+                if q.send(HistoryJob { n }).await.is_err() {
+                    tracing::warn!("history worker stopped; chunk dropped");
+                }
+            }
+            None => tracing::warn!("no history worker; chunk dropped"),
+        }
+        if let (Some(id), Some(account)) = (node.get_str("id"), self.account()) {
+            let receipt = Node::new("receipt")
+                .attr("id", id.into_owned())
+                .attr("type", "hist_sync")
+                .attr("to", account.me.jid.to_non_ad());
+            let _ = sender.send(&receipt).await;
+        }
+    }
+
+    /// The worker: processes queued notifications one at a time until the messenger is gone.
+    pub(super) async fn history_loop(
+        me: std::sync::Weak<Messenger<S>>,
+        mut rx: mpsc::Receiver<HistoryJob>,
+    ) {
+        let mut chunks = 0u64;
+        while let Some(job) = rx.recv().await {
+            let Some(m) = me.upgrade() else { return };
+            m.process_history(job.n).await;
+            chunks += 1;
+            if rx.is_empty() {
+                m.publish(Event::HistorySyncIdle { chunks });
             }
         }
     }
+
+    async fn process_history(&self, n: wa::HistorySyncNotification) {
+        let chunk = n.chunk_order;
+        let fail = |reason: String| {
+            tracing::warn!(chunk, reason, "history chunk not used");
+            self.publish(Event::HistorySyncFailed { chunk, reason });
+        };
+        let source = match n.initial_hist_bootstrap_inline_payload.clone() {
+            Some(b) => Source::Inline(b),
+            None => match self.download_history(&n).await {
+                Ok(f) => Source::File(f),
+                Err(e) => return fail(e),
+            },
+        };
+        let limits = self.history_limits;
+        let (tx, mut rx) = mpsc::channel(ITEMS_IN_FLIGHT);
+        let parser = tokio::task::spawn_blocking(move || {
+            let reader: Box<dyn std::io::Read> = match &source {
+                Source::Inline(b) => Box::new(&b[..]),
+                Source::File(f) => match std::fs::File::open(&f.0) {
+                    Ok(f) => Box::new(f),
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(format!("reading the download: {e}")));
+                        return;
+                    }
+                },
+            };
+            for item in HistoryStream::new(reader, limits) {
+                if tx.blocking_send(item.map_err(|e| e.to_string())).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut report = HistoryReport {
+            sync_type: n.sync_type,
+            chunk,
+            progress: n.progress,
+            ..HistoryReport::default()
+        };
+        let mut batch = HistoryBatch::default();
+        let mut failed = None;
+        while let Some(item) = rx.recv().await {
+            let item = match item {
+                Ok(i) => i,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            let r = match item {
+                Item::SyncType(t) => {
+                    report.sync_type.get_or_insert(t);
+                    Ok(())
+                }
+                Item::ChunkOrder(c) => {
+                    report.chunk.get_or_insert(c);
+                    Ok(())
+                }
+                Item::Progress(p) => {
+                    report.progress.get_or_insert(p);
+                    Ok(())
+                }
+                Item::Conversation(c) => {
+                    report.conversations += 1;
+                    self.add_conversation(*c, &mut batch, &mut report).await
+                }
+                Item::Pushname(p) => {
+                    if let (Some(jid), Some(name)) = (
+                        history_jid(p.id.as_deref()),
+                        p.pushname.filter(|n| n != "-"),
+                    ) && matches!(jid.server, Server::User | Server::Lid)
+                    {
+                        report.push_names += 1;
+                        batch.contacts.push(ContactChange {
+                            jid: jid.to_non_ad(),
+                            push_name: Some(name),
+                            ..ContactChange::default()
+                        });
+                    }
+                    Ok(())
+                }
+                Item::Mapping(m) => {
+                    report.mappings += 1;
+                    self.learn_pair(
+                        m.pn_jid.as_deref(),
+                        m.lid_jid.as_deref(),
+                        &mut batch,
+                        &mut report,
+                    )
+                    .await
+                }
+                Item::Contact(c) => {
+                    let r = self
+                        .learn_pair(
+                            c.pn_jid.as_deref(),
+                            c.lid_jid.as_deref(),
+                            &mut batch,
+                            &mut report,
+                        )
+                        .await;
+                    let jid = history_jid(c.lid_jid.as_deref())
+                        .or_else(|| history_jid(c.pn_jid.as_deref()));
+                    if let Some(jid) = jid {
+                        report.contacts += 1;
+                        batch.contacts.push(ContactChange {
+                            jid: jid.to_non_ad(),
+                            full_name: c.full_name.filter(|s| !s.is_empty()),
+                            first_name: c.first_name.filter(|s| !s.is_empty()),
+                            username: c.username.filter(|s| !s.is_empty()),
+                            on_whatsapp: Some(true),
+                            ..ContactChange::default()
+                        });
+                    }
+                    r
+                }
+                Item::NctSalt(salt) => {
+                    if !salt.is_empty() {
+                        // Backfill only: never over a salt app state set, never after a
+                        // REMOVE (whatsapp-rust `SetNctSaltFromHistorySync`).
+                        // MERGE(h-tokens): backfill_nct_salt(salt)
+                        let _ = salt;
+                    }
+                    Ok(())
+                }
+                Item::Skipped(field, len) => {
+                    report.skipped += 1;
+                    tracing::warn!(field, len, "history item over the size cap, skipped");
+                    self.publish(Event::HistorySyncFailed {
+                        chunk,
+                        reason: format!("a history item of {len} bytes (field {field}) skipped"),
+                    });
+                    Ok(())
+                }
+            };
+            if let Err(e) = r {
+                failed = Some(e);
+                break;
+            }
+            if batch.len() >= HISTORY_BATCH
+                && let Err(e) = self.flush_history(&mut batch, &mut report).await
+            {
+                failed = Some(e);
+                break;
+            }
+        }
+        drop(rx);
+        let _ = parser.await;
+        if failed.is_none()
+            && let Err(e) = self.flush_history(&mut batch, &mut report).await
+        {
+            failed = Some(e);
+        }
+        match failed {
+            Some(e) => fail(e),
+            None => {
+                tracing::info!(?report, "history chunk stored");
+                self.publish(Event::HistorySync(Box::new(report)));
+            }
+        }
+    }
+
+    /// Downloads a notification's blob into a temporary file, verified whole.
+    async fn download_history(&self, n: &wa::HistorySyncNotification) -> Result<TempFile, String> {
+        let key: [u8; 32] = n
+            .media_key
+            .as_deref()
+            .and_then(|k| k.try_into().ok())
+            .ok_or("the notification names no media key")?;
+        let sha: [u8; 32] = n
+            .file_sha256
+            .as_deref()
+            .and_then(|k| k.try_into().ok())
+            .ok_or("the notification names no file hash")?;
+        let enc: Option<[u8; 32]> = n.file_enc_sha256.as_deref().and_then(|k| k.try_into().ok());
+        let path = n
+            .direct_path
+            .clone()
+            .filter(|p| p.starts_with('/'))
+            .ok_or("the notification names no path")?;
+        let cdn = self.cdn().map_err(|e| e.to_string())?;
+        let conn = self.media_conn(false).await.map_err(|e| e.to_string())?;
+        let file = TempFile(std::env::temp_dir().join(format!(
+            "wa-history-{}.z",
+            crate::util::hex::encode(&rand::random::<[u8; 12]>())
+        )));
+        let mut sink = FileSink(
+            tokio::fs::File::create(&file.0)
+                .await
+                .map_err(|e| format!("a temporary file: {e}"))?,
+        );
+        let fetch = Fetch {
+            ty: MediaType::History,
+            key,
+            file_sha256: sha,
+            file_enc_sha256: enc,
+            path: &path,
+            declared: n.file_length,
+        };
+        fetch_verified(&cdn, &conn.hosts, &fetch, MAX_HISTORY_BLOB, &mut sink)
+            .await
+            .map_err(|e| format!("download: {e}"))?;
+        use tokio::io::AsyncWriteExt;
+        sink.0
+            .flush()
+            .await
+            .map_err(|e| format!("a temporary file: {e}"))?;
+        Ok(file)
+    }
+
+    /// Stores what the batch holds (one transaction) and empties it.
+    async fn flush_history(
+        &self,
+        batch: &mut HistoryBatch,
+        report: &mut HistoryReport,
+    ) -> Result<(), String> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let stored = self
+            .store
+            .store_history(batch)
+            .await
+            .map_err(|e| e.to_string())?;
+        report.stored += stored as u64;
+        *batch = HistoryBatch::default();
+        Ok(())
+    }
+
+    /// Learns a PN ↔ LID pair history names; what the batch holds is stored first (the pair
+    /// moves stored rows, and a row stored after under the phone number would be left behind).
+    async fn learn_pair(
+        &self,
+        pn: Option<&str>,
+        lid: Option<&str>,
+        batch: &mut HistoryBatch,
+        report: &mut HistoryReport,
+    ) -> Result<(), String> {
+        let (Some(pn), Some(lid)) = (history_jid(pn), history_jid(lid)) else {
+            return Ok(());
+        };
+        if pn.server != Server::User || lid.server != Server::Lid {
+            return Ok(());
+        }
+        if self.lid_of(&pn.user).await.as_deref() == Some(lid.user.as_str()) {
+            return Ok(());
+        }
+        self.flush_history(batch, report).await?;
+        self.learn(&pn.user, &lid.user).await;
+        Ok(())
+    }
+
+    /// A conversation's chat state, messages and token into the batch.
+    async fn add_conversation(
+        &self,
+        c: wa::Conversation,
+        batch: &mut HistoryBatch,
+        report: &mut HistoryReport,
+    ) -> Result<(), String> {
+        let Some(id) = history_jid(c.id.as_deref()) else {
+            return Ok(());
+        };
+        if !matches!(id.server, Server::User | Server::Lid | Server::Group) {
+            // Status and broadcast lists are not chats here.
+            return Ok(());
+        }
+        // The conversation names both forms of a 1:1 contact.
+        let pn = history_jid(c.pn_jid.as_deref())
+            .or_else(|| (id.server == Server::User).then(|| id.clone()));
+        let lid = history_jid(c.lid_jid.as_deref())
+            .or_else(|| (id.server == Server::Lid).then(|| id.clone()));
+        if let (Some(pn), Some(lid)) = (&pn, &lid) {
+            self.learn_pair(Some(&pn.to_string()), Some(&lid.to_string()), batch, report)
+                .await?;
+        }
+        let chat = self.canonical(&id).await.to_non_ad();
+        batch.chats.push(ChatChange {
+            chat: chat.clone(),
+            name: c
+                .name
+                .clone()
+                .or(c.display_name.clone())
+                .filter(|n| !n.is_empty())
+                .map(Some),
+            archived: Some(c.archived.unwrap_or(false)),
+            pinned: Some(c.pinned.filter(|p| *p > 0).map(u64::from)),
+            muted_until: Some(c.mute_end_time.and_then(mute_ms)),
+            marked_unread: Some(c.marked_as_unread.unwrap_or(false)),
+            unread_count: c.unread_count,
+            ephemeral: c.ephemeral_expiration.map(|e| (e > 0).then_some(e)),
+            ..ChatChange::default()
+        });
+        if let (Some(token), Some(t)) = (c.tc_token.as_deref(), c.tc_token_timestamp)
+            && !token.is_empty()
+            && token.len() <= super::tokens::MAX_TOKEN_BYTES
+            && id.server != Server::Group
+        {
+            match self.store.set_privacy_token(&chat, token, t).await {
+                Ok(()) => {
+                    if let Ok(mut m) = self.tokens.lock() {
+                        m.remove(&chat);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot store a history tctoken"),
+            }
+        }
+        let me = self.account().map(|a| a.me);
+        let own = match &me {
+            Some(me) => Some(self.canonical(&me.jid).await.to_non_ad()),
+            None => None,
+        };
+        for hm in c.messages {
+            let Some(w) = hm.message else { continue };
+            report.messages += 1;
+            let Some(row) = self.history_row(&chat, w, own.as_ref()).await else {
+                continue;
+            };
+            batch.messages.push(row);
+            if batch.len() >= HISTORY_BATCH {
+                self.flush_history(batch, report).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A history message as the row a live one would make; None for protocol payloads,
+    /// stubs and what names no id.
+    async fn history_row(
+        &self,
+        chat: &Jid,
+        w: wa::WebMessageInfo,
+        own: Option<&Jid>,
+    ) -> Option<StoredMessage> {
+        let key = w.key?;
+        let id = key.id.filter(|i| !i.is_empty())?;
+        let message = w.message?;
+        let from_me = key.from_me.unwrap_or(false);
+        let sender = if from_me {
+            own?.clone()
+        } else if chat.server == Server::Group {
+            let p = history_jid(key.participant.as_deref().or(w.participant.as_deref()))?;
+            self.canonical(&p).await.to_non_ad()
+        } else {
+            chat.clone()
+        };
+        let raw = message.encode_to_vec();
+        let base = StoredMessage {
+            id,
+            chat: chat.clone(),
+            sender,
+            from_me,
+            timestamp: w.message_timestamp.unwrap_or(0),
+            push_name: w.push_name.filter(|p| !p.is_empty()),
+            status: status_of(from_me, w.status),
+            ..StoredMessage::default()
+        };
+        row_of(&raw, base)
+    }
+
+    /// The CDN client history downloads use (the shared one, or made on first use).
+    fn cdn(&self) -> Result<crate::client::cdn::Cdn, crate::client::cdn::CdnError> {
+        if let Some(c) = self.cdn.get() {
+            return Ok(c.clone());
+        }
+        let made = crate::client::cdn::Cdn::new(self.tls.clone())?;
+        Ok(self.cdn.get_or_init(|| made).clone())
+    }
+}
+
+/// Starts the history worker of `m` (ends when the messenger is dropped).
+pub(super) fn start_worker<S: CredsStore>(m: &Arc<Messenger<S>>) {
+    let (tx, rx) = mpsc::channel(HISTORY_QUEUE);
+    if let Ok(mut t) = m.history_tx.lock() {
+        *t = Some(tx);
+    }
+    tokio::spawn(Messenger::history_loop(Arc::downgrade(m), rx));
 }

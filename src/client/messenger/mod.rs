@@ -36,6 +36,7 @@ use crate::util::clock::Clock;
 mod error;
 mod groups;
 mod history;
+mod history_stream;
 mod lid;
 mod media;
 mod receipts;
@@ -222,6 +223,16 @@ pub(super) struct Messenger<S: CredsStore> {
     media_conn: Mutex<media::MediaConnCache>,
     /// Media retries waiting for the phone's answer.
     media_retries: Mutex<media::RetryWaiters>,
+    /// The history worker's queue (set when it starts).
+    history_tx: Mutex<Option<tokio::sync::mpsc::Sender<history::HistoryJob>>>,
+    /// What one history stream may cost.
+    history_limits: history_stream::Limits,
+    /// The CDN client for history downloads (the shared one, or made on first use).
+    cdn: std::sync::OnceLock<super::cdn::Cdn>,
+    /// What the socket trusts (the CDN trusts the same).
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// Push names last stored per contact (a cache: a name is written when it changes).
+    push_names: Mutex<HashMap<Jid, String>>,
 }
 
 impl<S: CredsStore> Messenger<S> {
@@ -231,6 +242,7 @@ impl<S: CredsStore> Messenger<S> {
         events: Arc<EventHub>,
         clock: Arc<dyn Clock>,
         opts: &super::run::MessagingOptions,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Messenger<S> {
         let cipher = SessionCipher::new(store.signal(), IdentityTrust::AcceptChanges);
         Messenger {
@@ -262,7 +274,20 @@ impl<S: CredsStore> Messenger<S> {
             timelock: Mutex::new(None),
             media_conn: Mutex::new(media::MediaConnCache::default()),
             media_retries: Mutex::new(HashMap::new()),
+            history_tx: Mutex::new(None),
+            history_limits: history_stream::Limits::default(),
+            cdn: match &opts.cdn {
+                Some(c) => std::sync::OnceLock::from(c.clone()),
+                None => std::sync::OnceLock::new(),
+            },
+            tls,
+            push_names: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Starts the messenger's background workers (history sync).
+    pub(super) fn start_workers(self: &Arc<Self>) {
+        history::start_worker(self);
     }
 
     /// Called at login with the stored credentials.

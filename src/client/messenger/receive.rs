@@ -201,8 +201,9 @@ impl<S: CredsStore> Messenger<S> {
                 return;
             }
         };
-        if peer && from_me {
-            self.learn_from_history(&message).await;
+        if from_me {
+            // History sync is accepted only from our own account (CLIENT-FEATURES §5.1).
+            self.on_history_notification(sender, node, &message).await;
         }
         let chat = match from_me.then(|| device_sent_destination(&message)).flatten() {
             Some(dest) => self.canonical(&dest).await.to_non_ad(),
@@ -255,11 +256,44 @@ impl<S: CredsStore> Messenger<S> {
         {
             self.learn_push_name(name).await;
         }
+        if !from_me && let Some(name) = node.get_str("notify").filter(|n| !n.is_empty() && n != "-")
+        {
+            self.learn_contact_push_name(&author, &name).await;
+        }
         let _ = sender.send(&receipt(node, from_me, peer)).await;
         if committed == Committed::Inserted
             && let Some(row) = row
         {
             self.publish(Event::Message(Box::new(row)));
+        }
+    }
+
+    /// A contact's push name (the stanza's `notify`) into its contact row, when it changed.
+    pub(super) async fn learn_contact_push_name(&self, who: &Jid, name: &str) {
+        let who = who.to_non_ad();
+        let known = self
+            .push_names
+            .lock()
+            .ok()
+            .is_some_and(|m| m.get(&who).is_some_and(|n| n == name));
+        if known {
+            return;
+        }
+        let change = crate::client::account::ContactChange {
+            jid: who.clone(),
+            push_name: Some(name.to_owned()),
+            ..Default::default()
+        };
+        match self.store.apply_account_changes(&[], &[change]).await {
+            Ok(()) => {
+                if let Ok(mut m) = self.push_names.lock() {
+                    if m.len() >= super::LID_CACHE {
+                        m.clear();
+                    }
+                    m.insert(who, name.to_owned());
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot store a contact's push name"),
         }
     }
 

@@ -312,6 +312,7 @@ mod tests {
             Arc::new(crate::client::events::EventHub::default()),
             Arc::new(crate::util::clock::SystemClock),
             &crate::client::MessagingOptions::default(),
+            None,
         );
         let chat = Jid::new("1", Server::User);
         let first = m.claim(&chat, "A").expect("free");

@@ -1,0 +1,423 @@
+//! Chats and contacts of an account (migration 19): the changes history sync and app-state
+//! sync make, usable inside another transaction (the app-state driver stores a collection's
+//! version in the same unit as the changes it produced), and the chat list and contact reads.
+//!
+//! Keys: a chat by the canonical JID its messages use, a contact by its canonical user JID
+//! (the LID once `lid_map` knows it, else the phone number); [`move_to_lid`] moves both when a
+//! mapping is learned, in `learn_lid`'s transaction.
+//!
+//! Unread count (decision): the phone's count as it told us (history sync or app state, which
+//! also move the read marker) plus the live inbound messages after the read marker. History
+//! rows never add to it: the phone's count already covers them.
+
+use sqlx::{Row, SqliteConnection};
+
+use super::AccountId;
+use super::creds::{SqliteCreds, err};
+use super::rows::{COLUMNS, LISTED, from_row};
+use crate::binary::{Jid, Server};
+use crate::client::account::{
+    ChatChange, ChatSummary, Contact, ContactChange, HistoryBatch, LastMessage, preview,
+};
+use crate::client::messages::StoredMessage;
+use crate::client::store::{AccountStore, CredsStoreError};
+
+const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+
+/// The canonical form of a user JID (its LID once known; device dropped); others as they are.
+pub(crate) async fn canonical(
+    conn: &mut SqliteConnection,
+    account: AccountId,
+    jid: &Jid,
+) -> Result<Jid, sqlx::Error> {
+    let jid = jid.to_non_ad();
+    if jid.server != Server::User || jid.user.is_empty() {
+        return Ok(jid);
+    }
+    let lid: Option<String> =
+        sqlx::query_scalar("SELECT lid FROM lid_map WHERE account_id = ? AND pn = ?")
+            .bind(account)
+            .bind(&jid.user)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(match lid {
+        Some(l) => Jid::new(l, Server::Lid),
+        None => jid,
+    })
+}
+
+/// A value bound in a dynamic update.
+enum Val {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+fn int(v: Option<u64>) -> Val {
+    Val::Int(v.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
+}
+
+/// Applies `c` to its chat (created when missing); only the given fields change.
+pub(crate) async fn apply_chat_change(
+    conn: &mut SqliteConnection,
+    account: AccountId,
+    c: &ChatChange,
+) -> Result<(), sqlx::Error> {
+    let chat = canonical(conn, account, &c.chat).await?.to_string();
+    sqlx::query(&format!(
+        "INSERT INTO chats (account_id, jid, updated_ms) VALUES (?, ?, {NOW_MS}) \
+         ON CONFLICT (account_id, jid) DO NOTHING"
+    ))
+    .bind(account)
+    .bind(&chat)
+    .execute(&mut *conn)
+    .await?;
+    let mut sets: Vec<(&str, Val)> = Vec::new();
+    if let Some(v) = &c.name {
+        sets.push(("name", Val::Text(v.clone())));
+    }
+    if let Some(v) = c.archived {
+        sets.push(("archived", Val::Int(Some(v.into()))));
+    }
+    if let Some(v) = c.pinned {
+        sets.push(("pinned_at", int(v)));
+    }
+    if let Some(v) = c.muted_until {
+        sets.push(("muted_until", Val::Int(v)));
+    }
+    if let Some(v) = c.marked_unread {
+        sets.push(("marked_unread", Val::Int(Some(v.into()))));
+    }
+    if let Some(v) = c.unread_count {
+        sets.push(("unread_count", Val::Int(Some(v.into()))));
+    }
+    if let Some(v) = c.read_ts {
+        sets.push(("read_ts", int(v)));
+    }
+    if let Some(v) = c.ephemeral {
+        sets.push(("ephemeral", Val::Int(v.map(i64::from))));
+    }
+    if let Some(v) = c.deleted_at {
+        sets.push(("deleted_at", int(v)));
+    }
+    if sets.is_empty() {
+        return Ok(());
+    }
+    let cols: Vec<String> = sets.iter().map(|(c, _)| format!("{c} = ?")).collect();
+    let sql = format!(
+        "UPDATE chats SET {}, updated_ms = {NOW_MS} WHERE account_id = ? AND jid = ?",
+        cols.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for (_, v) in sets {
+        q = match v {
+            Val::Int(i) => q.bind(i),
+            Val::Text(t) => q.bind(t),
+        };
+    }
+    q.bind(account).bind(&chat).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Applies `c` to its contact (created when missing); only the given fields change. A push
+/// name of `-` is no name (whatsmeow `handleHistoricalPushNames`).
+pub(crate) async fn apply_contact_change(
+    conn: &mut SqliteConnection,
+    account: AccountId,
+    c: &ContactChange,
+) -> Result<(), sqlx::Error> {
+    let key = canonical(conn, account, &c.jid).await?;
+    let (pn, lid) = both(conn, account, &key).await?;
+    let push = c.push_name.as_deref().filter(|p| *p != "-");
+    sqlx::query(&format!(
+        "INSERT INTO contacts (account_id, jid, pn, lid, full_name, first_name, push_name, \
+         username, on_whatsapp, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW_MS}) \
+         ON CONFLICT (account_id, jid) DO UPDATE SET pn = COALESCE(excluded.pn, pn), \
+         lid = COALESCE(excluded.lid, lid), full_name = COALESCE(excluded.full_name, full_name), \
+         first_name = COALESCE(excluded.first_name, first_name), \
+         push_name = COALESCE(excluded.push_name, push_name), \
+         username = COALESCE(excluded.username, username), \
+         on_whatsapp = COALESCE(excluded.on_whatsapp, on_whatsapp), updated_ms = excluded.updated_ms"
+    ))
+    .bind(account)
+    .bind(key.to_string())
+    .bind(pn.map(|j| j.user))
+    .bind(lid.map(|j| j.user))
+    .bind(c.full_name.as_deref())
+    .bind(c.first_name.as_deref())
+    .bind(push)
+    .bind(c.username.as_deref())
+    .bind(c.on_whatsapp)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Both forms of a user JID, when known (from `lid_map`).
+async fn both(
+    conn: &mut SqliteConnection,
+    account: AccountId,
+    jid: &Jid,
+) -> Result<(Option<Jid>, Option<Jid>), sqlx::Error> {
+    Ok(match jid.server {
+        Server::Lid => {
+            let pn: Option<String> =
+                sqlx::query_scalar("SELECT pn FROM lid_map WHERE account_id = ? AND lid = ?")
+                    .bind(account)
+                    .bind(&jid.user)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            (pn.map(|p| Jid::new(p, Server::User)), Some(jid.clone()))
+        }
+        Server::User => {
+            let lid: Option<String> =
+                sqlx::query_scalar("SELECT lid FROM lid_map WHERE account_id = ? AND pn = ?")
+                    .bind(account)
+                    .bind(&jid.user)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            (Some(jid.clone()), lid.map(|l| Jid::new(l, Server::Lid)))
+        }
+        _ => (None, None),
+    })
+}
+
+/// Moves the chat and the contact of phone number `pn` to LID `lid` (bare users), inside
+/// `learn_lid`'s transaction. A row already under the LID wins; a contact's empty fields are
+/// filled from the PN row's.
+pub(crate) async fn move_to_lid(
+    conn: &mut SqliteConnection,
+    account: AccountId,
+    pn: &str,
+    lid: &str,
+) -> Result<(), sqlx::Error> {
+    let (pn_jid, lid_jid) = (
+        Jid::new(pn, Server::User).to_string(),
+        Jid::new(lid, Server::Lid).to_string(),
+    );
+    sqlx::query("UPDATE OR IGNORE chats SET jid = ? WHERE account_id = ? AND jid = ?")
+        .bind(&lid_jid)
+        .bind(account)
+        .bind(&pn_jid)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM chats WHERE account_id = ? AND jid = ?")
+        .bind(account)
+        .bind(&pn_jid)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO contacts (account_id, jid, pn, lid, full_name, first_name, push_name, \
+         username, on_whatsapp, updated_ms) SELECT account_id, ?, ?, ?, full_name, first_name, \
+         push_name, username, on_whatsapp, updated_ms FROM contacts WHERE account_id = ? \
+         AND jid = ? ON CONFLICT (account_id, jid) DO UPDATE SET \
+         full_name = COALESCE(contacts.full_name, excluded.full_name), \
+         first_name = COALESCE(contacts.first_name, excluded.first_name), \
+         push_name = COALESCE(contacts.push_name, excluded.push_name), \
+         username = COALESCE(contacts.username, excluded.username), \
+         on_whatsapp = COALESCE(contacts.on_whatsapp, excluded.on_whatsapp)",
+    )
+    .bind(&lid_jid)
+    .bind(pn)
+    .bind(lid)
+    .bind(account)
+    .bind(&pn_jid)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM contacts WHERE account_id = ? AND jid = ?")
+        .bind(account)
+        .bind(&pn_jid)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE contacts SET pn = ?, lid = ? WHERE account_id = ? AND jid = ?")
+        .bind(pn)
+        .bind(lid)
+        .bind(account)
+        .bind(&lid_jid)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+fn contact_of(r: &sqlx::sqlite::SqliteRow) -> Result<Contact, sqlx::Error> {
+    let jid: String = r.try_get("jid")?;
+    let jid: Jid = jid
+        .parse()
+        .map_err(|_| sqlx::Error::Decode(format!("stored JID {jid:?} does not parse").into()))?;
+    Ok(Contact {
+        jid,
+        pn: r
+            .try_get::<Option<String>, _>("pn")?
+            .map(|p| Jid::new(p, Server::User)),
+        lid: r
+            .try_get::<Option<String>, _>("lid")?
+            .map(|l| Jid::new(l, Server::Lid)),
+        full_name: r.try_get("full_name")?,
+        first_name: r.try_get("first_name")?,
+        push_name: r.try_get("push_name")?,
+        username: r.try_get("username")?,
+        on_whatsapp: r.try_get("on_whatsapp")?,
+    })
+}
+
+impl AccountStore for SqliteCreds {
+    async fn apply_account_changes(
+        &self,
+        chats: &[ChatChange],
+        contacts: &[ContactChange],
+    ) -> Result<(), CredsStoreError> {
+        let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(err)?;
+        for c in chats {
+            apply_chat_change(&mut tx, self.account, c)
+                .await
+                .map_err(err)?;
+        }
+        for c in contacts {
+            apply_contact_change(&mut tx, self.account, c)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    async fn store_history(&self, batch: &HistoryBatch) -> Result<usize, CredsStoreError> {
+        let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(err)?;
+        for c in &batch.chats {
+            apply_chat_change(&mut tx, self.account, c)
+                .await
+                .map_err(err)?;
+        }
+        for c in &batch.contacts {
+            apply_contact_change(&mut tx, self.account, c)
+                .await
+                .map_err(err)?;
+        }
+        let mut new = 0;
+        for m in &batch.messages {
+            let c = super::messages::insert(&mut tx, self.account, m, true)
+                .await
+                .map_err(err)?;
+            if c == crate::client::messages::Committed::Inserted {
+                new += 1;
+            }
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(new)
+    }
+
+    async fn chats(&self, limit: u32, skip: u32) -> Result<Vec<ChatSummary>, CredsStoreError> {
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        // Every chat with a row or a message; pinned first, then by the newest message.
+        let rows = sqlx::query(&format!(
+            "WITH ids AS (SELECT jid FROM chats WHERE account_id = ?1 \
+             UNION SELECT DISTINCT chat FROM messages WHERE account_id = ?1), \
+             list AS (SELECT ids.jid AS jid, c.name, c.archived, c.pinned_at, c.muted_until, \
+             c.marked_unread, c.unread_count, c.read_ts, c.ephemeral, c.deleted_at, \
+             (SELECT MAX(ts) FROM messages m WHERE m.account_id = ?1 AND m.chat = ids.jid) AS last_ts \
+             FROM ids LEFT JOIN chats c ON c.account_id = ?1 AND c.jid = ids.jid) \
+             SELECT list.*, ct.full_name, ct.push_name, \
+             (SELECT COUNT(*) FROM messages m WHERE m.account_id = ?1 AND m.chat = list.jid \
+              AND m.from_me = 0 AND m.history = 0 AND m.type NOT IN ('edit', 'revoke', 'reaction') \
+              AND m.ts > COALESCE(list.read_ts, -1)) AS live_unread \
+             FROM list LEFT JOIN contacts ct ON ct.account_id = ?1 AND ct.jid = list.jid \
+             WHERE list.deleted_at IS NULL \
+             ORDER BY list.pinned_at IS NULL, list.pinned_at DESC, list.last_ts DESC, list.jid \
+             LIMIT ?2 OFFSET ?3"
+        ))
+        .bind(self.account)
+        .bind(i64::from(limit))
+        .bind(i64::from(skip))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let jid: String = r.try_get("jid").map_err(err)?;
+            let Ok(chat) = jid.parse::<Jid>() else {
+                continue;
+            };
+            let last = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM messages WHERE account_id = ? AND chat = ? {LISTED} \
+                 AND type != 'reaction' ORDER BY ts DESC, pk DESC LIMIT 1"
+            ))
+            .bind(self.account)
+            .bind(&jid)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(err)?;
+            let last = last.as_ref().map(from_row).transpose().map_err(err)?;
+            let (pn, lid) = both(&mut conn, self.account, &chat).await.map_err(err)?;
+            let get_i = |c: &str| r.try_get::<Option<i64>, _>(c).map_err(err);
+            let stored_unread = get_i("unread_count")?.unwrap_or(0).max(0);
+            let live = get_i("live_unread")?.unwrap_or(0).max(0);
+            out.push(ChatSummary {
+                name: r
+                    .try_get::<Option<String>, _>("name")
+                    .map_err(err)?
+                    .or(r.try_get("full_name").map_err(err)?)
+                    .or(r.try_get("push_name").map_err(err)?),
+                chat,
+                pn,
+                lid,
+                archived: get_i("archived")?.unwrap_or(0) != 0,
+                pinned: get_i("pinned_at")?.map(|p| p.max(0) as u64),
+                muted_until: get_i("muted_until")?,
+                marked_unread: get_i("marked_unread")?.unwrap_or(0) != 0,
+                unread_count: u32::try_from(stored_unread + live).unwrap_or(u32::MAX),
+                ephemeral: get_i("ephemeral")?
+                    .and_then(|e| u32::try_from(e).ok())
+                    .filter(|e| *e > 0),
+                last_message: last.map(|m: StoredMessage| LastMessage {
+                    id: m.id,
+                    kind: m.kind.as_str().to_owned(),
+                    preview: m.text.as_deref().map(preview),
+                    timestamp: m.timestamp,
+                    from_me: m.from_me,
+                }),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn contacts(&self, limit: u32, skip: u32) -> Result<Vec<Contact>, CredsStoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM contacts WHERE account_id = ? \
+             ORDER BY COALESCE(full_name, push_name) IS NULL, COALESCE(full_name, push_name), jid \
+             LIMIT ? OFFSET ?",
+        )
+        .bind(self.account)
+        .bind(i64::from(limit))
+        .bind(i64::from(skip))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        rows.iter()
+            .map(contact_of)
+            .collect::<Result<_, _>>()
+            .map_err(err)
+    }
+
+    async fn contact(&self, jid: &Jid) -> Result<Option<Contact>, CredsStoreError> {
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        let key = canonical(&mut conn, self.account, jid).await.map_err(err)?;
+        let row = sqlx::query("SELECT * FROM contacts WHERE account_id = ? AND jid = ?")
+            .bind(self.account)
+            .bind(key.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(contact_of).transpose().map_err(err)
+    }
+
+    async fn oldest_message(&self, chat: &Jid) -> Result<Option<StoredMessage>, CredsStoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE account_id = ? AND chat = ? {LISTED} \
+             ORDER BY ts, pk LIMIT 1"
+        ))
+        .bind(self.account)
+        .bind(chat.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        row.as_ref().map(from_row).transpose().map_err(err)
+    }
+}
