@@ -19,7 +19,7 @@ pub use decode::{
     Applied, KeyLookup, MAX_INDEX_LEN, MAX_INDEX_PARTS, MAX_RECORDS, MAX_VALUE_LEN, Mutation,
     decode_patch, decode_recovery, decode_snapshot, missing_keys,
 };
-pub use encode::{PendingMutation, encode_patch, encode_snapshot};
+pub use encode::{PendingMutation, archive, encode_patch, encode_snapshot, mark_read, mute, pin};
 pub use error::{AppStateError, KeyId};
 pub use keys::MutationKeys;
 pub use lthash::LtHash;

@@ -81,6 +81,12 @@ pub struct AppStateCommit {
     pub removed: Vec<[u8; 32]>,
     /// Records set (a record set again replaces the stored one).
     pub added: Vec<AppStateRecord>,
+    /// What the mutations did to chats (archive, pin, mute, read, delete).
+    pub chats: Vec<crate::client::account::ChatChange>,
+    /// What they did to contacts (names).
+    pub contacts: Vec<crate::client::account::ContactChange>,
+    /// An `nct_salt_sync` mutation: Some(Some) set, Some(None) removed.
+    pub nct_salt: Option<Option<Vec<u8>>>,
 }
 
 /// App-state persistence of one account.

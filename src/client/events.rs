@@ -186,6 +186,37 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// An app-state collection is up to date with the server at `version`.
+    AppStateSynced {
+        /// The collection (`regular_high`, …).
+        collection: String,
+        /// Its version now.
+        version: u64,
+    },
+    /// What other devices (or we) did through app state: archive, pin, mute, read, contacts,
+    /// push name, NCT salt… (already stored).
+    AppStateActions {
+        /// The collection they came in.
+        collection: String,
+        /// The actions, in order (records kept only raw are not listed).
+        actions: Vec<crate::appstate::Action>,
+    },
+    /// An app-state collection failed to sync or verify, and what is being done about it:
+    /// `full_resync` (synced again from a snapshot), `recovery_requested` (the phone was asked
+    /// for its copy), `recovery_pending` (asked recently), `retry_on_next_sync`, `gave_up`.
+    AppStateFailed {
+        /// The collection.
+        collection: String,
+        /// Why.
+        reason: String,
+        /// What happens next.
+        recovery: String,
+    },
+    /// App-state keys a collection needs were asked of the phone.
+    AppStateKeysRequested {
+        /// How many keys.
+        count: usize,
+    },
     /// No history chunk is waiting any more (the last one queued was processed).
     HistorySyncIdle {
         /// Chunks processed since the client started.
@@ -288,6 +319,31 @@ impl fmt::Debug for Event {
             ),
             Event::HistorySyncIdle { chunks } => {
                 write!(f, "HistorySyncIdle {{ chunks: {chunks} }}")
+            }
+            Event::AppStateSynced {
+                collection,
+                version,
+            } => write!(
+                f,
+                "AppStateSynced {{ collection: {collection}, version: {version} }}"
+            ),
+            Event::AppStateActions {
+                collection,
+                actions,
+            } => write!(
+                f,
+                "AppStateActions {{ collection: {collection}, actions: {actions:?} }}"
+            ),
+            Event::AppStateFailed {
+                collection,
+                reason,
+                recovery,
+            } => write!(
+                f,
+                "AppStateFailed {{ collection: {collection}, reason: {reason:?}, recovery: {recovery} }}"
+            ),
+            Event::AppStateKeysRequested { count } => {
+                write!(f, "AppStateKeysRequested {{ count: {count} }}")
             }
         }
     }

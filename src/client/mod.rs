@@ -4,8 +4,8 @@
 //! through [`iq::IqTracker`] (ids, waiters, timeouts). It knows the socket, codec and Signal
 //! layers, and storage only through traits; never HTTP or SQL.
 
-pub mod appstate_store;
 pub mod account;
+pub mod appstate_store;
 pub mod cdn;
 pub mod content;
 pub mod events;

@@ -168,7 +168,7 @@ impl<S: CredsStore> Run<S> {
                                         tracing::warn!(error = %e, "prekey refill failed");
                                     }
                                 }.in_current_span());
-                            } else if matches!(node.get_str("type").as_deref(), Some("devices" | "mex" | "mediaretry")) {
+                            } else if matches!(node.get_str("type").as_deref(), Some("devices" | "mex" | "mediaretry" | "server_sync")) {
                                 let _ = work.send(node).await;
                             }
                         }
@@ -248,6 +248,8 @@ async fn after_login<S: CredsStore>(
     // crash or a drop left unsent, with its ids, and whatever later sends leave unacked, for
     // as long as the connection lives (this task is aborted with it).
     Box::pin(top_up(&link, &sender, &*store, &creds)).await;
+    // Catch up on app state changed while we were away (the worker does the syncing).
+    Box::pin(messenger.app_state_after_login()).await;
     messenger.resend_loop().await;
 }
 

@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use super::appstate_store::{AppStateStore, MemoryAppState};
 use super::account::{ChatChange, ChatSummary, Contact, ContactChange, HistoryBatch};
+use super::appstate_store::{AppStateStore, MemoryAppState};
 use super::messages::{Committed, GroupUpdate, MessageStatus, StatusUpdate, StoredMessage};
 use crate::binary::Jid;
 use crate::signal::store::SignedPreKeyStore;
@@ -1020,6 +1020,8 @@ impl AppStateStore for MemoryCreds {
         &self,
         commit: &super::appstate_store::AppStateCommit,
     ) -> Result<(), CredsStoreError> {
+        self.apply_account_changes(&commit.chats, &commit.contacts)
+            .await?;
         self.appstate.lock().map_err(poisoned)?.commit(commit);
         Ok(())
     }

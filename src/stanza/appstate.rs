@@ -126,7 +126,10 @@ pub fn parse_sync_response(iq: &Node) -> Vec<CollectionAnswer> {
                 .chain(c.child_nodes().iter())
                 .filter(|p| p.tag == "patch");
             CollectionAnswer {
-                name: c.get_str("name").map(|s| s.into_owned()).unwrap_or_default(),
+                name: c
+                    .get_str("name")
+                    .map(|s| s.into_owned())
+                    .unwrap_or_default(),
                 version: u64_attr(c, "version").unwrap_or(0),
                 has_more: c.get_str("has_more_patches").as_deref() == Some("true"),
                 patches: patch_nodes
@@ -163,7 +166,10 @@ pub fn parse_sync_request(iq: &Node) -> Vec<SyncItem> {
         .filter(|c| c.tag == "collection")
         .take(MAX_COLLECTIONS)
         .map(|c| SyncItem {
-            name: c.get_str("name").map(|s| s.into_owned()).unwrap_or_default(),
+            name: c
+                .get_str("name")
+                .map(|s| s.into_owned())
+                .unwrap_or_default(),
             version: u64_attr(c, "version"),
             snapshot: c.get_str("return_snapshot").as_deref() == Some("true"),
             patches: c

@@ -18,7 +18,11 @@ const LOOKUP_CHUNK: usize = 500;
 
 fn key_of(s: &SqliteCreds, r: &sqlx::sqlite::SqliteRow) -> Result<AppStateKey, CredsStoreError> {
     let id: Vec<u8> = r.try_get("key_id").map_err(err)?;
-    let data = s.open("appstate_keys", hex::encode(&id), r.try_get("key_data").map_err(err)?)?;
+    let data = s.open(
+        "appstate_keys",
+        hex::encode(&id),
+        r.try_get("key_data").map_err(err)?,
+    )?;
     let data = array32(&data).ok_or_else(|| CredsStoreError("corrupt app-state key".into()))?;
     Ok(AppStateKey {
         id,
@@ -197,6 +201,17 @@ impl AppStateStore for SqliteCreds {
             .await
             .map_err(err)?;
         }
+        for ch in &c.chats {
+            super::account::apply_chat_change(&mut tx, self.account, ch)
+                .await
+                .map_err(err)?;
+        }
+        for ct in &c.contacts {
+            super::account::apply_contact_change(&mut tx, self.account, ct)
+                .await
+                .map_err(err)?;
+        }
+        // MERGE(h-tokens): c.nct_salt lands in the same transaction once its table exists.
         sqlx::query(
             "INSERT INTO appstate_collections (account_id, name, version, hash) VALUES (?, ?, ?, ?) \
              ON CONFLICT (account_id, name) DO UPDATE SET version = excluded.version, \

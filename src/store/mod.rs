@@ -2,8 +2,8 @@
 //! tables are keyed by account, and this layer implements the traits the protocol layers define.
 //! It knows SQL; the protocol layers never do.
 
-mod appstate;
 mod account;
+mod appstate;
 pub mod blobs;
 pub mod connections;
 pub mod creds;

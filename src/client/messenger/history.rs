@@ -524,7 +524,7 @@ impl<S: CredsStore> Messenger<S> {
     }
 
     /// The CDN client history downloads use (the shared one, or made on first use).
-    fn cdn(&self) -> Result<crate::client::cdn::Cdn, crate::client::cdn::CdnError> {
+    pub(super) fn cdn(&self) -> Result<crate::client::cdn::Cdn, crate::client::cdn::CdnError> {
         if let Some(c) = self.cdn.get() {
             return Ok(c.clone());
         }

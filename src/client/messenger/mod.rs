@@ -33,12 +33,14 @@ use crate::socket::NodeSender;
 use crate::stanza;
 use crate::util::clock::Clock;
 
+mod appstate;
 mod error;
 mod groups;
 mod history;
 mod history_stream;
 mod lid;
 mod media;
+mod peer;
 mod receipts;
 mod receive;
 mod resend;
@@ -47,6 +49,7 @@ mod send;
 mod timelock;
 mod tokens;
 
+pub use appstate::ChatAction;
 pub use error::{SendError, refusal_reason};
 pub use media::RetryTarget;
 use receive::receipt;
@@ -225,6 +228,8 @@ pub(super) struct Messenger<S: CredsStore> {
     media_retries: Mutex<media::RetryWaiters>,
     /// The history worker's queue (set when it starts).
     history_tx: Mutex<Option<tokio::sync::mpsc::Sender<history::HistoryJob>>>,
+    /// App-state sync: what to sync next, keys and recoveries asked.
+    appsync: appstate::AppSync,
     /// What one history stream may cost.
     history_limits: history_stream::Limits,
     /// The CDN client for history downloads (the shared one, or made on first use).
@@ -275,6 +280,7 @@ impl<S: CredsStore> Messenger<S> {
             media_conn: Mutex::new(media::MediaConnCache::default()),
             media_retries: Mutex::new(HashMap::new()),
             history_tx: Mutex::new(None),
+            appsync: appstate::AppSync::default(),
             history_limits: history_stream::Limits::default(),
             cdn: match &opts.cdn {
                 Some(c) => std::sync::OnceLock::from(c.clone()),
@@ -285,9 +291,10 @@ impl<S: CredsStore> Messenger<S> {
         }
     }
 
-    /// Starts the messenger's background workers (history sync).
+    /// Starts the messenger's background workers (history sync, app-state sync).
     pub(super) fn start_workers(self: &Arc<Self>) {
         history::start_worker(self);
+        appstate::start_worker(self);
     }
 
     /// Called at login with the stored credentials.
@@ -352,6 +359,9 @@ impl<S: CredsStore> Messenger<S> {
             }
             "notification" if node.get_str("type").as_deref() == Some("mex") => {
                 self.on_mex(&node);
+            }
+            "notification" if node.get_str("type").as_deref() == Some("server_sync") => {
+                self.on_server_sync(&node);
             }
             "notification" => {
                 if node.get_str("type").as_deref() == Some("devices")

@@ -8,6 +8,7 @@ use super::{Messenger, SendError};
 use crate::binary::{Jid, Node, Server};
 use crate::client::store::CredsStore;
 use crate::proto::wa;
+use crate::signal::store::ApplyChanges;
 use crate::stanza;
 
 /// The stanza attributes a peer message carries beyond id, to, type and category: key

@@ -204,6 +204,30 @@ impl<S: CredsStore> Messenger<S> {
         if from_me {
             // History sync is accepted only from our own account (CLIENT-FEATURES §5.1).
             self.on_history_notification(sender, node, &message).await;
+            // So are app-state keys (whatsmeow `handleProtocolMessage` checks IsFromMe);
+            // stored before the session advance, unreceipted if they cannot be.
+            if let Some(share) = message
+                .protocol_message
+                .as_ref()
+                .and_then(|p| p.app_state_sync_key_share.as_ref())
+                && !self.on_key_share(share).await
+            {
+                drop(lock);
+                return;
+            }
+            // A peer-data answer counts only from our primary phone (device 0).
+            if from.device == 0
+                && let Some(r) = message
+                    .protocol_message
+                    .as_ref()
+                    .and_then(|p| p.peer_data_operation_request_response_message.as_ref())
+            {
+                for result in r.peer_data_operation_result.iter().take(16) {
+                    if let Some(rec) = &result.syncd_snapshot_fatal_recovery_response {
+                        self.on_recovery(rec).await;
+                    }
+                }
+            }
         }
         let chat = match from_me.then(|| device_sent_destination(&message)).flatten() {
             Some(dest) => self.canonical(&dest).await.to_non_ad(),

@@ -1,0 +1,945 @@
+//! App-state sync (CLIENT-FEATURES §3), driven over the sans-IO core in `crate::appstate`: the
+//! phone's key shares stored, the five collections fetched (snapshot, then patches, paged),
+//! verified, applied and stored one patch per transaction, `server_sync` notifications
+//! followed, missing keys asked for, a collection that fails verification synced again from a
+//! snapshot and then asked of the phone (fatal recovery), and our own patches sent with their
+//! 409 handled. One worker per client does all of it, one collection at a time, so our own
+//! patches never race a sync of the same collection.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+
+use super::{Messenger, SendError};
+use crate::appstate::{
+    Action, AppStateError, Applied, Collection, CollectionState, KeyLookup, LtHash, MutationKeys,
+    PendingMutation, decode_patch, decode_recovery, decode_snapshot, encode_patch,
+};
+use crate::binary::{Jid, Node, Server};
+use crate::client::account::{ChatChange, ContactChange};
+use crate::client::appstate_store::{
+    AppStateCommit, AppStateKey, AppStateRecord, CollectionVersion,
+};
+use crate::client::events::Event;
+use crate::client::link::IQ_TIMEOUT;
+use crate::client::store::CredsStore;
+use crate::media::MediaType;
+use crate::proto::wa;
+use crate::stanza::appstate as st;
+
+/// Rounds of `has_more_patches` paging per sync at most (whatsapp-rust and WA Web stop at 500).
+const MAX_PAGES: u32 = 500;
+/// Keys read from one key share at most (a phone shares one or a few).
+const MAX_SHARED_KEYS: usize = 64;
+/// A key is asked of the phone at most this often (whatsmeow asks once per 24 h per key).
+const KEY_ASK_EVERY: Duration = Duration::from_secs(24 * 3600);
+/// A collection's fatal recovery is asked of the phone at most this often.
+const RECOVERY_ASK_EVERY: Duration = Duration::from_secs(3600);
+/// Largest snapshot or external-mutations blob downloaded (plaintext).
+const MAX_BLOB: u64 = 64 << 20;
+/// Largest recovery copy accepted after gunzip.
+const MAX_RECOVERY: u64 = 64 << 20;
+/// How long the idle worker waits before checking its client still exists.
+const IDLE_RECHECK: Duration = Duration::from_secs(60);
+/// Times one of our own patches is sent again after a 409 (whatsmeow retries once).
+const MAX_CONFLICT_RETRIES: u32 = 2;
+
+/// What the app-state worker does next, and what it remembers between runs.
+#[derive(Default)]
+pub(super) struct AppSync {
+    /// Collections to sync on the worker's next round.
+    dirty: Mutex<BTreeSet<Collection>>,
+    /// Wakes the worker.
+    wake: tokio::sync::Notify,
+    /// When each missing key was last asked of the phone.
+    asked_keys: Mutex<HashMap<Vec<u8>, Instant>>,
+    /// Collections waiting for a key (synced again when a share arrives).
+    parked: Mutex<BTreeSet<Collection>>,
+    /// When each collection's recovery was last asked of the phone.
+    recovery_asked: Mutex<HashMap<Collection, Instant>>,
+    /// Serialises syncs and our own patches (a patch is built on the stored state).
+    busy: tokio::sync::Mutex<()>,
+}
+
+/// How one collection's sync ended.
+#[derive(Debug)]
+enum SyncEnd {
+    /// Up to date with the server.
+    Done,
+    /// A key is missing; asked of the phone.
+    WaitingForKey,
+    /// The server said the collection failed (code).
+    Server(u16),
+}
+
+/// Why a sync failed.
+#[derive(Debug, thiserror::Error)]
+enum SyncFailure {
+    /// Verification or decoding: our state and the server's disagree, or the input is bad.
+    #[error("{0}")]
+    Verify(AppStateError),
+    /// Anything else (network, store, CDN): tried again on the next round.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<SendError> for SyncFailure {
+    fn from(e: SendError) -> Self {
+        SyncFailure::Transient(e.to_string())
+    }
+}
+
+impl From<crate::client::store::CredsStoreError> for SyncFailure {
+    fn from(e: crate::client::store::CredsStoreError) -> Self {
+        SyncFailure::Transient(e.to_string())
+    }
+}
+
+/// Keys looked up from those loaded for one sync step.
+struct Keys(HashMap<Vec<u8>, AppStateKey>);
+
+impl KeyLookup for Keys {
+    fn keys(&self, key_id: &[u8]) -> Option<MutationKeys> {
+        self.0
+            .get(key_id)
+            .map(|k| MutationKeys::expand(&k.data[..]))
+    }
+}
+
+/// What one of our own actions asks (the REST chat actions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatAction {
+    /// Archive (true) or unarchive.
+    Archive(bool),
+    /// Pin (true) or unpin.
+    Pin(bool),
+    /// Mute until (ms; -1 forever), or unmute (None).
+    Mute(Option<i64>),
+    /// Mark read (true) or unread.
+    Read(bool),
+}
+
+impl<S: CredsStore> Messenger<S> {
+    /// A key share from our own phone (`APP_STATE_SYNC_KEY_SHARE`): stores the keys, then
+    /// syncs what waited for them, or everything never synced (whatsmeow
+    /// `handleAppStateSyncKeyShare`). False when the keys could not be stored (the message
+    /// is then left unreceipted, and redelivered).
+    pub(super) async fn on_key_share(&self, share: &wa::AppStateSyncKeyShare) -> bool {
+        let keys: Vec<AppStateKey> = share
+            .keys
+            .iter()
+            .take(MAX_SHARED_KEYS)
+            .filter_map(|k| {
+                let id = k.key_id.as_ref()?.key_id.clone()?;
+                let data = k.key_data.as_ref()?;
+                let bytes: [u8; 32] = data.key_data.as_deref()?.try_into().ok()?;
+                (!id.is_empty() && id.len() <= 64).then(|| AppStateKey {
+                    id,
+                    data: zeroize::Zeroizing::new(bytes),
+                    created: data.timestamp.unwrap_or(0),
+                })
+            })
+            .collect();
+        if keys.is_empty() {
+            return true;
+        }
+        match self.store.add_app_state_keys(&keys).await {
+            Ok(new) => {
+                tracing::info!(keys = keys.len(), new, "app-state keys shared by the phone");
+                let mut wake: BTreeSet<Collection> = self
+                    .appsync
+                    .parked
+                    .lock()
+                    .map(|mut p| std::mem::take(&mut *p))
+                    .unwrap_or_default();
+                for c in Collection::ALL {
+                    if matches!(self.store.app_state_version(c.name()).await, Ok(None)) {
+                        wake.insert(c);
+                    }
+                }
+                self.mark_dirty(wake);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot store app-state keys; they will be redelivered");
+                false
+            }
+        }
+    }
+
+    /// `<notification type="server_sync">`: fetch each collection named (already acked).
+    pub(super) fn on_server_sync(&self, node: &Node) {
+        let named: BTreeSet<Collection> = st::parse_server_sync(node)
+            .iter()
+            .filter_map(|(name, _)| Collection::from_name(name))
+            .collect();
+        self.mark_dirty(named);
+    }
+
+    /// Queues collections for the worker.
+    pub(super) fn mark_dirty(&self, cs: impl IntoIterator<Item = Collection>) {
+        let mut any = false;
+        if let Ok(mut d) = self.appsync.dirty.lock() {
+            for c in cs {
+                any |= d.insert(c);
+            }
+        }
+        if any {
+            self.appsync.wake.notify_one();
+        }
+    }
+
+    /// After login: sync every collection once we hold a key (a fresh link waits for the
+    /// phone's key share instead).
+    pub(in crate::client) async fn app_state_after_login(&self) {
+        if matches!(self.store.latest_app_state_key().await, Ok(Some(_))) {
+            self.mark_dirty(Collection::ALL);
+        }
+    }
+
+    /// The worker: syncs dirty collections until the messenger is dropped. It holds the
+    /// messenger at most a minute while idle, so a dropped client's worker ends.
+    pub(super) async fn app_state_loop(me: std::sync::Weak<Messenger<S>>) {
+        loop {
+            let Some(m) = me.upgrade() else { return };
+            let todo: BTreeSet<Collection> = m
+                .appsync
+                .dirty
+                .lock()
+                .map(|mut d| std::mem::take(&mut *d))
+                .unwrap_or_default();
+            if todo.is_empty() {
+                // A wake sent before this wait is kept by the Notify (one permit).
+                let _ = tokio::time::timeout(IDLE_RECHECK, m.appsync.wake.notified()).await;
+            } else {
+                for c in todo {
+                    m.sync_one(c).await;
+                }
+            }
+        }
+    }
+
+    /// Syncs one collection, recovering from a verification failure: the collection is
+    /// synced again from a snapshot, and if that fails too, the phone is asked for its copy.
+    async fn sync_one(&self, c: Collection) {
+        let _busy = self.appsync.busy.lock().await;
+        match self.sync_collection(c).await {
+            Ok(SyncEnd::Done) => {}
+            Ok(SyncEnd::WaitingForKey) => {
+                if let Ok(mut p) = self.appsync.parked.lock() {
+                    p.insert(c);
+                }
+            }
+            Ok(SyncEnd::Server(code)) => {
+                self.publish(Event::AppStateFailed {
+                    collection: c.name().to_owned(),
+                    reason: format!("the server answered error {code}"),
+                    recovery: "retry_on_next_sync".into(),
+                });
+            }
+            Err(SyncFailure::Transient(e)) => {
+                tracing::info!(collection = %c, error = %e, "app-state sync failed; retried later");
+            }
+            Err(SyncFailure::Verify(e)) => {
+                tracing::warn!(collection = %c, error = %e, "app state does not verify; syncing it again from a snapshot");
+                self.publish(Event::AppStateFailed {
+                    collection: c.name().to_owned(),
+                    reason: e.to_string(),
+                    recovery: "full_resync".into(),
+                });
+                if let Err(e) = self.store.reset_app_state(c.name()).await {
+                    tracing::warn!(error = %e, "cannot reset a collection");
+                    return;
+                }
+                match self.sync_collection(c).await {
+                    Ok(_) => {}
+                    Err(SyncFailure::Transient(e)) => {
+                        tracing::info!(collection = %c, error = %e, "app-state resync failed; retried later");
+                    }
+                    Err(SyncFailure::Verify(e)) => {
+                        tracing::warn!(collection = %c, error = %e, "snapshot does not verify either; asking the phone");
+                        let _ = self.store.reset_app_state(c.name()).await;
+                        let asked = self.ask_recovery(c).await;
+                        self.publish(Event::AppStateFailed {
+                            collection: c.name().to_owned(),
+                            reason: e.to_string(),
+                            recovery: if asked {
+                                "recovery_requested".into()
+                            } else {
+                                "recovery_pending".into()
+                            },
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fetches and applies a collection until the server has no more patches.
+    async fn sync_collection(&self, c: Collection) -> Result<SyncEnd, SyncFailure> {
+        let sender = self.sender().ok_or(SendError::NotConnected)?;
+        for _ in 0..MAX_PAGES {
+            let stored = self.store.app_state_version(c.name()).await?;
+            let ask = st::CollectionAsk {
+                name: c.name().to_owned(),
+                version: stored.as_ref().map(|s| s.version).unwrap_or(0),
+                snapshot: stored.is_none(),
+            };
+            let answer = self
+                .link
+                .iq
+                .query(&sender, st::sync_request(&[ask]), IQ_TIMEOUT)
+                .await
+                .map_err(SendError::from)?;
+            let Some(a) = st::parse_sync_response(&answer)
+                .into_iter()
+                .find(|a| a.name == c.name())
+            else {
+                return Err(SyncFailure::Transient(
+                    "no answer for the collection".into(),
+                ));
+            };
+            if let Some(e) = &a.error {
+                match e.code {
+                    // A conflict: more patches to read first.
+                    409 if a.has_more => continue,
+                    409 => return Ok(SyncEnd::Done),
+                    code => return Ok(SyncEnd::Server(code)),
+                }
+            }
+            let mut state = stored;
+            if let Some(snap) = &a.snapshot {
+                if state.is_some() {
+                    // whatsmeow refuses a snapshot over a non-empty state; a server that sends
+                    // one replaces ours (it is the judge), verified like any other.
+                    tracing::info!(collection = %c, "unasked snapshot replaces the collection");
+                }
+                match self.apply_snapshot(c, snap).await? {
+                    Some(v) => state = Some(v),
+                    None => return Ok(SyncEnd::WaitingForKey),
+                }
+            }
+            for p in &a.patches {
+                let Some(v) = self.apply_patch(c, state.as_ref(), p).await? else {
+                    return Ok(SyncEnd::WaitingForKey);
+                };
+                state = Some(v);
+            }
+            if !a.has_more {
+                if let Some(s) = &state {
+                    self.publish(Event::AppStateSynced {
+                        collection: c.name().to_owned(),
+                        version: s.version,
+                    });
+                }
+                return Ok(SyncEnd::Done);
+            }
+        }
+        Err(SyncFailure::Transient("too many pages".into()))
+    }
+
+    /// Loads the keys `ids` names; asks the phone for those missing (None then).
+    async fn keys_for(&self, ids: &[Vec<u8>]) -> Result<Option<Keys>, SyncFailure> {
+        let mut have = HashMap::new();
+        let mut missing = Vec::new();
+        for id in ids {
+            if have.contains_key(id) {
+                continue;
+            }
+            match self.store.app_state_key(id).await? {
+                Some(k) => {
+                    have.insert(id.clone(), k);
+                }
+                None => missing.push(id.clone()),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(Some(Keys(have)));
+        }
+        self.ask_keys(&missing).await;
+        Ok(None)
+    }
+
+    /// Asks the phone for keys (each at most once per [`KEY_ASK_EVERY`]).
+    async fn ask_keys(&self, ids: &[Vec<u8>]) {
+        let now = Instant::now();
+        let due: Vec<Vec<u8>> = match self.appsync.asked_keys.lock() {
+            Ok(mut asked) => {
+                let due: Vec<Vec<u8>> = ids
+                    .iter()
+                    .filter(|id| {
+                        asked
+                            .get(*id)
+                            .is_none_or(|t| now.duration_since(*t) >= KEY_ASK_EVERY)
+                    })
+                    .cloned()
+                    .collect();
+                for id in &due {
+                    asked.insert(id.clone(), now);
+                }
+                due
+            }
+            Err(_) => return,
+        };
+        if due.is_empty() {
+            return;
+        }
+        let message = wa::Message {
+            protocol_message: Some(Box::new(wa::ProtocolMessage {
+                r#type: Some(wa::protocol_message::Type::AppStateSyncKeyRequest as i32),
+                app_state_sync_key_request: Some(wa::AppStateSyncKeyRequest {
+                    key_ids: due
+                        .iter()
+                        .map(|id| wa::AppStateSyncKeyId {
+                            key_id: Some(id.clone()),
+                        })
+                        .collect(),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        match self.send_peer(&message).await {
+            Ok(_) => tracing::info!(keys = due.len(), "asked the phone for app-state keys"),
+            Err(e) => tracing::warn!(error = %e, "cannot ask the phone for app-state keys"),
+        }
+        self.publish(Event::AppStateKeysRequested { count: due.len() });
+    }
+
+    /// Downloads, verifies and stores a snapshot; None when a key is missing.
+    async fn apply_snapshot(
+        &self,
+        c: Collection,
+        reference: &[u8],
+    ) -> Result<Option<CollectionVersion>, SyncFailure> {
+        let r = wa::ExternalBlobReference::decode(reference)
+            .map_err(|_| SyncFailure::Verify(AppStateError::Malformed("snapshot reference")))?;
+        let blob = self.download_blob(&r).await?;
+        let snap = wa::SyncdSnapshot::decode(blob.as_slice())
+            .map_err(|_| SyncFailure::Verify(AppStateError::Malformed("SyncdSnapshot")))?;
+        let ids = crate::appstate::missing_keys(Some(&snap), [], &Keys(HashMap::new()));
+        let Some(keys) = self.keys_for(&ids).await? else {
+            return Ok(None);
+        };
+        let applied = decode_snapshot(c, &snap, &keys).map_err(SyncFailure::Verify)?;
+        self.commit_applied(applied).await.map(Some)
+    }
+
+    /// Verifies and stores one patch on top of `state`; None when a key is missing.
+    async fn apply_patch(
+        &self,
+        c: Collection,
+        state: Option<&CollectionVersion>,
+        bytes: &[u8],
+    ) -> Result<Option<CollectionVersion>, SyncFailure> {
+        let mut patch = wa::SyncdPatch::decode(bytes)
+            .map_err(|_| SyncFailure::Verify(AppStateError::Malformed("SyncdPatch")))?;
+        let version = state.map(|s| s.version).unwrap_or(0);
+        if patch.version.as_ref().and_then(|v| v.version).is_none() {
+            // Baileys fills a missing version with the collection's next one.
+            patch.version = Some(wa::SyncdVersion {
+                version: Some(version + 1),
+            });
+        }
+        if patch.version.as_ref().and_then(|v| v.version) <= Some(version) && state.is_some() {
+            // Already applied (a page overlapping what we stored): nothing to do.
+            return Ok(state.cloned());
+        }
+        if let Some(ext) = patch.external_mutations.clone() {
+            let blob = self.download_blob(&ext).await?;
+            let muts = wa::SyncdMutations::decode(blob.as_slice())
+                .map_err(|_| SyncFailure::Verify(AppStateError::Malformed("SyncdMutations")))?;
+            if muts.mutations.is_empty() {
+                return Err(SyncFailure::Verify(AppStateError::Malformed(
+                    "empty external mutations",
+                )));
+            }
+            patch.mutations = muts.mutations;
+        }
+        let ids = crate::appstate::missing_keys(None, [&patch], &Keys(HashMap::new()));
+        let Some(keys) = self.keys_for(&ids).await? else {
+            return Ok(None);
+        };
+        // Only the records this patch touches are read: a collection's whole MAC table is
+        // never loaded.
+        let touched: Vec<[u8; 32]> = patch
+            .mutations
+            .iter()
+            .filter_map(|m| m.record.as_ref()?.index.as_ref()?.blob.as_deref())
+            .filter_map(|b| b.try_into().ok())
+            .collect();
+        let macs = self.store.value_macs(c.name(), &touched).await?;
+        let current = CollectionState {
+            version,
+            hash: state.map(|s| LtHash(s.hash)).unwrap_or_default(),
+            macs,
+        };
+        let applied = decode_patch(c, &current, &patch, &keys).map_err(SyncFailure::Verify)?;
+        self.commit_applied(applied).await.map(Some)
+    }
+
+    /// Stores what a verified input did, with the chat and contact changes it makes, in one
+    /// unit; then tells subscribers.
+    async fn commit_applied(&self, a: Applied) -> Result<CollectionVersion, SyncFailure> {
+        let state = CollectionVersion {
+            version: a.version,
+            hash: a.hash.0,
+        };
+        let mut commit = AppStateCommit {
+            collection: a.collection.name().to_owned(),
+            state: state.clone(),
+            replace: a.replaces,
+            removed: a.removed.clone(),
+            added: Vec::with_capacity(a.mutations.len()),
+            chats: Vec::new(),
+            contacts: Vec::new(),
+            nct_salt: None,
+        };
+        let mut push_name = None;
+        let mut actions = Vec::new();
+        let mut pairs = Vec::new();
+        for m in &a.mutations {
+            if m.operation == crate::appstate::Operation::Set {
+                commit.added.push(AppStateRecord {
+                    index_mac: m.index_mac,
+                    value_mac: m.value_mac,
+                    index: serde_json::to_string(&m.index).unwrap_or_default(),
+                    data: m.raw.clone(),
+                });
+            } else if !commit.removed.contains(&m.index_mac) {
+                commit.removed.push(m.index_mac);
+            }
+            let action = Action::from_mutation(m);
+            self.effects(&action, &mut commit, &mut pairs, &mut push_name);
+            if !matches!(action, Action::Other | Action::Removed) {
+                actions.push(action);
+            }
+        }
+        // PN ↔ LID pairs first: they move what was stored under the number, and the store
+        // keys the chat and contact changes by the canonical JID.
+        for (pn, lid) in pairs {
+            self.learn(&pn, &lid).await;
+        }
+        self.store.commit_app_state(&commit).await?;
+        if let Some(name) = push_name
+            && self.account().and_then(|a| a.me.push_name) != Some(name.clone())
+        {
+            self.learn_push_name(name).await;
+        }
+        if !actions.is_empty() {
+            self.publish(Event::AppStateActions {
+                collection: a.collection.name().to_owned(),
+                actions,
+            });
+        }
+        Ok(state)
+    }
+
+    /// What an action changes beyond its record.
+    fn effects(
+        &self,
+        action: &Action,
+        commit: &mut AppStateCommit,
+        pairs: &mut Vec<(String, String)>,
+        push_name: &mut Option<String>,
+    ) {
+        let chat = |jid: &Jid| ChatChange {
+            chat: jid.to_non_ad(),
+            ..ChatChange::default()
+        };
+        match action {
+            Action::Contact {
+                jid,
+                full_name,
+                first_name,
+                lid,
+                pn,
+                username,
+            } => {
+                // A PN index with a LID (or a LID index with a PN) is a mapping (Baileys
+                // `processContactAction`).
+                match (&jid.server, lid, pn) {
+                    (Server::User, Some(l), _) if l.server == Server::Lid => {
+                        pairs.push((jid.user.clone(), l.user.clone()))
+                    }
+                    (Server::Lid, _, Some(p)) if p.server == Server::User => {
+                        pairs.push((p.user.clone(), jid.user.clone()))
+                    }
+                    _ => {}
+                }
+                commit.contacts.push(ContactChange {
+                    jid: jid.to_non_ad(),
+                    full_name: full_name.clone(),
+                    first_name: first_name.clone(),
+                    username: username.clone(),
+                    ..ContactChange::default()
+                });
+            }
+            Action::LidContact {
+                lid,
+                full_name,
+                first_name,
+                username,
+            } => commit.contacts.push(ContactChange {
+                jid: lid.to_non_ad(),
+                full_name: full_name.clone(),
+                first_name: first_name.clone(),
+                username: username.clone(),
+                ..ContactChange::default()
+            }),
+            Action::PushName(name) => *push_name = Some(name.clone()),
+            Action::Mute { chat: c, until_ms } => commit.chats.push(ChatChange {
+                muted_until: Some(*until_ms),
+                ..chat(c)
+            }),
+            Action::Archive { chat: c, archived } => commit.chats.push(ChatChange {
+                archived: Some(*archived),
+                ..chat(c)
+            }),
+            Action::Pin { chat: c, pinned } => commit.chats.push(ChatChange {
+                pinned: Some(pinned.then(|| self.clock.now_unix())),
+                ..chat(c)
+            }),
+            Action::MarkRead { chat: c, read } => commit.chats.push(ChatChange {
+                marked_unread: Some(!read),
+                unread_count: read.then_some(0),
+                read_ts: read.then(|| Some(self.clock.now_unix())),
+                ..chat(c)
+            }),
+            Action::DeleteChat { chat: c } => commit.chats.push(ChatChange {
+                deleted_at: Some(Some(self.clock.now_unix())),
+                ..chat(c)
+            }),
+            Action::NctSalt(salt) => {
+                commit.nct_salt = Some(salt.as_ref().map(|s| s.0.clone()));
+            }
+            Action::PnForLidChat { lid, pn } => pairs.push((pn.user.clone(), lid.user.clone())),
+            _ => {}
+        }
+    }
+
+    /// Downloads an app-state blob (`md-app-state`), verified whole, into memory (at most
+    /// [`MAX_BLOB`] bytes).
+    async fn download_blob(&self, r: &wa::ExternalBlobReference) -> Result<Vec<u8>, SyncFailure> {
+        let bad = |what| SyncFailure::Verify(AppStateError::Malformed(what));
+        let key: [u8; 32] = r
+            .media_key
+            .as_deref()
+            .and_then(|k| k.try_into().ok())
+            .ok_or(bad("blob without media key"))?;
+        let sha: [u8; 32] = r
+            .file_sha256
+            .as_deref()
+            .and_then(|k| k.try_into().ok())
+            .ok_or(bad("blob without file hash"))?;
+        let path = r
+            .direct_path
+            .clone()
+            .filter(|p| p.starts_with('/'))
+            .ok_or(bad("blob without path"))?;
+        let cdn = self
+            .cdn()
+            .map_err(|e| SyncFailure::Transient(e.to_string()))?;
+        let conn = self.media_conn(false).await?;
+        let fetch = crate::client::media::Fetch {
+            ty: MediaType::AppState,
+            key,
+            file_sha256: sha,
+            file_enc_sha256: r.file_enc_sha256.as_deref().and_then(|k| k.try_into().ok()),
+            path: &path,
+            declared: r.file_size_bytes,
+        };
+        let mut sink = VecSink(Vec::new());
+        crate::client::media::fetch_verified(&cdn, &conn.hosts, &fetch, MAX_BLOB, &mut sink)
+            .await
+            .map_err(|e| match e {
+                crate::client::media::MediaFailure::Verify(_) => bad("blob does not verify"),
+                e => SyncFailure::Transient(format!("download: {e}")),
+            })?;
+        Ok(sink.0)
+    }
+
+    /// Asks the phone for its plaintext copy of `c` (`COMPANION_SYNCD_SNAPSHOT_FATAL_RECOVERY`),
+    /// at most once per [`RECOVERY_ASK_EVERY`]; true when asked now.
+    async fn ask_recovery(&self, c: Collection) -> bool {
+        let now = Instant::now();
+        let due = self
+            .appsync
+            .recovery_asked
+            .lock()
+            .map(|mut m| {
+                let due = m
+                    .get(&c)
+                    .is_none_or(|t| now.duration_since(*t) >= RECOVERY_ASK_EVERY);
+                if due {
+                    m.insert(c, now);
+                }
+                due
+            })
+            .unwrap_or(false);
+        if !due {
+            return false;
+        }
+        let message = wa::Message {
+            protocol_message: Some(Box::new(wa::ProtocolMessage {
+                r#type: Some(
+                    wa::protocol_message::Type::PeerDataOperationRequestMessage as i32,
+                ),
+                peer_data_operation_request_message: Some(wa::PeerDataOperationRequestMessage {
+                    peer_data_operation_request_type: Some(
+                        wa::PeerDataOperationRequestType::CompanionSyncdSnapshotFatalRecovery
+                            as i32,
+                    ),
+                    syncd_collection_fatal_recovery_request: Some(
+                        wa::peer_data_operation_request_message::SyncDCollectionFatalRecoveryRequest {
+                            collection_name: Some(c.name().to_owned()),
+                            timestamp: i64::try_from(self.clock.now_unix()).ok(),
+                        },
+                    ),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        match self.send_peer(&message).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask the phone for a collection's copy");
+                false
+            }
+        }
+    }
+
+    /// The phone's answer to a fatal-recovery request (`syncdSnapshotFatalRecoveryResponse`,
+    /// from its device 0): applied unless we already hold that version or newer (whatsmeow
+    /// `handleAppStateRecovery`).
+    pub(super) async fn on_recovery(
+        &self,
+        r: &wa::peer_data_operation_request_response_message::peer_data_operation_result::SyncDSnapshotFatalRecoveryResponse,
+    ) {
+        let Some(bytes) = r.collection_snapshot.as_deref() else {
+            return;
+        };
+        let plain = if r.is_compressed.unwrap_or(false) {
+            let mut out = Vec::new();
+            let read = flate2::read::GzDecoder::new(bytes)
+                .take(MAX_RECOVERY + 1)
+                .read_to_end(&mut out);
+            if read.is_err() || out.len() as u64 > MAX_RECOVERY {
+                tracing::warn!("a collection copy from the phone does not inflate");
+                return;
+            }
+            out
+        } else {
+            bytes.to_vec()
+        };
+        let Ok(rec) = wa::SyncdSnapshotRecovery::decode(plain.as_slice()) else {
+            tracing::warn!("a collection copy from the phone is not a SyncdSnapshotRecovery");
+            return;
+        };
+        let Some(c) = rec
+            .collection_name
+            .as_deref()
+            .and_then(Collection::from_name)
+        else {
+            return;
+        };
+        let _busy = self.appsync.busy.lock().await;
+        let version = rec.version.as_ref().and_then(|v| v.version).unwrap_or(0);
+        if let Ok(Some(have)) = self.store.app_state_version(c.name()).await
+            && have.version >= version
+        {
+            return;
+        }
+        let ids: Vec<Vec<u8>> = rec
+            .mutation_records
+            .iter()
+            .filter_map(|r| r.key_id.clone())
+            .collect();
+        let keys = match self.keys_for(&ids).await {
+            Ok(Some(k)) => k,
+            _ => return,
+        };
+        match decode_recovery(c, &rec, &keys) {
+            Ok(applied) => match self.commit_applied(applied).await {
+                Ok(v) => {
+                    tracing::info!(collection = %c, version = v.version, "collection recovered from the phone's copy");
+                    self.publish(Event::AppStateSynced {
+                        collection: c.name().to_owned(),
+                        version: v.version,
+                    });
+                    // Patches after the copy.
+                    self.mark_dirty([c]);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot store a recovered collection"),
+            },
+            Err(e) => {
+                tracing::warn!(collection = %c, error = %e, "the phone's copy does not verify");
+                self.publish(Event::AppStateFailed {
+                    collection: c.name().to_owned(),
+                    reason: e.to_string(),
+                    recovery: "gave_up".into(),
+                });
+            }
+        }
+    }
+
+    /// Sends one of our own chat actions as an app-state patch; a 409 (someone else wrote
+    /// first) gets the newer patches applied and the patch built again on them (whatsmeow
+    /// `sendAppState` retries once; we allow [`MAX_CONFLICT_RETRIES`]).
+    pub(in crate::client) async fn send_chat_action(
+        &self,
+        chat: &Jid,
+        action: ChatAction,
+    ) -> Result<(), SendError> {
+        let chat = match self.account() {
+            // Indexes name a 1:1 chat by its phone number when we know it (as phones do);
+            // what we store is keyed by the LID.
+            Some(_) if chat.server == Server::Lid => {
+                match self.store.pn_for(&chat.user).await.ok().flatten() {
+                    Some(pn) => Jid::new(pn, Server::User),
+                    None => chat.to_non_ad(),
+                }
+            }
+            Some(_) => chat.to_non_ad(),
+            None => return Err(SendError::NotConnected),
+        };
+        let now_ms = i64::try_from(self.clock.now_unix()).unwrap_or(0) * 1000;
+        let range = self.message_range(&chat).await;
+        let (c, muts): (Collection, Vec<PendingMutation>) = match action {
+            ChatAction::Archive(a) => crate::appstate::archive(&chat, a, range),
+            ChatAction::Pin(p) => crate::appstate::pin(&chat, p),
+            ChatAction::Mute(until) => crate::appstate::mute(&chat, until),
+            ChatAction::Read(r) => crate::appstate::mark_read(&chat, r, range),
+        };
+        let _busy = self.appsync.busy.lock().await;
+        let key = self.store.latest_app_state_key().await?.ok_or_else(|| {
+            SendError::Unexpected("no app-state key shared by the phone yet".into())
+        })?;
+        let keys = MutationKeys::expand(&key.data[..]);
+        let sender = self.sender().ok_or(SendError::NotConnected)?;
+        for attempt in 0..=MAX_CONFLICT_RETRIES {
+            // Our patch is built on the stored state: bring it up to date first.
+            match self.sync_collection(c).await {
+                Ok(SyncEnd::Done) => {}
+                Ok(SyncEnd::WaitingForKey) => {
+                    return Err(SendError::Unexpected(
+                        "waiting for an app-state key from the phone".into(),
+                    ));
+                }
+                Ok(SyncEnd::Server(code)) => {
+                    return Err(SendError::Unexpected(format!(
+                        "the app-state server answered {code}"
+                    )));
+                }
+                Err(e) => return Err(SendError::Unexpected(e.to_string())),
+            }
+            let stored = self
+                .store
+                .app_state_version(c.name())
+                .await?
+                .ok_or_else(|| {
+                    SendError::Unexpected("the collection has not been synced yet".into())
+                })?;
+            let touched: Vec<[u8; 32]> = muts
+                .iter()
+                .map(|m| {
+                    keys.index_mac(
+                        serde_json::to_string(&m.index)
+                            .unwrap_or_default()
+                            .as_bytes(),
+                    )
+                })
+                .collect();
+            let state = CollectionState {
+                version: stored.version,
+                hash: LtHash(stored.hash),
+                macs: self.store.value_macs(c.name(), &touched).await?,
+            };
+            let (patch, applied) =
+                encode_patch(c, &state, &key.id, &keys, &muts, now_ms, &mut || {
+                    rand::random::<[u8; 16]>()
+                });
+            let answer = self
+                .link
+                .iq
+                .query(
+                    &sender,
+                    st::patch_upload(c.name(), stored.version, patch.encode_to_vec()),
+                    IQ_TIMEOUT,
+                )
+                .await?;
+            let a = st::parse_sync_response(&answer)
+                .into_iter()
+                .find(|a| a.name == c.name())
+                .ok_or_else(|| SendError::Unexpected("no answer for the collection".into()))?;
+            match &a.error {
+                None => {
+                    self.commit_applied(applied)
+                        .await
+                        .map_err(|e| SendError::Unexpected(e.to_string()))?;
+                    return Ok(());
+                }
+                Some(e) if e.code == 409 => {
+                    tracing::info!(collection = %c, attempt, "app-state patch conflicted; rebuilding it on the newer state");
+                    continue;
+                }
+                Some(e) => {
+                    return Err(SendError::Unexpected(format!(
+                        "the app-state server refused the patch: {} {}",
+                        e.code, e.text
+                    )));
+                }
+            }
+        }
+        Err(SendError::Unexpected(
+            "the app-state patch kept conflicting".into(),
+        ))
+    }
+}
+
+impl<S: CredsStore> Messenger<S> {
+    /// The chat's newest message as an action's message range (whatsmeow `newMessageRange`:
+    /// its time in seconds and its key); an empty chat gives time 0 and no key.
+    async fn message_range(&self, chat: &Jid) -> wa::SyncActionMessageRange {
+        let stored = self.canonical(chat).await.to_non_ad();
+        let last = self
+            .store
+            .messages(Some(&stored), 1, 0)
+            .await
+            .ok()
+            .and_then(|m| m.into_iter().next());
+        match last {
+            Some(m) => crate::appstate::encode::message_range(
+                i64::try_from(m.timestamp).unwrap_or(0),
+                Some(wa::MessageKey {
+                    remote_jid: Some(chat.to_string()),
+                    from_me: Some(m.from_me),
+                    id: Some(m.id.clone()),
+                    participant: (chat.server == Server::Group && !m.from_me)
+                        .then(|| m.sender.to_string()),
+                }),
+            ),
+            None => crate::appstate::encode::message_range(0, None),
+        }
+    }
+}
+
+/// Collects a download in memory (the caller bounds it).
+struct VecSink(Vec<u8>);
+
+impl crate::client::media::MediaSink for VecSink {
+    fn write<'a>(&'a mut self, chunk: &'a [u8]) -> crate::client::media::MediaFuture<'a, ()> {
+        self.0.extend_from_slice(chunk);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Starts the app-state worker of `m` (ends when the messenger is dropped).
+pub(super) fn start_worker<S: CredsStore>(m: &Arc<Messenger<S>>) {
+    tokio::spawn(Messenger::app_state_loop(Arc::downgrade(m)));
+}
