@@ -10,6 +10,7 @@
 //! `tests/it/layering.rs` checks it.
 
 mod accept;
+pub mod appstate;
 mod cdn;
 mod cdn_http;
 pub mod compose;
@@ -23,6 +24,7 @@ pub mod inbox;
 pub mod iq;
 pub mod pair;
 pub mod phone;
+mod phone_appstate;
 pub mod phone_media;
 mod register;
 mod retry;
@@ -32,9 +34,11 @@ pub mod server;
 mod session;
 pub mod simulator;
 pub mod stanza_log;
+mod syncd_crypto;
 mod tls;
 pub mod usync;
 
+pub use appstate::{Corruption, PhoneAction};
 pub use cdn::{
     CdnConfig, CdnFault, MMS_TYPES, MediaInfo, Refusal, StoreError, TransferInfo, Uploaded,
 };
