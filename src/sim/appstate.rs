@@ -995,3 +995,80 @@ pub fn push_name(name: &str) -> (usize, PhoneMutation) {
         ),
     )
 }
+
+/// A collection as the phone reads it (the control API's `GET`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CollectionView {
+    /// The collection.
+    pub collection: String,
+    /// Its version.
+    pub version: u64,
+    /// Its records, index MAC order.
+    pub records: Vec<RecordView>,
+}
+
+/// One record of a [`CollectionView`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RecordView {
+    /// The index (empty when the phone could not open the record).
+    pub index: Vec<String>,
+    /// What it says, for the actions the simulator knows (null otherwise, or when unopened).
+    pub value: serde_json::Value,
+    /// Its action version.
+    pub version: Option<i32>,
+    /// Its timestamp (ms).
+    pub timestamp: Option<i64>,
+}
+
+/// What a value says, for the actions the simulator knows. The NCT salt shows its length
+/// only: it is a secret (the Rust API's `nct_salt` gives the bytes).
+fn value_json(v: &wa::SyncActionValue) -> serde_json::Value {
+    use serde_json::json;
+    if let Some(c) = &v.contact_action {
+        return json!({ "contact": { "fullName": c.full_name, "firstName": c.first_name, "lid": c.lid_jid, "pn": c.pn_jid } });
+    }
+    if let Some(p) = &v.push_name_setting {
+        return json!({ "pushName": p.name });
+    }
+    if let Some(m) = &v.mute_action {
+        return json!({ "mute": { "muted": m.muted, "until": m.mute_end_timestamp } });
+    }
+    if let Some(a) = &v.archive_chat_action {
+        return json!({ "archived": a.archived });
+    }
+    if let Some(p) = &v.pin_action {
+        return json!({ "pinned": p.pinned });
+    }
+    if let Some(r) = &v.mark_chat_as_read_action {
+        return json!({ "read": r.read });
+    }
+    if let Some(s) = &v.nct_salt_sync_action {
+        return json!({ "nctSalt": { "length": s.salt.as_ref().map_or(0, Vec::len) } });
+    }
+    serde_json::Value::Null
+}
+
+impl AppState {
+    /// The phone's reading of collection `name`.
+    pub fn view(&self, name: &str) -> Option<CollectionView> {
+        let c = &self.colls[collection_index(name)?];
+        Some(CollectionView {
+            collection: name.to_owned(),
+            version: c.version,
+            records: c
+                .plain
+                .values()
+                .map(|r| RecordView {
+                    index: r.index.clone(),
+                    value: r
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.value.as_ref())
+                        .map_or(serde_json::Value::Null, value_json),
+                    version: r.data.as_ref().and_then(|d| d.version),
+                    timestamp: r.data.as_ref().and_then(|d| d.value.as_ref()?.timestamp),
+                })
+                .collect(),
+        })
+    }
+}

@@ -11,6 +11,7 @@
 
 mod accept;
 pub mod appstate;
+mod appstate_api;
 mod cdn;
 mod cdn_http;
 pub mod compose;
@@ -38,7 +39,7 @@ mod syncd_crypto;
 mod tls;
 pub mod usync;
 
-pub use appstate::{Corruption, PhoneAction};
+pub use appstate::{CollectionView, Corruption, PhoneAction, RecordView};
 pub use cdn::{
     CdnConfig, CdnFault, MMS_TYPES, MediaInfo, Refusal, StoreError, TransferInfo, Uploaded,
 };

@@ -210,6 +210,7 @@ const SIM_RANKS: &[(&str, u8)] = &[
     ("conn", 9),
     ("simulator", 10),
     ("control", 11),
+    ("appstate_api", 11),
     ("mod", 12),
 ];
 
