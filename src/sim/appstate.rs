@@ -408,6 +408,9 @@ impl AppState {
             // look-back, which the phone's own patches never need).
             if let Some(old) = c.plain.remove(&imac) {
                 crypto::lthash_apply(&mut hash, &old.value_mac, false);
+                if remove && old.index.len() == 1 && old.index[0] == "nct_salt_sync" {
+                    self.nct_salt = None;
+                }
             }
             if remove {
                 c.records.remove(&imac);
@@ -1070,5 +1073,459 @@ impl AppState {
                 })
                 .collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::util::clock::SystemClock;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn cdn() -> Cdn {
+        Cdn::new("127.0.0.1:1".into(), Arc::new(SystemClock)).unwrap()
+    }
+
+    fn archive(chat: &str, archived: bool) -> PhoneAction {
+        PhoneAction::Archive {
+            chat: chat.into(),
+            archived,
+        }
+    }
+
+    /// An account seeded with a contact, a push name and a salt.
+    fn seeded() -> AppState {
+        let mut a = AppState::default();
+        let mut seed: Vec<(usize, PhoneMutation)> = Vec::new();
+        let (ci, ms) = PhoneAction::Contact {
+            jid: "19995550101@s.whatsapp.net".into(),
+            full_name: "Bob Example".into(),
+            first_name: Some("Bob".into()),
+            lid: Some("123456789012345@lid".into()),
+        }
+        .mutations();
+        seed.extend(ms.into_iter().map(|m| (ci, m)));
+        seed.push(push_name("Alice"));
+        let (ci, ms) = PhoneAction::NctSalt(Some(vec![9; 32])).mutations();
+        seed.extend(ms.into_iter().map(|m| (ci, m)));
+        a.seed(seed, NOW);
+        a
+    }
+
+    fn iq(collections: Vec<Node>) -> Node {
+        Node::new("iq")
+            .attr("xmlns", "w:sync:app:state")
+            .attr("type", "set")
+            .children(vec![Node::new("sync").children(collections)])
+    }
+
+    fn fetch(name: &str, version: Option<u64>, snapshot: bool) -> Node {
+        let mut n = Node::new("collection").attr("name", name.to_owned());
+        if let Some(v) = version {
+            n = n.attr("version", v.to_string());
+        }
+        n.attr("return_snapshot", if snapshot { "true" } else { "false" })
+    }
+
+    fn upload(name: &str, version: u64, patch: &[u8]) -> Node {
+        fetch(name, Some(version), false).children(vec![Node::new("patch").bytes(patch.to_vec())])
+    }
+
+    /// The one `<collection>` of an answer.
+    fn only(answer: &Node) -> Node {
+        let sync = answer.child("sync").unwrap_or_else(|| panic!("{answer}"));
+        assert_eq!(sync.child_nodes().len(), 1, "{answer}");
+        sync.child_nodes()[0].clone()
+    }
+
+    fn versions(c: &Node) -> Vec<u64> {
+        c.child("patches")
+            .map(|p| {
+                p.child_nodes()
+                    .iter()
+                    .map(|n| {
+                        let p = wa::SyncdPatch::decode(&n.content_bytes().unwrap()[..]).unwrap();
+                        p.version.unwrap().version.unwrap()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn attr(c: &Node, k: &str) -> Option<String> {
+        c.get_str(k).map(|s| s.into_owned())
+    }
+
+    fn code(c: &Node) -> Option<String> {
+        c.child("error")
+            .and_then(|e| e.get_str("code"))
+            .map(|s| s.into_owned())
+    }
+
+    /// Downloads and decrypts a `<snapshot>` as a client does.
+    fn download(cdn: &Cdn, c: &Node) -> wa::SyncdSnapshot {
+        let r = wa::ExternalBlobReference::decode(
+            &c.child("snapshot").unwrap().content_bytes().unwrap()[..],
+        )
+        .unwrap();
+        let (mut f, _) = cdn.open(r.direct_path.as_deref().unwrap()).unwrap();
+        let mut body = Vec::new();
+        f.read_to_end(&mut body).unwrap();
+        let key: [u8; 32] = r.media_key.as_deref().unwrap().try_into().unwrap();
+        let keys = crate::media::expand(&key, crate::media::MediaType::AppState);
+        let plain = crate::media::cipher::decrypt(
+            &keys,
+            &body,
+            crate::media::cipher::Expect {
+                file_sha256: r.file_sha256.as_deref().unwrap().try_into().unwrap(),
+                file_enc_sha256: r.file_enc_sha256.as_deref().map(|h| h.try_into().unwrap()),
+                max_plain: r.file_size_bytes.unwrap(),
+            },
+        )
+        .unwrap();
+        wa::SyncdSnapshot::decode(&plain[..]).unwrap()
+    }
+
+    /// A patch a companion holding the account's key makes on top of the phone's state.
+    fn companion_patch(a: &AppState, ci: usize, action: &PhoneAction) -> Vec<u8> {
+        let key = a.keys()[0].clone();
+        let keys = MutationKeys::expand(&key.data[..]);
+        let c = &a.colls[ci];
+        let mut hash = c.hash.unwrap_or([0; LTHASH_LEN]);
+        let (_, muts) = action.mutations();
+        let mut mutations = Vec::new();
+        let mut macs = Vec::new();
+        for m in &muts {
+            let s = seal(&keys, &key.id, m, NOW);
+            if let Some(old) = c.plain.get(&s.index_mac) {
+                crypto::lthash_apply(&mut hash, &old.value_mac, false);
+            }
+            crypto::lthash_apply(&mut hash, &s.value_mac, true);
+            macs.push(s.value_mac);
+            mutations.push(wa::SyncdMutation {
+                operation: Some(0),
+                record: Some(s.record),
+            });
+        }
+        let v = c.version + 1;
+        let snap = crypto::snapshot_mac(&keys, &hash, v, COLLECTIONS[ci]);
+        wa::SyncdPatch {
+            mutations,
+            snapshot_mac: Some(snap.to_vec()),
+            patch_mac: Some(crypto::patch_mac(&keys, &snap, &macs, v, COLLECTIONS[ci]).to_vec()),
+            key_id: Some(wa::KeyId {
+                id: Some(key.id.clone()),
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn a_snapshot_verifies_and_later_patches_come_in_pages() {
+        let cdn = cdn();
+        let mut a = seeded();
+        a.set_page(2);
+        let low = collection_index("regular_low").unwrap();
+        for i in 0..3 {
+            a.phone_patch(
+                low,
+                &archive(&format!("1555000000{i}@s.whatsapp.net"), true)
+                    .mutations()
+                    .1,
+                NOW,
+            );
+        }
+        // A fresh device (whatsmeow omits the version) gets the snapshot at 3, no patches.
+        let (ans, changed) = a.answer(&iq(vec![fetch("regular_low", None, true)]), "1", &cdn);
+        assert!(changed.is_empty());
+        let c = only(&ans);
+        assert_eq!(attr(&c, "version").as_deref(), Some("3"), "{c}");
+        assert!(c.child("patches").is_none() && attr(&c, "has_more_patches").is_none());
+        let snap = download(&cdn, &c);
+        assert_eq!(snap.version.unwrap().version, Some(3));
+        // Its MAC is the LTHash of its records' value MACs, as a client checks it.
+        let keys = MutationKeys::expand(&a.keys()[0].data[..]);
+        let mut hash = [0u8; LTHASH_LEN];
+        for r in &snap.records {
+            crypto::lthash_apply(&mut hash, &value_mac_of(r).unwrap(), true);
+            let d = crypto::open(&keys, 0, r).unwrap();
+            assert!(d.index.unwrap().starts_with(br#"["#));
+        }
+        assert_eq!(snap.records.len(), 6, "3 archives and 3 unpins");
+        assert_eq!(
+            snap.mac.as_deref(),
+            Some(&crypto::snapshot_mac(&keys, &hash, 3, "regular_low")[..])
+        );
+        // Five more: the device pages through them two at a time.
+        for i in 0..5 {
+            a.phone_patch(
+                low,
+                &archive(&format!("1555000001{i}@s.whatsapp.net"), true)
+                    .mutations()
+                    .1,
+                NOW,
+            );
+        }
+        let mut from = 3;
+        let mut pages = Vec::new();
+        loop {
+            let (ans, _) = a.answer(
+                &iq(vec![fetch("regular_low", Some(from), false)]),
+                "2",
+                &cdn,
+            );
+            let c = only(&ans);
+            let vs = versions(&c);
+            from = attr(&c, "version").unwrap().parse().unwrap();
+            assert_eq!(
+                Some(&from),
+                vs.last(),
+                "the answer names the version it reaches"
+            );
+            let more = attr(&c, "has_more_patches").is_some();
+            pages.push(vs);
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(pages, [vec![4, 5], vec![6, 7], vec![8]]);
+        // Up to date: nothing more, the same version.
+        let (ans, _) = a.answer(&iq(vec![fetch("regular_low", Some(8), false)]), "3", &cdn);
+        let c = only(&ans);
+        assert_eq!(
+            (attr(&c, "version").as_deref(), versions(&c).len()),
+            (Some("8"), 0)
+        );
+        // Another fresh device (Baileys sends version 0) gets the snapshot made at 3 and the
+        // first page after it.
+        let (ans, _) = a.answer(&iq(vec![fetch("regular_low", Some(0), true)]), "4", &cdn);
+        let c = only(&ans);
+        assert_eq!(download(&cdn, &c).version.unwrap().version, Some(3));
+        assert_eq!(versions(&c), [4, 5]);
+        assert_eq!(attr(&c, "has_more_patches").as_deref(), Some("true"));
+        // An empty collection is at version 0 with nothing to serve.
+        let (ans, _) = a.answer(&iq(vec![fetch("regular", None, true)]), "5", &cdn);
+        let c = only(&ans);
+        assert_eq!(attr(&c, "version").as_deref(), Some("0"));
+        assert!(c.child_nodes().is_empty(), "{c}");
+    }
+
+    #[test]
+    fn a_stale_upload_gets_409_with_what_it_lacks_and_a_current_one_the_next_version() {
+        let cdn = cdn();
+        let mut a = seeded();
+        let low = collection_index("regular_low").unwrap();
+        let patch = companion_patch(&a, low, &archive("15550000001@s.whatsapp.net", true));
+        // Meanwhile the phone pins two chats.
+        for i in 0..2 {
+            a.phone_patch(
+                low,
+                &PhoneAction::Pin {
+                    chat: format!("1555000009{i}@s.whatsapp.net"),
+                    pinned: true,
+                }
+                .mutations()
+                .1,
+                NOW,
+            );
+        }
+        let (ans, changed) = a.answer(&iq(vec![upload("regular_low", 0, &patch)]), "1", &cdn);
+        assert!(changed.is_empty());
+        let c = only(&ans);
+        assert_eq!(attr(&c, "type").as_deref(), Some("error"), "{c}");
+        assert_eq!(code(&c).as_deref(), Some("409"));
+        assert_eq!(versions(&c), [1, 2], "the patches it lacks");
+        assert_eq!(a.version("regular_low"), Some(2), "nothing stored");
+        // Rebased on version 2, it is taken as 3; the phone reads it.
+        let patch = companion_patch(&a, low, &archive("15550000001@s.whatsapp.net", true));
+        let (ans, changed) = a.answer(&iq(vec![upload("regular_low", 2, &patch)]), "2", &cdn);
+        let c = only(&ans);
+        assert_eq!(
+            (attr(&c, "type"), attr(&c, "version").as_deref()),
+            (None, Some("3")),
+            "{c}"
+        );
+        assert_eq!(
+            changed,
+            [Accepted {
+                name: "regular_low",
+                version: 3
+            }]
+        );
+        let view = a.view("regular_low").unwrap();
+        assert!(
+            view.records
+                .iter()
+                .any(|r| r.index == ["archive", "15550000001@s.whatsapp.net"]
+                    && r.value == serde_json::json!({ "archived": true }))
+        );
+        // The server set the version in the stored patch.
+        let (ans, _) = a.answer(&iq(vec![fetch("regular_low", Some(2), false)]), "3", &cdn);
+        assert_eq!(versions(&only(&ans)), [3]);
+        // The phone's next patch builds on the companion's: its snapshotMAC matches the
+        // phone's hash, which a recovery carries.
+        a.phone_patch(
+            low,
+            &archive("15550000001@s.whatsapp.net", false).mutations().1,
+            NOW,
+        );
+        let rec = a.recovery("regular_low").unwrap();
+        assert_eq!(rec.version.unwrap().version, Some(4));
+        let keys = MutationKeys::expand(&a.keys()[0].data[..]);
+        let hash: [u8; LTHASH_LEN] = rec.collection_lthash.unwrap().try_into().unwrap();
+        let (ans, _) = a.answer(&iq(vec![fetch("regular_low", Some(3), false)]), "4", &cdn);
+        let c = only(&ans);
+        let last = wa::SyncdPatch::decode(
+            &c.child("patches").unwrap().child_nodes()[0]
+                .content_bytes()
+                .unwrap()[..],
+        )
+        .unwrap();
+        assert_eq!(
+            last.snapshot_mac.as_deref(),
+            Some(&crypto::snapshot_mac(&keys, &hash, 4, "regular_low")[..])
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_refused_per_collection_or_whole() {
+        let cdn = cdn();
+        let mut a = seeded();
+        let low = collection_index("regular_low").unwrap();
+        // Unknown collection: 404 for it, the others answered.
+        let (ans, _) = a.answer(
+            &iq(vec![
+                fetch("regular_mid", Some(0), false),
+                fetch("regular", Some(0), false),
+            ]),
+            "1",
+            &cdn,
+        );
+        let sync = ans.child("sync").unwrap();
+        assert_eq!(code(&sync.child_nodes()[0]).as_deref(), Some("404"));
+        assert_eq!(
+            attr(&sync.child_nodes()[0], "name").as_deref(),
+            Some("regular_mid")
+        );
+        assert_eq!(code(&sync.child_nodes()[1]), None);
+        // Ahead of the server, or not a number: 400.
+        for v in ["7", "x"] {
+            let n = Node::new("collection")
+                .attr("name", "regular_low")
+                .attr("version", v);
+            let (ans, _) = a.answer(&iq(vec![n]), "2", &cdn);
+            assert_eq!(code(&only(&ans)).as_deref(), Some("400"), "version {v}");
+        }
+        // The same collection twice, more than five, no <sync>: the iq is refused.
+        let twice = iq(vec![
+            fetch("regular", Some(0), false),
+            fetch("regular", Some(0), false),
+        ]);
+        let six = iq((0..6).map(|_| fetch("regular", Some(0), false)).collect());
+        for bad in [twice, six, Node::new("iq")] {
+            let (ans, _) = a.answer(&bad, "3", &cdn);
+            assert_eq!(attr(&ans, "type").as_deref(), Some("error"), "{ans}");
+        }
+        // Malformed, oversized, two patches, no MACs: 400, nothing stored.
+        let good = companion_patch(&a, low, &archive("15550000001@s.whatsapp.net", true));
+        let mut no_mac = wa::SyncdPatch::decode(&good[..]).unwrap();
+        no_mac.patch_mac = None;
+        for bad in [
+            upload("regular_low", 0, b"\xff\xff\xff"),
+            upload("regular_low", 0, &vec![0u8; MAX_PATCH_BYTES + 1]),
+            upload("regular_low", 0, &no_mac.encode_to_vec()),
+            upload("regular_low", 0, &wa::SyncdPatch::default().encode_to_vec()),
+            fetch("regular_low", Some(0), false).children(vec![
+                Node::new("patch").bytes(good.clone()),
+                Node::new("patch").bytes(good.clone()),
+            ]),
+        ] {
+            let (ans, changed) = a.answer(&iq(vec![bad]), "4", &cdn);
+            assert_eq!(code(&only(&ans)).as_deref(), Some("400"), "{ans}");
+            assert!(changed.is_empty());
+        }
+        assert_eq!(a.version("regular_low"), Some(0));
+    }
+
+    #[test]
+    fn patches_kept_are_bounded_and_older_versions_need_a_snapshot() {
+        let cdn = cdn();
+        let mut a = seeded();
+        let high = collection_index("regular_high").unwrap();
+        let n = MAX_PATCHES_KEPT + 10;
+        for i in 0..n {
+            let until = Some(NOW + i as i64);
+            a.phone_patch(
+                high,
+                &PhoneAction::Mute {
+                    chat: "15550000001@s.whatsapp.net".into(),
+                    until_ms: until,
+                }
+                .mutations()
+                .1,
+                NOW,
+            );
+        }
+        let last = 1 + n as u64;
+        assert_eq!(a.version("regular_high"), Some(last));
+        assert_eq!(a.colls[high].patches.len(), MAX_PATCHES_KEPT);
+        // Version 1 (the seed) is older than the oldest kept patch: 404, fetch a snapshot.
+        let (ans, _) = a.answer(&iq(vec![fetch("regular_high", Some(1), false)]), "1", &cdn);
+        assert_eq!(code(&only(&ans)).as_deref(), Some("404"));
+        // The snapshot is current; the mute's one record replaced itself each time.
+        let (ans, _) = a.answer(&iq(vec![fetch("regular_high", None, true)]), "2", &cdn);
+        let snap = download(&cdn, &only(&ans));
+        assert_eq!(snap.version.unwrap().version, Some(last));
+        assert_eq!(snap.records.len(), 2, "the salt and one mute");
+        let view = a.view("regular_high").unwrap();
+        assert_eq!(view.records.len(), 2);
+        assert_eq!(a.nct_salt(), Some(&[9u8; 32][..]));
+    }
+
+    #[test]
+    fn corruption_breaks_the_served_copy_and_the_salt_follows_set_and_remove() {
+        let cdn = cdn();
+        let mut a = seeded();
+        let high = collection_index("regular_high").unwrap();
+        a.phone_patch(
+            high,
+            &PhoneAction::NctSalt(Some(vec![1; 16])).mutations().1,
+            NOW,
+        );
+        assert_eq!(a.nct_salt(), Some(&[1u8; 16][..]));
+        let keys = MutationKeys::expand(&a.keys()[0].data[..]);
+        let hash = a.colls[high].hash.unwrap();
+        let good = crypto::snapshot_mac(&keys, &hash, 2, "regular_high");
+        assert!(a.corrupt("regular_high", Corruption::Patch));
+        let (ans, _) = a.answer(&iq(vec![fetch("regular_high", Some(1), false)]), "1", &cdn);
+        let c = only(&ans);
+        let p = wa::SyncdPatch::decode(
+            &c.child("patches").unwrap().child_nodes()[0]
+                .content_bytes()
+                .unwrap()[..],
+        )
+        .unwrap();
+        assert_ne!(p.snapshot_mac.as_deref(), Some(&good[..]));
+        // The snapshot is still good, until it is corrupted too.
+        let (ans, _) = a.answer(&iq(vec![fetch("regular_high", None, true)]), "2", &cdn);
+        assert_eq!(download(&cdn, &only(&ans)).mac.as_deref(), Some(&good[..]));
+        assert!(a.corrupt("regular_high", Corruption::Snapshot));
+        let (ans, _) = a.answer(&iq(vec![fetch("regular_high", None, true)]), "3", &cdn);
+        assert_ne!(download(&cdn, &only(&ans)).mac.as_deref(), Some(&good[..]));
+        // The phone's recovery still says what is true.
+        let rec = a.recovery("regular_high").unwrap();
+        assert_eq!(rec.collection_lthash.as_deref(), Some(&hash[..]));
+        assert_eq!(rec.mutation_records.len(), 1);
+        // A dropped patch leaves a gap the server does not see.
+        a.phone_patch(high, &PhoneAction::NctSalt(None).mutations().1, NOW);
+        assert_eq!(a.nct_salt(), None);
+        assert!(a.corrupt("regular_high", Corruption::DropPatch));
+        let (ans, _) = a.answer(&iq(vec![fetch("regular_high", Some(1), false)]), "4", &cdn);
+        assert_eq!(versions(&only(&ans)), [2]);
     }
 }
