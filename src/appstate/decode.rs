@@ -244,7 +244,10 @@ pub fn decode_snapshot(
         version,
         hash,
         replaces: true,
-        added: mutations.iter().map(|m| (m.index_mac, m.value_mac)).collect(),
+        added: mutations
+            .iter()
+            .map(|m| (m.index_mac, m.value_mac))
+            .collect(),
         removed: Vec::new(),
         mutations,
     })
@@ -279,7 +282,9 @@ pub fn decode_patch(
         .and_then(|k| k.id.as_deref())
         .ok_or(AppStateError::Malformed("patch without keyID"))?;
     if patch.mutations.is_empty() && patch.external_mutations.is_some() {
-        return Err(AppStateError::Malformed("external mutations not downloaded"));
+        return Err(AppStateError::Malformed(
+            "external mutations not downloaded",
+        ));
     }
     if patch.mutations.len() > MAX_RECORDS {
         return Err(AppStateError::TooLarge("mutations"));
@@ -458,7 +463,10 @@ pub fn decode_recovery(
         version,
         hash,
         replaces: true,
-        added: mutations.iter().map(|m| (m.index_mac, m.value_mac)).collect(),
+        added: mutations
+            .iter()
+            .map(|m| (m.index_mac, m.value_mac))
+            .collect(),
         removed: Vec::new(),
         mutations,
     })

@@ -206,7 +206,10 @@ pub fn encode_snapshot(
         version,
         hash,
         replaces: true,
-        added: mutations.iter().map(|m| (m.index_mac, m.value_mac)).collect(),
+        added: mutations
+            .iter()
+            .map(|m| (m.index_mac, m.value_mac))
+            .collect(),
         removed: Vec::new(),
         mutations,
     };
@@ -311,7 +314,11 @@ pub fn mark_read(
     };
     (
         Collection::RegularLow,
-        vec![set(vec!["markChatAsRead".into(), chat.to_string()], 3, value)],
+        vec![set(
+            vec!["markChatAsRead".into(), chat.to_string()],
+            3,
+            value,
+        )],
     )
 }
 

@@ -228,8 +228,11 @@ mod tests {
         assert_ne!(a, k.value_mac(Operation::Set, b"abd", b"kid"));
         assert_ne!(a, k.value_mac(Operation::Set, b"abc", b"kie"));
         // The trailing length is len(keyID)+1 as a u64 BE: recompute by hand.
-        let mut mac = <Hmac<Sha512> as hmac::digest::KeyInit>::new_from_slice(&k.value_mac).unwrap();
-        mac.update(&[1, b'k', b'i', b'd', b'a', b'b', b'c', 0, 0, 0, 0, 0, 0, 0, 4]);
+        let mut mac =
+            <Hmac<Sha512> as hmac::digest::KeyInit>::new_from_slice(&k.value_mac).unwrap();
+        mac.update(&[
+            1, b'k', b'i', b'd', b'a', b'b', b'c', 0, 0, 0, 0, 0, 0, 0, 4,
+        ]);
         assert_eq!(&mac.finalize().into_bytes()[..32], &a);
     }
 }
