@@ -18,6 +18,8 @@
 //! - [`signal`]: XEdDSA and the Signal protocol; no IO in the core, storage behind traits.
 //! - [`media`]: media encryption, verification, media-retry crypto, mimetype sniffing and
 //!   thumbnails (all sans-IO); shared by the client and the simulator.
+//! - [`appstate`]: app-state (syncd) keys, LTHash, MACs, patch and snapshot decode/encode and
+//!   mutation meanings (sans-IO); shared by the client and the simulator.
 //! - [`client`]: one WhatsApp account's client (linking, connection lifecycle, 1:1 receive);
 //!   storage only through traits.
 //! - [`store`]: sqlx SQLite over one pool for all accounts; implements the protocol traits.
@@ -31,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod appstate;
 pub mod binary;
 pub mod client;
 pub mod config;

@@ -19,11 +19,12 @@ const RULES: &[(&str, &[&str])] = &[
     ),
     ("signal", &["signal", "binary", "proto", "util"]),
     ("media", &["media", "proto", "util"]),
+    ("appstate", &["appstate", "proto", "util", "binary::Jid"]),
     ("stanza", &["stanza", "signal", "binary", "proto", "util"]),
     (
         "client",
         &[
-            "client", "stanza", "socket", "signal", "media", "binary", "proto", "util",
+            "client", "stanza", "socket", "signal", "media", "appstate", "binary", "proto", "util",
         ],
     ),
     (
@@ -33,7 +34,7 @@ const RULES: &[(&str, &[&str])] = &[
     (
         "sim",
         &[
-            "sim", "stanza", "socket", "signal", "media", "binary", "proto", "util",
+            "sim", "stanza", "socket", "signal", "media", "appstate", "binary", "proto", "util",
         ],
     ),
     (
