@@ -3,20 +3,24 @@
 //! snapshot is made of), the recent patches with the version it assigned, and the latest
 //! snapshot as an `md-app-state` blob on the CDN; it never holds keys, so patches are opaque
 //! to it beyond their shape, as on WhatsApp. The phone's side (the primary) owns the sync keys
-//! and the plaintext: it applies every accepted patch, encodes its own, and answers recovery.
-//! The `w:sync:app:state` iq is answered here; who is told afterwards is `phone_appstate.rs`.
+//! and the plaintext: it decodes every accepted patch with the core (`crate::appstate`),
+//! encodes its own, and answers recovery. The `w:sync:app:state` iq is answered here; who is
+//! told afterwards is `phone_appstate.rs`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use prost::Message as _;
 use zeroize::Zeroizing;
 
 use super::cdn::Cdn;
-use super::syncd_crypto::{self as crypto, LTHASH_LEN, MutationKeys};
-use crate::binary::Node;
+use crate::appstate::{
+    Collection, CollectionState, MutationKeys, Operation, PendingMutation, decode_patch,
+    encode_patch, encode_snapshot,
+};
+use crate::binary::{Jid, Node};
 use crate::proto::wa;
 
-/// The five collections (whatsmeow appstate/keys.go `WAPatchName*`).
+/// The five collections, in the core's order (whatsmeow appstate/keys.go `WAPatchName*`).
 pub const COLLECTIONS: [&str; 5] = [
     "critical_block",
     "critical_unblock_low",
@@ -46,6 +50,10 @@ pub const MAX_COLLECTIONS_PER_IQ: usize = COLLECTIONS.len();
 /// The index of a collection name.
 pub fn collection_index(name: &str) -> Option<usize> {
     COLLECTIONS.iter().position(|c| *c == name)
+}
+
+fn coll(ci: usize) -> Collection {
+    Collection::from_name(COLLECTIONS[ci]).unwrap_or(Collection::Regular)
 }
 
 /// An app-state sync key the phone made and shares with its companions. `Debug` shows its id.
@@ -105,7 +113,7 @@ impl SyncKey {
 }
 
 /// What the phone knows of one record.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PlainRecord {
     /// The index, decoded (empty when the phone could not open the record).
     pub index: Vec<String>,
@@ -115,6 +123,15 @@ pub struct PlainRecord {
     pub value_mac: [u8; 32],
     /// The key it was sealed with.
     pub key_id: Vec<u8>,
+}
+
+/// Debug shows the index only: a value may carry the NCT salt.
+impl std::fmt::Debug for PlainRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlainRecord")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A defect the server introduces into its copy of a collection (for recovery tests).
@@ -133,17 +150,20 @@ pub enum Corruption {
 /// One collection, server and phone side.
 #[derive(Default)]
 struct Coll {
+    /// Server: the version.
     version: u64,
     /// Server: the encrypted records by index MAC.
     records: BTreeMap<[u8; 32], wa::SyncdRecord>,
     /// Server: (version, encoded SyncdPatch with its version set), oldest first.
     patches: VecDeque<(u64, Vec<u8>)>,
-    /// Server: the latest snapshotMAC and key id (a snapshot at `version` carries them).
+    /// Server: the latest snapshotMAC and key id (a snapshot at `version` carries them: it is
+    /// the same HMAC over the same LTHash, version and name, so the server needs no key).
     mac: Option<(Vec<u8>, Vec<u8>)>,
     /// Server: the snapshot blob made last, (version, ExternalBlobReference bytes).
     blob: Option<(u64, Vec<u8>)>,
-    /// Phone: its LTHash and records.
-    hash: Option<[u8; LTHASH_LEN]>,
+    /// Phone: the verified state (version, LTHash, MAC table), as a client keeps it.
+    state: CollectionState,
+    /// Phone: what each record says.
     plain: BTreeMap<[u8; 32], PlainRecord>,
 }
 
@@ -153,7 +173,7 @@ pub struct AppState {
     colls: [Coll; 5],
     page: usize,
     seeded: bool,
-    /// The NCT salt the phone last set (`nct_salt_sync`), for the cstoken check.
+    /// The NCT salt the phone last read in `nct_salt_sync`, for the cstoken check.
     nct_salt: Option<Vec<u8>>,
 }
 
@@ -167,19 +187,6 @@ impl Default for AppState {
             nct_salt: None,
         }
     }
-}
-
-/// A mutation the phone makes.
-#[derive(Debug, Clone)]
-pub struct PhoneMutation {
-    /// SET (false) or REMOVE (true).
-    pub remove: bool,
-    /// The index (JSON array elements).
-    pub index: Vec<String>,
-    /// The value (its timestamp is set when sealing).
-    pub value: wa::SyncActionValue,
-    /// The action version (CLIENT-FEATURES §3.6 table).
-    pub version: i32,
 }
 
 /// The result of one `<collection>` of an upload, for who must be told.
@@ -206,13 +213,15 @@ fn value_mac_of(r: &wa::SyncdRecord) -> Option<[u8; 32]> {
 
 /// Whether a patch is shaped as WhatsApp takes one: MACs of 32 bytes, a key id, one or more
 /// mutations each with a 32-byte index MAC, a value long enough for IV, a block and its MAC,
-/// and a key id.
+/// and a key id; no index twice in one operation (WA Web refuses that, see the core's
+/// `decode_patch`); mutations inline (the simulator takes no external mutations).
 fn well_formed(p: &wa::SyncdPatch) -> bool {
     let key = |k: &Option<wa::KeyId>| {
         k.as_ref()
             .and_then(|k| k.id.as_ref())
             .is_some_and(|i| !i.is_empty() && i.len() <= 64)
     };
+    let mut seen = HashSet::new();
     p.snapshot_mac.as_ref().is_some_and(|m| m.len() == 32)
         && p.patch_mac.as_ref().is_some_and(|m| m.len() == 32)
         && key(&p.key_id)
@@ -221,7 +230,9 @@ fn well_formed(p: &wa::SyncdPatch) -> bool {
         && p.mutations.iter().all(|m| {
             matches!(m.operation, None | Some(0) | Some(1))
                 && m.record.as_ref().is_some_and(|r| {
-                    index_mac_of(r).is_some() && value_mac_of(r).is_some() && key(&r.key_id)
+                    value_mac_of(r).is_some()
+                        && key(&r.key_id)
+                        && index_mac_of(r).is_some_and(|i| seen.insert((op_of(m), i)))
                 })
         })
 }
@@ -235,6 +246,10 @@ fn coll_error(name: &str, code: u16, text: &str) -> Node {
                 .attr("code", code.to_string())
                 .attr("text", text.to_owned()),
         ])
+}
+
+fn is_salt(index: &[String]) -> bool {
+    index.len() == 1 && index[0] == "nct_salt_sync"
 }
 
 impl AppState {
@@ -258,20 +273,9 @@ impl AppState {
         self.seeded
     }
 
-    /// A collection's version.
+    /// A collection's version on the server.
     pub fn version(&self, name: &str) -> Option<u64> {
         Some(self.colls[collection_index(name)?].version)
-    }
-
-    /// The phone's records of a collection (index MAC order), what it knows they say.
-    pub fn records(&self, name: &str) -> Option<Vec<PlainRecord>> {
-        Some(
-            self.colls[collection_index(name)?]
-                .plain
-                .values()
-                .cloned()
-                .collect(),
-        )
     }
 
     fn key(&self, id: &[u8]) -> Option<MutationKeys> {
@@ -289,91 +293,102 @@ impl AppState {
         &self.keys[self.keys.len() - 1]
     }
 
-    /// The phone seeds its collections once (at its first companion's linking): each given
-    /// mutation lands in a snapshot at version 1 of its collection.
-    pub(crate) fn seed(&mut self, muts: Vec<(usize, PhoneMutation)>, now_ms: i64) {
+    /// The phone's record for a decoded mutation, and the salt it carries.
+    fn note(&mut self, ci: usize, m: &crate::appstate::Mutation) {
+        if is_salt(&m.index) {
+            self.nct_salt = match m.operation {
+                Operation::Remove => None,
+                Operation::Set => m
+                    .data
+                    .value
+                    .as_ref()
+                    .and_then(|v| v.nct_salt_sync_action.as_ref()?.salt.clone())
+                    .filter(|s| !s.is_empty()),
+            };
+        }
+        let plain = &mut self.colls[ci].plain;
+        match m.operation {
+            Operation::Remove => {
+                plain.remove(&m.index_mac);
+            }
+            Operation::Set => {
+                plain.insert(
+                    m.index_mac,
+                    PlainRecord {
+                        index: m.index.clone(),
+                        data: Some(m.data.clone()),
+                        value_mac: m.value_mac,
+                        key_id: m.key_id.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// The phone seeds its collections once (at its first companion's linking): each
+    /// collection given records gets a snapshot of them at version 1.
+    pub(crate) fn seed(&mut self, muts: Vec<(Collection, PendingMutation)>, now_ms: i64) {
         if self.seeded {
             return;
         }
         self.seeded = true;
         let key = self.ensure_key(now_ms).clone();
         let keys = MutationKeys::expand(&key.data[..]);
-        for (ci, m) in muts {
-            let c = &mut self.colls[ci];
-            let sealed = seal(&keys, &key.id, &m, now_ms);
-            let hash = c.hash.get_or_insert([0; LTHASH_LEN]);
-            if let Some(old) = c.plain.get(&sealed.index_mac) {
-                crypto::lthash_apply(hash, &old.value_mac, false);
+        for (ci, name) in COLLECTIONS.iter().enumerate() {
+            let records: Vec<PendingMutation> = muts
+                .iter()
+                .filter(|(c, _)| c.name() == *name)
+                .map(|(_, m)| {
+                    let mut m = m.clone();
+                    m.value.timestamp = Some(now_ms);
+                    m
+                })
+                .collect();
+            if records.is_empty() {
+                continue;
             }
-            crypto::lthash_apply(hash, &sealed.value_mac, true);
-            note_salt(&mut self.nct_salt, &m);
-            c.plain.insert(
-                sealed.index_mac,
-                PlainRecord {
-                    index: m.index.clone(),
-                    data: Some(sealed.data),
-                    value_mac: sealed.value_mac,
-                    key_id: key.id.clone(),
-                },
-            );
-            c.records.insert(sealed.index_mac, sealed.record);
-        }
-        for (ci, c) in self.colls.iter_mut().enumerate() {
-            if let Some(hash) = c.hash {
-                c.version = 1;
-                let mac = crypto::snapshot_mac(&keys, &hash, 1, COLLECTIONS[ci]);
-                c.mac = Some((mac.to_vec(), key.id.clone()));
+            let (snap, applied) =
+                encode_snapshot(coll(ci), 1, &records, &key.id, &keys, &mut rand::random);
+            let c = &mut self.colls[ci];
+            c.version = 1;
+            c.mac = Some((snap.mac.clone().unwrap_or_default(), key.id.clone()));
+            for r in snap.records {
+                if let Some(i) = index_mac_of(&r) {
+                    c.records.insert(i, r);
+                }
+            }
+            c.state.apply(&applied);
+            for m in &applied.mutations {
+                self.note(ci, m);
             }
         }
     }
 
-    /// The phone encodes `muts` as a patch on `name` and the server accepts it like any
+    /// The phone encodes `muts` with the core and the server accepts the patch like any
     /// upload: returns the new version.
     pub(crate) fn phone_patch(
         &mut self,
         ci: usize,
-        muts: &[PhoneMutation],
+        muts: &[PendingMutation],
         now_ms: i64,
     ) -> Option<u64> {
         let key = self.ensure_key(now_ms).clone();
         let keys = MutationKeys::expand(&key.data[..]);
-        let c = &self.colls[ci];
-        let mut hash = c.hash.unwrap_or([0; LTHASH_LEN]);
-        let mut mutations = Vec::with_capacity(muts.len());
-        let mut value_macs = Vec::with_capacity(muts.len());
-        for m in muts {
-            let s = seal(&keys, &key.id, m, now_ms);
-            if let Some(old) = c.plain.get(&s.index_mac) {
-                crypto::lthash_apply(&mut hash, &old.value_mac, false);
-            }
-            if !m.remove {
-                crypto::lthash_apply(&mut hash, &s.value_mac, true);
-            }
-            value_macs.push(s.value_mac);
-            mutations.push(wa::SyncdMutation {
-                operation: Some(i32::from(m.remove)),
-                record: Some(s.record),
-            });
-        }
-        let version = c.version + 1;
-        let snap = crypto::snapshot_mac(&keys, &hash, version, COLLECTIONS[ci]);
-        let patch = wa::SyncdPatch {
-            mutations,
-            snapshot_mac: Some(snap.to_vec()),
-            patch_mac: Some(
-                crypto::patch_mac(&keys, &snap, &value_macs, version, COLLECTIONS[ci]).to_vec(),
-            ),
-            key_id: Some(wa::KeyId {
-                id: Some(key.id.clone()),
-            }),
-            ..Default::default()
-        };
+        let (patch, _) = encode_patch(
+            coll(ci),
+            &self.colls[ci].state,
+            &key.id,
+            &keys,
+            muts,
+            now_ms,
+            &mut rand::random,
+        );
         self.accept(ci, patch).ok()
     }
 
-    /// The server stores `patch` at the next version, and the phone applies it.
+    /// The server stores `patch` at the next version; the phone decodes and applies it.
     fn accept(&mut self, ci: usize, mut patch: wa::SyncdPatch) -> Result<u64, (u16, &'static str)> {
-        let c = &mut self.colls[ci];
+        let c = &self.colls[ci];
         let adds = patch
             .mutations
             .iter()
@@ -388,86 +403,24 @@ impl AppState {
         patch.version = Some(wa::SyncdVersion {
             version: Some(version),
         });
+        self.phone_reads(ci, &patch, version);
         let key_id = patch
             .key_id
             .as_ref()
             .and_then(|k| k.id.clone())
             .unwrap_or_default();
-        // The phone's view first (it reads the records before the server keeps them).
-        let keys = self.key(&key_id);
         let c = &mut self.colls[ci];
-        let mut hash = c.hash.unwrap_or([0; LTHASH_LEN]);
         for m in &patch.mutations {
             let Some(r) = m.record.as_ref() else { continue };
-            let (Some(imac), Some(vmac)) = (index_mac_of(r), value_mac_of(r)) else {
+            let Some(imac) = index_mac_of(r) else {
                 continue;
             };
-            let remove = op_of(m) == 1;
-            // The previous value goes out of the hash, the new one in (whatsmeow
-            // `validatePatch`; a SET and a REMOVE of one index in one patch follow the
-            // look-back, which the phone's own patches never need).
-            if let Some(old) = c.plain.remove(&imac) {
-                crypto::lthash_apply(&mut hash, &old.value_mac, false);
-                if remove && old.index.len() == 1 && old.index[0] == "nct_salt_sync" {
-                    self.nct_salt = None;
-                }
-            }
-            if remove {
+            if op_of(m) == 1 {
                 c.records.remove(&imac);
-                continue;
+            } else {
+                c.records.insert(imac, r.clone());
             }
-            crypto::lthash_apply(&mut hash, &vmac, true);
-            let data = keys.as_ref().and_then(|k| crypto::open(k, 0, r).ok());
-            if data.is_none() {
-                tracing::debug!(
-                    collection = COLLECTIONS[ci],
-                    "simulated phone cannot open a record"
-                );
-            }
-            let index = data
-                .as_ref()
-                .and_then(|d| serde_json::from_slice::<Vec<String>>(d.index.as_deref()?).ok())
-                .unwrap_or_default();
-            if index.len() == 1 && index[0] == "nct_salt_sync" {
-                self.nct_salt = data
-                    .as_ref()
-                    .and_then(|d| {
-                        d.value
-                            .as_ref()?
-                            .nct_salt_sync_action
-                            .as_ref()?
-                            .salt
-                            .clone()
-                    })
-                    .filter(|s| !s.is_empty());
-            }
-            c.plain.insert(
-                imac,
-                PlainRecord {
-                    index,
-                    data,
-                    value_mac: vmac,
-                    key_id: r
-                        .key_id
-                        .as_ref()
-                        .and_then(|k| k.id.clone())
-                        .unwrap_or_default(),
-                },
-            );
-            c.records.insert(imac, r.clone());
         }
-        let c = &mut self.colls[ci];
-        if let Some(k) = &keys
-            && patch.snapshot_mac.as_deref()
-                != Some(&crypto::snapshot_mac(k, &hash, version, COLLECTIONS[ci])[..])
-        {
-            tracing::debug!(
-                collection = COLLECTIONS[ci],
-                version,
-                "simulated phone sees a snapshotMAC that does not match"
-            );
-        }
-        c.hash = Some(hash);
         c.version = version;
         c.mac = Some((patch.snapshot_mac.clone().unwrap_or_default(), key_id));
         c.patches.push_back((version, patch.encode_to_vec()));
@@ -477,19 +430,71 @@ impl AppState {
         Ok(version)
     }
 
-    /// The patches of collection `ci` after `from`, at most a page: (patch nodes, more left).
-    fn page_after(&self, ci: usize, from: u64) -> (Vec<Node>, bool) {
+    /// The phone decodes an accepted patch and applies it. One it cannot verify (a key it
+    /// lacks, a bad MAC) still moves its MAC table and LTHash on, unread, so its own next
+    /// patch builds on what the server holds.
+    fn phone_reads(&mut self, ci: usize, patch: &wa::SyncdPatch, version: u64) {
+        let lookup = |id: &[u8]| self.key(id);
+        match decode_patch(coll(ci), &self.colls[ci].state, patch, &lookup) {
+            Ok(applied) => {
+                self.colls[ci].state.apply(&applied);
+                for m in &applied.mutations {
+                    self.note(ci, m);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(collection = COLLECTIONS[ci], version, error = %e, "simulated phone cannot verify a patch");
+                let c = &mut self.colls[ci];
+                for m in &patch.mutations {
+                    let Some(r) = m.record.as_ref() else { continue };
+                    let (Some(imac), Some(vmac)) = (index_mac_of(r), value_mac_of(r)) else {
+                        continue;
+                    };
+                    if let Some(prev) = c.state.macs.remove(&imac) {
+                        c.state.hash.subtract(&prev);
+                    }
+                    c.plain.remove(&imac);
+                    if op_of(m) == 0 {
+                        c.state.hash.add(&vmac);
+                        c.state.macs.insert(imac, vmac);
+                        c.plain.insert(
+                            imac,
+                            PlainRecord {
+                                index: Vec::new(),
+                                data: None,
+                                value_mac: vmac,
+                                key_id: r
+                                    .key_id
+                                    .as_ref()
+                                    .and_then(|k| k.id.clone())
+                                    .unwrap_or_default(),
+                            },
+                        );
+                    }
+                }
+                c.state.version = version;
+            }
+        }
+    }
+
+    /// The patches of collection `ci` after `from`, at most a page: (patch nodes, the
+    /// version the last reaches, more left).
+    fn page_after(&self, ci: usize, from: u64) -> (Vec<Node>, u64, bool) {
         let c = &self.colls[ci];
         let mut after = c.patches.iter().filter(|(v, _)| *v > from);
+        let mut reached = from;
         let out: Vec<Node> = after
             .by_ref()
             .take(self.page)
-            .map(|(_, b)| Node::new("patch").bytes(b.clone()))
+            .map(|(v, b)| {
+                reached = *v;
+                Node::new("patch").bytes(b.clone())
+            })
             .collect();
-        (out, after.next().is_some())
+        (out, reached, after.next().is_some())
     }
 
-    /// Whether the kept patches reach back to `from` (every version after it is kept or
+    /// Whether the kept patches reach back to `from` (every version after it is kept, or
     /// was dropped by a fault, which the server does not know).
     fn covers(&self, ci: usize, from: u64) -> bool {
         let c = &self.colls[ci];
@@ -528,37 +533,26 @@ impl AppState {
             return false;
         };
         let c = &mut self.colls[ci];
-        match how {
-            Corruption::DropPatch => c.patches.pop_back().is_some(),
-            Corruption::Patch | Corruption::Snapshot => {
-                let Some((_, bytes)) = c.patches.back_mut() else {
-                    if how == Corruption::Snapshot
-                        && let Some((m, _)) = c.mac.as_mut()
-                        && !m.is_empty()
-                    {
-                        m[0] ^= 0x80;
-                        c.blob = None;
-                        return true;
-                    }
-                    return false;
-                };
-                let Ok(mut p) = wa::SyncdPatch::decode(&bytes[..]) else {
-                    return false;
-                };
-                if let Some(m) = p.snapshot_mac.as_mut().filter(|m| !m.is_empty()) {
-                    m[0] ^= 0x80;
-                }
-                *bytes = p.encode_to_vec();
-                if how == Corruption::Snapshot
-                    && let Some((m, _)) = c.mac.as_mut()
-                    && !m.is_empty()
-                {
-                    m[0] ^= 0x80;
-                    c.blob = None;
-                }
-                true
-            }
+        let mut damaged = false;
+        if how == Corruption::DropPatch {
+            return c.patches.pop_back().is_some();
         }
+        if let Some((_, bytes)) = c.patches.back_mut()
+            && let Ok(mut p) = wa::SyncdPatch::decode(&bytes[..])
+            && let Some(m) = p.snapshot_mac.as_mut().filter(|m| !m.is_empty())
+        {
+            m[0] ^= 0x80;
+            *bytes = p.encode_to_vec();
+            damaged = true;
+        }
+        if how == Corruption::Snapshot
+            && let Some((m, _)) = c.mac.as_mut().filter(|(m, _)| !m.is_empty())
+        {
+            m[0] ^= 0x80;
+            c.blob = None;
+            damaged = true;
+        }
+        damaged
     }
 
     /// The phone's plaintext copy of a collection (CLIENT-FEATURES §3.7): every record it could
@@ -567,7 +561,7 @@ impl AppState {
         let c = &self.colls[collection_index(name)?];
         Some(wa::SyncdSnapshotRecovery {
             version: Some(wa::SyncdVersion {
-                version: Some(c.version),
+                version: Some(c.state.version),
             }),
             collection_name: Some(name.to_owned()),
             mutation_records: c
@@ -581,7 +575,7 @@ impl AppState {
                     })
                 })
                 .collect(),
-            collection_lthash: Some(c.hash.unwrap_or([0; LTHASH_LEN]).to_vec()),
+            collection_lthash: Some(c.state.hash.0.to_vec()),
         })
     }
 
@@ -629,6 +623,7 @@ impl AppState {
         let Some(ci) = collection_index(name) else {
             return coll_error(name, 404, "item-not-found");
         };
+        // whatsmeow omits the version when it asks for a snapshot; Baileys sends 0.
         let version = match c.get_str("version") {
             None => Some(0),
             Some(v) => v.parse::<u64>().ok(),
@@ -636,9 +631,8 @@ impl AppState {
         let Some(from) = version else {
             return coll_error(name, 400, "bad-request");
         };
-        let current = self.colls[ci].version;
         // A device cannot be ahead of the server.
-        if from > current {
+        if from > self.colls[ci].version {
             return coll_error(name, 400, "bad-request");
         }
         let patches: Vec<&Node> = c
@@ -649,15 +643,13 @@ impl AppState {
         if !patches.is_empty() {
             return self.upload(ci, from, &patches, changed);
         }
-        let wants_snapshot = c.get_str("return_snapshot").as_deref() == Some("true");
-        let mut n = Node::new("collection").attr("name", name.to_owned());
         let mut children = Vec::new();
         let mut start = from;
-        if wants_snapshot {
+        if c.get_str("return_snapshot").as_deref() == Some("true") {
             if let Some((v, blob)) = self.snapshot(ci, cdn) {
                 children.push(Node::new("snapshot").bytes(blob));
                 start = v;
-            } else if current > 0 {
+            } else if self.colls[ci].version > 0 {
                 // The CDN refused the blob: the device may try again.
                 return coll_error(name, 503, "service-unavailable");
             }
@@ -665,15 +657,11 @@ impl AppState {
             // Older than the patches kept: only a snapshot can bring the device up to date.
             return coll_error(name, 404, "item-not-found");
         }
-        let (page, more) = self.page_after(ci, start);
-        let reached = self.colls[ci]
-            .patches
-            .iter()
-            .filter(|(v, _)| *v > start)
-            .take(page.len())
-            .last()
-            .map_or(start, |(v, _)| *v);
-        n = n.attr("version", reached.to_string());
+        let (page, reached, more) = self.page_after(ci, start);
+        // The version the device reaches with this answer.
+        let mut n = Node::new("collection")
+            .attr("name", name.to_owned())
+            .attr("version", reached.to_string());
         if more {
             n = n.attr("has_more_patches", "true");
         }
@@ -718,7 +706,7 @@ impl AppState {
             if !self.covers(ci, from) {
                 return coll_error(name, 404, "item-not-found");
             }
-            let (page, more) = self.page_after(ci, from);
+            let (page, _, more) = self.page_after(ci, from);
             let mut n = Node::new("collection")
                 .attr("name", name)
                 .attr("type", "error")
@@ -742,46 +730,6 @@ impl AppState {
             }
             Err((code, text)) => coll_error(name, code, text),
         }
-    }
-}
-
-/// Notes the salt a phone mutation sets or removes.
-fn note_salt(salt: &mut Option<Vec<u8>>, m: &PhoneMutation) {
-    if m.index.len() == 1 && m.index[0] == "nct_salt_sync" {
-        *salt = if m.remove {
-            None
-        } else {
-            m.value
-                .nct_salt_sync_action
-                .as_ref()
-                .and_then(|a| a.salt.clone())
-                .filter(|s| !s.is_empty())
-        };
-    }
-}
-
-struct SealedData {
-    record: wa::SyncdRecord,
-    index_mac: [u8; 32],
-    value_mac: [u8; 32],
-    data: wa::SyncActionData,
-}
-
-fn seal(keys: &MutationKeys, key_id: &[u8], m: &PhoneMutation, now_ms: i64) -> SealedData {
-    let mut value = m.value.clone();
-    value.timestamp = Some(now_ms);
-    let data = wa::SyncActionData {
-        index: Some(serde_json::to_vec(&m.index).unwrap_or_default()),
-        value: Some(value),
-        padding: Some(Vec::new()),
-        version: Some(m.version),
-    };
-    let s = crypto::seal(keys, key_id, i32::from(m.remove), &data);
-    SealedData {
-        record: s.record,
-        index_mac: s.index_mac,
-        value_mac: s.value_mac,
-        data,
     }
 }
 
@@ -817,185 +765,96 @@ fn store_blob(cdn: &Cdn, plain: &[u8]) -> Option<Vec<u8>> {
 pub enum PhoneAction {
     /// Archive (true) or unarchive a chat; archiving also unpins it (whatsmeow `BuildArchive`).
     Archive {
-        /// The chat JID.
-        chat: String,
+        /// The chat.
+        chat: Jid,
         /// Archived or not.
         archived: bool,
     },
     /// Mute a chat until `until_ms` (-1: forever), or unmute it (None).
     Mute {
-        /// The chat JID.
-        chat: String,
+        /// The chat.
+        chat: Jid,
         /// Unix ms, -1 forever, None unmuted.
         until_ms: Option<i64>,
     },
     /// Pin (true) or unpin a chat.
     Pin {
-        /// The chat JID.
-        chat: String,
+        /// The chat.
+        chat: Jid,
         /// Pinned or not.
         pinned: bool,
     },
     /// Mark a chat read (true) or unread.
     MarkRead {
-        /// The chat JID.
-        chat: String,
+        /// The chat.
+        chat: Jid,
         /// Read or not.
         read: bool,
     },
     /// Add or rename a contact (indexed by its PN JID).
     Contact {
         /// The contact's PN JID.
-        jid: String,
+        jid: Jid,
         /// Full name.
         full_name: String,
         /// First name, if any.
         first_name: Option<String>,
         /// Its LID JID, if known.
-        lid: Option<String>,
+        lid: Option<Jid>,
     },
     /// Set (Some) or remove (None) the account's NCT salt.
     NctSalt(Option<Vec<u8>>),
 }
 
-fn set(index: Vec<String>, version: i32, value: wa::SyncActionValue) -> PhoneMutation {
-    PhoneMutation {
-        remove: false,
-        index,
-        value,
-        version,
-    }
-}
-
 impl PhoneAction {
-    /// The collection and mutations it makes (index layouts and action versions:
-    /// CLIENT-FEATURES §3.6 table).
-    pub fn mutations(&self) -> (usize, Vec<PhoneMutation>) {
-        let v = wa::SyncActionValue::default;
-        let s = |x: &str| x.to_owned();
-        let ci = |n: &str| collection_index(n).unwrap_or(0);
+    /// The collection and mutations it makes, with the core's builders (index layouts and
+    /// action versions: CLIENT-FEATURES §3.6 table). The message range of archive and read
+    /// is empty: the simulated phone keeps no chat list.
+    pub fn mutations(&self) -> (Collection, Vec<PendingMutation>) {
+        use crate::appstate::encode;
+        let range = || wa::SyncActionMessageRange::default();
         match self {
-            PhoneAction::Archive { chat, archived } => {
-                let mut out = vec![set(
-                    vec![s("archive"), chat.clone()],
-                    3,
-                    wa::SyncActionValue {
-                        archive_chat_action: Some(wa::ArchiveChatAction {
-                            archived: Some(*archived),
-                            ..Default::default()
-                        }),
-                        ..v()
-                    },
-                )];
-                if *archived {
-                    out.push(pin_mutation(chat, false));
-                }
-                (ci("regular_low"), out)
-            }
-            PhoneAction::Mute { chat, until_ms } => (
-                ci("regular_high"),
-                vec![set(
-                    vec![s("mute"), chat.clone()],
-                    2,
-                    wa::SyncActionValue {
-                        mute_action: Some(wa::MuteAction {
-                            muted: Some(until_ms.is_some()),
-                            mute_end_timestamp: *until_ms,
-                            ..Default::default()
-                        }),
-                        ..v()
-                    },
-                )],
-            ),
-            PhoneAction::Pin { chat, pinned } => {
-                (ci("regular_low"), vec![pin_mutation(chat, *pinned)])
-            }
-            PhoneAction::MarkRead { chat, read } => (
-                ci("regular_low"),
-                vec![set(
-                    vec![s("markChatAsRead"), chat.clone()],
-                    3,
-                    wa::SyncActionValue {
-                        mark_chat_as_read_action: Some(wa::MarkChatAsReadAction {
-                            read: Some(*read),
-                            ..Default::default()
-                        }),
-                        ..v()
-                    },
-                )],
-            ),
+            PhoneAction::Archive { chat, archived } => encode::archive(chat, *archived, range()),
+            PhoneAction::Mute { chat, until_ms } => encode::mute(chat, *until_ms),
+            PhoneAction::Pin { chat, pinned } => encode::pin(chat, *pinned),
+            PhoneAction::MarkRead { chat, read } => encode::mark_read(chat, *read, range()),
             PhoneAction::Contact {
                 jid,
                 full_name,
                 first_name,
                 lid,
-            } => (
-                ci("critical_unblock_low"),
-                vec![set(
-                    vec![s("contact"), jid.clone()],
-                    2,
-                    wa::SyncActionValue {
-                        contact_action: Some(wa::ContactAction {
-                            full_name: Some(full_name.clone()),
-                            first_name: first_name.clone(),
-                            lid_jid: lid.clone(),
-                            save_on_primary_addressbook: Some(true),
-                            pn_jid: Some(jid.clone()),
-                            ..Default::default()
-                        }),
-                        ..v()
-                    },
-                )],
+            } => encode::contact(
+                jid,
+                Some(wa::ContactAction {
+                    full_name: Some(full_name.clone()),
+                    first_name: first_name.clone(),
+                    lid_jid: lid.as_ref().map(Jid::to_string),
+                    save_on_primary_addressbook: Some(true),
+                    pn_jid: Some(jid.to_string()),
+                    ..Default::default()
+                }),
             ),
-            PhoneAction::NctSalt(salt) => {
-                let index = vec![s("nct_salt_sync")];
-                let value = wa::SyncActionValue {
-                    nct_salt_sync_action: salt.as_ref().map(|s| wa::NctSaltSyncAction {
-                        salt: Some(s.clone()),
-                    }),
-                    ..v()
-                };
-                (
-                    ci("regular_high"),
-                    vec![PhoneMutation {
-                        remove: salt.is_none(),
-                        index,
-                        value,
-                        version: 1,
-                    }],
-                )
-            }
+            PhoneAction::NctSalt(salt) => encode::nct_salt(salt.as_deref()),
         }
     }
 }
 
-fn pin_mutation(chat: &str, pinned: bool) -> PhoneMutation {
-    set(
-        vec!["pin_v1".to_owned(), chat.to_owned()],
-        5,
-        wa::SyncActionValue {
-            pin_action: Some(wa::PinAction {
-                pinned: Some(pinned),
-            }),
-            ..Default::default()
-        },
-    )
-}
-
-/// The push-name setting (`["setting_pushName"]`, critical_block, version 1).
-pub fn push_name(name: &str) -> (usize, PhoneMutation) {
+/// The push-name setting (`["setting_pushName"]`, critical_block, version 1; the core has no
+/// builder for it, as the gateway never sets it).
+pub fn push_name(name: &str) -> (Collection, PendingMutation) {
     (
-        0,
-        set(
-            vec!["setting_pushName".to_owned()],
-            1,
-            wa::SyncActionValue {
+        Collection::CriticalBlock,
+        PendingMutation {
+            operation: Operation::Set,
+            index: vec!["setting_pushName".to_owned()],
+            value: wa::SyncActionValue {
                 push_name_setting: Some(wa::PushNameSetting {
                     name: Some(name.to_owned()),
                 }),
                 ..Default::default()
             },
-        ),
+            version: 1,
+        },
     )
 }
 
@@ -1082,6 +941,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::appstate::decode_snapshot;
     use crate::util::clock::SystemClock;
 
     const NOW: i64 = 1_700_000_000_000;
@@ -1090,30 +950,46 @@ mod tests {
         Cdn::new("127.0.0.1:1".into(), Arc::new(SystemClock)).unwrap()
     }
 
-    fn archive(chat: &str, archived: bool) -> PhoneAction {
-        PhoneAction::Archive {
-            chat: chat.into(),
+    fn user(n: &str) -> Jid {
+        Jid::new(n, crate::binary::Server::User)
+    }
+
+    fn muts(a: PhoneAction) -> Vec<PendingMutation> {
+        a.mutations().1
+    }
+
+    fn archive(n: &str, archived: bool) -> Vec<PendingMutation> {
+        muts(PhoneAction::Archive {
+            chat: user(n),
             archived,
-        }
+        })
+    }
+
+    fn ci(name: &str) -> usize {
+        collection_index(name).unwrap()
     }
 
     /// An account seeded with a contact, a push name and a salt.
     fn seeded() -> AppState {
         let mut a = AppState::default();
-        let mut seed: Vec<(usize, PhoneMutation)> = Vec::new();
-        let (ci, ms) = PhoneAction::Contact {
-            jid: "19995550101@s.whatsapp.net".into(),
+        let mut seed: Vec<(Collection, PendingMutation)> = Vec::new();
+        let (c, ms) = PhoneAction::Contact {
+            jid: user("19995550101"),
             full_name: "Bob Example".into(),
             first_name: Some("Bob".into()),
-            lid: Some("123456789012345@lid".into()),
+            lid: Some(Jid::new("123456789012345", crate::binary::Server::Lid)),
         }
         .mutations();
-        seed.extend(ms.into_iter().map(|m| (ci, m)));
+        seed.extend(ms.into_iter().map(|m| (c, m)));
         seed.push(push_name("Alice"));
-        let (ci, ms) = PhoneAction::NctSalt(Some(vec![9; 32])).mutations();
-        seed.extend(ms.into_iter().map(|m| (ci, m)));
+        let (c, ms) = PhoneAction::NctSalt(Some(vec![9; 32])).mutations();
+        seed.extend(ms.into_iter().map(|m| (c, m)));
         a.seed(seed, NOW);
         a
+    }
+
+    fn lookup(a: &AppState) -> impl Fn(&[u8]) -> Option<MutationKeys> + '_ {
+        |id: &[u8]| a.key(id)
     }
 
     fn iq(collections: Vec<Node>) -> Node {
@@ -1142,18 +1018,22 @@ mod tests {
         sync.child_nodes()[0].clone()
     }
 
-    fn versions(c: &Node) -> Vec<u64> {
+    fn patches(c: &Node) -> Vec<wa::SyncdPatch> {
         c.child("patches")
             .map(|p| {
                 p.child_nodes()
                     .iter()
-                    .map(|n| {
-                        let p = wa::SyncdPatch::decode(&n.content_bytes().unwrap()[..]).unwrap();
-                        p.version.unwrap().version.unwrap()
-                    })
+                    .map(|n| wa::SyncdPatch::decode(&n.content_bytes().unwrap()[..]).unwrap())
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    fn versions(c: &Node) -> Vec<u64> {
+        patches(c)
+            .iter()
+            .map(|p| p.version.unwrap().version.unwrap())
+            .collect()
     }
 
     fn attr(c: &Node, k: &str) -> Option<String> {
@@ -1191,54 +1071,30 @@ mod tests {
     }
 
     /// A patch a companion holding the account's key makes on top of the phone's state.
-    fn companion_patch(a: &AppState, ci: usize, action: &PhoneAction) -> Vec<u8> {
+    fn companion_patch(a: &AppState, ci: usize, muts: &[PendingMutation]) -> Vec<u8> {
         let key = a.keys()[0].clone();
         let keys = MutationKeys::expand(&key.data[..]);
-        let c = &a.colls[ci];
-        let mut hash = c.hash.unwrap_or([0; LTHASH_LEN]);
-        let (_, muts) = action.mutations();
-        let mut mutations = Vec::new();
-        let mut macs = Vec::new();
-        for m in &muts {
-            let s = seal(&keys, &key.id, m, NOW);
-            if let Some(old) = c.plain.get(&s.index_mac) {
-                crypto::lthash_apply(&mut hash, &old.value_mac, false);
-            }
-            crypto::lthash_apply(&mut hash, &s.value_mac, true);
-            macs.push(s.value_mac);
-            mutations.push(wa::SyncdMutation {
-                operation: Some(0),
-                record: Some(s.record),
-            });
-        }
-        let v = c.version + 1;
-        let snap = crypto::snapshot_mac(&keys, &hash, v, COLLECTIONS[ci]);
-        wa::SyncdPatch {
-            mutations,
-            snapshot_mac: Some(snap.to_vec()),
-            patch_mac: Some(crypto::patch_mac(&keys, &snap, &macs, v, COLLECTIONS[ci]).to_vec()),
-            key_id: Some(wa::KeyId {
-                id: Some(key.id.clone()),
-            }),
-            ..Default::default()
-        }
+        encode_patch(
+            coll(ci),
+            &a.colls[ci].state,
+            &key.id,
+            &keys,
+            muts,
+            NOW,
+            &mut rand::random,
+        )
+        .0
         .encode_to_vec()
     }
 
     #[test]
-    fn a_snapshot_verifies_and_later_patches_come_in_pages() {
+    fn a_snapshot_verifies_and_later_patches_come_in_pages_a_client_decodes() {
         let cdn = cdn();
         let mut a = seeded();
         a.set_page(2);
-        let low = collection_index("regular_low").unwrap();
+        let low = ci("regular_low");
         for i in 0..3 {
-            a.phone_patch(
-                low,
-                &archive(&format!("1555000000{i}@s.whatsapp.net"), true)
-                    .mutations()
-                    .1,
-                NOW,
-            );
+            a.phone_patch(low, &archive(&format!("1555000000{i}"), true), NOW);
         }
         // A fresh device (whatsmeow omits the version) gets the snapshot at 3, no patches.
         let (ans, changed) = a.answer(&iq(vec![fetch("regular_low", None, true)]), "1", &cdn);
@@ -1247,53 +1103,44 @@ mod tests {
         assert_eq!(attr(&c, "version").as_deref(), Some("3"), "{c}");
         assert!(c.child("patches").is_none() && attr(&c, "has_more_patches").is_none());
         let snap = download(&cdn, &c);
-        assert_eq!(snap.version.unwrap().version, Some(3));
-        // Its MAC is the LTHash of its records' value MACs, as a client checks it.
-        let keys = MutationKeys::expand(&a.keys()[0].data[..]);
-        let mut hash = [0u8; LTHASH_LEN];
-        for r in &snap.records {
-            crypto::lthash_apply(&mut hash, &value_mac_of(r).unwrap(), true);
-            let d = crypto::open(&keys, 0, r).unwrap();
-            assert!(d.index.unwrap().starts_with(br#"["#));
-        }
-        assert_eq!(snap.records.len(), 6, "3 archives and 3 unpins");
-        assert_eq!(
-            snap.mac.as_deref(),
-            Some(&crypto::snapshot_mac(&keys, &hash, 3, "regular_low")[..])
-        );
-        // Five more: the device pages through them two at a time.
+        // The client's decoder takes it: MACs, LTHash and snapshot MAC all check out.
+        let applied = decode_snapshot(Collection::RegularLow, &snap, &lookup(&a)).unwrap();
+        assert_eq!(applied.version, 3);
+        assert_eq!(applied.mutations.len(), 6, "3 archives and 3 unpins");
+        let mut client = CollectionState::default();
+        client.apply(&applied);
+        // Five more: the device pages through them two at a time, decoding each.
         for i in 0..5 {
-            a.phone_patch(
-                low,
-                &archive(&format!("1555000001{i}@s.whatsapp.net"), true)
-                    .mutations()
-                    .1,
-                NOW,
-            );
+            a.phone_patch(low, &archive(&format!("1555000001{i}"), true), NOW);
         }
-        let mut from = 3;
         let mut pages = Vec::new();
         loop {
             let (ans, _) = a.answer(
-                &iq(vec![fetch("regular_low", Some(from), false)]),
+                &iq(vec![fetch("regular_low", Some(client.version), false)]),
                 "2",
                 &cdn,
             );
             let c = only(&ans);
-            let vs = versions(&c);
-            from = attr(&c, "version").unwrap().parse().unwrap();
+            for p in patches(&c) {
+                let applied =
+                    decode_patch(Collection::RegularLow, &client, &p, &lookup(&a)).unwrap();
+                client.apply(&applied);
+            }
             assert_eq!(
-                Some(&from),
-                vs.last(),
+                attr(&c, "version").unwrap(),
+                client.version.to_string(),
                 "the answer names the version it reaches"
             );
-            let more = attr(&c, "has_more_patches").is_some();
-            pages.push(vs);
-            if !more {
+            pages.push(versions(&c));
+            if attr(&c, "has_more_patches").is_none() {
                 break;
             }
         }
         assert_eq!(pages, [vec![4, 5], vec![6, 7], vec![8]]);
+        assert_eq!(
+            client, a.colls[low].state,
+            "the client's state is the phone's"
+        );
         // Up to date: nothing more, the same version.
         let (ans, _) = a.answer(&iq(vec![fetch("regular_low", Some(8), false)]), "3", &cdn);
         let c = only(&ans);
@@ -1313,26 +1160,39 @@ mod tests {
         let c = only(&ans);
         assert_eq!(attr(&c, "version").as_deref(), Some("0"));
         assert!(c.child_nodes().is_empty(), "{c}");
+        // The seeded collections decode too, and say what was seeded.
+        let (ans, _) = a.answer(
+            &iq(vec![fetch("critical_unblock_low", None, true)]),
+            "6",
+            &cdn,
+        );
+        let snap = download(&cdn, &only(&ans));
+        let applied = decode_snapshot(Collection::CriticalUnblockLow, &snap, &lookup(&a)).unwrap();
+        let contact = applied.mutations[0]
+            .data
+            .value
+            .as_ref()
+            .unwrap()
+            .contact_action
+            .clone()
+            .unwrap();
+        assert_eq!(contact.full_name.as_deref(), Some("Bob Example"));
+        assert_eq!(contact.lid_jid.as_deref(), Some("123456789012345@lid"));
     }
 
     #[test]
     fn a_stale_upload_gets_409_with_what_it_lacks_and_a_current_one_the_next_version() {
         let cdn = cdn();
         let mut a = seeded();
-        let low = collection_index("regular_low").unwrap();
-        let patch = companion_patch(&a, low, &archive("15550000001@s.whatsapp.net", true));
+        let low = ci("regular_low");
+        let patch = companion_patch(&a, low, &archive("15550000001", true));
         // Meanwhile the phone pins two chats.
         for i in 0..2 {
-            a.phone_patch(
-                low,
-                &PhoneAction::Pin {
-                    chat: format!("1555000009{i}@s.whatsapp.net"),
-                    pinned: true,
-                }
-                .mutations()
-                .1,
-                NOW,
-            );
+            let pin = muts(PhoneAction::Pin {
+                chat: user(&format!("1555000009{i}")),
+                pinned: true,
+            });
+            a.phone_patch(low, &pin, NOW);
         }
         let (ans, changed) = a.answer(&iq(vec![upload("regular_low", 0, &patch)]), "1", &cdn);
         assert!(changed.is_empty());
@@ -1342,7 +1202,7 @@ mod tests {
         assert_eq!(versions(&c), [1, 2], "the patches it lacks");
         assert_eq!(a.version("regular_low"), Some(2), "nothing stored");
         // Rebased on version 2, it is taken as 3; the phone reads it.
-        let patch = companion_patch(&a, low, &archive("15550000001@s.whatsapp.net", true));
+        let patch = companion_patch(&a, low, &archive("15550000001", true));
         let (ans, changed) = a.answer(&iq(vec![upload("regular_low", 2, &patch)]), "2", &cdn);
         let c = only(&ans);
         assert_eq!(
@@ -1367,36 +1227,20 @@ mod tests {
         // The server set the version in the stored patch.
         let (ans, _) = a.answer(&iq(vec![fetch("regular_low", Some(2), false)]), "3", &cdn);
         assert_eq!(versions(&only(&ans)), [3]);
-        // The phone's next patch builds on the companion's: its snapshotMAC matches the
-        // phone's hash, which a recovery carries.
-        a.phone_patch(
-            low,
-            &archive("15550000001@s.whatsapp.net", false).mutations().1,
-            NOW,
-        );
+        // The phone's next patch builds on the companion's; its recovery copy decodes.
+        a.phone_patch(low, &archive("15550000001", false), NOW);
         let rec = a.recovery("regular_low").unwrap();
-        assert_eq!(rec.version.unwrap().version, Some(4));
-        let keys = MutationKeys::expand(&a.keys()[0].data[..]);
-        let hash: [u8; LTHASH_LEN] = rec.collection_lthash.unwrap().try_into().unwrap();
-        let (ans, _) = a.answer(&iq(vec![fetch("regular_low", Some(3), false)]), "4", &cdn);
-        let c = only(&ans);
-        let last = wa::SyncdPatch::decode(
-            &c.child("patches").unwrap().child_nodes()[0]
-                .content_bytes()
-                .unwrap()[..],
-        )
-        .unwrap();
-        assert_eq!(
-            last.snapshot_mac.as_deref(),
-            Some(&crypto::snapshot_mac(&keys, &hash, 4, "regular_low")[..])
-        );
+        let applied =
+            crate::appstate::decode_recovery(Collection::RegularLow, &rec, &lookup(&a)).unwrap();
+        assert_eq!(applied.version, 4);
+        assert_eq!(applied.hash, a.colls[low].state.hash);
     }
 
     #[test]
     fn bad_requests_are_refused_per_collection_or_whole() {
         let cdn = cdn();
         let mut a = seeded();
-        let low = collection_index("regular_low").unwrap();
+        let low = ci("regular_low");
         // Unknown collection: 404 for it, the others answered.
         let (ans, _) = a.answer(
             &iq(vec![
@@ -1431,14 +1275,17 @@ mod tests {
             let (ans, _) = a.answer(&bad, "3", &cdn);
             assert_eq!(attr(&ans, "type").as_deref(), Some("error"), "{ans}");
         }
-        // Malformed, oversized, two patches, no MACs: 400, nothing stored.
-        let good = companion_patch(&a, low, &archive("15550000001@s.whatsapp.net", true));
+        // Malformed, oversized, two patches, no MACs, an index twice: 400, nothing stored.
+        let good = companion_patch(&a, low, &archive("15550000001", true));
         let mut no_mac = wa::SyncdPatch::decode(&good[..]).unwrap();
         no_mac.patch_mac = None;
+        let mut twice = wa::SyncdPatch::decode(&good[..]).unwrap();
+        twice.mutations.push(twice.mutations[0].clone());
         for bad in [
             upload("regular_low", 0, b"\xff\xff\xff"),
             upload("regular_low", 0, &vec![0u8; MAX_PATCH_BYTES + 1]),
             upload("regular_low", 0, &no_mac.encode_to_vec()),
+            upload("regular_low", 0, &twice.encode_to_vec()),
             upload("regular_low", 0, &wa::SyncdPatch::default().encode_to_vec()),
             fetch("regular_low", Some(0), false).children(vec![
                 Node::new("patch").bytes(good.clone()),
@@ -1456,20 +1303,14 @@ mod tests {
     fn patches_kept_are_bounded_and_older_versions_need_a_snapshot() {
         let cdn = cdn();
         let mut a = seeded();
-        let high = collection_index("regular_high").unwrap();
+        let high = ci("regular_high");
         let n = MAX_PATCHES_KEPT + 10;
         for i in 0..n {
-            let until = Some(NOW + i as i64);
-            a.phone_patch(
-                high,
-                &PhoneAction::Mute {
-                    chat: "15550000001@s.whatsapp.net".into(),
-                    until_ms: until,
-                }
-                .mutations()
-                .1,
-                NOW,
-            );
+            let mute = muts(PhoneAction::Mute {
+                chat: user("15550000001"),
+                until_ms: Some(NOW + i as i64),
+            });
+            a.phone_patch(high, &mute, NOW);
         }
         let last = 1 + n as u64;
         assert_eq!(a.version("regular_high"), Some(last));
@@ -1480,10 +1321,9 @@ mod tests {
         // The snapshot is current; the mute's one record replaced itself each time.
         let (ans, _) = a.answer(&iq(vec![fetch("regular_high", None, true)]), "2", &cdn);
         let snap = download(&cdn, &only(&ans));
-        assert_eq!(snap.version.unwrap().version, Some(last));
-        assert_eq!(snap.records.len(), 2, "the salt and one mute");
-        let view = a.view("regular_high").unwrap();
-        assert_eq!(view.records.len(), 2);
+        let applied = decode_snapshot(Collection::RegularHigh, &snap, &lookup(&a)).unwrap();
+        assert_eq!(applied.version, last);
+        assert_eq!(applied.mutations.len(), 2, "the salt and one mute");
         assert_eq!(a.nct_salt(), Some(&[9u8; 32][..]));
     }
 
@@ -1491,38 +1331,40 @@ mod tests {
     fn corruption_breaks_the_served_copy_and_the_salt_follows_set_and_remove() {
         let cdn = cdn();
         let mut a = seeded();
-        let high = collection_index("regular_high").unwrap();
-        a.phone_patch(
-            high,
-            &PhoneAction::NctSalt(Some(vec![1; 16])).mutations().1,
-            NOW,
-        );
+        let high = ci("regular_high");
+        // A device synced at version 1.
+        let (ans, _) = a.answer(&iq(vec![fetch("regular_high", None, true)]), "0", &cdn);
+        let snap = download(&cdn, &only(&ans));
+        let mut at_1 = CollectionState::default();
+        at_1.apply(&decode_snapshot(Collection::RegularHigh, &snap, &lookup(&a)).unwrap());
+        a.phone_patch(high, &muts(PhoneAction::NctSalt(Some(vec![1; 16]))), NOW);
         assert_eq!(a.nct_salt(), Some(&[1u8; 16][..]));
-        let keys = MutationKeys::expand(&a.keys()[0].data[..]);
-        let hash = a.colls[high].hash.unwrap();
-        let good = crypto::snapshot_mac(&keys, &hash, 2, "regular_high");
+        // Its next fetch brings the patch; a client verifies it, until the server damages it.
+        let (ans, _) = a.answer(&iq(vec![fetch("regular_high", Some(1), false)]), "1", &cdn);
+        let p = &patches(&only(&ans))[0];
+        assert!(decode_patch(Collection::RegularHigh, &at_1, p, &lookup(&a)).is_ok());
         assert!(a.corrupt("regular_high", Corruption::Patch));
         let (ans, _) = a.answer(&iq(vec![fetch("regular_high", Some(1), false)]), "1", &cdn);
-        let c = only(&ans);
-        let p = wa::SyncdPatch::decode(
-            &c.child("patches").unwrap().child_nodes()[0]
-                .content_bytes()
-                .unwrap()[..],
-        )
-        .unwrap();
-        assert_ne!(p.snapshot_mac.as_deref(), Some(&good[..]));
+        let p = &patches(&only(&ans))[0];
+        assert!(
+            decode_patch(Collection::RegularHigh, &at_1, p, &lookup(&a)).is_err(),
+            "a client refuses the damaged patch"
+        );
         // The snapshot is still good, until it is corrupted too.
         let (ans, _) = a.answer(&iq(vec![fetch("regular_high", None, true)]), "2", &cdn);
-        assert_eq!(download(&cdn, &only(&ans)).mac.as_deref(), Some(&good[..]));
+        let snap = download(&cdn, &only(&ans));
+        assert!(decode_snapshot(Collection::RegularHigh, &snap, &lookup(&a)).is_ok());
         assert!(a.corrupt("regular_high", Corruption::Snapshot));
         let (ans, _) = a.answer(&iq(vec![fetch("regular_high", None, true)]), "3", &cdn);
-        assert_ne!(download(&cdn, &only(&ans)).mac.as_deref(), Some(&good[..]));
+        let snap = download(&cdn, &only(&ans));
+        assert!(decode_snapshot(Collection::RegularHigh, &snap, &lookup(&a)).is_err());
         // The phone's recovery still says what is true.
         let rec = a.recovery("regular_high").unwrap();
-        assert_eq!(rec.collection_lthash.as_deref(), Some(&hash[..]));
-        assert_eq!(rec.mutation_records.len(), 1);
+        let applied =
+            crate::appstate::decode_recovery(Collection::RegularHigh, &rec, &lookup(&a)).unwrap();
+        assert_eq!(applied.version, 2);
         // A dropped patch leaves a gap the server does not see.
-        a.phone_patch(high, &PhoneAction::NctSalt(None).mutations().1, NOW);
+        a.phone_patch(high, &muts(PhoneAction::NctSalt(None)), NOW);
         assert_eq!(a.nct_salt(), None);
         assert!(a.corrupt("regular_high", Corruption::DropPatch));
         let (ans, _) = a.answer(&iq(vec![fetch("regular_high", Some(1), false)]), "4", &cdn);

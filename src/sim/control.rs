@@ -652,7 +652,7 @@ fn phone_action(sim: &Simulator, b: AppStateBody) -> Result<PhoneAction, String>
         b.chat
             .as_deref()
             .and_then(jid_of)
-            .map(|j| j.to_non_ad().to_string())
+            .map(|j| j.to_non_ad())
             .ok_or_else(|| format!("{} needs chat (digits or a JID)", b.action))
     };
     Ok(match b.action.as_str() {
@@ -695,14 +695,14 @@ fn phone_action(sim: &Simulator, b: AppStateBody) -> Result<PhoneAction, String>
                     jid_of(&l)
                         .filter(|j| j.server == crate::binary::Server::Lid)
                         .ok_or("lid must be a LID JID")?
-                        .to_string(),
+                        .to_non_ad(),
                 ),
                 None => sim
                     .lid_of(&jid.user)
-                    .map(|l| crate::binary::Jid::new(l, crate::binary::Server::Lid).to_string()),
+                    .map(|l| crate::binary::Jid::new(l, crate::binary::Server::Lid)),
             };
             PhoneAction::Contact {
-                jid: jid.to_non_ad().to_string(),
+                jid: jid.to_non_ad(),
                 full_name,
                 first_name: b.first_name,
                 lid,

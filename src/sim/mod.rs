@@ -35,7 +35,6 @@ pub mod server;
 mod session;
 pub mod simulator;
 pub mod stanza_log;
-mod syncd_crypto;
 mod tls;
 pub mod usync;
 

@@ -9,7 +9,7 @@ use std::io::Write as _;
 
 use prost::Message as _;
 
-use super::appstate::{Accepted, PhoneAction, PhoneMutation, collection_index, push_name};
+use super::appstate::{Accepted, PhoneAction, collection_index, push_name};
 use super::deliver::{enqueue, real_bundle, to_device};
 use super::error::SimError;
 use super::server::{Shared, State};
@@ -56,10 +56,10 @@ pub(super) fn ensure_seeded(st: &mut State, number: &str, now_ms: i64) {
         let first = full.split(' ').next().map(str::to_owned);
         muts.push(
             PhoneAction::Contact {
-                jid: Jid::new(n.clone(), Server::User).to_string(),
+                jid: Jid::new(n.clone(), Server::User),
                 full_name: full,
                 first_name: first,
-                lid: Some(Jid::new(lid, Server::Lid).to_string()),
+                lid: Some(Jid::new(lid, Server::Lid)),
             }
             .mutations(),
         );
@@ -67,7 +67,10 @@ pub(super) fn ensure_seeded(st: &mut State, number: &str, now_ms: i64) {
     let Some(phone) = st.phones.get_mut(number) else {
         return;
     };
-    let mut seed: Vec<(usize, PhoneMutation)> = muts
+    let mut seed: Vec<(
+        crate::appstate::Collection,
+        crate::appstate::PendingMutation,
+    )> = muts
         .into_iter()
         .flat_map(|(ci, ms)| ms.into_iter().map(move |m| (ci, m)))
         .collect();
@@ -185,7 +188,8 @@ pub(super) fn phone_action(
     let ms = crate::util::clock::now_ms_i64();
     st.phone(number, None);
     ensure_seeded(&mut st, number, ms);
-    let (ci, muts) = action.mutations();
+    let (c, muts) = action.mutations();
+    let ci = collection_index(c.name()).ok_or(SimError::Internal)?;
     let phone = st.phones.get_mut(number).ok_or(SimError::Internal)?;
     let version = phone
         .app_state

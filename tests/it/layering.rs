@@ -191,7 +191,6 @@ const SIM_RANKS: &[(&str, u8)] = &[
     ("gallery", 0),
     ("samples", 0),
     ("stanza_log", 0),
-    ("syncd_crypto", 0),
     ("appstate", 2),
     ("error", 1),
     ("usync", 1),
