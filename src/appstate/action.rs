@@ -132,13 +132,16 @@ pub enum Action {
     Other,
 }
 
+/// A chat or user JID: `user@server` with a non-empty user (the JID parser also accepts a bare
+/// server, which no index names).
 fn jid(s: Option<&String>) -> Option<Jid> {
-    s.and_then(|s| s.parse().ok())
+    let j: Jid = s.filter(|s| s.contains('@'))?.parse().ok()?;
+    (!j.user.is_empty()).then_some(j)
 }
 
 /// index[4] of star / deleteMessageForMe: a participant JID, or "0" for none.
 fn participant(s: Option<&String>) -> Option<Jid> {
-    s.filter(|s| s.as_str() != "0").and_then(|s| s.parse().ok())
+    jid(s.filter(|s| s.as_str() != "0"))
 }
 
 impl Action {

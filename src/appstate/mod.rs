@@ -24,3 +24,6 @@ pub use error::{AppStateError, KeyId};
 pub use keys::MutationKeys;
 pub use lthash::LtHash;
 pub use state::{CollectionState, Operation};
+
+#[cfg(test)]
+mod tests;

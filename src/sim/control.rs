@@ -2,7 +2,11 @@
 //! `POST /phones/{number}/scan`, `POST /phones/{number}/send` (a content, or a media message),
 //! `GET /phones/{number}/messages`,
 //! `DELETE /phones/{number}` (the user deletes their account),
-//! `POST /phones/{number}/echo`, `POST /phones/{number}/devices`, `POST /faults`, `POST /groups`,
+//! `POST /phones/{number}/echo`, `POST /phones/{number}/devices`,
+//! `POST /phones/{number}/appstate` (the phone archives, mutes, pins, marks read, adds a
+//! contact or sets its NCT salt), `GET /phones/{number}/appstate/{collection}` (the phone's
+//! reading of it), `POST /phones/{number}/appstate/{collection}/faults` (the server's copy
+//! is damaged), `POST /faults`, `POST /groups`,
 //! `GET /groups/{jid}`, `POST /groups/{jid}/participants`, `GET /stanzas?id=…` (how many
 //! times real devices transmitted a message id), and the media CDN's `GET /cdn/media` (the
 //! blobs it holds), `GET /cdn/transfers` (uploads and downloads under way) and
@@ -17,6 +21,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::appstate::{Corruption, PhoneAction};
 use super::cdn::CdnFault;
 use super::compose::Compose;
 use super::error::SimError;
@@ -168,6 +173,38 @@ impl MediaBody {
     }
 }
 
+/// Body of `POST /phones/{number}/appstate`: what the phone's user does.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppStateBody {
+    /// `archive`, `unarchive`, `mute`, `unmute`, `pin`, `unpin`, `read`, `unread`,
+    /// `contact`, `set_nct_salt`, `remove_nct_salt`.
+    pub action: String,
+    /// The chat (digits, or a PN, LID or group JID) for the chat actions.
+    pub chat: Option<String>,
+    /// For `mute`: until when (unix ms; absent or -1: forever).
+    pub until: Option<i64>,
+    /// For `contact`: its number or PN JID.
+    pub jid: Option<String>,
+    /// For `contact`: the full name.
+    pub full_name: Option<String>,
+    /// For `contact`: the first name.
+    pub first_name: Option<String>,
+    /// For `contact`: its LID JID (default: the simulator's LID of that number).
+    pub lid: Option<String>,
+    /// For `set_nct_salt`: the salt in hex (default: 32 random bytes).
+    pub salt: Option<String>,
+}
+
+/// Body of `POST /phones/{number}/appstate/{collection}/faults`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppStateFaultBody {
+    /// `corrupt_patch` (the latest patch's snapshotMAC is wrong), `corrupt_snapshot` (the
+    /// snapshot's MAC too) or `drop_patch` (the latest patch is lost).
+    pub fault: String,
+}
+
 /// Body of `POST /phones/{number}/echo`.
 #[derive(Debug, Deserialize)]
 pub struct EchoBody {
@@ -232,6 +269,12 @@ pub fn router(sim: Simulator) -> Router {
         .route("/phones/{number}/echo", post(echo))
         .route("/phones/{number}", delete(delete_account))
         .route("/phones/{number}/devices", post(devices))
+        .route("/phones/{number}/appstate", post(app_state_action))
+        .route("/phones/{number}/appstate/{collection}", get(app_state))
+        .route(
+            "/phones/{number}/appstate/{collection}/faults",
+            post(app_state_fault),
+        )
         .route("/faults", post(fault))
         .route("/groups", post(create_group))
         .route("/groups/{jid}", get(group))
@@ -590,5 +633,161 @@ async fn cdn_fault(
     match sim.cdn_fault(&f) {
         0 => bad(StatusCode::NOT_FOUND, "no stored media matches"),
         n => (StatusCode::OK, Json(json!({ "affected": n }))),
+    }
+}
+
+/// A JID as the control API takes it: digits are a phone number.
+fn jid_of(s: &str) -> Option<crate::binary::Jid> {
+    if s.contains('@') {
+        s.parse().ok()
+    } else {
+        super::server::valid_number(s)
+            .then(|| crate::binary::Jid::new(s, crate::binary::Server::User))
+    }
+}
+
+/// The action a body asks for; Err says what is wrong with it.
+fn phone_action(sim: &Simulator, b: AppStateBody) -> Result<PhoneAction, String> {
+    let chat = || {
+        b.chat
+            .as_deref()
+            .and_then(jid_of)
+            .map(|j| j.to_non_ad())
+            .ok_or_else(|| format!("{} needs chat (digits or a JID)", b.action))
+    };
+    Ok(match b.action.as_str() {
+        "archive" | "unarchive" => PhoneAction::Archive {
+            chat: chat()?,
+            archived: b.action == "archive",
+        },
+        "mute" => PhoneAction::Mute {
+            chat: chat()?,
+            until_ms: Some(b.until.unwrap_or(-1)),
+        },
+        "unmute" => PhoneAction::Mute {
+            chat: chat()?,
+            until_ms: None,
+        },
+        "pin" | "unpin" => PhoneAction::Pin {
+            chat: chat()?,
+            pinned: b.action == "pin",
+        },
+        "read" | "unread" => PhoneAction::MarkRead {
+            chat: chat()?,
+            read: b.action == "read",
+        },
+        "contact" => {
+            let jid = b
+                .jid
+                .as_deref()
+                .and_then(jid_of)
+                .filter(|j| j.server == crate::binary::Server::User)
+                .ok_or("contact needs jid (digits or a PN JID)")?;
+            let full_name = b
+                .full_name
+                .filter(|n| !n.is_empty() && n.len() <= 1024)
+                .ok_or("contact needs fullName (1–1,024 bytes)")?;
+            if b.first_name.as_ref().is_some_and(|n| n.len() > 1024) {
+                return Err("firstName is at most 1,024 bytes".into());
+            }
+            let lid = match b.lid {
+                Some(l) => Some(
+                    jid_of(&l)
+                        .filter(|j| j.server == crate::binary::Server::Lid)
+                        .ok_or("lid must be a LID JID")?
+                        .to_non_ad(),
+                ),
+                None => sim
+                    .lid_of(&jid.user)
+                    .map(|l| crate::binary::Jid::new(l, crate::binary::Server::Lid)),
+            };
+            PhoneAction::Contact {
+                jid: jid.to_non_ad(),
+                full_name,
+                first_name: b.first_name,
+                lid,
+            }
+        }
+        "set_nct_salt" => {
+            let salt = match b.salt {
+                Some(h) => crate::util::hex::decode(&h)
+                    .filter(|s| !s.is_empty() && s.len() <= 256)
+                    .ok_or("salt must be 1–256 bytes of hex")?,
+                None => rand::random::<[u8; 32]>().to_vec(),
+            };
+            PhoneAction::NctSalt(Some(salt))
+        }
+        "remove_nct_salt" => PhoneAction::NctSalt(None),
+        other => {
+            return Err(format!(
+                "unknown action {other:?} (archive, unarchive, mute, unmute, pin, unpin, read, \
+                 unread, contact, set_nct_salt, remove_nct_salt)"
+            ));
+        }
+    })
+}
+
+async fn app_state_action(
+    State(sim): State<Simulator>,
+    Path(number): Path<String>,
+    body: Result<Json<AppStateBody>, JsonRejection>,
+) -> Reply {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    if !super::server::valid_number(&number) {
+        return bad(StatusCode::BAD_REQUEST, SimError::BadNumber);
+    }
+    let action = match phone_action(&sim, b) {
+        Ok(a) => a,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e),
+    };
+    match sim.app_state_action(&number, &action) {
+        Ok((collection, version)) => (
+            StatusCode::OK,
+            Json(json!({ "collection": collection, "version": version })),
+        ),
+        Err(e) => sim_error(e),
+    }
+}
+
+async fn app_state(
+    State(sim): State<Simulator>,
+    Path((number, collection)): Path<(String, String)>,
+) -> Reply {
+    match sim.app_state(&number, &collection) {
+        Some(view) => (StatusCode::OK, Json(json!(view))),
+        None => bad(StatusCode::NOT_FOUND, "no such user or collection"),
+    }
+}
+
+async fn app_state_fault(
+    State(sim): State<Simulator>,
+    Path((number, collection)): Path<(String, String)>,
+    body: Result<Json<AppStateFaultBody>, JsonRejection>,
+) -> Reply {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let how = match b.fault.as_str() {
+        "corrupt_patch" => Corruption::Patch,
+        "corrupt_snapshot" => Corruption::Snapshot,
+        "drop_patch" => Corruption::DropPatch,
+        other => {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                format!("unknown fault {other:?} (corrupt_patch, corrupt_snapshot, drop_patch)"),
+            );
+        }
+    };
+    if sim.app_state_fault(&number, &collection, how) {
+        (StatusCode::OK, Json(json!({ "collection": collection })))
+    } else {
+        bad(
+            StatusCode::NOT_FOUND,
+            "nothing to damage in that collection",
+        )
     }
 }

@@ -164,31 +164,6 @@ pub fn blocklist(id: &str) -> Node {
     result(id, vec![Node::new("list")])
 }
 
-/// App-state sync (`xmlns="w:sync:app:state"`): simulated accounts have no app state yet, so
-/// each requested collection comes back at its version with no patches and no snapshot.
-pub fn app_state(node: &Node, id: &str) -> Node {
-    let Some(sync) = node.child("sync") else {
-        return error(id, 400, "bad-request");
-    };
-    let collections = sync
-        .child_nodes()
-        .iter()
-        .filter(|c| c.tag == "collection")
-        .filter_map(|c| {
-            let name = c.get_str("name")?.into_owned();
-            let version = c
-                .get_str("version")
-                .map_or_else(|| "0".into(), |v| v.into_owned());
-            Some(
-                Node::new("collection")
-                    .attr("name", name)
-                    .attr("version", version),
-            )
-        })
-        .collect();
-    result(id, vec![Node::new("sync").children(collections)])
-}
-
 /// A bundle as `<registration><type><identity><skey>[<key>]` (PROTOCOL.md §8.4).
 pub fn bundle_nodes(b: &crate::signal::PreKeyBundle) -> Vec<Node> {
     let mut v = vec![

@@ -10,6 +10,8 @@
 //! `tests/it/layering.rs` checks it.
 
 mod accept;
+pub mod appstate;
+mod appstate_api;
 mod cdn;
 mod cdn_http;
 pub mod compose;
@@ -23,6 +25,7 @@ pub mod inbox;
 pub mod iq;
 pub mod pair;
 pub mod phone;
+mod phone_appstate;
 pub mod phone_media;
 mod register;
 mod retry;
@@ -35,6 +38,7 @@ pub mod stanza_log;
 mod tls;
 pub mod usync;
 
+pub use appstate::{CollectionView, Corruption, PhoneAction, RecordView};
 pub use cdn::{
     CdnConfig, CdnFault, MMS_TYPES, MediaInfo, Refusal, StoreError, TransferInfo, Uploaded,
 };

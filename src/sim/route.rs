@@ -336,6 +336,10 @@ pub(super) async fn sim_receive(
             if !withhold {
                 to_device(shared, sender, id.clone(), receipt());
             }
+            // The phone answers its own devices' key and recovery requests.
+            if own && peer.jid.device == 0 && message.protocol_message.is_some() {
+                super::phone_appstate::on_peer_message(shared, number, sender, &message).await;
+            }
             // After the receipt, as an app downloads media once the message is in.
             super::phone_media::received(shared, number, &key, own, &message, node).await;
             if echo && let Some(text) = text {

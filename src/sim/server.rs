@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::appstate::AppState;
 use super::error::SimError;
 use super::gallery::Gallery;
 use super::inbox::Inbox;
@@ -99,6 +100,8 @@ pub(super) struct Phone {
     pub(super) aggregate_receipts: bool,
     /// The media it sent or received and still has (for media retries).
     pub(super) gallery: Gallery,
+    /// Its app state: the server's collections and the phone's keys and plaintext.
+    pub(super) app_state: AppState,
 }
 
 /// Devices a simulated user starts with (the phone and one companion).
@@ -328,6 +331,7 @@ impl State {
                 group_keys_sent: HashSet::new(),
                 aggregate_receipts: false,
                 gallery: Gallery::default(),
+                app_state: AppState::default(),
             };
             // Users have a phone and one more device unless told otherwise.
             phone.set_devices(DEFAULT_DEVICES);

@@ -20,9 +20,11 @@ pub(super) fn failure(reason: u16) -> Node {
 }
 
 /// The phone's first peer messages to a companion that just published its keys (once per
-/// device): its security-notification setting, then the initial history bootstrap.
+/// device): its security-notification setting, the initial history bootstrap, then its
+/// app-state sync keys (its collections seeded at the first companion's linking).
 async fn greet(shared: &Shared, dev: &Device, key: &str) -> Vec<Node> {
-    let Some((phone, signal, bundle, one_time)) = (|| {
+    let now_ms = crate::util::clock::now_ms_i64();
+    let Some((phone, signal, bundle, one_time, share)) = (|| {
         let mut guard = shared.state.lock().ok()?;
         let st = &mut *guard;
         let companion = st.companions.get_mut(key)?;
@@ -34,18 +36,18 @@ async fn greet(shared: &Shared, dev: &Device, key: &str) -> Vec<Node> {
         companion.greeted = true;
         // Serving a bundle consumes one of its one-time prekeys, as the real server does.
         let one_time = companion.prekeys.take();
-        Some((
-            phone.account.clone(),
-            phone.signal.clone(),
-            bundle,
-            one_time,
-        ))
+        let (account, signal) = (phone.account.clone(), phone.signal.clone());
+        let share = super::phone_appstate::key_share(st, &dev.jid.user, now_ms);
+        Some((account, signal, bundle, one_time, share))
     })() else {
         return Vec::new();
     };
     let now = shared.clock.now_unix();
     let mut out = Vec::new();
-    for message in [initial_setting_sync(), initial_history(&phone, now)] {
+    let messages = [initial_setting_sync(), initial_history(&phone, now)]
+        .into_iter()
+        .chain(share);
+    for message in messages {
         match signal
             .peer_message(
                 &phone,
@@ -168,7 +170,9 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
             crate::stanza::media::media_conn_result(id, &shared.cdn.media_conn(key))
         }
         "abt" => iq::ab_props(id),
-        "w:sync:app:state" if !get => iq::app_state(node, id),
+        "w:sync:app:state" if !get => {
+            super::phone_appstate::answer_iq(shared, key, &dev.jid.user, node, id)
+        }
         "privacy" if get => iq::privacy(id),
         "privacy" => {
             // Our device issues its account's token to contacts.

@@ -44,7 +44,7 @@ pub struct Listeners {
 /// A running simulator.
 #[derive(Clone)]
 pub struct Simulator {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     ws_url: String,
     cdn_url: String,
     /// The CA behind the CDN's certificate (and the `wss://` one).

@@ -191,6 +191,7 @@ const SIM_RANKS: &[(&str, u8)] = &[
     ("gallery", 0),
     ("samples", 0),
     ("stanza_log", 0),
+    ("appstate", 2),
     ("error", 1),
     ("usync", 1),
     ("cdn_http", 1),
@@ -200,6 +201,7 @@ const SIM_RANKS: &[(&str, u8)] = &[
     ("deliver", 4),
     ("retry", 5),
     ("phone_media", 5),
+    ("phone_appstate", 5),
     ("route", 6),
     ("groups", 6),
     ("accept", 7),
@@ -208,6 +210,7 @@ const SIM_RANKS: &[(&str, u8)] = &[
     ("conn", 9),
     ("simulator", 10),
     ("control", 11),
+    ("appstate_api", 11),
     ("mod", 12),
 ];
 
