@@ -203,7 +203,8 @@ pub enum Event {
     },
     /// An app-state collection failed to sync or verify, and what is being done about it:
     /// `full_resync` (synced again from a snapshot), `recovery_requested` (the phone was asked
-    /// for its copy), `recovery_pending` (asked recently), `retry_on_next_sync`, `gave_up`.
+    /// for its copy), `recovery_pending` (asked recently), `retry` (a passing failure: tried again with backoff),
+    /// `retry_on_next_sync` (the server refused it), `gave_up`.
     AppStateFailed {
         /// The collection.
         collection: String,

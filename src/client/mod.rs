@@ -34,6 +34,6 @@ pub use account::{ChatChange, ChatSummary, Contact, ContactChange, HistoryBatch,
 pub use events::{ConnState, Event, Events, HistoryReport, Linked};
 pub use iq::{IqError, IqTracker};
 pub use messages::{GroupUpdate, MessageStatus, StoredMessage};
-pub use messenger::{MessagingStats, SendError, Sent, valid_message_id};
+pub use messenger::{ChatAction, MessagingStats, SendError, Sent, valid_message_id};
 pub use run::{Client, ClientOptions, Keepalive, MessagingOptions};
 pub use store::{AccountStore, Creds, CredsStore, GroupStore, Me, MemoryCreds};

@@ -255,6 +255,20 @@ impl Client {
             .await
     }
 
+    /// Archives, pins, mutes or marks read a chat (or undoes it) as every device of the
+    /// account sees it: an app-state patch (CLIENT-FEATURES §3.6). Needs the phone's key
+    /// share; a conflicting change from another device is applied first.
+    pub async fn chat_action(
+        &self,
+        chat: &Jid,
+        action: super::messenger::ChatAction,
+    ) -> Result<(), SendError> {
+        self.messaging
+            .chat_action(chat.clone(), action)
+            .instrument(self.span.clone())
+            .await
+    }
+
     /// The account's reach-out time-lock as last learnt (WhatsApp's notification, or an
     /// answer after a 463); None until then.
     pub fn reachout_timelock(&self) -> Option<crate::stanza::mex::ReachoutTimelock> {

@@ -119,6 +119,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "chats and contacts",
         include_str!("../../migrations/0019_chats_contacts.sql"),
     ),
+    (
+        20,
+        "app-state sync",
+        include_str!("../../migrations/0020_appstate.sql"),
+    ),
 ];
 
 /// How every write transaction starts: it takes the write lock up front, so a transaction that

@@ -583,6 +583,88 @@ impl CredsStore for Crashy {
 
 type StoreResult<T> = Result<T, wa_gateway::client::store::CredsStoreError>;
 
+impl wa_gateway::client::store::AccountStore for Crashy {
+    async fn apply_account_changes(
+        &self,
+        chats: &[wa_gateway::client::ChatChange],
+        contacts: &[wa_gateway::client::ContactChange],
+    ) -> StoreResult<()> {
+        self.inner.apply_account_changes(chats, contacts).await
+    }
+    async fn store_history(&self, batch: &wa_gateway::client::HistoryBatch) -> StoreResult<usize> {
+        self.inner.store_history(batch).await
+    }
+    async fn chats(
+        &self,
+        limit: u32,
+        skip: u32,
+    ) -> StoreResult<Vec<wa_gateway::client::account::ChatSummary>> {
+        self.inner.chats(limit, skip).await
+    }
+    async fn contacts(
+        &self,
+        limit: u32,
+        skip: u32,
+    ) -> StoreResult<Vec<wa_gateway::client::account::Contact>> {
+        self.inner.contacts(limit, skip).await
+    }
+    async fn contact(&self, jid: &Jid) -> StoreResult<Option<wa_gateway::client::account::Contact>> {
+        self.inner.contact(jid).await
+    }
+    async fn oldest_message(&self, chat: &Jid) -> StoreResult<Option<StoredMessage>> {
+        self.inner.oldest_message(chat).await
+    }
+}
+
+impl wa_gateway::client::appstate_store::AppStateStore for Crashy {
+    async fn add_app_state_keys(
+        &self,
+        keys: &[wa_gateway::client::appstate_store::AppStateKey],
+    ) -> StoreResult<usize> {
+        self.inner.add_app_state_keys(keys).await
+    }
+    async fn app_state_key(
+        &self,
+        id: &[u8],
+    ) -> StoreResult<Option<wa_gateway::client::appstate_store::AppStateKey>> {
+        self.inner.app_state_key(id).await
+    }
+    async fn latest_app_state_key(
+        &self,
+    ) -> StoreResult<Option<wa_gateway::client::appstate_store::AppStateKey>> {
+        self.inner.latest_app_state_key().await
+    }
+    async fn app_state_version(
+        &self,
+        collection: &str,
+    ) -> StoreResult<Option<wa_gateway::client::appstate_store::CollectionVersion>> {
+        self.inner.app_state_version(collection).await
+    }
+    async fn value_macs(
+        &self,
+        collection: &str,
+        index_macs: &[[u8; 32]],
+    ) -> StoreResult<std::collections::HashMap<[u8; 32], [u8; 32]>> {
+        self.inner.value_macs(collection, index_macs).await
+    }
+    async fn app_state_records(
+        &self,
+        collection: &str,
+        index_prefix: &[&str],
+    ) -> StoreResult<Vec<wa_gateway::client::appstate_store::AppStateRecord>> {
+        self.inner.app_state_records(collection, index_prefix).await
+    }
+    async fn commit_app_state(
+        &self,
+        commit: &wa_gateway::client::appstate_store::AppStateCommit,
+    ) -> StoreResult<()> {
+        self.inner.commit_app_state(commit).await
+    }
+    async fn reset_app_state(&self, collection: &str) -> StoreResult<()> {
+        self.inner.reset_app_state(collection).await
+    }
+}
+
 impl GroupStore for Crashy {
     async fn group(&self, group: &Jid) -> StoreResult<Option<GroupInfo>> {
         self.inner.group(group).await

@@ -42,6 +42,8 @@ const RECOVERY_ASK_EVERY: Duration = Duration::from_secs(3600);
 const MAX_BLOB: u64 = 64 << 20;
 /// Largest recovery copy accepted after gunzip.
 const MAX_RECOVERY: u64 = 64 << 20;
+/// Longest wait before a collection that failed for a passing reason is tried again.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(300);
 /// How long the idle worker waits before checking its client still exists.
 const IDLE_RECHECK: Duration = Duration::from_secs(60);
 /// Times one of our own patches is sent again after a 409 (whatsmeow retries once).
@@ -62,6 +64,9 @@ pub(super) struct AppSync {
     recovery_asked: Mutex<HashMap<Collection, Instant>>,
     /// Serialises syncs and our own patches (a patch is built on the stored state).
     busy: tokio::sync::Mutex<()>,
+    /// Collections whose last sync failed for a passing reason: when to try again, and how
+    /// many times it failed in a row.
+    retry: Mutex<HashMap<Collection, (Instant, u32)>>,
 }
 
 /// How one collection's sync ended.
@@ -205,6 +210,20 @@ impl<S: CredsStore> Messenger<S> {
     pub(super) async fn app_state_loop(me: std::sync::Weak<Messenger<S>>) {
         loop {
             let Some(m) = me.upgrade() else { return };
+            let now = Instant::now();
+            let mut next_retry = IDLE_RECHECK;
+            if let Ok(r) = m.appsync.retry.lock() {
+                let due: Vec<Collection> = r
+                    .iter()
+                    .filter(|(_, (at, _))| *at <= now)
+                    .map(|(c, _)| *c)
+                    .collect();
+                for (at, _) in r.values().filter(|(at, _)| *at > now) {
+                    next_retry = next_retry.min(at.duration_since(now));
+                }
+                drop(r);
+                m.mark_dirty(due);
+            }
             let todo: BTreeSet<Collection> = m
                 .appsync
                 .dirty
@@ -213,7 +232,7 @@ impl<S: CredsStore> Messenger<S> {
                 .unwrap_or_default();
             if todo.is_empty() {
                 // A wake sent before this wait is kept by the Notify (one permit).
-                let _ = tokio::time::timeout(IDLE_RECHECK, m.appsync.wake.notified()).await;
+                let _ = tokio::time::timeout(next_retry, m.appsync.wake.notified()).await;
             } else {
                 for c in todo {
                     m.sync_one(c).await;
@@ -226,7 +245,19 @@ impl<S: CredsStore> Messenger<S> {
     /// synced again from a snapshot, and if that fails too, the phone is asked for its copy.
     async fn sync_one(&self, c: Collection) {
         let _busy = self.appsync.busy.lock().await;
-        match self.sync_collection(c).await {
+        let outcome = self.sync_collection(c).await;
+        if let Ok(mut r) = self.appsync.retry.lock() {
+            if matches!(outcome, Err(SyncFailure::Transient(_))) {
+                // Tried again after 1 s, 2 s, 4 s… up to 5 min, and at the next login or
+                // server_sync anyway.
+                let n = r.get(&c).map(|(_, n)| *n).unwrap_or(0);
+                let wait = Duration::from_secs(1u64 << n.min(8)).min(MAX_RETRY_WAIT);
+                r.insert(c, (Instant::now() + wait, n.saturating_add(1)));
+            } else {
+                r.remove(&c);
+            }
+        }
+        match outcome {
             Ok(SyncEnd::Done) => {}
             Ok(SyncEnd::WaitingForKey) => {
                 if let Ok(mut p) = self.appsync.parked.lock() {
@@ -242,6 +273,14 @@ impl<S: CredsStore> Messenger<S> {
             }
             Err(SyncFailure::Transient(e)) => {
                 tracing::info!(collection = %c, error = %e, "app-state sync failed; retried later");
+                // Offline is not news: the next login syncs everything.
+                if self.sender().is_some() {
+                    self.publish(Event::AppStateFailed {
+                        collection: c.name().to_owned(),
+                        reason: e,
+                        recovery: "retry".into(),
+                    });
+                }
             }
             Err(SyncFailure::Verify(e)) => {
                 tracing::warn!(collection = %c, error = %e, "app state does not verify; syncing it again from a snapshot");
@@ -321,6 +360,20 @@ impl<S: CredsStore> Messenger<S> {
                     Some(v) => state = Some(v),
                     None => return Ok(SyncEnd::WaitingForKey),
                 }
+            }
+            if state.is_none() && a.snapshot.is_none() && a.patches.is_empty() && a.version == 0 {
+                // An empty collection (nothing ever written): synced at version 0, so its
+                // first patch applies on the zero hash.
+                let empty = Applied {
+                    collection: c,
+                    version: 0,
+                    hash: LtHash::default(),
+                    replaces: true,
+                    added: Vec::new(),
+                    removed: Vec::new(),
+                    mutations: Vec::new(),
+                };
+                state = Some(self.commit_applied(empty).await?);
             }
             for p in &a.patches {
                 let Some(v) = self.apply_patch(c, state.as_ref(), p).await? else {

@@ -140,6 +140,11 @@ pub(super) trait Messaging: Send + Sync {
         call: GroupCall,
     ) -> Pin<Box<dyn Future<Output = Result<GroupReply, SendError>> + Send + 'a>>;
     fn timelock(&self) -> Option<crate::stanza::mex::ReachoutTimelock>;
+    fn chat_action<'a>(
+        &'a self,
+        chat: Jid,
+        action: ChatAction,
+    ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>>;
     fn fetch_timelock<'a>(
         &'a self,
     ) -> Pin<
@@ -459,6 +464,14 @@ impl<S: CredsStore> Messaging for Messenger<S> {
 
     fn timelock(&self) -> Option<crate::stanza::mex::ReachoutTimelock> {
         self.timelock.lock().ok()?.clone()
+    }
+
+    fn chat_action<'a>(
+        &'a self,
+        chat: Jid,
+        action: ChatAction,
+    ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>> {
+        Box::pin(async move { self.send_chat_action(&chat, action).await })
     }
 
     fn fetch_timelock<'a>(

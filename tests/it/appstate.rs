@@ -1,0 +1,281 @@
+//! App-state sync end to end (issue 23): a newly linked companion gets the phone's key share,
+//! syncs all five collections from the simulator's server (snapshots, then patches), keeps the
+//! phone's contacts, and follows what the phone does (archive, mute, pin, read) through
+//! `server_sync`; its own chat actions reach the phone as patches, a 409 is rebuilt; a
+//! corrupted collection is recovered without help; a patch whose commit fails is applied again.
+
+use std::time::Duration;
+
+use wa_gateway::binary::{Jid, Server};
+use wa_gateway::client::appstate_store::AppStateStore;
+use wa_gateway::client::{ChatAction, Event};
+use wa_gateway::sim::{Corruption, PhoneAction, Simulator};
+
+use super::messaging::{Account, account, eventually, link, next_event};
+
+const LIMIT: Duration = Duration::from_secs(120);
+const ME: &str = "15557650001";
+const FRIEND: &str = "15557650002";
+const OTHER: &str = "15557650003";
+
+async fn sim() -> Simulator {
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    // Users the phone knows before it links: they become its contacts.
+    sim.set_echo(FRIEND, false).unwrap();
+    sim.set_echo(OTHER, false).unwrap();
+    sim
+}
+
+/// Waits until every collection is stored at the version the simulator's server holds.
+async fn synced(sim: &Simulator, a: &Account, number: &str) {
+    for c in sim.app_state_collections() {
+        let want = sim.app_state(number, c).map(|v| v.version).unwrap_or(0);
+        eventually(&format!("collection {c} at {want}"), async || {
+            let have = a.creds.app_state_version(c).await.unwrap();
+            (have.map(|h| h.version) == Some(want)).then_some(())
+        })
+        .await;
+    }
+}
+
+async fn chat_state(a: &Account, chat: &Jid) -> Option<wa_gateway::client::account::ChatSummary> {
+    use wa_gateway::client::store::{AccountStore, CredsStore};
+    let lid = a
+        .creds
+        .lid_for(&chat.user)
+        .await
+        .unwrap()
+        .map(|l| Jid::new(l, Server::Lid));
+    a.creds
+        .chats(500, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.chat == *chat || Some(&c.chat) == lid.as_ref())
+}
+
+
+#[tokio::test]
+async fn a_new_companion_syncs_every_collection_and_keeps_the_phones_contacts() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = sim().await;
+        let a = account().await;
+        let (_client, _events, _jid) = link(&sim, &a, ME).await;
+        synced(&sim, &a, ME).await;
+        // The phone's contacts, with the LID each contact action names (a PN ↔ LID pair).
+        use wa_gateway::client::store::{AccountStore, CredsStore};
+        for number in [FRIEND, OTHER] {
+            let lid = sim.lid_of(number).unwrap();
+            let stored = a.creds.lid_for(number).await.unwrap();
+            assert_eq!(stored.as_deref(), Some(lid.as_str()), "mapping for {number}");
+            let c = a
+                .creds
+                .contact(&Jid::new(number, Server::User))
+                .await
+                .unwrap()
+                .expect("the contact is kept");
+            let tail = &number[number.len() - 4..];
+            assert_eq!(c.full_name.as_deref(), Some(format!("Contact {tail}").as_str()));
+            assert_eq!(c.lid.as_ref().map(|l| l.user.as_str()), Some(lid.as_str()));
+        }
+        // Each collection's LTHash is the server's: the next patch verifies on top of it.
+        for c in sim.app_state_collections() {
+            let v = a.creds.app_state_version(c).await.unwrap().unwrap();
+            assert_eq!(v.version, sim.app_state(ME, c).unwrap().version);
+        }
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn what_the_phone_does_reaches_the_companion_and_ours_reaches_the_phone() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = sim().await;
+        let a = account().await;
+        let (client, mut events, _jid) = link(&sim, &a, ME).await;
+        synced(&sim, &a, ME).await;
+        let friend = Jid::new(FRIEND, Server::User);
+        // The phone archives and mutes a chat: server_sync, then the patch.
+        sim.app_state_action(
+            ME,
+            &PhoneAction::Archive {
+                chat: friend.clone(),
+                archived: true,
+            },
+        )
+        .unwrap();
+        let until = 4_102_444_800_000i64;
+        sim.app_state_action(
+            ME,
+            &PhoneAction::Mute {
+                chat: friend.clone(),
+                until_ms: Some(until),
+            },
+        )
+        .unwrap();
+        eventually("archived and muted", async || {
+            let c = chat_state(&a, &friend).await?;
+            (c.archived && c.muted_until == Some(until)).then_some(())
+        })
+        .await;
+        // An event named the archive.
+        next_event(&mut events, |e| {
+            matches!(e, Event::AppStateActions { actions, .. }
+                if actions.iter().any(|x| matches!(x, wa_gateway::appstate::Action::Archive { archived: true, .. })))
+        })
+        .await;
+        // Ours: unarchive, pin, unmute, mark unread; the phone decodes each.
+        client
+            .chat_action(&friend, ChatAction::Archive(false))
+            .await
+            .unwrap();
+        client.chat_action(&friend, ChatAction::Pin(true)).await.unwrap();
+        client.chat_action(&friend, ChatAction::Mute(None)).await.unwrap();
+        client.chat_action(&friend, ChatAction::Read(false)).await.unwrap();
+        let low = sim.app_state(ME, "regular_low").unwrap();
+        let value = |action: &str| {
+            low.records
+                .iter()
+                .find(|r| r.index.first().map(String::as_str) == Some(action)
+                    && r.index.get(1).map(String::as_str) == Some(friend.to_string().as_str()))
+                .map(|r| r.value.clone())
+        };
+        assert_eq!(value("archive").unwrap()["archived"], false);
+        assert_eq!(value("pin_v1").unwrap()["pinned"], true);
+        assert_eq!(value("markChatAsRead").unwrap()["read"], false);
+        let high = sim.app_state(ME, "regular_high").unwrap();
+        let mute = high
+            .records
+            .iter()
+            .find(|r| r.index.first().map(String::as_str) == Some("mute"))
+            .unwrap();
+        assert_eq!(mute.value["mute"]["muted"], false);
+        // Our store says the same, and our versions are the server's.
+        let c = chat_state(&a, &friend).await.unwrap();
+        assert!(!c.archived && c.pinned.is_some() && c.muted_until.is_none() && c.marked_unread);
+        synced(&sim, &a, ME).await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_corrupted_collection_is_recovered_and_said_so() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = sim().await;
+        let a = account().await;
+        let (_client, mut events, _jid) = link(&sim, &a, ME).await;
+        synced(&sim, &a, ME).await;
+        let friend = Jid::new(FRIEND, Server::User);
+        // A bad snapshotMAC on the next patch: the client resyncs from a snapshot.
+        sim.app_state_action(
+            ME,
+            &PhoneAction::Archive {
+                chat: friend.clone(),
+                archived: true,
+            },
+        )
+        .unwrap();
+        assert!(sim.app_state_fault(ME, "regular_low", Corruption::Patch));
+        eventually("archived after the resync", async || {
+            let c = chat_state(&a, &friend).await?;
+            c.archived.then_some(())
+        })
+        .await;
+        // The mismatch was told.
+        next_event(&mut events, |e| {
+            matches!(e, Event::AppStateFailed { recovery, .. } if recovery == "full_resync")
+        })
+        .await;
+        synced(&sim, &a, ME).await;
+        // A bad snapshot too: only the phone's copy helps (fatal recovery).
+        sim.app_state_action(
+            ME,
+            &PhoneAction::Archive {
+                chat: friend.clone(),
+                archived: false,
+            },
+        )
+        .unwrap();
+        assert!(sim.app_state_fault(ME, "regular_low", Corruption::Snapshot));
+        eventually("unarchived from the phone's copy", async || {
+            let c = chat_state(&a, &friend).await?;
+            (!c.archived).then_some(())
+        })
+        .await;
+        // The recovery request was told.
+        next_event(&mut events, |e| {
+            matches!(e, Event::AppStateFailed { recovery, .. } if recovery == "recovery_requested")
+        })
+        .await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_patch_whose_commit_fails_is_applied_again_not_lost() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = sim().await;
+        let a = account().await;
+        let (_client, mut events, _jid) = link(&sim, &a, ME).await;
+        synced(&sim, &a, ME).await;
+        let friend = Jid::new(FRIEND, Server::User);
+        let before = a
+            .creds
+            .app_state_version("regular_low")
+            .await
+            .unwrap()
+            .unwrap()
+            .version;
+        // The store dies between applying the patch and storing its version: the version's
+        // write aborts the transaction, as a crash there would.
+        sqlx::query(
+            "CREATE TRIGGER die BEFORE UPDATE ON appstate_collections \
+             BEGIN SELECT RAISE(ABORT, 'simulated crash'); END",
+        )
+        .execute(a.store.pool())
+        .await
+        .unwrap();
+        sim.app_state_action(
+            ME,
+            &PhoneAction::Archive {
+                chat: friend.clone(),
+                archived: true,
+            },
+        )
+        .unwrap();
+        // The failure is told; nothing of the patch landed: not the chat change, not the
+        // records, not the version.
+        next_event(&mut events, |e| {
+            matches!(e, Event::AppStateFailed { collection, recovery, .. }
+                if collection == "regular_low" && recovery == "retry")
+        })
+        .await;
+        let v = a.creds.app_state_version("regular_low").await.unwrap().unwrap();
+        assert_eq!(v.version, before);
+        assert!(chat_state(&a, &friend).await.is_none_or(|c| !c.archived));
+        // Back up: the retry applies it whole (and a later patch elsewhere too).
+        sqlx::query("DROP TRIGGER die")
+            .execute(a.store.pool())
+            .await
+            .unwrap();
+        sim.app_state_action(
+            ME,
+            &PhoneAction::Mute {
+                chat: friend.clone(),
+                until_ms: Some(-1),
+            },
+        )
+        .unwrap();
+        eventually("archived and muted after the failure", async || {
+            let c = chat_state(&a, &friend).await?;
+            (c.archived && c.muted_until == Some(-1)).then_some(())
+        })
+        .await;
+        synced(&sim, &a, ME).await;
+    })
+    .await
+    .expect("in time");
+}
