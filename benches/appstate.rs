@@ -19,7 +19,9 @@ const KID: &[u8] = b"\x00\x00bench";
 const RECORDS: usize = 10_000;
 
 fn contact(i: usize, name: &str) -> PendingMutation {
-    let jid: Jid = format!("{}@s.whatsapp.net", 10_000_000 + i).parse().unwrap();
+    let jid: Jid = format!("{}@s.whatsapp.net", 10_000_000 + i)
+        .parse()
+        .unwrap();
     let action = wa::ContactAction {
         full_name: Some(format!("{name} {i}")),
         first_name: Some(name.to_owned()),
@@ -55,7 +57,13 @@ fn appstate(c: &mut Criterion) {
     for n in [1usize, 100, 1000] {
         // Even i overwrite record i; odd i add record RECORDS + i.
         let muts: Vec<_> = (0..n)
-            .map(|i| if i % 2 == 0 { contact(i, "New") } else { contact(RECORDS + i, "New") })
+            .map(|i| {
+                if i % 2 == 0 {
+                    contact(i, "New")
+                } else {
+                    contact(RECORDS + i, "New")
+                }
+            })
             .collect();
         let (mut patch, _) = encode_patch(c_name, &base, KID, &key, &muts, 1, &mut ivs());
         patch.version = Some(wa::SyncdVersion { version: Some(2) });

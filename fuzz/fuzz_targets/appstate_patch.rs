@@ -53,7 +53,10 @@ fn seal(patch: &mut wa::SyncdPatch, c: Collection, version: u64) {
         vms.push(vm);
     }
     let snapshot_mac = k.snapshot_mac(&hash, version, c);
-    patch.patch_mac = Some(k.patch_mac(&snapshot_mac, vms.iter().map(|v| &v[..]), version, c).to_vec());
+    patch.patch_mac = Some(
+        k.patch_mac(&snapshot_mac, vms.iter().map(|v| &v[..]), version, c)
+            .to_vec(),
+    );
     patch.snapshot_mac = Some(snapshot_mac.to_vec());
     patch.version = Some(wa::SyncdVersion {
         version: Some(version),
@@ -81,14 +84,18 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(s) = wa::SyncdSnapshot::decode(rest) {
                 let _ = missing_keys(Some(&s), [], &keys);
                 if let Ok(a) = decode_snapshot(c, &s, &keys) {
-                    a.mutations.iter().for_each(|m| drop(Action::from_mutation(m)));
+                    a.mutations
+                        .iter()
+                        .for_each(|m| drop(Action::from_mutation(m)));
                 }
             }
         }
         2 => {
             if let Ok(r) = wa::SyncdSnapshotRecovery::decode(rest) {
                 if let Ok(a) = decode_recovery(c, &r, &keys) {
-                    a.mutations.iter().for_each(|m| drop(Action::from_mutation(m)));
+                    a.mutations
+                        .iter()
+                        .for_each(|m| drop(Action::from_mutation(m)));
                 }
             }
         }
@@ -103,7 +110,9 @@ fuzz_target!(|data: &[u8]| {
                 let mut h = LtHash::default();
                 s.macs.values().for_each(|v| h.add(v));
                 assert_eq!(h, s.hash, "table and LTHash disagree");
-                a.mutations.iter().for_each(|m| drop(Action::from_mutation(m)));
+                a.mutations
+                    .iter()
+                    .for_each(|m| drop(Action::from_mutation(m)));
             }
         }
     }
