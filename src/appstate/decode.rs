@@ -343,12 +343,16 @@ pub fn decode_patch(
     })
 }
 
+/// What a run of mutations does: the new LTHash, the (index MAC, value MAC) pairs added and the
+/// index MACs removed.
+pub(crate) type Folded = (LtHash, Vec<([u8; 32], [u8; 32])>, Vec<[u8; 32]>);
+
 /// The LTHash and table changes of `mutations` on top of `state`, by the index-mode rule (see
 /// [`decode_patch`]). Shared by the decoder and the encoder so both count alike.
 pub(crate) fn fold(
     state: &CollectionState,
     mutations: &[Mutation],
-) -> Result<(LtHash, Vec<([u8; 32], [u8; 32])>, Vec<[u8; 32]>), AppStateError> {
+) -> Result<Folded, AppStateError> {
     let mut sets: Vec<[u8; 32]> = Vec::new();
     let mut removes: Vec<[u8; 32]> = Vec::new();
     for m in mutations {

@@ -6,7 +6,7 @@
 use prost::Message;
 
 use super::collection::Collection;
-use super::decode::{Applied, Mutation, fold};
+use super::decode::{Applied, Folded, Mutation, fold};
 use super::keys::MutationKeys;
 use super::lthash::LtHash;
 use super::state::{CollectionState, Operation};
@@ -144,10 +144,7 @@ pub fn encode_patch(
 
 /// The in-order count for a patch [`fold`] refuses: each SET adds, each mutation subtracts
 /// what the running table held.
-fn fold_plain(
-    state: &CollectionState,
-    mutations: &[Mutation],
-) -> (LtHash, Vec<([u8; 32], [u8; 32])>, Vec<[u8; 32]>) {
+fn fold_plain(state: &CollectionState, mutations: &[Mutation]) -> Folded {
     let mut table = state.macs.clone();
     let mut hash = state.hash;
     let (mut added, mut removed) = (Vec::new(), Vec::new());

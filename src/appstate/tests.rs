@@ -700,7 +700,8 @@ fn pending(index: &[&str], value: wa::SyncActionValue) -> PendingMutation {
 fn builders_give_the_actions_they_mean() {
     let j = chat("1@s.whatsapp.net");
     let r = || message_range(1_700_000_000, None);
-    let cases: Vec<((Collection, Vec<PendingMutation>), Vec<Action>)> = vec![
+    type Case = ((Collection, Vec<PendingMutation>), Vec<Action>);
+    let cases: Vec<Case> = vec![
         (
             encode::mute(&j, Some(-1)),
             vec![Action::Mute {

@@ -2,6 +2,7 @@
 
 mod agents;
 mod appstate;
+mod appstate_fixture;
 mod binary_fixtures;
 mod cert_chain;
 mod client_lifecycle;
