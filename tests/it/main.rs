@@ -1,6 +1,7 @@
 //! Integration tests: outside vectors first (fixtures/ from Baileys and libsignal), then our own.
 
 mod agents;
+mod appstate_fixture;
 mod binary_fixtures;
 mod cert_chain;
 mod client_lifecycle;
