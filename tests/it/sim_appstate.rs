@@ -78,7 +78,7 @@ impl Raw {
     }
 
     /// The next peer message from the phone, decrypted.
-    async fn from_phone(
+    async fn read_phone(
         &mut self,
         pred: impl Fn(&wa::ProtocolMessage) -> bool,
     ) -> wa::ProtocolMessage {
@@ -109,7 +109,7 @@ impl Raw {
     }
 
     /// Sends `pm` to its own phone as a peer message.
-    async fn to_phone(&mut self, pm: wa::ProtocolMessage) {
+    async fn send_phone(&mut self, pm: wa::ProtocolMessage) {
         let m = wa::Message {
             protocol_message: Some(Box::new(pm)),
             ..Default::default()
@@ -279,7 +279,7 @@ async fn linking_shares_the_key_and_the_seeded_collections_decode() {
             .await
             .unwrap();
         let mut a = link(&sim).await;
-        let share = a.from_phone(is_share).await;
+        let share = a.read_phone(is_share).await;
         let (key_id, keys) = keys_of(&share);
         let held = sim.app_state_keys(NUMBER);
         assert_eq!(held.len(), 1);
@@ -354,9 +354,9 @@ async fn an_upload_is_announced_to_the_other_device_and_a_stale_one_gets_409() {
             .await
             .unwrap();
         let mut a = link(&sim).await;
-        let (key_id, keys) = keys_of(&a.from_phone(is_share).await);
+        let (key_id, keys) = keys_of(&a.read_phone(is_share).await);
         let mut b = link(&sim).await;
-        b.from_phone(is_share).await;
+        b.read_phone(is_share).await;
         // A archives a chat at version 0 of regular_low (empty): accepted as version 1.
         let chat = Jid::new("15550009999", Server::User);
         let (c, muts) = encode::archive(&chat, true, wa::SyncActionMessageRange::default());
@@ -471,9 +471,9 @@ async fn the_phone_answers_key_requests_and_fatal_recovery_requests() {
             .await
             .unwrap();
         let mut a = link(&sim).await;
-        let (key_id, keys) = keys_of(&a.from_phone(is_share).await);
+        let (key_id, keys) = keys_of(&a.read_phone(is_share).await);
         // A key request for the phone's key and an unknown one: the known one comes back.
-        a.to_phone(wa::ProtocolMessage {
+        a.send_phone(wa::ProtocolMessage {
             r#type: Some(wa::protocol_message::Type::AppStateSyncKeyRequest as i32),
             app_state_sync_key_request: Some(wa::AppStateSyncKeyRequest {
                 key_ids: vec![
@@ -488,14 +488,14 @@ async fn the_phone_answers_key_requests_and_fatal_recovery_requests() {
             ..Default::default()
         })
         .await;
-        let again = a.from_phone(is_share).await;
+        let again = a.read_phone(is_share).await;
         let shared = &again.app_state_sync_key_share.as_ref().unwrap().keys;
         assert_eq!(shared.len(), 1);
         assert_eq!(keys_of(&again).0, key_id);
         // The phone changes regular_high, then A asks for a recovery copy of it.
         sim.app_state_action(NUMBER, &PhoneAction::NctSalt(Some(vec![7; 16])))
             .unwrap();
-        a.to_phone(wa::ProtocolMessage {
+        a.send_phone(wa::ProtocolMessage {
             r#type: Some(wa::protocol_message::Type::PeerDataOperationRequestMessage as i32),
             peer_data_operation_request_message: Some(wa::PeerDataOperationRequestMessage {
                 peer_data_operation_request_type: Some(
@@ -513,7 +513,7 @@ async fn the_phone_answers_key_requests_and_fatal_recovery_requests() {
         })
         .await;
         let resp = a
-            .from_phone(|pm| {
+            .read_phone(|pm| {
                 pm.r#type
                     == Some(
                         wa::protocol_message::Type::PeerDataOperationRequestResponseMessage as i32,
