@@ -552,3 +552,74 @@ async fn the_phone_answers_key_requests_and_fatal_recovery_requests() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn the_control_api_changes_reads_and_damages_a_collection() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let control = crate::messaging::control_api(&sim).await;
+        let http = reqwest::Client::new();
+        let post = async |path: &str, body: serde_json::Value| {
+            let r = http.post(format!("{control}{path}")).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        };
+        let base = format!("/phones/{NUMBER}/appstate");
+        for (body, collection, version) in [
+            (serde_json::json!({ "action": "archive", "chat": "15550000042" }), "regular_low", 1),
+            (serde_json::json!({ "action": "mute", "chat": "15550000042", "until": 1_900_000_000_000i64 }), "regular_high", 2),
+            (serde_json::json!({ "action": "contact", "jid": "15550000042", "fullName": "Zed Zero" }), "critical_unblock_low", 2),
+            (serde_json::json!({ "action": "remove_nct_salt" }), "regular_high", 3),
+        ] {
+            let (status, v) = post(&base, body).await;
+            assert_eq!(status, 200, "{v}");
+            assert_eq!(v, serde_json::json!({ "collection": collection, "version": version }));
+        }
+        assert_eq!(sim.nct_salt(NUMBER), None, "removed");
+        let get = |c: &str| {
+            let (http, url) = (http.clone(), format!("{control}{base}/{c}"));
+            async move {
+                let r = http.get(url).send().await.unwrap();
+                (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+            }
+        };
+        let (status, low) = get("regular_low").await;
+        assert_eq!(status, 200);
+        assert_eq!(low["version"], 1);
+        let records = low["records"].as_array().unwrap();
+        let archived = records
+            .iter()
+            .find(|r| r["index"] == serde_json::json!(["archive", "15550000042@s.whatsapp.net"]))
+            .unwrap();
+        assert_eq!(archived["value"], serde_json::json!({ "archived": true }));
+        assert_eq!(archived["version"], 3);
+        let (_, contacts) = get("critical_unblock_low").await;
+        let zed = contacts["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["index"][1] == "15550000042@s.whatsapp.net")
+            .unwrap();
+        let lid = sim.lid_of("15550000042").unwrap();
+        assert_eq!(zed["value"]["contact"]["lid"], format!("{lid}@lid"));
+        assert_eq!(zed["value"]["contact"]["fullName"], "Zed Zero");
+        // Damage, and refusals that name what is wrong.
+        let (status, _) = post(&format!("{base}/regular_low/faults"), serde_json::json!({ "fault": "corrupt_patch" })).await;
+        assert_eq!(status, 200);
+        let (status, _) = post(&format!("{base}/regular/faults"), serde_json::json!({ "fault": "drop_patch" })).await;
+        assert_eq!(status, 404, "nothing stored in regular");
+        for (path, body) in [
+            (base.clone(), serde_json::json!({ "action": "archive" })),
+            (base.clone(), serde_json::json!({ "action": "explode", "chat": "1" })),
+            (base.clone(), serde_json::json!({ "action": "set_nct_salt", "salt": "zz" })),
+            (format!("{base}/regular_low/faults"), serde_json::json!({ "fault": "melt" })),
+        ] {
+            let (status, v) = post(&path, body).await;
+            assert_eq!(status, 400, "{v}");
+            assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
+        }
+        let (status, _) = get("regular_mid").await;
+        assert_eq!(status, 404);
+    })
+    .await
+    .unwrap();
+}
