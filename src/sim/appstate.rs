@@ -761,7 +761,8 @@ fn store_blob(cdn: &Cdn, plain: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Something the phone's user does that lands in app state (the control API's actions).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows a salt's length only.
+#[derive(Clone, PartialEq, Eq)]
 pub enum PhoneAction {
     /// Archive (true) or unarchive a chat; archiving also unpins it (whatsmeow `BuildArchive`).
     Archive {
@@ -804,6 +805,19 @@ pub enum PhoneAction {
     },
     /// Set (Some) or remove (None) the account's NCT salt.
     NctSalt(Option<Vec<u8>>),
+}
+
+impl std::fmt::Debug for PhoneAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PhoneAction::Archive { chat, archived } => write!(f, "Archive({chat}, {archived})"),
+            PhoneAction::Mute { chat, until_ms } => write!(f, "Mute({chat}, {until_ms:?})"),
+            PhoneAction::Pin { chat, pinned } => write!(f, "Pin({chat}, {pinned})"),
+            PhoneAction::MarkRead { chat, read } => write!(f, "MarkRead({chat}, {read})"),
+            PhoneAction::Contact { jid, .. } => write!(f, "Contact({jid}, ..)"),
+            PhoneAction::NctSalt(s) => write!(f, "NctSalt({:?} bytes)", s.as_ref().map(Vec::len)),
+        }
+    }
 }
 
 impl PhoneAction {
@@ -1234,6 +1248,25 @@ mod tests {
             crate::appstate::decode_recovery(Collection::RegularLow, &rec, &lookup(&a)).unwrap();
         assert_eq!(applied.version, 4);
         assert_eq!(applied.hash, a.colls[low].state.hash);
+    }
+
+    #[test]
+    fn debug_shows_no_salt_and_no_key() {
+        let salt = vec![0xAB; 16];
+        let shown = format!("{:?}", PhoneAction::NctSalt(Some(salt)));
+        assert!(
+            !shown.contains("171") && !shown.to_lowercase().contains("ab"),
+            "{shown}"
+        );
+        let a = seeded();
+        let k = &a.keys()[0];
+        let shown = format!("{k:?}");
+        assert!(
+            !shown.contains(&crate::util::hex::encode(&k.data[..])),
+            "{shown}"
+        );
+        let rec = format!("{:?}", a.colls[ci("regular_high")].plain);
+        assert!(!rec.contains("9, 9, 9"), "{rec}");
     }
 
     #[test]

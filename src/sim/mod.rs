@@ -6,7 +6,10 @@
 //! `accept.rs` (ack, log, route) → `route.rs` (DMs) / `groups.rs` → `retry.rs` / `phone_media.rs`
 //! (a phone's media: checks, sends, media retries) → `deliver.rs` (queues, targets) →
 //! `server.rs` (state) → `inbox.rs`, `gallery.rs`, `stanza_log.rs`, `phone.rs` and the
-//! leaves (`cdn.rs`, the media CDN's state, among them; `cdn_http.rs` serves it over HTTPS);
+//! leaves (`cdn.rs`, the media CDN's state, among them; `cdn_http.rs` serves it over HTTPS).
+//! App state: `appstate.rs` (an account's collections, below `server.rs`), `phone_appstate.rs`
+//! (the iq, `server_sync`, the phone's seed, key shares and recovery, beside `phone_media.rs`)
+//! and `appstate_api.rs` (its part of the Rust API, beside `control.rs`).
 //! `tests/it/layering.rs` checks it.
 
 mod accept;

@@ -125,8 +125,9 @@ async fn new_device_pairs_and_a_restart_logs_in_without_qr() {
         assert_eq!(me.jid.user, "15550001234");
         assert_eq!(me.platform.as_deref(), Some("android"));
         assert_eq!(me.push_name.as_deref(), Some("Alice"));
-        // Both of the phone's first messages (setting, history bootstrap) were decrypted.
-        let receipts = receipts(&sim, &jid, 2).await;
+        // The phone's first messages (setting, history bootstrap, app-state key share) were
+        // all decrypted.
+        let receipts = receipts(&sim, &jid, 3).await;
         assert!(
             receipts.iter().all(|r| r.1.as_deref() == Some("peer_msg")),
             "{receipts:?}"
@@ -320,7 +321,7 @@ async fn device_removed_logs_out_wipes_keys_and_stops() {
         let jid = creds2.load().await.unwrap().unwrap().me.unwrap().jid;
         // 1 is the user's simulated companion, 2 was the first link.
         assert_eq!(jid.device, 3);
-        receipts(&sim, &jid, 2).await;
+        receipts(&sim, &jid, 3).await;
         drop(again);
         (client, sim)
     })
@@ -641,7 +642,7 @@ async fn prekeys_are_uploaded_after_the_first_login_and_not_again() {
             811,
             "stored before uploading, one consumed"
         );
-        receipts(&sim, &jid, 2).await;
+        receipts(&sim, &jid, 3).await;
         // After a reconnect the server still holds enough: nothing more is uploaded.
         sim.fault("15550008888", wa_gateway::sim::Fault::Drop).await;
         drop_and_reconnect(&mut events).await;

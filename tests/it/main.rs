@@ -33,6 +33,7 @@ mod signal_fixture;
 mod signal_props;
 mod signal_roundtrip;
 mod signal_store;
+mod sim_appstate;
 mod sim_cdn;
 mod sim_flow;
 mod sim_media;

@@ -187,6 +187,10 @@ async fn new_device_pairs_then_logs_in() {
                 .as_deref(),
             Some("pkmsg")
         );
+        // Then the phone's app-state sync key share (CLIENT-FEATURES §3.3).
+        let share = next(&mut s).await;
+        assert_eq!(share.tag, "message", "{share}");
+        assert_eq!(share.get_str("category").as_deref(), Some("peer"));
         s.sender
             .send(&ask("d2", "encrypt", "get", vec![Node::new("digest")]))
             .await
@@ -226,7 +230,8 @@ async fn new_device_pairs_then_logs_in() {
             Some("501")
         );
 
-        // App state: nothing stored yet, every collection comes back at its version.
+        // App state: the phone seeded critical_block (its push name) at linking, so a snapshot
+        // comes back for it; regular is empty, at version 0 with nothing to serve.
         let sync = Node::new("sync").children(vec![
             Node::new("collection")
                 .attr("name", "critical_block")
@@ -252,6 +257,10 @@ async fn new_device_pairs_then_logs_in() {
             })
             .unwrap_or_default();
         assert_eq!(names, ["critical_block", "regular"], "{r}");
+        let cols = r.child("sync").unwrap().child_nodes();
+        assert!(cols[0].child("snapshot").is_some(), "{r}");
+        assert_eq!(cols[1].get_str("version").as_deref(), Some("0"));
+        assert!(cols[1].child_nodes().is_empty(), "{r}");
 
         // usync: the phone's LID and devices (0 and our new 1), by JID and by number; a number
         // the simulator does not know is not on WhatsApp.
