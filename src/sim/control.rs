@@ -232,6 +232,7 @@ pub fn router(sim: Simulator) -> Router {
         .route("/phones/{number}/echo", post(echo))
         .route("/phones/{number}", delete(delete_account))
         .route("/phones/{number}/devices", post(devices))
+        .route("/phones/{number}/history", post(seed_history))
         .route("/faults", post(fault))
         .route("/groups", post(create_group))
         .route("/groups/{jid}", get(group))
@@ -393,6 +394,26 @@ async fn messages(State(sim): State<Simulator>, Path(number): Path<String>) -> R
         return bad(StatusCode::BAD_REQUEST, SimError::BadNumber);
     }
     (StatusCode::OK, Json(json!(sim.phone_messages(&number))))
+}
+
+/// `POST /phones/{number}/history` `{chats, messages, recent?, fault?}`: seeds the phone's
+/// chat history before a companion links.
+async fn seed_history(
+    State(sim): State<Simulator>,
+    Path(number): Path<String>,
+    body: Result<Json<super::history::HistorySeed>, JsonRejection>,
+) -> Reply {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match sim.seed_history(&number, &b) {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({ "chats": b.chats, "messages": b.messages })),
+        ),
+        Err(e) => sim_error(e),
+    }
 }
 
 async fn delete_account(State(sim): State<Simulator>, Path(number): Path<String>) -> Reply {

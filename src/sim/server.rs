@@ -99,6 +99,8 @@ pub(super) struct Phone {
     pub(super) aggregate_receipts: bool,
     /// The media it sent or received and still has (for media retries).
     pub(super) gallery: Gallery,
+    /// Its chat history (sent to a newly linked companion, and on request).
+    pub(super) history: super::history::SimHistory,
 }
 
 /// Devices a simulated user starts with (the phone and one companion).
@@ -328,6 +330,7 @@ impl State {
                 group_keys_sent: HashSet::new(),
                 aggregate_receipts: false,
                 gallery: Gallery::default(),
+                history: super::history::SimHistory::default(),
             };
             // Users have a phone and one more device unless told otherwise.
             phone.set_devices(DEFAULT_DEVICES);

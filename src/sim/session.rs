@@ -22,7 +22,7 @@ pub(super) fn failure(reason: u16) -> Node {
 /// The phone's first peer messages to a companion that just published its keys (once per
 /// device): its security-notification setting, then the initial history bootstrap.
 async fn greet(shared: &Shared, dev: &Device, key: &str) -> Vec<Node> {
-    let Some((phone, signal, bundle, one_time)) = (|| {
+    let Some((phone, signal, bundle, one_time, chunks, fault)) = (|| {
         let mut guard = shared.state.lock().ok()?;
         let st = &mut *guard;
         let companion = st.companions.get_mut(key)?;
@@ -34,18 +34,38 @@ async fn greet(shared: &Shared, dev: &Device, key: &str) -> Vec<Node> {
         companion.greeted = true;
         // Serving a bundle consumes one of its one-time prekeys, as the real server does.
         let one_time = companion.prekeys.take();
+        // Its chat history follows the bootstrap in downloadable chunks (none when empty).
+        let chunks = (!phone.history.is_empty()).then(|| phone.history.link_chunks());
         Some((
             phone.account.clone(),
             phone.signal.clone(),
             bundle,
             one_time,
+            chunks.unwrap_or_default(),
+            phone.history.fault(),
         ))
     })() else {
         return Vec::new();
     };
     let now = shared.clock.now_unix();
     let mut out = Vec::new();
-    for message in [initial_setting_sync(), initial_history(&phone, now)] {
+    let mut messages = vec![initial_setting_sync(), initial_history(&phone, now)];
+    if !chunks.is_empty() {
+        let cdn = shared.cdn.clone();
+        let uploaded = tokio::task::spawn_blocking(move || {
+            chunks
+                .iter()
+                .map(|c| super::history::upload_chunk(&cdn, c, fault, None))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await;
+        match uploaded {
+            Ok(Ok(m)) => messages.extend(m),
+            Ok(Err(e)) => tracing::warn!(error = %e, "simulated phone cannot upload its history"),
+            Err(e) => tracing::warn!(error = %e, "simulated phone history upload failed"),
+        }
+    }
+    for message in messages {
         match signal
             .peer_message(
                 &phone,

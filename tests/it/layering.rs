@@ -194,6 +194,7 @@ const SIM_RANKS: &[(&str, u8)] = &[
     ("usync", 1),
     ("cdn_http", 1),
     ("phone", 1),
+    ("history", 1),
     ("tls", 2),
     ("server", 3),
     ("deliver", 4),
