@@ -426,7 +426,7 @@ impl Client {
             .account_store(super::messenger::AccountCall::Contact(jid.to_non_ad()))
             .await?
         {
-            super::messenger::AccountReply::Contact(c) => Ok(c),
+            super::messenger::AccountReply::Contact(c) => Ok(*c),
             _ => Ok(None),
         }
     }

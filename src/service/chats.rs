@@ -25,12 +25,11 @@ impl Service {
         skip: u32,
     ) -> Result<Vec<ChatSummary>, ServiceError> {
         let account = self.account_of(subaccount, agent).await?;
-        Ok(self
-            .store
+        self.store
             .creds(account)
             .chats(limit, skip)
             .await
-            .map_err(store)?)
+            .map_err(store)
     }
 
     /// One chat's messages, newest first (`chat` as the API names it: a PN chat is found
@@ -62,12 +61,11 @@ impl Service {
         skip: u32,
     ) -> Result<Vec<Contact>, ServiceError> {
         let account = self.account_of(subaccount, agent).await?;
-        Ok(self
-            .store
+        self.store
             .creds(account)
             .contacts(limit, skip)
             .await
-            .map_err(store)?)
+            .map_err(store)
     }
 
     /// One contact by its PN or LID JID; None when unknown.
@@ -78,12 +76,7 @@ impl Service {
         jid: &Jid,
     ) -> Result<Option<Contact>, ServiceError> {
         let account = self.account_of(subaccount, agent).await?;
-        Ok(self
-            .store
-            .creds(account)
-            .contact(jid)
-            .await
-            .map_err(store)?)
+        self.store.creds(account).contact(jid).await.map_err(store)
     }
 
     /// Asks the agent's phone for `count` messages of `chat` older than the oldest stored;

@@ -169,7 +169,7 @@ pub(crate) enum AccountCall {
 pub(crate) enum AccountReply {
     Chats(Vec<super::account::ChatSummary>),
     Contacts(Vec<super::account::Contact>),
-    Contact(Option<super::account::Contact>),
+    Contact(Box<Option<super::account::Contact>>),
 }
 
 /// A group operation asked through the client handle.
@@ -491,7 +491,9 @@ impl<S: CredsStore> Messaging for Messenger<S> {
                 AccountCall::Contacts(limit, skip) => {
                     AccountReply::Contacts(self.store.contacts(limit, skip).await?)
                 }
-                AccountCall::Contact(jid) => AccountReply::Contact(self.store.contact(&jid).await?),
+                AccountCall::Contact(jid) => {
+                    AccountReply::Contact(Box::new(self.store.contact(&jid).await?))
+                }
             })
         })
     }
