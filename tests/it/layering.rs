@@ -270,9 +270,10 @@ const API_RULES: &[(&str, &[&str])] = &[
     ("routes", &["extract", "schema", "limits", "auth", "media"]),
     ("webhooks", &["extract", "schema", "limits", "auth"]),
     ("agents", &["extract", "schema", "limits"]),
+    ("chats", &["extract", "schema", "limits"]),
     (
         "openapi",
-        &["routes", "webhooks", "agents", "media", "schema"],
+        &["routes", "webhooks", "agents", "chats", "media", "schema"],
     ),
 ];
 
