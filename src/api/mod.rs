@@ -7,6 +7,7 @@
 
 mod agents;
 pub mod auth;
+mod chats;
 mod extract;
 mod limits;
 mod media;
@@ -86,6 +87,20 @@ pub fn router(state: AppState) -> axum::Router {
         .route(
             "/api/whatsapp/{sub}/{agent}/messages",
             get(routes::messages),
+        )
+        .route("/api/whatsapp/{sub}/{agent}/chats", get(chats::chats))
+        .route(
+            "/api/whatsapp/{sub}/{agent}/chats/{chat}/messages",
+            get(chats::chat_messages),
+        )
+        .route(
+            "/api/whatsapp/{sub}/{agent}/chats/{chat}/history",
+            post(chats::request_history),
+        )
+        .route("/api/whatsapp/{sub}/{agent}/contacts", get(chats::contacts))
+        .route(
+            "/api/whatsapp/{sub}/{agent}/contacts/{contact}",
+            get(chats::contact),
         )
         .route(
             "/api/whatsapp/{sub}/{agent}/messages/{id}/media",
@@ -304,6 +319,13 @@ impl Op {
             })),
         )
             .into_response()
+    }
+
+    /// `{success: true, message, data, meta}` with `status` (e.g. 202 for work started).
+    pub fn ok_with(&self, status: StatusCode, message: &str, data: Value) -> Response {
+        let mut r = self.ok(message, data);
+        *r.status_mut() = status;
+        r
     }
 
     /// `{success: false, message, error: {code}, meta}` with `status`.

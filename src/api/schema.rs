@@ -535,3 +535,116 @@ pub(super) struct DeliveryFilter {
     /// `pending`, `delivered` or `failed`; all when absent.
     status: Option<String>,
 }
+
+/// The agent and a chat in the path.
+#[derive(IntoParams)]
+#[into_params(names("subaccountId", "agentId", "chatId"), parameter_in = Path)]
+#[allow(dead_code)]
+pub(super) struct ChatPath(
+    /// The tenant's subaccount.
+    String,
+    /// The chat agent.
+    String,
+    /// The chat: `…@c.us` (or `…@s.whatsapp.net`) for a number, `…@lid`, or `…@g.us`.
+    String,
+);
+
+/// The agent and a contact in the path.
+#[derive(IntoParams)]
+#[into_params(names("subaccountId", "agentId", "contactId"), parameter_in = Path)]
+#[allow(dead_code)]
+pub(super) struct ContactPath(
+    /// The tenant's subaccount.
+    String,
+    /// The chat agent.
+    String,
+    /// The contact: `…@c.us` (or digits) for a number, or `…@lid`.
+    String,
+);
+
+/// A chat's newest message.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct LastMessage {
+    /// The serialized message id.
+    id: String,
+    /// Its kind (`text`, `image`, …).
+    r#type: String,
+    /// The first 100 characters of its text or caption.
+    body: Option<String>,
+    #[schema(format = DateTime)]
+    timestamp: String,
+    from_me: bool,
+}
+
+/// One chat.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Chat {
+    /// The chat as the API names it (`…@c.us` when the number is known, else `…@lid`, or
+    /// `…@g.us`).
+    id: String,
+    /// The contact's number (`…@c.us`), when known.
+    pn: Option<String>,
+    /// The contact's LID (`…@lid`), when known.
+    lid: Option<String>,
+    /// The chat's name, else the contact's full name, else its push name.
+    name: Option<String>,
+    archived: bool,
+    /// Pinned since, or null.
+    #[schema(format = DateTime)]
+    pinned: Option<String>,
+    /// Muted until (`forever`, or a time), or null.
+    muted_until: Option<String>,
+    marked_unread: bool,
+    /// The phone's count plus inbound messages after the read marker.
+    unread_count: u32,
+    /// Disappearing-messages timer (seconds), or null.
+    ephemeral_seconds: Option<u32>,
+    last_message: Option<LastMessage>,
+}
+
+/// A page of chats.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ChatsData {
+    /// Pinned first, then by their newest message.
+    chats: Vec<Chat>,
+    count: usize,
+}
+
+/// One contact.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Contact {
+    /// The contact as the API names it (`…@c.us` when the number is known, else `…@lid`).
+    id: String,
+    /// `…@c.us`, when known.
+    pn: Option<String>,
+    /// `…@lid`, when known.
+    lid: Option<String>,
+    full_name: Option<String>,
+    first_name: Option<String>,
+    push_name: Option<String>,
+    username: Option<String>,
+    /// Whether the number is on WhatsApp (null: unknown).
+    on_whats_app: Option<bool>,
+}
+
+/// A page of contacts.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ContactsData {
+    contacts: Vec<Contact>,
+    count: usize,
+}
+
+/// An on-demand history request, sent.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct HistoryRequestData {
+    /// The chat.
+    chat_id: String,
+    /// The request's message id (to our phone).
+    request_id: String,
+    /// Messages asked for.
+    count: u32,
+}

@@ -389,6 +389,62 @@ impl Client {
             .await
     }
 
+    /// Asks our phone for up to `count` older messages of `chat` (before the oldest stored);
+    /// they arrive as an `ON_DEMAND` history chunk. Returns the request's message id.
+    pub async fn request_history(&self, chat: &Jid, count: u32) -> Result<String, SendError> {
+        self.messaging
+            .request_history(chat.clone(), count)
+            .instrument(self.span.clone())
+            .await
+    }
+
+    /// The account's chats: pinned first, then by their newest message.
+    pub async fn chats(
+        &self,
+        limit: u32,
+        skip: u32,
+    ) -> Result<Vec<super::account::ChatSummary>, CredsStoreError> {
+        match self
+            .messaging
+            .account_store(super::messenger::AccountCall::Chats(limit, skip))
+            .await?
+        {
+            super::messenger::AccountReply::Chats(c) => Ok(c),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The account's contacts.
+    pub async fn contacts(
+        &self,
+        limit: u32,
+        skip: u32,
+    ) -> Result<Vec<super::account::Contact>, CredsStoreError> {
+        match self
+            .messaging
+            .account_store(super::messenger::AccountCall::Contacts(limit, skip))
+            .await?
+        {
+            super::messenger::AccountReply::Contacts(c) => Ok(c),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// One contact, by its phone-number or LID JID.
+    pub async fn contact(
+        &self,
+        jid: &Jid,
+    ) -> Result<Option<super::account::Contact>, CredsStoreError> {
+        match self
+            .messaging
+            .account_store(super::messenger::AccountCall::Contact(jid.to_non_ad()))
+            .await?
+        {
+            super::messenger::AccountReply::Contact(c) => Ok(*c),
+            _ => Ok(None),
+        }
+    }
+
     /// Stops the run loop (the socket closes; credentials stay).
     pub fn stop(&self) {
         self.link.stop.request();

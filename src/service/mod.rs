@@ -5,6 +5,7 @@
 //! the client and the store; it knows nothing of HTTP (the `api` layer maps its answers).
 
 mod agents;
+mod chats;
 pub mod egress;
 mod failure;
 pub mod media;

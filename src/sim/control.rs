@@ -275,6 +275,7 @@ pub fn router(sim: Simulator) -> Router {
             "/phones/{number}/appstate/{collection}/faults",
             post(app_state_fault),
         )
+        .route("/phones/{number}/history", post(seed_history))
         .route("/faults", post(fault))
         .route("/groups", post(create_group))
         .route("/groups/{jid}", get(group))
@@ -436,6 +437,26 @@ async fn messages(State(sim): State<Simulator>, Path(number): Path<String>) -> R
         return bad(StatusCode::BAD_REQUEST, SimError::BadNumber);
     }
     (StatusCode::OK, Json(json!(sim.phone_messages(&number))))
+}
+
+/// `POST /phones/{number}/history` `{chats, messages, recent?, fault?}`: seeds the phone's
+/// chat history before a companion links.
+async fn seed_history(
+    State(sim): State<Simulator>,
+    Path(number): Path<String>,
+    body: Result<Json<super::history::HistorySeed>, JsonRejection>,
+) -> Reply {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match sim.seed_history(&number, &b) {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({ "chats": b.chats, "messages": b.messages })),
+        ),
+        Err(e) => sim_error(e),
+    }
 }
 
 async fn delete_account(State(sim): State<Simulator>, Path(number): Path<String>) -> Reply {

@@ -24,6 +24,7 @@ mod deliver;
 pub mod error;
 mod gallery;
 pub mod groups;
+pub mod history;
 pub mod inbox;
 pub mod iq;
 pub mod pair;
@@ -46,6 +47,7 @@ pub use cdn::{
     CdnConfig, CdnFault, MMS_TYPES, MediaInfo, Refusal, StoreError, TransferInfo, Uploaded,
 };
 pub use error::SimError;
+pub use history::{HistoryFault, HistorySeed, seeded_contact};
 pub use phone_media::{MediaData, MediaKind, MediaSend, SentMedia};
 pub use server::Fault;
 pub use simulator::{Listeners, Simulator};

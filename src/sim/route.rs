@@ -342,6 +342,9 @@ pub(super) async fn sim_receive(
             }
             // After the receipt, as an app downloads media once the message is in.
             super::phone_media::received(shared, number, &key, own, &message, node).await;
+            if own && peer.jid.device == 0 {
+                answer_on_demand(shared, number, peer, sender, &message).await;
+            }
             if echo && let Some(text) = text {
                 let echo = wa::Message {
                     conversation: Some(text),
@@ -671,4 +674,75 @@ pub(super) async fn phone_send(
         }
     }
     Ok(id)
+}
+
+/// The phone answers its companion's on-demand history request (CLIENT-FEATURES §5.4): a
+/// chunk of older messages of the chat, uploaded as `md-msg-hist`, in an `ON_DEMAND`
+/// notification to the device that asked.
+async fn answer_on_demand(
+    shared: &Shared,
+    number: &str,
+    phone: &Arc<SimPeer>,
+    sender: &Jid,
+    message: &wa::Message,
+) {
+    use wa::PeerDataOperationRequestType as Op;
+    let Some(req) = message
+        .protocol_message
+        .as_ref()
+        .and_then(|p| p.peer_data_operation_request_message.as_ref())
+    else {
+        return;
+    };
+    if req.peer_data_operation_request_type != Some(Op::HistorySyncOnDemand as i32) {
+        return;
+    }
+    let Some(r) = req.history_sync_on_demand_request.as_ref() else {
+        return;
+    };
+    let Some(history) = shared.state.lock().ok().and_then(|st| {
+        let p = st.phones.get(number)?;
+        Some(
+            p.history.on_demand(
+                r.chat_jid.as_deref().unwrap_or_default(),
+                r.oldest_msg_id.as_deref(),
+                r.oldest_msg_timestamp_ms,
+                usize::try_from(r.on_demand_msg_count.unwrap_or(50))
+                    .unwrap_or(50)
+                    .clamp(1, 500),
+            ),
+        )
+    }) else {
+        return;
+    };
+    let cdn = shared.cdn.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        super::history::upload_chunk(&cdn, &history, None, None)
+    })
+    .await;
+    let Ok(Ok(answer)) = made else {
+        tracing::warn!("simulated phone cannot upload an on-demand history chunk");
+        return;
+    };
+    let ct = match phone.encrypt(sender, None, &answer).await {
+        Ok(ct) => ct,
+        Err(e) => {
+            tracing::warn!(error = %e, "simulated phone cannot encrypt its history answer");
+            return;
+        }
+    };
+    let id = crate::util::ids::phone_message_id();
+    let node = Node::new("message")
+        .attr("from", Jid::new(number, Server::User))
+        .attr("type", "text")
+        .attr("id", id.clone())
+        .attr("t", shared.clock.now_unix().to_string())
+        .attr("category", "peer")
+        .children(vec![
+            Node::new("enc")
+                .attr("v", "2")
+                .attr("type", ct.enc_type())
+                .bytes(ct.bytes().to_vec()),
+        ]);
+    to_device(shared, sender, id, node);
 }

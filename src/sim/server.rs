@@ -102,6 +102,8 @@ pub(super) struct Phone {
     pub(super) gallery: Gallery,
     /// Its app state: the server's collections and the phone's keys and plaintext.
     pub(super) app_state: AppState,
+    /// Its chat history (sent to a newly linked companion, and on request).
+    pub(super) history: super::history::SimHistory,
 }
 
 /// Devices a simulated user starts with (the phone and one companion).
@@ -332,6 +334,7 @@ impl State {
                 aggregate_receipts: false,
                 gallery: Gallery::default(),
                 app_state: AppState::default(),
+                history: super::history::SimHistory::default(),
             };
             // Users have a phone and one more device unless told otherwise.
             phone.set_devices(DEFAULT_DEVICES);

@@ -24,7 +24,7 @@ pub(super) fn failure(reason: u16) -> Node {
 /// app-state sync keys (its collections seeded at the first companion's linking).
 async fn greet(shared: &Shared, dev: &Device, key: &str) -> Vec<Node> {
     let now_ms = crate::util::clock::now_ms_i64();
-    let Some((phone, signal, bundle, one_time, share)) = (|| {
+    let Some((phone, signal, bundle, one_time, chunks, fault, share)) = (|| {
         let mut guard = shared.state.lock().ok()?;
         let st = &mut *guard;
         let companion = st.companions.get_mut(key)?;
@@ -36,17 +36,45 @@ async fn greet(shared: &Shared, dev: &Device, key: &str) -> Vec<Node> {
         companion.greeted = true;
         // Serving a bundle consumes one of its one-time prekeys, as the real server does.
         let one_time = companion.prekeys.take();
-        let (account, signal) = (phone.account.clone(), phone.signal.clone());
+        // Its chat history follows the bootstrap in downloadable chunks (none when empty).
+        let chunks = (!phone.history.is_empty()).then(|| phone.history.link_chunks());
+        let (account, signal, fault) = (
+            phone.account.clone(),
+            phone.signal.clone(),
+            phone.history.fault(),
+        );
         let share = super::phone_appstate::key_share(st, &dev.jid.user, now_ms);
-        Some((account, signal, bundle, one_time, share))
+        Some((
+            account,
+            signal,
+            bundle,
+            one_time,
+            chunks.unwrap_or_default(),
+            fault,
+            share,
+        ))
     })() else {
         return Vec::new();
     };
     let now = shared.clock.now_unix();
     let mut out = Vec::new();
-    let messages = [initial_setting_sync(), initial_history(&phone, now)]
-        .into_iter()
-        .chain(share);
+    let mut messages = vec![initial_setting_sync(), initial_history(&phone, now)];
+    if !chunks.is_empty() {
+        let cdn = shared.cdn.clone();
+        let uploaded = tokio::task::spawn_blocking(move || {
+            chunks
+                .iter()
+                .map(|c| super::history::upload_chunk(&cdn, c, fault, None))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await;
+        match uploaded {
+            Ok(Ok(m)) => messages.extend(m),
+            Ok(Err(e)) => tracing::warn!(error = %e, "simulated phone cannot upload its history"),
+            Err(e) => tracing::warn!(error = %e, "simulated phone history upload failed"),
+        }
+    }
+    messages.extend(share);
     for message in messages {
         match signal
             .peer_message(

@@ -432,7 +432,33 @@ impl Simulator {
             return Err(SimError::BadMessage);
         }
         let id = crate::util::ids::phone_message_id();
-        self.send_as(number, &to, id, plain, admin).await
+        let id = self.send_as(number, &to, id, plain, admin).await?;
+        // The phone's app shows what it sent in the chat: it is history from now on.
+        if to.server != Server::Group
+            && let Ok(m) = wa::Message::decode(plain)
+            && let Ok(mut st) = self.shared.state.lock()
+            && let Some(p) = st.phones.get_mut(number)
+        {
+            let t = self.shared.clock.now_unix();
+            p.history.record_sent(&to, &id, &m, t);
+        }
+        Ok(id)
+    }
+
+    /// Seeds user `number`'s phone with chat history (created on first use), sent to the
+    /// companions linked after this (see [`super::history::HistorySeed`]).
+    pub fn seed_history(
+        &self,
+        number: &str,
+        seed: &super::history::HistorySeed,
+    ) -> Result<(), SimError> {
+        if !valid_number(number) {
+            return Err(SimError::BadNumber);
+        }
+        let now = self.shared.clock.now_unix();
+        let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
+        st.phone(number, None).history.seed(seed, now);
+        Ok(())
     }
 
     async fn send_as(

@@ -307,7 +307,7 @@ impl AccountStore for SqliteCreds {
     async fn chats(&self, limit: u32, skip: u32) -> Result<Vec<ChatSummary>, CredsStoreError> {
         let mut conn = self.pool.acquire().await.map_err(err)?;
         // Every chat with a row or a message; pinned first, then by the newest message.
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(
             "WITH ids AS (SELECT jid FROM chats WHERE account_id = ?1 \
              UNION SELECT DISTINCT chat FROM messages WHERE account_id = ?1), \
              list AS (SELECT ids.jid AS jid, c.name, c.archived, c.pinned_at, c.muted_until, \
@@ -321,8 +321,8 @@ impl AccountStore for SqliteCreds {
              FROM list LEFT JOIN contacts ct ON ct.account_id = ?1 AND ct.jid = list.jid \
              WHERE list.deleted_at IS NULL \
              ORDER BY list.pinned_at IS NULL, list.pinned_at DESC, list.last_ts DESC, list.jid \
-             LIMIT ?2 OFFSET ?3"
-        ))
+             LIMIT ?2 OFFSET ?3",
+        )
         .bind(self.account)
         .bind(i64::from(limit))
         .bind(i64::from(skip))

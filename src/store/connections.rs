@@ -334,6 +334,35 @@ impl Store {
             .map_err(StoreError::from)
     }
 
+    /// One chat's messages (its canonical JID), newest first, with when each was stored.
+    pub async fn chat_history(
+        &self,
+        account: AccountId,
+        chat: &crate::binary::Jid,
+        limit: u32,
+        skip: u32,
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS}, created_ms FROM messages WHERE account_id = ? AND chat = ? \
+             {LISTED} ORDER BY ts DESC, pk DESC LIMIT ? OFFSET ?"
+        ))
+        .bind(account)
+        .bind(chat.to_string())
+        .bind(i64::from(limit))
+        .bind(i64::from(skip))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryRow {
+                    message: from_row(r)?,
+                    created_ms: r.try_get("created_ms")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
     /// An account's messages, newest first, with when each was stored.
     pub async fn history(
         &self,

@@ -24,6 +24,9 @@ pub enum StoreError {
     /// The account has no identity yet.
     #[error("account {0} has no Signal identity")]
     NoIdentity(i64),
+    /// A read through the client's store traits failed (their error names the cause).
+    #[error("account store: {0}")]
+    Account(String),
 }
 
 impl From<StoreError> for crate::signal::StoreError {

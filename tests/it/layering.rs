@@ -196,6 +196,7 @@ const SIM_RANKS: &[(&str, u8)] = &[
     ("usync", 1),
     ("cdn_http", 1),
     ("phone", 1),
+    ("history", 1),
     ("tls", 2),
     ("server", 3),
     ("deliver", 4),
@@ -273,9 +274,10 @@ const API_RULES: &[(&str, &[&str])] = &[
     ("routes", &["extract", "schema", "limits", "auth", "media"]),
     ("webhooks", &["extract", "schema", "limits", "auth"]),
     ("agents", &["extract", "schema", "limits"]),
+    ("chats", &["extract", "schema", "limits"]),
     (
         "openapi",
-        &["routes", "webhooks", "agents", "media", "schema"],
+        &["routes", "webhooks", "agents", "chats", "media", "schema"],
     ),
 ];
 

@@ -10,6 +10,7 @@ mod codec_props;
 mod common;
 mod groups;
 mod guide;
+mod history;
 mod jwt_cmd;
 mod layering;
 mod loopback;

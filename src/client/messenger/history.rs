@@ -541,3 +541,87 @@ pub(super) fn start_worker<S: CredsStore>(m: &Arc<Messenger<S>>) {
     }
     tokio::spawn(Messenger::history_loop(Arc::downgrade(m), rx));
 }
+
+/// Messages an on-demand request asks for unless told (whatsmeow's recommendation).
+pub const ON_DEMAND_COUNT: u32 = 50;
+/// Most messages one on-demand request may ask for.
+pub const MAX_ON_DEMAND_COUNT: u32 = 500;
+
+impl<S: CredsStore> Messenger<S> {
+    /// Asks our phone for up to `count` messages of `chat` older than the oldest we store
+    /// (`HISTORY_SYNC_ON_DEMAND`, CLIENT-FEATURES §5.4); the answer arrives later as a
+    /// history notification with `syncType = ON_DEMAND`. Returns the request's message id.
+    pub(in crate::client) async fn request_history(
+        &self,
+        chat: Jid,
+        count: u32,
+    ) -> Result<String, super::SendError> {
+        use wa::peer_data_operation_request_message::HistorySyncOnDemandRequest;
+        let account = self.account().ok_or(super::SendError::NotConnected)?;
+        let chat = self.canonical(&chat).await.to_non_ad();
+        let anchor = self.store.oldest_message(&chat).await?;
+        let request = wa::Message {
+            protocol_message: Some(Box::new(wa::ProtocolMessage {
+                r#type: Some(wa::protocol_message::Type::PeerDataOperationRequestMessage as i32),
+                peer_data_operation_request_message: Some(wa::PeerDataOperationRequestMessage {
+                    peer_data_operation_request_type: Some(
+                        wa::PeerDataOperationRequestType::HistorySyncOnDemand as i32,
+                    ),
+                    history_sync_on_demand_request: Some(HistorySyncOnDemandRequest {
+                        chat_jid: Some(chat.to_string()),
+                        oldest_msg_id: anchor.as_ref().map(|m| m.id.clone()),
+                        oldest_msg_from_me: anchor.as_ref().map(|m| m.from_me),
+                        on_demand_msg_count: Some(count.clamp(1, MAX_ON_DEMAND_COUNT) as i32),
+                        // Seconds despite the name (whatsmeow, Baileys; Appendix A).
+                        oldest_msg_timestamp_ms: anchor
+                            .as_ref()
+                            .map(|m| i64::try_from(m.timestamp).unwrap_or(i64::MAX)),
+                        account_lid: account.me.lid.as_ref().map(|l| l.to_non_ad().to_string()),
+                        support_inline_response: None,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        self.send_peer(&account, &request).await
+    }
+
+    /// Sends `message` to our own phone (device 0) as a peer message. Decision (Appendix A,
+    /// whatsapp-rust `self_peer_target`): addressed to our own LID once the account is on LID
+    /// chats, else to our phone number.
+    pub(super) async fn send_peer(
+        &self,
+        account: &super::Account,
+        message: &wa::Message,
+    ) -> Result<String, super::SendError> {
+        let sender = self.sender().ok_or(super::SendError::NotConnected)?;
+        let me = &account.me;
+        let pn_only = self.pn_only.load(std::sync::atomic::Ordering::Relaxed);
+        let own = match (&me.lid, pn_only) {
+            (Some(lid), false) => lid.to_non_ad(),
+            _ => me.jid.to_non_ad(),
+        };
+        let phone = Jid::with_device(own.user.clone(), 0, own.server.clone());
+        let plain = message.encode_to_vec();
+        let (encs, changes, locks) = self.encrypt_for(&sender, &[(phone, &plain[..])]).await?;
+        let Some((_, ct)) = encs.into_iter().next() else {
+            return Err(super::SendError::NotOnWhatsApp(own.to_string()));
+        };
+        use crate::signal::store::ApplyChanges;
+        self.cipher
+            .store()
+            .apply(&changes)
+            .await
+            .map_err(crate::signal::SignalError::from)?;
+        drop(locks);
+        let id = crate::stanza::message_id(self.clock.now_unix(), &me.jid.user);
+        let node = crate::stanza::peer_stanza(&id, &own, &ct, &me.signed_identity);
+        sender
+            .send(&node)
+            .await
+            .map_err(|_| super::SendError::NotConnected)?;
+        Ok(id)
+    }
+}

@@ -51,6 +51,7 @@ mod tokens;
 
 pub use appstate::ChatAction;
 pub use error::{SendError, refusal_reason};
+pub use history::{MAX_ON_DEMAND_COUNT, ON_DEMAND_COUNT};
 pub use media::RetryTarget;
 use receive::receipt;
 use send::Ack;
@@ -135,6 +136,15 @@ pub(super) trait Messaging: Send + Sync {
         offset: u32,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<StoredMessage>, CredsStoreError>> + Send + 'a>>;
     fn stats(&self) -> MessagingStats;
+    fn request_history<'a>(
+        &'a self,
+        chat: Jid,
+        count: u32,
+    ) -> Pin<Box<dyn Future<Output = Result<String, SendError>> + Send + 'a>>;
+    fn account_store<'a>(
+        &'a self,
+        call: AccountCall,
+    ) -> Pin<Box<dyn Future<Output = Result<AccountReply, CredsStoreError>> + Send + 'a>>;
     fn group<'a>(
         &'a self,
         call: GroupCall,
@@ -154,6 +164,20 @@ pub(super) trait Messaging: Send + Sync {
                 + 'a,
         >,
     >;
+}
+
+/// A read of the account's chats and contacts through the client handle.
+pub(crate) enum AccountCall {
+    Chats(u32, u32),
+    Contacts(u32, u32),
+    Contact(Jid),
+}
+
+/// What an [`AccountCall`] answers.
+pub(crate) enum AccountReply {
+    Chats(Vec<super::account::ChatSummary>),
+    Contacts(Vec<super::account::Contact>),
+    Contact(Box<Option<super::account::Contact>>),
 }
 
 /// A group operation asked through the client handle.
@@ -460,6 +484,33 @@ impl<S: CredsStore> Messaging for Messenger<S> {
 
     fn stats(&self) -> MessagingStats {
         Messenger::stats(self)
+    }
+
+    fn request_history<'a>(
+        &'a self,
+        chat: Jid,
+        count: u32,
+    ) -> Pin<Box<dyn Future<Output = Result<String, SendError>> + Send + 'a>> {
+        Box::pin(Messenger::request_history(self, chat, count))
+    }
+
+    fn account_store<'a>(
+        &'a self,
+        call: AccountCall,
+    ) -> Pin<Box<dyn Future<Output = Result<AccountReply, CredsStoreError>> + Send + 'a>> {
+        Box::pin(async move {
+            Ok(match call {
+                AccountCall::Chats(limit, skip) => {
+                    AccountReply::Chats(self.store.chats(limit, skip).await?)
+                }
+                AccountCall::Contacts(limit, skip) => {
+                    AccountReply::Contacts(self.store.contacts(limit, skip).await?)
+                }
+                AccountCall::Contact(jid) => {
+                    AccountReply::Contact(Box::new(self.store.contact(&jid).await?))
+                }
+            })
+        })
     }
 
     fn timelock(&self) -> Option<crate::stanza::mex::ReachoutTimelock> {

@@ -1,0 +1,120 @@
+//! Chats and contacts of an agent (issue 23): read from the store (so they answer while the
+//! client is offline too), and the on-demand history request through the running client.
+
+use super::{Service, ServiceError};
+use crate::binary::{Jid, Server};
+use crate::client::account::{ChatSummary, Contact};
+use crate::client::store::{AccountStore, CredsStore};
+use crate::store::connections::HistoryRow;
+
+impl Service {
+    /// The agent's account id.
+    async fn account_of(&self, subaccount: &str, agent: &str) -> Result<i64, ServiceError> {
+        match self.store.connection(subaccount, agent).await? {
+            Some(row) => Ok(row.account),
+            None => Err(ServiceError::NotFound),
+        }
+    }
+
+    /// The agent's chats: pinned first, then by their newest message.
+    pub async fn chats(
+        &self,
+        subaccount: &str,
+        agent: &str,
+        limit: u32,
+        skip: u32,
+    ) -> Result<Vec<ChatSummary>, ServiceError> {
+        let account = self.account_of(subaccount, agent).await?;
+        self.store
+            .creds(account)
+            .chats(limit, skip)
+            .await
+            .map_err(store)
+    }
+
+    /// One chat's messages, newest first (`chat` as the API names it: a PN chat is found
+    /// under its LID once known).
+    pub async fn chat_messages(
+        &self,
+        subaccount: &str,
+        agent: &str,
+        chat: &Jid,
+        limit: u32,
+        skip: u32,
+    ) -> Result<Vec<HistoryRow>, ServiceError> {
+        let account = self.account_of(subaccount, agent).await?;
+        let chat = self.canonical_chat(account, chat).await?;
+        let mut rows = self.store.chat_history(account, &chat, limit, skip).await?;
+        let mut numbers = std::collections::HashMap::new();
+        for h in rows.iter_mut() {
+            self.by_number(account, &mut h.message, &mut numbers).await;
+        }
+        Ok(rows)
+    }
+
+    /// The agent's contacts, by name.
+    pub async fn contacts(
+        &self,
+        subaccount: &str,
+        agent: &str,
+        limit: u32,
+        skip: u32,
+    ) -> Result<Vec<Contact>, ServiceError> {
+        let account = self.account_of(subaccount, agent).await?;
+        self.store
+            .creds(account)
+            .contacts(limit, skip)
+            .await
+            .map_err(store)
+    }
+
+    /// One contact by its PN or LID JID; None when unknown.
+    pub async fn contact(
+        &self,
+        subaccount: &str,
+        agent: &str,
+        jid: &Jid,
+    ) -> Result<Option<Contact>, ServiceError> {
+        let account = self.account_of(subaccount, agent).await?;
+        self.store.creds(account).contact(jid).await.map_err(store)
+    }
+
+    /// Asks the agent's phone for `count` messages of `chat` older than the oldest stored;
+    /// they arrive as history (not announced as received). The request's message id.
+    pub async fn request_history(
+        &self,
+        subaccount: &str,
+        agent: &str,
+        chat: &Jid,
+        count: u32,
+    ) -> Result<String, ServiceError> {
+        let account = self.account_of(subaccount, agent).await?;
+        let Some(session) = self.session(account) else {
+            return Err(ServiceError::NotConnected("disconnected".into()));
+        };
+        if !matches!(session.client.state(), crate::client::ConnState::Connected) {
+            return Err(ServiceError::NotConnected("not_logged_in".into()));
+        }
+        Ok(session.client.request_history(chat, count).await?)
+    }
+
+    /// A chat JID as messages are keyed: a phone number's LID once known.
+    async fn canonical_chat(&self, account: i64, chat: &Jid) -> Result<Jid, ServiceError> {
+        let chat = chat.to_non_ad();
+        if chat.server == Server::User
+            && let Some(lid) = self
+                .store
+                .creds(account)
+                .lid_for(&chat.user)
+                .await
+                .map_err(store)?
+        {
+            return Ok(Jid::new(lid, Server::Lid));
+        }
+        Ok(chat)
+    }
+}
+
+fn store(e: crate::client::store::CredsStoreError) -> ServiceError {
+    ServiceError::Store(crate::store::StoreError::Account(e.0))
+}

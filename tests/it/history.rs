@@ -1,0 +1,438 @@
+//! History sync end to end (issue 23): the simulated phone's seeded history reaches a newly
+//! linked companion as downloadable chunks; chats, contacts and history rows land in the store
+//! (never announced as received); on-demand backfill brings older messages; a broken chunk is
+//! refused with an event while the session goes on; a large history ingests whole.
+
+use std::time::Duration;
+
+use serde_json::json;
+use wa_gateway::binary::{Jid, Server};
+use wa_gateway::client::content::Kind;
+use wa_gateway::client::store::AccountStore;
+use wa_gateway::client::{
+    ChatChange, ContactChange, CredsStore, Event, HistoryBatch, MessageStatus, StoredMessage,
+};
+use wa_gateway::signal::SignalChanges;
+use wa_gateway::sim::{HistoryFault, HistorySeed, Simulator, seeded_contact};
+
+use super::messaging::{account, eventually, link, next_event, user};
+use super::rest::{Server as Gateway, call, token};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn seed(chats: usize, messages: usize, recent: Option<usize>) -> HistorySeed {
+    HistorySeed {
+        chats,
+        messages,
+        recent,
+        fault: None,
+    }
+}
+
+fn lid(i: usize) -> Jid {
+    Jid::new(seeded_contact(i).1, Server::Lid)
+}
+
+async fn count_rows(store: &wa_gateway::store::Store, history: bool) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE history = ?")
+        .bind(history)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn history_rows_dedupe_against_live_rows_raise_no_event_and_follow_the_lid() {
+    let a = account().await;
+    let id = a.store.account("sub", "agent").await.unwrap();
+    a.store
+        .set_webhook(
+            id,
+            "http://127.0.0.1:9/h",
+            b"a-webhook-secret-0123456789",
+            &["message.received"],
+            None,
+        )
+        .await
+        .unwrap();
+    let pn = Jid::new("4915550001", Server::User);
+    let row = |id: &str, t: u64| StoredMessage {
+        id: id.into(),
+        chat: pn.clone(),
+        sender: pn.clone(),
+        timestamp: t,
+        text: Some(format!("text {id}")),
+        raw: vec![1],
+        status: MessageStatus::Received,
+        ..StoredMessage::default()
+    };
+    // A live message, then a history chunk that holds it and an older one.
+    a.creds
+        .commit_message(&SignalChanges::default(), &row("live", 200))
+        .await
+        .unwrap();
+    let batch = HistoryBatch {
+        chats: vec![ChatChange {
+            chat: pn.clone(),
+            archived: Some(true),
+            unread_count: Some(2),
+            read_ts: Some(Some(150)),
+            ..Default::default()
+        }],
+        contacts: vec![ContactChange {
+            jid: pn.clone(),
+            push_name: Some("Ann".into()),
+            ..Default::default()
+        }],
+        messages: vec![row("live", 200), row("old", 100)],
+    };
+    assert_eq!(
+        a.creds.store_history(&batch).await.unwrap(),
+        1,
+        "the live row is not stored twice"
+    );
+    assert_eq!(a.creds.messages(Some(&pn), 10, 0).await.unwrap().len(), 2);
+    let events = a.store.webhook_events(id, None, 100, 0).await.unwrap();
+    assert_eq!(events.len(), 1, "only the live message is announced");
+    assert_eq!(count_rows(&a.store, true).await, 1);
+
+    let chats = a.creds.chats(10, 0).await.unwrap();
+    assert_eq!(chats.len(), 1);
+    let c = &chats[0];
+    assert!(c.archived);
+    // The phone's 2, plus the live inbound message after the read marker (the history one
+    // before it is covered by the phone's count).
+    assert_eq!(c.unread_count, 3);
+    assert_eq!(c.name.as_deref(), Some("Ann"));
+    assert_eq!(c.last_message.as_ref().unwrap().id, "live");
+
+    // Learning the LID moves the chat and the contact with the messages.
+    a.creds.learn_lid("4915550001", "777").await.unwrap();
+    let lid = Jid::new("777", Server::Lid);
+    let chats = a.creds.chats(10, 0).await.unwrap();
+    assert_eq!(chats.len(), 1);
+    assert_eq!(chats[0].chat, lid);
+    assert_eq!(chats[0].pn.as_ref(), Some(&pn));
+    assert!(chats[0].archived, "the chat's state moved with it");
+    let c = a
+        .creds
+        .contact(&pn)
+        .await
+        .unwrap()
+        .expect("found by its number");
+    assert_eq!(c.jid, lid);
+    assert_eq!(c.lid.as_ref(), Some(&lid));
+    assert_eq!(c.push_name.as_deref(), Some("Ann"));
+}
+
+#[tokio::test]
+async fn a_linked_companion_gets_the_phones_chats_contacts_and_history_and_backfills_on_demand() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let a = account().await;
+        let me = "15550101000";
+        sim.seed_history(me, &seed(4, 30, Some(20))).unwrap();
+        let id = a.store.account("sub", "agent").await.unwrap();
+        a.store
+            .set_webhook(
+                id,
+                "http://127.0.0.1:9/h",
+                b"a-webhook-secret-0123456789",
+                &["message.received"],
+                None,
+            )
+            .await
+            .unwrap();
+        let (client, mut events, _) = link(&sim, &a, me).await;
+        let report = match next_event(
+            &mut events,
+            |e| matches!(e, Event::HistorySync(r) if r.conversations > 0),
+        )
+        .await
+        {
+            Event::HistorySync(r) => r,
+            _ => unreachable!(),
+        };
+        assert_eq!(report.sync_type, Some(3), "RECENT");
+        assert_eq!(report.conversations, 4);
+        assert_eq!(report.messages, 80);
+        assert_eq!(report.stored, 80);
+        assert_eq!(report.push_names, 4);
+        assert_eq!(report.mappings, 4);
+        assert_eq!(report.contacts, 4);
+
+        let chats = client.chats(50, 0).await.unwrap();
+        assert_eq!(chats.len(), 4);
+        // Pinned first.
+        assert_eq!(chats[0].chat, lid(1));
+        assert!(chats[0].pinned.is_some());
+        let by = |i: usize| chats.iter().find(|c| c.chat == lid(i)).unwrap();
+        assert!(by(0).archived && !by(1).archived);
+        assert!(by(2).muted_until.is_some_and(|m| m > 0));
+        assert_eq!(by(3).unread_count, 3);
+        assert!(by(3).marked_unread);
+        for i in 0..4 {
+            let c = by(i);
+            assert_eq!(c.pn, Some(Jid::new(seeded_contact(i).0, Server::User)));
+            assert_eq!(c.name.as_deref(), Some(format!("Contact {i}").as_str()));
+            let last = c.last_message.as_ref().unwrap();
+            assert_eq!(
+                last.preview.as_deref(),
+                Some(format!("history {i}/29").as_str())
+            );
+            assert!(last.from_me, "message 29 is odd: ours");
+        }
+        let contacts = client.contacts(50, 0).await.unwrap();
+        let c0 = contacts.iter().find(|c| c.lid == Some(lid(0))).unwrap();
+        assert_eq!(c0.full_name.as_deref(), Some("Contact 0"));
+        assert_eq!(c0.push_name.as_deref(), Some("Push 0"));
+        assert_eq!(c0.pn, Some(Jid::new(seeded_contact(0).0, Server::User)));
+        assert_eq!(c0.on_whatsapp, Some(true));
+        // History rows: stored, never announced.
+        assert_eq!(count_rows(&a.store, true).await, 80);
+        assert!(
+            a.store
+                .webhook_events(id, None, 500, 0)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let rows = a.creds.messages(Some(&lid(1)), 100, 0).await.unwrap();
+        assert_eq!(rows.len(), 20);
+        assert!(
+            rows.iter()
+                .all(|m| !m.from_me || m.status == MessageStatus::Read)
+        );
+
+        // On demand: the 10 older messages of chat 0, its image among them.
+        let pn0 = Jid::new(seeded_contact(0).0, Server::User);
+        client.request_history(&pn0, 50).await.unwrap();
+        let report = match next_event(
+            &mut events,
+            |e| matches!(e, Event::HistorySync(r) if r.sync_type == Some(6)),
+        )
+        .await
+        {
+            Event::HistorySync(r) => r,
+            _ => unreachable!(),
+        };
+        assert_eq!(report.stored, 10);
+        let rows = a.creds.messages(Some(&lid(0)), 100, 0).await.unwrap();
+        assert_eq!(rows.len(), 30);
+        let image = rows.iter().find(|m| m.id == "H00000X000000").unwrap();
+        assert_eq!(image.kind, Kind::Image);
+        assert_eq!(image.text.as_deref(), Some("a photo from the history"));
+        assert!(
+            a.store
+                .webhook_events(id, None, 500, 0)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // A live message in a history chat is announced as usual.
+        let bob = "15550102000";
+        sim.phone_send(bob, me, "live hello").await.unwrap();
+        eventually("the live message", async || {
+            let n = a
+                .creds
+                .messages(
+                    Some(&super::messaging::canonical(&a.creds, &user(bob)).await),
+                    10,
+                    0,
+                )
+                .await
+                .unwrap()
+                .len();
+            (n == 1).then_some(())
+        })
+        .await;
+        assert_eq!(
+            a.store
+                .webhook_events(id, None, 500, 0)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        client.shutdown().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_broken_history_chunk_is_refused_with_an_event_and_the_session_goes_on() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        for (me, fault, why) in [
+            ("15550201000", HistoryFault::BadZlib, "inflate"),
+            ("15550202000", HistoryFault::WrongHash, "download"),
+        ] {
+            let a = account().await;
+            let mut s = seed(3, 10, None);
+            s.fault = Some(fault);
+            sim.seed_history(me, &s).unwrap();
+            let (client, mut events, _) = link(&sim, &a, me).await;
+            let e = next_event(&mut events, |e| {
+                matches!(e, Event::HistorySyncFailed { .. })
+            })
+            .await;
+            let Event::HistorySyncFailed { reason, .. } = e else {
+                unreachable!()
+            };
+            assert!(reason.contains(why), "{fault:?}: {reason}");
+            next_event(&mut events, |e| matches!(e, Event::HistorySyncIdle { .. })).await;
+            assert_eq!(count_rows(&a.store, true).await, 0, "nothing stored");
+            assert!(client.chats(50, 0).await.unwrap().is_empty());
+            // The session still works.
+            sim.set_devices("15550203000", 1).unwrap();
+            let sent = client
+                .send_text(&user("15550203000"), "still here")
+                .await
+                .unwrap();
+            assert_eq!(sent.status, MessageStatus::ServerAck);
+            client.shutdown().await;
+        }
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_large_history_ingests_whole_in_several_chunks() {
+    tokio::time::timeout(Duration::from_secs(600), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let a = account().await;
+        let me = "15550301000";
+        // 20 chats × 1,000 messages: four downloadable chunks of 5,000.
+        sim.seed_history(me, &seed(20, 1_000, None)).unwrap();
+        let (client, mut events, _) = link(&sim, &a, me).await;
+        let mut stored = 0;
+        let mut chunks = 0;
+        while chunks < 4 {
+            if let Event::HistorySync(r) = next_event(&mut events, |e| {
+                matches!(e, Event::HistorySync(r) if r.sync_type == Some(2))
+                    || matches!(e, Event::HistorySyncFailed { .. })
+            })
+            .await
+            {
+                stored += r.stored;
+                chunks += 1;
+            } else {
+                panic!("a chunk failed");
+            }
+        }
+        assert_eq!(stored, 20_000);
+        assert_eq!(count_rows(&a.store, true).await, 20_000);
+        assert_eq!(client.chats(100, 0).await.unwrap().len(), 20);
+        client.shutdown().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn rest_lists_chats_contacts_and_a_chats_messages_and_asks_for_more_history() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let server = Gateway::start_opts(&sim, &db, Default::default()).await;
+        let http = reqwest::Client::new();
+        let tok = token(wa_gateway::api::Role::Admin, &["sub"], 3600);
+        let base = format!("{}/api/whatsapp/sub/agent", server.url);
+        let me = "15550401000";
+        sim.seed_history(me, &seed(3, 30, Some(20))).unwrap();
+        super::rest::link(&sim, &http, &tok, &base, me).await;
+        let get = async |path: &str| {
+            call(
+                &http,
+                reqwest::Method::GET,
+                &format!("{base}{path}"),
+                Some(&tok),
+                None,
+            )
+            .await
+        };
+        let chats = eventually("the chats", async || {
+            let (code, v) = get("/chats").await;
+            assert_eq!(code, 200, "{v}");
+            (v["data"]["count"] == json!(3)).then_some(v)
+        })
+        .await;
+        let list = chats["data"]["chats"].as_array().unwrap();
+        let (pn1, lid1) = seeded_contact(1);
+        assert_eq!(list[0]["id"], json!(format!("{pn1}@c.us")), "pinned first");
+        assert_eq!(list[0]["pn"], json!(format!("{pn1}@c.us")));
+        assert_eq!(list[0]["lid"], json!(format!("{lid1}@lid")));
+        assert!(list[0]["pinned"].is_string());
+        assert_eq!(list[0]["name"], json!("Contact 1"));
+        assert_eq!(list[0]["lastMessage"]["body"], json!("history 1/29"));
+        let (pn0, _) = seeded_contact(0);
+        let c0 = list
+            .iter()
+            .find(|c| c["id"] == json!(format!("{pn0}@c.us")))
+            .unwrap();
+        assert_eq!(c0["archived"], json!(true));
+        let c2 = list
+            .iter()
+            .find(|c| c["id"] == json!(format!("{}@c.us", seeded_contact(2).0)))
+            .unwrap();
+        assert!(c2["mutedUntil"].is_string());
+
+        let (code, v) = get("/contacts").await;
+        assert_eq!(code, 200, "{v}");
+        let contacts = v["data"]["contacts"].as_array().unwrap();
+        assert!(contacts.iter().any(|c| c["fullName"] == json!("Contact 0")
+            && c["pn"] == json!(format!("{pn0}@c.us"))
+            && c["lid"] == json!(format!("{}@lid", seeded_contact(0).1))));
+        let (code, v) = get(&format!("/contacts/{pn1}@c.us")).await;
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["data"]["pushName"], json!("Push 1"));
+        assert_eq!(v["data"]["lid"], json!(format!("{lid1}@lid")));
+        let (code, v) = get(&format!("/contacts/{lid1}@lid")).await;
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["data"]["pn"], json!(format!("{pn1}@c.us")));
+        let (code, v) = get("/contacts/15559999999@c.us").await;
+        assert_eq!(code, 404, "{v}");
+
+        let (code, v) = get(&format!("/chats/{pn0}@c.us/messages?limit=100")).await;
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["data"]["count"], json!(20));
+        let (code, v) = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{base}/chats/{pn0}@c.us/history?count=5"),
+            Some(&tok),
+            None,
+        )
+        .await;
+        assert_eq!(code, 202, "{v}");
+        assert_eq!(v["data"]["count"], json!(5));
+        eventually("the older messages", async || {
+            let (_, v) = get(&format!("/chats/{pn0}@c.us/messages?limit=100")).await;
+            (v["data"]["count"] == json!(25)).then_some(())
+        })
+        .await;
+        let (code, v) = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{base}/chats/not-a-chat/history"),
+            Some(&tok),
+            None,
+        )
+        .await;
+        assert_eq!(code, 400, "{v}");
+    })
+    .await
+    .expect("in time");
+}
