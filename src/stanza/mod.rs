@@ -253,7 +253,13 @@ pub fn message_stanza(
 /// A peer message to our own phone (CLIENT-FEATURES §5.4; whatsmeow `preparePeerMessageNode`):
 /// to our own account, `category="peer"`, one `<enc>` for device 0, pushed at once
 /// (`push_priority="high_force"`).
-pub fn peer_stanza(id: &str, to: &Jid, ct: &CiphertextMessage, device_identity: &[u8]) -> Node {
+pub fn peer_stanza(
+    id: &str,
+    to: &Jid,
+    ct: &CiphertextMessage,
+    device_identity: &[u8],
+    attrs: &[(&'static str, &'static str)],
+) -> Node {
     let mut children = vec![
         Node::new("meta").attr("appdata", "default"),
         enc_node(ct, None),
@@ -261,13 +267,15 @@ pub fn peer_stanza(id: &str, to: &Jid, ct: &CiphertextMessage, device_identity: 
     if matches!(ct, CiphertextMessage::PreKey(_)) {
         children.push(Node::new("device-identity").bytes(device_identity.to_vec()));
     }
-    Node::new("message")
+    let mut n = Node::new("message")
         .attr("id", id.to_owned())
         .attr("to", to.to_non_ad())
         .attr("type", "text")
-        .attr("category", "peer")
-        .attr("push_priority", "high_force")
-        .children(children)
+        .attr("category", "peer");
+    for (k, v) in attrs {
+        n = n.attr(*k, *v);
+    }
+    n.children(children)
 }
 
 /// A retry resend to one device: the same id, one `<enc count>`, `device_fanout="false"`.

@@ -19,7 +19,9 @@ const FRIEND: &str = "15557650002";
 const OTHER: &str = "15557650003";
 
 async fn sim() -> Simulator {
-    let sim = Simulator::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     // Users the phone knows before it links: they become its contacts.
     sim.set_echo(FRIEND, false).unwrap();
     sim.set_echo(OTHER, false).unwrap();
@@ -54,7 +56,6 @@ async fn chat_state(a: &Account, chat: &Jid) -> Option<wa_gateway::client::accou
         .find(|c| c.chat == *chat || Some(&c.chat) == lid.as_ref())
 }
 
-
 #[tokio::test]
 async fn a_new_companion_syncs_every_collection_and_keeps_the_phones_contacts() {
     tokio::time::timeout(LIMIT, async {
@@ -67,7 +68,11 @@ async fn a_new_companion_syncs_every_collection_and_keeps_the_phones_contacts() 
         for number in [FRIEND, OTHER] {
             let lid = sim.lid_of(number).unwrap();
             let stored = a.creds.lid_for(number).await.unwrap();
-            assert_eq!(stored.as_deref(), Some(lid.as_str()), "mapping for {number}");
+            assert_eq!(
+                stored.as_deref(),
+                Some(lid.as_str()),
+                "mapping for {number}"
+            );
             let c = a
                 .creds
                 .contact(&Jid::new(number, Server::User))
@@ -75,7 +80,10 @@ async fn a_new_companion_syncs_every_collection_and_keeps_the_phones_contacts() 
                 .unwrap()
                 .expect("the contact is kept");
             let tail = &number[number.len() - 4..];
-            assert_eq!(c.full_name.as_deref(), Some(format!("Contact {tail}").as_str()));
+            assert_eq!(
+                c.full_name.as_deref(),
+                Some(format!("Contact {tail}").as_str())
+            );
             assert_eq!(c.lid.as_ref().map(|l| l.user.as_str()), Some(lid.as_str()));
         }
         // Each collection's LTHash is the server's: the next patch verifies on top of it.
@@ -184,9 +192,10 @@ async fn a_corrupted_collection_is_recovered_and_said_so() {
         })
         .await;
         // The mismatch was told.
-        next_event(&mut events, |e| {
-            matches!(e, Event::AppStateFailed { recovery, .. } if recovery == "full_resync")
-        })
+        next_event(
+            &mut events,
+            |e| matches!(e, Event::AppStateFailed { recovery, .. } if recovery == "full_resync"),
+        )
         .await;
         synced(&sim, &a, ME).await;
         // A bad snapshot too: only the phone's copy helps (fatal recovery).
@@ -253,7 +262,12 @@ async fn a_patch_whose_commit_fails_is_applied_again_not_lost() {
                 if collection == "regular_low" && recovery == "retry")
         })
         .await;
-        let v = a.creds.app_state_version("regular_low").await.unwrap().unwrap();
+        let v = a
+            .creds
+            .app_state_version("regular_low")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(v.version, before);
         assert!(chat_state(&a, &friend).await.is_none_or(|c| !c.archived));
         // Back up: the retry applies it whole (and a later patch elsewhere too).

@@ -583,39 +583,6 @@ impl CredsStore for Crashy {
 
 type StoreResult<T> = Result<T, wa_gateway::client::store::CredsStoreError>;
 
-impl wa_gateway::client::store::AccountStore for Crashy {
-    async fn apply_account_changes(
-        &self,
-        chats: &[wa_gateway::client::ChatChange],
-        contacts: &[wa_gateway::client::ContactChange],
-    ) -> StoreResult<()> {
-        self.inner.apply_account_changes(chats, contacts).await
-    }
-    async fn store_history(&self, batch: &wa_gateway::client::HistoryBatch) -> StoreResult<usize> {
-        self.inner.store_history(batch).await
-    }
-    async fn chats(
-        &self,
-        limit: u32,
-        skip: u32,
-    ) -> StoreResult<Vec<wa_gateway::client::account::ChatSummary>> {
-        self.inner.chats(limit, skip).await
-    }
-    async fn contacts(
-        &self,
-        limit: u32,
-        skip: u32,
-    ) -> StoreResult<Vec<wa_gateway::client::account::Contact>> {
-        self.inner.contacts(limit, skip).await
-    }
-    async fn contact(&self, jid: &Jid) -> StoreResult<Option<wa_gateway::client::account::Contact>> {
-        self.inner.contact(jid).await
-    }
-    async fn oldest_message(&self, chat: &Jid) -> StoreResult<Option<StoredMessage>> {
-        self.inner.oldest_message(chat).await
-    }
-}
-
 impl wa_gateway::client::appstate_store::AppStateStore for Crashy {
     async fn add_app_state_keys(
         &self,

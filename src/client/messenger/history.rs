@@ -585,43 +585,6 @@ impl<S: CredsStore> Messenger<S> {
             })),
             ..Default::default()
         };
-        self.send_peer(&account, &request).await
-    }
-
-    /// Sends `message` to our own phone (device 0) as a peer message. Decision (Appendix A,
-    /// whatsapp-rust `self_peer_target`): addressed to our own LID once the account is on LID
-    /// chats, else to our phone number.
-    pub(super) async fn send_peer(
-        &self,
-        account: &super::Account,
-        message: &wa::Message,
-    ) -> Result<String, super::SendError> {
-        let sender = self.sender().ok_or(super::SendError::NotConnected)?;
-        let me = &account.me;
-        let pn_only = self.pn_only.load(std::sync::atomic::Ordering::Relaxed);
-        let own = match (&me.lid, pn_only) {
-            (Some(lid), false) => lid.to_non_ad(),
-            _ => me.jid.to_non_ad(),
-        };
-        let phone = Jid::with_device(own.user.clone(), 0, own.server.clone());
-        let plain = message.encode_to_vec();
-        let (encs, changes, locks) = self.encrypt_for(&sender, &[(phone, &plain[..])]).await?;
-        let Some((_, ct)) = encs.into_iter().next() else {
-            return Err(super::SendError::NotOnWhatsApp(own.to_string()));
-        };
-        use crate::signal::store::ApplyChanges;
-        self.cipher
-            .store()
-            .apply(&changes)
-            .await
-            .map_err(crate::signal::SignalError::from)?;
-        drop(locks);
-        let id = crate::stanza::message_id(self.clock.now_unix(), &me.jid.user);
-        let node = crate::stanza::peer_stanza(&id, &own, &ct, &me.signed_identity);
-        sender
-            .send(&node)
-            .await
-            .map_err(|_| super::SendError::NotConnected)?;
-        Ok(id)
+        self.send_peer(&request).await
     }
 }

@@ -5,7 +5,7 @@
 use prost::Message as _;
 
 use super::{Messenger, SendError};
-use crate::binary::{Jid, Node, Server};
+use crate::binary::{Jid, Server};
 use crate::client::store::CredsStore;
 use crate::proto::wa;
 use crate::signal::store::ApplyChanges;
@@ -44,9 +44,11 @@ impl<S: CredsStore> Messenger<S> {
         let account = self.account().ok_or(SendError::NotConnected)?;
         let sender = self.sender().ok_or(SendError::NotConnected)?;
         let me = &account.me;
-        let to = match &me.lid {
-            Some(lid) => Jid::new(lid.user.clone(), Server::Lid),
-            None => me.jid.to_non_ad(),
+        // A LID-addressed DM this account cannot send (400: not migrated) goes by number.
+        let pn_only = self.pn_only.load(std::sync::atomic::Ordering::Relaxed);
+        let to = match (&me.lid, pn_only) {
+            (Some(lid), false) => Jid::new(lid.user.clone(), Server::Lid),
+            _ => me.jid.to_non_ad(),
         };
         let phone = Jid::with_device(to.user.clone(), 0, to.server.clone());
         let plain = message.encode_to_vec();
@@ -62,23 +64,9 @@ impl<S: CredsStore> Messenger<S> {
             .map_err(crate::signal::SignalError::from)?;
         drop(locks);
         let id = stanza::message_id(self.clock.now_unix(), &me.jid.user);
-        let mut children = vec![
-            Node::new("meta").attr("appdata", "default"),
-            stanza::enc_node(&ct, None),
-        ];
-        if matches!(ct, crate::signal::CiphertextMessage::PreKey(_)) {
-            children.push(Node::new("device-identity").bytes(me.signed_identity.clone()));
-        }
-        let mut node = Node::new("message")
-            .attr("id", id.clone())
-            .attr("to", to)
-            .attr("type", "text")
-            .attr("category", "peer");
-        for (k, v) in priority(message) {
-            node = node.attr(*k, *v);
-        }
+        let node = stanza::peer_stanza(&id, &to, &ct, &me.signed_identity, priority(message));
         sender
-            .send(&node.children(children))
+            .send(&node)
             .await
             .map_err(|_| SendError::NotConnected)?;
         Ok(id)
