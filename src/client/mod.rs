@@ -27,10 +27,10 @@ mod session;
 pub mod store;
 
 pub use crate::stanza::message_id as new_message_id;
-pub use crate::stanza::mex::ReachoutTimelock;
+pub use crate::stanza::mex::{NewChatCapping, ReachoutTimelock};
 pub use events::{ConnState, Event, Events, Linked};
 pub use iq::{IqError, IqTracker};
 pub use messages::{GroupUpdate, MessageStatus, StoredMessage};
-pub use messenger::{MessagingStats, SendError, Sent, valid_message_id};
+pub use messenger::{AttachedToken, MessagingStats, SendError, Sent, Warmth, valid_message_id};
 pub use run::{Client, ClientOptions, Keepalive, MessagingOptions};
-pub use store::{Creds, CredsStore, GroupStore, Me, MemoryCreds};
+pub use store::{Creds, CredsStore, GroupStore, Me, MemoryCreds, NctSalt};

@@ -248,6 +248,8 @@ async fn after_login<S: CredsStore>(
     // crash or a drop left unsent, with its ids, and whatever later sends leave unacked, for
     // as long as the connection lives (this task is aborted with it).
     Box::pin(top_up(&link, &sender, &*store, &creds)).await;
+    // The reach-out limits as they stand (the outbox gate reads them).
+    Box::pin(messenger.refresh_limits()).await;
     messenger.resend_loop().await;
 }
 

@@ -187,6 +187,7 @@ mod tests {
         let refused = |code| SendError::Refused {
             code,
             id: "X".into(),
+            attached: None,
         };
         let ended = |status, code| SendError::AlreadyEnded {
             id: "X".into(),

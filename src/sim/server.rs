@@ -99,6 +99,16 @@ pub(super) struct Phone {
     pub(super) aggregate_receipts: bool,
     /// The media it sent or received and still has (for media retries).
     pub(super) gallery: Gallery,
+    /// The account's NCT salt (keys the cstokens its devices send): random per account, as
+    /// no source establishes its length (CLIENT-FEATURES Appendix C.1); 32 bytes here.
+    pub(super) nct_salt: Vec<u8>,
+    /// Sends of its devices to cold users need a valid cstoken or tctoken (else 463), as
+    /// WhatsApp enforces since 2026 (CLIENT-FEATURES §1.4).
+    pub(super) require_cstoken: bool,
+    /// Its new-chat message capping, once set from the control API.
+    pub(super) capping: Option<crate::stanza::mex::NewChatCapping>,
+    /// Users it started a new chat with in the current capping cycle (counted once each).
+    pub(super) new_chats: HashSet<String>,
 }
 
 /// Devices a simulated user starts with (the phone and one companion).
@@ -328,6 +338,10 @@ impl State {
                 group_keys_sent: HashSet::new(),
                 aggregate_receipts: false,
                 gallery: Gallery::default(),
+                nct_salt: rand::random::<[u8; 32]>().to_vec(),
+                require_cstoken: false,
+                capping: None,
+                new_chats: HashSet::new(),
             };
             // Users have a phone and one more device unless told otherwise.
             phone.set_devices(DEFAULT_DEVICES);
@@ -394,6 +408,9 @@ pub enum Fault {
     /// The user's phone has deleted its media files (true): it answers media retries for them
     /// with `NOT_FOUND` (CLIENT-FEATURES §2.6), as a phone whose gallery lost the file.
     MediaDeleted(bool),
+    /// Sends of the account's devices to cold users (who never gave it a tctoken nor wrote to
+    /// it) need a valid cstoken or tctoken (true), else `ack error="463"`.
+    RequireCsToken(bool),
 }
 
 /// A simulated account's reach-out time-lock, as WhatsApp's `w:mex` answers state it.

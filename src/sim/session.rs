@@ -35,7 +35,7 @@ async fn greet(shared: &Shared, dev: &Device, key: &str) -> Vec<Node> {
         // Serving a bundle consumes one of its one-time prekeys, as the real server does.
         let one_time = companion.prekeys.take();
         Some((
-            phone.account.clone(),
+            (phone.account.clone(), phone.nct_salt.clone()),
             phone.signal.clone(),
             bundle,
             one_time,
@@ -43,9 +43,12 @@ async fn greet(shared: &Shared, dev: &Device, key: &str) -> Vec<Node> {
     })() else {
         return Vec::new();
     };
-    let now = shared.clock.now_unix();
+    let ((phone, salt), now) = (phone, shared.clock.now_unix());
     let mut out = Vec::new();
-    for message in [initial_setting_sync(), initial_history(&phone, now)] {
+    for message in [
+        initial_setting_sync(),
+        initial_history(&phone, Some(&salt), now),
+    ] {
         match signal
             .peer_message(
                 &phone,
@@ -139,21 +142,28 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
             iq::result(id, vec![])
         }
         "w:mex" if get => {
-            // WhatsApp's GraphQL channel: of its queries, the account's reach-out time-lock.
-            if crate::stanza::mex::query_id(node).as_deref()
-                != Some(crate::stanza::mex::TIMELOCK_QUERY_ID)
-            {
-                return iq::error(id, 400, "bad-request");
-            }
+            // WhatsApp's GraphQL channel: of its queries, the account's reach-out time-lock
+            // and its new-chat message capping.
+            let query = crate::stanza::mex::query_id(node);
             let Ok(st) = shared.state.lock() else {
                 return iq::error(id, 500, "internal-server-error");
             };
-            let lock = st
-                .phones
-                .get(&dev.jid.user)
-                .map(super::server::timelock)
-                .unwrap_or_else(super::server::timelock_off);
-            crate::stanza::mex::timelock_result(id, &lock)
+            let phone = st.phones.get(&dev.jid.user);
+            match query.as_deref() {
+                Some(crate::stanza::mex::TIMELOCK_QUERY_ID) => {
+                    let lock = phone
+                        .map(super::server::timelock)
+                        .unwrap_or_else(super::server::timelock_off);
+                    crate::stanza::mex::timelock_result(id, &lock)
+                }
+                // An account the cap does not apply to gets an empty object (every field
+                // absent), as WhatsApp omits what does not apply.
+                Some(crate::stanza::mex::CAPPING_QUERY_ID) => crate::stanza::mex::capping_result(
+                    id,
+                    &phone.and_then(|p| p.capping.clone()).unwrap_or_default(),
+                ),
+                _ => iq::error(id, 400, "bad-request"),
+            }
         }
         // Upload auth and the CDN's host (whatsmeow `queryMediaConn`, Baileys
         // `refreshMediaConn`: type set, one `<media_conn/>` child); other shapes are refused.

@@ -112,6 +112,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0016_retention.sql"),
     ),
     (17, "media", include_str!("../../migrations/0017_media.sql")),
+    (
+        18,
+        "nct salt and held sends",
+        include_str!("../../migrations/0018_nct_salt_limits.sql"),
+    ),
 ];
 
 /// How every write transaction starts: it takes the write lock up front, so a transaction that

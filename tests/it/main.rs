@@ -10,6 +10,7 @@ mod groups;
 mod guide;
 mod jwt_cmd;
 mod layering;
+mod limits;
 mod loopback;
 mod media_client;
 mod media_fixture;

@@ -50,6 +50,13 @@ impl<S: CredsStore> Messenger<S> {
             tracing::warn!("history bootstrap does not inflate to a HistorySync");
             return;
         };
+        // The NCT salt, as backfill only (the store decides: CLIENT-FEATURES §1.1).
+        if let Some(salt) = history.nct_salt.as_deref().filter(|s| !s.is_empty()) {
+            match self.store.backfill_nct_salt(salt).await {
+                Ok(applied) => tracing::debug!(applied, "history sync carried an NCT salt"),
+                Err(e) => tracing::warn!(error = %e, "cannot store the NCT salt"),
+            }
+        }
         for m in history
             .phone_number_to_lid_mappings
             .iter()
