@@ -248,8 +248,9 @@ async fn after_login<S: CredsStore>(
     // crash or a drop left unsent, with its ids, and whatever later sends leave unacked, for
     // as long as the connection lives (this task is aborted with it).
     Box::pin(top_up(&link, &sender, &*store, &creds)).await;
-    // The reach-out limits as they stand (the outbox gate reads them).
-    Box::pin(messenger.refresh_limits()).await;
+    // The new-chat capping as it stands (the outbox gate reads it); the time-lock is pushed
+    // by WhatsApp and asked after a 463.
+    Box::pin(messenger.refresh_capping()).await;
     messenger.resend_loop().await;
 }
 

@@ -166,6 +166,9 @@ impl Phone {
     }
 }
 
+/// Privacy-token issue iqs kept in the log.
+pub(super) const ISSUES_KEPT: usize = 1024;
+
 /// Receipts kept per companion (the simulator may run for days).
 const RECEIPTS_KEPT: usize = 1024;
 
@@ -272,6 +275,9 @@ pub(super) struct State {
     pub(super) log: StanzaLog,
     /// Privacy tokens: (issuer number, holder number) → token.
     pub(super) tokens: HashMap<(String, String), Vec<u8>>,
+    /// Privacy-token issue iqs real devices sent, oldest first: (issuer number, holder number,
+    /// the iq's `t`); the last [`ISSUES_KEPT`].
+    pub(super) token_issues: VecDeque<(String, String, u64)>,
     /// Groups by id (the user part of their JID).
     pub(super) groups: HashMap<String, Group>,
     /// Former members' attempts to read group messages sent after they left.

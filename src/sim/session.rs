@@ -201,7 +201,18 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
                         .collect()
                 })
                 .unwrap_or_default();
+            let t = node
+                .child("tokens")
+                .and_then(|t| t.child("token"))
+                .and_then(|t| t.get_str("t"))
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(now);
             for h in holders {
+                if st.token_issues.len() >= super::server::ISSUES_KEPT {
+                    st.token_issues.pop_front();
+                }
+                st.token_issues
+                    .push_back((dev.jid.user.clone(), h.clone(), t));
                 super::route::issue_token(&mut st, &dev.jid.user, &h, now);
             }
             iq::result(id, vec![])

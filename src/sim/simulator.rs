@@ -415,6 +415,19 @@ impl Simulator {
         Ok(reached)
     }
 
+    /// The privacy-token issue iqs the devices of `number` sent: (holder number, the iq's
+    /// `t`), oldest first.
+    pub fn token_issues(&self, number: &str) -> Vec<(String, u64)> {
+        let Ok(st) = self.shared.state.lock() else {
+            return Vec::new();
+        };
+        st.token_issues
+            .iter()
+            .filter(|(i, _, _)| i == number)
+            .map(|(_, h, t)| (h.clone(), *t))
+            .collect()
+    }
+
     /// The new-chat message capping of `number` as the server counts it now.
     pub fn capping(&self, number: &str) -> Option<crate::stanza::mex::NewChatCapping> {
         self.shared

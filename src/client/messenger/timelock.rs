@@ -50,9 +50,14 @@ impl<S: CredsStore> Messenger<S> {
         Ok(c)
     }
 
-    /// Learns both limits (at connect, and after a 463 or 475); failures are only logged.
-    pub(in crate::client) async fn refresh_limits(&self) {
+    /// Learns both limits (after a 463 or 475); failures are only logged.
+    pub(super) async fn refresh_limits(&self) {
         self.refresh_timelock().await;
+        self.refresh_capping().await;
+    }
+
+    /// Learns the new-chat capping (at connect); a failure is only logged.
+    pub(in crate::client) async fn refresh_capping(&self) {
         if let Err(e) = self.fetch_capping().await {
             tracing::debug!(error = %e, "cannot read the new-chat capping");
         }
