@@ -373,10 +373,14 @@ fn send_answer(row: &OutboxRow, waited: bool) -> Result<(&'static str, Value), A
                 .as_str()
                 .and_then(SendFailure::from_code)
                 .unwrap_or(SendFailure::SendFailed);
-            let message = r["error"]["message"]
+            let mut message = r["error"]["message"]
                 .as_str()
                 .unwrap_or("not sent")
                 .to_owned();
+            // What would lift a reach-out refusal (a 463 or 475 is never retried for you).
+            if let Some(remedy) = r["error"]["remedy"].as_str() {
+                message = format!("{message}; to lift it: {remedy}");
+            }
             Err(ApiError::from_failure(failure, message))
         }
         (OutboxState::Done, Some(r)) if r["status"] == json!("pending") => Ok((

@@ -238,7 +238,9 @@ impl Service {
                 .send_row(pk)
                 .await?
                 .ok_or(ServiceError::SendGone)?;
-            if row.state != OutboxState::Queued || Instant::now() >= deadline {
+            // A held send answers at once: it waits for a limit to lift, not for the drain.
+            if row.state != OutboxState::Queued || row.hold.is_some() || Instant::now() >= deadline
+            {
                 return Ok(row);
             }
             let _ = tokio::time::timeout_at(deadline, notified).await;

@@ -246,3 +246,141 @@ async fn our_tctoken_is_issued_once_per_bucket() {
     .await
     .expect("in time");
 }
+
+#[tokio::test]
+async fn a_cold_send_is_held_while_capped_and_goes_when_the_cap_lifts_and_refuse_answers_at_once() {
+    use crate::rest::{Server, call, link as rest_link, token};
+    use reqwest::Method;
+    use serde_json::json;
+    use wa_gateway::api::auth::Role;
+    use wa_gateway::stanza::mex::NewChatCapping;
+
+    tokio::time::timeout(LIMIT, async {
+        let sim = sim().await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let server = Server::start_opts(&sim, &db, Default::default()).await;
+        let http = reqwest::Client::new();
+        let admin = token(Role::Admin, &["*"], 3600);
+        let base = format!("{}/api/whatsapp/sub1/agent1", server.url);
+        let (me, cold1, cold2) = ("15550085000", "15550085001", "15550085002");
+        sim.set_devices(cold1, 1).unwrap();
+        sim.set_devices(cold2, 1).unwrap();
+        rest_link(&sim, &http, &admin, &base, me).await;
+
+        // Nothing bars new chats yet; the policy is the default.
+        let (code, v) = call(
+            &http,
+            Method::GET,
+            &format!("{base}/limits"),
+            Some(&admin),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["data"]["coldSend"], json!("hold"));
+        assert_eq!(v["data"]["newChatsBarred"], json!(false));
+
+        // WhatsApp caps the account (its devices are told): the limits say so.
+        let now = wa_gateway::util::clock::now_ms() / 1000;
+        let capped = NewChatCapping {
+            total_quota: Some(3),
+            used_quota: Some(3),
+            cycle_start: Some(now - 60),
+            cycle_end: Some(now + 86_400),
+            capping_status: Some("CAPPED".into()),
+            ..Default::default()
+        };
+        sim.set_capping(me, Some(capped.clone())).unwrap();
+        let limits = eventually("the capping over REST", async || {
+            let (_, v) = call(
+                &http,
+                Method::GET,
+                &format!("{base}/limits"),
+                Some(&admin),
+                None,
+            )
+            .await;
+            (v["data"]["newChatsBarred"] == json!(true)).then_some(v)
+        })
+        .await;
+        assert_eq!(limits["data"]["barredReason"], json!("capped"));
+        assert_eq!(limits["data"]["newChatCapping"]["totalQuota"], json!(3));
+        assert_eq!(limits["data"]["newChatCapping"]["remaining"], json!(0));
+        assert_eq!(
+            limits["data"]["newChatCapping"]["cappingStatus"],
+            json!("CAPPED")
+        );
+
+        // A send to a cold contact is held, not sent.
+        let (code, v) = call(
+            &http,
+            Method::POST,
+            &format!("{base}/send"),
+            Some(&admin),
+            Some(json!({ "to": cold1, "message": "first contact" })),
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["data"]["status"], json!("held"), "{v}");
+        assert_eq!(v["data"]["hold"]["reason"], json!("capped"));
+        assert!(v["data"]["hold"]["until"].is_string(), "{v}");
+        assert!(sim.phone_messages(cold1).is_empty());
+
+        // The cap lifts (the control API): the held send goes.
+        let control = crate::messaging::control_api(&sim).await;
+        let (code, _) = call_plain(
+            &http,
+            &format!("{control}/phones/{me}/capping"),
+            json!({ "off": true }),
+        )
+        .await;
+        assert_eq!(code, 200);
+        eventually("the held send delivered", async || {
+            (!sim.phone_messages(cold1).is_empty()).then_some(())
+        })
+        .await;
+
+        // Refuse mode: capped again, a cold send is refused at once with why and until.
+        server
+            .service
+            .set_cold_send(wa_gateway::service::limits::ColdSend::Refuse);
+        sim.set_capping(me, Some(capped)).unwrap();
+        eventually("capped again", async || {
+            let (_, v) = call(
+                &http,
+                Method::GET,
+                &format!("{base}/limits"),
+                Some(&admin),
+                None,
+            )
+            .await;
+            (v["data"]["newChatsBarred"] == json!(true)).then_some(())
+        })
+        .await;
+        let (code, v) = call(
+            &http,
+            Method::POST,
+            &format!("{base}/send"),
+            Some(&admin),
+            Some(json!({ "to": cold2, "message": "hello?" })),
+        )
+        .await;
+        assert_eq!(code, 429, "{v}");
+        assert_eq!(v["error"]["code"], json!("new_chat_cap_reached"), "{v}");
+        assert!(sim.phone_messages(cold2).is_empty());
+        server.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+/// A POST of JSON to the simulator's control API (not the gateway's: no OpenAPI check).
+async fn call_plain(
+    http: &reqwest::Client,
+    url: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = http.post(url).json(&body).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or_default())
+}
