@@ -253,8 +253,22 @@ pub(super) struct SendData {
     message: String,
     /// When WhatsApp took it (unix seconds).
     timestamp: Option<u64>,
-    /// `server_ack` once acked, else `pending`.
+    /// `server_ack` once acked, `held` while a cold send waits for the account's limits to
+    /// lift (WA_GATEWAY_COLD_SEND=hold), else `pending`.
     status: String,
+    /// While `held`: why (`timelocked` or `capped`) and until when.
+    hold: Option<Hold>,
+}
+
+/// Why a send is held, and until when.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // a schema
+pub(super) struct Hold {
+    /// `timelocked` or `capped`.
+    reason: String,
+    /// When the limit ends, when WhatsApp says.
+    #[schema(format = DateTime)]
+    until: Option<String>,
 }
 
 /// A message as history (and a `message.received` webhook) shows it.
