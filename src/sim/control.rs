@@ -444,7 +444,7 @@ async fn set_capping(
     if !word(&b.capping_status) || !word(&b.ote_status) || !word(&b.mv_status) {
         return bad(StatusCode::BAD_REQUEST, "statuses are upper-case words");
     }
-    let capping = (!b.off).then(|| crate::stanza::mex::NewChatCapping {
+    let capping = (!b.off).then_some(crate::stanza::mex::NewChatCapping {
         total_quota: b.total_quota,
         used_quota: b.used_quota,
         cycle_start: b.cycle_start,

@@ -218,7 +218,7 @@ fn cold_refusal(st: &State, from: &str, to: &str, node: &Node, now: u64) -> Opti
         let lid = &st.phones.get(to)?.account.lid;
         let want = crate::stanza::privacy::cs_token(&phone.nct_salt, lid);
         let got = node.child("cstoken").and_then(|c| c.content_bytes());
-        if got.as_deref().map(|b| &b[..]) != Some(&want[..]) {
+        if got.map(|b| &b[..]) != Some(&want[..]) {
             return Some(463);
         }
     }

@@ -53,7 +53,7 @@ pub fn token_recipient(to: &Jid) -> bool {
     let to = to.to_non_ad();
     matches!(to.server, Server::User | Server::Lid)
         && !to.user.is_empty()
-        && !(to.server == Server::User && to.user == PSA_USER)
+        && (to.server != Server::User || to.user != PSA_USER)
         && !is_bot(&to)
 }
 

@@ -209,7 +209,7 @@ pub(super) struct Messenger<S: CredsStore> {
     /// starts over at each login).
     sessions: Mutex<std::collections::HashSet<ProtocolAddress>>,
     /// Contacts' privacy tokens with their times (None: none), a cache over the store.
-    tokens: Mutex<HashMap<Jid, Option<(Vec<u8>, u64)>>>,
+    tokens: Mutex<HashMap<Jid, Option<tokens::HeldToken>>>,
     /// Group metadata, a cache over the store.
     groups: Mutex<HashMap<Jid, crate::stanza::group::GroupInfo>>,
     /// Groups whose stored metadata may be stale (the next send asks the server).

@@ -24,6 +24,9 @@ use crate::stanza::privacy;
 /// Longest privacy token accepted (WhatsApp's are a few dozen bytes).
 pub(super) const MAX_TOKEN_BYTES: usize = 1024;
 
+/// A contact's tctoken to us and its time (unix seconds).
+pub(super) type HeldToken = (Vec<u8>, u64);
+
 /// Which privacy token a 1:1 stanza carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttachedToken {
