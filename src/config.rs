@@ -112,6 +112,10 @@ pub struct ServiceConfig {
     /// unit: `90m`, `24h`, `2d`; default 24 h): a queued send not sent by then expires, and a
     /// sent one WhatsApp never acked by then is given up as failed.
     pub send_ttl_s: u64,
+    /// What a send to a cold contact meets while the account's new chats are barred
+    /// (time-locked or capped): `hold` (default; it goes once they are not) or `refuse`
+    /// (`WA_GATEWAY_COLD_SEND`).
+    pub cold_send: crate::service::limits::ColdSend,
     /// How long one webhook attempt may take (`WA_GATEWAY_WEBHOOK_TIMEOUT_MS`, default 10000).
     pub webhook_timeout_ms: u64,
     /// The first webhook retry's delay, doubling after (`WA_GATEWAY_WEBHOOK_RETRY_BASE_MS`,
@@ -202,6 +206,7 @@ impl Default for ServiceConfig {
             send_chat_gap_ms: 1000,
             send_wait_ms: 15_000,
             send_ttl_s: 24 * 3600,
+            cold_send: crate::service::limits::ColdSend::Hold,
             webhook_timeout_ms: 10_000,
             webhook_retry_base_ms: 1_000,
             webhook_retry_max_ms: 600_000,
@@ -319,6 +324,7 @@ impl fmt::Debug for ServiceConfig {
             .field("send_chat_gap_ms", &self.send_chat_gap_ms)
             .field("send_wait_ms", &self.send_wait_ms)
             .field("send_ttl_s", &self.send_ttl_s)
+            .field("cold_send", &self.cold_send)
             .field("webhook_timeout_ms", &self.webhook_timeout_ms)
             .field("webhook_retry_base_ms", &self.webhook_retry_base_ms)
             .field("webhook_retry_max_ms", &self.webhook_retry_max_ms)
@@ -644,6 +650,12 @@ fn service_from(get: &impl Fn(&str) -> Option<String>) -> Result<ServiceConfig, 
                     "{v:?} is not a time from 1 s to 30 days (seconds, or a number with s, m, h or d)"
                 ),
             })?;
+    }
+    if let Some(v) = get("WA_GATEWAY_COLD_SEND") {
+        s.cold_send = crate::service::limits::ColdSend::parse(&v).ok_or_else(|| ConfigError {
+            var: "WA_GATEWAY_COLD_SEND",
+            why: format!("{v:?} is neither hold nor refuse"),
+        })?;
     }
     if let Some(n) = num("WA_GATEWAY_WEBHOOK_TIMEOUT_MS", 100, 300_000)? {
         s.webhook_timeout_ms = n;

@@ -168,6 +168,7 @@ fn serve(cfg: wa_gateway::config::Config, with_simulator: bool) -> anyhow::Resul
                 media: cfg.service.media(),
             },
         );
+        service.set_cold_send(cfg.service.cold_send);
         let mut state = wa_gateway::api::AppState::with_rules(
             service,
             &key,

@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> axum::Router {
         )
         .route("/api/whatsapp/{sub}/{agent}/connect", post(routes::connect))
         .route("/api/whatsapp/{sub}/{agent}/status", get(routes::status))
+        .route("/api/whatsapp/{sub}/{agent}/limits", get(routes::limits))
         .route(
             "/api/whatsapp/{sub}/{agent}/send",
             // A file streams into the media store under its kind's cap; the JSON body has its

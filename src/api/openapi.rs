@@ -40,6 +40,7 @@ impl Modify for Bearer {
     paths(
         super::routes::connect,
         super::routes::status,
+        super::routes::limits,
         super::routes::send,
         super::routes::messages,
         super::chats::chats,

@@ -16,8 +16,8 @@ use super::limits::Endpoint;
 #[allow(unused_imports)] // used by the #[utoipa::path] declarations
 use super::schema::{
     ActivitiesData, AgentPath, ConnectData, ConnectionsData, DisconnectData, Envelope,
-    ErrorEnvelope, Health, MessagesData, Page, SendBody, SendData, SendForm, StatusData,
-    SubaccountPath,
+    ErrorEnvelope, Health, LimitsData, MessagesData, Page, SendBody, SendData, SendForm,
+    StatusData, SubaccountPath,
 };
 use super::{ApiError, AppState, Op};
 use crate::binary::Jid;
@@ -182,6 +182,65 @@ pub(super) async fn status(
 }
 
 #[utoipa::path(
+    get,
+    path = "/api/whatsapp/{subaccountId}/{agentId}/limits",
+    tag = "whatsapp",
+    summary = "Reach-out limits: the time-lock, the new-chat message capping, and the cold-send policy",
+    description = "WhatsApp may bar an account from starting new chats (a reach-out time-lock) or cap how many it starts per cycle. A send to a cold contact (one that never wrote to the account and gave it no valid privacy token) while either bars new chats is held until it lifts or refused at once (`coldSend`, WA_GATEWAY_COLD_SEND). Fields are absent until WhatsApp said them.",
+    params(AgentPath),
+    responses(
+        (status = 200, description = "The limits", body = Envelope<LimitsData>),
+        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
+        (status = 404, description = "No such agent", body = ErrorEnvelope),
+        (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn limits(
+    Extension(op): Extension<Op>,
+    State(st): State<AppState>,
+    path: Result<Path<Vec<String>>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        let [sub, agent] = ids::<2>(path)?;
+        allow(&st, &headers, &sub, Endpoint::Status, false)?;
+        let l = st.service.limits(&sub, &agent).await?;
+        let iso = |t: u64| iso8601_ms(i64::try_from(t).unwrap_or(i64::MAX / 1000) * 1000);
+        let mut v =
+            json!({ "coldSend": l.cold_send.as_str(), "newChatsBarred": l.barred.is_some() });
+        if let Some((reason, until)) = l.barred {
+            v["barredReason"] = json!(reason);
+            v["barredUntil"] = json!(until.map(iso));
+        }
+        if let Some(t) = &l.timelock {
+            v["reachoutTimelock"] = json!({
+                "isActive": t.active,
+                "endsAt": t.ends_at.map(iso),
+                "enforcementType": t.enforcement,
+            });
+        }
+        if let Some(c) = &l.capping {
+            v["newChatCapping"] = json!({
+                "totalQuota": c.total_quota,
+                "usedQuota": c.used_quota,
+                "remaining": c.remaining(),
+                "cycleStart": c.cycle_start.map(iso),
+                "cycleEnd": c.cycle_end.map(iso),
+                "cappingStatus": c.capping_status,
+                "oteStatus": c.ote_status,
+                "mvStatus": c.mv_status,
+            });
+        }
+        Ok(("Reach-out limits retrieved", v))
+    }
+    .await;
+    respond(op, r)
+}
+
+#[utoipa::path(
     post,
     path = "/api/whatsapp/{subaccountId}/{agentId}/send",
     tag = "whatsapp",
@@ -314,10 +373,14 @@ fn send_answer(row: &OutboxRow, waited: bool) -> Result<(&'static str, Value), A
                 .as_str()
                 .and_then(SendFailure::from_code)
                 .unwrap_or(SendFailure::SendFailed);
-            let message = r["error"]["message"]
+            let mut message = r["error"]["message"]
                 .as_str()
                 .unwrap_or("not sent")
                 .to_owned();
+            // What would lift a reach-out refusal (a 463 or 475 is never retried for you).
+            if let Some(remedy) = r["error"]["remedy"].as_str() {
+                message = format!("{message}; to lift it: {remedy}");
+            }
             Err(ApiError::from_failure(failure, message))
         }
         (OutboxState::Done, Some(r)) if r["status"] == json!("pending") => Ok((
@@ -341,13 +404,26 @@ fn send_answer(row: &OutboxRow, waited: bool) -> Result<(&'static str, Value), A
                 } else {
                     "WhatsApp message accepted; it is queued and will be sent"
                 },
-                json!({
-                    "messageId": message_id(&to, &row.message_id, true),
-                    "to": wire_user(&to),
-                    "message": row.body,
-                    "timestamp": row.created_ms / 1000,
-                    "status": "pending",
-                }),
+                {
+                    let mut v = json!({
+                        "messageId": message_id(&to, &row.message_id, true),
+                        "to": wire_user(&to),
+                        "message": row.body,
+                        "timestamp": row.created_ms / 1000,
+                        "status": "pending",
+                    });
+                    // Held: a cold contact while new chats are barred; it goes once they are
+                    // not (WA_GATEWAY_COLD_SEND=hold).
+                    if let Some(hold) = row
+                        .hold
+                        .as_deref()
+                        .and_then(|h| serde_json::from_str::<Value>(h).ok())
+                    {
+                        v["status"] = json!("held");
+                        v["hold"] = hold;
+                    }
+                    v
+                },
             ))
         }
     }

@@ -121,6 +121,52 @@ pub(super) struct Timelock {
     enforcement_type: String,
 }
 
+/// An account's reach-out limits (`GET …/limits`).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // a schema: the handler answers the same shape as JSON
+#[serde(rename_all = "camelCase")]
+pub(super) struct LimitsData {
+    /// `hold` or `refuse`: what a send to a cold contact meets while new chats are barred.
+    cold_send: String,
+    /// New chats are barred now (time-locked, or the capping quota used up).
+    new_chats_barred: bool,
+    /// `timelocked` or `capped`, while barred.
+    barred_reason: Option<String>,
+    /// Until when, while barred and WhatsApp says.
+    #[schema(format = DateTime)]
+    barred_until: Option<String>,
+    /// The time-lock, once WhatsApp said it.
+    reachout_timelock: Option<Timelock>,
+    /// The new-chat capping, once WhatsApp said it.
+    new_chat_capping: Option<Capping>,
+}
+
+/// WhatsApp's new-chat message capping: new 1:1 chats per cycle (every field optional: WhatsApp
+/// omits what does not apply to the account).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // a schema
+#[serde(rename_all = "camelCase")]
+pub(super) struct Capping {
+    /// New chats allowed per cycle.
+    total_quota: Option<u64>,
+    /// New chats started this cycle.
+    used_quota: Option<u64>,
+    /// Left this cycle.
+    remaining: Option<u64>,
+    /// Cycle start.
+    #[schema(format = DateTime)]
+    cycle_start: Option<String>,
+    /// Cycle end: the quota resets then.
+    #[schema(format = DateTime)]
+    cycle_end: Option<String>,
+    /// `NONE`, `FIRST_WARNING`, `SECOND_WARNING`, `CAPPED`.
+    capping_status: Option<String>,
+    /// One-time-extension status.
+    ote_status: Option<String>,
+    /// Meta Verified status.
+    mv_status: Option<String>,
+}
+
 /// `send`'s JSON body (unknown fields are ignored). At most 512 KiB, or 24 MiB with `media`.
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({ "to": "1234567890", "message": "Hello from our chat agent!" }))]
@@ -207,8 +253,22 @@ pub(super) struct SendData {
     message: String,
     /// When WhatsApp took it (unix seconds).
     timestamp: Option<u64>,
-    /// `server_ack` once acked, else `pending`.
+    /// `server_ack` once acked, `held` while a cold send waits for the account's limits to
+    /// lift (WA_GATEWAY_COLD_SEND=hold), else `pending`.
     status: String,
+    /// While `held`: why (`timelocked` or `capped`) and until when.
+    hold: Option<Hold>,
+}
+
+/// Why a send is held, and until when.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // a schema
+pub(super) struct Hold {
+    /// `timelocked` or `capped`.
+    reason: String,
+    /// When the limit ends, when WhatsApp says.
+    #[schema(format = DateTime)]
+    until: Option<String>,
 }
 
 /// A message as history (and a `message.received` webhook) shows it.

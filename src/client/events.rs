@@ -244,6 +244,9 @@ pub enum Event {
     /// The account's reach-out time-lock changed (WhatsApp said so, or we asked after a 463):
     /// while active, new chats are refused.
     ReachoutTimelock(crate::stanza::mex::ReachoutTimelock),
+    /// The account's new-chat message capping changed (WhatsApp's notification, or an answer
+    /// we asked for at connect or after a 463/475).
+    NewChatCapping(crate::stanza::mex::NewChatCapping),
     /// A contact's identity key changed (their security code changed).
     IdentityChanged {
         /// The contact's device.
@@ -310,6 +313,7 @@ impl fmt::Debug for Event {
             Event::IdentityChanged { jid } => write!(f, "IdentityChanged {{ jid: {jid} }}"),
             Event::PrivacyToken { jid } => write!(f, "PrivacyToken {{ jid: {jid} }}"),
             Event::ReachoutTimelock(t) => write!(f, "ReachoutTimelock({t:?})"),
+            Event::NewChatCapping(c) => write!(f, "NewChatCapping({c:?})"),
             Event::Stuck { chat, id } => write!(f, "Stuck {{ chat: {chat}, id: {id} }}"),
             Event::OfflineSync { count } => write!(f, "OfflineSync {{ count: {count} }}"),
             Event::GroupUpdate(u) => write!(f, "GroupUpdate({u:?})"),

@@ -29,11 +29,13 @@ mod session;
 pub mod store;
 
 pub use crate::stanza::message_id as new_message_id;
-pub use crate::stanza::mex::ReachoutTimelock;
+pub use crate::stanza::mex::{NewChatCapping, ReachoutTimelock};
 pub use account::{ChatChange, ChatSummary, Contact, ContactChange, HistoryBatch, LastMessage};
 pub use events::{ConnState, Event, Events, HistoryReport, Linked};
 pub use iq::{IqError, IqTracker};
 pub use messages::{GroupUpdate, MessageStatus, StoredMessage};
-pub use messenger::{ChatAction, MessagingStats, SendError, Sent, valid_message_id};
+pub use messenger::{
+    AttachedToken, ChatAction, MessagingStats, SendError, Sent, Warmth, valid_message_id,
+};
 pub use run::{Client, ClientOptions, Keepalive, MessagingOptions};
-pub use store::{AccountStore, Creds, CredsStore, GroupStore, Me, MemoryCreds};
+pub use store::{AccountStore, Creds, CredsStore, GroupStore, Me, MemoryCreds, NctSalt};

@@ -275,6 +275,18 @@ impl Client {
         self.messaging.timelock()
     }
 
+    /// The account's new-chat message capping as last learnt (asked at connect, after a 463 or
+    /// 475, or told by WhatsApp); None until then.
+    pub fn new_chat_capping(&self) -> Option<crate::stanza::mex::NewChatCapping> {
+        self.messaging.capping()
+    }
+
+    /// Whether `to` is warm (we hold its valid tctoken, or it wrote to us) or cold: what the
+    /// reach-out limits apply to.
+    pub async fn warmth(&self, to: &Jid) -> super::messenger::Warmth {
+        self.messaging.warmth(to.clone()).await
+    }
+
     /// Asks WhatsApp for the account's reach-out time-lock now.
     pub async fn fetch_reachout_timelock(
         &self,

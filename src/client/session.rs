@@ -250,6 +250,9 @@ async fn after_login<S: CredsStore>(
     Box::pin(top_up(&link, &sender, &*store, &creds)).await;
     // Catch up on app state changed while we were away (the worker does the syncing).
     Box::pin(messenger.app_state_after_login()).await;
+    // The new-chat capping as it stands (the outbox gate reads it); the time-lock is pushed
+    // by WhatsApp and asked after a 463.
+    Box::pin(messenger.refresh_capping()).await;
     messenger.resend_loop().await;
 }
 

@@ -186,6 +186,50 @@ pub trait CredsStore: GroupStore + AccountStore + AppStateStore + Send + Sync + 
         jid: &Jid,
         t: u64,
     ) -> impl Future<Output = Result<Option<u64>, CredsStoreError>> + Send;
+    /// The account's NCT salt (keys the cstoken, CLIENT-FEATURES §1), if one is held.
+    fn nct_salt(&self) -> impl Future<Output = Result<Option<NctSalt>, CredsStoreError>> + Send;
+    /// Applies an `nct_salt_sync` app-state mutation: SET (Some) stores the salt, REMOVE
+    /// (None) clears it; both record that the mutation was seen, which ends history-sync
+    /// backfill for good (an empty SET is ignored by the caller, as whatsapp-rust does).
+    fn set_nct_salt(
+        &self,
+        salt: Option<&[u8]>,
+    ) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
+    /// Offers the salt a history sync carried. Applied (true) only if no salt is stored and
+    /// no `nct_salt_sync` mutation was ever seen. Decision (CLIENT-FEATURES Appendix A):
+    /// whatsapp-rust's rule (WA Web `storeNctSaltFromHistorySync`), not whatsmeow's overwrite,
+    /// so an old history blob never replaces a synced salt nor resurrects a removed one.
+    fn backfill_nct_salt(
+        &self,
+        salt: &[u8],
+    ) -> impl Future<Output = Result<bool, CredsStoreError>> + Send;
+    /// Whether `chat` (a 1:1 chat, keyed as rows are) ever wrote to us: a stored message of
+    /// that chat not from us. Makes the contact warm (reach-out limits do not apply).
+    fn wrote_to_us(&self, chat: &Jid)
+    -> impl Future<Output = Result<bool, CredsStoreError>> + Send;
+}
+
+/// The NCT salt: a secret (it keys every cstoken we send), so its `Debug` shows only its
+/// length and it is wiped on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NctSalt(pub zeroize::Zeroizing<Vec<u8>>);
+
+impl NctSalt {
+    /// Wraps salt bytes.
+    pub fn new(bytes: &[u8]) -> NctSalt {
+        NctSalt(zeroize::Zeroizing::new(bytes.to_vec()))
+    }
+
+    /// The salt bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for NctSalt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NctSalt({} bytes, redacted)", self.0.len())
+    }
 }
 
 /// What the client keeps about the account's chats and contacts (history sync, app-state sync,
@@ -290,6 +334,8 @@ pub struct MemoryCreds {
     groups: Mutex<MemoryGroups>,
     appstate: Mutex<MemoryAppState>,
     account: Mutex<MemoryAccount>,
+    /// The NCT salt, and whether an `nct_salt_sync` mutation was ever seen.
+    nct: Mutex<(Option<NctSalt>, bool)>,
 }
 
 /// Chats and contacts in memory.
@@ -378,6 +424,7 @@ impl Default for MemoryCreds {
             groups: Mutex::new(MemoryGroups::default()),
             appstate: Mutex::new(MemoryAppState::default()),
             account: Mutex::new(MemoryAccount::default()),
+            nct: Mutex::new((None, false)),
         }
     }
 }
@@ -479,6 +526,7 @@ impl CredsStore for MemoryCreds {
         self.signal.reset(None);
         *self.creds.lock().map_err(poisoned)? = None;
         self.tokens.lock().map_err(poisoned)?.clear();
+        *self.nct.lock().map_err(poisoned)? = (None, false);
         // The sender keys went with the Signal state: nobody holds ours any more.
         self.groups.lock().map_err(poisoned)?.holders.clear();
         // A new link gets a new key share and syncs from a snapshot.
@@ -725,6 +773,33 @@ impl CredsStore for MemoryCreds {
     async fn set_token_issued(&self, jid: &Jid, t: u64) -> Result<Option<u64>, CredsStoreError> {
         let mut m = self.tokens.lock().map_err(poisoned)?;
         Ok(m.entry(jid.clone()).or_default().issued.replace(t))
+    }
+
+    async fn nct_salt(&self) -> Result<Option<NctSalt>, CredsStoreError> {
+        Ok(self.nct.lock().map_err(poisoned)?.0.clone())
+    }
+
+    async fn set_nct_salt(&self, salt: Option<&[u8]>) -> Result<(), CredsStoreError> {
+        *self.nct.lock().map_err(poisoned)? = (salt.map(NctSalt::new), true);
+        Ok(())
+    }
+
+    async fn backfill_nct_salt(&self, salt: &[u8]) -> Result<bool, CredsStoreError> {
+        let mut g = self.nct.lock().map_err(poisoned)?;
+        if g.0.is_some() || g.1 || salt.is_empty() {
+            return Ok(false);
+        }
+        g.0 = Some(NctSalt::new(salt));
+        Ok(true)
+    }
+
+    async fn wrote_to_us(&self, chat: &Jid) -> Result<bool, CredsStoreError> {
+        Ok(self
+            .messages
+            .lock()
+            .map_err(poisoned)?
+            .iter()
+            .any(|m| !m.from_me && &m.chat == chat))
     }
 }
 
@@ -1022,6 +1097,9 @@ impl AppStateStore for MemoryCreds {
     ) -> Result<(), CredsStoreError> {
         self.apply_account_changes(&commit.chats, &commit.contacts)
             .await?;
+        if let Some(salt) = &commit.nct_salt {
+            self.set_nct_salt(salt.as_deref()).await?;
+        }
         self.appstate.lock().map_err(poisoned)?.commit(commit);
         Ok(())
     }

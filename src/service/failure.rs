@@ -17,8 +17,14 @@ pub enum SendFailure {
     InvalidTo,
     /// The account is not (or no longer) a member of the group.
     NotInGroup,
-    /// WhatsApp refused it with 463: a first message to a contact without a privacy token.
+    /// WhatsApp refused it with 463 and no privacy token went with it (no valid tctoken, and
+    /// no NCT salt or no LID for a cstoken): a first message to a contact without a token.
     PrivacyTokenRequired,
+    /// WhatsApp refused it with 463 although a token went with it: the account is restricted
+    /// (a reach-out time-lock, or WhatsApp's own judgement).
+    AccountRestricted,
+    /// WhatsApp refused it with 475: the account's new-chat message cap for this cycle is used.
+    NewChatCapReached,
     /// WhatsApp refused it with 421: the group's addressing mode changed under it.
     StaleGroup,
     /// WhatsApp refused it for another reason (its code is in the message).
@@ -45,6 +51,8 @@ impl SendFailure {
         SendFailure::InvalidTo,
         SendFailure::NotInGroup,
         SendFailure::PrivacyTokenRequired,
+        SendFailure::AccountRestricted,
+        SendFailure::NewChatCapReached,
         SendFailure::StaleGroup,
         SendFailure::RefusedByWhatsApp,
         SendFailure::NotConnected,
@@ -63,6 +71,11 @@ impl SendFailure {
             SendError::InvalidText(_) => SendFailure::InvalidMessage,
             SendError::UnsupportedRecipient(_) => SendFailure::InvalidTo,
             SendError::NotInGroup(_) => SendFailure::NotInGroup,
+            SendError::Refused {
+                code: 463,
+                attached: Some(_),
+                ..
+            } => SendFailure::AccountRestricted,
             SendError::Refused { code, .. } => SendFailure::refused(*code),
             SendError::AlreadyEnded {
                 status: MessageStatus::Failed,
@@ -96,6 +109,7 @@ impl SendFailure {
     fn refused(code: u16) -> SendFailure {
         match code {
             463 => SendFailure::PrivacyTokenRequired,
+            475 => SendFailure::NewChatCapReached,
             421 => SendFailure::StaleGroup,
             _ => SendFailure::RefusedByWhatsApp,
         }
@@ -109,6 +123,8 @@ impl SendFailure {
             SendFailure::InvalidTo => "invalid_to",
             SendFailure::NotInGroup => "not_in_group",
             SendFailure::PrivacyTokenRequired => "privacy_token_required",
+            SendFailure::AccountRestricted => "account_restricted",
+            SendFailure::NewChatCapReached => "new_chat_cap_reached",
             SendFailure::StaleGroup => "stale_group",
             SendFailure::RefusedByWhatsApp => "refused_by_whatsapp",
             SendFailure::NotConnected => "not_connected",
@@ -138,7 +154,9 @@ impl SendFailure {
             }
             SendFailure::NotInGroup => 403,
             SendFailure::NotConnected | SendFailure::Cancelled | SendFailure::Expired => 409,
+            SendFailure::NewChatCapReached => 429,
             SendFailure::PrivacyTokenRequired
+            | SendFailure::AccountRestricted
             | SendFailure::StaleGroup
             | SendFailure::RefusedByWhatsApp => 422,
             SendFailure::Unreachable | SendFailure::SendFailed => 503,
@@ -155,9 +173,35 @@ impl SendFailure {
         }
     }
 
+    /// What would lift this failure, for the refusals an agent cannot fix by trying again
+    /// (a 463 is never retried automatically: a retry only burns the account's standing).
+    pub fn remedy(self) -> Option<&'static str> {
+        Some(match self {
+            SendFailure::PrivacyTokenRequired => {
+                "the contact writes to this account first (its privacy token then goes with \
+                 replies), or the phone shares its NCT salt (app state or history sync) so a \
+                 cstoken can go; a LID for the contact is needed too"
+            }
+            SendFailure::AccountRestricted => {
+                "WhatsApp restricts this account's new chats: wait until the reach-out \
+                 time-lock ends (GET …/limits), and write only to contacts who wrote first"
+            }
+            SendFailure::NewChatCapReached => {
+                "the new-chat quota of this cycle is used: wait for the cycle to end \
+                 (GET …/limits), or write to contacts who wrote first"
+            }
+            _ => return None,
+        })
+    }
+
     /// The JSON an outbox row keeps as its result.
     pub fn result_json(self, message: &str) -> serde_json::Value {
-        serde_json::json!({ "error": { "code": self.code(), "message": message } })
+        match self.remedy() {
+            Some(r) => serde_json::json!({
+                "error": { "code": self.code(), "message": message, "remedy": r }
+            }),
+            None => serde_json::json!({ "error": { "code": self.code(), "message": message } }),
+        }
     }
 }
 
@@ -187,6 +231,7 @@ mod tests {
         let refused = |code| SendError::Refused {
             code,
             id: "X".into(),
+            attached: None,
         };
         let ended = |status, code| SendError::AlreadyEnded {
             id: "X".into(),
@@ -195,6 +240,15 @@ mod tests {
         };
         for (e, want) in [
             (refused(463), SendFailure::PrivacyTokenRequired),
+            (
+                SendError::Refused {
+                    code: 463,
+                    id: "X".into(),
+                    attached: Some(crate::client::AttachedToken::CsToken),
+                },
+                SendFailure::AccountRestricted,
+            ),
+            (refused(475), SendFailure::NewChatCapReached),
             (refused(421), SendFailure::StaleGroup),
             (refused(479), SendFailure::RefusedByWhatsApp),
             (

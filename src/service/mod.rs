@@ -8,6 +8,7 @@ mod agents;
 mod chats;
 pub mod egress;
 mod failure;
+pub mod limits;
 pub mod media;
 mod media_probe;
 pub use media_probe::{MAX_GIVEN_THUMBNAIL, MediaDraft, kind_of_mimetype};
@@ -190,6 +191,8 @@ pub struct Service {
     unpaced: Vec<String>,
     /// How long a queued send may wait to be sent.
     send_ttl: Duration,
+    /// A cold send while new chats are barred is refused (true) or held (`WA_GATEWAY_COLD_SEND`).
+    cold_send: std::sync::atomic::AtomicBool,
     /// Wakes an account's drain when a send is queued; an entry lives while its drain runs.
     wakers: registry::Registry<AccountId, tokio::sync::Notify>,
     /// Wakes the requests waiting for a send's outcome (by outbox key); an entry lives while a
@@ -350,6 +353,7 @@ impl Service {
             pacing: service.pacing,
             unpaced: service.unpaced,
             send_ttl: service.send_ttl.unwrap_or(DEFAULT_SEND_TTL),
+            cold_send: std::sync::atomic::AtomicBool::new(false),
             wakers: registry::Registry::default(),
             finished: registry::Registry::default(),
             max_agents: service.max_agents.unwrap_or(DEFAULT_MAX_AGENTS),
@@ -488,6 +492,10 @@ impl Service {
                 && m.media.is_some()
             {
                 self.media_wakers.with(session.account, |n| n.notify_one());
+            }
+            // A limit changed: the drain releases held sends once nothing bars new chats.
+            if matches!(e, Event::ReachoutTimelock(_) | Event::NewChatCapping(_)) {
+                self.wake(session.account);
             }
             let update = match &e {
                 Event::QrCode { code, .. } => {

@@ -238,7 +238,9 @@ impl Service {
                 .send_row(pk)
                 .await?
                 .ok_or(ServiceError::SendGone)?;
-            if row.state != OutboxState::Queued || Instant::now() >= deadline {
+            // A held send answers at once: it waits for a limit to lift, not for the drain.
+            if row.state != OutboxState::Queued || row.hold.is_some() || Instant::now() >= deadline
+            {
                 return Ok(row);
             }
             let _ = tokio::time::timeout_at(deadline, notified).await;
@@ -279,6 +281,12 @@ impl Service {
             let row = match self.store.next_send(account).await {
                 Ok(Some(r)) => r,
                 Ok(None) => {
+                    // Held sends go again once nothing bars new chats.
+                    if self.limits_barred(&session).is_none()
+                        && self.store.release_holds(account).await.unwrap_or(0) > 0
+                    {
+                        continue;
+                    }
                     let _ = tokio::time::timeout(Duration::from_secs(30), wake.notified()).await;
                     continue;
                 }
@@ -310,6 +318,40 @@ impl Service {
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "cannot expire a send"),
                 }
+            }
+            // The gate: a cold contact while new chats are barred is held or refused, never
+            // sent (a refused first contact costs the account's standing).
+            if let Some((reason, until)) = self.limits_barred(&session)
+                && session.client.warmth(&to).await == crate::client::Warmth::Cold
+            {
+                let until_iso = until.map(|u| {
+                    crate::util::clock::iso8601_ms(
+                        i64::try_from(u).unwrap_or(i64::MAX / 1000) * 1000,
+                    )
+                });
+                match self.cold_send() {
+                    super::limits::ColdSend::Hold => {
+                        let hold = serde_json::json!({ "reason": reason, "until": until_iso });
+                        if let Err(e) = self.store.hold_send(row.pk, &hold.to_string()).await {
+                            tracing::warn!(error = %e, "cannot hold a send");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        self.finished(row.pk);
+                    }
+                    super::limits::ColdSend::Refuse => {
+                        let f = if reason == "capped" {
+                            SendFailure::NewChatCapReached
+                        } else {
+                            SendFailure::AccountRestricted
+                        };
+                        let mut result = f.result_json(&format!(
+                            "not sent: the contact is cold and new chats are barred ({reason})"
+                        ));
+                        result["error"]["until"] = serde_json::json!(until_iso);
+                        self.finish(&row, f.outbox_state(), result).await;
+                    }
+                }
+                continue;
             }
             if paced {
                 pacer.admit(&row.to).await;
@@ -397,6 +439,15 @@ impl Service {
                 },
             }
         }
+    }
+
+    /// Why new chats are barred for `session`'s account now, and until when, if they are.
+    fn limits_barred(&self, session: &Session) -> Option<(&'static str, Option<u64>)> {
+        super::limits::barred(
+            session.client.reachout_timelock().as_ref(),
+            session.client.new_chat_capping().as_ref(),
+            crate::util::clock::now_ms() / 1000,
+        )
     }
 
     async fn finish(&self, row: &OutboxRow, state: OutboxState, result: serde_json::Value) {

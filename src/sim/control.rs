@@ -276,6 +276,7 @@ pub fn router(sim: Simulator) -> Router {
             post(app_state_fault),
         )
         .route("/phones/{number}/history", post(seed_history))
+        .route("/phones/{number}/capping", post(set_capping).get(capping))
         .route("/faults", post(fault))
         .route("/groups", post(create_group))
         .route("/groups/{jid}", get(group))
@@ -342,13 +343,14 @@ async fn fault(
         "lid_unmigrated" => Fault::LidUnmigrated(b.on.unwrap_or(true)),
         "aggregate_receipts" => Fault::AggregateReceipts(b.on.unwrap_or(true)),
         "media_deleted" => Fault::MediaDeleted(b.on.unwrap_or(true)),
+        "require_cstoken" => Fault::RequireCsToken(b.on.unwrap_or(true)),
         other => {
             return bad(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "unknown fault {other:?} (drop, stop_pings, resume_pings, stream_error, \
                      unlink, corrupt_next, withhold_receipts, withhold_acks, reach_out_lock, lid_unmigrated, \
-                     aggregate_receipts, media_deleted)"
+                     aggregate_receipts, media_deleted, require_cstoken)"
                 ),
             );
         }
@@ -464,6 +466,72 @@ async fn delete_account(State(sim): State<Simulator>, Path(number): Path<String>
         Ok(()) => (StatusCode::OK, Json(json!({ "deleted": number }))),
         Err(e) => sim_error(e),
     }
+}
+
+/// Body of `POST /phones/{number}/capping`: the account's new-chat message capping (fields as
+/// the `w:mex` answer names them, camelCase), or `{"off": true}` to lift it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CappingBody {
+    /// Lift the capping altogether.
+    #[serde(default)]
+    pub off: bool,
+    /// New chats allowed per cycle.
+    pub total_quota: Option<u64>,
+    /// New chats used this cycle.
+    pub used_quota: Option<u64>,
+    /// Cycle start (unix seconds).
+    pub cycle_start: Option<u64>,
+    /// Cycle end (unix seconds).
+    pub cycle_end: Option<u64>,
+    /// `NONE`, `FIRST_WARNING`, `SECOND_WARNING`, `CAPPED`.
+    pub capping_status: Option<String>,
+    /// One-time-extension status.
+    pub ote_status: Option<String>,
+    /// Meta Verified status.
+    pub mv_status: Option<String>,
+}
+
+async fn set_capping(
+    State(sim): State<Simulator>,
+    Path(number): Path<String>,
+    body: Result<Json<CappingBody>, JsonRejection>,
+) -> Reply {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let word = |s: &Option<String>| {
+        s.as_ref()
+            .is_none_or(|s| s.len() <= 64 && s.bytes().all(|c| c.is_ascii_uppercase() || c == b'_'))
+    };
+    if !word(&b.capping_status) || !word(&b.ote_status) || !word(&b.mv_status) {
+        return bad(StatusCode::BAD_REQUEST, "statuses are upper-case words");
+    }
+    let capping = (!b.off).then_some(crate::stanza::mex::NewChatCapping {
+        total_quota: b.total_quota,
+        used_quota: b.used_quota,
+        cycle_start: b.cycle_start,
+        cycle_end: b.cycle_end,
+        server_sent: None,
+        capping_status: b.capping_status,
+        ote_status: b.ote_status,
+        mv_status: b.mv_status,
+    });
+    match sim.set_capping(&number, capping) {
+        Ok(told) => (
+            StatusCode::OK,
+            Json(json!({ "capping": sim.capping(&number), "devices": told })),
+        ),
+        Err(e) => sim_error(e),
+    }
+}
+
+async fn capping(State(sim): State<Simulator>, Path(number): Path<String>) -> Reply {
+    (
+        StatusCode::OK,
+        Json(json!({ "capping": sim.capping(&number) })),
+    )
 }
 
 async fn echo(

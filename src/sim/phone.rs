@@ -256,8 +256,9 @@ pub fn initial_setting_sync() -> wa::Message {
 }
 
 /// The initial history bootstrap, inline (zlib-compressed `HistorySync`): no conversations yet,
-/// the account's push name, and its phone-number ↔ LID mapping.
-pub fn initial_history(phone: &PhoneAccount, now: u64) -> wa::Message {
+/// the account's push name, its phone-number ↔ LID mapping and its NCT salt (`nctSalt`, 19:
+/// the companion applies it as backfill, CLIENT-FEATURES §1.1).
+pub fn initial_history(phone: &PhoneAccount, nct_salt: Option<&[u8]>, now: u64) -> wa::Message {
     use std::io::Write;
     let pn = Jid::new(phone.number.clone(), Server::User).to_string();
     let history = wa::HistorySync {
@@ -276,6 +277,7 @@ pub fn initial_history(phone: &PhoneAccount, now: u64) -> wa::Message {
             pn_jid: Some(pn),
             lid_jid: Some(Jid::new(phone.lid.clone(), Server::Lid).to_string()),
         }],
+        nct_salt: nct_salt.map(<[u8]>::to_vec),
         ..Default::default()
     };
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
@@ -314,7 +316,7 @@ mod tests {
             push_name: Some("Alice".into()),
             business_name: None,
         };
-        let m = initial_history(&phone, 1_700_000_000);
+        let m = initial_history(&phone, Some(b"salt"), 1_700_000_000);
         let n = m
             .protocol_message
             .and_then(|p| p.history_sync_notification)
@@ -329,6 +331,7 @@ mod tests {
             Some(wa::HistorySyncType::InitialBootstrap as i32)
         );
         assert_eq!(h.pushnames[0].pushname.as_deref(), Some("Alice"));
+        assert_eq!(h.nct_salt.as_deref(), Some(&b"salt"[..]));
         assert_eq!(
             h.phone_number_to_lid_mappings[0].lid_jid.as_deref(),
             Some("201234567890123@lid")

@@ -77,8 +77,8 @@ pub(super) fn ensure_seeded(st: &mut State, number: &str, now_ms: i64) {
     if let Some(name) = &phone.account.push_name {
         seed.push(push_name(name));
     }
-    let salt: [u8; 32] = rand::random();
-    let (ci, ms) = PhoneAction::NctSalt(Some(salt.to_vec())).mutations();
+    // The account's one salt: the same the history bootstrap carries (`Phone::nct_salt`).
+    let (ci, ms) = PhoneAction::NctSalt(Some(phone.nct_salt.clone())).mutations();
     seed.extend(ms.into_iter().map(|m| (ci, m)));
     phone.app_state.seed(seed, now_ms);
 }

@@ -91,6 +91,10 @@ pub(super) fn route_dm(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Re
             if !may_reach(&st, &dev.jid.user, &recipient, token.map(|b| &b[..])) {
                 return Err(463);
             }
+            if let Some(code) = cold_refusal(&st, &dev.jid.user, &recipient, node, t) {
+                return Err(code);
+            }
+            count_new_chat(&mut st, &dev.jid.user, &recipient);
             wrote(&mut st, &dev.jid.user, &recipient, t);
         }
         let push_name = st
@@ -192,6 +196,64 @@ fn may_reach(st: &State, from: &str, to: &str, token: Option<&[u8]>) -> bool {
     match st.tokens.get(&(to.to_owned(), from.to_owned())) {
         Some(t) => token == Some(&t[..]),
         None => false,
+    }
+}
+
+/// Whether `to` is cold for `from`: it never gave `from` its tctoken (which it does when it
+/// writes to `from`, or when its device issues it).
+fn cold(st: &State, from: &str, to: &str) -> bool {
+    !st.tokens.contains_key(&(to.to_owned(), from.to_owned()))
+}
+
+/// The refusal of a 1:1 send from `from` to the cold user `to`, if any: 463 under
+/// `require_cstoken` without a cstoken matching `HMAC-SHA256(from's NCT salt, "<to's
+/// LID>@lid")` (a cold user has given no tctoken to match); 475 when `from`'s new-chat capping
+/// is used up and `to` is not among this cycle's new chats.
+fn cold_refusal(st: &State, from: &str, to: &str, node: &Node, now: u64) -> Option<u16> {
+    let phone = st.phones.get(from)?;
+    if !cold(st, from, to) {
+        return None;
+    }
+    if phone.require_cstoken {
+        let lid = &st.phones.get(to)?.account.lid;
+        // No salt (removed through app state): no cstoken can be valid.
+        let want = phone
+            .current_nct_salt()
+            .map(|salt| crate::stanza::privacy::cs_token(salt, lid));
+        let got = node.child("cstoken").and_then(|c| c.content_bytes());
+        if want.is_none() || got.map(|b| &b[..]) != want.as_ref().map(|w| &w[..]) {
+            return Some(463);
+        }
+    }
+    if let Some(c) = &phone.capping
+        && !phone.new_chats.contains(to)
+        && c.capped(now)
+    {
+        return Some(475);
+    }
+    None
+}
+
+/// An accepted send from `from` to cold `to` under capping starts a new chat: counted once per
+/// user and cycle; the stage turns `CAPPED` when the quota is used up.
+fn count_new_chat(st: &mut State, from: &str, to: &str) {
+    if !cold(st, from, to) {
+        return;
+    }
+    let Some(phone) = st.phones.get_mut(from) else {
+        return;
+    };
+    let Some(c) = phone.capping.as_mut() else {
+        return;
+    };
+    // Bounded by the quota the control API set (a cycle's users), and at most 100,000.
+    if phone.new_chats.len() >= 100_000 || !phone.new_chats.insert(to.to_owned()) {
+        return;
+    }
+    let used = c.used_quota.unwrap_or(0).saturating_add(1);
+    c.used_quota = Some(used);
+    if c.total_quota.is_some_and(|q| used >= q) {
+        c.capping_status = Some("CAPPED".into());
     }
 }
 

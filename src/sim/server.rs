@@ -104,6 +104,29 @@ pub(super) struct Phone {
     pub(super) app_state: AppState,
     /// Its chat history (sent to a newly linked companion, and on request).
     pub(super) history: super::history::SimHistory,
+    /// The account's NCT salt (keys the cstokens its devices send): random per account, as
+    /// no source establishes its length (CLIENT-FEATURES Appendix C.1); 32 bytes here.
+    pub(super) nct_salt: Vec<u8>,
+    /// Sends of its devices to cold users need a valid cstoken or tctoken (else 463), as
+    /// WhatsApp enforces since 2026 (CLIENT-FEATURES §1.4).
+    pub(super) require_cstoken: bool,
+    /// Its new-chat message capping, once set from the control API.
+    pub(super) capping: Option<crate::stanza::mex::NewChatCapping>,
+    /// Users it started a new chat with in the current capping cycle (counted once each).
+    pub(super) new_chats: HashSet<String>,
+}
+
+impl Phone {
+    /// The NCT salt cstokens to this account's sends are checked against: what its app state
+    /// holds once seeded (an `nct_salt_sync` may have changed or removed it), else the salt
+    /// it was made with (which seeds that app state and rides the history bootstrap).
+    pub(super) fn current_nct_salt(&self) -> Option<&[u8]> {
+        if self.app_state.seeded() {
+            self.app_state.nct_salt()
+        } else {
+            Some(&self.nct_salt)
+        }
+    }
 }
 
 /// Devices a simulated user starts with (the phone and one companion).
@@ -160,6 +183,9 @@ impl Phone {
         Some(self.last_device)
     }
 }
+
+/// Privacy-token issue iqs kept in the log.
+pub(super) const ISSUES_KEPT: usize = 1024;
 
 /// Receipts kept per companion (the simulator may run for days).
 const RECEIPTS_KEPT: usize = 1024;
@@ -267,6 +293,9 @@ pub(super) struct State {
     pub(super) log: StanzaLog,
     /// Privacy tokens: (issuer number, holder number) → token.
     pub(super) tokens: HashMap<(String, String), Vec<u8>>,
+    /// Privacy-token issue iqs real devices sent, oldest first: (issuer number, holder number,
+    /// the iq's `t`); the last [`ISSUES_KEPT`].
+    pub(super) token_issues: VecDeque<(String, String, u64)>,
     /// Groups by id (the user part of their JID).
     pub(super) groups: HashMap<String, Group>,
     /// Former members' attempts to read group messages sent after they left.
@@ -335,6 +364,10 @@ impl State {
                 gallery: Gallery::default(),
                 app_state: AppState::default(),
                 history: super::history::SimHistory::default(),
+                nct_salt: rand::random::<[u8; 32]>().to_vec(),
+                require_cstoken: false,
+                capping: None,
+                new_chats: HashSet::new(),
             };
             // Users have a phone and one more device unless told otherwise.
             phone.set_devices(DEFAULT_DEVICES);
@@ -401,6 +434,9 @@ pub enum Fault {
     /// The user's phone has deleted its media files (true): it answers media retries for them
     /// with `NOT_FOUND` (CLIENT-FEATURES §2.6), as a phone whose gallery lost the file.
     MediaDeleted(bool),
+    /// Sends of the account's devices to cold users (who never gave it a tctoken nor wrote to
+    /// it) need a valid cstoken or tctoken (true), else `ack error="463"`.
+    RequireCsToken(bool),
 }
 
 /// A simulated account's reach-out time-lock, as WhatsApp's `w:mex` answers state it.

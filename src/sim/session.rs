@@ -39,7 +39,7 @@ async fn greet(shared: &Shared, dev: &Device, key: &str) -> Vec<Node> {
         // Its chat history follows the bootstrap in downloadable chunks (none when empty).
         let chunks = (!phone.history.is_empty()).then(|| phone.history.link_chunks());
         let (account, signal, fault) = (
-            phone.account.clone(),
+            (phone.account.clone(), phone.nct_salt.clone()),
             phone.signal.clone(),
             phone.history.fault(),
         );
@@ -56,9 +56,12 @@ async fn greet(shared: &Shared, dev: &Device, key: &str) -> Vec<Node> {
     })() else {
         return Vec::new();
     };
-    let now = shared.clock.now_unix();
+    let ((phone, salt), now) = (phone, shared.clock.now_unix());
     let mut out = Vec::new();
-    let mut messages = vec![initial_setting_sync(), initial_history(&phone, now)];
+    let mut messages = vec![
+        initial_setting_sync(),
+        initial_history(&phone, Some(&salt), now),
+    ];
     if !chunks.is_empty() {
         let cdn = shared.cdn.clone();
         let uploaded = tokio::task::spawn_blocking(move || {
@@ -169,21 +172,28 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
             iq::result(id, vec![])
         }
         "w:mex" if get => {
-            // WhatsApp's GraphQL channel: of its queries, the account's reach-out time-lock.
-            if crate::stanza::mex::query_id(node).as_deref()
-                != Some(crate::stanza::mex::TIMELOCK_QUERY_ID)
-            {
-                return iq::error(id, 400, "bad-request");
-            }
+            // WhatsApp's GraphQL channel: of its queries, the account's reach-out time-lock
+            // and its new-chat message capping.
+            let query = crate::stanza::mex::query_id(node);
             let Ok(st) = shared.state.lock() else {
                 return iq::error(id, 500, "internal-server-error");
             };
-            let lock = st
-                .phones
-                .get(&dev.jid.user)
-                .map(super::server::timelock)
-                .unwrap_or_else(super::server::timelock_off);
-            crate::stanza::mex::timelock_result(id, &lock)
+            let phone = st.phones.get(&dev.jid.user);
+            match query.as_deref() {
+                Some(crate::stanza::mex::TIMELOCK_QUERY_ID) => {
+                    let lock = phone
+                        .map(super::server::timelock)
+                        .unwrap_or_else(super::server::timelock_off);
+                    crate::stanza::mex::timelock_result(id, &lock)
+                }
+                // An account the cap does not apply to gets an empty object (every field
+                // absent), as WhatsApp omits what does not apply.
+                Some(crate::stanza::mex::CAPPING_QUERY_ID) => crate::stanza::mex::capping_result(
+                    id,
+                    &phone.and_then(|p| p.capping.clone()).unwrap_or_default(),
+                ),
+                _ => iq::error(id, 400, "bad-request"),
+            }
         }
         // Upload auth and the CDN's host (whatsmeow `queryMediaConn`, Baileys
         // `refreshMediaConn`: type set, one `<media_conn/>` child); other shapes are refused.
@@ -223,7 +233,18 @@ fn answer_iq(shared: &Shared, dev: &Device, key: &str, node: &Node, id: &str) ->
                         .collect()
                 })
                 .unwrap_or_default();
+            let t = node
+                .child("tokens")
+                .and_then(|t| t.child("token"))
+                .and_then(|t| t.get_str("t"))
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(now);
             for h in holders {
+                if st.token_issues.len() >= super::server::ISSUES_KEPT {
+                    st.token_issues.pop_front();
+                }
+                st.token_issues
+                    .push_back((dev.jid.user.clone(), h.clone(), t));
                 super::route::issue_token(&mut st, &dev.jid.user, &h, now);
             }
             iq::result(id, vec![])

@@ -252,7 +252,8 @@ impl Simulator {
             | Fault::ReachOutLock(_)
             | Fault::LidUnmigrated(_)
             | Fault::AggregateReceipts(_)
-            | Fault::MediaDeleted(_) => {
+            | Fault::MediaDeleted(_)
+            | Fault::RequireCsToken(_) => {
                 if !valid_number(number) {
                     return 0;
                 }
@@ -275,6 +276,7 @@ impl Simulator {
                         Fault::LidUnmigrated(on) => phone.lid_unmigrated = on,
                         Fault::AggregateReceipts(on) => phone.aggregate_receipts = on,
                         Fault::MediaDeleted(on) => phone.gallery.deleted = on,
+                        Fault::RequireCsToken(on) => phone.require_cstoken = on,
                         Fault::WithholdAcks(true) => {
                             st.withhold_acks.insert(number.to_owned());
                         }
@@ -344,7 +346,8 @@ impl Simulator {
             | Fault::ReachOutLock(_)
             | Fault::LidUnmigrated(_)
             | Fault::AggregateReceipts(_)
-            | Fault::MediaDeleted(_) => {
+            | Fault::MediaDeleted(_)
+            | Fault::RequireCsToken(_) => {
                 return 0;
             }
         };
@@ -374,6 +377,67 @@ impl Simulator {
             }
         }
         reached
+    }
+
+    /// Sets (Some) or clears (None) the new-chat message capping of `number` (created on first
+    /// use) and tells its live companions (a `MessageCappingInfoNotification`). A new state
+    /// starts a new cycle's count of new chats. Returns how many devices were told.
+    pub fn set_capping(
+        &self,
+        number: &str,
+        capping: Option<crate::stanza::mex::NewChatCapping>,
+    ) -> Result<usize, SimError> {
+        if !valid_number(number) {
+            return Err(SimError::BadNumber);
+        }
+        let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
+        let now = self.shared.clock.now_unix();
+        let phone = st.phone(number, None);
+        phone.new_chats.clear();
+        phone.capping = capping.map(|mut c| {
+            c.server_sent = Some(now);
+            c
+        });
+        let told = phone.capping.clone().unwrap_or_default();
+        let mut reached = 0;
+        for (k, c) in st.companions.iter() {
+            if c.device.jid.user != number {
+                continue;
+            }
+            if let Some(live) = st.live.get(k) {
+                let id = crate::util::ids::phone_message_id();
+                let n = crate::stanza::mex::capping_notification(&id, now, &told);
+                if live.send(Control::Deliver(Box::new(n))).is_ok() {
+                    reached += 1;
+                }
+            }
+        }
+        Ok(reached)
+    }
+
+    /// The privacy-token issue iqs the devices of `number` sent: (holder number, the iq's
+    /// `t`), oldest first.
+    pub fn token_issues(&self, number: &str) -> Vec<(String, u64)> {
+        let Ok(st) = self.shared.state.lock() else {
+            return Vec::new();
+        };
+        st.token_issues
+            .iter()
+            .filter(|(i, _, _)| i == number)
+            .map(|(_, h, t)| (h.clone(), *t))
+            .collect()
+    }
+
+    /// The new-chat message capping of `number` as the server counts it now.
+    pub fn capping(&self, number: &str) -> Option<crate::stanza::mex::NewChatCapping> {
+        self.shared
+            .state
+            .lock()
+            .ok()?
+            .phones
+            .get(number)?
+            .capping
+            .clone()
     }
 
     /// Tells the live companions of `number` its reach-out time-lock as it is now.

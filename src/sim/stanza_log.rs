@@ -25,6 +25,8 @@ pub struct Logged {
     pub error: Option<u16>,
     /// Whether it carried a privacy token.
     pub tctoken: bool,
+    /// Whether it carried a cstoken (CLIENT-FEATURES §1).
+    pub cstoken: bool,
     /// The `<enc count>` of a resend answering a retry receipt (None: an original).
     pub retry: Option<u32>,
     /// The server time its ack carried (unix seconds).
@@ -74,6 +76,7 @@ impl Logged {
             encs,
             error,
             tctoken: node.child("tctoken").is_some(),
+            cstoken: node.child("cstoken").is_some(),
             retry,
             t,
         }

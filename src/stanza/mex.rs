@@ -6,6 +6,20 @@
 //! `fetchAccountReachoutTimelock`, `Socket/messages-recv.js` `handleMexNotification`; query id
 //! and paths from its `Types/Mex.js`). Both ends use these: the client parses, the simulator
 //! builds.
+//!
+//! New-chat message capping (2026) rides the same channel: a query for the account's quota
+//! and a `MessageCappingInfoNotification` when it changes (Baileys `fetchNewChatMessageCap`,
+//! `handleMessageCappingNotification`, `Types/State.ts` `NewChatMessageCapInfo`;
+//! whatsapp-rust `features/mex.rs` `fetch_new_chat_message_capping_info`). A send past the
+//! quota is refused with 475 (whatsapp-rust `wacore/src/protocol/nack.rs`
+//! `NewChatMessagesCapped`). The references disagree on the query: Baileys sends query id
+//! `24503548349331633` with input type `INDIVIDUAL_NEW_CHAT_MSG`; whatsapp-rust (WA Web's
+//! `WAWebMexFetchNewChatMessageCappingInfoJobQuery`) doc id `27910975521856601` with
+//! `INDIVIDUAL_NEW_CHAT_THREAD`. We send Baileys' form, as for the time-lock (same
+//! `<query query_id>` shape); which one WhatsApp still answers is not established by any
+//! source here. Only Baileys handles the notification (op name and path below); neither
+//! says what the warning stages' thresholds are (an AB prop,
+//! `new_chat_msg_capping_first_warning_threshold_percentage`, per whatsapp-rust).
 
 use serde_json::{Value, json};
 
@@ -26,6 +40,58 @@ const MAX_ENFORCEMENT: usize = 64;
 /// When a notification says active with no end, WA Web assumes a minute from now (Baileys'
 /// comment in `handleReachoutTimelockNotification`).
 pub const DEFAULT_LOCK_SECS: u64 = 60;
+
+/// The persisted query that reads the account's new-chat message capping (Baileys
+/// `QueryIds.MESSAGE_CAPPING_INFO`).
+pub const CAPPING_QUERY_ID: &str = "24503548349331633";
+/// The capping surface asked about (Baileys; whatsapp-rust says `INDIVIDUAL_NEW_CHAT_THREAD`).
+pub const CAPPING_TYPE: &str = "INDIVIDUAL_NEW_CHAT_MSG";
+/// Where the capping query's answer sits under `data`.
+const CAPPING_PATH: &str = "xwa2_message_capping_info";
+/// The capping notification's `op_name` (Baileys `handleMexNotification`).
+pub const CAPPING_UPDATE_OP: &str = "MessageCappingInfoNotification";
+/// Where the capping notification's state sits under `data`.
+const CAPPING_NOTIFY_PATH: &str = "xwa2_notify_new_chat_messages_capping_info_update";
+/// Longest status word kept (WhatsApp's are short upper-case words).
+const MAX_STATUS: usize = 64;
+
+/// The account's new-chat message capping: how many new 1:1 chats it may start per cycle.
+/// Every field is optional: WhatsApp omits what does not apply to an account's tier.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewChatCapping {
+    /// New chats allowed per cycle.
+    pub total_quota: Option<u64>,
+    /// New chats started this cycle.
+    pub used_quota: Option<u64>,
+    /// Cycle start (unix seconds).
+    pub cycle_start: Option<u64>,
+    /// Cycle end (unix seconds): WhatsApp Web treats the cap as lifted once it passes
+    /// (whatsapp-rust's note).
+    pub cycle_end: Option<u64>,
+    /// The server's clock when it said so (unix seconds).
+    pub server_sent: Option<u64>,
+    /// Warning stage: `NONE`, `FIRST_WARNING`, `SECOND_WARNING`, `CAPPED` (others kept).
+    pub capping_status: Option<String>,
+    /// One-time extension: `NOT_ELIGIBLE`, `ELIGIBLE`, `ACTIVE_IN_CURRENT_CYCLE`, `EXHAUSTED`.
+    pub ote_status: Option<String>,
+    /// Meta Verified: `NOT_ELIGIBLE`, `NOT_ACTIVE`, `ACTIVE`, `ACTIVE_UPGRADE_AVAILABLE`.
+    pub mv_status: Option<String>,
+}
+
+impl NewChatCapping {
+    /// New chats still available this cycle, when both quota fields are known.
+    pub fn remaining(&self) -> Option<u64> {
+        Some(self.total_quota?.saturating_sub(self.used_quota?))
+    }
+
+    /// Whether new chats are refused at `now`: the stage says `CAPPED` or the quota is used
+    /// up, within a cycle that has not ended.
+    pub fn capped(&self, now: u64) -> bool {
+        let over = self.capping_status.as_deref() == Some("CAPPED") || self.remaining() == Some(0);
+        over && self.cycle_end.is_none_or(|end| now < end)
+    }
+}
 
 /// The account's reach-out time-lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +185,151 @@ fn from_json(v: &Value, default_end: Option<u64>) -> Option<ReachoutTimelock> {
         },
         enforcement,
     })
+}
+
+/// A scalar WhatsApp sends as a string or a number (whatsapp-rust: "the live payload sends
+/// the quota and timestamp scalars as strings").
+fn scalar(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
+fn status(v: Option<&Value>) -> Option<String> {
+    v?.as_str()
+        .filter(|e| {
+            !e.is_empty()
+                && e.len() <= MAX_STATUS
+                && e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+        .map(str::to_owned)
+}
+
+fn capping_from_json(v: &Value) -> Option<NewChatCapping> {
+    let o = v.as_object()?;
+    Some(NewChatCapping {
+        total_quota: scalar(o.get("total_quota")),
+        used_quota: scalar(o.get("used_quota")),
+        cycle_start: scalar(o.get("cycle_start_timestamp")),
+        cycle_end: scalar(o.get("cycle_end_timestamp")),
+        server_sent: scalar(o.get("server_sent_timestamp")),
+        capping_status: status(o.get("capping_status")),
+        ote_status: status(o.get("ote_status")),
+        mv_status: status(o.get("mv_status")),
+    })
+}
+
+fn capping_json(c: &NewChatCapping) -> Value {
+    let mut o = serde_json::Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            o.insert(k.to_owned(), v);
+        }
+    };
+    // As the live payload: quotas and times as strings.
+    put("total_quota", c.total_quota.map(|n| n.to_string().into()));
+    put("used_quota", c.used_quota.map(|n| n.to_string().into()));
+    put(
+        "cycle_start_timestamp",
+        c.cycle_start.map(|n| n.to_string().into()),
+    );
+    put(
+        "cycle_end_timestamp",
+        c.cycle_end.map(|n| n.to_string().into()),
+    );
+    put(
+        "server_sent_timestamp",
+        c.server_sent.map(|n| n.to_string().into()),
+    );
+    put("capping_status", c.capping_status.clone().map(Value::from));
+    put("ote_status", c.ote_status.clone().map(Value::from));
+    put("mv_status", c.mv_status.clone().map(Value::from));
+    Value::Object(o)
+}
+
+/// `<iq xmlns="w:mex" type="get"><query query_id=CAPPING_QUERY_ID>{"variables":{"input":
+/// {"type":"INDIVIDUAL_NEW_CHAT_MSG"}}}` (Baileys `fetchNewChatMessageCap`).
+pub fn capping_query() -> Node {
+    Node::new("iq")
+        .attr("xmlns", "w:mex")
+        .attr("type", "get")
+        .attr("to", "s.whatsapp.net")
+        .children(vec![
+            Node::new("query").attr("query_id", CAPPING_QUERY_ID).bytes(
+                json!({ "variables": { "input": { "type": CAPPING_TYPE } } })
+                    .to_string()
+                    .into_bytes(),
+            ),
+        ])
+}
+
+/// The JSON data of a `w:mex` result, GraphQL errors refused.
+fn result_data(iq: &Node) -> Result<Value, MexError> {
+    let text = iq
+        .child("result")
+        .and_then(content_text)
+        .ok_or(MexError::NoResult)?;
+    let v: Value = serde_json::from_str(&text).map_err(|_| MexError::Shape)?;
+    if let Some(errors) = v.get("errors").and_then(Value::as_array)
+        && !errors.is_empty()
+    {
+        let msg = errors
+            .iter()
+            .filter_map(|e| e.get("message").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(MexError::Graphql(msg.chars().take(200).collect()));
+    }
+    Ok(v)
+}
+
+/// The capping in the answer to [`capping_query`] (a null or non-object answer is an error,
+/// as whatsapp-rust has it: it cannot be told from a sparse one otherwise).
+pub fn parse_capping_result(iq: &Node) -> Result<NewChatCapping, MexError> {
+    let v = result_data(iq)?;
+    capping_from_json(&v["data"][CAPPING_PATH]).ok_or(MexError::Shape)
+}
+
+/// The capping a `<notification type="mex">` announces, if it is a capping update.
+pub fn parse_capping_notification(node: &Node) -> Option<NewChatCapping> {
+    if node.tag.as_ref() != "notification" || node.get_str("type").as_deref() != Some("mex") {
+        return None;
+    }
+    let update = node.child("update")?;
+    if update.get_str("op_name").as_deref() != Some(CAPPING_UPDATE_OP) {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&content_text(update)?).ok()?;
+    capping_from_json(&v["data"][CAPPING_NOTIFY_PATH])
+}
+
+/// The server's answer to [`capping_query`] `id`.
+pub fn capping_result(id: &str, c: &NewChatCapping) -> Node {
+    let body = json!({ "data": { CAPPING_PATH: capping_json(c) } });
+    Node::new("iq")
+        .attr("id", id.to_owned())
+        .attr("type", "result")
+        .attr("from", "s.whatsapp.net")
+        .children(vec![
+            Node::new("result").bytes(body.to_string().into_bytes()),
+        ])
+}
+
+/// The server's notification that the capping changed.
+pub fn capping_notification(id: &str, t: u64, c: &NewChatCapping) -> Node {
+    let body = json!({ "data": { CAPPING_NOTIFY_PATH: capping_json(c) } });
+    Node::new("notification")
+        .attr("id", id.to_owned())
+        .attr("type", "mex")
+        .attr("from", "s.whatsapp.net")
+        .attr("t", t.to_string())
+        .children(vec![
+            Node::new("update")
+                .attr("op_name", CAPPING_UPDATE_OP)
+                .bytes(body.to_string().into_bytes()),
+        ])
 }
 
 /// The state in the answer to [`timelock_query`].
@@ -242,6 +453,62 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(odd.enforcement, DEFAULT_ENFORCEMENT);
+    }
+
+    #[test]
+    fn capping_reads_string_and_number_scalars_and_round_trips() {
+        // As whatsapp-rust's tests show the live payload: scalars as strings.
+        let c = parse_capping_result(&result(
+            r#"{"data":{"xwa2_message_capping_info":{"capping_status":"FIRST_WARNING","ote_status":"ELIGIBLE","mv_status":"NOT_ACTIVE","total_quota":"50","used_quota":"27","cycle_start_timestamp":"1770000000","cycle_end_timestamp":"1772592000","server_sent_timestamp":"1770500000"}}}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.total_quota, Some(50));
+        assert_eq!(c.used_quota, Some(27));
+        assert_eq!(c.remaining(), Some(23));
+        assert_eq!(c.cycle_end, Some(1_772_592_000));
+        assert_eq!(c.capping_status.as_deref(), Some("FIRST_WARNING"));
+        assert!(!c.capped(1_770_500_000));
+        let n = parse_capping_result(&result(
+            r#"{"data":{"xwa2_message_capping_info":{"capping_status":"CAPPED","total_quota":50,"used_quota":50,"cycle_end_timestamp":1772592000}}}"#,
+        ))
+        .unwrap();
+        assert!(n.capped(1_770_500_000));
+        assert!(!n.capped(1_772_592_000), "the cycle ended");
+        assert_eq!(n.ote_status, None);
+        for bad in [
+            r#"{"data":{}}"#,
+            r#"{"data":{"xwa2_message_capping_info":null}}"#,
+            r#"{"data":{"xwa2_message_capping_info":7}}"#,
+        ] {
+            assert!(parse_capping_result(&result(bad)).is_err(), "{bad}");
+        }
+        // Round trips through the simulator's builders.
+        assert_eq!(
+            parse_capping_result(&capping_result("i", &c)),
+            Ok(c.clone())
+        );
+        assert_eq!(
+            parse_capping_notification(&capping_notification("n", 1, &c)),
+            Some(c)
+        );
+        assert_eq!(
+            query_id(&capping_query()).as_deref(),
+            Some(CAPPING_QUERY_ID)
+        );
+        // A time-lock notification is not a capping one, nor the reverse.
+        let lock = ReachoutTimelock {
+            active: false,
+            ends_at: None,
+            enforcement: DEFAULT_ENFORCEMENT.into(),
+        };
+        assert_eq!(
+            parse_capping_notification(&timelock_notification("n", 1, &lock)),
+            None
+        );
+        assert_eq!(
+            parse_timelock_notification(&capping_notification("n", 1, &n), 1),
+            None
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod attrs;
 pub mod group;
 pub mod media;
 pub mod mex;
+pub mod privacy;
 
 use std::collections::BTreeMap;
 

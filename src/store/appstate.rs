@@ -211,7 +211,21 @@ impl AppStateStore for SqliteCreds {
                 .await
                 .map_err(err)?;
         }
-        // MERGE(h-tokens): c.nct_salt lands in the same transaction once its table exists.
+        if let Some(salt) = &c.nct_salt {
+            // An `nct_salt_sync` SET or REMOVE: also ends history-sync backfill for good.
+            let sealed = salt
+                .as_ref()
+                .map(|s| self.seal("nct_salt", "salt", s.clone()));
+            sqlx::query(
+                "INSERT INTO nct_salt (account_id, salt, sync_seen) VALUES (?, ?, 1) \
+                 ON CONFLICT (account_id) DO UPDATE SET salt = excluded.salt, sync_seen = 1",
+            )
+            .bind(self.account)
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
         sqlx::query(
             "INSERT INTO appstate_collections (account_id, name, version, hash) VALUES (?, ?, ?, ?) \
              ON CONFLICT (account_id, name) DO UPDATE SET version = excluded.version, \

@@ -10,7 +10,7 @@ use super::rows::{COLUMNS, LISTED, from_row};
 use super::seal::{Sealer, row};
 use crate::binary::Jid;
 use crate::client::messages::{Committed, MessageStatus, StatusUpdate, StoredMessage};
-use crate::client::store::{Creds, CredsStore, CredsStoreError, Me};
+use crate::client::store::{Creds, CredsStore, CredsStoreError, Me, NctSalt};
 use crate::signal::KeyPair;
 use crate::signal::SignalChanges;
 use crate::signal::store::{SignedPreKey, identity_from_bytes, identity_to_bytes};
@@ -66,7 +66,7 @@ fn key32(v: Option<Vec<u8>>, what: &str) -> Result<[u8; 32], CredsStoreError> {
 
 /// What a logout deletes: the device's keys and what contacts gave that link (their privacy
 /// tokens). Messages and the PN↔LID table (facts about contacts) stay.
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
     "creds",
     "signal_identity",
     "signal_identities",
@@ -79,6 +79,8 @@ const TABLES: [&str; 12] = [
     "appstate_keys",
     "appstate_collections",
     "appstate_records",
+    // The salt came to this link (app state, history): a new link learns it again.
+    "nct_salt",
 ];
 
 impl CredsStore for SqliteCreds {
@@ -559,5 +561,66 @@ impl CredsStore for SqliteCreds {
         .map_err(err)?;
         tx.commit().await.map_err(err)?;
         Ok(old.flatten().map(|t| t.max(0) as u64))
+    }
+
+    async fn nct_salt(&self) -> Result<Option<NctSalt>, CredsStoreError> {
+        let row: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT salt FROM nct_salt WHERE account_id = ?")
+                .bind(self.account)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(err)?;
+        match row.flatten() {
+            Some(sealed) => {
+                let plain = zeroize::Zeroizing::new(self.open("nct_salt", "salt", sealed)?);
+                Ok(Some(NctSalt::new(&plain)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn set_nct_salt(&self, salt: Option<&[u8]>) -> Result<(), CredsStoreError> {
+        let sealed = salt.map(|s| self.seal("nct_salt", "salt", s.to_vec()));
+        sqlx::query(
+            "INSERT INTO nct_salt (account_id, salt, sync_seen) VALUES (?, ?, 1) \
+             ON CONFLICT (account_id) DO UPDATE SET salt = excluded.salt, sync_seen = 1",
+        )
+        .bind(self.account)
+        .bind(sealed)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn backfill_nct_salt(&self, salt: &[u8]) -> Result<bool, CredsStoreError> {
+        if salt.is_empty() {
+            return Ok(false);
+        }
+        let sealed = self.seal("nct_salt", "salt", salt.to_vec());
+        // One statement decides and writes: no salt and no mutation seen, or nothing.
+        let done = sqlx::query(
+            "INSERT INTO nct_salt (account_id, salt, sync_seen) VALUES (?, ?, 0) \
+             ON CONFLICT (account_id) DO UPDATE SET salt = excluded.salt \
+             WHERE nct_salt.salt IS NULL AND nct_salt.sync_seen = 0",
+        )
+        .bind(self.account)
+        .bind(sealed)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn wrote_to_us(&self, chat: &Jid) -> Result<bool, CredsStoreError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM messages WHERE account_id = ? AND chat = ? AND from_me = 0 LIMIT 1",
+        )
+        .bind(self.account)
+        .bind(chat.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(found.is_some())
     }
 }

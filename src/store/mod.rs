@@ -115,6 +115,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (17, "media", include_str!("../../migrations/0017_media.sql")),
     (
+        18,
+        "nct salt and held sends",
+        include_str!("../../migrations/0018_nct_salt_limits.sql"),
+    ),
+    (
         19,
         "chats and contacts",
         include_str!("../../migrations/0019_chats_contacts.sql"),

@@ -38,6 +38,9 @@ pub struct OutboxRow {
     /// For a media send: the file and how to present it (JSON, `service::media`'s shape),
     /// with the upload's result once uploaded.
     pub media: Option<String>,
+    /// While held (a cold send while new chats are barred): why and until when, as JSON
+    /// (`reason`, `until`); the drain skips it until the hold is released.
+    pub hold: Option<String>,
 }
 
 impl std::fmt::Debug for OutboxRow {
@@ -65,11 +68,12 @@ fn row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, sqlx::Error> {
         result: r.try_get("result")?,
         created_ms: r.try_get("created_ms")?,
         media: r.try_get("media")?,
+        hold: r.try_get("hold")?,
     })
 }
 
 const COLS: &str = "pk, account_id, idem_key, message_id, to_jid, body, user_id, state, result, \
-     created_ms, media";
+     created_ms, media, hold";
 
 /// What [`Store::cancel_sends`] cancelled.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -160,12 +164,35 @@ impl Store {
     pub async fn next_send(&self, account: AccountId) -> Result<Option<OutboxRow>, StoreError> {
         let r = sqlx::query(&format!(
             "SELECT {COLS} FROM outbox WHERE account_id = ? AND state = 'queued' \
-             ORDER BY pk LIMIT 1"
+             AND hold IS NULL ORDER BY pk LIMIT 1"
         ))
         .bind(account)
         .fetch_optional(&self.pool)
         .await?;
         Ok(r.as_ref().map(row).transpose()?)
+    }
+
+    /// Holds queued send `pk` (`hold`: JSON with `reason` and `until`): the drain skips it
+    /// until [`Store::release_holds`].
+    pub async fn hold_send(&self, pk: i64, hold: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET hold = ? WHERE pk = ? AND state = 'queued'")
+            .bind(hold)
+            .bind(pk)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Releases every held send of `account` (its limits lifted); returns how many.
+    pub async fn release_holds(&self, account: AccountId) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET hold = NULL WHERE account_id = ? AND state = 'queued' \
+             AND hold IS NOT NULL",
+        )
+        .bind(account)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// The send `pk`.

@@ -13,6 +13,7 @@ mod guide;
 mod history;
 mod jwt_cmd;
 mod layering;
+mod limits;
 mod loopback;
 mod media_client;
 mod media_fixture;

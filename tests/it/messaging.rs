@@ -579,6 +579,18 @@ impl CredsStore for Crashy {
     ) -> Result<Option<u64>, wa_gateway::client::store::CredsStoreError> {
         self.inner.set_token_issued(jid, t).await
     }
+    async fn nct_salt(&self) -> StoreResult<Option<wa_gateway::client::NctSalt>> {
+        self.inner.nct_salt().await
+    }
+    async fn set_nct_salt(&self, salt: Option<&[u8]>) -> StoreResult<()> {
+        self.inner.set_nct_salt(salt).await
+    }
+    async fn backfill_nct_salt(&self, salt: &[u8]) -> StoreResult<bool> {
+        self.inner.backfill_nct_salt(salt).await
+    }
+    async fn wrote_to_us(&self, chat: &Jid) -> StoreResult<bool> {
+        self.inner.wrote_to_us(chat).await
+    }
 }
 
 type StoreResult<T> = Result<T, wa_gateway::client::store::CredsStoreError>;
@@ -1124,7 +1136,7 @@ async fn under_the_reach_out_lock_a_stranger_needs_their_token_and_463_says_why(
             .send_text(&user(stranger), "hello?")
             .await
             .unwrap_err();
-        let wa_gateway::client::SendError::Refused { code, id } = &err else {
+        let wa_gateway::client::SendError::Refused { code, id, .. } = &err else {
             panic!("{err:?}")
         };
         assert_eq!(*code, 463);

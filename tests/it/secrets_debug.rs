@@ -219,6 +219,7 @@ fn an_outbox_rows_debug_holds_neither_its_text_nor_its_files_key() {
         result: None,
         created_ms: 0,
         media: Some(r#"{"mediaKey":"c2VjcmV0LWtleS1ieXRlcw==","directPath":"/v/t62/x"}"#.into()),
+        hold: None,
     };
     let shown = format!("{row:?}");
     assert!(shown.contains("3EB0AA"), "{shown}");

@@ -42,6 +42,9 @@ pub enum SendError {
         code: u16,
         /// The message id (the row is stored as failed).
         id: String,
+        /// The privacy token the stanza carried (1:1 sends), which tells a 463 for a missing
+        /// token from a restricted account.
+        attached: Option<super::AttachedToken>,
     },
     /// A message with this id is recorded and ended (failed, cancelled or expired): it is not
     /// sent again.

@@ -248,7 +248,11 @@ impl<S: CredsStore> Messenger<S> {
         };
         self.record_ack(&row.chat, &row.id, &ack).await;
         match ack.error {
-            Some(code) if code != 0 => Err(SendError::Refused { code, id: row.id }),
+            Some(code) if code != 0 => Err(SendError::Refused {
+                code,
+                id: row.id,
+                attached: None,
+            }),
             _ => Ok(Sent {
                 id: row.id,
                 chat: row.chat,

@@ -284,8 +284,12 @@ impl<S: CredsStore> Messenger<S> {
                     if !salt.is_empty() {
                         // Backfill only: never over a salt app state set, never after a
                         // REMOVE (whatsapp-rust `SetNctSaltFromHistorySync`).
-                        // MERGE(h-tokens): backfill_nct_salt(salt)
-                        let _ = salt;
+                        match self.store.backfill_nct_salt(&salt).await {
+                            Ok(applied) => {
+                                tracing::debug!(applied, "history sync carried an NCT salt")
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot store the NCT salt"),
+                        }
                     }
                     Ok(())
                 }

@@ -56,6 +56,7 @@ pub use media::RetryTarget;
 use receive::receipt;
 use send::Ack;
 pub use send::{Sent, valid_message_id};
+pub use tokens::{AttachedToken, Warmth};
 
 pub use crate::stanza::MAX_RETRIES;
 /// Phone numbers whose LID (or its absence) is cached.
@@ -155,6 +156,8 @@ pub(super) trait Messaging: Send + Sync {
         chat: Jid,
         action: ChatAction,
     ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>>;
+    fn capping(&self) -> Option<crate::stanza::mex::NewChatCapping>;
+    fn warmth<'a>(&'a self, to: Jid) -> Pin<Box<dyn Future<Output = Warmth> + Send + 'a>>;
     fn fetch_timelock<'a>(
         &'a self,
     ) -> Pin<
@@ -238,8 +241,8 @@ pub(super) struct Messenger<S: CredsStore> {
     /// Addresses known to have a session (sessions are never deleted while linked; the cache
     /// starts over at each login).
     sessions: Mutex<std::collections::HashSet<ProtocolAddress>>,
-    /// Contacts' privacy tokens (None: none), a cache over the store.
-    tokens: Mutex<HashMap<Jid, Option<Vec<u8>>>>,
+    /// Contacts' privacy tokens with their times (None: none), a cache over the store.
+    tokens: Mutex<HashMap<Jid, Option<tokens::HeldToken>>>,
     /// Group metadata, a cache over the store.
     groups: Mutex<HashMap<Jid, crate::stanza::group::GroupInfo>>,
     /// Groups whose stored metadata may be stale (the next send asks the server).
@@ -251,6 +254,8 @@ pub(super) struct Messenger<S: CredsStore> {
     watched: Mutex<HashMap<(Jid, String), std::time::Instant>>,
     /// The account's reach-out time-lock, once known.
     timelock: Mutex<Option<crate::stanza::mex::ReachoutTimelock>>,
+    /// The account's new-chat message capping, once known.
+    capping: Mutex<Option<crate::stanza::mex::NewChatCapping>>,
     /// The `media_conn` answer, once asked.
     media_conn: Mutex<media::MediaConnCache>,
     /// Media retries waiting for the phone's answer.
@@ -306,6 +311,7 @@ impl<S: CredsStore> Messenger<S> {
             pn_only: std::sync::atomic::AtomicBool::new(false),
             watched: Mutex::new(HashMap::new()),
             timelock: Mutex::new(None),
+            capping: Mutex::new(None),
             media_conn: Mutex::new(media::MediaConnCache::default()),
             media_retries: Mutex::new(HashMap::new()),
             history_tx: Mutex::new(None),
@@ -523,6 +529,14 @@ impl<S: CredsStore> Messaging for Messenger<S> {
         action: ChatAction,
     ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>> {
         Box::pin(async move { self.send_chat_action(&chat, action).await })
+    }
+
+    fn capping(&self) -> Option<crate::stanza::mex::NewChatCapping> {
+        self.capping.lock().ok()?.clone()
+    }
+
+    fn warmth<'a>(&'a self, to: Jid) -> Pin<Box<dyn Future<Output = Warmth> + Send + 'a>> {
+        Box::pin(Messenger::warmth(self, to))
     }
 
     fn fetch_timelock<'a>(

@@ -219,9 +219,12 @@ impl<S: CredsStore> Messenger<S> {
                 bump(&self.counters.refused);
                 if code == 463 {
                     bump(&self.counters.refused_463);
-                    // A 463 may be the account's reach-out time-lock: learn its state (Baileys
-                    // means to, but its branch sits behind the tctoken one for the same code).
-                    self.refresh_timelock().await;
+                }
+                if code == 463 || code == 475 {
+                    // A 463 may be the account's reach-out time-lock, a 475 its new-chat cap:
+                    // learn both (Baileys means to for 463, but its branch sits behind the
+                    // tctoken one for the same code).
+                    self.refresh_limits().await;
                 }
                 (MessageStatus::Failed, Some(code))
             }

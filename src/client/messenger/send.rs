@@ -83,8 +83,9 @@ impl Drop for WaiterGuard<'_> {
 
 /// How one send attempt ended.
 pub(super) enum Attempt {
-    /// The server answered (the wire chat it was sent to, and the ack).
-    Acked(Jid, Ack),
+    /// The server answered (the wire chat it was sent to, the ack, and the privacy token
+    /// the stanza carried).
+    Acked(Jid, Ack, Option<super::AttachedToken>),
     /// No answer in time (or no connection): the row stays pending.
     Pending(Sent),
     /// The id was recorded already: nothing was sent (the row as it stands).
@@ -300,15 +301,15 @@ impl<S: CredsStore> Messenger<S> {
             return self.recorded(&now);
         }
         let first = self.send_once(account, &row, record, false).await?;
-        let (wire, ack) = match first {
-            Attempt::Acked(wire, ack) => (wire, ack),
+        let (wire, ack, attached) = match first {
+            Attempt::Acked(wire, ack, attached) => (wire, ack, attached),
             Attempt::Pending(sent) => {
                 self.resend_later(&row.chat, &row.id);
                 return Ok(sent);
             }
             Attempt::Recorded(now) => return self.recorded(&now),
         };
-        let ack = if ack.error == Some(400) && wire.server == Server::Lid {
+        let (ack, attached) = if ack.error == Some(400) && wire.server == Server::Lid {
             tracing::info!(
                 id = row.id,
                 "LID send refused (400); sending to the phone number"
@@ -317,7 +318,7 @@ impl<S: CredsStore> Messenger<S> {
             self.pn_only
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             match self.send_once(account, &row, false, true).await? {
-                Attempt::Acked(_, ack) => ack,
+                Attempt::Acked(_, ack, attached) => (ack, attached),
                 Attempt::Pending(sent) => {
                     self.resend_later(&row.chat, &row.id);
                     return Ok(sent);
@@ -325,14 +326,18 @@ impl<S: CredsStore> Messenger<S> {
                 Attempt::Recorded(now) => return self.recorded(&now),
             }
         } else {
-            ack
+            (ack, attached)
         };
         self.record_ack(&row.chat, &row.id, &ack).await;
         if ack.error.is_none_or(|c| c == 0) {
-            self.issue_token(&row.chat, &wire).await;
+            self.issue_token(&row.chat, &wire, &account.me).await;
         }
         match ack.error {
-            Some(code) if code != 0 => Err(SendError::Refused { code, id: row.id }),
+            Some(code) if code != 0 => Err(SendError::Refused {
+                code,
+                id: row.id,
+                attached,
+            }),
             _ => Ok(Sent {
                 id: row.id,
                 chat: row.chat,
@@ -427,14 +432,17 @@ impl<S: CredsStore> Messenger<S> {
             stanza::message_stanza(&row.id, &wire, encs, &me.signed_identity),
             &row.raw,
         );
-        // The contact's token to us: without it WhatsApp may refuse a first contact (463).
-        if let Some(token) = self.token_for(&row.chat).await
+        // The contact's tctoken, else our cstoken, as the last child: without either
+        // WhatsApp may refuse a first contact (463).
+        let mut attached = None;
+        if let Some((child, kind)) = self.privacy_token_child(&row.chat, &wire, me).await
             && let crate::binary::Content::Children(c) = &mut node.content
         {
-            c.push(Node::new("tctoken").bytes(token));
+            c.push(child);
+            attached = Some(kind);
         }
         Ok(match self.transmit(&sender, &node, row).await {
-            Ok(ack) => Attempt::Acked(wire, ack),
+            Ok(ack) => Attempt::Acked(wire, ack, attached),
             Err(pending) => Attempt::Pending(pending),
         })
     }
