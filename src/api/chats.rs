@@ -15,13 +15,15 @@ use super::extract::{allow, ids, page, parse_to, respond};
 use super::limits::Endpoint;
 #[allow(unused_imports)] // used by the #[utoipa::path] declarations
 use super::schema::{
-    ChatPath, ChatsData, ContactPath, ContactsData, Envelope, ErrorEnvelope, HistoryRequestData,
-    MessagesData, Page,
+    ChatActionData, ChatPath, ChatsData, ContactPath, ContactsData, Envelope, ErrorEnvelope,
+    HistoryRequestData, MessagesData, Page,
 };
 use super::{ApiError, AppState, Op};
 use crate::binary::{Jid, Server};
+use crate::client::ChatAction;
 use crate::client::account::{ChatSummary, Contact};
 use crate::service::{message_id, message_json, wire_user};
+use crate::util::clock::Clock as _;
 use crate::util::clock::iso8601_ms;
 
 /// How the API names a contact: by its number when known, else its LID.
@@ -312,4 +314,142 @@ pub(super) async fn contact(
     }
     .await;
     respond(op, r)
+}
+
+/// What `POST …/chats/{chatId}/{action}` names.
+fn chat_action(action: &str, body: &Value, now: u64) -> Result<ChatAction, ApiError> {
+    Ok(match action {
+        "archive" => ChatAction::Archive(true),
+        "unarchive" => ChatAction::Archive(false),
+        "pin" => ChatAction::Pin(true),
+        "unpin" => ChatAction::Pin(false),
+        "read" => ChatAction::Read(true),
+        "unread" => ChatAction::Read(false),
+        "unmute" => ChatAction::Mute(None),
+        "mute" => {
+            let until = match (body.get("until"), body.get("seconds")) {
+                (None | Some(Value::Null), None | Some(Value::Null)) => None,
+                (Some(u), None) => Some(u.as_u64().filter(|u| *u > now).ok_or_else(|| {
+                    ApiError::bad(
+                        "invalid_body",
+                        "`until` must be a future unix time in seconds",
+                    )
+                })?),
+                (None, Some(s)) => Some(
+                    s.as_u64()
+                        .filter(|s| (1..=MAX_MUTE_SECONDS).contains(s))
+                        .map(|s| now + s)
+                        .ok_or_else(|| {
+                            ApiError::bad(
+                                "invalid_body",
+                                "`seconds` must be a whole number from 1 to 31536000",
+                            )
+                        })?,
+                ),
+                _ => {
+                    return Err(ApiError::bad(
+                        "invalid_body",
+                        "give `until` or `seconds`, not both",
+                    ));
+                }
+            };
+            // WhatsApp's mute end is in ms; -1 is "forever" (whatsmeow `BuildMuteAbs`).
+            ChatAction::Mute(Some(
+                until.map_or(-1, |u| i64::try_from(u).unwrap_or(i64::MAX / 1000) * 1000),
+            ))
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_action",
+                "the action is one of archive, unarchive, pin, unpin, mute, unmute, read, unread",
+            ));
+        }
+    })
+}
+
+/// Longest mute given as a duration (a year); `until` or no body mutes longer.
+const MAX_MUTE_SECONDS: u64 = 365 * 86_400;
+
+#[utoipa::path(
+    post,
+    path = "/api/whatsapp/{subaccountId}/{agentId}/chats/{chatId}/{action}",
+    tag = "whatsapp",
+    summary = "Archive, pin, mute or mark read a chat (or undo it) on every device",
+    description = "`action` is `archive`, `unarchive`, `pin`, `unpin`, `mute`, `unmute`, `read` or `unread`. Sent as an app-state patch, so the phone and every other linked device show the change; a change another device made first is applied before ours. `mute` takes an optional JSON body: `{\"until\": <unix seconds>}` or `{\"seconds\": <1–31536000>}`; without one the chat is muted for good.",
+    params(ChatPath, ("action" = String, Path, description = "archive, unarchive, pin, unpin, mute, unmute, read or unread")),
+    responses(
+        (status = 200, description = "Done", body = Envelope<ChatActionData>),
+        (status = 400, description = "Bad input", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
+        (status = 404, description = "No such connection, or `unknown_action`", body = ErrorEnvelope),
+        (status = 409, description = "`not_connected`: the agent is not logged in", body = ErrorEnvelope),
+        (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
+        (status = 502, description = "WhatsApp refused or did not answer", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn act_on_chat(
+    Extension(op): Extension<Op>,
+    State(st): State<AppState>,
+    path: Result<Path<Vec<String>>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let r = async {
+        let [sub, agent, chat, action] = ids::<4>(path)?;
+        allow(&st, &headers, &sub, Endpoint::Send, true)?;
+        let chat = chat_of(&chat)?;
+        let body = match &body {
+            Ok(b) if b.is_empty() => Value::Null,
+            _ => super::extract::body_json(body)?,
+        };
+        let now = crate::util::clock::SystemClock.now_unix();
+        let what = chat_action(&action, &body, now)?;
+        st.service.chat_action(&sub, &agent, &chat, what).await?;
+        Ok(json!({ "chatId": wire_user(&chat), "action": action }))
+    }
+    .await;
+    match r {
+        Ok(data) => op.ok("WhatsApp chat updated", data),
+        Err(e) => op.fail(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_and_their_mute_bodies_read_as_the_app_state_actions() {
+        let now = 1_000;
+        assert_eq!(
+            chat_action("archive", &Value::Null, now).unwrap(),
+            ChatAction::Archive(true)
+        );
+        assert_eq!(
+            chat_action("unread", &Value::Null, now).unwrap(),
+            ChatAction::Read(false)
+        );
+        assert_eq!(
+            chat_action("mute", &Value::Null, now).unwrap(),
+            ChatAction::Mute(Some(-1))
+        );
+        assert_eq!(
+            chat_action("mute", &json!({"seconds": 60}), now).unwrap(),
+            ChatAction::Mute(Some(1_060_000))
+        );
+        assert_eq!(
+            chat_action("mute", &json!({"until": 5000}), now).unwrap(),
+            ChatAction::Mute(Some(5_000_000))
+        );
+        assert!(chat_action("mute", &json!({"until": 10}), now).is_err());
+        assert!(chat_action("mute", &json!({"until": 5000, "seconds": 1}), now).is_err());
+        assert!(chat_action("mute", &json!({"seconds": 0}), now).is_err());
+        assert_eq!(
+            chat_action("star", &Value::Null, now).unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+    }
 }

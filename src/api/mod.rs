@@ -98,6 +98,10 @@ pub fn router(state: AppState) -> axum::Router {
             "/api/whatsapp/{sub}/{agent}/chats/{chat}/history",
             post(chats::request_history),
         )
+        .route(
+            "/api/whatsapp/{sub}/{agent}/chats/{chat}/{action}",
+            post(chats::act_on_chat),
+        )
         .route("/api/whatsapp/{sub}/{agent}/contacts", get(chats::contacts))
         .route(
             "/api/whatsapp/{sub}/{agent}/contacts/{contact}",

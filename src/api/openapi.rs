@@ -46,6 +46,7 @@ impl Modify for Bearer {
         super::chats::chats,
         super::chats::chat_messages,
         super::chats::request_history,
+        super::chats::act_on_chat,
         super::chats::contacts,
         super::chats::contact,
         super::media::get_media,

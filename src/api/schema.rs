@@ -697,6 +697,16 @@ pub(super) struct ContactsData {
     count: usize,
 }
 
+/// A chat action, done.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ChatActionData {
+    /// The chat.
+    chat_id: String,
+    /// The action done.
+    action: String,
+}
+
 /// An on-demand history request, sent.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

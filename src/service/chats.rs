@@ -98,6 +98,25 @@ impl Service {
         Ok(session.client.request_history(chat, count).await?)
     }
 
+    /// Archives, pins, mutes or marks read a chat for every device of the account (an
+    /// app-state patch; see [`crate::client::Client::chat_action`]).
+    pub async fn chat_action(
+        &self,
+        subaccount: &str,
+        agent: &str,
+        chat: &Jid,
+        action: crate::client::ChatAction,
+    ) -> Result<(), ServiceError> {
+        let account = self.account_of(subaccount, agent).await?;
+        let Some(session) = self.session(account) else {
+            return Err(ServiceError::NotConnected("disconnected".into()));
+        };
+        if !matches!(session.client.state(), crate::client::ConnState::Connected) {
+            return Err(ServiceError::NotConnected("not_logged_in".into()));
+        }
+        Ok(session.client.chat_action(chat, action).await?)
+    }
+
     /// A chat JID as messages are keyed: a phone number's LID once known.
     async fn canonical_chat(&self, account: i64, chat: &Jid) -> Result<Jid, ServiceError> {
         let chat = chat.to_non_ad();

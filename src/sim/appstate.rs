@@ -175,6 +175,9 @@ pub struct AppState {
     seeded: bool,
     /// The NCT salt the phone last read in `nct_salt_sync`, for the cstoken check.
     nct_salt: Option<Vec<u8>>,
+    /// A change the phone makes just before the next upload to its collection is read (a
+    /// test's race: the upload then conflicts, 409).
+    write_first: Option<(usize, Vec<PendingMutation>)>,
 }
 
 impl Default for AppState {
@@ -185,6 +188,7 @@ impl Default for AppState {
             page: DEFAULT_PAGE,
             seeded: false,
             nct_salt: None,
+            write_first: None,
         }
     }
 }
@@ -362,6 +366,12 @@ impl AppState {
                 self.note(ci, m);
             }
         }
+    }
+
+    /// Arms a race: the phone makes `muts` in collection `ci` just before the server reads the
+    /// next upload to it, which then conflicts (409 with the phone's patch).
+    pub(crate) fn write_first(&mut self, ci: usize, muts: Vec<PendingMutation>) {
+        self.write_first = Some((ci, muts));
     }
 
     /// The phone encodes `muts` with the core and the server accepts the patch like any
@@ -698,6 +708,16 @@ impl AppState {
         };
         if !well_formed(&patch) {
             return coll_error(name, 400, "bad-request");
+        }
+        if let Some((wci, muts)) = self.write_first.take_if(|(wci, _)| *wci == ci) {
+            // The phone wins the race: its change lands first, and this upload is stale.
+            let now_ms = crate::util::clock::now_ms_i64();
+            if let Some(v) = self.phone_patch(wci, &muts, now_ms) {
+                changed.push(Accepted {
+                    name: COLLECTIONS[wci],
+                    version: v,
+                });
+            }
         }
         let current = self.colls[ci].version;
         if from != current {

@@ -55,6 +55,24 @@ impl Simulator {
             .is_some_and(|p| p.app_state.corrupt(collection, how))
     }
 
+    /// Arms a race for tests: user `number`'s phone makes `action` just before the server
+    /// reads the next upload to that action's collection, so the upload conflicts (409 with
+    /// the phone's patch) as when another device writes at the same moment.
+    pub fn app_state_write_first(
+        &self,
+        number: &str,
+        action: &PhoneAction,
+    ) -> Result<(), SimError> {
+        if !valid_number(number) {
+            return Err(SimError::BadNumber);
+        }
+        let (c, muts) = action.mutations();
+        let ci = collection_index(c.name()).ok_or(SimError::Internal)?;
+        let mut st = self.shared.state.lock().map_err(|_| SimError::Internal)?;
+        st.phone(number, None).app_state.write_first(ci, muts);
+        Ok(())
+    }
+
     /// The NCT salt user `number`'s phone last set (`nct_salt_sync`), for a cstoken check.
     pub fn nct_salt(&self, number: &str) -> Option<Vec<u8>> {
         let st = self.shared.state.lock().ok()?;

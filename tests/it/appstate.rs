@@ -293,3 +293,170 @@ async fn a_patch_whose_commit_fails_is_applied_again_not_lost() {
     .await
     .expect("in time");
 }
+
+#[tokio::test]
+async fn over_rest_a_chat_archived_on_the_phone_shows_and_ours_reaches_the_phone() {
+    use serde_json::json;
+
+    use super::rest::{Server as Gateway, call, token};
+    tokio::time::timeout(LIMIT, async {
+        let sim = sim().await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let server = Gateway::start_opts(&sim, &db, Default::default()).await;
+        let http = reqwest::Client::new();
+        let tok = token(wa_gateway::api::Role::Admin, &["sub"], 3600);
+        let base = format!("{}/api/whatsapp/sub/agent", server.url);
+        super::rest::link(&sim, &http, &tok, &base, ME).await;
+        let friend = Jid::new(FRIEND, Server::User);
+        let chat_id = format!("{FRIEND}@c.us");
+        // The phone's contacts show with number, LID and name.
+        let contact = eventually("the phone's contact", async || {
+            let (code, v) = call(
+                &http,
+                reqwest::Method::GET,
+                &format!("{base}/contacts/{chat_id}"),
+                Some(&tok),
+                None,
+            )
+            .await;
+            (code == 200).then_some(v)
+        })
+        .await;
+        assert_eq!(
+            contact["data"]["lid"],
+            json!(format!("{}@lid", sim.lid_of(FRIEND).unwrap()))
+        );
+        // Archived on the phone: the chat list says so.
+        sim.app_state_action(
+            ME,
+            &PhoneAction::Archive {
+                chat: friend.clone(),
+                archived: true,
+            },
+        )
+        .unwrap();
+        let archived = async |want: bool| {
+            eventually("the chat's archived flag", async || {
+                let (code, v) = call(
+                    &http,
+                    reqwest::Method::GET,
+                    &format!("{base}/chats"),
+                    Some(&tok),
+                    None,
+                )
+                .await;
+                assert_eq!(code, 200, "{v}");
+                v["data"]["chats"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["pn"] == json!(chat_id))
+                    .filter(|c| c["archived"] == json!(want))
+                    .map(|_| ())
+            })
+            .await
+        };
+        archived(true).await;
+        // Unarchived and muted for an hour over REST: the phone decodes both.
+        for (action, body) in [
+            ("unarchive", None),
+            ("mute", Some(json!({"seconds": 3600}))),
+        ] {
+            let (code, v) = call(
+                &http,
+                reqwest::Method::POST,
+                &format!("{base}/chats/{chat_id}/{action}"),
+                Some(&tok),
+                body,
+            )
+            .await;
+            assert_eq!(code, 200, "{action}: {v}");
+        }
+        archived(false).await;
+        let low = sim.app_state(ME, "regular_low").unwrap();
+        assert!(
+            low.records
+                .iter()
+                .any(|r| r.index.first().map(String::as_str) == Some("archive")
+                    && r.value["archived"] == json!(false))
+        );
+        let high = sim.app_state(ME, "regular_high").unwrap();
+        let until = high
+            .records
+            .iter()
+            .find(|r| r.index.first().map(String::as_str) == Some("mute"))
+            .and_then(|r| r.value["mute"]["until"].as_i64())
+            .unwrap();
+        let now_ms = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap();
+        assert!(
+            (now_ms + 3_500_000..=now_ms + 3_700_000).contains(&until),
+            "{until}"
+        );
+        // An unknown action is a 404 that names the actions.
+        let (code, v) = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{base}/chats/{chat_id}/star"),
+            Some(&tok),
+            None,
+        )
+        .await;
+        assert_eq!(code, 404, "{v}");
+        assert_eq!(v["error"]["code"], json!("unknown_action"), "{v}");
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_patch_that_meets_a_concurrent_change_is_rebuilt_after_the_409() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = sim().await;
+        let a = account().await;
+        let (client, _events, _jid) = link(&sim, &a, ME).await;
+        synced(&sim, &a, ME).await;
+        let friend = Jid::new(FRIEND, Server::User);
+        let other = Jid::new(OTHER, Server::User);
+        // The phone pins another chat at the moment our pin reaches the server.
+        sim.app_state_write_first(
+            ME,
+            &PhoneAction::Pin {
+                chat: other.clone(),
+                pinned: true,
+            },
+        )
+        .unwrap();
+        let before = sim.app_state(ME, "regular_low").unwrap().version;
+        client
+            .chat_action(&friend, ChatAction::Pin(true))
+            .await
+            .unwrap();
+        let low = sim.app_state(ME, "regular_low").unwrap();
+        // Two patches: the phone's, then ours rebuilt on it.
+        assert_eq!(low.version, before + 2);
+        let pinned: Vec<String> = low
+            .records
+            .iter()
+            .filter(|r| {
+                r.index.first().map(String::as_str) == Some("pin_v1") && r.value["pinned"] == true
+            })
+            .filter_map(|r| r.index.get(1).cloned())
+            .collect();
+        assert!(
+            pinned.contains(&friend.to_string()) && pinned.contains(&other.to_string()),
+            "{pinned:?}"
+        );
+        // Both pins are ours too, and our version is the server's.
+        assert!(chat_state(&a, &other).await.unwrap().pinned.is_some());
+        assert!(chat_state(&a, &friend).await.unwrap().pinned.is_some());
+        synced(&sim, &a, ME).await;
+    })
+    .await
+    .expect("in time");
+}
