@@ -384,9 +384,10 @@ const MAX_MUTE_SECONDS: u64 = 365 * 86_400;
         (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
         (status = 403, description = "Not allowed for this token", body = ErrorEnvelope),
         (status = 404, description = "No such connection, or `unknown_action`", body = ErrorEnvelope),
-        (status = 409, description = "`not_connected`: the agent is not logged in", body = ErrorEnvelope),
+        (status = 409, description = "`not_connected`: the agent is not logged in; `app_state_not_ready`: the phone has not shared its app-state keys yet, or the chats are still syncing", body = ErrorEnvelope),
         (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope),
-        (status = 502, description = "WhatsApp refused or did not answer", body = ErrorEnvelope),
+        (status = 502, description = "`app_state_refused`: WhatsApp refused the change", body = ErrorEnvelope),
+        (status = 503, description = "`whatsapp_unreachable`: WhatsApp did not answer", body = ErrorEnvelope),
     ),
     security(("bearer" = [])),
 )]

@@ -465,6 +465,12 @@ impl From<crate::service::ServiceError> for ApiError {
                 "range_not_satisfiable",
                 e.to_string(),
             ),
+            S::Send(crate::client::SendError::AppStateNotReady(_)) => {
+                ApiError::new(StatusCode::CONFLICT, "app_state_not_ready", e.to_string())
+            }
+            S::Send(crate::client::SendError::AppStateRefused(_)) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "app_state_refused", e.to_string())
+            }
             S::Send(send) if let Some(f) = SendFailure::of(send) => {
                 ApiError::from_failure(f, e.to_string())
             }

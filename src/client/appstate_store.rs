@@ -69,7 +69,8 @@ impl std::fmt::Debug for AppStateRecord {
 }
 
 /// What applying a verified patch, snapshot or recovery does to a collection, stored at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` gives counts only (the salt is a secret; records name chats).
+#[derive(Clone, PartialEq, Eq)]
 pub struct AppStateCommit {
     /// The collection's name.
     pub collection: String,
@@ -87,6 +88,24 @@ pub struct AppStateCommit {
     pub contacts: Vec<crate::client::account::ContactChange>,
     /// An `nct_salt_sync` mutation: Some(Some) set, Some(None) removed.
     pub nct_salt: Option<Option<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for AppStateCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppStateCommit")
+            .field("collection", &self.collection)
+            .field("version", &self.state.version)
+            .field("replace", &self.replace)
+            .field("removed", &self.removed.len())
+            .field("added", &self.added.len())
+            .field("chats", &self.chats.len())
+            .field("contacts", &self.contacts.len())
+            .field(
+                "nct_salt_change",
+                &self.nct_salt.as_ref().map(|s| s.is_some()),
+            )
+            .finish()
+    }
 }
 
 /// App-state persistence of one account.

@@ -93,7 +93,11 @@ impl SendFailure {
             SendError::AlreadyEnded { .. } => SendFailure::SendFailed,
             SendError::NotConnected => SendFailure::NotConnected,
             SendError::Iq(_) => SendFailure::Unreachable,
-            SendError::Signal(_) | SendError::Store(_) | SendError::Unexpected(_) => return None,
+            SendError::Signal(_)
+            | SendError::Store(_)
+            | SendError::Unexpected(_)
+            | SendError::AppStateNotReady(_)
+            | SendError::AppStateRefused(_) => return None,
         })
     }
 

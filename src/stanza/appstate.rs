@@ -76,8 +76,9 @@ pub struct CollectionError {
     pub text: String,
 }
 
-/// What the server answered for one collection.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// What the server answered for one collection. `Debug` gives sizes only: a snapshot
+/// reference carries its blob's media key.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct CollectionAnswer {
     /// The collection's name.
     pub name: String,
@@ -91,6 +92,19 @@ pub struct CollectionAnswer {
     pub snapshot: Option<Bytes>,
     /// The collection failed.
     pub error: Option<CollectionError>,
+}
+
+impl std::fmt::Debug for CollectionAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CollectionAnswer")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("has_more", &self.has_more)
+            .field("patches", &self.patches.len())
+            .field("snapshot", &self.snapshot.as_ref().map(|s| s.len()))
+            .field("error", &self.error)
+            .finish()
+    }
 }
 
 /// Reads the `<sync>` of a sync iq's result. Patches sit under `<patches>` (whatsmeow

@@ -31,17 +31,33 @@ fn key_of(s: &SqliteCreds, r: &sqlx::sqlite::SqliteRow) -> Result<AppStateKey, C
     })
 }
 
-fn record_of(r: &sqlx::sqlite::SqliteRow) -> Result<AppStateRecord, CredsStoreError> {
+fn record_of(
+    s: &SqliteCreds,
+    collection: &str,
+    r: &sqlx::sqlite::SqliteRow,
+) -> Result<AppStateRecord, CredsStoreError> {
     let mac = |col: &str| -> Result<[u8; 32], CredsStoreError> {
         let v: Vec<u8> = r.try_get(col).map_err(err)?;
         array32(&v).ok_or_else(|| CredsStoreError(format!("corrupt app-state {col}")))
     };
+    let index_mac = mac("index_mac")?;
+    let data = s.open(
+        "appstate_records",
+        record_key(collection, &index_mac),
+        r.try_get("data").map_err(err)?,
+    )?;
     Ok(AppStateRecord {
-        index_mac: mac("index_mac")?,
+        index_mac,
         value_mac: mac("value_mac")?,
         index: r.try_get("idx").map_err(err)?,
-        data: r.try_get("data").map_err(err)?,
+        data,
     })
+}
+
+/// A record's identity for sealing: its `data` is the decrypted action, and may be a secret
+/// (the `nct_salt_sync` salt), so it is sealed like key material when a store key is set.
+fn record_key(collection: &str, index_mac: &[u8; 32]) -> String {
+    format!("{collection}/{}", hex::encode(index_mac))
 }
 
 impl AppStateStore for SqliteCreds {
@@ -159,7 +175,9 @@ impl AppStateStore for SqliteCreds {
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
-        rows.iter().map(record_of).collect()
+        rows.iter()
+            .map(|r| record_of(self, collection, r))
+            .collect()
     }
 
     async fn commit_app_state(&self, c: &AppStateCommit) -> Result<(), CredsStoreError> {
@@ -196,7 +214,11 @@ impl AppStateStore for SqliteCreds {
             .bind(r.index_mac.to_vec())
             .bind(r.value_mac.to_vec())
             .bind(&r.index)
-            .bind(&r.data)
+            .bind(self.seal(
+                "appstate_records",
+                record_key(&c.collection, &r.index_mac),
+                r.data.clone(),
+            ))
             .execute(&mut *tx)
             .await
             .map_err(err)?;

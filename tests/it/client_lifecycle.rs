@@ -127,9 +127,18 @@ async fn new_device_pairs_and_a_restart_logs_in_without_qr() {
         assert_eq!(me.push_name.as_deref(), Some("Alice"));
         // The phone's first messages (setting, history bootstrap, app-state key share) were
         // all decrypted.
-        let receipts = receipts(&sim, &jid, 3).await;
+        // The bootstrap also gets its `hist_sync` receipt.
+        let receipts = receipts(&sim, &jid, 4).await;
+        let peer: Vec<&String> = receipts
+            .iter()
+            .filter(|r| r.1.as_deref() == Some("peer_msg"))
+            .map(|r| &r.0)
+            .collect();
+        assert_eq!(peer.len(), 3, "{receipts:?}");
         assert!(
-            receipts.iter().all(|r| r.1.as_deref() == Some("peer_msg")),
+            receipts
+                .iter()
+                .any(|r| r.1.as_deref() == Some("hist_sync") && peer.contains(&&r.0)),
             "{receipts:?}"
         );
         client.stop();
@@ -321,7 +330,7 @@ async fn device_removed_logs_out_wipes_keys_and_stops() {
         let jid = creds2.load().await.unwrap().unwrap().me.unwrap().jid;
         // 1 is the user's simulated companion, 2 was the first link.
         assert_eq!(jid.device, 3);
-        receipts(&sim, &jid, 3).await;
+        receipts(&sim, &jid, 4).await;
         drop(again);
         (client, sim)
     })
@@ -642,7 +651,7 @@ async fn prekeys_are_uploaded_after_the_first_login_and_not_again() {
             811,
             "stored before uploading, one consumed"
         );
-        receipts(&sim, &jid, 3).await;
+        receipts(&sim, &jid, 4).await;
         // After a reconnect the server still holds enough: nothing more is uploaded.
         sim.fault("15550008888", wa_gateway::sim::Fault::Drop).await;
         drop_and_reconnect(&mut events).await;

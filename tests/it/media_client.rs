@@ -75,7 +75,7 @@ async fn an_upload_comes_back_byte_for_byte_and_a_bad_copy_never_does() {
             .await
             .unwrap();
         assert_eq!(up.file_length, data.len() as u64);
-        let stored = sim.cdn_media();
+        let stored = super::sim_cdn::message_media(&sim);
         assert_eq!(stored.len(), 1, "one upload, one stored file");
 
         let r = reference(Kind::Document, &up);

@@ -126,7 +126,7 @@ async fn files_go_out_once_and_come_back_exact() {
             }
         }
         let id = bare(first.as_ref().unwrap());
-        assert_eq!(sim.cdn_media().len(), 1, "uploaded to WhatsApp once");
+        assert_eq!(super::sim_cdn::message_media(&sim).len(), 1, "uploaded to WhatsApp once");
         let logged = sim
             .message_log()
             .into_iter()
@@ -334,7 +334,7 @@ async fn files_go_out_once_and_come_back_exact() {
         assert_eq!((c, v["error"]["code"].as_str()), (404, Some("media_not_available")));
 
         // An image over its cap, by multipart: refused, and no file is kept for it.
-        let before = sim.cdn_media().len();
+        let before = super::sim_cdn::message_media(&sim).len();
         let big = reqwest::multipart::Form::new().text("to", bob).part(
             "file",
             reqwest::multipart::Part::bytes(vec![1u8; 17 * 1024 * 1024])
@@ -351,7 +351,7 @@ async fn files_go_out_once_and_come_back_exact() {
         assert_eq!(resp.status().as_u16(), 413);
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["error"]["code"], "media_too_large", "{v}");
-        assert_eq!(sim.cdn_media().len(), before);
+        assert_eq!(super::sim_cdn::message_media(&sim).len(), before);
         eventually("no staging file left", async || {
             (std::fs::read_dir(dir.path().join("blobs/tmp")).unwrap().count() == 0).then_some(())
         })

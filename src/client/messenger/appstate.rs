@@ -67,7 +67,23 @@ pub(super) struct AppSync {
     /// Collections whose last sync failed for a passing reason: when to try again, and how
     /// many times it failed in a row.
     retry: Mutex<HashMap<Collection, (Instant, u32)>>,
+    /// The phone's recovery copies, applied by the worker (never in the receive path, which
+    /// holds the phone's session lock that our own peer messages need).
+    recoveries: Mutex<std::collections::VecDeque<RecoveryCopy>>,
 }
+
+/// A fatal-recovery answer from the phone, as received.
+type RecoveryCopy = wa::peer_data_operation_request_response_message::peer_data_operation_result::SyncDSnapshotFatalRecoveryResponse;
+
+/// Recovery copies waiting for the worker at most (the phone sends one per request).
+const MAX_QUEUED_RECOVERIES: usize = 5;
+/// Key ids asked of the phone in one request at most, and the longest id asked for.
+const MAX_KEYS_ASKED: usize = 16;
+const MAX_KEY_ID: usize = 64;
+/// Key asks remembered at most (the map starts over past it).
+const MAX_KEY_ASKS_KEPT: usize = 1024;
+/// 409s in a row a fetch accepts before it counts as a passing failure.
+const MAX_FETCH_CONFLICTS: u32 = 3;
 
 /// How one collection's sync ended.
 #[derive(Debug)]
@@ -224,13 +240,28 @@ impl<S: CredsStore> Messenger<S> {
                 drop(r);
                 m.mark_dirty(due);
             }
+            let copies: Vec<RecoveryCopy> = m
+                .appsync
+                .recoveries
+                .lock()
+                .map(|mut q| q.drain(..).collect())
+                .unwrap_or_default();
+            for r in copies {
+                m.apply_recovery(r).await;
+            }
             let todo: BTreeSet<Collection> = m
                 .appsync
                 .dirty
                 .lock()
                 .map(|mut d| std::mem::take(&mut *d))
                 .unwrap_or_default();
-            if todo.is_empty() {
+            if todo.is_empty()
+                && m.appsync
+                    .recoveries
+                    .lock()
+                    .map(|q| q.is_empty())
+                    .unwrap_or(true)
+            {
                 // A wake sent before this wait is kept by the Notify (one permit).
                 let _ = tokio::time::timeout(next_retry, m.appsync.wake.notified()).await;
             } else {
@@ -242,23 +273,49 @@ impl<S: CredsStore> Messenger<S> {
     }
 
     /// Syncs one collection, recovering from a verification failure: the collection is
-    /// synced again from a snapshot, and if that fails too, the phone is asked for its copy.
+    /// synced again from a snapshot (which replaces our state only once it verifies, in one
+    /// transaction), and if that fails too, the phone is asked for its copy. Anything short of
+    /// done is tried again later.
     async fn sync_one(&self, c: Collection) {
         let _busy = self.appsync.busy.lock().await;
-        let outcome = self.sync_collection(c).await;
+        let mut outcome = self.sync_collection(c, false).await;
+        if let Err(SyncFailure::Verify(e)) = &outcome {
+            tracing::warn!(collection = %c, error = %e, "app state does not verify; syncing it again from a snapshot");
+            self.publish(Event::AppStateFailed {
+                collection: c.name().to_owned(),
+                reason: e.to_string(),
+                recovery: "full_resync".into(),
+            });
+            outcome = self.sync_collection(c, true).await;
+            if let Err(SyncFailure::Verify(e)) = &outcome {
+                tracing::warn!(collection = %c, error = %e, "snapshot does not verify either; asking the phone");
+                let asked = self.ask_recovery(c).await;
+                self.publish(Event::AppStateFailed {
+                    collection: c.name().to_owned(),
+                    reason: e.to_string(),
+                    recovery: if asked {
+                        "recovery_requested".into()
+                    } else {
+                        "recovery_pending".into()
+                    },
+                });
+            }
+        }
+        let done = matches!(outcome, Ok(SyncEnd::Done));
         if let Ok(mut r) = self.appsync.retry.lock() {
-            if matches!(outcome, Err(SyncFailure::Transient(_))) {
-                // Tried again after 1 s, 2 s, 4 s… up to 5 min, and at the next login or
-                // server_sync anyway.
+            if done || matches!(outcome, Ok(SyncEnd::WaitingForKey)) {
+                // A key share wakes a parked collection.
+                r.remove(&c);
+            } else {
+                // Tried again after 1 s, 2 s, 4 s… up to 5 min (and at the next login or
+                // server_sync anyway); a verification failure waits for the phone's copy too.
                 let n = r.get(&c).map(|(_, n)| *n).unwrap_or(0);
                 let wait = Duration::from_secs(1u64 << n.min(8)).min(MAX_RETRY_WAIT);
                 r.insert(c, (Instant::now() + wait, n.saturating_add(1)));
-            } else {
-                r.remove(&c);
             }
         }
         match outcome {
-            Ok(SyncEnd::Done) => {}
+            Ok(SyncEnd::Done) | Err(SyncFailure::Verify(_)) => {}
             Ok(SyncEnd::WaitingForKey) => {
                 if let Ok(mut p) = self.appsync.parked.lock() {
                     p.insert(c);
@@ -268,7 +325,7 @@ impl<S: CredsStore> Messenger<S> {
                 self.publish(Event::AppStateFailed {
                     collection: c.name().to_owned(),
                     reason: format!("the server answered error {code}"),
-                    recovery: "retry_on_next_sync".into(),
+                    recovery: "retry".into(),
                 });
             }
             Err(SyncFailure::Transient(e)) => {
@@ -282,50 +339,22 @@ impl<S: CredsStore> Messenger<S> {
                     });
                 }
             }
-            Err(SyncFailure::Verify(e)) => {
-                tracing::warn!(collection = %c, error = %e, "app state does not verify; syncing it again from a snapshot");
-                self.publish(Event::AppStateFailed {
-                    collection: c.name().to_owned(),
-                    reason: e.to_string(),
-                    recovery: "full_resync".into(),
-                });
-                if let Err(e) = self.store.reset_app_state(c.name()).await {
-                    tracing::warn!(error = %e, "cannot reset a collection");
-                    return;
-                }
-                match self.sync_collection(c).await {
-                    Ok(_) => {}
-                    Err(SyncFailure::Transient(e)) => {
-                        tracing::info!(collection = %c, error = %e, "app-state resync failed; retried later");
-                    }
-                    Err(SyncFailure::Verify(e)) => {
-                        tracing::warn!(collection = %c, error = %e, "snapshot does not verify either; asking the phone");
-                        let _ = self.store.reset_app_state(c.name()).await;
-                        let asked = self.ask_recovery(c).await;
-                        self.publish(Event::AppStateFailed {
-                            collection: c.name().to_owned(),
-                            reason: e.to_string(),
-                            recovery: if asked {
-                                "recovery_requested".into()
-                            } else {
-                                "recovery_pending".into()
-                            },
-                        });
-                    }
-                }
-            }
         }
     }
 
-    /// Fetches and applies a collection until the server has no more patches.
-    async fn sync_collection(&self, c: Collection) -> Result<SyncEnd, SyncFailure> {
+    /// Fetches and applies a collection until the server has no more patches; with
+    /// `snapshot`, starts from a snapshot whatever we hold (a resync).
+    async fn sync_collection(&self, c: Collection, snapshot: bool) -> Result<SyncEnd, SyncFailure> {
         let sender = self.sender().ok_or(SendError::NotConnected)?;
+        let mut want_snapshot = snapshot;
+        let mut conflicts = 0;
         for _ in 0..MAX_PAGES {
             let stored = self.store.app_state_version(c.name()).await?;
+            let asked_snapshot = want_snapshot || stored.is_none();
             let ask = st::CollectionAsk {
                 name: c.name().to_owned(),
                 version: stored.as_ref().map(|s| s.version).unwrap_or(0),
-                snapshot: stored.is_none(),
+                snapshot: asked_snapshot,
             };
             let answer = self
                 .link
@@ -343,23 +372,43 @@ impl<S: CredsStore> Messenger<S> {
             };
             if let Some(e) = &a.error {
                 match e.code {
-                    // A conflict: more patches to read first.
-                    409 if a.has_more => continue,
-                    409 => return Ok(SyncEnd::Done),
-                    code => return Ok(SyncEnd::Server(code)),
+                    // A conflict: the patches it lacks are asked for again, a few times.
+                    409 if conflicts < MAX_FETCH_CONFLICTS => {
+                        conflicts += 1;
+                        continue;
+                    }
+                    // The server no longer holds the patches after our version (or finds our
+                    // ask bad): start over from a snapshot, once (CLIENT-FEATURES §3.2).
+                    400 | 404 if !asked_snapshot => {
+                        want_snapshot = true;
+                        continue;
+                    }
+                    400 | 404 => return Ok(SyncEnd::Server(e.code)),
+                    code => {
+                        return Err(SyncFailure::Transient(format!(
+                            "the server answered {code}"
+                        )));
+                    }
                 }
             }
-            let mut state = stored;
+            conflicts = 0;
+            let mut state = if asked_snapshot { None } else { stored.clone() };
             if let Some(snap) = &a.snapshot {
-                if state.is_some() {
-                    // whatsmeow refuses a snapshot over a non-empty state; a server that sends
-                    // one replaces ours (it is the judge), verified like any other.
-                    tracing::info!(collection = %c, "unasked snapshot replaces the collection");
+                if !asked_snapshot {
+                    // whatsmeow refuses a snapshot it did not ask for: an old one replayed
+                    // would roll the collection back.
+                    return Err(SyncFailure::Verify(AppStateError::Malformed(
+                        "a snapshot nobody asked for",
+                    )));
                 }
-                match self.apply_snapshot(c, snap).await? {
+                match self.apply_snapshot(c, snap, stored.as_ref()).await? {
                     Some(v) => state = Some(v),
                     None => return Ok(SyncEnd::WaitingForKey),
                 }
+                want_snapshot = false;
+            } else if asked_snapshot && stored.is_some() && a.version == 0 {
+                // Asked to start over, the server holds nothing: our records go.
+                want_snapshot = false;
             }
             if state.is_none() && a.snapshot.is_none() && a.patches.is_empty() && a.version == 0 {
                 // An empty collection (nothing ever written): synced at version 0, so its
@@ -374,6 +423,13 @@ impl<S: CredsStore> Messenger<S> {
                     mutations: Vec::new(),
                 };
                 state = Some(self.commit_applied(empty).await?);
+            }
+            if state.is_none() && !a.patches.is_empty() && asked_snapshot && stored.is_some() {
+                // A resync answered with patches but no snapshot: they cannot be applied on a
+                // state we are replacing.
+                return Err(SyncFailure::Verify(AppStateError::Malformed(
+                    "patches without the snapshot asked for",
+                )));
             }
             for p in &a.patches {
                 let Some(v) = self.apply_patch(c, state.as_ref(), p).await? else {
@@ -421,8 +477,13 @@ impl<S: CredsStore> Messenger<S> {
         let now = Instant::now();
         let due: Vec<Vec<u8>> = match self.appsync.asked_keys.lock() {
             Ok(mut asked) => {
+                if asked.len() > MAX_KEY_ASKS_KEPT {
+                    asked.clear();
+                }
                 let due: Vec<Vec<u8>> = ids
                     .iter()
+                    .filter(|id| !id.is_empty() && id.len() <= MAX_KEY_ID)
+                    .take(MAX_KEYS_ASKED)
                     .filter(|id| {
                         asked
                             .get(*id)
@@ -467,6 +528,7 @@ impl<S: CredsStore> Messenger<S> {
         &self,
         c: Collection,
         reference: &[u8],
+        ours: Option<&CollectionVersion>,
     ) -> Result<Option<CollectionVersion>, SyncFailure> {
         let r = wa::ExternalBlobReference::decode(reference)
             .map_err(|_| SyncFailure::Verify(AppStateError::Malformed("snapshot reference")))?;
@@ -478,6 +540,12 @@ impl<S: CredsStore> Messenger<S> {
             return Ok(None);
         };
         let applied = decode_snapshot(c, &snap, &keys).map_err(SyncFailure::Verify)?;
+        if ours.is_some_and(|o| applied.version < o.version) {
+            // An older snapshot, however valid, would roll the collection back.
+            return Err(SyncFailure::Verify(AppStateError::Malformed(
+                "a snapshot older than our state",
+            )));
+        }
         self.commit_applied(applied).await.map(Some)
     }
 
@@ -562,11 +630,21 @@ impl<S: CredsStore> Messenger<S> {
                     index: serde_json::to_string(&m.index).unwrap_or_default(),
                     data: m.raw.clone(),
                 });
-            } else if !commit.removed.contains(&m.index_mac) {
-                commit.removed.push(m.index_mac);
             }
             let action = Action::from_mutation(m);
-            self.effects(&action, &mut commit, &mut pairs, &mut push_name);
+            // When the action happened (ms, its device's clock), else now.
+            let at = m
+                .data
+                .value
+                .as_ref()
+                .and_then(|v| v.timestamp)
+                .and_then(|t| u64::try_from(t / 1000).ok())
+                .filter(|t| *t > 0)
+                .unwrap_or_else(|| self.clock.now_unix());
+            if action == Action::Removed {
+                removed_effect(&m.index, &mut commit);
+            }
+            self.effects(&action, at, &mut commit, &mut pairs, &mut push_name);
             if !matches!(action, Action::Other | Action::Removed) {
                 actions.push(action);
             }
@@ -595,6 +673,7 @@ impl<S: CredsStore> Messenger<S> {
     fn effects(
         &self,
         action: &Action,
+        at: u64,
         commit: &mut AppStateCommit,
         pairs: &mut Vec<(String, String)>,
         push_name: &mut Option<String>,
@@ -653,17 +732,17 @@ impl<S: CredsStore> Messenger<S> {
                 ..chat(c)
             }),
             Action::Pin { chat: c, pinned } => commit.chats.push(ChatChange {
-                pinned: Some(pinned.then(|| self.clock.now_unix())),
+                pinned: Some(pinned.then_some(at)),
                 ..chat(c)
             }),
             Action::MarkRead { chat: c, read } => commit.chats.push(ChatChange {
                 marked_unread: Some(!read),
                 unread_count: read.then_some(0),
-                read_ts: read.then(|| Some(self.clock.now_unix())),
+                read_ts: read.then_some(Some(at)),
                 ..chat(c)
             }),
             Action::DeleteChat { chat: c } => commit.chats.push(ChatChange {
-                deleted_at: Some(Some(self.clock.now_unix())),
+                deleted_at: Some(Some(at)),
                 ..chat(c)
             }),
             Action::NctSalt(salt) => {
@@ -768,12 +847,20 @@ impl<S: CredsStore> Messenger<S> {
     }
 
     /// The phone's answer to a fatal-recovery request (`syncdSnapshotFatalRecoveryResponse`,
-    /// from its device 0): applied unless we already hold that version or newer (whatsmeow
-    /// `handleAppStateRecovery`).
-    pub(super) async fn on_recovery(
-        &self,
-        r: &wa::peer_data_operation_request_response_message::peer_data_operation_result::SyncDSnapshotFatalRecoveryResponse,
-    ) {
+    /// from its device 0): queued for the worker, which applies it unless we already hold
+    /// that version or newer (whatsmeow `handleAppStateRecovery`).
+    pub(super) fn on_recovery(&self, r: &RecoveryCopy) {
+        if let Ok(mut q) = self.appsync.recoveries.lock() {
+            if q.len() >= MAX_QUEUED_RECOVERIES {
+                q.pop_front();
+            }
+            q.push_back(r.clone());
+        }
+        self.appsync.wake.notify_one();
+    }
+
+    /// Applies a recovery copy (the worker's).
+    async fn apply_recovery(&self, r: RecoveryCopy) {
         let Some(bytes) = r.collection_snapshot.as_deref() else {
             return;
         };
@@ -871,32 +958,39 @@ impl<S: CredsStore> Messenger<S> {
         };
         let _busy = self.appsync.busy.lock().await;
         let key = self.store.latest_app_state_key().await?.ok_or_else(|| {
-            SendError::Unexpected("no app-state key shared by the phone yet".into())
+            SendError::AppStateNotReady("no app-state key shared by the phone yet".into())
         })?;
         let keys = MutationKeys::expand(&key.data[..]);
         let sender = self.sender().ok_or(SendError::NotConnected)?;
         for attempt in 0..=MAX_CONFLICT_RETRIES {
             // Our patch is built on the stored state: bring it up to date first.
-            match self.sync_collection(c).await {
+            match self.sync_collection(c, false).await {
                 Ok(SyncEnd::Done) => {}
                 Ok(SyncEnd::WaitingForKey) => {
-                    return Err(SendError::Unexpected(
+                    return Err(SendError::AppStateNotReady(
                         "waiting for an app-state key from the phone".into(),
                     ));
                 }
                 Ok(SyncEnd::Server(code)) => {
-                    return Err(SendError::Unexpected(format!(
+                    return Err(SendError::AppStateRefused(format!(
                         "the app-state server answered {code}"
                     )));
                 }
-                Err(e) => return Err(SendError::Unexpected(e.to_string())),
+                Err(SyncFailure::Verify(e)) => {
+                    // The worker resyncs it; our change waits for that.
+                    self.mark_dirty([c]);
+                    return Err(SendError::AppStateNotReady(format!(
+                        "the collection is being synced again ({e})"
+                    )));
+                }
+                Err(SyncFailure::Transient(e)) => return Err(SendError::Unexpected(e)),
             }
             let stored = self
                 .store
                 .app_state_version(c.name())
                 .await?
                 .ok_or_else(|| {
-                    SendError::Unexpected("the collection has not been synced yet".into())
+                    SendError::AppStateNotReady("the collection has not been synced yet".into())
                 })?;
             let touched: Vec<[u8; 32]> = muts
                 .iter()
@@ -942,14 +1036,14 @@ impl<S: CredsStore> Messenger<S> {
                     continue;
                 }
                 Some(e) => {
-                    return Err(SendError::Unexpected(format!(
+                    return Err(SendError::AppStateRefused(format!(
                         "the app-state server refused the patch: {} {}",
                         e.code, e.text
                     )));
                 }
             }
         }
-        Err(SendError::Unexpected(
+        Err(SendError::AppStateRefused(
             "the app-state patch kept conflicting".into(),
         ))
     }
@@ -980,6 +1074,41 @@ impl<S: CredsStore> Messenger<S> {
             None => crate::appstate::encode::message_range(0, None),
         }
     }
+}
+
+/// A REMOVE of a chat's record undoes what its SET did (the record is gone: the chat is no
+/// longer muted, archived, pinned or marked unread).
+fn removed_effect(index: &[String], commit: &mut AppStateCommit) {
+    let (Some(kind), Some(chat)) = (
+        index.first(),
+        index.get(1).and_then(|j| j.parse::<Jid>().ok()),
+    ) else {
+        return;
+    };
+    let base = ChatChange {
+        chat: chat.to_non_ad(),
+        ..ChatChange::default()
+    };
+    let change = match kind.as_str() {
+        "mute" => ChatChange {
+            muted_until: Some(None),
+            ..base
+        },
+        "archive" => ChatChange {
+            archived: Some(false),
+            ..base
+        },
+        "pin_v1" => ChatChange {
+            pinned: Some(None),
+            ..base
+        },
+        "markChatAsRead" => ChatChange {
+            marked_unread: Some(false),
+            ..base
+        },
+        _ => return,
+    };
+    commit.chats.push(change);
 }
 
 /// Collects a download in memory (the caller bounds it).

@@ -35,6 +35,13 @@ pub enum SendError {
     /// WhatsApp answered something we could not read.
     #[error("unexpected answer: {0}")]
     Unexpected(String),
+    /// App state is not ready for our change yet (no key shared by the phone, the collection
+    /// not synced, a key being asked for): trying later helps.
+    #[error("app state not ready: {0}")]
+    AppStateNotReady(String),
+    /// The app-state server refused our change, or it kept conflicting.
+    #[error("app-state change refused: {0}")]
+    AppStateRefused(String),
     /// The server refused the message (its ack carried an error code).
     #[error("refused by WhatsApp ({code}): {}", refusal_reason(*code))]
     Refused {
@@ -71,8 +78,10 @@ impl SendError {
             | SendError::UnsupportedRecipient(_)
             | SendError::NotInGroup(_)
             | SendError::Refused { .. }
+            | SendError::AppStateRefused(_)
             | SendError::AlreadyEnded { .. } => true,
             SendError::NotConnected
+            | SendError::AppStateNotReady(_)
             | SendError::Iq(_)
             | SendError::Signal(_)
             | SendError::Store(_)

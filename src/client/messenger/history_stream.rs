@@ -29,7 +29,6 @@ impl Default for Limits {
 }
 
 /// One top-level field of a `HistorySync`, decoded.
-#[derive(Debug)]
 pub(crate) enum Item {
     /// `syncType` (1).
     SyncType(i32),
@@ -49,6 +48,24 @@ pub(crate) enum Item {
     NctSalt(Vec<u8>),
     /// An item over [`Limits::max_item`], read past (field number, bytes).
     Skipped(u32, u64),
+}
+
+/// Names the item and its size only: conversations carry privacy tokens and messages, the
+/// salt is a secret.
+impl std::fmt::Debug for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Item::SyncType(t) => write!(f, "SyncType({t})"),
+            Item::ChunkOrder(c) => write!(f, "ChunkOrder({c})"),
+            Item::Progress(p) => write!(f, "Progress({p})"),
+            Item::Conversation(c) => write!(f, "Conversation({} messages)", c.messages.len()),
+            Item::Pushname(_) => f.write_str("Pushname(..)"),
+            Item::Mapping(_) => f.write_str("Mapping(..)"),
+            Item::Contact(_) => f.write_str("Contact(..)"),
+            Item::NctSalt(s) => write!(f, "NctSalt({} bytes)", s.len()),
+            Item::Skipped(field, len) => write!(f, "Skipped({field}, {len})"),
+        }
+    }
 }
 
 /// Why a history stream could not be read to its end.

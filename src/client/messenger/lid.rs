@@ -44,6 +44,20 @@ impl<S: CredsStore> Messenger<S> {
                     m.retain(|_, v| v.as_deref() != Some(lid));
                     m.insert(pn.to_owned(), Some(lid.to_owned()));
                 }
+                // Sends waiting for a receipt are keyed by their chat, which just moved: the
+                // receipt will name the LID chat.
+                if let Ok(mut w) = self.watched.lock() {
+                    let (from, to) = (Jid::new(pn, Server::User), Jid::new(lid, Server::Lid));
+                    let moved: Vec<((Jid, String), std::time::Instant)> = w
+                        .iter()
+                        .filter(|((chat, _), _)| *chat == from)
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect();
+                    for ((_, id), since) in moved {
+                        w.remove(&(from.clone(), id.clone()));
+                        w.insert((to.clone(), id), since);
+                    }
+                }
                 tracing::debug!(pn, lid, "learned a LID");
             }
             Err(e) => tracing::warn!(error = %e, "cannot store a LID mapping"),

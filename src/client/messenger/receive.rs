@@ -224,7 +224,7 @@ impl<S: CredsStore> Messenger<S> {
             {
                 for result in r.peer_data_operation_result.iter().take(16) {
                     if let Some(rec) = &result.syncd_snapshot_fatal_recovery_response {
-                        self.on_recovery(rec).await;
+                        self.on_recovery(rec);
                     }
                 }
             }
