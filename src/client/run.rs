@@ -131,7 +131,6 @@ impl Client {
             &opts.messaging,
             opts.socket.tls.clone(),
         ));
-        messenger.start_workers();
         let messaging: Arc<dyn Messaging> = messenger.clone();
         // Boxed: an async fn keeps both its argument and a moved copy of it in its future, so an
         // inline `Run` (424 bytes) was held twice by every client's task.
@@ -146,6 +145,8 @@ impl Client {
         let closing = hub.clone();
         let span =
             tracing::info_span!("client", account = %run.opts.label, jid = tracing::field::Empty);
+        // The messenger's workers log as the client does (every line names its account).
+        run.messenger.start_workers(&span);
         let handle_span = span.clone();
         tokio::spawn(
             async move {

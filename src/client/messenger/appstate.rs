@@ -1122,6 +1122,7 @@ impl crate::client::media::MediaSink for VecSink {
 }
 
 /// Starts the app-state worker of `m` (ends when the messenger is dropped).
-pub(super) fn start_worker<S: CredsStore>(m: &Arc<Messenger<S>>) {
-    tokio::spawn(Messenger::app_state_loop(Arc::downgrade(m)));
+pub(super) fn start_worker<S: CredsStore>(m: &Arc<Messenger<S>>, span: &tracing::Span) {
+    use tracing::Instrument as _;
+    tokio::spawn(Messenger::app_state_loop(Arc::downgrade(m)).instrument(span.clone()));
 }

@@ -538,12 +538,13 @@ impl<S: CredsStore> Messenger<S> {
 }
 
 /// Starts the history worker of `m` (ends when the messenger is dropped).
-pub(super) fn start_worker<S: CredsStore>(m: &Arc<Messenger<S>>) {
+pub(super) fn start_worker<S: CredsStore>(m: &Arc<Messenger<S>>, span: &tracing::Span) {
+    use tracing::Instrument as _;
     let (tx, rx) = mpsc::channel(HISTORY_QUEUE);
     if let Ok(mut t) = m.history_tx.lock() {
         *t = Some(tx);
     }
-    tokio::spawn(Messenger::history_loop(Arc::downgrade(m), rx));
+    tokio::spawn(Messenger::history_loop(Arc::downgrade(m), rx).instrument(span.clone()));
 }
 
 /// Messages an on-demand request asks for unless told (whatsmeow's recommendation).

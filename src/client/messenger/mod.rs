@@ -327,9 +327,9 @@ impl<S: CredsStore> Messenger<S> {
     }
 
     /// Starts the messenger's background workers (history sync, app-state sync).
-    pub(super) fn start_workers(self: &Arc<Self>) {
-        history::start_worker(self);
-        appstate::start_worker(self);
+    pub(super) fn start_workers(self: &Arc<Self>, span: &tracing::Span) {
+        history::start_worker(self, span);
+        appstate::start_worker(self, span);
     }
 
     /// Called at login with the stored credentials.
