@@ -1209,6 +1209,15 @@ async fn a_message_no_device_receipts_is_flagged_as_stuck() {
         };
         sim.scan(me, &code, None, None).await.unwrap();
         client.wait_for(|s| *s == ConnState::Connected).await;
+        // The phone's app state (its contacts, with bob's LID) is synced first: a chat that
+        // moves to its LID mid-test is another test's business.
+        for c in sim.app_state_collections() {
+            eventually("app state synced", async || {
+                use wa_gateway::client::appstate_store::AppStateStore;
+                a.creds.app_state_version(c).await.unwrap().map(|_| ())
+            })
+            .await;
+        }
         assert_eq!(sim.fault(bob, Fault::WithholdReceipts(true)).await, 1);
         let sent = client.send_text(&user(bob), "anyone?").await.unwrap();
         let Event::Stuck { id, .. } =
