@@ -5,10 +5,13 @@
 # card, a reaction, an edit and a revoke; each checked in our history and signed webhook) and
 # media.mjs (Baileys sends our REST account a JPEG, an Ogg Opus voice note and a PDF, checked in
 # history, webhook and `GET …/media` byte for byte; our REST sends Baileys an image, a document and
-# a voice note, which Baileys' downloadMediaMessage fetches from the simulator's HTTPS CDN).
+# a voice note, which Baileys' downloadMediaMessage fetches from the simulator's HTTPS CDN) and
+# appstate.mjs (Baileys and our REST account as two companions of one phone: Baileys archives, pins
+# and mutes with its own app-state encoder and our GET …/chats shows it; our unarchive, mute and
+# unmute are decoded by Baileys' resyncAppState).
 # Not part of `cargo test`: it needs the npm registry.
 # Usage: tools/baileys-companion/run.sh [stay seconds]
-#   (JUDGE=companion, JUDGE=kinds or JUDGE=media runs one; the default runs all three)
+#   (JUDGE=companion, kinds, media or appstate runs one; the default runs all four)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/../.."
@@ -19,9 +22,9 @@ bin="$here/../../target/release/wa-gateway"
 status=0
 judge="${JUDGE:-all}"
 case "$judge" in
-all | companion | kinds | media) ;;
+all | companion | kinds | media | appstate) ;;
 *)
-	echo "JUDGE must be companion, kinds or media (or unset for all), not $judge" >&2
+	echo "JUDGE must be companion, kinds, media or appstate (or unset for all), not $judge" >&2
 	exit 2
 	;;
 esac
@@ -33,5 +36,8 @@ if [ "$judge" = all ] || [ "$judge" = kinds ]; then
 fi
 if [ "$judge" = all ] || [ "$judge" = media ]; then
 	node media.mjs "$bin" || status=1
+fi
+if [ "$judge" = all ] || [ "$judge" = appstate ]; then
+	node appstate.mjs "$bin" || status=1
 fi
 exit "$status"
