@@ -240,7 +240,12 @@ fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
 /// one JSON line per event (`qr`, `state`, `message`, `receipt`, `sent`, `error`) and sends
 /// `{"to": "<digits or JID>", "text": "…"}` lines read from stdin. The QR line carries the
 /// pairing secret: this is a terminal tool, never a log.
-fn chat(ws: String, root: String, db: String) -> anyhow::Result<()> {
+fn chat(
+    ws: String,
+    root: String,
+    db: String,
+    ca: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     use base64::Engine;
     use tokio::io::AsyncBufReadExt;
     use wa_gateway::client::{Client, ClientOptions, Event};
@@ -248,6 +253,15 @@ fn chat(ws: String, root: String, db: String) -> anyhow::Result<()> {
         .decode(root.trim())?
         .try_into()
         .map_err(|_| anyhow::anyhow!("--root must be 32 bytes in base64"))?;
+    let tls = match ca {
+        Some(path) => {
+            let pem = std::fs::read(&path)
+                .map_err(|e| anyhow::anyhow!("--ca {}: {e}", path.display()))?;
+            let extra = wa_gateway::socket::tls::parse_ca_pem(&pem)?;
+            Some(wa_gateway::socket::tls::client_config(&extra)?)
+        }
+        None => None,
+    };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let store = wa_gateway::store::Store::open(&db).await?;
@@ -258,7 +272,7 @@ fn chat(ws: String, root: String, db: String) -> anyhow::Result<()> {
                 trust: wa_gateway::socket::TrustRoot::from_key(root),
                 clock: std::sync::Arc::new(wa_gateway::util::clock::SystemClock),
                 max_frame: wa_gateway::socket::framing::MAX_FRAME,
-                tls: None,
+                tls,
             },
             profile: Default::default(),
             backoff: Default::default(),
@@ -413,6 +427,10 @@ enum Command {
         /// Where the account is kept.
         #[arg(long, default_value = "sqlite::memory:")]
         db: String,
+        /// A PEM CA to trust besides the webpki roots (`ca_cert` of `simulate --ca-out`): app
+        /// state, history and media come from the simulator's HTTPS CDN.
+        #[arg(long)]
+        ca: Option<std::path::PathBuf>,
     },
     /// Decodes a hex-encoded binary-node frame (flags byte first) and prints it as XML.
     Decode {
@@ -519,7 +537,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Chat { ws, root, db } => match chat(ws, root, db) {
+        Command::Chat { ws, root, db, ca } => match chat(ws, root, db, ca) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -197,11 +197,29 @@ impl<'a, K: KeyLookup> Keyring<'a, K> {
 }
 
 fn record_key_id(record: &wa::SyncdRecord) -> Result<&[u8], AppStateError> {
-    record
-        .key_id
+    key_id_of(&record.key_id, "record without keyID")
+}
+
+/// A `KeyId`'s bytes; `missing` names what lacked one.
+fn key_id_of<'a>(
+    key_id: &'a Option<wa::KeyId>,
+    missing: &'static str,
+) -> Result<&'a [u8], AppStateError> {
+    key_id
         .as_ref()
         .and_then(|k| k.id.as_deref())
-        .ok_or(AppStateError::Malformed("record without keyID"))
+        .ok_or(AppStateError::Malformed(missing))
+}
+
+/// A `SyncdVersion`'s number; `missing` names what lacked one.
+fn version_of(
+    version: &Option<wa::SyncdVersion>,
+    missing: &'static str,
+) -> Result<u64, AppStateError> {
+    version
+        .as_ref()
+        .and_then(|v| v.version)
+        .ok_or(AppStateError::Malformed(missing))
 }
 
 /// Decodes and verifies a snapshot (§3.5): every record is a SET; the LTHash of all value MACs,
@@ -212,16 +230,8 @@ pub fn decode_snapshot(
     snap: &wa::SyncdSnapshot,
     keys: &impl KeyLookup,
 ) -> Result<Applied, AppStateError> {
-    let version = snap
-        .version
-        .as_ref()
-        .and_then(|v| v.version)
-        .ok_or(AppStateError::Malformed("snapshot without version"))?;
-    let key_id = snap
-        .key_id
-        .as_ref()
-        .and_then(|k| k.id.as_deref())
-        .ok_or(AppStateError::Malformed("snapshot without keyID"))?;
+    let version = version_of(&snap.version, "snapshot without version")?;
+    let key_id = key_id_of(&snap.key_id, "snapshot without keyID")?;
     if snap.records.len() > MAX_RECORDS {
         return Err(AppStateError::TooLarge("records"));
     }
@@ -271,16 +281,8 @@ pub fn decode_patch(
     patch: &wa::SyncdPatch,
     keys: &impl KeyLookup,
 ) -> Result<Applied, AppStateError> {
-    let version = patch
-        .version
-        .as_ref()
-        .and_then(|v| v.version)
-        .ok_or(AppStateError::Malformed("patch without version"))?;
-    let key_id = patch
-        .key_id
-        .as_ref()
-        .and_then(|k| k.id.as_deref())
-        .ok_or(AppStateError::Malformed("patch without keyID"))?;
+    let version = version_of(&patch.version, "patch without version")?;
+    let key_id = key_id_of(&patch.key_id, "patch without keyID")?;
     if patch.mutations.is_empty() && patch.external_mutations.is_some() {
         return Err(AppStateError::Malformed(
             "external mutations not downloaded",
@@ -407,11 +409,7 @@ pub fn decode_recovery(
     if rec.collection_name.as_deref() != Some(c.name()) {
         return Err(AppStateError::WrongCollection);
     }
-    let version = rec
-        .version
-        .as_ref()
-        .and_then(|v| v.version)
-        .ok_or(AppStateError::Malformed("recovery without version"))?;
+    let version = version_of(&rec.version, "recovery without version")?;
     let claimed: [u8; LTHASH_LEN] = rec
         .collection_lthash
         .as_deref()

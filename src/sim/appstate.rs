@@ -19,6 +19,8 @@ use crate::appstate::{
 };
 use crate::binary::{Jid, Node};
 use crate::proto::wa;
+use crate::stanza::appstate::{CollectionAnswer, SyncItem, parse_sync_request, sync_response};
+use bytes::Bytes;
 
 /// The five collections, in the core's order (whatsmeow appstate/keys.go `WAPatchName*`).
 pub const COLLECTIONS: [&str; 5] = [
@@ -241,15 +243,8 @@ fn well_formed(p: &wa::SyncdPatch) -> bool {
         })
 }
 
-fn coll_error(name: &str, code: u16, text: &str) -> Node {
-    Node::new("collection")
-        .attr("name", name.to_owned())
-        .attr("type", "error")
-        .children(vec![
-            Node::new("error")
-                .attr("code", code.to_string())
-                .attr("text", text.to_owned()),
-        ])
+fn coll_error(name: &str, code: u16, text: &str) -> CollectionAnswer {
+    CollectionAnswer::failed(name, 0, code, text)
 }
 
 fn is_salt(index: &[String]) -> bool {
@@ -487,18 +482,18 @@ impl AppState {
         }
     }
 
-    /// The patches of collection `ci` after `from`, at most a page: (patch nodes, the
+    /// The patches of collection `ci` after `from`, at most a page: (`SyncdPatch` bytes, the
     /// version the last reaches, more left).
-    fn page_after(&self, ci: usize, from: u64) -> (Vec<Node>, u64, bool) {
+    fn page_after(&self, ci: usize, from: u64) -> (Vec<Bytes>, u64, bool) {
         let c = &self.colls[ci];
         let mut after = c.patches.iter().filter(|(v, _)| *v > from);
         let mut reached = from;
-        let out: Vec<Node> = after
+        let out: Vec<Bytes> = after
             .by_ref()
             .take(self.page)
             .map(|(v, b)| {
                 reached = *v;
-                Node::new("patch").bytes(b.clone())
+                Bytes::from(b.clone())
             })
             .collect();
         (out, reached, after.next().is_some())
@@ -593,71 +588,43 @@ impl AppState {
     /// else patches after the version, paged) and uploads (409 with the missing patches when
     /// the sender's version is stale). Returns the answer and the collections that changed.
     pub(crate) fn answer(&mut self, node: &Node, id: &str, cdn: &Cdn) -> (Node, Vec<Accepted>) {
-        let bad = || (super::iq::error(id, 400, "bad-request"), Vec::new());
-        let Some(sync) = node.child("sync") else {
-            return bad();
+        let Some(asked) = parse_sync_request(node, MAX_COLLECTIONS_PER_IQ) else {
+            return (super::iq::error(id, 400, "bad-request"), Vec::new());
         };
-        let asked: Vec<&Node> = sync
-            .child_nodes()
-            .iter()
-            .filter(|c| c.tag == "collection")
-            .collect();
-        if asked.is_empty() || asked.len() > MAX_COLLECTIONS_PER_IQ {
-            return bad();
-        }
-        let names: Vec<String> = asked
-            .iter()
-            .map(|c| {
-                c.get_str("name")
-                    .map(|n| n.into_owned())
-                    .unwrap_or_default()
-            })
-            .collect();
-        if (1..names.len()).any(|i| names[..i].contains(&names[i])) {
-            return bad();
-        }
-        let mut out = Vec::with_capacity(asked.len());
         let mut changed = Vec::new();
-        for (c, name) in asked.into_iter().zip(names) {
-            out.push(self.collection(c, &name, cdn, &mut changed));
-        }
-        (
-            super::iq::result(id, vec![Node::new("sync").children(out)]),
-            changed,
-        )
+        let answers: Vec<CollectionAnswer> = asked
+            .iter()
+            .map(|item| self.collection(item, cdn, &mut changed))
+            .collect();
+        (sync_response(id, &answers), changed)
     }
 
-    fn collection(&mut self, c: &Node, name: &str, cdn: &Cdn, changed: &mut Vec<Accepted>) -> Node {
+    fn collection(
+        &mut self,
+        item: &SyncItem,
+        cdn: &Cdn,
+        changed: &mut Vec<Accepted>,
+    ) -> CollectionAnswer {
+        let name = item.name.as_str();
         // An unknown collection is fatal for the asker (whatsapp-rust `parse_collection_error`:
         // 400 and 404 are not retried).
         let Some(ci) = collection_index(name) else {
             return coll_error(name, 404, "item-not-found");
         };
         // whatsmeow omits the version when it asks for a snapshot; Baileys sends 0.
-        let version = match c.get_str("version") {
-            None => Some(0),
-            Some(v) => v.parse::<u64>().ok(),
-        };
-        let Some(from) = version else {
-            return coll_error(name, 400, "bad-request");
-        };
+        let from = item.version.unwrap_or(0);
         // A device cannot be ahead of the server.
         if from > self.colls[ci].version {
             return coll_error(name, 400, "bad-request");
         }
-        let patches: Vec<&Node> = c
-            .child_nodes()
-            .iter()
-            .filter(|p| p.tag == "patch")
-            .collect();
-        if !patches.is_empty() {
-            return self.upload(ci, from, &patches, changed);
+        if !item.patches.is_empty() {
+            return self.upload(ci, from, &item.patches, changed);
         }
-        let mut children = Vec::new();
+        let mut snapshot = None;
         let mut start = from;
-        if c.get_str("return_snapshot").as_deref() == Some("true") {
+        if item.snapshot {
             if let Some((v, blob)) = self.snapshot(ci, cdn) {
-                children.push(Node::new("snapshot").bytes(blob));
+                snapshot = Some(Bytes::from(blob));
                 start = v;
             } else if self.colls[ci].version > 0 {
                 // The CDN refused the blob: the device may try again.
@@ -667,21 +634,15 @@ impl AppState {
             // Older than the patches kept: only a snapshot can bring the device up to date.
             return coll_error(name, 404, "item-not-found");
         }
-        let (page, reached, more) = self.page_after(ci, start);
+        let (patches, reached, has_more) = self.page_after(ci, start);
         // The version the device reaches with this answer.
-        let mut n = Node::new("collection")
-            .attr("name", name.to_owned())
-            .attr("version", reached.to_string());
-        if more {
-            n = n.attr("has_more_patches", "true");
-        }
-        if !page.is_empty() {
-            children.push(Node::new("patches").children(page));
-        }
-        if children.is_empty() {
-            n
-        } else {
-            n.children(children)
+        CollectionAnswer {
+            name: name.to_owned(),
+            version: reached,
+            has_more,
+            patches,
+            snapshot,
+            error: None,
         }
     }
 
@@ -689,20 +650,17 @@ impl AppState {
         &mut self,
         ci: usize,
         from: u64,
-        patches: &[&Node],
+        patches: &[Bytes],
         changed: &mut Vec<Accepted>,
-    ) -> Node {
+    ) -> CollectionAnswer {
         let name = COLLECTIONS[ci];
         // whatsmeow and Baileys send one patch per collection per iq.
-        let [p] = patches else {
+        let [bytes] = patches else {
             return coll_error(name, 400, "bad-request");
         };
-        let Some(bytes) = p
-            .content_bytes()
-            .filter(|b| !b.is_empty() && b.len() <= MAX_PATCH_BYTES)
-        else {
+        if bytes.is_empty() || bytes.len() > MAX_PATCH_BYTES {
             return coll_error(name, 400, "bad-request");
-        };
+        }
         let Ok(patch) = wa::SyncdPatch::decode(&bytes[..]) else {
             return coll_error(name, 400, "bad-request");
         };
@@ -726,27 +684,21 @@ impl AppState {
             if !self.covers(ci, from) {
                 return coll_error(name, 404, "item-not-found");
             }
-            let (page, _, more) = self.page_after(ci, from);
-            let mut n = Node::new("collection")
-                .attr("name", name)
-                .attr("type", "error")
-                .attr("version", current.to_string());
-            if more {
-                n = n.attr("has_more_patches", "true");
-            }
-            return n.children(vec![
-                Node::new("error")
-                    .attr("code", "409")
-                    .attr("text", "conflict"),
-                Node::new("patches").children(page),
-            ]);
+            let (patches, _, has_more) = self.page_after(ci, from);
+            return CollectionAnswer {
+                patches,
+                has_more,
+                ..CollectionAnswer::failed(name, current, 409, "conflict")
+            };
         }
         match self.accept(ci, patch) {
             Ok(v) => {
                 changed.push(Accepted { name, version: v });
-                Node::new("collection")
-                    .attr("name", name)
-                    .attr("version", v.to_string())
+                CollectionAnswer {
+                    name: name.to_owned(),
+                    version: v,
+                    ..Default::default()
+                }
             }
             Err((code, text)) => coll_error(name, code, text),
         }
@@ -1310,21 +1262,25 @@ mod tests {
             Some("regular_mid")
         );
         assert_eq!(code(&sync.child_nodes()[1]), None);
-        // Ahead of the server, or not a number: 400.
-        for v in ["7", "x"] {
-            let n = Node::new("collection")
+        // Ahead of the server: 400 for it.
+        let ahead = Node::new("collection")
+            .attr("name", "regular_low")
+            .attr("version", "7");
+        let (ans, _) = a.answer(&iq(vec![ahead]), "2", &cdn);
+        assert_eq!(code(&only(&ans)).as_deref(), Some("400"));
+        // A version that is not a number, the same collection twice, more than five, no
+        // <sync>: the iq is refused.
+        let nan = iq(vec![
+            Node::new("collection")
                 .attr("name", "regular_low")
-                .attr("version", v);
-            let (ans, _) = a.answer(&iq(vec![n]), "2", &cdn);
-            assert_eq!(code(&only(&ans)).as_deref(), Some("400"), "version {v}");
-        }
-        // The same collection twice, more than five, no <sync>: the iq is refused.
+                .attr("version", "x"),
+        ]);
         let twice = iq(vec![
             fetch("regular", Some(0), false),
             fetch("regular", Some(0), false),
         ]);
         let six = iq((0..6).map(|_| fetch("regular", Some(0), false)).collect());
-        for bad in [twice, six, Node::new("iq")] {
+        for bad in [nan, twice, six, Node::new("iq")] {
             let (ans, _) = a.answer(&bad, "3", &cdn);
             assert_eq!(attr(&ans, "type").as_deref(), Some("error"), "{ans}");
         }

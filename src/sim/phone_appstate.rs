@@ -113,21 +113,11 @@ fn share_of(keys: Vec<wa::AppStateSyncKey>) -> wa::Message {
 /// `<notification type="server_sync"><collection name version/>…</notification>`.
 fn server_sync(changed: &[Accepted], t: u64) -> (String, Node) {
     let id = crate::util::ids::phone_message_id();
-    let node = Node::new("notification")
-        .attr("from", Jid::server_jid())
-        .attr("type", "server_sync")
-        .attr("id", id.clone())
-        .attr("t", t.to_string())
-        .children(
-            changed
-                .iter()
-                .map(|a| {
-                    Node::new("collection")
-                        .attr("name", a.name)
-                        .attr("version", a.version.to_string())
-                })
-                .collect(),
-        );
+    let collections: Vec<(String, u64)> = changed
+        .iter()
+        .map(|a| (a.name.to_owned(), a.version))
+        .collect();
+    let node = crate::stanza::appstate::server_sync_notification(&id, t, &collections);
     (id, node)
 }
 

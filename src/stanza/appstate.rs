@@ -166,35 +166,64 @@ pub struct SyncItem {
     pub version: Option<u64>,
     /// `return_snapshot="true"`.
     pub snapshot: bool,
-    /// Patches uploaded (`SyncdPatch` bytes); empty for a plain ask.
+    /// Patches uploaded (`SyncdPatch` bytes; a `<patch>` without content gives empty bytes,
+    /// for the server to refuse); empty for a plain ask.
     pub patches: Vec<Bytes>,
 }
 
-/// Reads the collections of a sync iq (server side).
-pub fn parse_sync_request(iq: &Node) -> Vec<SyncItem> {
-    let Some(sync) = iq.child("sync") else {
-        return Vec::new();
-    };
-    sync.child_nodes()
+/// Reads the collections of a sync iq (server side); None for an iq the server refuses whole:
+/// no `<sync>`, no collection, more than `max` collections, a name asked twice, or a
+/// `version` that is not a number.
+pub fn parse_sync_request(iq: &Node, max: usize) -> Option<Vec<SyncItem>> {
+    let asked: Vec<&Node> = iq
+        .child("sync")?
+        .child_nodes()
         .iter()
         .filter(|c| c.tag == "collection")
-        .take(MAX_COLLECTIONS)
-        .map(|c| SyncItem {
-            name: c
-                .get_str("name")
-                .map(|s| s.into_owned())
-                .unwrap_or_default(),
-            version: u64_attr(c, "version"),
+        .collect();
+    if asked.is_empty() || asked.len() > max.min(MAX_COLLECTIONS) {
+        return None;
+    }
+    let mut items: Vec<SyncItem> = Vec::with_capacity(asked.len());
+    for c in asked {
+        let name = c.get_str("name")?.into_owned();
+        if items.iter().any(|i| i.name == name) {
+            return None;
+        }
+        let version = match c.get_str("version") {
+            None => None,
+            Some(v) => Some(v.parse().ok()?),
+        };
+        items.push(SyncItem {
+            name,
+            version,
             snapshot: c.get_str("return_snapshot").as_deref() == Some("true"),
             patches: c
                 .child_nodes()
                 .iter()
                 .filter(|p| p.tag == "patch")
                 .take(MAX_PATCHES)
-                .filter_map(|p| p.content_bytes().cloned())
+                .map(|p| p.content_bytes().cloned().unwrap_or_default())
                 .collect(),
-        })
-        .collect()
+        });
+    }
+    Some(items)
+}
+
+impl CollectionAnswer {
+    /// A collection that failed with `code` and `text`; `version` is the server's, given with a
+    /// 409 (0 leaves it out).
+    pub fn failed(name: &str, version: u64, code: u16, text: &str) -> CollectionAnswer {
+        CollectionAnswer {
+            name: name.to_owned(),
+            version,
+            error: Some(CollectionError {
+                code,
+                text: text.to_owned(),
+            }),
+            ..Default::default()
+        }
+    }
 }
 
 /// The result iq answering sync iq `id` (server side).
@@ -202,9 +231,11 @@ pub fn sync_response(id: &str, answers: &[CollectionAnswer]) -> Node {
     let collections = answers
         .iter()
         .map(|a| {
-            let mut n = Node::new("collection")
-                .attr("name", a.name.clone())
-                .attr("version", a.version.to_string());
+            let mut n = Node::new("collection").attr("name", a.name.clone());
+            // A failed collection names the server's version only when it has one to give.
+            if a.error.is_none() || a.version > 0 {
+                n = n.attr("version", a.version.to_string());
+            }
             if a.has_more {
                 n = n.attr("has_more_patches", "true");
             }
@@ -301,13 +332,49 @@ mod tests {
                 snapshot: false,
             },
         ]);
-        let items = parse_sync_request(&iq);
+        let items = parse_sync_request(&iq, 5).expect("a well-formed ask");
         assert_eq!(items.len(), 2);
         assert_eq!(items[0].version, None);
         assert!(items[0].snapshot);
         assert_eq!(items[1].version, Some(7));
         assert!(!items[1].snapshot);
         assert_eq!(iq.get_str("xmlns").as_deref(), Some(XMLNS));
+    }
+
+    #[test]
+    fn the_server_refuses_a_malformed_ask_whole() {
+        let ask = |cs: Vec<Node>| Node::new("iq").children(vec![Node::new("sync").children(cs)]);
+        let coll = |name: &str, version: Option<&str>| {
+            let n = Node::new("collection").attr("name", name.to_owned());
+            match version {
+                Some(v) => n.attr("version", v.to_owned()),
+                None => n,
+            }
+        };
+        assert!(parse_sync_request(&ask(vec![coll("regular", Some("1"))]), 5).is_some());
+        assert!(
+            parse_sync_request(&ask(vec![]), 5).is_none(),
+            "no collection"
+        );
+        assert!(parse_sync_request(&Node::new("iq"), 5).is_none(), "no sync");
+        let twice = ask(vec![coll("regular", Some("1")), coll("regular", Some("2"))]);
+        assert!(parse_sync_request(&twice, 5).is_none(), "a name twice");
+        let nan = ask(vec![coll("regular", Some("x1"))]);
+        assert!(
+            parse_sync_request(&nan, 5).is_none(),
+            "a version not a number"
+        );
+        let many = ask((0..3).map(|i| coll(&format!("c{i}"), None)).collect());
+        assert!(parse_sync_request(&many, 2).is_none(), "past max");
+        let empty_patch = ask(vec![
+            coll("regular", Some("1")).children(vec![Node::new("patch")]),
+        ]);
+        let items = parse_sync_request(&empty_patch, 5).unwrap();
+        assert_eq!(
+            items[0].patches,
+            vec![Bytes::new()],
+            "kept, for the server to refuse"
+        );
     }
 
     #[test]

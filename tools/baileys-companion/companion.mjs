@@ -9,8 +9,10 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
 import makeWASocket, { WA_CERT_DETAILS, useMultiFileAuthState, DisconnectReason } from 'baileys'
 import pino from 'pino'
+import { routeWhatsAppCdn, simulatorTrusted } from './lib.mjs'
 
 const bin = process.argv[2]
 const staySeconds = Number(process.argv[3] ?? 75)
@@ -18,16 +20,13 @@ const number = '15551230001'
 const pushName = 'Baileys Judge'
 const logger = pino({ level: process.env.LOG_LEVEL ?? 'warn' })
 
-const sim = spawn(bin, ['simulate', '--listen', '127.0.0.1:0', '--control', '127.0.0.1:0'], {
-	stdio: ['ignore', 'pipe', 'inherit']
-})
+// The simulator runs in the first run of this script, which runs it again trusting its CA.
+const info = await simulatorTrusted(fileURLToPath(import.meta.url), bin, 'COMPANION_JUDGE_SIM')
 const fail = (msg) => {
 	console.error(`FAIL: ${msg}`)
-	sim.kill()
 	process.exit(1)
 }
-const first = await new Promise((resolve) => createInterface({ input: sim.stdout }).once('line', resolve))
-const info = JSON.parse(first)
+routeWhatsAppCdn(info.cdn_url)
 // The simulator has its own root; Baileys trusts this key exactly as it trusts WhatsApp's.
 WA_CERT_DETAILS.PUBLIC_KEY = Buffer.from(info.root_public_key, 'base64')
 
@@ -174,7 +173,7 @@ console.log(`Baileys → user: ${baileysMsg} decrypted by both devices`)
 
 // 2. Our client (another account, linked through the same control API) and Baileys, both ways.
 const ours = '15551230003'
-const chat = spawn(bin, ['chat', '--ws', info.ws_url, '--root', info.root_public_key], {
+const chat = spawn(bin, ['chat', '--ws', info.ws_url, '--root', info.root_public_key, '--ca', info.ca_cert], {
 	stdio: ['pipe', 'pipe', 'inherit']
 })
 const lines = []
@@ -256,7 +255,6 @@ if ((await sock.fetchAccountReachoutTimelock()).isActive) fail('time-lock still 
 console.log(`time-lock: Baileys read ${JSON.stringify(timelocks)}`)
 
 chat.kill()
-sim.kill()
 rmSync(dir, { recursive: true, force: true })
 console.log('PASS: Baileys exchanged texts both ways with a simulated user and with wa-gateway, and in PN and LID groups with both; it read the reach-out time-lock the simulator set and lifted')
 process.exit(0)

@@ -4,132 +4,33 @@
 // our signed webhook as issue 21 says. Prints one PASS/FAIL line per check; exit code 0 only if
 // every check held (1 on a failed check, 2 when the set-up itself broke).
 // Usage: node kinds.mjs <path to wa-gateway binary>
-import { spawn, spawnSync } from 'node:child_process'
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
-import { mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
-import { createServer } from 'node:http'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
 import { isDeepStrictEqual } from 'node:util'
-import makeWASocket, { WA_CERT_DETAILS, useMultiFileAuthState, DisconnectReason } from 'baileys'
-import pino from 'pino'
+import { Judge, show, sleep, simulatorTrusted } from './lib.mjs'
 
 const bin = process.argv[2]
 if (!bin) {
 	console.error('usage: node kinds.mjs <path to wa-gateway binary>')
 	process.exit(2)
 }
+const info = await simulatorTrusted(fileURLToPath(import.meta.url), bin, 'KINDS_JUDGE_SIM')
+const j = new Judge('kinds', info)
 const baileysNumber = '15551230001'
 const ourNumber = '15551230003'
-const [sub, agent] = ['judge', 'kinds']
-const logger = pino({ level: process.env.LOG_LEVEL ?? 'warn' })
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-
-const dir = mkdtempSync(join(tmpdir(), 'baileys-kinds-'))
-const serveLog = join(dir, 'serve.log')
-const children = []
-let sock
-let receiver
-let generation = 0 // Baileys sockets started; events of an older one are ignored
-const cleanup = () => {
-	generation++ // the close of a socket we end is expected
-	try {
-		sock?.end(undefined)
-	} catch {}
-	receiver?.close()
-	for (const c of children) c.kill('SIGTERM')
-}
-// A broken set-up is no verdict on the kinds: exit 2 with why, and keep the service's log.
-const abort = (msg) => {
-	console.error(`FAIL (set-up): ${msg}`)
-	console.error(`the service's log is kept in ${serveLog}:`)
-	try {
-		console.error(readFileSync(serveLog, 'utf8').split('\n').slice(-40).join('\n'))
-	} catch {}
-	cleanup()
-	process.exit(2)
-}
-const results = []
-const check = (name, ok, detail) => {
-	results.push({ name, ok })
-	console.log(`${ok ? 'PASS' : 'FAIL'}: ${name}${ok ? '' : ` — ${detail ?? ''}`}`)
-}
-// Polls pred until it gives a truthy value; undefined after the deadline (the checks say what).
-const poll = async (pred, seconds = 20) => {
-	const deadline = Date.now() + seconds * 1000
-	while (Date.now() < deadline) {
-		const v = await pred()
-		if (v) return v
-		await sleep(200)
-	}
-	return undefined
-}
-const must = async (what, pred, seconds = 20) => (await poll(pred, seconds)) ?? abort(`timed out waiting for ${what}`)
-const firstLine = (child, what) =>
-	new Promise((resolve) => {
-		const died = (code) => abort(`${what} exited with ${code} before its first line`)
-		child.once('exit', died)
-		createInterface({ input: child.stdout }).once('line', (line) => {
-			child.off('exit', died)
-			resolve(line)
-		})
-	})
-
-// ---- the simulator ----
-const sim = spawn(bin, ['simulate', '--listen', '127.0.0.1:0', '--control', '127.0.0.1:0'], {
-	stdio: ['ignore', 'pipe', 'inherit']
-})
-children.push(sim)
-const info = JSON.parse(await firstLine(sim, 'the simulator'))
-WA_CERT_DETAILS.PUBLIC_KEY = Buffer.from(info.root_public_key, 'base64')
-const control = async (method, path, body) => {
-	const res = await fetch(`${info.control_url}${path}`, {
-		method,
-		headers: { 'content-type': 'application/json' },
-		body: body === undefined ? undefined : JSON.stringify(body)
-	})
-	const text = await res.text()
-	if (!res.ok) abort(`simulator ${method} ${path}: HTTP ${res.status} ${text}`)
-	return JSON.parse(text)
-}
+const check = (...a) => j.check(...a)
+const poll = (...a) => j.poll(...a)
+const must = (...a) => j.must(...a)
+const abort = (m) => j.abort(m)
 
 // ---- Baileys, linked as companion.mjs links it (QR, scan, restart on 515, open) ----
-const { state, saveCreds } = await useMultiFileAuthState(join(dir, 'baileys'))
 const received = [] // what Baileys decrypted: { key, message }
 const sent = new Map() // Baileys' own messages, for retry receipts
-let opened = 0
-let scanned = false
-const startBaileys = () => {
-	const mine = ++generation
-	sock = makeWASocket({
-		auth: state,
-		waWebSocketUrl: info.ws_url,
-		logger,
-		markOnlineOnConnect: true,
-		getMessage: async (key) => sent.get(key.id)
-	})
-	sock.ev.on('creds.update', saveCreds)
-	sock.ev.on('messages.upsert', ({ messages }) => {
-		if (mine !== generation) return
-		for (const m of messages) if (m.message) received.push(m)
-	})
-	sock.ev.on('connection.update', async (u) => {
-		if (mine !== generation) return
-		if (u.qr && !scanned) {
-			scanned = true
-			await control('POST', `/phones/${baileysNumber}/scan`, { qr: u.qr, push_name: 'Baileys Judge', platform: 'android' })
-		}
-		if (u.connection === 'open') opened++
-		if (u.connection === 'close') {
-			const code = u.lastDisconnect?.error?.output?.statusCode
-			if (code === DisconnectReason.restartRequired && opened === 0) startBaileys()
-			else abort(`Baileys closed with ${code}: ${u.lastDisconnect?.error?.message}`)
-		}
-	})
-}
-startBaileys()
-await must('Baileys to link and open', () => opened > 0, 30)
+const { sock, state } = await j.baileys(
+	baileysNumber,
+	'Baileys Judge',
+	{ 'messages.upsert': ({ messages }) => received.push(...messages.filter((m) => m.message)) },
+	{ markOnlineOnConnect: true, getMessage: async (key) => sent.get(key.id) }
+)
 console.log(`Baileys linked as ${state.creds.me?.id}`)
 const sendFromBaileys = async (content) => {
 	const m = await sock.sendMessage(`${ourNumber}@s.whatsapp.net`, content)
@@ -138,85 +39,15 @@ const sendFromBaileys = async (content) => {
 }
 
 // ---- our REST service, a separate process on the same simulator ----
-const env = {
-	...process.env,
-	WA_GATEWAY_WS_URL: info.ws_url,
-	WA_GATEWAY_ROOT_KEY: info.root_public_key,
-	WA_GATEWAY_BIND: '127.0.0.1:0',
-	WA_GATEWAY_DATA_DIR: join(dir, 'data'),
-	WA_GATEWAY_JWT_SECRET: randomBytes(32).toString('hex'),
-	// The receiver below listens on loopback.
-	WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE: '1'
-}
-const serve = spawn(bin, ['serve'], { env, stdio: ['ignore', 'pipe', openSync(serveLog, 'w')] })
-children.push(serve)
-const { listening } = JSON.parse(await firstLine(serve, 'wa-gateway serve'))
-const minted = spawnSync(bin, ['token', '--sub', 'kinds-judge', '--role', 'admin', '--subaccounts', '*', '--ttl', '1h'], {
-	env,
-	encoding: 'utf8'
-})
-if (minted.status !== 0) abort(`wa-gateway token: ${minted.stderr}`)
-const token = minted.stdout.trim()
-const api = async (method, path, body) => {
-	const res = await fetch(`${listening}/api/whatsapp/${sub}/${agent}${path}`, {
-		method,
-		headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-		body: body === undefined ? undefined : JSON.stringify(body)
-	})
-	const text = await res.text()
-	let json
-	try {
-		json = JSON.parse(text)
-	} catch {}
-	return { status: res.status, json, text }
-}
-const okApi = async (method, path, body) => {
-	const r = await api(method, path, body)
-	if (r.status !== 200 || !r.json?.success) abort(`${method} ${path}: HTTP ${r.status} ${r.text}`)
-	return r.json.data
-}
+// The receiver below listens on loopback.
+const { listening, api, okApi } = await j.serve(bin, 'judge', 'kinds', { WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE: '1' })
 console.log(`wa-gateway serve at ${listening}`)
 
 // ---- the webhook receiver: every body kept with whether its signature holds ----
-const secret = randomBytes(24).toString('hex')
-const hooks = []
-// README's verification: t within five minutes, v1 = HMAC-SHA256(secret, t + "." + raw body).
-const verified = (raw, header) => {
-	const parts = (header ?? '').split(',').map((p) => p.trim().split('='))
-	const t = Number((parts.find(([k]) => k === 't') ?? [])[1])
-	if (!Number.isInteger(t) || Math.abs(Date.now() / 1000 - t) > 300) return false
-	const expected = createHmac('sha256', secret).update(`${t}.`).update(raw).digest()
-	return parts
-		.filter(([k]) => k === 'v1')
-		.some(([, v]) => {
-			const got = Buffer.from(v ?? '', 'hex')
-			return got.length === expected.length && timingSafeEqual(got, expected)
-		})
-}
-receiver = createServer((req, res) => {
-	const chunks = []
-	req.on('data', (c) => chunks.push(c))
-	req.on('end', () => {
-		const raw = Buffer.concat(chunks)
-		let body
-		try {
-			body = JSON.parse(raw.toString('utf8'))
-		} catch {}
-		hooks.push({ body, valid: verified(raw, req.headers['x-wa-gateway-signature']), header: req.headers['x-wa-gateway-signature'] })
-		res.writeHead(200, { 'content-type': 'application/json' })
-		res.end('{}')
-	})
-})
-await new Promise((r) => receiver.listen(0, '127.0.0.1', r))
-const hookUrl = `http://127.0.0.1:${receiver.address().port}/hook`
-await okApi('PUT', '/webhook', { url: hookUrl, secret })
-console.log(`webhook → ${hookUrl}`)
+const hooks = await j.webhooks(okApi)
 
 // ---- link our account: connect, the simulated phone scans the QR, connected ----
-const { qrCode } = await okApi('POST', '/connect')
-if (!qrCode) abort('connect gave no qrCode')
-await control('POST', `/phones/${ourNumber}/scan`, { qr: qrCode, push_name: 'wa-gateway REST' })
-await must('our account to connect', async () => (await okApi('GET', '/status')).isConnected, 30)
+await j.linkRest(okApi, ourNumber, 'wa-gateway REST')
 // Its prekeys reach the server right after login.
 await sleep(1500)
 console.log(`our account ${ourNumber} connected`)
@@ -276,7 +107,6 @@ const rows = (await poll(async () => {
 	const rows = await history()
 	return settled(rows) ? rows : undefined
 })) ?? (await history())
-const show = (r) => JSON.stringify(r ?? null)
 {
 	const r = row(rows, locKey.id)
 	check(
@@ -400,9 +230,4 @@ for (const [what, key, kind] of [
 	check(`webhook: every signature valid (${hooks.length} deliveries)`, hooks.length > 0 && bad.length === 0, show(bad.map((h) => ({ header: h.header, event: h.body?.event }))))
 }
 
-cleanup()
-const failed = results.filter((r) => !r.ok).length
-if (failed === 0) rmSync(dir, { recursive: true, force: true })
-else console.log(`the service's log is kept in ${serveLog}`)
-console.log(`${failed === 0 ? 'PASS' : 'FAIL'}: kinds — ${results.length - failed}/${results.length} checks held`)
-process.exit(failed === 0 ? 0 : 1)
+j.finish()

@@ -2,7 +2,8 @@
 // WhatsApp's), PASS/FAIL bookkeeping, polling, `wa-gateway serve` with a minted token, and a
 // Baileys companion linked by the simulated phone scanning its QR.
 import { spawn, spawnSync } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createServer } from 'node:http'
 import { mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -44,7 +45,7 @@ export const simulatorTrusted = async (script, bin, envKey) => {
 	let code = 2
 	if (!info.ca_cert || !info.cdn_url) console.error(`FAIL (set-up): the simulator named no CA or CDN: ${line}`)
 	else {
-		const judge = spawn(process.execPath, [script, bin], {
+		const judge = spawn(process.execPath, [script, ...process.argv.slice(2)], {
 			stdio: 'inherit',
 			env: { ...process.env, NODE_EXTRA_CA_CERTS: info.ca_cert, [envKey]: line }
 		})
@@ -143,7 +144,8 @@ export class Judge {
 
 	/**
 	 * `wa-gateway serve` on the simulator (trusting its CA) and an admin token; `api` answers
-	 * {status, json, text} for paths under /api/whatsapp/<sub>/<agent>, `okApi` the data of a 200.
+	 * {status, json, text} for paths under `base` (/api/whatsapp/<sub>/<agent>), `okApi` the
+	 * data of a 200.
 	 */
 	async serve(bin, sub, agent, extraEnv = {}) {
 		const env = {
@@ -166,11 +168,14 @@ export class Judge {
 		})
 		if (minted.status !== 0) this.abort(`wa-gateway token: ${minted.stderr}`)
 		const token = minted.stdout.trim()
+		// A FormData body goes as multipart (fetch sets its boundary), anything else as JSON.
+		const base = `${listening}/api/whatsapp/${sub}/${agent}`
 		const api = async (method, path, body) => {
-			const res = await fetch(`${listening}/api/whatsapp/${sub}/${agent}${path}`, {
+			const isForm = body instanceof FormData
+			const res = await fetch(`${base}${path}`, {
 				method,
-				headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-				body: body === undefined ? undefined : JSON.stringify(body)
+				headers: { authorization: `Bearer ${token}`, ...(isForm || body === undefined ? {} : { 'content-type': 'application/json' }) },
+				body: body === undefined ? undefined : isForm ? body : JSON.stringify(body)
 			})
 			const text = await res.text()
 			let json
@@ -184,7 +189,50 @@ export class Judge {
 			if (r.status !== 200 || !r.json?.success) this.abort(`${method} ${path}: HTTP ${r.status} ${r.text}`)
 			return r.json.data
 		}
-		return { listening, api, okApi }
+		return { listening, base, token, api, okApi }
+	}
+
+	/**
+	 * A loopback webhook receiver set as the account's webhook: every body is kept with whether
+	 * its signature holds by README's rule (t within five minutes, v1 = HMAC-SHA256(secret,
+	 * t + "." + raw body)). Returns the array the deliveries land in.
+	 */
+	async webhooks(okApi) {
+		const secret = randomBytes(24).toString('hex')
+		const hooks = []
+		const verified = (raw, header) => {
+			const parts = (header ?? '').split(',').map((p) => p.trim().split('='))
+			const t = Number((parts.find(([k]) => k === 't') ?? [])[1])
+			if (!Number.isInteger(t) || Math.abs(Date.now() / 1000 - t) > 300) return false
+			const expected = createHmac('sha256', secret).update(`${t}.`).update(raw).digest()
+			return parts
+				.filter(([k]) => k === 'v1')
+				.some(([, v]) => {
+					const got = Buffer.from(v ?? '', 'hex')
+					return got.length === expected.length && timingSafeEqual(got, expected)
+				})
+		}
+		const receiver = createServer((req, res) => {
+			const chunks = []
+			req.on('data', (c) => chunks.push(c))
+			req.on('end', () => {
+				const raw = Buffer.concat(chunks)
+				let body
+				try {
+					body = JSON.parse(raw.toString('utf8'))
+				} catch {}
+				const header = req.headers['x-wa-gateway-signature']
+				hooks.push({ body, valid: verified(raw, header), header })
+				res.writeHead(200, { 'content-type': 'application/json' })
+				res.end('{}')
+			})
+		})
+		await new Promise((r) => receiver.listen(0, '127.0.0.1', r))
+		this.closers.push(() => receiver.close())
+		const url = `http://127.0.0.1:${receiver.address().port}/hook`
+		await okApi('PUT', '/webhook', { url, secret })
+		console.log(`webhook → ${url}`)
+		return hooks
 	}
 
 	/** Connects our REST account and has the simulated phone `number` scan its QR. */

@@ -17,108 +17,27 @@
 // Node must trust the simulator's CA to reach its CDN, and reads NODE_EXTRA_CA_CERTS only when it
 // starts: so this script first starts the simulator (which writes its CA with `--ca-out`), then
 // runs itself again with NODE_EXTRA_CA_CERTS pointing at that PEM, as a user of Baileys would.
-import { spawn, spawnSync } from 'node:child_process'
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
-import { mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
-import { createServer } from 'node:http'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { createInterface } from 'node:readline'
+import { createHash, randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
-import makeWASocket, { WA_CERT_DETAILS, useMultiFileAuthState, DisconnectReason, downloadMediaMessage } from 'baileys'
-import pino from 'pino'
+import { downloadMediaMessage } from 'baileys'
 import sharp from 'sharp'
+import { Judge, show, sleep, simulatorTrusted } from './lib.mjs'
 
 const bin = process.argv[2]
 if (!bin) {
 	console.error('usage: node media.mjs <path to wa-gateway binary>')
 	process.exit(2)
 }
-const firstLine = (child, what, onDeath) =>
-	new Promise((resolve) => {
-		const died = (code) => onDeath(`${what} exited with ${code} before its first line`)
-		child.once('exit', died)
-		createInterface({ input: child.stdout }).once('line', (line) => {
-			child.off('exit', died)
-			resolve(line)
-		})
-	})
-
-// ---- stage 0: the simulator, then this script again trusting its CA ----
-if (!process.env.MEDIA_JUDGE_SIM) {
-	const caDir = mkdtempSync(join(tmpdir(), 'baileys-media-ca-'))
-	const sim = spawn(bin, ['simulate', '--listen', '127.0.0.1:0', '--control', '127.0.0.1:0', '--ca-out', join(caDir, 'ca.pem')], {
-		stdio: ['ignore', 'pipe', 'inherit']
-	})
-	const line = await firstLine(sim, 'the simulator', (msg) => {
-		console.error(`FAIL (set-up): ${msg}`)
-		process.exit(2)
-	})
-	const info = JSON.parse(line)
-	let code = 2
-	if (!info.ca_cert || !info.cdn_url) console.error(`FAIL (set-up): the simulator named no CA or CDN: ${line}`)
-	else {
-		const judge = spawn(process.execPath, [fileURLToPath(import.meta.url), bin], {
-			stdio: 'inherit',
-			env: { ...process.env, NODE_EXTRA_CA_CERTS: info.ca_cert, MEDIA_JUDGE_SIM: line }
-		})
-		code = await new Promise((resolve) => judge.once('exit', (c) => resolve(c ?? 2)))
-	}
-	sim.kill('SIGTERM')
-	rmSync(caDir, { recursive: true, force: true })
-	process.exit(code)
-}
-
-// ---- stage 1: the judge ----
-const info = JSON.parse(process.env.MEDIA_JUDGE_SIM)
+const info = await simulatorTrusted(fileURLToPath(import.meta.url), bin, 'MEDIA_JUDGE_SIM')
+const j = new Judge('media', info)
 const baileysNumber = '15551230001'
 const ourNumber = '15551230003'
-const [sub, agent] = ['judge', 'media']
-const logger = pino({ level: process.env.LOG_LEVEL ?? 'warn' })
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 const sha256 = (b) => createHash('sha256').update(b).digest('hex')
-
-const dir = mkdtempSync(join(tmpdir(), 'baileys-media-'))
-const serveLog = join(dir, 'serve.log')
-const children = []
-let sock
-let receiver
-let generation = 0 // Baileys sockets started; events of an older one are ignored
-const cleanup = () => {
-	generation++ // the close of a socket we end is expected
-	try {
-		sock?.end(undefined)
-	} catch {}
-	receiver?.close()
-	for (const c of children) c.kill('SIGTERM')
-}
-// A broken set-up is no verdict on media: exit 2 with why, and keep the service's log.
-const abort = (msg) => {
-	console.error(`FAIL (set-up): ${msg}`)
-	console.error(`the service's log is kept in ${serveLog}:`)
-	try {
-		console.error(readFileSync(serveLog, 'utf8').split('\n').slice(-40).join('\n'))
-	} catch {}
-	cleanup()
-	process.exit(2)
-}
-const results = []
-const check = (name, ok, detail) => {
-	results.push({ name, ok: !!ok })
-	console.log(`${ok ? 'PASS' : 'FAIL'}: ${name}${ok ? '' : ` — ${detail ?? ''}`}`)
-}
-// Polls pred until it gives a truthy value; undefined after the deadline (the checks say what).
-const poll = async (pred, seconds = 20) => {
-	const deadline = Date.now() + seconds * 1000
-	while (Date.now() < deadline) {
-		const v = await pred()
-		if (v) return v
-		await sleep(200)
-	}
-	return undefined
-}
-const must = async (what, pred, seconds = 20) => (await poll(pred, seconds)) ?? abort(`timed out waiting for ${what}`)
-const show = (v) => JSON.stringify(v ?? null)
+const check = (...a) => j.check(...a)
+const poll = (...a) => j.poll(...a)
+const must = (...a) => j.must(...a)
+const abort = (msg) => j.abort(msg)
+const control = (...a) => j.control(...a)
 
 // ---- the files ----
 // A real JPEG (sharp, which Baileys itself uses for thumbnails): a gradient, so it is no
@@ -198,143 +117,33 @@ const OPUS = 'audio/ogg; codecs=opus'
 const AUTO_DOWNLOAD_MAX = 512 * 1024
 
 // ---- Baileys, linked as companion.mjs links it (QR, scan, restart on 515, open) ----
-WA_CERT_DETAILS.PUBLIC_KEY = Buffer.from(info.root_public_key, 'base64')
-const control = async (method, path, body) => {
-	const res = await fetch(`${info.control_url}${path}`, {
-		method,
-		headers: { 'content-type': 'application/json' },
-		body: body === undefined ? undefined : JSON.stringify(body)
-	})
-	const text = await res.text()
-	if (!res.ok) abort(`simulator ${method} ${path}: HTTP ${res.status} ${text}`)
-	return JSON.parse(text)
-}
-const { state, saveCreds } = await useMultiFileAuthState(join(dir, 'baileys'))
 const received = [] // what Baileys decrypted: WAMessage
 const sent = new Map() // Baileys' own messages, for retry receipts
-let opened = 0
-let scanned = false
-const startBaileys = () => {
-	const mine = ++generation
-	sock = makeWASocket({
-		auth: state,
-		waWebSocketUrl: info.ws_url,
-		logger,
-		markOnlineOnConnect: true,
-		getMessage: async (key) => sent.get(key.id)
-	})
-	sock.ev.on('creds.update', saveCreds)
-	sock.ev.on('messages.upsert', ({ messages }) => {
-		if (mine !== generation) return
-		for (const m of messages) if (m.message) received.push(m)
-	})
-	sock.ev.on('connection.update', async (u) => {
-		if (mine !== generation) return
-		if (u.qr && !scanned) {
-			scanned = true
-			await control('POST', `/phones/${baileysNumber}/scan`, { qr: u.qr, push_name: 'Baileys Judge', platform: 'android' })
-		}
-		if (u.connection === 'open') opened++
-		if (u.connection === 'close') {
-			const code = u.lastDisconnect?.error?.output?.statusCode
-			if (code === DisconnectReason.restartRequired && opened === 0) startBaileys()
-			else abort(`Baileys closed with ${code}: ${u.lastDisconnect?.error?.message}`)
-		}
-	})
-}
-startBaileys()
-await must('Baileys to link and open', () => opened > 0, 30)
+const { sock, state } = await j.baileys(
+	baileysNumber,
+	'Baileys Judge',
+	{ 'messages.upsert': ({ messages }) => received.push(...messages.filter((m) => m.message)) },
+	{ markOnlineOnConnect: true, getMessage: async (key) => sent.get(key.id) }
+)
 console.log(`Baileys linked as ${state.creds.me?.id}; CDN ${info.cdn_url}, trusted through NODE_EXTRA_CA_CERTS`)
 
 // ---- our REST service, a separate process on the same simulator, trusting its CA ----
-const env = {
-	...process.env,
-	WA_GATEWAY_WS_URL: info.ws_url,
-	WA_GATEWAY_ROOT_KEY: info.root_public_key,
-	// The CDN's certificate chains to the simulator's CA, as WhatsApp's to a public root.
-	WA_GATEWAY_WS_CA: info.ca_cert,
-	WA_GATEWAY_BIND: '127.0.0.1:0',
-	WA_GATEWAY_DATA_DIR: join(dir, 'data'),
-	WA_GATEWAY_JWT_SECRET: randomBytes(32).toString('hex'),
+const { listening, base, token, api, okApi } = await j.serve(bin, 'judge', 'media', {
 	// The receiver below listens on loopback.
 	WA_GATEWAY_WEBHOOK_ALLOW_PRIVATE: '1',
 	// Files past it are fetched only when asked for: the large document below is, after its
 	// CDN copy expired, so our client must ask its phone to upload it again (media retry).
-	WA_GATEWAY_MEDIA_AUTO_DOWNLOAD_MAX_BYTES: String(AUTO_DOWNLOAD_MAX)
-}
-delete env.MEDIA_JUDGE_SIM
-delete env.NODE_EXTRA_CA_CERTS
-const serve = spawn(bin, ['serve'], { env, stdio: ['ignore', 'pipe', openSync(serveLog, 'w')] })
-children.push(serve)
-const { listening } = JSON.parse(await firstLine(serve, 'wa-gateway serve', abort))
-const minted = spawnSync(bin, ['token', '--sub', 'media-judge', '--role', 'admin', '--subaccounts', '*', '--ttl', '1h'], {
-	env,
-	encoding: 'utf8'
+	WA_GATEWAY_MEDIA_AUTO_DOWNLOAD_MAX_BYTES: String(AUTO_DOWNLOAD_MAX),
+	MEDIA_JUDGE_SIM: undefined,
+	NODE_EXTRA_CA_CERTS: undefined
 })
-if (minted.status !== 0) abort(`wa-gateway token: ${minted.stderr}`)
-const token = minted.stdout.trim()
-const base = `${listening}/api/whatsapp/${sub}/${agent}`
-const api = async (method, path, body) => {
-	const isForm = body instanceof FormData
-	const res = await fetch(`${base}${path}`, {
-		method,
-		headers: { authorization: `Bearer ${token}`, ...(isForm || body === undefined ? {} : { 'content-type': 'application/json' }) },
-		body: body === undefined ? undefined : isForm ? body : JSON.stringify(body)
-	})
-	const text = await res.text()
-	let json
-	try {
-		json = JSON.parse(text)
-	} catch {}
-	return { status: res.status, json, text }
-}
-const okApi = async (method, path, body) => {
-	const r = await api(method, path, body)
-	if (r.status !== 200 || !r.json?.success) abort(`${method} ${path}: HTTP ${r.status} ${r.text}`)
-	return r.json.data
-}
 console.log(`wa-gateway serve at ${listening}`)
 
 // ---- the webhook receiver: every body kept with whether its signature holds ----
-const secret = randomBytes(24).toString('hex')
-const hooks = []
-// README's verification: t within five minutes, v1 = HMAC-SHA256(secret, t + "." + raw body).
-const verified = (raw, header) => {
-	const parts = (header ?? '').split(',').map((p) => p.trim().split('='))
-	const t = Number((parts.find(([k]) => k === 't') ?? [])[1])
-	if (!Number.isInteger(t) || Math.abs(Date.now() / 1000 - t) > 300) return false
-	const expected = createHmac('sha256', secret).update(`${t}.`).update(raw).digest()
-	return parts
-		.filter(([k]) => k === 'v1')
-		.some(([, v]) => {
-			const got = Buffer.from(v ?? '', 'hex')
-			return got.length === expected.length && timingSafeEqual(got, expected)
-		})
-}
-receiver = createServer((req, res) => {
-	const chunks = []
-	req.on('data', (c) => chunks.push(c))
-	req.on('end', () => {
-		const raw = Buffer.concat(chunks)
-		let body
-		try {
-			body = JSON.parse(raw.toString('utf8'))
-		} catch {}
-		hooks.push({ body, valid: verified(raw, req.headers['x-wa-gateway-signature']), header: req.headers['x-wa-gateway-signature'] })
-		res.writeHead(200, { 'content-type': 'application/json' })
-		res.end('{}')
-	})
-})
-await new Promise((r) => receiver.listen(0, '127.0.0.1', r))
-const hookUrl = `http://127.0.0.1:${receiver.address().port}/hook`
-await okApi('PUT', '/webhook', { url: hookUrl, secret })
-console.log(`webhook → ${hookUrl}`)
+const hooks = await j.webhooks(okApi)
 
 // ---- link our account: connect, the simulated phone scans the QR, connected ----
-const { qrCode } = await okApi('POST', '/connect')
-if (!qrCode) abort('connect gave no qrCode')
-await control('POST', `/phones/${ourNumber}/scan`, { qr: qrCode, push_name: 'wa-gateway REST' })
-await must('our account to connect', async () => (await okApi('GET', '/status')).isConnected, 30)
+await j.linkRest(okApi, ourNumber, 'wa-gateway REST')
 // Its prekeys reach the server right after login.
 await sleep(1500)
 console.log(`our account ${ourNumber} connected`)
@@ -473,7 +282,7 @@ for (const f of outbound.filter((f) => f.waId)) {
 	let error
 	if (content) {
 		try {
-			bytes = await downloadMediaMessage(m, 'buffer', {}, { logger, reuploadRequest: sock.updateMediaMessage })
+			bytes = await downloadMediaMessage(m, 'buffer', {}, { logger: j.logger, reuploadRequest: sock.updateMediaMessage })
 		} catch (e) {
 			error = e?.stack ?? String(e)
 		}
@@ -621,9 +430,4 @@ for (const f of sentIn) {
 	check(`webhook: every signature valid (${hooks.length} deliveries)`, hooks.length > 0 && bad.length === 0, show(bad.map((h) => ({ header: h.header, event: h.body?.event }))))
 }
 
-cleanup()
-const failed = results.filter((r) => !r.ok).length
-if (failed === 0) rmSync(dir, { recursive: true, force: true })
-else console.log(`the service's log is kept in ${serveLog}`)
-console.log(`${failed === 0 ? 'PASS' : 'FAIL'}: media — ${results.length - failed}/${results.length} checks held`)
-process.exit(failed === 0 ? 0 : 1)
+j.finish()
