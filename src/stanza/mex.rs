@@ -292,22 +292,22 @@ pub fn parse_capping_result(iq: &Node) -> Result<NewChatCapping, MexError> {
     capping_from_json(&v["data"][CAPPING_PATH]).ok_or(MexError::Shape)
 }
 
-/// The capping a `<notification type="mex">` announces, if it is a capping update.
-pub fn parse_capping_notification(node: &Node) -> Option<NewChatCapping> {
+/// The JSON of a `<notification type="mex">`'s `<update op_name=op>`; None for another
+/// notification or update.
+fn notification_data(node: &Node, op: &str) -> Option<Value> {
     if node.tag.as_ref() != "notification" || node.get_str("type").as_deref() != Some("mex") {
         return None;
     }
     let update = node.child("update")?;
-    if update.get_str("op_name").as_deref() != Some(CAPPING_UPDATE_OP) {
+    if update.get_str("op_name").as_deref() != Some(op) {
         return None;
     }
-    let v: Value = serde_json::from_str(&content_text(update)?).ok()?;
-    capping_from_json(&v["data"][CAPPING_NOTIFY_PATH])
+    serde_json::from_str(&content_text(update)?).ok()
 }
 
-/// The server's answer to [`capping_query`] `id`.
-pub fn capping_result(id: &str, c: &NewChatCapping) -> Node {
-    let body = json!({ "data": { CAPPING_PATH: capping_json(c) } });
+/// The server's `w:mex` result `id` carrying `data` (server side).
+fn mex_result(id: &str, data: Value) -> Node {
+    let body = json!({ "data": data });
     Node::new("iq")
         .attr("id", id.to_owned())
         .attr("type", "result")
@@ -317,9 +317,10 @@ pub fn capping_result(id: &str, c: &NewChatCapping) -> Node {
         ])
 }
 
-/// The server's notification that the capping changed.
-pub fn capping_notification(id: &str, t: u64, c: &NewChatCapping) -> Node {
-    let body = json!({ "data": { CAPPING_NOTIFY_PATH: capping_json(c) } });
+/// The server's `<notification type="mex">` with one `<update op_name=op>` carrying `data`
+/// (server side).
+fn mex_notification(id: &str, t: u64, op: &str, data: Value) -> Node {
+    let body = json!({ "data": data });
     Node::new("notification")
         .attr("id", id.to_owned())
         .attr("type", "mex")
@@ -327,42 +328,38 @@ pub fn capping_notification(id: &str, t: u64, c: &NewChatCapping) -> Node {
         .attr("t", t.to_string())
         .children(vec![
             Node::new("update")
-                .attr("op_name", CAPPING_UPDATE_OP)
+                .attr("op_name", op.to_owned())
                 .bytes(body.to_string().into_bytes()),
         ])
 }
 
+/// The capping a `<notification type="mex">` announces, if it is a capping update.
+pub fn parse_capping_notification(node: &Node) -> Option<NewChatCapping> {
+    let v = notification_data(node, CAPPING_UPDATE_OP)?;
+    capping_from_json(&v["data"][CAPPING_NOTIFY_PATH])
+}
+
+/// The server's answer to [`capping_query`] `id`.
+pub fn capping_result(id: &str, c: &NewChatCapping) -> Node {
+    mex_result(id, json!({ CAPPING_PATH: capping_json(c) }))
+}
+
+/// The server's notification that the capping changed.
+pub fn capping_notification(id: &str, t: u64, c: &NewChatCapping) -> Node {
+    let data = json!({ CAPPING_NOTIFY_PATH: capping_json(c) });
+    mex_notification(id, t, CAPPING_UPDATE_OP, data)
+}
+
 /// The state in the answer to [`timelock_query`].
 pub fn parse_timelock_result(iq: &Node) -> Result<ReachoutTimelock, MexError> {
-    let text = iq
-        .child("result")
-        .and_then(content_text)
-        .ok_or(MexError::NoResult)?;
-    let v: Value = serde_json::from_str(&text).map_err(|_| MexError::Shape)?;
-    if let Some(errors) = v.get("errors").and_then(Value::as_array)
-        && !errors.is_empty()
-    {
-        let msg = errors
-            .iter()
-            .filter_map(|e| e.get("message").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(MexError::Graphql(msg.chars().take(200).collect()));
-    }
+    let v = result_data(iq)?;
     from_json(&v["data"][TIMELOCK_PATH], None).ok_or(MexError::Shape)
 }
 
 /// The state a `<notification type="mex">` announces, if it is a time-lock update; an active
 /// lock without an end lasts [`DEFAULT_LOCK_SECS`] from `now_unix`.
 pub fn parse_timelock_notification(node: &Node, now_unix: u64) -> Option<ReachoutTimelock> {
-    if node.tag.as_ref() != "notification" || node.get_str("type").as_deref() != Some("mex") {
-        return None;
-    }
-    let update = node.child("update")?;
-    if update.get_str("op_name").as_deref() != Some(TIMELOCK_UPDATE_OP) {
-        return None;
-    }
-    let v: Value = serde_json::from_str(&content_text(update)?).ok()?;
+    let v = notification_data(node, TIMELOCK_UPDATE_OP)?;
     from_json(
         &v["data"][TIMELOCK_NOTIFY_PATH],
         Some(now_unix.saturating_add(DEFAULT_LOCK_SECS)),
@@ -379,29 +376,13 @@ fn state_json(s: &ReachoutTimelock) -> Value {
 
 /// The server's answer to [`timelock_query`] `id`.
 pub fn timelock_result(id: &str, s: &ReachoutTimelock) -> Node {
-    let body = json!({ "data": { TIMELOCK_PATH: state_json(s) } });
-    Node::new("iq")
-        .attr("id", id.to_owned())
-        .attr("type", "result")
-        .attr("from", "s.whatsapp.net")
-        .children(vec![
-            Node::new("result").bytes(body.to_string().into_bytes()),
-        ])
+    mex_result(id, json!({ TIMELOCK_PATH: state_json(s) }))
 }
 
 /// The server's notification that the time-lock changed.
 pub fn timelock_notification(id: &str, t: u64, s: &ReachoutTimelock) -> Node {
-    let body = json!({ "data": { TIMELOCK_NOTIFY_PATH: state_json(s) } });
-    Node::new("notification")
-        .attr("id", id.to_owned())
-        .attr("type", "mex")
-        .attr("from", "s.whatsapp.net")
-        .attr("t", t.to_string())
-        .children(vec![
-            Node::new("update")
-                .attr("op_name", TIMELOCK_UPDATE_OP)
-                .bytes(body.to_string().into_bytes()),
-        ])
+    let data = json!({ TIMELOCK_NOTIFY_PATH: state_json(s) });
+    mex_notification(id, t, TIMELOCK_UPDATE_OP, data)
 }
 
 #[cfg(test)]
