@@ -220,6 +220,37 @@ fn our_decoder_reads_a_snapshot_of_baileys_records_as_baileys_does() {
     );
 }
 
+/// A patch of several mutations (a new index, an overwrite, a REMOVE, another new index) on a
+/// base of two Baileys patches: our decoder reaches Baileys' state and reads the same mutations.
+#[test]
+fn our_decoder_reads_a_patch_of_several_mutations_as_baileys_does() {
+    let f = appstate();
+    let keys = lookup(&f);
+    let multi = &f["multi"];
+    let c = Collection::from_name(multi["collection"].as_str().unwrap()).unwrap();
+    let mut state = CollectionState::default();
+    for relayed in multi["base_relayed_hex"].as_array().unwrap() {
+        let bytes = hex::decode(relayed.as_str().unwrap()).unwrap();
+        let patch = wa::SyncdPatch::decode(bytes.as_slice()).unwrap();
+        state.apply(&decode_patch(c, &state, &patch, &keys).unwrap());
+    }
+    assert_eq!(state, state_of(&multi["base"]), "base");
+    let patch = wa::SyncdPatch::decode(hexf(multi, "hex").as_slice()).unwrap();
+    let a = decode_patch(c, &state, &patch, &keys).unwrap();
+    assert_eq!(
+        a.mutations.len(),
+        multi["names"].as_array().unwrap().len(),
+        "one mutation per record, in order"
+    );
+    state.apply(&a);
+    assert_decoded_like_baileys("multi", &multi["decoded"], &state, std::slice::from_ref(&a));
+    assert_eq!(
+        state,
+        state_of(&multi["run_state"]),
+        "the whole run from empty"
+    );
+}
+
 /// Our encoder, given Baileys' input (index, value, action version, timestamp), its IV and the
 /// prior state, makes the bytes Baileys sent: same field order, same JSON, same MACs.
 #[test]
