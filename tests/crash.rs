@@ -4,7 +4,8 @@
 //! most than it had before the kill (the simulator routes every stanza it accepts and counts
 //! them, as WhatsApp acks and routes each). Webhook events in flight arrive, in order. A file
 //! killed mid-upload or mid-download (the simulated CDN on a slow link) ends sent or kept
-//! byte for byte, and the media store holds no half file and no blob no row names.
+//! byte for byte, and the media store holds no half file and no blob no row names. App state
+//! killed mid-sync is stored whole (version, LTHash and records of one patch) and catches up.
 
 use std::time::Duration;
 
@@ -603,4 +604,155 @@ fn message_media(listed: Value) -> Vec<Value> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Per collection: (version, LTHash) as stored, and the LTHash its stored records' value MACs
+/// add up to; read straight from the data directory's SQLite file (a killed process's WAL
+/// holds exactly its committed transactions).
+async fn stored_app_state(dir: &std::path::Path) -> Vec<(String, u64, Vec<u8>, Vec<u8>)> {
+    use sqlx::Row;
+    let url = format!("sqlite://{}", dir.join("wa-gateway.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let colls = sqlx::query("SELECT name, version, hash FROM appstate_collections ORDER BY name")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for c in colls {
+        let name: String = c.get("name");
+        let macs = sqlx::query("SELECT value_mac FROM appstate_records WHERE collection = ?")
+            .bind(&name)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let mut sum = wa_gateway::appstate::LtHash::default();
+        for m in macs {
+            sum.add(&m.get::<Vec<u8>, _>("value_mac"));
+        }
+        let version: i64 = c.get("version");
+        out.push((name, version as u64, c.get("hash"), sum.0.to_vec()));
+    }
+    pool.close().await;
+    out
+}
+
+/// kill -9 while the phone's app-state patches pour in: whatever the kill interrupted, each
+/// collection's stored version, LTHash and records are from one committed patch (the hash is
+/// the sum of the records kept), and after the restart the account catches up to the server's
+/// versions and the phone's last archive flags, still whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_state_killed_mid_sync_is_whole_and_catches_up_after_the_restart() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let (_sim, info) = start(Command::new(BIN).arg("simulate"), "control_url").await;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut server, listening) = start(&mut serve(dir.path(), &info), "listening").await;
+        let apis = Apis::new(&listening, &info);
+        let me = "15556000001";
+        let friends = ["15556000002", "15556000003", "15556000004"];
+        for f in friends {
+            let (code, _) = apis
+                .post(
+                    format!("{}/phones/{f}/echo", apis.control),
+                    json!({ "on": false }),
+                )
+                .await;
+            assert_eq!(code, 200);
+        }
+        apis.link(me).await;
+        for f in friends {
+            apis.reachable(f, me).await;
+        }
+        // The phone toggles archive (regular_low) and mute (regular_high) on its chats, from
+        // a task of its own that goes on while the service dies.
+        let phone = apis.clone();
+        let actions = tokio::spawn(async move {
+            let mut last = std::collections::HashMap::new();
+            for i in 0..120usize {
+                let f = friends[i % friends.len()];
+                let action = match (i / friends.len()) % 4 {
+                    0 => "archive",
+                    1 => "mute",
+                    2 => "unarchive",
+                    _ => "unmute",
+                };
+                let (code, v) = phone
+                    .post(
+                        format!("{}/phones/{me}/appstate", phone.control),
+                        json!({ "action": action, "chat": f }),
+                    )
+                    .await;
+                assert_eq!(code, 200, "{v}");
+                if action.ends_with("archive") {
+                    last.insert(f, action == "archive");
+                }
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+            last
+        });
+        // Some of it applied, then the kill.
+        until("a first archived chat", async || {
+            let v = apis.get(format!("{}/chats?limit=50", apis.api)).await?;
+            v["data"]["chats"]
+                .as_array()?
+                .iter()
+                .any(|c| c["archived"] == json!(true))
+                .then_some(())
+        })
+        .await;
+        server.kill().await.unwrap();
+        let at_kill = stored_app_state(dir.path()).await;
+        assert!(!at_kill.is_empty());
+        for (name, version, hash, sum) in &at_kill {
+            assert_eq!(
+                hash, sum,
+                "{name} at v{version}: the hash is its records' sum"
+            );
+        }
+        let archived = actions.await.unwrap();
+
+        // The restart catches up: every collection at the server's version, still whole.
+        let (mut server, listening) = start(&mut serve(dir.path(), &info), "listening").await;
+        let apis = apis.at(&listening);
+        apis.connected().await;
+        let server_version = async |name: &str| {
+            apis.get(format!("{}/phones/{me}/appstate/{name}", apis.control))
+                .await
+                .and_then(|v| v["version"].as_u64())
+        };
+        let mut want = Vec::new();
+        for (name, _, _, _) in &at_kill {
+            want.push((name.clone(), server_version(name).await.unwrap()));
+        }
+        let before: std::collections::HashMap<_, _> =
+            at_kill.iter().map(|(n, v, _, _)| (n.clone(), *v)).collect();
+        assert!(
+            want.iter().any(|(n, v)| before[n] < *v),
+            "the kill came before the phone's last patch: {before:?} vs {want:?}"
+        );
+        until("every collection at the server's version", async || {
+            let now = stored_app_state(dir.path()).await;
+            want.iter()
+                .all(|(n, v)| now.iter().any(|(m, w, _, _)| m == n && w == v))
+                .then_some(())
+        })
+        .await;
+        for (name, version, hash, sum) in stored_app_state(dir.path()).await {
+            assert_eq!(hash, sum, "{name} at v{version} after the restart");
+        }
+        let v = apis
+            .get(format!("{}/chats?limit=50", apis.api))
+            .await
+            .unwrap();
+        let chats = v["data"]["chats"].as_array().unwrap();
+        for (f, is_archived) in archived {
+            let c = chats
+                .iter()
+                .find(|c| c["pn"] == json!(format!("{f}@c.us")))
+                .unwrap_or_else(|| panic!("{f} in {chats:?}"));
+            assert_eq!(c["archived"], json!(is_archived), "{f}: {c}");
+        }
+        server.kill().await.unwrap();
+    })
+    .await
+    .expect("in time");
 }
