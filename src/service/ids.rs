@@ -219,7 +219,11 @@ impl Service {
                 .into_iter()
                 .filter_map(|(id, result)| {
                     let v: Value = serde_json::from_str(&result).ok()?;
-                    let e = v.get("error")?.clone();
+                    let mut e = v.get("error")?.clone();
+                    // The stable code (rows kept `expired`/`cancelled` before the codes).
+                    if let Some(f) = e["code"].as_str().and_then(SendFailure::from_code) {
+                        e["code"] = json!(f.code());
+                    }
                     Some((id, e))
                 })
                 .collect(),
@@ -253,5 +257,124 @@ impl Service {
         Ok(self
             .ids_for(row.account, row.phone_number.as_deref(), [user])
             .await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ReachoutTimelock;
+
+    fn ctx() -> RowContext {
+        let mut ids = Ids {
+            me: Some("15550000001".into()),
+            ..Default::default()
+        };
+        for (pn, lid) in [("15550000001", "900001"), ("15550000002", "900002")] {
+            ids.lid_of.insert(pn.into(), lid.into());
+            ids.pn_of.insert(lid.into(), pn.into());
+        }
+        RowContext {
+            ids,
+            ..Default::default()
+        }
+    }
+
+    fn msg(chat: Jid, sender: Jid, from_me: bool) -> StoredMessage {
+        StoredMessage {
+            id: "X".into(),
+            chat,
+            sender,
+            from_me,
+            status: if from_me {
+                MessageStatus::ServerAck
+            } else {
+                MessageStatus::Received
+            },
+            ..StoredMessage::default()
+        }
+    }
+
+    #[test]
+    fn both_names_of_each_side_and_null_for_a_group_or_an_unknown_form() {
+        let c = ctx();
+        let bob_lid = Jid::new("900002", Server::Lid);
+        let bob_pn = Jid::new("15550000002", Server::User);
+        let me = Jid::new("15550000001", Server::User);
+        // Inbound 1:1, the row keyed by bob's LID: bob is the author, we the recipient.
+        let v = super::super::message_json(
+            &msg(bob_lid.clone(), bob_lid.clone(), false),
+            None,
+            None,
+            &c,
+        );
+        assert_eq!(v["fromPn"], json!("15550000002@c.us"));
+        assert_eq!(v["fromLid"], json!("900002@lid"));
+        assert_eq!(v["toPn"], json!("15550000001@c.us"));
+        assert_eq!(v["toLid"], json!("900001@lid"));
+        // Outbound 1:1 by phone number: we are the author.
+        let v = super::super::message_json(&msg(bob_pn.clone(), me.clone(), true), None, None, &c);
+        assert_eq!(v["fromPn"], json!("15550000001@c.us"));
+        assert_eq!(v["toLid"], json!("900002@lid"));
+        // A group message: its participant is the author, no user is the recipient.
+        let group = Jid::new("120363000000000001", Server::Group);
+        let v =
+            super::super::message_json(&msg(group.clone(), bob_pn.clone(), false), None, None, &c);
+        assert_eq!(v["fromLid"], json!("900002@lid"));
+        assert_eq!((&v["toPn"], &v["toLid"]), (&Value::Null, &Value::Null));
+        let v = super::super::message_json(&msg(group, me, true), None, None, &c);
+        assert_eq!(v["fromLid"], json!("900001@lid"));
+        assert_eq!(v["toPn"], Value::Null);
+        // A number without a known LID: its number, a null LID.
+        let stranger = Jid::new("4915550099", Server::User);
+        let v = super::super::message_json(&msg(stranger.clone(), stranger, false), None, None, &c);
+        assert_eq!(v["fromPn"], json!("4915550099@c.us"));
+        assert_eq!(v["fromLid"], Value::Null);
+    }
+
+    #[test]
+    fn a_463_under_an_active_time_lock_is_account_restricted_with_its_end() {
+        let now = crate::util::clock::now_ms() / 1000;
+        let lock = ReachoutTimelock {
+            active: true,
+            ends_at: Some(now + 3600),
+            enforcement: "DEFAULT".into(),
+        };
+        let e = explain(463, Some(&lock));
+        assert_eq!(e["code"], json!("account_restricted"));
+        let until = e["until"].as_str().unwrap();
+        assert!(
+            e["remedy"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("time-lock until {until}")),
+            "{e}"
+        );
+        // Without a lock (or one that ended) it is a missing privacy token.
+        for lock in [
+            None,
+            Some(ReachoutTimelock {
+                ends_at: Some(now - 1),
+                ..lock.clone()
+            }),
+            Some(ReachoutTimelock {
+                active: false,
+                ..lock
+            }),
+        ] {
+            let e = explain(463, lock.as_ref());
+            assert_eq!(e["code"], json!("privacy_token_required"), "{e}");
+            assert!(
+                e["remedy"]
+                    .as_str()
+                    .unwrap()
+                    .contains("must write to this account first")
+            );
+            assert_eq!(e["until"], Value::Null);
+        }
+        // Other codes keep their meaning.
+        assert_eq!(explain(475, None)["code"], json!("new_chat_cap_reached"));
+        assert_eq!(explain(479, None)["code"], json!("refused_by_whatsapp"));
+        assert_eq!(explain(479, None)["remedy"], Value::Null);
     }
 }
