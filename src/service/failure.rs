@@ -203,7 +203,7 @@ impl SendFailure {
     /// (a 463 is never retried automatically: a retry only burns the account's standing).
     /// `until`: when the time-lock or the capping cycle ends (unix seconds), when known.
     pub fn remedy(self, until: Option<u64>) -> Option<String> {
-        let when = until.map(|u| iso(u));
+        let when = until.map(iso);
         Some(match self {
             SendFailure::PrivacyTokenRequired => "the contact must write to this account first                  (its privacy token then goes with replies), or a cstoken needs the NCT salt                  (app state sync or the history the phone shares at linking) and the contact's                  LID"
                 .to_owned(),
