@@ -446,6 +446,11 @@ impl Service {
                 .copied()
                 .filter(|e| e.account == *account)
                 .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let pks: std::collections::HashSet<i64> =
+                mine.iter().filter_map(|e| e.message_pk).collect();
             let (mut users, mut sends) = (Vec::new(), Vec::new());
             for e in &mine {
                 let data: Option<Value> =
@@ -465,7 +470,7 @@ impl Service {
             }
             let mut rows: Vec<&mut StoredMessage> = messages
                 .iter_mut()
-                .filter(|(pk, _)| mine.iter().any(|e| e.message_pk == Some(**pk)))
+                .filter(|(pk, _)| pks.contains(*pk))
                 .map(|(_, (m, _))| m)
                 .collect();
             let ctx = self
