@@ -150,7 +150,7 @@ pub(super) async fn chat_messages(
         allow(&st, &headers, &sub, Endpoint::Messages, false)?;
         let chat = chat_of(&chat)?;
         let (limit, skip) = page(query)?;
-        let rows = st
+        let (rows, ctx) = st
             .service
             .chat_messages(&sub, &agent, &chat, limit, skip)
             .await?;
@@ -163,7 +163,7 @@ pub(super) async fn chat_messages(
                         message_id(&h.message.chat, &h.message.id, h.message.from_me)
                     )
                 });
-                message_json(&h.message, h.created_ms, url.as_deref())
+                message_json(&h.message, h.created_ms, url.as_deref(), &ctx)
             })
             .collect();
         Ok((

@@ -349,7 +349,16 @@ pub(super) async fn send(
         } else {
             queued
         };
-        send_answer(&row, input.wait)
+        let (said, mut answer) = send_answer(&row, input.wait)?;
+        // Both names of the recipient as known now (its LID is learnt by the send's usync);
+        // null for a group.
+        let to = Some(&input.to).filter(|t| t.server != crate::binary::Server::Group);
+        let ids = match to {
+            Some(t) => st.service.ids_of(&sub, &agent, t).await?,
+            None => Default::default(),
+        };
+        ids.put(&mut answer, "to", to);
+        Ok((said, answer))
     }
     .await;
     respond(op, r)
@@ -456,7 +465,7 @@ pub(super) async fn messages(
         let [sub, agent] = ids::<2>(path)?;
         allow(&st, &headers, &sub, Endpoint::Messages, false)?;
         let (limit, skip) = page(query)?;
-        let rows = st.service.history(&sub, &agent, limit, skip).await?;
+        let (rows, ctx) = st.service.history(&sub, &agent, limit, skip).await?;
         let messages: Vec<Value> = rows
             .iter()
             .map(|h| {
@@ -468,7 +477,7 @@ pub(super) async fn messages(
                         message_id(&h.message.chat, &h.message.id, h.message.from_me)
                     )
                 });
-                message_json(&h.message, h.created_ms, url.as_deref())
+                message_json(&h.message, h.created_ms, url.as_deref(), &ctx)
             })
             .collect();
         Ok((

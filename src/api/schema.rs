@@ -249,6 +249,11 @@ pub(super) struct SendData {
     message_id: String,
     /// The recipient, `…@c.us` for numbers.
     to: String,
+    /// The recipient's phone number (`…@c.us`), when known; null for a group.
+    to_pn: Option<String>,
+    /// The recipient's LID (`<user>@lid`), when known (before the send, or learnt by it);
+    /// null when unknown and for a group.
+    to_lid: Option<String>,
     /// The text.
     message: String,
     /// When WhatsApp took it (unix seconds).
@@ -281,6 +286,18 @@ pub(super) struct Message {
     from: Option<String>,
     /// The recipient of an outbound message.
     to: Option<String>,
+    /// The author's phone number (`…@c.us`): the sender of an inbound message (a group
+    /// message's participant), the account itself for an outbound one; null when not known.
+    from_pn: Option<String>,
+    /// The author's LID (`<user>@lid`), from the account's PN↔LID mappings; null when not
+    /// known.
+    from_lid: Option<String>,
+    /// The recipient's phone number: the contact of an outbound 1:1 message, the account
+    /// itself for an inbound 1:1 one; null for a group message (`chat` names the group) and
+    /// when not known.
+    to_pn: Option<String>,
+    /// The recipient's LID, as `toPn`; null for a group message and when not known.
+    to_lid: Option<String>,
     /// The text, or a media caption (what stands for them: a reaction's emoji, a poll's
     /// question, a vCard); null when the kind has none or the message was revoked.
     message: Option<String>,
@@ -310,6 +327,8 @@ pub(super) struct Message {
     status: String,
     /// WhatsApp's error code of a failed send.
     error_code: Option<u16>,
+    /// Why a failed send failed and what would lift it (null otherwise).
+    error: Option<SendFailureInfo>,
     /// What the kind carries, camelCase: a location's `latitude`, `longitude`, `name`,
     /// `address`, `comment`, `live`; a vCard's `displayName`, `vcard` (`contacts` for several);
     /// media `mimetype`, `fileLength`, `seconds`, `width`, `height`, `fileName`; a reaction's
@@ -361,11 +380,33 @@ pub(super) struct MediaFile {
     download_url: Option<String>,
 }
 
+/// Why a send failed, and what would lift it.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // a schema
+pub(super) struct SendFailureInfo {
+    /// The stable code: `privacy_token_required` (a 463 without a token: the contact never
+    /// wrote and no cstoken could go), `account_restricted` (a 463 under a reach-out
+    /// time-lock, or with a token), `new_chat_cap_reached` (475), `send_expired`, ….
+    code: String,
+    /// What happened.
+    message: String,
+    /// What would lift it, for the reach-out refusals (never retried automatically).
+    remedy: Option<String>,
+    /// When the time-lock or the capping cycle ends, when WhatsApp says.
+    #[schema(format = DateTime)]
+    until: Option<String>,
+}
+
 /// A reaction on a message.
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub(super) struct Reaction {
     /// Who reacted (`…@c.us`).
     from: String,
+    /// Who reacted, by phone number, when known.
+    from_pn: Option<String>,
+    /// Who reacted, by LID (`<user>@lid`), when known.
+    from_lid: Option<String>,
     /// The emoji.
     emoji: String,
     #[schema(format = DateTime)]
@@ -502,11 +543,15 @@ pub(super) struct WebhookEvent {
     created_at: String,
     subaccount_id: String,
     agent_id: String,
-    /// `message.received`: a history message; `message.status`: `messageId`, `to`,
-    /// `status`, `errorCode`; `connection.update`: `status`, `code`, `reason`, `phoneNumber`;
-    /// `message.reaction` / `message.edited` / `message.revoked`: `messageId` (the message
-    /// acted on), `chat`, `by`, `fromMe`, `timestamp`, `message` (it as history now shows it),
-    /// plus `emoji` and `removed` for a reaction and `admin` for a revoke.
+    /// `message.received`: a history message (with `fromPn`, `fromLid`, `toPn`, `toLid`);
+    /// `message.status`: `messageId`, `to`, `toPn`, `toLid` (null for a group), `status`,
+    /// `errorCode`, `error` (`code`, `message`, `remedy`, `until`: why a failed or unsent send
+    /// failed and what would lift it); `connection.update`: `status`, `code`, `reason`,
+    /// `phoneNumber`; `message.reaction` / `message.edited` / `message.revoked`: `messageId`
+    /// (the message acted on), `chat`, `by`, `byPn`, `byLid`, `fromMe`, `timestamp`, `message`
+    /// (it as history now shows it), plus `emoji` and `removed` for a reaction and `admin` for
+    /// a revoke. A contact's phone number is `…@c.us`, its LID `<user>@lid`; null when the
+    /// account does not know that form.
     data: Object,
 }
 

@@ -41,15 +41,17 @@ impl Service {
         chat: &Jid,
         limit: u32,
         skip: u32,
-    ) -> Result<Vec<HistoryRow>, ServiceError> {
-        let account = self.account_of(subaccount, agent).await?;
-        let chat = self.canonical_chat(account, chat).await?;
-        let mut rows = self.store.chat_history(account, &chat, limit, skip).await?;
-        let mut numbers = std::collections::HashMap::new();
-        for h in rows.iter_mut() {
-            self.by_number(account, &mut h.message, &mut numbers).await;
-        }
-        Ok(rows)
+    ) -> Result<(Vec<HistoryRow>, super::RowContext), ServiceError> {
+        let Some(row) = self.store.connection(subaccount, agent).await? else {
+            return Err(ServiceError::NotFound);
+        };
+        let chat = self.canonical_chat(row.account, chat).await?;
+        let mut rows = self
+            .store
+            .chat_history(row.account, &chat, limit, skip)
+            .await?;
+        let ctx = self.page_context(&row, &mut rows).await;
+        Ok((rows, ctx))
     }
 
     /// The agent's contacts, by name.

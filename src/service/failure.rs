@@ -110,6 +110,28 @@ impl SendFailure {
         }
     }
 
+    /// `self` as the account's reach-out time-lock `lock` (as the client knows it, asked
+    /// again after every 463) makes it at `now` (unix seconds): a 463 while a time-lock is
+    /// active is the lock, not a missing token, whatever went with the message.
+    pub fn under(self, lock: Option<&crate::client::ReachoutTimelock>, now: u64) -> SendFailure {
+        match self {
+            SendFailure::PrivacyTokenRequired if timelocked(lock, now).is_some() => {
+                SendFailure::AccountRestricted
+            }
+            f => f,
+        }
+    }
+
+    /// The failure a WhatsApp ack error `code` on a stored message stands for, under `lock`
+    /// at `now` (see [`Self::under`]).
+    pub fn of_ack_code(
+        code: u16,
+        lock: Option<&crate::client::ReachoutTimelock>,
+        now: u64,
+    ) -> SendFailure {
+        SendFailure::refused(code).under(lock, now)
+    }
+
     fn refused(code: u16) -> SendFailure {
         match code {
             463 => SendFailure::PrivacyTokenRequired,
@@ -179,34 +201,60 @@ impl SendFailure {
 
     /// What would lift this failure, for the refusals an agent cannot fix by trying again
     /// (a 463 is never retried automatically: a retry only burns the account's standing).
-    pub fn remedy(self) -> Option<&'static str> {
+    /// `until`: when the time-lock or the capping cycle ends (unix seconds), when known.
+    pub fn remedy(self, until: Option<u64>) -> Option<String> {
+        let when = until.map(iso);
         Some(match self {
-            SendFailure::PrivacyTokenRequired => {
-                "the contact writes to this account first (its privacy token then goes with \
-                 replies), or the phone shares its NCT salt (app state or history sync) so a \
-                 cstoken can go; a LID for the contact is needed too"
-            }
-            SendFailure::AccountRestricted => {
-                "WhatsApp restricts this account's new chats: wait until the reach-out \
-                 time-lock ends (GET …/limits), and write only to contacts who wrote first"
-            }
-            SendFailure::NewChatCapReached => {
-                "the new-chat quota of this cycle is used: wait for the cycle to end \
-                 (GET …/limits), or write to contacts who wrote first"
-            }
+            SendFailure::PrivacyTokenRequired => "the contact must write to this account first                  (its privacy token then goes with replies), or a cstoken needs the NCT salt                  (app state sync or the history the phone shares at linking) and the contact's                  LID"
+                .to_owned(),
+            SendFailure::AccountRestricted => match when {
+                Some(w) => format!(
+                    "time-lock until {w}: WhatsApp bars this account's new chats until then                      (GET …/limits); meanwhile write only to contacts who wrote first"
+                ),
+                None => "WhatsApp restricts this account's new chats (a reach-out time-lock;                      GET …/limits says until when): write only to contacts who wrote first"
+                    .to_owned(),
+            },
+            SendFailure::NewChatCapReached => match when {
+                Some(w) => format!(
+                    "new-chat quota used until {w} (the cycle's end, GET …/limits); meanwhile                      write only to contacts who wrote first"
+                ),
+                None => "the new-chat quota of this cycle is used: wait for the cycle to end                      (GET …/limits), or write to contacts who wrote first"
+                    .to_owned(),
+            },
             _ => return None,
         })
     }
 
-    /// The JSON an outbox row keeps as its result.
+    /// The JSON an outbox row keeps as its result (and a failed message row and its webhook
+    /// show as `error`): the stable code, what happened, what would lift it and until when.
     pub fn result_json(self, message: &str) -> serde_json::Value {
-        match self.remedy() {
-            Some(r) => serde_json::json!({
-                "error": { "code": self.code(), "message": message, "remedy": r }
-            }),
-            None => serde_json::json!({ "error": { "code": self.code(), "message": message } }),
-        }
+        self.result_json_until(message, None)
     }
+
+    /// [`Self::result_json`] for a limit that ends at `until` (unix seconds).
+    pub fn result_json_until(self, message: &str, until: Option<u64>) -> serde_json::Value {
+        let mut error = serde_json::json!({ "code": self.code(), "message": message });
+        if let Some(r) = self.remedy(until) {
+            error["remedy"] = serde_json::json!(r);
+        }
+        if let Some(u) = until {
+            error["until"] = serde_json::json!(iso(u));
+        }
+        serde_json::json!({ "error": error })
+    }
+}
+
+/// When the active time-lock in `lock` ends at `now`: Some(None) when active with no end.
+pub(crate) fn timelocked(
+    lock: Option<&crate::client::ReachoutTimelock>,
+    now: u64,
+) -> Option<Option<u64>> {
+    lock.filter(|t| t.active && t.ends_at.is_none_or(|end| now < end))
+        .map(|t| t.ends_at)
+}
+
+fn iso(unix: u64) -> String {
+    crate::util::clock::iso8601_ms(i64::try_from(unix).unwrap_or(i64::MAX / 1000) * 1000)
 }
 
 impl std::fmt::Display for SendFailure {

@@ -8,6 +8,7 @@ mod agents;
 mod chats;
 pub mod egress;
 mod failure;
+mod ids;
 pub mod limits;
 pub mod media;
 mod media_probe;
@@ -23,6 +24,7 @@ pub use crate::store::webhooks::{FailureKind, ReplyIgnored};
 pub use crate::store::{ConnectionCode, ConnectionStatus, DeliveryState, OutboxState};
 pub use agents::DEFAULT_MAX_AGENTS;
 pub use failure::SendFailure;
+pub use ids::{Ids, RowContext};
 pub use outbox::Pacing;
 pub use retention::{PruneReport, Retention};
 pub use webhooks::{
@@ -746,59 +748,28 @@ impl Service {
         agent: &str,
         limit: u32,
         skip: u32,
-    ) -> Result<Vec<HistoryRow>, ServiceError> {
+    ) -> Result<(Vec<HistoryRow>, RowContext), ServiceError> {
         let Some(row) = self.store.connection(subaccount, agent).await? else {
             return Err(ServiceError::NotFound);
         };
         let mut rows = self.store.history(row.account, limit, skip).await?;
-        let mut numbers = HashMap::new();
-        for h in rows.iter_mut() {
-            self.by_number(row.account, &mut h.message, &mut numbers)
-                .await;
-        }
-        Ok(rows)
+        let ctx = self.page_context(&row, &mut rows).await;
+        Ok((rows, ctx))
     }
 
-    /// Names `m`'s chat and sender by phone number where we keyed them by LID (the guide names
-    /// contacts `…@c.us`); `numbers` caches lookups across calls.
-    async fn by_number(
-        &self,
-        account: AccountId,
-        m: &mut crate::client::messages::StoredMessage,
-        numbers: &mut HashMap<String, Option<String>>,
-    ) {
-        let reactors = m.reactions.iter_mut().map(|r| &mut r.sender);
-        for j in [&mut m.chat, &mut m.sender].into_iter().chain(reactors) {
-            self.jid_by_number(account, j, numbers).await;
-        }
-    }
-
-    /// Names one LID-keyed contact by phone number, when known (see [`Self::by_number`]).
-    async fn jid_by_number(
-        &self,
-        account: AccountId,
-        j: &mut Jid,
-        numbers: &mut HashMap<String, Option<String>>,
-    ) {
-        if j.server != Server::Lid {
-            return;
-        }
-        let pn = match numbers.get(&j.user) {
-            Some(p) => p.clone(),
-            None => {
-                let p = self
-                    .store
-                    .creds(account)
-                    .pn_for(&j.user)
-                    .await
-                    .unwrap_or(None);
-                numbers.insert(j.user.clone(), p.clone());
-                p
-            }
-        };
-        if let Some(pn) = pn {
-            *j = Jid::new(pn, Server::User);
-        }
+    /// The context of a page of `row`'s account's history rows (see
+    /// [`Service::row_context`]).
+    async fn page_context(&self, row: &ConnectionRow, rows: &mut [HistoryRow]) -> RowContext {
+        let mut messages: Vec<&mut crate::client::messages::StoredMessage> =
+            rows.iter_mut().map(|h| &mut h.message).collect();
+        self.row_context(
+            row.account,
+            row.phone_number.as_deref(),
+            &mut messages,
+            &[],
+            &[],
+        )
+        .await
     }
 
     /// A subaccount's connections, each with the status `status` would answer for it (its
@@ -943,10 +914,16 @@ pub fn wire_user(j: &Jid) -> String {
 }
 
 /// A message as the guide's history lists it (webhooks carry the same object).
+///
+/// `fromPn`/`fromLid` name the author (the account itself for an outbound message),
+/// `toPn`/`toLid` the recipient (the account itself for an inbound 1:1 message; both null for
+/// a group message, whose `chat` names the group); null where the other form is not known.
+/// `error` says why a failed send failed and what would lift it (`errorCode` stays WhatsApp's).
 pub fn message_json(
     m: &crate::client::messages::StoredMessage,
     created_ms: Option<i64>,
     media_url: Option<&str>,
+    ctx: &RowContext,
 ) -> serde_json::Value {
     use serde_json::{Value, json};
     let ts = i64::try_from(m.timestamp)
@@ -961,11 +938,13 @@ pub fn message_json(
         .reactions
         .iter()
         .map(|r| {
-            json!({
+            let mut v = json!({
                 "from": wire_user(&r.sender),
                 "emoji": r.emoji,
                 "timestamp": iso(i64::try_from(r.t).unwrap_or(i64::MAX).saturating_mul(1000)),
-            })
+            });
+            ctx.ids.put(&mut v, "from", Some(&r.sender));
+            v
         })
         .collect();
     let mut out = json!({
@@ -987,7 +966,18 @@ pub fn message_json(
         "editedAt": m.edited_at.map(|t| iso(i64::try_from(t).unwrap_or(i64::MAX).saturating_mul(1000))),
         "revoked": m.kind == crate::client::content::Kind::Revoked,
         "reactions": reactions,
+        "error": ctx.error(m),
     });
+    // The account is one side of every 1:1 message; a group is no user.
+    let me = ctx.ids.me();
+    let (author, recipient) = if m.from_me {
+        (me, Some(m.chat.clone()))
+    } else {
+        (Some(m.sender.clone()), me)
+    };
+    let recipient = recipient.filter(|_| m.chat.server != Server::Group);
+    ctx.ids.put(&mut out, "from", author.as_ref());
+    ctx.ids.put(&mut out, "to", recipient.as_ref());
     if let Some(Value::Object(file)) = &m.file {
         let mut file = file.clone();
         file.insert("downloadUrl".into(), json!(media_url));

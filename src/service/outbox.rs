@@ -281,13 +281,21 @@ impl Service {
             let row = match self.store.next_send(account).await {
                 Ok(Some(r)) => r,
                 Ok(None) => {
+                    // Held sends honour the send TTL too: past it they expire unsent, as
+                    // queued ones do; the drain wakes for the next one due.
+                    let next_due = self.expire_held(account).await;
                     // Held sends go again once nothing bars new chats.
                     if self.limits_barred(&session).is_none()
                         && self.store.release_holds(account).await.unwrap_or(0) > 0
                     {
                         continue;
                     }
-                    let _ = tokio::time::timeout(Duration::from_secs(30), wake.notified()).await;
+                    let mut idle = Duration::from_secs(30);
+                    if let Some(due) = next_due {
+                        let ms = u64::try_from(due.saturating_sub(now_ms())).unwrap_or(0);
+                        idle = idle.min(Duration::from_millis(ms.saturating_add(1)));
+                    }
+                    let _ = tokio::time::timeout(idle, wake.notified()).await;
                     continue;
                 }
                 Err(e) => {
@@ -344,10 +352,12 @@ impl Service {
                         } else {
                             SendFailure::AccountRestricted
                         };
-                        let mut result = f.result_json(&format!(
-                            "not sent: the contact is cold and new chats are barred ({reason})"
-                        ));
-                        result["error"]["until"] = serde_json::json!(until_iso);
+                        let result = f.result_json_until(
+                            &format!(
+                                "not sent: the contact is cold and new chats are barred ({reason})"
+                            ),
+                            until,
+                        );
                         self.finish(&row, f.outbox_state(), result).await;
                     }
                 }
@@ -415,10 +425,12 @@ impl Service {
                     .await;
                 }
                 Err(e) => match SendFailure::final_of(&e) {
+                    // Final: never tried again (a 463 or 475 retried only burns the
+                    // account's standing); the answer says what would lift it.
                     Some(f) => {
                         attempts = 0;
-                        self.finish(&row, f.outbox_state(), f.result_json(&e.to_string()))
-                            .await;
+                        let result = self.refusal(&session, f, &e.to_string());
+                        self.finish(&row, f.outbox_state(), result).await;
                     }
                     None if matches!(e, SendError::NotConnected) => {
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -439,6 +451,57 @@ impl Service {
                 },
             }
         }
+    }
+
+    /// The result of a send refused with `f`, read under the account's limits as its client
+    /// knows them now (it asks them again after a 463 or 475, before the send answers): a
+    /// 463 while time-locked is `account_restricted`, until the lock ends.
+    fn refusal(&self, session: &Session, f: SendFailure, message: &str) -> serde_json::Value {
+        let now = crate::util::clock::now_ms() / 1000;
+        let lock = session.client.reachout_timelock();
+        let f = f.under(lock.as_ref(), now);
+        let until = match f {
+            SendFailure::AccountRestricted => {
+                super::failure::timelocked(lock.as_ref(), now).flatten()
+            }
+            SendFailure::NewChatCapReached => session
+                .client
+                .new_chat_capping()
+                .and_then(|c| c.cycle_end)
+                .filter(|end| *end > now),
+            _ => None,
+        };
+        f.result_json_until(message, until)
+    }
+
+    /// Expires `account`'s held sends past the send TTL (each with its `message.status`
+    /// event, as a queued send's expiry); returns when the next held one is due (unix ms).
+    async fn expire_held(&self, account: crate::store::AccountId) -> Option<i64> {
+        let ttl = i64::try_from(self.send_ttl.as_millis()).unwrap_or(i64::MAX);
+        let held = match self.store.held_sends(account).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the held sends");
+                return None;
+            }
+        };
+        let mut next: Option<i64> = None;
+        for (pk, created_ms) in held {
+            let due = created_ms.saturating_add(ttl);
+            if due > now_ms() {
+                next = Some(next.map_or(due, |n| n.min(due)));
+                continue;
+            }
+            match self.store.expire_send(pk).await {
+                Ok(true) => {
+                    self.finished(pk);
+                    self.wake_webhooks();
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot expire a held send"),
+            }
+        }
+        next
     }
 
     /// Why new chats are barred for `session`'s account now, and until when, if they are.

@@ -294,13 +294,16 @@ impl Service {
     }
 
     /// The body of event `e`, as the receiver gets it; `message` is the row it is about
-    /// (read for the whole batch), `numbers` a cache of LID → phone number lookups.
+    /// (read for the whole batch), `ctx` both names of the users the batch names and why its
+    /// failed sends failed (read for the whole batch too). Every contact named carries both
+    /// forms beside it: `toPn`/`toLid` beside `to`, `byPn`/`byLid` beside `by`, and the
+    /// message's own `fromPn`/`fromLid`/`toPn`/`toLid`.
     async fn render(
         &self,
         e: &WebhookEvent,
         conn: &ConnectionRow,
         message: Option<(StoredMessage, Option<i64>)>,
-        numbers: &mut HashMap<String, Option<String>>,
+        ctx: &super::RowContext,
     ) -> Result<String, ServiceError> {
         let data = match e.kind.as_str() {
             // A send that ended before its message was recorded (cancelled, expired): the
@@ -316,16 +319,19 @@ impl Service {
                     .and_then(|t| t.parse().ok())
                     .ok_or(ServiceError::NotFound)?;
                 let id = unsent["id"].as_str().ok_or(ServiceError::NotFound)?;
-                json!({
+                let mut data = json!({
                     "messageId": super::message_id(&to, id, true),
                     "to": wire_user(&to),
                     "status": e.status,
                     "errorCode": e.error,
-                })
+                    "error": ctx.send_error(id),
+                });
+                let to = Some(&to).filter(|t| t.server != crate::binary::Server::Group);
+                ctx.ids.put(&mut data, "to", to);
+                data
             }
             kinds::MESSAGE_RECEIVED | kinds::MESSAGE_STATUS | kinds::MESSAGE_UNDECRYPTABLE => {
-                let (mut m, created) = message.ok_or(ServiceError::NotFound)?;
-                self.by_number(e.account, &mut m, numbers).await;
+                let (m, created) = message.ok_or(ServiceError::NotFound)?;
                 if e.kind != kinds::MESSAGE_STATUS {
                     let url = match &m.file {
                         // Serialized, so the link names this chat's message only.
@@ -335,19 +341,22 @@ impl Service {
                         }
                         None => None,
                     };
-                    super::message_json(&m, created, url.as_deref())
+                    super::message_json(&m, created, url.as_deref(), ctx)
                 } else {
-                    json!({
+                    let mut data = json!({
                         "messageId": super::message_id(&m.chat, &m.id, m.from_me),
                         "to": wire_user(&m.chat),
                         "status": e.status,
                         "errorCode": e.error,
-                    })
+                        "error": e.error.and(ctx.error(&m)),
+                    });
+                    let to = Some(&m.chat).filter(|t| t.server != crate::binary::Server::Group);
+                    ctx.ids.put(&mut data, "to", to);
+                    data
                 }
             }
             kinds::MESSAGE_REACTION | kinds::MESSAGE_EDITED | kinds::MESSAGE_REVOKED => {
-                let (mut m, created) = message.ok_or(ServiceError::NotFound)?;
-                self.by_number(e.account, &mut m, numbers).await;
+                let (m, created) = message.ok_or(ServiceError::NotFound)?;
                 let by: Value = e
                     .data
                     .as_deref()
@@ -357,15 +366,16 @@ impl Service {
                     .as_str()
                     .and_then(|j| j.parse::<Jid>().ok())
                     .unwrap_or_else(|| m.sender.clone());
-                self.jid_by_number(e.account, &mut actor, numbers).await;
+                ctx.ids.by_number(&mut actor);
                 let mut data = json!({
                     "messageId": super::message_id(&m.chat, &m.id, m.from_me),
                     "chat": wire_user(&m.chat),
                     "by": wire_user(&actor),
                     "fromMe": by["fromMe"],
                     "timestamp": by["t"].as_i64().map(|t| iso8601_ms(t.saturating_mul(1000))),
-                    "message": super::message_json(&m, created, None),
+                    "message": super::message_json(&m, created, None, ctx),
                 });
+                ctx.ids.put(&mut data, "by", Some(&actor));
                 if e.kind == kinds::MESSAGE_REACTION {
                     let emoji = by["text"].as_str().unwrap_or_default();
                     data["emoji"] = json!(emoji);
@@ -427,15 +437,61 @@ impl Service {
                 return out;
             }
         };
-        let mut numbers: HashMap<AccountId, HashMap<String, Option<String>>> = HashMap::new();
+        // Per account, one read of the LID mappings and the sends' results the batch names.
+        let mut contexts: HashMap<AccountId, super::RowContext> = HashMap::new();
+        for (account, target) in targets {
+            let Ok((_, conn)) = target else { continue };
+            let mine: Vec<&WebhookEvent> = fresh
+                .iter()
+                .copied()
+                .filter(|e| e.account == *account)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let pks: std::collections::HashSet<i64> =
+                mine.iter().filter_map(|e| e.message_pk).collect();
+            let (mut users, mut sends) = (Vec::new(), Vec::new());
+            for e in &mine {
+                let data: Option<Value> =
+                    e.data.as_deref().and_then(|d| serde_json::from_str(d).ok());
+                if let Some(d) = data {
+                    for k in ["by", "to"] {
+                        if let Some(j) = d[k].as_str().and_then(|j| j.parse::<Jid>().ok()) {
+                            users.push(j);
+                        }
+                    }
+                    if e.message_pk.is_none()
+                        && let Some(id) = d["id"].as_str()
+                    {
+                        sends.push(id.to_owned());
+                    }
+                }
+            }
+            let mut rows: Vec<&mut StoredMessage> = messages
+                .iter_mut()
+                .filter(|(pk, _)| pks.contains(*pk))
+                .map(|(_, (m, _))| m)
+                .collect();
+            let ctx = self
+                .row_context(
+                    *account,
+                    conn.phone_number.as_deref(),
+                    &mut rows,
+                    &users,
+                    &sends,
+                )
+                .await;
+            contexts.insert(*account, ctx);
+        }
         let mut made = Vec::new();
         for e in fresh {
             let Some(Ok((_, conn))) = targets.get(&e.account) else {
                 continue;
             };
             let message = e.message_pk.and_then(|pk| messages.remove(&pk));
-            let cache = numbers.entry(e.account).or_default();
-            match self.render(e, conn, message, cache).await {
+            let ctx = contexts.entry(e.account).or_default();
+            match self.render(e, conn, message, ctx).await {
                 Ok(p) => made.push((e.pk, p)),
                 Err(err) => {
                     out.insert(e.pk, Err(format!("cannot build the event: {err}")));

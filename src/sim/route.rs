@@ -94,7 +94,7 @@ pub(super) fn route_dm(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Re
             if let Some(code) = cold_refusal(&st, &dev.jid.user, &recipient, node, t) {
                 return Err(code);
             }
-            count_new_chat(&mut st, &dev.jid.user, &recipient);
+            count_new_chat(&mut st, &dev.jid.user, &recipient, t);
             wrote(&mut st, &dev.jid.user, &recipient, t);
         }
         let push_name = st
@@ -235,8 +235,10 @@ fn cold_refusal(st: &State, from: &str, to: &str, node: &Node, now: u64) -> Opti
 }
 
 /// An accepted send from `from` to cold `to` under capping starts a new chat: counted once per
-/// user and cycle; the stage turns `CAPPED` when the quota is used up.
-fn count_new_chat(st: &mut State, from: &str, to: &str) {
+/// user and cycle; the stage turns `CAPPED` when the quota is used up. `from`'s devices are
+/// told the new count (a `MessageCappingInfoNotification`, as WhatsApp sends after a new chat
+/// uses the quota: whatsapp-rust and Baileys handle it as the state's only live update).
+fn count_new_chat(st: &mut State, from: &str, to: &str, t: u64) {
     if !cold(st, from, to) {
         return;
     }
@@ -254,6 +256,14 @@ fn count_new_chat(st: &mut State, from: &str, to: &str) {
     c.used_quota = Some(used);
     if c.total_quota.is_some_and(|q| used >= q) {
         c.capping_status = Some("CAPPED".into());
+    }
+    let mut told = c.clone();
+    told.server_sent = Some(t);
+    c.server_sent = Some(t);
+    let id = crate::util::ids::phone_message_id();
+    let note = crate::stanza::mex::capping_notification(&id, t, &told);
+    for k in st.linked_devices(from).iter().map(|j| j.to_string()) {
+        enqueue(st, &k, id.clone(), note.clone());
     }
 }
 

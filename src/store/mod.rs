@@ -9,6 +9,7 @@ pub mod connections;
 pub mod creds;
 pub mod error;
 mod groups;
+mod ids;
 pub mod media;
 mod messages;
 pub mod outbox;

@@ -183,6 +183,18 @@ impl Store {
         Ok(())
     }
 
+    /// `account`'s held sends, (key, when accepted in unix ms), oldest first; at most 1,000
+    /// a call (the drain calls again).
+    pub async fn held_sends(&self, account: AccountId) -> Result<Vec<(i64, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT pk, created_ms FROM outbox WHERE account_id = ? AND state = 'queued' \
+             AND hold IS NOT NULL ORDER BY pk LIMIT 1000",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Releases every held send of `account` (its limits lifted); returns how many.
     pub async fn release_holds(&self, account: AccountId) -> Result<u64, StoreError> {
         let done = sqlx::query(
