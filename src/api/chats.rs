@@ -154,21 +154,9 @@ pub(super) async fn chat_messages(
             .service
             .chat_messages(&sub, &agent, &chat, limit, skip)
             .await?;
-        let messages: Vec<Value> = rows
-            .iter()
-            .map(|h| {
-                let url = h.message.file.as_ref().map(|_| {
-                    format!(
-                        "/api/whatsapp/{sub}/{agent}/messages/{}/media",
-                        message_id(&h.message.chat, &h.message.id, h.message.from_me)
-                    )
-                });
-                message_json(&h.message, h.created_ms, url.as_deref(), &ctx)
-            })
-            .collect();
         Ok((
             "WhatsApp chat messages retrieved",
-            json!({ "count": messages.len(), "messages": messages }),
+            super::routes::messages_page(&sub, &agent, &rows, &ctx),
         ))
     }
     .await;

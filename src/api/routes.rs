@@ -438,6 +438,30 @@ fn send_answer(row: &OutboxRow, waited: bool) -> Result<(&'static str, Value), A
     }
 }
 
+/// A page of history rows as `{count, messages}`, each with its media's download URL.
+pub(super) fn messages_page(
+    sub: &str,
+    agent: &str,
+    rows: &[crate::store::connections::HistoryRow],
+    ctx: &crate::service::RowContext,
+) -> Value {
+    let messages: Vec<Value> = rows
+        .iter()
+        .map(|h| {
+            let url = h.message.file.as_ref().map(|_| {
+                // The serialized id: it names the chat too, so a same id elsewhere cannot
+                // stand in for this message.
+                format!(
+                    "/api/whatsapp/{sub}/{agent}/messages/{}/media",
+                    message_id(&h.message.chat, &h.message.id, h.message.from_me)
+                )
+            });
+            message_json(&h.message, h.created_ms, url.as_deref(), ctx)
+        })
+        .collect();
+    json!({ "count": messages.len(), "messages": messages })
+}
+
 #[utoipa::path(
     get,
     path = "/api/whatsapp/{subaccountId}/{agentId}/messages",
@@ -466,23 +490,9 @@ pub(super) async fn messages(
         allow(&st, &headers, &sub, Endpoint::Messages, false)?;
         let (limit, skip) = page(query)?;
         let (rows, ctx) = st.service.history(&sub, &agent, limit, skip).await?;
-        let messages: Vec<Value> = rows
-            .iter()
-            .map(|h| {
-                let url = h.message.file.as_ref().map(|_| {
-                    // The serialized id: it names the chat too, so a same id elsewhere
-                    // cannot stand in for this message.
-                    format!(
-                        "/api/whatsapp/{sub}/{agent}/messages/{}/media",
-                        message_id(&h.message.chat, &h.message.id, h.message.from_me)
-                    )
-                });
-                message_json(&h.message, h.created_ms, url.as_deref(), &ctx)
-            })
-            .collect();
         Ok((
             "WhatsApp message history retrieved",
-            json!({ "count": messages.len(), "messages": messages }),
+            messages_page(&sub, &agent, &rows, &ctx),
         ))
     }
     .await;
