@@ -47,6 +47,10 @@ pub struct ContactChange {
     pub username: Option<String>,
     /// Whether the number is on WhatsApp.
     pub on_whatsapp: Option<bool>,
+    /// The address-book entry is gone (an app-state `contact` REMOVE): the full and first
+    /// names are cleared before the fields above apply. The push name and username stay: they
+    /// come from the contact itself, not from our address book.
+    pub forget_names: bool,
 }
 
 /// The newest message of a chat, as a chat list shows it.
@@ -174,7 +178,8 @@ default_with_jid!(
     first_name,
     push_name,
     username,
-    on_whatsapp
+    on_whatsapp,
+    forget_names
 );
 default_with_jid!(
     Contact,

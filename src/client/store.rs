@@ -382,6 +382,10 @@ impl ChatRow {
 
 /// Fills the given fields of `c` into `row`.
 fn merge_contact(row: &mut Contact, c: &ContactChange) {
+    if c.forget_names {
+        row.full_name = None;
+        row.first_name = None;
+    }
     macro_rules! set {
         ($($f:ident),*) => { $( if c.$f.is_some() { row.$f = c.$f.clone(); } )* };
     }

@@ -118,8 +118,9 @@ pub(crate) async fn apply_chat_change(
     Ok(())
 }
 
-/// Applies `c` to its contact (created when missing); only the given fields change. A push
-/// name of `-` is no name (whatsmeow `handleHistoricalPushNames`).
+/// Applies `c` to its contact (created when missing); only the given fields change, after
+/// `forget_names` cleared the address-book names. A push name of `-` is no name (whatsmeow
+/// `handleHistoricalPushNames`).
 pub(crate) async fn apply_contact_change(
     conn: &mut SqliteConnection,
     account: AccountId,
@@ -132,8 +133,9 @@ pub(crate) async fn apply_contact_change(
         "INSERT INTO contacts (account_id, jid, pn, lid, full_name, first_name, push_name, \
          username, on_whatsapp, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW_MS}) \
          ON CONFLICT (account_id, jid) DO UPDATE SET pn = COALESCE(excluded.pn, pn), \
-         lid = COALESCE(excluded.lid, lid), full_name = COALESCE(excluded.full_name, full_name), \
-         first_name = COALESCE(excluded.first_name, first_name), \
+         lid = COALESCE(excluded.lid, lid), \
+         full_name = COALESCE(excluded.full_name, CASE WHEN ? THEN NULL ELSE full_name END), \
+         first_name = COALESCE(excluded.first_name, CASE WHEN ? THEN NULL ELSE first_name END), \
          push_name = COALESCE(excluded.push_name, push_name), \
          username = COALESCE(excluded.username, username), \
          on_whatsapp = COALESCE(excluded.on_whatsapp, on_whatsapp), updated_ms = excluded.updated_ms"
@@ -147,6 +149,8 @@ pub(crate) async fn apply_contact_change(
     .bind(push)
     .bind(c.username.as_deref())
     .bind(c.on_whatsapp)
+    .bind(c.forget_names)
+    .bind(c.forget_names)
     .execute(&mut *conn)
     .await?;
     Ok(())

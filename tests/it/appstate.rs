@@ -460,3 +460,49 @@ async fn a_patch_that_meets_a_concurrent_change_is_rebuilt_after_the_409() {
     .await
     .expect("in time");
 }
+
+#[tokio::test]
+async fn a_contact_removed_on_the_phone_loses_its_names_but_keeps_its_push_name() {
+    use wa_gateway::client::account::ContactChange;
+    use wa_gateway::client::store::AccountStore;
+    tokio::time::timeout(LIMIT, async {
+        let sim = sim().await;
+        let a = account().await;
+        let (_client, _events, _jid) = link(&sim, &a, ME).await;
+        synced(&sim, &a, ME).await;
+        let friend = Jid::new(FRIEND, Server::User);
+        // The contact named itself in a message (a push name comes from the contact, not
+        // from our address book).
+        a.creds
+            .apply_account_changes(
+                &[],
+                &[ContactChange {
+                    jid: friend.clone(),
+                    push_name: Some("Friendly".into()),
+                    ..ContactChange::default()
+                }],
+            )
+            .await
+            .unwrap();
+        let before = a.creds.contact(&friend).await.unwrap().unwrap();
+        assert!(before.full_name.is_some(), "the snapshot named the contact");
+        sim.app_state_action(
+            ME,
+            &PhoneAction::RemoveContact {
+                jid: friend.clone(),
+            },
+        )
+        .unwrap();
+        let after = eventually("the names are gone", async || {
+            let c = a.creds.contact(&friend).await.unwrap()?;
+            c.full_name.is_none().then_some(c)
+        })
+        .await;
+        assert_eq!(after.first_name, None);
+        assert_eq!(after.push_name.as_deref(), Some("Friendly"));
+        assert_eq!(after.lid, before.lid);
+        synced(&sim, &a, ME).await;
+    })
+    .await
+    .expect("in time");
+}

@@ -710,6 +710,13 @@ impl<S: CredsStore> Messenger<S> {
                     ..ContactChange::default()
                 });
             }
+            // The address-book entry is gone: its names go with it (the push name, which the
+            // contact gave itself, stays).
+            Action::ContactRemoved { jid } => commit.contacts.push(ContactChange {
+                jid: jid.to_non_ad(),
+                forget_names: true,
+                ..ContactChange::default()
+            }),
             Action::LidContact {
                 lid,
                 full_name,
