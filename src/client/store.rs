@@ -1099,6 +1099,14 @@ impl AppStateStore for MemoryCreds {
         &self,
         commit: &super::appstate_store::AppStateCommit,
     ) -> Result<(), CredsStoreError> {
+        // A snapshot's absent flag records clear their flags first; its own records then set
+        // theirs.
+        let dropped = self
+            .appstate
+            .lock()
+            .map_err(poisoned)?
+            .flags_dropped(commit);
+        self.apply_account_changes(&dropped, &[]).await?;
         self.apply_account_changes(&commit.chats, &commit.contacts)
             .await?;
         if let Some(salt) = &commit.nct_salt {

@@ -7,7 +7,8 @@ use sqlx::Row;
 
 use super::creds::{SqliteCreds, err};
 use crate::client::appstate_store::{
-    AppStateCommit, AppStateKey, AppStateRecord, AppStateStore, CollectionVersion, index_prefix,
+    AppStateCommit, AppStateKey, AppStateRecord, AppStateStore, CHAT_FLAG_KINDS, CollectionVersion,
+    flags_dropped_by, index_prefix,
 };
 use crate::client::store::CredsStoreError;
 use crate::util::bytes::array32;
@@ -183,6 +184,35 @@ impl AppStateStore for SqliteCreds {
     async fn commit_app_state(&self, c: &AppStateCommit) -> Result<(), CredsStoreError> {
         let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(err)?;
         if c.replace {
+            // The chat flags of records the snapshot no longer holds go with them, in this
+            // transaction: the records and the chats they describe never disagree.
+            let marks = vec!["substr(idx, 1, length(?)) = ?"; CHAT_FLAG_KINDS.len()].join(" OR ");
+            let sql = format!(
+                "SELECT index_mac, idx FROM appstate_records \
+                 WHERE account_id = ? AND collection = ? AND ({marks})"
+            );
+            let mut q = sqlx::query(&sql).bind(self.account).bind(&c.collection);
+            let prefixes: Vec<String> =
+                CHAT_FLAG_KINDS.iter().map(|k| index_prefix(&[*k])).collect();
+            for p in &prefixes {
+                q = q.bind(p).bind(p);
+            }
+            let old: Vec<([u8; 32], String)> = q
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(err)?
+                .iter()
+                .filter_map(|r| {
+                    let mac: Vec<u8> = r.try_get("index_mac").ok()?;
+                    Some((array32(&mac)?, r.try_get("idx").ok()?))
+                })
+                .collect();
+            let dropped = flags_dropped_by(old.iter().map(|(m, i)| (m, i.as_str())), c);
+            for ch in &dropped {
+                super::account::apply_chat_change(&mut tx, self.account, ch)
+                    .await
+                    .map_err(err)?;
+            }
             sqlx::query("DELETE FROM appstate_records WHERE account_id = ? AND collection = ?")
                 .bind(self.account)
                 .bind(&c.collection)

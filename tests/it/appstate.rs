@@ -506,3 +506,117 @@ async fn a_contact_removed_on_the_phone_loses_its_names_but_keeps_its_push_name(
     .await
     .expect("in time");
 }
+
+/// A record as a commit stores it (its MACs made up: the store does not verify them).
+fn flag_record(n: u8, index: &[&str]) -> wa_gateway::client::appstate_store::AppStateRecord {
+    wa_gateway::client::appstate_store::AppStateRecord {
+        index_mac: [n; 32],
+        value_mac: [n.wrapping_add(100); 32],
+        index: serde_json::to_string(index).unwrap(),
+        data: vec![n],
+    }
+}
+
+/// A snapshot replacing `regular_low` (or a patch on it) at `version`.
+fn low_commit(
+    version: u64,
+    replace: bool,
+    added: Vec<wa_gateway::client::appstate_store::AppStateRecord>,
+    chats: Vec<wa_gateway::client::account::ChatChange>,
+) -> wa_gateway::client::appstate_store::AppStateCommit {
+    wa_gateway::client::appstate_store::AppStateCommit {
+        collection: "regular_low".into(),
+        state: wa_gateway::client::appstate_store::CollectionVersion {
+            version,
+            hash: [0; 128],
+        },
+        replace,
+        removed: Vec::new(),
+        added,
+        chats,
+        contacts: Vec::new(),
+        nct_salt: None,
+    }
+}
+
+/// Both stores: a snapshot that no longer holds a chat's archive and pin records clears those
+/// flags (a record still held keeps its own), in the snapshot's commit.
+async fn a_snapshot_clears_the_flags_of_records_it_no_longer_holds<S>(store: &S)
+where
+    S: AppStateStore + wa_gateway::client::store::AccountStore,
+{
+    use wa_gateway::client::account::ChatChange;
+    let (x, y) = (
+        Jid::new("15550000001", Server::User),
+        Jid::new("15550000002", Server::User),
+    );
+    let (xs, ys) = (x.to_string(), y.to_string());
+    // Version 1: x archived and pinned, y archived.
+    store
+        .commit_app_state(&low_commit(
+            1,
+            true,
+            vec![
+                flag_record(1, &["archive", &xs]),
+                flag_record(2, &["pin_v1", &xs]),
+                flag_record(3, &["archive", &ys]),
+            ],
+            vec![
+                ChatChange {
+                    chat: x.clone(),
+                    archived: Some(true),
+                    pinned: Some(Some(7)),
+                    ..ChatChange::default()
+                },
+                ChatChange {
+                    chat: y.clone(),
+                    archived: Some(true),
+                    ..ChatChange::default()
+                },
+            ],
+        ))
+        .await
+        .unwrap();
+    let state = async |chat: &Jid| {
+        store
+            .chats(100, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.chat == *chat)
+            .unwrap()
+    };
+    assert!(state(&x).await.archived && state(&x).await.pinned == Some(7));
+    // A patch (not a replacement) leaves absent records alone.
+    store
+        .commit_app_state(&low_commit(2, false, Vec::new(), Vec::new()))
+        .await
+        .unwrap();
+    assert!(state(&x).await.archived);
+    // The snapshot at 3 holds y's archive record only.
+    store
+        .commit_app_state(&low_commit(
+            3,
+            true,
+            vec![flag_record(3, &["archive", &ys])],
+            vec![ChatChange {
+                chat: y.clone(),
+                archived: Some(true),
+                ..ChatChange::default()
+            }],
+        ))
+        .await
+        .unwrap();
+    let (sx, sy) = (state(&x).await, state(&y).await);
+    assert!(!sx.archived, "x's archive record is gone");
+    assert_eq!(sx.pinned, None, "x's pin record is gone");
+    assert!(sy.archived, "y's record is still held");
+}
+
+#[tokio::test]
+async fn a_snapshot_clears_the_chat_flags_of_records_it_no_longer_holds() {
+    let a = account().await;
+    a_snapshot_clears_the_flags_of_records_it_no_longer_holds(a.creds.as_ref()).await;
+    let memory = wa_gateway::client::store::MemoryCreds::default();
+    a_snapshot_clears_the_flags_of_records_it_no_longer_holds(&memory).await;
+}

@@ -1086,36 +1086,9 @@ impl<S: CredsStore> Messenger<S> {
 /// A REMOVE of a chat's record undoes what its SET did (the record is gone: the chat is no
 /// longer muted, archived, pinned or marked unread).
 fn removed_effect(index: &[String], commit: &mut AppStateCommit) {
-    let (Some(kind), Some(chat)) = (
-        index.first(),
-        index.get(1).and_then(|j| j.parse::<Jid>().ok()),
-    ) else {
-        return;
-    };
-    let base = ChatChange {
-        chat: chat.to_non_ad(),
-        ..ChatChange::default()
-    };
-    let change = match kind.as_str() {
-        "mute" => ChatChange {
-            muted_until: Some(None),
-            ..base
-        },
-        "archive" => ChatChange {
-            archived: Some(false),
-            ..base
-        },
-        "pin_v1" => ChatChange {
-            pinned: Some(None),
-            ..base
-        },
-        "markChatAsRead" => ChatChange {
-            marked_unread: Some(false),
-            ..base
-        },
-        _ => return,
-    };
-    commit.chats.push(change);
+    if let Some(change) = crate::client::appstate_store::flag_cleared(index) {
+        commit.chats.push(change);
+    }
 }
 
 /// Collects a download in memory (the caller bounds it).
