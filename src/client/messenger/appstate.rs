@@ -660,11 +660,8 @@ impl<S: CredsStore> Messenger<S> {
         {
             self.learn_push_name(name).await;
         }
-        if !actions.is_empty() {
-            self.publish(Event::AppStateActions {
-                collection: a.collection.name().to_owned(),
-                actions,
-            });
+        for e in action_events(a.collection, actions) {
+            self.publish(e);
         }
         Ok(state)
     }
@@ -1080,6 +1077,53 @@ impl<S: CredsStore> Messenger<S> {
             ),
             None => crate::appstate::encode::message_range(0, None),
         }
+    }
+}
+
+/// Actions one [`Event::AppStateActions`] carries at most: a snapshot of 100,000 contacts
+/// becomes 100 events in order, so one event (and a subscriber's copy of it) stays bounded.
+pub const MAX_ACTIONS_PER_EVENT: usize = 1000;
+
+/// The events that tell `actions` (none when empty), [`MAX_ACTIONS_PER_EVENT`] at most each.
+fn action_events(c: Collection, mut actions: Vec<Action>) -> Vec<Event> {
+    let mut out = Vec::with_capacity(actions.len().div_ceil(MAX_ACTIONS_PER_EVENT));
+    while !actions.is_empty() {
+        let rest = actions.split_off(actions.len().min(MAX_ACTIONS_PER_EVENT));
+        out.push(Event::AppStateActions {
+            collection: c.name().to_owned(),
+            actions,
+        });
+        actions = rest;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_actions_are_told_in_bounded_events_in_order() {
+        let actions: Vec<Action> = (0..2_500u32)
+            .map(|i| Action::PushName(i.to_string()))
+            .collect();
+        let events = action_events(Collection::CriticalBlock, actions.clone());
+        let mut told = Vec::new();
+        for e in &events {
+            let Event::AppStateActions {
+                collection,
+                actions,
+            } = e
+            else {
+                panic!("not an actions event: {e:?}");
+            };
+            assert_eq!(collection, "critical_block");
+            assert!(!actions.is_empty() && actions.len() <= MAX_ACTIONS_PER_EVENT);
+            told.extend(actions.iter().cloned());
+        }
+        assert_eq!(events.len(), 3);
+        assert_eq!(told, actions);
+        assert!(action_events(Collection::CriticalBlock, Vec::new()).is_empty());
     }
 }
 
