@@ -128,12 +128,16 @@ pub struct HistoryBatch {
     pub contacts: Vec<ContactChange>,
     /// Messages, stored as history rows (never announced as received).
     pub messages: Vec<StoredMessage>,
+    /// PN ↔ LID pairs (bare users), learned first in the batch's transaction as
+    /// [`super::store::CredsStore::learn_lid`] learns one: the batch's other rows then land
+    /// under the LID.
+    pub pairs: Vec<(String, String)>,
 }
 
 impl HistoryBatch {
     /// Items held.
     pub fn len(&self) -> usize {
-        self.chats.len() + self.contacts.len() + self.messages.len()
+        self.chats.len() + self.contacts.len() + self.messages.len() + self.pairs.len()
     }
 
     /// Whether it holds nothing.

@@ -285,6 +285,9 @@ impl AccountStore for SqliteCreds {
 
     async fn store_history(&self, batch: &HistoryBatch) -> Result<usize, CredsStoreError> {
         let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(err)?;
+        for (pn, lid) in &batch.pairs {
+            self.learn_lid_in(&mut tx, pn, lid).await?;
+        }
         for c in &batch.chats {
             apply_chat_change(&mut tx, self.account, c)
                 .await

@@ -85,6 +85,7 @@ async fn history_rows_dedupe_against_live_rows_raise_no_event_and_follow_the_lid
             ..Default::default()
         }],
         messages: vec![row("live", 200), row("old", 100)],
+        ..Default::default()
     };
     assert_eq!(
         a.creds.store_history(&batch).await.unwrap(),

@@ -651,9 +651,7 @@ impl<S: CredsStore> Messenger<S> {
         }
         // PN ↔ LID pairs first: they move what was stored under the number, and the store
         // keys the chat and contact changes by the canonical JID.
-        for (pn, lid) in pairs {
-            self.learn(&pn, &lid).await;
-        }
+        self.learn_many(&pairs).await;
         self.store.commit_app_state(&commit).await?;
         if let Some(name) = push_name
             && self.account().and_then(|a| a.me.push_name) != Some(name.clone())

@@ -104,6 +104,16 @@ fn status_of(from_me: bool, status: Option<i32>) -> MessageStatus {
     }
 }
 
+/// The LID a pair the batch holds (not yet stored) gives phone number `pn` (the latest).
+fn pending_lid<'a>(batch: &'a HistoryBatch, pn: &str) -> Option<&'a str> {
+    batch
+        .pairs
+        .iter()
+        .rev()
+        .find(|(p, _)| p == pn)
+        .map(|(_, l)| l.as_str())
+}
+
 /// Mute end as stored (ms; -1 forever). History's `muteEndTime` carries no unit in any
 /// reference; app state's is ms: values below 10^12 are taken as seconds.
 fn mute_ms(v: u64) -> Option<i64> {
@@ -248,22 +258,12 @@ impl<S: CredsStore> Messenger<S> {
                 }
                 Item::Mapping(m) => {
                     report.mappings += 1;
-                    self.learn_pair(
-                        m.pn_jid.as_deref(),
-                        m.lid_jid.as_deref(),
-                        &mut batch,
-                        &mut report,
-                    )
-                    .await
+                    self.learn_pair(m.pn_jid.as_deref(), m.lid_jid.as_deref(), &mut batch)
+                        .await
                 }
                 Item::Contact(c) => {
                     let r = self
-                        .learn_pair(
-                            c.pn_jid.as_deref(),
-                            c.lid_jid.as_deref(),
-                            &mut batch,
-                            &mut report,
-                        )
+                        .learn_pair(c.pn_jid.as_deref(), c.lid_jid.as_deref(), &mut batch)
                         .await;
                     let jid = history_jid(c.lid_jid.as_deref())
                         .or_else(|| history_jid(c.pn_jid.as_deref()));
@@ -393,18 +393,21 @@ impl<S: CredsStore> Messenger<S> {
             .await
             .map_err(|e| e.to_string())?;
         report.stored += stored as u64;
+        for (pn, lid) in &batch.pairs {
+            self.learned(pn, lid);
+        }
         *batch = HistoryBatch::default();
         Ok(())
     }
 
-    /// Learns a PN ↔ LID pair history names; what the batch holds is stored first (the pair
-    /// moves stored rows, and a row stored after under the phone number would be left behind).
+    /// Learns a PN ↔ LID pair history names with the batch: stored first in the batch's
+    /// transaction (one for all its pairs, not one each), so its rows land under the LID.
+    /// Rows the batch already holds under the phone number move to the LID now.
     async fn learn_pair(
         &self,
         pn: Option<&str>,
         lid: Option<&str>,
         batch: &mut HistoryBatch,
-        report: &mut HistoryReport,
     ) -> Result<(), String> {
         let (Some(pn), Some(lid)) = (history_jid(pn), history_jid(lid)) else {
             return Ok(());
@@ -412,12 +415,34 @@ impl<S: CredsStore> Messenger<S> {
         if pn.server != Server::User || lid.server != Server::Lid {
             return Ok(());
         }
-        if self.lid_of(&pn.user).await.as_deref() == Some(lid.user.as_str()) {
+        let (pn, lid) = (pn.to_non_ad(), lid.to_non_ad());
+        let known = match pending_lid(batch, &pn.user) {
+            Some(l) => Some(l.to_owned()),
+            None => self.lid_of(&pn.user).await,
+        };
+        if known.as_deref() == Some(lid.user.as_str()) {
             return Ok(());
         }
-        self.flush_history(batch, report).await?;
-        self.learn(&pn.user, &lid.user).await;
+        for m in &mut batch.messages {
+            if m.chat == pn {
+                m.chat = lid.clone();
+            }
+            if m.sender == pn {
+                m.sender = lid.clone();
+            }
+        }
+        batch.pairs.push((pn.user, lid.user));
         Ok(())
+    }
+
+    /// [`Messenger::canonical`], counting the pairs the batch will learn.
+    async fn canonical_in(&self, jid: &Jid, batch: &HistoryBatch) -> Jid {
+        if jid.server == Server::User
+            && let Some(lid) = pending_lid(batch, &jid.user)
+        {
+            return Jid::with_device(lid, jid.device, Server::Lid);
+        }
+        self.canonical(jid).await
     }
 
     /// A conversation's chat state, messages and token into the batch.
@@ -440,10 +465,10 @@ impl<S: CredsStore> Messenger<S> {
         let lid = history_jid(c.lid_jid.as_deref())
             .or_else(|| (id.server == Server::Lid).then(|| id.clone()));
         if let (Some(pn), Some(lid)) = (&pn, &lid) {
-            self.learn_pair(Some(&pn.to_string()), Some(&lid.to_string()), batch, report)
+            self.learn_pair(Some(&pn.to_string()), Some(&lid.to_string()), batch)
                 .await?;
         }
-        let chat = self.canonical(&id).await.to_non_ad();
+        let chat = self.canonical_in(&id, batch).await.to_non_ad();
         batch.chats.push(ChatChange {
             chat: chat.clone(),
             name: c
@@ -476,13 +501,13 @@ impl<S: CredsStore> Messenger<S> {
         }
         let me = self.account().map(|a| a.me);
         let own = match &me {
-            Some(me) => Some(self.canonical(&me.jid).await.to_non_ad()),
+            Some(me) => Some(self.canonical_in(&me.jid, batch).await.to_non_ad()),
             None => None,
         };
         for hm in c.messages {
             let Some(w) = hm.message else { continue };
             report.messages += 1;
-            let Some(row) = self.history_row(&chat, w, own.as_ref()).await else {
+            let Some(row) = self.history_row(&chat, w, own.as_ref(), batch).await else {
                 continue;
             };
             batch.messages.push(row);
@@ -500,6 +525,7 @@ impl<S: CredsStore> Messenger<S> {
         chat: &Jid,
         w: wa::WebMessageInfo,
         own: Option<&Jid>,
+        batch: &HistoryBatch,
     ) -> Option<StoredMessage> {
         let key = w.key?;
         let id = key.id.filter(|i| !i.is_empty())?;
@@ -509,7 +535,7 @@ impl<S: CredsStore> Messenger<S> {
             own?.clone()
         } else if chat.server == Server::Group {
             let p = history_jid(key.participant.as_deref().or(w.participant.as_deref()))?;
-            self.canonical(&p).await.to_non_ad()
+            self.canonical_in(&p, batch).await.to_non_ad()
         } else {
             chat.clone()
         };
