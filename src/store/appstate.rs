@@ -16,6 +16,10 @@ use crate::util::hex;
 
 /// Index MACs looked up per query (SQLite's bound-parameter limit is far above this).
 const LOOKUP_CHUNK: usize = 500;
+/// Records written per multi-row statement: 6 bound values each, 3,000 a statement, under
+/// SQLite's limit on bound parameters (32,766 since 3.32; 999 before, which the bundled
+/// SQLite is newer than).
+const WRITE_CHUNK: usize = 500;
 
 fn key_of(s: &SqliteCreds, r: &sqlx::sqlite::SqliteRow) -> Result<AppStateKey, CredsStoreError> {
     let id: Vec<u8> = r.try_get("key_id").map_err(err)?;
@@ -220,38 +224,44 @@ impl AppStateStore for SqliteCreds {
                 .await
                 .map_err(err)?;
         }
-        for r in &c.removed {
-            sqlx::query(
+        // Multi-row statements, [`WRITE_CHUNK`] rows each: one round trip to SQLite per chunk,
+        // not per record (a snapshot holds tens of thousands).
+        for chunk in c.removed.chunks(WRITE_CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let sql = format!(
                 "DELETE FROM appstate_records WHERE account_id = ? AND collection = ? \
-                 AND index_mac = ?",
-            )
-            .bind(self.account)
-            .bind(&c.collection)
-            .bind(r.to_vec())
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
+                 AND index_mac IN ({marks})"
+            );
+            let mut q = sqlx::query(&sql).bind(self.account).bind(&c.collection);
+            for r in chunk {
+                q = q.bind(r.to_vec());
+            }
+            q.execute(&mut *tx).await.map_err(err)?;
         }
-        for r in &c.added {
-            sqlx::query(
+        for chunk in c.added.chunks(WRITE_CHUNK) {
+            let rows = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            // Rows apply in order: a record set twice in one commit ends as its last value.
+            let sql = format!(
                 "INSERT INTO appstate_records \
-                 (account_id, collection, index_mac, value_mac, idx, data) VALUES (?, ?, ?, ?, ?, ?) \
+                 (account_id, collection, index_mac, value_mac, idx, data) VALUES {rows} \
                  ON CONFLICT (account_id, collection, index_mac) DO UPDATE SET \
-                 value_mac = excluded.value_mac, idx = excluded.idx, data = excluded.data",
-            )
-            .bind(self.account)
-            .bind(&c.collection)
-            .bind(r.index_mac.to_vec())
-            .bind(r.value_mac.to_vec())
-            .bind(&r.index)
-            .bind(self.seal(
-                "appstate_records",
-                record_key(&c.collection, &r.index_mac),
-                r.data.clone(),
-            ))
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
+                 value_mac = excluded.value_mac, idx = excluded.idx, data = excluded.data"
+            );
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(self.account)
+                    .bind(&c.collection)
+                    .bind(r.index_mac.to_vec())
+                    .bind(r.value_mac.to_vec())
+                    .bind(&r.index)
+                    .bind(self.seal(
+                        "appstate_records",
+                        record_key(&c.collection, &r.index_mac),
+                        r.data.clone(),
+                    ));
+            }
+            q.execute(&mut *tx).await.map_err(err)?;
         }
         for ch in &c.chats {
             super::account::apply_chat_change(&mut tx, self.account, ch)
