@@ -33,7 +33,6 @@ use crate::client::media::{Fetch, MediaSink, MediaType, fetch_verified};
 use crate::client::messages::{MessageStatus, StoredMessage};
 use crate::client::store::CredsStore;
 use crate::proto::wa;
-use crate::socket::NodeSender;
 
 /// Rows (messages, chats, contacts) one transaction carries.
 pub(super) const HISTORY_BATCH: usize = 500;
@@ -48,6 +47,8 @@ const ITEMS_IN_FLIGHT: usize = 16;
 pub(super) struct HistoryJob {
     /// The notification.
     pub n: wa::HistorySyncNotification,
+    /// Its `hist_sync` receipt, sent once the chunk is stored.
+    pub receipt: Option<Node>,
 }
 
 /// Where a chunk's compressed bytes are.
@@ -127,14 +128,18 @@ fn mute_ms(v: u64) -> Option<i64> {
 
 impl<S: CredsStore> Messenger<S> {
     /// A `HistorySyncNotification` in a message from our own account: queued for the worker
-    /// (one at a time, in arrival order), then the `hist_sync` receipt (whatsmeow
-    /// `handleProtocolMessage` sends it at once too).
-    pub(super) async fn on_history_notification(
-        &self,
-        sender: &NodeSender,
-        node: &Node,
-        message: &wa::Message,
-    ) {
+    /// (one at a time, in arrival order), which sends its `hist_sync` receipt once the chunk
+    /// is stored.
+    ///
+    /// Decision (receipt timing): whatsmeow `handleProtocolMessage` and Baileys send the
+    /// receipt as soon as the notification is read, but nothing requires it then: whatsmeow
+    /// lets an application that downloads history itself turn that receipt off and send it
+    /// after its own processing (`DisableManualHistorySyncReceipt`, whatsmeow #1100). Sent at
+    /// once, a crash between queueing and storing would acknowledge a chunk we never kept (the
+    /// message itself is acknowledged either way, so the server does not deliver it again);
+    /// so it goes after the chunk is stored, and a chunk that fails or is cut short by a crash
+    /// or a shutdown stays unacknowledged to the phone.
+    pub(super) async fn on_history_notification(&self, node: &Node, message: &wa::Message) {
         let Some(n) = message
             .protocol_message
             .as_ref()
@@ -142,21 +147,23 @@ impl<S: CredsStore> Messenger<S> {
         else {
             return;
         };
+        let receipt = match (node.get_str("id"), self.account()) {
+            (Some(id), Some(account)) => Some(
+                Node::new("receipt")
+                    .attr("id", id.into_owned())
+                    .attr("type", "hist_sync")
+                    .attr("to", account.me.jid.to_non_ad()),
+            ),
+            _ => None,
+        };
         let queue = self.history_tx.lock().ok().and_then(|t| t.clone());
         match queue {
             Some(q) => {
-                if q.send(HistoryJob { n }).await.is_err() {
+                if q.send(HistoryJob { n, receipt }).await.is_err() {
                     tracing::warn!("history worker stopped; chunk dropped");
                 }
             }
             None => tracing::warn!("no history worker; chunk dropped"),
-        }
-        if let (Some(id), Some(account)) = (node.get_str("id"), self.account()) {
-            let receipt = Node::new("receipt")
-                .attr("id", id.into_owned())
-                .attr("type", "hist_sync")
-                .attr("to", account.me.jid.to_non_ad());
-            let _ = sender.send(&receipt).await;
         }
     }
 
@@ -168,7 +175,12 @@ impl<S: CredsStore> Messenger<S> {
         let mut chunks = 0u64;
         while let Some(job) = rx.recv().await {
             let Some(m) = me.upgrade() else { return };
-            m.process_history(job.n).await;
+            let stored = m.process_history(job.n).await;
+            // On whichever connection is up now: the receipt names the message, not the
+            // connection it came on.
+            if stored && let (Some(receipt), Some(sender)) = (job.receipt, m.sender()) {
+                let _ = sender.send(&receipt).await;
+            }
             chunks += 1;
             if rx.is_empty() {
                 m.publish(Event::HistorySyncIdle { chunks });
@@ -176,7 +188,8 @@ impl<S: CredsStore> Messenger<S> {
         }
     }
 
-    async fn process_history(&self, n: wa::HistorySyncNotification) {
+    /// Processes one notification; true when its chunk was stored whole.
+    async fn process_history(&self, n: wa::HistorySyncNotification) -> bool {
         let chunk = n.chunk_order;
         let fail = |reason: String| {
             tracing::warn!(chunk, reason, "history chunk not used");
@@ -186,7 +199,10 @@ impl<S: CredsStore> Messenger<S> {
             Some(b) => Source::Inline(b),
             None => match self.download_history(&n).await {
                 Ok(f) => Source::File(f),
-                Err(e) => return fail(e),
+                Err(e) => {
+                    fail(e);
+                    return false;
+                }
             },
         };
         let limits = self.history_limits;
@@ -322,10 +338,14 @@ impl<S: CredsStore> Messenger<S> {
             failed = Some(e);
         }
         match failed {
-            Some(e) => fail(e),
+            Some(e) => {
+                fail(e);
+                false
+            }
             None => {
                 tracing::info!(?report, "history chunk stored");
                 self.publish(Event::HistorySync(Box::new(report)));
+                true
             }
         }
     }
