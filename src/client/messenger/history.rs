@@ -115,8 +115,13 @@ fn pending_lid<'a>(batch: &'a HistoryBatch, pn: &str) -> Option<&'a str> {
         .map(|(_, l)| l.as_str())
 }
 
-/// Mute end as stored (ms; -1 forever). History's `muteEndTime` carries no unit in any
-/// reference; app state's is ms: values below 10^12 are taken as seconds.
+/// Mute end as stored (ms; -1 forever). Checked against the references: whatsmeow never reads
+/// `Conversation.muteEndTime` (field 25, uint64; only the generated proto names it), so it
+/// states no unit; Baileys keeps the history `Conversation` as its chat and writes an app-state
+/// `muteEndTimestamp` (ms, whatsmeow `appstate.go` reads it with `time.UnixMilli`) into the
+/// same `muteEndTime` field, so it treats both as ms. Decision: ms, as app state; a value
+/// below 10^12 (before 2001 as ms, after it as seconds) is taken as seconds, so a phone that
+/// sends seconds is still read right; the uint64 form of -1 (and anything past i64) is forever.
 fn mute_ms(v: u64) -> Option<i64> {
     match v {
         0 => None,
@@ -637,5 +642,21 @@ impl<S: CredsStore> Messenger<S> {
             ..Default::default()
         };
         self.send_peer(&request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mute_ms;
+
+    #[test]
+    fn a_history_mute_end_reads_as_ms_and_seconds_as_seconds() {
+        // ms, as app state's muteEndTimestamp (Baileys writes that into muteEndTime).
+        assert_eq!(mute_ms(1_700_000_000_000), Some(1_700_000_000_000));
+        // Seconds (below 10^12) are scaled.
+        assert_eq!(mute_ms(1_700_000_000), Some(1_700_000_000_000));
+        // Not muted; forever (-1 as uint64, or past i64).
+        assert_eq!(mute_ms(0), None);
+        assert_eq!(mute_ms(u64::MAX), Some(-1));
     }
 }
