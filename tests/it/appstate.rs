@@ -303,7 +303,14 @@ async fn over_rest_a_chat_archived_on_the_phone_shows_and_ours_reaches_the_phone
         let sim = sim().await;
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}", dir.path().join("wa.db").display());
-        let server = Gateway::start_opts(&sim, &db, Default::default()).await;
+        // The client's clock runs a day ahead of the system's: a relative mute counts from
+        // the client's (the time its app-state actions carry), not the system's.
+        let system_now = wa_gateway::util::clock::now_ms() / 1000;
+        let client_now = system_now + 86_400;
+        let mut client = super::messaging::options(&sim);
+        client.socket.clock =
+            std::sync::Arc::new(wa_gateway::util::clock::FixedClock::new(client_now));
+        let server = Gateway::start_full(&db, client, Default::default()).await;
         let http = reqwest::Client::new();
         let tok = token(wa_gateway::api::Role::Admin, &["sub"], 3600);
         let base = format!("{}/api/whatsapp/sub/agent", server.url);
@@ -387,17 +394,7 @@ async fn over_rest_a_chat_archived_on_the_phone_shows_and_ours_reaches_the_phone
             .find(|r| r.index.first().map(String::as_str) == Some("mute"))
             .and_then(|r| r.value["mute"]["until"].as_i64())
             .unwrap();
-        let now_ms = i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis(),
-        )
-        .unwrap();
-        assert!(
-            (now_ms + 3_500_000..=now_ms + 3_700_000).contains(&until),
-            "{until}"
-        );
+        assert_eq!(until, i64::try_from(client_now + 3600).unwrap() * 1000);
         // An unknown action is a 404 that names the actions.
         let (code, v) = call(
             &http,
