@@ -196,8 +196,10 @@ impl AppStateStore for SqliteCreds {
                  WHERE account_id = ? AND collection = ? AND ({marks})"
             );
             let mut q = sqlx::query(&sql).bind(self.account).bind(&c.collection);
-            let prefixes: Vec<String> =
-                CHAT_FLAG_KINDS.iter().map(|k| index_prefix(&[*k])).collect();
+            let prefixes: Vec<String> = CHAT_FLAG_KINDS
+                .iter()
+                .map(|k| index_prefix(&[*k]))
+                .collect();
             for p in &prefixes {
                 q = q.bind(p).bind(p);
             }
