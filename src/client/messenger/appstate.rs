@@ -1096,6 +1096,30 @@ fn action_events(c: Collection, mut actions: Vec<Action>) -> Vec<Event> {
     out
 }
 
+/// A REMOVE of a chat's record undoes what its SET did (the record is gone: the chat is no
+/// longer muted, archived, pinned or marked unread).
+fn removed_effect(index: &[String], commit: &mut AppStateCommit) {
+    if let Some(change) = crate::client::appstate_store::flag_cleared(index) {
+        commit.chats.push(change);
+    }
+}
+
+/// Collects a download in memory (the caller bounds it).
+struct VecSink(Vec<u8>);
+
+impl crate::client::media::MediaSink for VecSink {
+    fn write<'a>(&'a mut self, chunk: &'a [u8]) -> crate::client::media::MediaFuture<'a, ()> {
+        self.0.extend_from_slice(chunk);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Starts the app-state worker of `m` (ends when the messenger is dropped).
+pub(super) fn start_worker<S: CredsStore>(m: &Arc<Messenger<S>>, span: &tracing::Span) {
+    use tracing::Instrument as _;
+    tokio::spawn(Messenger::app_state_loop(Arc::downgrade(m)).instrument(span.clone()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1123,28 +1147,4 @@ mod tests {
         assert_eq!(told, actions);
         assert!(action_events(Collection::CriticalBlock, Vec::new()).is_empty());
     }
-}
-
-/// A REMOVE of a chat's record undoes what its SET did (the record is gone: the chat is no
-/// longer muted, archived, pinned or marked unread).
-fn removed_effect(index: &[String], commit: &mut AppStateCommit) {
-    if let Some(change) = crate::client::appstate_store::flag_cleared(index) {
-        commit.chats.push(change);
-    }
-}
-
-/// Collects a download in memory (the caller bounds it).
-struct VecSink(Vec<u8>);
-
-impl crate::client::media::MediaSink for VecSink {
-    fn write<'a>(&'a mut self, chunk: &'a [u8]) -> crate::client::media::MediaFuture<'a, ()> {
-        self.0.extend_from_slice(chunk);
-        Box::pin(async { Ok(()) })
-    }
-}
-
-/// Starts the app-state worker of `m` (ends when the messenger is dropped).
-pub(super) fn start_worker<S: CredsStore>(m: &Arc<Messenger<S>>, span: &tracing::Span) {
-    use tracing::Instrument as _;
-    tokio::spawn(Messenger::app_state_loop(Arc::downgrade(m)).instrument(span.clone()));
 }
