@@ -3,6 +3,10 @@
 //! 1000 mutations on a collection of 10,000 records. Half of each patch overwrites existing
 //! records (an LTHash subtraction each), half adds new ones. Results in mutations/s:
 //! benches/README.md ("App-state patch apply").
+//!
+//! `appstate/commit`: storing what was applied (`AppStateStore::commit_app_state` on SQLite, a
+//! file database): a snapshot of 10,000 records replacing the collection, and a patch of 1,000
+//! records on it. Records only (no chat or contact changes): the cost of the record writes.
 
 use std::hint::black_box;
 
@@ -84,5 +88,65 @@ fn appstate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, appstate);
+/// A stored record of `n` bytes of data.
+fn record(i: usize, data: usize) -> wa_gateway::client::appstate_store::AppStateRecord {
+    let mut mac = [0u8; 32];
+    mac[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    wa_gateway::client::appstate_store::AppStateRecord {
+        index_mac: mac,
+        value_mac: [7; 32],
+        index: format!("[\"contact\",\"{}@s.whatsapp.net\"]", 10_000_000 + i),
+        data: vec![1; data],
+    }
+}
+
+fn commit(c: &mut Criterion) {
+    use wa_gateway::client::appstate_store::{AppStateCommit, AppStateStore, CollectionVersion};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("wa.db").display());
+    let creds = rt.block_on(async {
+        let store = wa_gateway::store::Store::open(&url).await.unwrap();
+        let id = store.account("sub", "agent").await.unwrap();
+        store.creds(id)
+    });
+    let commit_of = |replace: bool, records: Vec<_>| AppStateCommit {
+        collection: "critical_unblock_low".into(),
+        state: CollectionVersion {
+            version: 1,
+            hash: [0; 128],
+        },
+        replace,
+        removed: Vec::new(),
+        added: records,
+        chats: Vec::new(),
+        contacts: Vec::new(),
+        nct_salt: None,
+    };
+    let snapshot = commit_of(true, (0..RECORDS).map(|i| record(i, 120)).collect());
+    let patch = commit_of(false, (0..1000).map(|i| record(i * 7, 120)).collect());
+    let mut g = c.benchmark_group("appstate/commit");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(RECORDS as u64));
+    g.bench_function(format!("snapshot of {RECORDS} records"), |b| {
+        b.iter(|| {
+            rt.block_on(creds.commit_app_state(black_box(&snapshot)))
+                .unwrap()
+        })
+    });
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function(format!("patch of 1000 records on {RECORDS}"), |b| {
+        b.iter(|| {
+            rt.block_on(creds.commit_app_state(black_box(&patch)))
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, appstate, commit);
 criterion_main!(benches);

@@ -23,7 +23,6 @@ use crate::binary::{Jid, Server};
 use crate::client::ChatAction;
 use crate::client::account::{ChatSummary, Contact};
 use crate::service::{message_id, message_json, wire_user};
-use crate::util::clock::Clock as _;
 use crate::util::clock::iso8601_ms;
 
 /// How the API names a contact: by its number when known, else its LID.
@@ -394,7 +393,9 @@ pub(super) async fn act_on_chat(
             Ok(b) if b.is_empty() => Value::Null,
             _ => super::extract::body_json(body)?,
         };
-        let now = crate::util::clock::SystemClock.now_unix();
+        // The client's clock, not the system's: the mute end counts from the time the
+        // client stamps its app-state actions with.
+        let now = st.service.client_now(&sub, &agent).await?;
         let what = chat_action(&action, &body, now)?;
         st.service.chat_action(&sub, &agent, &chat, what).await?;
         Ok(json!({ "chatId": wire_user(&chat), "action": action }))

@@ -47,6 +47,10 @@ pub struct ContactChange {
     pub username: Option<String>,
     /// Whether the number is on WhatsApp.
     pub on_whatsapp: Option<bool>,
+    /// The address-book entry is gone (an app-state `contact` REMOVE): the full and first
+    /// names are cleared before the fields above apply. The push name and username stay: they
+    /// come from the contact itself, not from our address book.
+    pub forget_names: bool,
 }
 
 /// The newest message of a chat, as a chat list shows it.
@@ -124,12 +128,16 @@ pub struct HistoryBatch {
     pub contacts: Vec<ContactChange>,
     /// Messages, stored as history rows (never announced as received).
     pub messages: Vec<StoredMessage>,
+    /// PN ↔ LID pairs (bare users), learned first in the batch's transaction as
+    /// [`super::store::CredsStore::learn_lid`] learns one: the batch's other rows then land
+    /// under the LID.
+    pub pairs: Vec<(String, String)>,
 }
 
 impl HistoryBatch {
     /// Items held.
     pub fn len(&self) -> usize {
-        self.chats.len() + self.contacts.len() + self.messages.len()
+        self.chats.len() + self.contacts.len() + self.messages.len() + self.pairs.len()
     }
 
     /// Whether it holds nothing.
@@ -174,7 +182,8 @@ default_with_jid!(
     first_name,
     push_name,
     username,
-    on_whatsapp
+    on_whatsapp,
+    forget_names
 );
 default_with_jid!(
     Contact,

@@ -154,6 +154,56 @@ pub trait AppStateStore: Send + Sync {
     ) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
 }
 
+/// Index kinds whose record sets a chat flag (mute, archive, pin, marked unread): their
+/// record going away (a REMOVE, or a snapshot that no longer holds it) clears the flag.
+pub const CHAT_FLAG_KINDS: [&str; 4] = ["mute", "archive", "pin_v1", "markChatAsRead"];
+
+/// What a chat-flag record's going away undoes (the chat is no longer muted, archived, pinned
+/// or marked unread); None for an index that sets no chat flag.
+pub fn flag_cleared(index: &[String]) -> Option<crate::client::account::ChatChange> {
+    use crate::client::account::ChatChange;
+    let kind = index.first()?;
+    let chat: crate::binary::Jid = index.get(1)?.parse().ok()?;
+    let base = ChatChange {
+        chat: chat.to_non_ad(),
+        ..ChatChange::default()
+    };
+    Some(match kind.as_str() {
+        "mute" => ChatChange {
+            muted_until: Some(None),
+            ..base
+        },
+        "archive" => ChatChange {
+            archived: Some(false),
+            ..base
+        },
+        "pin_v1" => ChatChange {
+            pinned: Some(None),
+            ..base
+        },
+        "markChatAsRead" => ChatChange {
+            marked_unread: Some(false),
+            ..base
+        },
+        _ => return None,
+    })
+}
+
+/// The chat flags a replacing commit clears: those set by records of `old` (stored before)
+/// that the new state no longer holds (a snapshot replaces the collection whole, so a flag
+/// whose record is absent from it is off, CLIENT-FEATURES §3).
+pub fn flags_dropped_by<'a>(
+    old: impl IntoIterator<Item = (&'a [u8; 32], &'a str)>,
+    commit: &AppStateCommit,
+) -> Vec<crate::client::account::ChatChange> {
+    let kept: std::collections::HashSet<&[u8; 32]> =
+        commit.added.iter().map(|r| &r.index_mac).collect();
+    old.into_iter()
+        .filter(|(mac, _)| !kept.contains(mac))
+        .filter_map(|(_, idx)| flag_cleared(&serde_json::from_str::<Vec<String>>(idx).ok()?))
+        .collect()
+}
+
 /// The JSON text every index with these leading elements starts with: `["mute","x@s.whatsapp.net"`
 /// prefixes every `["mute","x@s.whatsapp.net", …]`. Indexes are JSON arrays of strings encoded
 /// without spaces, as every client sends them (whatsmeow `json.Marshal`, WA Web `JSON.stringify`).
@@ -225,6 +275,20 @@ impl MemoryAppState {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The chat flags `commit` clears when it replaces its collection ([`flags_dropped_by`]).
+    pub(super) fn flags_dropped(
+        &self,
+        commit: &AppStateCommit,
+    ) -> Vec<crate::client::account::ChatChange> {
+        match (commit.replace, self.collections.get(&commit.collection)) {
+            (true, Some((_, records))) => flags_dropped_by(
+                records.values().map(|r| (&r.index_mac, r.index.as_str())),
+                commit,
+            ),
+            _ => Vec::new(),
+        }
     }
 
     pub(super) fn commit(&mut self, commit: &AppStateCommit) {

@@ -194,7 +194,8 @@ pub enum Event {
         version: u64,
     },
     /// What other devices (or we) did through app state: archive, pin, mute, read, contacts,
-    /// push name, NCT salt… (already stored).
+    /// push name, NCT salt… (already stored). One patch or snapshot may be told in several
+    /// events, in order, of at most `MAX_ACTIONS_PER_EVENT` (1,000) actions each.
     AppStateActions {
         /// The collection they came in.
         collection: String,

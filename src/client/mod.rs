@@ -35,7 +35,8 @@ pub use events::{ConnState, Event, Events, HistoryReport, Linked};
 pub use iq::{IqError, IqTracker};
 pub use messages::{GroupUpdate, MessageStatus, StoredMessage};
 pub use messenger::{
-    AttachedToken, ChatAction, MessagingStats, SendError, Sent, Warmth, valid_message_id,
+    AttachedToken, ChatAction, MAX_ACTIONS_PER_EVENT, MessagingStats, SendError, Sent, Warmth,
+    valid_message_id,
 };
 pub use run::{Client, ClientOptions, Keepalive, MessagingOptions};
 pub use store::{AccountStore, Creds, CredsStore, GroupStore, Me, MemoryCreds, NctSalt};

@@ -100,6 +100,8 @@ pub struct Client {
     pub(super) tls: Option<Arc<rustls::ClientConfig>>,
     /// How long a media retry waits for the phone.
     pub(super) media_retry_wait: Duration,
+    /// The client's clock (what its stanzas and app-state actions are timed by).
+    clock: Arc<dyn crate::util::clock::Clock>,
 }
 
 impl std::fmt::Debug for Client {
@@ -120,6 +122,7 @@ impl Client {
             let _ = cdn.set(shared.clone());
         }
         let tls = opts.socket.tls.clone();
+        let clock = opts.socket.clock.clone();
         let media_retry_wait = opts.messaging.media_retry_wait;
         let (state_tx, state_rx) = watch::channel(ConnState::Connecting);
         let link = Arc::new(Link::default());
@@ -166,6 +169,7 @@ impl Client {
                 cdn,
                 tls,
                 media_retry_wait,
+                clock,
             },
             events,
         )
@@ -192,6 +196,12 @@ impl Client {
     /// A watch on the connection state (for a session manager).
     pub fn subscribe_state(&self) -> watch::Receiver<ConnState> {
         self.state.clone()
+    }
+
+    /// Now (unix seconds) on the client's clock: what a relative time given to the client
+    /// (a mute of `seconds`) counts from, as its own app-state actions do.
+    pub fn now_unix(&self) -> u64 {
+        self.clock.now_unix()
     }
 
     /// The current state.

@@ -158,6 +158,12 @@ pub trait CredsStore: GroupStore + AccountStore + AppStateStore + Send + Sync + 
         pn: &str,
         lid: &str,
     ) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
+    /// Learns many pairs as [`CredsStore::learn_lid`] learns one, in one unit (a snapshot
+    /// or a history chunk names thousands: one transaction, not one each), in order.
+    fn learn_lids(
+        &self,
+        pairs: &[(String, String)],
+    ) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
     /// The LID user of phone-number user `pn`, if known.
     fn lid_for(
         &self,
@@ -241,8 +247,8 @@ pub trait AccountStore: Send + Sync {
         chats: &[ChatChange],
         contacts: &[ContactChange],
     ) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
-    /// Stores a history chunk's batch in one transaction: chats, contacts, and messages as
-    /// history rows (deduped against stored rows by (chat, sender, id), never announced);
+    /// Stores a history chunk's batch in one transaction: its PN ↔ LID pairs first (as
+    /// [`CredsStore::learn_lids`]), then chats, contacts, and messages as history rows (deduped against stored rows by (chat, sender, id), never announced);
     /// returns how many messages were new.
     fn store_history(
         &self,
@@ -382,6 +388,10 @@ impl ChatRow {
 
 /// Fills the given fields of `c` into `row`.
 fn merge_contact(row: &mut Contact, c: &ContactChange) {
+    if c.forget_names {
+        row.full_name = None;
+        row.first_name = None;
+    }
     macro_rules! set {
         ($($f:ident),*) => { $( if c.$f.is_some() { row.$f = c.$f.clone(); } )* };
     }
@@ -727,6 +737,14 @@ impl CredsStore for MemoryCreds {
         Ok(())
     }
 
+    async fn learn_lids(&self, pairs: &[(String, String)]) -> Result<(), CredsStoreError> {
+        // Memory has no transactions: each pair lands as it is learned.
+        for (pn, lid) in pairs {
+            self.learn_lid(pn, lid).await?;
+        }
+        Ok(())
+    }
+
     async fn lid_for(&self, pn: &str) -> Result<Option<String>, CredsStoreError> {
         Ok(self
             .lids
@@ -821,6 +839,7 @@ impl AccountStore for MemoryCreds {
     }
 
     async fn store_history(&self, batch: &HistoryBatch) -> Result<usize, CredsStoreError> {
+        self.learn_lids(&batch.pairs).await?;
         self.apply_account_changes(&batch.chats, &batch.contacts)
             .await?;
         let mut msgs = self.messages.lock().map_err(poisoned)?;
@@ -1095,6 +1114,14 @@ impl AppStateStore for MemoryCreds {
         &self,
         commit: &super::appstate_store::AppStateCommit,
     ) -> Result<(), CredsStoreError> {
+        // A snapshot's absent flag records clear their flags first; its own records then set
+        // theirs.
+        let dropped = self
+            .appstate
+            .lock()
+            .map_err(poisoned)?
+            .flags_dropped(commit);
+        self.apply_account_changes(&dropped, &[]).await?;
         self.apply_account_changes(&commit.chats, &commit.contacts)
             .await?;
         if let Some(salt) = &commit.nct_salt {

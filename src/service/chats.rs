@@ -119,6 +119,16 @@ impl Service {
         Ok(session.client.chat_action(chat, action).await?)
     }
 
+    /// Now (unix seconds) on the clock of the agent's client: a chat action's relative times
+    /// count from it, as the client's own app-state timestamps do.
+    pub async fn client_now(&self, subaccount: &str, agent: &str) -> Result<u64, ServiceError> {
+        let account = self.account_of(subaccount, agent).await?;
+        let Some(session) = self.session(account) else {
+            return Err(ServiceError::NotConnected("disconnected".into()));
+        };
+        Ok(session.client.now_unix())
+    }
+
     /// A chat JID as messages are keyed: a phone number's LID once known.
     async fn canonical_chat(&self, account: i64, chat: &Jid) -> Result<Jid, ServiceError> {
         let chat = chat.to_non_ad();

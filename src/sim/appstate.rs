@@ -775,6 +775,11 @@ pub enum PhoneAction {
         /// Its LID JID, if known.
         lid: Option<Jid>,
     },
+    /// Delete a contact from the address book (a `contact` REMOVE, indexed by its PN JID).
+    RemoveContact {
+        /// The contact's PN JID.
+        jid: Jid,
+    },
     /// Set (Some) or remove (None) the account's NCT salt.
     NctSalt(Option<Vec<u8>>),
 }
@@ -787,6 +792,7 @@ impl std::fmt::Debug for PhoneAction {
             PhoneAction::Pin { chat, pinned } => write!(f, "Pin({chat}, {pinned})"),
             PhoneAction::MarkRead { chat, read } => write!(f, "MarkRead({chat}, {read})"),
             PhoneAction::Contact { jid, .. } => write!(f, "Contact({jid}, ..)"),
+            PhoneAction::RemoveContact { jid } => write!(f, "RemoveContact({jid})"),
             PhoneAction::NctSalt(s) => write!(f, "NctSalt({:?} bytes)", s.as_ref().map(Vec::len)),
         }
     }
@@ -820,6 +826,7 @@ impl PhoneAction {
                     ..Default::default()
                 }),
             ),
+            PhoneAction::RemoveContact { jid } => encode::contact(jid, None),
             PhoneAction::NctSalt(salt) => encode::nct_salt(salt.as_deref()),
         }
     }

@@ -178,7 +178,7 @@ impl MediaBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AppStateBody {
     /// `archive`, `unarchive`, `mute`, `unmute`, `pin`, `unpin`, `read`, `unread`,
-    /// `contact`, `set_nct_salt`, `remove_nct_salt`.
+    /// `contact`, `remove_contact`, `set_nct_salt`, `remove_nct_salt`.
     pub action: String,
     /// The chat (digits, or a PN, LID or group JID) for the chat actions.
     pub chat: Option<String>,
@@ -797,6 +797,15 @@ fn phone_action(sim: &Simulator, b: AppStateBody) -> Result<PhoneAction, String>
                 lid,
             }
         }
+        "remove_contact" => PhoneAction::RemoveContact {
+            jid: b
+                .jid
+                .as_deref()
+                .and_then(jid_of)
+                .filter(|j| j.server == crate::binary::Server::User)
+                .ok_or("remove_contact needs jid (digits or a PN JID)")?
+                .to_non_ad(),
+        },
         "set_nct_salt" => {
             let salt = match b.salt {
                 Some(h) => crate::util::hex::decode(&h)
@@ -810,7 +819,7 @@ fn phone_action(sim: &Simulator, b: AppStateBody) -> Result<PhoneAction, String>
         other => {
             return Err(format!(
                 "unknown action {other:?} (archive, unarchive, mute, unmute, pin, unpin, read, \
-                 unread, contact, set_nct_salt, remove_nct_salt)"
+                 unread, contact, remove_contact, set_nct_salt, remove_nct_salt)"
             ));
         }
     })

@@ -143,6 +143,11 @@ pub(super) fn route_dm(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Re
                 if let Some((k, v)) = alternate(&st, &chat) {
                     out = out.attr(k, v);
                 }
+                // A peer message (to our own devices only) arrives marked as one, as the
+                // sender marked it (whatsmeow and Baileys read `category="peer"` on receipt).
+                if node.get_str("category").as_deref() == Some("peer") {
+                    out = out.attr("category", "peer");
+                }
             } else {
                 out = out.attr(alt_attr, alt);
                 if let Some(n) = &push_name {
@@ -408,13 +413,16 @@ pub(super) async fn sim_receive(
             if !withhold {
                 to_device(shared, sender, id.clone(), receipt());
             }
-            // The phone answers its own devices' key and recovery requests.
-            if own && peer.jid.device == 0 && message.protocol_message.is_some() {
+            // The phone answers its own devices' key, recovery and on-demand history requests
+            // when they come as peer messages (`category="peer"`), as WhatsApp sends them;
+            // the same payload in an ordinary message to itself is only a message.
+            let peer_msg = own && node.get_str("category").as_deref() == Some("peer");
+            if peer_msg && peer.jid.device == 0 && message.protocol_message.is_some() {
                 super::phone_appstate::on_peer_message(shared, number, sender, &message).await;
             }
             // After the receipt, as an app downloads media once the message is in.
             super::phone_media::received(shared, number, &key, own, &message, node).await;
-            if own && peer.jid.device == 0 {
+            if peer_msg && peer.jid.device == 0 {
                 answer_on_demand(shared, number, peer, sender, &message).await;
             }
             if echo && let Some(text) = text {

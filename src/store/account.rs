@@ -118,8 +118,9 @@ pub(crate) async fn apply_chat_change(
     Ok(())
 }
 
-/// Applies `c` to its contact (created when missing); only the given fields change. A push
-/// name of `-` is no name (whatsmeow `handleHistoricalPushNames`).
+/// Applies `c` to its contact (created when missing); only the given fields change, after
+/// `forget_names` cleared the address-book names. A push name of `-` is no name (whatsmeow
+/// `handleHistoricalPushNames`).
 pub(crate) async fn apply_contact_change(
     conn: &mut SqliteConnection,
     account: AccountId,
@@ -132,8 +133,9 @@ pub(crate) async fn apply_contact_change(
         "INSERT INTO contacts (account_id, jid, pn, lid, full_name, first_name, push_name, \
          username, on_whatsapp, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW_MS}) \
          ON CONFLICT (account_id, jid) DO UPDATE SET pn = COALESCE(excluded.pn, pn), \
-         lid = COALESCE(excluded.lid, lid), full_name = COALESCE(excluded.full_name, full_name), \
-         first_name = COALESCE(excluded.first_name, first_name), \
+         lid = COALESCE(excluded.lid, lid), \
+         full_name = COALESCE(excluded.full_name, CASE WHEN ? THEN NULL ELSE full_name END), \
+         first_name = COALESCE(excluded.first_name, CASE WHEN ? THEN NULL ELSE first_name END), \
          push_name = COALESCE(excluded.push_name, push_name), \
          username = COALESCE(excluded.username, username), \
          on_whatsapp = COALESCE(excluded.on_whatsapp, on_whatsapp), updated_ms = excluded.updated_ms"
@@ -147,6 +149,8 @@ pub(crate) async fn apply_contact_change(
     .bind(push)
     .bind(c.username.as_deref())
     .bind(c.on_whatsapp)
+    .bind(c.forget_names)
+    .bind(c.forget_names)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -281,6 +285,9 @@ impl AccountStore for SqliteCreds {
 
     async fn store_history(&self, batch: &HistoryBatch) -> Result<usize, CredsStoreError> {
         let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(err)?;
+        for (pn, lid) in &batch.pairs {
+            self.learn_lid_in(&mut tx, pn, lid).await?;
+        }
         for c in &batch.chats {
             apply_chat_change(&mut tx, self.account, c)
                 .await
@@ -306,18 +313,22 @@ impl AccountStore for SqliteCreds {
 
     async fn chats(&self, limit: u32, skip: u32) -> Result<Vec<ChatSummary>, CredsStoreError> {
         let mut conn = self.pool.acquire().await.map_err(err)?;
-        // Every chat with a row or a message; pinned first, then by the newest message.
+        // Every chat with a row or a message; pinned first, then by the newest message. One
+        // grouped pass over the account's messages gives each chat's newest time and its live
+        // unread count (inbound, live, after the read marker): no query per chat.
         let rows = sqlx::query(
-            "WITH ids AS (SELECT jid FROM chats WHERE account_id = ?1 \
-             UNION SELECT DISTINCT chat FROM messages WHERE account_id = ?1), \
+            "WITH stats AS (SELECT m.chat AS jid, MAX(m.ts) AS last_ts, \
+             SUM(m.from_me = 0 AND m.history = 0 AND m.type NOT IN ('edit', 'revoke', 'reaction') \
+              AND m.ts > COALESCE(rc.read_ts, -1)) AS live_unread \
+             FROM messages m LEFT JOIN chats rc ON rc.account_id = ?1 AND rc.jid = m.chat \
+             WHERE m.account_id = ?1 GROUP BY m.chat), \
+             ids AS (SELECT jid FROM chats WHERE account_id = ?1 UNION SELECT jid FROM stats), \
              list AS (SELECT ids.jid AS jid, c.name, c.archived, c.pinned_at, c.muted_until, \
              c.marked_unread, c.unread_count, c.read_ts, c.ephemeral, c.deleted_at, \
-             (SELECT MAX(ts) FROM messages m WHERE m.account_id = ?1 AND m.chat = ids.jid) AS last_ts \
-             FROM ids LEFT JOIN chats c ON c.account_id = ?1 AND c.jid = ids.jid) \
-             SELECT list.*, ct.full_name, ct.push_name, \
-             (SELECT COUNT(*) FROM messages m WHERE m.account_id = ?1 AND m.chat = list.jid \
-              AND m.from_me = 0 AND m.history = 0 AND m.type NOT IN ('edit', 'revoke', 'reaction') \
-              AND m.ts > COALESCE(list.read_ts, -1)) AS live_unread \
+             s.last_ts, s.live_unread \
+             FROM ids LEFT JOIN chats c ON c.account_id = ?1 AND c.jid = ids.jid \
+             LEFT JOIN stats s ON s.jid = ids.jid) \
+             SELECT list.*, ct.full_name, ct.push_name \
              FROM list LEFT JOIN contacts ct ON ct.account_id = ?1 AND ct.jid = list.jid \
              WHERE list.deleted_at IS NULL \
              ORDER BY list.pinned_at IS NULL, list.pinned_at DESC, list.last_ts DESC, list.jid \

@@ -7,7 +7,8 @@ use sqlx::Row;
 
 use super::creds::{SqliteCreds, err};
 use crate::client::appstate_store::{
-    AppStateCommit, AppStateKey, AppStateRecord, AppStateStore, CollectionVersion, index_prefix,
+    AppStateCommit, AppStateKey, AppStateRecord, AppStateStore, CHAT_FLAG_KINDS, CollectionVersion,
+    flags_dropped_by, index_prefix,
 };
 use crate::client::store::CredsStoreError;
 use crate::util::bytes::array32;
@@ -15,6 +16,10 @@ use crate::util::hex;
 
 /// Index MACs looked up per query (SQLite's bound-parameter limit is far above this).
 const LOOKUP_CHUNK: usize = 500;
+/// Records written per multi-row statement: 6 bound values each, 3,000 a statement, under
+/// SQLite's limit on bound parameters (32,766 since 3.32; 999 before, which the bundled
+/// SQLite is newer than).
+const WRITE_CHUNK: usize = 500;
 
 fn key_of(s: &SqliteCreds, r: &sqlx::sqlite::SqliteRow) -> Result<AppStateKey, CredsStoreError> {
     let id: Vec<u8> = r.try_get("key_id").map_err(err)?;
@@ -183,6 +188,37 @@ impl AppStateStore for SqliteCreds {
     async fn commit_app_state(&self, c: &AppStateCommit) -> Result<(), CredsStoreError> {
         let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(err)?;
         if c.replace {
+            // The chat flags of records the snapshot no longer holds go with them, in this
+            // transaction: the records and the chats they describe never disagree.
+            let marks = vec!["substr(idx, 1, length(?)) = ?"; CHAT_FLAG_KINDS.len()].join(" OR ");
+            let sql = format!(
+                "SELECT index_mac, idx FROM appstate_records \
+                 WHERE account_id = ? AND collection = ? AND ({marks})"
+            );
+            let mut q = sqlx::query(&sql).bind(self.account).bind(&c.collection);
+            let prefixes: Vec<String> = CHAT_FLAG_KINDS
+                .iter()
+                .map(|k| index_prefix(&[*k]))
+                .collect();
+            for p in &prefixes {
+                q = q.bind(p).bind(p);
+            }
+            let old: Vec<([u8; 32], String)> = q
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(err)?
+                .iter()
+                .filter_map(|r| {
+                    let mac: Vec<u8> = r.try_get("index_mac").ok()?;
+                    Some((array32(&mac)?, r.try_get("idx").ok()?))
+                })
+                .collect();
+            let dropped = flags_dropped_by(old.iter().map(|(m, i)| (m, i.as_str())), c);
+            for ch in &dropped {
+                super::account::apply_chat_change(&mut tx, self.account, ch)
+                    .await
+                    .map_err(err)?;
+            }
             sqlx::query("DELETE FROM appstate_records WHERE account_id = ? AND collection = ?")
                 .bind(self.account)
                 .bind(&c.collection)
@@ -190,38 +226,44 @@ impl AppStateStore for SqliteCreds {
                 .await
                 .map_err(err)?;
         }
-        for r in &c.removed {
-            sqlx::query(
+        // Multi-row statements, [`WRITE_CHUNK`] rows each: one round trip to SQLite per chunk,
+        // not per record (a snapshot holds tens of thousands).
+        for chunk in c.removed.chunks(WRITE_CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let sql = format!(
                 "DELETE FROM appstate_records WHERE account_id = ? AND collection = ? \
-                 AND index_mac = ?",
-            )
-            .bind(self.account)
-            .bind(&c.collection)
-            .bind(r.to_vec())
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
+                 AND index_mac IN ({marks})"
+            );
+            let mut q = sqlx::query(&sql).bind(self.account).bind(&c.collection);
+            for r in chunk {
+                q = q.bind(r.to_vec());
+            }
+            q.execute(&mut *tx).await.map_err(err)?;
         }
-        for r in &c.added {
-            sqlx::query(
+        for chunk in c.added.chunks(WRITE_CHUNK) {
+            let rows = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            // Rows apply in order: a record set twice in one commit ends as its last value.
+            let sql = format!(
                 "INSERT INTO appstate_records \
-                 (account_id, collection, index_mac, value_mac, idx, data) VALUES (?, ?, ?, ?, ?, ?) \
+                 (account_id, collection, index_mac, value_mac, idx, data) VALUES {rows} \
                  ON CONFLICT (account_id, collection, index_mac) DO UPDATE SET \
-                 value_mac = excluded.value_mac, idx = excluded.idx, data = excluded.data",
-            )
-            .bind(self.account)
-            .bind(&c.collection)
-            .bind(r.index_mac.to_vec())
-            .bind(r.value_mac.to_vec())
-            .bind(&r.index)
-            .bind(self.seal(
-                "appstate_records",
-                record_key(&c.collection, &r.index_mac),
-                r.data.clone(),
-            ))
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
+                 value_mac = excluded.value_mac, idx = excluded.idx, data = excluded.data"
+            );
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(self.account)
+                    .bind(&c.collection)
+                    .bind(r.index_mac.to_vec())
+                    .bind(r.value_mac.to_vec())
+                    .bind(&r.index)
+                    .bind(self.seal(
+                        "appstate_records",
+                        record_key(&c.collection, &r.index_mac),
+                        r.data.clone(),
+                    ));
+            }
+            q.execute(&mut *tx).await.map_err(err)?;
         }
         for ch in &c.chats {
             super::account::apply_chat_change(&mut tx, self.account, ch)

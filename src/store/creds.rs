@@ -335,154 +335,18 @@ impl CredsStore for SqliteCreds {
 
     async fn learn_lid(&self, pn: &str, lid: &str) -> Result<(), CredsStoreError> {
         let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(err)?;
-        let known: Option<String> =
-            sqlx::query_scalar("SELECT lid FROM lid_map WHERE account_id = ? AND pn = ?")
-                .bind(self.account)
-                .bind(pn)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(err)?;
-        if known.as_deref() == Some(lid) {
+        self.learn_lid_in(&mut tx, pn, lid).await?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn learn_lids(&self, pairs: &[(String, String)]) -> Result<(), CredsStoreError> {
+        if pairs.is_empty() {
             return Ok(());
         }
-        sqlx::query("DELETE FROM lid_map WHERE account_id = ? AND (pn = ? OR lid = ?)")
-            .bind(self.account)
-            .bind(pn)
-            .bind(lid)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        sqlx::query("INSERT INTO lid_map (account_id, pn, lid) VALUES (?, ?, ?)")
-            .bind(self.account)
-            .bind(pn)
-            .bind(lid)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        // Sessions move to the LID address of each device; sealed records are sealed anew for
-        // their new row.
-        let prefix = format!("{pn}.");
-        let to_name = format!("{lid}_1");
-        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-            "SELECT address, record FROM signal_sessions WHERE account_id = ? \
-             AND substr(address, 1, length(?)) = ?",
-        )
-        .bind(self.account)
-        .bind(&prefix)
-        .bind(&prefix)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(err)?;
-        for (address, record) in rows {
-            let device = &address[prefix.len()..];
-            let target = format!("{to_name}.{device}");
-            let plain = self.open("signal_sessions", &address, record)?;
-            sqlx::query(
-                "INSERT INTO signal_sessions (account_id, address, record) VALUES (?, ?, ?) \
-                 ON CONFLICT (account_id, address) DO NOTHING",
-            )
-            .bind(self.account)
-            .bind(&target)
-            .bind(self.seal("signal_sessions", &target, plain))
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-            sqlx::query("DELETE FROM signal_sessions WHERE account_id = ? AND address = ?")
-                .bind(self.account)
-                .bind(&address)
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
+        let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(err)?;
+        for (pn, lid) in pairs {
+            self.learn_lid_in(&mut tx, pn, lid).await?;
         }
-        // The contact's sender keys (`<group>::<address>`) follow its devices to the LID, so a
-        // group message named by the LID finds the key a PN-named distribution installed.
-        let needle = format!("::{prefix}");
-        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
-            "SELECT name, record FROM signal_sender_keys WHERE account_id = ? \
-             AND instr(name, ?) > 0",
-        )
-        .bind(self.account)
-        .bind(&needle)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(err)?;
-        for (name, record) in rows {
-            let Some((group, device)) = name.split_once(&needle) else {
-                continue;
-            };
-            if device.contains("::") {
-                continue;
-            }
-            let target = format!("{group}::{to_name}.{device}");
-            let plain = self.open("signal_sender_keys", &name, record)?;
-            sqlx::query(
-                "INSERT INTO signal_sender_keys (account_id, name, record) VALUES (?, ?, ?) \
-                 ON CONFLICT (account_id, name) DO NOTHING",
-            )
-            .bind(self.account)
-            .bind(&target)
-            .bind(self.seal("signal_sender_keys", &target, plain))
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-            sqlx::query("DELETE FROM signal_sender_keys WHERE account_id = ? AND name = ?")
-                .bind(self.account)
-                .bind(&name)
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
-        }
-        sqlx::query(
-            "UPDATE OR IGNORE signal_identities SET address = ? || substr(address, length(?) + 1) \
-             WHERE account_id = ? AND substr(address, 1, length(?) + 1) = ? || '.'",
-        )
-        .bind(&to_name)
-        .bind(pn)
-        .bind(self.account)
-        .bind(pn)
-        .bind(pn)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        sqlx::query(
-            "DELETE FROM signal_identities WHERE account_id = ? \
-             AND substr(address, 1, length(?) + 1) = ? || '.'",
-        )
-        .bind(self.account)
-        .bind(pn)
-        .bind(pn)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        // One contact, one conversation.
-        let (pn_jid, lid_jid) = (
-            Jid::new(pn, crate::binary::Server::User).to_string(),
-            Jid::new(lid, crate::binary::Server::Lid).to_string(),
-        );
-        // A token the contact gave before we knew its LID follows it (a newer one under the
-        // LID wins).
-        sqlx::query("UPDATE OR IGNORE privacy_tokens SET jid = ? WHERE account_id = ? AND jid = ?")
-            .bind(&lid_jid)
-            .bind(self.account)
-            .bind(&pn_jid)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        for col in ["chat", "sender"] {
-            sqlx::query(&format!(
-                "UPDATE OR IGNORE messages SET {col} = ? WHERE account_id = ? AND {col} = ?"
-            ))
-            .bind(&lid_jid)
-            .bind(self.account)
-            .bind(&pn_jid)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-        }
-        // The chat's and the contact's rows follow.
-        super::account::move_to_lid(&mut tx, self.account, pn, lid)
-            .await
-            .map_err(err)?;
         tx.commit().await.map_err(err)
     }
 
@@ -622,5 +486,165 @@ impl CredsStore for SqliteCreds {
         .await
         .map_err(err)?;
         Ok(found.is_some())
+    }
+}
+
+impl SqliteCreds {
+    /// [`CredsStore::learn_lid`] inside the caller's transaction (one pair of a batch).
+    pub(crate) async fn learn_lid_in(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        pn: &str,
+        lid: &str,
+    ) -> Result<(), CredsStoreError> {
+        let known: Option<String> =
+            sqlx::query_scalar("SELECT lid FROM lid_map WHERE account_id = ? AND pn = ?")
+                .bind(self.account)
+                .bind(pn)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(err)?;
+        if known.as_deref() == Some(lid) {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM lid_map WHERE account_id = ? AND (pn = ? OR lid = ?)")
+            .bind(self.account)
+            .bind(pn)
+            .bind(lid)
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+        sqlx::query("INSERT INTO lid_map (account_id, pn, lid) VALUES (?, ?, ?)")
+            .bind(self.account)
+            .bind(pn)
+            .bind(lid)
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+        // Sessions move to the LID address of each device; sealed records are sealed anew for
+        // their new row.
+        let prefix = format!("{pn}.");
+        let to_name = format!("{lid}_1");
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT address, record FROM signal_sessions WHERE account_id = ? \
+             AND substr(address, 1, length(?)) = ?",
+        )
+        .bind(self.account)
+        .bind(&prefix)
+        .bind(&prefix)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(err)?;
+        for (address, record) in rows {
+            let device = &address[prefix.len()..];
+            let target = format!("{to_name}.{device}");
+            let plain = self.open("signal_sessions", &address, record)?;
+            sqlx::query(
+                "INSERT INTO signal_sessions (account_id, address, record) VALUES (?, ?, ?) \
+                 ON CONFLICT (account_id, address) DO NOTHING",
+            )
+            .bind(self.account)
+            .bind(&target)
+            .bind(self.seal("signal_sessions", &target, plain))
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+            sqlx::query("DELETE FROM signal_sessions WHERE account_id = ? AND address = ?")
+                .bind(self.account)
+                .bind(&address)
+                .execute(&mut *conn)
+                .await
+                .map_err(err)?;
+        }
+        // The contact's sender keys (`<group>::<address>`) follow its devices to the LID, so a
+        // group message named by the LID finds the key a PN-named distribution installed.
+        let needle = format!("::{prefix}");
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT name, record FROM signal_sender_keys WHERE account_id = ? \
+             AND instr(name, ?) > 0",
+        )
+        .bind(self.account)
+        .bind(&needle)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(err)?;
+        for (name, record) in rows {
+            let Some((group, device)) = name.split_once(&needle) else {
+                continue;
+            };
+            if device.contains("::") {
+                continue;
+            }
+            let target = format!("{group}::{to_name}.{device}");
+            let plain = self.open("signal_sender_keys", &name, record)?;
+            sqlx::query(
+                "INSERT INTO signal_sender_keys (account_id, name, record) VALUES (?, ?, ?) \
+                 ON CONFLICT (account_id, name) DO NOTHING",
+            )
+            .bind(self.account)
+            .bind(&target)
+            .bind(self.seal("signal_sender_keys", &target, plain))
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+            sqlx::query("DELETE FROM signal_sender_keys WHERE account_id = ? AND name = ?")
+                .bind(self.account)
+                .bind(&name)
+                .execute(&mut *conn)
+                .await
+                .map_err(err)?;
+        }
+        sqlx::query(
+            "UPDATE OR IGNORE signal_identities SET address = ? || substr(address, length(?) + 1) \
+             WHERE account_id = ? AND substr(address, 1, length(?) + 1) = ? || '.'",
+        )
+        .bind(&to_name)
+        .bind(pn)
+        .bind(self.account)
+        .bind(pn)
+        .bind(pn)
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+        sqlx::query(
+            "DELETE FROM signal_identities WHERE account_id = ? \
+             AND substr(address, 1, length(?) + 1) = ? || '.'",
+        )
+        .bind(self.account)
+        .bind(pn)
+        .bind(pn)
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+        // One contact, one conversation.
+        let (pn_jid, lid_jid) = (
+            Jid::new(pn, crate::binary::Server::User).to_string(),
+            Jid::new(lid, crate::binary::Server::Lid).to_string(),
+        );
+        // A token the contact gave before we knew its LID follows it (a newer one under the
+        // LID wins).
+        sqlx::query("UPDATE OR IGNORE privacy_tokens SET jid = ? WHERE account_id = ? AND jid = ?")
+            .bind(&lid_jid)
+            .bind(self.account)
+            .bind(&pn_jid)
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+        for col in ["chat", "sender"] {
+            sqlx::query(&format!(
+                "UPDATE OR IGNORE messages SET {col} = ? WHERE account_id = ? AND {col} = ?"
+            ))
+            .bind(&lid_jid)
+            .bind(self.account)
+            .bind(&pn_jid)
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+        }
+        // The chat's and the contact's rows follow.
+        super::account::move_to_lid(conn, self.account, pn, lid)
+            .await
+            .map_err(err)?;
+        Ok(())
     }
 }

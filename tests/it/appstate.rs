@@ -303,7 +303,14 @@ async fn over_rest_a_chat_archived_on_the_phone_shows_and_ours_reaches_the_phone
         let sim = sim().await;
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}", dir.path().join("wa.db").display());
-        let server = Gateway::start_opts(&sim, &db, Default::default()).await;
+        // The client's clock runs a day ahead of the system's: a relative mute counts from
+        // the client's (the time its app-state actions carry), not the system's.
+        let system_now = wa_gateway::util::clock::now_ms() / 1000;
+        let client_now = system_now + 86_400;
+        let mut client = super::messaging::options(&sim);
+        client.socket.clock =
+            std::sync::Arc::new(wa_gateway::util::clock::FixedClock::new(client_now));
+        let server = Gateway::start_full(&db, client, Default::default()).await;
         let http = reqwest::Client::new();
         let tok = token(wa_gateway::api::Role::Admin, &["sub"], 3600);
         let base = format!("{}/api/whatsapp/sub/agent", server.url);
@@ -387,17 +394,7 @@ async fn over_rest_a_chat_archived_on_the_phone_shows_and_ours_reaches_the_phone
             .find(|r| r.index.first().map(String::as_str) == Some("mute"))
             .and_then(|r| r.value["mute"]["until"].as_i64())
             .unwrap();
-        let now_ms = i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis(),
-        )
-        .unwrap();
-        assert!(
-            (now_ms + 3_500_000..=now_ms + 3_700_000).contains(&until),
-            "{until}"
-        );
+        assert_eq!(until, i64::try_from(client_now + 3600).unwrap() * 1000);
         // An unknown action is a 404 that names the actions.
         let (code, v) = call(
             &http,
@@ -459,4 +456,164 @@ async fn a_patch_that_meets_a_concurrent_change_is_rebuilt_after_the_409() {
     })
     .await
     .expect("in time");
+}
+
+#[tokio::test]
+async fn a_contact_removed_on_the_phone_loses_its_names_but_keeps_its_push_name() {
+    use wa_gateway::client::account::ContactChange;
+    use wa_gateway::client::store::AccountStore;
+    tokio::time::timeout(LIMIT, async {
+        let sim = sim().await;
+        let a = account().await;
+        let (_client, _events, _jid) = link(&sim, &a, ME).await;
+        synced(&sim, &a, ME).await;
+        let friend = Jid::new(FRIEND, Server::User);
+        // The contact named itself in a message (a push name comes from the contact, not
+        // from our address book).
+        a.creds
+            .apply_account_changes(
+                &[],
+                &[ContactChange {
+                    jid: friend.clone(),
+                    push_name: Some("Friendly".into()),
+                    ..ContactChange::default()
+                }],
+            )
+            .await
+            .unwrap();
+        let before = a.creds.contact(&friend).await.unwrap().unwrap();
+        assert!(before.full_name.is_some(), "the snapshot named the contact");
+        sim.app_state_action(
+            ME,
+            &PhoneAction::RemoveContact {
+                jid: friend.clone(),
+            },
+        )
+        .unwrap();
+        let after = eventually("the names are gone", async || {
+            let c = a.creds.contact(&friend).await.unwrap()?;
+            c.full_name.is_none().then_some(c)
+        })
+        .await;
+        assert_eq!(after.first_name, None);
+        assert_eq!(after.push_name.as_deref(), Some("Friendly"));
+        assert_eq!(after.lid, before.lid);
+        synced(&sim, &a, ME).await;
+    })
+    .await
+    .expect("in time");
+}
+
+/// A record as a commit stores it (its MACs made up: the store does not verify them).
+fn flag_record(n: u8, index: &[&str]) -> wa_gateway::client::appstate_store::AppStateRecord {
+    wa_gateway::client::appstate_store::AppStateRecord {
+        index_mac: [n; 32],
+        value_mac: [n.wrapping_add(100); 32],
+        index: serde_json::to_string(index).unwrap(),
+        data: vec![n],
+    }
+}
+
+/// A snapshot replacing `regular_low` (or a patch on it) at `version`.
+fn low_commit(
+    version: u64,
+    replace: bool,
+    added: Vec<wa_gateway::client::appstate_store::AppStateRecord>,
+    chats: Vec<wa_gateway::client::account::ChatChange>,
+) -> wa_gateway::client::appstate_store::AppStateCommit {
+    wa_gateway::client::appstate_store::AppStateCommit {
+        collection: "regular_low".into(),
+        state: wa_gateway::client::appstate_store::CollectionVersion {
+            version,
+            hash: [0; 128],
+        },
+        replace,
+        removed: Vec::new(),
+        added,
+        chats,
+        contacts: Vec::new(),
+        nct_salt: None,
+    }
+}
+
+/// Both stores: a snapshot that no longer holds a chat's archive and pin records clears those
+/// flags (a record still held keeps its own), in the snapshot's commit.
+async fn a_snapshot_clears_the_flags_of_records_it_no_longer_holds<S>(store: &S)
+where
+    S: AppStateStore + wa_gateway::client::store::AccountStore,
+{
+    use wa_gateway::client::account::ChatChange;
+    let (x, y) = (
+        Jid::new("15550000001", Server::User),
+        Jid::new("15550000002", Server::User),
+    );
+    let (xs, ys) = (x.to_string(), y.to_string());
+    // Version 1: x archived and pinned, y archived.
+    store
+        .commit_app_state(&low_commit(
+            1,
+            true,
+            vec![
+                flag_record(1, &["archive", &xs]),
+                flag_record(2, &["pin_v1", &xs]),
+                flag_record(3, &["archive", &ys]),
+            ],
+            vec![
+                ChatChange {
+                    chat: x.clone(),
+                    archived: Some(true),
+                    pinned: Some(Some(7)),
+                    ..ChatChange::default()
+                },
+                ChatChange {
+                    chat: y.clone(),
+                    archived: Some(true),
+                    ..ChatChange::default()
+                },
+            ],
+        ))
+        .await
+        .unwrap();
+    let state = async |chat: &Jid| {
+        store
+            .chats(100, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.chat == *chat)
+            .unwrap()
+    };
+    assert!(state(&x).await.archived && state(&x).await.pinned == Some(7));
+    // A patch (not a replacement) leaves absent records alone.
+    store
+        .commit_app_state(&low_commit(2, false, Vec::new(), Vec::new()))
+        .await
+        .unwrap();
+    assert!(state(&x).await.archived);
+    // The snapshot at 3 holds y's archive record only.
+    store
+        .commit_app_state(&low_commit(
+            3,
+            true,
+            vec![flag_record(3, &["archive", &ys])],
+            vec![ChatChange {
+                chat: y.clone(),
+                archived: Some(true),
+                ..ChatChange::default()
+            }],
+        ))
+        .await
+        .unwrap();
+    let (sx, sy) = (state(&x).await, state(&y).await);
+    assert!(!sx.archived, "x's archive record is gone");
+    assert_eq!(sx.pinned, None, "x's pin record is gone");
+    assert!(sy.archived, "y's record is still held");
+}
+
+#[tokio::test]
+async fn a_snapshot_clears_the_chat_flags_of_records_it_no_longer_holds() {
+    let a = account().await;
+    a_snapshot_clears_the_flags_of_records_it_no_longer_holds(a.creds.as_ref()).await;
+    let memory = wa_gateway::client::store::MemoryCreds::default();
+    a_snapshot_clears_the_flags_of_records_it_no_longer_holds(&memory).await;
 }

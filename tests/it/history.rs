@@ -85,6 +85,7 @@ async fn history_rows_dedupe_against_live_rows_raise_no_event_and_follow_the_lid
             ..Default::default()
         }],
         messages: vec![row("live", 200), row("old", 100)],
+        ..Default::default()
     };
     assert_eq!(
         a.creds.store_history(&batch).await.unwrap(),
@@ -432,6 +433,73 @@ async fn rest_lists_chats_contacts_and_a_chats_messages_and_asks_for_more_histor
         )
         .await;
         assert_eq!(code, 400, "{v}");
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_chunk_is_acknowledged_to_the_phone_only_once_it_is_stored() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let hist_sync = |jid: &Jid| {
+            sim.receipts(jid)
+                .into_iter()
+                .filter(|r| r.1.as_deref() == Some("hist_sync"))
+                .count()
+        };
+        // The store refuses every history row (as a crash before the commit would leave it).
+        let a = account().await;
+        sqlx::query(
+            "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.history = 1 \
+             BEGIN SELECT RAISE(ABORT, 'simulated crash'); END",
+        )
+        .execute(a.store.pool())
+        .await
+        .unwrap();
+        let me = "15550401000";
+        sim.seed_history(me, &seed(2, 5, None)).unwrap();
+        let (client, mut events, jid) = link(&sim, &a, me).await;
+        let (mut stored, mut failed) = (0, 0);
+        loop {
+            match next_event(&mut events, |e| {
+                matches!(
+                    e,
+                    Event::HistorySync(_)
+                        | Event::HistorySyncFailed { .. }
+                        | Event::HistorySyncIdle { .. }
+                )
+            })
+            .await
+            {
+                Event::HistorySync(_) => stored += 1,
+                Event::HistorySyncFailed { .. } => failed += 1,
+                _ if failed > 0 => break,
+                _ => {}
+            }
+        }
+        // The phone's messages were answered (their delivery receipts, the setting and the
+        // key share too); the refused chunk was not acknowledged, a stored one (an empty
+        // bootstrap) was.
+        eventually("the phone's messages receipted", async || {
+            (sim.receipts(&jid).len() >= 3 + stored).then_some(())
+        })
+        .await;
+        assert_eq!(hist_sync(&jid), stored, "{:?}", sim.receipts(&jid));
+        client.shutdown().await;
+        // Stored: acknowledged.
+        let b = account().await;
+        let me = "15550402000";
+        sim.seed_history(me, &seed(2, 5, None)).unwrap();
+        let (client, mut events, jid) = link(&sim, &b, me).await;
+        next_event(&mut events, |e| matches!(e, Event::HistorySync(_))).await;
+        eventually("the stored chunk acknowledged", async || {
+            (hist_sync(&jid) >= 1).then_some(())
+        })
+        .await;
+        client.shutdown().await;
     })
     .await
     .expect("in time");

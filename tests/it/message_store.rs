@@ -917,3 +917,51 @@ async fn rows_from_before_message_kinds_are_classified_and_old_reactions_applied
         serde_json::from_str(rows[0].3.as_deref().expect("the reaction landed")).unwrap();
     assert!(reactions.to_string().contains("👍"), "{reactions}");
 }
+
+#[tokio::test]
+async fn many_lid_pairs_are_learned_in_one_unit_moving_each_chat() {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    let creds = futures_accounts(&store, 1).await.pop().unwrap();
+    let pairs: Vec<(String, String)> = (0..300)
+        .map(|i| (format!("1555100{i:04}"), format!("9000000{i:04}")))
+        .collect();
+    for (pn, _) in &pairs {
+        let chat = Jid::new(pn.clone(), Server::User);
+        creds
+            .commit_message(
+                &SignalChanges::default(),
+                &row(&format!("in-{pn}"), &chat, false, MessageStatus::Received),
+            )
+            .await
+            .unwrap();
+    }
+    // One pair the store refuses (as a crash midway would): nothing of the batch lands.
+    let bad = &pairs[150].0;
+    sqlx::query(&format!(
+        "CREATE TRIGGER refuse BEFORE INSERT ON lid_map WHEN NEW.pn = '{bad}' \
+         BEGIN SELECT RAISE(ABORT, 'simulated crash'); END"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    assert!(creds.learn_lids(&pairs).await.is_err());
+    for (pn, _) in [&pairs[0], &pairs[299]] {
+        assert_eq!(creds.lid_for(pn).await.unwrap(), None, "{pn}: one unit");
+    }
+    sqlx::query("DROP TRIGGER refuse")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    creds.learn_lids(&pairs).await.unwrap();
+    for (pn, lid) in &pairs {
+        assert_eq!(
+            creds.lid_for(pn).await.unwrap().as_deref(),
+            Some(lid.as_str())
+        );
+        // The conversation moved to the LID as `learn_lid` moves it.
+        let lid_chat = Jid::new(lid.clone(), Server::Lid);
+        let moved = creds.messages(Some(&lid_chat), 10, 0).await.unwrap();
+        assert_eq!(moved.len(), 1, "{pn}'s message under its LID");
+        assert_eq!(moved[0].sender, lid_chat);
+    }
+}

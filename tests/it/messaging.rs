@@ -542,6 +542,12 @@ impl CredsStore for Crashy {
     ) -> Result<(), wa_gateway::client::store::CredsStoreError> {
         self.inner.learn_lid(pn, lid).await
     }
+    async fn learn_lids(
+        &self,
+        pairs: &[(String, String)],
+    ) -> Result<(), wa_gateway::client::store::CredsStoreError> {
+        self.inner.learn_lids(pairs).await
+    }
     async fn lid_for(
         &self,
         pn: &str,

@@ -110,6 +110,11 @@ impl Raw {
 
     /// Sends `pm` to its own phone as a peer message.
     async fn send_phone(&mut self, pm: wa::ProtocolMessage) {
+        self.send_phone_as(pm, true).await
+    }
+
+    /// As a peer message (`category="peer"`), or as an ordinary message to ourselves.
+    async fn send_phone_as(&mut self, pm: wa::ProtocolMessage, peer: bool) {
         let m = wa::Message {
             protocol_message: Some(Box::new(pm)),
             ..Default::default()
@@ -124,18 +129,19 @@ impl Raw {
             .await
             .unwrap();
         self.ids += 1;
-        let n = Node::new("message")
+        let mut n = Node::new("message")
             .attr("id", format!("3EB0PEER{}", self.ids))
             .attr("to", Jid::new(NUMBER, Server::User))
-            .attr("type", "text")
-            .attr("category", "peer")
-            .attr("push_priority", "high")
-            .children(vec![
-                Node::new("enc")
-                    .attr("v", "2")
-                    .attr("type", ct.enc_type())
-                    .bytes(ct.bytes().to_vec()),
-            ]);
+            .attr("type", "text");
+        if peer {
+            n = n.attr("category", "peer").attr("push_priority", "high");
+        }
+        let n = n.children(vec![
+            Node::new("enc")
+                .attr("v", "2")
+                .attr("type", ct.enc_type())
+                .bytes(ct.bytes().to_vec()),
+        ]);
         self.s.sender.send(&n).await.unwrap();
     }
 }
@@ -492,10 +498,12 @@ async fn the_phone_answers_key_requests_and_fatal_recovery_requests() {
         let shared = &again.app_state_sync_key_share.as_ref().unwrap().keys;
         assert_eq!(shared.len(), 1);
         assert_eq!(keys_of(&again).0, key_id);
-        // The phone changes regular_high, then A asks for a recovery copy of it.
+        // The phone changes regular_high, then A asks for a recovery copy of it: first in an
+        // ordinary message to itself (not a peer message: the phone does not answer it, as
+        // WhatsApp answers only `category="peer"`), then as a peer message.
         sim.app_state_action(NUMBER, &PhoneAction::NctSalt(Some(vec![7; 16])))
             .unwrap();
-        a.send_phone(wa::ProtocolMessage {
+        let recovery = |name: &str| wa::ProtocolMessage {
             r#type: Some(wa::protocol_message::Type::PeerDataOperationRequestMessage as i32),
             peer_data_operation_request_message: Some(wa::PeerDataOperationRequestMessage {
                 peer_data_operation_request_type: Some(
@@ -503,15 +511,16 @@ async fn the_phone_answers_key_requests_and_fatal_recovery_requests() {
                 ),
                 syncd_collection_fatal_recovery_request: Some(
                     wa::peer_data_operation_request_message::SyncDCollectionFatalRecoveryRequest {
-                        collection_name: Some("regular_high".into()),
+                        collection_name: Some(name.into()),
                         timestamp: Some(1_700_000_000),
                     },
                 ),
                 ..Default::default()
             }),
             ..Default::default()
-        })
-        .await;
+        };
+        a.send_phone_as(recovery("regular_low"), false).await;
+        a.send_phone(recovery("regular_high")).await;
         let resp = a
             .read_phone(|pm| {
                 pm.r#type
@@ -534,6 +543,8 @@ async fn the_phone_answers_key_requests_and_fatal_recovery_requests() {
             .read_to_end(&mut plain)
             .unwrap();
         let rec = wa::SyncdSnapshotRecovery::decode(&plain[..]).unwrap();
+        // The first answer is the peer request's: the ordinary message got none.
+        assert_eq!(rec.collection_name.as_deref(), Some("regular_high"));
         let lookup = |id: &[u8]| (id == key_id.as_slice()).then(|| keys.clone());
         let applied = decode_recovery(Collection::RegularHigh, &rec, &lookup).unwrap();
         assert_eq!(applied.version, 2);

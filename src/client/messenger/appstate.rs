@@ -651,20 +651,15 @@ impl<S: CredsStore> Messenger<S> {
         }
         // PN ↔ LID pairs first: they move what was stored under the number, and the store
         // keys the chat and contact changes by the canonical JID.
-        for (pn, lid) in pairs {
-            self.learn(&pn, &lid).await;
-        }
+        self.learn_many(&pairs).await;
         self.store.commit_app_state(&commit).await?;
         if let Some(name) = push_name
             && self.account().and_then(|a| a.me.push_name) != Some(name.clone())
         {
             self.learn_push_name(name).await;
         }
-        if !actions.is_empty() {
-            self.publish(Event::AppStateActions {
-                collection: a.collection.name().to_owned(),
-                actions,
-            });
+        for e in action_events(a.collection, actions) {
+            self.publish(e);
         }
         Ok(state)
     }
@@ -710,6 +705,13 @@ impl<S: CredsStore> Messenger<S> {
                     ..ContactChange::default()
                 });
             }
+            // The address-book entry is gone: its names go with it (the push name, which the
+            // contact gave itself, stays).
+            Action::ContactRemoved { jid } => commit.contacts.push(ContactChange {
+                jid: jid.to_non_ad(),
+                forget_names: true,
+                ..ContactChange::default()
+            }),
             Action::LidContact {
                 lid,
                 full_name,
@@ -1076,39 +1078,30 @@ impl<S: CredsStore> Messenger<S> {
     }
 }
 
+/// Actions one [`Event::AppStateActions`] carries at most: a snapshot of 100,000 contacts
+/// becomes 100 events in order, so one event (and a subscriber's copy of it) stays bounded.
+pub const MAX_ACTIONS_PER_EVENT: usize = 1000;
+
+/// The events that tell `actions` (none when empty), [`MAX_ACTIONS_PER_EVENT`] at most each.
+fn action_events(c: Collection, mut actions: Vec<Action>) -> Vec<Event> {
+    let mut out = Vec::with_capacity(actions.len().div_ceil(MAX_ACTIONS_PER_EVENT));
+    while !actions.is_empty() {
+        let rest = actions.split_off(actions.len().min(MAX_ACTIONS_PER_EVENT));
+        out.push(Event::AppStateActions {
+            collection: c.name().to_owned(),
+            actions,
+        });
+        actions = rest;
+    }
+    out
+}
+
 /// A REMOVE of a chat's record undoes what its SET did (the record is gone: the chat is no
 /// longer muted, archived, pinned or marked unread).
 fn removed_effect(index: &[String], commit: &mut AppStateCommit) {
-    let (Some(kind), Some(chat)) = (
-        index.first(),
-        index.get(1).and_then(|j| j.parse::<Jid>().ok()),
-    ) else {
-        return;
-    };
-    let base = ChatChange {
-        chat: chat.to_non_ad(),
-        ..ChatChange::default()
-    };
-    let change = match kind.as_str() {
-        "mute" => ChatChange {
-            muted_until: Some(None),
-            ..base
-        },
-        "archive" => ChatChange {
-            archived: Some(false),
-            ..base
-        },
-        "pin_v1" => ChatChange {
-            pinned: Some(None),
-            ..base
-        },
-        "markChatAsRead" => ChatChange {
-            marked_unread: Some(false),
-            ..base
-        },
-        _ => return,
-    };
-    commit.chats.push(change);
+    if let Some(change) = crate::client::appstate_store::flag_cleared(index) {
+        commit.chats.push(change);
+    }
 }
 
 /// Collects a download in memory (the caller bounds it).
@@ -1125,4 +1118,33 @@ impl crate::client::media::MediaSink for VecSink {
 pub(super) fn start_worker<S: CredsStore>(m: &Arc<Messenger<S>>, span: &tracing::Span) {
     use tracing::Instrument as _;
     tokio::spawn(Messenger::app_state_loop(Arc::downgrade(m)).instrument(span.clone()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_actions_are_told_in_bounded_events_in_order() {
+        let actions: Vec<Action> = (0..2_500u32)
+            .map(|i| Action::PushName(i.to_string()))
+            .collect();
+        let events = action_events(Collection::CriticalBlock, actions.clone());
+        let mut told = Vec::new();
+        for e in &events {
+            let Event::AppStateActions {
+                collection,
+                actions,
+            } = e
+            else {
+                panic!("not an actions event: {e:?}");
+            };
+            assert_eq!(collection, "critical_block");
+            assert!(!actions.is_empty() && actions.len() <= MAX_ACTIONS_PER_EVENT);
+            told.extend(actions.iter().cloned());
+        }
+        assert_eq!(events.len(), 3);
+        assert_eq!(told, actions);
+        assert!(action_events(Collection::CriticalBlock, Vec::new()).is_empty());
+    }
 }

@@ -33,7 +33,6 @@ use crate::client::media::{Fetch, MediaSink, MediaType, fetch_verified};
 use crate::client::messages::{MessageStatus, StoredMessage};
 use crate::client::store::CredsStore;
 use crate::proto::wa;
-use crate::socket::NodeSender;
 
 /// Rows (messages, chats, contacts) one transaction carries.
 pub(super) const HISTORY_BATCH: usize = 500;
@@ -48,6 +47,8 @@ const ITEMS_IN_FLIGHT: usize = 16;
 pub(super) struct HistoryJob {
     /// The notification.
     pub n: wa::HistorySyncNotification,
+    /// Its `hist_sync` receipt, sent once the chunk is stored.
+    pub receipt: Option<Node>,
 }
 
 /// Where a chunk's compressed bytes are.
@@ -104,8 +105,23 @@ fn status_of(from_me: bool, status: Option<i32>) -> MessageStatus {
     }
 }
 
-/// Mute end as stored (ms; -1 forever). History's `muteEndTime` carries no unit in any
-/// reference; app state's is ms: values below 10^12 are taken as seconds.
+/// The LID a pair the batch holds (not yet stored) gives phone number `pn` (the latest).
+fn pending_lid<'a>(batch: &'a HistoryBatch, pn: &str) -> Option<&'a str> {
+    batch
+        .pairs
+        .iter()
+        .rev()
+        .find(|(p, _)| p == pn)
+        .map(|(_, l)| l.as_str())
+}
+
+/// Mute end as stored (ms; -1 forever). Checked against the references: whatsmeow never reads
+/// `Conversation.muteEndTime` (field 25, uint64; only the generated proto names it), so it
+/// states no unit; Baileys keeps the history `Conversation` as its chat and writes an app-state
+/// `muteEndTimestamp` (ms, whatsmeow `appstate.go` reads it with `time.UnixMilli`) into the
+/// same `muteEndTime` field, so it treats both as ms. Decision: ms, as app state; a value
+/// below 10^12 (before 2001 as ms, after it as seconds) is taken as seconds, so a phone that
+/// sends seconds is still read right; the uint64 form of -1 (and anything past i64) is forever.
 fn mute_ms(v: u64) -> Option<i64> {
     match v {
         0 => None,
@@ -117,14 +133,18 @@ fn mute_ms(v: u64) -> Option<i64> {
 
 impl<S: CredsStore> Messenger<S> {
     /// A `HistorySyncNotification` in a message from our own account: queued for the worker
-    /// (one at a time, in arrival order), then the `hist_sync` receipt (whatsmeow
-    /// `handleProtocolMessage` sends it at once too).
-    pub(super) async fn on_history_notification(
-        &self,
-        sender: &NodeSender,
-        node: &Node,
-        message: &wa::Message,
-    ) {
+    /// (one at a time, in arrival order), which sends its `hist_sync` receipt once the chunk
+    /// is stored.
+    ///
+    /// Decision (receipt timing): whatsmeow `handleProtocolMessage` and Baileys send the
+    /// receipt as soon as the notification is read, but nothing requires it then: whatsmeow
+    /// lets an application that downloads history itself turn that receipt off and send it
+    /// after its own processing (`DisableManualHistorySyncReceipt`, whatsmeow #1100). Sent at
+    /// once, a crash between queueing and storing would acknowledge a chunk we never kept (the
+    /// message itself is acknowledged either way, so the server does not deliver it again);
+    /// so it goes after the chunk is stored, and a chunk that fails or is cut short by a crash
+    /// or a shutdown stays unacknowledged to the phone.
+    pub(super) async fn on_history_notification(&self, node: &Node, message: &wa::Message) {
         let Some(n) = message
             .protocol_message
             .as_ref()
@@ -132,21 +152,23 @@ impl<S: CredsStore> Messenger<S> {
         else {
             return;
         };
+        let receipt = match (node.get_str("id"), self.account()) {
+            (Some(id), Some(account)) => Some(
+                Node::new("receipt")
+                    .attr("id", id.into_owned())
+                    .attr("type", "hist_sync")
+                    .attr("to", account.me.jid.to_non_ad()),
+            ),
+            _ => None,
+        };
         let queue = self.history_tx.lock().ok().and_then(|t| t.clone());
         match queue {
             Some(q) => {
-                if q.send(HistoryJob { n }).await.is_err() {
+                if q.send(HistoryJob { n, receipt }).await.is_err() {
                     tracing::warn!("history worker stopped; chunk dropped");
                 }
             }
             None => tracing::warn!("no history worker; chunk dropped"),
-        }
-        if let (Some(id), Some(account)) = (node.get_str("id"), self.account()) {
-            let receipt = Node::new("receipt")
-                .attr("id", id.into_owned())
-                .attr("type", "hist_sync")
-                .attr("to", account.me.jid.to_non_ad());
-            let _ = sender.send(&receipt).await;
         }
     }
 
@@ -158,7 +180,12 @@ impl<S: CredsStore> Messenger<S> {
         let mut chunks = 0u64;
         while let Some(job) = rx.recv().await {
             let Some(m) = me.upgrade() else { return };
-            m.process_history(job.n).await;
+            let stored = m.process_history(job.n).await;
+            // On whichever connection is up now: the receipt names the message, not the
+            // connection it came on.
+            if stored && let (Some(receipt), Some(sender)) = (job.receipt, m.sender()) {
+                let _ = sender.send(&receipt).await;
+            }
             chunks += 1;
             if rx.is_empty() {
                 m.publish(Event::HistorySyncIdle { chunks });
@@ -166,7 +193,8 @@ impl<S: CredsStore> Messenger<S> {
         }
     }
 
-    async fn process_history(&self, n: wa::HistorySyncNotification) {
+    /// Processes one notification; true when its chunk was stored whole.
+    async fn process_history(&self, n: wa::HistorySyncNotification) -> bool {
         let chunk = n.chunk_order;
         let fail = |reason: String| {
             tracing::warn!(chunk, reason, "history chunk not used");
@@ -176,7 +204,10 @@ impl<S: CredsStore> Messenger<S> {
             Some(b) => Source::Inline(b),
             None => match self.download_history(&n).await {
                 Ok(f) => Source::File(f),
-                Err(e) => return fail(e),
+                Err(e) => {
+                    fail(e);
+                    return false;
+                }
             },
         };
         let limits = self.history_limits;
@@ -248,22 +279,12 @@ impl<S: CredsStore> Messenger<S> {
                 }
                 Item::Mapping(m) => {
                     report.mappings += 1;
-                    self.learn_pair(
-                        m.pn_jid.as_deref(),
-                        m.lid_jid.as_deref(),
-                        &mut batch,
-                        &mut report,
-                    )
-                    .await
+                    self.learn_pair(m.pn_jid.as_deref(), m.lid_jid.as_deref(), &mut batch)
+                        .await
                 }
                 Item::Contact(c) => {
                     let r = self
-                        .learn_pair(
-                            c.pn_jid.as_deref(),
-                            c.lid_jid.as_deref(),
-                            &mut batch,
-                            &mut report,
-                        )
+                        .learn_pair(c.pn_jid.as_deref(), c.lid_jid.as_deref(), &mut batch)
                         .await;
                     let jid = history_jid(c.lid_jid.as_deref())
                         .or_else(|| history_jid(c.pn_jid.as_deref()));
@@ -322,10 +343,14 @@ impl<S: CredsStore> Messenger<S> {
             failed = Some(e);
         }
         match failed {
-            Some(e) => fail(e),
+            Some(e) => {
+                fail(e);
+                false
+            }
             None => {
                 tracing::info!(?report, "history chunk stored");
                 self.publish(Event::HistorySync(Box::new(report)));
+                true
             }
         }
     }
@@ -393,18 +418,21 @@ impl<S: CredsStore> Messenger<S> {
             .await
             .map_err(|e| e.to_string())?;
         report.stored += stored as u64;
+        for (pn, lid) in &batch.pairs {
+            self.learned(pn, lid);
+        }
         *batch = HistoryBatch::default();
         Ok(())
     }
 
-    /// Learns a PN ↔ LID pair history names; what the batch holds is stored first (the pair
-    /// moves stored rows, and a row stored after under the phone number would be left behind).
+    /// Learns a PN ↔ LID pair history names with the batch: stored first in the batch's
+    /// transaction (one for all its pairs, not one each), so its rows land under the LID.
+    /// Rows the batch already holds under the phone number move to the LID now.
     async fn learn_pair(
         &self,
         pn: Option<&str>,
         lid: Option<&str>,
         batch: &mut HistoryBatch,
-        report: &mut HistoryReport,
     ) -> Result<(), String> {
         let (Some(pn), Some(lid)) = (history_jid(pn), history_jid(lid)) else {
             return Ok(());
@@ -412,12 +440,34 @@ impl<S: CredsStore> Messenger<S> {
         if pn.server != Server::User || lid.server != Server::Lid {
             return Ok(());
         }
-        if self.lid_of(&pn.user).await.as_deref() == Some(lid.user.as_str()) {
+        let (pn, lid) = (pn.to_non_ad(), lid.to_non_ad());
+        let known = match pending_lid(batch, &pn.user) {
+            Some(l) => Some(l.to_owned()),
+            None => self.lid_of(&pn.user).await,
+        };
+        if known.as_deref() == Some(lid.user.as_str()) {
             return Ok(());
         }
-        self.flush_history(batch, report).await?;
-        self.learn(&pn.user, &lid.user).await;
+        for m in &mut batch.messages {
+            if m.chat == pn {
+                m.chat = lid.clone();
+            }
+            if m.sender == pn {
+                m.sender = lid.clone();
+            }
+        }
+        batch.pairs.push((pn.user, lid.user));
         Ok(())
+    }
+
+    /// [`Messenger::canonical`], counting the pairs the batch will learn.
+    async fn canonical_in(&self, jid: &Jid, batch: &HistoryBatch) -> Jid {
+        if jid.server == Server::User
+            && let Some(lid) = pending_lid(batch, &jid.user)
+        {
+            return Jid::with_device(lid, jid.device, Server::Lid);
+        }
+        self.canonical(jid).await
     }
 
     /// A conversation's chat state, messages and token into the batch.
@@ -440,10 +490,10 @@ impl<S: CredsStore> Messenger<S> {
         let lid = history_jid(c.lid_jid.as_deref())
             .or_else(|| (id.server == Server::Lid).then(|| id.clone()));
         if let (Some(pn), Some(lid)) = (&pn, &lid) {
-            self.learn_pair(Some(&pn.to_string()), Some(&lid.to_string()), batch, report)
+            self.learn_pair(Some(&pn.to_string()), Some(&lid.to_string()), batch)
                 .await?;
         }
-        let chat = self.canonical(&id).await.to_non_ad();
+        let chat = self.canonical_in(&id, batch).await.to_non_ad();
         batch.chats.push(ChatChange {
             chat: chat.clone(),
             name: c
@@ -476,13 +526,13 @@ impl<S: CredsStore> Messenger<S> {
         }
         let me = self.account().map(|a| a.me);
         let own = match &me {
-            Some(me) => Some(self.canonical(&me.jid).await.to_non_ad()),
+            Some(me) => Some(self.canonical_in(&me.jid, batch).await.to_non_ad()),
             None => None,
         };
         for hm in c.messages {
             let Some(w) = hm.message else { continue };
             report.messages += 1;
-            let Some(row) = self.history_row(&chat, w, own.as_ref()).await else {
+            let Some(row) = self.history_row(&chat, w, own.as_ref(), batch).await else {
                 continue;
             };
             batch.messages.push(row);
@@ -500,6 +550,7 @@ impl<S: CredsStore> Messenger<S> {
         chat: &Jid,
         w: wa::WebMessageInfo,
         own: Option<&Jid>,
+        batch: &HistoryBatch,
     ) -> Option<StoredMessage> {
         let key = w.key?;
         let id = key.id.filter(|i| !i.is_empty())?;
@@ -509,7 +560,7 @@ impl<S: CredsStore> Messenger<S> {
             own?.clone()
         } else if chat.server == Server::Group {
             let p = history_jid(key.participant.as_deref().or(w.participant.as_deref()))?;
-            self.canonical(&p).await.to_non_ad()
+            self.canonical_in(&p, batch).await.to_non_ad()
         } else {
             chat.clone()
         };
@@ -591,5 +642,21 @@ impl<S: CredsStore> Messenger<S> {
             ..Default::default()
         };
         self.send_peer(&request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mute_ms;
+
+    #[test]
+    fn a_history_mute_end_reads_as_ms_and_seconds_as_seconds() {
+        // ms, as app state's muteEndTimestamp (Baileys writes that into muteEndTime).
+        assert_eq!(mute_ms(1_700_000_000_000), Some(1_700_000_000_000));
+        // Seconds (below 10^12) are scaled.
+        assert_eq!(mute_ms(1_700_000_000), Some(1_700_000_000_000));
+        // Not muted; forever (-1 as uint64, or past i64).
+        assert_eq!(mute_ms(0), None);
+        assert_eq!(mute_ms(u64::MAX), Some(-1));
     }
 }

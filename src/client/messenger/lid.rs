@@ -33,35 +33,68 @@ impl<S: CredsStore> Messenger<S> {
             return;
         }
         match self.store.learn_lid(pn, lid).await {
-            Ok(()) => {
-                if let Ok(mut t) = self.tokens.lock() {
-                    // The token moved with the contact to its LID.
-                    t.remove(&Jid::new(pn, Server::User));
-                    t.remove(&Jid::new(lid, Server::Lid));
-                }
-                if let Ok(mut m) = self.lids.lock() {
-                    // Another number may have had this LID: forget cached answers wholesale.
-                    m.retain(|_, v| v.as_deref() != Some(lid));
-                    m.insert(pn.to_owned(), Some(lid.to_owned()));
-                }
-                // Sends waiting for a receipt are keyed by their chat, which just moved: the
-                // receipt will name the LID chat.
-                if let Ok(mut w) = self.watched.lock() {
-                    let (from, to) = (Jid::new(pn, Server::User), Jid::new(lid, Server::Lid));
-                    let moved: Vec<((Jid, String), std::time::Instant)> = w
-                        .iter()
-                        .filter(|((chat, _), _)| *chat == from)
-                        .map(|(k, v)| (k.clone(), *v))
-                        .collect();
-                    for ((_, id), since) in moved {
-                        w.remove(&(from.clone(), id.clone()));
-                        w.insert((to.clone(), id), since);
-                    }
-                }
-                tracing::debug!(pn, lid, "learned a LID");
-            }
+            Ok(()) => self.learned(pn, lid),
             Err(e) => tracing::warn!(error = %e, "cannot store a LID mapping"),
         }
+    }
+
+    /// Records many pairs in one store transaction (an app-state snapshot names one per
+    /// contact); those already known are skipped.
+    pub(super) async fn learn_many(&self, pairs: &[(String, String)]) {
+        let mut new: Vec<(String, String)> = Vec::new();
+        for (pn, lid) in pairs {
+            if pn.is_empty()
+                || lid.is_empty()
+                || new.iter().any(|(p, l)| p == pn && l == lid)
+                || self.lid_of(pn).await.as_deref() == Some(lid.as_str())
+            {
+                continue;
+            }
+            new.push((pn.clone(), lid.clone()));
+        }
+        if new.is_empty() {
+            return;
+        }
+        match self.store.learn_lids(&new).await {
+            Ok(()) => {
+                for (pn, lid) in &new {
+                    self.learned(pn, lid);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, pairs = new.len(), "cannot store LID mappings"),
+        }
+    }
+
+    /// What follows a stored pair in memory: caches keyed by the phone number move to the LID.
+    pub(super) fn learned(&self, pn: &str, lid: &str) {
+        if let Ok(mut t) = self.tokens.lock() {
+            // The token moved with the contact to its LID.
+            t.remove(&Jid::new(pn, Server::User));
+            t.remove(&Jid::new(lid, Server::Lid));
+        }
+        if let Ok(mut m) = self.lids.lock() {
+            // Another number may have had this LID: forget cached answers wholesale.
+            m.retain(|_, v| v.as_deref() != Some(lid));
+            if m.len() >= LID_CACHE {
+                m.clear();
+            }
+            m.insert(pn.to_owned(), Some(lid.to_owned()));
+        }
+        // Sends waiting for a receipt are keyed by their chat, which just moved: the receipt
+        // will name the LID chat.
+        if let Ok(mut w) = self.watched.lock() {
+            let (from, to) = (Jid::new(pn, Server::User), Jid::new(lid, Server::Lid));
+            let moved: Vec<((Jid, String), std::time::Instant)> = w
+                .iter()
+                .filter(|((chat, _), _)| *chat == from)
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            for ((_, id), since) in moved {
+                w.remove(&(from.clone(), id.clone()));
+                w.insert((to.clone(), id), since);
+            }
+        }
+        tracing::debug!(pn, lid, "learned a LID");
     }
 
     /// The JID we key sessions and chats by: the LID form of a phone-number JID once its LID

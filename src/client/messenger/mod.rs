@@ -49,7 +49,7 @@ mod send;
 mod timelock;
 mod tokens;
 
-pub use appstate::ChatAction;
+pub use appstate::{ChatAction, MAX_ACTIONS_PER_EVENT};
 pub use error::{SendError, refusal_reason};
 pub use history::{MAX_ON_DEMAND_COUNT, ON_DEMAND_COUNT};
 pub use media::RetryTarget;

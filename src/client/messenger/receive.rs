@@ -203,7 +203,7 @@ impl<S: CredsStore> Messenger<S> {
         };
         if from_me {
             // History sync is accepted only from our own account (CLIENT-FEATURES §5.1).
-            self.on_history_notification(sender, node, &message).await;
+            self.on_history_notification(node, &message).await;
             // So are app-state keys (whatsmeow `handleProtocolMessage` checks IsFromMe);
             // stored before the session advance, unreceipted if they cannot be.
             if let Some(share) = message
