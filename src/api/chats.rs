@@ -22,7 +22,7 @@ use super::{ApiError, AppState, Op};
 use crate::binary::{Jid, Server};
 use crate::client::ChatAction;
 use crate::client::account::{ChatSummary, Contact};
-use crate::service::{message_id, message_json, wire_user};
+use crate::service::{message_id, wire_user};
 use crate::util::clock::iso8601_ms;
 
 /// How the API names a contact: by its number when known, else its LID.
