@@ -155,7 +155,7 @@ pub(super) async fn chat_messages(
             .await?;
         Ok((
             "WhatsApp chat messages retrieved",
-            super::routes::messages_page(&sub, &agent, &rows, &ctx),
+            crate::service::messages_page(&sub, &agent, &rows, &ctx),
         ))
     }
     .await;

@@ -21,7 +21,7 @@ use super::schema::{
 };
 use super::{ApiError, AppState, Op};
 use crate::binary::Jid;
-use crate::service::{Connected, ConnectionStatus, Status, message_id, message_json, wire_user};
+use crate::service::{Connected, ConnectionStatus, Status, message_id, wire_user};
 use crate::service::{OutboxRow, OutboxState, SendFailure};
 use crate::util::clock::iso8601_ms;
 
@@ -438,30 +438,6 @@ fn send_answer(row: &OutboxRow, waited: bool) -> Result<(&'static str, Value), A
     }
 }
 
-/// A page of history rows as `{count, messages}`, each with its media's download URL.
-pub(super) fn messages_page(
-    sub: &str,
-    agent: &str,
-    rows: &[crate::store::connections::HistoryRow],
-    ctx: &crate::service::RowContext,
-) -> Value {
-    let messages: Vec<Value> = rows
-        .iter()
-        .map(|h| {
-            let url = h.message.file.as_ref().map(|_| {
-                // The serialized id: it names the chat too, so a same id elsewhere cannot
-                // stand in for this message.
-                format!(
-                    "/api/whatsapp/{sub}/{agent}/messages/{}/media",
-                    message_id(&h.message.chat, &h.message.id, h.message.from_me)
-                )
-            });
-            message_json(&h.message, h.created_ms, url.as_deref(), ctx)
-        })
-        .collect();
-    json!({ "count": messages.len(), "messages": messages })
-}
-
 #[utoipa::path(
     get,
     path = "/api/whatsapp/{subaccountId}/{agentId}/messages",
@@ -492,7 +468,7 @@ pub(super) async fn messages(
         let (rows, ctx) = st.service.history(&sub, &agent, limit, skip).await?;
         Ok((
             "WhatsApp message history retrieved",
-            messages_page(&sub, &agent, &rows, &ctx),
+            crate::service::messages_page(&sub, &agent, &rows, &ctx),
         ))
     }
     .await;

@@ -986,6 +986,31 @@ pub fn message_json(
     out
 }
 
+/// A page of history rows as `{count, messages}`, each with its media's download URL.
+pub fn messages_page(
+    sub: &str,
+    agent: &str,
+    rows: &[HistoryRow],
+    ctx: &RowContext,
+) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let messages: Vec<Value> = rows
+        .iter()
+        .map(|h| {
+            let url = h.message.file.as_ref().map(|_| {
+                // The serialized id: it names the chat too, so a same id elsewhere cannot
+                // stand in for this message.
+                format!(
+                    "/api/whatsapp/{sub}/{agent}/messages/{}/media",
+                    message_id(&h.message.chat, &h.message.id, h.message.from_me)
+                )
+            });
+            message_json(&h.message, h.created_ms, url.as_deref(), ctx)
+        })
+        .collect();
+    json!({ "count": messages.len(), "messages": messages })
+}
+
 /// The guide's message id: `<fromMe>_<chat>_<id>` (whatsapp-web.js's serialized key).
 pub fn message_id(chat: &Jid, id: &str, from_me: bool) -> String {
     crate::client::messages::serialized_id(chat, id, from_me)
