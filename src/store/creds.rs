@@ -53,6 +53,39 @@ impl SqliteCreds {
             .open(&row(table, self.account, key), stored)
             .map_err(err)
     }
+
+    /// Moves sealed `record` of `table` from key `from` to key `to` (column `key`), sealed
+    /// anew for its new row; a record already at `to` is kept (it is newer).
+    async fn move_sealed(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        table: &'static str,
+        key: &'static str,
+        from: &str,
+        record: Vec<u8>,
+        to: &str,
+    ) -> Result<(), CredsStoreError> {
+        let plain = self.open(table, from, record)?;
+        sqlx::query(&format!(
+            "INSERT INTO {table} (account_id, {key}, record) VALUES (?, ?, ?) \
+             ON CONFLICT (account_id, {key}) DO NOTHING"
+        ))
+        .bind(self.account)
+        .bind(to)
+        .bind(self.seal(table, to, plain))
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+        sqlx::query(&format!(
+            "DELETE FROM {table} WHERE account_id = ? AND {key} = ?"
+        ))
+        .bind(self.account)
+        .bind(from)
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
 }
 
 pub(super) fn err(e: impl std::fmt::Display) -> CredsStoreError {
@@ -538,23 +571,15 @@ impl SqliteCreds {
         for (address, record) in rows {
             let device = &address[prefix.len()..];
             let target = format!("{to_name}.{device}");
-            let plain = self.open("signal_sessions", &address, record)?;
-            sqlx::query(
-                "INSERT INTO signal_sessions (account_id, address, record) VALUES (?, ?, ?) \
-                 ON CONFLICT (account_id, address) DO NOTHING",
+            self.move_sealed(
+                conn,
+                "signal_sessions",
+                "address",
+                &address,
+                record,
+                &target,
             )
-            .bind(self.account)
-            .bind(&target)
-            .bind(self.seal("signal_sessions", &target, plain))
-            .execute(&mut *conn)
-            .await
-            .map_err(err)?;
-            sqlx::query("DELETE FROM signal_sessions WHERE account_id = ? AND address = ?")
-                .bind(self.account)
-                .bind(&address)
-                .execute(&mut *conn)
-                .await
-                .map_err(err)?;
+            .await?;
         }
         // The contact's sender keys (`<group>::<address>`) follow its devices to the LID, so a
         // group message named by the LID finds the key a PN-named distribution installed.
@@ -576,23 +601,8 @@ impl SqliteCreds {
                 continue;
             }
             let target = format!("{group}::{to_name}.{device}");
-            let plain = self.open("signal_sender_keys", &name, record)?;
-            sqlx::query(
-                "INSERT INTO signal_sender_keys (account_id, name, record) VALUES (?, ?, ?) \
-                 ON CONFLICT (account_id, name) DO NOTHING",
-            )
-            .bind(self.account)
-            .bind(&target)
-            .bind(self.seal("signal_sender_keys", &target, plain))
-            .execute(&mut *conn)
-            .await
-            .map_err(err)?;
-            sqlx::query("DELETE FROM signal_sender_keys WHERE account_id = ? AND name = ?")
-                .bind(self.account)
-                .bind(&name)
-                .execute(&mut *conn)
-                .await
-                .map_err(err)?;
+            self.move_sealed(conn, "signal_sender_keys", "name", &name, record, &target)
+                .await?;
         }
         sqlx::query(
             "UPDATE OR IGNORE signal_identities SET address = ? || substr(address, length(?) + 1) \
