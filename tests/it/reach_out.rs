@@ -58,6 +58,20 @@ async fn send(
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+/// A send answered 422 (refused by WhatsApp, final): its answer.
+async fn refused(http: &reqwest::Client, admin: &str, base: &str, to: &str, text: &str) -> Value {
+    let (code, v) = call(
+        http,
+        Method::POST,
+        &format!("{base}/send"),
+        Some(admin),
+        Some(json!({ "to": to, "message": text })),
+    )
+    .await;
+    assert_eq!(code, 422, "{v}");
+    v
+}
+
 #[tokio::test]
 async fn a_463_says_what_lifts_it_a_time_lock_makes_it_account_restricted_and_it_is_never_retried()
 {
@@ -81,15 +95,7 @@ async fn a_463_says_what_lifts_it_a_time_lock_makes_it_account_restricted_and_it
         assert_eq!(sim.fault(p, Fault::RequireCsToken(true)).await, 1);
         link(&sim, &http, &admin, &plain, p).await;
         without_salt(&db, "plain").await;
-        let (code, v) = call(
-            &http,
-            Method::POST,
-            &format!("{plain}/send"),
-            Some(&admin),
-            Some(json!({ "to": x, "message": "hello x" })),
-        )
-        .await;
-        assert_eq!(code, 422, "{v}");
+        let v = refused(&http, &admin, &plain, x, "hello x").await;
         assert_eq!(v["error"]["code"], json!("privacy_token_required"), "{v}");
         let said = v["message"].as_str().unwrap();
         assert!(
@@ -118,15 +124,7 @@ async fn a_463_says_what_lifts_it_a_time_lock_makes_it_account_restricted_and_it
         assert_eq!(sim.fault(l, Fault::ReachOutLock(true)).await, 1);
         link(&sim, &http, &admin, &locked, l).await;
         without_salt(&db, "locked").await;
-        let (code, v) = call(
-            &http,
-            Method::POST,
-            &format!("{locked}/send"),
-            Some(&admin),
-            Some(json!({ "to": y, "message": "hello y" })),
-        )
-        .await;
-        assert_eq!(code, 422, "{v}");
+        let v = refused(&http, &admin, &locked, y, "hello y").await;
         assert_eq!(v["error"]["code"], json!("account_restricted"), "{v}");
         let said = v["message"].as_str().unwrap();
         assert!(said.contains("time-lock until 20"), "{said}");
