@@ -16,19 +16,14 @@ use wa_gateway::binary::{Jid, Node, Server};
 use wa_gateway::client::pair::{
     QrKeys, handle_pair_success, iq_result, parse_pair_device, qr_string,
 };
-use wa_gateway::client::payload::{
-    ClientProfile, RegistrationKeys, login_payload, registration_payload,
-};
+use wa_gateway::client::payload::login_payload;
 use wa_gateway::proto::wa;
 use wa_gateway::signal::store::PreKeyStore;
 use wa_gateway::signal::{
-    EncType, IdentityTrust, KeyPair, LocalIdentity, MemoryStore, ProtocolAddress, SessionCipher,
-    SignedPreKey,
+    EncType, IdentityTrust, LocalIdentity, MemoryStore, ProtocolAddress, SessionCipher,
 };
 use wa_gateway::sim::{PhoneAction, Simulator};
-use wa_gateway::socket::framing::MAX_FRAME;
-use wa_gateway::socket::{ClientConfig, Incoming, NoiseSocket, TrustRoot, connect};
-use wa_gateway::util::clock::SystemClock;
+use wa_gateway::socket::{Incoming, NoiseSocket, connect};
 
 const NUMBER: &str = "15550007001";
 
@@ -148,28 +143,15 @@ impl Raw {
 
 /// Pairs a new device with `NUMBER`'s phone, logs it in, publishes its keys and goes active.
 async fn link(sim: &Simulator) -> Raw {
-    let cfg = ClientConfig {
-        url: sim.ws_url().to_owned(),
-        trust: TrustRoot::from_key(sim.root_public_key()),
-        clock: Arc::new(SystemClock),
-        max_frame: MAX_FRAME,
-        tls: None,
-    };
-    let profile = ClientProfile::default();
-    let noise = KeyPair::generate();
-    let identity = KeyPair::generate();
-    let adv: [u8; 32] = rand::random();
-    let signed = SignedPreKey::generate(1, &identity, 0);
-    let reg = registration_payload(
-        &profile,
-        RegistrationKeys {
-            registration_id: 1234,
-            identity: &identity.public,
-            signed_pre_key_id: 1,
-            signed_pre_key: &signed.key_pair.public,
-            signed_pre_key_signature: &signed.signature,
-        },
-    );
+    let crate::sim_flow::RawDevice {
+        cfg,
+        profile,
+        noise,
+        identity,
+        adv,
+        signed,
+        reg,
+    } = crate::sim_flow::RawDevice::new(sim);
     let (mut s, _) = connect(&cfg, noise.clone(), &reg.encode_to_vec())
         .await
         .unwrap();

@@ -25,12 +25,20 @@ async fn next(s: &mut NoiseSocket) -> Node {
     }
 }
 
-#[tokio::test]
-async fn new_device_pairs_then_logs_in() {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+/// What a device brings to its first connection: the socket's configuration, fresh noise and
+/// identity keys, an ADV secret, a signed prekey and the registration payload naming them.
+pub(crate) struct RawDevice {
+    pub cfg: ClientConfig,
+    pub profile: ClientProfile,
+    pub noise: KeyPair,
+    pub identity: KeyPair,
+    pub adv: [u8; 32],
+    pub signed: SignedPreKey,
+    pub reg: wa_gateway::proto::wa::ClientPayload,
+}
+
+impl RawDevice {
+    pub(crate) fn new(sim: &Simulator) -> RawDevice {
         let cfg = ClientConfig {
             url: sim.ws_url().to_owned(),
             trust: TrustRoot::from_key(sim.root_public_key()),
@@ -39,9 +47,7 @@ async fn new_device_pairs_then_logs_in() {
             tls: None,
         };
         let profile = ClientProfile::default();
-        let noise = KeyPair::generate();
         let identity = KeyPair::generate();
-        let adv: [u8; 32] = rand::random();
         let signed = SignedPreKey::generate(1, &identity, 0);
         let reg = registration_payload(
             &profile,
@@ -53,6 +59,33 @@ async fn new_device_pairs_then_logs_in() {
                 signed_pre_key_signature: &signed.signature,
             },
         );
+        RawDevice {
+            cfg,
+            profile,
+            noise: KeyPair::generate(),
+            identity,
+            adv: rand::random(),
+            signed,
+            reg,
+        }
+    }
+}
+
+#[tokio::test]
+async fn new_device_pairs_then_logs_in() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let RawDevice {
+            cfg,
+            profile,
+            noise,
+            identity,
+            adv,
+            signed,
+            reg,
+        } = RawDevice::new(&sim);
         let (mut s, _) = connect(&cfg, noise.clone(), &reg.encode_to_vec())
             .await
             .unwrap();
