@@ -74,6 +74,7 @@ pub(super) fn allow(
     }
     st.limits.check(sub, endpoint).map_err(|after| ApiError {
         retry_after: Some(after),
+        remedy: None,
         ..ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",

@@ -337,12 +337,21 @@ impl Op {
     pub fn fail(&self, e: &ApiError) -> Response {
         let mut r = (
             e.status,
-            Json(json!({
-                "success": false,
-                "message": e.message,
-                "error": { "code": e.code },
-                "meta": self.meta(),
-            })),
+            Json({
+                let mut error = json!({ "code": e.code });
+                if let Some((remedy, until)) = &e.remedy {
+                    error["remedy"] = json!(remedy);
+                    if let Some(u) = until {
+                        error["until"] = json!(u);
+                    }
+                }
+                json!({
+                    "success": false,
+                    "message": e.message,
+                    "error": error,
+                    "meta": self.meta(),
+                })
+            }),
         )
             .into_response();
         if let Some(after) = e.retry_after
@@ -371,6 +380,9 @@ pub struct ApiError {
     pub message: String,
     /// Seconds to wait (429).
     pub retry_after: Option<u64>,
+    /// For a send WhatsApp refused: what would lift the refusal and until when (ISO 8601),
+    /// as the failed message row and its webhook say them.
+    pub remedy: Option<(String, Option<String>)>,
 }
 
 impl ApiError {
@@ -381,6 +393,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            remedy: None,
         }
     }
 

@@ -354,7 +354,7 @@ pub(super) async fn send(
         // null for a group.
         let to = Some(&input.to).filter(|t| t.server != crate::binary::Server::Group);
         let ids = match to {
-            Some(t) => st.service.ids_of(&sub, &agent, t).await?,
+            Some(t) => st.service.ids_of(&sub, &agent, t).await,
             None => Default::default(),
         };
         ids.put(&mut answer, "to", to);
@@ -386,11 +386,16 @@ fn send_answer(row: &OutboxRow, waited: bool) -> Result<(&'static str, Value), A
                 .as_str()
                 .unwrap_or("not sent")
                 .to_owned();
-            // What would lift a reach-out refusal (a 463 or 475 is never retried for you).
+            let mut e = ApiError::from_failure(failure, String::new());
+            // What would lift a reach-out refusal (a 463 or 475 is never retried for you): in
+            // the message for people, and as `error.remedy`/`error.until` for programs.
             if let Some(remedy) = r["error"]["remedy"].as_str() {
                 message = format!("{message}; to lift it: {remedy}");
+                let until = r["error"]["until"].as_str().map(str::to_owned);
+                e.remedy = Some((remedy.to_owned(), until));
             }
-            Err(ApiError::from_failure(failure, message))
+            e.message = message;
+            Err(e)
         }
         (OutboxState::Done, Some(r)) if r["status"] == json!("pending") => Ok((
             "WhatsApp message accepted, not yet confirmed: WhatsApp did not ack it in time; \

@@ -35,6 +35,13 @@ pub(super) struct Envelope<T> {
 pub(super) struct ErrorCode {
     /// e.g. `invalid_to`, `not_connected`, `rate_limited`.
     code: String,
+    /// A send WhatsApp refused (`privacy_token_required`, `account_restricted`,
+    /// `new_chat_cap_reached`): what would lift it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remedy: Option<String>,
+    /// With `remedy`: when the time-lock or the capping cycle ends (ISO 8601), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    until: Option<String>,
 }
 
 /// A refusal.

@@ -136,6 +136,7 @@ async fn refuse(stream: TcpStream, limits: &HttpLimits) {
     let service = hyper::service::service_fn(|_req| async {
         let e = ApiError {
             retry_after: Some(1),
+            remedy: None,
             ..ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too_many_connections",

@@ -205,20 +205,20 @@ impl SendFailure {
     pub fn remedy(self, until: Option<u64>) -> Option<String> {
         let when = until.map(iso);
         Some(match self {
-            SendFailure::PrivacyTokenRequired => "the contact must write to this account first                  (its privacy token then goes with replies), or a cstoken needs the NCT salt                  (app state sync or the history the phone shares at linking) and the contact's                  LID"
+            SendFailure::PrivacyTokenRequired => "the contact must write to this account first (its privacy token then goes with replies), or a cstoken needs the NCT salt (app state sync or the history the phone shares at linking) and the contact's LID"
                 .to_owned(),
             SendFailure::AccountRestricted => match when {
                 Some(w) => format!(
-                    "time-lock until {w}: WhatsApp bars this account's new chats until then                      (GET …/limits); meanwhile write only to contacts who wrote first"
+                    "time-lock until {w}: WhatsApp bars this account's new chats until then (GET …/limits); meanwhile write only to contacts who wrote first"
                 ),
-                None => "WhatsApp restricts this account's new chats (a reach-out time-lock;                      GET …/limits says until when): write only to contacts who wrote first"
+                None => "WhatsApp restricts this account's new chats (a reach-out time-lock; GET …/limits says until when): write only to contacts who wrote first"
                     .to_owned(),
             },
             SendFailure::NewChatCapReached => match when {
                 Some(w) => format!(
-                    "new-chat quota used until {w} (the cycle's end, GET …/limits); meanwhile                      write only to contacts who wrote first"
+                    "new-chat quota used until {w} (the cycle's end, GET …/limits); meanwhile write only to contacts who wrote first"
                 ),
-                None => "the new-chat quota of this cycle is used: wait for the cycle to end                      (GET …/limits), or write to contacts who wrote first"
+                None => "the new-chat quota of this cycle is used: wait for the cycle to end (GET …/limits), or write to contacts who wrote first"
                     .to_owned(),
             },
             _ => return None,
@@ -266,6 +266,17 @@ impl std::fmt::Display for SendFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remedies_read_as_one_sentence() {
+        for f in SendFailure::ALL {
+            for until in [None, Some(1_800_000_000)] {
+                if let Some(r) = f.remedy(until) {
+                    assert!(!r.contains("  ") && !r.contains('\n'), "{f:?}: {r:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_code_reads_back_and_names_one_failure() {

@@ -244,19 +244,16 @@ impl Service {
 
 impl Service {
     /// Both names of `user` as (subaccount, agent)'s account knows them now (the send answer's
-    /// `toPn`/`toLid`).
-    pub async fn ids_of(
-        &self,
-        subaccount: &str,
-        agent: &str,
-        user: &Jid,
-    ) -> Result<Ids, super::ServiceError> {
-        let Some(row) = self.store.connection(subaccount, agent).await? else {
-            return Err(super::ServiceError::NotFound);
-        };
-        Ok(self
-            .ids_for(row.account, row.phone_number.as_deref(), [user])
-            .await)
+    /// `toPn`/`toLid`). Never fails: it runs after the send is stored, and a lookup error must
+    /// not turn an accepted send into an error its caller would retry (names stay unknown).
+    pub async fn ids_of(&self, subaccount: &str, agent: &str, user: &Jid) -> Ids {
+        match self.store.connection(subaccount, agent).await {
+            Ok(Some(row)) => {
+                self.ids_for(row.account, row.phone_number.as_deref(), [user])
+                    .await
+            }
+            _ => Ids::default(),
+        }
     }
 }
 

@@ -97,6 +97,11 @@ async fn a_463_says_what_lifts_it_a_time_lock_makes_it_account_restricted_and_it
         without_salt(&db, "plain").await;
         let v = refused(&http, &admin, &plain, x, "hello x").await;
         assert_eq!(v["error"]["code"], json!("privacy_token_required"), "{v}");
+        assert!(
+            v["error"]["remedy"].as_str().unwrap().contains("NCT salt"),
+            "{v}"
+        );
+        assert_eq!(v["error"]["until"], Value::Null, "{v}");
         let said = v["message"].as_str().unwrap();
         assert!(
             said.contains("must write to this account first") && said.contains("NCT salt"),
@@ -126,6 +131,12 @@ async fn a_463_says_what_lifts_it_a_time_lock_makes_it_account_restricted_and_it
         without_salt(&db, "locked").await;
         let v = refused(&http, &admin, &locked, y, "hello y").await;
         assert_eq!(v["error"]["code"], json!("account_restricted"), "{v}");
+        let until = v["error"]["until"].as_str().unwrap();
+        assert!(until.starts_with("20") && until.ends_with('Z'), "{v}");
+        assert!(
+            v["error"]["remedy"].as_str().unwrap().contains(until),
+            "{v}"
+        );
         let said = v["message"].as_str().unwrap();
         assert!(said.contains("time-lock until 20"), "{said}");
         let (_, limits) = call(
