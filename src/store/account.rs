@@ -313,26 +313,26 @@ impl AccountStore for SqliteCreds {
 
     async fn chats(&self, limit: u32, skip: u32) -> Result<Vec<ChatSummary>, CredsStoreError> {
         let mut conn = self.pool.acquire().await.map_err(err)?;
-        // Every chat with a row or a message; pinned first, then by the newest message. One
-        // grouped pass over the account's messages gives each chat's newest time and its live
-        // unread count (inbound, live, after the read marker): no query per chat.
+        // Every chat with a row or a message; pinned first, then by the newest message. The
+        // chat ids and each chat's newest time come from the (account, chat, ts) index (an
+        // index-only walk and one seek per chat); the live unread count (inbound, live, after
+        // the read marker) is counted for the page's chats only, after the LIMIT.
         let rows = sqlx::query(
-            "WITH stats AS (SELECT m.chat AS jid, MAX(m.ts) AS last_ts, \
-             SUM(m.from_me = 0 AND m.history = 0 AND m.type NOT IN ('edit', 'revoke', 'reaction') \
-              AND m.ts > COALESCE(rc.read_ts, -1)) AS live_unread \
-             FROM messages m LEFT JOIN chats rc ON rc.account_id = ?1 AND rc.jid = m.chat \
-             WHERE m.account_id = ?1 GROUP BY m.chat), \
-             ids AS (SELECT jid FROM chats WHERE account_id = ?1 UNION SELECT jid FROM stats), \
+            "WITH ids AS (SELECT jid FROM chats WHERE account_id = ?1 \
+             UNION SELECT DISTINCT chat FROM messages WHERE account_id = ?1), \
              list AS (SELECT ids.jid AS jid, c.name, c.archived, c.pinned_at, c.muted_until, \
              c.marked_unread, c.unread_count, c.read_ts, c.ephemeral, c.deleted_at, \
-             s.last_ts, s.live_unread \
-             FROM ids LEFT JOIN chats c ON c.account_id = ?1 AND c.jid = ids.jid \
-             LEFT JOIN stats s ON s.jid = ids.jid) \
-             SELECT list.*, ct.full_name, ct.push_name \
-             FROM list LEFT JOIN contacts ct ON ct.account_id = ?1 AND ct.jid = list.jid \
-             WHERE list.deleted_at IS NULL \
-             ORDER BY list.pinned_at IS NULL, list.pinned_at DESC, list.last_ts DESC, list.jid \
-             LIMIT ?2 OFFSET ?3",
+             (SELECT MAX(ts) FROM messages m WHERE m.account_id = ?1 AND m.chat = ids.jid) \
+              AS last_ts \
+             FROM ids LEFT JOIN chats c ON c.account_id = ?1 AND c.jid = ids.jid), \
+             page AS (SELECT * FROM list WHERE deleted_at IS NULL \
+             ORDER BY pinned_at IS NULL, pinned_at DESC, last_ts DESC, jid LIMIT ?2 OFFSET ?3) \
+             SELECT page.*, ct.full_name, ct.push_name, \
+             (SELECT COUNT(*) FROM messages m WHERE m.account_id = ?1 AND m.chat = page.jid \
+              AND m.ts > COALESCE(page.read_ts, -1) AND m.from_me = 0 AND m.history = 0 \
+              AND m.type NOT IN ('edit', 'revoke', 'reaction')) AS live_unread \
+             FROM page LEFT JOIN contacts ct ON ct.account_id = ?1 AND ct.jid = page.jid \
+             ORDER BY page.pinned_at IS NULL, page.pinned_at DESC, page.last_ts DESC, page.jid",
         )
         .bind(self.account)
         .bind(i64::from(limit))

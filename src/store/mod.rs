@@ -130,6 +130,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "app-state sync",
         include_str!("../../migrations/0020_appstate.sql"),
     ),
+    (
+        21,
+        "review indexes",
+        include_str!("../../migrations/0021_review_indexes.sql"),
+    ),
 ];
 
 /// How every write transaction starts: it takes the write lock up front, so a transaction that

@@ -418,9 +418,7 @@ impl<S: CredsStore> Messenger<S> {
             .await
             .map_err(|e| e.to_string())?;
         report.stored += stored as u64;
-        for (pn, lid) in &batch.pairs {
-            self.learned(pn, lid);
-        }
+        self.learned_many(&batch.pairs);
         *batch = HistoryBatch::default();
         Ok(())
     }

@@ -39,13 +39,14 @@ impl<S: CredsStore> Messenger<S> {
     }
 
     /// Records many pairs in one store transaction (an app-state snapshot names one per
-    /// contact); those already known are skipped.
+    /// contact); those already known, and repeats, are skipped.
     pub(super) async fn learn_many(&self, pairs: &[(String, String)]) {
+        let mut seen: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
         let mut new: Vec<(String, String)> = Vec::new();
         for (pn, lid) in pairs {
             if pn.is_empty()
                 || lid.is_empty()
-                || new.iter().any(|(p, l)| p == pn && l == lid)
+                || !seen.insert((pn.as_str(), lid.as_str()))
                 || self.lid_of(pn).await.as_deref() == Some(lid.as_str())
             {
                 continue;
@@ -56,45 +57,61 @@ impl<S: CredsStore> Messenger<S> {
             return;
         }
         match self.store.learn_lids(&new).await {
-            Ok(()) => {
-                for (pn, lid) in &new {
-                    self.learned(pn, lid);
-                }
-            }
+            Ok(()) => self.learned_many(&new),
             Err(e) => tracing::warn!(error = %e, pairs = new.len(), "cannot store LID mappings"),
         }
     }
 
     /// What follows a stored pair in memory: caches keyed by the phone number move to the LID.
     pub(super) fn learned(&self, pn: &str, lid: &str) {
+        self.learned_many(&[(pn.to_owned(), lid.to_owned())]);
+        tracing::debug!(pn, lid, "learned a LID");
+    }
+
+    /// [`Self::learned`] for many stored pairs: one pass over each cache, whatever their
+    /// number (a snapshot or a history chunk names thousands).
+    pub(super) fn learned_many(&self, pairs: &[(String, String)]) {
+        if pairs.is_empty() {
+            return;
+        }
         if let Ok(mut t) = self.tokens.lock() {
             // The token moved with the contact to its LID.
-            t.remove(&Jid::new(pn, Server::User));
-            t.remove(&Jid::new(lid, Server::Lid));
+            for (pn, lid) in pairs {
+                t.remove(&Jid::new(pn, Server::User));
+                t.remove(&Jid::new(lid, Server::Lid));
+            }
         }
         if let Ok(mut m) = self.lids.lock() {
-            // Another number may have had this LID: forget cached answers wholesale.
-            m.retain(|_, v| v.as_deref() != Some(lid));
-            if m.len() >= LID_CACHE {
-                m.clear();
+            // Another number may have had one of these LIDs: forget those cached answers.
+            let lids: std::collections::HashSet<&str> =
+                pairs.iter().map(|(_, l)| l.as_str()).collect();
+            m.retain(|_, v| !v.as_deref().is_some_and(|l| lids.contains(l)));
+            for (pn, lid) in pairs {
+                if m.len() >= LID_CACHE {
+                    m.clear();
+                }
+                m.insert(pn.clone(), Some(lid.clone()));
             }
-            m.insert(pn.to_owned(), Some(lid.to_owned()));
         }
         // Sends waiting for a receipt are keyed by their chat, which just moved: the receipt
         // will name the LID chat.
         if let Ok(mut w) = self.watched.lock() {
-            let (from, to) = (Jid::new(pn, Server::User), Jid::new(lid, Server::Lid));
+            let to_lid: std::collections::HashMap<Jid, Jid> = pairs
+                .iter()
+                .map(|(pn, lid)| (Jid::new(pn, Server::User), Jid::new(lid, Server::Lid)))
+                .collect();
             let moved: Vec<((Jid, String), std::time::Instant)> = w
                 .iter()
-                .filter(|((chat, _), _)| *chat == from)
+                .filter(|((chat, _), _)| to_lid.contains_key(chat))
                 .map(|(k, v)| (k.clone(), *v))
                 .collect();
-            for ((_, id), since) in moved {
+            for ((from, id), since) in moved {
                 w.remove(&(from.clone(), id.clone()));
-                w.insert((to.clone(), id), since);
+                if let Some(to) = to_lid.get(&from) {
+                    w.insert((to.clone(), id), since);
+                }
             }
         }
-        tracing::debug!(pn, lid, "learned a LID");
     }
 
     /// The JID we key sessions and chats by: the LID form of a phone-number JID once its LID
