@@ -20,6 +20,11 @@ use crate::store::OutboxState;
 use crate::store::connections::ConnectionRow;
 use crate::store::outbox::{NewSend, OutboxRow};
 
+/// How often a busy drain also expires its held sends (an idle one does each time it idles).
+const HELD_CHECK: Duration = Duration::from_secs(30);
+/// Held sends read per pass (the store's page).
+const HELD_PAGE: usize = 1000;
+
 /// How fast one account's outbox drains.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pacing {
@@ -264,6 +269,8 @@ impl Service {
         let paced = !self.unpaced.iter().any(|s| *s == session.subaccount);
         let mut pacer = Pacer::new(self.pacing.clone());
         let mut attempts = 0u32;
+        // Held sends expire at the TTL even while warm sends keep the queue busy.
+        let mut held_checked = Instant::now();
         loop {
             let current = self
                 .session(account)
@@ -278,11 +285,16 @@ impl Service {
             if state.is_final() {
                 return;
             }
+            if held_checked.elapsed() >= HELD_CHECK {
+                held_checked = Instant::now();
+                self.expire_held(account).await;
+            }
             let row = match self.store.next_send(account).await {
                 Ok(Some(r)) => r,
                 Ok(None) => {
                     // Held sends honour the send TTL too: past it they expire unsent, as
                     // queued ones do; the drain wakes for the next one due.
+                    held_checked = Instant::now();
                     let next_due = self.expire_held(account).await;
                     // Held sends go again once nothing bars new chats.
                     if self.limits_barred(&session).is_none()
@@ -486,6 +498,10 @@ impl Service {
             }
         };
         let mut next: Option<i64> = None;
+        // A full page of them all past due: more may be, so the next is due now.
+        if held.len() >= HELD_PAGE && held.iter().all(|(_, c)| c.saturating_add(ttl) <= now_ms()) {
+            next = Some(now_ms());
+        }
         for (pk, created_ms) in held {
             let due = created_ms.saturating_add(ttl);
             if due > now_ms() {
