@@ -706,7 +706,11 @@ impl<S: CredsStore> Messenger<S> {
                 });
             }
             // The address-book entry is gone: its names go with it (the push name, which the
-            // contact gave itself, stays).
+            // contact gave itself, stays). Decision (the references differ): whatsmeow's
+            // `appstate.go` skips a contact mutation that is not a SET and Baileys reads the
+            // value whatever the operation, so both keep a deleted contact's names; a REMOVE is
+            // the phone deleting the address-book entry, and showing its old name would be
+            // wrong, so we clear them.
             Action::ContactRemoved { jid } => commit.contacts.push(ContactChange {
                 jid: jid.to_non_ad(),
                 forget_names: true,
