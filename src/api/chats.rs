@@ -64,7 +64,7 @@ fn chat_json(c: &ChatSummary) -> Value {
     })
 }
 
-fn contact_json(c: &Contact) -> Value {
+fn contact_json((c, warm): &(Contact, bool)) -> Value {
     json!({
         "id": name_of(&c.jid, c.pn.as_ref()),
         "pn": c.pn.as_ref().map(wire_user),
@@ -74,6 +74,7 @@ fn contact_json(c: &Contact) -> Value {
         "pushName": c.push_name,
         "username": c.username,
         "onWhatsApp": c.on_whatsapp,
+        "warm": warm,
     })
 }
 

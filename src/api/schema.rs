@@ -740,6 +740,9 @@ pub(super) struct Contact {
     username: Option<String>,
     /// Whether the number is on WhatsApp (null: unknown).
     on_whats_app: Option<bool>,
+    /// Warm: we hold the contact's unexpired privacy token or it wrote to us. A send to a cold
+    /// contact starts a new chat, which WhatsApp's reach-out limits count (see `GET …/limits`).
+    warm: bool,
 }
 
 /// A page of contacts.

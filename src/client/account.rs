@@ -117,6 +117,22 @@ pub struct Contact {
     pub username: Option<String>,
     /// On WhatsApp (None: unknown).
     pub on_whatsapp: Option<bool>,
+    /// When the contact's privacy token (tctoken) we hold was issued (Unix seconds).
+    pub token_at: Option<u64>,
+    /// The contact has written to us (a live or history message from it is stored).
+    pub wrote_to_us: bool,
+}
+
+impl Contact {
+    /// Warm (WhatsApp's 2026 reach-out limits do not count a send to it as a new chat) when we
+    /// hold its unexpired tctoken or it wrote to us; the same rule the outbox gate applies to a
+    /// send (`Client::warmth`).
+    pub fn warm(&self, now: u64) -> bool {
+        self.wrote_to_us
+            || self
+                .token_at
+                .is_some_and(|t| !crate::stanza::privacy::tc_token_expired(t, now))
+    }
 }
 
 /// What a history chunk's batch carries to the store: written in one transaction.
@@ -194,5 +210,7 @@ default_with_jid!(
     first_name,
     push_name,
     username,
-    on_whatsapp
+    on_whatsapp,
+    token_at,
+    wrote_to_us
 );

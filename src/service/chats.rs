@@ -54,31 +54,59 @@ impl Service {
         Ok((rows, ctx))
     }
 
-    /// The agent's contacts, by name.
+    /// The agent's contacts, by name, each with whether it is warm now ([`Contact::warm`]).
     pub async fn contacts(
         &self,
         subaccount: &str,
         agent: &str,
         limit: u32,
         skip: u32,
-    ) -> Result<Vec<Contact>, ServiceError> {
+    ) -> Result<Vec<(Contact, bool)>, ServiceError> {
         let account = self.account_of(subaccount, agent).await?;
-        self.store
+        let contacts = self
+            .store
             .creds(account)
             .contacts(limit, skip)
             .await
-            .map_err(store)
+            .map_err(store)?;
+        let now = self.account_now(account);
+        Ok(contacts
+            .into_iter()
+            .map(|c| {
+                let warm = c.warm(now);
+                (c, warm)
+            })
+            .collect())
     }
 
-    /// One contact by its PN or LID JID; None when unknown.
+    /// The time warmth is judged at: the agent's client clock (the one its sends are gated
+    /// by), the system clock when it has no session.
+    fn account_now(&self, account: i64) -> u64 {
+        use crate::util::clock::Clock as _;
+        self.session(account)
+            .map(|s| s.client.now_unix())
+            .unwrap_or_else(|| crate::util::clock::SystemClock.now_unix())
+    }
+
+    /// One contact by its PN or LID JID, with whether it is warm now; None when unknown.
     pub async fn contact(
         &self,
         subaccount: &str,
         agent: &str,
         jid: &Jid,
-    ) -> Result<Option<Contact>, ServiceError> {
+    ) -> Result<Option<(Contact, bool)>, ServiceError> {
         let account = self.account_of(subaccount, agent).await?;
-        self.store.creds(account).contact(jid).await.map_err(store)
+        let c = self
+            .store
+            .creds(account)
+            .contact(jid)
+            .await
+            .map_err(store)?;
+        let now = self.account_now(account);
+        Ok(c.map(|c| {
+            let warm = c.warm(now);
+            (c, warm)
+        }))
     }
 
     /// Asks the agent's phone for `count` messages of `chat` older than the oldest stored;

@@ -242,6 +242,13 @@ pub(crate) async fn move_to_lid(
     Ok(())
 }
 
+/// What tells a contact's warmth (see [`Contact::warm`]), as columns over `contacts c`: rows
+/// are keyed by the canonical JID (the LID once known) like tokens and messages.
+const WARMTH: &str = "(SELECT p.token_t FROM privacy_tokens p WHERE p.account_id = c.account_id \
+     AND p.jid = c.jid AND p.token IS NOT NULL) AS token_at, \
+     EXISTS (SELECT 1 FROM messages m WHERE m.account_id = c.account_id AND m.chat = c.jid \
+     AND m.from_me = 0) AS wrote_to_us";
+
 fn contact_of(r: &sqlx::sqlite::SqliteRow) -> Result<Contact, sqlx::Error> {
     let jid: String = r.try_get("jid")?;
     let jid: Jid = jid
@@ -260,6 +267,10 @@ fn contact_of(r: &sqlx::sqlite::SqliteRow) -> Result<Contact, sqlx::Error> {
         push_name: r.try_get("push_name")?,
         username: r.try_get("username")?,
         on_whatsapp: r.try_get("on_whatsapp")?,
+        token_at: r
+            .try_get::<Option<i64>, _>("token_at")?
+            .map(|t| t.max(0) as u64),
+        wrote_to_us: r.try_get("wrote_to_us")?,
     })
 }
 
@@ -390,11 +401,11 @@ impl AccountStore for SqliteCreds {
     }
 
     async fn contacts(&self, limit: u32, skip: u32) -> Result<Vec<Contact>, CredsStoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM contacts WHERE account_id = ? \
-             ORDER BY COALESCE(full_name, push_name) IS NULL, COALESCE(full_name, push_name), jid \
-             LIMIT ? OFFSET ?",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT c.*, {WARMTH} FROM contacts c WHERE c.account_id = ? \
+             ORDER BY COALESCE(c.full_name, c.push_name) IS NULL, \
+             COALESCE(c.full_name, c.push_name), c.jid LIMIT ? OFFSET ?"
+        ))
         .bind(self.account)
         .bind(i64::from(limit))
         .bind(i64::from(skip))
@@ -410,12 +421,14 @@ impl AccountStore for SqliteCreds {
     async fn contact(&self, jid: &Jid) -> Result<Option<Contact>, CredsStoreError> {
         let mut conn = self.pool.acquire().await.map_err(err)?;
         let key = canonical(&mut conn, self.account, jid).await.map_err(err)?;
-        let row = sqlx::query("SELECT * FROM contacts WHERE account_id = ? AND jid = ?")
-            .bind(self.account)
-            .bind(key.to_string())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(err)?;
+        let row = sqlx::query(&format!(
+            "SELECT c.*, {WARMTH} FROM contacts c WHERE c.account_id = ? AND c.jid = ?"
+        ))
+        .bind(self.account)
+        .bind(key.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(err)?;
         row.as_ref().map(contact_of).transpose().map_err(err)
     }
 

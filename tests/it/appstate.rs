@@ -334,6 +334,38 @@ async fn over_rest_a_chat_archived_on_the_phone_shows_and_ours_reaches_the_phone
             contact["data"]["lid"],
             json!(format!("{}@lid", sim.lid_of(FRIEND).unwrap()))
         );
+        // An address-book entry that never wrote and gave no token is cold; once it writes,
+        // warm (the listing and the single contact agree).
+        assert_eq!(contact["data"]["warm"], json!(false), "{contact}");
+        sim.phone_send(FRIEND, ME, "hi, it's me").await.unwrap();
+        let listed = eventually("the contact warm", async || {
+            let (code, v) = call(
+                &http,
+                reqwest::Method::GET,
+                &format!("{base}/contacts"),
+                Some(&tok),
+                None,
+            )
+            .await;
+            assert_eq!(code, 200, "{v}");
+            v["data"]["contacts"]
+                .as_array()?
+                .iter()
+                .find(|c| c["pn"] == json!(chat_id) && c["warm"] == json!(true))
+                .cloned()
+        })
+        .await;
+        assert_eq!(listed["lid"], contact["data"]["lid"]);
+        let (code, one) = call(
+            &http,
+            reqwest::Method::GET,
+            &format!("{base}/contacts/{chat_id}"),
+            Some(&tok),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{one}");
+        assert_eq!(one["data"]["warm"], json!(true), "{one}");
         // Archived on the phone: the chat list says so.
         sim.app_state_action(
             ME,
@@ -616,4 +648,42 @@ async fn a_snapshot_clears_the_chat_flags_of_records_it_no_longer_holds() {
     a_snapshot_clears_the_flags_of_records_it_no_longer_holds(a.creds.as_ref()).await;
     let memory = wa_gateway::client::store::MemoryCreds::default();
     a_snapshot_clears_the_flags_of_records_it_no_longer_holds(&memory).await;
+}
+
+#[tokio::test]
+async fn a_contact_is_warm_while_its_privacy_token_lasts() {
+    use wa_gateway::client::account::ContactChange;
+    use wa_gateway::client::store::{AccountStore, CredsStore};
+    use wa_gateway::stanza::privacy::{TC_BUCKET_SECS, TC_NUM_BUCKETS, bucket};
+    let a = account().await;
+    let friend = Jid::new(FRIEND, Server::User);
+    a.creds
+        .apply_account_changes(
+            &[],
+            &[ContactChange {
+                jid: friend.clone(),
+                full_name: Some("Friend".into()),
+                ..ContactChange::default()
+            }],
+        )
+        .await
+        .unwrap();
+    let t = 1_800_000_000;
+    let c = a.creds.contact(&friend).await.unwrap().unwrap();
+    assert_eq!((c.token_at, c.wrote_to_us), (None, false));
+    assert!(!c.warm(t), "no token, never wrote: cold");
+    a.creds
+        .set_privacy_token(&friend, b"token", t)
+        .await
+        .unwrap();
+    let c = a.creds.contact(&friend).await.unwrap().unwrap();
+    assert_eq!(c.token_at, Some(t));
+    assert!(c.warm(t + 1));
+    // The first moment the token's bucket falls out of the window, it is cold again.
+    let expired = (bucket(t) + TC_NUM_BUCKETS) * TC_BUCKET_SECS;
+    assert!(c.warm(expired - 1), "still inside the window");
+    assert!(!c.warm(expired), "the token expired");
+    let listed = a.creds.contacts(10, 0).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].token_at, Some(t));
 }
