@@ -13,7 +13,7 @@ pub const XMLNS: &str = "w:sync:app:state";
 /// Collections read from one iq or notification at most (there are five).
 pub const MAX_COLLECTIONS: usize = 16;
 /// Patches read from one collection of one answer at most (a server pages long runs with
-/// `has_more_patches`).
+/// `has_more_patches`), and patches one sync request may upload in all (more is refused).
 pub const MAX_PATCHES: usize = 10_000;
 
 /// One collection asked for in a sync iq.
@@ -172,8 +172,10 @@ pub struct SyncItem {
 }
 
 /// Reads the collections of a sync iq (server side); None for an iq the server refuses whole:
-/// no `<sync>`, no collection, more than `max` collections, a name asked twice, or a
-/// `version` that is not a number.
+/// no `<sync>`, no collection, more than `max` collections, more than [`MAX_PATCHES`] patches
+/// in all, a name asked twice, or a `version` that is not a number. An over-limit ask is
+/// refused, never cut short: applying the first patches of an upload and dropping the rest
+/// would leave the asker believing all landed.
 pub fn parse_sync_request(iq: &Node, max: usize) -> Option<Vec<SyncItem>> {
     let asked: Vec<&Node> = iq
         .child("sync")?
@@ -182,6 +184,14 @@ pub fn parse_sync_request(iq: &Node, max: usize) -> Option<Vec<SyncItem>> {
         .filter(|c| c.tag == "collection")
         .collect();
     if asked.is_empty() || asked.len() > max.min(MAX_COLLECTIONS) {
+        return None;
+    }
+    let patches = asked
+        .iter()
+        .flat_map(|c| c.child_nodes().iter())
+        .filter(|p| p.tag == "patch")
+        .count();
+    if patches > MAX_PATCHES {
         return None;
     }
     let mut items: Vec<SyncItem> = Vec::with_capacity(asked.len());
@@ -202,7 +212,6 @@ pub fn parse_sync_request(iq: &Node, max: usize) -> Option<Vec<SyncItem>> {
                 .child_nodes()
                 .iter()
                 .filter(|p| p.tag == "patch")
-                .take(MAX_PATCHES)
                 .map(|p| p.content_bytes().cloned().unwrap_or_default())
                 .collect(),
         });
@@ -375,6 +384,32 @@ mod tests {
             vec![Bytes::new()],
             "kept, for the server to refuse"
         );
+    }
+
+    #[test]
+    fn the_server_refuses_an_ask_over_the_patch_limit_whole_not_cut_short() {
+        let patches = |n: usize| -> Vec<Node> {
+            (0..n)
+                .map(|i| Node::new("patch").bytes(vec![u8::try_from(i % 251).unwrap_or(0)]))
+                .collect()
+        };
+        let coll = |name: &str, n: usize| {
+            Node::new("collection")
+                .attr("name", name.to_owned())
+                .attr("version", "1")
+                .children(patches(n))
+        };
+        let ask = |cs: Vec<Node>| Node::new("iq").children(vec![Node::new("sync").children(cs)]);
+        // At the limit: every patch is read.
+        let at = parse_sync_request(&ask(vec![coll("regular", MAX_PATCHES)]), 5).unwrap();
+        assert_eq!(at[0].patches.len(), MAX_PATCHES);
+        // One over, in one collection or across two: refused whole.
+        assert!(parse_sync_request(&ask(vec![coll("regular", MAX_PATCHES + 1)]), 5).is_none());
+        let split = ask(vec![
+            coll("regular", MAX_PATCHES / 2 + 1),
+            coll("regular_low", MAX_PATCHES / 2),
+        ]);
+        assert!(parse_sync_request(&split, 5).is_none(), "over the limit in all");
     }
 
     #[test]
