@@ -69,6 +69,17 @@ pub(super) fn route_dm(shared: &Shared, dev: &Device, node: &Node, t: u64) -> Re
     if encs.iter().any(|(j, _)| j.server != to.server) {
         return Err(400);
     }
+    // A peer message (`category="peer"`: key shares, app-state and history requests) goes only
+    // to the sender's own devices (whatsmeow `sendPeerMessage` addresses our own user; the
+    // phone reads one only from its own account, as `sim_receive` does): one addressed to
+    // another user, or fanned out to another user's device, is refused whole. Decision: the
+    // references do not show the real server's code for it; 400 (bad request) here.
+    if node.get_str("category").as_deref() == Some("peer") {
+        let own = |j: &Jid| j.user == dev.jid.user || j.user == dev.lid.user;
+        if !own(&to) || encs.iter().any(|(j, _)| !own(j)) {
+            return Err(400);
+        }
+    }
     let chat = to.to_non_ad();
     let mut sims = Vec::new();
     {

@@ -616,3 +616,75 @@ async fn the_control_api_changes_reads_and_damages_a_collection() {
     .await
     .unwrap();
 }
+
+/// The server's ack of message `id`.
+async fn ack_of(a: &mut Raw, id: &str) -> Node {
+    a.until(|n| n.tag == "ack" && n.get_str("id").as_deref() == Some(id))
+        .await
+}
+
+#[tokio::test]
+async fn a_peer_message_to_another_user_is_refused_not_relayed() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let other = "15550007002";
+        sim.set_devices(other, 1).unwrap();
+        let mut a = link(&sim).await;
+        // The phone's key share arrives first (our own phone's peer message).
+        a.read_phone(is_share).await;
+        let enc = || {
+            Node::new("enc")
+                .attr("v", "2")
+                .attr("type", "msg")
+                .bytes(vec![1, 2, 3])
+        };
+        let peer = |id: &str, to: Jid| {
+            Node::new("message")
+                .attr("id", id.to_owned())
+                .attr("to", to)
+                .attr("type", "text")
+                .attr("category", "peer")
+        };
+        // Addressed to another user: refused with an error ack, and never relayed.
+        a.s.sender
+            .send(&peer("3EB0PEERX1", Jid::new(other, Server::User)).children(vec![enc()]))
+            .await
+            .unwrap();
+        let ack = ack_of(&mut a, "3EB0PEERX1").await;
+        assert_eq!(ack.get_str("error").as_deref(), Some("400"), "{ack}");
+        // Addressed to us but fanned out to another user's device: refused too.
+        let fanned = peer("3EB0PEERX2", Jid::new(NUMBER, Server::User)).children(vec![
+            Node::new("participants").children(vec![
+                Node::new("to")
+                    .attr("jid", Jid::with_device(other, 0, Server::User))
+                    .children(vec![enc()]),
+            ]),
+        ]);
+        a.s.sender.send(&fanned).await.unwrap();
+        let ack = ack_of(&mut a, "3EB0PEERX2").await;
+        assert_eq!(ack.get_str("error").as_deref(), Some("400"), "{ack}");
+        // A peer message to our own phone is still accepted (the next one the device sends:
+        // its ack comes after the refusals', so nothing of theirs is pending).
+        a.send_phone(wa::ProtocolMessage {
+            r#type: Some(wa::protocol_message::Type::AppStateSyncKeyRequest as i32),
+            app_state_sync_key_request: Some(wa::AppStateSyncKeyRequest { key_ids: vec![] }),
+            ..Default::default()
+        })
+        .await;
+        let id = format!("3EB0PEER{}", a.ids);
+        let ack = ack_of(&mut a, &id).await;
+        assert_eq!(ack.get_str("error"), None, "{ack}");
+        // The log keeps both as refused.
+        let wires: Vec<_> = sim
+            .message_log()
+            .into_iter()
+            .filter(|m| m.id.starts_with("3EB0PEERX"))
+            .collect();
+        assert_eq!(wires.len(), 2, "both logged as sent");
+        assert!(wires.iter().all(|m| m.error == Some(400)), "{wires:?}");
+    })
+    .await
+    .unwrap();
+}
