@@ -36,7 +36,7 @@ pub(super) struct ErrorCode {
     /// e.g. `invalid_to`, `not_connected`, `rate_limited`.
     code: String,
     /// A send WhatsApp refused (`privacy_token_required`, `account_restricted`,
-    /// `new_chat_cap_reached`): what would lift it.
+    /// `privacy_token_rejected`, `new_chat_cap_reached`): what would lift it.
     #[serde(skip_serializing_if = "Option::is_none")]
     remedy: Option<String>,
     /// With `remedy`: when the time-lock or the capping cycle ends (ISO 8601), when known.
@@ -393,7 +393,9 @@ pub(super) struct MediaFile {
 pub(super) struct SendFailureInfo {
     /// The stable code: `privacy_token_required` (a 463 without a token: the contact never
     /// wrote and no cstoken could go), `account_restricted` (a 463 under a reach-out
-    /// time-lock, or with a token), `new_chat_cap_reached` (475), `send_expired`, ….
+    /// time-lock), `privacy_token_rejected` (a 463 although a token went, no time-lock
+    /// known), `new_chat_cap_reached` (475), `send_expired`, …; `refused_by_whatsapp` for a
+    /// 463 whose circumstances were not kept (its outbox record pruned).
     code: String,
     /// What happened.
     message: String,

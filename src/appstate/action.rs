@@ -17,8 +17,9 @@ impl std::fmt::Debug for Salt {
     }
 }
 
-/// One mutation's meaning.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One mutation's meaning. `Debug` names the kind and the JIDs, never a name (contact names,
+/// push names and usernames are personal data and stay out of logs).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Action {
     /// `["contact", jid]` SET: an address-book entry.
     Contact {
@@ -132,6 +133,107 @@ pub enum Action {
     Other,
 }
 
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let jid = |j: &Jid| j.to_string();
+        match self {
+            // Names: only whether given.
+            Action::Contact {
+                jid: j,
+                full_name,
+                first_name,
+                lid,
+                pn,
+                username,
+            } => f
+                .debug_struct("Contact")
+                .field("jid", &jid(j))
+                .field("lid", &lid.as_ref().map(jid))
+                .field("pn", &pn.as_ref().map(jid))
+                .field("full_name", &full_name.is_some())
+                .field("first_name", &first_name.is_some())
+                .field("username", &username.is_some())
+                .finish(),
+            Action::LidContact {
+                lid,
+                full_name,
+                first_name,
+                username,
+            } => f
+                .debug_struct("LidContact")
+                .field("lid", &jid(lid))
+                .field("full_name", &full_name.is_some())
+                .field("first_name", &first_name.is_some())
+                .field("username", &username.is_some())
+                .finish(),
+            Action::PushName(_) => f.write_str("PushName(..)"),
+            Action::ContactRemoved { jid: j } => {
+                f.debug_struct("ContactRemoved").field("jid", &jid(j)).finish()
+            }
+            Action::Mute { chat, until_ms } => f
+                .debug_struct("Mute")
+                .field("chat", &jid(chat))
+                .field("until_ms", until_ms)
+                .finish(),
+            Action::Archive { chat, archived } => f
+                .debug_struct("Archive")
+                .field("chat", &jid(chat))
+                .field("archived", archived)
+                .finish(),
+            Action::Pin { chat, pinned } => f
+                .debug_struct("Pin")
+                .field("chat", &jid(chat))
+                .field("pinned", pinned)
+                .finish(),
+            Action::MarkRead { chat, read } => f
+                .debug_struct("MarkRead")
+                .field("chat", &jid(chat))
+                .field("read", read)
+                .finish(),
+            Action::DeleteChat { chat } => {
+                f.debug_struct("DeleteChat").field("chat", &jid(chat)).finish()
+            }
+            Action::ClearChat { chat } => {
+                f.debug_struct("ClearChat").field("chat", &jid(chat)).finish()
+            }
+            Action::DeleteMessageForMe {
+                chat,
+                id,
+                from_me,
+                participant,
+            } => f
+                .debug_struct("DeleteMessageForMe")
+                .field("chat", &jid(chat))
+                .field("id", id)
+                .field("from_me", from_me)
+                .field("participant", &participant.as_ref().map(jid))
+                .finish(),
+            Action::Star {
+                chat,
+                id,
+                from_me,
+                participant,
+                starred,
+            } => f
+                .debug_struct("Star")
+                .field("chat", &jid(chat))
+                .field("id", id)
+                .field("from_me", from_me)
+                .field("participant", &participant.as_ref().map(jid))
+                .field("starred", starred)
+                .finish(),
+            Action::NctSalt(s) => f.debug_tuple("NctSalt").field(s).finish(),
+            Action::PnForLidChat { lid, pn } => f
+                .debug_struct("PnForLidChat")
+                .field("lid", &jid(lid))
+                .field("pn", &jid(pn))
+                .finish(),
+            Action::Removed => f.write_str("Removed"),
+            Action::Other => f.write_str("Other"),
+        }
+    }
+}
+
 /// A chat or user JID: `user@server` with a non-empty user (the JID parser also accepts a bare
 /// server, which no index names).
 fn jid(s: Option<&String>) -> Option<Jid> {
@@ -145,6 +247,29 @@ fn participant(s: Option<&String>) -> Option<Jid> {
 }
 
 impl Action {
+    /// The action's kind, stable and free of personal data (`contact`, `archive`, `mute`…):
+    /// what logs and counts name it by.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Contact { .. } => "contact",
+            Action::ContactRemoved { .. } => "contact_removed",
+            Action::LidContact { .. } => "lid_contact",
+            Action::PushName(_) => "push_name",
+            Action::Mute { .. } => "mute",
+            Action::Archive { .. } => "archive",
+            Action::Pin { .. } => "pin",
+            Action::MarkRead { .. } => "mark_read",
+            Action::DeleteChat { .. } => "delete_chat",
+            Action::ClearChat { .. } => "clear_chat",
+            Action::DeleteMessageForMe { .. } => "delete_message_for_me",
+            Action::Star { .. } => "star",
+            Action::NctSalt(_) => "nct_salt",
+            Action::PnForLidChat { .. } => "pn_for_lid_chat",
+            Action::Removed => "removed",
+            Action::Other => "other",
+        }
+    }
+
     /// Reads a verified mutation. Total: every input gives an action.
     pub fn from_mutation(m: &Mutation) -> Action {
         Action::read(m).unwrap_or(Action::Other)

@@ -7,8 +7,9 @@ use super::messages::StoredMessage;
 use crate::binary::Jid;
 
 /// A change to one chat: only the fields given (`Some`) change; the chat row is created when
-/// it does not exist. `Some(None)` clears a nullable field.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// it does not exist (unless `only_if_stored`). `Some(None)` clears a nullable field. `Debug`
+/// shows which fields change, never the name.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ChatChange {
     /// The chat (a PN JID is stored under its LID when the mapping is known).
     pub chat: Jid,
@@ -30,10 +31,34 @@ pub struct ChatChange {
     pub ephemeral: Option<Option<u32>>,
     /// Deleted at (unix seconds), or not deleted.
     pub deleted_at: Option<Option<u64>>,
+    /// Changes a chat already stored and never creates one: a flag turned off (a chat no
+    /// longer archived, pinned, muted or marked unread) says nothing of a chat we never had,
+    /// and must not list an empty one.
+    pub only_if_stored: bool,
+}
+
+impl std::fmt::Debug for ChatChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A chat's name is personal data: whether it changes, not what it is.
+        f.debug_struct("ChatChange")
+            .field("chat", &self.chat.to_string())
+            .field("name", &self.name.as_ref().map(|n| n.is_some()))
+            .field("archived", &self.archived)
+            .field("pinned", &self.pinned)
+            .field("muted_until", &self.muted_until)
+            .field("marked_unread", &self.marked_unread)
+            .field("unread_count", &self.unread_count)
+            .field("read_ts", &self.read_ts)
+            .field("ephemeral", &self.ephemeral)
+            .field("deleted_at", &self.deleted_at)
+            .field("only_if_stored", &self.only_if_stored)
+            .finish()
+    }
 }
 
 /// A change to one contact: only the fields given change; the row is created when missing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows which names change, never the names.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ContactChange {
     /// The contact's user JID, phone number (`…@s.whatsapp.net`) or LID (`…@lid`).
     pub jid: Jid,
@@ -51,6 +76,21 @@ pub struct ContactChange {
     /// names are cleared before the fields above apply. The push name and username stay: they
     /// come from the contact itself, not from our address book.
     pub forget_names: bool,
+}
+
+impl std::fmt::Debug for ContactChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names (address book, push name, username) are personal data: only whether given.
+        f.debug_struct("ContactChange")
+            .field("jid", &self.jid.to_string())
+            .field("full_name", &self.full_name.is_some())
+            .field("first_name", &self.first_name.is_some())
+            .field("push_name", &self.push_name.is_some())
+            .field("username", &self.username.is_some())
+            .field("on_whatsapp", &self.on_whatsapp)
+            .field("forget_names", &self.forget_names)
+            .finish()
+    }
 }
 
 /// The newest message of a chat, as a chat list shows it.
@@ -189,7 +229,8 @@ default_with_jid!(
     unread_count,
     read_ts,
     ephemeral,
-    deleted_at
+    deleted_at,
+    only_if_stored
 );
 default_with_jid!(
     ContactChange,

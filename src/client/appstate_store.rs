@@ -141,11 +141,13 @@ pub trait AppStateStore: Send + Sync {
         collection: &str,
         index_prefix: &[&str],
     ) -> impl Future<Output = Result<Vec<AppStateRecord>, CredsStoreError>> + Send;
-    /// Stores a collection's new version, hash and records in one unit.
+    /// Stores a collection's new version, hash and records in one unit. Returns the chat
+    /// flags a replacing commit cleared in that unit ([`flags_dropped_by`]: records it no
+    /// longer holds), for the caller to announce.
     fn commit_app_state(
         &self,
         commit: &AppStateCommit,
-    ) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<crate::client::account::ChatChange>, CredsStoreError>> + Send;
     /// Forgets a collection (version, hash and records), so the next sync asks for a
     /// snapshot: how a collection that failed verification starts over.
     fn reset_app_state(
@@ -159,13 +161,15 @@ pub trait AppStateStore: Send + Sync {
 pub const CHAT_FLAG_KINDS: [&str; 4] = ["mute", "archive", "pin_v1", "markChatAsRead"];
 
 /// What a chat-flag record's going away undoes (the chat is no longer muted, archived, pinned
-/// or marked unread); None for an index that sets no chat flag.
+/// or marked unread); None for an index that sets no chat flag. It changes a stored chat only:
+/// a flag cleared on a chat we never had makes no empty row.
 pub fn flag_cleared(index: &[String]) -> Option<crate::client::account::ChatChange> {
     use crate::client::account::ChatChange;
     let kind = index.first()?;
     let chat: crate::binary::Jid = index.get(1)?.parse().ok()?;
     let base = ChatChange {
         chat: chat.to_non_ad(),
+        only_if_stored: true,
         ..ChatChange::default()
     };
     Some(match kind.as_str() {

@@ -287,7 +287,10 @@ impl fmt::Debug for Event {
             }
             Event::PairError { reason } => write!(f, "PairError {{ reason: {reason} }}"),
             Event::Connected { jid } => write!(f, "Connected {{ jid: {jid} }}"),
-            Event::PushName { name } => write!(f, "PushName {{ name: {name:?} }}"),
+            // A name is personal data: logs show that it came, not what it is.
+            Event::PushName { name } => {
+                write!(f, "PushName {{ name: <{} chars> }}", name.chars().count())
+            }
             // Content stays out of logs: ids and JIDs only.
             Event::Message(m) => write!(
                 f,
@@ -333,13 +336,21 @@ impl fmt::Debug for Event {
                 f,
                 "AppStateSynced {{ collection: {collection}, version: {version} }}"
             ),
+            // Counts by kind: contact and push names stay out of logs.
             Event::AppStateActions {
                 collection,
                 actions,
-            } => write!(
-                f,
-                "AppStateActions {{ collection: {collection}, actions: {actions:?} }}"
-            ),
+            } => {
+                let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+                for a in actions {
+                    *kinds.entry(a.kind()).or_default() += 1;
+                }
+                write!(
+                    f,
+                    "AppStateActions {{ collection: {collection}, actions: {}, kinds: {kinds:?} }}",
+                    actions.len()
+                )
+            }
             Event::AppStateFailed {
                 collection,
                 reason,
@@ -590,6 +601,71 @@ mod tests {
             chat: crate::binary::Jid::new("15550001111", crate::binary::Server::User),
             id: i.to_string(),
         }
+    }
+
+    #[test]
+    fn account_state_debug_shows_counts_and_kinds_never_names() {
+        use crate::appstate::Action;
+        use crate::binary::{Jid, Server};
+        use crate::client::account::{ChatChange, ContactChange};
+        let ann = Jid::new("15550001111", Server::User);
+        let e = Event::AppStateActions {
+            collection: "critical_unblock_low".into(),
+            actions: vec![
+                Action::Contact {
+                    jid: ann.clone(),
+                    full_name: Some("Ann Secretname".into()),
+                    first_name: Some("Ann".into()),
+                    lid: None,
+                    pn: None,
+                    username: Some("annhandle".into()),
+                },
+                Action::LidContact {
+                    lid: Jid::new("900001", Server::Lid),
+                    full_name: Some("Ann Secretname".into()),
+                    first_name: None,
+                    username: None,
+                },
+                Action::PushName("My Secretname".into()),
+                Action::Archive {
+                    chat: ann.clone(),
+                    archived: false,
+                },
+                Action::Archive {
+                    chat: ann.clone(),
+                    archived: true,
+                },
+            ],
+        };
+        let shown = format!("{e:?}");
+        assert!(shown.contains("actions: 5"), "{shown}");
+        assert!(shown.contains("\"archive\": 2"), "{shown}");
+        assert!(shown.contains("\"contact\": 1"), "{shown}");
+        let Event::AppStateActions { actions, .. } = &e else {
+            unreachable!()
+        };
+        let each = format!("{actions:?}");
+        assert!(each.contains("15550001111"), "JIDs stay: {each}");
+        let pushed = format!("{:?}", pushname(7));
+        let change = format!(
+            "{:?} {:?}",
+            ChatChange {
+                chat: ann.clone(),
+                name: Some(Some("Secretname Group".into())),
+                ..ChatChange::default()
+            },
+            ContactChange {
+                jid: ann,
+                full_name: Some("Ann Secretname".into()),
+                push_name: Some("Annie Secretname".into()),
+                username: Some("annhandle".into()),
+                ..ContactChange::default()
+            }
+        );
+        for s in [&shown, &each, &change] {
+            assert!(!s.contains("Secretname") && !s.contains("annhandle"), "{s}");
+        }
+        assert!(!pushed.contains('7'), "{pushed}");
     }
 
     #[tokio::test]

@@ -830,7 +830,13 @@ impl AccountStore for MemoryCreds {
         let mut acc = self.account.lock().map_err(poisoned)?;
         for c in chats {
             let key = self.canonical_user(&c.chat)?;
-            acc.chats.entry(key).or_default().apply(c);
+            if c.only_if_stored {
+                if let Some(row) = acc.chats.get_mut(&key) {
+                    row.apply(c);
+                }
+            } else {
+                acc.chats.entry(key).or_default().apply(c);
+            }
         }
         for c in contacts {
             self.apply_contact(&mut acc, c)?;
@@ -1113,7 +1119,7 @@ impl AppStateStore for MemoryCreds {
     async fn commit_app_state(
         &self,
         commit: &super::appstate_store::AppStateCommit,
-    ) -> Result<(), CredsStoreError> {
+    ) -> Result<Vec<ChatChange>, CredsStoreError> {
         // A snapshot's absent flag records clear their flags first; its own records then set
         // theirs.
         let dropped = self
@@ -1128,7 +1134,7 @@ impl AppStateStore for MemoryCreds {
             self.set_nct_salt(salt.as_deref()).await?;
         }
         self.appstate.lock().map_err(poisoned)?.commit(commit);
-        Ok(())
+        Ok(dropped)
     }
 
     async fn reset_app_state(&self, collection: &str) -> Result<(), CredsStoreError> {

@@ -20,9 +20,16 @@ pub enum SendFailure {
     /// WhatsApp refused it with 463 and no privacy token went with it (no valid tctoken, and
     /// no NCT salt or no LID for a cstoken): a first message to a contact without a token.
     PrivacyTokenRequired,
-    /// WhatsApp refused it with 463 although a token went with it: the account is restricted
-    /// (a reach-out time-lock, or WhatsApp's own judgement).
+    /// WhatsApp refused it with 463 while the account's reach-out time-lock was active: new
+    /// chats are barred until it ends.
     AccountRestricted,
+    /// WhatsApp refused it with 463 although a privacy token went with it, and no time-lock was
+    /// known: the token was not taken (a tctoken WhatsApp no longer honours, a cstoken from a
+    /// stale NCT salt), or WhatsApp restricts the account without telling us. 463 is WA Web's
+    /// `MissingTcToken`, "the recipient requires a valid tctoken or cstoken" (CLIENT-FEATURES
+    /// §1.4, after whatsapp-rust `take_ack_waiter`); neither whatsmeow nor whatsapp-rust tells
+    /// this case apart, so it is not called a time-lock.
+    PrivacyTokenRejected,
     /// WhatsApp refused it with 475: the account's new-chat message cap for this cycle is used.
     NewChatCapReached,
     /// WhatsApp refused it with 421: the group's addressing mode changed under it.
@@ -52,6 +59,7 @@ impl SendFailure {
         SendFailure::NotInGroup,
         SendFailure::PrivacyTokenRequired,
         SendFailure::AccountRestricted,
+        SendFailure::PrivacyTokenRejected,
         SendFailure::NewChatCapReached,
         SendFailure::StaleGroup,
         SendFailure::RefusedByWhatsApp,
@@ -71,11 +79,13 @@ impl SendFailure {
             SendError::InvalidText(_) => SendFailure::InvalidMessage,
             SendError::UnsupportedRecipient(_) => SendFailure::InvalidTo,
             SendError::NotInGroup(_) => SendFailure::NotInGroup,
+            // A token went with it: not a missing one. A time-lock known at the time makes it
+            // `account_restricted` ([`Self::under`]).
             SendError::Refused {
                 code: 463,
                 attached: Some(_),
                 ..
-            } => SendFailure::AccountRestricted,
+            } => SendFailure::PrivacyTokenRejected,
             SendError::Refused { code, .. } => SendFailure::refused(*code),
             SendError::AlreadyEnded {
                 status: MessageStatus::Failed,
@@ -112,10 +122,12 @@ impl SendFailure {
 
     /// `self` as the account's reach-out time-lock `lock` (as the client knows it, asked
     /// again after every 463) makes it at `now` (unix seconds): a 463 while a time-lock is
-    /// active is the lock, not a missing token, whatever went with the message.
+    /// active is the lock, not a missing or refused token, whatever went with the message.
     pub fn under(self, lock: Option<&crate::client::ReachoutTimelock>, now: u64) -> SendFailure {
         match self {
-            SendFailure::PrivacyTokenRequired if timelocked(lock, now).is_some() => {
+            SendFailure::PrivacyTokenRequired | SendFailure::PrivacyTokenRejected
+                if timelocked(lock, now).is_some() =>
+            {
                 SendFailure::AccountRestricted
             }
             f => f,
@@ -150,6 +162,7 @@ impl SendFailure {
             SendFailure::NotInGroup => "not_in_group",
             SendFailure::PrivacyTokenRequired => "privacy_token_required",
             SendFailure::AccountRestricted => "account_restricted",
+            SendFailure::PrivacyTokenRejected => "privacy_token_rejected",
             SendFailure::NewChatCapReached => "new_chat_cap_reached",
             SendFailure::StaleGroup => "stale_group",
             SendFailure::RefusedByWhatsApp => "refused_by_whatsapp",
@@ -183,6 +196,7 @@ impl SendFailure {
             SendFailure::NewChatCapReached => 429,
             SendFailure::PrivacyTokenRequired
             | SendFailure::AccountRestricted
+            | SendFailure::PrivacyTokenRejected
             | SendFailure::StaleGroup
             | SendFailure::RefusedByWhatsApp => 422,
             SendFailure::Unreachable | SendFailure::SendFailed => 503,
@@ -214,6 +228,8 @@ impl SendFailure {
                 None => "WhatsApp restricts this account's new chats (a reach-out time-lock; GET …/limits says until when): write only to contacts who wrote first"
                     .to_owned(),
             },
+            SendFailure::PrivacyTokenRejected => "a privacy token went with it and WhatsApp did not take it, with no reach-out time-lock known: the contact's tctoken may have lapsed (a message from the contact renews it) or the NCT salt behind the cstoken changed (app state sync brings the current one); GET …/limits shows whether WhatsApp has since restricted this account"
+                .to_owned(),
             SendFailure::NewChatCapReached => match when {
                 Some(w) => format!(
                     "new-chat quota used until {w} (the cycle's end, GET …/limits); meanwhile write only to contacts who wrote first"
@@ -309,7 +325,7 @@ mod tests {
                     id: "X".into(),
                     attached: Some(crate::client::AttachedToken::CsToken),
                 },
-                SendFailure::AccountRestricted,
+                SendFailure::PrivacyTokenRejected,
             ),
             (refused(475), SendFailure::NewChatCapReached),
             (refused(421), SendFailure::StaleGroup),
@@ -327,6 +343,24 @@ mod tests {
             assert_eq!(SendFailure::final_of(&e), Some(want), "{e}");
         }
         assert_eq!(SendFailure::final_of(&SendError::NotConnected), None);
+        // A token refused is the lock only while a time-lock is active; its remedy never
+        // names a time-lock.
+        let lock = crate::client::ReachoutTimelock {
+            active: true,
+            ends_at: Some(2_000),
+            enforcement: "DEFAULT".into(),
+        };
+        let rejected = SendFailure::PrivacyTokenRejected;
+        assert_eq!(rejected.under(None, 1_000), rejected);
+        assert_eq!(rejected.under(Some(&lock), 3_000), rejected, "ended");
+        assert_eq!(
+            rejected.under(Some(&lock), 1_000),
+            SendFailure::AccountRestricted
+        );
+        let remedy = rejected.remedy(None).unwrap();
+        assert!(!remedy.contains("time-lock until"), "{remedy}");
+        assert!(remedy.contains("tctoken") && remedy.contains("NCT salt"), "{remedy}");
+        assert_eq!(rejected.http_status(), 422);
         assert_eq!(
             SendFailure::Cancelled.outbox_state(),
             OutboxState::Cancelled

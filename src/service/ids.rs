@@ -2,7 +2,7 @@
 //! one query: rows keep a user by whichever form its message came with (the LID once the
 //! mapping is known, MESSAGING.md §4), and answers name both, `…@c.us` for the phone number
 //! (as `from` does) and `<user>@lid` for the LID. With them, what a failed send's message row
-//! says would lift its failure (from its outbox row, else the account's time-lock now).
+//! says would lift its failure (from its outbox row, else from WhatsApp's code alone).
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 
 use super::{SendFailure, Service};
 use crate::binary::{Jid, Server};
-use crate::client::ReachoutTimelock;
 use crate::client::messages::{MessageStatus, StoredMessage};
 use crate::store::AccountId;
 
@@ -89,8 +88,6 @@ pub struct RowContext {
     pub ids: Ids,
     /// The outbox results of the page's failed sends, by WhatsApp message id.
     failures: HashMap<String, Value>,
-    /// The account's reach-out time-lock as its client knows it now.
-    timelock: Option<ReachoutTimelock>,
 }
 
 impl RowContext {
@@ -102,8 +99,8 @@ impl RowContext {
 
     /// The `error` of message `m`: `{code, message, remedy?, until?}` for a failed send with
     /// WhatsApp's error code, else None. Its outbox row's explanation when there is one (what
-    /// the send answer said), else the code read under the account's time-lock now (a 463
-    /// while time-locked is `account_restricted`).
+    /// was known when it failed: the token that went, the time-lock then), else [`explain`]
+    /// from the code alone.
     pub fn error(&self, m: &StoredMessage) -> Option<Value> {
         if !m.from_me || m.status != MessageStatus::Failed {
             return None;
@@ -111,24 +108,31 @@ impl RowContext {
         if let Some(e) = self.failures.get(&m.id) {
             return Some(e.clone());
         }
-        let code = m.error?;
-        Some(explain(code, self.timelock.as_ref()))
+        Some(explain(m.error?))
     }
 }
 
-/// The explanation of WhatsApp's ack error `code` under time-lock `lock` now.
-pub(crate) fn explain(code: u16, lock: Option<&ReachoutTimelock>) -> Value {
-    let now = crate::util::clock::now_ms() / 1000;
-    let f = SendFailure::of_ack_code(code, lock, now);
-    let until = match f {
-        SendFailure::AccountRestricted => super::failure::timelocked(lock, now).flatten(),
-        _ => None,
+/// The explanation of WhatsApp's ack error `code` on a failed message whose outbox row is gone
+/// (pruned, or never one). Decision: what a 463 stood for (no token, a token refused, the
+/// account's time-lock) is recorded with the failure only in its outbox row's result; the
+/// message row keeps the code alone, and the account's limits now say nothing of a failure
+/// weeks old (a lock since lifted would turn it into a missing token, a new one into a lock).
+/// So a 463 is left unexplained rather than guessed: `refused_by_whatsapp`, no remedy, no
+/// `until`. Codes with one meaning (475 the new-chat cap, 421 a stale group) keep theirs,
+/// without the cycle's end (not kept either).
+pub(crate) fn explain(code: u16) -> Value {
+    let f = match SendFailure::of_ack_code(code, None, 0) {
+        SendFailure::PrivacyTokenRequired => SendFailure::RefusedByWhatsApp,
+        f => f,
     };
-    let message = format!(
+    let mut message = format!(
         "WhatsApp refused it ({code}): {}",
         crate::client::messenger::refusal_reason(code)
     );
-    f.result_json_until(&message, until)["error"].clone()
+    if code == 463 {
+        message.push_str(" (what went with it and the account's limits then were not kept)");
+    }
+    f.result_json(&message)["error"].clone()
 }
 
 /// The users message `m` names: chat, author, reactors.
@@ -232,13 +236,7 @@ impl Service {
                 HashMap::new()
             }
         };
-        RowContext {
-            ids,
-            failures,
-            timelock: self
-                .session(account)
-                .and_then(|s| s.client.reachout_timelock()),
-        }
+        RowContext { ids, failures }
     }
 }
 
@@ -260,7 +258,6 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::ReachoutTimelock;
 
     fn ctx() -> RowContext {
         let mut ids = Ids {
@@ -330,48 +327,32 @@ mod tests {
     }
 
     #[test]
-    fn a_463_under_an_active_time_lock_is_account_restricted_with_its_end() {
-        let now = crate::util::clock::now_ms() / 1000;
-        let lock = ReachoutTimelock {
-            active: true,
-            ends_at: Some(now + 3600),
-            enforcement: "DEFAULT".into(),
-        };
-        let e = explain(463, Some(&lock));
-        assert_eq!(e["code"], json!("account_restricted"));
-        let until = e["until"].as_str().unwrap();
-        assert!(
-            e["remedy"]
-                .as_str()
-                .unwrap()
-                .starts_with(&format!("time-lock until {until}")),
-            "{e}"
-        );
-        // Without a lock (or one that ended) it is a missing privacy token.
-        for lock in [
-            None,
-            Some(ReachoutTimelock {
-                ends_at: Some(now - 1),
-                ..lock.clone()
-            }),
-            Some(ReachoutTimelock {
-                active: false,
-                ..lock
-            }),
-        ] {
-            let e = explain(463, lock.as_ref());
-            assert_eq!(e["code"], json!("privacy_token_required"), "{e}");
-            assert!(
-                e["remedy"]
-                    .as_str()
-                    .unwrap()
-                    .contains("must write to this account first")
-            );
-            assert_eq!(e["until"], Value::Null);
-        }
-        // Other codes keep their meaning.
-        assert_eq!(explain(475, None)["code"], json!("new_chat_cap_reached"));
-        assert_eq!(explain(479, None)["code"], json!("refused_by_whatsapp"));
-        assert_eq!(explain(479, None)["remedy"], Value::Null);
+    fn a_failed_row_without_its_outbox_row_is_explained_from_its_code_alone() {
+        // A 463 whose circumstances were not kept: no guess from the limits of today.
+        let e = explain(463);
+        assert_eq!(e["code"], json!("refused_by_whatsapp"), "{e}");
+        assert_eq!(e["remedy"], Value::Null, "{e}");
+        assert_eq!(e["until"], Value::Null, "{e}");
+        assert!(e["message"].as_str().unwrap().contains("(463)"), "{e}");
+        // Codes with one meaning keep it.
+        assert_eq!(explain(475)["code"], json!("new_chat_cap_reached"));
+        assert_eq!(explain(475)["until"], Value::Null);
+        assert_eq!(explain(421)["code"], json!("stale_group"));
+        assert_eq!(explain(479)["code"], json!("refused_by_whatsapp"));
+        assert_eq!(explain(479)["remedy"], Value::Null);
+    }
+
+    #[test]
+    fn a_row_with_its_outbox_result_reads_that_not_the_code() {
+        let mut c = ctx();
+        let recorded = json!({ "code": "account_restricted", "message": "m", "until": "2030-01-01T00:00:00.000Z" });
+        c.failures.insert("X".into(), recorded.clone());
+        let mut m = msg(Jid::new("15550000002", Server::User), Jid::new("15550000001", Server::User), true);
+        m.status = MessageStatus::Failed;
+        m.error = Some(463);
+        assert_eq!(c.error(&m), Some(recorded));
+        // Once its outbox row is gone: the code alone.
+        c.failures.clear();
+        assert_eq!(c.error(&m).unwrap()["code"], json!("refused_by_whatsapp"));
     }
 }

@@ -63,14 +63,17 @@ pub(crate) async fn apply_chat_change(
     c: &ChatChange,
 ) -> Result<(), sqlx::Error> {
     let chat = canonical(conn, account, &c.chat).await?.to_string();
-    sqlx::query(&format!(
-        "INSERT INTO chats (account_id, jid, updated_ms) VALUES (?, ?, {NOW_MS}) \
-         ON CONFLICT (account_id, jid) DO NOTHING"
-    ))
-    .bind(account)
-    .bind(&chat)
-    .execute(&mut *conn)
-    .await?;
+    // A flag turned off changes a stored chat only (the UPDATE below finds none otherwise).
+    if !c.only_if_stored {
+        sqlx::query(&format!(
+            "INSERT INTO chats (account_id, jid, updated_ms) VALUES (?, ?, {NOW_MS}) \
+             ON CONFLICT (account_id, jid) DO NOTHING"
+        ))
+        .bind(account)
+        .bind(&chat)
+        .execute(&mut *conn)
+        .await?;
+    }
     let mut sets: Vec<(&str, Val)> = Vec::new();
     if let Some(v) = &c.name {
         sets.push(("name", Val::Text(v.clone())));

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 
 use super::creds::{SqliteCreds, err};
+use crate::client::account::ChatChange;
 use crate::client::appstate_store::{
     AppStateCommit, AppStateKey, AppStateRecord, AppStateStore, CHAT_FLAG_KINDS, CollectionVersion,
     flags_dropped_by, index_prefix,
@@ -185,8 +186,9 @@ impl AppStateStore for SqliteCreds {
             .collect()
     }
 
-    async fn commit_app_state(&self, c: &AppStateCommit) -> Result<(), CredsStoreError> {
+    async fn commit_app_state(&self, c: &AppStateCommit) -> Result<Vec<ChatChange>, CredsStoreError> {
         let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(err)?;
+        let mut cleared = Vec::new();
         if c.replace {
             // The chat flags of records the snapshot no longer holds go with them, in this
             // transaction: the records and the chats they describe never disagree.
@@ -213,8 +215,8 @@ impl AppStateStore for SqliteCreds {
                     Some((array32(&mac)?, r.try_get("idx").ok()?))
                 })
                 .collect();
-            let dropped = flags_dropped_by(old.iter().map(|(m, i)| (m, i.as_str())), c);
-            for ch in &dropped {
+            cleared = flags_dropped_by(old.iter().map(|(m, i)| (m, i.as_str())), c);
+            for ch in &cleared {
                 super::account::apply_chat_change(&mut tx, self.account, ch)
                     .await
                     .map_err(err)?;
@@ -302,7 +304,8 @@ impl AppStateStore for SqliteCreds {
         .execute(&mut *tx)
         .await
         .map_err(err)?;
-        tx.commit().await.map_err(err)
+        tx.commit().await.map_err(err)?;
+        Ok(cleared)
     }
 
     async fn reset_app_state(&self, collection: &str) -> Result<(), CredsStoreError> {

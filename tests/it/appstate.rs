@@ -569,7 +569,8 @@ fn low_commit(
 }
 
 /// Both stores: a snapshot that no longer holds a chat's archive and pin records clears those
-/// flags (a record still held keeps its own), in the snapshot's commit.
+/// flags (a record still held keeps its own), in the snapshot's commit, and says which it
+/// cleared; a flag record of a chat never stored makes no row when it goes.
 async fn a_snapshot_clears_the_flags_of_records_it_no_longer_holds<S>(store: &S)
 where
     S: AppStateStore + wa_gateway::client::store::AccountStore,
@@ -580,7 +581,8 @@ where
         Jid::new("15550000002", Server::User),
     );
     let (xs, ys) = (x.to_string(), y.to_string());
-    // Version 1: x archived and pinned, y archived.
+    let z = Jid::new("15550000003", Server::User);
+    // Version 1: x archived and pinned, y archived; a mute record of z, a chat not stored.
     store
         .commit_app_state(&low_commit(
             1,
@@ -589,6 +591,7 @@ where
                 flag_record(1, &["archive", &xs]),
                 flag_record(2, &["pin_v1", &xs]),
                 flag_record(3, &["archive", &ys]),
+                flag_record(4, &["mute", &z.to_string()]),
             ],
             vec![
                 ChatChange {
@@ -623,7 +626,7 @@ where
         .unwrap();
     assert!(state(&x).await.archived);
     // The snapshot at 3 holds y's archive record only.
-    store
+    let cleared = store
         .commit_app_state(&low_commit(
             3,
             true,
@@ -640,6 +643,15 @@ where
     assert!(!sx.archived, "x's archive record is gone");
     assert_eq!(sx.pinned, None, "x's pin record is gone");
     assert!(sy.archived, "y's record is still held");
+    // What it cleared is told back: x's archive and pin, z's mute; never y's.
+    assert_eq!(cleared.len(), 3, "{cleared:?}");
+    assert!(cleared.iter().any(|c| c.chat == x && c.archived == Some(false)));
+    assert!(cleared.iter().any(|c| c.chat == x && c.pinned == Some(None)));
+    assert!(cleared.iter().any(|c| c.chat == z && c.muted_until == Some(None)));
+    assert!(cleared.iter().all(|c| c.chat != y));
+    // z was never a chat here: clearing its mute made no row.
+    let chats = store.chats(100, 0).await.unwrap();
+    assert!(chats.iter().all(|c| c.chat != z), "no empty row for z");
 }
 
 #[tokio::test]
@@ -686,4 +698,90 @@ async fn a_contact_is_warm_while_its_privacy_token_lasts() {
     let listed = a.creds.contacts(10, 0).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].token_at, Some(t));
+}
+
+#[tokio::test]
+async fn a_snapshot_that_drops_a_flag_record_says_so_and_makes_no_row_for_an_unknown_chat() {
+    use wa_gateway::appstate::Action;
+    use wa_gateway::client::account::ChatChange;
+    tokio::time::timeout(LIMIT, async {
+        let sim = sim().await;
+        let a = account().await;
+        let (_client, mut events, _jid) = link(&sim, &a, ME).await;
+        synced(&sim, &a, ME).await;
+        let friend = Jid::new(FRIEND, Server::User);
+        // What the server no longer holds: an archive record of a chat we have (archived
+        // here), and a pin record of a chat we never had. Our hash is made stale with them, so
+        // the next patch does not verify and the collection is replaced by a snapshot.
+        let (kept, ghost) = (
+            Jid::new("15557650009", Server::User),
+            Jid::new("15557650008", Server::User),
+        );
+        let stored = a
+            .creds
+            .app_state_version("regular_low")
+            .await
+            .unwrap()
+            .unwrap();
+        let mut commit = low_commit(
+            stored.version,
+            false,
+            vec![
+                flag_record(201, &["archive", &kept.to_string()]),
+                flag_record(202, &["pin_v1", &ghost.to_string()]),
+            ],
+            vec![ChatChange {
+                chat: kept.clone(),
+                archived: Some(true),
+                ..ChatChange::default()
+            }],
+        );
+        commit.state.hash = [9; 128];
+        a.creds.commit_app_state(&commit).await.unwrap();
+        assert!(chat_state(&a, &kept).await.unwrap().archived);
+        sim.app_state_action(
+            ME,
+            &PhoneAction::Pin {
+                chat: friend.clone(),
+                pinned: true,
+            },
+        )
+        .unwrap();
+        next_event(
+            &mut events,
+            |e| matches!(e, Event::AppStateFailed { collection, recovery, .. } if collection == "regular_low" && recovery == "full_resync"),
+        )
+        .await;
+        // The snapshot's commit cleared both flags, and told them.
+        let mut told = Vec::new();
+        while !(told.contains(&Action::Archive {
+            chat: kept.clone(),
+            archived: false,
+        }) && told.contains(&Action::Pin {
+            chat: ghost.clone(),
+            pinned: false,
+        })) {
+            if let Event::AppStateActions {
+                collection,
+                actions,
+            } = next_event(&mut events, |e| matches!(e, Event::AppStateActions { .. })).await
+            {
+                assert_eq!(collection, "regular_low");
+                told.extend(actions);
+            }
+        }
+        assert!(!chat_state(&a, &kept).await.unwrap().archived, "unarchived");
+        assert!(
+            chat_state(&a, &ghost).await.is_none(),
+            "no row for a chat we never had"
+        );
+        // The snapshot's own state landed with it.
+        eventually("pinned from the snapshot", async || {
+            chat_state(&a, &friend).await?.pinned.map(|_| ())
+        })
+        .await;
+        synced(&sim, &a, ME).await;
+    })
+    .await
+    .expect("in time");
 }

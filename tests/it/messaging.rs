@@ -642,7 +642,7 @@ impl wa_gateway::client::appstate_store::AppStateStore for Crashy {
     async fn commit_app_state(
         &self,
         commit: &wa_gateway::client::appstate_store::AppStateCommit,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<wa_gateway::client::account::ChatChange>> {
         self.inner.commit_app_state(commit).await
     }
     async fn reset_app_state(&self, collection: &str) -> StoreResult<()> {

@@ -1,6 +1,7 @@
 //! Reach-out refusals over REST (issue 23): a 463 is explained by what would lift it
-//! (`privacy_token_required` vs `account_restricted` under a time-lock) in the send answer, the
-//! message row and the status webhook, and never retried; a held send expires at the send TTL;
+//! (`privacy_token_required` vs `account_restricted` under a time-lock, `privacy_token_rejected`
+//! when a token went and no lock is known) in the send answer, the message row and the status
+//! webhook, and never retried; a held send expires at the send TTL;
 //! a new chat's use of the capping quota shows in `GET …/limits`.
 
 use std::time::Duration;
@@ -37,6 +38,21 @@ async fn without_salt(db: &str, agent: &str) {
     })
     .await;
     creds.set_nct_salt(None).await.unwrap();
+}
+
+/// Replaces (sub1, `agent`)'s NCT salt, once the phone shared it, by one the account does not
+/// have: the cstoken that goes with a first message then does not verify.
+async fn stale_salt(db: &str, agent: &str) {
+    let store = Store::open(db).await.unwrap();
+    let creds = store.creds(store.account("sub1", agent).await.unwrap());
+    eventually("the NCT salt from the history bootstrap", async || {
+        creds.nct_salt().await.unwrap().map(|_| ())
+    })
+    .await;
+    creds
+        .set_nct_salt(Some(b"not the account's salt"))
+        .await
+        .unwrap();
 }
 
 async fn send(
@@ -179,13 +195,30 @@ async fn a_463_says_what_lifts_it_a_time_lock_makes_it_account_restricted_and_it
             "{w}"
         );
 
-        // Never retried: a later send to a warm contact goes through the same outbox, and
-        // the refused stanzas went out once each.
-        sim.phone_send(x, p, "x writes first").await.unwrap();
-        row(&http, &admin, &plain, "x writes first").await;
-        let (code, v) = send(&http, &admin, &plain, x, "hello again x", None).await;
-        assert_eq!(code, 200, "{v}");
-        assert!(sim.phone_messages(y).is_empty());
+        // Never retried: a retry would come from the same outbox before its next row (the
+        // drain tries a row again before it moves on). So a later send through each outbox,
+        // to a contact now warm (it wrote first), is waited for until its recipient has it;
+        // then the refused stanzas must still have gone out once each.
+        for (base, me, them, marker) in [(&plain, p, x, "hello again x"), (&locked, l, y, "hello again y")] {
+            let wrote = format!("{them} writes first");
+            sim.phone_send(them, me, &wrote).await.unwrap();
+            row(&http, &admin, base, &wrote).await;
+            let (code, v) = send(&http, &admin, base, them, marker, None).await;
+            assert_eq!(code, 200, "{v}");
+            eventually("the later send delivered", async || {
+                sim.phone_messages(them)
+                    .iter()
+                    .any(|m| m.text.as_deref() == Some(marker))
+                    .then_some(())
+            })
+            .await;
+        }
+        assert!(
+            sim.phone_messages(y)
+                .iter()
+                .all(|m| m.text.as_deref() != Some("hello y")),
+            "the refused send never reached y"
+        );
         for (base, text) in [(&plain, "hello x"), (&locked, "hello y")] {
             let r = row(&http, &admin, base, text).await;
             let wire_id = r["messageId"].as_str().unwrap().rsplit('_').next().unwrap();
@@ -196,6 +229,45 @@ async fn a_463_says_what_lifts_it_a_time_lock_makes_it_account_restricted_and_it
                 .count();
             assert_eq!(sent, 1, "{text} went out {sent} times");
         }
+        server.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_463_although_a_token_went_and_no_time_lock_is_not_called_a_time_lock() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = sim().await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("wa.db").display());
+        let server = Gateway::start_opts(&sim, &db, options()).await;
+        let http = reqwest::Client::new();
+        let admin = token(Role::Admin, &["*"], 3600);
+        let base = format!("{}/api/whatsapp/sub1/stale", server.url);
+        let (me, x) = ("15550095000", "15550095001");
+        sim.set_devices(x, 1).unwrap();
+        assert_eq!(sim.fault(me, Fault::RequireCsToken(true)).await, 1);
+        link(&sim, &http, &admin, &base, me).await;
+        stale_salt(&db, "stale").await;
+        let v = refused(&http, &admin, &base, x, "hello with a stale cstoken").await;
+        // A cstoken went (the server saw it), and no time-lock is active.
+        let wire = sim
+            .message_log()
+            .into_iter()
+            .find(|m| m.error == Some(463))
+            .expect("the refused stanza");
+        assert!(wire.cstoken, "a cstoken went with it");
+        let (_, l) = call(&http, Method::GET, &format!("{base}/limits"), Some(&admin), None).await;
+        assert_ne!(l["data"]["barredReason"], json!("timelocked"), "{l}");
+        assert_eq!(v["error"]["code"], json!("privacy_token_rejected"), "{v}");
+        assert_eq!(v["error"]["until"], Value::Null, "{v}");
+        let remedy = v["error"]["remedy"].as_str().unwrap();
+        assert!(!remedy.contains("time-lock until"), "{remedy}");
+        assert!(remedy.contains("NCT salt"), "{remedy}");
+        let r = row(&http, &admin, &base, "hello with a stale cstoken").await;
+        assert_eq!(r["errorCode"], json!(463), "{r}");
+        assert_eq!(r["error"]["code"], json!("privacy_token_rejected"), "{r}");
         server.stop().await;
     })
     .await
@@ -234,15 +306,16 @@ async fn a_held_send_expires_at_the_send_ttl_and_says_so() {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}", dir.path().join("wa.db").display());
         let opts = ServiceOptions {
-            send_ttl: Some(Duration::from_secs(3)),
+            send_ttl: Some(Duration::from_secs(5)),
             ..options()
         };
         let server = Gateway::start_opts(&sim, &db, opts).await;
         let http = reqwest::Client::new();
         let admin = token(Role::Admin, &["*"], 3600);
         let base = format!("{}/api/whatsapp/sub1/agent1", server.url);
-        let (me, cold) = ("15550093000", "15550093001");
+        let (me, cold, later) = ("15550093000", "15550093001", "15550093002");
         sim.set_devices(cold, 1).unwrap();
+        sim.set_devices(later, 1).unwrap();
         let hook = Hook::start().await;
         set_hook(&http, &admin, &base, &hook).await;
         link(&sim, &http, &admin, &base, me).await;
@@ -271,16 +344,27 @@ async fn a_held_send_expires_at_the_send_ttl_and_says_so() {
         assert_eq!(w["data"]["status"], json!("expired"), "{w}");
         assert_eq!(w["data"]["error"]["code"], json!("send_expired"), "{w}");
         assert_eq!(w["data"]["toPn"], json!(format!("{cold}@c.us")), "{w}");
-        // The cap lifting later sends nothing: it is gone, not held.
+        // The cap lifting later sends nothing of it: it is gone, not held. A send held after
+        // it is released by the lift, in the pass that would release the expired one too; the
+        // older one would then go first (the outbox sends in order), so once the later one
+        // has arrived, the expired one would have.
+        let (code, v) = send(&http, &admin, &base, later, "held then released", None).await;
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["data"]["status"], json!("held"), "{v}");
         sim.set_capping(me, None).unwrap();
-        eventually("uncapped over REST", async || {
-            let v = limits(&http, &admin, &base).await;
-            (v["data"]["newChatsBarred"] == json!(false)).then_some(())
+        eventually("the later held send delivered", async || {
+            sim.phone_messages(later)
+                .iter()
+                .any(|m| m.text.as_deref() == Some("held then released"))
+                .then_some(())
         })
         .await;
-        let (code, v) = send(&http, &admin, &base, me, "a note to self", None).await;
-        assert_eq!(code, 200, "{v}");
         assert!(sim.phone_messages(cold).is_empty());
+        let wire_id = mid.as_str().unwrap().rsplit('_').next().unwrap();
+        assert!(
+            sim.message_log().iter().all(|m| m.id != wire_id),
+            "the expired send went out"
+        );
         server.stop().await;
     })
     .await

@@ -642,7 +642,7 @@ impl<S: CredsStore> Messenger<S> {
                 .filter(|t| *t > 0)
                 .unwrap_or_else(|| self.clock.now_unix());
             if action == Action::Removed {
-                removed_effect(&m.index, &mut commit);
+                removed_effect(&m.index, &mut commit, &mut actions);
             }
             self.effects(&action, at, &mut commit, &mut pairs, &mut push_name);
             if !matches!(action, Action::Other | Action::Removed) {
@@ -652,7 +652,14 @@ impl<S: CredsStore> Messenger<S> {
         // PN ↔ LID pairs first: they move what was stored under the number, and the store
         // keys the chat and contact changes by the canonical JID.
         self.learn_many(&pairs).await;
-        self.store.commit_app_state(&commit).await?;
+        let cleared = self.store.commit_app_state(&commit).await?;
+        // A snapshot that no longer holds a chat's flag record cleared that flag in its
+        // commit: told first (it applied first), as a REMOVE of the record is.
+        let actions: Vec<Action> = cleared
+            .iter()
+            .filter_map(cleared_action)
+            .chain(actions)
+            .collect();
         if let Some(name) = push_name
             && self.account().and_then(|a| a.me.push_name) != Some(name.clone())
         {
@@ -729,16 +736,21 @@ impl<S: CredsStore> Messenger<S> {
                 ..ContactChange::default()
             }),
             Action::PushName(name) => *push_name = Some(name.clone()),
+            // A flag turned off changes a chat we have; it makes no empty row for one we never
+            // had.
             Action::Mute { chat: c, until_ms } => commit.chats.push(ChatChange {
                 muted_until: Some(*until_ms),
+                only_if_stored: until_ms.is_none(),
                 ..chat(c)
             }),
             Action::Archive { chat: c, archived } => commit.chats.push(ChatChange {
                 archived: Some(*archived),
+                only_if_stored: !archived,
                 ..chat(c)
             }),
             Action::Pin { chat: c, pinned } => commit.chats.push(ChatChange {
                 pinned: Some(pinned.then_some(at)),
+                only_if_stored: !pinned,
                 ..chat(c)
             }),
             Action::MarkRead { chat: c, read } => commit.chats.push(ChatChange {
@@ -1101,10 +1113,38 @@ fn action_events(c: Collection, mut actions: Vec<Action>) -> Vec<Event> {
 }
 
 /// A REMOVE of a chat's record undoes what its SET did (the record is gone: the chat is no
-/// longer muted, archived, pinned or marked unread).
-fn removed_effect(index: &[String], commit: &mut AppStateCommit) {
+/// longer muted, archived, pinned or marked unread), and is told as that undoing.
+fn removed_effect(index: &[String], commit: &mut AppStateCommit, actions: &mut Vec<Action>) {
     if let Some(change) = crate::client::appstate_store::flag_cleared(index) {
+        actions.extend(cleared_action(&change));
         commit.chats.push(change);
+    }
+}
+
+/// The action a cleared chat flag ([`crate::client::appstate_store::flag_cleared`]) is told
+/// as: unarchived, unpinned, unmuted, or no longer marked unread (`MarkRead { read: true }`,
+/// the action that clears that mark).
+fn cleared_action(c: &ChatChange) -> Option<Action> {
+    let chat = c.chat.clone();
+    if c.archived == Some(false) {
+        Some(Action::Archive {
+            chat,
+            archived: false,
+        })
+    } else if c.pinned == Some(None) {
+        Some(Action::Pin {
+            chat,
+            pinned: false,
+        })
+    } else if c.muted_until == Some(None) {
+        Some(Action::Mute {
+            chat,
+            until_ms: None,
+        })
+    } else if c.marked_unread == Some(false) {
+        Some(Action::MarkRead { chat, read: true })
+    } else {
+        None
     }
 }
 
@@ -1150,5 +1190,54 @@ mod tests {
         assert_eq!(events.len(), 3);
         assert_eq!(told, actions);
         assert!(action_events(Collection::CriticalBlock, Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_removed_flag_record_is_told_as_its_undoing_and_changes_only_a_stored_chat() {
+        let chat: Jid = "15550000001@s.whatsapp.net".parse().unwrap();
+        let cases = [
+            ("archive", Action::Archive { chat: chat.clone(), archived: false }),
+            ("pin_v1", Action::Pin { chat: chat.clone(), pinned: false }),
+            ("mute", Action::Mute { chat: chat.clone(), until_ms: None }),
+            ("markChatAsRead", Action::MarkRead { chat: chat.clone(), read: true }),
+        ];
+        for (kind, want) in cases {
+            let mut commit = AppStateCommit {
+                collection: "regular_low".into(),
+                state: CollectionVersion {
+                    version: 1,
+                    hash: [0; 128],
+                },
+                replace: false,
+                removed: Vec::new(),
+                added: Vec::new(),
+                chats: Vec::new(),
+                contacts: Vec::new(),
+                nct_salt: None,
+            };
+            let mut actions = Vec::new();
+            removed_effect(&[kind.into(), chat.to_string()], &mut commit, &mut actions);
+            assert_eq!(actions, vec![want], "{kind}");
+            assert_eq!(commit.chats.len(), 1);
+            assert!(commit.chats[0].only_if_stored, "{kind}");
+            assert_eq!(cleared_action(&commit.chats[0]).as_ref(), actions.first());
+        }
+        // A record that sets no chat flag is told as nothing.
+        let mut commit = AppStateCommit {
+            collection: "regular".into(),
+            state: CollectionVersion {
+                version: 1,
+                hash: [0; 128],
+            },
+            replace: false,
+            removed: Vec::new(),
+            added: Vec::new(),
+            chats: Vec::new(),
+            contacts: Vec::new(),
+            nct_salt: None,
+        };
+        let mut actions = Vec::new();
+        removed_effect(&["star".into(), chat.to_string()], &mut commit, &mut actions);
+        assert!(actions.is_empty() && commit.chats.is_empty());
     }
 }

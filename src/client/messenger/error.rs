@@ -98,7 +98,7 @@ pub fn refusal_reason(code: u16) -> &'static str {
         }
         421 => "stale group addressing mode",
         463 => {
-            "privacy token missing: the contact never wrote to this account and reach-out is restricted"
+            "privacy token required: the recipient takes a new chat only with a valid tctoken or cstoken from this account (WA Web MissingTcToken), or reach-out is restricted"
         }
         475 => "new-chat limit reached",
         479 => "malformed or inconsistent stanza",
