@@ -167,9 +167,10 @@ impl std::fmt::Debug for Action {
                 .field("username", &username.is_some())
                 .finish(),
             Action::PushName(_) => f.write_str("PushName(..)"),
-            Action::ContactRemoved { jid: j } => {
-                f.debug_struct("ContactRemoved").field("jid", &jid(j)).finish()
-            }
+            Action::ContactRemoved { jid: j } => f
+                .debug_struct("ContactRemoved")
+                .field("jid", &jid(j))
+                .finish(),
             Action::Mute { chat, until_ms } => f
                 .debug_struct("Mute")
                 .field("chat", &jid(chat))
@@ -190,12 +191,14 @@ impl std::fmt::Debug for Action {
                 .field("chat", &jid(chat))
                 .field("read", read)
                 .finish(),
-            Action::DeleteChat { chat } => {
-                f.debug_struct("DeleteChat").field("chat", &jid(chat)).finish()
-            }
-            Action::ClearChat { chat } => {
-                f.debug_struct("ClearChat").field("chat", &jid(chat)).finish()
-            }
+            Action::DeleteChat { chat } => f
+                .debug_struct("DeleteChat")
+                .field("chat", &jid(chat))
+                .finish(),
+            Action::ClearChat { chat } => f
+                .debug_struct("ClearChat")
+                .field("chat", &jid(chat))
+                .finish(),
             Action::DeleteMessageForMe {
                 chat,
                 id,

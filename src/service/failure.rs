@@ -359,7 +359,10 @@ mod tests {
         );
         let remedy = rejected.remedy(None).unwrap();
         assert!(!remedy.contains("time-lock until"), "{remedy}");
-        assert!(remedy.contains("tctoken") && remedy.contains("NCT salt"), "{remedy}");
+        assert!(
+            remedy.contains("tctoken") && remedy.contains("NCT salt"),
+            "{remedy}"
+        );
         assert_eq!(rejected.http_status(), 422);
         assert_eq!(
             SendFailure::Cancelled.outbox_state(),

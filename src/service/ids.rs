@@ -347,7 +347,11 @@ mod tests {
         let mut c = ctx();
         let recorded = json!({ "code": "account_restricted", "message": "m", "until": "2030-01-01T00:00:00.000Z" });
         c.failures.insert("X".into(), recorded.clone());
-        let mut m = msg(Jid::new("15550000002", Server::User), Jid::new("15550000001", Server::User), true);
+        let mut m = msg(
+            Jid::new("15550000002", Server::User),
+            Jid::new("15550000001", Server::User),
+            true,
+        );
         m.status = MessageStatus::Failed;
         m.error = Some(463);
         assert_eq!(c.error(&m), Some(recorded));

@@ -409,7 +409,10 @@ mod tests {
             coll("regular", MAX_PATCHES / 2 + 1),
             coll("regular_low", MAX_PATCHES / 2),
         ]);
-        assert!(parse_sync_request(&split, 5).is_none(), "over the limit in all");
+        assert!(
+            parse_sync_request(&split, 5).is_none(),
+            "over the limit in all"
+        );
     }
 
     #[test]

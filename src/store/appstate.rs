@@ -186,7 +186,10 @@ impl AppStateStore for SqliteCreds {
             .collect()
     }
 
-    async fn commit_app_state(&self, c: &AppStateCommit) -> Result<Vec<ChatChange>, CredsStoreError> {
+    async fn commit_app_state(
+        &self,
+        c: &AppStateCommit,
+    ) -> Result<Vec<ChatChange>, CredsStoreError> {
         let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(err)?;
         let mut cleared = Vec::new();
         if c.replace {

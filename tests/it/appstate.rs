@@ -645,9 +645,21 @@ where
     assert!(sy.archived, "y's record is still held");
     // What it cleared is told back: x's archive and pin, z's mute; never y's.
     assert_eq!(cleared.len(), 3, "{cleared:?}");
-    assert!(cleared.iter().any(|c| c.chat == x && c.archived == Some(false)));
-    assert!(cleared.iter().any(|c| c.chat == x && c.pinned == Some(None)));
-    assert!(cleared.iter().any(|c| c.chat == z && c.muted_until == Some(None)));
+    assert!(
+        cleared
+            .iter()
+            .any(|c| c.chat == x && c.archived == Some(false))
+    );
+    assert!(
+        cleared
+            .iter()
+            .any(|c| c.chat == x && c.pinned == Some(None))
+    );
+    assert!(
+        cleared
+            .iter()
+            .any(|c| c.chat == z && c.muted_until == Some(None))
+    );
     assert!(cleared.iter().all(|c| c.chat != y));
     // z was never a chat here: clearing its mute made no row.
     let chats = store.chats(100, 0).await.unwrap();

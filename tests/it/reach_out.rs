@@ -199,7 +199,10 @@ async fn a_463_says_what_lifts_it_a_time_lock_makes_it_account_restricted_and_it
         // drain tries a row again before it moves on). So a later send through each outbox,
         // to a contact now warm (it wrote first), is waited for until its recipient has it;
         // then the refused stanzas must still have gone out once each.
-        for (base, me, them, marker) in [(&plain, p, x, "hello again x"), (&locked, l, y, "hello again y")] {
+        for (base, me, them, marker) in [
+            (&plain, p, x, "hello again x"),
+            (&locked, l, y, "hello again y"),
+        ] {
             let wrote = format!("{them} writes first");
             sim.phone_send(them, me, &wrote).await.unwrap();
             row(&http, &admin, base, &wrote).await;
@@ -258,7 +261,14 @@ async fn a_463_although_a_token_went_and_no_time_lock_is_not_called_a_time_lock(
             .find(|m| m.error == Some(463))
             .expect("the refused stanza");
         assert!(wire.cstoken, "a cstoken went with it");
-        let (_, l) = call(&http, Method::GET, &format!("{base}/limits"), Some(&admin), None).await;
+        let (_, l) = call(
+            &http,
+            Method::GET,
+            &format!("{base}/limits"),
+            Some(&admin),
+            None,
+        )
+        .await;
         assert_ne!(l["data"]["barredReason"], json!("timelocked"), "{l}");
         assert_eq!(v["error"]["code"], json!("privacy_token_rejected"), "{v}");
         assert_eq!(v["error"]["until"], Value::Null, "{v}");

@@ -1196,10 +1196,34 @@ mod tests {
     fn a_removed_flag_record_is_told_as_its_undoing_and_changes_only_a_stored_chat() {
         let chat: Jid = "15550000001@s.whatsapp.net".parse().unwrap();
         let cases = [
-            ("archive", Action::Archive { chat: chat.clone(), archived: false }),
-            ("pin_v1", Action::Pin { chat: chat.clone(), pinned: false }),
-            ("mute", Action::Mute { chat: chat.clone(), until_ms: None }),
-            ("markChatAsRead", Action::MarkRead { chat: chat.clone(), read: true }),
+            (
+                "archive",
+                Action::Archive {
+                    chat: chat.clone(),
+                    archived: false,
+                },
+            ),
+            (
+                "pin_v1",
+                Action::Pin {
+                    chat: chat.clone(),
+                    pinned: false,
+                },
+            ),
+            (
+                "mute",
+                Action::Mute {
+                    chat: chat.clone(),
+                    until_ms: None,
+                },
+            ),
+            (
+                "markChatAsRead",
+                Action::MarkRead {
+                    chat: chat.clone(),
+                    read: true,
+                },
+            ),
         ];
         for (kind, want) in cases {
             let mut commit = AppStateCommit {
@@ -1237,7 +1261,11 @@ mod tests {
             nct_salt: None,
         };
         let mut actions = Vec::new();
-        removed_effect(&["star".into(), chat.to_string()], &mut commit, &mut actions);
+        removed_effect(
+            &["star".into(), chat.to_string()],
+            &mut commit,
+            &mut actions,
+        );
         assert!(actions.is_empty() && commit.chats.is_empty());
     }
 }
