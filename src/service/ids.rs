@@ -2,7 +2,8 @@
 //! one query: rows keep a user by whichever form its message came with (the LID once the
 //! mapping is known, MESSAGING.md §4), and answers name both, `…@c.us` for the phone number
 //! (as `from` does) and `<user>@lid` for the LID. With them, what a failed send's message row
-//! says would lift its failure (from its outbox row, else from WhatsApp's code alone).
+//! says would lift its failure (from its outbox row; while the outbox is still writing that,
+//! from the account's limits now; once the row is gone, from WhatsApp's code alone).
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::{SendFailure, Service};
 use crate::binary::{Jid, Server};
+use crate::client::ReachoutTimelock;
 use crate::client::messages::{MessageStatus, StoredMessage};
 use crate::store::AccountId;
 
@@ -88,6 +90,12 @@ pub struct RowContext {
     pub ids: Ids,
     /// The outbox results of the page's failed sends, by WhatsApp message id.
     failures: HashMap<String, Value>,
+    /// Failed sends whose outbox row has no result yet: the refusal is being recorded now
+    /// (a status webhook may be rendered between the client's failed status and the outbox
+    /// writing its result).
+    finishing: HashSet<String>,
+    /// The account's reach-out time-lock as its client knows it now (for `finishing` ones).
+    timelock: Option<ReachoutTimelock>,
 }
 
 impl RowContext {
@@ -99,8 +107,9 @@ impl RowContext {
 
     /// The `error` of message `m`: `{code, message, remedy?, until?}` for a failed send with
     /// WhatsApp's error code, else None. Its outbox row's explanation when there is one (what
-    /// was known when it failed: the token that went, the time-lock then), else [`explain`]
-    /// from the code alone.
+    /// was known when it failed: the token that went, the time-lock then); while the outbox
+    /// is writing it, the code under the account's limits now (which are the failure's);
+    /// once the row is gone, [`explain`] from the code alone.
     pub fn error(&self, m: &StoredMessage) -> Option<Value> {
         if !m.from_me || m.status != MessageStatus::Failed {
             return None;
@@ -108,8 +117,29 @@ impl RowContext {
         if let Some(e) = self.failures.get(&m.id) {
             return Some(e.clone());
         }
-        Some(explain(m.error?))
+        let code = m.error?;
+        if self.finishing.contains(&m.id) {
+            return Some(explain_now(code, self.timelock.as_ref()));
+        }
+        Some(explain(code))
     }
+}
+
+/// The explanation of WhatsApp's ack error `code` on a send failing now, under the account's
+/// time-lock `lock` now: what its outbox row is about to record (a 463 while time-locked is
+/// `account_restricted`).
+fn explain_now(code: u16, lock: Option<&ReachoutTimelock>) -> Value {
+    let now = crate::util::clock::now_ms() / 1000;
+    let f = SendFailure::of_ack_code(code, lock, now);
+    let until = match f {
+        SendFailure::AccountRestricted => super::failure::timelocked(lock, now).flatten(),
+        _ => None,
+    };
+    let message = format!(
+        "WhatsApp refused it ({code}): {}",
+        crate::client::messenger::refusal_reason(code)
+    );
+    f.result_json_until(&message, until)["error"].clone()
 }
 
 /// The explanation of WhatsApp's ack error `code` on a failed message whose outbox row is gone
@@ -218,25 +248,41 @@ impl Service {
             .map(|m| m.id.clone())
             .chain(sends.iter().cloned())
             .collect();
-        let failures = match self.store.send_results(account, &failed).await {
-            Ok(r) => r
-                .into_iter()
-                .filter_map(|(id, result)| {
-                    let v: Value = serde_json::from_str(&result).ok()?;
-                    let mut e = v.get("error")?.clone();
-                    // The stable code (rows kept `expired`/`cancelled` before the codes).
-                    if let Some(f) = e["code"].as_str().and_then(SendFailure::from_code) {
-                        e["code"] = json!(f.code());
-                    }
-                    Some((id, e))
-                })
-                .collect(),
+        let results = match self.store.send_results(account, &failed).await {
+            Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the sends' results");
                 HashMap::new()
             }
         };
-        RowContext { ids, failures }
+        let finishing: HashSet<String> = results
+            .iter()
+            .filter(|(_, r)| r.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let failures: HashMap<String, Value> = results
+            .into_iter()
+            .filter_map(|(id, result)| {
+                let v: Value = serde_json::from_str(&result?).ok()?;
+                let mut e = v.get("error")?.clone();
+                // The stable code (rows kept `expired`/`cancelled` before the codes).
+                if let Some(f) = e["code"].as_str().and_then(SendFailure::from_code) {
+                    e["code"] = json!(f.code());
+                }
+                Some((id, e))
+            })
+            .collect();
+        RowContext {
+            ids,
+            failures,
+            timelock: if finishing.is_empty() {
+                None
+            } else {
+                self.session(account)
+                    .and_then(|s| s.client.reachout_timelock())
+            },
+            finishing,
+        }
     }
 }
 
@@ -258,6 +304,7 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::ReachoutTimelock;
 
     fn ctx() -> RowContext {
         let mut ids = Ids {
@@ -355,8 +402,30 @@ mod tests {
         m.status = MessageStatus::Failed;
         m.error = Some(463);
         assert_eq!(c.error(&m), Some(recorded));
-        // Once its outbox row is gone: the code alone.
+        // While the outbox is writing it: the code under the account's limits now.
         c.failures.clear();
+        c.finishing.insert("X".into());
+        let now = crate::util::clock::now_ms() / 1000;
+        c.timelock = Some(ReachoutTimelock {
+            active: true,
+            ends_at: Some(now + 3600),
+            enforcement: "DEFAULT".into(),
+        });
+        let e = c.error(&m).unwrap();
+        assert_eq!(e["code"], json!("account_restricted"), "{e}");
+        assert!(e["until"].is_string(), "{e}");
+        c.timelock = None;
+        assert_eq!(
+            c.error(&m).unwrap()["code"],
+            json!("privacy_token_required")
+        );
+        // Once its outbox row is gone: the code alone, whatever the limits now.
+        c.finishing.clear();
+        c.timelock = Some(ReachoutTimelock {
+            active: true,
+            ends_at: Some(now + 3600),
+            enforcement: "DEFAULT".into(),
+        });
         assert_eq!(c.error(&m).unwrap()["code"], json!("refused_by_whatsapp"));
     }
 }

@@ -36,19 +36,20 @@ impl Store {
 
     /// The JSON results of `account`'s sends with these WhatsApp message ids, by id (one
     /// query): a failed send's explanation (`error.code`, `remedy`, `until`) for its message
-    /// row.
+    /// row; None for a send whose outbox row has no result yet (the drain is finishing it).
+    /// An id with no outbox row (pruned, or never one) is absent.
     pub async fn send_results(
         &self,
         account: AccountId,
         message_ids: &[String],
-    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+    ) -> Result<std::collections::HashMap<String, Option<String>>, StoreError> {
         if message_ids.is_empty() {
             return Ok(Default::default());
         }
         let list = serde_json::to_string(&message_ids[..message_ids.len().min(MAX_USERS)])
             .unwrap_or_else(|_| "[]".into());
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT message_id, result FROM outbox WHERE account_id = ? AND result IS NOT NULL \
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT message_id, result FROM outbox WHERE account_id = ? \
              AND message_id IN (SELECT value FROM json_each(?))",
         )
         .bind(account)
