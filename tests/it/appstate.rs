@@ -56,6 +56,12 @@ async fn chat_state(a: &Account, chat: &Jid) -> Option<wa_gateway::client::accou
         .find(|c| c.chat == *chat || Some(&c.chat) == lid.as_ref())
 }
 
+/// Stores `change` as if a message or the address book had said it.
+async fn note_contact(a: &Account, change: wa_gateway::client::account::ContactChange) {
+    use wa_gateway::client::store::AccountStore;
+    a.creds.apply_account_changes(&[], &[change]).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_new_companion_syncs_every_collection_and_keeps_the_phones_contacts() {
     tokio::time::timeout(LIMIT, async {
@@ -298,7 +304,7 @@ async fn a_patch_whose_commit_fails_is_applied_again_not_lost() {
 async fn over_rest_a_chat_archived_on_the_phone_shows_and_ours_reaches_the_phone() {
     use serde_json::json;
 
-    use super::rest::{Server as Gateway, call, token};
+    use super::rest::{Server as Gateway, call, get, token};
     tokio::time::timeout(LIMIT, async {
         let sim = sim().await;
         let dir = tempfile::tempdir().unwrap();
@@ -319,14 +325,7 @@ async fn over_rest_a_chat_archived_on_the_phone_shows_and_ours_reaches_the_phone
         let chat_id = format!("{FRIEND}@c.us");
         // The phone's contacts show with number, LID and name.
         let contact = eventually("the phone's contact", async || {
-            let (code, v) = call(
-                &http,
-                reqwest::Method::GET,
-                &format!("{base}/contacts/{chat_id}"),
-                Some(&tok),
-                None,
-            )
-            .await;
+            let (code, v) = get(&http, &format!("{base}/contacts/{chat_id}"), &tok).await;
             (code == 200).then_some(v)
         })
         .await;
@@ -339,14 +338,7 @@ async fn over_rest_a_chat_archived_on_the_phone_shows_and_ours_reaches_the_phone
         assert_eq!(contact["data"]["warm"], json!(false), "{contact}");
         sim.phone_send(FRIEND, ME, "hi, it's me").await.unwrap();
         let listed = eventually("the contact warm", async || {
-            let (code, v) = call(
-                &http,
-                reqwest::Method::GET,
-                &format!("{base}/contacts"),
-                Some(&tok),
-                None,
-            )
-            .await;
+            let (code, v) = get(&http, &format!("{base}/contacts"), &tok).await;
             assert_eq!(code, 200, "{v}");
             v["data"]["contacts"]
                 .as_array()?
@@ -356,14 +348,7 @@ async fn over_rest_a_chat_archived_on_the_phone_shows_and_ours_reaches_the_phone
         })
         .await;
         assert_eq!(listed["lid"], contact["data"]["lid"]);
-        let (code, one) = call(
-            &http,
-            reqwest::Method::GET,
-            &format!("{base}/contacts/{chat_id}"),
-            Some(&tok),
-            None,
-        )
-        .await;
+        let (code, one) = get(&http, &format!("{base}/contacts/{chat_id}"), &tok).await;
         assert_eq!(code, 200, "{one}");
         assert_eq!(one["data"]["warm"], json!(true), "{one}");
         // Archived on the phone: the chat list says so.
@@ -377,14 +362,7 @@ async fn over_rest_a_chat_archived_on_the_phone_shows_and_ours_reaches_the_phone
         .unwrap();
         let archived = async |want: bool| {
             eventually("the chat's archived flag", async || {
-                let (code, v) = call(
-                    &http,
-                    reqwest::Method::GET,
-                    &format!("{base}/chats"),
-                    Some(&tok),
-                    None,
-                )
-                .await;
+                let (code, v) = get(&http, &format!("{base}/chats"), &tok).await;
                 assert_eq!(code, 200, "{v}");
                 v["data"]["chats"]
                     .as_array()?
@@ -502,17 +480,15 @@ async fn a_contact_removed_on_the_phone_loses_its_names_but_keeps_its_push_name(
         let friend = Jid::new(FRIEND, Server::User);
         // The contact named itself in a message (a push name comes from the contact, not
         // from our address book).
-        a.creds
-            .apply_account_changes(
-                &[],
-                &[ContactChange {
-                    jid: friend.clone(),
-                    push_name: Some("Friendly".into()),
-                    ..ContactChange::default()
-                }],
-            )
-            .await
-            .unwrap();
+        note_contact(
+            &a,
+            ContactChange {
+                jid: friend.clone(),
+                push_name: Some("Friendly".into()),
+                ..ContactChange::default()
+            },
+        )
+        .await;
         let before = a.creds.contact(&friend).await.unwrap().unwrap();
         assert!(before.full_name.is_some(), "the snapshot named the contact");
         sim.app_state_action(
@@ -681,17 +657,15 @@ async fn a_contact_is_warm_while_its_privacy_token_lasts() {
     use wa_gateway::stanza::privacy::{TC_BUCKET_SECS, TC_NUM_BUCKETS, bucket};
     let a = account().await;
     let friend = Jid::new(FRIEND, Server::User);
-    a.creds
-        .apply_account_changes(
-            &[],
-            &[ContactChange {
-                jid: friend.clone(),
-                full_name: Some("Friend".into()),
-                ..ContactChange::default()
-            }],
-        )
-        .await
-        .unwrap();
+    note_contact(
+        &a,
+        ContactChange {
+            jid: friend.clone(),
+            full_name: Some("Friend".into()),
+            ..ContactChange::default()
+        },
+    )
+    .await;
     let t = 1_800_000_000;
     let c = a.creds.contact(&friend).await.unwrap().unwrap();
     assert_eq!((c.token_at, c.wrote_to_us), (None, false));

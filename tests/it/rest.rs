@@ -122,6 +122,11 @@ pub(crate) async fn call(
     (status, v)
 }
 
+/// A GET with a bearer token, through [`call`].
+pub(crate) async fn get(http: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
+    call(http, reqwest::Method::GET, url, Some(token), None).await
+}
+
 /// The guide's envelope: success, message, data, meta.operationId (a UUID) and meta.duration.
 pub(crate) fn assert_envelope(v: &Value, success: bool) {
     assert_eq!(v["success"], json!(success), "{v}");
