@@ -166,7 +166,8 @@ fn lid_snapshot(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("wa.db").display());
     let key = wa_gateway::store::StoreKey::generate();
-    let store = rt.block_on(wa_gateway::store::Store::open_with(&url, Some(&key)))
+    let store = rt
+        .block_on(wa_gateway::store::Store::open_with(&url, Some(&key)))
         .unwrap();
     let pn = |i: usize| format!("{}", 4_915_550_000_000u64 + i as u64);
     let lid = |i: usize| format!("{}", 190_000_000_000_000u64 + i as u64);
