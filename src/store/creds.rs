@@ -729,10 +729,12 @@ impl SqliteCreds {
             .await?;
         // The contact's sender keys (`<group>::<address>`) follow its devices to the LID, so a
         // group message named by the LID finds the key a PN-named distribution installed. The
-        // sender part is indexed (migration 0023): one range seek per number.
+        // sender part is indexed (migration 0023; named, as the planner would otherwise walk
+        // the account's keys to read their records): one range seek per number.
         let rows: Vec<(String, String, String, Vec<u8>)> = sqlx::query_as(&format!(
             "SELECT b.pn, b.lid, s.name, s.record FROM temp.lid_batch b \
-             CROSS JOIN signal_sender_keys s ON s.account_id = ? \
+             CROSS JOIN signal_sender_keys s INDEXED BY signal_sender_keys_by_sender \
+             ON s.account_id = ? \
              AND {SENDER} >= b.pn || '.' AND {SENDER} < b.pn || '/' ORDER BY b.pos, s.name"
         ))
         .bind(account)
@@ -1391,6 +1393,83 @@ mod tests {
         // Learning the same batch again changes nothing.
         batched.learn_lids(&batch()).await.unwrap();
         assert_eq!(dump(&batched).await, got);
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_contact_changes_lands_as_the_changes_one_by_one() {
+        use crate::client::account::ContactChange;
+        use crate::client::store::AccountStore;
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let one = store.creds(store.account("s", "one").await.unwrap());
+        let many = store.creds(store.account("s", "many").await.unwrap());
+        let user = |u: &str| Jid::new(u, crate::binary::Server::User);
+        let lid_jid = |u: &str| Jid::new(u, crate::binary::Server::Lid);
+        let name = |jid: Jid, n: &str| ContactChange {
+            jid,
+            full_name: Some(n.into()),
+            ..ContactChange::default()
+        };
+        let remove = |jid: Jid| ContactChange {
+            jid,
+            forget_names: true,
+            ..ContactChange::default()
+        };
+        // Over two chunks, with one contact named by number and LID, REMOVEs before and after
+        // a name, a push name of "-", and bare REMOVEs of contacts nobody knows.
+        let mut changes: Vec<ContactChange> = (0..450)
+            .map(|i| name(user(&format!("4930{i:04}")), &format!("N{i}")))
+            .collect();
+        changes.extend([
+            name(user(P1), "One"),
+            ContactChange {
+                jid: Jid::with_device(P1, 3, crate::binary::Server::User),
+                first_name: Some("Uno".into()),
+                push_name: Some("-".into()),
+                on_whatsapp: Some(true),
+                ..ContactChange::default()
+            },
+            remove(lid_jid("801")),
+            ContactChange {
+                jid: lid_jid("801"),
+                first_name: Some("Again".into()),
+                push_name: Some("p1".into()),
+                ..ContactChange::default()
+            },
+            name(user(P2), "Two"),
+            remove(user(P2)),
+            remove(user(P4)),
+            remove(lid_jid("999")),
+            remove(user("49300007")),
+        ]);
+        for c in [&one, &many] {
+            c.learn_lid(P1, "801").await.unwrap();
+        }
+        for c in &changes {
+            one.apply_account_changes(&[], std::slice::from_ref(c))
+                .await
+                .unwrap();
+        }
+        many.apply_account_changes(&[], &changes).await.unwrap();
+        let all = |c: SqliteCreds| async move { c.contacts(1000, 0).await.unwrap() };
+        let (by_one, by_many) = (all(one).await, all(many).await);
+        assert_eq!(by_many, by_one);
+        assert_eq!(by_many.len(), 452, "450 + P1 + P2; the bare REMOVEs created nothing");
+        let p1 = by_many.iter().find(|c| c.jid == lid_jid("801")).unwrap();
+        assert_eq!(
+            (
+                p1.pn.clone(),
+                p1.full_name.as_deref(),
+                p1.first_name.as_deref(),
+                p1.push_name.as_deref(),
+                p1.on_whatsapp
+            ),
+            (Some(user(P1)), None, Some("Again"), Some("p1"), Some(true))
+        );
+        let p2 = by_many.iter().find(|c| c.jid == user(P2)).unwrap();
+        assert_eq!(p2.full_name, None, "named, then removed: the row stays, nameless");
+        let removed = by_many.iter().find(|c| c.jid == user("49300007")).unwrap();
+        assert_eq!(removed.full_name, None);
+        assert!(!by_many.iter().any(|c| c.jid == user(P4) || c.jid == lid_jid("999")));
     }
 
     #[test]
