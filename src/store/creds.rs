@@ -1005,8 +1005,11 @@ mod tests {
         tokens: Vec<(String, Vec<u8>)>,
         messages: Vec<(String, String, String)>,
         chats: Vec<(String, Option<String>)>,
-        contacts: Vec<(String, Option<String>, Option<String>, Option<String>)>,
+        contacts: Vec<ContactDump>,
     }
+
+    /// A contact's jid, pn, lid and full name.
+    type ContactDump = (String, Option<String>, Option<String>, Option<String>);
 
     async fn dump(c: &SqliteCreds) -> Dump {
         let a = c.account;
@@ -1453,7 +1456,11 @@ mod tests {
         let all = |c: SqliteCreds| async move { c.contacts(1000, 0).await.unwrap() };
         let (by_one, by_many) = (all(one).await, all(many).await);
         assert_eq!(by_many, by_one);
-        assert_eq!(by_many.len(), 452, "450 + P1 + P2; the bare REMOVEs created nothing");
+        assert_eq!(
+            by_many.len(),
+            452,
+            "450 + P1 + P2; the bare REMOVEs created nothing"
+        );
         let p1 = by_many.iter().find(|c| c.jid == lid_jid("801")).unwrap();
         assert_eq!(
             (
@@ -1466,10 +1473,17 @@ mod tests {
             (Some(user(P1)), None, Some("Again"), Some("p1"), Some(true))
         );
         let p2 = by_many.iter().find(|c| c.jid == user(P2)).unwrap();
-        assert_eq!(p2.full_name, None, "named, then removed: the row stays, nameless");
+        assert_eq!(
+            p2.full_name, None,
+            "named, then removed: the row stays, nameless"
+        );
         let removed = by_many.iter().find(|c| c.jid == user("49300007")).unwrap();
         assert_eq!(removed.full_name, None);
-        assert!(!by_many.iter().any(|c| c.jid == user(P4) || c.jid == lid_jid("999")));
+        assert!(
+            !by_many
+                .iter()
+                .any(|c| c.jid == user(P4) || c.jid == lid_jid("999"))
+        );
     }
 
     #[test]

@@ -90,7 +90,9 @@ impl<S: CredsStore> Messenger<S> {
         }
         let new: Vec<(String, String)> = batch
             .into_iter()
-            .filter(|(pn, lid)| known.get(pn.as_str()).and_then(|l| l.as_deref()) != Some(lid))
+            .filter(|(pn, lid)| {
+                known.get(pn.as_str()).and_then(|l| l.as_deref()) != Some(lid.as_str())
+            })
             .cloned()
             .collect();
         if new.is_empty() {
