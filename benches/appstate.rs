@@ -148,5 +148,107 @@ fn commit(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, appstate, commit);
+const CONTACTS: usize = 20_000;
+const SESSIONS: usize = 2_000;
+
+fn lid_snapshot(c: &mut Criterion) {
+    use std::time::{Duration, Instant};
+    use wa_gateway::client::{AccountStore, ContactChange, CredsStore};
+    use wa_gateway::signal::store::ApplyChanges;
+    use wa_gateway::signal::{
+        ProtocolAddress, SenderKeyName, SenderKeyRecord, SessionRecord, SignalChanges,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("wa.db").display());
+    let key = wa_gateway::store::StoreKey::generate();
+    let store = rt
+        .block_on(wa_gateway::store::Store::open_with(&url, Some(&key)))
+        .unwrap();
+    let pn = |i: usize| format!("{}", 4_915_550_000_000u64 + i as u64);
+    let lid = |i: usize| format!("{}", 190_000_000_000_000u64 + i as u64);
+    let pairs: Vec<(String, String)> = (0..CONTACTS).map(|i| (pn(i), lid(i))).collect();
+    let contacts: Vec<ContactChange> = (0..CONTACTS)
+        .map(|i| ContactChange {
+            jid: Jid::new(pn(i), wa_gateway::binary::Server::User),
+            full_name: Some(format!("Contact {i}")),
+            first_name: Some("Contact".into()),
+            ..ContactChange::default()
+        })
+        .collect();
+    // What 2,000 numbers already have under their phone number: a session, an identity and a
+    // sender key in one group, each to move to the LID.
+    let signal_state = || {
+        let mut ch = SignalChanges::default();
+        let mut sk = SenderKeyRecord::new();
+        sk.distribution();
+        for i in 0..SESSIONS {
+            let a = ProtocolAddress::new(pn(i), 0);
+            ch.sessions.push((a.clone(), SessionRecord::new()));
+            ch.identities.push((a.clone(), [i as u8; 32]));
+            ch.sender_keys.push((
+                SenderKeyName {
+                    group: "120363000000000001@g.us".into(),
+                    sender: a,
+                },
+                sk.clone(),
+            ));
+        }
+        ch
+    };
+    let signal_state = signal_state();
+    let mut n = 0usize;
+    let mut fresh = |learned: bool| {
+        n += 1;
+        rt.block_on(async {
+            let id = store.account("sub", &format!("agent-{n}")).await.unwrap();
+            store.signal(id).apply(&signal_state).await.unwrap();
+            let creds = store.creds(id);
+            if learned {
+                creds.learn_lids(&pairs).await.unwrap();
+            }
+            (id, creds)
+        })
+    };
+    let mut g = c.benchmark_group("lid/snapshot");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(CONTACTS as u64));
+    g.bench_function(
+        format!("learn {CONTACTS} pairs, {SESSIONS} sessions to move"),
+        |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (id, creds) = fresh(false);
+                    let t = Instant::now();
+                    rt.block_on(creds.learn_lids(black_box(&pairs))).unwrap();
+                    total += t.elapsed();
+                    rt.block_on(store.delete_account(id)).unwrap();
+                }
+                total
+            })
+        },
+    );
+    g.bench_function(format!("{CONTACTS} contact changes, pairs known"), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (id, creds) = fresh(true);
+                let t = Instant::now();
+                rt.block_on(creds.apply_account_changes(&[], black_box(&contacts)))
+                    .unwrap();
+                total += t.elapsed();
+                rt.block_on(store.delete_account(id)).unwrap();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, appstate, commit, lid_snapshot);
 criterion_main!(benches);

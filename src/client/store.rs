@@ -1,6 +1,7 @@
 //! What the client keeps per account, and the storage trait it needs (implemented in memory here
 //! and over SQLite by the store layer).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -159,7 +160,9 @@ pub trait CredsStore: GroupStore + AccountStore + AppStateStore + Send + Sync + 
         lid: &str,
     ) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
     /// Learns many pairs as [`CredsStore::learn_lid`] learns one, in one unit (a snapshot
-    /// or a history chunk names thousands: one transaction, not one each), in order.
+    /// or a history chunk names thousands: one transaction, not one each), in order. A number
+    /// named twice is the LID it was named with last (decision; what is stored under the number
+    /// moves to that LID).
     fn learn_lids(
         &self,
         pairs: &[(String, String)],
@@ -169,6 +172,12 @@ pub trait CredsStore: GroupStore + AccountStore + AppStateStore + Send + Sync + 
         &self,
         pn: &str,
     ) -> impl Future<Output = Result<Option<String>, CredsStoreError>> + Send;
+    /// The LID users of the phone-number users `pns` that are known (one lookup for the set:
+    /// a snapshot names thousands); numbers without a LID are absent.
+    fn lids_for(
+        &self,
+        pns: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, String>, CredsStoreError>> + Send;
     /// The phone-number user of LID user `lid`, if known.
     fn pn_for(
         &self,
@@ -488,6 +497,16 @@ impl MemoryCreds {
     ) -> Result<(), CredsStoreError> {
         let key = self.canonical_user(&c.jid)?;
         let (pn, lid) = self.both(&key)?;
+        let bare_remove = c.forget_names
+            && c.full_name.is_none()
+            && c.first_name.is_none()
+            && c.push_name.as_deref().is_none_or(|p| p == "-")
+            && c.username.is_none()
+            && c.on_whatsapp.is_none();
+        if bare_remove && !acc.contacts.contains_key(&key) {
+            // A REMOVE of a contact we do not know creates nothing.
+            return Ok(());
+        }
         let row = acc.contacts.entry(key.clone()).or_insert_with(|| Contact {
             jid: key.clone(),
             ..Contact::default()
@@ -738,11 +757,30 @@ impl CredsStore for MemoryCreds {
     }
 
     async fn learn_lids(&self, pairs: &[(String, String)]) -> Result<(), CredsStoreError> {
-        // Memory has no transactions: each pair lands as it is learned.
-        for (pn, lid) in pairs {
-            self.learn_lid(pn, lid).await?;
+        // Memory has no transactions: each pair lands as it is learned. A number named twice
+        // is its last LID, as the SQLite store decides.
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(pairs.len());
+        for (i, (pn, _)) in pairs.iter().enumerate() {
+            last.insert(pn, i);
+        }
+        for (i, (pn, lid)) in pairs.iter().enumerate() {
+            if last.get(pn.as_str()) == Some(&i) {
+                self.learn_lid(pn, lid).await?;
+            }
         }
         Ok(())
+    }
+
+    async fn lids_for(&self, pns: &[String]) -> Result<HashMap<String, String>, CredsStoreError> {
+        let wanted: std::collections::HashSet<&str> = pns.iter().map(String::as_str).collect();
+        Ok(self
+            .lids
+            .lock()
+            .map_err(poisoned)?
+            .iter()
+            .filter(|(p, _)| wanted.contains(p.as_str()))
+            .cloned()
+            .collect())
     }
 
     async fn lid_for(&self, pn: &str) -> Result<Option<String>, CredsStoreError> {

@@ -121,41 +121,171 @@ pub(crate) async fn apply_chat_change(
     Ok(())
 }
 
-/// Applies `c` to its contact (created when missing); only the given fields change, after
-/// `forget_names` cleared the address-book names. A push name of `-` is no name (whatsmeow
-/// `handleHistoricalPushNames`).
-pub(crate) async fn apply_contact_change(
+/// Contact rows per multi-row statement: nine values each, far below SQLite's 32,766
+/// variables, and a snapshot of 20,000 contacts costs a hundred statements, not 60,000.
+const CONTACT_CHUNK: usize = 200;
+
+/// What a batch's changes to one contact come to, applied in order.
+#[derive(Default)]
+struct ContactRow {
+    jid: String,
+    pn: Option<String>,
+    lid: Option<String>,
+    full_name: Option<String>,
+    first_name: Option<String>,
+    push_name: Option<String>,
+    username: Option<String>,
+    on_whatsapp: Option<bool>,
+    /// The address-book names are cleared before the names above apply.
+    forget_names: bool,
+    /// The row exists afterwards: some change carried a field (a bare REMOVE of a contact we
+    /// do not know creates nothing).
+    insert: bool,
+}
+
+impl ContactRow {
+    /// `c` after what is already folded in.
+    fn fold(&mut self, c: &ContactChange) {
+        if c.forget_names {
+            self.forget_names = true;
+            self.full_name = c.full_name.clone();
+            self.first_name = c.first_name.clone();
+        } else {
+            self.full_name = c.full_name.clone().or(self.full_name.take());
+            self.first_name = c.first_name.clone().or(self.first_name.take());
+        }
+        // A push name of `-` is no name (whatsmeow `handleHistoricalPushNames`).
+        let push = c.push_name.clone().filter(|p| p != "-");
+        let any = !c.forget_names
+            || c.full_name.is_some()
+            || c.first_name.is_some()
+            || push.is_some()
+            || c.username.is_some()
+            || c.on_whatsapp.is_some();
+        self.insert |= any;
+        self.push_name = push.or(self.push_name.take());
+        self.username = c.username.clone().or(self.username.take());
+        self.on_whatsapp = c.on_whatsapp.or(self.on_whatsapp);
+    }
+}
+
+/// Applies `changes` in order, each to its contact (keyed by its canonical JID, created when
+/// missing); only the given fields change, after `forget_names` cleared the address-book
+/// names. Set-based: two `lid_map` queries for the batch, then one multi-row statement per
+/// [`CONTACT_CHUNK`] contacts. A contact's changes are folded first (same result as applying
+/// them one by one), so each statement names a contact once. A REMOVE (`forget_names`, no
+/// field) of a contact we do not know leaves no row (review: it used to insert an empty one).
+pub(crate) async fn apply_contact_changes(
     conn: &mut SqliteConnection,
     account: AccountId,
-    c: &ContactChange,
+    changes: &[ContactChange],
 ) -> Result<(), sqlx::Error> {
-    let key = canonical(conn, account, &c.jid).await?;
-    let (pn, lid) = both(conn, account, &key).await?;
-    let push = c.push_name.as_deref().filter(|p| *p != "-");
-    sqlx::query(&format!(
-        "INSERT INTO contacts (account_id, jid, pn, lid, full_name, first_name, push_name, \
-         username, on_whatsapp, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW_MS}) \
-         ON CONFLICT (account_id, jid) DO UPDATE SET pn = COALESCE(excluded.pn, pn), \
-         lid = COALESCE(excluded.lid, lid), \
-         full_name = COALESCE(excluded.full_name, CASE WHEN ? THEN NULL ELSE full_name END), \
-         first_name = COALESCE(excluded.first_name, CASE WHEN ? THEN NULL ELSE first_name END), \
-         push_name = COALESCE(excluded.push_name, push_name), \
-         username = COALESCE(excluded.username, username), \
-         on_whatsapp = COALESCE(excluded.on_whatsapp, on_whatsapp), updated_ms = excluded.updated_ms"
-    ))
-    .bind(account)
-    .bind(key.to_string())
-    .bind(pn.map(|j| j.user))
-    .bind(lid.map(|j| j.user))
-    .bind(c.full_name.as_deref())
-    .bind(c.first_name.as_deref())
-    .bind(push)
-    .bind(c.username.as_deref())
-    .bind(c.on_whatsapp)
-    .bind(c.forget_names)
-    .bind(c.forget_names)
-    .execute(&mut *conn)
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let users = |server: Server, jids: &mut dyn Iterator<Item = &Jid>| -> Vec<String> {
+        let set: std::collections::BTreeSet<&str> = jids
+            .filter(|j| j.server == server && !j.user.is_empty())
+            .map(|j| j.user.as_str())
+            .collect();
+        set.into_iter().map(str::to_owned).collect()
+    };
+    let lids = super::creds::lids_of(
+        conn,
+        account,
+        &users(Server::User, &mut changes.iter().map(|c| &c.jid)),
+    )
     .await?;
+    // The canonical key of each change: the LID once known (device dropped).
+    let keys: Vec<Jid> = changes
+        .iter()
+        .map(|c| {
+            let jid = c.jid.to_non_ad();
+            match lids.get(&jid.user) {
+                Some(l) if jid.server == Server::User && !jid.user.is_empty() => {
+                    Jid::new(l.clone(), Server::Lid)
+                }
+                _ => jid,
+            }
+        })
+        .collect();
+    let pns = super::creds::pns_of(conn, account, &users(Server::Lid, &mut keys.iter())).await?;
+    let mut rows: Vec<ContactRow> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (c, key) in changes.iter().zip(&keys) {
+        let jid = key.to_string();
+        let i = *at.entry(jid.clone()).or_insert_with(|| {
+            let (pn, lid) = match key.server {
+                Server::Lid => (pns.get(&key.user).cloned(), Some(key.user.clone())),
+                Server::User => (Some(key.user.clone()), None),
+                _ => (None, None),
+            };
+            rows.push(ContactRow {
+                jid,
+                pn,
+                lid,
+                ..ContactRow::default()
+            });
+            rows.len() - 1
+        });
+        rows[i].fold(c);
+    }
+    let (upserts, forgets): (Vec<ContactRow>, Vec<ContactRow>) =
+        rows.into_iter().partition(|r| r.insert);
+    let (clearing, keeping): (Vec<ContactRow>, Vec<ContactRow>) =
+        upserts.into_iter().partition(|r| r.forget_names);
+    for (set, forget) in [(keeping, false), (clearing, true)] {
+        // Names: kept unless given; after a REMOVE, what was given (maybe none).
+        let name = |col: &str| {
+            if forget {
+                format!("{col} = excluded.{col}")
+            } else {
+                format!("{col} = COALESCE(excluded.{col}, {col})")
+            }
+        };
+        for chunk in set.chunks(CONTACT_CHUNK) {
+            let values = vec![format!("(?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW_MS})"); chunk.len()];
+            let sql = format!(
+                "INSERT INTO contacts (account_id, jid, pn, lid, full_name, first_name, \
+                 push_name, username, on_whatsapp, updated_ms) VALUES {} \
+                 ON CONFLICT (account_id, jid) DO UPDATE SET pn = COALESCE(excluded.pn, pn), \
+                 lid = COALESCE(excluded.lid, lid), {}, {}, \
+                 push_name = COALESCE(excluded.push_name, push_name), \
+                 username = COALESCE(excluded.username, username), \
+                 on_whatsapp = COALESCE(excluded.on_whatsapp, on_whatsapp), \
+                 updated_ms = excluded.updated_ms",
+                values.join(", "),
+                name("full_name"),
+                name("first_name"),
+            );
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(account)
+                    .bind(&r.jid)
+                    .bind(&r.pn)
+                    .bind(&r.lid)
+                    .bind(&r.full_name)
+                    .bind(&r.first_name)
+                    .bind(&r.push_name)
+                    .bind(&r.username)
+                    .bind(r.on_whatsapp);
+            }
+            q.execute(&mut *conn).await?;
+        }
+    }
+    if !forgets.is_empty() {
+        // Bare REMOVEs: the names of contacts we know go; nothing is created.
+        let jids: Vec<&str> = forgets.iter().map(|r| r.jid.as_str()).collect();
+        sqlx::query(&format!(
+            "UPDATE contacts SET full_name = NULL, first_name = NULL, updated_ms = {NOW_MS} \
+             WHERE account_id = ? AND jid IN (SELECT value FROM json_each(?))"
+        ))
+        .bind(account)
+        .bind(serde_json::to_string(&jids).map_err(|e| sqlx::Error::Encode(e.into()))?)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 
@@ -188,9 +318,46 @@ async fn both(
     })
 }
 
+/// Moves the chats and the contacts of the phone numbers in `temp.lid_batch` to their LIDs,
+/// inside `learn_lids`' transaction: a constant number of statements for the batch. A row
+/// already under the LID wins; a contact's empty fields are filled from the PN row's (in batch
+/// order: of two numbers of the batch naming one LID, the earlier fills first), and the LID
+/// row names the number that keeps the LID (the last, as `lid_map`).
+pub(crate) async fn move_batch_to_lid(
+    conn: &mut SqliteConnection,
+    account: AccountId,
+) -> Result<(), sqlx::Error> {
+    for sql in [
+        "UPDATE OR IGNORE chats SET jid = \
+         (SELECT b.lid_jid FROM temp.lid_batch b WHERE b.pn_jid = chats.jid) \
+         WHERE account_id = ? AND jid IN (SELECT pn_jid FROM temp.lid_batch)",
+        "DELETE FROM chats WHERE account_id = ? AND jid IN (SELECT pn_jid FROM temp.lid_batch)",
+        // `WHERE true`: SQLite's upsert after a join needs it to parse.
+        "INSERT INTO contacts (account_id, jid, pn, lid, full_name, first_name, push_name, \
+         username, on_whatsapp, updated_ms) SELECT c.account_id, b.lid_jid, b.pn, b.lid, \
+         c.full_name, c.first_name, c.push_name, c.username, c.on_whatsapp, c.updated_ms \
+         FROM temp.lid_batch b CROSS JOIN contacts c ON c.account_id = ? AND c.jid = b.pn_jid \
+         WHERE true ORDER BY b.pos ON CONFLICT (account_id, jid) DO UPDATE SET \
+         full_name = COALESCE(contacts.full_name, excluded.full_name), \
+         first_name = COALESCE(contacts.first_name, excluded.first_name), \
+         push_name = COALESCE(contacts.push_name, excluded.push_name), \
+         username = COALESCE(contacts.username, excluded.username), \
+         on_whatsapp = COALESCE(contacts.on_whatsapp, excluded.on_whatsapp)",
+        "DELETE FROM contacts WHERE account_id = ? AND jid IN (SELECT pn_jid FROM temp.lid_batch)",
+        "UPDATE contacts SET (pn, lid) = (SELECT b.pn, b.lid FROM temp.lid_batch b \
+         WHERE b.lid_jid = contacts.jid ORDER BY b.pos DESC LIMIT 1) \
+         WHERE account_id = ? AND jid IN (SELECT lid_jid FROM temp.lid_batch)",
+    ] {
+        sqlx::query(sql).bind(account).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Moves the chat and the contact of phone number `pn` to LID `lid` (bare users), inside
 /// `learn_lid`'s transaction. A row already under the LID wins; a contact's empty fields are
-/// filled from the PN row's.
+/// filled from the PN row's. The per-pair reference of the tests ([`move_batch_to_lid`] is
+/// what the product runs).
+#[cfg(test)]
 pub(crate) async fn move_to_lid(
     conn: &mut SqliteConnection,
     account: AccountId,
@@ -289,29 +456,23 @@ impl AccountStore for SqliteCreds {
                 .await
                 .map_err(err)?;
         }
-        for c in contacts {
-            apply_contact_change(&mut tx, self.account, c)
-                .await
-                .map_err(err)?;
-        }
+        apply_contact_changes(&mut tx, self.account, contacts)
+            .await
+            .map_err(err)?;
         tx.commit().await.map_err(err)
     }
 
     async fn store_history(&self, batch: &HistoryBatch) -> Result<usize, CredsStoreError> {
         let mut tx = self.pool.begin_with(super::WRITE_TX).await.map_err(err)?;
-        for (pn, lid) in &batch.pairs {
-            self.learn_lid_in(&mut tx, pn, lid).await?;
-        }
+        self.learn_lids_in(&mut tx, &batch.pairs).await?;
         for c in &batch.chats {
             apply_chat_change(&mut tx, self.account, c)
                 .await
                 .map_err(err)?;
         }
-        for c in &batch.contacts {
-            apply_contact_change(&mut tx, self.account, c)
-                .await
-                .map_err(err)?;
-        }
+        apply_contact_changes(&mut tx, self.account, &batch.contacts)
+            .await
+            .map_err(err)?;
         let mut new = 0;
         for m in &batch.messages {
             let c = super::messages::insert(&mut tx, self.account, m, true)

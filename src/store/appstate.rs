@@ -275,11 +275,9 @@ impl AppStateStore for SqliteCreds {
                 .await
                 .map_err(err)?;
         }
-        for ct in &c.contacts {
-            super::account::apply_contact_change(&mut tx, self.account, ct)
-                .await
-                .map_err(err)?;
-        }
+        super::account::apply_contact_changes(&mut tx, self.account, &c.contacts)
+            .await
+            .map_err(err)?;
         if let Some(salt) = &c.nct_salt {
             // An `nct_salt_sync` SET or REMOVE: also ends history-sync backfill for good.
             let sealed = salt

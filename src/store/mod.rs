@@ -135,6 +135,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "review indexes",
         include_str!("../../migrations/0021_review_indexes.sql"),
     ),
+    (
+        23,
+        "sender keys by sender",
+        include_str!("../../migrations/0023_lid_batch.sql"),
+    ),
 ];
 
 /// How every write transaction starts: it takes the write lock up front, so a transaction that

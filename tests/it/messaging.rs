@@ -554,6 +554,13 @@ impl CredsStore for Crashy {
     ) -> Result<Option<String>, wa_gateway::client::store::CredsStoreError> {
         self.inner.lid_for(pn).await
     }
+    async fn lids_for(
+        &self,
+        pns: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, wa_gateway::client::store::CredsStoreError>
+    {
+        self.inner.lids_for(pns).await
+    }
     async fn pn_for(
         &self,
         lid: &str,

@@ -279,12 +279,22 @@ impl<S: CredsStore> Messenger<S> {
                 }
                 Item::Mapping(m) => {
                     report.mappings += 1;
-                    self.learn_pair(m.pn_jid.as_deref(), m.lid_jid.as_deref(), &mut batch)
-                        .await
+                    self.learn_pair(
+                        m.pn_jid.as_deref(),
+                        m.lid_jid.as_deref(),
+                        &mut batch,
+                        &mut report,
+                    )
+                    .await
                 }
                 Item::Contact(c) => {
                     let r = self
-                        .learn_pair(c.pn_jid.as_deref(), c.lid_jid.as_deref(), &mut batch)
+                        .learn_pair(
+                            c.pn_jid.as_deref(),
+                            c.lid_jid.as_deref(),
+                            &mut batch,
+                            &mut report,
+                        )
                         .await;
                     let jid = history_jid(c.lid_jid.as_deref())
                         .or_else(|| history_jid(c.pn_jid.as_deref()));
@@ -426,11 +436,18 @@ impl<S: CredsStore> Messenger<S> {
     /// Learns a PN ↔ LID pair history names with the batch: stored first in the batch's
     /// transaction (one for all its pairs, not one each), so its rows land under the LID.
     /// Rows the batch already holds under the phone number move to the LID now.
+    ///
+    /// A number the batch already maps to another LID (review): the batch is stored first, so
+    /// the rows it moved stay with the LID they were named with then, and the new pair (the
+    /// number's newest LID: the store keeps the last, `CredsStore::learn_lids`) comes in the
+    /// next batch. A batch thus never names a number twice, and a stored batch means the same
+    /// whichever rule the store applies to repeats.
     async fn learn_pair(
         &self,
         pn: Option<&str>,
         lid: Option<&str>,
         batch: &mut HistoryBatch,
+        report: &mut HistoryReport,
     ) -> Result<(), String> {
         let (Some(pn), Some(lid)) = (history_jid(pn), history_jid(lid)) else {
             return Ok(());
@@ -440,7 +457,11 @@ impl<S: CredsStore> Messenger<S> {
         }
         let (pn, lid) = (pn.to_non_ad(), lid.to_non_ad());
         let known = match pending_lid(batch, &pn.user) {
-            Some(l) => Some(l.to_owned()),
+            Some(l) if l == lid.user => Some(l.to_owned()),
+            Some(_) => {
+                self.flush_history(batch, report).await?;
+                self.lid_of(&pn.user).await
+            }
             None => self.lid_of(&pn.user).await,
         };
         if known.as_deref() == Some(lid.user.as_str()) {
@@ -488,7 +509,7 @@ impl<S: CredsStore> Messenger<S> {
         let lid = history_jid(c.lid_jid.as_deref())
             .or_else(|| (id.server == Server::Lid).then(|| id.clone()));
         if let (Some(pn), Some(lid)) = (&pn, &lid) {
-            self.learn_pair(Some(&pn.to_string()), Some(&lid.to_string()), batch)
+            self.learn_pair(Some(&pn.to_string()), Some(&lid.to_string()), batch, report)
                 .await?;
         }
         let chat = self.canonical_in(&id, batch).await.to_non_ad();

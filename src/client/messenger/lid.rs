@@ -39,20 +39,62 @@ impl<S: CredsStore> Messenger<S> {
     }
 
     /// Records many pairs in one store transaction (an app-state snapshot names one per
-    /// contact); those already known, and repeats, are skipped.
+    /// contact); those already known, and repeats, are skipped. A number named twice is the
+    /// LID it was named with last, as the store decides (`CredsStore::learn_lids`). What the
+    /// cache does not answer is looked up in one store query for the batch, not one per pair.
     pub(super) async fn learn_many(&self, pairs: &[(String, String)]) {
-        let mut seen: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
-        let mut new: Vec<(String, String)> = Vec::new();
-        for (pn, lid) in pairs {
-            if pn.is_empty()
-                || lid.is_empty()
-                || !seen.insert((pn.as_str(), lid.as_str()))
-                || self.lid_of(pn).await.as_deref() == Some(lid.as_str())
-            {
-                continue;
+        let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (i, (pn, lid)) in pairs.iter().enumerate() {
+            if !pn.is_empty() && !lid.is_empty() {
+                last.insert(pn.as_str(), i);
             }
-            new.push((pn.clone(), lid.clone()));
         }
+        let batch: Vec<&(String, String)> = pairs
+            .iter()
+            .enumerate()
+            .filter(|(i, (pn, _))| last.get(pn.as_str()) == Some(i))
+            .map(|(_, p)| p)
+            .collect();
+        let mut known: std::collections::HashMap<&str, Option<String>> =
+            std::collections::HashMap::with_capacity(batch.len());
+        if let Ok(m) = self.lids.lock() {
+            for (pn, _) in &batch {
+                if let Some(v) = m.get(pn.as_str()) {
+                    known.insert(pn.as_str(), v.clone());
+                }
+            }
+        }
+        let ask: Vec<String> = batch
+            .iter()
+            .filter(|(pn, _)| !known.contains_key(pn.as_str()))
+            .map(|(pn, _)| pn.clone())
+            .collect();
+        if !ask.is_empty() {
+            match self.store.lids_for(&ask).await {
+                Ok(mut found) => {
+                    if let Ok(mut m) = self.lids.lock() {
+                        for pn in &ask {
+                            if m.len() >= LID_CACHE {
+                                m.clear();
+                            }
+                            m.insert(pn.clone(), found.get(pn).cloned());
+                        }
+                    }
+                    for pn in &ask {
+                        known.insert(pn.as_str(), found.remove(pn));
+                    }
+                }
+                // Unknown then: the store skips pairs it holds.
+                Err(e) => tracing::warn!(error = %e, "LID lookup failed"),
+            }
+        }
+        let new: Vec<(String, String)> = batch
+            .into_iter()
+            .filter(|(pn, lid)| {
+                known.get(pn.as_str()).and_then(|l| l.as_deref()) != Some(lid.as_str())
+            })
+            .cloned()
+            .collect();
         if new.is_empty() {
             return;
         }
