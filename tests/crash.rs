@@ -770,7 +770,7 @@ async fn stored_history(dir: &std::path::Path) -> (i64, i64, Vec<(String, bool)>
         .await
         .unwrap();
     let distinct: i64 =
-        sqlx::query_scalar("SELECT COUNT(DISTINCT msg_id) FROM messages WHERE history = 1")
+        sqlx::query_scalar("SELECT COUNT(DISTINCT id) FROM messages WHERE history = 1")
             .fetch_one(&pool)
             .await
             .unwrap();
