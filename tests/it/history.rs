@@ -498,7 +498,7 @@ async fn a_chunk_is_acknowledged_to_the_phone_only_once_it_is_stored() {
         // …but only the stored one's hist_sync receipt went out, naming its message.
         assert_eq!(
             receipts_of(&sim, &jid, "hist_sync"),
-            [bootstrap.clone()],
+            std::slice::from_ref(&bootstrap),
             "{:?}",
             sim.receipts(&jid)
         );
