@@ -552,6 +552,15 @@ async fn a_receipt_due_while_no_connection_is_up_goes_out_at_the_next_connection
         // A slow CDN holds the chunk's download open while the client stops.
         sim.cdn_fault(&CdnFault::SlowTransfers(Some(8_000)));
         let (client, _events, jid) = link(&sim, &a, me).await;
+        // The inline bootstrap is stored and receipted on the connection first.
+        let bootstrap = eventually("the bootstrap receipted", async || {
+            let sent = sim.history_sent(&jid);
+            let first = sent.first()?.id.clone();
+            receipts_of(&sim, &jid, "hist_sync")
+                .contains(&first)
+                .then_some(first)
+        })
+        .await;
         eventually("the chunk's download under way", async || {
             sim.cdn_transfers()
                 .iter()
@@ -567,12 +576,21 @@ async fn a_receipt_due_while_no_connection_is_up_goes_out_at_the_next_connection
         sim.cdn_fault(&CdnFault::SlowTransfers(None));
         let sent = sim.history_sent(&jid);
         assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(sent[0].id, bootstrap);
         let chunk = sent[1].id.clone();
         // The worker finishes the chunk with no connection: its receipt is due.
-        eventually("the chunk stored, its receipt due", async || {
-            (due(&a).await == [chunk.clone()]).then_some(())
-        })
-        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while due(&a).await != [chunk.clone()] {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the chunk stored, its receipt due: kept {:?}, due {:?}, rows {}, receipts {:?}",
+                a.creds.next_history(0).await.unwrap(),
+                due(&a).await,
+                count_rows(&a.store, true).await,
+                sim.receipts(&jid)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(count_rows(&a.store, true).await, 1_600);
         assert!(
             !receipts_of(&sim, &jid, "hist_sync").contains(&chunk),
