@@ -6,6 +6,8 @@
 //! killed mid-upload or mid-download (the simulated CDN on a slow link) ends sent or kept
 //! byte for byte, and the media store holds no half file and no blob no row names. App state
 //! killed mid-sync is stored whole (version, LTHash and records of one patch) and catches up.
+//! A history chunk acknowledged but not yet stored at the kill is stored whole after the
+//! restart, and the phone gets its `hist_sync` receipt.
 
 use std::time::Duration;
 
@@ -751,6 +753,163 @@ async fn app_state_killed_mid_sync_is_whole_and_catches_up_after_the_restart() {
                 .unwrap_or_else(|| panic!("{f} in {chats:?}"));
             assert_eq!(c["archived"], json!(is_archived), "{f}: {c}");
         }
+        server.kill().await.unwrap();
+    })
+    .await
+    .expect("in time");
+}
+
+/// The history rows of the data directory `dir`'s database and its kept history
+/// notifications (message id, receipt due), read straight from the SQLite file.
+async fn stored_history(dir: &std::path::Path) -> (i64, i64, Vec<(String, bool)>) {
+    use sqlx::Row;
+    let url = format!("sqlite://{}", dir.join("wa-gateway.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE history = 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let distinct: i64 =
+        sqlx::query_scalar("SELECT COUNT(DISTINCT id) FROM messages WHERE history = 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let kept = sqlx::query("SELECT msg_id, receipt_due FROM pending_history ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get::<String, _>("msg_id"),
+                r.get::<bool, _>("receipt_due"),
+            )
+        })
+        .collect();
+    pool.close().await;
+    (rows, distinct, kept)
+}
+
+/// What the simulator says of phone `me`'s one companion: the ids of the history chunks it
+/// was sent (the inline bootstrap aside), and the receipts it sent back (id, type).
+async fn history_seen(apis: &Apis, me: &str) -> Option<(Vec<String>, Vec<(String, String)>)> {
+    let v = apis
+        .get(format!("{}/phones/{me}/history", apis.control))
+        .await?;
+    let c = v.as_array()?.first()?.clone();
+    let chunks = c["sent"]
+        .as_array()?
+        .iter()
+        .filter(|s| s["syncType"] != json!(0))
+        .filter_map(|s| s["id"].as_str().map(str::to_owned))
+        .collect();
+    let receipts = c["receipts"]
+        .as_array()?
+        .iter()
+        .filter_map(|r| Some((r["id"].as_str()?.to_owned(), r["type"].as_str()?.to_owned())))
+        .collect();
+    Some((chunks, receipts))
+}
+
+/// kill -9 while the phone's history pours in (four chunks of 5,000 messages over a slow
+/// CDN): a chunk whose message was already acknowledged to the server (which never delivers
+/// it again) but not yet stored is kept in the store at the kill, and after the restart every
+/// message of every chunk is stored once and each chunk's `hist_sync` receipt reaches the
+/// phone, naming its message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_chunk_killed_before_it_is_stored_is_stored_and_receipted_after_the_restart() {
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let (_sim, info) = start(Command::new(BIN).arg("simulate"), "control_url").await;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut server, listening) = start(&mut serve(dir.path(), &info), "listening").await;
+        let apis = Apis::new(&listening, &info);
+        let me = "15556100001";
+        const TOTAL: i64 = 20_000;
+        let (code, v) = apis
+            .post(
+                format!("{}/phones/{me}/history", apis.control),
+                json!({ "chats": 20, "messages": 1000 }),
+            )
+            .await;
+        assert_eq!(code, 200, "{v}");
+        // Each chunk's download takes a while: the kill lands between chunks.
+        apis.slow_cdn(Some(40_000)).await;
+        apis.link(me).await;
+        let delivered_not_stored = |seen: &(Vec<String>, Vec<(String, String)>)| -> Vec<String> {
+            let (chunks, receipts) = seen;
+            let has = |id: &str, kind: &str| receipts.iter().any(|(i, k)| i == id && k == kind);
+            chunks
+                .iter()
+                .filter(|id| has(id, "peer_msg") && !has(id, "hist_sync"))
+                .cloned()
+                .collect()
+        };
+        // The window: some rows stored, not all, and a chunk acknowledged as delivered whose
+        // hist_sync receipt has not gone out.
+        until_within(
+            "a chunk acknowledged but not stored",
+            Duration::from_secs(150),
+            async || {
+                let seen = history_seen(&apis, me).await?;
+                if seen.0.len() < 4 {
+                    return None;
+                }
+                let (rows, _, _) = stored_history(dir.path()).await;
+                (rows > 0 && rows < TOTAL && !delivered_not_stored(&seen).is_empty()).then_some(())
+            },
+        )
+        .await;
+        server.kill().await.unwrap();
+        let seen = history_seen(&apis, me).await.unwrap();
+        let (chunks, _) = seen.clone();
+        assert_eq!(chunks.len(), 4, "{seen:?}");
+        let (rows, _, kept) = stored_history(dir.path()).await;
+        assert!(
+            rows < TOTAL,
+            "the kill came before the last chunk was stored"
+        );
+        // Every chunk acknowledged but not receipted is kept, and one of them was not stored
+        // at all yet: without the queue in the store it would be lost for good.
+        let window = delivered_not_stored(&seen);
+        assert!(!window.is_empty(), "{seen:?}");
+        for id in &window {
+            assert!(kept.iter().any(|(k, _)| k == id), "{id} kept: {kept:?}");
+        }
+        assert!(
+            kept.iter().any(|(k, due)| window.contains(k) && !due),
+            "an acknowledged chunk was not wholly stored at the kill: {kept:?}"
+        );
+
+        // The restart resumes the kept chunks and sends every receipt.
+        apis.slow_cdn(None).await;
+        let (mut server, listening) = start(&mut serve(dir.path(), &info), "listening").await;
+        let apis = apis.at(&listening);
+        apis.connected().await;
+        until_within(
+            "every chunk stored and receipted",
+            Duration::from_secs(150),
+            async || {
+                let (_, receipts) = history_seen(&apis, me).await?;
+                chunks
+                    .iter()
+                    .all(|id| receipts.iter().any(|(i, k)| i == id && k == "hist_sync"))
+                    .then_some(())
+            },
+        )
+        .await;
+        until("the kept notifications forgotten", async || {
+            let (_, _, kept) = stored_history(dir.path()).await;
+            kept.is_empty().then_some(())
+        })
+        .await;
+        let (rows, distinct, _) = stored_history(dir.path()).await;
+        assert_eq!(rows, TOTAL, "every message of every chunk, once");
+        assert_eq!(distinct, TOTAL);
+        let v = apis
+            .get(format!("{}/chats?limit=50", apis.api))
+            .await
+            .unwrap();
+        assert_eq!(v["data"]["count"], json!(20), "{v}");
         server.kill().await.unwrap();
     })
     .await

@@ -179,12 +179,15 @@ pub enum Event {
     /// A history sync chunk from the phone was processed (what it taught is stored).
     HistorySync(Box<HistoryReport>),
     /// A history sync chunk could not be used (download, inflate, not a `HistorySync`, too
-    /// large); what earlier batches of it stored stays (each batch is whole).
+    /// large, a store error); what earlier batches of it stored stays (each batch is whole).
     HistorySyncFailed {
         /// The chunk's position.
         chunk: Option<u32>,
         /// Why.
         reason: String,
+        /// Whether the chunk is kept and tried again (a passing failure: at the next
+        /// connection or notification); false: given up for good.
+        will_retry: bool,
     },
     /// An app-state collection is up to date with the server at `version`.
     AppStateSynced {
@@ -219,7 +222,8 @@ pub enum Event {
         /// How many keys.
         count: usize,
     },
-    /// No history chunk is waiting any more (the last one queued was processed).
+    /// No history chunk is waiting any more (the last one kept was processed, or one that
+    /// failed for the moment waits for the next connection).
     HistorySyncIdle {
         /// Chunks processed since the client started.
         chunks: u64,
@@ -322,9 +326,13 @@ impl fmt::Debug for Event {
             Event::OfflineSync { count } => write!(f, "OfflineSync {{ count: {count} }}"),
             Event::GroupUpdate(u) => write!(f, "GroupUpdate({u:?})"),
             Event::HistorySync(r) => write!(f, "HistorySync({r:?})"),
-            Event::HistorySyncFailed { chunk, reason } => write!(
+            Event::HistorySyncFailed {
+                chunk,
+                reason,
+                will_retry,
+            } => write!(
                 f,
-                "HistorySyncFailed {{ chunk: {chunk:?}, reason: {reason:?} }}"
+                "HistorySyncFailed {{ chunk: {chunk:?}, reason: {reason:?}, will_retry: {will_retry} }}"
             ),
             Event::HistorySyncIdle { chunks } => {
                 write!(f, "HistorySyncIdle {{ chunks: {chunks} }}")

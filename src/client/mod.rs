@@ -10,6 +10,7 @@ pub mod cdn;
 pub mod content;
 pub mod events;
 mod failure;
+pub mod history_store;
 pub mod iq;
 pub mod keepalive;
 mod link;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use super::account::{ChatChange, ChatSummary, Contact, ContactChange, HistoryBatch};
 use super::appstate_store::{AppStateStore, MemoryAppState};
+use super::history_store::{MAX_PENDING_HISTORY, PendingHistory, PendingHistoryStore, Queued};
 use super::messages::{Committed, GroupUpdate, MessageStatus, StatusUpdate, StoredMessage};
 use crate::binary::Jid;
 use crate::signal::store::SignedPreKeyStore;
@@ -94,7 +95,9 @@ pub struct CredsStoreError(pub String);
 ///
 /// The trait is generic (`impl Future` methods), not object-safe: a service holds many
 /// [`super::Client`]s, which are not generic, over one store type and one shared pool.
-pub trait CredsStore: GroupStore + AccountStore + AppStateStore + Send + Sync + 'static {
+pub trait CredsStore:
+    GroupStore + AccountStore + AppStateStore + PendingHistoryStore + Send + Sync + 'static
+{
     /// The account's Signal stores (sessions, peer identities, prekeys); they share the identity
     /// and prekeys with these credentials.
     type Signal: SignalStore + Clone + 'static;
@@ -104,8 +107,9 @@ pub trait CredsStore: GroupStore + AccountStore + AppStateStore + Send + Sync + 
     fn load(&self) -> impl Future<Output = Result<Option<Creds>, CredsStoreError>> + Send;
     /// Stores (replaces) the credentials.
     fn save(&self, creds: &Creds) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
-    /// Deletes the credentials, every key of the account and the privacy tokens contacts gave
-    /// it (logged out). Messages and PN↔LID mappings stay.
+    /// Deletes the credentials, every key of the account, the privacy tokens contacts gave
+    /// it and the history notifications kept for the worker (logged out). Messages and
+    /// PN↔LID mappings stay.
     fn wipe(&self) -> impl Future<Output = Result<(), CredsStoreError>> + Send;
     /// Changes our push name only.
     fn set_push_name(&self, name: &str)
@@ -351,6 +355,8 @@ pub struct MemoryCreds {
     account: Mutex<MemoryAccount>,
     /// The NCT salt, and whether an `nct_salt_sync` mutation was ever seen.
     nct: Mutex<(Option<NctSalt>, bool)>,
+    /// Kept history notifications: (row, receipt due), in arrival order.
+    pending_history: Mutex<Vec<(PendingHistory, bool)>>,
 }
 
 /// Chats and contacts in memory.
@@ -444,6 +450,7 @@ impl Default for MemoryCreds {
             appstate: Mutex::new(MemoryAppState::default()),
             account: Mutex::new(MemoryAccount::default()),
             nct: Mutex::new((None, false)),
+            pending_history: Mutex::new(Vec::new()),
         }
     }
 }
@@ -560,6 +567,8 @@ impl CredsStore for MemoryCreds {
         self.groups.lock().map_err(poisoned)?.holders.clear();
         // A new link gets a new key share and syncs from a snapshot.
         self.appstate.lock().map_err(poisoned)?.wipe();
+        // Kept notifications hold media keys, and their chunks belong to the old link.
+        self.pending_history.lock().map_err(poisoned)?.clear();
         Ok(())
     }
 
@@ -1177,6 +1186,76 @@ impl AppStateStore for MemoryCreds {
 
     async fn reset_app_state(&self, collection: &str) -> Result<(), CredsStoreError> {
         self.appstate.lock().map_err(poisoned)?.reset(collection);
+        Ok(())
+    }
+}
+
+impl PendingHistoryStore for MemoryCreds {
+    async fn queue_history(
+        &self,
+        id: &str,
+        notification: &[u8],
+    ) -> Result<Queued, CredsStoreError> {
+        let mut rows = self.pending_history.lock().map_err(poisoned)?;
+        if rows.iter().any(|(r, _)| r.id == id) {
+            return Ok(Queued::Known);
+        }
+        if rows.len() >= MAX_PENDING_HISTORY {
+            return Ok(Queued::Full);
+        }
+        let seq = rows.last().map_or(1, |(r, _)| r.seq + 1);
+        rows.push((
+            PendingHistory {
+                seq,
+                id: id.to_owned(),
+                notification: zeroize::Zeroizing::new(notification.to_vec()),
+                attempts: 0,
+            },
+            false,
+        ));
+        Ok(Queued::New)
+    }
+
+    async fn next_history(&self, after: i64) -> Result<Option<PendingHistory>, CredsStoreError> {
+        let rows = self.pending_history.lock().map_err(poisoned)?;
+        Ok(rows
+            .iter()
+            .find(|(r, due)| !due && r.seq > after)
+            .map(|(r, _)| r.clone()))
+    }
+
+    async fn history_attempt(&self, id: &str) -> Result<u32, CredsStoreError> {
+        let mut rows = self.pending_history.lock().map_err(poisoned)?;
+        Ok(match rows.iter_mut().find(|(r, _)| r.id == id) {
+            Some((r, _)) => {
+                r.attempts = r.attempts.saturating_add(1);
+                r.attempts
+            }
+            None => 0,
+        })
+    }
+
+    async fn history_stored(&self, id: &str) -> Result<(), CredsStoreError> {
+        let mut rows = self.pending_history.lock().map_err(poisoned)?;
+        if let Some((r, due)) = rows.iter_mut().find(|(r, _)| r.id == id) {
+            r.notification = zeroize::Zeroizing::new(Vec::new());
+            *due = true;
+        }
+        Ok(())
+    }
+
+    async fn history_receipts_due(&self) -> Result<Vec<String>, CredsStoreError> {
+        let rows = self.pending_history.lock().map_err(poisoned)?;
+        Ok(rows
+            .iter()
+            .filter(|(_, due)| *due)
+            .map(|(r, _)| r.id.clone())
+            .collect())
+    }
+
+    async fn forget_history(&self, id: &str) -> Result<(), CredsStoreError> {
+        let mut rows = self.pending_history.lock().map_err(poisoned)?;
+        rows.retain(|(r, _)| r.id != id);
         Ok(())
     }
 }

@@ -275,7 +275,10 @@ pub fn router(sim: Simulator) -> Router {
             "/phones/{number}/appstate/{collection}/faults",
             post(app_state_fault),
         )
-        .route("/phones/{number}/history", post(seed_history))
+        .route(
+            "/phones/{number}/history",
+            post(seed_history).get(history_sent),
+        )
         .route("/phones/{number}/capping", post(set_capping).get(capping))
         .route("/faults", post(fault))
         .route("/groups", post(create_group))
@@ -459,6 +462,28 @@ async fn seed_history(
         ),
         Err(e) => sim_error(e),
     }
+}
+
+/// `GET /phones/{number}/history`: per linked companion of the phone, the history-sync
+/// notifications the phone sent it (`sent`: message id, syncType, chunk) and the receipts it
+/// sent back (`receipts`: message id and type, `hist_sync` among them), oldest first.
+async fn history_sent(State(sim): State<Simulator>, Path(number): Path<String>) -> Reply {
+    if !super::server::valid_number(&number) {
+        return bad(StatusCode::BAD_REQUEST, SimError::BadNumber);
+    }
+    let companions: Vec<serde_json::Value> = sim
+        .linked_devices(&number)
+        .iter()
+        .map(|d| {
+            let receipts: Vec<serde_json::Value> = sim
+                .receipts(d)
+                .into_iter()
+                .map(|(id, kind)| json!({ "id": id, "type": kind }))
+                .collect();
+            json!({ "device": d.to_string(), "sent": sim.history_sent(d), "receipts": receipts })
+        })
+        .collect();
+    (StatusCode::OK, Json(json!(companions)))
 }
 
 async fn delete_account(State(sim): State<Simulator>, Path(number): Path<String>) -> Reply {

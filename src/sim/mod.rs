@@ -49,5 +49,5 @@ pub use cdn::{
 pub use error::SimError;
 pub use history::{HistoryFault, HistorySeed, seeded_contact};
 pub use phone_media::{MediaData, MediaKind, MediaSend, SentMedia};
-pub use server::Fault;
+pub use server::{Fault, HistorySent};
 pub use simulator::{Listeners, Simulator};

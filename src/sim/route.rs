@@ -835,5 +835,12 @@ async fn answer_on_demand(
                 .attr("type", ct.enc_type())
                 .bytes(ct.bytes().to_vec()),
         ]);
+    if let Ok(mut st) = shared.state.lock()
+        && let Some(c) = st.companions.get_mut(
+            &Jid::with_device(sender.user.clone(), sender.device, Server::User).to_string(),
+        )
+    {
+        c.sent_history(id.clone(), &answer);
+    }
     to_device(shared, sender, id, node);
 }

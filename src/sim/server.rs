@@ -245,6 +245,21 @@ pub(super) struct Companion {
     pub(super) greeted: bool,
     /// The latest receipts it sent: (message id, receipt type).
     pub(super) receipts: VecDeque<(String, Option<String>)>,
+    /// The latest history-sync notifications the phone sent it, oldest first.
+    pub(super) history_sent: VecDeque<HistorySent>,
+}
+
+/// A history-sync notification the phone sent a companion (what tests match its `hist_sync`
+/// receipt against).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistorySent {
+    /// The id of the message that carried it.
+    pub id: String,
+    /// Its `syncType` (0 initial bootstrap, 2 full, 3 recent, 6 on demand).
+    pub sync_type: Option<i32>,
+    /// Its `chunkOrder`.
+    pub chunk: Option<u32>,
 }
 
 impl Companion {
@@ -255,7 +270,28 @@ impl Companion {
             prekeys: HeldPreKeys::default(),
             greeted: false,
             receipts: VecDeque::new(),
+            history_sent: VecDeque::new(),
         }
+    }
+
+    /// Records a history notification sent to it (message `id`), forgetting the oldest
+    /// beyond [`RECEIPTS_KEPT`].
+    pub(super) fn sent_history(&mut self, id: String, message: &crate::proto::wa::Message) {
+        let Some(n) = message
+            .protocol_message
+            .as_ref()
+            .and_then(|p| p.history_sync_notification.as_ref())
+        else {
+            return;
+        };
+        if self.history_sent.len() == RECEIPTS_KEPT {
+            self.history_sent.pop_front();
+        }
+        self.history_sent.push_back(HistorySent {
+            id,
+            sync_type: n.sync_type,
+            chunk: n.chunk_order,
+        });
     }
 
     /// Records a receipt, forgetting the oldest beyond [`RECEIPTS_KEPT`].

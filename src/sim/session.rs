@@ -78,6 +78,7 @@ async fn greet(shared: &Shared, dev: &Device, key: &str) -> Vec<Node> {
         }
     }
     messages.extend(share);
+    let mut history_ids = Vec::new();
     for message in messages {
         match signal
             .peer_message(
@@ -91,11 +92,23 @@ async fn greet(shared: &Shared, dev: &Device, key: &str) -> Vec<Node> {
             )
             .await
         {
-            Ok(node) => out.push(node),
+            Ok(node) => {
+                if let Some(id) = node.get_str("id") {
+                    history_ids.push((id.into_owned(), message));
+                }
+                out.push(node)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "simulated phone cannot encrypt for its companion");
                 break;
             }
+        }
+    }
+    if let Ok(mut st) = shared.state.lock()
+        && let Some(c) = st.companions.get_mut(key)
+    {
+        for (id, message) in history_ids {
+            c.sent_history(id, &message);
         }
     }
     out

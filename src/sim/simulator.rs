@@ -18,7 +18,8 @@ use super::inbox::Received;
 use super::pair::{Tamper, parse_qr};
 use super::phone_media::{MediaSend, SentMedia};
 use super::server::{
-    Control, Eavesdrop, Fault, MAX_HANDSHAKES, Scan, Shared, State, Work, timelock, valid_number,
+    Control, Eavesdrop, Fault, HistorySent, MAX_HANDSHAKES, Scan, Shared, State, Work, timelock,
+    valid_number,
 };
 use super::stanza_log::{Logged, StanzaLog, Transmissions};
 use crate::binary::{Jid, Node, Server};
@@ -811,6 +812,21 @@ impl Simulator {
                 st.companions
                     .get(&jid.to_string())
                     .map(|c| c.receipts.iter().cloned().collect())
+            })
+            .unwrap_or_default()
+    }
+
+    /// The history-sync notifications the phone sent companion `jid` (message ids, oldest
+    /// first; the latest 1,024).
+    pub fn history_sent(&self, jid: &Jid) -> Vec<HistorySent> {
+        self.shared
+            .state
+            .lock()
+            .ok()
+            .and_then(|st| {
+                st.companions
+                    .get(&jid.to_string())
+                    .map(|c| c.history_sent.iter().cloned().collect())
             })
             .unwrap_or_default()
     }

@@ -101,7 +101,7 @@ fn key32(v: Option<Vec<u8>>, what: &str) -> Result<[u8; 32], CredsStoreError> {
 
 /// What a logout deletes: the device's keys and what contacts gave that link (their privacy
 /// tokens). Messages and the PN↔LID table (facts about contacts) stay.
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 14] = [
     "creds",
     "signal_identity",
     "signal_identities",
@@ -116,6 +116,8 @@ const TABLES: [&str; 13] = [
     "appstate_records",
     // The salt came to this link (app state, history): a new link learns it again.
     "nct_salt",
+    // Kept history notifications hold media keys; their chunks belong to the old link.
+    "pending_history",
 ];
 
 impl CredsStore for SqliteCreds {

@@ -9,6 +9,7 @@ pub mod connections;
 pub mod creds;
 pub mod error;
 mod groups;
+mod history;
 mod ids;
 pub mod media;
 mod messages;
@@ -134,6 +135,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         21,
         "review indexes",
         include_str!("../../migrations/0021_review_indexes.sql"),
+    ),
+    (
+        22,
+        "pending history",
+        include_str!("../../migrations/0022_pending_history.sql"),
     ),
     (
         23,

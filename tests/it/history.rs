@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use serde_json::json;
 use wa_gateway::binary::{Jid, Server};
+use wa_gateway::client::ConnState;
 use wa_gateway::client::content::Kind;
+use wa_gateway::client::history_store::PendingHistoryStore;
 use wa_gateway::client::store::AccountStore;
 use wa_gateway::client::{
     ChatChange, ContactChange, CredsStore, Event, HistoryBatch, MessageStatus, StoredMessage,
 };
 use wa_gateway::signal::SignalChanges;
-use wa_gateway::sim::{HistoryFault, HistorySeed, Simulator, seeded_contact};
+use wa_gateway::sim::{CdnFault, HistoryFault, HistorySeed, Simulator, seeded_contact};
 
 use super::messaging::{account, eventually, link, next_event, user};
 use super::rest::{Server as Gateway, call, token};
@@ -438,23 +440,27 @@ async fn rest_lists_chats_contacts_and_a_chats_messages_and_asks_for_more_histor
     .expect("in time");
 }
 
+/// The ids of the receipts of type `kind` companion `jid` sent the simulator, in order.
+fn receipts_of(sim: &Simulator, jid: &Jid, kind: &str) -> Vec<String> {
+    sim.receipts(jid)
+        .into_iter()
+        .filter(|r| r.1.as_deref() == Some(kind))
+        .map(|r| r.0)
+        .collect()
+}
+
 #[tokio::test]
 async fn a_chunk_is_acknowledged_to_the_phone_only_once_it_is_stored() {
     tokio::time::timeout(LIMIT, async {
         let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let hist_sync = |jid: &Jid| {
-            sim.receipts(jid)
-                .into_iter()
-                .filter(|r| r.1.as_deref() == Some("hist_sync"))
-                .count()
-        };
-        // The store refuses every history row (as a crash before the commit would leave it).
+        // The store refuses every history row (a store error: the chunk is kept and tried
+        // again later, never acknowledged before it is stored).
         let a = account().await;
         sqlx::query(
             "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.history = 1 \
-             BEGIN SELECT RAISE(ABORT, 'simulated crash'); END",
+             BEGIN SELECT RAISE(ABORT, 'simulated store failure'); END",
         )
         .execute(a.store.pool())
         .await
@@ -462,45 +468,165 @@ async fn a_chunk_is_acknowledged_to_the_phone_only_once_it_is_stored() {
         let me = "15550401000";
         sim.seed_history(me, &seed(2, 5, None)).unwrap();
         let (client, mut events, jid) = link(&sim, &a, me).await;
-        let (mut stored, mut failed) = (0, 0);
+        let mut failed = Vec::new();
         loop {
             match next_event(&mut events, |e| {
                 matches!(
                     e,
-                    Event::HistorySync(_)
-                        | Event::HistorySyncFailed { .. }
-                        | Event::HistorySyncIdle { .. }
+                    Event::HistorySyncFailed { .. } | Event::HistorySyncIdle { .. }
                 )
             })
             .await
             {
-                Event::HistorySync(_) => stored += 1,
-                Event::HistorySyncFailed { .. } => failed += 1,
-                _ if failed > 0 => break,
+                Event::HistorySyncFailed { will_retry, .. } => failed.push(will_retry),
+                _ if !failed.is_empty() => break,
                 _ => {}
             }
         }
-        // The phone's messages were answered (their delivery receipts, the setting and the
-        // key share too); the refused chunk was not acknowledged, a stored one (an empty
-        // bootstrap) was.
-        eventually("the phone's messages receipted", async || {
-            (sim.receipts(&jid).len() >= 3 + stored).then_some(())
+        assert_eq!(failed, [true], "a store error is a passing failure");
+        // The phone sent the inline bootstrap (no history rows: stored) and one chunk.
+        let sent = sim.history_sent(&jid);
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(sent[0].sync_type, Some(0), "the bootstrap first");
+        let (bootstrap, chunk) = (sent[0].id.clone(), sent[1].id.clone());
+        // Both messages were acknowledged (their delivery receipts)…
+        eventually("both notifications receipted as delivered", async || {
+            let delivered = receipts_of(&sim, &jid, "peer_msg");
+            (delivered.contains(&bootstrap) && delivered.contains(&chunk)).then_some(())
         })
         .await;
-        assert_eq!(hist_sync(&jid), stored, "{:?}", sim.receipts(&jid));
+        // …but only the stored one's hist_sync receipt went out, naming its message.
+        assert_eq!(
+            receipts_of(&sim, &jid, "hist_sync"),
+            std::slice::from_ref(&bootstrap),
+            "{:?}",
+            sim.receipts(&jid)
+        );
+        // The refused chunk is still kept for the next attempt.
+        let kept = a.creds.next_history(0).await.unwrap().expect("kept");
+        assert_eq!(kept.id, chunk);
+        assert_eq!(kept.attempts, 1);
+        assert!(a.creds.history_receipts_due().await.unwrap().is_empty());
         client.shutdown().await;
-        // Stored: acknowledged.
+
+        // Stored: each notification's own hist_sync receipt, and nothing kept after.
         let b = account().await;
         let me = "15550402000";
         sim.seed_history(me, &seed(2, 5, None)).unwrap();
-        let (client, mut events, jid) = link(&sim, &b, me).await;
-        next_event(&mut events, |e| matches!(e, Event::HistorySync(_))).await;
-        eventually("the stored chunk acknowledged", async || {
-            (hist_sync(&jid) >= 1).then_some(())
+        let (client, _events, jid) = link(&sim, &b, me).await;
+        let sent = eventually("the bootstrap and the chunk sent", async || {
+            let sent = sim.history_sent(&jid);
+            (sent.len() == 2).then_some(sent)
+        })
+        .await;
+        let ids: Vec<String> = sent.iter().map(|s| s.id.clone()).collect();
+        eventually("a hist_sync receipt naming each notification", async || {
+            (receipts_of(&sim, &jid, "hist_sync") == ids).then_some(())
+        })
+        .await;
+        assert_eq!(count_rows(&b.store, true).await, 10);
+        eventually("the receipted notifications forgotten", async || {
+            (b.creds.next_history(0).await.unwrap().is_none()
+                && b.creds.history_receipts_due().await.unwrap().is_empty())
+            .then_some(())
         })
         .await;
         client.shutdown().await;
     })
     .await
     .expect("in time");
+}
+
+/// A chunk stored while no connection is up (the client was stopped mid-download): its
+/// hist_sync receipt is due in the store and goes out on the next connection, then the row
+/// goes.
+#[tokio::test]
+async fn a_receipt_due_while_no_connection_is_up_goes_out_at_the_next_connection() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let a = account().await;
+        let me = "15550403000";
+        sim.seed_history(me, &seed(4, 400, None)).unwrap();
+        // A slow CDN holds the chunk's download open while the client stops.
+        sim.cdn_fault(&CdnFault::SlowTransfers(Some(8_000)));
+        let (client, _events, jid) = link(&sim, &a, me).await;
+        // The inline bootstrap is stored and receipted on the connection first.
+        let bootstrap = eventually("the bootstrap receipted", async || {
+            let sent = sim.history_sent(&jid);
+            let first = sent.first()?.id.clone();
+            receipts_of(&sim, &jid, "hist_sync")
+                .contains(&first)
+                .then_some(first)
+        })
+        .await;
+        eventually("the chunk's download under way", async || {
+            sim.cdn_transfers()
+                .iter()
+                .any(|t| t.direction == "download" && t.bytes > 0)
+                .then_some(())
+        })
+        .await;
+        client.shutdown().await;
+        eventually("no connection up", async || {
+            (!sim.connected(&jid)).then_some(())
+        })
+        .await;
+        sim.cdn_fault(&CdnFault::SlowTransfers(None));
+        let sent = sim.history_sent(&jid);
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(sent[0].id, bootstrap);
+        let chunk = sent[1].id.clone();
+        // The worker finishes the chunk with no connection: its receipt is due.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while due(&a).await != [chunk.clone()] {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the chunk stored, its receipt due: kept {:?}, due {:?}, rows {}, receipts {:?}",
+                a.creds.next_history(0).await.unwrap(),
+                due(&a).await,
+                count_rows(&a.store, true).await,
+                sim.receipts(&jid)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(count_rows(&a.store, true).await, 1_600);
+        assert!(
+            !receipts_of(&sim, &jid, "hist_sync").contains(&chunk),
+            "not sent: no connection was up"
+        );
+        drop(client);
+        // The next connection sends it, and the row goes.
+        let (client, _events) =
+            wa_gateway::client::Client::start(super::messaging::options(&sim), a.creds.clone());
+        client.wait_for(|s| *s == ConnState::Connected).await;
+        eventually("the due receipt sent", async || {
+            receipts_of(&sim, &jid, "hist_sync")
+                .contains(&chunk)
+                .then_some(())
+        })
+        .await;
+        eventually("the row forgotten", async || {
+            due(&a).await.is_empty().then_some(())
+        })
+        .await;
+        assert!(a.creds.next_history(0).await.unwrap().is_none());
+        assert_eq!(
+            receipts_of(&sim, &jid, "hist_sync")
+                .iter()
+                .filter(|id| **id == chunk)
+                .count(),
+            1,
+            "sent once"
+        );
+        client.shutdown().await;
+    })
+    .await
+    .expect("in time");
+}
+
+/// The ids whose hist_sync receipt is due in `a`'s store.
+async fn due(a: &super::messaging::Account) -> Vec<String> {
+    a.creds.history_receipts_due().await.unwrap()
 }

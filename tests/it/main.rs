@@ -26,6 +26,7 @@ mod messaging;
 mod noise_fixture;
 mod openapi_conform;
 mod pairing_fixture;
+mod pending_history;
 mod reach_out;
 mod rest;
 mod rest_media;

@@ -1548,3 +1548,31 @@ impl wa_gateway::client::store::AccountStore for Crashy {
         self.inner.oldest_message(chat).await
     }
 }
+
+impl wa_gateway::client::history_store::PendingHistoryStore for Crashy {
+    async fn queue_history(
+        &self,
+        id: &str,
+        notification: &[u8],
+    ) -> StoreResult<wa_gateway::client::history_store::Queued> {
+        self.inner.queue_history(id, notification).await
+    }
+    async fn next_history(
+        &self,
+        after: i64,
+    ) -> StoreResult<Option<wa_gateway::client::history_store::PendingHistory>> {
+        self.inner.next_history(after).await
+    }
+    async fn history_attempt(&self, id: &str) -> StoreResult<u32> {
+        self.inner.history_attempt(id).await
+    }
+    async fn history_stored(&self, id: &str) -> StoreResult<()> {
+        self.inner.history_stored(id).await
+    }
+    async fn history_receipts_due(&self) -> StoreResult<Vec<String>> {
+        self.inner.history_receipts_due().await
+    }
+    async fn forget_history(&self, id: &str) -> StoreResult<()> {
+        self.inner.forget_history(id).await
+    }
+}

@@ -1,10 +1,11 @@
 //! History sync (CLIENT-FEATURES §5): the phone's `HistorySyncNotification`s, accepted only
-//! from our own account, are queued and processed one at a time in arrival order by one
-//! worker per client. A chunk is the inline bootstrap payload, or a blob downloaded through the
-//! media download core (`WhatsApp History Keys`, `md-msg-hist`) into a temporary file and
-//! verified whole before a byte of it is read; then it is inflated and parsed as a stream
-//! ([`super::history_stream`]) on a blocking thread, one conversation at a time, and stored in
-//! batches of a few hundred rows per transaction.
+//! from our own account, are kept in the store's durable queue
+//! ([`crate::client::history_store`]) before their message is acknowledged, and processed one
+//! at a time in arrival order by one worker per client. A chunk is the inline bootstrap
+//! payload, or a blob downloaded through the media download core (`WhatsApp History Keys`,
+//! `md-msg-hist`) into a temporary file and verified whole before a byte of it is read; then it
+//! is inflated and parsed as a stream ([`super::history_stream`]) on a blocking thread, one
+//! conversation at a time, and stored in batches of a few hundred rows per transaction.
 //!
 //! Kept: conversations → chats (archived, pinned, mute end, unread count, marked unread,
 //! name, ephemeral timer); their messages → history rows (classified like live ones, deduped
@@ -13,10 +14,18 @@
 //! through `learn`; inline contacts → contacts; conversations' tctokens (keyed by the LID when
 //! known); the NCT salt as backfill only (whatsapp-rust's rule, CLIENT-FEATURES Appendix A).
 //!
-//! Failure (download, bad zlib, not a `HistorySync`, too large): an event and a log line,
-//! never a crash. Decision: each batch commits whole; a chunk that fails midway keeps the
-//! batches before the failure (each is whole and valid: rows dedupe, so the phone sending the
-//! chunk again fills in the rest), and nothing of the failing batch.
+//! Failure for good (bad zlib, not a `HistorySync`, too large, a hash that does not match, a
+//! notification naming no file): an event and a log line, never a crash; the kept row goes.
+//! A passing failure (a store error, a network error, no connection, a shutdown or a crash
+//! mid-chunk) keeps the row: the chunk resumes at the next connection (or the next
+//! notification), from its start, up to [`MAX_HISTORY_ATTEMPTS`] starts. Decision: each batch
+//! commits whole; a chunk cut short keeps the batches before the cut (each is whole and valid),
+//! and processing it again is safe: history rows dedupe by (chat, sender, id) (`INSERT OR
+//! IGNORE` on that key), chats and contacts are upserts of the fields the chunk names, pairs
+//! already known are no-ops and the NCT salt is backfill only.
+//!
+//! Its `hist_sync` receipt goes out once the chunk is stored, on whichever connection is up;
+//! with none up it stays due in the store and goes at the next connection.
 
 use std::sync::Arc;
 
@@ -29,6 +38,7 @@ use super::receive::row_of;
 use crate::binary::{Jid, Node, Server};
 use crate::client::account::{ChatChange, ContactChange, HistoryBatch};
 use crate::client::events::{Event, HistoryReport};
+use crate::client::history_store::{MAX_HISTORY_ATTEMPTS, PendingHistory, Queued};
 use crate::client::media::{Fetch, MediaSink, MediaType, fetch_verified};
 use crate::client::messages::{MessageStatus, StoredMessage};
 use crate::client::store::CredsStore;
@@ -38,17 +48,25 @@ use crate::proto::wa;
 pub(super) const HISTORY_BATCH: usize = 500;
 /// Largest downloaded (compressed) history blob.
 pub(super) const MAX_HISTORY_BLOB: u64 = 512 << 20;
-/// Notifications waiting for the worker; the reader waits beyond it.
-pub(super) const HISTORY_QUEUE: usize = 64;
 /// Decoded items in flight between the parser thread and the store.
 const ITEMS_IN_FLIGHT: usize = 16;
 
-/// One notification to process.
-pub(super) struct HistoryJob {
-    /// The notification.
-    pub n: wa::HistorySyncNotification,
-    /// Its `hist_sync` receipt, sent once the chunk is stored.
-    pub receipt: Option<Node>,
+/// Why a chunk was not stored.
+#[derive(Debug)]
+enum Stop {
+    /// It cannot be stored, ever (bad bytes, not a `HistorySync`, too large, no file named):
+    /// the kept notification goes.
+    Bad(String),
+    /// It may be stored later (store, network, no connection): the notification stays kept.
+    Transient(String),
+}
+
+/// What the worker does after one kept notification.
+enum Pass {
+    /// Go on with the next one.
+    Next,
+    /// Wait for the next wake (a passing failure: the ones after it wait too, in order).
+    Wait,
 }
 
 /// Where a chunk's compressed bytes are.
@@ -132,83 +150,222 @@ fn mute_ms(v: u64) -> Option<i64> {
 }
 
 impl<S: CredsStore> Messenger<S> {
-    /// A `HistorySyncNotification` in a message from our own account: queued for the worker
-    /// (one at a time, in arrival order), which sends its `hist_sync` receipt once the chunk
-    /// is stored.
+    /// A `HistorySyncNotification` in a message from our own account: kept in the store's
+    /// queue for the worker (which processes kept ones in arrival order and sends the
+    /// `hist_sync` receipt once the chunk is stored). False when it could not be kept (a store
+    /// error, or the account's queue is full): the caller then leaves the message
+    /// unacknowledged and its Signal advance uncommitted, so the server delivers it again, as
+    /// for app-state keys (`on_key_share`). A message carrying none is true.
     ///
     /// Decision (receipt timing): whatsmeow `handleProtocolMessage` and Baileys send the
     /// receipt as soon as the notification is read, but nothing requires it then: whatsmeow
     /// lets an application that downloads history itself turn that receipt off and send it
     /// after its own processing (`DisableManualHistorySyncReceipt`, whatsmeow #1100). Sent at
-    /// once, a crash between queueing and storing would acknowledge a chunk we never kept (the
-    /// message itself is acknowledged either way, so the server does not deliver it again);
-    /// so it goes after the chunk is stored, and a chunk that fails or is cut short by a crash
-    /// or a shutdown stays unacknowledged to the phone.
-    pub(super) async fn on_history_notification(&self, node: &Node, message: &wa::Message) {
+    /// once, a crash between reading and storing would acknowledge a chunk we never kept; so
+    /// it goes after the chunk is stored. The message itself is acknowledged once the
+    /// notification is kept durably: a chunk cut short by a crash or a shutdown resumes from
+    /// the store at the next start, and is acknowledged to the phone when stored.
+    pub(super) async fn on_history_notification(&self, node: &Node, message: &wa::Message) -> bool {
         let Some(n) = message
             .protocol_message
             .as_ref()
-            .and_then(|p| p.history_sync_notification.clone())
+            .and_then(|p| p.history_sync_notification.as_ref())
         else {
-            return;
+            return true;
         };
-        let receipt = match (node.get_str("id"), self.account()) {
-            (Some(id), Some(account)) => Some(
-                Node::new("receipt")
-                    .attr("id", id.into_owned())
-                    .attr("type", "hist_sync")
-                    .attr("to", account.me.jid.to_non_ad()),
-            ),
-            _ => None,
+        let Some(id) = node.get_str("id") else {
+            return true;
         };
-        let queue = self.history_tx.lock().ok().and_then(|t| t.clone());
-        match queue {
-            Some(q) => {
-                if q.send(HistoryJob { n, receipt }).await.is_err() {
-                    tracing::warn!("history worker stopped; chunk dropped");
-                }
+        let bytes = zeroize::Zeroizing::new(n.encode_to_vec());
+        match self.store.queue_history(&id, &bytes).await {
+            Ok(Queued::New | Queued::Known) => {
+                self.wake_history();
+                true
             }
-            None => tracing::warn!("no history worker; chunk dropped"),
+            Ok(Queued::Full) => {
+                tracing::warn!(
+                    id = %id,
+                    "history queue full; the notification is left for the server to deliver again"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot keep a history notification; it will be redelivered");
+                false
+            }
         }
     }
 
-    /// The worker: processes queued notifications one at a time until the messenger is gone.
+    /// Wakes the history worker: a notification was kept, or a connection came up (kept
+    /// chunks resume, due receipts go out).
+    pub(in crate::client) fn wake_history(&self) {
+        if let Ok(t) = self.history_tx.lock()
+            && let Some(t) = t.as_ref()
+        {
+            // Full: a wake is pending already, and one pass serves both.
+            let _ = t.try_send(());
+        }
+    }
+
+    /// The worker: on each wake, sends the `hist_sync` receipts that are due, then processes
+    /// the kept notifications in arrival order until none is left or one fails for the
+    /// moment; ends when the messenger is gone.
     pub(super) async fn history_loop(
         me: std::sync::Weak<Messenger<S>>,
-        mut rx: mpsc::Receiver<HistoryJob>,
+        mut wake: mpsc::Receiver<()>,
     ) {
         let mut chunks = 0u64;
-        while let Some(job) = rx.recv().await {
+        while wake.recv().await.is_some() {
             let Some(m) = me.upgrade() else { return };
-            let stored = m.process_history(job.n).await;
-            // On whichever connection is up now: the receipt names the message, not the
-            // connection it came on.
-            if stored && let (Some(receipt), Some(sender)) = (job.receipt, m.sender()) {
-                let _ = sender.send(&receipt).await;
+            m.send_due_history_receipts().await;
+            let mut after = 0i64;
+            let mut worked = false;
+            loop {
+                let row = match m.store.next_history(after).await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the kept history notifications");
+                        break;
+                    }
+                };
+                after = row.seq;
+                worked = true;
+                chunks += 1;
+                if let Pass::Wait = m.take_history(row).await {
+                    break;
+                }
             }
-            chunks += 1;
-            if rx.is_empty() {
+            if worked {
                 m.publish(Event::HistorySyncIdle { chunks });
             }
         }
     }
 
-    /// Processes one notification; true when its chunk was stored whole.
-    async fn process_history(&self, n: wa::HistorySyncNotification) -> bool {
-        let chunk = n.chunk_order;
-        let fail = |reason: String| {
-            tracing::warn!(chunk, reason, "history chunk not used");
-            self.publish(Event::HistorySyncFailed { chunk, reason });
+    /// Processes one kept notification: stored (receipt due, sent if a connection is up),
+    /// given up (the row goes, with an event), or kept for the next wake.
+    async fn take_history(&self, row: PendingHistory) -> Pass {
+        // Counted before the work: a chunk that kills the process is counted too.
+        let attempts = match self.store.history_attempt(&row.id).await {
+            Ok(0) => return Pass::Next,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count a history attempt");
+                return Pass::Wait;
+            }
         };
+        let n = match wa::HistorySyncNotification::decode(&row.notification[..]) {
+            Ok(n) => n,
+            Err(e) => {
+                self.give_up_history(&row.id, None, format!("a kept notification: {e}"))
+                    .await;
+                return Pass::Next;
+            }
+        };
+        let chunk = n.chunk_order;
+        if attempts > MAX_HISTORY_ATTEMPTS {
+            self.give_up_history(
+                &row.id,
+                chunk,
+                format!("given up after {MAX_HISTORY_ATTEMPTS} attempts"),
+            )
+            .await;
+            return Pass::Next;
+        }
+        match self.process_history(n).await {
+            Ok(()) => {
+                match self.store.history_stored(&row.id).await {
+                    Ok(()) => self.send_history_receipt(&row.id).await,
+                    // Left unstored: processed again later, which the store dedupes.
+                    Err(e) => tracing::warn!(error = %e, "cannot mark a history chunk stored"),
+                }
+                Pass::Next
+            }
+            Err(Stop::Bad(reason)) => {
+                self.give_up_history(&row.id, chunk, reason).await;
+                Pass::Next
+            }
+            Err(Stop::Transient(reason)) if attempts >= MAX_HISTORY_ATTEMPTS => {
+                self.give_up_history(
+                    &row.id,
+                    chunk,
+                    format!("{reason} (given up after {attempts} attempts)"),
+                )
+                .await;
+                Pass::Next
+            }
+            Err(Stop::Transient(reason)) => {
+                tracing::warn!(
+                    chunk,
+                    attempts,
+                    reason,
+                    "history chunk not stored; it will be tried again"
+                );
+                self.publish(Event::HistorySyncFailed {
+                    chunk,
+                    reason,
+                    will_retry: true,
+                });
+                Pass::Wait
+            }
+        }
+    }
+
+    /// Drops a kept notification for good, with an event. The phone gets no `hist_sync`
+    /// receipt for it.
+    async fn give_up_history(&self, id: &str, chunk: Option<u32>, reason: String) {
+        tracing::warn!(chunk, reason, "history chunk not used");
+        if let Err(e) = self.store.forget_history(id).await {
+            tracing::warn!(error = %e, "cannot forget a history notification");
+        }
+        self.publish(Event::HistorySyncFailed {
+            chunk,
+            reason,
+            will_retry: false,
+        });
+    }
+
+    /// The `hist_sync` receipt of message `id`, on whichever connection is up now (it names
+    /// the message, not the connection it came on); the row goes once it is sent. With no
+    /// connection up it stays due for the next one.
+    async fn send_history_receipt(&self, id: &str) {
+        let (Some(account), Some(sender)) = (self.account(), self.sender()) else {
+            return;
+        };
+        let receipt = Node::new("receipt")
+            .attr("id", id.to_owned())
+            .attr("type", "hist_sync")
+            .attr("to", account.me.jid.to_non_ad());
+        if sender.send(&receipt).await.is_ok()
+            && let Err(e) = self.store.forget_history(id).await
+        {
+            // Sent again at the next connection: the phone takes a repeat as it is.
+            tracing::warn!(error = %e, "cannot forget a receipted history notification");
+        }
+    }
+
+    /// Sends every `hist_sync` receipt that is due (chunks stored while no connection was
+    /// up, or before a crash), when a connection is up.
+    async fn send_due_history_receipts(&self) {
+        if self.sender().is_none() {
+            return;
+        }
+        match self.store.history_receipts_due().await {
+            Ok(ids) => {
+                for id in ids {
+                    self.send_history_receipt(&id).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the due history receipts"),
+        }
+    }
+
+    /// Processes one notification: Ok when its chunk was stored whole.
+    async fn process_history(&self, n: wa::HistorySyncNotification) -> Result<(), Stop> {
+        let chunk = n.chunk_order;
         let source = match n.initial_hist_bootstrap_inline_payload.clone() {
             Some(b) => Source::Inline(b),
-            None => match self.download_history(&n).await {
-                Ok(f) => Source::File(f),
-                Err(e) => {
-                    fail(e);
-                    return false;
-                }
-            },
+            None => Source::File(self.download_history(&n).await?),
         };
         let limits = self.history_limits;
         let (tx, mut rx) = mpsc::channel(ITEMS_IN_FLIGHT);
@@ -218,13 +375,19 @@ impl<S: CredsStore> Messenger<S> {
                 Source::File(f) => match std::fs::File::open(&f.0) {
                     Ok(f) => Box::new(f),
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(format!("reading the download: {e}")));
+                        let _ = tx.blocking_send(Err(Stop::Transient(format!(
+                            "reading the download: {e}"
+                        ))));
                         return;
                     }
                 },
             };
             for item in HistoryStream::new(reader, limits) {
-                if tx.blocking_send(item.map_err(|e| e.to_string())).is_err() {
+                // What the stream refuses (inflate, decode, size) is in the bytes: for good.
+                if tx
+                    .blocking_send(item.map_err(|e| Stop::Bad(e.to_string())))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -330,18 +493,20 @@ impl<S: CredsStore> Messenger<S> {
                     self.publish(Event::HistorySyncFailed {
                         chunk,
                         reason: format!("a history item of {len} bytes (field {field}) skipped"),
+                        will_retry: false,
                     });
                     Ok(())
                 }
             };
+            // What fails here is the store: passing.
             if let Err(e) = r {
-                failed = Some(e);
+                failed = Some(Stop::Transient(e));
                 break;
             }
             if batch.len() >= HISTORY_BATCH
                 && let Err(e) = self.flush_history(&mut batch, &mut report).await
             {
-                failed = Some(e);
+                failed = Some(Stop::Transient(e));
                 break;
             }
         }
@@ -350,50 +515,52 @@ impl<S: CredsStore> Messenger<S> {
         if failed.is_none()
             && let Err(e) = self.flush_history(&mut batch, &mut report).await
         {
-            failed = Some(e);
+            failed = Some(Stop::Transient(e));
         }
         match failed {
-            Some(e) => {
-                fail(e);
-                false
-            }
+            Some(e) => Err(e),
             None => {
                 tracing::info!(?report, "history chunk stored");
                 self.publish(Event::HistorySync(Box::new(report)));
-                true
+                Ok(())
             }
         }
     }
 
-    /// Downloads a notification's blob into a temporary file, verified whole.
-    async fn download_history(&self, n: &wa::HistorySyncNotification) -> Result<TempFile, String> {
+    /// Downloads a notification's blob into a temporary file, verified whole. A
+    /// notification naming no file, and bytes that fail a check, are [`Stop::Bad`]; the
+    /// network, the connection and the temporary file are [`Stop::Transient`].
+    async fn download_history(&self, n: &wa::HistorySyncNotification) -> Result<TempFile, Stop> {
+        let bad = |s: &str| Stop::Bad(s.to_owned());
+        let tmp = |e: std::io::Error| Stop::Transient(format!("a temporary file: {e}"));
         let key: [u8; 32] = n
             .media_key
             .as_deref()
             .and_then(|k| k.try_into().ok())
-            .ok_or("the notification names no media key")?;
+            .ok_or_else(|| bad("the notification names no media key"))?;
         let sha: [u8; 32] = n
             .file_sha256
             .as_deref()
             .and_then(|k| k.try_into().ok())
-            .ok_or("the notification names no file hash")?;
+            .ok_or_else(|| bad("the notification names no file hash"))?;
         let enc: Option<[u8; 32]> = n.file_enc_sha256.as_deref().and_then(|k| k.try_into().ok());
         let path = n
             .direct_path
             .clone()
             .filter(|p| p.starts_with('/'))
-            .ok_or("the notification names no path")?;
-        let cdn = self.cdn().map_err(|e| e.to_string())?;
-        let conn = self.media_conn(false).await.map_err(|e| e.to_string())?;
+            .ok_or_else(|| bad("the notification names no path"))?;
+        let cdn = self
+            .cdn()
+            .map_err(|e| Stop::Transient(format!("download: {e}")))?;
+        let conn = self
+            .media_conn(false)
+            .await
+            .map_err(|e| Stop::Transient(format!("download: {e}")))?;
         let file = TempFile(std::env::temp_dir().join(format!(
             "wa-history-{}.z",
             crate::util::hex::encode(&rand::random::<[u8; 12]>())
         )));
-        let mut sink = FileSink(
-            tokio::fs::File::create(&file.0)
-                .await
-                .map_err(|e| format!("a temporary file: {e}"))?,
-        );
+        let mut sink = FileSink(tokio::fs::File::create(&file.0).await.map_err(tmp)?);
         let fetch = Fetch {
             ty: MediaType::History,
             key,
@@ -404,12 +571,16 @@ impl<S: CredsStore> Messenger<S> {
         };
         fetch_verified(&cdn, &conn.hosts, &fetch, MAX_HISTORY_BLOB, &mut sink)
             .await
-            .map_err(|e| format!("download: {e}"))?;
+            .map_err(|e| {
+                // Gone from the CDN: no media retry brings a history blob back.
+                if e.is_permanent() || matches!(e, crate::client::media::MediaFailure::Gone) {
+                    Stop::Bad(format!("download: {e}"))
+                } else {
+                    Stop::Transient(format!("download: {e}"))
+                }
+            })?;
         use tokio::io::AsyncWriteExt;
-        sink.0
-            .flush()
-            .await
-            .map_err(|e| format!("a temporary file: {e}"))?;
+        sink.0.flush().await.map_err(tmp)?;
         Ok(file)
     }
 
@@ -607,10 +778,13 @@ impl<S: CredsStore> Messenger<S> {
     }
 }
 
-/// Starts the history worker of `m` (ends when the messenger is dropped).
+/// Starts the history worker of `m` (ends when the messenger is dropped). It first runs at
+/// the first connection ([`Messenger::wake_history`] from `after_login`): what an earlier run
+/// kept resumes then, before what arrives on that connection (arrival order).
 pub(super) fn start_worker<S: CredsStore>(m: &Arc<Messenger<S>>, span: &tracing::Span) {
     use tracing::Instrument as _;
-    let (tx, rx) = mpsc::channel(HISTORY_QUEUE);
+    // One pending wake is enough: a pass reads everything kept.
+    let (tx, rx) = mpsc::channel(1);
     if let Ok(mut t) = m.history_tx.lock() {
         *t = Some(tx);
     }

@@ -260,8 +260,8 @@ pub(super) struct Messenger<S: CredsStore> {
     media_conn: Mutex<media::MediaConnCache>,
     /// Media retries waiting for the phone's answer.
     media_retries: Mutex<media::RetryWaiters>,
-    /// The history worker's queue (set when it starts).
-    history_tx: Mutex<Option<tokio::sync::mpsc::Sender<history::HistoryJob>>>,
+    /// Wakes the history worker (set when it starts; the queue itself is in the store).
+    history_tx: Mutex<Option<tokio::sync::mpsc::Sender<()>>>,
     /// App-state sync: what to sync next, keys and recoveries asked.
     appsync: appstate::AppSync,
     /// What one history stream may cost.

@@ -202,8 +202,13 @@ impl<S: CredsStore> Messenger<S> {
             }
         };
         if from_me {
-            // History sync is accepted only from our own account (CLIENT-FEATURES §5.1).
-            self.on_history_notification(node, &message).await;
+            // History sync is accepted only from our own account (CLIENT-FEATURES §5.1);
+            // kept before the session advance, unreceipted if it cannot be (the worker
+            // takes it from the store, so a crash after the receipt loses nothing).
+            if !self.on_history_notification(node, &message).await {
+                drop(lock);
+                return;
+            }
             // So are app-state keys (whatsmeow `handleProtocolMessage` checks IsFromMe);
             // stored before the session advance, unreceipted if they cannot be.
             if let Some(share) = message
