@@ -20,10 +20,11 @@ pub const MAX_PENDING_HISTORY: usize = 256;
 
 /// Most times the worker starts on one kept notification. Decision: an interrupted or
 /// transiently failed chunk (store error, network error, shutdown, a crash mid-chunk) is tried
-/// again at the next connection or notification; the attempt is counted when the worker
-/// starts on it, so a chunk that kills the process each time it is read is given up (with a
+/// again at the next round (a new connection, or a timer of 1 minute doubling to 1 hour: about
+/// two hours of failures before the last); the attempt is counted when the worker starts on
+/// it, so a chunk that kills the process each time it is read is given up (with a
 /// `HistorySyncFailed` event) after this many starts instead of looping forever.
-pub const MAX_HISTORY_ATTEMPTS: u32 = 5;
+pub const MAX_HISTORY_ATTEMPTS: u32 = 8;
 
 /// A kept notification. `Debug` hides the notification (it holds the blob's media key).
 #[derive(Clone, PartialEq, Eq)]

@@ -286,6 +286,12 @@ impl Client {
         self.messaging.timelock()
     }
 
+    /// Whether a privacy token went with send `id`, which WhatsApp refused with 463 lately
+    /// (this process, the last few hundred); None when not known.
+    pub fn token_went(&self, id: &str) -> Option<bool> {
+        self.messaging.token_went(id)
+    }
+
     /// The account's new-chat message capping as last learnt (asked at connect, after a 463 or
     /// 475, or told by WhatsApp); None until then.
     pub fn new_chat_capping(&self) -> Option<crate::stanza::mex::NewChatCapping> {

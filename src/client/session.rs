@@ -245,7 +245,7 @@ async fn after_login<S: CredsStore>(
         let _ = Box::pin(sender.send(&presence)).await;
     }
     // History chunks an earlier run kept resume, and receipts due go out (the worker does it).
-    messenger.wake_history();
+    messenger.wake_history_round();
     // Keys first (a device without keys on the server cannot be written to), then what a
     // crash or a drop left unsent, with its ids, and whatever later sends leave unacked, for
     // as long as the connection lives (this task is aborted with it).

@@ -357,6 +357,8 @@ pub struct MemoryCreds {
     nct: Mutex<(Option<NctSalt>, bool)>,
     /// Kept history notifications: (row, receipt due), in arrival order.
     pending_history: Mutex<Vec<(PendingHistory, bool)>>,
+    /// The last sequence number a kept history notification got.
+    pending_seq: std::sync::atomic::AtomicI64,
 }
 
 /// Chats and contacts in memory.
@@ -451,6 +453,7 @@ impl Default for MemoryCreds {
             account: Mutex::new(MemoryAccount::default()),
             nct: Mutex::new((None, false)),
             pending_history: Mutex::new(Vec::new()),
+            pending_seq: std::sync::atomic::AtomicI64::new(0),
         }
     }
 }
@@ -1203,7 +1206,12 @@ impl PendingHistoryStore for MemoryCreds {
         if rows.len() >= MAX_PENDING_HISTORY {
             return Ok(Queued::Full);
         }
-        let seq = rows.last().map_or(1, |(r, _)| r.seq + 1);
+        // Never reused (as SQLite's AUTOINCREMENT): a pass reading `after` a sequence must
+        // not skip a row kept meanwhile under a number a forgotten row had.
+        let seq = self
+            .pending_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         rows.push((
             PendingHistory {
                 seq,

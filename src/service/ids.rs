@@ -96,6 +96,8 @@ pub struct RowContext {
     finishing: HashSet<String>,
     /// The account's reach-out time-lock as its client knows it now (for `finishing` ones).
     timelock: Option<ReachoutTimelock>,
+    /// `finishing` ones refused with 463 although a privacy token went (its client kept it).
+    token_went: HashSet<String>,
 }
 
 impl RowContext {
@@ -119,7 +121,8 @@ impl RowContext {
         }
         let code = m.error?;
         if self.finishing.contains(&m.id) {
-            return Some(explain_now(code, self.timelock.as_ref()));
+            let went = self.token_went.contains(&m.id);
+            return Some(explain_now(code, self.timelock.as_ref(), went));
         }
         Some(explain(code))
     }
@@ -127,10 +130,13 @@ impl RowContext {
 
 /// The explanation of WhatsApp's ack error `code` on a send failing now, under the account's
 /// time-lock `lock` now: what its outbox row is about to record (a 463 while time-locked is
-/// `account_restricted`).
-fn explain_now(code: u16, lock: Option<&ReachoutTimelock>) -> Value {
+/// `account_restricted`; else `privacy_token_rejected` when a token went with it).
+fn explain_now(code: u16, lock: Option<&ReachoutTimelock>, token_went: bool) -> Value {
     let now = crate::util::clock::now_ms() / 1000;
-    let f = SendFailure::of_ack_code(code, lock, now);
+    let f = match SendFailure::of_ack_code(code, lock, now) {
+        SendFailure::PrivacyTokenRequired if token_went => SendFailure::PrivacyTokenRejected,
+        f => f,
+    };
     let until = match f {
         SendFailure::AccountRestricted => super::failure::timelocked(lock, now).flatten(),
         _ => None,
@@ -272,16 +278,23 @@ impl Service {
                 Some((id, e))
             })
             .collect();
+        let session = (!finishing.is_empty())
+            .then(|| self.session(account))
+            .flatten();
+        let token_went = match &session {
+            Some(s) => finishing
+                .iter()
+                .filter(|id| s.client.token_went(id) == Some(true))
+                .cloned()
+                .collect(),
+            None => HashSet::new(),
+        };
         RowContext {
             ids,
             failures,
-            timelock: if finishing.is_empty() {
-                None
-            } else {
-                self.session(account)
-                    .and_then(|s| s.client.reachout_timelock())
-            },
+            timelock: session.and_then(|s| s.client.reachout_timelock()),
             finishing,
+            token_went,
         }
     }
 }
@@ -419,6 +432,13 @@ mod tests {
             c.error(&m).unwrap()["code"],
             json!("privacy_token_required")
         );
+        // A token went with it (its client says so): not a missing one.
+        c.token_went.insert("X".into());
+        assert_eq!(
+            c.error(&m).unwrap()["code"],
+            json!("privacy_token_rejected")
+        );
+        c.token_went.clear();
         // Once its outbox row is gone: the code alone, whatever the limits now.
         c.finishing.clear();
         c.timelock = Some(ReachoutTimelock {

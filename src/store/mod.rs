@@ -146,6 +146,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sender keys by sender",
         include_str!("../../migrations/0023_lid_batch.sql"),
     ),
+    (
+        24,
+        "inbound by chat",
+        include_str!("../../migrations/0024_inbound_by_chat.sql"),
+    ),
 ];
 
 /// How every write transaction starts: it takes the write lock up front, so a transaction that

@@ -537,6 +537,52 @@ async fn a_chunk_is_acknowledged_to_the_phone_only_once_it_is_stored() {
     .expect("in time");
 }
 
+/// Chunks that fail for the moment rest until the next round: the notifications that keep
+/// arriving meanwhile neither retry them (using up their attempts in seconds) nor wait behind
+/// them.
+#[tokio::test]
+async fn a_failing_chunk_rests_while_the_next_ones_are_tried() {
+    tokio::time::timeout(LIMIT, async {
+        let sim = Simulator::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let a = account().await;
+        sqlx::query(
+            "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.history = 1 \
+             BEGIN SELECT RAISE(ABORT, 'simulated store failure'); END",
+        )
+        .execute(a.store.pool())
+        .await
+        .unwrap();
+        let me = "15550403000";
+        // Several downloadable chunks, one notification each.
+        sim.seed_history(me, &seed(4, 4_000, None)).unwrap();
+        let (client, _events, jid) = link(&sim, &a, me).await;
+        // The bootstrap is stored (it holds no history rows); every chunk after it fails,
+        // each once: all are tried, none waits behind the first.
+        let attempts = async || {
+            let mut after = 0;
+            let mut kept = Vec::new();
+            while let Some(r) = a.creds.next_history(after).await.unwrap() {
+                after = r.seq;
+                kept.push(r.attempts);
+            }
+            kept
+        };
+        let kept = eventually("every chunk tried", async || {
+            let chunks = sim.history_sent(&jid).len().saturating_sub(1);
+            let kept = attempts().await;
+            (chunks > 2 && kept.len() == chunks && kept.iter().all(|&n| n > 0)).then_some(kept)
+        })
+        .await;
+        // Each notification after the first woke the worker: none retried a resting chunk.
+        assert_eq!(kept, vec![1; kept.len()], "one attempt each");
+        client.shutdown().await;
+    })
+    .await
+    .expect("in time");
+}
+
 /// A chunk stored while no connection is up (the client was stopped mid-download): its
 /// hist_sync receipt is due in the store and goes out on the next connection, then the row
 /// goes.
@@ -579,18 +625,10 @@ async fn a_receipt_due_while_no_connection_is_up_goes_out_at_the_next_connection
         assert_eq!(sent[0].id, bootstrap);
         let chunk = sent[1].id.clone();
         // The worker finishes the chunk with no connection: its receipt is due.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while due(&a).await != [chunk.clone()] {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the chunk stored, its receipt due: kept {:?}, due {:?}, rows {}, receipts {:?}",
-                a.creds.next_history(0).await.unwrap(),
-                due(&a).await,
-                count_rows(&a.store, true).await,
-                sim.receipts(&jid)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("the chunk stored, its receipt due", async || {
+            (due(&a).await == [chunk.clone()]).then_some(())
+        })
+        .await;
         assert_eq!(count_rows(&a.store, true).await, 1_600);
         assert!(
             !receipts_of(&sim, &jid, "hist_sync").contains(&chunk),

@@ -250,6 +250,8 @@ async fn a_463_although_a_token_went_and_no_time_lock_is_not_called_a_time_lock(
         let base = format!("{}/api/whatsapp/sub1/stale", server.url);
         let (me, x) = ("15550095000", "15550095001");
         sim.set_devices(x, 1).unwrap();
+        let hook = Hook::start().await;
+        set_hook(&http, &admin, &base, &hook).await;
         assert_eq!(sim.fault(me, Fault::RequireCsToken(true)).await, 1);
         link(&sim, &http, &admin, &base, me).await;
         stale_salt(&db, "stale").await;
@@ -278,6 +280,17 @@ async fn a_463_although_a_token_went_and_no_time_lock_is_not_called_a_time_lock(
         let r = row(&http, &admin, &base, "hello with a stale cstoken").await;
         assert_eq!(r["errorCode"], json!(463), "{r}");
         assert_eq!(r["error"]["code"], json!("privacy_token_rejected"), "{r}");
+        // The status webhook (often rendered before the outbox records the result) agrees.
+        let id = r["messageId"].clone();
+        let w = eventually("the failed status webhook", async || {
+            hook.find("message.status", |d| d["messageId"] == id)
+        })
+        .await;
+        assert_eq!(
+            w["data"]["error"]["code"],
+            json!("privacy_token_rejected"),
+            "{w}"
+        );
         server.stop().await;
     })
     .await

@@ -757,6 +757,7 @@ impl<S: CredsStore> Messenger<S> {
                 marked_unread: Some(!read),
                 unread_count: read.then_some(0),
                 read_ts: read.then_some(Some(at)),
+                only_if_stored: *read,
                 ..chat(c)
             }),
             Action::DeleteChat { chat: c } => commit.chats.push(ChatChange {

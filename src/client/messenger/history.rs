@@ -17,8 +17,9 @@
 //! Failure for good (bad zlib, not a `HistorySync`, too large, a hash that does not match, a
 //! notification naming no file): an event and a log line, never a crash; the kept row goes.
 //! A passing failure (a store error, a network error, no connection, a shutdown or a crash
-//! mid-chunk) keeps the row: the chunk resumes at the next connection (or the next
-//! notification), from its start, up to [`MAX_HISTORY_ATTEMPTS`] starts. Decision: each batch
+//! mid-chunk) keeps the row: the chunk rests until the next round (a new connection, or a
+//! timer of 1 minute doubling to 1 hour) and resumes from its start, up to
+//! [`MAX_HISTORY_ATTEMPTS`] starts; the chunks after it go on meanwhile. Decision: each batch
 //! commits whole; a chunk cut short keeps the batches before the cut (each is whole and valid),
 //! and processing it again is safe: history rows dedupe by (chat, sender, id) (`INSERT OR
 //! IGNORE` on that key), chats and contacts are upserts of the fields the chunk names, pairs
@@ -63,11 +64,16 @@ enum Stop {
 
 /// What the worker does after one kept notification.
 enum Pass {
-    /// Go on with the next one.
+    /// Done with it (stored or given up).
     Next,
-    /// Wait for the next wake (a passing failure: the ones after it wait too, in order).
+    /// A passing failure: it rests until the next round.
     Wait,
 }
+
+/// The first wait before a resting chunk is tried again without a new connection.
+const HISTORY_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest such wait.
+const HISTORY_RETRY_LAST: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Where a chunk's compressed bytes are.
 enum Source {
@@ -77,6 +83,44 @@ enum Source {
 
 /// A temporary file removed on drop.
 struct TempFile(std::path::PathBuf);
+
+/// The name a history download's temporary file starts with (and ends with `.z`).
+const DOWNLOAD_PREFIX: &str = "wa-history-";
+/// Age past which a download file is taken as left behind by a killed process (a download of
+/// the largest blob takes far less).
+const STALE_DOWNLOAD: std::time::Duration = std::time::Duration::from_secs(86_400);
+/// Most directory entries one sweep reads (a shared temporary directory may be huge).
+const SWEEP_ENTRIES: usize = 100_000;
+
+/// Removes history downloads in `dir` last written longer than `older` before `now`; the count
+/// removed.
+fn sweep_stale_downloads(
+    dir: &std::path::Path,
+    older: std::time::Duration,
+    now: std::time::SystemTime,
+) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.take(SWEEP_ENTRIES).flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(DOWNLOAD_PREFIX) && name.ends_with(".z")) {
+            continue;
+        }
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > older);
+        if stale && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
 
 impl Drop for TempFile {
     fn drop(&mut self) {
@@ -196,8 +240,8 @@ impl<S: CredsStore> Messenger<S> {
         }
     }
 
-    /// Wakes the history worker: a notification was kept, or a connection came up (kept
-    /// chunks resume, due receipts go out).
+    /// Wakes the history worker: a notification was kept (kept chunks that failed for the
+    /// moment still rest; see [`Messenger::history_loop`]).
     pub(in crate::client) fn wake_history(&self) {
         if let Ok(t) = self.history_tx.lock()
             && let Some(t) = t.as_ref()
@@ -207,16 +251,51 @@ impl<S: CredsStore> Messenger<S> {
         }
     }
 
+    /// Wakes the history worker for a new round: a connection came up, so kept chunks that
+    /// failed for the moment are tried again and due receipts go out.
+    pub(in crate::client) fn wake_history_round(&self) {
+        self.history_round
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.wake_history();
+    }
+
     /// The worker: on each wake, sends the `hist_sync` receipts that are due, then processes
-    /// the kept notifications in arrival order until none is left or one fails for the
-    /// moment; ends when the messenger is gone.
+    /// the kept notifications in arrival order; ends when the messenger is gone.
+    ///
+    /// Pacing (why attempts mean something): a chunk that fails for the moment rests until
+    /// the next round — a new connection, or a timer of 1 minute doubling to 1 hour while
+    /// some rest — and the chunks after it go on meanwhile. Wakes by new notifications do not
+    /// retry a resting chunk, so a burst of them cannot use up its attempts in seconds.
     pub(super) async fn history_loop(
         me: std::sync::Weak<Messenger<S>>,
         mut wake: mpsc::Receiver<()>,
     ) {
         let mut chunks = 0u64;
-        while wake.recv().await.is_some() {
+        let mut resting: std::collections::HashSet<String> = Default::default();
+        let mut backoff = HISTORY_RETRY_FIRST;
+        loop {
+            let woke = if resting.is_empty() {
+                wake.recv().await.is_some()
+            } else {
+                match tokio::time::timeout(backoff, wake.recv()).await {
+                    Ok(w) => w.is_some(),
+                    Err(_) => {
+                        // The timer's round.
+                        resting.clear();
+                        backoff = (backoff * 2).min(HISTORY_RETRY_LAST);
+                        true
+                    }
+                }
+            };
+            if !woke {
+                return;
+            }
             let Some(m) = me.upgrade() else { return };
+            if m.history_round
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                resting.clear();
+            }
             m.send_due_history_receipts().await;
             let mut after = 0i64;
             let mut worked = false;
@@ -230,11 +309,18 @@ impl<S: CredsStore> Messenger<S> {
                     }
                 };
                 after = row.seq;
+                if resting.contains(&row.id) {
+                    continue;
+                }
                 worked = true;
                 chunks += 1;
+                let id = row.id.clone();
                 if let Pass::Wait = m.take_history(row).await {
-                    break;
+                    resting.insert(id);
                 }
+            }
+            if resting.is_empty() {
+                backoff = HISTORY_RETRY_FIRST;
             }
             if worked {
                 m.publish(Event::HistorySyncIdle { chunks });
@@ -557,7 +643,7 @@ impl<S: CredsStore> Messenger<S> {
             .await
             .map_err(|e| Stop::Transient(format!("download: {e}")))?;
         let file = TempFile(std::env::temp_dir().join(format!(
-            "wa-history-{}.z",
+            "{DOWNLOAD_PREFIX}{}.z",
             crate::util::hex::encode(&rand::random::<[u8; 12]>())
         )));
         let mut sink = FileSink(tokio::fs::File::create(&file.0).await.map_err(tmp)?);
@@ -783,6 +869,16 @@ impl<S: CredsStore> Messenger<S> {
 /// kept resumes then, before what arrives on that connection (arrival order).
 pub(super) fn start_worker<S: CredsStore>(m: &Arc<Messenger<S>>, span: &tracing::Span) {
     use tracing::Instrument as _;
+    // Downloads a killed process left behind (its chunk is downloaded again under a new name
+    // when it resumes). Only old ones: another process may be downloading into the same
+    // directory now.
+    tokio::task::spawn_blocking(|| {
+        sweep_stale_downloads(
+            &std::env::temp_dir(),
+            STALE_DOWNLOAD,
+            std::time::SystemTime::now(),
+        )
+    });
     // One pending wake is enough: a pass reads everything kept.
     let (tx, rx) = mpsc::channel(1);
     if let Ok(mut t) = m.history_tx.lock() {
@@ -840,7 +936,27 @@ impl<S: CredsStore> Messenger<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::mute_ms;
+    use super::{DOWNLOAD_PREFIX, STALE_DOWNLOAD, mute_ms, sweep_stale_downloads};
+
+    #[test]
+    fn only_old_history_downloads_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::time::SystemTime::now();
+        let make = |name: &str, age: std::time::Duration| {
+            let path = dir.path().join(name);
+            let f = std::fs::File::create(&path).unwrap();
+            f.set_modified(now - age).unwrap();
+            path
+        };
+        let hour = std::time::Duration::from_secs(3600);
+        let old = make(&format!("{DOWNLOAD_PREFIX}aa.z"), STALE_DOWNLOAD + hour);
+        let fresh = make(&format!("{DOWNLOAD_PREFIX}bb.z"), hour);
+        let other = make("someone-else.z", STALE_DOWNLOAD + hour);
+        assert_eq!(sweep_stale_downloads(dir.path(), STALE_DOWNLOAD, now), 1);
+        assert!(!old.exists(), "left behind by a killed process: swept");
+        assert!(fresh.exists(), "maybe another process's download now: kept");
+        assert!(other.exists(), "not ours: kept");
+    }
 
     #[test]
     fn a_history_mute_end_reads_as_ms_and_seconds_as_seconds() {

@@ -61,6 +61,8 @@ pub use tokens::{AttachedToken, Warmth};
 pub use crate::stanza::MAX_RETRIES;
 /// Phone numbers whose LID (or its absence) is cached.
 const LID_CACHE: usize = 16_384;
+/// 463-refused sends remembered for their status webhooks (see `Messenger::refused_463`).
+const REFUSED_463_KEPT: usize = 256;
 
 /// Longest text accepted for sending (WhatsApp's own limit is 65,536 characters).
 pub const MAX_TEXT_BYTES: usize = 65_536;
@@ -157,6 +159,7 @@ pub(super) trait Messaging: Send + Sync {
         action: ChatAction,
     ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>>;
     fn capping(&self) -> Option<crate::stanza::mex::NewChatCapping>;
+    fn token_went(&self, id: &str) -> Option<bool>;
     fn warmth<'a>(&'a self, to: Jid) -> Pin<Box<dyn Future<Output = Warmth> + Send + 'a>>;
     fn fetch_timelock<'a>(
         &'a self,
@@ -262,6 +265,8 @@ pub(super) struct Messenger<S: CredsStore> {
     media_retries: Mutex<media::RetryWaiters>,
     /// Wakes the history worker (set when it starts; the queue itself is in the store).
     history_tx: Mutex<Option<tokio::sync::mpsc::Sender<()>>>,
+    /// A connection came up since the history worker's last pass: resting chunks go again.
+    history_round: std::sync::atomic::AtomicBool,
     /// App-state sync: what to sync next, keys and recoveries asked.
     appsync: appstate::AppSync,
     /// What one history stream may cost.
@@ -272,6 +277,10 @@ pub(super) struct Messenger<S: CredsStore> {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// Push names last stored per contact (a cache: a name is written when it changes).
     push_names: Mutex<HashMap<Jid, String>>,
+    /// Sends WhatsApp refused with 463 lately (message id → whether a privacy token went),
+    /// so their status webhook, rendered before the outbox records the send's result, names
+    /// the right cause. Bounded: cleared at [`REFUSED_463_KEPT`].
+    refused_463: Mutex<HashMap<String, bool>>,
 }
 
 impl<S: CredsStore> Messenger<S> {
@@ -315,6 +324,7 @@ impl<S: CredsStore> Messenger<S> {
             media_conn: Mutex::new(media::MediaConnCache::default()),
             media_retries: Mutex::new(HashMap::new()),
             history_tx: Mutex::new(None),
+            history_round: std::sync::atomic::AtomicBool::new(false),
             appsync: appstate::AppSync::default(),
             history_limits: history_stream::Limits::default(),
             cdn: match &opts.cdn {
@@ -323,6 +333,7 @@ impl<S: CredsStore> Messenger<S> {
             },
             tls,
             push_names: Mutex::new(HashMap::new()),
+            refused_463: Mutex::new(HashMap::new()),
         }
     }
 
@@ -537,6 +548,10 @@ impl<S: CredsStore> Messaging for Messenger<S> {
 
     fn warmth<'a>(&'a self, to: Jid) -> Pin<Box<dyn Future<Output = Warmth> + Send + 'a>> {
         Box::pin(Messenger::warmth(self, to))
+    }
+
+    fn token_went(&self, id: &str) -> Option<bool> {
+        self.refused_463.lock().ok()?.get(id).copied()
     }
 
     fn fetch_timelock<'a>(

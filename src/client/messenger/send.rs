@@ -328,6 +328,14 @@ impl<S: CredsStore> Messenger<S> {
         } else {
             (ack, attached)
         };
+        if ack.error == Some(463)
+            && let Ok(mut r) = self.refused_463.lock()
+        {
+            if r.len() >= super::REFUSED_463_KEPT {
+                r.clear();
+            }
+            r.insert(row.id.clone(), attached.is_some());
+        }
         self.record_ack(&row.chat, &row.id, &ack).await;
         if ack.error.is_none_or(|c| c == 0) {
             self.issue_token(&row.chat, &wire, &account.me).await;
